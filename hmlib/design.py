@@ -1,0 +1,122 @@
+"""Coding predictors into design matrices, and fitting the analysis model.
+
+Numeric predictors enter as they are. Categorical predictors use treatment
+coding: the first level (sorted) is the reference and each other level gets a
+0/1 column named ``name[level]`` (the term names of ``estimates.csv``; lme4
+calls the same column ``namelevel``). Levels are fixed once for the whole
+registry (:attr:`hmlib.data.Registry.levels`) so that a subset (complete
+cases, one imputed data set) is coded the same way as the whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hmlib.exceptions import FitError
+
+__all__ = ["DesignMatrix", "design_matrix", "fit_analysis_model"]
+
+
+@dataclass(frozen=True)
+class DesignMatrix:
+    """A design matrix and the names of its columns.
+
+    Attributes
+    ----------
+    X : numpy.ndarray
+        n x p float matrix, intercept column first when requested.
+    term_names : tuple of str
+    rows : numpy.ndarray
+        Boolean mask over the input frame: rows used (no missing value in any
+        model column).
+    """
+
+    X: np.ndarray
+    term_names: tuple
+    rows: np.ndarray
+
+
+def design_matrix(frame: pd.DataFrame, predictors, levels: dict | None = None, *,
+                  intercept: bool = True, extra_rows_mask=None) -> DesignMatrix:
+    """Build the design matrix of ``predictors`` from ``frame``.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    predictors : sequence of str
+    levels : dict, optional
+        ``{column: levels}`` for categorical predictors; a column not listed
+        is categorical when its dtype is not numeric (levels then sorted).
+    intercept : bool
+        Add a leading ``Intercept`` column.
+    extra_rows_mask : array of bool, optional
+        Further rows to require (e.g. outcome observed).
+
+    Returns
+    -------
+    DesignMatrix
+        Rows with a missing value in any predictor are left out (listwise).
+    """
+    levels = dict(levels or {})
+    rows = np.ones(len(frame), dtype=bool)
+    if extra_rows_mask is not None:
+        rows &= np.asarray(extra_rows_mask, dtype=bool)
+    for col in predictors:
+        rows &= frame[col].notna().to_numpy()
+    columns: list[np.ndarray] = []
+    names: list[str] = []
+    if intercept:
+        columns.append(np.ones(int(rows.sum())))
+        names.append("Intercept")
+    for col in predictors:
+        series = frame[col]
+        if col in levels or not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+            found = levels.get(col) or sorted(series.dropna().astype(str).unique().tolist())
+            values = series.astype(str).to_numpy()[rows]
+            for level in found[1:]:
+                columns.append((values == str(level)).astype(float))
+                names.append(f"{col}[{level}]")
+        else:
+            columns.append(series.to_numpy(dtype=float)[rows])
+            names.append(col)
+    X = np.column_stack(columns) if columns else np.empty((int(rows.sum()), 0))
+    return DesignMatrix(X=X, term_names=tuple(names), rows=rows)
+
+
+def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str,
+                       family: str, levels: dict | None = None, nagq: int = 1):
+    """Fit ``outcome ~ predictors + (1 | cluster)`` on the rows with no missing value.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    outcome, cluster : str
+    predictors : sequence of str
+    family : {"binomial", "gaussian"}
+    levels : dict, optional
+        Categorical levels (see :func:`design_matrix`).
+    nagq : int
+        1 for Laplace; more for adaptive Gauss-Hermite (binomial only).
+
+    Returns
+    -------
+    hmlib.mixed.RandomInterceptFit
+
+    Raises
+    ------
+    FitError
+        No complete rows, or the model cannot be fitted.
+    """
+    from hmlib.mixed import fit_random_intercept
+
+    design = design_matrix(frame, predictors, levels,
+                           extra_rows_mask=frame[outcome].notna() & frame[cluster].notna())
+    if design.X.shape[0] == 0:
+        raise FitError(f"no row has {outcome}, {', '.join(predictors)} and {cluster} all recorded.")
+    y = frame[outcome].to_numpy(dtype=float)[design.rows]
+    groups = frame[cluster].to_numpy()[design.rows]
+    return fit_random_intercept(y, design.X, groups, family=family, nagq=nagq,
+                                term_names=design.term_names, cluster_name=cluster)

@@ -1,0 +1,342 @@
+"""The params YAML: what the user tells hmlib about their registry.
+
+A params file names the data file, the cluster column, the outcome and the
+predictors. It is read and checked here, before any expensive work: unknown
+keys are errors (a typo such as ``predictor:`` must not pass silently), paths
+are resolved against the YAML's own folder, and every message says what is
+wrong and how to fix it.
+
+Example
+-------
+.. code-block:: yaml
+
+    name: demo
+    data: ../data/demo/demo_registry.csv
+    cluster: site
+    outcome: mortality_30d
+    outcome_family: binomial
+    predictors: [age, sex, severity, lactate, sbp]
+    cluster_covariates: [site_type]
+    focus: lactate
+    seed: 20261127
+    privacy: {min_cell: 11, pseudonymize_clusters: false}
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hmlib.exceptions import ParamsError
+
+__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "load_params", "KEYS"]
+
+#: Every key a params file may have, with a one-line description (used in
+#: error messages and in the README).
+KEYS: dict[str, str] = {
+    "name": "report name; output goes to reports/<name>/ (letters, digits, - and _)",
+    "data": "CSV or Parquet file; a relative path resolves against the YAML's folder",
+    "truth": "optional JSON of known true values (simulated data), shown next to estimates",
+    "cluster": "the column that identifies the cluster (site, school, patient)",
+    "outcome": "the outcome column",
+    "outcome_family": "binomial (0/1 outcome) or gaussian (continuous outcome)",
+    "predictors": "list of patient-level predictor columns (numeric or categorical)",
+    "categorical": "optional list of predictors to treat as categorical even if numbers",
+    "higher_levels": "optional list of columns for levels above the cluster (e.g. [country])",
+    "cluster_covariates": "optional list of cluster-level columns (constant within a cluster)",
+    "focus": "the incomplete predictor the narrative centres on (default: most missing)",
+    "seed": "integer seed for every random step (default 2026)",
+    "fast": "true for small settings (tests, quick looks); default false",
+    "privacy": "{min_cell: 11, pseudonymize_clusters: false}",
+    "diagnose": "{structural_share: 0.9} share missing above which a cluster's gap is structural",
+}
+_PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
+_DIAGNOSE_KEYS = {"structural_share"}
+_FAMILIES = ("binomial", "gaussian")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """Disclosure control for everything the report shows.
+
+    Attributes
+    ----------
+    min_cell : int
+        Counts from 1 to ``min_cell - 1`` are suppressed (with complementary
+        suppression). Default 11, the threshold used by many registries.
+    pseudonymize_clusters : bool
+        Replace cluster labels by stable pseudonyms in every output.
+    """
+
+    min_cell: int = 11
+    pseudonymize_clusters: bool = False
+
+
+@dataclass(frozen=True)
+class DiagnoseSettings:
+    """Settings of step 1 (diagnose).
+
+    Attributes
+    ----------
+    structural_share : float
+        A cluster whose share of missing values of a variable is above this
+        (or equal to 1) has a *structural* gap rather than a sporadic one.
+    """
+
+    structural_share: float = 0.9
+
+
+@dataclass(frozen=True)
+class Params:
+    """A validated params file. Build it with :func:`load_params`.
+
+    Attributes
+    ----------
+    name : str
+        Report name; output folder ``reports/<name>/``.
+    source : pathlib.Path
+        The YAML file these params were read from (absolute).
+    data : pathlib.Path
+        The data file (absolute).
+    truth : pathlib.Path or None
+        Optional JSON file of true values (simulated data).
+    cluster, outcome : str
+        Column names.
+    outcome_family : {"binomial", "gaussian"}
+    predictors : tuple of str
+        Patient-level predictors, in the user's order.
+    categorical : tuple of str
+        Predictors forced to be categorical.
+    higher_levels, cluster_covariates : tuple of str
+    focus : str or None
+        The incomplete predictor the narrative centres on; ``None`` means
+        "the predictor with most missing values", resolved once the data are
+        read (:func:`hmlib.data.load_registry`).
+    seed : int
+    fast : bool
+    privacy : PrivacySettings
+    diagnose : DiagnoseSettings
+    raw : dict
+        The params as written in the file (for the reproducibility appendix).
+    """
+
+    name: str
+    source: Path
+    data: Path
+    cluster: str
+    outcome: str
+    outcome_family: str
+    predictors: tuple[str, ...]
+    truth: Path | None = None
+    categorical: tuple[str, ...] = ()
+    higher_levels: tuple[str, ...] = ()
+    cluster_covariates: tuple[str, ...] = ()
+    focus: str | None = None
+    seed: int = 2026
+    fast: bool = False
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    diagnose: DiagnoseSettings = field(default_factory=DiagnoseSettings)
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def model_columns(self) -> tuple[str, ...]:
+        """Every column the analysis uses, cluster first, without repeats."""
+        cols = [self.cluster, *self.higher_levels, self.outcome, *self.predictors,
+                *self.cluster_covariates]
+        return tuple(dict.fromkeys(cols))
+
+    def with_overrides(self, **changes: Any) -> "Params":
+        """Return a copy with some fields changed (e.g. ``fast=True``)."""
+        return replace(self, **changes)
+
+
+def _suggest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _string_list(value: Any, key: str, source: Path) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ParamsError(
+            f"{source}: '{key}' must be a list of column names, e.g. {key}: [age, sex]; "
+            f"got {value!r}."
+        )
+    duplicated = sorted({v for v in value if value.count(v) > 1})
+    if duplicated:
+        raise ParamsError(f"{source}: '{key}' names {duplicated} more than once; list each column once.")
+    return tuple(value)
+
+
+def _required_string(raw: dict, key: str, source: Path) -> str:
+    if key not in raw or raw[key] is None:
+        raise ParamsError(f"{source}: the key '{key}' is missing; add it ({KEYS[key]}).")
+    value = raw[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ParamsError(f"{source}: '{key}' must be a non-empty text value ({KEYS[key]}); got {value!r}.")
+    return value
+
+
+def _sub_mapping(raw: dict, key: str, allowed: set[str], source: Path) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ParamsError(f"{source}: '{key}' must be a mapping such as {KEYS[key]}; got {value!r}.")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ParamsError(
+            f"{source}: unknown key '{key}.{unknown[0]}'.{_suggest(str(unknown[0]), allowed)} "
+            f"Allowed under '{key}': {', '.join(sorted(allowed))}."
+        )
+    return value
+
+
+def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
+    """Read and check a params YAML file.
+
+    Only the file itself is checked here (keys, types, roles); the data are
+    checked against it by :func:`hmlib.data.load_registry`.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The YAML file.
+    fast : bool, optional
+        Overrides the file's ``fast`` setting when given (``--fast``).
+
+    Returns
+    -------
+    Params
+
+    Raises
+    ------
+    ParamsError
+        The file is missing, is not valid YAML, has unknown keys, lacks a
+        required key, or has a value of the wrong kind. The message names the
+        key and the fix.
+    """
+    source = Path(path).expanduser().resolve()
+    if not source.is_file():
+        raise ParamsError(f"params file not found: {source}. Check the path (e.g. params/demo.yaml).")
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamsError(
+            f"{source} is not valid YAML{where}: {problem}. Check indentation, colons and "
+            "brackets (lists are written [a, b] or as '- a' lines)."
+        ) from None
+    except UnicodeDecodeError:
+        raise ParamsError(f"{source} is not a UTF-8 text file; save it as UTF-8 YAML.") from None
+    if raw is None:
+        raise ParamsError(f"{source} is empty; see params/demo.yaml for an example.")
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source} must be a mapping of keys (name: ..., data: ...); got {type(raw).__name__}.")
+
+    unknown = sorted(str(k) for k in raw if k not in KEYS)
+    if unknown:
+        key = unknown[0]
+        raise ParamsError(
+            f"{source}: unknown key '{key}'.{_suggest(key, KEYS)} Allowed keys: {', '.join(KEYS)}."
+        )
+
+    name = raw.get("name")
+    if name is None:
+        name = source.stem
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ParamsError(
+            f"{source}: 'name' must be letters, digits, '-' or '_' (it names the folder "
+            f"reports/<name>/); got {name!r}."
+        )
+
+    data_text = _required_string(raw, "data", source)
+    data = (source.parent / data_text).resolve()
+    if data.suffix.lower() not in {".csv", ".parquet", ".pq"}:
+        raise ParamsError(f"{source}: 'data' must be a .csv or .parquet file; got {data_text!r}.")
+    truth = None
+    if raw.get("truth") is not None:
+        truth = (source.parent / _required_string(raw, "truth", source)).resolve()
+
+    cluster = _required_string(raw, "cluster", source)
+    outcome = _required_string(raw, "outcome", source)
+    family = _required_string(raw, "outcome_family", source)
+    if family not in _FAMILIES:
+        raise ParamsError(
+            f"{source}: 'outcome_family' must be one of {', '.join(_FAMILIES)}; got {family!r}."
+            f"{_suggest(family, _FAMILIES)}"
+        )
+    if "predictors" not in raw:
+        raise ParamsError(f"{source}: the key 'predictors' is missing; add it ({KEYS['predictors']}).")
+    predictors = _string_list(raw["predictors"], "predictors", source)
+    if not predictors:
+        raise ParamsError(f"{source}: 'predictors' is empty; name at least one predictor column.")
+    categorical = _string_list(raw.get("categorical"), "categorical", source)
+    higher = _string_list(raw.get("higher_levels"), "higher_levels", source)
+    cluster_cov = _string_list(raw.get("cluster_covariates"), "cluster_covariates", source)
+
+    roles = {"cluster": [cluster], "outcome": [outcome], "predictors": list(predictors),
+             "higher_levels": list(higher), "cluster_covariates": list(cluster_cov)}
+    seen: dict[str, str] = {}
+    for role, cols in roles.items():
+        for col in cols:
+            if col in seen:
+                raise ParamsError(
+                    f"{source}: column '{col}' is given both as {seen[col]} and as {role}; "
+                    "each column has one role."
+                )
+            seen[col] = role
+    stray = [c for c in categorical if c not in predictors]
+    if stray:
+        raise ParamsError(f"{source}: 'categorical' names {stray}, which are not in 'predictors'.")
+
+    focus = raw.get("focus")
+    if focus is not None:
+        if not isinstance(focus, str) or focus not in predictors:
+            raise ParamsError(
+                f"{source}: 'focus' must be one of the predictors ({', '.join(predictors)}); got {focus!r}."
+                f"{_suggest(str(focus), predictors)}"
+            )
+
+    seed = raw.get("seed", 2026)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParamsError(f"{source}: 'seed' must be a non-negative whole number; got {seed!r}.")
+    fast_value = raw.get("fast", False)
+    if not isinstance(fast_value, bool):
+        raise ParamsError(f"{source}: 'fast' must be true or false; got {fast_value!r}.")
+    if fast is not None:
+        fast_value = bool(fast)
+
+    privacy_raw = _sub_mapping(raw, "privacy", _PRIVACY_KEYS, source)
+    min_cell = privacy_raw.get("min_cell", 11)
+    if isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < 1:
+        raise ParamsError(f"{source}: 'privacy.min_cell' must be a whole number >= 1; got {min_cell!r}.")
+    pseudo = privacy_raw.get("pseudonymize_clusters", False)
+    if not isinstance(pseudo, bool):
+        raise ParamsError(f"{source}: 'privacy.pseudonymize_clusters' must be true or false; got {pseudo!r}.")
+
+    diagnose_raw = _sub_mapping(raw, "diagnose", _DIAGNOSE_KEYS, source)
+    share = diagnose_raw.get("structural_share", 0.9)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ParamsError(
+            f"{source}: 'diagnose.structural_share' must be a number in (0, 1]; got {share!r}."
+        )
+
+    return Params(
+        name=name, source=source, data=data, truth=truth, cluster=cluster, outcome=outcome,
+        outcome_family=family, predictors=predictors, categorical=categorical,
+        higher_levels=higher, cluster_covariates=cluster_cov, focus=focus, seed=seed,
+        fast=fast_value, privacy=PrivacySettings(min_cell=min_cell, pseudonymize_clusters=pseudo),
+        diagnose=DiagnoseSettings(structural_share=float(share)), raw=dict(raw),
+    )

@@ -1,0 +1,126 @@
+"""The results contract shared by every step: ``estimates.csv`` and artifacts.
+
+``reports/<name>/estimates.csv`` has one row per method x term with columns
+``method, term, estimate, std_error, ci_lower, ci_upper, n_patients,
+n_clusters``. Terms are predictor names (categorical levels as
+``name[level]``), ``Intercept`` and ``sd(<cluster>)`` for the random-intercept
+SD. A step replaces its own methods' rows and leaves the others alone, so
+steps can be re-run one at a time.
+
+Each step also writes ``artifacts/<step>.json`` (aggregated figures only: no
+patient-level rows) that later steps and the final report read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ESTIMATE_COLUMNS", "estimate_rows", "update_estimates", "read_estimates",
+           "write_artifact", "read_artifact", "atomic_write_text"]
+
+ESTIMATE_COLUMNS = ("method", "term", "estimate", "std_error", "ci_lower", "ci_upper",
+                    "n_patients", "n_clusters")
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file and a rename.
+
+    A reader never sees a half-written file, and a crash leaves the previous
+    version in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def estimate_rows(fit, method: str, level: float = 0.95) -> pd.DataFrame:
+    """Rows of ``estimates.csv`` for one fitted random-intercept model.
+
+    Parameters
+    ----------
+    fit : hmlib.mixed.RandomInterceptFit
+    method : str
+        E.g. ``"complete_case"``, ``"multilevel_mi"``.
+    level : float
+        Confidence level of the intervals.
+    """
+    table = fit.to_frame(level=level).copy()
+    table.insert(0, "method", method)
+    table["n_patients"] = int(fit.n_obs)
+    table["n_clusters"] = int(fit.n_clusters)
+    return table.loc[:, list(ESTIMATE_COLUMNS)]
+
+
+def read_estimates(path: str | Path) -> pd.DataFrame:
+    """Read ``estimates.csv``; an empty frame with the contract's columns if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=list(ESTIMATE_COLUMNS))
+    return pd.read_csv(path)
+
+
+def update_estimates(path: str | Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """Replace the rows of the methods in ``rows`` and write the file atomically.
+
+    Returns the full table as written.
+    """
+    missing = [c for c in ESTIMATE_COLUMNS if c not in rows.columns]
+    if missing:
+        raise ValueError(f"estimate rows lack columns {missing}")
+    current = read_estimates(path)
+    keep = current.loc[~current["method"].isin(rows["method"].unique())]
+    parts = [p for p in (keep, rows.loc[:, list(ESTIMATE_COLUMNS)]) if len(p)]
+    table = pd.concat(parts, ignore_index=True) if parts else rows.loc[:, list(ESTIMATE_COLUMNS)]
+    atomic_write_text(path, table.to_csv(index=False))
+    return table
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, pd.DataFrame):
+        return _jsonable(value.to_dict(orient="records"))
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_artifact(output_dir: str | Path, step: str, payload: dict) -> Path:
+    """Write ``artifacts/<step>.json`` (NaN becomes null) atomically."""
+    path = Path(output_dir) / "artifacts" / f"{step}.json"
+    text = json.dumps(_jsonable(payload), indent=1, sort_keys=True, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def read_artifact(output_dir: str | Path, step: str) -> dict:
+    """Read ``artifacts/<step>.json``; raises FileNotFoundError naming the step to run."""
+    path = Path(output_dir) / "artifacts" / f"{step}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run step '{step}' first (hmreport run PARAMS --only {step}).")
+    return json.loads(path.read_text(encoding="utf-8"))
