@@ -213,7 +213,7 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
             status["steps"][step.key] = round(elapsed, 2)
             _write_status(output_dir, status)
             raise StepFailed(
-                f"step '{step.key}' failed in notebooks/{step.notebook}, cell {exc.exec_count}: "
+                f"step '{step.key}' failed in notebooks/{step.notebook}, cell [{exc.exec_count}]: "
                 f"{exc.ename}: {exc.evalue}. The notebook with the error is rendered in {failed_html}; "
                 "report.html was not updated."
             ) from None

@@ -1,0 +1,96 @@
+"""Showing results in the notebooks: escaped text, tables and figures.
+
+The step notebooks call these instead of printing. Every string that may come
+from the data or the params (cluster names, column names, levels) is
+HTML-escaped here, so a site named ``<script>...`` shows as text. Tables are
+aggregated results (never patient-level rows) rendered by pandas with
+escaping on.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+
+import pandas as pd
+
+__all__ = ["narrative", "table", "notices", "figure", "heading"]
+
+
+def _display(obj) -> None:
+    from IPython.display import display
+
+    display(obj)
+
+
+def _html(text: str):
+    from IPython.display import HTML
+
+    return HTML(text)
+
+
+def heading(text: str, level: int = 3) -> None:
+    """Show an escaped heading (for headings that contain data-derived names)."""
+    _display(_html(f"<h{level}>{html.escape(str(text))}</h{level}>"))
+
+
+def narrative(sentences: Iterable[str] | str, *, title: str | None = None) -> None:
+    """Show generated sentences as escaped paragraphs (one per sentence group).
+
+    Parameters
+    ----------
+    sentences : str or iterable of str
+    title : str, optional
+        Bold lead-in shown before the text.
+    """
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    parts = []
+    if title:
+        parts.append(f"<p><strong>{html.escape(title)}</strong></p>")
+    parts.extend(f"<p>{html.escape(s)}</p>" for s in sentences if s)
+    _display(_html("\n".join(parts) or "<p></p>"))
+
+
+def table(frame: pd.DataFrame, *, caption: str | None = None, digits: int = 3,
+          max_rows: int = 60, index: bool = False) -> None:
+    """Show an aggregated table with escaping on.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Aggregated results only (counts, shares, estimates).
+    caption : str, optional
+    digits : int
+        Significant digits for floats.
+    max_rows : int
+        Longer tables are cut, and the caption says how many rows are hidden.
+    index : bool
+        Show the index.
+    """
+    shown = frame.head(max_rows)
+    note = ""
+    if len(frame) > max_rows:
+        note = f" (first {max_rows} of {len(frame)} rows; the full table is in the artifacts)"
+    body = shown.to_html(index=index, escape=True, na_rep="", border=0,
+                         float_format=lambda v: f"{v:.{digits}g}", classes="hm-table")
+    cap = f"<p><em>{html.escape(caption or '')}{html.escape(note)}</em></p>" if (caption or note) else ""
+    _display(_html(cap + body))
+
+
+def notices(items) -> None:
+    """Show input-check notices (``hmlib.data.Notice``) as an escaped list."""
+    items = list(items)
+    if not items:
+        _display(_html("<p>All input checks passed without remarks.</p>"))
+        return
+    rows = "".join(f"<li>{html.escape(n.message)}</li>" for n in items)
+    _display(_html(f"<ul>{rows}</ul>"))
+
+
+def figure(fig) -> None:
+    """Show a matplotlib figure once and close it (no duplicate output)."""
+    import matplotlib.pyplot as plt
+
+    _display(fig)
+    plt.close(fig)
