@@ -48,3 +48,16 @@ def write_case(tmp_path):
         return path
 
     return _write
+
+
+#: Reference numbers from the R tools, copied from the workplace's
+#: shared/reference/ with the scripts that made them (see README.md there).
+REFERENCE = REPO / "tests" / "results"
+
+
+def reference_fit(name: str) -> dict:
+    """One case of lme4_fits.json by name."""
+    import json
+
+    cases = json.loads((REFERENCE / "lme4_fits.json").read_text())
+    return next(c for c in cases if c["name"] == name)
