@@ -289,7 +289,9 @@ def load_registry(params: Params) -> Registry:
         if kind == "numeric":
             frame[col] = pd.to_numeric(series, errors="coerce").astype("float")
         else:
-            text = series.where(series.isna(), series.astype(str).str.strip())
+            if pd.api.types.is_float_dtype(series) and (series.dropna() % 1 == 0).all():
+                series = series.astype("Int64")  # 1.0 -> "1": levels read as written
+            text = series.astype("string").str.strip().astype(object).where(series.notna(), None)
             found = sorted(text.dropna().unique().tolist(), key=str)
             if len(found) > MAX_LEVELS:
                 raise DataError(

@@ -17,7 +17,7 @@ import pandas as pd
 
 from hmlib.exceptions import FitError
 
-__all__ = ["DesignMatrix", "design_matrix", "fit_analysis_model"]
+__all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,24 @@ def design_matrix(frame: pd.DataFrame, predictors, levels: dict | None = None, *
     return DesignMatrix(X=X, term_names=tuple(names), rows=rows)
 
 
+def fit_design(frame: pd.DataFrame, design: DesignMatrix, *, outcome: str, cluster: str,
+               family: str, nagq: int = 1):
+    """Fit ``outcome ~ design + (1 | cluster)`` on the design's rows.
+
+    Returns
+    -------
+    hmlib.mixed.RandomInterceptFit
+    """
+    from hmlib.mixed import fit_random_intercept
+
+    if design.X.shape[0] == 0:
+        raise FitError(f"no row has {outcome}, {', '.join(design.term_names)} and {cluster} all recorded.")
+    y = frame[outcome].to_numpy(dtype=float)[design.rows]
+    groups = frame[cluster].to_numpy()[design.rows]
+    return fit_random_intercept(y, design.X, groups, family=family, nagq=nagq,
+                                term_names=design.term_names, cluster_name=cluster)
+
+
 def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str,
                        family: str, levels: dict | None = None, nagq: int = 1):
     """Fit ``outcome ~ predictors + (1 | cluster)`` on the rows with no missing value.
@@ -110,13 +128,6 @@ def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster
     FitError
         No complete rows, or the model cannot be fitted.
     """
-    from hmlib.mixed import fit_random_intercept
-
     design = design_matrix(frame, predictors, levels,
                            extra_rows_mask=frame[outcome].notna() & frame[cluster].notna())
-    if design.X.shape[0] == 0:
-        raise FitError(f"no row has {outcome}, {', '.join(predictors)} and {cluster} all recorded.")
-    y = frame[outcome].to_numpy(dtype=float)[design.rows]
-    groups = frame[cluster].to_numpy()[design.rows]
-    return fit_random_intercept(y, design.X, groups, family=family, nagq=nagq,
-                                term_names=design.term_names, cluster_name=cluster)
+    return fit_design(frame, design, outcome=outcome, cluster=cluster, family=family, nagq=nagq)
