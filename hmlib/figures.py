@@ -1,0 +1,330 @@
+"""Figures of step 1 (diagnose): heatmap, funnel plot, cluster bars, patterns.
+
+Each function takes a published (suppressed) table from
+:class:`hmlib.missingness.DiagnoseResult` and returns a
+:class:`matplotlib.figure.Figure`; nothing is shown or saved here, and no
+global pyplot state is touched (figures are built with ``Figure()``
+directly). A NaN share or count is a suppressed cell: it is drawn as
+"suppressed" (hatched cell, or a note), never at its value.
+
+Text from the data (cluster and variable names) is drawn as plain text:
+``text.usetex`` is off and ``$`` is escaped, so mathtext never interprets a
+name. At most ``max_clusters`` (default 60) clusters are labelled; with more,
+the figures show the clusters with the most and the least missing values
+and say so in the title.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+__all__ = ["missingness_heatmap", "funnel_plot", "cluster_missingness_bars", "pattern_plot"]
+
+_RC = {"text.usetex": False, "axes.titlesize": 11, "axes.labelsize": 10,
+       "xtick.labelsize": 8, "ytick.labelsize": 8}
+_SUPPRESSED_COLOUR = "#d9d9d9"
+
+
+def _plain(text) -> str:
+    """Data text as literal text: no mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _title(text: str, width: int = 60) -> str:
+    """Plain text wrapped to the figure (each paragraph separately)."""
+    return "\n".join(textwrap.fill(part, width) for part in _plain(text).split("\n"))
+
+
+def _new_figure(width: float, height: float, style: str = "whitegrid") -> Figure:
+    with matplotlib.rc_context(_RC), sns.axes_style(style):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        fig.add_subplot()
+    return fig
+
+
+def _head_tail(n_rows: int, max_rows: int) -> tuple[np.ndarray, bool]:
+    """Positions to show: all, or the first and last ``max_rows // 2``."""
+    if n_rows <= max_rows:
+        return np.arange(n_rows), False
+    half = max_rows // 2
+    return np.r_[np.arange(half), np.arange(n_rows - (max_rows - half), n_rows)], True
+
+
+def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_clusters: int = 60,
+                        cluster_noun: str = "cluster") -> Figure:
+    """Share missing by cluster (rows) and variable (columns).
+
+    Parameters
+    ----------
+    heatmap : pandas.DataFrame
+        :attr:`DiagnoseResult.heatmap`: index cluster names ordered by overall
+        missingness, columns variables, values shares (NaN = suppressed).
+    title : str, optional
+    max_clusters : int, default 60
+        With more clusters, the half with the most and the half with the
+        least missing values are shown, separated by a gap.
+    cluster_noun : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    n_rows, n_cols = heatmap.shape
+    if n_rows == 0 or n_cols == 0:
+        fig = _new_figure(5.0, 1.5, style="white")
+        ax = fig.axes[0]
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"No variable can be shown by {cluster_noun} without revealing small counts.",
+                ha="center", va="center", wrap=True)
+        return fig
+    keep, cut = _head_tail(n_rows, max_clusters)
+    shown = heatmap.iloc[keep]
+    values = shown.to_numpy(dtype=float)
+    if cut:  # a blank row marks the cut
+        half = max_clusters // 2
+        values = np.vstack([values[:half], np.full((1, n_cols), np.nan), values[half:]])
+        labels = [*shown.index[:half], "...", *shown.index[half:]]
+    else:
+        labels = list(shown.index)
+    gap_row = max_clusters // 2 if cut else -1
+    fig = _new_figure(max(5.0, 2.2 + 0.9 * n_cols), 1.8 + 0.2 * max(len(labels), 4), style="white")
+    ax = fig.axes[0]
+    # hatched background shows through the masked (suppressed) cells
+    ax.add_patch(Rectangle((-0.5, -0.5), n_cols, len(labels), facecolor=_SUPPRESSED_COLOUR,
+                           hatch="///", edgecolor="white", linewidth=0, zorder=0))
+    masked = np.ma.masked_invalid(values)
+    image = ax.imshow(masked, aspect="auto", cmap="rocket_r", vmin=0, vmax=1, interpolation="nearest", zorder=1)
+    if gap_row >= 0:
+        ax.add_patch(Rectangle((-0.5, gap_row - 0.5), n_cols, 1, facecolor="white", zorder=2))
+    if values.size <= 300:
+        for i in range(values.shape[0]):
+            for j in range(n_cols):
+                v = values[i, j]
+                if np.isfinite(v):
+                    ax.text(j, i, f"{100 * v:.0f}%", ha="center", va="center", fontsize=7,
+                            color="white" if v > 0.55 else "black", zorder=3)
+    ax.set_xticks(range(n_cols), [_plain(c) for c in heatmap.columns], rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), [_plain(lb) for lb in labels])
+    ax.set_xlim(-0.5, n_cols - 0.5)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    fig.colorbar(image, ax=ax, label="share missing", shrink=0.6)
+    fig.legend(handles=[Patch(facecolor=_SUPPRESSED_COLOUR, hatch="///", label="suppressed (small count)")],
+               loc="outside lower center", fontsize=7, frameon=False)
+    if title is None:
+        title = f"Share missing by {cluster_noun}, most missing first"
+    if cut:
+        title += (f"\n(showing the {max_clusters // 2} {cluster_noun}s with the most and "
+                  f"{max_clusters - max_clusters // 2} with the least missing of {n_rows})")
+    ax.set_title(_title(title, 55))
+    return fig
+
+
+def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True, max_labels: int = 20,
+                cluster_noun: str = "cluster") -> Figure:
+    """Funnel plot: cluster missing rate against cluster size, with control limits.
+
+    Parameters
+    ----------
+    funnel : hmlib.missingness.FunnelResult
+        A published funnel (``DiagnoseResult.funnels[variable]``); clusters
+        whose rate is suppressed (NaN) are not drawn and are counted in the
+        legend.
+    title : str, optional
+    label_outliers : bool, default True
+        Name the clusters beyond the outermost limits (the ``max_labels``
+        farthest from the centre line).
+    max_labels : int, default 20
+    cluster_noun : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    table = funnel.table
+    curve = funnel.curve
+    fig = _new_figure(7.0, 4.8)
+    ax = fig.axes[0]
+    shown = table.loc[table["rate"].notna() & table["n"].notna()]
+    n_hidden = len(table) - len(shown)
+    styles = {0: ("--", 1.0), 1: ("-", 1.2)}
+    for i, level in enumerate(funnel.levels):
+        tag = f"{100 * level:.10g}"
+        ls, lw = styles.get(min(i, 1))
+        colour = "#4c72b0" if i == 0 else "#c44e52"
+        ax.plot(curve["n"], curve[f"upper_{tag}"], ls, color=colour, lw=lw, label=f"{tag}% limits")
+        ax.plot(curve["n"], curve[f"lower_{tag}"], ls, color=colour, lw=lw)
+    ax.axhline(funnel.overall_rate, color="0.3", lw=1, label=f"overall {100 * funnel.overall_rate:.1f}%")
+    outer = f"{100 * max(funnel.levels):.10g}%"
+    is_out = shown["position"].isin([f"above {outer}", f"below {outer}"])
+    ax.scatter(shown.loc[~is_out, "n"], shown.loc[~is_out, "rate"], s=18, color="0.35", alpha=0.8,
+               label=f"{cluster_noun}s", zorder=3)
+    ax.scatter(shown.loc[is_out, "n"], shown.loc[is_out, "rate"], s=26, color="#c44e52", zorder=4,
+               label=f"beyond {outer} limits")
+    sizes = shown["n"].to_numpy(dtype=float)
+    log_x = bool(sizes.size) and sizes.max() / max(sizes.min(), 1) > 20
+    if label_outliers and is_out.any():
+        out = shown.loc[is_out].copy()
+        out["distance"] = (out["rate"] - funnel.overall_rate).abs()
+        labelled = out.nlargest(max_labels, "distance").sort_values(["rate", "n"])
+        # greedy stacking: a label close to an earlier one (in axis fractions) moves 9 points
+        # further, so clusters sharing a rate (e.g. 100%) stay readable
+        x_all = np.log(sizes) if log_x else sizes
+        x_span = max(float(np.ptp(x_all)), 1e-9)
+        placed: list[tuple[float, float, float]] = []
+        for row in labelled.itertuples(index=False):
+            x = (np.log(row.n) if log_x else row.n) / x_span
+            offset = 0.0
+            for px, py, poff in placed:
+                if abs(px - x) < 0.12 and abs(py - row.rate) < 0.04:
+                    offset = max(offset, poff + 9.0)
+            placed.append((x, row.rate, offset))
+            # stack towards the centre line, so labels stay inside the axes
+            above = row.rate >= funnel.overall_rate
+            dy = 3.0 - offset if above else -9.0 + offset
+            ax.annotate(_plain(row.cluster), (row.n, row.rate), xytext=(6, dy),
+                        textcoords="offset points", fontsize=7, color="#8c1c1c",
+                        arrowprops={"arrowstyle": "-", "color": "#c44e52", "lw": 0.4} if offset else None)
+    if n_hidden:
+        ax.scatter([], [], s=0, label=f"{n_hidden} {cluster_noun}(s) with suppressed counts not shown")
+    if sizes.size:
+        if log_x:
+            ax.set_xscale("log")
+            ax.set_xlim(sizes.min() / 1.5, sizes.max() * 1.3)
+        else:
+            ax.set_xlim(0, sizes.max() * 1.08)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"patients in the {cluster_noun}")
+    ax.set_ylabel(f"share with {_plain(funnel.variable)} missing")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(_title(title or f"Funnel plot: missing {funnel.variable} by {cluster_noun} size "
+                                 "(exact binomial limits)", 80))
+    return fig
+
+
+def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall_rate: float | None = None,
+                             title: str | None = None, max_clusters: int = 60,
+                             cluster_noun: str = "cluster") -> Figure:
+    """Share missing of one variable per cluster, with Wilson intervals.
+
+    Parameters
+    ----------
+    by_cluster : pandas.DataFrame
+        Published per-cluster table (``DiagnoseResult.by_cluster.values``):
+        ``cluster, variable, share_missing, ci_lower, ci_upper``; NaN share =
+        suppressed.
+    variable : str
+    overall_rate : float, optional
+        Drawn as a reference line.
+    title : str, optional
+    max_clusters : int, default 60
+        With more, the clusters with the highest and lowest shares are shown.
+    cluster_noun : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    sub = by_cluster.loc[by_cluster["variable"] == variable]
+    if sub.empty:
+        raise ValueError(f"no rows for variable {variable!r} in the table.")
+    published = sub.loc[sub["share_missing"].notna()].sort_values(
+        ["share_missing", "cluster"], ascending=[False, True], kind="stable")
+    hidden = sub.loc[sub["share_missing"].isna()]
+    keep, cut = _head_tail(len(published), max_clusters)
+    shown = published.iloc[keep]
+    y = np.arange(len(shown))
+    fig = _new_figure(6.5, 1.4 + 0.2 * max(len(shown), 4))
+    ax = fig.axes[0]
+    share = shown["share_missing"].to_numpy(float)
+    lo = shown["ci_lower"].to_numpy(float)
+    hi = shown["ci_upper"].to_numpy(float)
+    ax.barh(y, share, color="#4c72b0", alpha=0.8, height=0.7)
+    has_ci = np.isfinite(lo) & np.isfinite(hi)
+    ax.errorbar(share[has_ci], y[has_ci], xerr=np.vstack([share[has_ci] - lo[has_ci], hi[has_ci] - share[has_ci]]),
+                fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2)
+    if overall_rate is not None:
+        ax.axvline(overall_rate, color="#c44e52", lw=1, ls="--", label=f"overall {100 * overall_rate:.1f}%")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_yticks(y, [_plain(c) for c in shown["cluster"]])
+    ax.set_ylim(len(shown) - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel(f"share with {_plain(variable)} missing (Wilson 95% CI)")
+    if title is None:
+        title = f"Missing {variable} by {cluster_noun}"
+    notes = []
+    if cut:
+        notes.append(f"showing the {max_clusters // 2} highest and {max_clusters - max_clusters // 2} "
+                     f"lowest of {len(published)} {cluster_noun}s")
+    if len(hidden):
+        notes.append(f"{len(hidden)} {cluster_noun}(s) with suppressed counts not shown")
+    if notes:
+        title += "\n(" + "; ".join(notes) + ")"
+    ax.set_title(_title(title, 60))
+    return fig
+
+
+def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str | None = None,
+                 max_patterns: int = 30) -> Figure:
+    """Missing-data patterns: which variables are missing (left) and how many patients (right).
+
+    Parameters
+    ----------
+    patterns : pandas.DataFrame
+        :func:`hmlib.missingness.missingness_patterns` output (``pattern,
+        count, share``; the pooled row has NaN ``n_missing_variables``).
+    variables : sequence of str
+        The variables the patterns were built from (column order).
+    title : str, optional
+    max_patterns : int, default 30
+        Most frequent patterns shown (the pooled row always).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    variables = list(variables)
+    pooled = patterns["n_missing_variables"].isna()
+    named = patterns.loc[~pooled].head(max_patterns)
+    table = pd.concat([named, patterns.loc[pooled]])
+    n = len(table)
+    with matplotlib.rc_context(_RC), sns.axes_style("white"):
+        fig = Figure(figsize=(2.5 + 0.5 * len(variables) + 4, 1.4 + 0.28 * max(n, 3)), layout="constrained")
+        left, right = fig.subplots(1, 2, sharey=True,
+                                   gridspec_kw={"width_ratios": [max(len(variables), 1) * 0.5 + 0.5, 4]})
+    for i, row in enumerate(table.itertuples(index=False)):
+        missing = set() if row.pattern == "complete" or pd.isna(row.n_missing_variables) \
+            else set(str(row.pattern).split(", "))
+        for j, var in enumerate(variables):
+            filled = var in missing
+            left.scatter(j, i, s=60, color="#c44e52" if filled else "0.85", zorder=2)
+        if pd.isna(row.n_missing_variables):
+            left.text((len(variables) - 1) / 2, i, "pooled", ha="center", va="center", fontsize=7,
+                      color="0.3", zorder=3, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    left.set_xticks(range(len(variables)), [_plain(v) for v in variables], rotation=40, ha="right")
+    left.set_yticks(range(n), [_plain(p) for p in table["pattern"]])
+    left.set_xlim(-0.6, len(variables) - 0.4)
+    left.set_ylim(n - 0.5, -0.5)
+    left.set_title("missing (red)", fontsize=9)
+    counts = table["count"].to_numpy(float)
+    right.barh(range(n), counts, color="#4c72b0", height=0.7)
+    for i, (c, s) in enumerate(zip(counts, table["share"])):
+        right.text(c, i, f" {int(c):,} ({100 * s:.1f}%)", va="center", fontsize=7)
+    right.set_xlim(0, counts.max() * 1.3 if n else 1)
+    right.set_xlabel("patients")
+    sns.despine(fig=fig, left=True)
+    heading = title or "Missing-data patterns"
+    hidden = len(patterns.loc[~pooled]) - len(named)
+    if hidden > 0:
+        heading += f"\n(the {len(named)} most frequent of {len(patterns.loc[~pooled])} patterns shown)"
+    fig.suptitle(_title(heading, 80), fontsize=11)
+    return fig
