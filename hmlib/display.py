@@ -12,9 +12,10 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["narrative", "table", "notices", "figure", "heading"]
+__all__ = ["narrative", "table", "notices", "figure", "heading", "format_number"]
 
 
 def _display(obj) -> None:
@@ -52,6 +53,21 @@ def narrative(sentences: Iterable[str] | str, *, title: str | None = None) -> No
     _display(_html("\n".join(parts) or "<p></p>"))
 
 
+def format_number(value, digits: int = 3) -> str:
+    """Readable number: whole numbers with thousands separators, others to ``digits``
+    significant digits (scientific only for very small or very large values)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    v = float(value)
+    if v.is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
+    if abs(v) >= 10 ** digits:
+        return f"{v:,.0f}"
+    if abs(v) < 1e-3:
+        return f"{v:.{max(digits - 1, 1)}e}"
+    return f"{v:.{digits}g}"
+
+
 def table(frame: pd.DataFrame, *, caption: str | None = None, digits: int = 3,
           max_rows: int = 60, index: bool = False) -> None:
     """Show an aggregated table with escaping on.
@@ -73,7 +89,7 @@ def table(frame: pd.DataFrame, *, caption: str | None = None, digits: int = 3,
     if len(frame) > max_rows:
         note = f" (first {max_rows} of {len(frame)} rows; the full table is in the artifacts)"
     body = shown.to_html(index=index, escape=True, na_rep="", border=0,
-                         float_format=lambda v: f"{v:.{digits}g}", classes="hm-table")
+                         float_format=lambda v: format_number(v, digits), classes="hm-table")
     cap = f"<p><em>{html.escape(caption or '')}{html.escape(note)}</em></p>" if (caption or note) else ""
     _display(_html(cap + body))
 
@@ -88,9 +104,19 @@ def notices(items) -> None:
     _display(_html(f"<ul>{rows}</ul>"))
 
 
-def figure(fig) -> None:
-    """Show a matplotlib figure once and close it (no duplicate output)."""
-    import matplotlib.pyplot as plt
+def figure(fig, *, dpi: int = 100) -> None:
+    """Show a matplotlib figure as an embedded PNG and release it.
 
-    _display(fig)
+    Rendering to PNG here (rather than relying on the notebook backend)
+    works for figures made with or without pyplot, and the report embeds
+    the image.
+    """
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+    _display(Image(data=buffer.getvalue(), format="png"))

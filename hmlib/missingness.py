@@ -103,6 +103,7 @@ from hmlib.privacy import SuppressedTable, suppress_counts
 
 __all__ = [
     "AGHQ_MAX_ROWS",
+    "cluster_noun",
     "wilson_interval",
     "missingness_by_cluster",
     "missingness_overview",
@@ -1280,6 +1281,27 @@ class DiagnoseResult:
     cluster_names: dict = field(repr=False)
     notes: tuple = ()
 
+    # ---------------------------------------------------------------- tables
+    def variation_table(self) -> pd.DataFrame:
+        """Between-cluster variation of each missingness indicator, one row per model.
+
+        Columns ``variable, model, n_clusters, cluster_sd, sd_ci_lower,
+        sd_ci_upper, icc_latent, lrt_statistic, p_value`` (boundary-corrected
+        likelihood-ratio test of "no cluster effect").
+        """
+        rows = []
+        models = [("intercept only", self.variation),
+                  ("without clusters with structural gaps", self.variation_sporadic)]
+        if self.focus_variation is not None:
+            models.append(("adjusted for " + ", ".join(self.focus_variation.covariates),
+                           {self.focus_variation.variable: self.focus_variation}))
+        for label, results in models:
+            for var, res in results.items():
+                rows.append((var, label, res.n_clusters, res.cluster_sd, res.cluster_sd_ci[0],
+                             res.cluster_sd_ci[1], res.icc, res.lrt_statistic, res.p_value))
+        return pd.DataFrame(rows, columns=["variable", "model", "n_clusters", "cluster_sd", "sd_ci_lower",
+                                           "sd_ci_upper", "icc_latent", "lrt_statistic", "p_value"])
+
     # ---------------------------------------------------------------- text
     def _plural(self, count: int) -> str:
         return self.cluster_noun if count == 1 else f"{self.cluster_noun}s"
@@ -1909,3 +1931,15 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
         heatmap=heat, gap_summary=gap_summary, patterns=patterns, funnels=funnels, variation=variation,
         variation_sporadic=variation_sporadic, focus_variation=focus_variation, predictor_models=predictor_models,
         outcome_correlation=outcome_correlation, cluster_names=names, notes=tuple(notes))
+
+
+#: Column names that read naturally as the word for a cluster in sentences.
+_CLUSTER_WORDS = {"site", "hospital", "clinic", "centre", "center", "school", "practice", "ward",
+                  "unit", "patient", "country", "region", "hub", "facility", "trust", "department"}
+
+
+def cluster_noun(column: str) -> str:
+    """The word for one cluster in generated text: the column's name when it is
+    a plain word such as ``site`` or ``Clinic``, else ``"cluster"``."""
+    word = str(column).strip().lower()
+    return word if word in _CLUSTER_WORDS else "cluster"

@@ -118,9 +118,10 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     for step in STEPS:
         toc.append(f"{step.number}. [{esc(step.title)}](#{step.anchor})")
         executed = output_dir / "notebooks" / step.notebook
-        heading = f'<a id="{step.anchor}"></a>\n\n## {step.number}. {esc(step.title)}'
+        anchor = f'<a id="{step.anchor}"></a>'
+        heading = f"{anchor}\n\n## {step.number}. {esc(step.title)}"
         if is_built(step) and executed.is_file():
-            body.append(_markdown(heading))
+            body.append(_markdown(anchor))  # the notebook's own first cell is the section heading
             nb = nbformat.read(str(executed), as_version=4)
             body.extend(_report_cells(nb) if not show_code else nb.cells)
         elif is_built(step):

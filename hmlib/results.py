@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ESTIMATE_COLUMNS", "estimate_rows", "update_estimates", "read_estimates",
-           "write_artifact", "read_artifact", "atomic_write_text"]
+           "write_artifact", "read_artifact", "atomic_write_text", "load_truth", "with_truth"]
 
 ESTIMATE_COLUMNS = ("method", "term", "estimate", "std_error", "ci_lower", "ci_upper",
                     "n_patients", "n_clusters")
@@ -41,6 +41,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; reports are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -124,3 +127,24 @@ def read_artifact(output_dir: str | Path, step: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run step '{step}' first (hmreport run PARAMS --only {step}).")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_truth(path: str | Path | None) -> dict[str, float]:
+    """True values by term from a truth JSON (simulated data), or ``{}``.
+
+    The demo's truth file holds ``{"terms": {"Intercept": ..., "lactate": ...,
+    "sd(site)": ...}}`` keyed like ``estimates.csv``.
+    """
+    if path is None or not Path(path).is_file():
+        return {}
+    terms = json.loads(Path(path).read_text(encoding="utf-8")).get("terms", {})
+    return {str(k): float(v) for k, v in terms.items()}
+
+
+def with_truth(estimates: pd.DataFrame, truth: dict[str, float]) -> pd.DataFrame:
+    """Add a ``truth`` column (NaN where unknown) and whether each interval covers it."""
+    table = estimates.copy()
+    table["truth"] = table["term"].map(truth).astype(float)
+    table["covers_truth"] = (table["ci_lower"] <= table["truth"]) & (table["truth"] <= table["ci_upper"])
+    table.loc[table["truth"].isna(), "covers_truth"] = pd.NA
+    return table

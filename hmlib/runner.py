@@ -62,7 +62,7 @@ class Step:
 
 STEPS: tuple[Step, ...] = (
     Step("diagnose", 1, "Diagnose: where and how data are missing", "01_diagnose.ipynb", (), 2),
-    Step("complete_case", 2, "Complete-case check: who drops out", "02_complete_case.ipynb", ("diagnose",), 3),
+    Step("complete_case", 2, "Complete-case check: who drops out", "02_complete_case.ipynb", (), 3),
     Step("imputation", 3, "Flat vs hierarchical multiple imputation", "03_imputation.ipynb", ("diagnose",), 4),
     Step("joint_model", 4, "Joint Bayesian model with partial pooling", "04_joint_model.ipynb",
          ("diagnose",), 5),
