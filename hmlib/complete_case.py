@@ -173,16 +173,22 @@ def _within_cluster_effect(y, offset, x, family):
         if y[group].min() == y[group].max():  # separated: no finite estimate
             return np.nan, np.nan
     coef = np.zeros(2)
-    for _ in range(100):
+    try:
+        for _ in range(100):
+            p = 1 / (1 + np.exp(-(offset + Z @ coef)))
+            info = (Z * (p * (1 - p))[:, None]).T @ Z
+            step = np.linalg.solve(info, Z.T @ (y - p))
+            coef += step
+            if np.max(np.abs(step)) < 1e-10:
+                break
         p = 1 / (1 + np.exp(-(offset + Z @ coef)))
         info = (Z * (p * (1 - p))[:, None]).T @ Z
-        step = np.linalg.solve(info, Z.T @ (y - p))
-        coef += step
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    p = 1 / (1 + np.exp(-(offset + Z @ coef)))
-    info = (Z * (p * (1 - p))[:, None]).T @ Z
-    return float(coef[1]), float(np.sqrt(np.linalg.inv(info)[1, 1]))
+        se = float(np.sqrt(np.linalg.inv(info)[1, 1]))
+    except np.linalg.LinAlgError:  # quasi-separation: the information vanishes
+        return np.nan, np.nan
+    if not (np.all(np.isfinite(coef)) and np.isfinite(se)) or abs(coef[1]) > 20:
+        return np.nan, np.nan  # diverging towards separation: no finite estimate
+    return float(coef[1]), se
 
 
 def indicator_effects_by_cluster(frame: pd.DataFrame, *, fit, design, indicator_column: str,
