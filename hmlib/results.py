@@ -145,6 +145,6 @@ def with_truth(estimates: pd.DataFrame, truth: dict[str, float]) -> pd.DataFrame
     """Add a ``truth`` column (NaN where unknown) and whether each interval covers it."""
     table = estimates.copy()
     table["truth"] = table["term"].map(truth).astype(float)
-    table["covers_truth"] = (table["ci_lower"] <= table["truth"]) & (table["truth"] <= table["ci_upper"])
-    table.loc[table["truth"].isna(), "covers_truth"] = pd.NA
+    covers = (table["ci_lower"] <= table["truth"]) & (table["truth"] <= table["ci_upper"])
+    table["covers_truth"] = covers.astype("boolean").mask(table["truth"].isna())
     return table

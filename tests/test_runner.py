@@ -66,3 +66,17 @@ def test_cli_001_validate_ok_and_errors(write_case, capsys):
     err = capsys.readouterr().err
     assert err.startswith("hmreport: error:") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_results_001_truth_columns():
+    """RESULTS-001: with_truth adds the true value and whether each interval covers it (NA if unknown)."""
+    import pandas as pd
+
+    from hmlib.results import with_truth
+
+    est = pd.DataFrame({"method": "m", "term": ["a", "b", "c"], "estimate": [1.0, 2.0, 3.0],
+                        "std_error": 0.1, "ci_lower": [0.8, 1.8, 2.8], "ci_upper": [1.2, 2.2, 3.2],
+                        "n_patients": 10, "n_clusters": 2})
+    out = with_truth(est, {"a": 1.1, "b": 5.0})
+    assert out["truth"].tolist()[:2] == [1.1, 5.0] and pd.isna(out["truth"].iloc[2])
+    assert out["covers_truth"].tolist()[:2] == [True, False] and pd.isna(out["covers_truth"].iloc[2])
