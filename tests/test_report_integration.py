@@ -94,3 +94,24 @@ def test_report_002_real_datasets(tmp_path, name):
     data = pd.read_csv(p.data)
     numeric = [c for c in p.predictors if pd.api.types.is_numeric_dtype(data[c])][:4]
     assert patient_rows_in_html(html, data, numeric, min_matches=min(3, len(numeric))) == []
+
+
+@pytest.mark.parametrize("case", ["all_complete", "cluster_without_complete_case"])
+def test_report_003_complete_case_step_edge_datasets(tmp_path, write_case, case):
+    """REPORT-003 (issue #3): step 2 renders when every row is complete (and says so) and when a
+    cluster has no complete case at all (and names it)."""
+    from conftest import small_registry
+
+    frame = small_registry()
+    if case == "all_complete":
+        frame["lab"] = frame["lab"].fillna(2.0)
+        expected = "Every patient has every model variable recorded"
+    else:
+        frame.loc[frame["site"] == "S07", "lab"] = float("nan")
+        expected = "Clusters with no complete case (they vanish from a complete-case analysis): S07."
+    params = write_case(frame, focus="lab")
+    out = tmp_path / "reports"
+    assert main(["run", str(params), "--only", "complete_case", "--out", str(out)]) == 0
+    html = (out / "case" / "report.html").read_text()
+    assert expected in html
+    assert patient_rows_in_html(html, frame, ["age", "lab", "died"]) == []
