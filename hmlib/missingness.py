@@ -1492,18 +1492,7 @@ class DiagnoseResult:
         Suppressed values are ``null`` and named in each record's
         ``"suppressed"`` list.
         """
-        from hmlib.privacy import _json_scalar
-
-        def clean(value):
-            if isinstance(value, dict):
-                return {str(k): clean(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return [clean(v) for v in value]
-            if isinstance(value, pd.DataFrame):
-                return clean(value.to_dict(orient="records"))
-            if isinstance(value, np.ndarray):
-                return clean(value.tolist())
-            return _json_scalar(value)
+        from hmlib.results import to_jsonable as clean
 
         funnels = {}
         for var, f in self.funnels.items():

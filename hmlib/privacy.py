@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError, ParamsError
+from hmlib.results import json_scalar
 
 __all__ = [
     "SUPPRESSED_LABEL",
@@ -136,25 +137,10 @@ class SuppressedTable:
         mask_cols = list(self.mask.columns)
         mask_values = self.mask.to_numpy()
         for i, (_, row) in enumerate(self.values.iterrows()):
-            record = {str(k): _json_scalar(v) for k, v in row.items()}
+            record = {str(k): json_scalar(v) for k, v in row.items()}
             record["suppressed"] = [c for c, m in zip(mask_cols, mask_values[i]) if m]
             records.append(record)
         return records
-
-
-def _json_scalar(value):
-    """A plain Python scalar (None for NaN) for ``json.dumps``."""
-    if value is None:
-        return None
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not np.isfinite(value) else float(value)
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value if isinstance(value, (int, str)) else str(value)
 
 
 def _check_counts(table: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:

@@ -14,7 +14,6 @@ patient-level rows) that later steps and the final report read.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -23,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["ESTIMATE_COLUMNS", "estimate_rows", "update_estimates", "read_estimates",
-           "write_artifact", "read_artifact", "atomic_write_text", "load_truth", "with_truth"]
+           "write_artifact", "read_artifact", "atomic_write_text", "load_truth", "with_truth",
+           "to_jsonable", "json_scalar"]
 
 ESTIMATE_COLUMNS = ("method", "term", "estimate", "std_error", "ci_lower", "ci_upper",
                     "n_patients", "n_clusters")
@@ -93,31 +93,38 @@ def update_estimates(path: str | Path, rows: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, pd.DataFrame):
-        return _jsonable(value.to_dict(orient="records"))
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, (np.bool_,)):
+def json_scalar(value):
+    """A plain Python scalar for ``json.dumps``: None for NaN, inf, NA and NaT."""
+    if value is None:
+        return None
+    if isinstance(value, (np.bool_, bool)):
         return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value if isinstance(value, (int, str)) else str(value)
+
+
+def to_jsonable(value):
+    """Recursively turn dicts, lists, frames and arrays into JSON-ready values."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, pd.DataFrame):
+        return to_jsonable(value.to_dict(orient="records"))
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    return json_scalar(value)
 
 
 def write_artifact(output_dir: str | Path, step: str, payload: dict) -> Path:
     """Write ``artifacts/<step>.json`` (NaN becomes null) atomically."""
     path = Path(output_dir) / "artifacts" / f"{step}.json"
-    text = json.dumps(_jsonable(payload), indent=1, sort_keys=True, allow_nan=False)
+    text = json.dumps(to_jsonable(payload), indent=1, sort_keys=True, allow_nan=False)
     return atomic_write_text(path, text + "\n")
 
 
