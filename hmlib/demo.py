@@ -9,12 +9,19 @@ missing at rates that vary by site, so that
   lactate (a structural gap) and poorly documenting sites, which also have
   higher mortality, lose most of their patients;
 - flat (single-level) imputation *blends distinct sites*: each site has its
-  own lactate level (assay and sampling protocol), unrelated to its
-  mortality, which an imputation model that ignores sites cannot reproduce:
-  it imputes every site at the same level, so that the imputed values of a
-  site with a high or low offset are wrong by that offset, and the lactate
-  coefficient of the analysis model is attenuated (on average; by less than
-  its standard error in one registry, see ``bench/demo_design.py``).
+  own lactate level (assay, venous or arterial sampling, timing protocol),
+  unrelated to its mortality effect, and the sites whose level is far from
+  the others' (point-of-care or non-standard workflows) record lactate
+  least often. An imputation model that ignores sites imputes every site at
+  the common level, so within such a site the imputed values are shifted
+  by the site's offset against the observed ones, a shift unrelated to
+  outcome that attenuates the lactate coefficient of the random-intercept
+  analysis model; multilevel imputation (site intercepts, cluster means)
+  keeps the site levels. Over 200 seeds the flat estimate is lower by
+  about 0.05 (a sixth of the truth) on average and the multilevel one about
+  unbiased, but in one registry the difference exceeds half the multilevel
+  standard error in only about half of the seeds (numbers:
+  ``bench/results/demo_design.json``).
 
 Algorithm
 ---------
@@ -32,7 +39,7 @@ With ``J`` sites and ``N`` patients, all draws from one
    mean 0 over sites; a documentation quality ``d_j`` (mean 0, SD 1) whose
    realised correlation with ``u`` is exactly -0.5 (poorly documenting sites
    have higher mortality); a lactate offset (assay, sampling protocol)
-   ``v_j = 0.3 [trauma unit] + 0.8 z_j`` where ``z_j`` has mean 0, SD 1 and
+   ``v_j = 0.3 [trauma unit] + 1.0 z_j`` where ``z_j`` has mean 0, SD 1 and
    realised correlation exactly 0 with ``u`` and ``d`` (the offset is
    unrelated to the site's mortality effect and to its documentation;
    Gram-Schmidt on normal draws). The two trauma units with at least 20
@@ -44,12 +51,17 @@ With ``J`` sites and ``N`` patients, all draws from one
    N(0, 20^2)`` clipped to 50-230 (whole mmHg).
 4. Lactate (mmol/L, 2 decimals; values below the assay floor 0.3 recorded
    as 0.3): ``lactate = 3.8 + 0.1 severity + 0.005 age - 0.015 sbp + v_j +
-   e``, ``e ~ N(0, 0.9^2)``. Normal within a site given the covariates, so
+   e``, ``e ~ N(0, 0.8^2)``. Normal within a site given the covariates, so
    the normal random-intercept imputation model (mice's ``2l.norm`` /
    ``2l.pan``, :mod:`hmlib.imputation`) is compatible with the outcome model
    (a logistic model linear in lactate tilts a normal by a mean shift);
-   right-skewed overall through severity. The site offsets make 44 % of the
-   lactate variance given the covariates lie between sites.
+   right-skewed overall through severity. The site offsets make about 60 %
+   of the lactate variance given the covariates lie between sites (more
+   than assay differences alone give in real registries; chosen so that the
+   demo shows what flat imputation does). Because ``v_j`` is uncorrelated
+   with ``u_j``, the between-site association of lactate with mortality
+   follows the same coefficient as the within-site one, and the
+   random-intercept analysis model is unbiased on the complete data.
 5. Outcome: ``logit P(death within 30 days) = b0 + 0.035 age + 0.25 [male]
    + 0.07 severity + 0.3 lactate - 0.012 sbp + u_j`` (an odds ratio of 1.35
    per mmol/L of lactate at given severity), using the rounded
@@ -57,10 +69,14 @@ With ``J`` sites and ``N`` patients, all draws from one
    so that the expected mortality given the drawn sites and patients is 10 %,
    rounded to 4 decimals and then used; the truth records the value used.
 6. Missing lactate, missing at random given site and severity:
-   ``logit P(missing) = -0.9 - 1.0 d_j + 1.0 (severity - 12) / 10``
-   (time-critical, severely injured patients are less often documented, in
-   the same direction as the site effect, so that complete cases have lower
-   mortality on both counts), and 100 % in the structural sites. Systolic
+   ``logit P(missing) = -0.9 - 1.0 d_j + 1.5 (|z_j| - sqrt(2 / pi)) + 1.0
+   (severity - 12) / 10`` (time-critical, severely injured patients are
+   less often documented, in the same direction as the site effect, so that
+   complete cases have lower mortality on both counts; sites with an
+   extreme offset, whose lactate comes from point-of-care or non-standard
+   workflows, transfer it to the registry less often; ``|z|`` is centred at
+   its expectation so the overall rate stays near the intercept's), and
+   100 % in the structural sites. Systolic
    blood pressure is missing completely at random in 3 % of patients.
 
 The truth (:attr:`DemoRegistry.truth`) keys the outcome model's terms as in
@@ -68,6 +84,11 @@ hmlib's results contract (``Intercept``, ``age``, ``sex[male]``,
 ``severity``, ``lactate``, ``sbp``, ``sd(site)``). They are the values of the
 *conditional* (site-specific) model that generated the data; the marginal
 (population-averaged) coefficients are smaller in absolute value.
+``complete_data_terms`` holds, with the same keys, the analysis model
+(:func:`hmlib.design.fit_analysis_model`) fitted to the registry before
+values went missing (:func:`simulate_complete_data`): the gap between it and
+``terms`` is the sampling error of this one registry, the gap between it and
+a method's estimate is what the missing data and the method add.
 
 References
 ----------
@@ -106,7 +127,7 @@ __all__ = [
 #: Seed of the registry ``hmreport demo`` writes.
 DEFAULT_SEED = 20261127
 #: Bumped whenever the same seed would give different data.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 #: Columns of the registry, in file order.
 COLUMNS = (
     "patient_id", "site", "site_type", "age", "sex", "severity", "lactate",
@@ -126,6 +147,8 @@ OUTCOME_COEFFICIENTS = {
     "sbp": -0.012,
 }
 SITE_SD = 0.6
+#: Patient-level predictors of the analysis model (as in :data:`DEMO_PARAMS_YAML`).
+ANALYSIS_PREDICTORS = ("age", "sex", "severity", "lactate", "sbp")
 TARGET_MORTALITY = 0.10
 
 SITE_SIZE_MODEL = {"lognormal_sd": 1.0, "normal_score_clip": 2.5,
@@ -151,11 +174,13 @@ LACTATE_MODEL = {
     "age": 0.005,
     "sbp": -0.015,
     "trauma_unit": 0.3,
-    "site_sd": 0.8,
-    "residual_sd": 0.9,
+    "site_sd": 1.0,
+    "residual_sd": 0.8,
     "floor": 0.3,
 }
-#: logit P(lactate missing) for sites that record lactate at all.
+#: logit P(lactate missing) for sites that record lactate at all;
+#: ``offset_extremeness`` multiplies ``|z_j| - sqrt(2 / pi)`` (``z_j`` the
+#: standardised site offset of :data:`LACTATE_MODEL`).
 MISSINGNESS_MODEL = {
     "mechanism": "MAR given site (documentation quality) and severity",
     "intercept": -0.9,
@@ -163,6 +188,7 @@ MISSINGNESS_MODEL = {
     "severity_std": 1.0,
     "severity_centre": 12.0,
     "severity_scale": 10.0,
+    "offset_extremeness": 1.5,
     "corr_doc_quality_outcome_re": -0.5,
     "n_structural_sites": 2,
     "structural_min_size": 20,
@@ -364,8 +390,8 @@ def _simulate(seed, n_patients, n_sites):
     u = u - u.mean()
     rho = MISSINGNESS_MODEL["corr_doc_quality_outcome_re"]
     doc = rho * _standardise(u) + np.sqrt(1.0 - rho**2) * _orthogonal_scores(rng, n_sites, [u])
-    v = (LACTATE_MODEL["trauma_unit"] * trauma_unit
-         + LACTATE_MODEL["site_sd"] * _orthogonal_scores(rng, n_sites, [u, doc]))
+    offset_score = _orthogonal_scores(rng, n_sites, [u, doc])
+    v = LACTATE_MODEL["trauma_unit"] * trauma_unit + LACTATE_MODEL["site_sd"] * offset_score
     eligible = np.flatnonzero(trauma_unit & (sizes >= MISSINGNESS_MODEL["structural_min_size"]))
     structural = np.zeros(n_sites, dtype=bool)
     structural[eligible[np.argsort(doc[eligible], kind="stable")
@@ -400,7 +426,11 @@ def _simulate(seed, n_patients, n_sites):
 
     mm = MISSINGNESS_MODEL
     severity_std = (severity - mm["severity_centre"]) / mm["severity_scale"]
+    # Centred at E|Z| so that the extremeness term leaves the overall rate
+    # roughly where the intercept puts it.
+    extremeness = np.abs(offset_score) - np.sqrt(2.0 / np.pi)
     p_missing = special.expit(mm["intercept"] + mm["doc_quality"] * doc[site_idx]
+                              + mm["offset_extremeness"] * extremeness[site_idx]
                               + mm["severity_std"] * severity_std)
     lactate_missing = (rng.uniform(size=n_patients) < p_missing) | structural[site_idx]
     sbp_missing = rng.uniform(size=n_patients) < SBP_MISSING_RATE
@@ -420,13 +450,23 @@ def _simulate(seed, n_patients, n_sites):
         "mortality_30d": mortality[order],
     })
 
+    complete = data.assign(lactate=lactate[order], sbp=sbp[order].astype(float))
     truth = _truth(seed=seed, n_patients=n_patients, n_sites=n_sites, labels=labels,
                    sizes=sizes, major=major, u=u, v=v, doc=doc, structural=structural,
                    site_idx=site_idx, intercept=intercept, p_death=p_death,
                    mortality=mortality, lactate=lactate, lactate_missing=lactate_missing,
-                   sbp_missing=sbp_missing)
-    complete = data.assign(lactate=lactate[order], sbp=sbp[order].astype(float))
+                   sbp_missing=sbp_missing, complete_data_terms=_complete_data_terms(complete))
     return data, complete, truth
+
+
+def _complete_data_terms(complete: pd.DataFrame) -> dict:
+    """The analysis model fitted to the registry before values went missing."""
+    from hmlib.design import fit_analysis_model
+
+    fit = fit_analysis_model(complete, outcome="mortality_30d", predictors=ANALYSIS_PREDICTORS,
+                             cluster="site", family="binomial", levels={"sex": ["female", "male"]})
+    return {**{name: _r(value) for name, value in zip(fit.term_names, fit.coef)},
+            "sd(site)": _r(fit.cluster_sd)}
 
 
 def _r(x: float, digits: int = 6) -> float:
@@ -435,7 +475,7 @@ def _r(x: float, digits: int = 6) -> float:
 
 def _truth(*, seed, n_patients, n_sites, labels, sizes, major, u, v, doc, structural,
            site_idx, intercept, p_death, mortality, lactate, lactate_missing,
-           sbp_missing) -> dict:
+           sbp_missing, complete_data_terms) -> dict:
     complete = ~lactate_missing & ~sbp_missing
     per_site = []
     for j, label in enumerate(labels):
@@ -465,6 +505,11 @@ def _truth(*, seed, n_patients, n_sites, labels, sizes, major, u, v, doc, struct
         "terms_note": ("conditional (site-specific) data-generating values; Intercept "
                        "calibrated for this seed to expected mortality "
                        f"{TARGET_MORTALITY}"),
+        "complete_data_terms": complete_data_terms,
+        "complete_data_note": ("the analysis model (random-intercept logistic, Laplace) fitted to "
+                               "this registry before lactate and sbp went missing: its distance "
+                               "from terms is sampling error, the rest of a method's error is "
+                               "missing-data error"),
         "site_sd_realised": _r(u.std(ddof=1)),
         "site_size_model": SITE_SIZE_MODEL,
         "patient_model": PATIENT_MODEL,

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from hmlib.demo import (COLUMNS, DEFAULT_SEED, DEMO_PARAMS_YAML, LACTATE_MODEL,
-                        OUTCOME_COEFFICIENTS, DemoPaths, DemoRegistry, simulate_complete_data,
-                        simulate_registry, write_demo)
+from hmlib.demo import (ANALYSIS_PREDICTORS, COLUMNS, DEFAULT_SEED, DEMO_PARAMS_YAML,
+                        LACTATE_MODEL, MISSINGNESS_MODEL, OUTCOME_COEFFICIENTS, DemoPaths,
+                        DemoRegistry, simulate_complete_data, simulate_registry, write_demo)
 from hmlib.exceptions import ParamsError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,9 +111,15 @@ def test_demo_004_truth_terms_and_per_site_match_data(demo):
                                grouped["mortality_30d"].mean(), atol=1e-6)
     assert per_site["site_type"].to_dict() == grouped["site_type"].first().to_dict()
     # Realised site effects: documentation quality correlates -0.5 with the
-    # outcome effect; the lactate offset is uncorrelated with both (up to the
-    # site-type shift, which is independent of them by design).
+    # outcome effect; the lactate offset's own part is exactly uncorrelated
+    # with both (the site-type shift adds a chance correlation), which keeps
+    # the random-intercept model unbiased on the complete data.
     assert np.corrcoef(per_site["doc_quality"], per_site["outcome_re"])[0, 1] == pytest.approx(-0.5, abs=1e-4)
+    own_part = per_site["lactate_site_offset"] - LACTATE_MODEL["trauma_unit"] * (
+        per_site["site_type"] == "trauma unit")
+    for effect in ("outcome_re", "doc_quality"):
+        assert abs(np.corrcoef(own_part, per_site[effect])[0, 1]) < 1e-4, effect
+    assert own_part.std(ddof=0) == pytest.approx(LACTATE_MODEL["site_sd"], rel=1e-3)
     assert abs(truth["lactate_model"]["corr_site_offset_outcome_re_realised"]) < 0.3
     assert truth["mortality"]["overall"] == pytest.approx(data["mortality_30d"].mean(), abs=1e-6)
     json.dumps(truth)  # JSON-ready
@@ -245,26 +251,75 @@ def test_demo_010_design_holds_over_seeds():
     (a) complete cases lose at least one whole site; (b) complete-case
     mortality differs from overall mortality by >= 1.5 points, always lower;
     (c) overall mortality within 8-12 %; (d) a site with < 15 patients;
-    (e2) the site levels implied by flat imputations of lactate are further
-    from the true site offsets than those of multilevel imputations. The
-    lactate-coefficient contrast (e) is too noisy for 20 seeds (see the bench).
+    (e2) the site levels implied by flat imputations of lactate (hmlib's
+    engine, m = 2) are further from the true site offsets than those of
+    multilevel imputations. Sites with an extreme lactate offset miss more
+    lactate (pooled over seeds). The lactate-coefficient contrast (e) is too
+    noisy for 20 seeds (see the bench).
     """
     bench = _bench()
     seeds = [DEFAULT_SEED, *range(1, 21)]
-    rows = []
+    rows, sites = [], []
     for seed in seeds:
         registry = simulate_registry(seed=seed)
         row = bench.site_conditions(registry.data)
-        completed = {name: bench.impute_lactate(registry.data, seed + 1, multilevel=ml, m=2)
-                     for name, ml in (("flat", False), ("multilevel", True))}
+        completed = {name: bench.completed_lactate(
+                         bench.impute_demo(registry.data, seed + 1, method=name, m=2, iterations=3))
+                     for name in ("flat", "multilevel")}
         row["flat_error"] = bench.site_offset_error(registry.data, completed["flat"], registry.truth)
         row["ml_error"] = bench.site_offset_error(registry.data, completed["multilevel"],
                                                   registry.truth)
         rows.append(row)
+        per_site = pd.DataFrame(registry.truth["per_site"])
+        per_site = per_site[~per_site["structural_missing"]]
+        own_part = per_site["lactate_site_offset"] - LACTATE_MODEL["trauma_unit"] * (
+            per_site["site_type"] == "trauma unit")
+        sites.append(pd.DataFrame({"extreme": own_part.abs() > 1.0,
+                                   "missing_rate": per_site["missing_rate"]}))
     table = pd.DataFrame(rows)
+    sites = pd.concat(sites)
+    by_extremeness = sites.groupby("extreme")["missing_rate"].mean()
+    assert by_extremeness[True] > by_extremeness[False] + 0.1, by_extremeness
     assert table["a"].all(), table.loc[~table["a"], "sites_lost_cc"]
     assert table["b"].all() and (table["cc_gap"] < 0).all(), table["cc_gap"].describe()
     assert table["c"].all(), table["mortality"].describe()
     assert table["d"].all(), table["smallest_site"].describe()
     assert (table["flat_error"] > table["ml_error"]).all()
     assert table["ml_error"].mean() < 0.6 * table["flat_error"].mean()
+
+
+def test_demo_012_complete_data_terms_are_the_analysis_model_on_complete_data(demo):
+    """DEMO-012: truth["complete_data_terms"] is the analysis model fitted before deletion.
+
+    Same keys as ``terms``; the values equal a fresh
+    :func:`hmlib.design.fit_analysis_model` fit to
+    :func:`simulate_complete_data` (to the 6 decimals stored) and lie within
+    sampling error of the generating values (lactate within 3 SE).
+    """
+    from hmlib.design import fit_analysis_model
+
+    truth = demo.truth
+    assert list(truth["complete_data_terms"]) == TERMS
+    assert "before" in truth["complete_data_note"]
+    params = yaml.safe_load(DEMO_PARAMS_YAML)
+    assert list(ANALYSIS_PREDICTORS) == params["predictors"]
+    fit = fit_analysis_model(simulate_complete_data(), outcome=params["outcome"],
+                             predictors=params["predictors"], cluster=params["cluster"],
+                             family=params["outcome_family"], levels={"sex": ["female", "male"]})
+    assert fit.converged
+    expected = {**dict(zip(fit.term_names, fit.coef)), "sd(site)": fit.cluster_sd}
+    for term in TERMS:
+        assert truth["complete_data_terms"][term] == pytest.approx(expected[term], abs=2e-6), term
+    k = list(fit.term_names).index("lactate")
+    assert abs(fit.coef[k] - truth["terms"]["lactate"]) < 3 * fit.std_error[k]
+    # A different registry gives a different complete-data fit.
+    other = simulate_registry(seed=DEFAULT_SEED + 1).truth["complete_data_terms"]
+    assert other["lactate"] != truth["complete_data_terms"]["lactate"]
+
+
+def test_demo_013_missingness_model_recorded_in_truth(demo):
+    """DEMO-013: the truth records the extremeness term of the missingness model."""
+    recorded = demo.truth["missingness_model"]
+    assert recorded["offset_extremeness"] == MISSINGNESS_MODEL["offset_extremeness"] > 0
+    assert recorded["lactate_missing_rate"] == pytest.approx(demo.data["lactate"].isna().mean(),
+                                                             abs=1e-6)
