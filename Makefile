@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hmlib-installed
 PARAMS ?= params/demo.yaml
 
-.PHONY: report test setup bench clean
+.PHONY: report test setup clean
 report: $(STAMP)
 	$(VENV)/bin/hmreport demo
 	$(VENV)/bin/hmreport run $(PARAMS)
@@ -25,9 +25,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
-
-bench: $(STAMP)
-	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache

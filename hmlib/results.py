@@ -23,7 +23,7 @@ import pandas as pd
 
 __all__ = ["ESTIMATE_COLUMNS", "estimate_rows", "update_estimates", "read_estimates",
            "write_artifact", "read_artifact", "atomic_write_text", "load_truth", "with_truth",
-           "to_jsonable", "json_scalar"]
+           "to_jsonable", "json_scalar", "load_complete_data_terms"]
 
 ESTIMATE_COLUMNS = ("method", "term", "estimate", "std_error", "ci_lower", "ci_upper",
                     "n_patients", "n_clusters")
@@ -148,9 +148,29 @@ def load_truth(path: str | Path | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in terms.items()}
 
 
-def with_truth(estimates: pd.DataFrame, truth: dict[str, float]) -> pd.DataFrame:
-    """Add a ``truth`` column (NaN where unknown) and whether each interval covers it."""
+def load_complete_data_terms(path: str | Path | None) -> dict[str, float]:
+    """The analysis model fitted to the simulated registry *before* values went
+    missing (``complete_data_terms`` of a truth JSON), or ``{}``.
+
+    Shown next to the truth, it separates the sampling error of this one
+    registry from the error a missing-data method adds.
+    """
+    if path is None or not Path(path).is_file():
+        return {}
+    terms = json.loads(Path(path).read_text(encoding="utf-8")).get("complete_data_terms", {})
+    return {str(k): float(v) for k, v in terms.items()}
+
+
+def with_truth(estimates: pd.DataFrame, truth: dict[str, float],
+               complete_data: dict[str, float] | None = None) -> pd.DataFrame:
+    """Add a ``truth`` column (NaN where unknown) and whether each interval covers it.
+
+    With ``complete_data`` (:func:`load_complete_data_terms`) a column
+    ``before_missing`` shows what the registry gave before values went missing.
+    """
     table = estimates.copy()
+    if complete_data:
+        table["before_missing"] = table["term"].map(complete_data).astype(float)
     table["truth"] = table["term"].map(truth).astype(float)
     covers = (table["ci_lower"] <= table["truth"]) & (table["truth"] <= table["ci_upper"])
     table["covers_truth"] = covers.astype("boolean").mask(table["truth"].isna())
