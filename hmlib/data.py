@@ -62,9 +62,9 @@ class Registry:
         Copy of the model columns; rows with a missing cluster id removed;
         categorical predictors as pandas ``Categorical`` with sorted levels.
     kinds : dict
-        ``{column: "numeric" | "categorical"}`` for outcome and predictors.
+        ``{column: "numeric" | "categorical"}`` for outcome, predictors and cluster covariates.
     levels : dict
-        ``{column: [levels...]}`` for categorical predictors (sorted; the
+        ``{column: [levels...]}`` for categorical columns (sorted; the
         first is the reference level).
     n_rows_read : int
         Rows in the file.
@@ -181,6 +181,33 @@ def _numeric_or_categorical(frame: pd.DataFrame, col: str, forced_categorical: b
     return "categorical"
 
 
+def _code_column(frame: pd.DataFrame, col: str, forced_categorical: bool, levels: dict,
+                 role: str) -> str:
+    """Code ``frame[col]`` in place as float or as a Categorical with sorted levels.
+
+    Records the levels of a categorical column in ``levels`` and returns its
+    kind. Raises on numbers mixed with text, or on too many levels.
+    """
+    series = frame[col]
+    kind = _numeric_or_categorical(frame, col, forced_categorical)
+    if kind == "numeric":
+        frame[col] = pd.to_numeric(series, errors="coerce").astype("float")
+        return kind
+    if pd.api.types.is_float_dtype(series) and (series.dropna() % 1 == 0).all():
+        series = series.astype("Int64")  # 1.0 -> "1": levels read as written
+    text = series.astype("string").str.strip().astype(object).where(series.notna(), None)
+    found = sorted(text.dropna().unique().tolist(), key=str)
+    if len(found) > MAX_LEVELS:
+        raise DataError(
+            f"{role} '{col}' is text with {len(found)} different values (e.g. {found[0]!r}); "
+            f"a categorical column may have at most {MAX_LEVELS}. Is it an identifier or free "
+            f"text? Remove it from the params."
+        )
+    frame[col] = pd.Categorical(text, categories=found)
+    levels[col] = found
+    return kind
+
+
 def load_registry(params: Params) -> Registry:
     """Read the data file named in ``params`` and check it.
 
@@ -279,29 +306,12 @@ def load_registry(params: Params) -> Registry:
     kinds[outcome] = "numeric"
 
     for col in params.predictors:
-        series = frame[col]
-        if series.isna().all():
+        if frame[col].isna().all():
             raise DataError(
-                f"predictor '{col}' is missing in all {len(series)} rows; remove it from 'predictors' "
+                f"predictor '{col}' is missing in all {len(frame)} rows; remove it from 'predictors' "
                 "or check the export."
             )
-        kind = _numeric_or_categorical(frame, col, col in params.categorical)
-        if kind == "numeric":
-            frame[col] = pd.to_numeric(series, errors="coerce").astype("float")
-        else:
-            if pd.api.types.is_float_dtype(series) and (series.dropna() % 1 == 0).all():
-                series = series.astype("Int64")  # 1.0 -> "1": levels read as written
-            text = series.astype("string").str.strip().astype(object).where(series.notna(), None)
-            found = sorted(text.dropna().unique().tolist(), key=str)
-            if len(found) > MAX_LEVELS:
-                raise DataError(
-                    f"predictor '{col}' is text with {len(found)} different values (e.g. {found[0]!r}); "
-                    f"a categorical predictor may have at most {MAX_LEVELS}. Is it an identifier or free "
-                    "text? Remove it from 'predictors'."
-                )
-            frame[col] = pd.Categorical(text, categories=found)
-            levels[col] = found
-        kinds[col] = kind
+        kinds[col] = _code_column(frame, col, col in params.categorical, levels, "predictor")
         if frame[col].nunique(dropna=True) < 2:
             raise DataError(
                 f"predictor '{col}' takes a single value ({_example(frame[col].dropna())}) in every row "
@@ -320,6 +330,7 @@ def load_registry(params: Params) -> Registry:
             )
         if frame[col].isna().all():
             raise DataError(f"cluster covariate '{col}' is missing in every row; remove it or check the export.")
+        kinds[col] = _code_column(frame, col, col in params.categorical, levels, "cluster covariate")
 
     for col in params.higher_levels:
         per_cluster = frame.groupby(cluster, observed=True)[col].nunique(dropna=True)

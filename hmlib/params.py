@@ -46,7 +46,7 @@ KEYS: dict[str, str] = {
     "outcome": "the outcome column",
     "outcome_family": "binomial (0/1 outcome) or gaussian (continuous outcome)",
     "predictors": "list of patient-level predictor columns (numeric or categorical)",
-    "categorical": "optional list of predictors to treat as categorical even if numbers",
+    "categorical": "optional list of predictors or cluster covariates to treat as categorical even if numbers",
     "higher_levels": "optional list of columns for levels above the cluster (e.g. [country])",
     "cluster_covariates": "optional list of cluster-level columns (constant within a cluster)",
     "focus": "the incomplete predictor the narrative centres on (default: most missing)",
@@ -112,7 +112,7 @@ class Params:
     predictors : tuple of str
         Patient-level predictors, in the user's order.
     categorical : tuple of str
-        Predictors forced to be categorical.
+        Predictors or cluster covariates forced to be categorical.
     higher_levels, cluster_covariates : tuple of str
     focus : str or None
         The incomplete predictor the narrative centres on; ``None`` means
@@ -297,9 +297,11 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
                     "each column has one role."
                 )
             seen[col] = role
-    stray = [c for c in categorical if c not in predictors]
+    stray = [c for c in categorical if c not in predictors and c not in cluster_cov]
     if stray:
-        raise ParamsError(f"{source}: 'categorical' names {stray}, which are not in 'predictors'.")
+        raise ParamsError(
+            f"{source}: 'categorical' names {stray}, which are not in 'predictors' or 'cluster_covariates'."
+        )
 
     focus = raw.get("focus")
     if focus is not None:
