@@ -115,3 +115,22 @@ def test_report_003_complete_case_step_edge_datasets(tmp_path, write_case, case)
     html = (out / "case" / "report.html").read_text()
     assert expected in html
     assert patient_rows_in_html(html, frame, ["age", "lab", "died"]) == []
+
+
+def test_report_004_names_from_data_are_escaped(tmp_path, write_case):
+    """REPORT-004: cluster names and levels that look like HTML render as text, never as markup."""
+    from conftest import small_registry
+
+    frame = small_registry()
+    hostile = {"S00": "<script>alert(1)</script>", "S01": "<img src=x onerror=alert(1)>"}
+    frame["site"] = frame["site"].replace(hostile)
+    frame.loc[frame["site"] == hostile["S00"], "lab"] = float("nan")  # named in the narrative
+    frame["sex"] = frame["sex"].replace({"male": "<b>male</b>"})
+    params = write_case(frame, focus="lab")
+    out = tmp_path / "reports"
+    assert main(["run", str(params), "--only", "diagnose,complete_case", "--out", str(out)]) == 0
+    html = (out / "case" / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "<img src=x onerror" not in html
+    assert "<b>male</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
