@@ -1,0 +1,173 @@
+"""Figures of step 5 (sensitivity): scenario heatmap, forest plot, tipping-point curve.
+
+Each function takes a :class:`hmlib.sensitivity.SensitivityResult` and returns
+a :class:`matplotlib.figure.Figure`; nothing is shown or saved, and no global
+pyplot state is touched (as :mod:`hmlib.figures`). They draw model estimates
+only: no patient-level values and no counts.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from hmlib.figures import _RC, _new_figure, _plain, _title
+
+__all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve"]
+
+_CHANGED = "#b2182b"
+_SAME = "#2166ac"
+_FAILED = "#d9d9d9"
+
+
+def _scenario_order(result) -> list:
+    return list(dict.fromkeys(result.grid["scenario"]))
+
+
+def scenario_heatmap(result, *, terms=None, clip: float = 3.0) -> Figure:
+    """Scenario x term: each estimate's shift from the primary, in primary standard errors.
+
+    Parameters
+    ----------
+    result : hmlib.sensitivity.SensitivityResult
+    terms : sequence of str, optional
+        Columns (default: every term of the primary analysis).
+    clip : float
+        Colour scale limits (+/- ``clip`` standard errors).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Cells are annotated with the estimate; a black frame marks a changed
+        conclusion (against the scenario's reference); failed scenarios are
+        grey and say so.
+    """
+    terms = list(terms) if terms is not None else result.primary["term"].tolist()
+    scenarios = _scenario_order(result)
+    prim = result.primary.set_index("term")
+    shift = np.full((len(scenarios), len(terms)), np.nan)
+    text = np.full(shift.shape, "", dtype=object)
+    changed = np.zeros(shift.shape, dtype=bool)
+    failed = np.zeros(len(scenarios), dtype=bool)
+    grid = result.grid
+    for i, name in enumerate(scenarios):
+        rows = grid.loc[grid["scenario"] == name].set_index("term", drop=False)
+        if (rows["status"] != "ok").any():
+            failed[i] = True
+            continue
+        for k, term in enumerate(terms):
+            if term not in rows.index or term not in prim.index:
+                continue
+            r = rows.loc[term]
+            se = float(prim.loc[term, "std_error"])
+            if np.isfinite(se) and se > 0:
+                shift[i, k] = (float(r["estimate"]) - float(prim.loc[term, "estimate"])) / se
+            text[i, k] = f"{float(r['estimate']):.3g}"
+            changed[i, k] = bool(r["changed_conclusion"])
+    fig = _new_figure(1.6 + 1.1 * len(terms), 1.4 + 0.3 * len(scenarios), style="white")
+    ax = fig.axes[0]
+    with matplotlib.rc_context(_RC):
+        cmap = sns.color_palette("vlag", as_cmap=True).with_extremes(bad=_FAILED)
+        image = ax.imshow(np.clip(shift, -clip, clip), cmap=cmap, vmin=-clip, vmax=clip, aspect="auto")
+        for i in range(len(scenarios)):
+            if failed[i]:
+                ax.text((len(terms) - 1) / 2, i, "failed", ha="center", va="center", fontsize=7, color="#555555")
+                continue
+            for k in range(len(terms)):
+                ax.text(k, i, text[i, k], ha="center", va="center", fontsize=7,
+                        fontweight="bold" if changed[i, k] else "normal")
+                if changed[i, k]:
+                    ax.add_patch(Rectangle((k - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5))
+        ax.set_xticks(range(len(terms)), [_plain(t) for t in terms], rotation=30, ha="right")
+        ax.set_yticks(range(len(scenarios)), [_plain(s) for s in scenarios])
+        bar = fig.colorbar(image, ax=ax, shrink=0.6)
+        bar.set_label("shift from primary (primary SEs)")
+        ax.set_title(_title(f"Estimates across sensitivity scenarios (primary: {result.primary_method}); "
+                            "framed: conclusion changed"))
+    return fig
+
+
+def scenario_forest(result, *, term: str | None = None) -> Figure:
+    """The focus coefficient (or ``term``) with its interval in every scenario.
+
+    The primary estimate is the vertical line, its interval the band; red
+    marks a changed conclusion; failed scenarios are listed with their reason.
+    """
+    term = term or result.focus_terms[0]
+    scenarios = _scenario_order(result)
+    grid = result.grid
+    prim = result.primary.loc[result.primary["term"] == term].iloc[0]
+    fig = _new_figure(7.5, 1.4 + 0.28 * len(scenarios))
+    ax = fig.axes[0]
+    with matplotlib.rc_context(_RC):
+        ax.axvspan(prim["ci_lower"], prim["ci_upper"], color="grey", alpha=0.15, lw=0)
+        ax.axvline(prim["estimate"], color="grey", lw=1.2, label=f"primary {prim['estimate']:.3g}")
+        ax.axvline(result.settings.null_value, color="black", lw=0.8, ls=":")
+        for i, name in enumerate(scenarios):
+            rows = grid.loc[grid["scenario"] == name]
+            if (rows["status"] != "ok").any():
+                reason = str(rows["change_reason"].iloc[0])
+                ax.text(prim["estimate"], i, _plain(f"failed: {reason[:70]}"), va="center", ha="center",
+                        fontsize=7, color="#777777")
+                continue
+            r = rows.loc[rows["term"] == term]
+            if not len(r):
+                continue
+            r = r.iloc[0]
+            colour = _CHANGED if r["changed_conclusion"] else _SAME
+            ax.errorbar(r["estimate"], i, xerr=[[r["estimate"] - r["ci_lower"]], [r["ci_upper"] - r["estimate"]]],
+                        fmt="o", color=colour, ms=4, capsize=2, lw=1)
+        ax.set_yticks(range(len(scenarios)), [_plain(s) for s in scenarios])
+        ax.set_ylim(len(scenarios) - 0.5, -0.5)
+        ax.set_xlabel(_plain(f"{term} coefficient (95% CI)"))
+        ax.legend(loc="lower right", fontsize=7, frameon=False)
+        ax.set_title(_title(f"{term} across sensitivity scenarios; red: conclusion changed against the "
+                            "scenario's reference; band: primary 95% CI"))
+    return fig
+
+
+def tipping_point_curve(result) -> Figure:
+    """Focus coefficient and 95% CI against the MNAR shift delta, one panel per delta mode.
+
+    The lower axis is in SDs of the observed focus values, the upper in its
+    own units; the dashed vertical line is the tipping point (when found).
+    """
+    curve = result.delta_curve
+    modes = [m for m in ("global", "cluster") if len(curve) and (curve["mode"] == m).any()]
+    with matplotlib.rc_context(_RC), sns.axes_style("whitegrid"):
+        fig = Figure(figsize=(5.2 * max(1, len(modes)), 4.0), layout="constrained")
+        axes = fig.subplots(1, max(1, len(modes)), squeeze=False)[0]
+        if not modes:
+            axes[0].text(0.5, 0.5, "no delta adjustment was run", ha="center", va="center",
+                         transform=axes[0].transAxes)
+            axes[0].set_axis_off()
+            return fig
+        sd = result.observed_sd
+        titles = {"global": "same shift in every cluster", "cluster": "shift proportional to cluster missingness"}
+        for ax, mode in zip(axes, modes):
+            part = curve.loc[curve["mode"] == mode].sort_values("delta_sd")
+            ax.fill_between(part["delta_sd"], part["ci_lower"], part["ci_upper"], color=_SAME, alpha=0.15, lw=0)
+            ax.plot(part["delta_sd"], part["estimate"], color=_SAME, lw=1.5)
+            grid_pts = part.loc[part["source"] != "bisection"]
+            ax.scatter(grid_pts["delta_sd"], grid_pts["estimate"], s=18, zorder=3,
+                       c=np.where(grid_pts["changed"], _CHANGED, _SAME))
+            ax.axhline(result.settings.null_value, color="black", lw=0.8, ls=":")
+            prim = part.loc[part["source"] == "primary"]
+            if len(prim):
+                ax.axhline(float(prim["estimate"].iloc[0]), color="grey", lw=0.8)
+            for side, info in result.tipping.get(mode, {}).items():
+                if info.get("found"):
+                    ax.axvline(info["delta_sd"], color=_CHANGED, ls="--", lw=1)
+                    ax.text(info["delta_sd"], ax.get_ylim()[1], f" {info['delta_sd']:+.2f} SD", color=_CHANGED,
+                            fontsize=7, va="top", ha="left" if side == "positive" else "right")
+            ax.set_xlabel("delta (SDs of the observed values)")
+            ax.set_ylabel(_plain(f"{result.focus_terms[0]} coefficient (95% CI)"))
+            if np.isfinite(sd) and sd > 0:
+                top = ax.secondary_xaxis("top", functions=(lambda x, s=sd: x * s, lambda u, s=sd: u / s))
+                top.set_xlabel(_plain(f"delta ({result.focus} units)"), fontsize=8)
+            ax.set_title(_title(f"MNAR delta adjustment: {titles.get(mode, mode)}", 50))
+    return fig
+
