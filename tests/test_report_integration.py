@@ -85,10 +85,13 @@ def test_report_001_demo_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("name", ["brandsma", "pbcseq", "opt_periodontal", "cdystonia"])
 def test_report_002_real_datasets(tmp_path, name):
-    """REPORT-002: every built step runs on each real dataset's params file; no patient-level row."""
+    """REPORT-002: steps 1-3 run on each real dataset's params file; no patient-level row.
+    (Steps 4-5 run end to end on the demo in REPORT-001; on every dataset they would take the
+    suite past its time budget.)"""
     params = REPO / "params" / f"{name}.yaml"
     out = tmp_path / "reports"
-    assert main(["run", str(params), "--fast", "--out", str(out)]) == 0
+    steps = ",".join(s.key for s in STEPS[:3] if is_built(s))
+    assert main(["run", str(params), "--fast", "--only", steps, "--out", str(out)]) == 0
     html = (out / name / "report.html").read_text()
     p = load_params(params)
     data = pd.read_csv(p.data)
