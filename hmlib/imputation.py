@@ -49,14 +49,31 @@ residual SD after projection on the preceding columns is below 1e-6 of the
 column's SD; the later column goes) are dropped before fitting; the notes
 name them.
 
+Few clusters. Cluster-level columns vary only between clusters, so their
+coefficients are estimated from the clusters that observe the target, not
+from its rows. With few such clusters (4 clinics, say) the cluster means are
+nearly collinear with the cluster intercepts, their coefficients are not
+identified, and a cluster without observed values was imputed by wild
+extrapolation (10^2 to 10^8 SDs off). The cluster means therefore enter a
+target's model only when at least ``max(10, 5 q)`` clusters observe it,
+``q`` being the number of cluster-level columns (cluster means, cluster
+covariates, higher-level indicators); otherwise they are left out, noted,
+and recorded in ``ImputationResult.cluster_means_dropped``. As a last check,
+continuous imputed values more than 5 observed SDs beyond the observed
+range are noted (``ImputationResult.extrapolated``).
+
 - Continuous, ``continuous="norm"`` (2l.pan / 2l.norm): a Gibbs sampler on
   the observed rows. Given the variance components, ``(beta, u)`` is drawn
   jointly from its Gaussian full conditional (``beta`` from its marginal
   via the Schur complement of the cluster block, then ``u | beta``), so the
   sampler does not stall on the correlation between ``beta`` and ``u``
   that cluster-mean predictors create. Then ``sigma^2 | beta, u`` (prior
-  ``1/sigma^2``) and ``tau^2 | u`` (uniform prior on ``tau``, Gelman 2006;
-  ``tau^2 = (sum u_j^2 + 1e-4) / chi2_{J_obs - 1}``). With
+  ``1/sigma^2``) and ``tau^2 | u`` (uniform prior on ``tau`` over
+  ``(0, 1]`` SD of the target, Gelman 2006;
+  ``tau^2 = (sum u_j^2 + 1e-4) / chi2_{J_obs - 1}`` truncated at 1: the
+  bound only binds with few clusters, where the untruncated draw has no
+  mean). The coefficients of cluster-level columns carry a ``N(0, 1)``
+  prior (standardised units; negligible with many clusters). With
   ``cluster_residual_variance=True`` (as 2l.norm; Kasim & Raudenbush 1998)
   each cluster has its own ``sigma_j^2 ~ scaled-Inv-chi2(4, s^2)`` with
   ``s^2`` drawn from its conditional (prior ``1/s^2``). All updates use
@@ -74,7 +91,8 @@ name them.
   Morris, White & Royston 2014). Suited to skewed or bounded variables.
 - Binary (2l.bin): the random-intercept logistic model is fitted by
   :func:`hmlib.mixed.fit_random_intercept` (Laplace) on the observed rows;
-  ``beta* ~ N(beta_hat, cov)``, ``log tau* ~ N(log tau_hat, se^2)``, then
+  ``beta* ~ N(beta_hat, cov)``, ``log tau* ~ N(log tau_hat, se^2)`` (capped
+  at 5 on the logit scale), then
   each ``u*_j`` from the normal approximation at the mode of its
   conditional posterior given ``beta*, tau*`` and the cluster's observed
   values (``N(0, tau*^2)`` for a cluster without observed value); values
@@ -157,7 +175,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, special
+from scipy import linalg, special, stats
 
 from hmlib.exceptions import DataError, FitError
 
@@ -176,6 +194,14 @@ GIBBS_SWEEPS = 3
 RESIDUAL_PRIOR_DF = 4.0
 #: Keeps the draw of tau^2 (standardised units) away from exactly 0.
 TAU2_FLOOR = 1e-4
+#: Upper end of the uniform prior on tau, in SDs of the (observed) target: cluster effects
+#: cannot vary more than the variable itself. Binds only when few clusters observe the target
+#: (the scaled-inverse-chi2 draw with J_obs - 1 = 2 degrees of freedom has no mean).
+TAU_MAX = 1.0
+#: The same bound for 2l.bin, on the logit scale: a cluster SD of 5 already spans rates from
+#: about 0 to about 1. Near tau_hat = 0 the SE of log tau is huge, and the log-normal draw of
+#: tau would otherwise overflow.
+LOGISTIC_TAU_MAX = 5.0
 #: Prior SD of standardised logistic coefficients (intercept: 10).
 LOGISTIC_PRIOR_SD = 2.5
 #: Prior SD of the cluster intercepts of the fixed-effects logistic model.
@@ -183,6 +209,17 @@ FE_LOGISTIC_PRIOR_SD = 5.0
 #: A column is collinear when its residual SD after projection on the columns
 #: before it is below this share of its SD.
 COLLINEAR_TOL = 1e-6
+#: Cluster means enter a multilevel model only when at least this many clusters observe the target ...
+MIN_CLUSTERS_FOR_MEANS = 10
+#: ... and at least this many per cluster-level column (cluster means, cluster covariates, higher levels).
+CLUSTERS_PER_CLUSTER_COLUMN = 5
+#: Prior SD of the standardised coefficients of cluster-level columns in the random-intercept
+#: Gibbs sampler (target and columns z-scored: one column alone cannot explain more than the
+#: target's SD, so 1 is weak; it only bites when the clusters cannot identify the coefficients).
+CLUSTER_COEF_PRIOR_SD = 1.0
+#: A continuous imputed value this many observed SDs beyond the observed range is implausible
+#: under a working model; the notes say so.
+EXTRAPOLATION_SDS = 5.0
 
 
 # --------------------------------------------------------------------------
@@ -221,6 +258,21 @@ class ImputationResult:
         ``{variable: description of its imputation model}``.
     strata : str or None
         Column that defined the strata (``stratified`` only).
+    fallbacks : dict
+        Stratified only: ``{variable: {"strata": k, "of": n, "reasons":
+        {reason: count}}}`` for each variable whose stratified model could
+        not be fitted in ``k`` of the ``n`` strata (those strata were imputed
+        from the flat model). Empty when no stratum fell back.
+    cluster_means_dropped : dict
+        Multilevel only: ``{variable: {"clusters": J_obs, "cluster_columns":
+        q, "needed": k}}`` for each variable whose model left out the
+        cluster means because only ``J_obs`` clusters observe it, fewer
+        than the ``k`` needed for its ``q`` cluster-level columns (module
+        docstring).
+    extrapolated : dict
+        ``{variable: largest distance, in observed SDs, of an imputed value
+        beyond the observed range}`` for continuous variables where it
+        exceeded ``EXTRAPOLATION_SDS`` (a sign of an extrapolating model).
     """
 
     method: str
@@ -235,6 +287,9 @@ class ImputationResult:
     seed: int
     models: dict = field(default_factory=dict)
     strata: str | None = None
+    fallbacks: dict = field(default_factory=dict)
+    cluster_means_dropped: dict = field(default_factory=dict)
+    extrapolated: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -351,6 +406,8 @@ class _Problem:
     notes: _Notes
     broken: dict              # var -> {stratum label: reason}
     state: dict | None = None  # Gibbs state of the current chain
+    means_dropped: dict = field(default_factory=dict)   # var -> {"clusters", "cluster_columns", "needed"}
+    extrapolated: dict = field(default_factory=dict)    # var -> largest excess beyond the observed range (SDs)
 
     @property
     def visit(self) -> list:
@@ -669,8 +726,13 @@ def _fe_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes=None, target=""):
 # --------------------------------------------------------------------------
 # Random-intercept draws
 # --------------------------------------------------------------------------
-def _ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm: bool, donors: int):
-    """Gibbs sampler of the random-intercept normal model, then draws (2l.pan / 2l.norm / 2l.pmm)."""
+def _ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm: bool, donors: int,
+                   prior_precision=None):
+    """Gibbs sampler of the random-intercept normal model, then draws (2l.pan / 2l.norm / 2l.pmm).
+
+    ``prior_precision`` (length ``p``, 0 = flat) adds independent ``N(0, 1 / precision)``
+    priors on the standardised coefficients (the cluster-level columns' ridge).
+    """
     centre, scale = _standardise_target(yo)
     z = (yo - centre) / scale
     n, p = Do.shape
@@ -693,25 +755,46 @@ def _ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm
     sig2 = np.broadcast_to(np.asarray(state.get("sig2", 0.75), dtype=float), (J,)).copy()
     s2 = state.get("s2", 0.75)
     nu = RESIDUAL_PRIOR_DF
+    ridge = np.zeros(p) if prior_precision is None else np.asarray(prior_precision, dtype=float)
     for _ in range(GIBBS_BURN_IN if first else GIBBS_SWEEPS):
         w = 1.0 / sig2
-        A = np.einsum("j,jkl->kl", w, XX)
+        A = np.einsum("j,jkl->kl", w, XX) + np.diag(ridge)
         C = w[:, None] * S
         D = w * n_j + 1.0 / tau2
         beta_hat, u_hat, beta, u = _block_gaussian(A, C, D, (w[:, None] * Xz).sum(axis=0), w * zs, rng)
         rss = (zz - 2.0 * Xz @ beta - 2.0 * u * zs + np.einsum("k,jkl,l->j", beta, XX, beta)
                + 2.0 * u * (S @ beta) + n_j * u * u)
         rss = np.maximum(rss, 0.0)
+        # sigma^2 | beta, u does not involve the prior of beta
         if hetero:
             sig2 = (rss + nu * s2) / rng.chisquare(n_j + nu)
             s2 = rng.gamma(shape=0.5 * nu * J_obs, scale=1.0 / (0.5 * nu * np.sum(1.0 / sig2[has])))
         else:
             sig2 = np.full(J, float(rss.sum()) / rng.chisquare(max(z.size, 1)))
-        tau2 = (float(np.sum(u[has] ** 2)) + TAU2_FLOOR) / rng.chisquare(max(J_obs - 1, 1))
+        tau2 = _draw_tau2(float(np.sum(u[has] ** 2)) + TAU2_FLOOR, max(J_obs - 1, 1), rng)
     state.update(tau2=tau2, sig2=sig2 if hetero else float(sig2[0]), s2=s2)
     if pmm:
         return yo[_pmm_match(Do @ beta_hat + u_hat[co], Dp @ beta + u[cp], rng, donors)]
     return centre + scale * (Dp @ beta + u[cp] + np.sqrt(sig2[cp]) * rng.standard_normal(Dp.shape[0]))
+
+
+def _draw_tau2(scale_sum: float, df: int, rng) -> float:
+    """``tau^2 = scale_sum / chi2_df`` truncated to ``tau <= TAU_MAX`` (uniform prior on (0, TAU_MAX]).
+
+    An untruncated draw inside the bound is kept; otherwise the chi-square is redrawn from
+    its distribution truncated to ``chi2 >= scale_sum / TAU_MAX^2`` by inversion. Together
+    that is an exact draw from the truncated distribution, and the random stream is the
+    plain one whenever the bound does not bind.
+    """
+    x = rng.chisquare(df)
+    if scale_sum / x <= TAU_MAX ** 2:
+        return scale_sum / x
+    lower = scale_sum / TAU_MAX ** 2
+    tail = stats.chi2.sf(lower, df)
+    if not tail > 0:
+        return TAU_MAX ** 2
+    x = max(float(stats.chi2.isf(rng.uniform(0.0, tail), df)), lower)
+    return scale_sum / x
 
 
 def _conditional_modes(offset, y, codes, J, tau2):
@@ -751,7 +834,7 @@ def _ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes: _Notes, target: str)
     sd = float(fit.cluster_sd)
     log_se = float(fit.log_cluster_sd_std_error)
     if sd > 0 and np.isfinite(log_se):
-        tau = sd * np.exp(log_se * rng.standard_normal())
+        tau = min(sd * np.exp(min(log_se * rng.standard_normal(), 700.0)), LOGISTIC_TAU_MAX)
     else:
         tau = sd
         notes.add(f"Random-intercept logistic model for '{target}': the cluster SD was estimated at "
@@ -768,6 +851,11 @@ def _ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes: _Notes, target: str)
 # Designs
 # --------------------------------------------------------------------------
 def _level1_design(problem: _Problem, current: dict, target: _Variable):
+    """Design of a level-1 target: its columns, their names and the names of the cluster-level ones.
+
+    The third value is ``(mean_names, cluster_names)``: the cluster-mean columns and all
+    cluster-level columns (cluster means, cluster covariates, higher-level indicators).
+    """
     blocks, names = [], []
     for v in problem.level1:
         if v is target:
@@ -777,18 +865,21 @@ def _level1_design(problem: _Problem, current: dict, target: _Variable):
     base = np.column_stack(blocks) if blocks else np.empty((problem.n, 0))
     parts, all_names = [base], list(names)
     codes = problem.codes
+    mean_names: list[str] = []
     if problem.method in ("multilevel", "stratified"):
         if problem.method == "multilevel" and problem.cluster_means and base.shape[1]:
             means = _cluster_sums(base, codes, problem.J) / problem.sizes[:, None]
             parts.append(means[codes])
-            all_names.extend(f"mean({nm})" for nm in names)
+            mean_names = [f"mean({nm})" for nm in names]
+            all_names.extend(mean_names)
         for v in problem.level2:
             parts.append(v.features(current[v.name])[codes])
             all_names.extend(v.feature_names())
         if problem.method == "multilevel" and problem.higher.shape[1]:
             parts.append(problem.higher[codes])
             all_names.extend(problem.higher_names)
-    return np.column_stack(parts), all_names
+    cluster_names = all_names[len(names):]
+    return np.column_stack(parts), all_names, (mean_names, cluster_names)
 
 
 def _level2_design(problem: _Problem, current: dict, target: _Variable):
@@ -824,7 +915,36 @@ def _flat_fit_and_draw(X, names, y, obs, mis, rng, *, kind, problem, target, not
     return _linear_draw(Do, y[obs], Dp, rng, pmm=problem.continuous == "pmm", donors=problem.donors)
 
 
-def _level1_draw(problem: _Problem, var: _Variable, X, names, y, obs, mis, kind: str, rng, key):
+def _cluster_level_budget(problem: _Problem, var: _Variable, X, names, cluster_info, obs):
+    """Leave out the cluster means when too few clusters observe the target to identify them.
+
+    The cluster-level columns vary only between clusters, so their coefficients are
+    estimated from the clusters that observe the target, not from its rows. With few
+    such clusters (or as many columns as clusters) they are unidentified and a cluster
+    without observed values is imputed by wild extrapolation. Returns the design
+    without the cluster-mean columns when fewer than ``max(MIN_CLUSTERS_FOR_MEANS,
+    CLUSTERS_PER_CLUSTER_COLUMN * q)`` clusters observe the target (``q`` = all
+    cluster-level columns), else the design unchanged.
+    """
+    mean_names, cluster_names = cluster_info
+    if not mean_names:
+        return X, names
+    clusters_observing = int(np.unique(problem.codes[obs]).size)
+    q = len(cluster_names)
+    needed = max(MIN_CLUSTERS_FOR_MEANS, CLUSTERS_PER_CLUSTER_COLUMN * q)
+    if clusters_observing >= needed:
+        return X, names
+    previous = problem.means_dropped.get(var.name)
+    if previous is None or clusters_observing < previous["clusters"]:
+        problem.means_dropped[var.name] = {"clusters": clusters_observing, "cluster_columns": q,
+                                           "needed": needed}
+    drop = set(mean_names)
+    keep = np.array([nm not in drop for nm in names])
+    return X[:, keep], [nm for nm, k in zip(names, keep) if k]
+
+
+def _level1_draw(problem: _Problem, var: _Variable, X, names, y, obs, mis, kind: str, rng, key,
+                 cluster_info=((), ())):
     """Draw values of one level-1 (binary or continuous) target at rows ``mis``."""
     method = problem.method
     codes = problem.codes
@@ -840,18 +960,22 @@ def _level1_draw(problem: _Problem, var: _Variable, X, names, y, obs, mis, kind:
         return _fe_linear_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                pmm=problem.continuous == "pmm", donors=problem.donors,
                                notes=problem.notes, target=var.name)
-    Do, Dp, _ = _prepare(X, names, obs, mis, notes=problem.notes, target=var.name)
+    X, names = _cluster_level_budget(problem, var, X, names, cluster_info, obs)
+    Do, Dp, kept = _prepare(X, names, obs, mis, notes=problem.notes, target=var.name)
     n_obs = int(obs.sum())
     if n_obs - Do.shape[1] < 2:
         problem.notes.add(f"Imputation model for '{var.name}': only {n_obs} observed values, too few for its "
                           f"{Do.shape[1]} terms; imputed from a model with the random intercept only.")
-        Do, Dp = Do[:, :1], Dp[:, :1]
+        Do, Dp, kept = Do[:, :1], Dp[:, :1], []
     if kind == "binary":
         return _ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                  notes=problem.notes, target=var.name)
+    cluster_level = set(cluster_info[1])
+    ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in cluster_level else 0.0 for nm in kept]]
     state = problem.state.setdefault(key, {})
     return _ri_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng, state=state,
-                          hetero=problem.hetero, pmm=problem.continuous == "pmm", donors=problem.donors)
+                          hetero=problem.hetero, pmm=problem.continuous == "pmm", donors=problem.donors,
+                          prior_precision=ridge)
 
 
 def _stratified_draw(problem: _Problem, var: _Variable, X, names, y, obs, mis, kind, rng):
@@ -908,10 +1032,10 @@ def _impute_variable(problem: _Problem, var: _Variable, current: dict, rng) -> N
     obs = ~var.missing
     mis = var.missing
     if var.level == 1:
-        X, names = _level1_design(problem, current, var)
+        X, names, cluster_info = _level1_design(problem, current, var)
 
         def draw(y, o, msk, kind, key):
-            return _level1_draw(problem, var, X, names, y, o, msk, kind, rng, key)
+            return _level1_draw(problem, var, X, names, y, o, msk, kind, rng, key, cluster_info)
     else:
         X, names = _level2_design(problem, current, var)
 
@@ -921,6 +1045,7 @@ def _impute_variable(problem: _Problem, var: _Variable, current: dict, rng) -> N
     y = current[var.name].copy()
     if var.kind == "continuous":
         y[mis] = draw(y, obs, mis, "continuous", var.name)
+        _check_range(problem, var, y[mis])
     elif var.kind == "binary":
         if np.unique(var.values[obs]).size < 2:
             y[mis] = var.values[obs][0]
@@ -929,6 +1054,20 @@ def _impute_variable(problem: _Problem, var: _Variable, current: dict, rng) -> N
     else:
         y = _nested_dichotomies(var, y, obs, mis, draw)
     current[var.name] = y
+
+
+def _check_range(problem: _Problem, var: _Variable, imputed: np.ndarray) -> None:
+    """Record how far imputed values fall beyond the observed range (in observed SDs), if far."""
+    observed = var.values[~var.missing]
+    if observed.size < 2 or imputed.size == 0:
+        return
+    sd = float(observed.std())
+    if not sd > 0:
+        return
+    excess = max(float(observed.min() - imputed.min()), float(imputed.max() - observed.max()), 0.0) / sd
+    if not np.isfinite(excess) or excess > EXTRAPOLATION_SDS:
+        excess = float("inf") if not np.isfinite(excess) else excess
+        problem.extrapolated[var.name] = max(problem.extrapolated.get(var.name, 0.0), excess)
 
 
 def _nested_dichotomies(var: _Variable, y, obs, mis, draw):
@@ -1112,7 +1251,12 @@ def _model_description(problem: _Problem, var: _Variable) -> str:
                                if problem.hetero else "2l.pan: random-intercept normal (Gibbs)"),
                 "binary": "2l.bin: random-intercept logistic",
                 "categorical": "2l.bin per nested dichotomy"}[var.kind]
-        return base + (" with cluster means" if problem.cluster_means else "")
+        dropped = problem.means_dropped.get(var.name)
+        if not problem.cluster_means:
+            return base
+        if dropped is None:
+            return base + " with cluster means"
+        return base + f" without cluster means (only {dropped['clusters']} clusters observe it)"
     single = {"continuous": "pmm" if cont == "pmm" else "norm (Bayesian linear regression)",
               "binary": "logistic regression", "categorical": "logistic regression per nested dichotomy"}
     where = {"flat": "clusters ignored", "stratified": "fitted within each stratum",
@@ -1223,7 +1367,9 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         instead of a common one (2l.pan).
     cluster_means : bool
         Multilevel only: add the cluster means of the other patient-level
-        variables to each model (default True; Grund et al. 2018).
+        variables to each model (default True; Grund et al. 2018), for each
+        target observed in enough clusters to estimate their coefficients
+        (module docstring, "Few clusters").
     strata : str, optional
         Stratified only: the cluster column or a cluster covariate. Default:
         the first complete categorical cluster covariate, else the cluster.
@@ -1303,6 +1449,7 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         completed.append(_completed_frame(base, problem, current, masks))
 
     notes = problem.notes.items()
+    fallbacks = {}
     for name, broken in problem.broken.items():
         if not broken:
             continue
@@ -1310,10 +1457,23 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         for reason in broken.values():
             reasons[reason] = reasons.get(reason, 0) + 1
         total = len(problem.strata_rows)
+        fallbacks[name] = {"strata": len(broken), "of": total, "reasons": reasons}
         detail = "; ".join(f"{count} with {reason}" for reason, count in reasons.items())
         notes.append(f"Stratified imputation of '{name}' broke down in {len(broken)} of {total} strata "
                      f"('{strata_name}'): {detail}. Their missing values were imputed from the flat model "
                      "fitted to all patients.")
+    for name, info in problem.means_dropped.items():
+        notes.append(f"Multilevel imputation of '{name}': only {info['clusters']} clusters observe it, fewer "
+                     f"than the {info['needed']} needed to estimate the coefficients of its "
+                     f"{info['cluster_columns']} cluster-level columns (at least {MIN_CLUSTERS_FOR_MEANS}, and "
+                     f"{CLUSTERS_PER_CLUSTER_COLUMN} per column); the cluster means of the other variables were "
+                     "left out of its model, which otherwise extrapolates wildly to clusters without observed "
+                     "values.")
+    for name, excess in problem.extrapolated.items():
+        notes.append(f"Some imputed values of '{name}' lie {excess:.3g} observed SDs beyond its observed range "
+                     f"(more than {EXTRAPOLATION_SDS:g}): its imputation model is extrapolating (too few clusters "
+                     "or observed values for its predictors?). Check these imputations before using them; "
+                     "continuous='pmm' keeps imputed values within the observed ones.")
     half = iterations // 2
     rhat = {name: split_rhat(values[:, iterations - half:]) if m > 1 else float("nan")
             for name, values in traces.items()}
@@ -1321,7 +1481,9 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
     return ImputationResult(method=method, continuous=continuous, m=int(m), iterations=int(iterations),
                             completed=completed, imputed_mask=mask_frame, chain_means=traces, rhat=rhat,
                             notes=notes, seed=int(seed), models=models,
-                            strata=strata_name if method == "stratified" else None)
+                            strata=strata_name if method == "stratified" else None, fallbacks=fallbacks,
+                            cluster_means_dropped=dict(problem.means_dropped),
+                            extrapolated=dict(problem.extrapolated))
 
 
 def impute_registry(registry, *, method: str, m: int | None = None, iterations: int | None = None,

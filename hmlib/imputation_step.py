@@ -69,7 +69,9 @@ values ignore the clusters), fixed-effects imputation inflates it (each
 cluster's intercept is estimated without shrinkage, so small clusters'
 noise is added), multilevel imputation keeps it. The narrative states what
 this dataset's numbers actually show. The analysis model's own cluster SD
-(``sd(<cluster>)``, pooled on the log scale) is reported beside it.
+(``sd(<cluster>)``, pooled on the log scale) and ICC
+(:attr:`hmlib.pooling.PooledResult.icc`: gaussian from the pooled cluster
+and residual SDs, binomial on the latent scale) are reported beside it.
 
 Diagnostics: split R-hat of the chain means of every imputed variable
 (:func:`hmlib.imputation.split_rhat`), and the fraction of missing
@@ -92,7 +94,6 @@ J Am Stat Assoc 69(346):364-367.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,7 @@ from hmlib.design import design_matrix, fit_analysis_model
 from hmlib.exceptions import DataError, FitError
 from hmlib.imputation import impute_registry
 from hmlib.mixed import fit_random_intercept
-from hmlib.pooling import analyse_imputations
+from hmlib.pooling import analyse_imputations, intraclass_correlation
 from hmlib.privacy import suppress_counts
 from hmlib.results import (ESTIMATE_COLUMNS, atomic_write_text, estimate_rows, load_truth, read_estimates,
                            update_estimates, write_artifact)
@@ -121,8 +122,6 @@ ICC_TOLERANCE = 0.05
 RHAT_THRESHOLD = 1.1
 
 _ERRORS = (FitError, DataError, np.linalg.LinAlgError, ValueError, FloatingPointError)
-_FALLBACK_NOTE = re.compile(r"Stratified imputation of '(?P<var>.+?)' broke down in (?P<broken>\d+) of "
-                            r"(?P<total>\d+) strata")
 
 
 # --------------------------------------------------------------------------
@@ -161,7 +160,8 @@ def default_methods(cluster: str, *, cluster_residual_variance: bool = False) ->
         MethodSpec("fixed_effects_mi", "fixed_effects", {},
                    f"single-level models with one fixed intercept per {cluster}"),
         MethodSpec("multilevel_mi", "multilevel", {"cluster_residual_variance": bool(cluster_residual_variance)},
-                   f"random-intercept chained equations ({model}; cluster means as predictors)"),
+                   f"random-intercept chained equations ({model}; cluster means as predictors where enough "
+                   "clusters observe the variable)"),
     )
 
 
@@ -321,7 +321,11 @@ class MethodRun:
     rhat : dict
         ``{variable: split R-hat}``.
     fallbacks : dict
-        Stratified only: ``{variable: (strata fallen back, strata)}``.
+        Stratified only: ``{variable: {"strata": fallen back, "of": strata,
+        "reasons": {reason: count}}}`` (:attr:`hmlib.imputation.ImputationResult.fallbacks`).
+    cluster_means_dropped, extrapolated : dict
+        The engine's :attr:`~hmlib.imputation.ImputationResult.cluster_means_dropped`
+        and :attr:`~hmlib.imputation.ImputationResult.extrapolated`.
     pooled : hmlib.pooling.PooledResult or None
     focus_variation : dict
         ``cluster_sd, icc`` of the focus variable (means over the completed
@@ -340,6 +344,8 @@ class MethodRun:
     models: dict = field(default_factory=dict)
     rhat: dict = field(default_factory=dict)
     fallbacks: dict = field(default_factory=dict)
+    cluster_means_dropped: dict = field(default_factory=dict)
+    extrapolated: dict = field(default_factory=dict)
     pooled: object = field(default=None, repr=False)
     focus_variation: dict = field(default_factory=dict)
     imputation: object = field(default=None, repr=False)
@@ -498,8 +504,11 @@ class ImputationStepResult:
 
         Columns: ``method``; ``outcome_sd, outcome_sd_lower, outcome_sd_upper``
         (the analysis model's pooled cluster SD and interval);
-        ``outcome_icc`` (latent-scale ICC for a binomial outcome, NaN for
-        gaussian: the pooled fits do not carry the residual SD);
+        ``outcome_icc`` (:attr:`hmlib.pooling.PooledResult.icc`: latent
+        scale for a binomial outcome; for a gaussian one from the pooled
+        residual SD, NaN for complete-case rows read from ``estimates.csv``,
+        which do not carry it, and for the truth unless it has
+        ``sd(residual)``);
         ``focus_sd, focus_icc, focus_icc_min, focus_icc_max`` (the focus
         variable in the completed data; first row: observed values only).
         """
@@ -508,21 +517,24 @@ class ImputationStepResult:
         if len(cc) and (cc["term"] == self.sd_term).any():
             rows.append({"method": "complete_case", **self._outcome_columns(cc)})
         for r in self.ok_runs:
-            rows.append({"method": r.label, **self._outcome_columns(r.pooled.to_frame()),
+            rows.append({"method": r.label, **self._outcome_columns(r.pooled.to_frame(), icc=r.pooled.icc),
                          **_focus_columns(r.focus_variation)})
         if self.sd_term in self.truth:
-            rows.append({"method": "truth", **self._outcome_columns(None, self.truth[self.sd_term])})
+            rows.append({"method": "truth", **self._outcome_columns(
+                None, self.truth[self.sd_term], residual_sd=self.truth.get("sd(residual)"))})
         columns = ["method", "outcome_sd", "outcome_sd_lower", "outcome_sd_upper", "outcome_icc",
                    "focus_sd", "focus_icc", "focus_icc_min", "focus_icc_max"]
         return pd.DataFrame(rows).reindex(columns=columns)
 
-    def _outcome_columns(self, estimates: pd.DataFrame | None, value: float | None = None) -> dict:
+    def _outcome_columns(self, estimates: pd.DataFrame | None, value: float | None = None, *,
+                         icc: float | None = None, residual_sd: float | None = None) -> dict:
         if estimates is not None:
             row = estimates.loc[estimates["term"] == self.sd_term].iloc[0]
             value, lower, upper = float(row["estimate"]), float(row["ci_lower"]), float(row["ci_upper"])
         else:
             lower = upper = float("nan")
-        icc = value ** 2 / (value ** 2 + np.pi ** 2 / 3) if self.outcome_family == "binomial" else float("nan")
+        if icc is None:
+            icc = intraclass_correlation(value, self.outcome_family, residual_sd)
         return {"outcome_sd": value, "outcome_sd_lower": lower, "outcome_sd_upper": upper, "outcome_icc": icc}
 
     def rhat_table(self) -> pd.DataFrame:
@@ -570,6 +582,16 @@ class ImputationStepResult:
         for r in self.runs:
             if not r.ok:
                 out.append(f"{r.label} failed and has no estimates: {r.reason}")
+            if r.cluster_means_dropped:
+                listing = ", ".join(f"{var} ({info['clusters']} clusters; {info['needed']} needed for its "
+                                    f"{info['cluster_columns']} cluster-level predictors)"
+                                    for var, info in r.cluster_means_dropped.items())
+                out.append(f"{r.label}: too few clusters observe {listing} to estimate the coefficients of "
+                           "cluster-level predictors, so those imputation models leave out the cluster means.")
+            for var, excess in r.extrapolated.items():
+                out.append(f"{r.label}: some imputed values of {var} lie {excess:.3g} observed SDs beyond its "
+                           "observed range; that imputation model is extrapolating and its results should not "
+                           "be trusted without a look at the imputed values.")
         out.extend(self._coefficient_sentences())
         out.extend(self._variation_sentences())
         out.extend(self._diagnostic_sentences())
@@ -665,8 +687,11 @@ class ImputationStepResult:
                            "inflation to stay small.")
         sds = table["outcome_sd"].dropna()
         if len(sds):
-            listing = ", ".join(f"{m} {v:.3g}" for m, v in sds.items())
-            out.append(f"The analysis model's cluster SD ({self.sd_term}): {listing}.")
+            iccs = table["outcome_icc"]
+            listing = ", ".join(f"{m} {v:.3g}" + (f" (ICC {iccs[m]:.3f})" if np.isfinite(iccs[m]) else "")
+                                for m, v in sds.items())
+            scale = " (latent logistic scale)" if self.outcome_family == "binomial" else ""
+            out.append(f"The analysis model's cluster SD ({self.sd_term}) and ICC{scale}: {listing}.")
         return out
 
     def _diagnostic_sentences(self) -> list[str]:
@@ -702,7 +727,11 @@ class ImputationStepResult:
                 "options": {k: v for k, v in r.spec.options.items()}, "status": r.status, "reason": r.reason,
                 "seconds_impute": r.seconds_impute, "seconds_analyse": r.seconds_analyse, "notes": list(r.notes),
                 "models": dict(r.models), "rhat": dict(r.rhat),
-                "fallbacks": {k: {"strata_fallen_back": b, "strata": t} for k, (b, t) in r.fallbacks.items()},
+                "fallbacks": {k: {"strata": v["strata"], "of": v["of"], "reasons": dict(v["reasons"])}
+                              for k, v in r.fallbacks.items()},
+                "cluster_means_dropped": {k: dict(v) for k, v in r.cluster_means_dropped.items()},
+                "extrapolated": dict(r.extrapolated),
+                "outcome_icc": r.pooled.icc if r.pooled is not None else None,
                 "focus_variation": dict(r.focus_variation),
                 "pooling_notes": list(r.pooled.notes) if r.pooled is not None else [],
             })
@@ -738,15 +767,6 @@ def _focus_columns(variation: dict) -> dict:
 # --------------------------------------------------------------------------
 # The step
 # --------------------------------------------------------------------------
-def _fallbacks(notes) -> dict:
-    out = {}
-    for note in notes:
-        match = _FALLBACK_NOTE.search(note)
-        if match:
-            out[match["var"]] = (int(match["broken"]), int(match["total"]))
-    return out
-
-
 def _complete_case_rows(registry, estimates_path) -> tuple[pd.DataFrame, str, list]:
     if estimates_path is not None:
         table = read_estimates(estimates_path)
@@ -912,10 +932,14 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
             continue
         run.seconds_impute = time.perf_counter() - started
         run.notes, run.models, run.rhat = list(imputation.notes), dict(imputation.models), dict(imputation.rhat)
-        run.fallbacks = _fallbacks(imputation.notes) if spec.method == "stratified" else {}
-        worst = max(((v, b / t) for v, (b, t) in run.fallbacks.items() if t), key=lambda x: x[1], default=None)
+        run.fallbacks = {k: dict(v) for k, v in imputation.fallbacks.items()}
+        run.cluster_means_dropped = {k: dict(v) for k, v in imputation.cluster_means_dropped.items()}
+        run.extrapolated = dict(imputation.extrapolated)
+        worst = max(((v, f["strata"] / f["of"]) for v, f in run.fallbacks.items() if f["of"]),
+                    key=lambda x: x[1], default=None)
         if worst is not None and worst[1] >= max_fallback_share:
-            var, (broken, total) = worst[0], run.fallbacks[worst[0]]
+            var = worst[0]
+            broken, total = run.fallbacks[var]["strata"], run.fallbacks[var]["of"]
             run.status = "failed"
             run.reason = (f"the strata are too small: for {var} the stratified model could not be fitted in "
                           f"{broken} of {total} strata (too few or no observed values), so most of its imputations "

@@ -38,6 +38,16 @@ method). When some imputation's SD is 0 (boundary) the log is undefined;
 the SD is then pooled as the plain mean of the SDs, without standard error
 or interval, and a note says so.
 
+The residual SD (gaussian fits) is pooled the same way, on the log scale.
+The fits do not carry an observed-information SE of ``log(sigma)``, so its
+within-imputation variance is the large-sample ``1 / (2 nu_w)`` with
+``nu_w = n - J - (p - 1)`` the within-cluster residual degrees of freedom
+(exact for the balanced one-way ANOVA estimator; with thousands of rows it
+is tiny next to the between-imputation variance anyway). The intraclass
+correlation of the analysis model, :attr:`PooledResult.icc`, is then
+``sd_u^2 / (sd_u^2 + sd_e^2)`` from the pooled SDs (binomial: on the latent
+scale, ``sd_e^2 = pi^2 / 3``).
+
 References
 ----------
 Rubin DB (1987). Multiple Imputation for Nonresponse in Surveys. Wiley.
@@ -59,7 +69,7 @@ from scipy import stats
 from hmlib.results import ESTIMATE_COLUMNS
 
 __all__ = ["PooledScalar", "PooledResult", "pool_rubin", "pool_fits", "analyse_imputations",
-           "rubin_arrays"]
+           "rubin_arrays", "residual_log_sd_se", "intraclass_correlation"]
 
 #: mice::pool floors lambda at this value inside the Barnard-Rubin formula.
 LAMBDA_FLOOR = 1e-4
@@ -242,10 +252,16 @@ class PooledResult:
         Rows and clusters in each complete-data analysis.
     level : float
     per_imputation : pandas.DataFrame
-        ``imputation, term, estimate, std_error`` for every fit (SD row:
-        the SD and the SE of its log).
+        ``imputation, term, estimate, std_error`` for every fit (SD rows:
+        the SD and the SE of its log; gaussian fits add ``sd(residual)``).
     notes : tuple of str
         Plain-language remarks (e.g. an SD at the boundary).
+    family : str
+        ``"gaussian"`` or ``"binomial"`` (``""`` when the fits do not say).
+    residual_sd : dict or None
+        Gaussian: the residual SD pooled on the log scale (module
+        docstring), ``estimate, std_error, ci_lower, ci_upper`` transformed
+        back and ``riv, lambda, fmi, df`` on the log scale. None otherwise.
     """
 
     method: str
@@ -268,6 +284,19 @@ class PooledResult:
     level: float
     per_imputation: pd.DataFrame = field(repr=False)
     notes: tuple = ()
+    family: str = ""
+    residual_sd: dict | None = None
+
+    @property
+    def icc(self) -> float:
+        """Intraclass correlation of the analysis model from the pooled SDs.
+
+        Gaussian: ``sd_u^2 / (sd_u^2 + sd_e^2)`` with the pooled cluster and
+        residual SDs; binomial: on the latent logistic scale, ``sd_u^2 /
+        (sd_u^2 + pi^2 / 3)``. NaN when the residual SD is not available.
+        """
+        residual = None if self.residual_sd is None else self.residual_sd["estimate"]
+        return intraclass_correlation(float(self.estimate[-1]), self.family, residual)
 
     def to_frame(self) -> pd.DataFrame:
         """Rows of the estimates contract (``hmlib.results.ESTIMATE_COLUMNS``)."""
@@ -309,6 +338,11 @@ class PooledResult:
         for r in frame.itertuples(index=False):
             lines.append(f"{r.term:<{width}}  {r.estimate:>9.4g}  {r.std_error:>8.3g}  "
                          f"({r.ci_lower:>8.4g}, {r.ci_upper:>8.4g})  {r.fmi:>5.3f}  {r.df:>7.1f}")
+        if self.residual_sd is not None:
+            rs = self.residual_sd
+            lines.append(f"residual SD {rs['estimate']:.4g} ({rs['ci_lower']:.4g}, {rs['ci_upper']:.4g})")
+        if np.isfinite(self.icc):
+            lines.append(f"ICC {self.icc:.3f}" + (" (latent scale)" if self.family == "binomial" else ""))
         lines.extend(self.notes)
         return "\n".join(lines)
 
@@ -316,6 +350,42 @@ class PooledResult:
 def _n_model_params(fit) -> int:
     """lme4's npar: fixed effects + cluster variance (+ residual variance, gaussian)."""
     return len(fit.coef) + 1 + (1 if getattr(fit, "family", "binomial") == "gaussian" else 0)
+
+
+def intraclass_correlation(cluster_sd: float, family: str, residual_sd: float | None = None) -> float:
+    """ICC of a random-intercept model from its SDs.
+
+    Gaussian: ``sd_u^2 / (sd_u^2 + sd_e^2)`` (NaN without ``residual_sd``);
+    binomial: on the latent logistic scale, ``sd_u^2 / (sd_u^2 + pi^2 / 3)``.
+    """
+    su2 = float(cluster_sd) ** 2
+    if family == "binomial":
+        return su2 / (su2 + np.pi ** 2 / 3.0)
+    if residual_sd is None or not np.isfinite(residual_sd) or not np.isfinite(su2):
+        return float("nan")
+    total = su2 + float(residual_sd) ** 2
+    return su2 / total if total > 0 else float("nan")
+
+
+def _pool_log_sd(sds, log_se, dfcom: float, level: float):
+    """Rubin's rules on log SDs, transformed back; None when some SD is 0 or lacks an SE."""
+    sds = np.asarray(sds, dtype=float)
+    log_se = np.asarray(log_se, dtype=float)
+    if not (np.all(sds > 0) and np.all(np.isfinite(log_se))):
+        return None
+    out = rubin_arrays(np.log(sds), log_se ** 2, max(dfcom, 1.0), level)
+    centre = float(np.exp(out["estimate"]))
+    return dict(out, estimate=centre, std_error=centre * out["std_error"],
+                ci_lower=float(np.exp(out["ci_lower"])), ci_upper=float(np.exp(out["ci_upper"])))
+
+
+def residual_log_sd_se(n_obs: int, n_clusters: int, n_coef: int) -> float:
+    """Large-sample SE of ``log(residual SD)`` of a random-intercept fit: ``1 / sqrt(2 nu_w)``.
+
+    ``nu_w = n_obs - n_clusters - (n_coef - 1)`` are the within-cluster residual degrees of
+    freedom (at least 1).
+    """
+    return float(1.0 / np.sqrt(2.0 * max(n_obs - n_clusters - (n_coef - 1), 1)))
 
 
 def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: float = 0.95) -> PooledResult:
@@ -361,12 +431,8 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
     notes: list[str] = []
     sds = np.array([f.cluster_sd for f in fits], dtype=float)
     log_se = np.array([f.log_cluster_sd_std_error for f in fits], dtype=float)
-    if np.all(sds > 0) and np.all(np.isfinite(log_se)):
-        sd = rubin_arrays(np.log(sds), log_se ** 2, max(dfcom, 1.0), level)
-        centre = np.exp(sd["estimate"])
-        sd_row = dict(sd, estimate=centre, std_error=centre * sd["std_error"],
-                      ci_lower=np.exp(sd["ci_lower"]), ci_upper=np.exp(sd["ci_upper"]))
-    else:
+    sd_row = _pool_log_sd(sds, log_se, dfcom, level)
+    if sd_row is None:
         n0 = int(np.sum(~(sds > 0) | ~np.isfinite(log_se)))
         notes.append(f"The cluster SD was estimated at 0 (or without a standard error) in {n0} of "
                      f"{len(fits)} imputed data sets, so it cannot be pooled on the log scale; the "
@@ -374,11 +440,22 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
         nan = float("nan")
         sd_row = {k: nan for k in fixed}
         sd_row.update(estimate=float(np.mean(sds)), df_complete=dfcom)
+    family = str(getattr(fits[0], "family", ""))
+    residual = None
+    extra_terms, extra_est, extra_se = (), np.empty((len(fits), 0)), np.empty((len(fits), 0))
+    res_sds = np.array([np.nan if getattr(f, "residual_sd", None) is None else f.residual_sd for f in fits],
+                       dtype=float)
+    if family == "gaussian" and np.all(np.isfinite(res_sds)):
+        res_log_se = np.array([residual_log_sd_se(f.n_obs, f.n_clusters, len(f.coef)) for f in fits])
+        residual = _pool_log_sd(res_sds, res_log_se, dfcom, level)
+        if residual is None:
+            notes.append("The residual SD was 0 in some imputed data set; it and the ICC are not pooled.")
+        extra_terms, extra_est, extra_se = ("sd(residual)",), res_sds[:, None], res_log_se[:, None]
     per = pd.DataFrame({
-        "imputation": np.repeat(np.arange(1, len(fits) + 1), len(terms) + 1),
-        "term": [t for _ in fits for t in (*terms, sd_term)],
-        "estimate": np.column_stack([Q, sds]).ravel(),
-        "std_error": np.column_stack([np.sqrt(U), log_se]).ravel(),
+        "imputation": np.repeat(np.arange(1, len(fits) + 1), len(terms) + 1 + len(extra_terms)),
+        "term": [t for _ in fits for t in (*terms, sd_term, *extra_terms)],
+        "estimate": np.column_stack([Q, sds, extra_est]).ravel(),
+        "std_error": np.column_stack([np.sqrt(U), log_se, extra_se]).ravel(),
     })
 
     def cat(key):
@@ -389,7 +466,8 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
         ci_lower=cat("ci_lower"), ci_upper=cat("ci_upper"), within=cat("within"), between=cat("between"),
         total=cat("total"), riv=cat("riv"), lambda_=cat("lambda"), fmi=cat("fmi"), df=cat("df"),
         df_complete=cat("df_complete"), m=len(fits), n_patients=int(n_patients),
-        n_clusters=int(n_clusters), level=level, per_imputation=per, notes=tuple(notes))
+        n_clusters=int(n_clusters), level=level, per_imputation=per, notes=tuple(notes), family=family,
+        residual_sd=residual)
 
 
 def analyse_imputations(result, *, outcome: str, predictors, cluster: str, family: str,

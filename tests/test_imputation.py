@@ -2,7 +2,8 @@
 
 Test IDs: MI-API (interface), MI-SEED (determinism), MI-2LPAN / MI-2LNORM /
 MI-2LPMM / MI-2LBIN / MI-2LONLY (the multilevel models, named as mice's
-methods), MI-FLAT-ICC (the theory of flat imputation's attenuation),
+methods), MI-FEW (few clusters: cluster means, the tau bound, the
+extrapolation note), MI-FLAT-ICC (the theory of flat imputation's attenuation),
 MI-STRAT / MI-FE (the other approaches and their fall-backs), MI-BAD (bad
 input), MI-TRUTH (simulation with known truth), MI-RPARITY (R's mice on the
 reference registry).
@@ -255,6 +256,99 @@ def test_MI_2LPAN_002_cluster_without_observed_value_gets_a_cluster_effect_draw(
     assert abs(means.mean()) < 0.6
 
 
+# ---------------------------------------------------------------------------
+# Few clusters
+# ---------------------------------------------------------------------------
+def four_clinics(seed=1):
+    """4 clinics of 60; x depends on two patient-level predictors; clinic 3 never measures x."""
+    rng = np.random.default_rng(seed)
+    J, nj = 4, 60
+    site = np.repeat(np.arange(J), nj)
+    age = rng.normal(0, 1, site.size) + rng.normal(0, 0.3, J)[site]
+    sev = rng.normal(0, 1, site.size) + rng.normal(0, 0.3, J)[site]
+    x = 0.5 * age + 0.3 * sev + rng.normal(0, 0.5, J)[site] + rng.normal(0, 1, site.size)
+    y = (rng.random(site.size) < special.expit(-0.5 + 0.5 * x)).astype(float)
+    miss = (site == 3) | (rng.random(site.size) < 0.2)
+    data = pd.DataFrame({"site": site, "y": y, "age": age, "sev": sev, "x": np.where(miss, np.nan, x)})
+    return data, x
+
+
+FOUR_ROLES = dict(cluster="site", outcome="y", outcome_family="binomial", predictors=["age", "sev", "x"])
+
+
+def test_MI_FEW_001_four_clusters_never_measured_cluster_stays_plausible():
+    """MI-FEW-001: 4 clusters, cluster means on (the default), one cluster never measures x: its imputations
+    stay on the variable's scale. Before the fix they were 10^4-10^8 SDs off (cluster-mean coefficients
+    identified by 3 clusters, extrapolated to the 4th)."""
+    data, x = four_clinics(1)
+    res = impute(data, method="multilevel", m=10, iterations=5, seed=1, **FOUR_ROLES)
+    sd = np.nanstd(data["x"])
+    empty = (data["site"] == 3).to_numpy()
+    means = np.array([f.loc[empty, "x"].mean() for f in res.completed])
+    # the clinic's own effect is unknown: its mean imputed value scatters with tau (<= 1 SD) around x'beta
+    assert np.max(np.abs(means - x[empty].mean())) < 3 * sd
+    assert means.std(ddof=1) < 1.0 * sd
+    assert res.cluster_means_dropped == {"x": {"clusters": 3, "cluster_columns": 3, "needed": 15}}
+    assert "without cluster means" in res.models["x"]
+    assert any("cluster means of the other variables were left out" in n for n in res.notes)
+    assert res.extrapolated == {}
+
+
+def test_MI_FEW_002_without_the_safeguards_the_engine_extrapolates_and_says_so(monkeypatch):
+    """MI-FEW-002: with the cluster-means rule, the tau bound and the ridge switched off (the old engine),
+    the 4-cluster case gives absurd values, and the range check names them in a note."""
+    monkeypatch.setattr(imp, "MIN_CLUSTERS_FOR_MEANS", 0)
+    monkeypatch.setattr(imp, "CLUSTERS_PER_CLUSTER_COLUMN", 0)
+    monkeypatch.setattr(imp, "TAU_MAX", np.inf)
+    monkeypatch.setattr(imp, "CLUSTER_COEF_PRIOR_SD", np.inf)
+    data, x = four_clinics(1)
+    res = impute(data, method="multilevel", m=10, iterations=5, seed=1, **FOUR_ROLES)
+    sd = np.nanstd(data["x"])
+    empty = (data["site"] == 3).to_numpy()
+    worst = max(np.abs(f.loc[empty, "x"] - x[empty].mean()).max() for f in res.completed) / sd
+    assert worst > 100
+    assert res.extrapolated["x"] > imp.EXTRAPOLATION_SDS
+    assert any("beyond its observed range" in n for n in res.notes)
+
+
+def test_MI_FEW_003_cluster_means_kept_with_enough_clusters():
+    """MI-FEW-003: the rule leaves the cluster means in when >= max(10, 5 per cluster-level column) clusters
+    observe the target (here 40 clusters, 3 cluster-mean columns), and drops them below."""
+    rng = np.random.default_rng(3)
+    for J, dropped in ((40, False), (12, True)):
+        site = np.repeat(np.arange(J), 20)
+        age = rng.normal(size=site.size)
+        sev = rng.normal(size=site.size)
+        x = 0.5 * age + rng.normal(0, 0.5, J)[site] + rng.normal(size=site.size)
+        y = (rng.random(site.size) < special.expit(0.5 * x)).astype(float)
+        data = pd.DataFrame({"site": site, "y": y, "age": age, "sev": sev,
+                             "x": np.where(rng.random(site.size) < 0.3, np.nan, x)})
+        res = impute(data, method="multilevel", m=2, iterations=2, seed=1, **FOUR_ROLES)
+        assert ("x" in res.cluster_means_dropped) is dropped, J
+        assert res.models["x"].endswith("with cluster means") is not dropped
+        off = impute(data, method="multilevel", cluster_means=False, m=2, iterations=2, seed=1, **FOUR_ROLES)
+        assert off.cluster_means_dropped == {} and "cluster means" not in off.models["x"]
+
+
+def test_MI_FEW_004_tau_draw_is_the_truncated_scaled_inverse_chi2():
+    """MI-FEW-004: tau^2 | u under a uniform prior on (0, TAU_MAX]: S / chi2_df truncated at TAU_MAX^2.
+    Kolmogorov-Smirnov against the exact truncated CDF, where the bound binds often (df 2) and never."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    for scale_sum, df in ((0.6, 2), (0.05, 30)):
+        draws = np.array([imp._draw_tau2(scale_sum, df, rng) for _ in range(4000)])
+        assert draws.max() <= imp.TAU_MAX ** 2
+        lower = scale_sum / imp.TAU_MAX ** 2
+        tail = stats.chi2.sf(lower, df)
+
+        def cdf(t2):
+            # P(S / X <= t2) = P(X >= S / t2), X ~ chi2_df truncated to X >= lower
+            return np.clip(stats.chi2.sf(np.maximum(scale_sum / np.asarray(t2), lower), df) / tail, 0, 1)
+
+        assert stats.kstest(draws, cdf).pvalue > 0.001
+
+
 def test_MI_2LONLY_001_cluster_covariate_imputed_at_cluster_level():
     """MI-2LONLY-001: a cluster covariate missing for whole clusters gets one value per cluster, from cluster means."""
     rng = np.random.default_rng(15)
@@ -336,6 +430,12 @@ def test_MI_STRAT_001_breakdowns_are_reported_and_filled():
     text = " ".join(res.notes)
     assert "'x' broke down in 2 of 11 strata" in text and "no observed value" in text
     assert "'b' broke down" in text and "a single observed value" in text
+    # the same, structurally (what imputation_step uses)
+    assert res.fallbacks["x"]["strata"] == 2 and res.fallbacks["x"]["of"] == 11
+    assert res.fallbacks["x"]["reasons"]["no observed value"] == 2
+    assert res.fallbacks["b"]["reasons"] == {"a single observed value": 1}
+    assert impute(data, method="multilevel", m=2, iterations=2, seed=9, cluster="site", outcome="y",
+                  outcome_family="binomial", predictors=["x", "b"]).fallbacks == {}
     for frame in res.completed:
         assert frame[["x", "b"]].notna().all().all()
 

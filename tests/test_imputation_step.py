@@ -6,8 +6,9 @@ STEP3-PRIV (no patient-level values leave the step; small counts
 suppressed), STEP3-CC (complete case read or fitted), STEP3-TRUTH (truth
 column and coverage), STEP3-ICC (between-cluster variation by method, and a
 narrative that says what the numbers show), STEP3-RV (the residual-variance
-rule), STEP3-DIAG (R-hat and FMI tables), STEP3-REAL (the Brandsma schools
-data and the simulated reference registry), STEP3-FIG (figures), STEP3-NB
+rule), STEP3-FEW (few clusters: cluster means left out), STEP3-DIAG (R-hat
+and FMI tables), STEP3-REAL (the Brandsma schools data and the simulated
+reference registry), STEP3-FIG (figures), STEP3-NB
 (the notebook).
 """
 
@@ -87,6 +88,22 @@ def test_step3_methods_002_side_by_side_has_every_method(small_result):
     assert cell == f"{row['estimate']:.3g} ({row['ci_lower']:.3g}, {row['ci_upper']:.3g})"
 
 
+def test_step3_few_001_dropped_cluster_means_reported(small_result):
+    """STEP3-FEW-001: with 12 sites and 3 cluster-level columns (means of age, sex, died) the engine leaves
+    the cluster means out of lab's multilevel model (needs max(10, 5 x 3) = 15 sites); the step reports it
+    from the engine's structured record, in the narrative and the artifact."""
+    _, res = small_result
+    run = res.run("multilevel_mi")
+    assert run.cluster_means_dropped["lab"] == {"clusters": 12, "cluster_columns": 3, "needed": 15}
+    assert "without cluster means" in run.models["lab"]
+    assert any(s.startswith("multilevel_mi: too few clusters observe lab (12 clusters; 15 needed")
+               for s in res.narrative())
+    payload = to_jsonable(res.to_dict())
+    methods = {m["method"]: m for m in payload["methods"]}
+    assert methods["multilevel_mi"]["cluster_means_dropped"]["lab"]["needed"] == 15
+    assert methods["flat_mi"]["cluster_means_dropped"] == {}
+
+
 def test_step3_fail_001_stratified_breaks_in_small_clusters(tmp_path):
     """STEP3-FAIL-001: clusters of 4 patients cannot carry a stratified model: the method is reported
     as failed with the reason, kept in every table, and writes no estimates."""
@@ -96,8 +113,10 @@ def test_step3_fail_001_stratified_breaks_in_small_clusters(tmp_path):
     run = res.run("stratified_mi")
     assert run.status == "failed"
     assert "strata are too small" in run.reason and "lab" in run.reason
-    broken, total = run.fallbacks["lab"]
-    assert total == 30 and broken / total >= 0.5
+    fallback = run.fallbacks["lab"]
+    assert fallback["of"] == 30 and fallback["strata"] / fallback["of"] >= 0.5
+    assert sum(fallback["reasons"].values()) == fallback["strata"]
+    assert f"{fallback['strata']} of 30 strata" in run.reason
     assert "stratified_mi" not in set(res.estimates["method"])
     assert res.failed == {"stratified_mi": run.reason}
     table = res.methods_table().set_index("method")
@@ -105,6 +124,8 @@ def test_step3_fail_001_stratified_breaks_in_small_clusters(tmp_path):
     assert any(s.startswith("stratified_mi failed") for s in res.narrative())
     payload = to_jsonable(res.to_dict())
     assert payload["failed"] == {"stratified_mi": run.reason}
+    assert payload["methods"][1]["fallbacks"]["lab"] == {"strata": fallback["strata"], "of": 30,
+                                                         "reasons": fallback["reasons"]}
     assert [m["method"] for m in payload["methods"]] == LABELS
     # the others still ran
     assert {r.label for r in res.runs if r.ok} == {"flat_mi", "fixed_effects_mi", "multilevel_mi"}
@@ -372,7 +393,15 @@ def test_step3_real_001_brandsma(tmp_path):
         assert run.ok or run.reason
     est = res.comparison().set_index(["method", "term"])["estimate"]
     assert abs(est[("multilevel_mi", "lpr")] - est[("complete_case", "lpr")]) < 0.03
-    assert np.isnan(res.cluster_variation_table().set_index("method").loc["multilevel_mi", "outcome_icc"])
+    # gaussian outcome: the analysis model's ICC from the pooled cluster and residual SDs
+    table = res.cluster_variation_table().set_index("method")
+    for run in res.ok_runs:
+        pooled = run.pooled
+        su, se = pooled.term("sd(sch)")["estimate"], pooled.residual_sd["estimate"]
+        assert table.loc[run.label, "outcome_icc"] == pytest.approx(su ** 2 / (su ** 2 + se ** 2))
+    assert 0.05 < table.loc["multilevel_mi", "outcome_icc"] < 0.5
+    sentence = next(s for s in res.narrative() if s.startswith("The analysis model's cluster SD"))
+    assert f"(ICC {table.loc['multilevel_mi', 'outcome_icc']:.3f})" in sentence
     json.dumps(to_jsonable(res.to_dict()), allow_nan=False)
 
 

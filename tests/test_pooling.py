@@ -130,10 +130,11 @@ def test_RUBIN_004_vectorised_equals_scalar():
         assert out["ci_upper"][k] == pytest.approx(p.ci_upper)
 
 
-def _fake_fit(coef, se, sd, log_se, n_obs=500, family="binomial"):
+def _fake_fit(coef, se, sd, log_se, n_obs=500, family="binomial", residual_sd=None):
     return SimpleNamespace(term_names=("Intercept", "x"), coef=np.asarray(coef, float),
                            std_error=np.asarray(se, float), cluster_sd=sd, log_cluster_sd_std_error=log_se,
-                           n_obs=n_obs, n_clusters=20, cluster_name="site", family=family)
+                           n_obs=n_obs, n_clusters=20, cluster_name="site", family=family,
+                           residual_sd=residual_sd)
 
 
 def test_POOL_FITS_001_terms_and_log_sd():
@@ -183,6 +184,56 @@ def test_POOL_FITS_003_zero_sd_fallback_and_term_mismatch():
         pool_fits([fits[1]], method="x", n_patients=1, n_clusters=1)
 
 
+def test_POOL_RESID_001_gaussian_residual_sd_and_icc():
+    """POOL-RESID-001: the residual SD is pooled on the log scale (within variance 1 / (2 (n - J - p + 1)))
+    and the ICC comes from the pooled SDs; binomial ICC on the latent scale, no residual SD."""
+    from hmlib.pooling import intraclass_correlation, residual_log_sd_se
+
+    fits = [_fake_fit([1.0, 0.5], [0.2, 0.1], 0.6, 0.15, family="gaussian", residual_sd=1.1),
+            _fake_fit([1.2, 0.4], [0.2, 0.1], 0.7, 0.14, family="gaussian", residual_sd=0.9),
+            _fake_fit([1.1, 0.6], [0.2, 0.1], 0.5, 0.16, family="gaussian", residual_sd=1.0)]
+    pooled = pool_fits(fits, method="m", n_patients=500, n_clusters=20)
+    se = residual_log_sd_se(500, 20, 2)
+    assert se == pytest.approx(1 / np.sqrt(2 * (500 - 20 - 1)))
+    ref = pool_rubin(np.log([1.1, 0.9, 1.0]), [se ** 2] * 3, n_obs=500, n_params=4)
+    rs = pooled.residual_sd
+    assert rs["estimate"] == pytest.approx(np.exp(ref.estimate))
+    assert rs["ci_lower"] == pytest.approx(np.exp(ref.ci_lower))
+    assert rs["ci_upper"] == pytest.approx(np.exp(ref.ci_upper))
+    assert rs["fmi"] == pytest.approx(ref.fmi)
+    su = pooled.term("sd(site)")["estimate"]
+    assert pooled.icc == pytest.approx(su ** 2 / (su ** 2 + rs["estimate"] ** 2))
+    assert 0 < pooled.icc < 1
+    assert "sd(residual)" in set(pooled.per_imputation["term"])
+    assert "ICC" in pooled.summary() and "residual SD" in pooled.summary()
+    # the estimates contract is unchanged: no residual row
+    assert pooled.to_frame()["term"].tolist() == ["Intercept", "x", "sd(site)"]
+    binom = pool_fits([_fake_fit([1.0, 0.5], [0.2, 0.1], 0.6, 0.15), _fake_fit([1.2, 0.4], [0.2, 0.1], 0.7, 0.14)],
+                      method="b", n_patients=500, n_clusters=20)
+    assert binom.residual_sd is None
+    su = binom.term("sd(site)")["estimate"]
+    assert binom.icc == pytest.approx(su ** 2 / (su ** 2 + np.pi ** 2 / 3))
+    assert np.isnan(intraclass_correlation(0.5, "gaussian", None))
+
+
+def test_POOL_RESID_002_log_residual_sd_se_matches_sampling_spread():
+    """POOL-RESID-002: the large-sample SE of log(residual SD) agrees with the spread of ML estimates over
+    150 simulated data sets (J = 20 clusters of 10) within 20 %."""
+    from hmlib.mixed import fit_random_intercept
+    from hmlib.pooling import residual_log_sd_se
+
+    rng = np.random.default_rng(11)
+    J, nj = 20, 10
+    g = np.repeat(np.arange(J), nj)
+    x = rng.normal(size=g.size)
+    X = np.column_stack([np.ones(g.size), x])
+    logs = []
+    for _ in range(150):
+        y = 1 + 0.5 * x + rng.normal(0, 0.7, J)[g] + rng.normal(0, 1.0, g.size)
+        logs.append(np.log(fit_random_intercept(y, X, g, family="gaussian").residual_sd))
+    assert np.std(logs, ddof=1) == pytest.approx(residual_log_sd_se(g.size, J, 2), rel=0.2)
+
+
 def test_POOL_MID_001_imputed_outcomes_left_out():
     """POOL-MID-001: analyse_imputations drops patients whose outcome was imputed (von Hippel 2007)."""
     from hmlib.imputation import impute
@@ -199,6 +250,7 @@ def test_POOL_MID_001_imputed_outcomes_left_out():
     pooled = analyse_imputations(result, outcome="y", predictors=["x"], cluster="site", family="gaussian")
     assert pooled.n_patients == int(np.isfinite(y).sum())
     assert any("von Hippel" in n for n in pooled.notes)
+    assert pooled.family == "gaussian" and 0 < pooled.icc < 1
     assert pooled.method == "multilevel_mi"
     kept = analyse_imputations(result, outcome="y", predictors=["x"], cluster="site", family="gaussian",
                                delete_imputed_outcomes=False, method="all_rows")
