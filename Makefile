@@ -1,19 +1,27 @@
 # The two commands of the README:
 #   make report   set up .venv (Python >= 3.12, found by tools/find-python),
 #                 write the demo registry and render reports/demo/report.html
-#   make test     set up the same way and run the test suite
+#   make test     set up the same way, make sure a Chromium exists for the browser
+#                 test (Debian's package, installed when missing and we are root
+#                 with apt-get; never `playwright install`), run the test suite
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hmlib-installed
 PARAMS ?= params/demo.yaml
 
-.PHONY: report test setup clean
+.PHONY: report test setup clean chromium
 report: $(STAMP)
 	$(VENV)/bin/hmreport demo
 	$(VENV)/bin/hmreport run $(PARAMS)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# tests/test_browser.py skips (and says why) only where this could not install it.
+chromium:
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed: tests/test_browser.py will be skipped"
 
 setup: $(STAMP)
 

@@ -1,9 +1,12 @@
 """Rendering executed notebooks and joining them into ``report.html``.
 
-The report is one self-contained HTML file (images embedded, no network
-needed): a title block, a table of contents, each step's narrative and
-figures (code hidden unless ``--show-code``), a plain "not built yet" section
-for steps that do not exist yet, and a reproducibility appendix.
+The report is one self-contained HTML file (images embedded, no script or
+style fetched from the network: the nbconvert template's require.js, MathJax
+and mermaid loaders are left out): a title block, the executive summary, a
+table of contents, each step's narrative and figures (code hidden unless
+``--show-code``), a plain "not built yet" section for steps that do not exist
+yet, the methods, the limitations and reporting checklist
+(:mod:`hmlib.audit_summary`), and a reproducibility appendix.
 
 Everything that comes from the data or the params is HTML-escaped before it
 is placed in markdown; tables are rendered by pandas with escaping on.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import platform
+import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
@@ -24,7 +28,8 @@ import nbformat
 from hmlib import __version__
 from hmlib.results import atomic_write_text
 
-__all__ = ["render_notebook", "assemble_report", "write_index", "package_versions"]
+__all__ = ["render_notebook", "assemble_report", "write_index", "package_versions", "git_commit",
+           "step_run_times"]
 
 _REPORT_PACKAGES = ("numpy", "scipy", "pandas", "statsmodels", "pymc", "nutpie", "arviz",
                     "matplotlib", "seaborn", "papermill", "nbconvert")
@@ -42,12 +47,73 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+# The lab template loads require.js, MathJax and mermaid from a CDN. The report
+# uses none of them, and a reviewer may open it offline (or behind a proxy
+# that blocks the CDN, which shows up as console errors): leave them out.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
 def _exporter(show_code: bool):
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     return HTMLExporter(template_name="lab", exclude_input=not show_code,
                         exclude_input_prompt=True, exclude_output_prompt=True,
-                        embed_images=True)
+                        embed_images=True,
+                        extra_loaders=[DictLoader({"hmlib_offline.html.j2": _OFFLINE_TEMPLATE})],
+                        template_file="hmlib_offline.html.j2")
+
+
+def git_commit(path: str | Path | None = None) -> str:
+    """The git commit of the hmlib checkout (``<sha>``, ``<sha> with uncommitted changes``),
+    or ``not a git checkout``."""
+    repo = Path(path) if path is not None else Path(__file__).resolve().parent.parent
+    if not (repo / ".git").exists():
+        return "not a git checkout"
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "a git checkout, but git could not read its commit"
+    return f"{sha} with uncommitted changes" if dirty else sha
+
+
+def step_run_times(output_dir: str | Path, step_seconds: dict | None = None) -> list[dict]:
+    """Run time of each executed step, this run's or, for steps not re-run, the earlier one's.
+
+    Times of this run come from ``step_seconds``; the others from the
+    papermill record in the executed notebook (``metadata.papermill``), so
+    ``--only`` keeps the earlier steps' times.
+
+    Returns
+    -------
+    list of dict
+        ``step, seconds, finished, this_run, fast`` per executed step, in step order.
+    """
+    from hmlib.runner import STEPS
+
+    output_dir = Path(output_dir)
+    step_seconds = step_seconds or {}
+    rows = []
+    for step in STEPS:
+        executed = output_dir / "notebooks" / step.notebook
+        if not executed.is_file():
+            continue
+        try:
+            meta = json.loads(executed.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+        except (OSError, ValueError):
+            meta = {}
+        seconds = step_seconds.get(step.key, meta.get("duration"))
+        rows.append({"step": step.key, "seconds": seconds, "finished": meta.get("end_time"),
+                     "this_run": step.key in step_seconds,
+                     "fast": (meta.get("parameters") or {}).get("fast")})
+    return rows
 
 
 def _report_cells(nb) -> list:
@@ -83,6 +149,66 @@ def _markdown(text: str):
     return nbformat.v4.new_markdown_cell(text)
 
 
+def _text(value) -> str:
+    """Escaped text for an HTML block: no newline, so markdown never ends the block early."""
+    return html.escape(" ".join(str(value).split()))
+
+
+def _summary_html(summary) -> str:
+    items = "".join(f"<li>{_text(sentence)}</li>" for sentence in summary.executive)
+    return ('<a id="executive-summary"></a>\n\n## Executive summary\n\n'
+            f'<div class="hm-summary"><ul>{items}</ul>'
+            "<p><em>Every number above is read from this report's step artifacts and estimates.csv.</em></p>"
+            "</div>\n")
+
+
+def _missing_table_html(table) -> str:
+    if table is None or not len(table):
+        return ""
+    head = ("<tr><th>variable</th><th>patients</th><th>missing</th><th>% missing</th>"
+            "<th>clusters with any missing</th><th>clusters never recording it</th></tr>")
+
+    def cell(value, pct=False):
+        if value is None or (isinstance(value, float) and value != value):
+            return "suppressed"
+        return f"{100 * value:.1f}%" if pct else f"{int(value):,}"
+
+    body = "".join(
+        f"<tr><td>{_text(r['variable'])}</td><td>{cell(r['n'])}</td><td>{cell(r['n_missing'])}</td>"
+        f"<td>{cell(r['share_missing'], pct=True)}</td><td>{cell(r['clusters_with_missing'])}</td>"
+        f"<td>{cell(r['clusters_never_recorded'])}</td></tr>"
+        for _, r in table.iterrows())
+    return f'<table class="hm-missing"><thead>{head}</thead><tbody>{body}</tbody></table>'
+
+
+def _methods_html(summary, number: int) -> str:
+    paras = "".join(f"<p>{_text(p)}</p>" for p in summary.methods)
+    return f'<a id="methods"></a>\n\n## {number}. Methods\n\n<div class="hm-methods">{paras}</div>\n'
+
+
+def _limitations_html(summary, number: int) -> str:
+    rows = "".join(f"<tr><td>{_text(c.item)}</td><td>{_text(c.guideline)}</td><td>{_text(c.text)}</td></tr>"
+                   for c in summary.checklist)
+    return (f'<a id="limitations"></a>\n\n## {number}. Limitations and reporting checklist\n\n'
+            '<div class="hm-limitations"><p>The items reviewers expect for missing data (Sterne et al. 2009, '
+            "BMJ 338:b2393; STROBE 12c and 14b; TRIPOD 9 and 13b), answered with this report's numbers.</p>"
+            f"{_missing_table_html(summary.missing_table)}"
+            "<table><thead><tr><th>item</th><th>guideline</th><th>this report</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>\n")
+
+
+def _timing_html(rows) -> str:
+    if not rows:
+        return "no step has been executed"
+    parts = []
+    for r in rows:
+        seconds = f"{r['seconds']:.1f} s" if isinstance(r["seconds"], (int, float)) else "time not recorded"
+        when = "this run" if r["this_run"] else f"earlier run, finished {r['finished'] or 'at an unrecorded time'}"
+        fast = "" if r["fast"] is None else (", fast mode" if r["fast"] else ", full settings")
+        parts.append(f"{r['step']} {seconds} ({when}{fast})")
+    return "; ".join(parts)
+
+
 def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False,
                     step_seconds: dict | None = None) -> Path:
     """Join the executed step notebooks into ``report.html`` (written atomically).
@@ -93,17 +219,23 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
         The checked inputs (for the title block and the appendix).
     output_dir : pathlib.Path
         ``reports/<name>/``; executed notebooks are read from its
-        ``notebooks/`` folder.
+        ``notebooks/`` folder, artifacts and ``estimates.csv`` for the
+        summary sections (:func:`hmlib.audit_summary.audit_summary`).
     show_code : bool
     step_seconds : dict, optional
-        Run time of each step executed in this run.
+        Run time of each step executed in this run (steps not re-run keep the
+        time recorded in their executed notebook).
     """
+    from hmlib.audit_summary import audit_summary
     from hmlib.runner import STEPS, is_built
 
     output_dir = Path(output_dir)
     params = registry.params
     esc = html.escape
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    versions = package_versions()
+    summary = audit_summary(output_dir, params=params, versions=versions, hmlib_version=__version__,
+                            python_version=platform.python_version())
     cells = [_markdown(
         f"# Missing-data audit: {esc(params.name)}\n\n"
         f"Data: `{esc(params.data.name)}` (SHA-256 `{registry.data_sha256[:16]}…`), "
@@ -112,7 +244,7 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
         f"focus variable `{esc(str(params.focus))}`.  \n"
         f"Generated {now} by hmlib {__version__}"
         f"{' in fast mode (small settings: not for reporting)' if params.fast else ''}."
-    )]
+    ), _markdown(_summary_html(summary))]
     toc = ["## Contents", ""]
     body: list = []
     for step in STEPS:
@@ -133,22 +265,39 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
                 f"{heading}\n\n**Not built yet** in hmlib {__version__} (planned in issue "
                 f"#{step.issue}). No result of this step is shown, and nothing in this report "
                 "should be read as its finding."))
-    toc.append(f"{len(STEPS) + 1}. [Reproducibility](#reproducibility)")
+    n_methods, n_limits, n_repro = len(STEPS) + 1, len(STEPS) + 2, len(STEPS) + 3
+    toc.append(f"{n_methods}. [Methods](#methods)")
+    toc.append(f"{n_limits}. [Limitations and reporting checklist](#limitations)")
+    toc.append(f"{n_repro}. [Reproducibility](#reproducibility)")
     cells.append(_markdown("\n".join(toc)))
     cells.extend(body)
+    cells.append(_markdown(_methods_html(summary, n_methods)))
+    cells.append(_markdown(_limitations_html(summary, n_limits)))
 
-    versions = package_versions()
-    params_text = json.dumps(params.raw, indent=1, sort_keys=True, default=str)
-    seconds = step_seconds or {}
-    timing = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) or "no step executed in this run"
+    # params as run: the file's values with the --fast override and the resolved focus
+    as_run = dict(params.raw)
+    as_run.update(fast=bool(params.fast), focus=params.focus, seed=params.seed)
+    params_text = json.dumps(as_run, indent=1, sort_keys=True, default=str)
+    timing = _timing_html(step_run_times(output_dir, step_seconds))
+    joint_seed = None
+    joint_path = output_dir / "artifacts" / "joint_model.json"
+    if joint_path.is_file():
+        joint_seed = json.loads(joint_path.read_text(encoding="utf-8")).get("settings", {}).get("seed")
+    seeds = f"params seed {params.seed} (every imputation, the transport check and the sensitivity scenarios)"
+    if joint_seed is not None:
+        seeds += f"; joint model sampler seed {joint_seed}"
     cells.append(_markdown(
         '<a id="reproducibility"></a>\n\n'
-        f"## {len(STEPS) + 1}. Reproducibility\n\n"
-        f"- hmlib {__version__}; Python {platform.python_version()} on {esc(platform.platform())}\n"
+        f"## {n_repro}. Reproducibility\n\n"
+        f"- hmlib {__version__}, git commit: {esc(git_commit())}\n"
+        f"- Python {platform.python_version()} ({esc(sys.implementation.name)}) on {esc(platform.platform())}, "
+        f"{esc(platform.machine())}\n"
         f"- Packages: {esc(', '.join(f'{k} {v}' for k, v in versions.items()))}\n"
         f"- Input file: `{esc(params.data.name)}`, SHA-256 `{registry.data_sha256}`\n"
-        f"- Seed: {params.seed}; step run times: {esc(timing)}\n"
-        f"- Params as run (`{esc(params.source.name)}`):\n\n"
+        f"- Seeds: {esc(seeds)}\n"
+        f"- Step run times: {esc(timing)}\n"
+        f"- Params as run (`{esc(params.source.name)}`, with the command line's `--fast` and the resolved "
+        "focus applied):\n\n"
         f"<pre>{esc(params_text)}</pre>\n"
     ))
     report_nb = nbformat.v4.new_notebook(cells=cells)
