@@ -59,6 +59,7 @@ METHOD_LABELS = {
     "fixed_effects_mi": "fixed-effects MI",
     "multilevel_mi": "multilevel MI",
     "joint_bayes": "joint Bayesian model",
+    "joint_bayes:not_converged": "joint Bayesian model (NOT CONVERGED: do not report)",
 }
 
 _SMD_THRESHOLD = 0.1  # as hmlib.complete_case.SMD_THRESHOLD: a shift reviewers call material
@@ -146,7 +147,7 @@ def focus_terms(terms, focus: str | None) -> list[str]:
 
 
 def _interval_word(method: str) -> str:
-    return "95% CrI" if method == "joint_bayes" else "95% CI"
+    return "95% CrI" if str(method).startswith("joint_bayes") else "95% CI"
 
 
 def _estimate_text(row) -> str:

@@ -73,6 +73,7 @@ __all__ = [
     "SuppressedTable",
     "suppress_counts",
     "pseudonymize_clusters",
+    "suppress_cluster_counts",
 ]
 
 #: The one label every suppressed cell gets (primary and complementary alike).
@@ -381,3 +382,37 @@ def pseudonymize_clusters(labels: Iterable[Hashable], *, seed: int,
         label: f"{prefix} {string.ascii_uppercase[code // per_letter]}{code % per_letter + 1:0{digits}d}"
         for label, code in zip(unique, codes)
     }
+
+
+def suppress_cluster_counts(table: pd.DataFrame, *, n_column: str, observed_column: str,
+                            min_cell: int = 11, derived_from_observed=()) -> pd.DataFrame:
+    """Per-cluster table with its patient and observed counts made safe to show.
+
+    The count of unobserved values (``n_column - observed_column``) is
+    protected too: it is computed, suppressed with the others (complementary
+    suppression over the row relation and the column totals) and dropped
+    again, so no hidden count can be recovered by subtraction.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per cluster (not modified).
+    n_column, observed_column : str
+        Patients in the cluster, and those with the value observed.
+    min_cell : int
+    derived_from_observed : sequence of str
+        Columns computed from the observed values (e.g. a cluster's observed
+        mean): hidden wherever the observed count is, since a mean of one or
+        two values is a patient's value.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The display table (suppressed cells labelled ``"suppressed"``).
+    """
+    work = table.copy()
+    work["_n_unobserved"] = work[n_column] - work[observed_column]
+    safe = suppress_counts(work, [observed_column, "_n_unobserved"], min_cell, total_column=n_column,
+                           parts=[[observed_column, "_n_unobserved"]],
+                           derived_columns={c: [observed_column] for c in derived_from_observed})
+    return safe.display.drop(columns=["_n_unobserved"])

@@ -77,16 +77,17 @@ def read_estimates(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def update_estimates(path: str | Path, rows: pd.DataFrame) -> pd.DataFrame:
+def update_estimates(path: str | Path, rows: pd.DataFrame, *, drop_methods=()) -> pd.DataFrame:
     """Replace the rows of the methods in ``rows`` and write the file atomically.
 
-    Returns the full table as written.
+    ``drop_methods`` names further methods whose old rows go (e.g. a flagged
+    variant of a method from an earlier run). Returns the full table as written.
     """
     missing = [c for c in ESTIMATE_COLUMNS if c not in rows.columns]
     if missing:
         raise ValueError(f"estimate rows lack columns {missing}")
     current = read_estimates(path)
-    keep = current.loc[~current["method"].isin(rows["method"].unique())]
+    keep = current.loc[~current["method"].isin([*rows["method"].unique(), *drop_methods])]
     parts = [p for p in (keep, rows.loc[:, list(ESTIMATE_COLUMNS)]) if len(p)]
     table = pd.concat(parts, ignore_index=True) if parts else rows.loc[:, list(ESTIMATE_COLUMNS)]
     atomic_write_text(path, table.to_csv(index=False))

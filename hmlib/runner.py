@@ -137,6 +137,20 @@ def _say(text: str, stream=None) -> None:
     print(text, file=stream or sys.stderr, flush=True)
 
 
+def _warn_if_not_converged(output_dir: Path, step: Step) -> None:
+    """Say loudly in the terminal when a step's artifact reports a failed convergence gate."""
+    path = output_dir / "artifacts" / f"{step.key}.json"
+    if not path.is_file():
+        return
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(payload, dict) and payload.get("converged") is False:
+        _say(f"WARNING: {step.key} NOT CONVERGED: {payload.get('convergence_message', '')} "
+             "Its estimates are flagged ':not_converged' in estimates.csv.")
+
+
 def run_report(params_path: str | Path, *, only: str | None = None, fast: bool | None = None,
                show_code: bool = False, reports_root: str | Path = "reports",
                kernel_name: str = "python3", registry=None) -> RunResult:
@@ -220,6 +234,7 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
         seconds[step.key] = time.perf_counter() - t0
         status["steps"][step.key] = round(seconds[step.key], 2)
         _say(f"[{index}/{len(steps)}] {step.key}: done in {seconds[step.key]:.1f} s")
+        _warn_if_not_converged(output_dir, step)
 
     for step in STEPS:
         executed = output_dir / "notebooks" / step.notebook

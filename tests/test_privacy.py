@@ -282,3 +282,21 @@ def test_PRIV_PSEUDO_003_missing_label_refused():
     with pytest.raises(DataError):
         pseudonymize_clusters(["a", None, "b"], seed=1)
     assert set(pseudonymize_clusters(["b", "a", 3], seed=1)) == {"a", "b", 3}
+
+
+def test_privacy_cluster_counts_001_observed_and_derived_hidden():
+    """PRIV-CLUSTER-001: per-cluster observed counts below min_cell are hidden with their
+    complement, and a mean of those few observed values is hidden too."""
+    import pandas as pd
+
+    from hmlib.privacy import suppress_cluster_counts
+
+    table = pd.DataFrame({"cluster": ["A", "B", "C", "D"], "n": [40, 30, 25, 50],
+                          "n_obs": [38, 3, 0, 45], "raw_mean": [3.1, 2.2, float("nan"), 3.0]})
+    shown = suppress_cluster_counts(table, n_column="n", observed_column="n_obs", min_cell=11,
+                                    derived_from_observed=["raw_mean"])
+    b = shown.set_index("cluster").loc["B"]
+    assert b["n_obs"] == "suppressed" and b["raw_mean"] == "suppressed"
+    hidden = (shown[["n", "n_obs"]] == "suppressed").sum()
+    assert hidden["n_obs"] != 1, "a single hidden observed count is recoverable from the total"
+    assert table.loc[1, "n_obs"] == 3  # input untouched

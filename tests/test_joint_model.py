@@ -1,0 +1,496 @@
+"""The joint Bayesian model (hmlib.joint_model): likelihood, scale, gate, brms, truth.
+
+Reference numbers: brms's ``mi()`` joint model on ``tests/results/sim_registry.csv``
+in ``tests/results/r_methods_sim_registry.json`` (made by that folder's R
+script; ``bench/brms_joint.R`` is the brms call alone, not run here since R is
+not installed). ``bench/bench_joint.py`` runs the full comparison over several
+seeds and the speed benchmark; ``bench/joint_truth.py`` the truth study.
+
+Test IDs
+--------
+JOINT-MARG-001   summed-out binary predictors = brute-force enumeration of every completion
+JOINT-MARG-002   integrated-out focus (Gauss-Hermite) = adaptive numerical integration (scipy), binomial
+                 and gaussian outcome, normal and lognormal focus, with a missing binary in the same rows
+JOINT-MARG-003   the automatic node count is within its stated log-likelihood tolerance
+JOINT-SCALE-001  original-scale coefficients give the same linear predictor as the standardised ones
+JOINT-SCALE-002  estimates reported on the original scale: posterior means match ML on complete data
+JOINT-GATE-001   the convergence gate names each offender (unit) and flags a 20-draw run
+JOINT-BRMS-001   lactate coefficient and site SD agree with brms within 3 Monte Carlo SEs
+JOINT-FIT-001    contract rows, partial pooling, PPC, never-measured clusters, correlation, narrative
+JOINT-DICT-001   to_dict is JSON-ready and holds no patient-level rows
+JOINT-TRUTH-001  the truth study runs (tiny version) and recovers the truth roughly
+JOINT-PRIOR-001  priors table, overrides, bad priors
+JOINT-DIST-001   the normal/lognormal rule and its override
+JOINT-ERR-001    data the model cannot take raise FitError naming the problem
+JOINT-FIG-001    each figure draws what it says
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytensor.tensor as pt
+import pytest
+from scipy import integrate, special, stats
+
+from conftest import REFERENCE, REPO
+from hmlib import joint_figures
+from hmlib import joint_model as jm
+from hmlib.exceptions import FitError
+from hmlib.results import ESTIMATE_COLUMNS
+
+
+def _load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+joint_truth = _load_bench("joint_truth")
+
+
+# --------------------------------------------------------------------------
+# helpers: evaluate the model's likelihood terms at a random point
+# --------------------------------------------------------------------------
+def _likelihood_at_random_point(model, names, seed):
+    """(sum of observed log-likelihoods and potentials, {name: constrained value}) at a random point."""
+    rng = np.random.default_rng(seed)
+    lik = model.logp(vars=model.observed_RVs)
+    if model.potentials:
+        lik = lik + pt.add(*model.potentials) if len(model.potentials) > 1 else lik + model.potentials[0]
+    outputs = model.replace_rvs_by_values([lik] + [model[n] for n in names])
+    # FAST_COMPILE: a Python-evaluated graph; numba's compile would dominate these tiny evaluations
+    fn = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore", mode="FAST_COMPILE")
+    start = model.initial_point(random_seed=seed)
+    point = {k: v + rng.normal(0, 0.7, size=np.shape(v)) for k, v in start.items()}
+    out = fn(point)
+    return float(out[0]), {n: np.asarray(v, dtype=float) for n, v in zip(names, out[1:])}
+
+
+def _tiny_frame(seed=0, family="binomial", lognormal=False):
+    """Three clusters, a complete numeric z, an incomplete binary b1, b2 and an incomplete x."""
+    rng = np.random.default_rng(seed)
+    n = 15
+    site = np.repeat(["a", "b", "c"], 5)
+    z = rng.normal(size=n)
+    x = np.exp(rng.normal(0.5, 0.6, n)) if lognormal else rng.normal(2, 1, n)
+    x[[1, 4, 7, 12]] = np.nan
+    b1 = rng.integers(0, 2, n).astype(float)
+    b1[[0, 4, 9]] = np.nan           # row 4: x and b1 missing together
+    b2 = rng.integers(0, 2, n).astype(float)
+    b2[[9, 13]] = np.nan             # row 9: b1 and b2 missing together
+    y = rng.integers(0, 2, n).astype(float) if family == "binomial" else rng.normal(5, 2, n)
+    return pd.DataFrame({"site": site, "z": z, "x": x, "b1": b1, "b2": b2, "y": y})
+
+
+def _std(values):
+    present = values[np.isfinite(values)]
+    return (values - present.mean()) / present.std()
+
+
+# --------------------------------------------------------------------------
+# JOINT-MARG
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["binomial", "gaussian"])
+def test_marg_001_binary_sum_equals_enumeration(family):
+    """JOINT-MARG-001: log sum over every joint completion of the missing binaries = the model's likelihood."""
+    frame = _tiny_frame(1, family)
+    data = jm.prepare_joint_data(frame, outcome="y", predictors=["z", "b1", "b2"], cluster="site",
+                                 family=family, missingness_model=False)
+    model = jm.build_joint_model(data)
+    names = ["outcome_intercept", "outcome_coef", "outcome_cluster", "b0_intercept", "b0_coef", "b0_cluster",
+             "b1_intercept", "b1_coef", "b1_cluster"] + (["outcome_sigma"] if family == "gaussian" else [])
+    for seed in (1, 2):
+        model_value, p = _likelihood_at_random_point(model, names, seed)
+        codes = pd.factorize(frame["site"], sort=True)[0]
+        zs = _std(frame["z"].to_numpy())
+        y = frame["y"].to_numpy()
+        ys = (y - y.mean()) / y.std() if family == "gaussian" else y
+        b_values = [frame["b1"].to_numpy(), frame["b2"].to_numpy()]
+        missing = [(k, i) for k in range(2) for i in np.flatnonzero(np.isnan(b_values[k]))]
+        terms = []
+        for completion in itertools.product((0.0, 1.0), repeat=len(missing)):
+            filled = [v.copy() for v in b_values]
+            for (k, i), c in zip(missing, completion):
+                filled[k][i] = c
+            total = 0.0
+            for k in range(2):
+                eta_b = p[f"b{k}_intercept"] + p[f"b{k}_coef"][0] * zs + p[f"b{k}_cluster"][codes]
+                total += np.sum(stats.bernoulli.logpmf(filled[k], special.expit(eta_b)))
+            eta = (p["outcome_intercept"] + p["outcome_coef"][0] * zs + p["outcome_coef"][1] * filled[0]
+                   + p["outcome_coef"][2] * filled[1] + p["outcome_cluster"][codes])
+            if family == "binomial":
+                total += np.sum(stats.bernoulli.logpmf(ys, special.expit(eta)))
+            else:
+                total += np.sum(stats.norm.logpdf(ys, eta, p["outcome_sigma"]))
+            terms.append(total)
+        assert model_value == pytest.approx(special.logsumexp(terms), abs=1e-8)
+
+
+@pytest.mark.parametrize("family,lognormal", [("binomial", False), ("binomial", True), ("gaussian", False),
+                                              ("gaussian", True)])
+def test_marg_002_quadrature_equals_numerical_integral(family, lognormal):
+    """JOINT-MARG-002: Gauss-Hermite (or closed form) focus integral = scipy.integrate.quad, row by row."""
+    frame = _tiny_frame(2, family, lognormal)
+    data = jm.prepare_joint_data(frame, outcome="y", predictors=["z", "x", "b1"], cluster="site",
+                                 family=family, focus="x", missingness_model=False,
+                                 distributions={"x": "lognormal" if lognormal else "normal"})
+    model = jm.build_joint_model(data, quadrature_nodes=40)
+    names = ["outcome_intercept", "outcome_coef", "outcome_cluster", "x0_intercept", "x0_coef", "x0_cluster",
+             "x0_sigma", "b0_intercept", "b0_coef", "b0_cluster"] + \
+        (["outcome_sigma"] if family == "gaussian" else [])
+    model_value, p = _likelihood_at_random_point(model, names, 3)
+
+    codes = pd.factorize(frame["site"], sort=True)[0]
+    zs = _std(frame["z"].to_numpy())
+    x = frame["x"].to_numpy()
+    sub = np.log(x) if lognormal else x
+    sub_s = _std(sub)
+    x_centre, x_scale = np.nanmean(x), np.nanstd(x)
+    sub_centre, sub_scale = np.nanmean(sub), np.nanstd(sub)
+    b1 = frame["b1"].to_numpy()
+    y = frame["y"].to_numpy()
+    ys = (y - y.mean()) / y.std() if family == "gaussian" else y
+    mu_x = p["x0_intercept"] + p["x0_coef"][0] * zs + p["x0_cluster"][codes]
+    p_b = special.expit(p["b0_intercept"] + p["b0_coef"][0] * zs + p["b0_cluster"][codes])
+    total = np.sum(stats.norm.logpdf(sub_s[np.isfinite(x)], mu_x[np.isfinite(x)], p["x0_sigma"]))
+    total += np.sum(stats.bernoulli.logpmf(b1[np.isfinite(b1)], p_b[np.isfinite(b1)]))
+    b_out = p["outcome_coef"]   # order: z, x, b1
+
+    def lik_y(i, x_orig, b_val):
+        eta = (p["outcome_intercept"] + b_out[0] * zs[i] + b_out[1] * (x_orig - x_centre) / x_scale
+               + b_out[2] * b_val + p["outcome_cluster"][codes[i]])
+        if family == "binomial":
+            return special.expit(eta) if ys[i] == 1 else special.expit(-eta)
+        return stats.norm.pdf(ys[i], eta, p["outcome_sigma"])
+
+    for i in range(len(frame)):
+        b_states = [(b1[i], 1.0)] if np.isfinite(b1[i]) else [(0.0, 1 - p_b[i]), (1.0, p_b[i])]
+        row = 0.0
+        for b_val, b_weight in b_states:
+            if np.isfinite(x[i]):
+                row += b_weight * lik_y(i, x[i], b_val)
+            else:
+                def integrand(s, b_val=b_val):
+                    raw = s * sub_scale + sub_centre
+                    raw = math.exp(raw) if lognormal else raw
+                    return stats.norm.pdf(s, mu_x[i], p["x0_sigma"]) * lik_y(i, raw, b_val)
+                lo, hi = mu_x[i] - 12 * p["x0_sigma"], mu_x[i] + 12 * p["x0_sigma"]
+                row += b_weight * integrate.quad(integrand, lo, hi, epsabs=1e-13, epsrel=1e-11, limit=200)[0]
+        total += math.log(row)
+    assert model_value == pytest.approx(total, abs=1e-7)
+
+
+def test_marg_003_automatic_nodes_within_tolerance():
+    """JOINT-MARG-003: on the reference registry the chosen node count meets the tolerance against 64 nodes."""
+    frame = pd.read_csv(REFERENCE / "sim_registry.csv")
+    data = jm.prepare_joint_data(frame, outcome="outcome", predictors=["age", "severity", "lactate"],
+                                 cluster="site", family="binomial", missingness_model=False)
+    fits = jm._ml_fits(data)
+    nodes, error = jm._choose_quadrature_nodes(data, fits)
+    assert nodes in jm.QUADRATURE_CANDIDATES and error < jm.QUADRATURE_TOLERANCE
+    # and the model's likelihood with those nodes is that close to 64 nodes at a random point
+    values = [_likelihood_at_random_point(jm.build_joint_model(data, quadrature_nodes=k), [], 5)[0]
+              for k in (nodes, 64)]
+    assert abs(values[0] - values[1]) < jm.QUADRATURE_TOLERANCE
+
+
+# --------------------------------------------------------------------------
+# JOINT-SCALE
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["binomial", "gaussian"])
+def test_scale_001_original_scale_same_linear_predictor(family):
+    """JOINT-SCALE-001: a + Xs b (standardised) = Intercept + X beta (original), draw by draw."""
+    rng = np.random.default_rng(4)
+    n = 60
+    frame = pd.DataFrame({
+        "site": rng.integers(0, 5, n), "age": rng.normal(60, 15, n), "sex": rng.choice(["f", "m"], n),
+        "lab": np.where(rng.random(n) < 0.3, np.nan, rng.normal(3, 1.2, n)),
+        "flag": np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 2, n)),
+        "y": rng.integers(0, 2, n) if family == "binomial" else rng.normal(100, 20, n)})
+    data = jm.prepare_joint_data(frame, outcome="y", predictors=["age", "sex", "lab", "flag"], cluster="site",
+                                 family=family, levels={"sex": ["f", "m"]})
+    assert data.outcome_terms == ("age", "sex[m]", "lab", "flag")
+    draws = 7
+    a, b = rng.normal(size=draws), rng.normal(size=(draws, 4))
+    sd, sigma = np.abs(rng.normal(size=draws)), np.abs(rng.normal(size=draws))
+    orig = jm.outcome_to_original_scale(data, a, b, sd, sigma if family == "gaussian" else None)
+    rows = data.focus_variable.observed & data.binaries[0].observed
+    raw = frame.loc[rows]
+    X = np.column_stack([raw["age"], (raw["sex"] == "m").astype(float), raw["lab"], raw["flag"]])
+    lab = frame["lab"].to_numpy()
+    Xs = np.column_stack([(raw["age"] - frame["age"].mean()) / frame["age"].std(ddof=0),
+                          X[:, 1], (raw["lab"] - np.nanmean(lab)) / np.nanstd(lab), X[:, 3]])
+    eta_std = a[:, None] + b @ Xs.T
+    beta = np.column_stack([orig[t] for t in data.outcome_terms])
+    eta_orig = orig["Intercept"][:, None] + beta @ X.T
+    if family == "gaussian":
+        y = frame["y"].to_numpy()
+        eta_std = y.mean() + y.std() * eta_std
+        assert np.allclose(orig["sigma"], sigma * y.std())
+        assert np.allclose(orig["sd(site)"], sd * y.std())
+    else:
+        assert np.allclose(orig["sd(site)"], sd)
+    assert np.allclose(eta_std, eta_orig, atol=1e-9)
+
+
+def test_scale_002_complete_data_matches_ml():
+    """JOINT-SCALE-002: with no missing value, posterior means ~ lme4-equivalent ML (hmlib.mixed), original scale."""
+    from hmlib.design import fit_analysis_model
+
+    frame = joint_truth.simulate(11, n_sites=12, n_patients=1000)
+    frame["lactate"] = frame["lactate"].fillna(2.7)     # complete data: the model is then the analysis model
+    result = jm.fit_joint_model(frame, outcome="outcome", predictors=["age", "severity", "lactate"],
+                                cluster="site", family="binomial", seed=3, fast=True)
+    ml = fit_analysis_model(frame, outcome="outcome", predictors=["age", "severity", "lactate"], cluster="site",
+                            family="binomial").to_frame().set_index("term")
+    est = result.to_estimates().set_index("term")
+    for term in ("Intercept", "age", "severity", "lactate"):
+        # weak priors, 1,000 patients: the posterior mean sits within a fifth of a posterior SD of the MLE
+        assert abs(est.loc[term, "estimate"] - ml.loc[term, "estimate"]) < 0.2 * est.loc[term, "std_error"]
+        assert est.loc[term, "std_error"] == pytest.approx(ml.loc[term, "std_error"], rel=0.15)
+    assert result.correlation is None and not result.settings["missingness_model"]
+
+
+# --------------------------------------------------------------------------
+# JOINT-GATE
+# --------------------------------------------------------------------------
+def test_gate_001_unit_messages():
+    """JOINT-GATE-001 (unit): each failing criterion is named with its value; a clean table passes."""
+    table = pd.DataFrame({"term": ["lactate", "sd(site)"], "rhat": [1.002, 1.05],
+                          "ess_bulk": [900.0, 120.0], "ess_tail": [350.0, 800.0]})
+    ok, message = jm._gate_message(table, divergences=3, settings_hint="Run longer.")
+    assert not ok and message.startswith("not converged: ")
+    assert "lactate (tail ESS 350 < 400)" in message
+    assert "sd(site) (R-hat 1.050 > 1.01, bulk ESS 120 < 400)" in message
+    assert "3 divergent transition(s)" in message
+    clean = table.assign(rhat=1.001, ess_bulk=1000.0, ess_tail=1000.0)
+    ok, message = jm._gate_message(clean, divergences=0, settings_hint="")
+    assert ok and message.startswith("converged: ")
+
+
+def test_gate_001_flags_short_run(write_case):
+    """JOINT-GATE-001: 20 draws per chain cannot pass the gate; the registry path supplies seed and model."""
+    from hmlib.data import load_registry
+    from hmlib.params import load_params
+
+    registry = load_registry(load_params(write_case()))
+    result = jm.fit_joint_model(registry, draws=20, tune=20)
+    assert not result.converged
+    assert result.convergence_message.startswith("not converged: ")
+    named = [t for t in result.summary["term"] if f"{t} (" in result.convergence_message]
+    assert named, result.convergence_message
+    assert result.settings["seed"] == 3 and result.data.focus == "lab"
+    assert "not converged" in " ".join(result.narrative())
+
+
+# --------------------------------------------------------------------------
+# JOINT-BRMS
+# --------------------------------------------------------------------------
+def test_brms_001_agrees_with_brms():
+    """JOINT-BRMS-001: brms mi() model on sim_registry.csv; posterior means within 3 combined MC SEs.
+
+    MC SE of a posterior mean = posterior SD / sqrt(bulk ESS), for both runs
+    (brms: ESS 545 for lactate, 539 for the site SD). Same model: normal
+    lactate submodel, no missingness submodel.
+    """
+    reference = json.loads((REFERENCE / "r_methods_sim_registry.json").read_text())["methods"]["brms_joint"]
+    frame = pd.read_csv(REFERENCE / "sim_registry.csv")
+    result = jm.fit_joint_model(frame, outcome="outcome", predictors=["age", "severity", "lactate"],
+                                cluster="site", family="binomial", seed=2026, missingness_model=False,
+                                distributions={"lactate": "normal"})
+    assert result.converged, result.convergence_message
+    s = result.summary.set_index("term")
+    for term, brms in (("lactate", {"mean": reference["lactate"]["estimate"], "sd": reference["lactate"]["se"],
+                                    "ess": reference["lactate"]["ess_bulk"]}),
+                       ("sd(site)", {"mean": reference["site_sd_posterior"]["mean"],
+                                     "sd": reference["site_sd_posterior"]["sd"],
+                                     "ess": reference["site_sd_posterior"]["ess_bulk"]})):
+        mc_se = math.sqrt(s.loc[term, "std_error"] ** 2 / s.loc[term, "ess_bulk"] + brms["sd"] ** 2 / brms["ess"])
+        assert abs(s.loc[term, "estimate"] - brms["mean"]) <= 3 * mc_se, (term, s.loc[term, "estimate"], mc_se)
+        assert s.loc[term, "std_error"] == pytest.approx(brms["sd"], rel=0.1)
+
+
+# --------------------------------------------------------------------------
+# JOINT-FIT / JOINT-DICT / JOINT-FIG: one small fast fit with everything switched on
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_fit():
+    frame = joint_truth.simulate(21, n_sites=16, n_patients=1200)
+    rng = np.random.default_rng(21)
+    frame["sex"] = np.where(rng.random(len(frame)) < 0.1, None, rng.choice(["female", "male"], len(frame)))
+    original = frame.copy()
+    result = jm.fit_joint_model(frame, outcome="outcome", predictors=["age", "sex", "severity", "lactate"],
+                                cluster="site", family="binomial", seed=5, fast=True,
+                                levels={"sex": ["female", "male"]})
+    pd.testing.assert_frame_equal(frame, original)       # input never modified
+    return frame, result
+
+
+def test_fit_001_contract_and_tables(small_fit):
+    """JOINT-FIT-001: estimates contract, partial pooling, PPC, never-measured clusters, correlation, narrative."""
+    frame, result = small_fit
+    est = result.to_estimates()
+    assert tuple(est.columns) == ESTIMATE_COLUMNS and (est["method"] == "joint_bayes").all()
+    assert est["term"].tolist() == ["Intercept", "age", "sex[male]", "severity", "lactate", "sd(site)"]
+    assert (est["n_patients"] == len(frame)).all() and (est["n_clusters"] == 16).all()
+    assert (est["ci_lower"] < est["estimate"]).all() and (est["estimate"] < est["ci_upper"]).all()
+    assert result.settings["binary_summed_out"] == ["sex"]
+
+    pooled = result.partial_pooling()
+    assert len(pooled) == 16
+    observed = frame.groupby("site")["lactate"].count()
+    assert np.array_equal(pooled.set_index("cluster").loc[observed.index, "n_observed"], observed.to_numpy())
+    never = pooled.loc[pooled["n_observed"] == 0]
+    assert len(never) == 2                               # the simulator's two structural sites
+    assert np.allclose(never["shrinkage"], 1.0) and never["raw_effect"].isna().all()
+    measured = pooled.loc[pooled["n_observed"] > 0]
+    assert (measured["shrinkage"] < 1).all()
+    # uncertainty of a cluster's completed mean widens with fewer observed values
+    partly = pooled.loc[pooled["n_observed"] > 0]
+    missing_share = 1 - partly["n_observed"] / partly["n_patients"]
+    assert stats.spearmanr(missing_share, partly["pooled_mean_sd"])[0] > 0.5
+    assert never["pooled_mean_sd"].min() > partly["pooled_mean_sd"].max()
+    # a fully observed cluster's mean is known exactly
+    full = pooled.loc[pooled["n_observed"] == pooled["n_patients"]]
+    assert np.allclose(full["pooled_mean_sd"], 0.0) and np.allclose(full["pooled_mean"], full["raw_mean"])
+
+    ppc = result.posterior_predictive()
+    assert len(ppc) == 14 and ppc["p_mean"].between(0, 1).all()
+    assert (ppc["replicated_mean_lower"] < ppc["replicated_mean_upper"]).all()
+    assert np.allclose(ppc.set_index("cluster")["observed_mean"],
+                       frame.groupby("site")["lactate"].mean().dropna())
+
+    unmeasured = result.imputed_in_unmeasured()
+    assert sorted(unmeasured["clusters"]) == sorted(never["cluster"].tolist())
+    assert unmeasured["n_patients"] == int(never["n_patients"].sum())
+    assert unmeasured["imputed"]["q05"] < unmeasured["imputed"]["mean"] < unmeasured["imputed"]["q95"]
+
+    c = result.correlation
+    assert -1 < c["ci_lower"] < c["estimate"] < c["ci_upper"] < 1 and 0 <= c["prob_positive"] <= 1
+    text = " ".join(result.narrative())
+    lac = est.set_index("term").loc["lactate"]
+    assert f"{lac['estimate']:.3f}" in text and f"{c['estimate']:.2f}" in text
+    assert result.timing["compile_s"] > 0 and result.timing["sampling_s"] > 0
+    assert set(result.ess_per_second) == {"focus", "cluster_sd"}
+
+
+def test_dict_001_no_patient_level_rows(small_fit):
+    """JOINT-DICT-001: to_dict is strict JSON as it is (no NaN, no numpy types) and no list is patient-level."""
+    frame, result = small_fit
+    payload = result.to_dict()
+    text = json.dumps(payload, allow_nan=False)
+    assert "joint_bayes" in text
+    n_missing = int(frame["lactate"].isna().sum())
+
+    def lists(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from lists(v)
+        elif isinstance(value, list):
+            yield value
+            for v in value:
+                yield from lists(v)
+
+    lengths = [len(v) for v in lists(payload)]
+    assert max(lengths) <= max(result.n_clusters, 31)   # clusters, terms, histogram edges
+    assert len(frame) not in lengths and n_missing not in lengths
+    assert payload["n_patients"] == len(frame)
+
+
+def test_fig_001_figures(small_fit):
+    """JOINT-FIG-001: each figure returns a Figure and draws its points."""
+    from matplotlib.figure import Figure
+
+    frame, result = small_fit
+    other = result.to_estimates().assign(method="complete_case", estimate=lambda t: t["estimate"] * 0.9)
+    fig = joint_figures.coefficient_forest(pd.concat([result.to_estimates(), other]),
+                                           truth={"lactate": 0.35, "sd(site)": 0.6})
+    assert isinstance(fig, Figure)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["age", "sex[male]", "severity", "lactate",
+                                                                      "sd(site)"]
+    fig = joint_figures.shrinkage_plot(result)
+    pooled_points = fig.axes[0].collections[1].get_offsets()
+    assert len(pooled_points) == 14 and len(fig.axes[0].collections[2].get_offsets()) == 2
+    assert len(fig.axes[1].collections[0].get_offsets()) == 16
+    fig = joint_figures.ppc_by_cluster(result)
+    assert len(fig.axes) == 2 and len(fig.axes[0].get_yticklabels()) == 14
+    fig = joint_figures.imputed_distribution(result)
+    assert "2 never-measuring" in " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    fig = joint_figures.correlation_posterior(result)
+    assert f"{result.correlation['estimate']:.2f}" in fig.axes[0].get_title()
+
+
+# --------------------------------------------------------------------------
+# JOINT-TRUTH
+# --------------------------------------------------------------------------
+def test_truth_001_tiny_study():
+    """JOINT-TRUTH-001: two small replicates; the summary has what the bench reports, estimates near truth."""
+    out = joint_truth.run(2, n_sites=15, n_patients=1000, first_seed=77, verbose=False, fast=True)
+    s = out["summary"]
+    for term in ("lactate", "sd(site)", "corr(missingness, outcome)"):
+        assert s[term]["reps"] == 2 and 0 <= s[term]["coverage90"] <= 1
+    for row in out["replicates"]:
+        for term in ("lactate", "sd(site)"):
+            # within 4 posterior SDs of the truth in each replicate
+            assert abs(row[term]["estimate"] - joint_truth.TRUTH[term]) < 4 * row[term]["std_error"]
+
+
+# --------------------------------------------------------------------------
+# JOINT-PRIOR / JOINT-DIST / JOINT-ERR
+# --------------------------------------------------------------------------
+def test_prior_001_table_and_overrides():
+    """JOINT-PRIOR-001: the table states each prior; overrides appear; bad priors are refused."""
+    table = jm.priors_table()
+    assert table["prior"].tolist() == ["Normal(0, 2.5)", "Normal(m, 2.5)", "Half-Normal(0, 1)",
+                                       "Half-Normal(0, 1)", "LKJ(2)"]
+    table = jm.priors_table({"cluster_sd": ("halfstudentt", 3, 2.5), "lkj_eta": 4})
+    assert "Half-Student-t(3, 0, 2.5)" in table["prior"].tolist() and "LKJ(4)" in table["prior"].tolist()
+    with pytest.raises(FitError, match="unknown prior 'slope'"):
+        jm.priors_table({"slope": ("normal", 1)})
+    with pytest.raises(FitError, match="prior 'cluster_sd'"):
+        jm.priors_table({"cluster_sd": ("normal", 1)})
+
+
+def test_dist_001_rule_and_override():
+    """JOINT-DIST-001: positive with skewness > 1 -> lognormal; otherwise normal; override wins."""
+    rng = np.random.default_rng(0)
+    assert jm.choose_distribution(np.exp(rng.normal(0, 0.8, 500))) == "lognormal"
+    assert jm.choose_distribution(rng.normal(5, 1, 500)) == "normal"
+    skewed_with_zero = np.r_[0.0, np.exp(rng.normal(0, 0.8, 500))]
+    assert jm.choose_distribution(skewed_with_zero) == "normal"
+    frame = _tiny_frame(3, lognormal=True)
+    frame["x"] = np.where(frame["x"].notna(), np.exp(3 * frame["x"]), np.nan)
+    auto = jm.prepare_joint_data(frame, outcome="y", predictors=["z", "x"], cluster="site", family="binomial")
+    forced = jm.prepare_joint_data(frame, outcome="y", predictors=["z", "x"], cluster="site",
+                                   family="binomial", distributions={"x": "normal"})
+    assert auto.continuous[0].distribution == jm.choose_distribution(frame["x"])
+    assert forced.continuous[0].distribution == "normal"
+    with pytest.raises(FitError, match="values <= 0"):
+        jm.prepare_joint_data(frame.assign(x=frame["x"] - 1000), outcome="y", predictors=["z", "x"],
+                              cluster="site", family="binomial", distributions={"x": "lognormal"})
+
+
+def test_err_001_unsupported_data():
+    """JOINT-ERR-001: each FitError says what is wrong."""
+    frame = _tiny_frame(4)
+    frame["grade"] = np.where(np.arange(len(frame)) % 4 == 0, None, np.array(["a", "b", "c"] * 5))
+    with pytest.raises(FitError, match="categorical with 3 levels"):
+        jm.prepare_joint_data(frame, outcome="y", predictors=["z", "grade"], cluster="site", family="binomial")
+    with pytest.raises(FitError, match="needs seed="):
+        jm.fit_joint_model(frame, outcome="y", predictors=["z"], cluster="site", family="binomial")
+    with pytest.raises(FitError, match="at least two clusters"):
+        jm.prepare_joint_data(frame.assign(site="a"), outcome="y", predictors=["z"], cluster="site",
+                              family="binomial")
+    with pytest.raises(FitError, match="missing_values"):
+        jm.prepare_joint_data(frame, outcome="y", predictors=["z"], cluster="site", family="binomial",
+                              missing_values="mice")
+    with pytest.raises(FitError, match="parameterisation names 'age'"):
+        jm._submodel_key(jm.prepare_joint_data(frame, outcome="y", predictors=["z", "x"], cluster="site",
+                                               family="binomial"), "age")
