@@ -51,7 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -61,30 +60,9 @@ TRUTH = {"lactate": 0.35, "sd(site)": 0.6, "corr(missingness, outcome)": 0.5}
 PREDICTORS = ["age", "severity", "lactate"]
 
 
-def simulate(seed: int, n_sites: int = 40, n_patients: int = 4000) -> pd.DataFrame:
-    """One simulated registry (columns site, outcome, age, severity, lactate)."""
-    rng = np.random.default_rng(seed)
-    weights = np.exp(rng.normal(0.0, 0.8, n_sites))
-    sizes = np.maximum(5, np.floor(weights / weights.sum() * n_patients)).astype(int)
-    site = np.repeat(np.arange(1, n_sites + 1), sizes)
-    n = site.size
-    j = site - 1
-    u = rng.normal(0.0, 0.6, n_sites)
-    v = rng.normal(0.0, 0.5, n_sites)
-    doc = -0.5 * u / 0.6 + np.sqrt(0.75) * rng.normal(size=n_sites)
-    age = np.clip(rng.normal(55.0, 18.0, n), 16, 99).round(1)
-    severity = np.clip(np.exp(rng.normal(np.log(12.0), 0.7, n)), 1, 75).round(1)
-    lactate = np.maximum(0.3, 1.2 + 0.01 * age + 0.06 * severity + v[j] + rng.normal(0.0, 0.7, n)).round(2)
-    eta = -6.0 + 0.35 * lactate + 0.03 * age + 0.06 * severity + u[j]
-    outcome = (rng.random(n) < special.expit(eta)).astype(float)
-    z_sev = (severity - severity.mean()) / severity.std()
-    p_missing = special.expit(-1.0 - 1.2 * doc[j] - 0.4 * z_sev)
-    eligible = np.flatnonzero(sizes >= 20)
-    structural = eligible[np.argsort(doc[eligible])[:2]]
-    missing = (rng.random(n) < p_missing) | np.isin(j, structural)
-    lactate = np.where(missing, np.nan, lactate)
-    return pd.DataFrame({"site": site, "outcome": outcome, "age": age, "severity": severity,
-                         "lactate": lactate})
+# The same simulator as the imputation truth study (one generator for both studies).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from imputation_truth import simulate  # noqa: E402
 
 
 def one_replicate(seed: int, *, n_sites: int, n_patients: int, **fit_options) -> dict:
