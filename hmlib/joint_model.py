@@ -33,22 +33,25 @@ a missing outcome are left out (as brms does for a response without
 ``mi()``).
 
 Missing values. A missing binary value is summed out: the row's outcome
-likelihood is ``sum_{x=0,1} p(y | x) p(x)`` (log-sum-exp over the product of
-the row's missing binaries). A missing value of the *focus* variable is, by
-default (``missing_values="marginal"``), integrated out by Gauss-Hermite
-quadrature on its submodel's normal (or log-normal) distribution
-(``quadrature_nodes`` nodes; for a gaussian outcome and a normal focus the
-integral is exact in closed form). This leaves the posterior of every
-parameter exactly that of the model with latent missing values (up to
-quadrature error, below 1e-6 in log-likelihood for 12 nodes on the reference
-data) and removes one parameter per missing value, which is what makes
-sampling fast: on the reference registry it gives 4-5 times the effective
-samples per gradient of the latent version. Draws of the missing focus
-values are made afterwards from their exact conditional ``p(x | y, theta)``
-(rejection sampling against the outcome likelihood) for a thinned set of
-posterior draws. Other incomplete continuous predictors, and every one with
-``missing_values="latent"`` (brms's approach), are latent parameters, one per
-missing value.
+likelihood is ``sum_{x=0,1} p(y | x) p(x)`` (over the product of the row's
+missing binaries). A missing value of the *focus* variable is, by default
+(``missing_values="marginal"``), integrated out by Gauss-Hermite quadrature
+on its submodel's normal (or log-normal) distribution; for a gaussian
+outcome and a normal focus the integral is exact in closed form. The number
+of nodes is the fewest of :data:`QUADRATURE_CANDIDATES` whose summed
+log-likelihood error is below :data:`QUADRATURE_TOLERANCE` at a pessimistic
+plug-in (5 on the reference registry, error 6e-6). The posterior of every
+parameter is then that of the model with latent missing values (up to that
+quadrature error), with one parameter fewer per missing value and a
+posterior that a low-rank mass matrix can learn; on the reference registry
+this gives 2-3 times the effective samples per second of the latent version
+(``bench/bench_joint.py``). For a binary outcome the row sums are taken on
+the probability scale (sigmoids, no log-sum-exp), three times cheaper. Draws
+of the missing focus values are made afterwards from their exact conditional
+``p(x | y, theta)`` (rejection sampling against the outcome likelihood) for
+a thinned set of :data:`_IMPUTATION_DRAWS` posterior draws. Other incomplete
+continuous predictors, and every one with ``missing_values="latent"`` (brms's
+approach), are latent parameters, one per missing value.
 
 Missingness submodel (shared parameter). With ``missingness_model=True`` the
 indicator ``r_i`` (focus missing) follows ``logit P(r_i = 1) = e + Z_i f + w_j``
