@@ -20,9 +20,15 @@ JOINT-FIT-001    contract rows, partial pooling, PPC, never-measured clusters, c
 JOINT-DICT-001   to_dict is JSON-ready and holds no patient-level rows
 JOINT-TRUTH-001  the truth study runs (tiny version) and recovers the truth roughly
 JOINT-PRIOR-001  priors table, overrides, bad priors
+JOINT-PRIOR-002  the (slope, resid) coordinates of the correlated effects keep the stated priors
 JOINT-DIST-001   the normal/lognormal rule and its override
 JOINT-ERR-001    data the model cannot take raise FitError naming the problem
 JOINT-FIG-001    each figure draws what it says
+JOINT-EDGE-001   no complete predictor: the submodels' fixed parts still have one value per row
+JOINT-RW-001     reweighting to another cluster-SD prior recovers the exact posterior (numerical integration)
+JOINT-RW-002     same prior: equal weights, the fit's own summary; save/load round trip; fingerprint check
+JOINT-RW-003     a prior far from the posterior is flagged unreliable (Pareto k above threshold)
+JOINT-RW-004     a real fit's draws: every cluster SD is kept, on the model's scale, no data row saved
 """
 
 from __future__ import annotations
@@ -463,6 +469,29 @@ def test_prior_001_table_and_overrides():
         jm.priors_table({"cluster_sd": ("normal", 1)})
 
 
+@pytest.mark.parametrize("cluster_sd", [("halfnormal", 1.0), ("halfstudentt", 3.0, 2.5)])
+def test_prior_002_correlated_effects_prior_is_the_stated_one(cluster_sd):
+    """JOINT-PRIOR-002: sampling (slope, resid) with the change-of-variables term gives exactly
+    tau ~ the SD prior and (rho + 1) / 2 ~ Beta(eta, eta), independent (numerical integration)."""
+    import pytensor
+
+    priors = jm._check_priors({"cluster_sd": cluster_sd, "lkj_eta": 2.0})
+    slope, resid = pt.dscalar("slope"), pt.dscalar("resid")
+    tau = pt.sqrt(slope ** 2 + resid ** 2)
+    log_density = jm._correlated_sd_log_prior(tau, slope / tau, priors)
+    density = pytensor.function([slope, resid], pt.exp(log_density), mode="FAST_COMPILE")
+
+    def integral(angle_to, radius_to):
+        # polar coordinates: slope = r sin(a), resid = r cos(a), a in (-pi/2, pi/2); rho = sin(a), tau = r
+        return integrate.dblquad(lambda r, a: float(density(r * math.sin(a), r * math.cos(a))) * r,
+                                 -math.pi / 2, angle_to, 0, radius_to, epsabs=1e-10)[0]
+
+    assert integral(math.pi / 2, np.inf) == pytest.approx(1.0, abs=1e-6)
+    median = stats.halfnorm.ppf(0.5) if cluster_sd[0] == "halfnormal" else 2.5 * stats.t.ppf(0.75, 3)
+    expected = 0.5 * stats.beta.cdf(0.75, 2, 2)          # P(tau < median, rho < 0.5), independent
+    assert integral(math.asin(0.5), median) == pytest.approx(expected, abs=1e-6)
+
+
 def test_dist_001_rule_and_override():
     """JOINT-DIST-001: positive with skewness > 1 -> lognormal; otherwise normal; override wins."""
     rng = np.random.default_rng(0)
@@ -499,3 +528,129 @@ def test_err_001_unsupported_data():
     with pytest.raises(FitError, match="parameterisation names 'age'"):
         jm._submodel_key(jm.prepare_joint_data(frame, outcome="y", predictors=["z", "x"], cluster="site",
                                                family="binomial"), "age")
+
+
+def test_edge_001_no_complete_predictor():
+    """JOINT-EDGE-001: with every predictor incomplete (brandsma's case) a submodel's fixed part is
+    draws x rows, not draws x 1 (this broke the partial-pooling table once)."""
+    post = {"x0_intercept": np.arange(6.0).reshape(2, 3)}
+    fixed = jm._fixed_part(post, "x0", np.empty((5, 0)), np.array([0, 2, 4]))
+    assert fixed.shape == (3, 5) and np.array_equal(fixed[:, 0], [0.0, 2.0, 4.0])
+    frame = _tiny_frame(5)
+    data = jm.prepare_joint_data(frame, outcome="y", predictors=["x", "b1"], cluster="site", family="binomial")
+    assert data.Z.shape == (len(frame), 0) and data.outcome_terms == ("x", "b1")
+
+
+# --------------------------------------------------------------------------
+# JOINT-RW: prior sensitivity by importance reweighting
+# --------------------------------------------------------------------------
+_GRID = np.linspace(1e-4, 4.0, 200_001)
+_J, _SS = 20, 20 * 0.36            # cluster effects known: likelihood of tau is tau^-J exp(-SS / (2 tau^2))
+
+
+def _log_likelihood_tau(tau):
+    return -_J * np.log(tau) - _SS / (2 * tau ** 2)
+
+
+def _posterior_on_grid(prior):
+    log_post = _log_likelihood_tau(_GRID) + jm._sd_log_density(_GRID, prior)
+    dens = np.exp(log_post - log_post.max())
+    return dens / np.trapezoid(dens, _GRID)
+
+
+def _draws_under(prior, seed=0, chains=2, n=2000):
+    """Exact draws of tau under ``prior`` (inverse CDF on the grid) and a coefficient that depends on tau."""
+    rng = np.random.default_rng(seed)
+    cdf = np.cumsum(_posterior_on_grid(prior))
+    cdf /= cdf[-1]
+    tau = np.interp(rng.uniform(size=(chains, n)), cdf, _GRID)
+    coef = 0.3 + 0.5 * (tau - 0.6) + rng.normal(0, 0.05, size=tau.shape)
+    return jm.PosteriorDraws(terms={"Intercept": rng.normal(-2, 0.1, size=tau.shape), "x": coef, "sd(site)": tau},
+                             cluster_sds={"outcome_cluster_sd": tau}, cluster_sd_prior=tuple(prior),
+                             converged=True, convergence_message="converged: test", n_patients=400,
+                             n_clusters=_J, fingerprint="abc")
+
+
+@pytest.mark.parametrize("new_prior", [("halfnormal", 0.5), ("halfnormal", 2.5), ("halfstudentt", 1.0, 1.0)])
+def test_rw_001_reweighting_recovers_the_exact_posterior(new_prior):
+    """JOINT-RW-001: draws under halfnormal(1) reweighted to ``new_prior`` give the posterior mean and 95%
+    quantiles of tau (and of a coefficient linear in tau) computed by numerical integration under the new
+    prior, within 4 Monte Carlo SEs of the weighted estimate."""
+    draws = _draws_under(("halfnormal", 1.0))
+    rw = jm.reweight_cluster_sd_prior(draws, new_prior)
+    assert rw.reliable and rw.pareto_k < 0.5 and rw.n_draws == 4000
+    exact = _posterior_on_grid(new_prior)
+    mean = np.trapezoid(_GRID * exact, _GRID)
+    sd = math.sqrt(np.trapezoid((_GRID - mean) ** 2 * exact, _GRID))
+    cdf = np.cumsum(exact) / np.sum(exact)
+    table = rw.estimates.set_index("term")
+    mcse = sd / math.sqrt(rw.ess)
+    assert table.loc["sd(site)", "estimate"] == pytest.approx(mean, abs=4 * mcse)
+    assert table.loc["sd(site)", "std_error"] == pytest.approx(sd, rel=0.1)
+    for q, column in ((0.025, "ci_lower"), (0.975, "ci_upper")):
+        assert table.loc["sd(site)", column] == pytest.approx(np.interp(q, cdf, _GRID), abs=12 * mcse)
+    assert table.loc["x", "estimate"] == pytest.approx(0.3 + 0.5 * (mean - 0.6), abs=4 * math.hypot(0.5 * sd, 0.05)
+                                                        / math.sqrt(rw.ess))
+    if new_prior == ("halfnormal", 0.5):    # and the prior matters there: the old mean is not within those errors
+        assert abs(draws.terms["sd(site)"].mean() - mean) > 4 * mcse
+    assert tuple(rw.estimates.columns) == tuple(ESTIMATE_COLUMNS) and set(rw.estimates["method"]) == {"joint_bayes"}
+
+
+def test_rw_002_same_prior_round_trip_and_fingerprint(tmp_path):
+    """JOINT-RW-002: reweighting to the prior the draws came from gives equal weights and the plain summary
+    (mean, SD, type-7 quantiles); the .npz round trip keeps every array and field; a fingerprint of other
+    data makes load_matching return None."""
+    draws = _draws_under(("halfnormal", 1.0), seed=3)
+    rw = jm.reweight_cluster_sd_prior(draws, ("halfnormal", 1.0))
+    tau = draws.terms["sd(site)"].reshape(-1)
+    row = rw.estimates.set_index("term").loc["sd(site)"]
+    assert rw.reliable and rw.ess == pytest.approx(4000)
+    assert row["estimate"] == pytest.approx(tau.mean(), rel=1e-12)
+    assert row["std_error"] == pytest.approx(tau.std(ddof=1), rel=1e-12)
+    assert row["ci_lower"] == pytest.approx(np.quantile(tau, 0.025), rel=1e-12)
+    path = draws.save(tmp_path / "joint_posterior.npz")
+    back = jm.PosteriorDraws.load(path)
+    assert back.cluster_sd_prior == draws.cluster_sd_prior and back.fingerprint == "abc" and back.converged
+    assert all(np.array_equal(back.terms[k], v) for k, v in draws.terms.items())
+    assert all(np.array_equal(back.cluster_sds[k], v) for k, v in draws.cluster_sds.items())
+    assert not list(tmp_path.glob("*.partial"))
+
+    class FakeRegistry:
+        data_sha256 = "0" * 64
+        params = type("P", (), {"outcome": "y", "predictors": ("x",), "cluster": "site"})()
+    assert jm.PosteriorDraws.load_matching(path, FakeRegistry()) is None
+    jm.PosteriorDraws(**{**draws.__dict__, "fingerprint": jm.model_fingerprint(FakeRegistry())}).save(path)
+    assert jm.PosteriorDraws.load_matching(path, FakeRegistry()) is not None
+    assert jm.PosteriorDraws.load_matching(tmp_path / "absent.npz", FakeRegistry()) is None
+
+
+def test_rw_003_far_prior_is_unreliable():
+    """JOINT-RW-003: a prior that puts the posterior's tau (about 0.6) far in its tail leaves few effective
+    draws: Pareto k exceeds min(1 - 1/log10(S), 0.7) and the result says so."""
+    draws = _draws_under(("halfnormal", 1.0))
+    rw = jm.reweight_cluster_sd_prior(draws, ("halfnormal", 0.1))
+    assert not rw.reliable and rw.pareto_k > rw.k_threshold
+    assert rw.k_threshold == pytest.approx(min(1 - 1 / math.log10(4000), 0.7))
+    assert "above" in rw.message
+    with pytest.raises(FitError, match="cluster-SD prior"):
+        jm.reweight_cluster_sd_prior(draws, ("uniform", 1.0))
+
+
+def test_rw_004_real_fit_draws(small_fit, tmp_path):
+    """JOINT-RW-004: a fitted model's posterior_draws hold the contract terms (original scale, equal to the
+    fit's own summary) and every SD with the cluster-SD prior (outcome, submodels, missingness); the saved
+    file holds parameter draws only: no array has a patient-length axis."""
+    _, fit = small_fit
+    draws = fit.posterior_draws("fp")
+    assert set(draws.terms) == set(fit.to_estimates()["term"])
+    assert "outcome_cluster_sd" in draws.cluster_sds and len(draws.cluster_sds) >= 2
+    assert draws.cluster_sd_prior == tuple(fit.settings["priors"]["cluster_sd"])
+    same = jm.reweight_cluster_sd_prior(draws, draws.cluster_sd_prior).estimates
+    pd.testing.assert_frame_equal(same.drop(columns="method").reset_index(drop=True),
+                                  fit.to_estimates().drop(columns="method").reset_index(drop=True),
+                                  check_exact=False, rtol=1e-10)
+    path = draws.save(tmp_path / "d.npz")
+    with np.load(path) as z:
+        shapes = {k: z[k].shape for k in z.files if k != "meta"}
+    chains, n = next(iter(draws.terms.values())).shape
+    assert all(shape == (chains, n) for shape in shapes.values())
