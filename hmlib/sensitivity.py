@@ -24,9 +24,15 @@ Scenario families
     The joint Bayesian model (:mod:`hmlib.joint_model`) refitted with other
     priors on its cluster-level SDs: half-normal with scale 0.5, 1 (the
     default) and 2.5, and the heavy-tailed half-Cauchy(1) (a half-Student-t
-    with 1 degree of freedom; Gelman 2006). The fitter is passed in
-    (``joint_fitter``), so that the scenario can be tested without PyMC; when
-    no fitter is available the scenarios are kept as failed, with the reason.
+    with 1 degree of freedom; Gelman 2006). Given step 4's posterior draws
+    (``joint_reference``), each other prior reweights them by Pareto-smoothed
+    importance sampling (:func:`hmlib.joint_model.reweight_cluster_sd_prior`):
+    no refit, and no Monte Carlo noise between prior and reference beyond
+    the weights'. Only a prior whose weights are unreliable (Pareto k above
+    its threshold, or fewer than 400 effective draws) is refitted, with the
+    fitter passed in (``joint_fitter``, so that the scenario can be tested
+    without PyMC); when no fitter is available such a scenario is kept as
+    failed, with the reason.
     The default-prior fit is compared with the primary analysis; the other
     priors with the default-prior fit (so that a prior effect is not confused
     with the difference between the joint model and imputation).
@@ -183,8 +189,9 @@ class SensitivitySettings:
     m, iterations : int, optional
         Imputations and iterations (default: as the params, 20/10 or 5/5 fast).
     joint_fast : bool
-        Refit the joint model with its fast settings (2 chains of 500 draws
-        after 500 tuning steps) in the prior scenarios (default True: the
+        Where a prior scenario refits the joint model (no step-4 draws, or
+        unreliable weights), refit with its fast settings (2 chains of 500 draws
+        after 500 tuning steps) (default True: the
         scenarios compare posterior means and intervals across priors, for
         which that suffices, and each full fit costs minutes). Each
         scenario's convergence message is kept in its notes.
@@ -645,25 +652,59 @@ def _run_stratified(ctx: _Context, scenario: Scenario) -> list[ScenarioOutcome]:
                             notes=list(combined.notes) + more)]
 
 
+def _reference_draws(reference):
+    """The reference fit's parameter draws, if it has them (a JointModelResult or PosteriorDraws)."""
+    if reference is None or isinstance(reference, pd.DataFrame):
+        return None
+    if hasattr(reference, "posterior_draws"):
+        return reference.posterior_draws()
+    return reference if hasattr(reference, "cluster_sds") else None
+
+
 def _run_prior(ctx: _Context, scenario: Scenario) -> list[ScenarioOutcome]:
     fitter = ctx.joint_fitter
-    reuse = ctx.joint_reference is not None and \
+    reference = ctx.joint_reference
+    draws = _reference_draws(reference)
+    wanted = _joint_priors(scenario.options["prior"])["cluster_sd"]
+    same_prior = (tuple(draws.cluster_sd_prior) == tuple(wanted)) if draws is not None else \
         _prior_label(scenario.options["prior"]) == _prior_label(ctx.settings.reference_prior)
-    if reuse:
-        result = ctx.joint_reference
-        table = result.to_estimates() if hasattr(result, "to_estimates") else pd.DataFrame(result)
-        return [ScenarioOutcome(scenario, "ok", estimates=_contract_rows(table),
-                                notes=["The joint model fitted in step 4 (default prior) is reused."])]
+    notes = []
+    if reference is not None and same_prior:
+        if hasattr(reference, "to_estimates"):
+            table = reference.to_estimates()
+        elif draws is not None:          # saved draws: equal weights give the fit's own summary
+            from hmlib.joint_model import reweight_cluster_sd_prior
+
+            table = reweight_cluster_sd_prior(draws, wanted).estimates
+        else:
+            table = pd.DataFrame(reference)
+        details = {"how": "step 4 fit"}
+        if draws is not None:
+            details["converged"] = bool(draws.converged)
+        return [ScenarioOutcome(scenario, "ok", estimates=_contract_rows(table), details=details,
+                                notes=["The joint model fitted in step 4 (this prior) is reused."])]
+    if draws is not None:
+        from hmlib.joint_model import reweight_cluster_sd_prior
+
+        weighted = reweight_cluster_sd_prior(draws, wanted)
+        if weighted.reliable:
+            note = f"Joint model: {weighted.message}"
+            if not draws.converged:
+                note += f" The reweighted fit had not converged: {draws.convergence_message}"
+            return [ScenarioOutcome(scenario, "ok", estimates=_contract_rows(weighted.estimates),
+                                    details={"converged": bool(draws.converged), "how": "importance reweighting",
+                                             "pareto_k": weighted.pareto_k},
+                                    notes=[note])]
+        notes.append(f"Joint model: {weighted.message}: too far from the step-4 posterior, so refitted.")
     if fitter is None:
         return [ScenarioOutcome(scenario, "failed", reason="not available: joint model not built")]
     result = fitter(ctx.registry, priors=_joint_priors(scenario.options["prior"]), seed=ctx.seed,
                     fast=True if ctx.settings.joint_fast else None)
     table = result.to_estimates() if hasattr(result, "to_estimates") else pd.DataFrame(result)
-    notes = []
     message = getattr(result, "convergence_message", None)
     if message:
-        notes.append(f"Joint model: {message}")
-    details = {"converged": bool(getattr(result, "converged", True))}
+        notes.append(f"Joint model refitted: {message}")
+    details = {"converged": bool(getattr(result, "converged", True)), "how": "refit"}
     return [ScenarioOutcome(scenario, "ok", estimates=_contract_rows(table), details=details, notes=notes)]
 
 
@@ -1232,9 +1273,11 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
     primary_imputation : hmlib.imputation.ImputationResult, optional
         The primary multilevel imputation, if already made (step 3); else it is
         made here with ``m``/``iterations`` of the settings and ``seed``.
-    joint_reference : hmlib.joint_model.JointModelResult or pandas.DataFrame, optional
-        The joint model already fitted with the reference prior (step 4);
-        reused instead of refitted (saves one of the four fits).
+    joint_reference : JointModelResult, PosteriorDraws or pandas.DataFrame, optional
+        The joint model already fitted (step 4; :class:`hmlib.joint_model.PosteriorDraws`
+        as saved by notebook 04). Its prior's scenario reuses it; with draws,
+        the other priors reweight them instead of refitting. A frame of
+        contract rows (no draws) only saves the reference prior's fit.
     seed : int, optional
         Seed of every imputation (default: the params' seed).
 

@@ -301,6 +301,57 @@ def test_SENS_PRIOR_001_injected_joint_fitter_and_references(registry):
     assert rows_of(reused, "prior:halfnormal(2.5)").loc["sd(site)", "estimate"] == 2.5
 
 
+def _step4_draws(registry, tau_draws):
+    """PosteriorDraws of a pretend step-4 fit (halfnormal(1) on the cluster SDs) with the given tau draws."""
+    from hmlib.joint_model import PosteriorDraws
+
+    rng = np.random.default_rng(8)
+    p = registry.params
+    shape = tau_draws.shape
+    terms = {"Intercept": rng.normal(1.0, 0.1, shape), "age": rng.normal(0.03, 0.01, shape),
+             p.focus: 0.9 + 0.2 * (tau_draws - tau_draws.mean()) + rng.normal(0, 0.05, shape),
+             "z": rng.normal(0.1, 0.1, shape), f"sd({p.cluster})": tau_draws}
+    return PosteriorDraws(terms=terms, cluster_sds={"outcome_cluster_sd": tau_draws},
+                          cluster_sd_prior=("halfnormal", 1.0), converged=True, convergence_message="converged",
+                          n_patients=registry.n_patients, n_clusters=registry.n_clusters)
+
+
+def test_SENS_PRIOR_002_reweighted_from_step4_draws_refit_only_when_unreliable(registry):
+    """SENS-PRIOR-002: with step 4's draws, the reference prior reuses them and the other priors reweight them
+    (no fitter call: a fitter that raises is never reached), each saying its Pareto k; where the weights are
+    unreliable (a broad posterior far into the new prior's tail) that prior alone is refitted."""
+    rng = np.random.default_rng(2)
+    tight = _step4_draws(registry, rng.gamma(100.0, 0.006, size=(2, 1000)))          # tau about 0.6, SD 0.06
+    result = run_sensitivity(registry, SensitivitySettings(families=("prior",), **FAST), workers=1,
+                             joint_fitter=failing_joint_fitter, joint_reference=tight)
+    table = result.scenarios.set_index("scenario")
+    assert (table["status"] == "ok").all()
+    reference = rows_of(result, "prior:halfnormal(1)").loc["sd(site)", "estimate"]
+    assert reference == pytest.approx(tight.terms["sd(site)"].mean(), rel=1e-12)
+    assert rows_of(result, "prior:halfnormal(0.5)").loc["sd(site)", "estimate"] < reference
+    assert rows_of(result, "prior:halfnormal(2.5)").loc["sd(site)", "estimate"] > reference
+    notes = result.to_dict()["scenarios"]
+    weighted = [s for s in notes if s["scenario"] != "prior:halfnormal(1)"]
+    assert all("Pareto-smoothed importance sampling" in " ".join(s["notes"]) for s in weighted)
+
+    broad = _step4_draws(registry, np.exp(rng.normal(np.log(2.0), 0.5, size=(2, 1000))))
+    calls = []
+
+    def counting_fitter(reg, *, priors, seed, fast=None):
+        calls.append(priors["cluster_sd"])
+        return fake_joint_fitter(reg, priors=priors, seed=seed, fast=fast)
+
+    mixed = run_sensitivity(registry, SensitivitySettings(families=("prior",), **FAST), workers=1,
+                            joint_fitter=counting_fitter, joint_reference=broad)
+    from hmlib.joint_model import reweight_cluster_sd_prior
+    unreliable = [spec for spec in (("halfnormal", 0.5), ("halfnormal", 2.5), ("halfstudentt", 1.0, 1.0))
+                  if not reweight_cluster_sd_prior(broad, spec).reliable]
+    assert ("halfnormal", 2.5) in unreliable and sorted(calls) == sorted(unreliable)
+    assert rows_of(mixed, "prior:halfnormal(2.5)").loc["sd(site)", "estimate"] == 2.5      # the refit's value
+    refit_notes = next(s["notes"] for s in mixed.to_dict()["scenarios"] if s["scenario"] == "prior:halfnormal(2.5)")
+    assert any("so refitted" in n for n in refit_notes)
+
+
 def test_SENS_IND_001_common_and_partially_pooled_indicator(tmp_path):
     """SENS-IND-001: 'common' equals complete_case's missing-indicator model; with indicator effects of +/-3 by
     cluster the partially pooled model carries the pooled between-cluster pattern (coefficient near 1)."""
