@@ -21,9 +21,12 @@ Three parts, each printing a table:
     SD, for the default configuration (missing lactate integrated out, low-rank
     mass matrix), for brms's approach in PyMC (latent missing values,
     diagonal mass matrix) and for centred / non-centred cluster intercepts;
-    brms reached 545 / 539 bulk ESS in 56 s compile + 131 s sampling, about
-    2.9 ESS/s. Also shows process CPU seconds (the machine is shared, so wall
-    times are noisy: compare ratios and repeat).
+    brms's stored reference reached 545 / 539 bulk ESS in 56 s compile + 131 s
+    sampling, about 2.9 ESS/s. With ``--brms`` the brms model
+    (``bench/brms_joint.R``) is first run here, in the same run and on the same
+    machine, and the ratios are against that run. Also shows process CPU
+    seconds (the machine is shared, so wall times are noisy: compare ratios
+    and repeat).
 ``large``
     20,000 patients in 500 sites from ``bench/joint_truth.py``'s generator,
     default settings (2 chains x 1000 + 1000, missingness submodel on): wall
@@ -34,13 +37,16 @@ Usage::
     .venv/bin/python bench/bench_joint.py                    # all three
     .venv/bin/python bench/bench_joint.py --parts agreement --seeds 6
     .venv/bin/python bench/bench_joint.py --parts speed --repeat 2 --out bench_joint.json
+    .venv/bin/python bench/bench_joint.py --parts speed --brms   # brms side by side (needs R + brms)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,6 +73,24 @@ def brms_reference() -> dict:
     return {"lactate": {"mean": lac["estimate"], "sd": lac["se"], "ess": lac["ess_bulk"]},
             "sd(site)": {"mean": sd["mean"], "sd": sd["sd"], "ess": sd["ess_bulk"]},
             "compile_s": entry["compile_s"], "sampling_s": entry["sampling_s"]}
+
+
+def brms_here() -> dict:
+    """Run ``bench/brms_joint.R`` on this machine now; same fields as :func:`brms_reference`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "brms_joint.json"
+        start = time.perf_counter()
+        subprocess.run(["Rscript", str(ROOT / "bench" / "brms_joint.R"), str(REFERENCE / "sim_registry.csv"),
+                        str(out)], check=True)
+        wall = time.perf_counter() - start
+        entry = json.loads(out.read_text())
+    lac, sd = entry["lactate"], entry["site_sd_posterior"]
+    print(f"  brms here: compile {entry['compile_s']:.0f} s + sampling {entry['sampling_s']:.0f} s "
+          f"(Rscript wall {wall:.0f} s); bulk ESS lactate {lac['ess_bulk']:.0f}, sd(site) {sd['ess_bulk']:.0f}; "
+          f"lactate {lac['estimate']:.4f}, sd(site) {sd['mean']:.4f}", flush=True)
+    return {"lactate": {"mean": lac["estimate"], "sd": lac["se"], "ess": lac["ess_bulk"]},
+            "sd(site)": {"mean": sd["mean"], "sd": sd["sd"], "ess": sd["ess_bulk"]},
+            "compile_s": entry["compile_s"], "sampling_s": entry["sampling_s"], "measured_here": True}
 
 
 def registry() -> pd.DataFrame:
@@ -126,9 +150,9 @@ def agreement(seeds: int = 4) -> pd.DataFrame:
     return table
 
 
-def speed(repeat: int = 1) -> pd.DataFrame:
-    """ESS per second against brms's 2.9, for several configurations."""
-    ref = brms_reference()
+def speed(repeat: int = 1, run_brms: bool = False) -> tuple[pd.DataFrame, dict]:
+    """ESS per second against brms's (stored, or measured now with ``run_brms``), several configurations."""
+    ref = brms_here() if run_brms else brms_reference()
     brms_ess_s = {"lactate": ref["lactate"]["ess"] / (ref["compile_s"] + ref["sampling_s"]),
                   "sd": ref["sd(site)"]["ess"] / (ref["compile_s"] + ref["sampling_s"])}
     data = registry()
@@ -156,11 +180,12 @@ def speed(repeat: int = 1) -> pd.DataFrame:
         converged=("converged", "all")).reset_index()
     summary["x brms (lactate)"] = summary["ess_s_lactate"] / brms_ess_s["lactate"]
     summary["x brms (sd)"] = summary["ess_s_sd"] / brms_ess_s["sd"]
+    where = "measured in this run" if ref.get("measured_here") else "stored reference run"
     print(f"\nSpeed on sim_registry.csv (4,000 patients, 40 sites), 2 chains x (1000 + 1000); medians of "
-          f"{repeat} run(s). brms: {brms_ess_s['lactate']:.2f} / {brms_ess_s['sd']:.2f} ESS/s (target 20x: "
+          f"{repeat} run(s). brms ({where}): {brms_ess_s['lactate']:.2f} / {brms_ess_s['sd']:.2f} ESS/s (target 20x: "
           f"{20 * brms_ess_s['lactate']:.0f} / {20 * brms_ess_s['sd']:.0f})")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    return table
+    return table, {"brms": ref, "brms_ess_per_s": brms_ess_s, "summary": summary.to_dict(orient="records")}
 
 
 def large(n_patients: int = 20000, n_sites: int = 500, seed: int = 7) -> pd.DataFrame:
@@ -192,18 +217,21 @@ def main(argv=None) -> int:
                         choices=["agreement", "speed", "large"])
     parser.add_argument("--seeds", type=int, default=4, help="seeds per prior set in the agreement part")
     parser.add_argument("--repeat", type=int, default=1, help="repeats of each speed configuration")
+    parser.add_argument("--brms", action="store_true", help="run brms here first (Rscript, brms, posterior)")
     parser.add_argument("--out", type=Path, help="write every run's row as JSON here")
     args = parser.parse_args(argv)
     tables = {}
     if "agreement" in args.parts:
         tables["agreement"] = agreement(args.seeds)
     if "speed" in args.parts:
-        tables["speed"] = speed(args.repeat)
+        tables["speed"], speed_summary = speed(args.repeat, run_brms=args.brms)
     if "large" in args.parts:
         tables["large"] = large()
     if args.out:
-        args.out.write_text(json.dumps({k: v.to_dict(orient="records") for k, v in tables.items()}, indent=1,
-                                       default=str))
+        payload = {k: v.to_dict(orient="records") for k, v in tables.items()}
+        if "speed" in args.parts:
+            payload["speed_summary"] = speed_summary
+        args.out.write_text(json.dumps(payload, indent=1, default=str))
     return 0
 
 

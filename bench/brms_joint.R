@@ -1,6 +1,6 @@
 # The brms mi() joint model that hmlib.joint_model is compared with.
 #
-# NOT RUN HERE: R is not installed on these machines. The reference numbers
+# The stored reference numbers
 # used by tests/test_joint_model.py (JOINT-BRMS-001) and bench/bench_joint.py
 # are the "brms_joint" entry of tests/results/r_methods_sim_registry.json,
 # made by the R methods script of tests/results (brms 2.18.0, rstan 2.21.7,
