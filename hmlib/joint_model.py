@@ -99,9 +99,20 @@ Sampling. nutpie's NUTS with a low-rank mass matrix when the model has at
 most :data:`LOW_RANK_MAX_PARAMETERS` unconstrained parameters (it learns the
 correlation of intercepts, cluster effects and SDs: on the reference
 registry 1.8 times (focus coefficient) and 1.3 times (cluster SD) the ESS
-per second of a diagonal one), else diagonal (the
-low-rank update then costs more than it saves: 280 s against 85 s for
-20,000 patients in 500 sites).
+per second of a diagonal one), else diagonal (with thousands of parameters
+the low-rank update costs more than it saves; diagonal, 20,000 patients in
+500 sites take 85 s with the gate passed, ``bench/bench_joint.py --parts large``).
+
+Prior sensitivity without refitting. :meth:`JointModelResult.posterior_draws`
+keeps the draws of the contract terms and of every cluster SD (no data
+row); :func:`reweight_cluster_sd_prior` turns them into the posterior under
+another prior on the cluster SDs by Pareto-smoothed importance sampling,
+reporting Pareto k and the effective number of draws so that a caller
+refits only when the weights cannot be trusted. On the demo registry the
+reweighted focus coefficient and site SD agree with full refits within 1.6
+Monte Carlo SEs for half-normal(0.5), half-normal(2.5) and half-Cauchy(1)
+(Pareto k 0.20-0.45), in 0.01 s against 100-140 s per refit
+(``bench/prior_reweighting.py``).
 
 Validation (``tests/test_joint_model.py``, ``bench/``). The summed-out and
 integrated-out likelihoods equal brute-force enumeration and adaptive
@@ -728,6 +739,21 @@ def _cluster_effects(name: str, J: int, sd, centred: bool):
     return pm.Deterministic(name, sd * z)
 
 
+def _outcome_levels(intercept, sd, J: int):
+    """Centred outcome cluster effects, hierarchically centred on the intercept.
+
+    The cluster levels ``m_j = a + u_j ~ N(a, sd)`` are sampled and
+    ``u_j = m_j - a`` derived (Jacobian 1, so the prior is unchanged). With
+    informative clusters, the only case where the rule centres the outcome,
+    this removes the posterior correlation between ``a`` and the mean of the
+    ``u_j`` that slows the intercept down (Gelfand, Sahu & Carlin 1995).
+    """
+    import pymc as pm
+
+    levels = pm.Normal("outcome_cluster_level", mu=intercept, sigma=sd, shape=J)
+    return pm.Deterministic("outcome_cluster", levels - intercept)
+
+
 def _normal_logp(y, mu, sd):
     import pytensor.tensor as pt
 
@@ -775,6 +801,8 @@ def build_joint_model(data: JointData, *, priors: dict | None = None, parameteri
 
     with pm.Model() as model:
         # ---- cluster intercepts of the outcome (and of missingness, correlated)
+        a = pm.Normal("outcome_intercept", mu=_logit_rate(data.y) if data.family == "binomial" else 0.0,
+                      sigma=priors["intercept"][1])
         tau_y = _sd_prior("outcome_cluster_sd", priors["cluster_sd"])
         if data.missingness_model:
             # (u, w) bivariate normal: u = tau_y z1 and w = slope z1 + e, e ~ N(0, resid), i.e. the
@@ -789,7 +817,7 @@ def build_joint_model(data: JointData, *, priors: dict | None = None, parameteri
             rho = pm.Deterministic("re_corr", slope / tau_r)
             pm.Potential("miss_prior", _correlated_sd_log_prior(tau_r, rho, priors))
             if centred["outcome"]:
-                u = pm.Normal("outcome_cluster", mu=0.0, sigma=tau_y, shape=J)
+                u = _outcome_levels(a, tau_y, J)
                 z1 = u / tau_y
             else:
                 z1 = pm.Normal("outcome_cluster_z", 0.0, 1.0, shape=J)
@@ -802,7 +830,8 @@ def build_joint_model(data: JointData, *, priors: dict | None = None, parameteri
             miss_fixed = _regression("miss", Z, priors, _logit_rate(miss))
             pm.Bernoulli("miss_indicator", logit_p=miss_fixed + w[codes], observed=miss)
         else:
-            u = _cluster_effects("outcome_cluster", J, tau_y, centred["outcome"])
+            u = _outcome_levels(a, tau_y, J) if centred["outcome"] else \
+                _cluster_effects("outcome_cluster", J, tau_y, False)
 
         # ---- incomplete continuous predictors
         outcome_x = []          # standardised original-scale value per row (tensor), 0 where integrated out
@@ -842,8 +871,6 @@ def build_joint_model(data: JointData, *, priors: dict | None = None, parameteri
 
         # ---- outcome
         p_total = Z.shape[1] + len(data.continuous) + len(data.binaries)
-        a = pm.Normal("outcome_intercept", mu=_logit_rate(data.y) if data.family == "binomial" else 0.0,
-                      sigma=priors["intercept"][1])
         b = pm.Normal("outcome_coef", mu=0.0, sigma=priors["coef"][1], shape=p_total)
         eta = a + u[codes]
         if Z.shape[1]:
@@ -1237,12 +1264,34 @@ class JointModelResult:
             convergence_message=self.convergence_message, n_patients=self.n_patients,
             n_clusters=self.n_clusters, fingerprint=fingerprint)
 
-    def to_dict(self) -> dict:
-        """JSON-ready aggregates (no patient-level rows): NaN becomes None, numpy types plain Python."""
+    def to_dict(self, min_cell: int = 11) -> dict:
+        """JSON-ready aggregates, safe to share: no patient-level rows, small cells suppressed.
+
+        Parameters
+        ----------
+        min_cell : int, default 11
+            The per-cluster counts of the partial-pooling and predictive-check
+            tables, and the observed means derived from them, are suppressed
+            below it (:func:`hmlib.privacy.suppress_cluster_counts`, with
+            complementary suppression); each cluster keeps a ``measured`` flag
+            (any observed value) so that never-measured clusters stay known.
+            NaN becomes None, numpy types plain Python.
+        """
+        from hmlib.privacy import suppress_cluster_counts, suppress_counts
         from hmlib.results import to_jsonable
 
         pooled = self.partial_pooling()
+        if len(pooled):
+            measured = pooled["n_observed"] > 0
+            pooled = suppress_cluster_counts(pooled, n_column="n_patients", observed_column="n_observed",
+                                             min_cell=min_cell, derived_from_observed=["raw_mean", "raw_effect"])
+            pooled.insert(1, "measured", measured.to_numpy())
         ppc = self.posterior_predictive()
+        if len(ppc):
+            # the observed mean/SD and what is compared with them (p-values, outside flags) reveal the values
+            derived = [c for c in ppc.columns if c.startswith(("observed_", "p_")) or c.endswith("_outside")]
+            ppc = suppress_counts(ppc, ["n_observed"], min_cell, column_totals=False,
+                                  derived_columns={c: ["n_observed"] for c in derived}).display
         settings = dict(self.settings)
         settings["priors"] = {k: list(v) if isinstance(v, tuple) else v for k, v in settings["priors"].items()}
         return to_jsonable({
@@ -1383,7 +1432,8 @@ def fit_joint_model(data, *, outcome: str | None = None, predictors=None, cluste
                               quadrature_nodes=quadrature_nodes)
     keep = [name for name in model.named_vars if not name.endswith("_z")
             and not name.endswith("_observed") and not name.startswith("outcome_marginal")
-            and name not in ("miss_indicator", "miss_prior", "miss_slope", "miss_resid_sd")]
+            and name not in ("miss_indicator", "miss_prior", "miss_slope", "miss_resid_sd",
+                                          "outcome_cluster_level")]
     t_built = time.perf_counter()
     compiled = nutpie.compile_pymc_model(model, var_names=keep)
     t_compiled = time.perf_counter()
