@@ -271,9 +271,12 @@ def _borrowing(joint, noun, min_cell) -> list:
     pooled = [r for r in joint.get("partial_pooling", []) if _is_num(r.get("shrinkage"))]
     if not pooled:
         return ["The joint model reports no partial pooling of the focus variable (it is complete)."]
-    never = [r for r in pooled if r.get("n_observed") == 0]
-    partly = sorted((r for r in pooled if _is_num(r.get("n_observed")) and r["n_observed"] > 0),
-                    key=lambda r: -r["shrinkage"])
+    # "measured" survives small-cell suppression of the counts (artifacts before it have only n_observed)
+    def measured(r):
+        return r["measured"] if "measured" in r else (r["n_observed"] > 0 if _is_num(r.get("n_observed")) else None)
+
+    never = [r for r in pooled if measured(r) is False]
+    partly = sorted((r for r in pooled if measured(r)), key=lambda r: -r["shrinkage"])
     out = []
     if partly:
         top = partly[:3]
@@ -349,6 +352,16 @@ def _methods(diag, cc, imp, joint, sens, p, versions, hmlib_version, present) ->
             f"{sens.get('focus')} values by {', '.join(f'{d:g}' for d in st.get('deltas_sd', []))} observed SDs, "
             f"the same in every {noun} and in proportion to each {noun}'s missingness, with tipping points "
             "searched by bisection.")
+        priors = [sc for sc in sens.get("scenarios", []) if sc.get("family") == "prior" and sc.get("status") == "ok"]
+        if priors:
+            said = [" ".join(sc.get("notes") or []) for sc in priors]
+            n_weighted = sum("importance sampling" in t and "refitted" not in t for t in said)
+            n_refit = sum("refitted" in t for t in said)
+            paras.append(
+                f"Priors on the joint model's cluster SDs: {', '.join(str(sc['scenario']).split(':', 1)[-1] for sc in priors)}; "
+                f"{n_weighted} by Pareto-smoothed importance reweighting of the step-4 posterior draws "
+                f"(Vehtari et al. 2024), {n_refit} refitted (the weights were unreliable or no draws were saved), "
+                "the rest the step-4 fit itself.")
     else:
         paras.append("Step 5 (sensitivity analysis) is absent from this report.")
     soft = ", ".join(f"{k} {versions[k]}" for k in ("numpy", "scipy", "pandas", "statsmodels", "pymc", "nutpie")

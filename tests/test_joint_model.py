@@ -18,6 +18,7 @@ JOINT-GATE-001   the convergence gate names each offender (unit) and flags a 20-
 JOINT-BRMS-001   lactate coefficient and site SD agree with brms within 3 Monte Carlo SEs
 JOINT-FIT-001    contract rows, partial pooling, PPC, never-measured clusters, correlation, narrative
 JOINT-DICT-001   to_dict is JSON-ready and holds no patient-level rows
+JOINT-DICT-002   to_dict suppresses small per-cluster counts and the observed means derived from them
 JOINT-TRUTH-001  the truth study runs (tiny version) and recovers the truth roughly
 JOINT-PRIOR-001  priors table, overrides, bad priors
 JOINT-PRIOR-002  the (slope, resid) coordinates of the correlated effects keep the stated priors
@@ -408,6 +409,30 @@ def test_dict_001_no_patient_level_rows(small_fit):
     assert max(lengths) <= max(result.n_clusters, 31)   # clusters, terms, histogram edges
     assert len(frame) not in lengths and n_missing not in lengths
     assert payload["n_patients"] == len(frame)
+
+
+def test_dict_002_small_cells_suppressed(small_fit):
+    """JOINT-DICT-002: in to_dict(min_cell) no per-cluster observed count from 1 to min_cell - 1 is left, nor
+    the observed mean of such a cluster (partial pooling and predictive checks); every cluster keeps its
+    'measured' flag; with min_cell = 1 nothing is hidden."""
+    _, result = small_fit
+    raw = result.partial_pooling()
+    min_cell = int(np.sort(raw.loc[raw["n_observed"] > 0, "n_observed"])[2]) + 1   # at least three small clusters
+    payload = json.loads(json.dumps(result.to_dict(min_cell=min_cell)))
+    pooled = pd.DataFrame(payload["partial_pooling"])
+    small = raw["n_observed"].between(1, min_cell - 1).to_numpy()
+    assert small.sum() >= 3
+    assert (pooled.loc[small, "n_observed"] == "suppressed").all() and (pooled.loc[small, "raw_mean"] == "suppressed").all()
+    numeric = pd.to_numeric(pooled["n_observed"], errors="coerce").dropna()
+    assert not numeric.between(1, min_cell - 1).any()
+    assert pooled["measured"].tolist() == (raw["n_observed"] > 0).tolist()
+    ppc = pd.DataFrame(payload["posterior_predictive"])
+    counts = pd.to_numeric(ppc["n_observed"], errors="coerce")
+    assert not counts.between(1, min_cell - 1).any()
+    hidden = ppc["n_observed"] == "suppressed"
+    assert hidden.any() and (ppc.loc[hidden, "observed_mean"] == "suppressed").all()
+    open_payload = json.loads(json.dumps(result.to_dict(min_cell=1)))
+    assert pd.DataFrame(open_payload["partial_pooling"])["n_observed"].tolist() == raw["n_observed"].tolist()
 
 
 def test_fig_001_figures(small_fit):

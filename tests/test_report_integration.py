@@ -5,6 +5,7 @@ These execute the notebooks with papermill in a real kernel (seconds each).
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 
@@ -62,7 +63,8 @@ def patient_rows_in_html(html: str, frame: pd.DataFrame, columns, min_matches: i
 
 def test_report_001_demo_end_to_end(tmp_path):
     """REPORT-001: `hmreport demo` then `hmreport run --fast` renders a report with every section,
-    an estimates.csv in the results contract, and no patient-level row."""
+    an estimates.csv in the results contract, and no patient-level row; step 5's prior scenarios come
+    from step 4's saved draws (reused, reweighted), as the methods paragraph says."""
     assert main(["demo", "--root", str(tmp_path)]) == 0
     params = tmp_path / "params" / "demo.yaml"
     out = tmp_path / "reports"
@@ -81,6 +83,13 @@ def test_report_001_demo_end_to_end(tmp_path):
     data = pd.read_csv(load_params(params).data)
     assert patient_rows_in_html(html, data, ["age", "severity", "lactate", "sbp"]) == []
     assert not re.search(r"<img[^>]+src=\"(?!data:)", html), "images must be embedded"
+    # step 5's prior scenarios reuse and reweight step 4's saved draws, even in fast mode, and the methods say so
+    assert (out / "demo" / "artifacts" / "joint_posterior.npz").is_file()
+    sens = json.loads((out / "demo" / "artifacts" / "sensitivity.json").read_text())
+    priors = {s["scenario"]: " ".join(s["notes"]) for s in sens["scenarios"] if s["family"] == "prior"}
+    assert len(priors) == 4 and "reused" in priors.pop("prior:halfnormal(1)")
+    assert all("importance sampling" in note or "refitted" in note for note in priors.values())
+    assert "Pareto-smoothed importance reweighting of the step-4 posterior draws" in html
 
 
 @pytest.mark.parametrize("name", ["brandsma", "pbcseq", "opt_periodontal", "cdystonia"])
