@@ -695,9 +695,12 @@ def _run_prior(ctx: _Context, scenario: Scenario) -> list[ScenarioOutcome]:
                                     details={"converged": bool(draws.converged), "how": "importance reweighting",
                                              "pareto_k": weighted.pareto_k},
                                     notes=[note])]
-        notes.append(f"Joint model: {weighted.message}: too far from the step-4 posterior, so refitted.")
+        notes.append(f"Joint model: {weighted.message.rstrip('.')}; too far from the step-4 posterior, so refitted.")
     if fitter is None:
-        return [ScenarioOutcome(scenario, "failed", reason="not available: joint model not built")]
+        reason = "not available: joint model not built" if draws is None else \
+            f"step 4's draws cannot be reweighted to this prior ({weighted.message.rstrip('.')}) and no joint-model " \
+            "fitter is available to refit"
+        return [ScenarioOutcome(scenario, "failed", reason=reason)]
     result = fitter(ctx.registry, priors=_joint_priors(scenario.options["prior"]), seed=ctx.seed,
                     fast=True if ctx.settings.joint_fast else None)
     table = result.to_estimates() if hasattr(result, "to_estimates") else pd.DataFrame(result)

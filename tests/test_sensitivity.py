@@ -350,6 +350,11 @@ def test_SENS_PRIOR_002_reweighted_from_step4_draws_refit_only_when_unreliable(r
     assert rows_of(mixed, "prior:halfnormal(2.5)").loc["sd(site)", "estimate"] == 2.5      # the refit's value
     refit_notes = next(s["notes"] for s in mixed.to_dict()["scenarios"] if s["scenario"] == "prior:halfnormal(2.5)")
     assert any("so refitted" in n for n in refit_notes)
+    without = run_sensitivity(registry, SensitivitySettings(families=("prior",), **FAST), workers=1,
+                              joint_fitter=None, joint_reference=broad).scenarios.set_index("scenario")
+    assert without.loc["prior:halfnormal(2.5)", "status"] == "failed"
+    assert "cannot be reweighted" in without.loc["prior:halfnormal(2.5)", "reason"]
+    assert without.loc["prior:halfnormal(1)", "status"] == "ok"
 
 
 def test_SENS_IND_001_common_and_partially_pooled_indicator(tmp_path):
