@@ -121,7 +121,13 @@ mean of the lactate coefficient is 0.346 (4 seeds) and of the site SD
 0.659; brms with the same priors (3 seeds) gives 0.349 and 0.661, within
 Monte Carlo error; brms with its own default priors (5 seeds) 0.335 and
 0.661, the lactate difference (0.11 posterior SD) being the priors'.
-Bias and interval coverage over simulated registries: ``bench/joint_truth.py``.
+Over 100 simulated registries with known truth (4,000 patients in 40
+sites, missingness submodel on; ``bench/joint_truth.py``) the posterior
+means of the lactate coefficient and the site SD are off by -5.2% and +3.3%
+(Monte Carlo SEs 2.8% and 1.9%), their 90% intervals cover 87% and 87% (MC
+SE 3), and 95 of the 100 fits passed the gate; the missingness/outcome
+correlation (truth 0.5, which the submodel only approximates) comes out
+22% low.
 
 References
 ----------
