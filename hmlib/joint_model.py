@@ -44,9 +44,10 @@ plug-in (5 on the reference registry, error 6e-6). The posterior of every
 parameter is then that of the model with latent missing values (up to that
 quadrature error), with one parameter fewer per missing value and a
 posterior that a low-rank mass matrix can learn; on the reference registry
-this gives 2.4 times (focus coefficient) and 1.5 times (cluster SD) the
-effective samples per second of the latent version, which itself is about
-20 times brms run on the same machine (``bench/bench_joint.py``). For a binary outcome the row sums are taken on
+this gives 4.9 times (focus coefficient) and 3.0 times (cluster SD) the
+effective samples per second of the latent version, and 53 and 30 times
+brms's, measured in the same run on the same machine, compile time included
+(``bench/bench_joint.py --brms``). For a binary outcome the row sums are taken on
 the probability scale (sigmoids, no log-sum-exp), three times cheaper. Draws
 of the missing focus values are made afterwards from their exact conditional
 ``p(x | y, theta)`` (rejection sampling against the outcome likelihood) for
@@ -98,8 +99,7 @@ tail ESS >= 400 (tail ESS at the 5% and 95% quantiles, as Stan's
 Sampling. nutpie's NUTS with a low-rank mass matrix when the model has at
 most :data:`LOW_RANK_MAX_PARAMETERS` unconstrained parameters (it learns the
 correlation of intercepts, cluster effects and SDs: on the reference
-registry 1.8 times (focus coefficient) and 1.3 times (cluster SD) the ESS
-per second of a diagonal one), else diagonal (with thousands of parameters
+registry 2.0 times the ESS per second of a diagonal one for both), else diagonal (with thousands of parameters
 the low-rank update costs more than it saves; diagonal, 20,000 patients in
 500 sites take 85 s with the gate passed, ``bench/bench_joint.py --parts large``).
 
