@@ -354,9 +354,8 @@ def _methods(diag, cc, imp, joint, sens, p, versions, hmlib_version, present) ->
             "searched by bisection.")
         priors = [sc for sc in sens.get("scenarios", []) if sc.get("family") == "prior" and sc.get("status") == "ok"]
         if priors:
-            said = [" ".join(sc.get("notes") or []) for sc in priors]
-            n_weighted = sum("importance sampling" in t and "refitted" not in t for t in said)
-            n_refit = sum("refitted" in t for t in said)
+            how = [sc.get("joint_fit") for sc in priors]
+            n_weighted, n_refit = how.count("importance reweighting"), how.count("refit")
             paras.append(
                 f"Priors on the joint model's cluster SDs: {', '.join(str(sc['scenario']).split(':', 1)[-1] for sc in priors)}; "
                 f"{n_weighted} by Pareto-smoothed importance reweighting of the step-4 posterior draws "

@@ -990,8 +990,10 @@ class SensitivityResult:
     scenarios : pandas.DataFrame
         One row per scenario: ``scenario, family, reference, status, reason,
         n_clusters_excluded, n_patients_excluded, excluded_clusters,
-        delta_sd, delta_units, changed_conclusion, change_reason, notes, seconds,
-        cpu_seconds``.
+        delta_sd, delta_units, joint_fit, changed_conclusion, change_reason, notes,
+        seconds, cpu_seconds``; ``joint_fit`` says how a prior scenario's joint
+        model was obtained (``"step 4 fit"``, ``"importance reweighting"`` or
+        ``"refit"``; empty for the other families).
         Holds raw counts; :meth:`scenario_table` is what the report shows.
     tipping : dict
         ``{mode: {"positive" | "negative": {...}}}`` (see :meth:`tipping_table`).
@@ -1406,6 +1408,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
             "n_patients_excluded": d.get("n_patients_excluded", 0),
             "excluded_clusters": list(d.get("excluded_clusters", [])),
             "delta_sd": d.get("delta_sd", np.nan), "delta_units": d.get("delta_units", np.nan),
+            "joint_fit": d.get("how", ""),
             "changed_conclusion": bool(len(focus) and focus["changed_conclusion"].iloc[0]),
             "change_reason": focus["change_reason"].iloc[0] if len(focus) else "",
             "notes": list(out.notes), "seconds": out.seconds, "cpu_seconds": out.cpu_seconds})
@@ -1414,8 +1417,8 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
                  "ci_upper", "n_patients", "n_clusters", "changed_conclusion", "change_reason"])
     scenarios = pd.DataFrame(scenario_rows, columns=[
         "scenario", "family", "reference", "status", "reason", "n_clusters_excluded", "n_patients_excluded",
-        "excluded_clusters", "delta_sd", "delta_units", "changed_conclusion", "change_reason", "notes", "seconds",
-        "cpu_seconds"])
+        "excluded_clusters", "delta_sd", "delta_units", "joint_fit", "changed_conclusion", "change_reason", "notes",
+        "seconds", "cpu_seconds"])
 
     tipping, curve = {}, []
     for fam, mode in _DELTA_MODES.items():

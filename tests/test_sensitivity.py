@@ -333,6 +333,10 @@ def test_SENS_PRIOR_002_reweighted_from_step4_draws_refit_only_when_unreliable(r
     notes = result.to_dict()["scenarios"]
     weighted = [s for s in notes if s["scenario"] != "prior:halfnormal(1)"]
     assert all("Pareto-smoothed importance sampling" in " ".join(s["notes"]) for s in weighted)
+    assert table["joint_fit"].to_dict() == {"prior:halfnormal(0.5)": "importance reweighting",
+                                            "prior:halfnormal(1)": "step 4 fit",
+                                            "prior:halfnormal(2.5)": "importance reweighting",
+                                            "prior:halfcauchy(1)": "importance reweighting"}
 
     broad = _step4_draws(registry, np.exp(rng.normal(np.log(2.0), 0.5, size=(2, 1000))))
     calls = []
@@ -350,6 +354,7 @@ def test_SENS_PRIOR_002_reweighted_from_step4_draws_refit_only_when_unreliable(r
     assert rows_of(mixed, "prior:halfnormal(2.5)").loc["sd(site)", "estimate"] == 2.5      # the refit's value
     refit_notes = next(s["notes"] for s in mixed.to_dict()["scenarios"] if s["scenario"] == "prior:halfnormal(2.5)")
     assert any("so refitted" in n for n in refit_notes)
+    assert mixed.scenarios.set_index("scenario").loc["prior:halfnormal(2.5)", "joint_fit"] == "refit"
     without = run_sensitivity(registry, SensitivitySettings(families=("prior",), **FAST), workers=1,
                               joint_fitter=None, joint_reference=broad).scenarios.set_index("scenario")
     assert without.loc["prior:halfnormal(2.5)", "status"] == "failed"
