@@ -694,12 +694,18 @@ def _submodel_key(data: JointData, key: str) -> str:
 # --------------------------------------------------------------------------
 # The PyMC model
 # --------------------------------------------------------------------------
-def _sd_prior(name: str, spec):
+def _sd_family(spec):
+    """The PyMC distribution class and its arguments of an SD prior spec."""
     import pymc as pm
 
     if spec[0] == "halfnormal":
-        return pm.HalfNormal(name, sigma=float(spec[1]))
-    return pm.HalfStudentT(name, nu=float(spec[1]), sigma=float(spec[2]))
+        return pm.HalfNormal, {"sigma": float(spec[1])}
+    return pm.HalfStudentT, {"nu": float(spec[1]), "sigma": float(spec[2])}
+
+
+def _sd_prior(name: str, spec):
+    family, kwargs = _sd_family(spec)
+    return family(name, **kwargs)
 
 
 def _correlated_sd_log_prior(tau, rho, priors: dict):
@@ -711,9 +717,8 @@ def _correlated_sd_log_prior(tau, rho, priors: dict):
     import pymc as pm
     import pytensor.tensor as pt
 
-    spec = priors["cluster_sd"]
-    sd_dist = pm.HalfNormal.dist(sigma=float(spec[1])) if spec[0] == "halfnormal" else \
-        pm.HalfStudentT.dist(nu=float(spec[1]), sigma=float(spec[2]))
+    family, kwargs = _sd_family(priors["cluster_sd"])
+    sd_dist = family.dist(**kwargs)
     eta = float(priors["lkj_eta"])
     log_lkj = (eta - 1.0) * (pt.log1p(rho) + pt.log1p(-rho) - 2.0 * np.log(2.0)) - \
         special.betaln(eta, eta) - np.log(2.0)
