@@ -13,18 +13,10 @@ reports the mean, the bias and relative bias with their Monte Carlo SE, the
 empirical SD against the mean posterior SD, and the coverage of the 90% and
 95% intervals with their Monte Carlo SE.
 
-Data-generating model (one replicate, ``numpy.random.default_rng(seed)``):
-
-- site sizes ``exp(N(0, 0.8^2))`` scaled to ``n_patients`` (at least 5 each);
-- site effects: outcome ``u_j ~ N(0, 0.6^2)``, lactate ``v_j ~ N(0, 0.5^2)``,
-  documentation quality ``d_j = -0.5 u_j / 0.6 + sqrt(0.75) N(0, 1)``;
-- age ``N(55, 18^2)`` clipped to 16-99; severity ``exp(N(log 12, 0.7^2))``
-  clipped to 1-75;
-- lactate ``max(0.3, 1.2 + 0.01 age + 0.06 severity + v_j + N(0, 0.7^2))``;
-- outcome ``logit P = -6 + 0.35 lactate + 0.03 age + 0.06 severity + u_j``;
-- lactate missing at random given site and severity:
-  ``logit P(missing) = -1 - 1.2 d_j - 0.4 z(severity)``, and always missing
-  in the two sites (of at least 20 patients) with the lowest ``d_j``.
+Data-generating model: ``simulate`` of ``bench/imputation_truth.py`` (its
+docstring states it), reused here. In its terms, the site effects are
+``u_j`` (outcome), ``v_j`` (lactate) and ``d_j`` (documentation quality),
+and lactate is missing with ``logit P = -1 - 1.2 d_j - 0.4 z(severity)``.
 
 The missingness site effect is ``w_j = -1.2 d_j``, so ``corr(w_j, u_j) = +0.5``
 (the sites that document least have the highest mortality). The fitted
