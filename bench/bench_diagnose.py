@@ -1,4 +1,4 @@
-"""Time step 1 (``hmlib.missingness.diagnose``) on a registry of the size the brief targets.
+"""Time step 1 (``hmlib.stats.missingness.diagnose``) on a registry of the size the brief targets.
 
 Simulates 20,000 patients in 500 sites (sizes 10-70) with a binary outcome,
 two complete predictors and three incomplete ones (lactate: MAR on severity
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from hmlib.missingness import diagnose
+from hmlib.stats.missingness import diagnose
 
 
 def simulate(seed: int, n_patients: int, n_sites: int) -> pd.DataFrame:

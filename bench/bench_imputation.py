@@ -35,8 +35,8 @@ from scipy import special
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hmlib.imputation import impute  # noqa: E402
-from hmlib.pooling import analyse_imputations  # noqa: E402
+from hmlib.stats.imputation import impute  # noqa: E402
+from hmlib.stats.pooling import analyse_imputations  # noqa: E402
 
 SIM = Path("/work/shared/reference/sim_registry.csv")
 

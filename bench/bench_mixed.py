@@ -1,4 +1,4 @@
-"""Timing of :func:`hmlib.mixed.fit_random_intercept` on a registry-sized problem.
+"""Timing of :func:`hmlib.stats.mixed.fit_random_intercept` on a registry-sized problem.
 
 20,000 patients in 500 clusters, 5 predictors plus intercept (simulated with
 a fixed seed). Times the binomial fit (Laplace and 10-node adaptive
@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from hmlib.mixed import fit_random_intercept
+from hmlib.stats.mixed import fit_random_intercept
 
 
 def simulate(n: int, n_clusters: int, n_predictors: int, *, seed: int):

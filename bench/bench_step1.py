@@ -1,6 +1,6 @@
 """Time step 1 (diagnose) end to end on a large registry, as a user runs it.
 
-Writes a synthetic registry of 20,000 patients in 500 sites (hmlib.demo's
+Writes a synthetic registry of 20,000 patients in 500 sites (hmlib.simulate.demo's
 generator), then times `hmreport run PARAMS --only diagnose` (papermill,
 kernel start, the notebook, rendering) and, in the same run, the library
 call alone, so the notebook overhead shows as a ratio.
@@ -20,10 +20,11 @@ from pathlib import Path
 import yaml
 
 from hmlib.data import load_registry
-from hmlib.demo import DEMO_PARAMS_YAML, simulate_registry
-from hmlib.missingness import cluster_noun, diagnose
+from hmlib.simulate.demo import DEMO_PARAMS_YAML, simulate_registry
+from hmlib.stats.missingness import diagnose
+from hmlib.wording import cluster_noun
 from hmlib.params import load_params
-from hmlib.runner import run_report
+from hmlib.report.runner import run_report
 
 
 def main() -> None:

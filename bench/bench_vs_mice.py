@@ -3,10 +3,10 @@
 What is timed (wall seconds, ``time.perf_counter`` in Python, ``proc.time``
 elapsed inside R):
 
-- hmlib ``multilevel_mi``: :func:`hmlib.imputation.impute` with
+- hmlib ``multilevel_mi``: :func:`hmlib.stats.imputation.impute` with
   ``method="multilevel"`` (2l.pan-like random-intercept chained equations),
   ``m`` imputations x ``iterations`` iterations, then
-  :func:`hmlib.pooling.analyse_imputations` (a random-intercept logistic fit,
+  :func:`hmlib.stats.pooling.analyse_imputations` (a random-intercept logistic fit,
   Laplace, per imputation, pooled by Rubin's rules). Run ``--repeat`` times
   before and ``--repeat`` times after the R script, so that a change in the
   machine's load during the run shows up as a spread; the median is used.
@@ -52,8 +52,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hmlib.imputation import impute  # noqa: E402
-from hmlib.pooling import analyse_imputations  # noqa: E402
+from hmlib.stats.imputation import impute  # noqa: E402
+from hmlib.stats.pooling import analyse_imputations  # noqa: E402
 
 DATA = REPO / "tests" / "results" / "sim_registry.csv"
 TRUTH = REPO / "tests" / "results" / "sim_registry_truth.json"

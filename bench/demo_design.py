@@ -1,6 +1,6 @@
 """Does the demo registry show what the report is about, whatever the seed?
 
-Simulates :func:`hmlib.demo.simulate_registry` over many seeds and checks,
+Simulates :func:`hmlib.simulate.demo.simulate_registry` over many seeds and checks,
 for each seed:
 
 (a) complete-case analysis loses at least one whole site;
@@ -22,12 +22,12 @@ for each seed:
     imputation does, not a flaw of the random-intercept model.
 
 Imputation is hmlib's own engine, with the roles of
-:data:`hmlib.demo.DEMO_PARAMS_YAML` (``site_type`` as cluster covariate):
-:func:`hmlib.imputation.impute` (``method="flat"`` or ``"multilevel"``,
+:data:`hmlib.simulate.demo.DEMO_PARAMS_YAML` (``site_type`` as cluster covariate):
+:func:`hmlib.stats.imputation.impute` (``method="flat"`` or ``"multilevel"``,
 normal draws, ``m`` chains of ``iterations`` iterations, the same seed for
-both methods) and :func:`hmlib.pooling.analyse_imputations` (Rubin's rules).
+both methods) and :func:`hmlib.stats.pooling.analyse_imputations` (Rubin's rules).
 Complete cases and complete data are fitted by
-:func:`hmlib.design.fit_analysis_model`.
+:func:`hmlib.stats.design.fit_analysis_model`.
 
 The rates and the numbers behind them are printed and written to
 ``bench/results/demo_design.json``; the exit status is 1 when a condition
@@ -62,11 +62,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from any folder
     sys.path.insert(0, str(REPO))
 
-from hmlib.demo import (DEMO_PARAMS_YAML, GENERATOR_VERSION,  # noqa: E402
+from hmlib.simulate.demo import (DEMO_PARAMS_YAML, GENERATOR_VERSION,  # noqa: E402
                         simulate_registry)
-from hmlib.design import fit_analysis_model  # noqa: E402
-from hmlib.imputation import impute  # noqa: E402
-from hmlib.pooling import analyse_imputations  # noqa: E402
+from hmlib.stats.design import fit_analysis_model  # noqa: E402
+from hmlib.stats.imputation import impute  # noqa: E402
+from hmlib.stats.pooling import analyse_imputations  # noqa: E402
 
 #: Thresholds of the design conditions.
 MIN_CC_MORTALITY_GAP = 0.015
@@ -86,7 +86,7 @@ def site_conditions(data: pd.DataFrame) -> dict:
     Parameters
     ----------
     data : pandas.DataFrame
-        A registry as returned by :func:`hmlib.demo.simulate_registry`.
+        A registry as returned by :func:`hmlib.simulate.demo.simulate_registry`.
 
     Returns
     -------
@@ -126,7 +126,7 @@ def site_conditions(data: pd.DataFrame) -> dict:
 # --- imputation (hmlib's own engine) -------------------------------------------
 
 def demo_roles() -> dict:
-    """Roles of the demo's analysis, read from :data:`hmlib.demo.DEMO_PARAMS_YAML`."""
+    """Roles of the demo's analysis, read from :data:`hmlib.simulate.demo.DEMO_PARAMS_YAML`."""
     params = yaml.safe_load(DEMO_PARAMS_YAML)
     return {"cluster": params["cluster"], "outcome": params["outcome"],
             "family": params["outcome_family"], "predictors": list(params["predictors"]),
@@ -136,7 +136,7 @@ def demo_roles() -> dict:
 
 def impute_demo(data: pd.DataFrame, seed: int, *, method: str, m: int = 5,
                 iterations: int = 5):
-    """:func:`hmlib.imputation.impute` with the demo's roles (normal draws)."""
+    """:func:`hmlib.stats.imputation.impute` with the demo's roles (normal draws)."""
     roles = demo_roles()
     return impute(data, method=method, cluster=roles["cluster"], outcome=roles["outcome"],
                   outcome_family=roles["family"], predictors=roles["predictors"],
@@ -276,9 +276,9 @@ def summarise(table: pd.DataFrame) -> dict:
         bias = {k: float((table[k] - truth).mean()) for k in methods}
         n = len(table)
         out.update({
-            "fitter": "hmlib.design.fit_analysis_model (random intercept, Laplace)",
-            "imputation": "hmlib.imputation.impute(continuous='norm'), "
-                          "hmlib.pooling.analyse_imputations",
+            "fitter": "hmlib.stats.design.fit_analysis_model (random intercept, Laplace)",
+            "imputation": "hmlib.stats.imputation.impute(continuous='norm'), "
+                          "hmlib.stats.pooling.analyse_imputations",
             "lactate_truth": float(truth.iloc[0]),
             "lactate_mean": {k: float(table[k].mean()) for k in methods},
             "lactate_mean_bias": bias,

@@ -48,9 +48,9 @@ from scipy import special
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hmlib.design import fit_analysis_model  # noqa: E402
-from hmlib.imputation import impute  # noqa: E402
-from hmlib.pooling import analyse_imputations  # noqa: E402
+from hmlib.stats.design import fit_analysis_model  # noqa: E402
+from hmlib.stats.imputation import impute  # noqa: E402
+from hmlib.stats.pooling import analyse_imputations  # noqa: E402
 
 TRUTH = {"lactate": 0.35, "sd(site)": 0.6}
 PREDICTORS = ["lactate", "age", "severity"]

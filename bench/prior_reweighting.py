@@ -2,10 +2,10 @@
 
 Step 5's prior scenarios reweight step 4's posterior draws to each other
 cluster-SD prior (Pareto-smoothed importance sampling,
-:func:`hmlib.joint_model.reweight_cluster_sd_prior`) instead of refitting.
+:func:`hmlib.stats.joint_model.reweight_cluster_sd_prior`) instead of refitting.
 This script checks that shortcut on the demo registry (3,000 patients, 30
 sites; the model notebook 04 fits, default sampler settings): for each prior
-of :class:`hmlib.sensitivity.SensitivitySettings` it refits the joint model
+of :class:`hmlib.steps.sensitivity.SensitivitySettings` it refits the joint model
 with that prior (same settings, another seed) and compares the focus
 coefficient and the cluster SD of the two, in Monte Carlo SEs of the
 difference (``sqrt(sd^2 / ess_refit + sd^2 / ess_weights)``), with the wall
@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hmlib.data import load_registry  # noqa: E402
-from hmlib.demo import write_demo  # noqa: E402
-from hmlib.joint_model import fit_joint_model, reweight_cluster_sd_prior  # noqa: E402
+from hmlib.simulate.demo import write_demo  # noqa: E402
+from hmlib.stats.joint_model import fit_joint_model, reweight_cluster_sd_prior  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
-from hmlib.sensitivity import SensitivitySettings, _joint_priors  # noqa: E402
+from hmlib.steps.sensitivity import SensitivitySettings, _joint_priors  # noqa: E402
 
 
 def main(argv=None) -> int:

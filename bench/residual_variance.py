@@ -2,12 +2,12 @@
 
 Writes ``bench/results/residual_variance.json``: the measurement behind
 the ``cluster_residual_variance="auto"`` rule of
-:mod:`hmlib.imputation_step`.
+:mod:`hmlib.steps.imputation`.
 
-- Demo registry (``hmlib.demo``), ``--seeds`` seeds: the residual-variance
+- Demo registry (``hmlib.simulate.demo``), ``--seeds`` seeds: the residual-variance
   check of lactate, and the focus coefficient under each choice (m = 10,
   5 iterations) against the full-data fit of the same registry
-  (``hmlib.demo.simulate_complete_data``: the estimate without any missing
+  (``hmlib.simulate.demo.simulate_complete_data``: the estimate without any missing
   value, so that one registry's sampling error is not charged to the
   imputation) and against the generating value.
 - Brandsma schools data (``params/brandsma.yaml``): the check of ``lpr`` and
@@ -32,12 +32,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hmlib.data import load_registry  # noqa: E402
-from hmlib.demo import simulate_complete_data, write_demo  # noqa: E402
-from hmlib.design import fit_analysis_model  # noqa: E402
-from hmlib.imputation import impute_registry  # noqa: E402
-from hmlib.imputation_step import residual_variance_check  # noqa: E402
+from hmlib.simulate.demo import simulate_complete_data, write_demo  # noqa: E402
+from hmlib.stats.design import fit_analysis_model  # noqa: E402
+from hmlib.stats.imputation import impute_registry  # noqa: E402
+from hmlib.steps.imputation import residual_variance_check  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
-from hmlib.pooling import analyse_imputations  # noqa: E402
+from hmlib.stats.pooling import analyse_imputations  # noqa: E402
 
 
 def focus_under_both(registry, m: int, iterations: int) -> dict:

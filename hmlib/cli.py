@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hmlib import __version__
 from hmlib.exceptions import HmlibError, StepFailed
+from hmlib.steps import step_keys
 
 __all__ = ["main"]
 
@@ -39,7 +40,7 @@ def _validate(args) -> int:
 
 
 def _demo(args) -> int:
-    from hmlib.demo import write_demo
+    from hmlib.simulate.demo import write_demo
 
     paths = write_demo(Path(args.root), seed=args.seed)
     for label, path in vars(paths).items():
@@ -48,7 +49,7 @@ def _demo(args) -> int:
 
 
 def _run(args) -> int:
-    from hmlib.runner import run_many
+    from hmlib.report.runner import run_many
 
     run_many(args.params, only=args.only, fast=True if args.fast else None,
              show_code=args.show_code, reports_root=args.out)
@@ -72,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="produce reports/<name>/report.html")
     run.add_argument("params", nargs="+", help="params YAML file(s)")
-    run.add_argument("--only", help="comma-separated steps: diagnose, complete_case, imputation, "
-                                    "joint_model, sensitivity")
+    run.add_argument("--only", help=f"comma-separated steps: {', '.join(step_keys())}")
     run.add_argument("--fast", action="store_true", help="small settings (tests, quick looks)")
     run.add_argument("--show-code", action="store_true", help="keep the code in the HTML")
     run.add_argument("--out", default="reports", help="folder for reports (default: reports)")

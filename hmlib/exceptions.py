@@ -24,3 +24,7 @@ class FitError(HmlibError):
 
 class StepFailed(HmlibError):
     """A notebook of the report failed; names the notebook and the cell."""
+
+
+class ArtifactError(HmlibError):
+    """A step artifact is absent, of another schema version, or does not match its record."""

@@ -56,7 +56,7 @@ def estimate_rows(fit, method: str, level: float = 0.95) -> pd.DataFrame:
 
     Parameters
     ----------
-    fit : hmlib.mixed.RandomInterceptFit
+    fit : hmlib.stats.mixed.RandomInterceptFit
     method : str
         E.g. ``"complete_case"``, ``"multilevel_mi"``.
     level : float

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REFERENCE, reference_fit, small_registry
-from hmlib.complete_case import (complete_case_check, indicator_effects_by_cluster,
+from hmlib.steps.complete_case import (complete_case_check, indicator_effects_by_cluster,
                                  retention_by_cluster, standardized_differences)
 from hmlib.data import load_registry
 from hmlib.params import load_params
@@ -104,7 +104,7 @@ def test_cc_005_suppression_cannot_be_undone(tmp_path):
         site = np.repeat([f"S{i}" for i in range(len(sizes))], sizes)
         complete = rng.random(site.size) < rng.uniform(0.3, 1.0)
         table = retention_by_cluster(pd.DataFrame({"site": site}), "site", complete)
-        from hmlib.complete_case import _suppressed_retention
+        from hmlib.steps.complete_case import _suppressed_retention
 
         shown = _suppressed_retention(table, 11)
         hidden = shown[["n_all", "n_complete", "n_dropped"]] == "suppressed"
@@ -118,8 +118,8 @@ def test_cc_005_suppression_cannot_be_undone(tmp_path):
 def test_cc_006_cluster_varying_indicator_effect_detected():
     """CC-006: the partially pooled indicator effects find heterogeneity where missingness is
     informative in half of the clusters only, and shrink noisy clusters most."""
-    from hmlib.design import design_matrix
-    from hmlib.mixed import fit_random_intercept
+    from hmlib.stats.design import design_matrix
+    from hmlib.stats.mixed import fit_random_intercept
 
     rng = np.random.default_rng(11)
     n_sites, per = 30, 150

@@ -1,4 +1,4 @@
-"""The demo registry (hmlib.demo): determinism, contents, truth, files, design.
+"""The demo registry (hmlib.simulate.demo): determinism, contents, truth, files, design.
 
 The design checks (DEMO-010) are a small version of ``bench/demo_design.py``
 (200 seeds; numbers in ``bench/results/demo_design.json``), whose functions
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hmlib.demo import (ANALYSIS_PREDICTORS, COLUMNS, DEFAULT_SEED, DEMO_PARAMS_YAML,
+from hmlib.simulate.demo import (ANALYSIS_PREDICTORS, COLUMNS, DEFAULT_SEED, DEMO_PARAMS_YAML,
                         LACTATE_MODEL, MISSINGNESS_MODEL, OUTCOME_COEFFICIENTS, DemoPaths,
                         DemoRegistry, simulate_complete_data, simulate_registry, write_demo)
 from hmlib.exceptions import ParamsError
@@ -99,7 +99,7 @@ def test_demo_004_truth_terms_and_per_site_match_data(demo):
     assert truth["terms"]["sd(site)"] == 0.6
     assert truth["seed"] == DEFAULT_SEED
     assert truth["call"] == {"seed": DEFAULT_SEED, "n_patients": 3000, "n_sites": 30}
-    assert truth["generator"] == "hmlib.demo.simulate_registry"
+    assert truth["generator"] == "hmlib.simulate.demo.simulate_registry"
     data = demo.data
     per_site = pd.DataFrame(truth["per_site"]).set_index("site")
     assert len(per_site) == 30
@@ -149,7 +149,7 @@ def test_demo_006_truth_is_the_generating_model(demo):
     coefficients here: lactate is missing at random given site and severity,
     both in the model) must cover the true lactate coefficient.
     """
-    from hmlib.mixed import fit_random_intercept
+    from hmlib.stats.mixed import fit_random_intercept
 
     data = demo.data.dropna()
     terms = demo.truth["terms"]
@@ -292,11 +292,11 @@ def test_demo_012_complete_data_terms_are_the_analysis_model_on_complete_data(de
     """DEMO-012: truth["complete_data_terms"] is the analysis model fitted before deletion.
 
     Same keys as ``terms``; the values equal a fresh
-    :func:`hmlib.design.fit_analysis_model` fit to
+    :func:`hmlib.stats.design.fit_analysis_model` fit to
     :func:`simulate_complete_data` (to the 6 decimals stored) and lie within
     sampling error of the generating values (lactate within 3 SE).
     """
-    from hmlib.design import fit_analysis_model
+    from hmlib.stats.design import fit_analysis_model
 
     truth = demo.truth
     assert list(truth["complete_data_terms"]) == TERMS

@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 from scipy import special
 
-from hmlib import imputation as imp
+from hmlib.stats import imputation as imp
 from hmlib.exceptions import DataError
-from hmlib.imputation import impute, split_rhat
-from hmlib.mixed import fit_random_intercept
-from hmlib.pooling import analyse_imputations
+from hmlib.stats.imputation import impute, split_rhat
+from hmlib.stats.mixed import fit_random_intercept
+from hmlib.stats.pooling import analyse_imputations
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = Path("/work/shared/reference")

@@ -26,12 +26,13 @@ import yaml
 from scipy import special
 
 from conftest import REFERENCE, REPO, small_registry
-from hmlib import imputation_step as step
+from hmlib.steps import imputation as step
 from hmlib.data import load_registry
-from hmlib.design import fit_analysis_model
+from hmlib.stats.design import fit_analysis_model
 from hmlib.exceptions import FitError
-from hmlib.imputation_step import (cluster_variation, imputation_step, residual_variance_check,
-                                   write_step_outputs)
+from hmlib.steps.base import StepContext
+from hmlib.steps.imputation import (STEP, ImputationArtifact, cluster_variation, imputation_step,
+                                   residual_variance_check)
 from hmlib.params import load_params
 from hmlib.privacy import SUPPRESSED_LABEL
 from hmlib.results import ESTIMATE_COLUMNS, read_estimates, to_jsonable
@@ -150,9 +151,9 @@ def test_step3_fail_002_engine_error_recorded(tmp_path, monkeypatch):
 
 
 def test_step3_fail_003_outputs_drop_stale_rows(tmp_path, small_result):
-    """STEP3-FAIL-003: write_step_outputs keeps other steps' rows, replaces this step's, and removes the
+    """STEP3-FAIL-003: writing the step's outputs (StepContext.write) keeps other steps' rows, replaces this step's, and removes the
     rows of a method that failed in this run (an old row would look current)."""
-    _, res = small_result
+    registry, res = small_result
     path = tmp_path / "estimates.csv"
     old = pd.DataFrame([
         {"method": "complete_case", "term": "lab", "estimate": 1.0, "std_error": 0.1, "ci_lower": 0.8,
@@ -163,11 +164,10 @@ def test_step3_fail_003_outputs_drop_stale_rows(tmp_path, small_result):
     old.to_csv(path, index=False)
     failed_run = dataclasses.replace(res.run("stratified_mi"), status="failed", reason="too small", pooled=None)
     failed = dataclasses.replace(res, runs=[failed_run if r.label == "stratified_mi" else r for r in res.runs])
-    table = write_step_outputs(failed, tmp_path)
+    table = StepContext(registry, tmp_path).write(STEP, failed)
     assert set(table["method"]) == {"complete_case", "flat_mi", "fixed_effects_mi", "multilevel_mi"}
     assert read_estimates(path).loc[lambda t: t["method"] == "complete_case", "estimate"].tolist() == [1.0]
-    artifact = json.loads((tmp_path / "artifacts" / "imputation.json").read_text())
-    assert artifact["failed"] == {"stratified_mi": "too small"}
+    assert ImputationArtifact.read(tmp_path).failed == {"stratified_mi": "too small"}
 
 
 # ---------------------------------------------------------------------------
@@ -437,7 +437,7 @@ def test_step3_fig_001_figures(small_result):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hmlib import imputation_figures as figures
+    from hmlib.figures import imputation as figures
 
     _, res = small_result
     comparison = res.comparison()
@@ -474,7 +474,8 @@ def test_step3_nb_001_notebook_conventions():
             assert cell.outputs == [] and cell.execution_count is None
             assert len(cell.source.splitlines()) <= 20
     sources = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "write_step_outputs(result, output_dir)" in sources
+    assert 'open_step("imputation", params_path, output_dir, fast)' in sources
+    assert "result = step.run()" in sources
     # numbers in markdown would be findings typed by hand
     for cell in nb.cells[2:]:
         if cell.cell_type == "markdown":
@@ -496,9 +497,9 @@ def test_step3_nb_002_notebook_runs(tmp_path):
                                parameters={"params_path": str(tmp_path / "p.yaml"), "output_dir": str(out),
                                            "fast": True},
                                cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
-    artifact = json.loads((out / "artifacts" / "imputation.json").read_text())
-    assert [m["method"] for m in artifact["methods"]] == LABELS
-    assert set(read_estimates(out / "estimates.csv")["method"]) == set(LABELS) - set(artifact["failed"])
+    artifact = ImputationArtifact.read(out)
+    assert [m["method"] for m in artifact.methods] == LABELS
+    assert set(read_estimates(out / "estimates.csv")["method"]) == set(LABELS) - set(artifact.failed)
     run = nbformat.read(tmp_path / "run.ipynb", as_version=4)
     errors = [o for c in run.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []

@@ -1,4 +1,4 @@
-"""The joint Bayesian model (hmlib.joint_model): likelihood, scale, gate, brms, truth.
+"""The joint Bayesian model (hmlib.stats.joint_model): likelihood, scale, gate, brms, truth.
 
 Reference numbers: brms's ``mi()`` joint model on ``tests/results/sim_registry.csv``
 in ``tests/results/r_methods_sim_registry.json`` (made by that folder's R
@@ -47,8 +47,8 @@ import pytest
 from scipy import integrate, special, stats
 
 from conftest import REFERENCE, REPO
-from hmlib import joint_figures
-from hmlib import joint_model as jm
+from hmlib.figures import joint_model as joint_figures
+from hmlib.stats import joint_model as jm
 from hmlib.exceptions import FitError
 from hmlib.results import ESTIMATE_COLUMNS
 
@@ -249,8 +249,8 @@ def test_scale_001_original_scale_same_linear_predictor(family):
 
 
 def test_scale_002_complete_data_matches_ml():
-    """JOINT-SCALE-002: with no missing value, posterior means ~ lme4-equivalent ML (hmlib.mixed), original scale."""
-    from hmlib.design import fit_analysis_model
+    """JOINT-SCALE-002: with no missing value, posterior means ~ lme4-equivalent ML (hmlib.stats.mixed), original scale."""
+    from hmlib.stats.design import fit_analysis_model
 
     frame = joint_truth.simulate(11, n_sites=12, n_patients=1000)
     frame["lactate"] = frame["lactate"].fillna(2.7)     # complete data: the model is then the analysis model

@@ -1,4 +1,4 @@
-"""Tests of hmlib.missingness (step 1, diagnose) and hmlib.figures.
+"""Tests of hmlib.stats.missingness (step 1, diagnose) and hmlib.figures.diagnose.
 
 IDs: MISS-WILSON, MISS-BYCLUSTER, MISS-OVERVIEW, MISS-HEATMAP, MISS-FUNNEL,
 MISS-VAR (between-cluster variation), MISS-PRED (predictors within/between),
@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from hmlib.exceptions import DataError, FitError, ParamsError
-from hmlib.missingness import (
+from hmlib.stats.missingness import (
     _fisher_ci,
     binomial_control_limits,
     classify_gaps,
@@ -550,7 +550,7 @@ def test_MISS_FIG_001_figures_from_published_tables(sim_result):
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from hmlib import figures
+    from hmlib.figures import diagnose as figures
 
     r = sim_result
     open_before = plt.get_fignums()
@@ -570,7 +570,7 @@ def test_MISS_FIG_001_figures_from_published_tables(sim_result):
 
 def test_MISS_FIG_002_many_clusters_and_plain_text():
     """MISS-FIG-002: 120 clusters -> 60 labelled and the title says so; '$' in names stays literal."""
-    from hmlib import figures
+    from hmlib.figures import diagnose as figures
 
     idx = [f"$x$ site {i}" for i in range(120)]
     heat = pd.DataFrame({"v": np.linspace(1, 0, 120)}, index=idx)

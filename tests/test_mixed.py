@@ -1,4 +1,4 @@
-"""The random-intercept fitter (hmlib.mixed) against lme4, against truth, and at the edges.
+"""The random-intercept fitter (hmlib.stats.mixed) against lme4, against truth, and at the edges.
 
 Reference numbers: ``tests/results/lme4_fits.json`` (made by
 ``tests/results/lme4_fits.R``, lme4 1.1-31), on ``tests/results/sim_registry.csv``
@@ -37,9 +37,9 @@ import pytest
 from scipy import integrate, optimize, stats
 
 from conftest import REFERENCE, REPO
-from hmlib import mixed
+from hmlib.stats import mixed
 from hmlib.exceptions import FitError
-from hmlib.mixed import RandomInterceptFit, fit_random_intercept
+from hmlib.stats.mixed import RandomInterceptFit, fit_random_intercept
 
 LME4_CASES = json.loads((REFERENCE / "lme4_fits.json").read_text())
 # lme4_fits.R: prep = function(d) { d$miss <- as.integer(is.na(d$<variable>)) }

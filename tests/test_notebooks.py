@@ -8,7 +8,6 @@ NB-DEFAULT-001  every notebook runs top to bottom in a kernel with its default p
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import nbformat
@@ -16,16 +15,16 @@ import pytest
 from nbclient import NotebookClient
 
 from conftest import REPO
-from hmlib.demo import write_demo
+from hmlib.simulate.demo import write_demo
+from hmlib.steps import STEPS, get_step
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-ARTIFACT = {"01": "diagnose", "02": "complete_case", "03": "imputation", "04": "joint_model", "05": "sensitivity"}
 
 
 def test_nb_clean_001_stored_without_outputs():
-    """NB-CLEAN-001: five notebooks; no outputs, no execution counts; exactly one cell tagged 'parameters'
+    """NB-CLEAN-001: one notebook per step of the registry; no outputs, no execution counts; exactly one cell tagged 'parameters'
     and it sets the demo defaults (so that JupyterLab runs the demo)."""
-    assert [nb.name[:2] for nb in NOTEBOOKS] == list(ARTIFACT)
+    assert [nb.name for nb in NOTEBOOKS] == [s.notebook for s in STEPS]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -49,19 +48,19 @@ def test_nb_default_001_every_notebook_runs_with_its_defaults(project):
     (nbclient raises on the first); each notebook writes its artifact into the default output folder; the
     stored copies stay without outputs; the full-settings joint model passes the gate."""
     out = project / "reports" / "demo"
-    for path in sorted((project / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for step in STEPS:
+        path = project / "notebooks" / step.notebook
         nb = nbformat.read(path, as_version=4)
         client = NotebookClient(nb, timeout=900, kernel_name="python3",
                                 resources={"metadata": {"path": str(project / "notebooks")}})
         client.execute()
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
         assert not errors, path.name
-        artifact = out / "artifacts" / f"{ARTIFACT[path.name[:2]]}.json"
-        assert artifact.is_file(), f"{path.name} wrote no {artifact.name}"
-    joint = json.loads((out / "artifacts" / "joint_model.json").read_text())
-    assert joint["converged"] is True, joint.get("convergence_message")
-    sensitivity = json.loads((out / "artifacts" / "sensitivity.json").read_text())
-    priors = [s for s in sensitivity["scenarios"] if s["family"] == "prior"]
+        assert step.read_artifact(out) is not None, f"{path.name} wrote no artifact"
+    joint = get_step("joint_model").read_artifact(out)
+    assert joint.converged is True, joint.convergence_message
+    sensitivity = get_step("sensitivity").read_artifact(out)
+    priors = [s for s in sensitivity.scenarios if s["family"] == "prior"]
     assert len(priors) == 4 and all(s["status"] == "ok" for s in priors)
     for path in sorted((project / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)

@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hmlib.pooling import analyse_imputations, pool_fits, pool_rubin, rubin_arrays
+from hmlib.stats.pooling import analyse_imputations, pool_fits, pool_rubin, rubin_arrays
 from hmlib.results import ESTIMATE_COLUMNS
 
 REFERENCE = Path("/work/shared/reference/r_methods_sim_registry.json")
@@ -187,7 +187,7 @@ def test_POOL_FITS_003_zero_sd_fallback_and_term_mismatch():
 def test_POOL_RESID_001_gaussian_residual_sd_and_icc():
     """POOL-RESID-001: the residual SD is pooled on the log scale (within variance 1 / (2 (n - J - p + 1)))
     and the ICC comes from the pooled SDs; binomial ICC on the latent scale, no residual SD."""
-    from hmlib.pooling import intraclass_correlation, residual_log_sd_se
+    from hmlib.stats.pooling import intraclass_correlation, residual_log_sd_se
 
     fits = [_fake_fit([1.0, 0.5], [0.2, 0.1], 0.6, 0.15, family="gaussian", residual_sd=1.1),
             _fake_fit([1.2, 0.4], [0.2, 0.1], 0.7, 0.14, family="gaussian", residual_sd=0.9),
@@ -219,8 +219,8 @@ def test_POOL_RESID_001_gaussian_residual_sd_and_icc():
 def test_POOL_RESID_002_log_residual_sd_se_matches_sampling_spread():
     """POOL-RESID-002: the large-sample SE of log(residual SD) agrees with the spread of ML estimates over
     150 simulated data sets (J = 20 clusters of 10) within 20 %."""
-    from hmlib.mixed import fit_random_intercept
-    from hmlib.pooling import residual_log_sd_se
+    from hmlib.stats.mixed import fit_random_intercept
+    from hmlib.stats.pooling import residual_log_sd_se
 
     rng = np.random.default_rng(11)
     J, nj = 20, 10
@@ -236,7 +236,7 @@ def test_POOL_RESID_002_log_residual_sd_se_matches_sampling_spread():
 
 def test_POOL_MID_001_imputed_outcomes_left_out():
     """POOL-MID-001: analyse_imputations drops patients whose outcome was imputed (von Hippel 2007)."""
-    from hmlib.imputation import impute
+    from hmlib.stats.imputation import impute
 
     rng = np.random.default_rng(4)
     site = np.repeat(np.arange(12), 40)

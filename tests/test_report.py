@@ -1,4 +1,4 @@
-"""The report's summary sections (hmlib.audit_summary) and appendix (hmlib.report).
+"""The report's summary sections (hmlib.report.summary) and appendix (hmlib.report.assemble).
 
 The demo is rendered once per session in fast mode (:func:`rendered_demo`,
 also used by ``test_browser.py``); the summary is checked against the numbers
@@ -18,12 +18,12 @@ import pytest
 
 from conftest import REPO
 from hmlib import __version__
-from hmlib.audit_summary import METHOD_LABELS, audit_summary, focus_terms
+from hmlib.report.summary import METHOD_LABELS, audit_summary, focus_terms
 from hmlib.cli import main
 from hmlib.data import load_registry
 from hmlib.params import load_params
-from hmlib.report import assemble_report, git_commit, package_versions, step_run_times
-from hmlib.runner import STEPS, is_built
+from hmlib.report.assemble import assemble_report, git_commit, package_versions, step_run_times
+from hmlib.steps import STEPS
 from test_report_integration import patient_rows_in_html
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,16 @@ def _summary(folder, p):
 
 
 def _artifact(folder, step):
-    return json.loads((Path(folder) / "artifacts" / f"{step}.json").read_text())
+    """The record of an artifact file, as parsed JSON."""
+    return json.loads((Path(folder) / "artifacts" / f"{step}.json").read_text())["record"]
+
+
+def _write_artifact(folder, step, record):
+    """Write an edited record back in the artifact's envelope (kind and version kept)."""
+    path = Path(folder) / "artifacts" / f"{step}.json"
+    payload = json.loads(path.read_text())
+    payload["record"] = record
+    path.write_text(json.dumps(payload))
 
 
 def _all_text(s) -> str:
@@ -171,12 +180,14 @@ def test_summary_004_joint_model_artifact_is_used(demo, tmp_path):
     copy = _copy(folder, tmp_path)
     retention = _artifact(folder, "complete_case")["retention"]
     clusters = [r["cluster"] for r in retention]
-    pooling = [{"cluster": c, "n_patients": 100, "n_observed": 0 if i == 0 else 10 * i,
-                "shrinkage": 1.0 if i == 0 else 1 / (1 + i)} for i, c in enumerate(clusters[:5])]
-    joint = {"method": "joint_bayes", "partial_pooling": pooling, "converged": True,
-             "convergence_message": "converged: R-hat <= 1.004, bulk ESS >= 512",
-             "settings": {"chains": 2, "draws": 300, "tune": 300, "seed": 99}}
-    (copy / "artifacts" / "joint_model.json").write_text(json.dumps(joint))
+    joint = _artifact(copy, "joint_model")
+    template = joint["partial_pooling"][0]
+    joint["partial_pooling"] = [
+        {**template, "cluster": c, "n_patients": 100, "n_observed": 0 if i == 0 else 10 * i,
+         "measured": i != 0, "shrinkage": 1.0 if i == 0 else 1 / (1 + i)} for i, c in enumerate(clusters[:5])]
+    joint.update(converged=True, convergence_message="converged: R-hat <= 1.004, bulk ESS >= 512",
+                 settings={**joint["settings"], "chains": 2, "draws": 300, "tune": 300, "seed": 99})
+    _write_artifact(copy, "joint_model", joint)
     est = pd.read_csv(copy / "estimates.csv")
     row = est.loc[(est["method"] == "multilevel_mi") & (est["term"] == p.focus)].assign(
         method="joint_bayes", estimate=0.3141, ci_lower=0.1012, ci_upper=0.5273)
@@ -201,7 +212,7 @@ def test_summary_005_small_counts_are_not_printed(demo, tmp_path):
     diag = _artifact(copy, "diagnose")
     sbp = next(r for r in diag["overview"] if r["variable"] == "sbp")
     sbp.update(n_missing=3.0, n_observed=sbp["n"] - 3, share_missing=3 / sbp["n"])
-    (copy / "artifacts" / "diagnose.json").write_text(json.dumps(diag))
+    _write_artifact(copy, "diagnose", diag)
     s = _summary(copy, p)
     amount = {c.item: c.text for c in s.checklist}["Amount of missing data per variable"]
     assert f"sbp: suppressed (counts below {p.privacy.min_cell} are not shown)" in amount
@@ -228,7 +239,7 @@ def test_report_html_001_sections_in_order(demo):
     assert registry.data_sha256 in html
     assert f"params seed {p.seed}" in html
     for step in STEPS:
-        if is_built(step):
+        if step.is_built:
             assert f"{step.key} " in html.split('id="reproducibility"')[1]
     assert "cdnjs" not in html and "<script src=" not in html
 

@@ -5,7 +5,6 @@ These execute the notebooks with papermill in a real kernel (seconds each).
 
 from __future__ import annotations
 
-import json
 import re
 from html.parser import HTMLParser
 
@@ -15,7 +14,7 @@ import pytest
 from conftest import REPO
 from hmlib.cli import main
 from hmlib.params import load_params
-from hmlib.runner import STEPS, is_built
+from hmlib.steps import STEPS, get_step
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +72,7 @@ def test_report_001_demo_end_to_end(tmp_path):
     for step in STEPS:
         assert f'id="{step.anchor}"' in html
         assert f'href="#{step.anchor}"' in html
-        if not is_built(step):
+        if not step.is_built:
             assert "Not built yet" in html
     assert 'id="reproducibility"' in html
     assert "<script>alert" not in html
@@ -85,8 +84,8 @@ def test_report_001_demo_end_to_end(tmp_path):
     assert not re.search(r"<img[^>]+src=\"(?!data:)", html), "images must be embedded"
     # step 5's prior scenarios reuse and reweight step 4's saved draws, even in fast mode, and the methods say so
     assert (out / "demo" / "artifacts" / "joint_posterior.npz").is_file()
-    sens = json.loads((out / "demo" / "artifacts" / "sensitivity.json").read_text())
-    priors = {s["scenario"]: " ".join(s["notes"]) for s in sens["scenarios"] if s["family"] == "prior"}
+    sens = get_step("sensitivity").read_artifact(out / "demo")
+    priors = {s["scenario"]: " ".join(s["notes"]) for s in sens.scenarios if s["family"] == "prior"}
     assert len(priors) == 4 and "reused" in priors.pop("prior:halfnormal(1)")
     assert all("importance sampling" in note or "refitted" in note for note in priors.values())
     assert "Pareto-smoothed importance reweighting of the step-4 posterior draws" in html
@@ -99,7 +98,7 @@ def test_report_002_real_datasets(tmp_path, name):
     suite past its time budget.)"""
     params = REPO / "params" / f"{name}.yaml"
     out = tmp_path / "reports"
-    steps = ",".join(s.key for s in STEPS[:3] if is_built(s))
+    steps = ",".join(s.key for s in STEPS[:3] if s.is_built)
     assert main(["run", str(params), "--fast", "--only", steps, "--out", str(out)]) == 0
     html = (out / name / "report.html").read_text()
     p = load_params(params)

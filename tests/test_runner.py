@@ -10,7 +10,8 @@ import pytest
 from conftest import REPO
 from hmlib.cli import main
 from hmlib.exceptions import HmlibError, StepFailed
-from hmlib.runner import STEPS, resolve_steps, run_report
+from hmlib.report.runner import resolve_steps, run_report
+from hmlib.steps import STEPS
 
 
 def test_run_001_step_selection(tmp_path):
@@ -22,7 +23,7 @@ def test_run_001_step_selection(tmp_path):
         resolve_steps("diagnosis", tmp_path)
     unbuilt = [s for s in STEPS if not (REPO / "notebooks" / s.notebook).is_file()]
     for step in unbuilt:
-        with pytest.raises(HmlibError, match=f"not built yet .*issue #{step.issue}"):
+        with pytest.raises(HmlibError, match=f"not built yet .*{step.notebook} is absent"):
             resolve_steps(step.key, tmp_path)
 
 

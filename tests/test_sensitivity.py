@@ -17,11 +17,11 @@ import yaml
 from conftest import small_registry
 from hmlib.data import load_registry
 from hmlib.exceptions import ParamsError
-from hmlib.imputation import impute, impute_registry
+from hmlib.stats.imputation import impute, impute_registry
 from hmlib.params import load_params
-from hmlib.pooling import analyse_imputations
-from hmlib.results import ESTIMATE_COLUMNS, read_estimates, update_estimates, write_artifact
-from hmlib.sensitivity import (SensitivitySettings, best_documented_clusters, cluster_deltas, conclusion_change,
+from hmlib.stats.pooling import analyse_imputations
+from hmlib.results import ESTIMATE_COLUMNS, read_estimates, update_estimates
+from hmlib.steps.sensitivity import (SensitivitySettings, best_documented_clusters, cluster_deltas, conclusion_change,
                                find_tipping_point, impute_by_stratum, run_sensitivity, shift_imputed)
 
 #: Missing focus values per cluster (of 30): shares 0, .1, ..., .8 and 0.
@@ -267,8 +267,8 @@ def test_SENS_PRIV_001_small_exclusions_are_suppressed(tmp_path):
     est = result.estimate_rows()
     assert est.loc[est["method"] == "sensitivity:exclude-missing>90%", "n_patients"].isna().all()
     assert est.loc[est["method"] == "sensitivity:exclude-missing>60%", "n_patients"].notna().all()
-    path = write_artifact(tmp_path, "sensitivity", result.to_dict())
-    payload = json.loads(path.read_text())
+    path = result.to_artifact().write(tmp_path)
+    payload = json.loads(path.read_text())["record"]
     scen = {r["scenario"]: r for r in payload["scenarios"]}
     assert scen["exclude-missing>90%"]["n_patients_excluded"] == "suppressed"
     assert all(r["n_patients"] is None for r in payload["grid"] if r["scenario"] == "exclude-missing>90%")
@@ -303,7 +303,7 @@ def test_SENS_PRIOR_001_injected_joint_fitter_and_references(registry):
 
 def _step4_draws(registry, tau_draws):
     """PosteriorDraws of a pretend step-4 fit (halfnormal(1) on the cluster SDs) with the given tau draws."""
-    from hmlib.joint_model import PosteriorDraws
+    from hmlib.stats.joint_model import PosteriorDraws
 
     rng = np.random.default_rng(8)
     p = registry.params
@@ -347,7 +347,7 @@ def test_SENS_PRIOR_002_reweighted_from_step4_draws_refit_only_when_unreliable(r
 
     mixed = run_sensitivity(registry, SensitivitySettings(families=("prior",), **FAST), workers=1,
                             joint_fitter=counting_fitter, joint_reference=broad)
-    from hmlib.joint_model import reweight_cluster_sd_prior
+    from hmlib.stats.joint_model import reweight_cluster_sd_prior
     unreliable = [spec for spec in (("halfnormal", 0.5), ("halfnormal", 2.5), ("halfstudentt", 1.0, 1.0))
                   if not reweight_cluster_sd_prior(broad, spec).reliable]
     assert ("halfnormal", 2.5) in unreliable and sorted(calls) == sorted(unreliable)
@@ -365,7 +365,7 @@ def test_SENS_PRIOR_002_reweighted_from_step4_draws_refit_only_when_unreliable(r
 def test_SENS_IND_001_common_and_partially_pooled_indicator(tmp_path):
     """SENS-IND-001: 'common' equals complete_case's missing-indicator model; with indicator effects of +/-3 by
     cluster the partially pooled model carries the pooled between-cluster pattern (coefficient near 1)."""
-    from hmlib.complete_case import complete_case_check
+    from hmlib.steps.complete_case import complete_case_check
 
     frame = gaussian_frame(2)
     frame.loc[frame["site"] == "C0", "x"] = np.where(np.arange(PER_CLUSTER) < 8, np.nan,
@@ -502,7 +502,7 @@ def test_SENS_FIG_001_figures(registry):
     tipping curve (one panel per delta mode, tipping line drawn when found)."""
     from matplotlib.figure import Figure
 
-    from hmlib.sensitivity_figures import scenario_forest, scenario_heatmap, tipping_point_curve
+    from hmlib.figures.sensitivity import scenario_forest, scenario_heatmap, tipping_point_curve
 
     settings = SensitivitySettings(families=("exclusion", "prior", "delta-global", "delta-cluster"),
                                    deltas_sd=(-1.0, 1.0), change_share=0.001, bisection_steps=1, **FAST)

@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 from scipy import special, stats
 
-from hmlib import transport as tr
+from hmlib.stats import transport as tr
 from hmlib.exceptions import DataError
 from hmlib.privacy import SUPPRESSED_LABEL
 from hmlib.results import to_jsonable
-from hmlib.transport import interval_coverage, masked_cluster_summary, transport_check_frame
+from hmlib.stats.transport import interval_coverage, masked_cluster_summary, transport_check_frame
 
 
 def clustered(seed=0, n_clusters=15, size=80, cluster_sd=0.0, missing=0.25, shift=None):

@@ -17,7 +17,7 @@ def retention_plot(retention: pd.DataFrame, *, min_cell: int = 11, max_clusters:
     Parameters
     ----------
     retention : pandas.DataFrame
-        :func:`hmlib.complete_case.retention_by_cluster`. The plot shows
+        :func:`hmlib.steps.complete_case.retention_by_cluster`. The plot shows
         shares and size bands only; clusters under ``min_cell`` patients are
         left out (and counted in the title).
     """

@@ -14,7 +14,6 @@ failed run never writes a report that looks complete.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,65 +21,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hmlib import __version__
+from hmlib.artifacts import artifact_path
 from hmlib.data import load_registry
-from hmlib.exceptions import HmlibError, StepFailed
+from hmlib.exceptions import ArtifactError, HmlibError, StepFailed
 from hmlib.params import load_params
+from hmlib.report.assemble import assemble_report, render_notebook, write_index
 from hmlib.results import atomic_write_text
+from hmlib.steps import STEPS, get_step, step_keys
+from hmlib.steps.base import Step
 
-__all__ = ["Step", "STEPS", "RunResult", "run_report", "run_many", "notebook_dir", "resolve_steps"]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of the report.
-
-    Attributes
-    ----------
-    key : str
-        Name used by ``--only`` and for ``artifacts/<key>.json``.
-    number : int
-    title : str
-    notebook : str
-        File name in ``notebooks/``.
-    needs : tuple of str
-        Steps whose artifacts this step reads.
-    issue : int
-        The issue that builds it (named in the report while it is not built).
-    """
-
-    key: str
-    number: int
-    title: str
-    notebook: str
-    needs: tuple = ()
-    issue: int = 0
-
-    @property
-    def anchor(self) -> str:
-        return f"step-{self.number}-{self.key.replace('_', '-')}"
-
-
-STEPS: tuple[Step, ...] = (
-    Step("diagnose", 1, "Diagnose: where and how data are missing", "01_diagnose.ipynb", (), 2),
-    Step("complete_case", 2, "Complete-case check: who drops out", "02_complete_case.ipynb", (), 3),
-    Step("imputation", 3, "Flat vs hierarchical multiple imputation", "03_imputation.ipynb", ("diagnose",), 4),
-    Step("joint_model", 4, "Joint Bayesian model with partial pooling", "04_joint_model.ipynb",
-         ("diagnose",), 5),
-    Step("sensitivity", 5, "Group-aware sensitivity analysis", "05_sensitivity.ipynb",
-         ("diagnose", "imputation", "joint_model"), 6),
-)
-_BY_KEY = {s.key: s for s in STEPS}
-
-
-def notebook_dir() -> Path:
-    """Folder of the step notebooks (``$HMLIB_NOTEBOOKS`` or the repository's ``notebooks/``)."""
-    env = os.environ.get("HMLIB_NOTEBOOKS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def is_built(step: Step) -> bool:
-    """A step is built when its notebook exists."""
-    return (notebook_dir() / step.notebook).is_file()
+__all__ = ["RunResult", "run_report", "run_many", "resolve_steps"]
 
 
 def resolve_steps(only: str | None, output_dir: Path) -> list[Step]:
@@ -91,30 +41,30 @@ def resolve_steps(only: str | None, output_dir: Path) -> list[Step]:
     are skipped (the report says so).
     """
     if not only:
-        return [s for s in STEPS if is_built(s)]
+        return [s for s in STEPS if s.is_built]
     wanted = [w.strip() for w in only.split(",") if w.strip()]
-    unknown = [w for w in wanted if w not in _BY_KEY]
+    unknown = [w for w in wanted if w not in step_keys()]
     if unknown:
         raise HmlibError(
-            f"unknown step '{unknown[0]}' in --only; steps are: {', '.join(_BY_KEY)}."
+            f"unknown step '{unknown[0]}' in --only; steps are: {', '.join(step_keys())}."
         )
     chosen: set[str] = set()
 
     def add(key: str) -> None:
-        step = _BY_KEY[key]
+        step = get_step(key)
         for need in step.needs:
-            if need not in chosen and not (output_dir / "artifacts" / f"{need}.json").is_file():
+            if need not in chosen and not artifact_path(output_dir, need).is_file():
                 add(need)
         chosen.add(key)
 
     for key in wanted:
-        if not is_built(_BY_KEY[key]):
+        if not get_step(key).is_built:
             raise HmlibError(
-                f"step '{key}' is not built yet in hmlib {__version__} (see issue #{_BY_KEY[key].issue}); "
-                f"built steps: {', '.join(s.key for s in STEPS if is_built(s))}."
+                f"step '{key}' is not built yet in hmlib {__version__} (its notebook "
+                f"{get_step(key).notebook} is absent); built steps: {', '.join(s.key for s in STEPS if s.is_built)}."
             )
         add(key)
-    return [s for s in STEPS if s.key in chosen and is_built(s)]
+    return [s for s in STEPS if s.key in chosen and s.is_built]
 
 
 @dataclass
@@ -137,18 +87,16 @@ def _say(text: str, stream=None) -> None:
     print(text, file=stream or sys.stderr, flush=True)
 
 
-def _warn_if_not_converged(output_dir: Path, step: Step) -> None:
-    """Say loudly in the terminal when a step's artifact reports a failed convergence gate."""
-    path = output_dir / "artifacts" / f"{step.key}.json"
-    if not path.is_file():
-        return
+def _say_alert(output_dir: Path, step: Step) -> None:
+    """Say loudly in the terminal what a step's artifact flags (e.g. a failed convergence gate)."""
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = step.read_artifact(output_dir)
+    except ArtifactError as exc:
+        _say(f"WARNING: {exc}")
         return
-    if isinstance(payload, dict) and payload.get("converged") is False:
-        _say(f"WARNING: {step.key} NOT CONVERGED: {payload.get('convergence_message', '')} "
-             "Its estimates are flagged ':not_converged' in estimates.csv.")
+    alert = record.alert() if record is not None else None
+    if alert:
+        _say(f"WARNING: {alert}")
 
 
 def run_report(params_path: str | Path, *, only: str | None = None, fast: bool | None = None,
@@ -184,10 +132,8 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
     StepFailed
         When a notebook fails (after writing ``FAILED-<step>.html``).
     """
-    import papermill
+    import papermill  # heavy (jupyter client): imported when a run starts, not for --help
     from papermill.exceptions import PapermillExecutionError
-
-    from hmlib.report import assemble_report, render_notebook
 
     if registry is None:  # every data check, before any expensive work
         registry = load_registry(load_params(params_path, fast=fast))
@@ -212,7 +158,7 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
         t0 = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(notebook_dir() / step.notebook), str(executed),
+                str(step.notebook_path), str(executed),
                 parameters={"params_path": str(params.source), "output_dir": str(output_dir),
                             "fast": bool(params.fast)},
                 kernel_name=kernel_name, progress_bar=False, log_output=False, cwd=str(output_dir),
@@ -234,12 +180,12 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
         seconds[step.key] = time.perf_counter() - t0
         status["steps"][step.key] = round(seconds[step.key], 2)
         _say(f"[{index}/{len(steps)}] {step.key}: done in {seconds[step.key]:.1f} s")
-        _warn_if_not_converged(output_dir, step)
+        _say_alert(output_dir, step)
 
     for step in STEPS:
         executed = output_dir / "notebooks" / step.notebook
         if executed.is_file():
-            render_notebook(executed, output_dir / f"{step.number:02d}_{step.key}.html", show_code=show_code)
+            render_notebook(executed, output_dir / step.rendered_name, show_code=show_code)
     report = assemble_report(registry, output_dir, show_code=show_code, step_seconds=seconds)
     status.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     _write_status(output_dir, status)
@@ -252,8 +198,6 @@ def run_many(params_paths, **kwargs) -> list[RunResult]:
 
     Inputs of every file are checked before the first notebook runs.
     """
-    from hmlib.report import write_index
-
     paths = list(params_paths)
     # Check every input before the first notebook runs: fail fast, not after hours.
     registries = [load_registry(load_params(p, fast=kwargs.get("fast"))) for p in paths]

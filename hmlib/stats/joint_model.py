@@ -10,7 +10,7 @@ Model
 -----
 Rows ``i`` sit in clusters ``j = j[i]``. Predictors are *complete* (no missing
 value; design ``Z``, numeric columns standardised, categorical columns
-treatment coded as in :func:`hmlib.design.design_matrix`) or *incomplete*.
+treatment coded as in :func:`hmlib.stats.design.design_matrix`) or *incomplete*.
 The joint density factorises as ``p(y | x, z) prod_k p(x_k | z)``:
 
 - outcome: ``g(E y_i) = a + Z_i b_z + sum_k b_k x_ik + u_j``, binomial with
@@ -76,7 +76,7 @@ correlation (``(rho + 1) / 2 ~ Beta(2, 2)``). Override with ``priors=``;
 Parameterisation. Cluster intercepts are centred (``u_j ~ N(0, tau)``) when the
 data inform them well and non-centred (``u_j = tau z_j``) otherwise
 (Betancourt & Girolami 2015; Papaspiliopoulos et al. 2007). The rule, per
-submodel, uses a maximum-likelihood fit (:mod:`hmlib.mixed`) on the rows the
+submodel, uses a maximum-likelihood fit (:mod:`hmlib.stats.mixed`) on the rows the
 submodel uses: with cluster information ``I_j = n_j tau^2 / s^2``
 (``s^2`` the residual variance, or ``1 / (p (1 - p))`` for binary responses)
 the submodel is centred when the average of ``I_j / (1 + I_j)`` over clusters
@@ -566,7 +566,7 @@ def _ml_fits(data: JointData) -> dict:
     ``missingness``. Used for the parameterisation rule and the quadrature
     rule only; a fit that fails is None.
     """
-    from hmlib.mixed import fit_random_intercept
+    from hmlib.stats.mixed import fit_random_intercept
 
     def fit(response, X, rows, family):
         try:

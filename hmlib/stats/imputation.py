@@ -90,7 +90,7 @@ range are noted (``ImputationResult.extrapolated``).
   one of the ``donors`` (5) nearest observed predictions (Little 1988;
   Morris, White & Royston 2014). Suited to skewed or bounded variables.
 - Binary (2l.bin): the random-intercept logistic model is fitted by
-  :func:`hmlib.mixed.fit_random_intercept` (Laplace) on the observed rows;
+  :func:`hmlib.stats.mixed.fit_random_intercept` (Laplace) on the observed rows;
   ``beta* ~ N(beta_hat, cov)``, ``log tau* ~ N(log tau_hat, se^2)`` (capped
   at 5 on the logit scale), then
   each ``u*_j`` from the normal approximation at the mode of its
@@ -133,7 +133,7 @@ of the iterations (Vehtari et al. 2021; NaN when that half has fewer than 4
 iterations). Missing outcomes are imputed in the chains (so those patients'
 predictors are imputed using the outcome's information), and the analysis
 then drops the patients with imputed outcomes (von Hippel 2007,
-:func:`hmlib.pooling.analyse_imputations`).
+:func:`hmlib.stats.pooling.analyse_imputations`).
 
 References
 ----------
@@ -815,8 +815,8 @@ def _conditional_modes(offset, y, codes, J, tau2):
 
 
 def _ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes: _Notes, target: str):
-    """2l.bin: hmlib.mixed fit, then beta*, tau*, u* and the values."""
-    from hmlib.mixed import fit_random_intercept
+    """2l.bin: hmlib.stats.mixed fit, then beta*, tau*, u* and the values."""
+    from hmlib.stats.mixed import fit_random_intercept
 
     try:
         fit = fit_random_intercept(yo, Do, co, family="binomial")

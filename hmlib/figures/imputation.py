@@ -2,8 +2,8 @@
 
 Each function returns a matplotlib Figure (nothing is shown or saved as a
 side effect) and takes the aggregated tables of
-:class:`hmlib.imputation_step.ImputationStepResult` or
-:class:`hmlib.transport.TransportResult`: estimates, ICCs, chain means,
+:class:`hmlib.steps.imputation.ImputationStepResult` or
+:class:`hmlib.stats.transport.TransportResult`: estimates, ICCs, chain means,
 histogram densities and per-cluster summaries, never patient-level values.
 Cells suppressed for privacy (the label ``"suppressed"``) are left out and
 counted in the title.
@@ -44,7 +44,7 @@ def forest_plot(comparison: pd.DataFrame, terms, *, failed: dict | None = None, 
     Parameters
     ----------
     comparison : pandas.DataFrame
-        :meth:`hmlib.imputation_step.ImputationStepResult.comparison` (the
+        :meth:`hmlib.steps.imputation.ImputationStepResult.comparison` (the
         estimates contract plus ``truth``).
     terms : sequence of str
         Terms to show, first = the focus coefficient.
@@ -95,7 +95,7 @@ def cluster_variation_plot(table: pd.DataFrame, *, focus: str, cluster: str):
     Parameters
     ----------
     table : pandas.DataFrame
-        :meth:`hmlib.imputation_step.ImputationStepResult.cluster_variation_table`.
+        :meth:`hmlib.steps.imputation.ImputationStepResult.cluster_variation_table`.
     focus, cluster : str
         Names for the labels.
     """
@@ -146,7 +146,7 @@ def trace_plot(traces: dict, *, variable: str):
     ----------
     traces : dict
         ``{method: array (m, iterations)}``
-        (:meth:`hmlib.imputation_step.ImputationStepResult.traces`).
+        (:meth:`hmlib.steps.imputation.ImputationStepResult.traces`).
     variable : str
     """
     import matplotlib.pyplot as plt
@@ -260,7 +260,7 @@ def transport_plot(transport, *, max_clusters: int = 40):
 
     Parameters
     ----------
-    transport : hmlib.transport.TransportResult
+    transport : hmlib.stats.transport.TransportResult
         Its published table (``display``) is drawn; suppressed clusters are
         left out and counted in the title.
     max_clusters : int

@@ -31,7 +31,7 @@ same estimates.
 The cluster SD. Its sampling distribution is skewed and bounded by 0, so it
 is pooled on the log scale: ``Q_l = log(sd_l)`` with variance
 ``U_l = se(log sd_l)^2`` (the delta-method / observed-information SE that
-:class:`hmlib.mixed.RandomInterceptFit` carries), combined by the rules
+:class:`hmlib.stats.mixed.RandomInterceptFit` carries), combined by the rules
 above, and transformed back: estimate ``exp(Qbar)``, interval
 ``exp(Qbar +/- t sqrt(T))``, standard error ``exp(Qbar) sqrt(T)`` (delta
 method). When some imputation's SD is 0 (boundary) the log is undefined;
@@ -393,7 +393,7 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
 
     Parameters
     ----------
-    fits : sequence of hmlib.mixed.RandomInterceptFit
+    fits : sequence of hmlib.stats.mixed.RandomInterceptFit
         Same model (same term names) fitted to each completed data set.
     method : str
         Label for the ``method`` column of ``estimates.csv``.
@@ -476,7 +476,7 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
     """Fit the analysis model to each imputed data set and pool the fits.
 
     The analysis model is ``outcome ~ predictors + (1 | cluster)``
-    (:func:`hmlib.design.fit_analysis_model`). Patients whose outcome was
+    (:func:`hmlib.stats.design.fit_analysis_model`). Patients whose outcome was
     imputed are left out of the analysis (von Hippel's 2007 "multiple
     imputation, then deletion"): they helped impute the predictors, but
     imputed outcomes add only noise to the outcome model when the
@@ -484,12 +484,12 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
 
     Parameters
     ----------
-    result : hmlib.imputation.ImputationResult
+    result : hmlib.stats.imputation.ImputationResult
     outcome, cluster : str
     predictors : sequence of str
     family : {"binomial", "gaussian"}
     levels : dict, optional
-        Categorical levels (as :func:`hmlib.design.design_matrix`).
+        Categorical levels (as :func:`hmlib.stats.design.design_matrix`).
     nagq : int
         Quadrature nodes for binomial fits (1 = Laplace).
     method : str, optional
@@ -503,7 +503,7 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
     -------
     PooledResult
     """
-    from hmlib.design import fit_analysis_model
+    from hmlib.stats.design import fit_analysis_model
 
     fits = []
     mask = result.imputed_mask

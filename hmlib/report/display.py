@@ -15,7 +15,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["narrative", "table", "notices", "figure", "heading", "format_number"]
+from hmlib.results import with_truth
+
+__all__ = ["narrative", "table", "notices", "figure", "figures", "estimates", "heading", "format_number"]
 
 
 def _display(obj) -> None:
@@ -120,3 +122,38 @@ def figure(fig, *, dpi: int = 100) -> None:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     _display(Image(data=buffer.getvalue(), format="png"))
+
+
+def figures(items, *, empty: str | None = None, dpi: int = 100) -> None:
+    """Show a section's figures in order (``result.figures()[section]``).
+
+    Parameters
+    ----------
+    items : list of matplotlib.figure.Figure
+    empty : str, optional
+        Sentence shown when the section has no figure.
+    dpi : int
+    """
+    items = list(items)
+    if not items and empty:
+        narrative(empty)
+    for fig in items:
+        figure(fig, dpi=dpi)
+
+
+def estimates(rows: pd.DataFrame, ctx, *, caption: str) -> None:
+    """Show estimate rows; on simulated data with the truth and the fit before values went missing.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Rows of the estimates contract.
+    ctx : hmlib.steps.base.StepContext
+        Supplies the truth file of simulated data (if any).
+    caption : str
+    """
+    if ctx.truth:
+        rows = with_truth(rows, ctx.truth, ctx.complete_data)
+        caption += ("; truth from the simulation, and what this registry gave before values went missing "
+                    "(before_missing: sampling error of one registry, not a missing-data effect)")
+    table(rows, caption=caption)

@@ -53,7 +53,7 @@ With ``J`` sites and ``N`` patients, all draws from one
    as 0.3): ``lactate = 3.8 + 0.1 severity + 0.005 age - 0.015 sbp + v_j +
    e``, ``e ~ N(0, 0.8^2)``. Normal within a site given the covariates, so
    the normal random-intercept imputation model (mice's ``2l.norm`` /
-   ``2l.pan``, :mod:`hmlib.imputation`) is compatible with the outcome model
+   ``2l.pan``, :mod:`hmlib.stats.imputation`) is compatible with the outcome model
    (a logistic model linear in lactate tilts a normal by a mean shift);
    right-skewed overall through severity. The site offsets make about 60 %
    of the lactate variance given the covariates lie between sites (more
@@ -85,7 +85,7 @@ hmlib's results contract (``Intercept``, ``age``, ``sex[male]``,
 *conditional* (site-specific) model that generated the data; the marginal
 (population-averaged) coefficients are smaller in absolute value.
 ``complete_data_terms`` holds, with the same keys, the analysis model
-(:func:`hmlib.design.fit_analysis_model`) fitted to the registry before
+(:func:`hmlib.stats.design.fit_analysis_model`) fitted to the registry before
 values went missing (:func:`simulate_complete_data`): the gap between it and
 ``terms`` is the sampling error of this one registry, the gap between it and
 a method's estimate is what the missing data and the method add.
@@ -198,7 +198,7 @@ SBP_MISSING_RATE = 0.03
 #: The params file ``hmreport demo`` writes beside the data. Its ``seed`` is
 #: the seed of the report's own random steps, not of the data.
 DEMO_PARAMS_YAML = """\
-# Demo: synthetic trauma registry written by `hmreport demo` (hmlib.demo).
+# Demo: synthetic trauma registry written by `hmreport demo` (hmlib.simulate.demo).
 name: demo
 data: ../data/demo/demo_registry.csv
 truth: ../data/demo/demo_registry_truth.json
@@ -461,7 +461,7 @@ def _simulate(seed, n_patients, n_sites):
 
 def _complete_data_terms(complete: pd.DataFrame) -> dict:
     """The analysis model fitted to the registry before values went missing."""
-    from hmlib.design import fit_analysis_model
+    from hmlib.stats.design import fit_analysis_model
 
     fit = fit_analysis_model(complete, outcome="mortality_30d", predictors=ANALYSIS_PREDICTORS,
                              cluster="site", family="binomial", levels={"sex": ["female", "male"]})
@@ -493,7 +493,7 @@ def _truth(*, seed, n_patients, n_sites, labels, sizes, major, u, v, doc, struct
         })
     terms = {"Intercept": intercept, **OUTCOME_COEFFICIENTS, "sd(site)": SITE_SD}
     return {
-        "generator": "hmlib.demo.simulate_registry",
+        "generator": "hmlib.simulate.demo.simulate_registry",
         "generator_version": GENERATOR_VERSION,
         "hmlib_version": __version__,
         "numpy_version": np.__version__,

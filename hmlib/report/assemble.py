@@ -6,7 +6,7 @@ and mermaid loaders are left out): a title block, the executive summary, a
 table of contents, each step's narrative and figures (code hidden unless
 ``--show-code``), a plain "not built yet" section for steps that do not exist
 yet, the methods, the limitations and reporting checklist
-(:mod:`hmlib.audit_summary`), and a reproducibility appendix.
+(:mod:`hmlib.report.summary`), and a reproducibility appendix.
 
 Everything that comes from the data or the params is HTML-escaped before it
 is placed in markdown; tables are rendered by pandas with escaping on.
@@ -26,7 +26,9 @@ from pathlib import Path
 import nbformat
 
 from hmlib import __version__
+from hmlib.report.summary import audit_summary
 from hmlib.results import atomic_write_text
+from hmlib.steps import STEPS, get_step
 
 __all__ = ["render_notebook", "assemble_report", "write_index", "package_versions", "git_commit",
            "step_run_times"]
@@ -71,7 +73,7 @@ def _exporter(show_code: bool):
 def git_commit(path: str | Path | None = None) -> str:
     """The git commit of the hmlib checkout (``<sha>``, ``<sha> with uncommitted changes``),
     or ``not a git checkout``."""
-    repo = Path(path) if path is not None else Path(__file__).resolve().parent.parent
+    repo = Path(path) if path is not None else Path(__file__).resolve().parents[2]
     if not (repo / ".git").exists():
         return "not a git checkout"
     try:
@@ -96,8 +98,6 @@ def step_run_times(output_dir: str | Path, step_seconds: dict | None = None) -> 
     list of dict
         ``step, seconds, finished, this_run, fast`` per executed step, in step order.
     """
-    from hmlib.runner import STEPS
-
     output_dir = Path(output_dir)
     step_seconds = step_seconds or {}
     rows = []
@@ -220,15 +220,12 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     output_dir : pathlib.Path
         ``reports/<name>/``; executed notebooks are read from its
         ``notebooks/`` folder, artifacts and ``estimates.csv`` for the
-        summary sections (:func:`hmlib.audit_summary.audit_summary`).
+        summary sections (:func:`hmlib.report.summary.audit_summary`).
     show_code : bool
     step_seconds : dict, optional
         Run time of each step executed in this run (steps not re-run keep the
         time recorded in their executed notebook).
     """
-    from hmlib.audit_summary import audit_summary
-    from hmlib.runner import STEPS, is_built
-
     output_dir = Path(output_dir)
     params = registry.params
     esc = html.escape
@@ -252,19 +249,19 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
         executed = output_dir / "notebooks" / step.notebook
         anchor = f'<a id="{step.anchor}"></a>'
         heading = f"{anchor}\n\n## {step.number}. {esc(step.title)}"
-        if is_built(step) and executed.is_file():
+        if step.is_built and executed.is_file():
             body.append(_markdown(anchor))  # the notebook's own first cell is the section heading
             nb = nbformat.read(str(executed), as_version=4)
             body.extend(_report_cells(nb) if not show_code else nb.cells)
-        elif is_built(step):
+        elif step.is_built:
             body.append(_markdown(
                 f"{heading}\n\n**Not run in this report.** Run it with "
                 f"`hmreport run {esc(str(params.source.name))} --only {step.key}`."))
         else:
             body.append(_markdown(
-                f"{heading}\n\n**Not built yet** in hmlib {__version__} (planned in issue "
-                f"#{step.issue}). No result of this step is shown, and nothing in this report "
-                "should be read as its finding."))
+                f"{heading}\n\n**Not built yet** in hmlib {__version__} (its notebook "
+                f"`{esc(step.notebook)}` is absent). No result of this step is shown, and nothing in "
+                "this report should be read as its finding."))
     n_methods, n_limits, n_repro = len(STEPS) + 1, len(STEPS) + 2, len(STEPS) + 3
     toc.append(f"{n_methods}. [Methods](#methods)")
     toc.append(f"{n_limits}. [Limitations and reporting checklist](#limitations)")
@@ -279,10 +276,8 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     as_run.update(fast=bool(params.fast), focus=params.focus, seed=params.seed)
     params_text = json.dumps(as_run, indent=1, sort_keys=True, default=str)
     timing = _timing_html(step_run_times(output_dir, step_seconds))
-    joint_seed = None
-    joint_path = output_dir / "artifacts" / "joint_model.json"
-    if joint_path.is_file():
-        joint_seed = json.loads(joint_path.read_text(encoding="utf-8")).get("settings", {}).get("seed")
+    joint = get_step("joint_model").read_artifact(output_dir)
+    joint_seed = joint.settings.get("seed") if joint is not None else None
     seeds = f"params seed {params.seed} (every imputation, the transport check and the sensitivity scenarios)"
     if joint_seed is not None:
         seeds += f"; joint model sampler seed {joint_seed}"

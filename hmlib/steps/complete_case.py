@@ -46,18 +46,22 @@ when and when not to use the missing-indicator method. CMAJ 184:1265-1269.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from hmlib.design import design_matrix, fit_analysis_model, fit_design
+from hmlib.artifacts import Artifact
 from hmlib.exceptions import FitError
+from hmlib.figures import complete_case as figures
 from hmlib.privacy import suppress_counts
-from hmlib.results import estimate_rows
+from hmlib.results import estimate_rows, to_jsonable
+from hmlib.stats.design import design_matrix, fit_analysis_model, fit_design
+from hmlib.steps.base import Step, StepContext
 
 __all__ = ["complete_case_mask", "retention_by_cluster", "standardized_differences",
            "indicator_effects_by_cluster", "CompleteCaseResult", "complete_case_check",
-           "SMD_THRESHOLD"]
+           "SMD_THRESHOLD", "CompleteCaseArtifact", "run", "STEP"]
 
 SMD_THRESHOLD = 0.1
 
@@ -199,9 +203,9 @@ def indicator_effects_by_cluster(frame: pd.DataFrame, *, fit, design, indicator_
     ----------
     frame : pandas.DataFrame
         Rows used by ``fit`` (in the same order as ``design``'s rows).
-    fit : hmlib.mixed.RandomInterceptFit
+    fit : hmlib.stats.mixed.RandomInterceptFit
         The common-indicator model.
-    design : hmlib.design.DesignMatrix
+    design : hmlib.stats.design.DesignMatrix
         Its design (for the offset).
     indicator_column : str
         Term name of the indicator in ``fit``.
@@ -372,6 +376,25 @@ class CompleteCaseResult:
                            f"beyond chance ({counts}); with few such clusters this test has little power.")
         return out + self.notes
 
+    def indicator_by_cluster_note(self) -> str:
+        """Why no cluster-specific indicator effect is shown (when none is)."""
+        return ("No cluster has both measured and unmeasured patients with outcome variation, "
+                "so cluster-specific indicator effects cannot be estimated.")
+
+    def to_artifact(self) -> "CompleteCaseArtifact":
+        """The typed record of step 2."""
+        return CompleteCaseArtifact.from_json(to_jsonable(self.to_dict()))
+
+    def figures(self) -> dict:
+        """``{"retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
+        out = {"retention": [figures.retention_plot(self.retention, min_cell=self.min_cell)],
+               "shift": [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)],
+               "indicator_by_cluster": []}
+        table = self.indicator_by_cluster
+        if table is not None and table["raw"].notna().any():
+            out["indicator_by_cluster"].append(figures.indicator_effects_plot(table, focus=self.focus))
+        return out
+
     def to_dict(self) -> dict:
         """JSON-ready aggregates for ``artifacts/complete_case.json``."""
         return {
@@ -472,3 +495,37 @@ def complete_case_check(registry) -> CompleteCaseResult:
         shift=shift, shift_by_type=shift_by_type, estimates=estimates_frame,
         indicator_by_cluster=indicator_table, min_cell=p.privacy.min_cell, notes=notes,
     )
+
+
+@dataclass(frozen=True)
+class CompleteCaseArtifact(Artifact):
+    """The record of step 2 (``artifacts/complete_case.json``)."""
+
+    KEY: ClassVar[str] = "complete_case"
+    VERSION: ClassVar[int] = 1
+
+    clusters_lost: list
+    indicator_by_cluster: dict
+    n_all: int
+    n_clusters: int
+    n_clusters_lost: int
+    n_complete: int
+    narrative: list
+    notes: list
+    outcome_all: float | None
+    outcome_complete_cases: float | None
+    retention: list
+    shift: list
+    shift_by_type: list
+
+
+def run(ctx: StepContext) -> CompleteCaseResult:
+    """Run step 2 on the checked inputs and write its artifact and estimates."""
+    result = complete_case_check(ctx.registry)
+    ctx.write(STEP, result)
+    return result
+
+
+STEP = Step(key="complete_case", number=2, title="Complete-case check: who drops out",
+            notebook="02_complete_case.ipynb", artifact=CompleteCaseArtifact, run=run,
+            methods=("complete_case", "missing_indicator"), summary_name="step 2 (complete-case check)")

@@ -1,8 +1,8 @@
 """Step 3: flat vs hierarchical multiple imputation, side by side.
 
-The same registry is imputed four ways (:mod:`hmlib.imputation`), each
+The same registry is imputed four ways (:mod:`hmlib.stats.imputation`), each
 imputation is analysed with the report's random-intercept model and pooled
-by Rubin's rules (:mod:`hmlib.pooling`), and the results are set next to
+by Rubin's rules (:mod:`hmlib.stats.pooling`), and the results are set next to
 the complete-case fit and, for simulated data, the truth.
 
 Methods (labels as written to ``estimates.csv``)
@@ -70,12 +70,12 @@ cluster's intercept is estimated without shrinkage, so small clusters'
 noise is added), multilevel imputation keeps it. The narrative states what
 this dataset's numbers actually show. The analysis model's own cluster SD
 (``sd(<cluster>)``, pooled on the log scale) and ICC
-(:attr:`hmlib.pooling.PooledResult.icc`: gaussian from the pooled cluster
+(:attr:`hmlib.stats.pooling.PooledResult.icc`: gaussian from the pooled cluster
 and residual SDs, binomial on the latent scale) are reported beside it.
 
 Diagnostics: split R-hat of the chain means of every imputed variable
-(:func:`hmlib.imputation.split_rhat`), and the fraction of missing
-information per coefficient (Rubin's rules, :mod:`hmlib.pooling`).
+(:func:`hmlib.stats.imputation.split_rhat`), and the fraction of missing
+information per coefficient (Rubin's rules, :mod:`hmlib.stats.pooling`).
 
 References
 ----------
@@ -97,23 +97,26 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hmlib.design import design_matrix, fit_analysis_model
+from hmlib.artifacts import Artifact
+from hmlib.figures import imputation as figures
+from hmlib.stats.design import design_matrix, fit_analysis_model
 from hmlib.exceptions import DataError, FitError
-from hmlib.imputation import impute_registry
-from hmlib.mixed import fit_random_intercept
-from hmlib.pooling import analyse_imputations, intraclass_correlation
+from hmlib.stats.imputation import impute_registry
+from hmlib.stats.mixed import fit_random_intercept
+from hmlib.stats.pooling import analyse_imputations, intraclass_correlation
 from hmlib.privacy import suppress_counts
-from hmlib.results import (ESTIMATE_COLUMNS, atomic_write_text, estimate_rows, load_truth, read_estimates,
-                           update_estimates, write_artifact)
+from hmlib.results import ESTIMATE_COLUMNS, estimate_rows, load_truth, read_estimates, to_jsonable
+from hmlib.steps.base import Step, StepContext
 
 __all__ = ["MethodSpec", "default_methods", "ResidualVarianceCheck", "residual_variance_check",
            "cluster_variation", "MethodRun", "ImputationStepResult", "imputation_step",
-           "write_step_outputs", "METHOD_ORDER"]
+           "ImputationArtifact", "run", "STEP", "METHOD_ORDER"]
 
 METHOD_ORDER = ("complete_case", "flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi")
 #: Relative difference of ICCs below which the narrative calls them "about the same".
@@ -136,9 +139,9 @@ class MethodSpec:
     label : str
         ``method`` in ``estimates.csv`` (e.g. ``"flat_mi"``).
     method : str
-        Engine method (:data:`hmlib.imputation.METHODS`).
+        Engine method (:data:`hmlib.stats.imputation.METHODS`).
     options : dict
-        Further keyword arguments of :func:`hmlib.imputation.impute`.
+        Further keyword arguments of :func:`hmlib.stats.imputation.impute`.
     description : str
         One line for the report.
     """
@@ -322,15 +325,15 @@ class MethodRun:
         ``{variable: split R-hat}``.
     fallbacks : dict
         Stratified only: ``{variable: {"strata": fallen back, "of": strata,
-        "reasons": {reason: count}}}`` (:attr:`hmlib.imputation.ImputationResult.fallbacks`).
+        "reasons": {reason: count}}}`` (:attr:`hmlib.stats.imputation.ImputationResult.fallbacks`).
     cluster_means_dropped, extrapolated : dict
-        The engine's :attr:`~hmlib.imputation.ImputationResult.cluster_means_dropped`
-        and :attr:`~hmlib.imputation.ImputationResult.extrapolated`.
-    pooled : hmlib.pooling.PooledResult or None
+        The engine's :attr:`~hmlib.stats.imputation.ImputationResult.cluster_means_dropped`
+        and :attr:`~hmlib.stats.imputation.ImputationResult.extrapolated`.
+    pooled : hmlib.stats.pooling.PooledResult or None
     focus_variation : dict
         ``cluster_sd, icc`` of the focus variable (means over the completed
         data sets) and ``icc_min, icc_max`` over them.
-    imputation : hmlib.imputation.ImputationResult or None
+    imputation : hmlib.stats.imputation.ImputationResult or None
         Kept in memory for figures; never written out (completed data are
         patient-level).
     """
@@ -392,7 +395,7 @@ class ImputationStepResult:
     distribution_clusters : pandas.DataFrame
         The chosen clusters: ``cluster, n, n_missing, n_observed,
         never_observed`` (counts suppressed for display).
-    transport : hmlib.transport.TransportResult or None
+    transport : hmlib.stats.transport.TransportResult or None
     min_cell : int
     notes : list of str
     """
@@ -504,7 +507,7 @@ class ImputationStepResult:
 
         Columns: ``method``; ``outcome_sd, outcome_sd_lower, outcome_sd_upper``
         (the analysis model's pooled cluster SD and interval);
-        ``outcome_icc`` (:attr:`hmlib.pooling.PooledResult.icc`: latent
+        ``outcome_icc`` (:attr:`hmlib.stats.pooling.PooledResult.icc`: latent
         scale for a binomial outcome; for a gaussian one from the pooled
         residual SD, NaN for complete-case rows read from ``estimates.csv``,
         which do not carry it, and for the truth unless it has
@@ -718,6 +721,30 @@ class ImputationStepResult:
         return out
 
     # ---- artifact ------------------------------------------------------
+    def to_artifact(self) -> "ImputationArtifact":
+        """The typed record of step 3."""
+        return ImputationArtifact.from_json(to_jsonable(self.to_dict()))
+
+    def figures(self) -> dict:
+        """Step 3's figures by section: estimates, cluster_variation, distributions, transport, diagnostics."""
+        comparison = self.comparison()
+        first = [self.focus_term, self.sd_term]
+        terms = first + [t for t in dict.fromkeys(comparison["term"]) if t not in first]
+        out = {"estimates": [figures.forest_plot(comparison, terms, failed=self.failed)],
+               "cluster_variation": [figures.cluster_variation_plot(self.cluster_variation_table(),
+                                                                    focus=self.focus, cluster=self.cluster)],
+               "distributions": [], "transport": [], "diagnostics": []}
+        if len(self.distributions):
+            out["distributions"].append(figures.distribution_plot(
+                self.distributions, self.distribution_clusters, focus=self.focus, min_cell=self.min_cell))
+        if self.transport is not None and len(self.transport.table):
+            out["transport"].append(figures.transport_plot(self.transport))
+        traces = self.traces()
+        if traces:
+            out["diagnostics"].append(figures.trace_plot(traces, variable=self.focus))
+        out["diagnostics"].append(figures.fmi_plot(self.fmi_table()))
+        return out
+
     def to_dict(self) -> dict:
         """JSON-ready aggregates for ``artifacts/imputation.json`` (no patient-level rows)."""
         methods = []
@@ -865,7 +892,7 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
         Default :func:`default_methods`.
     m, iterations : int, optional
         Imputations and iterations per chain; default 20 and 10, or 5 and 5
-        when the params say ``fast: true`` (:func:`hmlib.imputation.impute_registry`).
+        when the params say ``fast: true`` (:func:`hmlib.stats.imputation.impute_registry`).
     estimates_path : path, optional
         ``estimates.csv`` to read the ``complete_case`` rows from (fitted
         here when absent).
@@ -877,7 +904,7 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
         A stratified run that fell back to the flat model in at least this
         share of the strata for some variable is reported as failed.
     transport : bool
-        Run the transport check (:func:`hmlib.transport.transport_check`)
+        Run the transport check (:func:`hmlib.stats.transport.transport_check`)
         for the flat and multilevel methods.
     transport_options : dict, optional
         Keyword arguments for the transport check (thresholds,
@@ -984,7 +1011,7 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
 
     transport_result = None
     if transport and numeric_focus:
-        from hmlib.transport import transport_check
+        from hmlib.stats.transport import transport_check
 
         backgrounds = {r.label: r.imputation.completed for r in ok_runs
                        if r.label in ("flat_mi", "multilevel_mi")}
@@ -1011,22 +1038,51 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
         transport=transport_result, notes=notes)
 
 
-def write_step_outputs(result: ImputationStepResult, output_dir: str | Path) -> pd.DataFrame:
-    """Write ``artifacts/imputation.json`` and this step's rows of ``estimates.csv``.
+@dataclass(frozen=True)
+class ImputationArtifact(Artifact):
+    """The record of step 3 (``artifacts/imputation.json``)."""
 
-    Rows of a method that failed in this run are removed from
-    ``estimates.csv`` (a row left from an earlier run would look current);
-    the rows of the methods that ran replace their earlier rows; other
-    steps' rows are kept. Returns the full estimates table as written.
-    """
-    output_dir = Path(output_dir)
-    write_artifact(output_dir, "imputation", result.to_dict())
-    path = output_dir / "estimates.csv"
-    current = read_estimates(path)
-    stale = current["method"].isin(list(result.failed))
-    if stale.any():
-        atomic_write_text(path, current.loc[~stale].to_csv(index=False))
-    rows = result.estimates
-    if not len(rows):
-        return read_estimates(path)
-    return update_estimates(path, rows)
+    KEY: ClassVar[str] = "imputation"
+    VERSION: ClassVar[int] = 1
+
+    cluster_variation: list
+    comparison: list
+    complete_case_source: str
+    distribution_clusters: list
+    distributions: list
+    estimates: list
+    failed: dict
+    fmi: list
+    focus: str
+    focus_traces: dict
+    iterations: int
+    m: int
+    methods: list
+    min_cell: int
+    missing_counts: list
+    n_clusters: int
+    n_patients: int
+    narrative: list
+    notes: list
+    outcome: str
+    outcome_family: str
+    residual_variance: dict
+    rhat: list
+    transport: dict
+
+
+def run(ctx: StepContext) -> ImputationStepResult:
+    """Run step 3 on the checked inputs and write its artifact and estimates."""
+    sizes = ctx.sizes
+    result = imputation_step(ctx.registry, m=sizes.imputations, iterations=sizes.iterations,
+                             estimates_path=ctx.estimates_path,
+                             transport_options={"m": sizes.transport_imputations,
+                                                "iterations": sizes.transport_iterations})
+    ctx.write(STEP, result)
+    return result
+
+
+STEP = Step(key="imputation", number=3, title="Flat vs hierarchical multiple imputation",
+            notebook="03_imputation.ipynb", artifact=ImputationArtifact, run=run, needs=("diagnose",),
+            methods=("flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi"),
+            summary_name="step 3 (flat vs hierarchical multiple imputation)")

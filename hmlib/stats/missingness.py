@@ -26,7 +26,7 @@ Funnel plot
     outside, which is itself the finding.
 Between-cluster variation
     Random-intercept logistic model ``logit P(R_ij = 1) = x_ij' b + u_j``,
-    ``u_j ~ N(0, s^2)`` (:func:`hmlib.mixed.fit_random_intercept`), reported as
+    ``u_j ~ N(0, s^2)`` (:func:`hmlib.stats.mixed.fit_random_intercept`), reported as
     the cluster SD ``s`` on the logit scale, the latent-scale ICC
     ``s^2 / (s^2 + pi^2 / 3)`` (Snijders & Bosker 2012, section 17.3) and the
     likelihood-ratio test of ``s = 0`` referred to the 50:50 mixture of
@@ -103,7 +103,6 @@ from hmlib.privacy import SuppressedTable, suppress_counts
 
 __all__ = [
     "AGHQ_MAX_ROWS",
-    "cluster_noun",
     "wilson_interval",
     "missingness_by_cluster",
     "missingness_overview",
@@ -597,7 +596,7 @@ class ClusterVariationResult:
         1 = Laplace, 10 = adaptive Gauss-Hermite with 10 nodes.
     method : str
     converged : bool
-    fit : hmlib.mixed.RandomInterceptFit
+    fit : hmlib.stats.mixed.RandomInterceptFit
         The fitted model (holds cluster sizes: do not publish it as is).
     """
 
@@ -665,7 +664,7 @@ def missingness_cluster_variation(frame: pd.DataFrame, variable: str, cluster: s
         The indicator is constant in the rows used (nothing or everything
         missing), fewer than 2 clusters, or the fit fails.
     """
-    from hmlib.mixed import fit_random_intercept, test_cluster_variance
+    from hmlib.stats.mixed import fit_random_intercept, test_cluster_variance
 
     covariates = [c for c in covariates if c != variable]
     _check_columns(frame, [variable, cluster, *covariates], "missingness_cluster_variation")
@@ -723,7 +722,7 @@ class MissingnessPredictorsResult:
     nagq : int
     notes : tuple of str
         Terms left out and why (no within-cluster variation, ...).
-    fit : hmlib.mixed.RandomInterceptFit
+    fit : hmlib.stats.mixed.RandomInterceptFit
     """
 
     variable: str
@@ -785,7 +784,7 @@ def missingness_predictors(frame: pd.DataFrame, variable: str, cluster: str,
     their number is reported overall and per covariate. Cluster means are
     computed over every patient of the cluster with the covariate recorded.
     """
-    from hmlib.mixed import fit_random_intercept
+    from hmlib.stats.mixed import fit_random_intercept
 
     level = _check_level(level)
     covariates = [c for c in covariates if c != variable]
@@ -1114,7 +1113,7 @@ def missingness_outcome_correlation(frame: pd.DataFrame, variable: str, cluster:
     FitError
         A model cannot be fitted, or fewer than 3 clusters in common.
     """
-    from hmlib.mixed import fit_random_intercept
+    from hmlib.stats.mixed import fit_random_intercept
 
     level = _check_level(level)
     if outcome_family not in ("gaussian", "binomial"):
@@ -1280,6 +1279,15 @@ class DiagnoseResult:
     outcome_correlation: OutcomeCorrelationResult | None
     cluster_names: dict = field(repr=False)
     notes: tuple = ()
+
+    def correlation_text(self) -> str:
+        """The correlation of missingness with the outcome's cluster effects, as one paragraph."""
+        oc = self.outcome_correlation
+        if oc is None:
+            return "Not estimated: " + ("; ".join(self.notes) or "the focus variable is complete.")
+        return (f"Spearman correlation {oc.spearman:.2f} (p = {oc.spearman_p:.3g}), Pearson "
+                f"{oc.pearson:.2f} (95% CI {oc.pearson_ci[0]:.2f} to {oc.pearson_ci[1]:.2f}) over "
+                f"{oc.n_clusters} clusters. {oc.caveat}")
 
     # ---------------------------------------------------------------- tables
     def variation_table(self) -> pd.DataFrame:
@@ -1923,12 +1931,3 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
 
 
 #: Column names that read naturally as the word for a cluster in sentences.
-_CLUSTER_WORDS = {"site", "hospital", "clinic", "centre", "center", "school", "practice", "ward",
-                  "unit", "patient", "country", "region", "hub", "facility", "trust", "department"}
-
-
-def cluster_noun(column: str) -> str:
-    """The word for one cluster in generated text: the column's name when it is
-    a plain word such as ``site`` or ``Clinic``, else ``"cluster"``."""
-    word = str(column).strip().lower()
-    return word if word in _CLUSTER_WORDS else "cluster"

@@ -26,7 +26,6 @@ printed (``fewer than <min_cell>``), as in :func:`hmlib.privacy.suppress_counts`
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -37,18 +36,11 @@ import pandas as pd
 
 from hmlib.privacy import suppress_counts
 from hmlib.results import read_estimates
+from hmlib.wording import cluster_noun
+from hmlib.steps import STEPS, get_step
 
-__all__ = ["AuditSummary", "ChecklistItem", "audit_summary", "METHOD_LABELS", "STEP_ARTIFACTS",
+__all__ = ["AuditSummary", "ChecklistItem", "audit_summary", "METHOD_LABELS",
            "focus_terms"]
-
-#: Steps whose artifacts the summary reads, with the title used when one is absent.
-STEP_ARTIFACTS = {
-    "diagnose": "step 1 (diagnose)",
-    "complete_case": "step 2 (complete-case check)",
-    "imputation": "step 3 (flat vs hierarchical multiple imputation)",
-    "joint_model": "step 4 (joint Bayesian model)",
-    "sensitivity": "step 5 (sensitivity analysis)",
-}
 
 #: Methods of ``estimates.csv`` compared in the summary, in this order.
 METHOD_LABELS = {
@@ -62,7 +54,7 @@ METHOD_LABELS = {
     "joint_bayes:not_converged": "joint Bayesian model (NOT CONVERGED: do not report)",
 }
 
-_SMD_THRESHOLD = 0.1  # as hmlib.complete_case.SMD_THRESHOLD: a shift reviewers call material
+_SMD_THRESHOLD = 0.1  # as hmlib.steps.complete_case.SMD_THRESHOLD: a shift reviewers call material
 _GUIDE_M_PER_FMI = 100  # White, Royston & Wood (2011): m at least 100 x FMI
 
 
@@ -157,10 +149,10 @@ def _estimate_text(row) -> str:
 
 def _load(output_dir: Path) -> dict:
     found = {}
-    for key in STEP_ARTIFACTS:
-        path = output_dir / "artifacts" / f"{key}.json"
-        if path.is_file():
-            found[key] = json.loads(path.read_text(encoding="utf-8"))
+    for step in STEPS:
+        record = step.read_artifact(output_dir)
+        if record is not None:
+            found[step.key] = record.to_json()
     return found
 
 
@@ -304,7 +296,7 @@ def _methods(diag, cc, imp, joint, sens, p, versions, hmlib_version, present) ->
     preds = ", ".join(p["predictors"])
     paras.append(
         f"Analysis model: a random-intercept {fam} model of {p['outcome']} on {preds}, with a random "
-        f"intercept per {noun} ({p['cluster']}), fitted by maximum likelihood (hmlib.mixed: Laplace or adaptive "
+        f"intercept per {noun} ({p['cluster']}), fitted by maximum likelihood (hmlib.stats.mixed: Laplace or adaptive "
         "Gauss-Hermite for logistic, profiled likelihood for linear models).")
     if diag:
         paras.append(
@@ -535,7 +527,7 @@ def _checklist(diag, cc, imp, joint, sens, p, versions, hmlib_version, table) ->
         text = "Not done: step 5 (sensitivity analysis) is absent, so departures from MAR were not examined."
     items.append(ChecklistItem("Sensitivity to missing not at random", "Sterne 2009", text))
 
-    absent = [STEP_ARTIFACTS[k] for k in STEP_ARTIFACTS if k in p["absent"]]
+    absent = [s.summary_name for s in STEPS if s.key in p["absent"]]
     if absent or p["fast"]:
         bits = []
         if absent:
@@ -558,7 +550,7 @@ def audit_summary(output_dir: str | Path, *, params, versions: dict, hmlib_versi
     params : hmlib.params.Params
         The params as run (names of outcome, cluster, predictors, focus; seed; privacy).
     versions : dict
-        Package versions (:func:`hmlib.report.package_versions`).
+        Package versions (:func:`hmlib.report.assemble.package_versions`).
     hmlib_version, python_version : str
 
     Returns
@@ -572,13 +564,11 @@ def audit_summary(output_dir: str | Path, *, params, versions: dict, hmlib_versi
     >>> summary.executive[0]  # doctest: +SKIP
     'The extract has 3,000 patients in 30 sites.'
     """
-    from hmlib.missingness import cluster_noun
-
     output_dir = Path(output_dir)
     art = _load(output_dir)
     diag, cc, imp = art.get("diagnose"), art.get("complete_case"), art.get("imputation")
     joint, sens = art.get("joint_model"), art.get("sensitivity")
-    absent = [k for k in STEP_ARTIFACTS if k not in art]
+    absent = [s.key for s in STEPS if s.key not in art]
     estimates = read_estimates(output_dir / "estimates.csv")
     min_cell = int(params.privacy.min_cell)
     noun = cluster_noun(params.cluster)
@@ -600,7 +590,8 @@ def audit_summary(output_dir: str | Path, *, params, versions: dict, hmlib_versi
     executive += _verdict(sens)
     for key in ("diagnose", "complete_case", "imputation"):
         if key in absent:
-            executive.append(f"{STEP_ARTIFACTS[key][0].upper() + STEP_ARTIFACTS[key][1:]} is absent from this report; nothing here rests on it.")
+            name = get_step(key).summary_name
+            executive.append(f"{name[0].upper() + name[1:]} is absent from this report; nothing here rests on it.")
     summary.executive = executive
     summary.missing_table = _missing_table(diag, min_cell) if diag else pd.DataFrame()
     summary.methods = _methods(diag, cc, imp, joint, sens, p, versions, hmlib_version, art)

@@ -1,7 +1,7 @@
 """Figures of step 1 (diagnose): heatmap, funnel plot, cluster bars, patterns.
 
 Each function takes a published (suppressed) table from
-:class:`hmlib.missingness.DiagnoseResult` and returns a
+:class:`hmlib.stats.missingness.DiagnoseResult` and returns a
 :class:`matplotlib.figure.Figure`; nothing is shown or saved here, and no
 global pyplot state is touched (figures are built with ``Figure()``
 directly). A NaN share or count is a suppressed cell: it is drawn as
@@ -133,7 +133,7 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
 
     Parameters
     ----------
-    funnel : hmlib.missingness.FunnelResult
+    funnel : hmlib.stats.missingness.FunnelResult
         A published funnel (``DiagnoseResult.funnels[variable]``); clusters
         whose rate is suppressed (NaN) are not drawn and are counted in the
         legend.
@@ -280,7 +280,7 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
     Parameters
     ----------
     patterns : pandas.DataFrame
-        :func:`hmlib.missingness.missingness_patterns` output (``pattern,
+        :func:`hmlib.stats.missingness.missingness_patterns` output (``pattern,
         count, share``; the pooled row has NaN ``n_missing_variables``).
     variables : sequence of str
         The variables the patterns were built from (column order).

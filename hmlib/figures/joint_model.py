@@ -1,6 +1,6 @@
-"""Figures of the joint Bayesian model (:mod:`hmlib.joint_model`).
+"""Figures of the joint Bayesian model (:mod:`hmlib.stats.joint_model`).
 
-Each function takes a :class:`hmlib.joint_model.JointModelResult` (or an
+Each function takes a :class:`hmlib.stats.joint_model.JointModelResult` (or an
 estimates table) and returns a :class:`matplotlib.figure.Figure`; nothing is
 shown or saved, and no global pyplot state is touched. Only aggregated
 quantities are drawn (per term, per cluster, or pooled distributions).

@@ -1,8 +1,8 @@
 """Figures of step 5 (sensitivity): scenario heatmap, forest plot, tipping-point curve.
 
-Each function takes a :class:`hmlib.sensitivity.SensitivityResult` and returns
+Each function takes a :class:`hmlib.steps.sensitivity.SensitivityResult` and returns
 a :class:`matplotlib.figure.Figure`; nothing is shown or saved, and no global
-pyplot state is touched (as :mod:`hmlib.figures`). They draw model estimates
+pyplot state is touched (as :mod:`hmlib.figures.diagnose`). They draw model estimates
 only: no patient-level values and no counts.
 """
 
@@ -14,7 +14,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from hmlib.figures import _RC, _new_figure, _plain, _title
+from hmlib.figures.diagnose import _RC, _new_figure, _plain, _title
 
 __all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve"]
 
@@ -32,7 +32,7 @@ def scenario_heatmap(result, *, terms=None, clip: float = 3.0) -> Figure:
 
     Parameters
     ----------
-    result : hmlib.sensitivity.SensitivityResult
+    result : hmlib.steps.sensitivity.SensitivityResult
     terms : sequence of str, optional
         Columns (default: every term of the primary analysis).
     clip : float

@@ -92,9 +92,9 @@ def fit_design(frame: pd.DataFrame, design: DesignMatrix, *, outcome: str, clust
 
     Returns
     -------
-    hmlib.mixed.RandomInterceptFit
+    hmlib.stats.mixed.RandomInterceptFit
     """
-    from hmlib.mixed import fit_random_intercept
+    from hmlib.stats.mixed import fit_random_intercept
 
     if design.X.shape[0] == 0:
         raise FitError(f"no row has {outcome}, {', '.join(design.term_names)} and {cluster} all recorded.")
@@ -121,7 +121,7 @@ def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster
 
     Returns
     -------
-    hmlib.mixed.RandomInterceptFit
+    hmlib.stats.mixed.RandomInterceptFit
 
     Raises
     ------

@@ -1,8 +1,8 @@
 """Step 5: how far the conclusion rests on the missing-data assumptions.
 
-The primary analysis is multilevel multiple imputation (:mod:`hmlib.imputation`,
+The primary analysis is multilevel multiple imputation (:mod:`hmlib.stats.imputation`,
 ``method="multilevel"``) followed by the random-intercept analysis model pooled
-by Rubin's rules (:func:`hmlib.pooling.analyse_imputations`). Each *scenario*
+by Rubin's rules (:func:`hmlib.stats.pooling.analyse_imputations`). Each *scenario*
 changes one assumption, within or across clusters, re-runs that analysis and
 reports every term (method ``sensitivity:<scenario>`` in ``estimates.csv``).
 
@@ -18,15 +18,15 @@ Scenario families
     of the cluster type (the first cluster covariate), so that every
     coefficient of the imputation model may differ between, e.g., major
     centres and units. (The *flat* stratified imputation of
-    :mod:`hmlib.imputation` is compared in step 3; here the clusters are
+    :mod:`hmlib.stats.imputation` is compared in step 3; here the clusters are
     kept and only the type-specific model is added.)
 ``prior``
-    The joint Bayesian model (:mod:`hmlib.joint_model`) refitted with other
+    The joint Bayesian model (:mod:`hmlib.stats.joint_model`) refitted with other
     priors on its cluster-level SDs: half-normal with scale 0.5, 1 (the
     default) and 2.5, and the heavy-tailed half-Cauchy(1) (a half-Student-t
     with 1 degree of freedom; Gelman 2006). Given step 4's posterior draws
     (``joint_reference``), each other prior reweights them by Pareto-smoothed
-    importance sampling (:func:`hmlib.joint_model.reweight_cluster_sd_prior`):
+    importance sampling (:func:`hmlib.stats.joint_model.reweight_cluster_sd_prior`):
     no refit, and no Monte Carlo noise between prior and reference beyond
     the weights'. Only a prior whose weights are unreliable (Pareto k above
     its threshold, or fewer than 400 effective draws) is refitted, with the
@@ -38,12 +38,12 @@ Scenario families
     with the difference between the joint model and imputation).
 ``indicator``
     Missing-indicator models (focus variable filled with its observed mean,
-    plus its missingness indicator ``R``; :mod:`hmlib.complete_case`). *common*:
+    plus its missingness indicator ``R``; :mod:`hmlib.steps.complete_case`). *common*:
     one indicator effect for all clusters (compared with the primary).
     *partially-pooled*: the indicator effect varies by cluster. The fitter has
     random intercepts only, so the cluster-varying effect is approximated in
     two stages: the per-cluster effects ``d_j`` are estimated and shrunk by
-    :func:`hmlib.complete_case.indicator_effects_by_cluster` (DerSimonian-Laird
+    :func:`hmlib.steps.complete_case.indicator_effects_by_cluster` (DerSimonian-Laird
     partial pooling), then the outcome model is refitted with two columns,
     ``R`` and ``R (d_j - mean d)``; the model estimates the common level and
     how much of the partially pooled between-cluster pattern holds. Standard
@@ -123,12 +123,17 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from hmlib.artifacts import Artifact, artifact_path
 from hmlib.exceptions import ParamsError
-from hmlib.results import ESTIMATE_COLUMNS
+from hmlib.figures import sensitivity as figures
+from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
+from hmlib.stats.joint_model import PosteriorDraws
+from hmlib.steps.base import Step, StepContext
 
 __all__ = ["FAMILIES", "SensitivitySettings", "Scenario", "ScenarioOutcome", "SensitivityResult",
            "plan_scenarios", "run_sensitivity", "shift_imputed", "cluster_deltas", "conclusion_change",
@@ -439,7 +444,7 @@ def shift_imputed(result, variable: str, shift_by_row) -> object:
 
     Parameters
     ----------
-    result : hmlib.imputation.ImputationResult
+    result : hmlib.stats.imputation.ImputationResult
     variable : str
         A numeric imputed column.
     shift_by_row : float or array_like
@@ -447,7 +452,7 @@ def shift_imputed(result, variable: str, shift_by_row) -> object:
 
     Returns
     -------
-    hmlib.imputation.ImputationResult
+    hmlib.stats.imputation.ImputationResult
         Same imputations, ``completed`` replaced; observed cells untouched.
     """
     mask = result.imputed_mask[variable].to_numpy()
@@ -466,25 +471,25 @@ def shift_imputed(result, variable: str, shift_by_row) -> object:
 # Joint model (injected)
 # --------------------------------------------------------------------------
 def joint_model_fitter(registry, *, priors: dict, seed: int, fast: bool | None = None):
-    """Fit :func:`hmlib.joint_model.fit_joint_model` with ``priors`` (chains on one core, for a worker).
+    """Fit :func:`hmlib.stats.joint_model.fit_joint_model` with ``priors`` (chains on one core, for a worker).
 
     The default ``joint_fitter`` of :func:`run_sensitivity`. Returns the
-    :class:`hmlib.joint_model.JointModelResult`.
+    :class:`hmlib.stats.joint_model.JointModelResult`.
     """
-    from hmlib.joint_model import fit_joint_model
+    from hmlib.stats.joint_model import fit_joint_model
 
     return fit_joint_model(registry, priors=priors, seed=seed, fast=fast, cores=1)
 
 
 def _joint_model_available() -> bool:
     try:
-        spec = importlib.util.find_spec("hmlib.joint_model")
+        spec = importlib.util.find_spec("hmlib.stats.joint_model")
     except (ImportError, ValueError):
         return False
     if spec is None:
         return False
     try:
-        import hmlib.joint_model as jm
+        import hmlib.stats.joint_model as jm
     except Exception:  # noqa: BLE001 - a half-written module counts as "not built"
         return False
     return callable(getattr(jm, "fit_joint_model", None))
@@ -538,7 +543,7 @@ def _contract_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _analyse(ctx: _Context, imputation) -> tuple[pd.DataFrame, list]:
-    from hmlib.pooling import analyse_imputations
+    from hmlib.stats.pooling import analyse_imputations
 
     p = ctx.registry.params
     pooled = analyse_imputations(imputation, outcome=p.outcome, predictors=list(p.predictors), cluster=p.cluster,
@@ -547,7 +552,7 @@ def _analyse(ctx: _Context, imputation) -> tuple[pd.DataFrame, list]:
 
 
 def _impute(ctx: _Context, registry, **options):
-    from hmlib.imputation import impute_registry
+    from hmlib.stats.imputation import impute_registry
 
     registry = dataclasses.replace(registry, params=registry.params.with_overrides(seed=ctx.seed))
     return impute_registry(registry, method="multilevel", m=ctx.settings.m, iterations=ctx.settings.iterations,
@@ -602,7 +607,7 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int):
 
     Returns
     -------
-    hmlib.imputation.ImputationResult
+    hmlib.stats.imputation.ImputationResult
         The strata's completed data sets put back in the registry's row order.
 
     Raises
@@ -611,7 +616,7 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int):
         A stratum has fewer than 2 clusters (no multilevel model can be fitted).
     """
     from hmlib.exceptions import FitError
-    from hmlib.imputation import ImputationResult, impute
+    from hmlib.stats.imputation import ImputationResult, impute
 
     p = registry.params
     frame = registry.frame
@@ -673,7 +678,7 @@ def _run_prior(ctx: _Context, scenario: Scenario) -> list[ScenarioOutcome]:
         if hasattr(reference, "to_estimates"):
             table = reference.to_estimates()
         elif draws is not None:          # saved draws: equal weights give the fit's own summary
-            from hmlib.joint_model import reweight_cluster_sd_prior
+            from hmlib.stats.joint_model import reweight_cluster_sd_prior
 
             table = reweight_cluster_sd_prior(draws, wanted).estimates
         else:
@@ -684,7 +689,7 @@ def _run_prior(ctx: _Context, scenario: Scenario) -> list[ScenarioOutcome]:
         return [ScenarioOutcome(scenario, "ok", estimates=_contract_rows(table), details=details,
                                 notes=["The joint model fitted in step 4 (this prior) is reused."])]
     if draws is not None:
-        from hmlib.joint_model import reweight_cluster_sd_prior
+        from hmlib.stats.joint_model import reweight_cluster_sd_prior
 
         weighted = reweight_cluster_sd_prior(draws, wanted)
         if weighted.reliable:
@@ -712,8 +717,8 @@ def _run_prior(ctx: _Context, scenario: Scenario) -> list[ScenarioOutcome]:
 
 
 def _run_indicator(ctx: _Context, scenario: Scenario) -> list[ScenarioOutcome]:
-    from hmlib.complete_case import complete_case_check
-    from hmlib.design import design_matrix, fit_design
+    from hmlib.steps.complete_case import complete_case_check
+    from hmlib.stats.design import design_matrix, fit_design
     from hmlib.results import estimate_rows
 
     reg = ctx.registry
@@ -1198,6 +1203,20 @@ class SensitivityResult:
             lines.append(f"{r.scenario:<{width}}  {r.estimate:>9.4g}  ({r.ci_lower:>8.4g}, {r.ci_upper:>8.4g}){flag}")
         return "\n".join(lines)
 
+    @property
+    def estimates(self) -> pd.DataFrame:
+        """Rows of ``estimates.csv`` (:meth:`estimate_rows`)."""
+        return self.estimate_rows()
+
+    def to_artifact(self) -> "SensitivityArtifact":
+        """The typed record of step 5."""
+        return SensitivityArtifact.from_json(to_jsonable(self.to_dict()))
+
+    def figures(self) -> dict:
+        """Step 5's figures by section: scenarios, tipping."""
+        return {"scenarios": [figures.scenario_heatmap(self), figures.scenario_forest(self)],
+                "tipping": [figures.tipping_point_curve(self)]}
+
     def to_dict(self) -> dict:
         """JSON-ready aggregates for ``artifacts/sensitivity.json`` (no patient-level rows)."""
         table = self.scenario_table()
@@ -1270,16 +1289,16 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         not).
     joint_fitter : callable, "auto" or None
         ``joint_fitter(registry, *, priors, seed, fast)`` returning an object with
-        ``to_estimates()`` (a :class:`hmlib.joint_model.JointModelResult`) or
+        ``to_estimates()`` (a :class:`hmlib.stats.joint_model.JointModelResult`) or
         a frame of contract rows. Must be picklable (a module-level function)
         when ``workers > 1``. ``"auto"``: :func:`joint_model_fitter` if
-        :mod:`hmlib.joint_model` provides ``fit_joint_model``, else None. None:
+        :mod:`hmlib.stats.joint_model` provides ``fit_joint_model``, else None. None:
         the prior scenarios fail with "not available: joint model not built".
-    primary_imputation : hmlib.imputation.ImputationResult, optional
+    primary_imputation : hmlib.stats.imputation.ImputationResult, optional
         The primary multilevel imputation, if already made (step 3); else it is
         made here with ``m``/``iterations`` of the settings and ``seed``.
     joint_reference : JointModelResult, PosteriorDraws or pandas.DataFrame, optional
-        The joint model already fitted (step 4; :class:`hmlib.joint_model.PosteriorDraws`
+        The joint model already fitted (step 4; :class:`hmlib.stats.joint_model.PosteriorDraws`
         as saved by notebook 04). Its prior's scenario reuses it; with draws,
         the other priors reweight them instead of refitting. A frame of
         contract rows (no draws) only saves the reference prior's fit.
@@ -1295,7 +1314,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
     >>> result = run_sensitivity(registry, SensitivitySettings(families=("delta-global",)))  # doctest: +SKIP
     >>> result.verdict()                                                                      # doctest: +SKIP
     """
-    from hmlib.imputation import impute_registry
+    from hmlib.stats.imputation import impute_registry
 
     start = time.perf_counter()
     s = settings or SensitivitySettings()
@@ -1458,3 +1477,52 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         primary_method=primary_imputation.label, grid=grid, scenarios=scenarios, tipping=tipping,
         delta_curve=delta_curve, observed_sd=observed_sd, settings=s, min_cell=p.privacy.min_cell,
         n_patients_primary=primary_n, n_patients_all=registry.n_patients, workers=int(workers), elapsed=time.perf_counter() - start, notes=notes)
+
+
+@dataclass(frozen=True)
+class SensitivityArtifact(Artifact):
+    """The record of step 5 (``artifacts/sensitivity.json``)."""
+
+    KEY: ClassVar[str] = "sensitivity"
+    VERSION: ClassVar[int] = 1
+
+    delta_curve: list
+    elapsed_s: float
+    focus: str
+    focus_terms: list
+    grid: list
+    narrative: list
+    notes: list
+    observed_sd: float | None
+    primary: list
+    primary_method: str
+    scenarios: list
+    settings: dict
+    tipping: list
+    verdict: str
+    workers: int
+
+
+def run(ctx: StepContext) -> SensitivityResult:
+    """Run the scenario grid around the primary analysis and write the artifact and estimates.
+
+    The prior scenarios reweight step 4's posterior draws (refitting only
+    where the weights say so). Without those draws they refit the joint
+    model per prior, which fast mode skips (the result's notes say so).
+    """
+    joint_reference = PosteriorDraws.load_matching(
+        artifact_path(ctx.output_dir, "joint_posterior").with_name("joint_posterior.npz"), ctx.registry)
+    families = tuple(f for f in FAMILIES if not (ctx.params.fast and f == "prior" and joint_reference is None))
+    result = run_sensitivity(ctx.registry, SensitivitySettings(families=families, m=ctx.sizes.imputations,
+                                                               iterations=ctx.sizes.iterations),
+                             joint_reference=joint_reference)
+    if "prior" not in families:
+        result.notes.append("Fast mode without step 4's draws: the prior scenarios of the joint model were not run.")
+    ctx.write(STEP, result)
+    return result
+
+
+STEP = Step(key="sensitivity", number=5, title="Group-aware sensitivity analysis",
+            notebook="05_sensitivity.ipynb", artifact=SensitivityArtifact, run=run,
+            needs=("diagnose", "imputation", "joint_model"), methods=("sensitivity",),
+            summary_name="step 5 (sensitivity analysis)")

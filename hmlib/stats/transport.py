@@ -17,7 +17,7 @@ variable; the ``max_clusters`` with most observed values, 30 by default):
    like a cluster that never measured the variable.
 2. Impute the masked values ``m`` times with each method, by the same
    engine and options as the main imputation
-   (:func:`hmlib.imputation.impute`), with models fitted without cluster
+   (:func:`hmlib.stats.imputation.impute`), with models fitted without cluster
    ``j``'s observed values. For the flat method the cluster plays no role
    anyway; for the multilevel method the cluster's own random intercept is
    unknown and is drawn from the cluster-effect distribution ``N(0, tau^2)``
@@ -95,7 +95,7 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import DataError, FitError
-from hmlib.imputation import impute
+from hmlib.stats.imputation import impute
 from hmlib.privacy import suppress_counts
 
 __all__ = ["DEFAULT_TRANSPORT_METHODS", "interval_coverage", "masked_cluster_summary", "TransportResult",
@@ -392,7 +392,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
     focus : str
         The variable checked (numeric; 0/1 variables get bias only).
     cluster, outcome, outcome_family, predictors, kinds, levels, cluster_covariates, higher_levels
-        Roles, as :func:`hmlib.imputation.impute`.
+        Roles, as :func:`hmlib.stats.imputation.impute`.
     methods : mapping, optional
         ``{label: (engine method, engine options)}``; default
         :data:`DEFAULT_TRANSPORT_METHODS` (flat with pmm, multilevel).

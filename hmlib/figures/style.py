@@ -1,0 +1,84 @@
+"""The one figure style of the report, and the helpers every figure module uses.
+
+Every figure is built with :func:`new_figure` (a ``matplotlib.figure.Figure``
+made directly: no pyplot state, nothing shown or saved as a side effect) under
+:data:`RC`. Text from the data (cluster, variable and level names) goes
+through :func:`plain` or :func:`title`, so ``$`` never starts mathtext.
+Method colours come from :mod:`hmlib.methods`.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib
+import numpy as np
+import seaborn as sns
+from matplotlib.figure import Figure
+
+__all__ = ["RC", "SUPPRESSED_COLOUR", "CHANGED_COLOUR", "UNCHANGED_COLOUR", "new_figure", "plain", "title",
+           "head_tail", "style_context"]
+
+#: Matplotlib settings of every figure.
+RC = {"text.usetex": False, "axes.titlesize": 11, "axes.labelsize": 10,
+      "xtick.labelsize": 8, "ytick.labelsize": 8}
+#: Fill of a suppressed (small-count) cell.
+SUPPRESSED_COLOUR = "#d9d9d9"
+#: A scenario that changes the conclusion, and one that does not.
+CHANGED_COLOUR = "#b2182b"
+UNCHANGED_COLOUR = "#2166ac"
+
+
+def style_context(style: str | None = None):
+    """The report's rc settings (and a seaborn axes style, if named) as a context manager."""
+    rc = dict(RC)
+    if style is not None:
+        rc.update(sns.axes_style(style))
+        rc.update(RC)
+    return matplotlib.rc_context(rc)
+
+
+def new_figure(width: float, height: float, *, nrows: int = 1, ncols: int = 1, style: str | None = None,
+               squeeze: bool = True, **subplots_kw):
+    """A new figure with a grid of axes, in the report's style.
+
+    Parameters
+    ----------
+    width, height : float
+        Size in inches.
+    nrows, ncols : int
+        Grid of axes (``Figure.subplots``).
+    style : str, optional
+        A seaborn axes style (``"whitegrid"``, ``"white"``); default plain matplotlib.
+    squeeze : bool
+        As ``Figure.subplots``.
+    **subplots_kw
+        Passed to ``Figure.subplots`` (``sharey=True``, ...).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    axes : matplotlib.axes.Axes or numpy.ndarray of Axes
+    """
+    with style_context(style):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=squeeze, **subplots_kw)
+    return fig, axes
+
+
+def plain(text) -> str:
+    """Data text as literal text: no mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def title(text: str, width: int = 60) -> str:
+    """Plain text wrapped to the figure (each paragraph separately)."""
+    return "\n".join(textwrap.fill(part, width) for part in plain(text).split("\n"))
+
+
+def head_tail(n_rows: int, max_rows: int) -> tuple[np.ndarray, bool]:
+    """Positions to show: all, or the first and last ``max_rows // 2``; and whether rows were left out."""
+    if n_rows <= max_rows:
+        return np.arange(n_rows), False
+    half = max_rows // 2
+    return np.r_[np.arange(half), np.arange(n_rows - (max_rows - half), n_rows)], True
