@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import FitError
+from hmlib.stats.mixed import fit_random_intercept
 
 __all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model"]
 
@@ -94,8 +95,6 @@ def fit_design(frame: pd.DataFrame, design: DesignMatrix, *, outcome: str, clust
     -------
     hmlib.stats.mixed.RandomInterceptFit
     """
-    from hmlib.stats.mixed import fit_random_intercept
-
     if design.X.shape[0] == 0:
         raise FitError(f"no row has {outcome}, {', '.join(design.term_names)} and {cluster} all recorded.")
     y = frame[outcome].to_numpy(dtype=float)[design.rows]
