@@ -1,4 +1,19 @@
-"""Step 2, the complete-case check: retention, estimand shift, CC and missing-indicator models."""
+"""Step 2, the complete-case check: retention, estimand shift, CC and missing-indicator models.
+
+The statistics are in :mod:`hmlib.stats.complete_case`, the step (suppression,
+result, typed artifact) in :mod:`hmlib.steps.complete_case`.
+
+Test IDs
+--------
+CC-001..002   retention and standardised differences by hand
+CC-003        complete-case and missing-indicator models against lme4 / glmer
+CC-004        a cluster without complete case; fully complete data
+CC-005        suppression of the retention table cannot be undone
+CC-006        cluster-varying indicator effect and its partial pooling
+CC-007        no patient rows in the artifact
+CC-008        the typed artifact round-trips through its file
+CC-009        a shift row with a renamed or missing field is refused (ArtifactError)
+"""
 
 from __future__ import annotations
 
@@ -10,10 +25,12 @@ import pytest
 import yaml
 
 from conftest import REFERENCE, reference_fit, small_registry
-from hmlib.steps.complete_case import (complete_case_check, indicator_effects_by_cluster,
-                                 retention_by_cluster, standardized_differences)
 from hmlib.data import load_registry
+from hmlib.exceptions import ArtifactError
 from hmlib.params import load_params
+from hmlib.stats.complete_case import (indicator_effects_by_cluster, retention_by_cluster,
+                                       standardized_differences)
+from hmlib.steps.complete_case import CompleteCaseArtifact, complete_case_check, suppressed_retention
 
 
 def _registry(tmp_path, frame, **params):
@@ -104,9 +121,7 @@ def test_cc_005_suppression_cannot_be_undone(tmp_path):
         site = np.repeat([f"S{i}" for i in range(len(sizes))], sizes)
         complete = rng.random(site.size) < rng.uniform(0.3, 1.0)
         table = retention_by_cluster(pd.DataFrame({"site": site}), "site", complete)
-        from hmlib.steps.complete_case import _suppressed_retention
-
-        shown = _suppressed_retention(table, 11)
+        shown = suppressed_retention(table, 11)
         hidden = shown[["n_all", "n_complete", "n_dropped"]] == "suppressed"
         assert not (hidden.sum(axis=1) == 1).any(), "a single hidden cell in a row is recoverable"
         for col in ["n_complete", "n_dropped"]:
@@ -146,3 +161,46 @@ def test_cc_007_no_patient_rows_in_artifact(tmp_path):
     text = json.dumps(res.to_dict(), default=str)
     for row in frame.head(50).itertuples(index=False):
         assert f"{row.age}" not in text or f"{row.lab}" not in text
+
+
+def test_cc_008_artifact_round_trip(tmp_path):
+    """CC-008: the typed artifact written to artifacts/complete_case.json reads back equal, its shift
+    rows as records, with the step's lost clusters and counts."""
+    frame = small_registry()
+    frame.loc[frame["site"] == "S05", "lab"] = np.nan
+    res = complete_case_check(_registry(tmp_path, frame, cluster_covariates=["site_type"]))
+    artifact = res.to_artifact()
+    path = artifact.write(tmp_path / "out")
+    assert path == tmp_path / "out" / "artifacts" / "complete_case.json"
+    back = CompleteCaseArtifact.read(tmp_path / "out")
+    assert back == artifact
+    assert back.clusters_lost == ("S05",) and back.n_complete == res.n_complete
+    assert [(r.variable, r.level) for r in back.shift] == list(zip(res.shift["variable"], res.shift["level"]))
+    assert back.shift[0].smd == pytest.approx(res.shift["smd"].iloc[0])
+    assert back.shift_by_type and {r["site_type"] for r in back.shift_by_type} == {"A", "B"}
+
+
+def test_cc_009_renamed_or_missing_shift_field_is_refused(tmp_path):
+    """CC-009: a shift row whose field is renamed, or missing, makes reading the artifact an
+    ArtifactError naming the field (not a silent gap in the report)."""
+    res = complete_case_check(_registry(tmp_path, small_registry()))
+    res.to_artifact().write(tmp_path / "out")
+    path = tmp_path / "out" / "artifacts" / "complete_case.json"
+    original = json.loads(path.read_text())
+
+    renamed = json.loads(json.dumps(original))
+    renamed["record"]["shift"][0]["std_mean_diff"] = renamed["record"]["shift"][0].pop("smd")
+    path.write_text(json.dumps(renamed))
+    with pytest.raises(ArtifactError, match="std_mean_diff"):
+        CompleteCaseArtifact.read(tmp_path / "out")
+
+    missing = json.loads(json.dumps(original))
+    del missing["record"]["shift"][1]["variable"]
+    path.write_text(json.dumps(missing))
+    with pytest.raises(ArtifactError, match=r"shift\[1\].*variable"):
+        CompleteCaseArtifact.read(tmp_path / "out")
+
+    del original["record"]["n_complete"]
+    path.write_text(json.dumps(original))
+    with pytest.raises(ArtifactError, match="n_complete"):
+        CompleteCaseArtifact.read(tmp_path / "out")

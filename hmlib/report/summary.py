@@ -36,6 +36,7 @@ import pandas as pd
 
 from hmlib.privacy import suppress_counts
 from hmlib.results import read_estimates
+from hmlib.stats.complete_case import SMD_THRESHOLD as _SMD_THRESHOLD
 from hmlib.wording import cluster_noun
 from hmlib.steps import STEPS, get_step
 
@@ -54,7 +55,6 @@ METHOD_LABELS = {
     "joint_bayes:not_converged": "joint Bayesian model (NOT CONVERGED: do not report)",
 }
 
-_SMD_THRESHOLD = 0.1  # as hmlib.steps.complete_case.SMD_THRESHOLD: a shift reviewers call material
 _GUIDE_M_PER_FMI = 100  # White, Royston & Wood (2011): m at least 100 x FMI
 
 
