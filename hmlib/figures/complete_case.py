@@ -1,6 +1,7 @@
 """Figures of step 2 (complete-case check).
 
-Each function returns a matplotlib Figure (nothing is shown or saved as a side
+Each function returns a matplotlib Figure built with
+:func:`hmlib.figures.style.new_figure` (nothing is shown or saved as a side
 effect). Figures show shares, size bands and model estimates only, never
 patient-level values, and leave out clusters below the small-cell threshold.
 """
@@ -9,60 +10,85 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
+
+from hmlib.figures import style
 
 __all__ = ["retention_plot", "smd_plot", "indicator_effects_plot"]
+
+# The report's two signal colours: red marks a problem (a cluster lost, a
+# shift beyond the threshold), blue the rest.
+_FLAGGED = style.CHANGED_COLOUR
+_NEUTRAL = style.UNCHANGED_COLOUR
+
+
 def retention_plot(retention: pd.DataFrame, *, min_cell: int = 11, max_clusters: int = 60):
     """Clusters ordered by complete-case retention, marker area by cluster size.
 
     Parameters
     ----------
     retention : pandas.DataFrame
-        :func:`hmlib.steps.complete_case.retention_by_cluster`. The plot shows
+        :func:`hmlib.stats.complete_case.retention_by_cluster`. The plot shows
         shares and size bands only; clusters under ``min_cell`` patients are
         left out (and counted in the title).
-    """
-    import matplotlib.pyplot as plt
+    min_cell : int
+    max_clusters : int
+        With more clusters, only the lowest and highest ``max_clusters // 2``.
 
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     shown = retention.loc[retention["n_all"] >= min_cell]
     n_small = len(retention) - len(shown)
     table = shown.sort_values(["retained", "n_all"], ascending=[True, False]).reset_index(drop=True)
-    title = "Share of each cluster's patients kept by complete-case analysis"
+    heading = "Share of each cluster's patients kept by complete-case analysis"
     if len(table) > max_clusters:
         half = max_clusters // 2
         table = pd.concat([table.head(half), table.tail(half)], ignore_index=True)
-        title += f"\n(lowest and highest {half} of {len(shown)} clusters)"
+        heading += f"\n(lowest and highest {half} of {len(shown)} clusters)"
     if n_small:
-        title += f"\n{n_small} cluster(s) with fewer than {min_cell} patients not shown (small cells)"
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.22 * len(table) + 1.5)))
+        heading += f"\n{n_small} cluster(s) with fewer than {min_cell} patients not shown (small cells)"
+    fig, ax = style.new_figure(8, max(3.0, 0.22 * len(table) + 1.5))
     y = np.arange(len(table))
     # Marker area by size band, not exact size: exact sizes could reveal small counts.
     bands = np.array([min_cell, 50, 200, 1000])
     band = np.searchsorted(bands, table["n_all"].to_numpy(), side="right")
-    ax.scatter(table["retained"], y, s=25 + 70 * band, c=np.where(table["lost"], "#b2182b", "#2166ac"),
+    ax.scatter(table["retained"], y, s=25 + 70 * band, c=np.where(table["lost"], _FLAGGED, _NEUTRAL),
                alpha=0.75, edgecolor="white")
     overall = retention["n_complete"].sum() / retention["n_all"].sum()
     ax.axvline(overall, color="grey", ls="--", lw=1)
     ax.text(overall, len(table) - 0.5, f" overall {overall:.0%}", color="grey", va="bottom", fontsize=8)
-    ax.set_yticks(y, [str(c) for c in table["cluster"]], fontsize=7)
+    ax.set_yticks(y, [style.plain(c) for c in table["cluster"]], fontsize=7)
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("share of patients who are complete cases\n(red: cluster lost entirely; "
                   "marker size: <50, 50-199, 200-999, 1000+ patients)", fontsize=9)
-    ax.set_title(title, fontsize=10)
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
-    fig.tight_layout()
+    ax.set_title(heading, fontsize=10)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
     return fig
 
 
-def smd_plot(shift: pd.DataFrame, *, threshold: float = 0.1):
-    """Standardised mean differences, complete cases vs all patients, with the threshold lines."""
-    import matplotlib.pyplot as plt
+def smd_plot(shift: pd.DataFrame, *, threshold: float):
+    """Standardised mean differences, complete cases vs all patients, with the threshold lines.
 
-    table = shift.assign(label=[v + (f" = {lv}" if lv else "") for v, lv in zip(shift["variable"], shift["level"])])
-    table = table.iloc[::-1]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(table) + 1.2)))
+    Parameters
+    ----------
+    shift : pandas.DataFrame
+        :func:`hmlib.stats.complete_case.standardized_differences`.
+    threshold : float
+        ``|SMD|`` beyond which a row is flagged
+        (:data:`hmlib.stats.complete_case.SMD_THRESHOLD`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    labels = [style.plain(v + (f" = {lv}" if lv else "")) for v, lv in zip(shift["variable"], shift["level"])]
+    table = shift.assign(label=labels).iloc[::-1]
+    fig, ax = style.new_figure(7, max(2.5, 0.3 * len(table) + 1.2))
     y = np.arange(len(table))
     flagged = table["smd"].abs() > threshold
-    ax.scatter(table["smd"], y, c=np.where(flagged, "#b2182b", "#2166ac"), zorder=3)
+    ax.scatter(table["smd"], y, c=np.where(flagged, _FLAGGED, _NEUTRAL), zorder=3)
     ax.hlines(y, 0, table["smd"], color="lightgrey", zorder=2)
     for x in (-threshold, threshold):
         ax.axvline(x, color="grey", ls="--", lw=1)
@@ -72,18 +98,30 @@ def smd_plot(shift: pd.DataFrame, *, threshold: float = 0.1):
     ax.set_xlim(-lim, lim)
     ax.set_xlabel(f"standardised difference, complete cases minus all patients (dashed: ±{threshold})")
     ax.set_title("How complete-case selection shifts the population", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
 def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int = 60):
-    """Per-cluster effect of being unmeasured: raw estimate (with 95% CI) and partially pooled."""
-    import matplotlib.pyplot as plt
+    """Per-cluster effect of being unmeasured: raw estimate (with 95% CI) and partially pooled.
 
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`hmlib.stats.complete_case.indicator_effects_by_cluster` (its
+        ``attrs["mean"]`` is drawn as the common effect).
+    focus : str
+        The variable whose missingness the indicator codes.
+    max_clusters : int
+        With more estimable clusters, an evenly spaced selection by pooled effect.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     est = table.loc[table["raw"].notna()].sort_values("pooled").reset_index(drop=True)
     if len(est) > max_clusters:
         est = est.iloc[np.linspace(0, len(est) - 1, max_clusters).round().astype(int)]
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.25 * len(est) + 1.2)))
+    fig, ax = style.new_figure(8, max(3.0, 0.25 * len(est) + 1.2))
     y = np.arange(len(est))
     lo, hi = est["raw"] - 1.96 * est["raw_se"], est["raw"] + 1.96 * est["raw_se"]
     # Unstable single-cluster estimates would stretch the axis; clip them at a robust limit.
@@ -91,14 +129,14 @@ def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int
     ax.hlines(y, lo.clip(-lim, lim), hi.clip(-lim, lim), color="lightgrey")
     ax.scatter(est["raw"].clip(-lim, lim), y, marker="o", facecolor="white", edgecolor="#555555",
                label="this cluster alone (95% CI)", zorder=3)
-    ax.scatter(est["pooled"], y, marker="D", color="#2166ac", label="partially pooled", zorder=4)
+    ax.scatter(est["pooled"], y, marker="D", color=_NEUTRAL, label="partially pooled", zorder=4)
     mean = table.attrs.get("mean", np.nan)
-    ax.axvline(mean, color="#2166ac", ls="--", lw=1, label="common effect")
+    ax.axvline(mean, color=_NEUTRAL, ls="--", lw=1, label="common effect")
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [str(c) for c in est["cluster"]], fontsize=7)
-    ax.set_xlabel(f"effect of {focus} being unmeasured on the outcome (model scale; "
+    ax.set_yticks(y, [style.plain(c) for c in est["cluster"]], fontsize=7)
+    name = style.plain(focus)
+    ax.set_xlabel(f"effect of {name} being unmeasured on the outcome (model scale; "
                   f"raw estimates clipped at ±{lim:.3g})", fontsize=9)
-    ax.set_title(f"Is missingness of {focus} informative in every cluster?", fontsize=10)
+    ax.set_title(f"Is missingness of {name} informative in every cluster?", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
     return fig
