@@ -1,4 +1,4 @@
-"""Tests of hmlib.stats.missingness (step 1, diagnose) and hmlib.figures.diagnose.
+"""Tests of step 1 (diagnose): hmlib.stats.missingness, hmlib.steps.diagnose and hmlib.figures.diagnose.
 
 IDs: MISS-WILSON, MISS-BYCLUSTER, MISS-OVERVIEW, MISS-HEATMAP, MISS-FUNNEL,
 MISS-VAR (between-cluster variation), MISS-PRED (predictors within/between),
@@ -23,10 +23,9 @@ import pytest
 
 from hmlib.exceptions import DataError, FitError, ParamsError
 from hmlib.stats.missingness import (
-    _fisher_ci,
     binomial_control_limits,
     classify_gaps,
-    diagnose,
+    fisher_interval,
     missingness_by_cluster,
     missingness_cluster_variation,
     missingness_funnel,
@@ -37,6 +36,7 @@ from hmlib.stats.missingness import (
     missingness_predictors,
     wilson_interval,
 )
+from hmlib.steps.diagnose import diagnose
 
 SHARED = Path("/work/shared")
 SIM = SHARED / "reference" / "sim_registry.csv"
@@ -315,9 +315,9 @@ def test_MISS_PATTERN_002_small_pool_takes_next_pattern():
 # ---------------------------------------------------------------- correlation
 def test_MISS_CORR_001_fisher_interval_by_hand():
     """MISS-CORR-001: r=0.5 over 40 clusters -> tanh(atanh(0.5) +- 1.96/sqrt(37)) = (0.2233, 0.7021)."""
-    lo, hi = _fisher_ci(0.5, 40, 0.95)
+    lo, hi = fisher_interval(0.5, 40, 0.95)
     assert (lo, hi) == pytest.approx((0.2233, 0.7021), abs=1e-4)
-    assert all(np.isnan(_fisher_ci(0.5, 3, 0.95)))
+    assert all(np.isnan(fisher_interval(0.5, 3, 0.95)))
 
 
 def test_MISS_CORR_002_correlated_cluster_effects_detected():
@@ -394,9 +394,9 @@ def test_MISS_DIAG_001_sim_registry_findings(sim_result):
 
 @needs_shared
 def test_MISS_DIAG_002_no_patient_level_rows_in_json(sim_result, sim_frame):
-    """MISS-DIAG-002: to_dict is JSON (no NaN), no record is or contains a patient row, no
+    """MISS-DIAG-002: the artifact's JSON has no NaN, no record is or contains a patient row, no
     published per-cluster count is from 1 to min_cell - 1."""
-    payload = sim_result.to_dict()
+    payload = sim_result.to_artifact().to_json()
     text = json.dumps(payload, allow_nan=False)
     assert "patient_id" not in text
     records = list(_records(payload))
@@ -455,7 +455,7 @@ def test_MISS_DIAG_003_brandsma(brandsma_result):
     assert "lpr" in r.variation_sporadic
     n_structural = r.gap_summary.set_index("variable").loc["lpr", "n_structural"]
     assert r.variation_sporadic["lpr"].n_clusters == 216 - n_structural
-    payload = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    payload = json.loads(json.dumps(r.to_artifact().to_json(), allow_nan=False))
     assert "fewer than 11 have no recorded sex" in " ".join(r.narrative())
     # the predictor models must not give the suppressed count back as "rows dropped"
     assert all(m["dropped_by_covariate"]["sex"] is None
@@ -508,7 +508,7 @@ def test_MISS_DIAG_004_nothing_missing():
     r = diagnose(frame, cluster="c", outcome="y", outcome_family="gaussian", predictors=["x"])
     assert r.incomplete == () and r.focus is None
     assert any("no gaps to diagnose" in s for s in r.narrative())
-    payload = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    payload = json.loads(json.dumps(r.to_artifact().to_json(), allow_nan=False))
     assert payload["incomplete_variables"] == [] and payload["by_cluster"] == []
 
 
@@ -523,7 +523,7 @@ def test_MISS_DIAG_005_input_untouched_and_pseudonyms(sim_frame):
     r = diagnose(sim_frame, cluster="site", outcome="outcome", outcome_family="binomial",
                  predictors=["age", "severity", "lactate"], cluster_names=names, cluster_noun="site")
     pd.testing.assert_frame_equal(sim_frame, before)
-    text = json.dumps(r.to_dict(), allow_nan=False)
+    text = json.dumps(r.to_artifact().to_json(), allow_nan=False)
     assert "site 5" not in text and names[5] in text
     published = r.by_cluster.values["cluster"].tolist()
     assert published == sorted(names.values())
@@ -592,3 +592,4 @@ def test_MISS_DIAG_008_default_cluster_names(tiny):
                   min_cell=1, cluster_noun="ward")
     assert r2.cluster_names == {1: "ward 1", 2: "ward 2"}
     assert r2.by_cluster.values["n_missing"].tolist() == [2, 0, 0, 3]  # min_cell=1: nothing hidden
+
