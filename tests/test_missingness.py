@@ -2,7 +2,8 @@
 
 IDs: MISS-WILSON, MISS-BYCLUSTER, MISS-OVERVIEW, MISS-HEATMAP, MISS-FUNNEL,
 MISS-VAR (between-cluster variation), MISS-PRED (predictors within/between),
-MISS-GAP, MISS-PATTERN, MISS-CORR, MISS-DIAG, MISS-FIG.
+MISS-GAP, MISS-PATTERN, MISS-CORR, MISS-DIAG, MISS-FIG, MISS-ART (the typed
+artifact).
 
 Reference numbers from R: ``/work/shared/reference/lme4_fits.json``, made by
 ``lme4_fits.R`` beside it, e.g. for MISS-VAR-003::
@@ -21,7 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmlib.exceptions import DataError, FitError, ParamsError
+from hmlib.artifacts import artifact_path
+from hmlib.exceptions import ArtifactError, DataError, FitError, ParamsError
 from hmlib.stats.missingness import (
     binomial_control_limits,
     classify_gaps,
@@ -36,7 +38,7 @@ from hmlib.stats.missingness import (
     missingness_predictors,
     wilson_interval,
 )
-from hmlib.steps.diagnose import diagnose
+from hmlib.steps.diagnose import DiagnoseArtifact, diagnose
 
 SHARED = Path("/work/shared")
 SIM = SHARED / "reference" / "sim_registry.csv"
@@ -593,3 +595,82 @@ def test_MISS_DIAG_008_default_cluster_names(tiny):
     assert r2.cluster_names == {1: "ward 1", 2: "ward 2"}
     assert r2.by_cluster.values["n_missing"].tolist() == [2, 0, 0, 3]  # min_cell=1: nothing hidden
 
+
+# ---------------------------------------------------------------- artifact
+def _gappy_frame(seed=3):
+    """30 sites x 25 patients: x missing by site (sites 4 and 9 never record it), z missing
+    for 8 patients (a suppressed count), binary outcome, a categorical covariate."""
+    rng = np.random.default_rng(seed)
+    site = np.repeat(np.arange(1, 31), 25)
+    u = rng.normal(0, 1, 30)[site - 1]
+    age = rng.normal(60, 10, site.size)
+    sex = rng.choice(["f", "m"], site.size)
+    x = rng.normal(2, 1, site.size)
+    y = (rng.random(site.size) < 1 / (1 + np.exp(-(-1 + 0.3 * x + 0.5 * u)))).astype(float)
+    x[rng.random(site.size) < 1 / (1 + np.exp(-(-1.2 + 1.0 * u)))] = np.nan
+    x[np.isin(site, [4, 9])] = np.nan
+    z = rng.normal(size=site.size)
+    z[rng.choice(site.size, 8, replace=False)] = np.nan
+    return pd.DataFrame({"site": site, "y": y, "age": age, "sex": sex, "x": x, "z": z})
+
+
+def test_MISS_ART_001_artifact_round_trips(tmp_path):
+    """MISS-ART-001: DiagnoseArtifact written by to_artifact().write and read back with
+    DiagnoseArtifact.read is equal to the one written (structural gaps, suppressed cells, every
+    model present; and with nothing missing); rows read back are typed records."""
+    frame = _gappy_frame()
+    r = diagnose(frame, cluster="site", outcome="y", outcome_family="binomial", predictors=["age", "sex", "x", "z"],
+                 focus="x", cluster_noun="site", input_notices=["a notice"], n_rows_read=760,
+                 n_excluded_missing_cluster=10)
+    assert r.variation_sporadic and r.focus_variation is not None and r.outcome_correlation is not None
+    assert any("z is missing for fewer than 11" in n for n in r.notes)
+    written = r.to_artifact()
+    written.write(tmp_path)
+    back = DiagnoseArtifact.read(tmp_path)
+    assert back == written
+    assert back.to_json() == written.to_json()
+    assert back.n_rows_read == 760 and back.input_notices == ("a notice",)
+    assert type(back.overview[0]).__name__ == "OverviewRow"
+    assert type(back.missingness_predictors["x"].table[0]).__name__ == "PredictorRow"
+    assert {"site 4", "site 9"} <= set(back.gap_summary[0].structural_clusters)
+    assert back.funnels["x"].above == written.funnels["x"].above
+
+    empty = tmp_path / "empty"
+    rng = np.random.default_rng(0)
+    complete = pd.DataFrame({"c": np.repeat(np.arange(10), 20), "y": rng.normal(size=200),
+                             "x": rng.normal(size=200)})
+    nothing = diagnose(complete, cluster="c", outcome="y", outcome_family="gaussian", predictors=["x"]).to_artifact()
+    nothing.write(empty)
+    assert DiagnoseArtifact.read(empty) == nothing
+
+
+def test_MISS_ART_002_renamed_or_missing_field_is_refused(tmp_path):
+    """MISS-ART-002: a row with a renamed field, a row or record with a field missing, and a
+    field of the wrong type each raise ArtifactError naming the place."""
+    r = diagnose(_gappy_frame(), cluster="site", outcome="y", outcome_family="binomial",
+                 predictors=["age", "sex", "x", "z"], focus="x", cluster_noun="site")
+    path = r.to_artifact().write(tmp_path)
+    assert path == artifact_path(tmp_path, "diagnose")
+    original = json.loads(path.read_text())
+
+    def refused(edit, match):
+        payload = json.loads(json.dumps(original))
+        edit(payload["record"])
+        path.write_text(json.dumps(payload))
+        with pytest.raises(ArtifactError, match=match):
+            DiagnoseArtifact.read(tmp_path)
+
+    def rename(rec):
+        row = rec["overview"][1]
+        row["share_miss"] = row.pop("share_missing")
+
+    refused(rename, r"diagnose\.overview\[1\]: unknown field\(s\) share_miss")
+    refused(lambda rec: rec["gap_summary"][0].pop("structural_clusters"),
+            r"diagnose\.gap_summary\[0\]: field\(s\) structural_clusters missing")
+    refused(lambda rec: rec["missingness_predictors"]["x"]["table"][0].pop("odds_ratio"),
+            r"diagnose\.missingness_predictors\.x\.table\[0\]: field\(s\) odds_ratio missing")
+    refused(lambda rec: rec["cluster_variation"]["x"].pop("cluster_sd"), r"cluster_sd missing")
+    refused(lambda rec: rec["funnels"]["x"].pop("above"), r"diagnose\.funnels\.x: field\(s\) above missing")
+    refused(lambda rec: rec["settings"].pop("structural_share"), r"structural_share missing")
+    refused(lambda rec: rec.pop("n_patients"), r"diagnose: field\(s\) n_patients missing")
+    refused(lambda rec: rec["by_cluster"][0].update(n_missing="eleven"), r"by_cluster\[0\]\.n_missing")

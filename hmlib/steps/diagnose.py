@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from hmlib.artifacts import Artifact
+from hmlib.artifacts import Artifact, Record
 from hmlib.data import Registry
 from hmlib.exceptions import DataError, FitError, ParamsError
 from hmlib import wording
@@ -41,33 +41,208 @@ __all__ = ["DiagnoseArtifact", "DiagnoseResult", "diagnose", "diagnose_registry"
 # The artifact: artifacts/diagnose.json
 # --------------------------------------------------------------------------
 @dataclass(frozen=True)
+class OverviewRow(Record):
+    """One variable of ``overview``: its missing values overall (``None``: suppressed)."""
+
+    variable: str
+    n: float | None
+    n_missing: float | None
+    n_observed: float | None
+    share_missing: float | None
+    ci_lower: float | None
+    ci_upper: float | None
+    n_clusters: int
+    n_clusters_any_missing: float | None
+    n_clusters_all_missing: float | None
+    suppressed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClusterRow(Record):
+    """One cluster and incomplete variable of ``by_cluster`` (display names; ``None``: suppressed)."""
+
+    cluster: str
+    variable: str
+    n: float | None
+    n_missing: float | None
+    n_observed: float | None
+    share_missing: float | None
+    ci_lower: float | None
+    ci_upper: float | None
+    gap_type: str | None
+    funnel_position: str | None
+    suppressed: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GapSummaryRow(Record):
+    """One incomplete variable of ``gap_summary``: clusters by gap type (``None``: not broken down)."""
+
+    variable: str
+    n_clusters: int
+    n_complete: float | None
+    n_sporadic: float | None
+    n_structural: float | None
+    structural_clusters: tuple[str, ...] | None
+    n_missing: float | None
+    n_missing_structural: float | None
+    share_of_missing_structural: float | None
+
+
+@dataclass(frozen=True)
+class ClusterVariationRecord(Record):
+    """A random-intercept model of one missingness indicator (no per-cluster values)."""
+
+    variable: str
+    covariates: tuple[str, ...]
+    n_used: int | None
+    n_dropped: int | None
+    n_clusters: int
+    cluster_sd: float
+    cluster_sd_ci: tuple[float | None, ...]
+    icc_latent: float
+    lrt_statistic: float | None
+    p_value: float | None
+    df: int
+    loglik: float | None
+    loglik_without: float | None
+    nagq: int
+    method: str
+    converged: bool
+    fixed_effects: list  # displayed only: the fitter's coefficient table as records
+
+
+@dataclass(frozen=True)
+class FunnelRecord(Record):
+    """The published funnel of one variable."""
+
+    overall_rate: float
+    levels: tuple[float, ...]
+    method: str
+    n_total: int
+    above: tuple[str, ...]
+    below: tuple[str, ...]
+    table: list  # displayed only; its limit columns are named by level (lower_95, upper_99.8)
+    curve: list  # displayed only: the limits over a grid of sizes
+
+
+@dataclass(frozen=True)
+class PredictorRow(Record):
+    """One term of a predictors-of-missingness model (odds ratios per SD of the term)."""
+
+    covariate: str
+    component: str
+    term: str
+    scale_sd: float | None
+    log_odds_ratio: float | None
+    std_error: float | None
+    odds_ratio: float | None
+    ci_lower: float | None
+    ci_upper: float | None
+    p_value: float | None
+
+
+@dataclass(frozen=True)
+class MissingnessPredictorsRecord(Record):
+    """What predicts that one variable is missing, within and between clusters."""
+
+    variable: str
+    covariates: tuple[str, ...]
+    table: tuple[PredictorRow, ...]
+    n_used: int | None
+    n_dropped: int | None
+    dropped_by_covariate: dict[str, int | None]
+    n_clusters: int
+    cluster_sd: float
+    nagq: int
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutcomeCorrelationRecord(Record):
+    """Correlation of the focus variable's missingness with the outcome's cluster effects."""
+
+    variable: str
+    outcome: str
+    outcome_family: str
+    n_clusters: int
+    pearson: float | None
+    pearson_p: float | None
+    pearson_ci: tuple[float | None, ...]
+    spearman: float | None
+    spearman_p: float | None
+    spearman_ci: tuple[float | None, ...]
+    level: float
+    outcome_cluster_sd: float
+    missingness_cluster_sd: float
+    predictors_used: tuple[str, ...]
+    missingness_covariates: tuple[str, ...]
+    caveat: str
+
+
+@dataclass(frozen=True)
+class PatternRow(Record):
+    """One missing-data pattern (the pooled row of rare patterns has ``n_missing_variables`` None)."""
+
+    pattern: str
+    n_missing_variables: float | None
+    n_patterns: int
+    count: int
+    share: float
+
+
+@dataclass(frozen=True)
+class HeatmapRecord(Record):
+    """Share missing, clusters (display names) x variables broken down; ``None``: suppressed."""
+
+    clusters: tuple[str, ...]
+    variables: tuple[str, ...]
+    share_missing: tuple[tuple[float | None, ...], ...]
+
+
+@dataclass(frozen=True)
+class DiagnoseSettings(Record):
+    """The settings step 1 ran with."""
+
+    cluster: str
+    outcome: str
+    outcome_family: str
+    predictors: tuple[str, ...]
+    focus: str | None
+    min_cell: int
+    structural_share: float
+    level: float
+    cluster_noun: str
+
+
+@dataclass(frozen=True)
 class DiagnoseArtifact(Artifact):
     """The record of step 1 (``artifacts/diagnose.json``): published (suppressed) aggregates only."""
 
     KEY: ClassVar[str] = "diagnose"
     VERSION: ClassVar[int] = 1
 
-    by_cluster: list
-    cluster_variation: dict
-    cluster_variation_without_structural: dict
-    focus_variation_adjusted: dict
-    funnels: dict
-    gap_summary: list
-    heatmap: dict
-    incomplete_variables: list
-    input_notices: list
-    missingness_predictors: dict
+    by_cluster: tuple[ClusterRow, ...]
+    cluster_variation: dict[str, ClusterVariationRecord]
+    cluster_variation_without_structural: dict[str, ClusterVariationRecord]
+    focus_variation_adjusted: ClusterVariationRecord | None
+    funnels: dict[str, FunnelRecord]
+    gap_summary: tuple[GapSummaryRow, ...]
+    heatmap: HeatmapRecord
+    incomplete_variables: tuple[str, ...]
+    input_notices: tuple[str, ...]
+    missingness_predictors: dict[str, MissingnessPredictorsRecord]
     n_clusters: int
     n_excluded_missing_cluster: int
     n_patients: int
     n_rows_read: int
-    narrative: list
-    notes: list
-    outcome_correlation: dict
-    overview: list
-    patterns: list
-    settings: dict
-    variables: list
+    narrative: tuple[str, ...]
+    notes: tuple[str, ...]
+    outcome_correlation: OutcomeCorrelationRecord | None
+    overview: tuple[OverviewRow, ...]
+    patterns: tuple[PatternRow, ...]
+    settings: DiagnoseSettings
+    variables: tuple[str, ...]
 
 
 # --------------------------------------------------------------------------
