@@ -1,11 +1,12 @@
 """Step 1, diagnose: where and how data are missing, by variable and by cluster.
 
-The room of step 1. The statistics are in :mod:`hmlib.stats.missingness`;
-this module runs them on the checked registry (:func:`diagnose` on a frame,
-:func:`run` on a step context), publishes them with small-cell suppression
-(:mod:`hmlib.steps.diagnose_tables`), states the findings in sentences
-(:meth:`DiagnoseResult.narrative`) and writes the step's typed artifact
-(:class:`DiagnoseArtifact`; no estimates: step 1 fits no analysis model).
+The statistics are in :mod:`hmlib.stats.missingness`; this module runs
+them on the checked registry (:func:`diagnose` on a frame,
+:func:`diagnose_registry` on a registry, :func:`run` on a step context),
+publishes them with small-cell suppression (:mod:`hmlib.steps.diagnose_tables`),
+states the findings in sentences (:mod:`hmlib.steps.diagnose_narrative`) and
+writes the step's typed artifact (:class:`DiagnoseArtifact`; no estimates:
+step 1 fits no analysis model).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from hmlib import wording
 from hmlib.artifacts import Artifact, Record
 from hmlib.data import Registry
 from hmlib.exceptions import DataError, FitError, ParamsError
-from hmlib import wording
 from hmlib.figures import diagnose as figures
 from hmlib.privacy import SuppressedTable
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
@@ -369,7 +370,6 @@ class DiagnoseResult:
                              res.cluster_sd_ci[1], res.icc, res.lrt_statistic, res.p_value))
         return pd.DataFrame(rows, columns=["variable", "model", "n_clusters", "cluster_sd", "sd_ci_lower",
                                            "sd_ci_upper", "icc_latent", "lrt_statistic", "p_value"])
-
 
     def narrative(self) -> list[str]:
         """Sentences stating each finding with its numbers (suppressed counts never shown);
