@@ -1,4 +1,4 @@
-"""Time step 1 (``hmlib.stats.missingness.diagnose``) on a registry of the size the brief targets.
+"""Time step 1 (``hmlib.steps.diagnose.diagnose``) on a registry of the size the brief targets.
 
 Simulates 20,000 patients in 500 sites (sizes 10-70) with a binary outcome,
 two complete predictors and three incomplete ones (lactate: MAR on severity
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from hmlib.stats.missingness import diagnose
+from hmlib.steps.diagnose import diagnose
 
 
 def simulate(seed: int, n_patients: int, n_sites: int) -> pd.DataFrame:
@@ -59,11 +59,11 @@ def main() -> None:
                       cluster_noun="site")
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    payload = result.to_dict()
-    seconds_dict = time.perf_counter() - start
+    artifact = result.to_artifact()
+    seconds_artifact = time.perf_counter() - start
     print(f"diagnose: {len(frame):,} patients, {args.sites} sites, incomplete {list(result.incomplete)}: "
-          f"{seconds:.1f} s (to_dict incl. narrative {seconds_dict:.2f} s)")
-    print(f"  models: nagq={result.variation['lactate'].nagq}; notes: {len(payload['notes'])}")
+          f"{seconds:.1f} s (to_artifact incl. narrative {seconds_artifact:.2f} s)")
+    print(f"  models: nagq={result.variation['lactate'].nagq}; notes: {len(artifact.notes)}")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,9 @@ import yaml
 
 from hmlib.data import load_registry
 from hmlib.simulate.demo import DEMO_PARAMS_YAML, simulate_registry
-from hmlib.stats.missingness import diagnose
-from hmlib.wording import cluster_noun
 from hmlib.params import load_params
 from hmlib.report.runner import run_report
+from hmlib.steps.diagnose import diagnose_registry
 
 
 def main() -> None:
@@ -43,11 +42,7 @@ def main() -> None:
         (root / "big.yaml").write_text(yaml.safe_dump(params))
 
         t0 = time.perf_counter()
-        reg = load_registry(load_params(root / "big.yaml"))
-        p = reg.params
-        diagnose(reg.frame, cluster=p.cluster, outcome=p.outcome, outcome_family=p.outcome_family,
-                 predictors=p.predictors, focus=p.focus, min_cell=p.privacy.min_cell,
-                 cluster_noun=cluster_noun(p.cluster)).to_dict()
+        diagnose_registry(load_registry(load_params(root / "big.yaml"))).to_artifact()
         library_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()

@@ -1,8 +1,9 @@
-"""Tests of hmlib.stats.missingness (step 1, diagnose) and hmlib.figures.diagnose.
+"""Tests of step 1 (diagnose): hmlib.stats.missingness, hmlib.steps.diagnose and hmlib.figures.diagnose.
 
 IDs: MISS-WILSON, MISS-BYCLUSTER, MISS-OVERVIEW, MISS-HEATMAP, MISS-FUNNEL,
 MISS-VAR (between-cluster variation), MISS-PRED (predictors within/between),
-MISS-GAP, MISS-PATTERN, MISS-CORR, MISS-DIAG, MISS-FIG.
+MISS-GAP, MISS-PATTERN, MISS-CORR, MISS-DIAG, MISS-FIG, MISS-ART (the typed
+artifact).
 
 Reference numbers from R: ``/work/shared/reference/lme4_fits.json``, made by
 ``lme4_fits.R`` beside it, e.g. for MISS-VAR-003::
@@ -21,12 +22,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hmlib.exceptions import DataError, FitError, ParamsError
+from hmlib.artifacts import artifact_path
+from hmlib.exceptions import ArtifactError, DataError, FitError, ParamsError
 from hmlib.stats.missingness import (
-    _fisher_ci,
     binomial_control_limits,
     classify_gaps,
-    diagnose,
+    fisher_interval,
     missingness_by_cluster,
     missingness_cluster_variation,
     missingness_funnel,
@@ -37,6 +38,7 @@ from hmlib.stats.missingness import (
     missingness_predictors,
     wilson_interval,
 )
+from hmlib.steps.diagnose import DiagnoseArtifact, diagnose
 
 SHARED = Path("/work/shared")
 SIM = SHARED / "reference" / "sim_registry.csv"
@@ -315,9 +317,9 @@ def test_MISS_PATTERN_002_small_pool_takes_next_pattern():
 # ---------------------------------------------------------------- correlation
 def test_MISS_CORR_001_fisher_interval_by_hand():
     """MISS-CORR-001: r=0.5 over 40 clusters -> tanh(atanh(0.5) +- 1.96/sqrt(37)) = (0.2233, 0.7021)."""
-    lo, hi = _fisher_ci(0.5, 40, 0.95)
+    lo, hi = fisher_interval(0.5, 40, 0.95)
     assert (lo, hi) == pytest.approx((0.2233, 0.7021), abs=1e-4)
-    assert all(np.isnan(_fisher_ci(0.5, 3, 0.95)))
+    assert all(np.isnan(fisher_interval(0.5, 3, 0.95)))
 
 
 def test_MISS_CORR_002_correlated_cluster_effects_detected():
@@ -394,9 +396,9 @@ def test_MISS_DIAG_001_sim_registry_findings(sim_result):
 
 @needs_shared
 def test_MISS_DIAG_002_no_patient_level_rows_in_json(sim_result, sim_frame):
-    """MISS-DIAG-002: to_dict is JSON (no NaN), no record is or contains a patient row, no
+    """MISS-DIAG-002: the artifact's JSON has no NaN, no record is or contains a patient row, no
     published per-cluster count is from 1 to min_cell - 1."""
-    payload = sim_result.to_dict()
+    payload = sim_result.to_artifact().to_json()
     text = json.dumps(payload, allow_nan=False)
     assert "patient_id" not in text
     records = list(_records(payload))
@@ -455,7 +457,7 @@ def test_MISS_DIAG_003_brandsma(brandsma_result):
     assert "lpr" in r.variation_sporadic
     n_structural = r.gap_summary.set_index("variable").loc["lpr", "n_structural"]
     assert r.variation_sporadic["lpr"].n_clusters == 216 - n_structural
-    payload = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    payload = json.loads(json.dumps(r.to_artifact().to_json(), allow_nan=False))
     assert "fewer than 11 have no recorded sex" in " ".join(r.narrative())
     # the predictor models must not give the suppressed count back as "rows dropped"
     assert all(m["dropped_by_covariate"]["sex"] is None
@@ -508,7 +510,7 @@ def test_MISS_DIAG_004_nothing_missing():
     r = diagnose(frame, cluster="c", outcome="y", outcome_family="gaussian", predictors=["x"])
     assert r.incomplete == () and r.focus is None
     assert any("no gaps to diagnose" in s for s in r.narrative())
-    payload = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    payload = json.loads(json.dumps(r.to_artifact().to_json(), allow_nan=False))
     assert payload["incomplete_variables"] == [] and payload["by_cluster"] == []
 
 
@@ -523,7 +525,7 @@ def test_MISS_DIAG_005_input_untouched_and_pseudonyms(sim_frame):
     r = diagnose(sim_frame, cluster="site", outcome="outcome", outcome_family="binomial",
                  predictors=["age", "severity", "lactate"], cluster_names=names, cluster_noun="site")
     pd.testing.assert_frame_equal(sim_frame, before)
-    text = json.dumps(r.to_dict(), allow_nan=False)
+    text = json.dumps(r.to_artifact().to_json(), allow_nan=False)
     assert "site 5" not in text and names[5] in text
     published = r.by_cluster.values["cluster"].tolist()
     assert published == sorted(names.values())
@@ -592,3 +594,83 @@ def test_MISS_DIAG_008_default_cluster_names(tiny):
                   min_cell=1, cluster_noun="ward")
     assert r2.cluster_names == {1: "ward 1", 2: "ward 2"}
     assert r2.by_cluster.values["n_missing"].tolist() == [2, 0, 0, 3]  # min_cell=1: nothing hidden
+
+
+# ---------------------------------------------------------------- artifact
+def _gappy_frame(seed=3):
+    """30 sites x 25 patients: x missing by site (sites 4 and 9 never record it), z missing
+    for 8 patients (a suppressed count), binary outcome, a categorical covariate."""
+    rng = np.random.default_rng(seed)
+    site = np.repeat(np.arange(1, 31), 25)
+    u = rng.normal(0, 1, 30)[site - 1]
+    age = rng.normal(60, 10, site.size)
+    sex = rng.choice(["f", "m"], site.size)
+    x = rng.normal(2, 1, site.size)
+    y = (rng.random(site.size) < 1 / (1 + np.exp(-(-1 + 0.3 * x + 0.5 * u)))).astype(float)
+    x[rng.random(site.size) < 1 / (1 + np.exp(-(-1.2 + 1.0 * u)))] = np.nan
+    x[np.isin(site, [4, 9])] = np.nan
+    z = rng.normal(size=site.size)
+    z[rng.choice(site.size, 8, replace=False)] = np.nan
+    return pd.DataFrame({"site": site, "y": y, "age": age, "sex": sex, "x": x, "z": z})
+
+
+def test_MISS_ART_001_artifact_round_trips(tmp_path):
+    """MISS-ART-001: DiagnoseArtifact written by to_artifact().write and read back with
+    DiagnoseArtifact.read is equal to the one written (structural gaps, suppressed cells, every
+    model present; and with nothing missing); rows read back are typed records."""
+    frame = _gappy_frame()
+    r = diagnose(frame, cluster="site", outcome="y", outcome_family="binomial", predictors=["age", "sex", "x", "z"],
+                 focus="x", cluster_noun="site", input_notices=["a notice"], n_rows_read=760,
+                 n_excluded_missing_cluster=10)
+    assert r.variation_sporadic and r.focus_variation is not None and r.outcome_correlation is not None
+    assert any("z is missing for fewer than 11" in n for n in r.notes)
+    written = r.to_artifact()
+    written.write(tmp_path)
+    back = DiagnoseArtifact.read(tmp_path)
+    assert back == written
+    assert back.to_json() == written.to_json()
+    assert back.n_rows_read == 760 and back.input_notices == ("a notice",)
+    assert type(back.overview[0]).__name__ == "OverviewRow"
+    assert type(back.missingness_predictors["x"].table[0]).__name__ == "PredictorRow"
+    assert {"site 4", "site 9"} <= set(back.gap_summary[0].structural_clusters)
+    assert back.funnels["x"].above == written.funnels["x"].above
+
+    empty = tmp_path / "empty"
+    rng = np.random.default_rng(0)
+    complete = pd.DataFrame({"c": np.repeat(np.arange(10), 20), "y": rng.normal(size=200),
+                             "x": rng.normal(size=200)})
+    nothing = diagnose(complete, cluster="c", outcome="y", outcome_family="gaussian", predictors=["x"]).to_artifact()
+    nothing.write(empty)
+    assert DiagnoseArtifact.read(empty) == nothing
+
+
+def test_MISS_ART_002_renamed_or_missing_field_is_refused(tmp_path):
+    """MISS-ART-002: a row with a renamed field, a row or record with a field missing, and a
+    field of the wrong type each raise ArtifactError naming the place."""
+    r = diagnose(_gappy_frame(), cluster="site", outcome="y", outcome_family="binomial",
+                 predictors=["age", "sex", "x", "z"], focus="x", cluster_noun="site")
+    path = r.to_artifact().write(tmp_path)
+    assert path == artifact_path(tmp_path, "diagnose")
+    original = json.loads(path.read_text())
+
+    def refused(edit, match):
+        payload = json.loads(json.dumps(original))
+        edit(payload["record"])
+        path.write_text(json.dumps(payload))
+        with pytest.raises(ArtifactError, match=match):
+            DiagnoseArtifact.read(tmp_path)
+
+    def rename(rec):
+        row = rec["overview"][1]
+        row["share_miss"] = row.pop("share_missing")
+
+    refused(rename, r"diagnose\.overview\[1\]: unknown field\(s\) share_miss")
+    refused(lambda rec: rec["gap_summary"][0].pop("structural_clusters"),
+            r"diagnose\.gap_summary\[0\]: field\(s\) structural_clusters missing")
+    refused(lambda rec: rec["missingness_predictors"]["x"]["table"][0].pop("odds_ratio"),
+            r"diagnose\.missingness_predictors\.x\.table\[0\]: field\(s\) odds_ratio missing")
+    refused(lambda rec: rec["cluster_variation"]["x"].pop("cluster_sd"), r"cluster_sd missing")
+    refused(lambda rec: rec["funnels"]["x"].pop("above"), r"diagnose\.funnels\.x: field\(s\) above missing")
+    refused(lambda rec: rec["settings"].pop("structural_share"), r"structural_share missing")
+    refused(lambda rec: rec.pop("n_patients"), r"diagnose: field\(s\) n_patients missing")
+    refused(lambda rec: rec["by_cluster"][0].update(n_missing="eleven"), r"by_cluster\[0\]\.n_missing")

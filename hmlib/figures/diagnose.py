@@ -1,10 +1,10 @@
 """Figures of step 1 (diagnose): heatmap, funnel plot, cluster bars, patterns.
 
 Each function takes a published (suppressed) table from
-:class:`hmlib.stats.missingness.DiagnoseResult` and returns a
+:class:`hmlib.steps.diagnose.DiagnoseResult` and returns a
 :class:`matplotlib.figure.Figure`; nothing is shown or saved here, and no
-global pyplot state is touched (figures are built with ``Figure()``
-directly). A NaN share or count is a suppressed cell: it is drawn as
+global pyplot state is touched (figures are built with
+:func:`hmlib.figures.style.new_figure`, in the report's one style). A NaN share or count is a suppressed cell: it is drawn as
 "suppressed" (hatched cell, or a note), never at its value.
 
 Text from the data (cluster and variable names) is drawn as plain text:
@@ -16,7 +16,6 @@ and say so in the title.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -26,36 +25,11 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from hmlib.figures import style
+from hmlib.stats.missingness.counts import level_label
+from hmlib.stats.missingness.funnel import limit_tag
+
 __all__ = ["missingness_heatmap", "funnel_plot", "cluster_missingness_bars", "pattern_plot"]
-
-_RC = {"text.usetex": False, "axes.titlesize": 11, "axes.labelsize": 10,
-       "xtick.labelsize": 8, "ytick.labelsize": 8}
-_SUPPRESSED_COLOUR = "#d9d9d9"
-
-
-def _plain(text) -> str:
-    """Data text as literal text: no mathtext."""
-    return str(text).replace("$", r"\$")
-
-
-def _title(text: str, width: int = 60) -> str:
-    """Plain text wrapped to the figure (each paragraph separately)."""
-    return "\n".join(textwrap.fill(part, width) for part in _plain(text).split("\n"))
-
-
-def _new_figure(width: float, height: float, style: str = "whitegrid") -> Figure:
-    with matplotlib.rc_context(_RC), sns.axes_style(style):
-        fig = Figure(figsize=(width, height), layout="constrained")
-        fig.add_subplot()
-    return fig
-
-
-def _head_tail(n_rows: int, max_rows: int) -> tuple[np.ndarray, bool]:
-    """Positions to show: all, or the first and last ``max_rows // 2``."""
-    if n_rows <= max_rows:
-        return np.arange(n_rows), False
-    half = max_rows // 2
-    return np.r_[np.arange(half), np.arange(n_rows - (max_rows - half), n_rows)], True
 
 
 def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_clusters: int = 60,
@@ -79,13 +53,12 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
     """
     n_rows, n_cols = heatmap.shape
     if n_rows == 0 or n_cols == 0:
-        fig = _new_figure(5.0, 1.5, style="white")
-        ax = fig.axes[0]
+        fig, ax = style.new_figure(5.0, 1.5, style="white")
         ax.set_axis_off()
         ax.text(0.5, 0.5, f"No variable can be shown by {cluster_noun} without revealing small counts.",
                 ha="center", va="center", wrap=True)
         return fig
-    keep, cut = _head_tail(n_rows, max_clusters)
+    keep, cut = style.head_tail(n_rows, max_clusters)
     shown = heatmap.iloc[keep]
     values = shown.to_numpy(dtype=float)
     if cut:  # a blank row marks the cut
@@ -95,10 +68,9 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
     else:
         labels = list(shown.index)
     gap_row = max_clusters // 2 if cut else -1
-    fig = _new_figure(max(5.0, 2.2 + 0.9 * n_cols), 1.8 + 0.2 * max(len(labels), 4), style="white")
-    ax = fig.axes[0]
+    fig, ax = style.new_figure(max(5.0, 2.2 + 0.9 * n_cols), 1.8 + 0.2 * max(len(labels), 4), style="white")
     # hatched background shows through the masked (suppressed) cells
-    ax.add_patch(Rectangle((-0.5, -0.5), n_cols, len(labels), facecolor=_SUPPRESSED_COLOUR,
+    ax.add_patch(Rectangle((-0.5, -0.5), n_cols, len(labels), facecolor=style.SUPPRESSED_COLOUR,
                            hatch="///", edgecolor="white", linewidth=0, zorder=0))
     masked = np.ma.masked_invalid(values)
     image = ax.imshow(masked, aspect="auto", cmap="rocket_r", vmin=0, vmax=1, interpolation="nearest", zorder=1)
@@ -111,19 +83,19 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
                 if np.isfinite(v):
                     ax.text(j, i, f"{100 * v:.0f}%", ha="center", va="center", fontsize=7,
                             color="white" if v > 0.55 else "black", zorder=3)
-    ax.set_xticks(range(n_cols), [_plain(c) for c in heatmap.columns], rotation=30, ha="right")
-    ax.set_yticks(range(len(labels)), [_plain(lb) for lb in labels])
+    ax.set_xticks(range(n_cols), [style.plain(c) for c in heatmap.columns], rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), [style.plain(lb) for lb in labels])
     ax.set_xlim(-0.5, n_cols - 0.5)
     ax.set_ylim(len(labels) - 0.5, -0.5)
     fig.colorbar(image, ax=ax, label="share missing", shrink=0.6)
-    fig.legend(handles=[Patch(facecolor=_SUPPRESSED_COLOUR, hatch="///", label="suppressed (small count)")],
+    fig.legend(handles=[Patch(facecolor=style.SUPPRESSED_COLOUR, hatch="///", label="suppressed (small count)")],
                loc="outside lower center", fontsize=7, frameon=False)
     if title is None:
         title = f"Share missing by {cluster_noun}, most missing first"
     if cut:
         title += (f"\n(showing the {max_clusters // 2} {cluster_noun}s with the most and "
                   f"{max_clusters - max_clusters // 2} with the least missing of {n_rows})")
-    ax.set_title(_title(title, 55))
+    ax.set_title(style.title(title, 55))
     return fig
 
 
@@ -150,19 +122,18 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
     """
     table = funnel.table
     curve = funnel.curve
-    fig = _new_figure(7.0, 4.8)
-    ax = fig.axes[0]
+    fig, ax = style.new_figure(7.0, 4.8, style="whitegrid")
     shown = table.loc[table["rate"].notna() & table["n"].notna()]
     n_hidden = len(table) - len(shown)
     styles = {0: ("--", 1.0), 1: ("-", 1.2)}
     for i, level in enumerate(funnel.levels):
-        tag = f"{100 * level:.10g}"
+        tag = limit_tag(level)
         ls, lw = styles.get(min(i, 1))
         colour = "#4c72b0" if i == 0 else "#c44e52"
         ax.plot(curve["n"], curve[f"upper_{tag}"], ls, color=colour, lw=lw, label=f"{tag}% limits")
         ax.plot(curve["n"], curve[f"lower_{tag}"], ls, color=colour, lw=lw)
     ax.axhline(funnel.overall_rate, color="0.3", lw=1, label=f"overall {100 * funnel.overall_rate:.1f}%")
-    outer = f"{100 * max(funnel.levels):.10g}%"
+    outer = level_label(max(funnel.levels))
     is_out = shown["position"].isin([f"above {outer}", f"below {outer}"])
     ax.scatter(shown.loc[~is_out, "n"], shown.loc[~is_out, "rate"], s=18, color="0.35", alpha=0.8,
                label=f"{cluster_noun}s", zorder=3)
@@ -189,7 +160,7 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
             # stack towards the centre line, so labels stay inside the axes
             above = row.rate >= funnel.overall_rate
             dy = 3.0 - offset if above else -9.0 + offset
-            ax.annotate(_plain(row.cluster), (row.n, row.rate), xytext=(6, dy),
+            ax.annotate(style.plain(row.cluster), (row.n, row.rate), xytext=(6, dy),
                         textcoords="offset points", fontsize=7, color="#8c1c1c",
                         arrowprops={"arrowstyle": "-", "color": "#c44e52", "lw": 0.4} if offset else None)
     if n_hidden:
@@ -202,10 +173,10 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
             ax.set_xlim(0, sizes.max() * 1.08)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"patients in the {cluster_noun}")
-    ax.set_ylabel(f"share with {_plain(funnel.variable)} missing")
+    ax.set_ylabel(f"share with {style.plain(funnel.variable)} missing")
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.legend(fontsize=7, loc="best")
-    ax.set_title(_title(title or f"Funnel plot: missing {funnel.variable} by {cluster_noun} size "
+    ax.set_title(style.title(title or f"Funnel plot: missing {funnel.variable} by {cluster_noun} size "
                                  "(exact binomial limits)", 80))
     return fig
 
@@ -239,11 +210,10 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
     published = sub.loc[sub["share_missing"].notna()].sort_values(
         ["share_missing", "cluster"], ascending=[False, True], kind="stable")
     hidden = sub.loc[sub["share_missing"].isna()]
-    keep, cut = _head_tail(len(published), max_clusters)
+    keep, cut = style.head_tail(len(published), max_clusters)
     shown = published.iloc[keep]
     y = np.arange(len(shown))
-    fig = _new_figure(6.5, 1.4 + 0.2 * max(len(shown), 4))
-    ax = fig.axes[0]
+    fig, ax = style.new_figure(6.5, 1.4 + 0.2 * max(len(shown), 4), style="whitegrid")
     share = shown["share_missing"].to_numpy(float)
     lo = shown["ci_lower"].to_numpy(float)
     hi = shown["ci_upper"].to_numpy(float)
@@ -254,11 +224,11 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
     if overall_rate is not None:
         ax.axvline(overall_rate, color="#c44e52", lw=1, ls="--", label=f"overall {100 * overall_rate:.1f}%")
         ax.legend(fontsize=7, loc="lower right")
-    ax.set_yticks(y, [_plain(c) for c in shown["cluster"]])
+    ax.set_yticks(y, [style.plain(c) for c in shown["cluster"]])
     ax.set_ylim(len(shown) - 0.5, -0.5)
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    ax.set_xlabel(f"share with {_plain(variable)} missing (Wilson 95% CI)")
+    ax.set_xlabel(f"share with {style.plain(variable)} missing (Wilson 95% CI)")
     if title is None:
         title = f"Missing {variable} by {cluster_noun}"
     notes = []
@@ -269,7 +239,7 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
         notes.append(f"{len(hidden)} {cluster_noun}(s) with suppressed counts not shown")
     if notes:
         title += "\n(" + "; ".join(notes) + ")"
-    ax.set_title(_title(title, 60))
+    ax.set_title(style.title(title, 60))
     return fig
 
 
@@ -297,10 +267,9 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
     named = patterns.loc[~pooled].head(max_patterns)
     table = pd.concat([named, patterns.loc[pooled]])
     n = len(table)
-    with matplotlib.rc_context(_RC), sns.axes_style("white"):
-        fig = Figure(figsize=(2.5 + 0.5 * len(variables) + 4, 1.4 + 0.28 * max(n, 3)), layout="constrained")
-        left, right = fig.subplots(1, 2, sharey=True,
-                                   gridspec_kw={"width_ratios": [max(len(variables), 1) * 0.5 + 0.5, 4]})
+    fig, (left, right) = style.new_figure(
+        2.5 + 0.5 * len(variables) + 4, 1.4 + 0.28 * max(n, 3), ncols=2, style="white", sharey=True,
+        gridspec_kw={"width_ratios": [max(len(variables), 1) * 0.5 + 0.5, 4]})
     for i, row in enumerate(table.itertuples(index=False)):
         missing = set() if row.pattern == "complete" or pd.isna(row.n_missing_variables) \
             else set(str(row.pattern).split(", "))
@@ -310,8 +279,8 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
         if pd.isna(row.n_missing_variables):
             left.text((len(variables) - 1) / 2, i, "pooled", ha="center", va="center", fontsize=7,
                       color="0.3", zorder=3, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
-    left.set_xticks(range(len(variables)), [_plain(v) for v in variables], rotation=40, ha="right")
-    left.set_yticks(range(n), [_plain(p) for p in table["pattern"]])
+    left.set_xticks(range(len(variables)), [style.plain(v) for v in variables], rotation=40, ha="right")
+    left.set_yticks(range(n), [style.plain(p) for p in table["pattern"]])
     left.set_xlim(-0.6, len(variables) - 0.4)
     left.set_ylim(n - 0.5, -0.5)
     left.set_title("missing (red)", fontsize=9)
@@ -326,5 +295,5 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
     hidden = len(patterns.loc[~pooled]) - len(named)
     if hidden > 0:
         heading += f"\n(the {len(named)} most frequent of {len(patterns.loc[~pooled])} patterns shown)"
-    fig.suptitle(_title(heading, 80), fontsize=11)
+    fig.suptitle(style.title(heading, 80), fontsize=11)
     return fig

@@ -14,7 +14,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from hmlib.figures.diagnose import _RC, _new_figure, _plain, _title
+from hmlib.figures.style import RC as _RC, new_figure, plain as _plain, title as _title
 
 __all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve"]
 
@@ -67,7 +67,7 @@ def scenario_heatmap(result, *, terms=None, clip: float = 3.0) -> Figure:
                 shift[i, k] = (float(r["estimate"]) - float(prim.loc[term, "estimate"])) / se
             text[i, k] = f"{float(r['estimate']):.3g}"
             changed[i, k] = bool(r["changed_conclusion"])
-    fig = _new_figure(1.6 + 1.1 * len(terms), 1.4 + 0.3 * len(scenarios), style="white")
+    fig, _ = new_figure(1.6 + 1.1 * len(terms), 1.4 + 0.3 * len(scenarios), style="white")
     ax = fig.axes[0]
     with matplotlib.rc_context(_RC):
         cmap = sns.color_palette("vlag", as_cmap=True).with_extremes(bad=_FAILED)
@@ -100,7 +100,7 @@ def scenario_forest(result, *, term: str | None = None) -> Figure:
     scenarios = _scenario_order(result)
     grid = result.grid
     prim = result.primary.loc[result.primary["term"] == term].iloc[0]
-    fig = _new_figure(7.5, 1.4 + 0.28 * len(scenarios))
+    fig, _ = new_figure(7.5, 1.4 + 0.28 * len(scenarios), style="whitegrid")
     ax = fig.axes[0]
     with matplotlib.rc_context(_RC):
         ax.axvspan(prim["ci_lower"], prim["ci_upper"], color="grey", alpha=0.15, lw=0)

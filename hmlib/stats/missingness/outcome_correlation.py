@@ -1,0 +1,193 @@
+"""Do clusters that miss a variable more often differ in their outcome? A screening correlation.
+
+Conditional modes of the missingness model against those of the outcome
+model, over clusters, with Fisher-z intervals (:func:`fisher_interval`); why
+this is a screening number only is in :mod:`hmlib.stats.missingness`
+("Missingness propensity and outcome") and in :data:`EB_CAVEAT`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from hmlib.exceptions import DataError, FitError, ParamsError
+from hmlib.stats.missingness.counts import check_columns, check_level
+from hmlib.stats.missingness.indicator_models import (missingness_cluster_variation, plain_design,
+                                                      quadrature_nodes)
+from hmlib.stats.mixed import fit_random_intercept
+
+__all__ = ["EB_CAVEAT", "OutcomeCorrelationResult", "fisher_interval", "missingness_outcome_correlation"]
+
+#: What a reader must know about a correlation of conditional modes.
+EB_CAVEAT = (
+    "These are empirical-Bayes cluster effects: they are shrunk towards zero, more so in "
+    "small clusters, and carry estimation error, so the correlation is attenuated and only "
+    "screens for a link; the joint Bayesian model of step 4 estimates it properly."
+)
+
+
+@dataclass(frozen=True)
+class OutcomeCorrelationResult:
+    """Correlation over clusters of missingness propensity and outcome level.
+
+    Attributes
+    ----------
+    variable, outcome, outcome_family : str
+    predictors_used : tuple of str
+        Fully observed predictors in the outcome model.
+    missingness_covariates : tuple of str
+        Covariates of the missingness model.
+    n_clusters : int
+        Clusters in both models.
+    pearson, pearson_ci, pearson_p : float, tuple, float
+    spearman, spearman_ci, spearman_p : float, tuple, float
+    level : float
+    effects : pandas.DataFrame
+        ``cluster, missingness_effect, outcome_effect`` (conditional modes,
+        one row per cluster; no counts).
+    outcome_cluster_sd, missingness_cluster_sd : float
+    caveat : str
+    """
+
+    variable: str
+    outcome: str
+    outcome_family: str
+    predictors_used: tuple
+    missingness_covariates: tuple
+    n_clusters: int
+    pearson: float
+    pearson_ci: tuple
+    pearson_p: float
+    spearman: float
+    spearman_ci: tuple
+    spearman_p: float
+    level: float
+    effects: pd.DataFrame
+    outcome_cluster_sd: float
+    missingness_cluster_sd: float
+    caveat: str = EB_CAVEAT
+
+    def to_dict(self) -> dict:
+        """Aggregated numbers (JSON-ready); the per-cluster ``effects`` are left out."""
+        out = {k: getattr(self, k) for k in (
+            "variable", "outcome", "outcome_family", "n_clusters", "pearson", "pearson_p",
+            "spearman", "spearman_p", "level", "outcome_cluster_sd", "missingness_cluster_sd",
+            "caveat")}
+        out.update(predictors_used=list(self.predictors_used),
+                   missingness_covariates=list(self.missingness_covariates),
+                   pearson_ci=list(self.pearson_ci), spearman_ci=list(self.spearman_ci))
+        return out
+
+
+def fisher_interval(r: float, m: int, level: float, variance_factor: float = 1.0) -> tuple:
+    """Fisher-z interval of a correlation ``r`` over ``m`` pairs.
+
+    Parameters
+    ----------
+    r : float
+    m : int
+        Number of pairs (clusters).
+    level : float
+    variance_factor : float, default 1.0
+        Variance of ``atanh(r)`` is ``variance_factor / (m - 3)``: 1 for
+        Pearson, 1.06 for Spearman (Fieller, Hartley & Pearson 1957).
+
+    Returns
+    -------
+    tuple of float
+        ``(lower, upper)``; NaN for ``m <= 3`` or a non-finite ``r``.
+
+    Examples
+    --------
+    >>> lo, hi = fisher_interval(0.5, 40, 0.95)
+    >>> round(lo, 4), round(hi, 4)
+    (0.2233, 0.7021)
+    """
+    if m <= 3 or not np.isfinite(r):
+        return (np.nan, np.nan)
+    z = stats.norm.ppf(0.5 + level / 2.0)
+    centre = np.arctanh(np.clip(r, -0.9999999, 0.9999999))
+    half = z * np.sqrt(variance_factor / (m - 3))
+    return (float(np.tanh(centre - half)), float(np.tanh(centre + half)))
+
+
+def missingness_outcome_correlation(frame: pd.DataFrame, variable: str, cluster: str, outcome: str,
+                                    outcome_family: str, predictors: Sequence[str], *,
+                                    missingness_fit=None, nagq: int | None = None,
+                                    level: float = 0.95) -> OutcomeCorrelationResult:
+    """Do clusters that miss ``variable`` more often differ in their outcome level?
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    variable : str
+        The focus variable (its missingness indicator).
+    cluster, outcome : str
+    outcome_family : {"gaussian", "binomial"}
+    predictors : sequence of str
+        Candidate predictors; only those recorded for every patient enter the
+        outcome model (and, when no ``missingness_fit`` is given, the
+        missingness model).
+    missingness_fit : ClusterVariationResult, optional
+        A fitted missingness model of ``variable`` to reuse.
+    nagq : int, optional
+        As :func:`missingness_cluster_variation` (binomial outcome too).
+    level : float, default 0.95
+
+    Returns
+    -------
+    OutcomeCorrelationResult
+
+    Raises
+    ------
+    FitError
+        A model cannot be fitted, or fewer than 3 clusters in common.
+    """
+    level = check_level(level)
+    if outcome_family not in ("gaussian", "binomial"):
+        raise ParamsError(f"outcome_family must be 'gaussian' or 'binomial', got {outcome_family!r}.")
+    predictors = list(predictors)
+    check_columns(frame, [variable, cluster, outcome, *predictors], "missingness_outcome_correlation")
+    complete = [p for p in predictors if p not in (variable, outcome) and not frame[p].isna().any()]
+    if missingness_fit is None:
+        missingness_fit = missingness_cluster_variation(frame, variable, cluster, complete, nagq=nagq)
+    rows = frame[outcome].notna().to_numpy()
+    try:
+        y = frame[outcome].to_numpy(dtype=float)[rows]
+    except (TypeError, ValueError) as err:
+        raise DataError(f"outcome {outcome} must be numeric (0/1 for binomial).") from err
+    X, names, _ = plain_design(frame, complete, rows)
+    groups = frame[cluster].to_numpy()[rows]
+    q = 1 if outcome_family == "gaussian" else quadrature_nodes(y.size, nagq)
+    outcome_fit = fit_random_intercept(y, X, groups, family=outcome_family, nagq=q, term_names=names,
+                                       cluster_name=cluster)
+    mfit = missingness_fit.fit
+    miss_effects = pd.Series(np.asarray(mfit.cluster_effects), index=pd.Index(mfit.cluster_labels))
+    out_effects = pd.Series(np.asarray(outcome_fit.cluster_effects), index=pd.Index(outcome_fit.cluster_labels))
+    common = [c for c in mfit.cluster_labels if c in out_effects.index]
+    if len(common) < 3:
+        raise FitError(f"only {len(common)} cluster(s) in both models; need at least 3 to correlate.")
+    a = miss_effects.loc[common].to_numpy(float)
+    b = out_effects.loc[common].to_numpy(float)
+    m = len(common)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        pearson = spearman = pearson_p = spearman_p = np.nan
+    else:
+        pearson, pearson_p = stats.pearsonr(a, b)
+        spearman, spearman_p = stats.spearmanr(a, b)
+    return OutcomeCorrelationResult(
+        variable=variable, outcome=outcome, outcome_family=outcome_family,
+        predictors_used=tuple(complete), missingness_covariates=tuple(missingness_fit.covariates),
+        n_clusters=m, pearson=float(pearson), pearson_ci=fisher_interval(float(pearson), m, level),
+        pearson_p=float(pearson_p), spearman=float(spearman),
+        spearman_ci=fisher_interval(float(spearman), m, level, 1.06), spearman_p=float(spearman_p),
+        level=level,
+        effects=pd.DataFrame({"cluster": common, "missingness_effect": a, "outcome_effect": b}),
+        outcome_cluster_sd=float(outcome_fit.cluster_sd),
+        missingness_cluster_sd=float(mfit.cluster_sd),
+    )
