@@ -3,7 +3,8 @@
 Writes the demo registry (3,000 patients, 30 sites; ``hmlib.simulate.demo``) to a
 temporary folder, loads ``params/demo.yaml`` (``fast: false``: m = 20
 imputations, 10 iterations) and runs :func:`hmlib.steps.sensitivity.run_sensitivity`
-with the default settings: 3 exclusions, imputation by site type, 4 priors of
+(scenarios spread over worker processes by :mod:`hmlib.parallel`) with the
+default settings: 3 exclusions, imputation by site type, 4 priors of
 the joint model (as notebook 05: step 4's fit, made here first and timed on
 its own, is reused and reweighted to the other priors; ``--refit`` refits
 each prior instead, fast settings per ``SensitivitySettings.joint_fast``),
@@ -28,9 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hmlib.data import load_registry  # noqa: E402
-from hmlib.simulate.demo import write_demo  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
-from hmlib.steps.sensitivity import SensitivitySettings, run_sensitivity  # noqa: E402
+from hmlib.simulate.demo import write_demo  # noqa: E402
+from hmlib.stats.joint_model import fit_joint_model  # noqa: E402
+from hmlib.steps.sensitivity import run_sensitivity  # noqa: E402
+from hmlib.steps.sensitivity_scenarios import SensitivitySettings  # noqa: E402
 
 TARGET_S = 300.0
 
@@ -46,8 +49,6 @@ def main() -> None:
         registry = load_registry(load_params(paths.params))
         reference = None
         if not (args.no_joint or args.refit):
-            from hmlib.stats.joint_model import fit_joint_model
-
             start = time.perf_counter()
             reference = fit_joint_model(registry, seed=registry.params.seed).posterior_draws()
             print(f"step 4's joint model (reused by the prior scenarios): {time.perf_counter() - start:.0f} s")

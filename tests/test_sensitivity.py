@@ -16,13 +16,14 @@ import yaml
 
 from conftest import small_registry
 from hmlib.data import load_registry
-from hmlib.exceptions import ParamsError
-from hmlib.stats.imputation import impute, impute_registry
+from hmlib.exceptions import ArtifactError, ParamsError
 from hmlib.params import load_params
-from hmlib.stats.pooling import analyse_imputations
 from hmlib.results import ESTIMATE_COLUMNS, read_estimates, update_estimates
-from hmlib.steps.sensitivity import (SensitivitySettings, best_documented_clusters, cluster_deltas, conclusion_change,
-                               find_tipping_point, impute_by_stratum, run_sensitivity, shift_imputed)
+from hmlib.stats.imputation import impute, impute_registry
+from hmlib.stats.pooling import analyse_imputations
+from hmlib.stats.sensitivity import cluster_deltas, conclusion_change, find_tipping_point, shift_imputed
+from hmlib.steps.sensitivity import SensitivityArtifact, run_sensitivity
+from hmlib.steps.sensitivity_scenarios import SensitivitySettings, best_documented_clusters, impute_by_stratum
 
 #: Missing focus values per cluster (of 30): shares 0, .1, ..., .8 and 0.
 MISSING_PER_CLUSTER = [0, 3, 6, 9, 12, 15, 18, 21, 24, 0]
@@ -524,3 +525,58 @@ def test_SENS_FIG_001_figures(registry):
         n_found = sum(info["found"] for info in result.tipping[mode].values())
         assert len([ln for ln in ax.lines if ln.get_linestyle() == "--"]) == n_found
     assert sum(info["found"] for info in result.tipping["cluster"].values()) >= 1
+
+
+# ---------------------------------------------------------------------------
+# Artifact
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_result(registry):
+    """A result with ok, failed and delta scenarios (exclusion at 20% fails; no joint model)."""
+    settings = SensitivitySettings(families=("exclusion", "prior", "delta-cluster"), deltas_sd=(-1.0, 1.0),
+                                   change_share=0.001, bisection_steps=1, **FAST)
+    return run_sensitivity(registry, settings, workers=1, joint_fitter=None)
+
+
+def test_SENS_ART_001_artifact_round_trips(small_result, tmp_path):
+    """SENS-ART-001: to_artifact().write(d) then SensitivityArtifact.read(d) gives the same record; scenarios,
+    tipping points and settings are typed rows with the report's key names."""
+    artifact = small_result.to_artifact()
+    artifact.write(tmp_path)
+    back = SensitivityArtifact.read(tmp_path)
+    assert back == artifact
+    assert [s.scenario for s in back.scenarios] == small_result.scenarios["scenario"].tolist()
+    failed = next(s for s in back.scenarios if s.scenario == "exclude-missing>20%")
+    assert failed.status == "failed" and failed.n_patients is None and isinstance(failed.n_patients_excluded, int)
+    assert {(t.mode, t.direction) for t in back.tipping} == {("cluster", "positive"), ("cluster", "negative")}
+    assert back.settings.deltas_sd == (-1.0, 1.0) and back.settings.families == ("exclusion", "prior",
+                                                                                 "delta-cluster")
+    record = json.loads((tmp_path / "artifacts" / "sensitivity.json").read_text())["record"]
+    for key in ("scenario", "family", "status", "changed_conclusion", "joint_fit", "notes", "n_patients_excluded"):
+        assert key in record["scenarios"][0]
+    for key in ("mode", "direction", "found", "delta_sd"):
+        assert key in record["tipping"][0]
+
+
+def test_SENS_ART_002_renamed_or_missing_field_is_an_error(small_result, tmp_path):
+    """SENS-ART-002: a scenario row with a renamed field, a tipping row without one, or settings without
+    deltas_sd is refused with an ArtifactError naming the field."""
+    path = small_result.to_artifact().write(tmp_path)
+    payload = json.loads(path.read_text())
+
+    def read_with(edit):
+        broken = json.loads(json.dumps(payload))
+        edit(broken["record"])
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ArtifactError) as info:
+            SensitivityArtifact.read(tmp_path)
+        return str(info.value)
+
+    def rename(record):
+        record["scenarios"][0]["changed"] = record["scenarios"][0].pop("changed_conclusion")
+
+    assert "changed" in read_with(rename) and "scenarios[0]" in read_with(rename)
+    assert "found" in read_with(lambda record: record["tipping"][1].pop("found"))
+    assert "deltas_sd" in read_with(lambda record: record["settings"].pop("deltas_sd"))
+    assert "n_patients_excluded" in read_with(
+        lambda record: record["scenarios"][0].update(n_patients_excluded=[1]))
