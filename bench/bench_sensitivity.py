@@ -4,7 +4,8 @@ Writes the demo registry (3,000 patients, 30 sites; ``hmlib.simulate.demo``) to 
 temporary folder, loads ``params/demo.yaml`` (``fast: false``: m = 20
 imputations, 10 iterations) and runs :func:`hmlib.steps.sensitivity.run_sensitivity`
 (scenarios spread over worker processes by :mod:`hmlib.parallel`) with the
-default settings: 3 exclusions, imputation by site type, 4 priors of
+default settings and step 3's residual-variance rule (a common residual
+variance on the demo): 3 exclusions, imputation by site type, 4 priors of
 the joint model (as notebook 05: step 4's fit, made here first and timed on
 its own, is reused and reweighted to the other priors; ``--refit`` refits
 each prior instead, fast settings per ``SensitivitySettings.joint_fast``),
@@ -59,7 +60,8 @@ def main() -> None:
     table = result.scenarios
     width = max(len(s) for s in table["scenario"])
     print(f"demo registry: {registry.n_patients} patients, {registry.n_clusters} sites; "
-          f"m = {result.settings.m}, iterations = {result.settings.iterations}, workers = {args.workers}")
+          f"m = {result.settings.m}, iterations = {result.settings.iterations}, workers = {args.workers}, "
+          f"residual variance {result.residual_variance.model}")
     for r in table.itertuples():
         flag = "changed" if r.changed_conclusion else ""
         print(f"  {r.scenario:<{width}}  {r.status:<6}  {r.seconds:7.1f} s wall  {r.cpu_seconds:7.1f} s cpu  "

@@ -14,6 +14,15 @@ in :mod:`hmlib.stats.sensitivity`. This module runs them around the primary
 analysis, judges each against its reference, and holds the result, its
 verdict and the step's typed artifact.
 
+Residual variance
+-----------------
+The multilevel imputation model has a common residual variance (``2l.pan``)
+or one per cluster (``2l.norm``). Step 3 decides which
+(:func:`hmlib.steps.imputation.residual_variance_check`); the primary analysis
+here and every scenario that re-imputes use step 3's choice, read from its
+artifact. When step 3 has not run, the same check decides it here, by the
+same rule. The result's notes say which.
+
 Changed conclusion
 ------------------
 A scenario changes the conclusion about a term when, compared with its
@@ -60,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.artifacts import Artifact, Record, artifact_path
-from hmlib.exceptions import ParamsError
+from hmlib.exceptions import DataError, FitError, ParamsError
 from hmlib.figures import sensitivity as figures
 from hmlib.parallel import TaskPool, check_workers
 from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
@@ -68,14 +77,16 @@ from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
 from hmlib.stats.imputation import impute_registry
 from hmlib.stats.joint_model import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
+from hmlib.steps.imputation import ImputationArtifact, residual_variance_check
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
 from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, ScenarioContext,
                                                SensitivitySettings, analyse, focus_row, focus_terms,
                                                joint_model_fitter, plan_scenarios, run_bisection_task,
                                                run_scenario_task, set_scenario_context)
+from hmlib.wording import cluster_noun
 
 __all__ = ["SensitivityResult", "SensitivityArtifact", "ScenarioRecord", "TippingRecord", "SettingsRecord",
-           "run_sensitivity", "run", "STEP", "FAMILY_TEXT"]
+           "ResidualVarianceChoice", "residual_variance_choice", "run_sensitivity", "run", "STEP", "FAMILY_TEXT"]
 
 #: Plain-language name of each family, for the verdict.
 FAMILY_TEXT = {
@@ -161,6 +172,109 @@ class SettingsRecord(Record):
 
 
 # --------------------------------------------------------------------------
+# The residual variance of every multilevel imputation
+# --------------------------------------------------------------------------
+#: Errors of the residual-variance check that leave the common variance in place (as in step 3).
+_CHECK_ERRORS = (FitError, DataError, np.linalg.LinAlgError, ValueError, FloatingPointError)
+
+
+@dataclass(frozen=True)
+class ResidualVarianceChoice(Record):
+    """The residual variance of every multilevel imputation of step 5, and where the choice came from.
+
+    Attributes
+    ----------
+    cluster_specific : bool
+        Cluster-specific residual variances (2l.norm) when True, a common
+        one (2l.pan) when False.
+    source : {"step 3", "checked here", "caller"}
+        Read from step 3's artifact; decided here by step 3's check (step 3
+        had not run); or set by the caller of :func:`run_sensitivity`.
+    text : str
+        The sentence the result's notes carry.
+    """
+
+    cluster_specific: bool
+    source: str
+    text: str
+
+    @property
+    def model(self) -> str:
+        """``"2l.norm"`` or ``"2l.pan"``."""
+        return "2l.norm" if self.cluster_specific else "2l.pan"
+
+
+def _variance_words(cluster_specific: bool) -> str:
+    return ("cluster-specific residual variances (2l.norm)" if cluster_specific
+            else "a common residual variance (2l.pan)")
+
+
+def _step3_choice(artifact) -> bool | None:
+    """The multilevel method's ``cluster_residual_variance`` in step 3's record (None if not recorded)."""
+    for method in artifact.methods:
+        # plain JSON rows in step 3's artifact; asdict reads them as well should they become records
+        row = method if isinstance(method, dict) else dataclasses.asdict(method)
+        if row.get("method") == "multilevel_mi" and "cluster_residual_variance" in (row.get("options") or {}):
+            return bool(row["options"]["cluster_residual_variance"])
+    check = artifact.residual_variance
+    if isinstance(check, dict) and check.get("heterogeneous") is not None:
+        return bool(check["heterogeneous"])
+    return None
+
+
+def residual_variance_choice(registry, imputation_artifact=None, cluster_residual_variance="auto"
+                             ) -> ResidualVarianceChoice:
+    """The residual variance step 5 imputes with: step 3's, the caller's, or step 3's rule applied here.
+
+    Parameters
+    ----------
+    registry : hmlib.data.Registry
+    imputation_artifact : hmlib.steps.imputation.ImputationArtifact, optional
+        Step 3's record; its multilevel method's choice is used when given.
+    cluster_residual_variance : bool or "auto"
+        True/False: set by the caller (wins over step 3). "auto": step 3's
+        choice, or, without step 3's record, :func:`hmlib.steps.imputation.residual_variance_check`
+        on the focus variable as step 3 runs it (a numeric, non-binary focus;
+        a common variance when the check cannot run or does not reject).
+
+    Returns
+    -------
+    ResidualVarianceChoice
+    """
+    scope = "the primary analysis and every scenario that re-imputes"
+    if not isinstance(cluster_residual_variance, str):
+        hetero = bool(cluster_residual_variance)
+        return ResidualVarianceChoice(hetero, "caller", f"The multilevel imputations ({scope}) use "
+                                                        f"{_variance_words(hetero)}, as set by the caller.")
+    if cluster_residual_variance != "auto":
+        raise ParamsError("cluster_residual_variance must be True, False or 'auto', "
+                          f"got {cluster_residual_variance!r}.")
+    chosen = _step3_choice(imputation_artifact) if imputation_artifact is not None else None
+    if chosen is not None:
+        return ResidualVarianceChoice(chosen, "step 3", f"The multilevel imputations ({scope}) use "
+                                                        f"{_variance_words(chosen)}, as step 3 chose.")
+    p = registry.params
+    observed = registry.frame[p.focus].dropna()
+    continuous = (registry.kinds.get(p.focus, "numeric") == "numeric" and len(observed) > 0
+                  and not set(pd.unique(observed.astype(float))) <= {0.0, 1.0})
+    lead = f"Step 3 has not run, so its residual-variance rule was applied here, for {scope}. "
+    if not continuous:
+        return ResidualVarianceChoice(False, "checked here", lead + f"The focus variable {p.focus} is not "
+                                      f"continuous, so the multilevel imputation uses {_variance_words(False)}.")
+    try:
+        check = residual_variance_check(registry.frame, variable=p.focus, cluster=p.cluster,
+                                        covariates=[*p.predictors, p.outcome], levels=registry.levels)
+    except _CHECK_ERRORS as exc:
+        return ResidualVarianceChoice(False, "checked here", lead + f"The check could not be run ({exc}), so the "
+                                      f"multilevel imputation uses {_variance_words(False)}.")
+    if not np.isfinite(check.p_value):
+        return ResidualVarianceChoice(False, "checked here", lead + f"Fewer than 2 {cluster_noun(p.cluster)}s "
+                                      "have enough complete rows to test, so the multilevel imputation uses "
+                                      f"{_variance_words(False)}.")
+    return ResidualVarianceChoice(bool(check.heterogeneous), "checked here", lead + check.sentence())
+
+
+# --------------------------------------------------------------------------
 # Result
 # --------------------------------------------------------------------------
 def _fmt(x: float) -> str:
@@ -212,6 +326,9 @@ class SensitivityResult:
         Patients in the primary analysis.
     n_patients_all : int
         Patients in the registry's analysis frame.
+    residual_variance : ResidualVarianceChoice
+        The residual variance of every multilevel imputation, and where the
+        choice came from.
     workers : int
     elapsed : float
     notes : list of str
@@ -230,6 +347,7 @@ class SensitivityResult:
     min_cell: int
     n_patients_primary: int
     n_patients_all: int
+    residual_variance: ResidualVarianceChoice
     workers: int = 1
     elapsed: float = 0.0
     notes: list = field(default_factory=list)
@@ -431,6 +549,7 @@ class SensitivityResult:
             "delta_curve": self.delta_curve.to_dict(orient="records"),
             "verdict": self.verdict(), "narrative": self.narrative(), "notes": list(self.notes),
             "workers": self.workers, "elapsed_s": self.elapsed,
+            "residual_variance": self.residual_variance.to_json(),
         }
 
 
@@ -459,7 +578,7 @@ def _run_plan(plan: list, context: ScenarioContext, reference: dict, workers: in
 
 def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, workers: int = 2,
                     joint_fitter="auto", primary_imputation=None, joint_reference=None,
-                    seed: int | None = None) -> SensitivityResult:
+                    seed: int | None = None, cluster_residual_variance="auto") -> SensitivityResult:
     """Run every scenario of ``settings`` on a checked registry.
 
     Parameters
@@ -481,8 +600,9 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         None: a prior scenario that would need a fit fails with the reason
         ("not available: joint model not built" without step-4 draws).
     primary_imputation : hmlib.stats.imputation.ImputationResult, optional
-        The primary multilevel imputation, if already made (step 3); else it is
-        made here with ``m``/``iterations`` of the settings and ``seed``.
+        The primary multilevel imputation, if already made (with the residual
+        variance of ``cluster_residual_variance``); else it is made here with
+        ``m``/``iterations`` of the settings and ``seed``.
     joint_reference : JointModelResult, PosteriorDraws or pandas.DataFrame, optional
         The joint model already fitted (step 4; :class:`hmlib.stats.joint_model.PosteriorDraws`
         as saved by notebook 04). Its prior's scenario reuses it; with draws,
@@ -490,6 +610,12 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         contract rows (no draws) only saves the reference prior's fit.
     seed : int, optional
         Seed of every imputation (default: the params' seed).
+    cluster_residual_variance : bool, "auto" or ResidualVarianceChoice
+        Residual variance of every multilevel imputation (primary and
+        scenarios): cluster-specific (True, 2l.norm) or common (False,
+        2l.pan); "auto" decides by step 3's rule (:func:`residual_variance_choice`);
+        a :class:`ResidualVarianceChoice` is used as given (``run`` passes
+        step 3's).
 
     Returns
     -------
@@ -509,17 +635,21 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         if joint_fitter != "auto":
             raise ParamsError(f"joint_fitter must be a callable, 'auto' or None, got {joint_fitter!r}.")
         joint_fitter = joint_model_fitter
-    notes: list[str] = []
+    residual = cluster_residual_variance if isinstance(cluster_residual_variance, ResidualVarianceChoice) \
+        else residual_variance_choice(registry, None, cluster_residual_variance)
+    notes: list[str] = [residual.text]
     if primary_imputation is None:
         reg = dataclasses.replace(registry, params=p.with_overrides(seed=seed))
-        primary_imputation = impute_registry(reg, method="multilevel", m=s.m, iterations=s.iterations)
+        primary_imputation = impute_registry(reg, method="multilevel", m=s.m, iterations=s.iterations,
+                                             cluster_residual_variance=residual.cluster_specific)
     # Every scenario imputes with the primary's m and iterations.
     s = dataclasses.replace(s, m=primary_imputation.m, iterations=primary_imputation.iterations)
     observed = registry.frame[p.focus]
     observed_sd = float(observed.dropna().std(ddof=1)) if registry.kinds.get(p.focus) == "numeric" else float("nan")
     context = ScenarioContext(registry=registry, settings=s, seed=seed, primary_imputation=primary_imputation,
                               primary_rows=None, joint_fitter=joint_fitter, observed_sd=observed_sd,
-                              joint_reference=joint_reference)
+                              joint_reference=joint_reference,
+                              cluster_residual_variance=residual.cluster_specific)
     primary_rows, primary_notes = analyse(context, primary_imputation)
     context.primary_rows = primary_rows
     notes.extend(primary_notes)
@@ -538,7 +668,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         primary_method=primary_imputation.label, grid=grid, scenarios=scenarios, tipping=tipping,
         delta_curve=delta_curve, observed_sd=observed_sd, settings=s, min_cell=p.privacy.min_cell,
         n_patients_primary=int(primary_rows["n_patients"].iloc[0]), n_patients_all=registry.n_patients,
-        workers=workers, elapsed=time.perf_counter() - start, notes=notes)
+        residual_variance=residual, workers=workers, elapsed=time.perf_counter() - start, notes=notes)
 
 
 # --------------------------------------------------------------------------
@@ -548,7 +678,8 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
 class SensitivityArtifact(Artifact):
     """The record of step 5 (``artifacts/sensitivity.json``).
 
-    ``scenarios``, ``tipping`` and ``settings`` are typed rows (the report reads their fields); ``grid``, ``primary`` and
+    ``scenarios``, ``tipping``, ``settings`` and ``residual_variance`` are
+    typed rows (the report reads their fields); ``grid``, ``primary`` and
     ``delta_curve`` are displayed only and stay free JSON.
     """
 
@@ -565,6 +696,7 @@ class SensitivityArtifact(Artifact):
     observed_sd: float | None
     primary: list
     primary_method: str
+    residual_variance: ResidualVarianceChoice
     scenarios: tuple[ScenarioRecord, ...]
     settings: SettingsRecord
     tipping: tuple[TippingRecord, ...]
@@ -575,16 +707,19 @@ class SensitivityArtifact(Artifact):
 def run(ctx: StepContext) -> SensitivityResult:
     """Run the scenario grid around the primary analysis and write the artifact and estimates.
 
-    The prior scenarios reweight step 4's posterior draws (refitting only
-    where the weights say so). Without those draws they refit the joint
-    model per prior, which fast mode skips (the result's notes say so).
+    Every multilevel imputation uses step 3's residual-variance choice (read
+    from its artifact; without it, step 3's rule is applied here). The prior
+    scenarios reweight step 4's posterior draws (refitting only where the
+    weights say so). Without those draws they refit the joint model per
+    prior, which fast mode skips (the result's notes say so).
     """
     joint_reference = PosteriorDraws.load_matching(
         artifact_path(ctx.output_dir, "joint_posterior").with_name("joint_posterior.npz"), ctx.registry)
+    residual = residual_variance_choice(ctx.registry, ctx.read(ImputationArtifact))
     families = tuple(f for f in FAMILIES if not (ctx.params.fast and f == "prior" and joint_reference is None))
     result = run_sensitivity(ctx.registry, SensitivitySettings(families=families, m=ctx.sizes.imputations,
                                                                iterations=ctx.sizes.iterations),
-                             joint_reference=joint_reference)
+                             joint_reference=joint_reference, cluster_residual_variance=residual)
     if "prior" not in families:
         result.notes.append("Fast mode without step 4's draws: the prior scenarios of the joint model were not run.")
     ctx.write(STEP, result)

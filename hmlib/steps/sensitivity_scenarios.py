@@ -10,9 +10,10 @@ worker processes (:mod:`hmlib.parallel`): what every task shares (the
 registry, the primary imputation, the settings) reaches each worker once, as
 a :class:`ScenarioContext` handed to :func:`set_scenario_context`.
 
-Every re-imputation uses the primary's seed (common random numbers: a
-scenario differs from the primary by its assumption, not by Monte Carlo
-noise).
+Every re-imputation uses the primary's residual-variance choice (common,
+``2l.pan``, or cluster-specific, ``2l.norm``; :attr:`ScenarioContext.cluster_residual_variance`)
+and the primary's seed (common random numbers: a scenario differs from the
+primary by its assumption, not by Monte Carlo noise).
 
 Scenario families
 -----------------
@@ -376,6 +377,9 @@ class ScenarioContext:
         SD of the observed focus values (the delta scale).
     joint_reference : object, optional
         Step 4's fit or draws (see :func:`hmlib.steps.sensitivity.run_sensitivity`).
+    cluster_residual_variance : bool
+        Every re-imputation uses cluster-specific residual variances (2l.norm)
+        when True, a common one (2l.pan) when False: the primary's choice.
     """
 
     registry: object
@@ -386,6 +390,7 @@ class ScenarioContext:
     joint_fitter: object
     observed_sd: float
     joint_reference: object = None
+    cluster_residual_variance: bool = False
 
 
 #: The context of the tasks run in this process (set by :func:`set_scenario_context`).
@@ -417,7 +422,8 @@ def analyse(ctx: ScenarioContext, imputation) -> tuple[pd.DataFrame, list]:
 
 def _impute(ctx: ScenarioContext, registry):
     registry = dataclasses.replace(registry, params=registry.params.with_overrides(seed=ctx.seed))
-    return impute_registry(registry, method="multilevel", m=ctx.settings.m, iterations=ctx.settings.iterations)
+    return impute_registry(registry, method="multilevel", m=ctx.settings.m, iterations=ctx.settings.iterations,
+                           cluster_residual_variance=ctx.cluster_residual_variance)
 
 
 # --------------------------------------------------------------------------
@@ -456,7 +462,8 @@ def _run_leave_out(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     return _excluding(ctx, scenario, [scenario.options["cluster"]])
 
 
-def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int):
+def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
+                      cluster_residual_variance: bool = False):
     """Multilevel imputation fitted separately within each level of a cluster covariate.
 
     Parameters
@@ -468,6 +475,8 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int):
     seed : int
         Stratum ``k`` (levels sorted as text) uses the seed
         ``SeedSequence([seed, k]).generate_state(1)[0]``.
+    cluster_residual_variance : bool
+        Cluster-specific residual variances (2l.norm) instead of a common one.
 
     Returns
     -------
@@ -494,7 +503,7 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int):
                             outcome_family=p.outcome_family, predictors=list(p.predictors), kinds=registry.kinds,
                             levels=registry.levels, cluster_covariates=list(p.cluster_covariates),
                             higher_levels=list(p.higher_levels), m=int(m), iterations=int(iterations),
-                            seed=stratum_seed))
+                            seed=stratum_seed, cluster_residual_variance=bool(cluster_residual_variance)))
     completed = [pd.concat([part.completed[i] for part in parts]).loc[frame.index] for i in range(int(m))]
     mask = pd.concat([part.imputed_mask for part in parts]).loc[frame.index]
     notes = [f"{by} stratum {i + 1}: {n}" for i, part in enumerate(parts) for n in part.notes]
@@ -507,7 +516,8 @@ def _run_stratified(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome
     by = scenario.options["by"]
     try:
         combined = impute_by_stratum(ctx.registry, by, m=ctx.primary_imputation.m,
-                                     iterations=ctx.primary_imputation.iterations, seed=ctx.seed)
+                                     iterations=ctx.primary_imputation.iterations, seed=ctx.seed,
+                                     cluster_residual_variance=ctx.cluster_residual_variance)
     except FitError as exc:
         return ScenarioOutcome(scenario, "failed", reason=str(exc))
     rows, more = analyse(ctx, combined)
