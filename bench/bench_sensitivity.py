@@ -3,7 +3,9 @@
 Writes the demo registry (3,000 patients, 30 sites; ``hmlib.simulate.demo``) to a
 temporary folder, loads ``params/demo.yaml`` (``fast: false``: m = 20
 imputations, 10 iterations) and runs :func:`hmlib.steps.sensitivity.run_sensitivity`
-with the default settings: 3 exclusions, imputation by site type, 4 priors of
+(scenarios spread over worker processes by :mod:`hmlib.parallel`) with the
+default settings and step 3's residual-variance rule (a common residual
+variance on the demo): 3 exclusions, imputation by site type, 4 priors of
 the joint model (as notebook 05: step 4's fit, made here first and timed on
 its own, is reused and reweighted to the other priors; ``--refit`` refits
 each prior instead, fast settings per ``SensitivitySettings.joint_fast``),
@@ -28,9 +30,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hmlib.data import load_registry  # noqa: E402
-from hmlib.simulate.demo import write_demo  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
-from hmlib.steps.sensitivity import SensitivitySettings, run_sensitivity  # noqa: E402
+from hmlib.simulate.demo import write_demo  # noqa: E402
+from hmlib.stats.joint_model import fit_joint_model  # noqa: E402
+from hmlib.steps.sensitivity import run_sensitivity  # noqa: E402
+from hmlib.steps.sensitivity_scenarios import SensitivitySettings  # noqa: E402
 
 TARGET_S = 300.0
 
@@ -46,8 +50,6 @@ def main() -> None:
         registry = load_registry(load_params(paths.params))
         reference = None
         if not (args.no_joint or args.refit):
-            from hmlib.stats.joint_model import fit_joint_model
-
             start = time.perf_counter()
             reference = fit_joint_model(registry, seed=registry.params.seed).posterior_draws()
             print(f"step 4's joint model (reused by the prior scenarios): {time.perf_counter() - start:.0f} s")
@@ -58,7 +60,8 @@ def main() -> None:
     table = result.scenarios
     width = max(len(s) for s in table["scenario"])
     print(f"demo registry: {registry.n_patients} patients, {registry.n_clusters} sites; "
-          f"m = {result.settings.m}, iterations = {result.settings.iterations}, workers = {args.workers}")
+          f"m = {result.settings.m}, iterations = {result.settings.iterations}, workers = {args.workers}, "
+          f"residual variance {result.residual_variance.model}")
     for r in table.itertuples():
         flag = "changed" if r.changed_conclusion else ""
         print(f"  {r.scenario:<{width}}  {r.status:<6}  {r.seconds:7.1f} s wall  {r.cpu_seconds:7.1f} s cpu  "

@@ -5,7 +5,7 @@ cluster-SD prior (Pareto-smoothed importance sampling,
 :func:`hmlib.stats.joint_model.reweight_cluster_sd_prior`) instead of refitting.
 This script checks that shortcut on the demo registry (3,000 patients, 30
 sites; the model notebook 04 fits, default sampler settings): for each prior
-of :class:`hmlib.steps.sensitivity.SensitivitySettings` it refits the joint model
+of :class:`hmlib.steps.sensitivity_scenarios.SensitivitySettings` it refits the joint model
 with that prior (same settings, another seed) and compares the focus
 coefficient and the cluster SD of the two, in Monte Carlo SEs of the
 difference (``sqrt(sd^2 / ess_refit + sd^2 / ess_weights)``), with the wall
@@ -33,7 +33,7 @@ from hmlib.data import load_registry  # noqa: E402
 from hmlib.simulate.demo import write_demo  # noqa: E402
 from hmlib.stats.joint_model import fit_joint_model, reweight_cluster_sd_prior  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
-from hmlib.steps.sensitivity import SensitivitySettings, _joint_priors  # noqa: E402
+from hmlib.steps.sensitivity_scenarios import SensitivitySettings, joint_priors  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         print(f"reference fit ({draws.cluster_sd_prior}): {base_s:.0f} s; {base.convergence_message}")
         rows = []
         for spec in SensitivitySettings().cluster_sd_priors:
-            prior = _joint_priors(spec)["cluster_sd"]
+            prior = joint_priors(spec)["cluster_sd"]
             if tuple(prior) == tuple(draws.cluster_sd_prior):
                 continue
             t0 = time.perf_counter()

@@ -60,8 +60,8 @@ def test_nb_default_001_every_notebook_runs_with_its_defaults(project):
     joint = get_step("joint_model").read_artifact(out)
     assert joint.converged is True, joint.convergence_message
     sensitivity = get_step("sensitivity").read_artifact(out)
-    priors = [s for s in sensitivity.scenarios if s["family"] == "prior"]
-    assert len(priors) == 4 and all(s["status"] == "ok" for s in priors)
+    priors = [s for s in sensitivity.scenarios if s.family == "prior"]
+    assert len(priors) == 4 and all(s.status == "ok" for s in priors)
     for path in sorted((project / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")

@@ -85,7 +85,7 @@ def test_report_001_demo_end_to_end(tmp_path):
     # step 5's prior scenarios reuse and reweight step 4's saved draws, even in fast mode, and the methods say so
     assert (out / "demo" / "artifacts" / "joint_posterior.npz").is_file()
     sens = get_step("sensitivity").read_artifact(out / "demo")
-    priors = {s["scenario"]: " ".join(s["notes"]) for s in sens.scenarios if s["family"] == "prior"}
+    priors = {s.scenario: " ".join(s.notes) for s in sens.scenarios if s.family == "prior"}
     assert len(priors) == 4 and "reused" in priors.pop("prior:halfnormal(1)")
     assert all("importance sampling" in note or "refitted" in note for note in priors.values())
     assert "Pareto-smoothed importance reweighting of the step-4 posterior draws" in html

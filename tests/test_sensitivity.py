@@ -16,13 +16,17 @@ import yaml
 
 from conftest import small_registry
 from hmlib.data import load_registry
-from hmlib.exceptions import ParamsError
-from hmlib.stats.imputation import impute, impute_registry
+from hmlib.exceptions import ArtifactError, ParamsError
 from hmlib.params import load_params
-from hmlib.stats.pooling import analyse_imputations
 from hmlib.results import ESTIMATE_COLUMNS, read_estimates, update_estimates
-from hmlib.steps.sensitivity import (SensitivitySettings, best_documented_clusters, cluster_deltas, conclusion_change,
-                               find_tipping_point, impute_by_stratum, run_sensitivity, shift_imputed)
+from hmlib.stats.imputation import impute, impute_registry
+from hmlib.stats.pooling import analyse_imputations
+from hmlib.stats.sensitivity import cluster_deltas, conclusion_change, find_tipping_point, shift_imputed
+from hmlib.steps import sensitivity as step5
+from hmlib.steps.base import StepContext
+from hmlib.steps.imputation import residual_variance_check
+from hmlib.steps.sensitivity import SensitivityArtifact, residual_variance_choice, run_sensitivity
+from hmlib.steps.sensitivity_scenarios import SensitivitySettings, best_documented_clusters, impute_by_stratum
 
 #: Missing focus values per cluster (of 30): shares 0, .1, ..., .8 and 0.
 MISSING_PER_CLUSTER = [0, 3, 6, 9, 12, 15, 18, 21, 24, 0]
@@ -524,3 +528,132 @@ def test_SENS_FIG_001_figures(registry):
         n_found = sum(info["found"] for info in result.tipping[mode].values())
         assert len([ln for ln in ax.lines if ln.get_linestyle() == "--"]) == n_found
     assert sum(info["found"] for info in result.tipping["cluster"].values()) >= 1
+
+
+# ---------------------------------------------------------------------------
+# Artifact
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_result(registry):
+    """A result with ok, failed and delta scenarios (exclusion at 20% fails; no joint model)."""
+    settings = SensitivitySettings(families=("exclusion", "prior", "delta-cluster"), deltas_sd=(-1.0, 1.0),
+                                   change_share=0.001, bisection_steps=1, **FAST)
+    return run_sensitivity(registry, settings, workers=1, joint_fitter=None)
+
+
+def test_SENS_ART_001_artifact_round_trips(small_result, tmp_path):
+    """SENS-ART-001: to_artifact().write(d) then SensitivityArtifact.read(d) gives the same record; scenarios,
+    tipping points, settings and the residual-variance choice are typed rows with the report's key names."""
+    artifact = small_result.to_artifact()
+    artifact.write(tmp_path)
+    back = SensitivityArtifact.read(tmp_path)
+    assert back == artifact
+    assert [s.scenario for s in back.scenarios] == small_result.scenarios["scenario"].tolist()
+    failed = next(s for s in back.scenarios if s.scenario == "exclude-missing>20%")
+    assert failed.status == "failed" and failed.n_patients is None and isinstance(failed.n_patients_excluded, int)
+    assert {(t.mode, t.direction) for t in back.tipping} == {("cluster", "positive"), ("cluster", "negative")}
+    assert back.settings.deltas_sd == (-1.0, 1.0) and back.settings.families == ("exclusion", "prior",
+                                                                                 "delta-cluster")
+    assert back.residual_variance == small_result.residual_variance
+    record = json.loads((tmp_path / "artifacts" / "sensitivity.json").read_text())["record"]
+    for key in ("scenario", "family", "status", "changed_conclusion", "joint_fit", "notes", "n_patients_excluded"):
+        assert key in record["scenarios"][0]
+    for key in ("mode", "direction", "found", "delta_sd"):
+        assert key in record["tipping"][0]
+
+
+def test_SENS_ART_002_renamed_or_missing_field_is_an_error(small_result, tmp_path):
+    """SENS-ART-002: a scenario row with a renamed field, a tipping row without one, or settings without
+    deltas_sd is refused with an ArtifactError naming the field."""
+    path = small_result.to_artifact().write(tmp_path)
+    payload = json.loads(path.read_text())
+
+    def read_with(edit):
+        broken = json.loads(json.dumps(payload))
+        edit(broken["record"])
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ArtifactError) as info:
+            SensitivityArtifact.read(tmp_path)
+        return str(info.value)
+
+    def rename(record):
+        record["scenarios"][0]["changed"] = record["scenarios"][0].pop("changed_conclusion")
+
+    assert "changed" in read_with(rename) and "scenarios[0]" in read_with(rename)
+    assert "found" in read_with(lambda record: record["tipping"][1].pop("found"))
+    assert "deltas_sd" in read_with(lambda record: record["settings"].pop("deltas_sd"))
+    assert "n_patients_excluded" in read_with(
+        lambda record: record["scenarios"][0].update(n_patients_excluded=[1]))
+
+
+# ---------------------------------------------------------------------------
+# Residual variance: step 3's choice (issue #11, item 7)
+# ---------------------------------------------------------------------------
+def test_SENS_RV_001_step3_choice_is_used_by_primary_and_reimputing_scenarios(registry):
+    """SENS-RV-001: with step 3's record saying cluster-specific residual variances (2l.norm), the primary
+    imputation and an exclusion scenario's re-imputation are those of impute(cluster_residual_variance=True);
+    the notes say the choice is step 3's."""
+    step3 = dataclasses.make_dataclass("Step3", ["methods", "residual_variance"])(
+        methods=[{"method": "flat_mi", "options": {"continuous": "pmm"}},
+                 {"method": "multilevel_mi", "options": {"cluster_residual_variance": True}}],
+        residual_variance={"heterogeneous": True})
+    choice = residual_variance_choice(registry, step3)
+    assert choice.cluster_specific and choice.source == "step 3" and choice.model == "2l.norm"
+    settings = SensitivitySettings(families=("exclusion",), exclusion_thresholds=(0.4,), **FAST)
+    result = run_sensitivity(registry, settings, workers=1, joint_fitter=None, cluster_residual_variance=choice)
+    assert result.residual_variance == choice
+    assert any("cluster-specific residual variances (2l.norm), as step 3 chose" in n for n in result.notes)
+    p = registry.params
+    primary = analyse_imputations(impute_registry(registry, method="multilevel", cluster_residual_variance=True,
+                                                  **FAST),
+                                  outcome=p.outcome, predictors=p.predictors, cluster=p.cluster,
+                                  family=p.outcome_family).to_frame()
+    np.testing.assert_allclose(result.primary["estimate"], primary["estimate"], rtol=1e-12)
+    common = analyse_imputations(impute_registry(registry, method="multilevel", **FAST), outcome=p.outcome,
+                                 predictors=p.predictors, cluster=p.cluster, family=p.outcome_family).to_frame()
+    assert not np.allclose(primary["estimate"], common["estimate"], rtol=1e-9)   # the option matters here
+    keep = ~registry.frame["site"].isin(["C5", "C6", "C7", "C8"]).to_numpy()
+    subset = dataclasses.replace(registry, frame=registry.frame.loc[keep].reset_index(drop=True))
+    direct = analyse_imputations(impute_registry(subset, method="multilevel", cluster_residual_variance=True, **FAST),
+                                 outcome="y", predictors=["age", "x", "z"], cluster="site",
+                                 family="gaussian").to_frame()
+    rows = rows_of(result, "exclude-missing>40%")
+    np.testing.assert_allclose(rows.loc[direct["term"], "estimate"], direct["estimate"], rtol=1e-12)
+
+
+def test_SENS_RV_002_without_step3_the_same_check_decides(registry, monkeypatch, tmp_path):
+    """SENS-RV-002: without step 3's record the choice is residual_variance_check's, run as step 3 runs it, and
+    the notes say so; run(ctx) hands step 3's record (ctx.read) to the choice and the choice to run_sensitivity;
+    a caller's True/False wins."""
+    p = registry.params
+    check = residual_variance_check(registry.frame, variable=p.focus, cluster=p.cluster,
+                                    covariates=[*p.predictors, p.outcome], levels=registry.levels)
+    here = residual_variance_choice(registry, None)
+    assert here.source == "checked here" and here.cluster_specific == check.heterogeneous
+    assert here.text.startswith("Step 3 has not run") and check.sentence() in here.text
+    forced = residual_variance_choice(registry, None, True)
+    assert forced.cluster_specific and forced.source == "caller"
+    with pytest.raises(ParamsError, match="cluster_residual_variance"):
+        residual_variance_choice(registry, None, "sometimes")
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(reg, settings, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(step5, "run_sensitivity", capture)
+    ctx = StepContext(registry, tmp_path)
+    with pytest.raises(Stop):
+        step5.run(ctx)                                                   # no step-3 artifact in tmp_path
+    assert seen["cluster_residual_variance"] == here
+    step3 = dataclasses.make_dataclass("Step3", ["methods", "residual_variance"])(
+        methods=[{"method": "multilevel_mi", "options": {"cluster_residual_variance": True}}], residual_variance={})
+    monkeypatch.setattr(ctx, "read", lambda artifact: step3 if artifact is step5.ImputationArtifact else None)
+    with pytest.raises(Stop):
+        step5.run(ctx)
+    assert seen["cluster_residual_variance"].source == "step 3"
+    assert seen["cluster_residual_variance"].cluster_specific is True

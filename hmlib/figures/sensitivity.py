@@ -1,26 +1,27 @@
 """Figures of step 5 (sensitivity): scenario heatmap, forest plot, tipping-point curve.
 
-Each function takes a :class:`hmlib.steps.sensitivity.SensitivityResult` and returns
-a :class:`matplotlib.figure.Figure`; nothing is shown or saved, and no global
-pyplot state is touched (as :mod:`hmlib.figures.diagnose`). They draw model estimates
-only: no patient-level values and no counts.
+Each function takes a :class:`hmlib.steps.sensitivity.SensitivityResult` (its
+aggregated tables: the grid of estimates, the primary analysis, the delta
+curve and tipping points) and returns a :class:`matplotlib.figure.Figure` built
+with :func:`hmlib.figures.style.new_figure`; nothing is shown or saved, and no
+global pyplot state is touched. They draw model estimates only: no
+patient-level values and no counts. A changed conclusion is drawn in
+:data:`hmlib.figures.style.CHANGED_COLOUR`, an unchanged one in
+:data:`~hmlib.figures.style.UNCHANGED_COLOUR`; a failed scenario has no value
+to show and is filled like a suppressed cell.
 """
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from hmlib.figures.style import RC as _RC, new_figure, plain as _plain, title as _title
+from hmlib.figures.style import (CHANGED_COLOUR, SUPPRESSED_COLOUR, UNCHANGED_COLOUR, new_figure, plain,
+                                 style_context, title)
 
 __all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve"]
-
-_CHANGED = "#b2182b"
-_SAME = "#2166ac"
-_FAILED = "#d9d9d9"
 
 
 def _scenario_order(result) -> list:
@@ -67,10 +68,9 @@ def scenario_heatmap(result, *, terms=None, clip: float = 3.0) -> Figure:
                 shift[i, k] = (float(r["estimate"]) - float(prim.loc[term, "estimate"])) / se
             text[i, k] = f"{float(r['estimate']):.3g}"
             changed[i, k] = bool(r["changed_conclusion"])
-    fig, _ = new_figure(1.6 + 1.1 * len(terms), 1.4 + 0.3 * len(scenarios), style="white")
-    ax = fig.axes[0]
-    with matplotlib.rc_context(_RC):
-        cmap = sns.color_palette("vlag", as_cmap=True).with_extremes(bad=_FAILED)
+    fig, ax = new_figure(1.6 + 1.1 * len(terms), 1.4 + 0.3 * len(scenarios), style="white")
+    with style_context():
+        cmap = sns.color_palette("vlag", as_cmap=True).with_extremes(bad=SUPPRESSED_COLOUR)
         image = ax.imshow(np.clip(shift, -clip, clip), cmap=cmap, vmin=-clip, vmax=clip, aspect="auto")
         for i in range(len(scenarios)):
             if failed[i]:
@@ -81,11 +81,11 @@ def scenario_heatmap(result, *, terms=None, clip: float = 3.0) -> Figure:
                         fontweight="bold" if changed[i, k] else "normal")
                 if changed[i, k]:
                     ax.add_patch(Rectangle((k - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5))
-        ax.set_xticks(range(len(terms)), [_plain(t) for t in terms], rotation=30, ha="right")
-        ax.set_yticks(range(len(scenarios)), [_plain(s) for s in scenarios])
+        ax.set_xticks(range(len(terms)), [plain(t) for t in terms], rotation=30, ha="right")
+        ax.set_yticks(range(len(scenarios)), [plain(s) for s in scenarios])
         bar = fig.colorbar(image, ax=ax, shrink=0.6)
         bar.set_label("shift from primary (primary SEs)")
-        ax.set_title(_title(f"Estimates across sensitivity scenarios (primary: {result.primary_method}); "
+        ax.set_title(title(f"Estimates across sensitivity scenarios (primary: {result.primary_method}); "
                             "framed: conclusion changed"))
     return fig
 
@@ -100,9 +100,8 @@ def scenario_forest(result, *, term: str | None = None) -> Figure:
     scenarios = _scenario_order(result)
     grid = result.grid
     prim = result.primary.loc[result.primary["term"] == term].iloc[0]
-    fig, _ = new_figure(7.5, 1.4 + 0.28 * len(scenarios), style="whitegrid")
-    ax = fig.axes[0]
-    with matplotlib.rc_context(_RC):
+    fig, ax = new_figure(7.5, 1.4 + 0.28 * len(scenarios), style="whitegrid")
+    with style_context():
         ax.axvspan(prim["ci_lower"], prim["ci_upper"], color="grey", alpha=0.15, lw=0)
         ax.axvline(prim["estimate"], color="grey", lw=1.2, label=f"primary {prim['estimate']:.3g}")
         ax.axvline(result.settings.null_value, color="black", lw=0.8, ls=":")
@@ -110,21 +109,21 @@ def scenario_forest(result, *, term: str | None = None) -> Figure:
             rows = grid.loc[grid["scenario"] == name]
             if (rows["status"] != "ok").any():
                 reason = str(rows["change_reason"].iloc[0])
-                ax.text(prim["estimate"], i, _plain(f"failed: {reason[:70]}"), va="center", ha="center",
+                ax.text(prim["estimate"], i, plain(f"failed: {reason[:70]}"), va="center", ha="center",
                         fontsize=7, color="#777777")
                 continue
             r = rows.loc[rows["term"] == term]
             if not len(r):
                 continue
             r = r.iloc[0]
-            colour = _CHANGED if r["changed_conclusion"] else _SAME
+            colour = CHANGED_COLOUR if r["changed_conclusion"] else UNCHANGED_COLOUR
             ax.errorbar(r["estimate"], i, xerr=[[r["estimate"] - r["ci_lower"]], [r["ci_upper"] - r["estimate"]]],
                         fmt="o", color=colour, ms=4, capsize=2, lw=1)
-        ax.set_yticks(range(len(scenarios)), [_plain(s) for s in scenarios])
+        ax.set_yticks(range(len(scenarios)), [plain(s) for s in scenarios])
         ax.set_ylim(len(scenarios) - 0.5, -0.5)
-        ax.set_xlabel(_plain(f"{term} coefficient (95% CI)"))
+        ax.set_xlabel(plain(f"{term} coefficient (95% CI)"))
         ax.legend(loc="lower right", fontsize=7, frameon=False)
-        ax.set_title(_title(f"{term} across sensitivity scenarios; red: conclusion changed against the "
+        ax.set_title(title(f"{term} across sensitivity scenarios; red: conclusion changed against the "
                             "scenario's reference; band: primary 95% CI"))
     return fig
 
@@ -137,9 +136,10 @@ def tipping_point_curve(result) -> Figure:
     """
     curve = result.delta_curve
     modes = [m for m in ("global", "cluster") if len(curve) and (curve["mode"] == m).any()]
-    with matplotlib.rc_context(_RC), sns.axes_style("whitegrid"):
-        fig = Figure(figsize=(5.2 * max(1, len(modes)), 4.0), layout="constrained")
-        axes = fig.subplots(1, max(1, len(modes)), squeeze=False)[0]
+    n_panels = max(1, len(modes))
+    fig, axes = new_figure(5.2 * n_panels, 4.0, ncols=n_panels, squeeze=False, style="whitegrid")
+    axes = axes[0]
+    with style_context("whitegrid"):
         if not modes:
             axes[0].text(0.5, 0.5, "no delta adjustment was run", ha="center", va="center",
                          transform=axes[0].transAxes)
@@ -149,25 +149,26 @@ def tipping_point_curve(result) -> Figure:
         titles = {"global": "same shift in every cluster", "cluster": "shift proportional to cluster missingness"}
         for ax, mode in zip(axes, modes):
             part = curve.loc[curve["mode"] == mode].sort_values("delta_sd")
-            ax.fill_between(part["delta_sd"], part["ci_lower"], part["ci_upper"], color=_SAME, alpha=0.15, lw=0)
-            ax.plot(part["delta_sd"], part["estimate"], color=_SAME, lw=1.5)
+            ax.fill_between(part["delta_sd"], part["ci_lower"], part["ci_upper"], color=UNCHANGED_COLOUR, alpha=0.15,
+                            lw=0)
+            ax.plot(part["delta_sd"], part["estimate"], color=UNCHANGED_COLOUR, lw=1.5)
             grid_pts = part.loc[part["source"] != "bisection"]
             ax.scatter(grid_pts["delta_sd"], grid_pts["estimate"], s=18, zorder=3,
-                       c=np.where(grid_pts["changed"], _CHANGED, _SAME))
+                       c=np.where(grid_pts["changed"], CHANGED_COLOUR, UNCHANGED_COLOUR))
             ax.axhline(result.settings.null_value, color="black", lw=0.8, ls=":")
             prim = part.loc[part["source"] == "primary"]
             if len(prim):
                 ax.axhline(float(prim["estimate"].iloc[0]), color="grey", lw=0.8)
             for side, info in result.tipping.get(mode, {}).items():
                 if info.get("found"):
-                    ax.axvline(info["delta_sd"], color=_CHANGED, ls="--", lw=1)
-                    ax.text(info["delta_sd"], ax.get_ylim()[1], f" {info['delta_sd']:+.2f} SD", color=_CHANGED,
-                            fontsize=7, va="top", ha="left" if side == "positive" else "right")
+                    ax.axvline(info["delta_sd"], color=CHANGED_COLOUR, ls="--", lw=1)
+                    ax.text(info["delta_sd"], ax.get_ylim()[1], f" {info['delta_sd']:+.2f} SD",
+                            color=CHANGED_COLOUR, fontsize=7, va="top", ha="left" if side == "positive" else "right")
             ax.set_xlabel("delta (SDs of the observed values)")
-            ax.set_ylabel(_plain(f"{result.focus_terms[0]} coefficient (95% CI)"))
+            ax.set_ylabel(plain(f"{result.focus_terms[0]} coefficient (95% CI)"))
             if np.isfinite(sd) and sd > 0:
                 top = ax.secondary_xaxis("top", functions=(lambda x, s=sd: x * s, lambda u, s=sd: u / s))
-                top.set_xlabel(_plain(f"delta ({result.focus} units)"), fontsize=8)
-            ax.set_title(_title(f"MNAR delta adjustment: {titles.get(mode, mode)}", 50))
+                top.set_xlabel(plain(f"delta ({result.focus} units)"), fontsize=8)
+            ax.set_title(title(f"MNAR delta adjustment: {titles.get(mode, mode)}", 50))
     return fig
 
