@@ -31,8 +31,8 @@ from hmlib.data import load_registry
 from hmlib.stats.design import fit_analysis_model
 from hmlib.exceptions import FitError
 from hmlib.steps.base import StepContext
-from hmlib.steps.imputation import (STEP, ImputationArtifact, cluster_variation, imputation_step,
-                                   residual_variance_check)
+from hmlib.stats.imputation import cluster_variation, residual_variance_check
+from hmlib.steps.imputation import STEP, ImputationArtifact, imputation_step
 from hmlib.params import load_params
 from hmlib.privacy import SUPPRESSED_LABEL
 from hmlib.results import ESTIMATE_COLUMNS, read_estimates, to_jsonable

@@ -17,7 +17,8 @@ import yaml
 from conftest import small_registry
 from hmlib.data import load_registry
 from hmlib.exceptions import ParamsError
-from hmlib.stats.imputation import impute, impute_registry
+from hmlib.stats.imputation import impute
+from hmlib.steps.imputation import impute_registry
 from hmlib.params import load_params
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.results import ESTIMATE_COLUMNS, read_estimates, update_estimates

@@ -36,7 +36,7 @@ Common or cluster-specific residual variance
 protects against clusters whose focus variable is noisier than others', at
 the price of estimating one variance per cluster. With
 ``cluster_residual_variance="auto"`` (the default) the choice follows the
-data: :func:`residual_variance_check` tests whether the within-cluster
+data: :func:`hmlib.stats.imputation.residual_variance_check` tests whether the within-cluster
 residual SD of the focus variable (given the other predictors and the
 outcome, with cluster fixed effects) differs between clusters, by the
 Brown-Forsythe test, and estimates how much the log residual SD varies
@@ -101,21 +101,21 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from hmlib.artifacts import Artifact
 from hmlib.figures import imputation as figures
-from hmlib.stats.design import design_matrix, fit_analysis_model
+from hmlib.stats.design import fit_analysis_model
 from hmlib.exceptions import DataError, FitError
-from hmlib.stats.imputation import impute_registry
-from hmlib.stats.mixed import fit_random_intercept
+from hmlib.stats.imputation import (ImputationResult, ResidualVarianceCheck, cluster_variation,
+                                    completed_variation, impute, residual_variance_check)
 from hmlib.stats.pooling import analyse_imputations, intraclass_correlation
 from hmlib.privacy import suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows, load_truth, read_estimates, to_jsonable
+from hmlib.settings import run_sizes
 from hmlib.steps.base import Step, StepContext
 
-__all__ = ["MethodSpec", "default_methods", "ResidualVarianceCheck", "residual_variance_check",
-           "cluster_variation", "MethodRun", "ImputationStepResult", "imputation_step",
+__all__ = ["MethodSpec", "default_methods", "impute_registry", "MethodRun", "ImputationStepResult",
+           "imputation_step",
            "ImputationArtifact", "run", "STEP", "METHOD_ORDER"]
 
 METHOD_ORDER = ("complete_case", "flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi")
@@ -168,138 +168,33 @@ def default_methods(cluster: str, *, cluster_residual_variance: bool = False) ->
     )
 
 
-# --------------------------------------------------------------------------
-# Residual variance check
-# --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ResidualVarianceCheck:
-    """Does the focus variable's residual SD differ between clusters?
-
-    Attributes
-    ----------
-    variable : str
-    n_clusters : int
-        Clusters with at least ``min_cluster_size`` complete rows (tested).
-    statistic, p_value : float
-        Brown-Forsythe (median-centred Levene) test of equal variances of
-        the within-cluster residuals.
-    sd_log_sd : float
-        Estimated between-cluster SD of the log residual SD, beyond
-        sampling noise (0 when the noise explains it all).
-    heterogeneous : bool
-        ``p_value < alpha`` and ``sd_log_sd >= min_sd_log_sd``.
-    alpha, min_sd_log_sd : float
-    """
-
-    variable: str
-    n_clusters: int
-    statistic: float
-    p_value: float
-    sd_log_sd: float
-    heterogeneous: bool
-    alpha: float
-    min_sd_log_sd: float
-
-    def sentence(self) -> str:
-        verdict = ("differs between clusters" if self.heterogeneous
-                   else "does not differ materially between clusters")
-        return (f"The residual SD of {self.variable} within clusters {verdict} (Brown-Forsythe p = "
-                f"{self.p_value:.2g} over {self.n_clusters} clusters; between-cluster SD of the log residual "
-                f"SD {self.sd_log_sd:.2f}, rule: p < {self.alpha:g} and at least {self.min_sd_log_sd:g}), so "
-                f"the multilevel imputation uses "
-                + ("cluster-specific residual variances (2l.norm)." if self.heterogeneous
-                   else "a common residual variance (2l.pan)."))
-
-
-def residual_variance_check(frame: pd.DataFrame, *, variable: str, cluster: str, covariates, levels=None,
-                            alpha: float = 0.01, min_sd_log_sd: float = 0.2,
-                            min_cluster_size: int = 3) -> ResidualVarianceCheck:
-    """Test whether the residual variance of ``variable`` differs between clusters.
-
-    Within-cluster residuals come from the regression of ``variable`` on
-    ``covariates`` with cluster fixed effects (both sides centred within
-    clusters), on the rows where all are recorded.
+def impute_registry(registry, *, method: str, m: int | None = None, iterations: int | None = None,
+                    continuous: str = "norm", **options) -> ImputationResult:
+    """:func:`hmlib.stats.imputation.impute` with the roles, kinds, levels and seed of a registry.
 
     Parameters
     ----------
-    frame : pandas.DataFrame
-    variable, cluster : str
-    covariates : sequence of str
-        Other predictors and the outcome (categorical ones are dummy coded
-        with ``levels``).
-    levels : dict, optional
-    alpha : float
-        Level of the Brown-Forsythe test.
-    min_sd_log_sd : float
-        Smallest between-cluster SD of the log residual SD that counts.
-    min_cluster_size : int
-        Clusters with fewer complete rows are left out.
+    registry : hmlib.data.Registry
+    method : str
+        Engine method (:data:`hmlib.stats.imputation.METHODS`).
+    m, iterations : int, optional
+        Default: the run sizes of the params' ``fast``
+        (:func:`hmlib.settings.run_sizes`: ``imputations``, ``iterations``).
+    continuous : {"norm", "pmm"}
+    **options
+        Further keyword arguments of :func:`hmlib.stats.imputation.impute`.
 
     Returns
     -------
-    ResidualVarianceCheck
-        NaN statistics and ``heterogeneous=False`` when fewer than 2
-        clusters qualify.
+    hmlib.stats.imputation.ImputationResult
     """
-    covariates = [c for c in covariates if c != variable]
-    design = design_matrix(frame, covariates, levels, intercept=False,
-                           extra_rows_mask=frame[variable].notna().to_numpy())
-    y = frame[variable].to_numpy(dtype=float)[design.rows]
-    groups = pd.Series(frame[cluster].to_numpy()[design.rows])
-    X = pd.DataFrame(design.X)
-    Xw = (X - X.groupby(groups.to_numpy()).transform("mean")).to_numpy()
-    yw = y - pd.Series(y).groupby(groups.to_numpy()).transform("mean").to_numpy()
-    if Xw.shape[1]:
-        beta = np.linalg.lstsq(Xw, yw, rcond=None)[0]
-        resid = yw - Xw @ beta
-    else:
-        resid = yw
-    by_cluster = [resid[(groups == g).to_numpy()] for g in pd.unique(groups)]
-    by_cluster = [r for r in by_cluster if r.size >= min_cluster_size]
-    nan = float("nan")
-    if len(by_cluster) < 2:
-        return ResidualVarianceCheck(variable, len(by_cluster), nan, nan, nan, False, alpha, min_sd_log_sd)
-    test = stats.levene(*by_cluster, center="median")
-    sizes = np.array([r.size for r in by_cluster], dtype=float)
-    s2 = np.array([np.sum(r ** 2) for r in by_cluster]) / (sizes - 1)
-    ok = s2 > 0
-    log_sd = 0.5 * np.log(s2[ok])
-    excess = float(np.var(log_sd, ddof=1) - np.mean(1.0 / (2.0 * (sizes[ok] - 1)))) if ok.sum() > 1 else 0.0
-    sd_log_sd = float(np.sqrt(max(excess, 0.0)))
-    p_value = float(test.pvalue)
-    return ResidualVarianceCheck(variable, len(by_cluster), float(test.statistic), p_value, sd_log_sd,
-                                 bool(p_value < alpha and sd_log_sd >= min_sd_log_sd), alpha, min_sd_log_sd)
-
-
-# --------------------------------------------------------------------------
-# Between-cluster variation of one variable
-# --------------------------------------------------------------------------
-def cluster_variation(values, groups, *, binary: bool = False) -> dict:
-    """Cluster SD and ICC of one variable from an intercept-only random-intercept model.
-
-    Parameters
-    ----------
-    values : array_like
-        The variable (NaN rows are dropped).
-    groups : array_like
-        Cluster of each row.
-    binary : bool
-        0/1 variable: logistic model, ICC on the latent scale.
-
-    Returns
-    -------
-    dict
-        ``cluster_sd, icc`` (NaN when the model cannot be fitted).
-    """
-    y = np.asarray(values, dtype=float)
-    g = np.asarray(groups)
-    keep = ~np.isnan(y)
-    try:
-        fit = fit_random_intercept(y[keep], np.ones((int(keep.sum()), 1)), g[keep],
-                                   family="binomial" if binary else "gaussian", term_names=["Intercept"])
-    except _ERRORS:
-        return {"cluster_sd": float("nan"), "icc": float("nan")}
-    return {"cluster_sd": float(fit.cluster_sd), "icc": float(fit.icc)}
+    p = registry.params
+    sizes = run_sizes(bool(getattr(p, "fast", False)))
+    return impute(registry.frame, method=method, cluster=p.cluster, outcome=p.outcome,
+                  outcome_family=p.outcome_family, predictors=list(p.predictors), kinds=registry.kinds,
+                  levels=registry.levels, cluster_covariates=list(p.cluster_covariates),
+                  higher_levels=list(p.higher_levels), m=m or sizes.imputations,
+                  iterations=iterations or sizes.iterations, seed=p.seed, continuous=continuous, **options)
 
 
 # --------------------------------------------------------------------------
@@ -820,17 +715,6 @@ def _missing_counts(frame: pd.DataFrame, columns, min_cell: int) -> pd.DataFrame
     return safe.display
 
 
-def _focus_variation(imputation, focus: str, cluster: str, binary: bool) -> dict:
-    fits = [cluster_variation(done[focus].to_numpy(dtype=float), done[cluster].to_numpy(), binary=binary)
-            for done in imputation.completed]
-    icc = np.array([f["icc"] for f in fits], dtype=float)
-    sd = np.array([f["cluster_sd"] for f in fits], dtype=float)
-    if not np.isfinite(icc).any():
-        return {"cluster_sd": float("nan"), "icc": float("nan"), "icc_min": float("nan"), "icc_max": float("nan")}
-    return {"cluster_sd": float(np.nanmean(sd)), "icc": float(np.nanmean(icc)),
-            "icc_min": float(np.nanmin(icc)), "icc_max": float(np.nanmax(icc))}
-
-
 def _distribution_clusters(frame, focus, cluster, n_clusters: int) -> list:
     missing = frame[focus].isna().groupby(frame[cluster].to_numpy()).agg(["sum", "size"])
     missing = missing.loc[missing["sum"] > 0]
@@ -899,7 +783,7 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
     cluster_residual_variance : bool or "auto"
         Multilevel method: common (False, 2l.pan) or cluster-specific (True,
         2l.norm) residual variances; "auto" decides by
-        :func:`residual_variance_check` (module docstring).
+        :func:`hmlib.stats.imputation.residual_variance_check` (module docstring).
     max_fallback_share : float
         A stratified run that fell back to the flat model in at least this
         share of the strata for some variable is reported as failed.
@@ -985,7 +869,8 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
         if run.ok:
             run.imputation = imputation
             if numeric_focus:
-                run.focus_variation = _focus_variation(imputation, focus, p.cluster, binary_focus)
+                run.focus_variation = completed_variation(imputation.completed, focus, p.cluster,
+                                                          binary=binary_focus)
         runs.append(run)
 
     focus_observed = (cluster_variation(frame[focus].to_numpy(dtype=float), frame[p.cluster].to_numpy(),

@@ -552,7 +552,7 @@ def _analyse(ctx: _Context, imputation) -> tuple[pd.DataFrame, list]:
 
 
 def _impute(ctx: _Context, registry, **options):
-    from hmlib.stats.imputation import impute_registry
+    from hmlib.steps.imputation import impute_registry
 
     registry = dataclasses.replace(registry, params=registry.params.with_overrides(seed=ctx.seed))
     return impute_registry(registry, method="multilevel", m=ctx.settings.m, iterations=ctx.settings.iterations,
@@ -1314,7 +1314,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
     >>> result = run_sensitivity(registry, SensitivitySettings(families=("delta-global",)))  # doctest: +SKIP
     >>> result.verdict()                                                                      # doctest: +SKIP
     """
-    from hmlib.stats.imputation import impute_registry
+    from hmlib.steps.imputation import impute_registry
 
     start = time.perf_counter()
     s = settings or SensitivitySettings()
