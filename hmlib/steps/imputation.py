@@ -113,6 +113,7 @@ from hmlib.privacy import suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows, load_truth, read_estimates, to_jsonable
 from hmlib.settings import run_sizes
 from hmlib.steps.base import Step, StepContext
+from hmlib.steps.imputation_transport import transport_check
 
 __all__ = ["MethodSpec", "default_methods", "impute_registry", "MethodRun", "ImputationStepResult",
            "imputation_step",
@@ -896,8 +897,6 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
 
     transport_result = None
     if transport and numeric_focus:
-        from hmlib.stats.transport import transport_check
-
         backgrounds = {r.label: r.imputation.completed for r in ok_runs
                        if r.label in ("flat_mi", "multilevel_mi")}
         chosen_methods = {r.label: (r.spec.method, r.spec.options) for r in ok_runs
