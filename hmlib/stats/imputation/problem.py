@@ -34,14 +34,17 @@ class Variable:
 
     @property
     def n_categories(self) -> int:
+        """Levels of a categorical variable; 2 for the others."""
         return len(self.categories) if self.kind == "categorical" else 2
 
     def features(self, x: np.ndarray) -> np.ndarray:
+        """Design columns of values ``x``: the value, or indicators of the non-reference levels."""
         if self.kind == "categorical":
             return (x[:, None] == np.arange(1, self.n_categories)[None, :]).astype(float)
         return x[:, None]
 
     def feature_names(self) -> list:
+        """Names of :meth:`features` (``name`` or ``name[level]``)."""
         if self.kind == "categorical":
             return [f"{self.name}[{c}]" for c in self.categories[1:]]
         return [self.name]
@@ -54,9 +57,11 @@ class Notes:
         self._items: dict[str, None] = {}
 
     def add(self, text: str) -> None:
+        """Add a note (a repeat is kept once, where it first came)."""
         self._items.setdefault(text, None)
 
     def items(self) -> list:
+        """The notes in the order they first came."""
         return list(self._items)
 
 
@@ -88,6 +93,7 @@ class Problem:
 
     @property
     def visit(self) -> list:
+        """Variables with missing values, in the order the chained equations visit them."""
         return [v for v in [*self.level1, *self.level2] if v.missing.any()]
 
 
