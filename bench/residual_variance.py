@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 from hmlib.data import load_registry  # noqa: E402
 from hmlib.simulate.demo import simulate_complete_data, write_demo  # noqa: E402
 from hmlib.stats.design import fit_analysis_model  # noqa: E402
-from hmlib.stats.imputation import impute_registry  # noqa: E402
-from hmlib.steps.imputation import residual_variance_check  # noqa: E402
+from hmlib.stats.imputation import residual_variance_check  # noqa: E402
+from hmlib.steps.imputation import impute_registry  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
 from hmlib.stats.pooling import analyse_imputations  # noqa: E402
 

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 from scipy import special
 
-from hmlib.stats import imputation as imp
 from hmlib.exceptions import DataError
-from hmlib.stats.imputation import impute, split_rhat
+from hmlib.stats import imputation as imp
+from hmlib.stats.imputation import impute, kernels, split_rhat, univariate
 from hmlib.stats.mixed import fit_random_intercept
 from hmlib.stats.pooling import analyse_imputations
 
@@ -125,11 +125,11 @@ def test_MI_2LPAN_001_gibbs_posterior_matches_likelihood():
     fit = fit_random_intercept(y[~mis], X[~mis], g[~mis], family="gaussian")
     state, tau2, sig2, draws = {}, [], [], []
     for _ in range(600):
-        draws.append(imp._ri_gibbs_draw(X[~mis], y[~mis], g[~mis], X[mis], g[mis], J, rng, state=state,
-                                        hetero=False, pmm=False, donors=5))
+        draws.append(kernels.ri_gibbs_draw(X[~mis], y[~mis], g[~mis], X[mis], g[mis], J, rng, state=state,
+                                           hetero=False, pmm=False, donors=5))
         tau2.append(state["tau2"])
         sig2.append(state["sig2"])
-    _, scale = imp._standardise_target(y[~mis])
+    _, scale = kernels.standardise_target(y[~mis])
     tau2 = np.array(tau2[50:]) * scale ** 2
     sig2 = np.array(sig2[50:]) * scale ** 2
     # posterior means vs ML (posterior of tau^2 lies a little above ML with J = 60)
@@ -297,17 +297,17 @@ def test_MI_FEW_001_four_clusters_never_measured_cluster_stays_plausible():
 def test_MI_FEW_002_without_the_safeguards_the_engine_extrapolates_and_says_so(monkeypatch):
     """MI-FEW-002: with the cluster-means rule, the tau bound and the ridge switched off (the old engine),
     the 4-cluster case gives absurd values, and the range check names them in a note."""
-    monkeypatch.setattr(imp, "MIN_CLUSTERS_FOR_MEANS", 0)
-    monkeypatch.setattr(imp, "CLUSTERS_PER_CLUSTER_COLUMN", 0)
-    monkeypatch.setattr(imp, "TAU_MAX", np.inf)
-    monkeypatch.setattr(imp, "CLUSTER_COEF_PRIOR_SD", np.inf)
+    monkeypatch.setattr(univariate, "MIN_CLUSTERS_FOR_MEANS", 0)
+    monkeypatch.setattr(univariate, "CLUSTERS_PER_CLUSTER_COLUMN", 0)
+    monkeypatch.setattr(kernels, "TAU_MAX", np.inf)
+    monkeypatch.setattr(univariate, "CLUSTER_COEF_PRIOR_SD", np.inf)
     data, x = four_clinics(1)
     res = impute(data, method="multilevel", m=10, iterations=5, seed=1, **FOUR_ROLES)
     sd = np.nanstd(data["x"])
     empty = (data["site"] == 3).to_numpy()
     worst = max(np.abs(f.loc[empty, "x"] - x[empty].mean()).max() for f in res.completed) / sd
     assert worst > 100
-    assert res.extrapolated["x"] > imp.EXTRAPOLATION_SDS
+    assert res.extrapolated["x"] > univariate.EXTRAPOLATION_SDS
     assert any("beyond its observed range" in n for n in res.notes)
 
 
@@ -337,9 +337,9 @@ def test_MI_FEW_004_tau_draw_is_the_truncated_scaled_inverse_chi2():
 
     rng = np.random.default_rng(0)
     for scale_sum, df in ((0.6, 2), (0.05, 30)):
-        draws = np.array([imp._draw_tau2(scale_sum, df, rng) for _ in range(4000)])
-        assert draws.max() <= imp.TAU_MAX ** 2
-        lower = scale_sum / imp.TAU_MAX ** 2
+        draws = np.array([kernels.draw_tau2(scale_sum, df, rng) for _ in range(4000)])
+        assert draws.max() <= kernels.TAU_MAX ** 2
+        lower = scale_sum / kernels.TAU_MAX ** 2
         tail = stats.chi2.sf(lower, df)
 
         def cdf(t2):

@@ -9,11 +9,13 @@ narrative that says what the numbers show), STEP3-RV (the residual-variance
 rule), STEP3-FEW (few clusters: cluster means left out), STEP3-DIAG (R-hat
 and FMI tables), STEP3-REAL (the Brandsma schools data and the simulated
 reference registry), STEP3-FIG (figures), STEP3-NB
-(the notebook).
+(the notebook), STEP3-ART (the typed artifact: it round-trips; a renamed or
+missing field is an error).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -29,10 +31,11 @@ from conftest import REFERENCE, REPO, small_registry
 from hmlib.steps import imputation as step
 from hmlib.data import load_registry
 from hmlib.stats.design import fit_analysis_model
-from hmlib.exceptions import FitError
+from hmlib.exceptions import ArtifactError, FitError
 from hmlib.steps.base import StepContext
-from hmlib.steps.imputation import (STEP, ImputationArtifact, cluster_variation, imputation_step,
-                                   residual_variance_check)
+from hmlib.stats.imputation import cluster_variation, residual_variance_check
+from hmlib.steps.imputation import STEP, ImputationArtifact, imputation_step
+from hmlib.steps.imputation_result import FmiRecord, MethodRecord, TransportRecord
 from hmlib.params import load_params
 from hmlib.privacy import SUPPRESSED_LABEL
 from hmlib.results import ESTIMATE_COLUMNS, read_estimates, to_jsonable
@@ -168,6 +171,59 @@ def test_step3_fail_003_outputs_drop_stale_rows(tmp_path, small_result):
     assert set(table["method"]) == {"complete_case", "flat_mi", "fixed_effects_mi", "multilevel_mi"}
     assert read_estimates(path).loc[lambda t: t["method"] == "complete_case", "estimate"].tolist() == [1.0]
     assert ImputationArtifact.read(tmp_path).failed == {"stratified_mi": "too small"}
+
+
+def test_step3_art_001_artifact_round_trips(tmp_path, small_result):
+    """STEP3-ART-001: the typed artifact written and read back is equal to the one written, with and
+    without the optional transport check and residual-variance check; the rows the report reads are
+    records, and the FMI row keeps its JSON key 'lambda'."""
+    _, res = small_result
+    artifact = res.to_artifact()
+    artifact.write(tmp_path)
+    back = ImputationArtifact.read(tmp_path)
+    assert back == artifact
+    assert all(isinstance(m, MethodRecord) for m in back.methods) and [m.method for m in back.methods] == LABELS
+    assert isinstance(back.transport, TransportRecord) and back.transport.n_checked == res.transport.n_checked
+    assert back.transport.flagged == {m: tuple(map(str, res.transport.flagged(m))) for m in res.transport.methods}
+    fmi = res.fmi_table()
+    assert isinstance(back.fmi[0], FmiRecord) and back.fmi[0].lambda_ == pytest.approx(fmi["lambda"].iloc[0])
+    assert back.residual_variance.heterogeneous is res.residual_variance.heterogeneous
+    row = json.loads((tmp_path / "artifacts" / "imputation.json").read_text())["record"]["fmi"][0]
+    assert "lambda" in row and "lambda_" not in row
+    bare = dataclasses.replace(res, transport=None, residual_variance=None).to_artifact()
+    bare.write(tmp_path / "bare")
+    assert ImputationArtifact.read(tmp_path / "bare") == bare
+    assert bare.transport is None and bare.residual_variance is None
+
+
+def test_step3_art_002_renamed_or_missing_field_is_an_error(tmp_path, small_result):
+    """STEP3-ART-002: a row of the artifact with a renamed field, or without one, is refused with an
+    ArtifactError naming the field (not read as a silent gap)."""
+    _, res = small_result
+    path = res.to_artifact().write(tmp_path)
+    payload = json.loads(path.read_text())
+
+    def broken(edit):
+        changed = copy.deepcopy(payload)
+        edit(changed["record"])
+        path.write_text(json.dumps(changed))
+        return tmp_path
+
+    def rename(row, old, new):
+        row[new] = row.pop(old)
+
+    cases = [
+        (lambda r: rename(r["methods"][0], "description", "desc"), r"methods\[0\].*desc"),
+        (lambda r: r["methods"][1].pop("notes"), r"methods\[1\].*notes.*missing"),
+        (lambda r: rename(r["rhat"][0], "rhat", "r_hat"), r"rhat\[0\].*r_hat"),
+        (lambda r: r["fmi"][0].pop("lambda"), r"fmi\[0\].*lambda.*missing"),
+        (lambda r: rename(r["fmi"][0], "lambda", "lambda_"), r"fmi\[0\].*lambda_"),
+        (lambda r: r["transport"].pop("n_checked"), r"transport.*n_checked.*missing"),
+        (lambda r: r.pop("m"), r"imputation.*\bm\b.*missing"),
+    ]
+    for edit, message in cases:
+        with pytest.raises(ArtifactError, match=message):
+            ImputationArtifact.read(broken(edit))
 
 
 # ---------------------------------------------------------------------------
@@ -498,7 +554,7 @@ def test_step3_nb_002_notebook_runs(tmp_path):
                                            "fast": True},
                                cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
     artifact = ImputationArtifact.read(out)
-    assert [m["method"] for m in artifact.methods] == LABELS
+    assert [m.method for m in artifact.methods] == LABELS
     assert set(read_estimates(out / "estimates.csv")["method"]) == set(LABELS) - set(artifact.failed)
     run = nbformat.read(tmp_path / "run.ipynb", as_version=4)
     errors = [o for c in run.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

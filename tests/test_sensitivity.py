@@ -7,6 +7,7 @@ Each test names the behaviour it checks by a stable ID (``SENS-...``).
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 import json
 
 import numpy as np
@@ -19,12 +20,12 @@ from hmlib.data import load_registry
 from hmlib.exceptions import ArtifactError, ParamsError
 from hmlib.params import load_params
 from hmlib.results import ESTIMATE_COLUMNS, read_estimates, update_estimates
-from hmlib.stats.imputation import impute, impute_registry
+from hmlib.stats.imputation import impute, residual_variance_check
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.stats.sensitivity import cluster_deltas, conclusion_change, find_tipping_point, shift_imputed
 from hmlib.steps import sensitivity as step5
 from hmlib.steps.base import StepContext
-from hmlib.steps.imputation import residual_variance_check
+from hmlib.steps.imputation import impute_registry
 from hmlib.steps.sensitivity import SensitivityArtifact, residual_variance_choice, run_sensitivity
 from hmlib.steps.sensitivity_scenarios import SensitivitySettings, best_documented_clusters, impute_by_stratum
 
@@ -593,10 +594,11 @@ def test_SENS_RV_001_step3_choice_is_used_by_primary_and_reimputing_scenarios(re
     """SENS-RV-001: with step 3's record saying cluster-specific residual variances (2l.norm), the primary
     imputation and an exclusion scenario's re-imputation are those of impute(cluster_residual_variance=True);
     the notes say the choice is step 3's."""
-    step3 = dataclasses.make_dataclass("Step3", ["methods", "residual_variance"])(
-        methods=[{"method": "flat_mi", "options": {"continuous": "pmm"}},
-                 {"method": "multilevel_mi", "options": {"cluster_residual_variance": True}}],
-        residual_variance={"heterogeneous": True})
+    # the fields of step 3's record that the choice reads (ImputationArtifact.methods, .residual_variance)
+    step3 = SimpleNamespace(
+        methods=[SimpleNamespace(method="flat_mi", options={"continuous": "pmm"}),
+                 SimpleNamespace(method="multilevel_mi", options={"cluster_residual_variance": True})],
+        residual_variance=SimpleNamespace(heterogeneous=True))
     choice = residual_variance_choice(registry, step3)
     assert choice.cluster_specific and choice.source == "step 3" and choice.model == "2l.norm"
     settings = SensitivitySettings(families=("exclusion",), exclusion_thresholds=(0.4,), **FAST)
@@ -650,8 +652,9 @@ def test_SENS_RV_002_without_step3_the_same_check_decides(registry, monkeypatch,
     with pytest.raises(Stop):
         step5.run(ctx)                                                   # no step-3 artifact in tmp_path
     assert seen["cluster_residual_variance"] == here
-    step3 = dataclasses.make_dataclass("Step3", ["methods", "residual_variance"])(
-        methods=[{"method": "multilevel_mi", "options": {"cluster_residual_variance": True}}], residual_variance={})
+    step3 = SimpleNamespace(methods=[SimpleNamespace(method="multilevel_mi",
+                                                     options={"cluster_residual_variance": True})],
+                            residual_variance=None)
     monkeypatch.setattr(ctx, "read", lambda artifact: step3 if artifact is step5.ImputationArtifact else None)
     with pytest.raises(Stop):
         step5.run(ctx)

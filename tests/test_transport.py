@@ -7,6 +7,9 @@ named in a homogeneous simulation), TRANSPORT-PRIV (small per-cluster counts
 suppressed with what is computed from them), TRANSPORT-CAP (the cluster cap
 and its note), TRANSPORT-SEED (determinism), TRANSPORT-FAIL (failures kept),
 TRANSPORT-BAD (bad input).
+
+The check is :mod:`hmlib.stats.transport`; its publication (TRANSPORT-PRIV) is
+the step's (:mod:`hmlib.steps.imputation_transport`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from hmlib.exceptions import DataError
 from hmlib.privacy import SUPPRESSED_LABEL
 from hmlib.results import to_jsonable
 from hmlib.stats.transport import interval_coverage, masked_cluster_summary, transport_check_frame
+from hmlib.steps.imputation_transport import publish_transport
 
 
 def clustered(seed=0, n_clusters=15, size=80, cluster_sd=0.0, missing=0.25, shift=None):
@@ -104,7 +108,7 @@ def test_transport_shift_001_finds_the_shifted_cluster():
     data = clustered(seed=3, shift=(7, 3.0))
     methods = {"flat_mi": ("flat", {"continuous": "pmm"}), "multilevel_mi": ("multilevel", {}),
                "multilevel_no_means": ("multilevel", {"cluster_means": False})}
-    res = transport_check_frame(data, **ROLES, methods=methods, m=12, iterations=4, seed=5, min_cell=5)
+    res = transport_check_frame(data, **ROLES, methods=methods, m=12, iterations=4, seed=5)
     assert res.flagged("flat_mi") == ["S07"]
     assert res.flagged("multilevel_no_means") == ["S07"]
     assert "S07" in res.flagged("multilevel_mi")
@@ -143,7 +147,7 @@ def test_transport_shift_003_unstable_imputations_flagged(monkeypatch):
         return result
 
     monkeypatch.setattr(tr, "impute", wild)
-    res = transport_check_frame(data, **ROLES, m=6, iterations=2, seed=1, min_cell=5)
+    res = transport_check_frame(data, **ROLES, m=6, iterations=2, seed=1)
     ml = res.table.loc[res.table["method"] == "multilevel_mi"]
     assert ml["flagged"].all() and ml["reason"].str.contains("unstable").all()
     assert (ml["draw_sd"] > 10).all() and (ml["coverage"] > 0.9).all()
@@ -157,7 +161,7 @@ def test_transport_homog_001_no_flags_without_cluster_differences():
     so |bias| > 0.5 SD would be a 3.8-sigma event; coverage is ~95%.
     """
     data = clustered(seed=4, cluster_sd=0.0)
-    res = transport_check_frame(data, **ROLES, m=8, iterations=4, seed=6, min_cell=5)
+    res = transport_check_frame(data, **ROLES, m=8, iterations=4, seed=6)
     assert res.n_checked == 15
     for method in ("flat_mi", "multilevel_mi"):
         assert res.flagged(method) == [], res.table.loc[res.table["flagged"]]
@@ -174,7 +178,7 @@ def test_transport_priv_001_small_clusters_suppressed():
     # cluster S03 keeps only 6 observed values
     rows = np.flatnonzero((data["site"] == "S03").to_numpy() & data["x"].notna().to_numpy())
     data.loc[data.index[rows[6:]], "x"] = np.nan
-    res = transport_check_frame(data, **ROLES, m=4, iterations=3, seed=1, min_cell=11)
+    res = publish_transport(transport_check_frame(data, **ROLES, m=4, iterations=3, seed=1), min_cell=11)
     internal = res.table.loc[res.table["cluster"] == "S03"]
     assert set(internal["n_observed"]) == {6}
     shown = res.display.loc[res.display["cluster"] == "S03"]
@@ -198,7 +202,7 @@ def test_transport_cap_001_largest_clusters_and_note():
     """TRANSPORT-CAP-001: only the clusters with most observed values are checked, and the note says so."""
     data = clustered(seed=6, n_clusters=10, size=40)
     counts = data.groupby("site")["x"].count().sort_values(ascending=False, kind="stable")
-    res = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=2, max_clusters=4, min_cell=5)
+    res = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=2, max_clusters=4)
     assert res.n_checked == 4 and res.n_eligible == 10
     expected = sorted(counts.index, key=lambda c: (-counts[c], c))[:4]
     assert list(dict.fromkeys(res.table["cluster"])) == expected
@@ -208,9 +212,9 @@ def test_transport_cap_001_largest_clusters_and_note():
 def test_transport_seed_001_deterministic():
     """TRANSPORT-SEED-001: the same seed gives the same table; another seed another one."""
     data = clustered(seed=7, n_clusters=5, size=40)
-    a = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=11, min_cell=5)
-    b = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=11, min_cell=5)
-    c = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=12, min_cell=5)
+    a = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=11)
+    b = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=11)
+    c = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=12)
     pd.testing.assert_frame_equal(a.table, b.table)
     assert not np.allclose(a.table["mean_imputed"], c.table["mean_imputed"])
 
@@ -227,7 +231,7 @@ def test_transport_fail_001_failures_are_kept(monkeypatch):
         return real(frame, **kwargs)
 
     monkeypatch.setattr(tr, "impute", flaky)
-    res = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=1, min_cell=5)
+    res = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=1)
     assert res.failures == {("S01", "multilevel_mi"): "FitError: no variation"}
     assert ((res.table["cluster"] == "S01") & (res.table["method"] == "flat_mi")).any()
     assert not ((res.table["cluster"] == "S01") & (res.table["method"] == "multilevel_mi")).any()
@@ -247,5 +251,5 @@ def test_transport_bad_001_input_errors():
         transport_check_frame(data.assign(x=np.nan), **ROLES)
     # the input frame is never modified
     before = data.copy()
-    transport_check_frame(data, **ROLES, m=2, iterations=1, max_clusters=1, min_cell=5)
+    transport_check_frame(data, **ROLES, m=2, iterations=1, max_clusters=1)
     pd.testing.assert_frame_equal(data, before)

@@ -1,12 +1,15 @@
 """Figures of step 3 (flat vs hierarchical multiple imputation).
 
-Each function returns a matplotlib Figure (nothing is shown or saved as a
-side effect) and takes the aggregated tables of
+Each function returns a matplotlib Figure made by
+:func:`hmlib.figures.style.new_figure` (no pyplot state; nothing shown or
+saved as a side effect) and takes the aggregated tables of
 :class:`hmlib.steps.imputation.ImputationStepResult` or
-:class:`hmlib.stats.transport.TransportResult`: estimates, ICCs, chain means,
-histogram densities and per-cluster summaries, never patient-level values.
-Cells suppressed for privacy (the label ``"suppressed"``) are left out and
-counted in the title.
+:class:`hmlib.steps.imputation_transport.PublishedTransport`: estimates,
+ICCs, chain means, histogram densities and per-cluster summaries, never
+patient-level values. Cells suppressed for privacy (the label
+``"suppressed"``) are left out and counted in the title. Methods are drawn
+in the order and colours of :mod:`hmlib.methods` and named by their keys,
+as in the step's tables and narrative.
 """
 
 from __future__ import annotations
@@ -14,28 +17,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hmlib.figures.style import new_figure, plain
+from hmlib.methods import OBSERVED_COLOUR, method_colour, method_order
+
 __all__ = ["forest_plot", "cluster_variation_plot", "trace_plot", "distribution_plot", "fmi_plot",
-           "transport_plot", "METHOD_COLOURS"]
+           "transport_plot"]
 
-#: One colour per method, the same in every figure of the step.
-METHOD_COLOURS = {
-    "complete_case": "#7f7f7f",
-    "flat_mi": "#d95f02",
-    "stratified_mi": "#e6ab02",
-    "fixed_effects_mi": "#7570b3",
-    "multilevel_mi": "#1b9e77",
-    "observed": "#404040",
-}
-_ORDER = ("complete_case", "flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi")
-
-
-def _colour(method: str) -> str:
-    return METHOD_COLOURS.get(method, "#1f78b4")
-
-
-def _ordered(methods) -> list:
-    methods = list(dict.fromkeys(methods))
-    return [m for m in _ORDER if m in methods] + [m for m in methods if m not in _ORDER]
+#: Colour of a method that failed, in the forest plot.
+FAILED_COLOUR = "#b2182b"
 
 
 def forest_plot(comparison: pd.DataFrame, terms, *, failed: dict | None = None, ncols: int = 2):
@@ -53,15 +42,13 @@ def forest_plot(comparison: pd.DataFrame, terms, *, failed: dict | None = None, 
     ncols : int
         Panels per row.
     """
-    import matplotlib.pyplot as plt
-
     terms = [t for t in terms if (comparison["term"] == t).any()]
     failed = dict(failed or {})
-    methods = _ordered([*comparison["method"], *failed])
+    methods = method_order([*comparison["method"], *failed])
     nrows = max(1, int(np.ceil(len(terms) / ncols)))
     ncols = min(ncols, max(len(terms), 1))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 0.45 * len(methods) * nrows + 1.6 * nrows),
-                             squeeze=False)
+    fig, axes = new_figure(4.6 * ncols, 0.45 * len(methods) * nrows + 1.6 * nrows, nrows=nrows, ncols=ncols,
+                           squeeze=False)
     y = np.arange(len(methods))[::-1]
     for ax, term in zip(axes.ravel(), terms):
         sub = comparison.loc[comparison["term"] == term].set_index("method")
@@ -70,22 +57,21 @@ def forest_plot(comparison: pd.DataFrame, terms, *, failed: dict | None = None, 
                 row = sub.loc[method]
                 ax.errorbar(row["estimate"], yi, xerr=[[row["estimate"] - row["ci_lower"]],
                                                        [row["ci_upper"] - row["estimate"]]],
-                            fmt="o", color=_colour(method), capsize=3)
+                            fmt="o", color=method_colour(method), capsize=3)
             elif method in failed:
                 ax.text(0.02, yi, "failed", transform=ax.get_yaxis_transform(), va="center", fontsize=8,
-                        color="#b2182b")
+                        color=FAILED_COLOUR)
         truth = sub["truth"].dropna() if "truth" in sub.columns else pd.Series(dtype=float)
         if len(truth):
             ax.axvline(float(truth.iloc[0]), color="black", ls="--", lw=1)
             ax.text(float(truth.iloc[0]), y.max() + 0.45, " truth", fontsize=8, va="bottom")
-        ax.set_yticks(y, methods, fontsize=8)
+        ax.set_yticks(y, [plain(m) for m in methods], fontsize=8)
         ax.set_ylim(-0.7, len(methods) - 0.2)
-        ax.set_title(term, fontsize=10)
+        ax.set_title(plain(term), fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
     for ax in axes.ravel()[len(terms):]:
         ax.set_visible(False)
     fig.suptitle("Pooled estimates (95% intervals) by method", fontsize=11)
-    fig.tight_layout()
     return fig
 
 
@@ -99,43 +85,40 @@ def cluster_variation_plot(table: pd.DataFrame, *, focus: str, cluster: str):
     focus, cluster : str
         Names for the labels.
     """
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = new_figure(10, 3.6, ncols=2)
     sds = table.dropna(subset=["outcome_sd"])
     sds = sds.loc[sds["method"] != "truth"]
-    methods = _ordered(sds["method"])
+    methods = method_order(sds["method"])
     sds = sds.set_index("method").loc[methods]
     y = np.arange(len(methods))[::-1]
     for yi, (method, row) in zip(y, sds.iterrows()):
         lo, hi = row["outcome_sd_lower"], row["outcome_sd_upper"]
         err = None if not np.isfinite(lo) else [[row["outcome_sd"] - lo], [hi - row["outcome_sd"]]]
-        left.errorbar(row["outcome_sd"], yi, xerr=err, fmt="o", color=_colour(method), capsize=3)
+        left.errorbar(row["outcome_sd"], yi, xerr=err, fmt="o", color=method_colour(method), capsize=3)
     truth = table.loc[table["method"] == "truth", "outcome_sd"]
     if len(truth) and np.isfinite(truth.iloc[0]):
         left.axvline(float(truth.iloc[0]), color="black", ls="--", lw=1, label="truth")
         left.legend(fontsize=8, loc="best")
-    left.set_yticks(y, methods, fontsize=8)
-    left.set_title(f"Analysis model: sd({cluster}) (95% interval)", fontsize=10)
+    left.set_yticks(y, [plain(m) for m in methods], fontsize=8)
+    left.set_title(plain(f"Analysis model: sd({cluster}) (95% interval)"), fontsize=10)
 
     icc = table.loc[table["method"].str.endswith("_mi")].dropna(subset=["focus_icc"])
-    methods = _ordered(icc["method"])
+    methods = method_order(icc["method"])
     icc = icc.set_index("method").loc[methods] if len(icc) else icc
     y = np.arange(len(methods))[::-1]
     for yi, (method, row) in zip(y, icc.iterrows()):
         lo, hi = row["focus_icc_min"], row["focus_icc_max"]
         err = None if not np.isfinite(lo) else [[row["focus_icc"] - lo], [hi - row["focus_icc"]]]
-        right.errorbar(row["focus_icc"], yi, xerr=err, fmt="s", color=_colour(method), capsize=3)
+        right.errorbar(row["focus_icc"], yi, xerr=err, fmt="s", color=method_colour(method), capsize=3)
     observed = table.loc[table["method"] == "observed values", "focus_icc"]
     if len(observed) and np.isfinite(observed.iloc[0]):
-        right.axvline(float(observed.iloc[0]), color=METHOD_COLOURS["observed"], ls=":", lw=1.2,
+        right.axvline(float(observed.iloc[0]), color=OBSERVED_COLOUR, ls=":", lw=1.2,
                       label="observed values only")
         right.legend(fontsize=8, loc="best")
-    right.set_yticks(y, methods, fontsize=8)
-    right.set_title(f"ICC of {focus} in the completed data\n(mean; bar: range over imputations)", fontsize=10)
+    right.set_yticks(y, [plain(m) for m in methods], fontsize=8)
+    right.set_title(plain(f"ICC of {focus} in the completed data\n(mean; bar: range over imputations)"), fontsize=10)
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -149,25 +132,22 @@ def trace_plot(traces: dict, *, variable: str):
         (:meth:`hmlib.steps.imputation.ImputationStepResult.traces`).
     variable : str
     """
-    import matplotlib.pyplot as plt
-
-    methods = _ordered(traces)
+    methods = method_order(traces)
     ncols = min(len(methods), 2) or 1
     nrows = max(1, int(np.ceil(len(methods) / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 2.8 * nrows), squeeze=False, sharey=True)
+    fig, axes = new_figure(5 * ncols, 2.8 * nrows, nrows=nrows, ncols=ncols, squeeze=False, sharey=True)
     for ax, method in zip(axes.ravel(), methods):
         values = np.asarray(traces[method], dtype=float)
         iterations = np.arange(1, values.shape[1] + 1)
         for chain in values:
-            ax.plot(iterations, chain, color=_colour(method), alpha=0.45, lw=1)
-        ax.set_title(method, fontsize=10)
+            ax.plot(iterations, chain, color=method_colour(method), alpha=0.45, lw=1)
+        ax.set_title(plain(method), fontsize=10)
         ax.set_xlabel("iteration", fontsize=8)
         ax.tick_params(labelsize=8)
     for ax in axes.ravel()[len(methods):]:
         ax.set_visible(False)
-    axes[0, 0].set_ylabel(f"mean of imputed {variable}", fontsize=8)
-    fig.suptitle(f"Chains of the imputation of {variable} (one line per imputation)", fontsize=11)
-    fig.tight_layout()
+    axes[0, 0].set_ylabel(plain(f"mean of imputed {variable}"), fontsize=8)
+    fig.suptitle(plain(f"Chains of the imputation of {variable} (one line per imputation)"), fontsize=11)
     return fig
 
 
@@ -188,12 +168,10 @@ def distribution_plot(distributions: pd.DataFrame, clusters: pd.DataFrame, *, fo
         For the caption: observed densities of clusters with fewer observed
         values are not drawn.
     """
-    import matplotlib.pyplot as plt
-
     labels = list(clusters["cluster"])
     ncols = min(len(labels), 2) or 1
     nrows = max(1, int(np.ceil(len(labels) / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 2.9 * nrows), squeeze=False)
+    fig, axes = new_figure(5.2 * ncols, 2.9 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
     for ax, (_, info) in zip(axes.ravel(), clusters.iterrows()):
         label = info["cluster"]
         sub = distributions.loc[distributions["cluster"] == label]
@@ -204,10 +182,11 @@ def distribution_plot(distributions: pd.DataFrame, clusters: pd.DataFrame, *, fo
             edges = np.r_[part["bin_left"].to_numpy(), part["bin_right"].to_numpy()[-1]]
             dens = np.r_[part["density"].to_numpy(), 0.0]
             if source == "observed":
-                ax.fill_between(edges, dens, step="post", color=METHOD_COLOURS["observed"], alpha=0.25,
+                ax.fill_between(edges, dens, step="post", color=OBSERVED_COLOUR, alpha=0.25,
                                 label="observed")
             else:
-                ax.step(edges, dens, where="post", color=_colour(source), lw=1.5, label=f"imputed, {source}")
+                ax.step(edges, dens, where="post", color=method_colour(source), lw=1.5,
+                        label=plain(f"imputed, {source}"))
         never = bool(info.get("never_observed", False))
         missing = info["n_missing"]
         title = f"{label}: {missing if isinstance(missing, str) else f'{int(missing):,}'} missing"
@@ -215,15 +194,14 @@ def distribution_plot(distributions: pd.DataFrame, clusters: pd.DataFrame, *, fo
             title += " (never measured)"
         elif not (sub["source"] == "observed").any():
             title += f"\n(observed values not drawn: fewer than {min_cell})"
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(focus, fontsize=8)
+        ax.set_title(plain(title), fontsize=9)
+        ax.set_xlabel(plain(focus), fontsize=8)
         ax.tick_params(labelsize=8)
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(labels):]:
         ax.set_visible(False)
-    fig.suptitle(f"Observed and imputed {focus} in the clusters with most missing values "
-                 "(imputed: all m imputations together)", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(plain(f"Observed and imputed {focus} in the clusters with most missing values "
+                       "(imputed: all m imputations together)"), fontsize=10)
     return fig
 
 
@@ -233,25 +211,23 @@ def fmi_plot(fmi: pd.DataFrame):
     Parameters
     ----------
     fmi : pandas.DataFrame
-        ``method, term, fmi`` (:meth:`...ImputationStepResult.fmi_table`).
+        ``method, term, fmi``
+        (:meth:`hmlib.steps.imputation.ImputationStepResult.fmi_table`).
     """
-    import matplotlib.pyplot as plt
-
     terms = list(dict.fromkeys(fmi["term"]))
-    methods = _ordered(fmi["method"])
-    fig, ax = plt.subplots(figsize=(8, 0.16 * len(terms) * max(len(methods), 1) + 1.6))
+    methods = method_order(fmi["method"])
+    fig, ax = new_figure(8, 0.16 * len(terms) * max(len(methods), 1) + 1.6)
     height = 0.8 / max(len(methods), 1)
     base = np.arange(len(terms))[::-1]
     for k, method in enumerate(methods):
         sub = fmi.loc[fmi["method"] == method].set_index("term").reindex(terms)
         ax.barh(base + 0.4 - (k + 0.5) * height, sub["fmi"].to_numpy(dtype=float), height=height,
-                color=_colour(method), label=method)
-    ax.set_yticks(base, terms, fontsize=8)
+                color=method_colour(method), label=plain(method))
+    ax.set_yticks(base, [plain(term) for term in terms], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of missing information", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("How much of each coefficient's uncertainty is due to the missing values", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -260,14 +236,12 @@ def transport_plot(transport, *, max_clusters: int = 40):
 
     Parameters
     ----------
-    transport : hmlib.stats.transport.TransportResult
+    transport : hmlib.steps.imputation_transport.PublishedTransport
         Its published table (``display``) is drawn; suppressed clusters are
         left out and counted in the title.
     max_clusters : int
         At most this many clusters (those with largest |bias| in any method).
     """
-    import matplotlib.pyplot as plt
-
     table = transport.display
     shown = table.loc[table["bias_sd"].map(lambda v: not isinstance(v, str))].copy()
     n_hidden = table.loc[~table.index.isin(shown.index), "cluster"].nunique()
@@ -276,7 +250,7 @@ def transport_plot(transport, *, max_clusters: int = 40):
     worst = shown.groupby("cluster")["bias_sd"].apply(lambda b: b.abs().max()).sort_values(ascending=False)
     clusters = worst.index[:max_clusters].tolist()[::-1]
     y = {c: i for i, c in enumerate(clusters)}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.25 * len(clusters) + 2.0), sharey=True)
+    fig, (left, right) = new_figure(10, 0.25 * len(clusters) + 2.0, ncols=2, sharey=True)
     offsets = np.linspace(-0.15, 0.15, max(len(transport.methods), 1))
     # x range of the bias panel: a model that extrapolates wildly must not squash the others
     limit = max(3.0, 3 * transport.bias_threshold)
@@ -288,23 +262,23 @@ def transport_plot(transport, *, max_clusters: int = 40):
         bias = sub["bias_sd"].to_numpy(dtype=float)
         clipped = np.abs(bias) > limit
         edges = np.where(flagged, "black", "none")
-        left.scatter(np.clip(bias, -limit, limit)[~clipped], ys[~clipped], color=_colour(method), s=22,
-                     label=method, edgecolor=edges[~clipped])
+        left.scatter(np.clip(bias, -limit, limit)[~clipped], ys[~clipped], color=method_colour(method), s=22,
+                     label=plain(method), edgecolor=edges[~clipped])
         if clipped.any():  # far-off clusters drawn at the edge with a cross
-            left.scatter(np.sign(bias[clipped]) * limit, ys[clipped], color=_colour(method), s=40,
+            left.scatter(np.sign(bias[clipped]) * limit, ys[clipped], color=method_colour(method), s=40,
                          marker="X", edgecolor=edges[clipped])
             n_clipped += int(clipped.sum())
-        right.scatter(sub["coverage"], ys, color=_colour(method), s=22, label=method, edgecolor=edges)
+        right.scatter(sub["coverage"], ys, color=method_colour(method), s=22, label=plain(method), edgecolor=edges)
     t = transport.bias_threshold
     left.set_xlim(-limit * 1.08, limit * 1.08)
     left.axvspan(-t, t, color="#eeeeee", zorder=0)
     left.axvline(0, color="grey", lw=0.8)
-    left.set_xlabel(f"mean imputed - mean observed (SD of {transport.focus})", fontsize=8)
-    right.axvline(transport.coverage_threshold, color="#b2182b", ls="--", lw=1)
+    left.set_xlabel(plain(f"mean imputed - mean observed (SD of {transport.focus})"), fontsize=8)
+    right.axvline(transport.coverage_threshold, color=FAILED_COLOUR, ls="--", lw=1)
     right.axvline(transport.level, color="grey", ls=":", lw=1)
     right.set_xlim(-0.02, 1.02)
     right.set_xlabel(f"share of masked values inside their {transport.level:.0%} imputation interval", fontsize=8)
-    left.set_yticks(range(len(clusters)), [str(c) for c in clusters], fontsize=7)
+    left.set_yticks(range(len(clusters)), [plain(c) for c in clusters], fontsize=7)
     left.legend(fontsize=8, loc="lower right")
     title = (f"Transport check of {transport.focus}: each cluster masked and imputed from the others "
              "(black edge: flagged)")
@@ -312,8 +286,7 @@ def transport_plot(transport, *, max_clusters: int = 40):
         title += f"\n{n_hidden} cluster(s) not shown: fewer than {transport.min_cell} values (small cells)"
     if n_clipped:
         title += f"\n{n_clipped} bias(es) beyond +/-{limit:g} SD drawn at the edge (x)"
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(plain(title), fontsize=10)
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
     return fig

@@ -67,6 +67,7 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.results import ESTIMATE_COLUMNS
+from hmlib.stats.design import fit_analysis_model
 
 __all__ = ["PooledScalar", "PooledResult", "pool_rubin", "pool_fits", "analyse_imputations",
            "rubin_arrays", "residual_log_sd_se", "intraclass_correlation"]
@@ -503,8 +504,6 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
     -------
     PooledResult
     """
-    from hmlib.stats.design import fit_analysis_model
-
     fits = []
     mask = result.imputed_mask
     for frame in result.completed:

@@ -67,9 +67,11 @@ nominal level and its bias is of the order ``SD / sqrt(n_j)`` (plus the
 cluster effect for flat imputation), so flags in a large cluster point to
 a cluster the model does not transport to, not to chance.
 
-Privacy: the per-cluster table carries the number of masked values; counts
-below ``min_cell`` are suppressed with :func:`hmlib.privacy.suppress_counts`,
-together with the statistics computed from them (bias, coverage).
+Privacy: :class:`TransportResult` holds the internal per-cluster table
+(with each cluster's number of masked values and mean observed value); it is
+not for publication. The step publishes it with small counts suppressed
+(:func:`hmlib.steps.imputation_transport.publish_transport`); nothing here
+applies privacy rules.
 
 References
 ----------
@@ -96,10 +98,9 @@ from scipy import stats
 
 from hmlib.exceptions import DataError, FitError
 from hmlib.stats.imputation import impute
-from hmlib.privacy import suppress_counts
 
 __all__ = ["DEFAULT_TRANSPORT_METHODS", "interval_coverage", "masked_cluster_summary", "TransportResult",
-           "transport_check", "transport_check_frame"]
+           "transport_check_frame"]
 
 #: Draws made from one background (one completed data set of the main run): fewer calls of the
 #: engine (each has a fixed cost) while the other variables' uncertainty still enters through
@@ -221,11 +222,7 @@ class TransportResult:
         One row per checked cluster and method: ``cluster, method,
         n_observed, mean_observed, mean_imputed, bias, bias_sd, bias_mc_se,
         draw_sd, coverage, flagged, reason``. Internal (unsuppressed); not
-        for display.
-    display : pandas.DataFrame
-        The published version: ``mean_observed`` and ``mean_imputed``
-        dropped, counts below ``min_cell`` and the statistics computed from
-        them suppressed.
+        for display (the step publishes it with small counts suppressed).
     failures : dict
         ``{(cluster, method): reason}`` for imputations that failed.
     scale : float
@@ -234,7 +231,6 @@ class TransportResult:
     m, iterations, max_clusters : int
     n_eligible : int
         Clusters with at least ``min_observed`` observed values.
-    min_cell : int
     seconds : float
     notes : list of str
     """
@@ -242,7 +238,6 @@ class TransportResult:
     focus: str
     methods: tuple
     table: pd.DataFrame = field(repr=False)
-    display: pd.DataFrame = field(repr=False)
     failures: dict
     scale: float
     bias_threshold: float
@@ -253,7 +248,6 @@ class TransportResult:
     iterations: int
     max_clusters: int
     n_eligible: int
-    min_cell: int
     seconds: float
     notes: list = field(default_factory=list)
 
@@ -266,25 +260,6 @@ class TransportResult:
         """Labels of the clusters flagged for ``method``, largest |bias| first."""
         sub = self.table.loc[(self.table["method"] == method) & self.table["flagged"]]
         return sub.reindex(sub["bias_sd"].abs().sort_values(ascending=False).index)["cluster"].tolist()
-
-    def wide(self) -> pd.DataFrame:
-        """Published table, one row per cluster, columns per method, as text (for display)."""
-        if not len(self.display):
-            return pd.DataFrame(columns=["cluster", "n_observed"])
-        def fmt(value, pattern):
-            return value if isinstance(value, str) or pd.isna(value) else pattern.format(value)
-
-        parts = []
-        for method in self.methods:
-            sub = self.display.loc[self.display["method"] == method].set_index("cluster")
-            shown = pd.DataFrame({
-                f"{method}: bias (SD)": [fmt(v, "{:+.2f}") for v in sub["bias_sd"]],
-                f"{method}: coverage": [fmt(v, "{:.0%}") for v in sub["coverage"]],
-                f"{method}: flagged": ["yes: " + r if f else "" for f, r in zip(sub["flagged"], sub["reason"])],
-            }, index=sub.index)
-            parts.append(shown)
-        counts = self.display.drop_duplicates("cluster").set_index("cluster")[["n_observed"]]
-        return pd.concat([counts, *parts], axis=1).reset_index()
 
     def narrative(self) -> list[str]:
         """Generated sentences stating what the check found, with its numbers."""
@@ -338,15 +313,13 @@ class TransportResult:
         return out + list(self.notes)
 
     def to_dict(self) -> dict:
-        """JSON-ready aggregates (suppressed table, thresholds, flagged clusters)."""
-        table = self.display.assign(cluster=self.display["cluster"].astype(str))
+        """JSON-ready aggregates: settings, thresholds, flagged clusters, failures (not the table)."""
         return {
             "focus": self.focus, "methods": list(self.methods), "m": self.m, "iterations": self.iterations,
             "max_clusters": self.max_clusters, "n_eligible": self.n_eligible, "n_checked": self.n_checked,
             "bias_threshold_sd": self.bias_threshold, "coverage_threshold": self.coverage_threshold,
             "spread_threshold_sd": self.spread_threshold,
-            "level": self.level, "scale_sd": self.scale, "min_cell": self.min_cell,
-            "table": table.to_dict(orient="records"),
+            "level": self.level, "scale_sd": self.scale,
             "flagged": {method: [str(c) for c in self.flagged(method)] for method in self.methods},
             "failures": [{"cluster": str(c), "method": meth, "reason": r} for (c, meth), r in self.failures.items()],
             "seconds": self.seconds, "narrative": self.narrative(), "notes": list(self.notes),
@@ -356,33 +329,14 @@ class TransportResult:
 # --------------------------------------------------------------------------
 # The check
 # --------------------------------------------------------------------------
-#: Published columns hidden together with a suppressed count of masked values.
-_COUNT_DERIVED = ("n_observed", "bias", "bias_sd", "bias_mc_se", "draw_sd", "coverage")
-
-
-def _publish(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
-    """Suppress small per-cluster counts and what is computed from them."""
-    if not len(table):
-        return table.drop(columns=["mean_observed", "mean_imputed"], errors="ignore")
-    per_cluster = table.drop_duplicates("cluster")[["cluster", "n_observed"]].reset_index(drop=True)
-    safe = suppress_counts(per_cluster, ["n_observed"], min_cell)
-    hidden = dict(zip(per_cluster["cluster"], safe.mask["n_observed"].to_numpy()))
-    out = table.drop(columns=["mean_observed", "mean_imputed"]).astype(
-        {c: object for c in _COUNT_DERIVED})
-    rows = out["cluster"].map(hidden).to_numpy(dtype=bool)
-    for col in _COUNT_DERIVED:
-        out.loc[rows, col] = safe.label
-    return out.reset_index(drop=True)
-
-
 def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outcome: str,
                           outcome_family: str, predictors, kinds: dict | None = None,
                           levels: dict | None = None, cluster_covariates=(), higher_levels=(),
                           methods: Mapping | None = None, backgrounds: Mapping | None = None,
                           max_clusters: int = 30, min_observed: int = 2,
                           m: int = 10, iterations: int = 5, seed: int = 0, bias_threshold: float = 0.5,
-                          coverage_threshold: float = 0.8, spread_threshold: float = 2.0, level: float = 0.95,
-                          min_cell: int = 11) -> TransportResult:
+                          coverage_threshold: float = 0.8, spread_threshold: float = 2.0,
+                          level: float = 0.95) -> TransportResult:
     """Mask each cluster's observed focus values in turn and impute them (module docstring).
 
     Parameters
@@ -422,8 +376,6 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
         more than this many SDs of the variable (module docstring).
     level : float
         Level of the imputation intervals.
-    min_cell : int
-        Small-cell threshold of the published table.
 
     Returns
     -------
@@ -525,29 +477,8 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
         notes.append(f"{focus} is 0/1: coverage of imputation intervals is not defined; clusters are "
                      "flagged by bias only.")
     return TransportResult(
-        focus=focus, methods=tuple(methods), table=table, display=_publish(table, min_cell), failures=failures,
+        focus=focus, methods=tuple(methods), table=table, failures=failures,
         scale=scale, bias_threshold=float(bias_threshold), coverage_threshold=float(coverage_threshold),
         spread_threshold=float(spread_threshold),
         level=float(level), m=int(m), iterations=int(iterations), max_clusters=int(max_clusters),
-        n_eligible=len(order), min_cell=int(min_cell), seconds=time.perf_counter() - started, notes=notes)
-
-
-def transport_check(registry, *, methods: Mapping | None = None, m: int | None = None,
-                    iterations: int | None = None, max_clusters: int = 30, **options) -> TransportResult:
-    """:func:`transport_check_frame` with the roles, kinds, seed and privacy of a registry.
-
-    ``m`` and ``iterations`` default to 20 and 10, or 10 and 5 when the
-    params say ``fast: true`` (a draw re-imputes only the focus variable, so
-    draws are cheap, and a larger ``m`` keeps the Monte Carlo error of each
-    cluster's mean imputed value small: about ``tau / sqrt(m)`` for the
-    multilevel method). The focus variable is ``registry.params.focus``.
-    Other keyword arguments go to :func:`transport_check_frame`.
-    """
-    p = registry.params
-    fast = bool(getattr(p, "fast", False))
-    return transport_check_frame(
-        registry.frame, focus=p.focus, cluster=p.cluster, outcome=p.outcome, outcome_family=p.outcome_family,
-        predictors=list(p.predictors), kinds=registry.kinds, levels=registry.levels,
-        cluster_covariates=list(p.cluster_covariates), higher_levels=list(p.higher_levels), methods=methods,
-        max_clusters=max_clusters, m=m or (10 if fast else 20), iterations=iterations or (5 if fast else 10),
-        seed=options.pop("seed", p.seed), min_cell=options.pop("min_cell", p.privacy.min_cell), **options)
+        n_eligible=len(order), seconds=time.perf_counter() - started, notes=notes)

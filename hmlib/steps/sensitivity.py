@@ -69,15 +69,14 @@ import numpy as np
 import pandas as pd
 
 from hmlib.artifacts import Artifact, Record, artifact_path
-from hmlib.exceptions import DataError, FitError, ParamsError
+from hmlib.exceptions import ParamsError
 from hmlib.figures import sensitivity as figures
 from hmlib.parallel import TaskPool, check_workers
 from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
-from hmlib.stats.imputation import impute_registry
 from hmlib.stats.joint_model import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
-from hmlib.steps.imputation import ImputationArtifact, residual_variance_check
+from hmlib.steps.imputation import ImputationArtifact, choose_residual_variance, impute_registry
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
 from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, ScenarioContext,
                                                SensitivitySettings, analyse, focus_row, focus_terms,
@@ -86,7 +85,7 @@ from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, 
 from hmlib.wording import cluster_noun
 
 __all__ = ["SensitivityResult", "SensitivityArtifact", "ScenarioRecord", "TippingRecord", "SettingsRecord",
-           "ResidualVarianceChoice", "residual_variance_choice", "run_sensitivity", "run", "STEP", "FAMILY_TEXT"]
+           "SensitivityVarianceChoice", "residual_variance_choice", "run_sensitivity", "run", "STEP", "FAMILY_TEXT"]
 
 #: Plain-language name of each family, for the verdict.
 FAMILY_TEXT = {
@@ -174,12 +173,8 @@ class SettingsRecord(Record):
 # --------------------------------------------------------------------------
 # The residual variance of every multilevel imputation
 # --------------------------------------------------------------------------
-#: Errors of the residual-variance check that leave the common variance in place (as in step 3).
-_CHECK_ERRORS = (FitError, DataError, np.linalg.LinAlgError, ValueError, FloatingPointError)
-
-
 @dataclass(frozen=True)
-class ResidualVarianceChoice(Record):
+class SensitivityVarianceChoice(Record):
     """The residual variance of every multilevel imputation of step 5, and where the choice came from.
 
     Attributes
@@ -209,21 +204,18 @@ def _variance_words(cluster_specific: bool) -> str:
             else "a common residual variance (2l.pan)")
 
 
-def _step3_choice(artifact) -> bool | None:
+def _step3_choice(artifact: ImputationArtifact) -> bool | None:
     """The multilevel method's ``cluster_residual_variance`` in step 3's record (None if not recorded)."""
     for method in artifact.methods:
-        # plain JSON rows in step 3's artifact; asdict reads them as well should they become records
-        row = method if isinstance(method, dict) else dataclasses.asdict(method)
-        if row.get("method") == "multilevel_mi" and "cluster_residual_variance" in (row.get("options") or {}):
-            return bool(row["options"]["cluster_residual_variance"])
-    check = artifact.residual_variance
-    if isinstance(check, dict) and check.get("heterogeneous") is not None:
-        return bool(check["heterogeneous"])
+        if method.method == "multilevel_mi" and "cluster_residual_variance" in method.options:
+            return bool(method.options["cluster_residual_variance"])
+    if artifact.residual_variance is not None:
+        return bool(artifact.residual_variance.heterogeneous)
     return None
 
 
 def residual_variance_choice(registry, imputation_artifact=None, cluster_residual_variance="auto"
-                             ) -> ResidualVarianceChoice:
+                             ) -> SensitivityVarianceChoice:
     """The residual variance step 5 imputes with: step 3's, the caller's, or step 3's rule applied here.
 
     Parameters
@@ -239,39 +231,33 @@ def residual_variance_choice(registry, imputation_artifact=None, cluster_residua
 
     Returns
     -------
-    ResidualVarianceChoice
+    SensitivityVarianceChoice
     """
     scope = "the primary analysis and every scenario that re-imputes"
     if not isinstance(cluster_residual_variance, str):
         hetero = bool(cluster_residual_variance)
-        return ResidualVarianceChoice(hetero, "caller", f"The multilevel imputations ({scope}) use "
+        return SensitivityVarianceChoice(hetero, "caller", f"The multilevel imputations ({scope}) use "
                                                         f"{_variance_words(hetero)}, as set by the caller.")
     if cluster_residual_variance != "auto":
         raise ParamsError("cluster_residual_variance must be True, False or 'auto', "
                           f"got {cluster_residual_variance!r}.")
     chosen = _step3_choice(imputation_artifact) if imputation_artifact is not None else None
     if chosen is not None:
-        return ResidualVarianceChoice(chosen, "step 3", f"The multilevel imputations ({scope}) use "
+        return SensitivityVarianceChoice(chosen, "step 3", f"The multilevel imputations ({scope}) use "
                                                         f"{_variance_words(chosen)}, as step 3 chose.")
     p = registry.params
-    observed = registry.frame[p.focus].dropna()
-    continuous = (registry.kinds.get(p.focus, "numeric") == "numeric" and len(observed) > 0
-                  and not set(pd.unique(observed.astype(float))) <= {0.0, 1.0})
     lead = f"Step 3 has not run, so its residual-variance rule was applied here, for {scope}. "
-    if not continuous:
-        return ResidualVarianceChoice(False, "checked here", lead + f"The focus variable {p.focus} is not "
-                                      f"continuous, so the multilevel imputation uses {_variance_words(False)}.")
-    try:
-        check = residual_variance_check(registry.frame, variable=p.focus, cluster=p.cluster,
-                                        covariates=[*p.predictors, p.outcome], levels=registry.levels)
-    except _CHECK_ERRORS as exc:
-        return ResidualVarianceChoice(False, "checked here", lead + f"The check could not be run ({exc}), so the "
-                                      f"multilevel imputation uses {_variance_words(False)}.")
+    decided = choose_residual_variance(registry, "auto")  # step 3's own rule
+    check = decided.check
+    if check is None:
+        why = " ".join(decided.notes) or f"The focus variable {p.focus} is not continuous."
+        return SensitivityVarianceChoice(False, "checked here", lead + f"{why} The multilevel imputation uses "
+                                         f"{_variance_words(False)}.")
     if not np.isfinite(check.p_value):
-        return ResidualVarianceChoice(False, "checked here", lead + f"Fewer than 2 {cluster_noun(p.cluster)}s "
-                                      "have enough complete rows to test, so the multilevel imputation uses "
-                                      f"{_variance_words(False)}.")
-    return ResidualVarianceChoice(bool(check.heterogeneous), "checked here", lead + check.sentence())
+        return SensitivityVarianceChoice(False, "checked here", lead + f"Fewer than 2 {cluster_noun(p.cluster)}s "
+                                         "have enough complete rows to test, so the multilevel imputation uses "
+                                         f"{_variance_words(False)}.")
+    return SensitivityVarianceChoice(decided.heterogeneous, "checked here", lead + check.sentence())
 
 
 # --------------------------------------------------------------------------
@@ -326,7 +312,7 @@ class SensitivityResult:
         Patients in the primary analysis.
     n_patients_all : int
         Patients in the registry's analysis frame.
-    residual_variance : ResidualVarianceChoice
+    residual_variance : SensitivityVarianceChoice
         The residual variance of every multilevel imputation, and where the
         choice came from.
     workers : int
@@ -347,7 +333,7 @@ class SensitivityResult:
     min_cell: int
     n_patients_primary: int
     n_patients_all: int
-    residual_variance: ResidualVarianceChoice
+    residual_variance: SensitivityVarianceChoice
     workers: int = 1
     elapsed: float = 0.0
     notes: list = field(default_factory=list)
@@ -610,11 +596,11 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         contract rows (no draws) only saves the reference prior's fit.
     seed : int, optional
         Seed of every imputation (default: the params' seed).
-    cluster_residual_variance : bool, "auto" or ResidualVarianceChoice
+    cluster_residual_variance : bool, "auto" or SensitivityVarianceChoice
         Residual variance of every multilevel imputation (primary and
         scenarios): cluster-specific (True, 2l.norm) or common (False,
         2l.pan); "auto" decides by step 3's rule (:func:`residual_variance_choice`);
-        a :class:`ResidualVarianceChoice` is used as given (``run`` passes
+        a :class:`SensitivityVarianceChoice` is used as given (``run`` passes
         step 3's).
 
     Returns
@@ -635,7 +621,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         if joint_fitter != "auto":
             raise ParamsError(f"joint_fitter must be a callable, 'auto' or None, got {joint_fitter!r}.")
         joint_fitter = joint_model_fitter
-    residual = cluster_residual_variance if isinstance(cluster_residual_variance, ResidualVarianceChoice) \
+    residual = cluster_residual_variance if isinstance(cluster_residual_variance, SensitivityVarianceChoice) \
         else residual_variance_choice(registry, None, cluster_residual_variance)
     notes: list[str] = [residual.text]
     if primary_imputation is None:
@@ -696,7 +682,7 @@ class SensitivityArtifact(Artifact):
     observed_sd: float | None
     primary: list
     primary_method: str
-    residual_variance: ResidualVarianceChoice
+    residual_variance: SensitivityVarianceChoice
     scenarios: tuple[ScenarioRecord, ...]
     settings: SettingsRecord
     tipping: tuple[TippingRecord, ...]

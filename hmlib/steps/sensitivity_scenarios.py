@@ -93,7 +93,8 @@ import pandas as pd
 from hmlib.exceptions import FitError, ParamsError
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows
 from hmlib.stats.design import design_matrix, fit_design
-from hmlib.stats.imputation import ImputationResult, impute, impute_registry
+from hmlib.stats.imputation import ImputationResult, impute
+from hmlib.steps.imputation import impute_registry
 from hmlib.stats.joint_model import fit_joint_model, reweight_cluster_sd_prior
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.stats.sensitivity import cluster_deltas, refine_tipping_point, shift_imputed
