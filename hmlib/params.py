@@ -25,6 +25,8 @@ Example
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -158,6 +160,18 @@ class Params:
         cols = [self.cluster, *self.higher_levels, self.outcome, *self.predictors,
                 *self.cluster_covariates]
         return tuple(dict.fromkeys(cols))
+
+    def as_run(self) -> dict:
+        """The params as run: the file's values with ``--fast``, the seed and the resolved focus applied."""
+        values = dict(self.raw)
+        values.update(fast=bool(self.fast), focus=self.focus, seed=self.seed)
+        return values
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of :meth:`as_run`: results made with other params carry another fingerprint."""
+        text = json.dumps(self.as_run(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def with_overrides(self, **changes: Any) -> "Params":
         """Return a copy with some fields changed (e.g. ``fast=True``)."""
