@@ -190,6 +190,7 @@ def _read_csv(data: bytes, path: Path, columns, encoding: str, raw_columns: list
     names, delimiter = read_header(text, path)
     raw_columns.extend(names)
     wanted = [c for c in columns if c in names]
+    _check_row_lengths(text, delimiter, len(names), path)
     try:
         frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, na_filter=False,
                             usecols=wanted, skipinitialspace=False, engine="c")
@@ -203,6 +204,17 @@ def _read_csv(data: bytes, path: Path, columns, encoding: str, raw_columns: list
         ) from None
     frame.columns = [c.strip() for c in frame.columns]
     return frame, delimiter
+
+
+def _check_row_lengths(text: str, delimiter: str, n_columns: int, path: Path) -> None:
+    """A row with more fields than the header would shift values into the wrong columns: refuse it."""
+    for line_number, row in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), start=1):
+        if len(row) > n_columns and any(field.strip() for field in row[n_columns:]):
+            raise DataError(
+                f"cannot read {path.name} as a {DELIMITERS[delimiter]}-separated file: line {line_number} has "
+                f"{len(row)} fields but the header has {n_columns}. Check for unquoted delimiters inside values "
+                "(quote such values in the export)."
+            )
 
 
 def read_extract(path: str | Path, columns, *, cluster: str, encoding: str = "utf-8",
