@@ -176,11 +176,29 @@ class Artifact(Record):
         """A line the runner prints loudly after the step (e.g. a failed convergence gate), or None."""
         return None
 
-    def write(self, output_dir: str | Path) -> Path:
-        """Write ``artifacts/<KEY>.json`` atomically (a reader never sees half a file)."""
-        payload = {"kind": self.KEY, "version": self.VERSION, "record": self.to_json()}
+    def write(self, output_dir: str | Path, inputs: dict | None = None) -> Path:
+        """Write ``artifacts/<KEY>.json`` atomically (a reader never sees half a file).
+
+        ``inputs`` identifies what the record was made from (``data_sha256``,
+        ``params_sha256``: :meth:`hmlib.steps.base.StepContext.inputs`); the
+        runner refuses to put records of other inputs into one report.
+        """
+        payload = {"kind": self.KEY, "version": self.VERSION, "inputs": dict(inputs or {}),
+                   "record": self.to_json()}
         text = json.dumps(payload, indent=1, sort_keys=True, allow_nan=False)
         return atomic_write_text(artifact_path(output_dir, self.KEY), text + "\n")
+
+    @classmethod
+    def read_inputs(cls, output_dir: str | Path) -> dict | None:
+        """What the stored record was made from (``{}`` if not recorded), or None when there is no record."""
+        path = artifact_path(output_dir, cls.KEY)
+        if not path.is_file():
+            return None
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            return {}
+        return dict(payload.get("inputs") or {}) if isinstance(payload, dict) else {}
 
     @classmethod
     def read(cls, output_dir: str | Path):

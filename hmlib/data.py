@@ -1,36 +1,49 @@
-"""Reading the registry extract and checking it against the params.
+"""Checking the registry extract against the params.
 
-Every check runs before any model is fitted, and each failure names the
-column, how many values are affected, an example value and the fix. Problems
-that the report should *show* rather than refuse (a cluster of one patient, a
-variable never recorded in a site) become notices, carried into the report.
+:mod:`hmlib.reading` reads the model columns as text; here every check runs
+before any model is fitted, and each failure names the column, how many values
+are affected, an example value and the fix. Problems that the report should
+*show* rather than refuse (a cluster of one patient, a variable never recorded
+in a site, missing-value codes read as missing) become notices, carried into
+the report.
 
-The input file is only read. The analysis frame returned is a copy holding
-the model columns; rows with a missing cluster id are excluded from it, and
-their number is reported.
+Coding rules: a column whose recorded values are mostly numbers is numeric,
+and any other text in it is an error naming examples; numbers never become
+categories unless the column is listed in ``categorical``; ``inf`` is an
+error; a categorical column's labels are trimmed, and labels that differ only
+in letter case get a notice (they stay separate levels). Cluster ids are
+text.
+
+The input file is only read. The analysis frame returned holds the model
+columns; rows with a missing cluster id are excluded from it, and their number
+is reported.
 """
 
 from __future__ import annotations
 
-import hashlib
+import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError
 from hmlib.params import Params
+from hmlib.privacy import pseudonymize_clusters
+from hmlib.reading import DELIMITERS, RawExtract, parse_numbers, read_extract
+from hmlib.results import load_truth
 
-__all__ = ["Registry", "Notice", "read_table", "load_registry", "file_sha256"]
+__all__ = ["Registry", "Notice", "load_registry", "FEW_CLUSTERS"]
 
 #: A categorical predictor with more levels than this is almost certainly an
 #: identifier or free text, not a predictor.
 MAX_LEVELS = 50
-#: Share of non-missing values that must parse as numbers for a text column to
-#: be treated as "numbers with some text in them" (an error) rather than as a
-#: categorical column.
-NUMERIC_SHARE = 0.8
+#: Share of recorded values that must parse as numbers for a text column to be
+#: numeric ("numbers with some text in them" is then an error naming the text).
+NUMERIC_SHARE = 0.5
+#: With fewer clusters than this, a between-cluster SD is barely estimable.
+FEW_CLUSTERS = 5
+_TRUE_FALSE = {"true": 1.0, "false": 0.0}
 
 
 @dataclass(frozen=True)
@@ -108,116 +121,294 @@ class Registry:
         return tuple(c for c in cols if self.frame[c].isna().any())
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file, with clear errors.
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-
-    Returns
-    -------
-    pandas.DataFrame
-
-    Raises
-    ------
-    DataError
-        The file does not exist, cannot be parsed, or holds no rows.
-    """
-    path = Path(path)
-    if not path.is_file():
-        hint = " Run `hmreport demo` first to write the demo registry." if "demo" in path.name else ""
-        raise DataError(f"data file not found: {path}.{hint} Check 'data' in the params file.")
-    if path.stat().st_size == 0:
-        raise DataError(f"data file {path} is empty (0 bytes); export the registry again.")
-    try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, low_memory=False)
-        else:
-            frame = pd.read_parquet(path)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"data file {path} has no columns or rows; export the registry again.") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"cannot read {path}: {first}. Check that it is a valid "
-            f"{'CSV (comma-separated, UTF-8)' if path.suffix.lower() == '.csv' else 'Parquet'} file."
-        ) from None
-    if frame.shape[0] == 0:
-        raise DataError(f"data file {path} has a header but no rows; export the registry again.")
-    return frame
+def _plain(value) -> str:
+    """A value as the user wrote it: Python scalars, no numpy reprs."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _example(values: pd.Series) -> str:
-    return repr(values.iloc[0]) if len(values) else "?"
+    return _plain(values.iloc[0]) if len(values) else "?"
 
 
-def _numeric_or_categorical(frame: pd.DataFrame, col: str, forced_categorical: bool) -> str:
-    """Decide how a column is coded; raise on numbers mixed with text."""
-    series = frame[col]
-    if forced_categorical:
+def _examples(values: pd.Series, k: int = 3) -> str:
+    shown = list(dict.fromkeys(values.tolist()))
+    text = ", ".join(_plain(v) for v in shown[:k])
+    return text + (f" and {len(shown) - k} other value(s)" if len(shown) > k else "")
+
+
+def _count_text(n: int, min_cell: int) -> str:
+    """A count for a notice, or ``fewer than <min_cell>`` when it is a small cell."""
+    return f"fewer than {min_cell}" if 0 < n < min_cell else f"{n:,}"
+
+
+class _Checker:
+    """The checks of one extract against its params; collects notices as it goes."""
+
+    def __init__(self, params: Params, raw: RawExtract):
+        self.params = params
+        self.raw = raw
+        self.frame = raw.frame.copy()
+        self.notices: list[Notice] = []
+        self.kinds: dict[str, str] = {}
+        self.levels: dict[str, list] = {}
+        self.min_cell = int(params.privacy.min_cell)
+
+    def notice(self, code: str, message: str) -> None:
+        self.notices.append(Notice(code, message))
+
+    # ------------------------------------------------------------------ reading
+    def reading_notices(self) -> None:
+        raw, mc = self.raw, self.min_cell
+        if raw.delimiter is not None and raw.delimiter != ",":
+            self.notice("delimiter", f"{self.params.data.name} was read as a {DELIMITERS[raw.delimiter]}-separated "
+                                     "file.")
+        for col, codes in raw.missing_codes.items():
+            listed = ", ".join(f"{code!r} ({_count_text(n, mc)})" for code, n in codes.items())
+            self.notice("missing-codes", f"In '{col}', {listed} were read as missing values.")
+        for col, labels in raw.merged_by_trimming.items():
+            self.notice("trimmed-labels", f"In '{col}', labels that differed only by spaces before or after them "
+                                          f"were read as one: {', '.join(map(repr, labels[:5]))}.")
+
+    def numbers(self, col: str) -> pd.Series | None:
+        """The column as numbers, or None when it is text (categorical).
+
+        Raises DataError for a column of mostly numbers with text in it, and for infinite values.
+        """
+        series = self.frame[col]
+        if pd.api.types.is_bool_dtype(series):
+            return series.astype(float)
+        if pd.api.types.is_numeric_dtype(series):
+            values = series.astype(float)
+        else:
+            present = series.dropna().astype(str)
+            if not len(present):
+                return pd.Series(np.nan, index=series.index)
+            lower = present.str.lower()
+            if lower.isin(list(_TRUE_FALSE)).all():
+                self.notice("true-false", f"'{col}' holds TRUE/FALSE values; they were read as 1/0.")
+                return lower.map(_TRUE_FALSE).reindex(series.index).astype(float)
+            values, comma = parse_numbers(series)
+            parsed = values.loc[present.index].notna()
+            if parsed.mean() < NUMERIC_SHARE:
+                if parsed.any():
+                    self.notice("numbers-in-text", f"'{col}' is mostly text; the values that look like numbers "
+                                                   f"(e.g. {_examples(present[parsed], 2)}) are read as labels.")
+                return None
+            bad = present[~parsed]
+            if len(bad):
+                raise DataError(
+                    f"column '{col}' holds numbers but {len(bad):,} value(s) are text, "
+                    f"e.g. {_examples(bad)}. Replace them with numbers, leave the cells empty where the value is "
+                    "missing, or list such codes under 'missing_codes' in the params file."
+                )
+            if comma:
+                self.notice("decimal-comma", f"'{col}' is written with decimal commas (e.g. "
+                                             f"{_example(present[present.str.contains(',')])}); read as decimal "
+                                             "numbers.")
+        infinite = np.isinf(values)
+        if infinite.any():
+            raise DataError(
+                f"column '{col}' holds {int(infinite.sum()):,} infinite value(s) ('inf'); "
+                "a measurement cannot be infinite. Fix the export, or leave the cells empty if they are missing."
+            )
+        return values
+
+    # ------------------------------------------------------------------ columns
+    def require_columns(self) -> None:
+        params = self.params
+        present = set(self.raw.columns)
+        missing_cols = [c for c in params.model_columns if c not in present]
+        if not missing_cols:
+            return
+        col = missing_cols[0]
+        names = [str(c) for c in self.raw.columns]
+        close = difflib.get_close_matches(col, names, n=1) or [n for n in names if n.lower() == col.lower()]
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        shown = ", ".join(names[:15]) + (" ..." if len(names) > 15 else "")
+        how = f" (read as {DELIMITERS[self.raw.delimiter]}-separated)" if self.raw.delimiter else ""
+        raise DataError(
+            f"column '{col}' named in {params.source.name} is not in {params.data.name}.{hint} "
+            f"The file has{how}: {shown}. Fix the name in the params file."
+        )
+
+    def clusters(self) -> int:
+        """Exclude rows without a cluster id; at least two clusters. Returns the rows excluded."""
+        frame, cluster = self.frame, self.params.cluster
+        no_cluster = frame[cluster].isna()
+        n_excluded = int(no_cluster.sum())
+        if n_excluded == len(frame):
+            raise DataError(f"the cluster column '{cluster}' is empty in every row; check 'cluster' in the params.")
+        if n_excluded:
+            self.notice("missing-cluster-id", f"{_count_text(n_excluded, self.min_cell)} row(s) have no value in "
+                                              f"the cluster column '{cluster}' and are excluded from every analysis "
+                                              "(a patient cannot be placed in a cluster).")
+            self.frame = frame.loc[~no_cluster].copy()
+        n_clusters = self.frame[cluster].nunique()
+        if n_clusters < 2:
+            raise DataError(
+                f"the cluster column '{cluster}' has a single value ({_example(self.frame[cluster])}); "
+                "a hierarchical model needs at least two clusters. Check 'cluster' in the params."
+            )
+        if n_clusters < FEW_CLUSTERS:
+            self.notice("few-clusters", f"Only {n_clusters} clusters: a between-cluster SD estimated from so few "
+                                        "clusters is very uncertain (it can come out as 0 or far too large); read "
+                                        "every between-cluster SD and ICC in this report with that in mind.")
+        return n_excluded
+
+    def outcome(self) -> None:
+        params, frame = self.params, self.frame
+        outcome = params.outcome
+        y = frame[outcome]
+        if y.isna().all():
+            raise DataError(f"the outcome '{outcome}' is missing in every row; check 'outcome' in the params.")
+        if params.outcome_family == "binomial":
+            present = y.dropna()
+            lower = present.astype(str).str.lower()
+            if pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+                values = y.astype(float)
+            elif len(present) and lower.isin(list(_TRUE_FALSE)).all():
+                values = lower.map(_TRUE_FALSE).reindex(y.index).astype(float)
+            else:
+                values = parse_numbers(y)[0]
+            bad = present[~values.loc[present.index].isin([0.0, 1.0])]
+            if len(bad):
+                raise DataError(
+                    f"the outcome '{outcome}' must be 0/1 for outcome_family: binomial, but {len(bad):,} "
+                    f"value(s) are not, e.g. {_examples(bad)}. Recode it to 0 (no event) / 1 (event), or use "
+                    "outcome_family: gaussian for a continuous outcome."
+                )
+        else:
+            values = self.numbers(outcome)
+            if values is None:
+                raise DataError(
+                    f"the outcome '{outcome}' is text (e.g. {_example(y.dropna())}) but outcome_family is "
+                    "gaussian; give a numeric outcome, or a 0/1 outcome with outcome_family: binomial."
+                )
+        frame[outcome] = values
+        if frame[outcome].nunique(dropna=True) < 2:
+            raise DataError(
+                f"the outcome '{outcome}' takes a single value ({_example(frame[outcome].dropna())}) "
+                "in every row where it is recorded; there is nothing to model."
+            )
+        self.kinds[outcome] = "numeric"
+
+    def code_column(self, col: str, role: str) -> str:
+        """Code a predictor or cluster covariate as float or as a Categorical with sorted levels."""
+        forced = col in self.params.categorical
+        if not forced:
+            values = self.numbers(col)
+            if values is not None:
+                self.frame[col] = values
+                return "numeric"
+        series = self.frame[col]
+        if pd.api.types.is_float_dtype(series) and (series.dropna() % 1 == 0).all():
+            series = series.astype("Int64")  # 1.0 -> "1": levels read as written
+        text = series.astype("string").str.strip().astype(object).where(series.notna(), None)
+        found = sorted(text.dropna().unique().tolist(), key=str)
+        if len(found) > MAX_LEVELS:
+            raise DataError(
+                f"{role} '{col}' is text with {len(found)} different values (e.g. {found[0]!r}); "
+                f"a categorical column may have at most {MAX_LEVELS}. Is it an identifier or free "
+                f"text? Remove it from the params."
+            )
+        by_case: dict[str, list] = {}
+        for label in found:
+            by_case.setdefault(str(label).lower(), []).append(label)
+        variants = [labels for labels in by_case.values() if len(labels) > 1]
+        if variants:
+            shown = "; ".join(" / ".join(map(repr, labels)) for labels in variants[:3])
+            self.notice("case-variants", f"'{col}' has labels that differ only in letter case ({shown}); they are "
+                                         "kept as separate levels. Recode them in the export if they mean the same.")
+        self.frame[col] = pd.Categorical(text, categories=found)
+        self.levels[col] = found
         return "categorical"
-    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
-        return "numeric"
-    present = series.dropna()
-    as_text = present.astype(str).str.strip()
-    parsed = pd.to_numeric(as_text, errors="coerce")
-    if len(present) and parsed.notna().mean() >= NUMERIC_SHARE:
-        bad = as_text[parsed.isna()]
-        raise DataError(
-            f"column '{col}' holds numbers but {len(bad)} value(s) are text, e.g. {_example(bad)}. "
-            "Replace them with numbers, or leave the cell empty if the value is missing "
-            "(empty cells are read as missing)."
-        )
-    return "categorical"
 
+    def predictors(self) -> None:
+        frame = self.frame
+        for col in self.params.predictors:
+            if frame[col].isna().all():
+                raise DataError(
+                    f"predictor '{col}' is missing in all {len(frame)} rows; remove it from 'predictors' "
+                    "or check the export."
+                )
+            self.kinds[col] = self.code_column(col, "predictor")
+            if self.frame[col].nunique(dropna=True) < 2:
+                raise DataError(
+                    f"predictor '{col}' takes a single value ({_example(self.frame[col].dropna())}) in every row "
+                    "where it is recorded; a constant cannot be a predictor. Remove it from 'predictors'."
+                )
 
-def _code_column(frame: pd.DataFrame, col: str, forced_categorical: bool, levels: dict,
-                 role: str) -> str:
-    """Code ``frame[col]`` in place as float or as a Categorical with sorted levels.
+    def cluster_level_columns(self) -> None:
+        frame, cluster = self.frame, self.params.cluster
+        for col in self.params.cluster_covariates:
+            per_cluster = frame.groupby(cluster, observed=True)[col].nunique(dropna=True)
+            varying = per_cluster[per_cluster > 1]
+            if len(varying):
+                raise DataError(
+                    f"cluster covariate '{col}' varies within {len(varying)} cluster(s) (e.g. cluster "
+                    f"{_plain(varying.index[0])} has {int(varying.iloc[0])} different values); a cluster-level "
+                    "column must be constant within each cluster. Move it to 'predictors' if it is "
+                    "patient-level."
+                )
+            if frame[col].isna().all():
+                raise DataError(f"cluster covariate '{col}' is missing in every row; remove it or check the export.")
+            self.kinds[col] = self.code_column(col, "cluster covariate")
+        for col in self.params.higher_levels:
+            per_cluster = frame.groupby(cluster, observed=True)[col].nunique(dropna=True)
+            crossing = per_cluster[per_cluster > 1]
+            if len(crossing):
+                raise DataError(
+                    f"clusters are not nested in '{col}': {len(crossing)} cluster(s) belong to more than one "
+                    f"'{col}' (e.g. cluster {_plain(crossing.index[0])}). Each cluster must sit in one "
+                    "higher-level unit; check 'cluster' and 'higher_levels'."
+                )
 
-    Records the levels of a categorical column in ``levels`` and returns its
-    kind. Raises on numbers mixed with text, or on too many levels.
-    """
-    series = frame[col]
-    kind = _numeric_or_categorical(frame, col, forced_categorical)
-    if kind == "numeric":
-        frame[col] = pd.to_numeric(series, errors="coerce").astype("float")
-        return kind
-    if pd.api.types.is_float_dtype(series) and (series.dropna() % 1 == 0).all():
-        series = series.astype("Int64")  # 1.0 -> "1": levels read as written
-    text = series.astype("string").str.strip().astype(object).where(series.notna(), None)
-    found = sorted(text.dropna().unique().tolist(), key=str)
-    if len(found) > MAX_LEVELS:
-        raise DataError(
-            f"{role} '{col}' is text with {len(found)} different values (e.g. {found[0]!r}); "
-            f"a categorical column may have at most {MAX_LEVELS}. Is it an identifier or free "
-            f"text? Remove it from the params."
-        )
-    frame[col] = pd.Categorical(text, categories=found)
-    levels[col] = found
-    return kind
+    def structure_notices(self) -> tuple:
+        """Singletons, the focus variable, structural gaps. Returns (singletons, focus)."""
+        params, frame, cluster = self.params, self.frame, self.params.cluster
+        sizes = frame.groupby(cluster, observed=True).size()
+        singletons = tuple(sizes.index[sizes == 1].tolist())
+        if singletons:
+            self.notice("singleton-clusters",
+                        f"{len(singletons)} of {len(sizes)} clusters have a single patient; they are kept (they "
+                        "inform the fixed effects and are shrunk fully towards the average cluster) but carry "
+                        "almost no information about between-cluster variation.")
+        focus = params.focus
+        predictors_missing = {c: int(frame[c].isna().sum()) for c in params.predictors}
+        if focus is None:
+            most = max(params.predictors, key=lambda c: predictors_missing[c])
+            focus = most if predictors_missing[most] > 0 else params.predictors[0]
+            reason = "most missing values" if predictors_missing[most] > 0 else "first predictor; none is incomplete"
+            self.notice("focus-chosen", f"Focus variable: '{focus}' ({reason}).")
+        if predictors_missing[focus] == 0:
+            self.notice("focus-complete", f"The focus variable '{focus}' has no missing values; the imputation "
+                                          "steps have little to do.")
+        for col in [params.outcome, *params.predictors]:
+            present = frame[col].notna().groupby(frame[cluster], observed=True).sum()
+            never = present[present == 0]
+            if len(never):
+                self.notice("structural-gap",
+                            f"'{col}' is never recorded in {len(never)} of {len(present)} clusters (a structural "
+                            "gap); complete-case analysis drops these clusters entirely, and imputation there relies "
+                            "on the other clusters only.")
+        return singletons, focus
 
 
 def load_registry(params: Params) -> Registry:
     """Read the data file named in ``params`` and check it.
 
-    Checks, in order: the file reads and has rows; every named column exists;
-    the cluster id (rows with a missing id are excluded and counted); the
-    outcome (0/1 for binomial, numeric for gaussian, not constant, not all
-    missing); each predictor (numbers without stray text, or a categorical
-    column with a sensible number of levels; not constant; not all missing);
-    cluster covariates constant within clusters; clusters nested in the higher
-    levels; at least two clusters; the focus variable.
+    Checks, in order: the file reads and has rows (:func:`hmlib.reading.read_extract`);
+    every named column exists; the cluster id (rows with a missing id are
+    excluded and counted; at least two clusters); the outcome (0/1 for
+    binomial, numeric for gaussian, not constant, not all missing); each
+    predictor (numbers without stray text, or a categorical column with a
+    sensible number of levels; not constant; not all missing); cluster
+    covariates constant within clusters; clusters nested in the higher
+    levels; the focus variable.
 
     Parameters
     ----------
@@ -232,154 +423,22 @@ def load_registry(params: Params) -> Registry:
     DataError
         With the column, the count, an example value and the fix.
     """
-    raw = read_table(params.data)
-    sha = file_sha256(params.data)
-    n_read = int(len(raw))
+    raw = read_extract(params.data, params.model_columns, cluster=params.cluster, encoding=params.encoding,
+                       missing_codes=params.missing_codes)
+    load_truth(params.truth)  # a truth file named in the params must be valid
+    checker = _Checker(params, raw)
+    checker.require_columns()
+    checker.frame = checker.frame.loc[:, list(params.model_columns)]
+    checker.reading_notices()
+    n_excluded = checker.clusters()
+    checker.outcome()
+    checker.predictors()
+    checker.cluster_level_columns()
+    singletons, focus = checker.structure_notices()
 
-    missing_cols = [c for c in params.model_columns if c not in raw.columns]
-    if missing_cols:
-        import difflib
-
-        col = missing_cols[0]
-        close = difflib.get_close_matches(col, [str(c) for c in raw.columns], n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        shown = ", ".join(map(str, list(raw.columns)[:15])) + (" ..." if raw.shape[1] > 15 else "")
-        raise DataError(
-            f"column '{col}' named in {params.source.name} is not in {params.data.name}.{hint} "
-            f"The file has: {shown}. Fix the name in the params file."
-        )
-
-    frame = raw.loc[:, list(params.model_columns)].copy()
-    notices: list[Notice] = []
-    cluster = params.cluster
-
-    no_cluster = frame[cluster].isna()
-    n_excluded = int(no_cluster.sum())
-    if n_excluded == len(frame):
-        raise DataError(f"the cluster column '{cluster}' is empty in every row; check 'cluster' in the params.")
-    if n_excluded:
-        notices.append(Notice(
-            "missing-cluster-id",
-            f"{n_excluded} row(s) have no value in the cluster column '{cluster}' and are excluded "
-            "from every analysis (a patient cannot be placed in a cluster).",
-        ))
-        frame = frame.loc[~no_cluster].copy()
-    if frame[cluster].nunique() < 2:
-        raise DataError(
-            f"the cluster column '{cluster}' has a single value ({_example(frame[cluster])}); "
-            "a hierarchical model needs at least two clusters. Check 'cluster' in the params."
-        )
-
-    kinds: dict[str, str] = {}
-    levels: dict[str, list] = {}
-
-    outcome = params.outcome
-    y = frame[outcome]
-    if y.isna().all():
-        raise DataError(f"the outcome '{outcome}' is missing in every row; check 'outcome' in the params.")
-    if params.outcome_family == "binomial":
-        present = y.dropna()
-        if pd.api.types.is_bool_dtype(present):
-            frame[outcome] = y.astype("float")
-        else:
-            numeric = pd.to_numeric(present, errors="coerce")
-            bad = present[numeric.isna() | ~numeric.isin([0, 1])]
-            if len(bad):
-                raise DataError(
-                    f"the outcome '{outcome}' must be 0/1 for outcome_family: binomial, but {len(bad)} "
-                    f"value(s) are not, e.g. {_example(bad)}. Recode it to 0 (no event) / 1 (event), "
-                    "or use outcome_family: gaussian for a continuous outcome."
-                )
-            frame[outcome] = pd.to_numeric(y, errors="coerce").astype("float")
-    else:
-        if _numeric_or_categorical(frame, outcome, False) != "numeric":
-            raise DataError(
-                f"the outcome '{outcome}' is text (e.g. {_example(y.dropna())}) but outcome_family is "
-                "gaussian; give a numeric outcome, or a 0/1 outcome with outcome_family: binomial."
-            )
-        frame[outcome] = pd.to_numeric(y, errors="coerce").astype("float")
-    if frame[outcome].nunique(dropna=True) < 2:
-        raise DataError(
-            f"the outcome '{outcome}' takes a single value ({_example(frame[outcome].dropna())}) "
-            "in every row where it is recorded; there is nothing to model."
-        )
-    kinds[outcome] = "numeric"
-
-    for col in params.predictors:
-        if frame[col].isna().all():
-            raise DataError(
-                f"predictor '{col}' is missing in all {len(frame)} rows; remove it from 'predictors' "
-                "or check the export."
-            )
-        kinds[col] = _code_column(frame, col, col in params.categorical, levels, "predictor")
-        if frame[col].nunique(dropna=True) < 2:
-            raise DataError(
-                f"predictor '{col}' takes a single value ({_example(frame[col].dropna())}) in every row "
-                "where it is recorded; a constant cannot be a predictor. Remove it from 'predictors'."
-            )
-
-    for col in params.cluster_covariates:
-        per_cluster = frame.groupby(cluster, observed=True)[col].nunique(dropna=True)
-        varying = per_cluster[per_cluster > 1]
-        if len(varying):
-            raise DataError(
-                f"cluster covariate '{col}' varies within {len(varying)} cluster(s) (e.g. cluster "
-                f"{varying.index[0]!r} has {int(varying.iloc[0])} different values); a cluster-level "
-                "column must be constant within each cluster. Move it to 'predictors' if it is "
-                "patient-level."
-            )
-        if frame[col].isna().all():
-            raise DataError(f"cluster covariate '{col}' is missing in every row; remove it or check the export.")
-        kinds[col] = _code_column(frame, col, col in params.categorical, levels, "cluster covariate")
-
-    for col in params.higher_levels:
-        per_cluster = frame.groupby(cluster, observed=True)[col].nunique(dropna=True)
-        crossing = per_cluster[per_cluster > 1]
-        if len(crossing):
-            raise DataError(
-                f"clusters are not nested in '{col}': {len(crossing)} cluster(s) belong to more than one "
-                f"'{col}' (e.g. cluster {crossing.index[0]!r}). Each cluster must sit in one higher-level "
-                "unit; check 'cluster' and 'higher_levels'."
-            )
-
-    sizes = frame.groupby(cluster, observed=True).size()
-    singletons = tuple(sizes.index[sizes == 1].tolist())
-    if singletons:
-        notices.append(Notice(
-            "singleton-clusters",
-            f"{len(singletons)} of {len(sizes)} clusters have a single patient; they are kept (they "
-            "inform the fixed effects and are shrunk fully towards the average cluster) but carry "
-            "almost no information about between-cluster variation.",
-        ))
-
-    focus = params.focus
-    predictors_missing = {c: int(frame[c].isna().sum()) for c in params.predictors}
-    if focus is None:
-        most = max(params.predictors, key=lambda c: predictors_missing[c])
-        focus = most if predictors_missing[most] > 0 else params.predictors[0]
-        reason = "most missing values" if predictors_missing[most] > 0 else "first predictor; none is incomplete"
-        notices.append(Notice("focus-chosen", f"Focus variable: '{focus}' ({reason})."))
-    if predictors_missing[focus] == 0:
-        notices.append(Notice(
-            "focus-complete",
-            f"The focus variable '{focus}' has no missing values; the imputation steps have little to do.",
-        ))
-
-    for col in [outcome, *params.predictors]:
-        present = frame[col].notna().groupby(frame[cluster], observed=True).sum()
-        never = present[present == 0]
-        if len(never):
-            notices.append(Notice(
-                "structural-gap",
-                f"'{col}' is never recorded in {len(never)} of {len(present)} clusters (a structural gap); "
-                "complete-case analysis drops these clusters entirely, and imputation there relies on the "
-                "other clusters only.",
-            ))
-
+    frame, cluster = checker.frame, params.cluster
     mapping: dict = {}
     if params.privacy.pseudonymize_clusters:
-        from hmlib.privacy import pseudonymize_clusters
-
         mapping = pseudonymize_clusters(sorted(frame[cluster].unique().tolist(), key=str), seed=params.seed)
         frame[cluster] = frame[cluster].map(mapping)
         singletons = tuple(mapping[s] for s in singletons)
@@ -387,7 +446,7 @@ def load_registry(params: Params) -> Registry:
     frame = frame.reset_index(drop=True)
     resolved = params if params.focus == focus else params.with_overrides(focus=focus)
     return Registry(
-        params=resolved, frame=frame, kinds=kinds, levels=levels, n_rows_read=n_read,
+        params=resolved, frame=frame, kinds=checker.kinds, levels=checker.levels, n_rows_read=raw.n_rows,
         n_excluded_missing_cluster=n_excluded, singleton_clusters=singletons,
-        notices=tuple(notices), data_sha256=sha, cluster_labels=mapping,
+        notices=tuple(checker.notices), data_sha256=raw.sha256, cluster_labels=mapping,
     )

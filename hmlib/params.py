@@ -25,6 +25,8 @@ Example
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,6 +56,8 @@ KEYS: dict[str, str] = {
     "fast": "true for small settings (tests, quick looks); default false",
     "privacy": "{min_cell: 11, pseudonymize_clusters: false}",
     "diagnose": "{structural_share: 0.9} share missing above which a cluster's gap is structural",
+    "encoding": "text encoding of a CSV file (default utf-8; e.g. latin-1 for older SAS exports)",
+    "missing_codes": "optional list of further values that mean 'missing' (e.g. ['-99', 'not done'])",
 }
 _PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
 _DIAGNOSE_KEYS = {"structural_share"}
@@ -122,6 +126,10 @@ class Params:
     fast : bool
     privacy : PrivacySettings
     diagnose : DiagnoseSettings
+    encoding : str
+        Encoding of a CSV data file.
+    missing_codes : tuple of str
+        Further values read as missing (beyond :data:`hmlib.reading.MISSING_CODES`).
     raw : dict
         The params as written in the file (for the reproducibility appendix).
     """
@@ -142,6 +150,8 @@ class Params:
     fast: bool = False
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     diagnose: DiagnoseSettings = field(default_factory=DiagnoseSettings)
+    encoding: str = "utf-8"
+    missing_codes: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -151,9 +161,37 @@ class Params:
                 *self.cluster_covariates]
         return tuple(dict.fromkeys(cols))
 
+    def as_run(self) -> dict:
+        """The params as run: the file's values with ``--fast``, the seed and the resolved focus applied."""
+        values = dict(self.raw)
+        values.update(fast=bool(self.fast), focus=self.focus, seed=self.seed)
+        return values
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of :meth:`as_run`: results made with other params carry another fingerprint."""
+        text = json.dumps(self.as_run(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
     def with_overrides(self, **changes: Any) -> "Params":
         """Return a copy with some fields changed (e.g. ``fast=True``)."""
         return replace(self, **changes)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML lets the last one win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ParamsError(
+                    f"the key '{key}' is given twice (lines {seen[key]} and {key_node.start_mark.line + 1}); "
+                    "YAML would silently keep the last one. Keep one of them."
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def _suggest(key: str, options) -> str:
@@ -165,6 +203,12 @@ def _string_list(value: Any, key: str, source: Path) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
+        if "," in value:
+            names = ", ".join(v.strip() for v in value.split(",") if v.strip())
+            raise ParamsError(
+                f"{source}: '{key}' is one text value {value!r}; write a list of column names: "
+                f"{key}: [{names}]."
+            )
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise ParamsError(
@@ -227,7 +271,9 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
     if not source.is_file():
         raise ParamsError(f"params file not found: {source}. Check the path (e.g. params/demo.yaml).")
     try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        raw = yaml.load(source.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except ParamsError as exc:
+        raise ParamsError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -335,10 +381,27 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
             f"{source}: 'diagnose.structural_share' must be a number in (0, 1]; got {share!r}."
         )
 
+    encoding = raw.get("encoding", "utf-8")
+    if not isinstance(encoding, str) or not encoding.strip():
+        raise ParamsError(f"{source}: 'encoding' must be an encoding name such as utf-8 or latin-1; got {encoding!r}.")
+    codes = raw.get("missing_codes") or []
+    if not isinstance(codes, list) or not all(isinstance(c, (str, int, float)) and not isinstance(c, bool)
+                                              for c in codes):
+        raise ParamsError(f"{source}: 'missing_codes' must be a list of values, e.g. ['-99', 'not done']; "
+                          f"got {codes!r}.")
+
     return Params(
         name=name, source=source, data=data, truth=truth, cluster=cluster, outcome=outcome,
         outcome_family=family, predictors=predictors, categorical=categorical,
         higher_levels=higher, cluster_covariates=cluster_cov, focus=focus, seed=seed,
         fast=fast_value, privacy=PrivacySettings(min_cell=min_cell, pseudonymize_clusters=pseudo),
-        diagnose=DiagnoseSettings(structural_share=float(share)), raw=dict(raw),
+        diagnose=DiagnoseSettings(structural_share=float(share)), encoding=encoding.strip(),
+        missing_codes=tuple(_code_text(c) for c in codes), raw=dict(raw),
     )
+
+
+def _code_text(code) -> str:
+    """A missing code as it is written in a file (``-99``, not ``-99.0``)."""
+    if isinstance(code, float) and code.is_integer():
+        return str(int(code))
+    return str(code).strip()

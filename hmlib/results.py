@@ -14,12 +14,15 @@ patient-level rows) that later steps and the final report read.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from hmlib.exceptions import DataError
 
 __all__ = ["ESTIMATE_COLUMNS", "estimate_rows", "update_estimates", "read_estimates",
            "write_artifact", "read_artifact", "atomic_write_text", "load_truth", "with_truth",
@@ -138,14 +141,34 @@ def read_artifact(output_dir: str | Path, step: str) -> dict:
 
 
 def load_truth(path: str | Path | None) -> dict[str, float]:
-    """True values by term from a truth JSON (simulated data), or ``{}``.
+    """True values by term from a truth JSON (simulated data), or ``{}`` when there is none.
 
     The demo's truth file holds ``{"terms": {"Intercept": ..., "lactate": ...,
     "sd(site)": ...}}`` keyed like ``estimates.csv``.
+
+    Raises
+    ------
+    DataError
+        The params name a truth file that is absent, not JSON, or whose
+        ``terms`` are not numbers (checked when the inputs are checked).
     """
-    if path is None or not Path(path).is_file():
+    if path is None:
         return {}
-    terms = json.loads(Path(path).read_text(encoding="utf-8")).get("terms", {})
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"the truth file {path} named in the params does not exist; fix 'truth' or remove the key.")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"the truth file {path.name} is not valid JSON ({exc}); fix it or remove 'truth'.") from None
+    terms = payload.get("terms") if isinstance(payload, dict) else None
+    if not isinstance(terms, dict) or not terms:
+        raise DataError(f"the truth file {path.name} needs a 'terms' object mapping estimate terms to true values, "
+                        'e.g. {"terms": {"lactate": 0.3}}; fix it or remove \'truth\'.')
+    bad = [k for k, v in terms.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
+    if bad:
+        raise DataError(f"the truth file {path.name} has non-numeric true values for {bad[:3]}; fix it or remove "
+                        "'truth'.")
     return {str(k): float(v) for k, v in terms.items()}
 
 

@@ -104,7 +104,11 @@ def test_data_009_missing_cluster_ids_excluded_and_counted(write_case):
     frame.loc[[0, 10, 20], "site"] = np.nan
     reg = _load(write_case(frame))
     assert reg.n_excluded_missing_cluster == 3 and reg.n_patients == 297
-    assert any(n.code == "missing-cluster-id" and "3 row(s)" in n.message for n in reg.notices)
+    # the notice reaches the report: a count below min_cell (11) is not printed
+    assert any(n.code == "missing-cluster-id" and "fewer than 11 row(s)" in n.message for n in reg.notices)
+    frame.loc[list(range(0, 120, 10)), "site"] = np.nan
+    reg = _load(write_case(frame))
+    assert any(n.code == "missing-cluster-id" and "12 row(s)" in n.message for n in reg.notices)
 
 
 def test_data_010_singleton_clusters_kept_and_flagged(write_case):

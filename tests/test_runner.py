@@ -81,3 +81,80 @@ def test_results_001_truth_columns():
     out = with_truth(est, {"a": 1.1, "b": 5.0})
     assert out["truth"].tolist()[:2] == [1.1, 5.0] and pd.isna(out["truth"].iloc[2])
     assert out["covers_truth"].tolist()[:2] == [True, False] and pd.isna(out["covers_truth"].iloc[2])
+
+
+def _envelope(folder: Path, key: str, inputs: dict) -> None:
+    """A stored artifact of step ``key`` made from ``inputs`` (its record is not read by these tests)."""
+    path = folder / "artifacts" / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"kind": key, "version": 1, "inputs": inputs, "record": {}}))
+
+
+def test_run_004_interrupted_run_leaves_the_folder_as_it_was(tmp_path, monkeypatch, write_case):
+    """RUN-004: Ctrl-C during a step marks the run 'interrupted', leaves report.html, artifacts and
+    estimates.csv as they were, and leaves no staging folder behind."""
+    from hmlib.report import runner
+
+    params = write_case()
+    out = tmp_path / "reports"
+    folder = out / "case"
+    (folder / "artifacts").mkdir(parents=True)
+    (folder / "report.html").write_text("PREVIOUS COMPLETE REPORT")
+    (folder / "estimates.csv").write_text("method,term\nold,row\n")
+    calls = []
+
+    def fake_execute(step, staging, params, kernel_name):
+        calls.append(step.key)
+        (staging / "estimates.csv").write_text("method,term\nnew,row\n")
+        _envelope(staging, step.key, {"data_sha256": "new"})
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_execute", fake_execute)
+    with pytest.raises(KeyboardInterrupt):
+        run_report(params, reports_root=out)
+    assert calls == ["diagnose", "complete_case"]
+    assert (folder / "report.html").read_text() == "PREVIOUS COMPLETE REPORT"
+    assert (folder / "estimates.csv").read_text() == "method,term\nold,row\n"
+    assert not (folder / "artifacts" / "diagnose.json").exists()
+    assert not list(folder.glob(".run-*"))
+    assert json.loads((folder / "run-status.json").read_text())["status"] == "interrupted"
+
+
+def test_run_005_results_of_other_inputs_are_rerun_or_left_out(tmp_path, write_case):
+    """RUN-005: an artifact made from another data file or other params is stale: a step that needs it
+    reruns it; one that does not leaves it out of the report."""
+    from hmlib.report.runner import stale_steps
+
+    params = write_case()
+    from hmlib.data import load_registry
+    from hmlib.params import load_params
+
+    reg = load_registry(load_params(params))
+    now = {"data_sha256": reg.data_sha256, "params_sha256": reg.params.fingerprint}
+    old = {**now, "data_sha256": "0" * 64}
+    _envelope(tmp_path, "diagnose", old)
+    _envelope(tmp_path, "complete_case", now)
+    assert [s.key for s in stale_steps(tmp_path, now)] == ["diagnose"]
+    # imputation needs diagnose: the stale diagnose is rerun first
+    assert [s.key for s in resolve_steps("imputation", tmp_path, now)] == ["diagnose", "imputation"]
+    assert [s.key for s in resolve_steps("complete_case", tmp_path, now)] == ["complete_case"]
+    # other params (here the seed) give another fingerprint
+    assert load_params(params).fingerprint != load_params(write_case(seed=4)).fingerprint
+
+
+def test_run_006_output_and_selection_problems_are_one_line(tmp_path, write_case, capsys):
+    """RUN-006: `--only ,`, an --out that is a file, an unwritable folder and two params files with one name
+    each get one clear line (exit 2), before any work."""
+    params = write_case()
+    assert main(["run", str(params), "--only", ",", "--out", str(tmp_path / "r")]) == 2
+    assert "--only names no step" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["run", str(params), "--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and len(err.strip().splitlines()) == 1
+    twin = tmp_path / "twin.yaml"
+    twin.write_text(params.read_text())
+    assert main(["run", str(params), str(twin), "--out", str(tmp_path / "r")]) == 2
+    assert "both have name: case" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "case" / "artifacts").exists()

@@ -272,9 +272,7 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     cells.append(_markdown(_limitations_html(summary, n_limits)))
 
     # params as run: the file's values with the --fast override and the resolved focus
-    as_run = dict(params.raw)
-    as_run.update(fast=bool(params.fast), focus=params.focus, seed=params.seed)
-    params_text = json.dumps(as_run, indent=1, sort_keys=True, default=str)
+    params_text = json.dumps(params.as_run(), indent=1, sort_keys=True, default=str)
     timing = _timing_html(step_run_times(output_dir, step_seconds))
     joint = get_step("joint_model").read_artifact(output_dir)
     joint_seed = joint.settings.get("seed") if joint is not None else None

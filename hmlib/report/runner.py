@@ -1,61 +1,111 @@
 """Run the report: execute the step notebooks with papermill, render, assemble.
 
 ``hmreport run PARAMS`` checks the params and the data (fast, before any
-work), then executes ``notebooks/01_diagnose.ipynb`` ... in order into
-``reports/<name>/notebooks/``, renders each with nbconvert and joins them into
-``reports/<name>/report.html``.
+work), then executes ``notebooks/01_diagnose.ipynb`` ... in order, renders
+each with nbconvert and joins them into ``reports/<name>/report.html``.
 
-Failure rules: when a notebook fails the run stops, the failed notebook is
-rendered with its code and error visible (``FAILED-<step>.html``), the run
-status says ``failed`` and the previous ``report.html`` is left as it was: a
-failed run never writes a report that looks complete.
+A run works in a staging folder (``reports/<name>/.run-<id>/``, holding a
+copy of the earlier results) and moves its outputs into ``reports/<name>/``
+only when every step and the report are done, so the folder always holds one
+consistent report:
+
+- when a notebook fails, the run stops, the failed notebook is rendered with
+  its code and error (``FAILED-<step>.html``), ``run-status.json`` says
+  ``failed`` and nothing else in the folder changes;
+- when the run is interrupted (Ctrl-C), ``run-status.json`` says
+  ``interrupted`` and nothing else changes;
+- every artifact records the SHA-256 of the data file and of the params it
+  was made from. A step whose artifact was made from other inputs is rerun
+  when a step of this run needs it, and otherwise left out of the report
+  (its outputs are removed and the terminal says so): one report never mixes
+  two data files or two sets of params.
+
+Notebook kernels run with their own stderr silenced (kernel start-up
+chatter is not for the terminal; errors reach the executed notebook).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from jupyter_client.manager import AsyncKernelManager
+
 from hmlib import __version__
-from hmlib.artifacts import artifact_path
+from hmlib.artifacts import ARTIFACTS_DIR
 from hmlib.data import load_registry
 from hmlib.exceptions import ArtifactError, HmlibError, StepFailed
+from hmlib.methods import base_method
 from hmlib.params import load_params
 from hmlib.report.assemble import assemble_report, render_notebook, write_index
-from hmlib.results import atomic_write_text
+from hmlib.results import atomic_write_text, read_estimates
 from hmlib.steps import STEPS, get_step, step_keys
 from hmlib.steps.base import Step
 
-__all__ = ["RunResult", "run_report", "run_many", "resolve_steps"]
+__all__ = ["RunResult", "run_report", "run_many", "resolve_steps", "stale_steps", "QuietKernelManager"]
 
 
-def resolve_steps(only: str | None, output_dir: Path) -> list[Step]:
+class QuietKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel process writes nothing to the terminal.
+
+    ipykernel logs start-up warnings (e.g. "Kernel is running over TCP
+    without encryption") to the process's stderr; cell output, errors
+    included, still reaches the notebook.
+    """
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        kw["stdout"] = subprocess.DEVNULL
+        kw["stderr"] = subprocess.DEVNULL
+        return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+
+def stale_steps(output_dir: Path, inputs: dict) -> list[Step]:
+    """Steps whose artifact in ``output_dir`` was made from other inputs (data file or params), or is unreadable."""
+    stale = []
+    for step in STEPS:
+        recorded = step.artifact.read_inputs(output_dir)
+        if recorded is not None and recorded != inputs:
+            stale.append(step)
+    return stale
+
+
+def resolve_steps(only: str | None, output_dir: Path, inputs: dict | None = None) -> list[Step]:
     """The steps to execute, in order.
 
     With ``only`` (comma-separated step keys), the named steps run, preceded
-    by any step they need whose artifact is not present yet. Steps not built
-    are skipped (the report says so).
+    by any step they need whose artifact is absent or (with ``inputs``) was
+    made from other inputs. Steps not built are skipped (the report says so).
     """
-    if not only:
+    if only is None:
         return [s for s in STEPS if s.is_built]
     wanted = [w.strip() for w in only.split(",") if w.strip()]
+    if not wanted:
+        raise HmlibError(f"--only names no step; give one or more of: {', '.join(step_keys())}.")
     unknown = [w for w in wanted if w not in step_keys()]
     if unknown:
         raise HmlibError(
             f"unknown step '{unknown[0]}' in --only; steps are: {', '.join(step_keys())}."
         )
+    stale = {s.key for s in stale_steps(output_dir, inputs)} if inputs is not None else set()
     chosen: set[str] = set()
 
     def add(key: str) -> None:
         step = get_step(key)
         for need in step.needs:
-            if need not in chosen and not artifact_path(output_dir, need).is_file():
+            if need not in chosen and (step_absent(need) or need in stale):
                 add(need)
         chosen.add(key)
+
+    def step_absent(key: str) -> bool:
+        return get_step(key).artifact.read_inputs(output_dir) is None
 
     for key in wanted:
         if not get_step(key).is_built:
@@ -99,10 +149,111 @@ def _say_alert(output_dir: Path, step: Step) -> None:
         _say(f"WARNING: {alert}")
 
 
+def prepare_output_dir(reports_root: str | Path, name: str) -> Path:
+    """``<reports_root>/<name>/``, created; one clear error when it cannot be written."""
+    root = Path(reports_root).expanduser().resolve()
+    output_dir = root / name
+    for path in (root, output_dir):
+        if path.exists() and not path.is_dir():
+            raise HmlibError(f"the output folder {path} is a file; choose another folder with --out "
+                             "(e.g. --out reports).")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{uuid.uuid4().hex}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise HmlibError(f"cannot write to the output folder {output_dir} ({exc.strerror or exc}); choose a "
+                         "folder you can write to with --out, or fix its permissions.") from None
+    return output_dir
+
+
+def _stage(output_dir: Path) -> Path:
+    """A staging folder holding a copy of the current results (artifacts, estimates, executed notebooks)."""
+    staging = output_dir / f".run-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    for name in (ARTIFACTS_DIR, "notebooks"):
+        if (output_dir / name).is_dir():
+            shutil.copytree(output_dir / name, staging / name)
+    (staging / "notebooks").mkdir(exist_ok=True)
+    if (output_dir / "estimates.csv").is_file():
+        shutil.copy2(output_dir / "estimates.csv", staging / "estimates.csv")
+    return staging
+
+
+def _drop_step_outputs(folder: Path, step: Step) -> None:
+    """Remove a step's artifact, executed and rendered notebook and estimates rows from ``folder``."""
+    step.artifact_path(folder).unlink(missing_ok=True)
+    for extra in step.extra_files:
+        (folder / ARTIFACTS_DIR / extra).unlink(missing_ok=True)
+    (folder / "notebooks" / step.notebook).unlink(missing_ok=True)
+    (folder / step.rendered_name).unlink(missing_ok=True)
+    path = folder / "estimates.csv"
+    if path.is_file() and step.methods:
+        current = read_estimates(path)
+        keep = ~current["method"].map(base_method).isin(step.methods)
+        atomic_write_text(path, current.loc[keep].to_csv(index=False))
+
+
+def _commit(staging: Path, output_dir: Path, dropped: list[Step]) -> None:
+    """Move the staged outputs into the report folder, file by file (each move is atomic)."""
+    for step in dropped:
+        _drop_step_outputs(output_dir, step)
+    for path in sorted(staging.rglob("*")):
+        if path.is_file():
+            dest = output_dir / path.relative_to(staging)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+
+
+def _execute(step: Step, staging: Path, params, kernel_name: str) -> None:
+    import papermill  # heavy (jupyter client): imported when a run starts, not for --help
+
+    papermill.execute_notebook(
+        str(step.notebook_path), str(staging / "notebooks" / step.notebook),
+        parameters={"params_path": str(params.source), "output_dir": str(staging), "fast": bool(params.fast)},
+        kernel_name=kernel_name, progress_bar=False, log_output=False, cwd=str(staging),
+        kernel_manager_class=QuietKernelManager,
+    )
+
+
+def _run_steps(steps, staging: Path, output_dir: Path, params, kernel_name: str, status: dict) -> dict:
+    """Execute the steps in the staging folder; on failure render FAILED-<step>.html into the report folder."""
+    from papermill.exceptions import PapermillExecutionError
+
+    seconds: dict[str, float] = {}
+    for index, step in enumerate(steps, start=1):
+        _say(f"[{index}/{len(steps)}] {step.key}: running {step.notebook} ...")
+        t0 = time.perf_counter()
+        try:
+            _execute(step, staging, params, kernel_name)
+        except PapermillExecutionError as exc:
+            executed = staging / "notebooks" / step.notebook
+            for earlier in output_dir.glob("FAILED-*.html"):
+                earlier.unlink()
+            failed_html = output_dir / f"FAILED-{step.key}.html"
+            if executed.is_file():
+                render_notebook(executed, failed_html, show_code=True)
+            status.update(status="failed", failed_step=step.key, cell=exc.exec_count,
+                          error=f"{exc.ename}: {exc.evalue}")
+            status["steps"][step.key] = round(time.perf_counter() - t0, 2)
+            _write_status(output_dir, status)
+            raise StepFailed(
+                f"step '{step.key}' failed in notebooks/{step.notebook}, cell [{exc.exec_count}]: "
+                f"{exc.ename}: {exc.evalue}. The notebook with the error is rendered in {failed_html}; "
+                "nothing else in the report folder was changed."
+            ) from None
+        seconds[step.key] = time.perf_counter() - t0
+        status["steps"][step.key] = round(seconds[step.key], 2)
+        _say(f"[{index}/{len(steps)}] {step.key}: done in {seconds[step.key]:.1f} s")
+        _say_alert(staging, step)
+    return seconds
+
+
 def run_report(params_path: str | Path, *, only: str | None = None, fast: bool | None = None,
                show_code: bool = False, reports_root: str | Path = "reports",
                kernel_name: str = "python3", registry=None) -> RunResult:
-    """Check inputs, execute the steps, render ``report.html``.
+    """Check inputs, execute the steps, render ``report.html`` (module docstring for the failure rules).
 
     Parameters
     ----------
@@ -127,66 +278,48 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
 
     Raises
     ------
-    ParamsError, DataError
-        Before any work, when the inputs are wrong.
+    ParamsError, DataError, HmlibError
+        Before any work, when the inputs or the output folder are wrong.
     StepFailed
         When a notebook fails (after writing ``FAILED-<step>.html``).
+    KeyboardInterrupt
+        After marking the run ``interrupted``; the report folder is unchanged.
     """
-    import papermill  # heavy (jupyter client): imported when a run starts, not for --help
-    from papermill.exceptions import PapermillExecutionError
-
     if registry is None:  # every data check, before any expensive work
         registry = load_registry(load_params(params_path, fast=fast))
     params = registry.params
-    output_dir = Path(reports_root).resolve() / params.name
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "notebooks").mkdir(exist_ok=True)
-    steps = resolve_steps(only, output_dir)
-    for stale in output_dir.glob("FAILED-*.html"):
-        stale.unlink()
-
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    status = {"status": "running", "started": started, "params": str(params.source),
-              "hmlib": __version__, "steps": {}}
+    output_dir = prepare_output_dir(reports_root, params.name)
+    inputs = {"data_sha256": registry.data_sha256, "params_sha256": params.fingerprint}
+    steps = resolve_steps(only, output_dir, inputs)
+    dropped = [s for s in stale_steps(output_dir, inputs) if s not in steps]
+    status = {"status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "params": str(params.source), "hmlib": __version__, "steps": {}}
     _write_status(output_dir, status)
     _say(f"hmreport: {params.name}: {registry.n_patients} patients in {registry.n_clusters} clusters; "
          f"output in {output_dir}")
-    seconds: dict[str, float] = {}
-    for index, step in enumerate(steps, start=1):
-        executed = output_dir / "notebooks" / step.notebook
-        _say(f"[{index}/{len(steps)}] {step.key}: running {step.notebook} ...")
-        t0 = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(step.notebook_path), str(executed),
-                parameters={"params_path": str(params.source), "output_dir": str(output_dir),
-                            "fast": bool(params.fast)},
-                kernel_name=kernel_name, progress_bar=False, log_output=False, cwd=str(output_dir),
-            )
-        except PapermillExecutionError as exc:
-            elapsed = time.perf_counter() - t0
-            failed_html = output_dir / f"FAILED-{step.key}.html"
+    for step in dropped:
+        _say(f"hmreport: {step.key}: its earlier results were made from another data file or other params; "
+             f"they are left out of this report (run it with --only {step.key}).")
+    staging = _stage(output_dir)
+    try:
+        for step in dropped:
+            _drop_step_outputs(staging, step)
+        seconds = _run_steps(steps, staging, output_dir, params, kernel_name, status)
+        for step in STEPS:
+            executed = staging / "notebooks" / step.notebook
             if executed.is_file():
-                render_notebook(executed, failed_html, show_code=True)
-            status.update(status="failed", failed_step=step.key, cell=exc.exec_count,
-                          error=f"{exc.ename}: {exc.evalue}")
-            status["steps"][step.key] = round(elapsed, 2)
-            _write_status(output_dir, status)
-            raise StepFailed(
-                f"step '{step.key}' failed in notebooks/{step.notebook}, cell [{exc.exec_count}]: "
-                f"{exc.ename}: {exc.evalue}. The notebook with the error is rendered in {failed_html}; "
-                "report.html was not updated."
-            ) from None
-        seconds[step.key] = time.perf_counter() - t0
-        status["steps"][step.key] = round(seconds[step.key], 2)
-        _say(f"[{index}/{len(steps)}] {step.key}: done in {seconds[step.key]:.1f} s")
-        _say_alert(output_dir, step)
-
-    for step in STEPS:
-        executed = output_dir / "notebooks" / step.notebook
-        if executed.is_file():
-            render_notebook(executed, output_dir / step.rendered_name, show_code=show_code)
-    report = assemble_report(registry, output_dir, show_code=show_code, step_seconds=seconds)
+                render_notebook(executed, staging / step.rendered_name, show_code=show_code)
+        assemble_report(registry, staging, show_code=show_code, step_seconds=seconds)
+        for failed in output_dir.glob("FAILED-*.html"):
+            failed.unlink()
+        _commit(staging, output_dir, dropped)
+    except KeyboardInterrupt:
+        status.update(status="interrupted", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        _write_status(output_dir, status)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report = output_dir / "report.html"
     status.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     _write_status(output_dir, status)
     _say(f"hmreport: wrote {report}")
@@ -196,11 +329,21 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
 def run_many(params_paths, **kwargs) -> list[RunResult]:
     """Run several params files; with more than one, write ``<reports_root>/index.html``.
 
-    Inputs of every file are checked before the first notebook runs.
+    Inputs of every file are checked before the first notebook runs, and two
+    files with the same ``name`` (one output folder) are refused.
     """
     paths = list(params_paths)
     # Check every input before the first notebook runs: fail fast, not after hours.
     registries = [load_registry(load_params(p, fast=kwargs.get("fast"))) for p in paths]
+    names: dict[str, Path] = {}
+    for reg in registries:
+        name = reg.params.name
+        if name in names:
+            raise HmlibError(f"{names[name]} and {reg.params.source} both have name: {name}; their reports would "
+                             "overwrite each other in one folder. Give each params file its own 'name'.")
+        names[name] = reg.params.source
+    for reg in registries:
+        prepare_output_dir(kwargs.get("reports_root", "reports"), reg.params.name)
     results = [run_report(p, registry=r, **kwargs) for p, r in zip(paths, registries)]
     if len(results) > 1:
         write_index(Path(kwargs.get("reports_root", "reports")).resolve(), results)

@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
-from hmlib.artifacts import Artifact
+from hmlib.artifacts import Artifact, artifact_path
 from hmlib.data import Registry, load_registry
 from hmlib.methods import base_method
 from hmlib.params import load_params
@@ -98,6 +98,8 @@ class Step:
         their rows (a method that failed this time keeps no stale row).
     summary_name : str
         How the report names the step when it is absent (``"step 1 (diagnose)"``).
+    extra_files : tuple of str
+        Further files the step writes into ``artifacts/`` (removed with its artifact).
     """
 
     key: str
@@ -109,6 +111,7 @@ class Step:
     needs: tuple = ()
     methods: tuple = ()
     summary_name: str = ""
+    extra_files: tuple = ()
 
     @property
     def anchor(self) -> str:
@@ -129,6 +132,10 @@ class Step:
     def is_built(self) -> bool:
         """A step is built when its notebook exists (the report says "not built yet" otherwise)."""
         return self.notebook_path.is_file()
+
+    def artifact_path(self, output_dir: str | Path) -> Path:
+        """``<output_dir>/artifacts/<key>.json``."""
+        return artifact_path(output_dir, self.key)
 
     def read_artifact(self, output_dir: str | Path):
         """The step's typed record in ``output_dir``, or ``None`` when it has not run."""
@@ -191,6 +198,11 @@ class StepContext:
         """The analysis model on the simulated registry before values went missing, or ``{}``."""
         return load_complete_data_terms(self.params.truth)
 
+    @property
+    def inputs(self) -> dict:
+        """What this run's results are made from: the data file's and the params' SHA-256."""
+        return {"data_sha256": self.registry.data_sha256, "params_sha256": self.params.fingerprint}
+
     def read(self, artifact: type):
         """The typed record of an earlier step (``ctx.read(DiagnoseArtifact)``), or ``None``."""
         return artifact.read(self.output_dir)
@@ -202,7 +214,7 @@ class StepContext:
         variants included) are replaced by ``result.estimates``; other steps'
         rows are kept. Returns the full estimates table as written.
         """
-        result.to_artifact().write(self.output_dir)
+        result.to_artifact().write(self.output_dir, inputs=self.inputs)
         rows = result.estimates
         foreign = sorted({m for m in rows["method"] if base_method(m) not in step.methods})
         if foreign:

@@ -123,4 +123,4 @@ def run(ctx: StepContext) -> JointStepResult:
 
 STEP = Step(key="joint_model", number=4, title="Joint Bayesian model with partial pooling",
             notebook="04_joint_model.ipynb", artifact=JointModelArtifact, run=run, needs=("diagnose",),
-            methods=("joint_bayes",), summary_name="step 4 (joint Bayesian model)")
+            methods=("joint_bayes",), summary_name="step 4 (joint Bayesian model)", extra_files=(POSTERIOR_FILE,))
