@@ -46,7 +46,7 @@ def main() -> None:
         registry = load_registry(load_params(paths.params))
         reference = None
         if not (args.no_joint or args.refit):
-            from hmlib.stats.joint_model import fit_joint_model
+            from hmlib.steps.joint_model import fit_registry as fit_joint_model
 
             start = time.perf_counter()
             reference = fit_joint_model(registry, seed=registry.params.seed).posterior_draws()

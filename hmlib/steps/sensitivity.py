@@ -132,7 +132,7 @@ from hmlib.artifacts import Artifact, artifact_path
 from hmlib.exceptions import ParamsError
 from hmlib.figures import sensitivity as figures
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
-from hmlib.stats.joint_model import PosteriorDraws
+from hmlib.stats.joint import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
 
 __all__ = ["FAMILIES", "SensitivitySettings", "Scenario", "ScenarioOutcome", "SensitivityResult",
@@ -476,20 +476,20 @@ def joint_model_fitter(registry, *, priors: dict, seed: int, fast: bool | None =
     The default ``joint_fitter`` of :func:`run_sensitivity`. Returns the
     :class:`hmlib.stats.joint_model.JointModelResult`.
     """
-    from hmlib.stats.joint_model import fit_joint_model
+    from hmlib.steps.joint_model import fit_registry as fit_joint_model
 
     return fit_joint_model(registry, priors=priors, seed=seed, fast=fast, cores=1)
 
 
 def _joint_model_available() -> bool:
     try:
-        spec = importlib.util.find_spec("hmlib.stats.joint_model")
+        spec = importlib.util.find_spec("hmlib.stats.joint")
     except (ImportError, ValueError):
         return False
     if spec is None:
         return False
     try:
-        import hmlib.stats.joint_model as jm
+        import hmlib.stats.joint as jm
     except Exception:  # noqa: BLE001 - a half-written module counts as "not built"
         return False
     return callable(getattr(jm, "fit_joint_model", None))
@@ -678,7 +678,7 @@ def _run_prior(ctx: _Context, scenario: Scenario) -> list[ScenarioOutcome]:
         if hasattr(reference, "to_estimates"):
             table = reference.to_estimates()
         elif draws is not None:          # saved draws: equal weights give the fit's own summary
-            from hmlib.stats.joint_model import reweight_cluster_sd_prior
+            from hmlib.stats.joint import reweight_cluster_sd_prior
 
             table = reweight_cluster_sd_prior(draws, wanted).estimates
         else:
@@ -689,7 +689,7 @@ def _run_prior(ctx: _Context, scenario: Scenario) -> list[ScenarioOutcome]:
         return [ScenarioOutcome(scenario, "ok", estimates=_contract_rows(table), details=details,
                                 notes=["The joint model fitted in step 4 (this prior) is reused."])]
     if draws is not None:
-        from hmlib.stats.joint_model import reweight_cluster_sd_prior
+        from hmlib.stats.joint import reweight_cluster_sd_prior
 
         weighted = reweight_cluster_sd_prior(draws, wanted)
         if weighted.reliable:
