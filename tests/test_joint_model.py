@@ -1,4 +1,5 @@
-"""The joint Bayesian model (hmlib.stats.joint, step hmlib.steps.joint_model): likelihood, scale, gate, brms, truth.
+"""The joint Bayesian model (hmlib.stats.joint, step hmlib.steps.joint_model): likelihood, scale, gate, brms,
+truth, artifact.
 
 Reference numbers: brms's ``mi()`` joint model on ``tests/results/sim_registry.csv``
 in ``tests/results/r_methods_sim_registry.json`` (made by that folder's R
@@ -20,6 +21,8 @@ JOINT-BRMS-002   lactate coefficient and site SD agree with brms given the same 
 JOINT-FIT-001    contract rows, partial pooling, PPC, never-measured clusters, correlation, narrative
 JOINT-DICT-001   the step's artifact is JSON-ready and holds no patient-level rows
 JOINT-DICT-002   the artifact suppresses small per-cluster counts and the observed means derived from them
+JOINT-ART-001    the typed artifact round-trips (write then read gives the same record), typed rows included
+JOINT-ART-002    an artifact row with a renamed or missing field is refused (ArtifactError naming it)
 JOINT-TRUTH-001  the truth study runs (tiny version) and recovers the truth roughly
 JOINT-PRIOR-001  priors table, overrides, bad priors
 JOINT-PRIOR-002  the (slope, resid) coordinates of the correlated effects keep the stated priors
@@ -47,7 +50,7 @@ import pytest
 from scipy import integrate, special, stats
 
 from conftest import REFERENCE, REPO
-from hmlib.exceptions import FitError
+from hmlib.exceptions import ArtifactError, FitError
 from hmlib.figures import joint_model as joint_figures
 from hmlib.results import ESTIMATE_COLUMNS
 from hmlib.stats import joint as jm
@@ -55,7 +58,7 @@ from hmlib.stats.joint import imputations as joint_imputations
 from hmlib.stats.joint import parameterisation as joint_parameterisation
 from hmlib.stats.joint import priors as joint_priors
 from hmlib.stats.joint import summaries as joint_summaries
-from hmlib.steps.joint_model import JointStepResult, fit_registry
+from hmlib.steps.joint_model import JointModelArtifact, JointSettings, JointStepResult, PartialPoolingRow, fit_registry
 
 
 def _load_bench(name: str):
@@ -467,6 +470,45 @@ def test_dict_002_small_cells_suppressed(small_fit):
     assert hidden.any() and (ppc.loc[hidden, "observed_mean"] == "suppressed").all()
     open_payload = json.loads(json.dumps(_artifact_json(result, min_cell=1)))
     assert pd.DataFrame(open_payload["partial_pooling"])["n_observed"].tolist() == raw["n_observed"].tolist()
+
+
+def test_art_001_artifact_round_trip(small_fit, tmp_path):
+    """JOINT-ART-001: to_artifact().write(d) then JointModelArtifact.read(d) gives an equal record; the rows the
+    report reads are typed (partial pooling, settings) and hold the fit's numbers."""
+    _, result = small_fit
+    record = JointStepResult(result, min_cell=11).to_artifact()
+    record.write(tmp_path)
+    back = JointModelArtifact.read(tmp_path)
+    assert back == record
+    assert all(isinstance(row, PartialPoolingRow) for row in back.partial_pooling)
+    assert len(back.partial_pooling) == len(result.partial_pooling()) == 16
+    assert isinstance(back.settings, JointSettings)
+    assert (back.settings.seed, back.settings.draws, back.settings.tune, back.settings.chains) == (5, 500, 500, 2)
+    assert back.converged == result.converged and back.convergence_message == result.convergence_message
+    never = [row for row in back.partial_pooling if not row.measured]
+    assert len(never) == 2 and all(row.n_observed == 0 and row.raw_effect is None for row in never)
+
+
+def test_art_002_renamed_or_missing_field_is_refused(small_fit, tmp_path):
+    """JOINT-ART-002: a partial-pooling row with a renamed field, or settings without the seed, make reading
+    the artifact fail with an ArtifactError naming the field."""
+    _, result = small_fit
+    JointStepResult(result, min_cell=11).to_artifact().write(tmp_path)
+    path = tmp_path / "artifacts" / "joint_model.json"
+    original = json.loads(path.read_text())
+
+    renamed = json.loads(json.dumps(original))
+    row = renamed["record"]["partial_pooling"][0]
+    row["shrinkage_factor"] = row.pop("shrinkage")
+    path.write_text(json.dumps(renamed))
+    with pytest.raises(ArtifactError, match=r"partial_pooling\[0\].*shrinkage"):
+        JointModelArtifact.read(tmp_path)
+
+    missing = json.loads(json.dumps(original))
+    del missing["record"]["settings"]["seed"]
+    path.write_text(json.dumps(missing))
+    with pytest.raises(ArtifactError, match=r"settings.*seed"):
+        JointModelArtifact.read(tmp_path)
 
 
 def test_fig_001_figures(small_fit):

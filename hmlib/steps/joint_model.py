@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from hmlib.artifacts import Artifact, artifact_path
+from hmlib.artifacts import Artifact, Record, artifact_path
 from hmlib.data import Registry
 from hmlib.figures import joint_model as figures
 from hmlib.methods import NOT_CONVERGED
@@ -32,7 +32,8 @@ from hmlib.results import read_estimates, to_jsonable
 from hmlib.stats.joint import METHOD, JointModelResult, fit_joint_model, model_fingerprint
 from hmlib.steps.base import Step, StepContext
 
-__all__ = ["JointModelArtifact", "JointStepResult", "fit_registry", "run", "STEP", "POSTERIOR_FILE"]
+__all__ = ["PartialPoolingRow", "JointSettings", "JointModelArtifact", "JointStepResult", "fit_registry", "run",
+           "STEP", "POSTERIOR_FILE"]
 
 #: The saved parameter draws, beside the artifact.
 POSTERIOR_FILE = "joint_posterior.npz"
@@ -41,10 +42,80 @@ _DERIVED_FROM_OBSERVED = ["raw_mean", "raw_effect"]
 
 
 @dataclass(frozen=True)
+class PartialPoolingRow(Record):
+    """One cluster of the partial-pooling table of the focus variable (``partial_pooling`` of the artifact).
+
+    Counts from 1 to ``min_cell - 1``, the cells that would reveal them, and
+    the observed mean and own effect of such a cluster hold ``"suppressed"``;
+    ``measured`` (any observed value) survives suppression. Columns as
+    :meth:`hmlib.stats.joint.JointModelResult.partial_pooling`.
+    """
+
+    cluster: str | int | float
+    measured: bool
+    n_patients: int | str
+    n_observed: int | str
+    raw_mean: float | str | None
+    raw_effect: float | str | None
+    pooled_effect: float | None
+    pooled_effect_sd: float | None
+    shrinkage: float | None
+    pooled_mean: float | None
+    pooled_mean_sd: float | None
+
+
+@dataclass(frozen=True)
+class JointSettings(Record):
+    """How the joint model was fitted (``settings`` of the artifact; the report's methods and appendix read it).
+
+    Attributes
+    ----------
+    draws, tune, chains, seed : int
+        Sampler sizes (per chain) and seed.
+    fast : bool
+        Fast run sizes (not for reporting).
+    missing_values : {"marginal", "latent"}
+    quadrature_nodes : int
+    quadrature_error_check : float or None
+        Log-likelihood error of the chosen node count (None when the count was given).
+    missingness_model : bool
+    parameterisation, information_share : dict
+        Centred or not per submodel, and the cluster information share behind it.
+    distributions : dict
+        Normal or lognormal, per incomplete continuous predictor.
+    binary_summed_out : tuple of str
+    priors : dict
+        The priors used (free JSON: specs as lists, ``lkj_eta`` a number).
+    sampler, adaptation : str
+    n_parameters : int
+        Unconstrained parameters sampled.
+    """
+
+    adaptation: str
+    binary_summed_out: tuple[str, ...]
+    chains: int
+    distributions: dict[str, str]
+    draws: int
+    fast: bool
+    information_share: dict[str, float | None]
+    missing_values: str
+    missingness_model: bool
+    n_parameters: int
+    parameterisation: dict[str, str]
+    priors: dict
+    quadrature_error_check: float | None
+    quadrature_nodes: int
+    sampler: str
+    seed: int
+    tune: int
+
+
+@dataclass(frozen=True)
 class JointModelArtifact(Artifact):
     """The record of step 4 (``artifacts/joint_model.json``): aggregates only, small cells suppressed.
 
-    Tables are free JSON for now.
+    ``partial_pooling`` and ``settings`` are typed (the report reads their
+    fields); the other tables are free JSON, only displayed.
     """
 
     KEY: ClassVar[str] = "joint_model"
@@ -66,10 +137,10 @@ class JointModelArtifact(Artifact):
     n_patients: int
     narrative: list
     outcome: str
-    partial_pooling: list
+    partial_pooling: tuple[PartialPoolingRow, ...]
     posterior_predictive: list
     priors: list
-    settings: dict
+    settings: JointSettings
     summary: list
     timing: dict
 
