@@ -522,7 +522,7 @@ def test_fig_001_figures(small_fit):
     assert isinstance(fig, Figure)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["age", "sex[male]", "severity", "lactate",
                                                                       "sd(site)"]
-    fig = joint_figures.shrinkage_plot(result, min_cell=11)
+    fig = joint_figures.shrinkage_plot(result.partial_pooling(), focus=result.data.focus, min_cell=11)
     pooled = result.partial_pooling()
     shown_raw = int((pooled["n_observed"] >= 11).sum())  # fewer observed values: no raw estimate drawn
     assert 0 < shown_raw < len(pooled) == 16
@@ -531,11 +531,12 @@ def test_fig_001_figures(small_fit):
     assert len(fig.axes[0].collections[2].get_offsets()) == len(pooled) - shown_raw
     right_x = fig.axes[1].collections[0].get_offsets()[:, 0]
     assert len(right_x) == 16 and (right_x[pooled["n_observed"].to_numpy() < 11] == 5.5).all()
-    fig = joint_figures.ppc_by_cluster(result)
+    fig = joint_figures.ppc_by_cluster(result.posterior_predictive(), focus=result.data.focus)
     assert len(fig.axes) == 2 and len(fig.axes[0].get_yticklabels()) == 14
-    fig = joint_figures.imputed_distribution(result)
+    fig = joint_figures.imputed_distribution(result.imputed_in_unmeasured(), focus=result.data.focus)
     assert "2 never-measuring" in " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
-    fig = joint_figures.correlation_posterior(result)
+    fig = joint_figures.correlation_posterior(result.correlation_draws(), result.correlation,
+                                              lkj_eta=result.settings["priors"]["lkj_eta"])
     assert f"{result.correlation['estimate']:.2f}" in fig.axes[0].get_title()
 
 

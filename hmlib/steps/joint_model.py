@@ -290,14 +290,16 @@ class JointStepResult:
     def figures(self) -> dict:
         """Step 4's figures by section: methods, pooling, checks, correlation."""
         fit = self.fit
+        focus = fit.data.focus
         others = read_estimates(self.estimates_path) if self.estimates_path is not None else fit.to_estimates()
         out = {"methods": [figures.coefficient_forest(others, truth=self.truth or None)],
-               "pooling": [figures.shrinkage_plot(fit, min_cell=self.min_cell)],
-               "checks": [figures.ppc_by_cluster(fit)], "correlation": []}
+               "pooling": [figures.shrinkage_plot(fit.partial_pooling(), focus=focus, min_cell=self.min_cell)],
+               "checks": [figures.ppc_by_cluster(fit.posterior_predictive(), focus=focus)], "correlation": []}
         if fit.imputed_in_unmeasured():
-            out["checks"].append(figures.imputed_distribution(fit))
+            out["checks"].append(figures.imputed_distribution(fit.imputed_in_unmeasured(), focus=focus))
         if fit.correlation is not None:
-            out["correlation"].append(figures.correlation_posterior(fit))
+            out["correlation"].append(figures.correlation_posterior(
+                fit.correlation_draws(), fit.correlation, lkj_eta=fit.settings["priors"]["lkj_eta"]))
         return out
 
 
