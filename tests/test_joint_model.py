@@ -449,9 +449,9 @@ def test_dict_001_no_patient_level_rows(small_fit):
 
 
 def test_dict_002_small_cells_suppressed(small_fit):
-    """JOINT-DICT-002: in the artifact written with min_cell no per-cluster observed count from 1 to min_cell - 1 is left, nor
-    the observed mean of such a cluster (partial pooling and predictive checks); every cluster keeps its
-    'measured' flag; with min_cell = 1 nothing is hidden."""
+    """JOINT-DICT-002: in the artifact written with min_cell no per-cluster observed count from 1 to
+    min_cell - 1 is left, nor the observed mean of such a cluster (partial pooling and predictive checks);
+    every cluster keeps its 'measured' flag; with min_cell = 1 nothing is hidden."""
     _, result = small_fit
     raw = result.partial_pooling()
     min_cell = int(np.sort(raw.loc[raw["n_observed"] > 0, "n_observed"])[2]) + 1   # at least three small clusters
