@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from hmlib.stats.joint_model import fit_joint_model  # noqa: E402
+from hmlib.stats.joint import fit_joint_model  # noqa: E402
 from joint_truth import simulate  # noqa: E402
 
 REFERENCE = ROOT / "tests" / "results"

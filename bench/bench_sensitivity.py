@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hmlib.data import load_registry  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
 from hmlib.simulate.demo import write_demo  # noqa: E402
-from hmlib.stats.joint_model import fit_joint_model  # noqa: E402
 from hmlib.steps.sensitivity import run_sensitivity  # noqa: E402
 from hmlib.steps.sensitivity_scenarios import SensitivitySettings  # noqa: E402
 
@@ -50,6 +49,8 @@ def main() -> None:
         registry = load_registry(load_params(paths.params))
         reference = None
         if not (args.no_joint or args.refit):
+            from hmlib.steps.joint_model import fit_registry as fit_joint_model
+
             start = time.perf_counter()
             reference = fit_joint_model(registry, seed=registry.params.seed).posterior_draws()
             print(f"step 4's joint model (reused by the prior scenarios): {time.perf_counter() - start:.0f} s")

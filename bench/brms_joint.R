@@ -1,4 +1,4 @@
-# The brms mi() joint model that hmlib.stats.joint_model is compared with.
+# The brms mi() joint model that hmlib.stats.joint is compared with.
 #
 # The stored reference numbers
 # used by tests/test_joint_model.py (JOINT-BRMS-001) and bench/bench_joint.py

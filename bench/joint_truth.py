@@ -2,7 +2,7 @@
 
 Each replicate simulates a trauma registry from the generator behind
 ``tests/results/sim_registry_truth.json`` (below), fits
-:func:`hmlib.stats.joint_model.fit_joint_model` with its defaults (lactate
+:func:`hmlib.stats.joint.fit_joint_model` with its defaults (lactate
 submodel chosen by the skewness rule, missing lactate integrated out, the
 shared-parameter missingness submodel on) and records, for the lactate
 coefficient (truth 0.35), the site SD of the outcome (truth 0.6) and the
@@ -46,7 +46,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hmlib.stats.joint_model import fit_joint_model  # noqa: E402
+from hmlib.stats.joint import fit_joint_model  # noqa: E402
 
 TRUTH = {"lactate": 0.35, "sd(site)": 0.6, "corr(missingness, outcome)": 0.5}
 PREDICTORS = ["age", "severity", "lactate"]

@@ -2,7 +2,7 @@
 
 Step 5's prior scenarios reweight step 4's posterior draws to each other
 cluster-SD prior (Pareto-smoothed importance sampling,
-:func:`hmlib.stats.joint_model.reweight_cluster_sd_prior`) instead of refitting.
+:func:`hmlib.stats.joint.reweight_cluster_sd_prior`) instead of refitting.
 This script checks that shortcut on the demo registry (3,000 patients, 30
 sites; the model notebook 04 fits, default sampler settings): for each prior
 of :class:`hmlib.steps.sensitivity_scenarios.SensitivitySettings` it refits the joint model
@@ -31,8 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from hmlib.data import load_registry  # noqa: E402
 from hmlib.simulate.demo import write_demo  # noqa: E402
-from hmlib.stats.joint_model import fit_joint_model, reweight_cluster_sd_prior  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
+from hmlib.stats.joint import reweight_cluster_sd_prior  # noqa: E402
+from hmlib.steps.joint_model import fit_registry  # noqa: E402
 from hmlib.steps.sensitivity_scenarios import SensitivitySettings, joint_priors  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
         p = registry.params
         focus, sd_term = p.focus, f"sd({p.cluster})"
         start = time.perf_counter()
-        base = fit_joint_model(registry, seed=p.seed)
+        base = fit_registry(registry, seed=p.seed)
         base_s = time.perf_counter() - start
         draws = base.posterior_draws()
         print(f"reference fit ({draws.cluster_sd_prior}): {base_s:.0f} s; {base.convergence_message}")
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
             weighted = reweight_cluster_sd_prior(draws, prior)
             rw_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            refit = fit_joint_model(registry, seed=p.seed + 1, priors={"cluster_sd": prior})
+            refit = fit_registry(registry, seed=p.seed + 1, priors={"cluster_sd": prior})
             refit_s = time.perf_counter() - t0
             w = weighted.estimates.set_index("term")
             r = refit.summary.set_index("term")

@@ -1,4 +1,5 @@
-"""The joint Bayesian model (hmlib.stats.joint_model): likelihood, scale, gate, brms, truth.
+"""The joint Bayesian model (hmlib.stats.joint, step hmlib.steps.joint_model): likelihood, scale, gate, brms,
+truth, artifact.
 
 Reference numbers: brms's ``mi()`` joint model on ``tests/results/sim_registry.csv``
 in ``tests/results/r_methods_sim_registry.json`` (made by that folder's R
@@ -18,8 +19,10 @@ JOINT-GATE-001   the convergence gate names each offender (unit) and flags a 20-
 JOINT-BRMS-001   close to brms with brms's own default priors (within 0.2 posterior SD; 5 brms seeds)
 JOINT-BRMS-002   lactate coefficient and site SD agree with brms given the same priors, within 3 MC SEs
 JOINT-FIT-001    contract rows, partial pooling, PPC, never-measured clusters, correlation, narrative
-JOINT-DICT-001   to_dict is JSON-ready and holds no patient-level rows
-JOINT-DICT-002   to_dict suppresses small per-cluster counts and the observed means derived from them
+JOINT-DICT-001   the step's artifact is JSON-ready and holds no patient-level rows
+JOINT-DICT-002   the artifact suppresses small per-cluster counts and the observed means derived from them
+JOINT-ART-001    the typed artifact round-trips (write then read gives the same record), typed rows included
+JOINT-ART-002    an artifact row with a renamed or missing field is refused (ArtifactError naming it)
 JOINT-TRUTH-001  the truth study runs (tiny version) and recovers the truth roughly
 JOINT-PRIOR-001  priors table, overrides, bad priors
 JOINT-PRIOR-002  the (slope, resid) coordinates of the correlated effects keep the stated priors
@@ -47,10 +50,15 @@ import pytest
 from scipy import integrate, special, stats
 
 from conftest import REFERENCE, REPO
+from hmlib.exceptions import ArtifactError, FitError
 from hmlib.figures import joint_model as joint_figures
-from hmlib.stats import joint_model as jm
-from hmlib.exceptions import FitError
 from hmlib.results import ESTIMATE_COLUMNS
+from hmlib.stats import joint as jm
+from hmlib.stats.joint import imputations as joint_imputations
+from hmlib.stats.joint import parameterisation as joint_parameterisation
+from hmlib.stats.joint import priors as joint_priors
+from hmlib.stats.joint import summaries as joint_summaries
+from hmlib.steps.joint_model import JointModelArtifact, JointSettings, JointStepResult, PartialPoolingRow, fit_registry
 
 
 def _load_bench(name: str):
@@ -200,8 +208,8 @@ def test_marg_003_automatic_nodes_within_tolerance():
     frame = pd.read_csv(REFERENCE / "sim_registry.csv")
     data = jm.prepare_joint_data(frame, outcome="outcome", predictors=["age", "severity", "lactate"],
                                  cluster="site", family="binomial", missingness_model=False)
-    fits = jm._ml_fits(data)
-    nodes, error = jm._choose_quadrature_nodes(data, fits)
+    fits = joint_parameterisation.ml_fits(data)
+    nodes, error = joint_parameterisation.choose_quadrature_nodes(data, fits)
     assert nodes in jm.QUADRATURE_CANDIDATES and error < jm.QUADRATURE_TOLERANCE
     # and the model's likelihood with those nodes is that close to 64 nodes at a random point
     values = [_likelihood_at_random_point(jm.build_joint_model(data, quadrature_nodes=k), [], 5)[0]
@@ -273,13 +281,13 @@ def test_gate_001_unit_messages():
     """JOINT-GATE-001 (unit): each failing criterion is named with its value; a clean table passes."""
     table = pd.DataFrame({"term": ["lactate", "sd(site)"], "rhat": [1.002, 1.05],
                           "ess_bulk": [900.0, 120.0], "ess_tail": [350.0, 800.0]})
-    ok, message = jm._gate_message(table, divergences=3, settings_hint="Run longer.")
+    ok, message = joint_summaries.gate_message(table, divergences=3, settings_hint="Run longer.")
     assert not ok and message.startswith("not converged: ")
     assert "lactate (tail ESS 350 < 400)" in message
     assert "sd(site) (R-hat 1.050 > 1.01, bulk ESS 120 < 400)" in message
     assert "3 divergent transition(s)" in message
     clean = table.assign(rhat=1.001, ess_bulk=1000.0, ess_tail=1000.0)
-    ok, message = jm._gate_message(clean, divergences=0, settings_hint="")
+    ok, message = joint_summaries.gate_message(clean, divergences=0, settings_hint="")
     assert ok and message.startswith("converged: ")
 
 
@@ -289,7 +297,7 @@ def test_gate_001_flags_short_run(write_case):
     from hmlib.params import load_params
 
     registry = load_registry(load_params(write_case()))
-    result = jm.fit_joint_model(registry, draws=20, tune=20)
+    result = fit_registry(registry, draws=20, tune=20)
     assert not result.converged
     assert result.convergence_message.startswith("not converged: ")
     named = [t for t in result.summary["term"] if f"{t} (" in result.convergence_message]
@@ -363,6 +371,11 @@ def small_fit():
     return frame, result
 
 
+def _artifact_json(result, min_cell=11):
+    """The step's artifact record of a fit, as the JSON the report reads."""
+    return JointStepResult(result, min_cell=min_cell).to_artifact().to_json()
+
+
 def test_fit_001_contract_and_tables(small_fit):
     """JOINT-FIT-001: estimates contract, partial pooling, PPC, never-measured clusters, correlation, narrative."""
     frame, result = small_fit
@@ -412,9 +425,10 @@ def test_fit_001_contract_and_tables(small_fit):
 
 
 def test_dict_001_no_patient_level_rows(small_fit):
-    """JOINT-DICT-001: to_dict is strict JSON as it is (no NaN, no numpy types) and no list is patient-level."""
+    """JOINT-DICT-001: the step's artifact (to_artifact().to_json()) is strict JSON as it is (no NaN, no numpy
+    types) and no list is patient-level."""
     frame, result = small_fit
-    payload = result.to_dict()
+    payload = _artifact_json(result)
     text = json.dumps(payload, allow_nan=False)
     assert "joint_bayes" in text
     n_missing = int(frame["lactate"].isna().sum())
@@ -435,13 +449,13 @@ def test_dict_001_no_patient_level_rows(small_fit):
 
 
 def test_dict_002_small_cells_suppressed(small_fit):
-    """JOINT-DICT-002: in to_dict(min_cell) no per-cluster observed count from 1 to min_cell - 1 is left, nor
-    the observed mean of such a cluster (partial pooling and predictive checks); every cluster keeps its
-    'measured' flag; with min_cell = 1 nothing is hidden."""
+    """JOINT-DICT-002: in the artifact written with min_cell no per-cluster observed count from 1 to
+    min_cell - 1 is left, nor the observed mean of such a cluster (partial pooling and predictive checks);
+    every cluster keeps its 'measured' flag; with min_cell = 1 nothing is hidden."""
     _, result = small_fit
     raw = result.partial_pooling()
     min_cell = int(np.sort(raw.loc[raw["n_observed"] > 0, "n_observed"])[2]) + 1   # at least three small clusters
-    payload = json.loads(json.dumps(result.to_dict(min_cell=min_cell)))
+    payload = json.loads(json.dumps(_artifact_json(result, min_cell=min_cell)))
     pooled = pd.DataFrame(payload["partial_pooling"])
     small = raw["n_observed"].between(1, min_cell - 1).to_numpy()
     assert small.sum() >= 3
@@ -454,8 +468,47 @@ def test_dict_002_small_cells_suppressed(small_fit):
     assert not counts.between(1, min_cell - 1).any()
     hidden = ppc["n_observed"] == "suppressed"
     assert hidden.any() and (ppc.loc[hidden, "observed_mean"] == "suppressed").all()
-    open_payload = json.loads(json.dumps(result.to_dict(min_cell=1)))
+    open_payload = json.loads(json.dumps(_artifact_json(result, min_cell=1)))
     assert pd.DataFrame(open_payload["partial_pooling"])["n_observed"].tolist() == raw["n_observed"].tolist()
+
+
+def test_art_001_artifact_round_trip(small_fit, tmp_path):
+    """JOINT-ART-001: to_artifact().write(d) then JointModelArtifact.read(d) gives an equal record; the rows the
+    report reads are typed (partial pooling, settings) and hold the fit's numbers."""
+    _, result = small_fit
+    record = JointStepResult(result, min_cell=11).to_artifact()
+    record.write(tmp_path)
+    back = JointModelArtifact.read(tmp_path)
+    assert back == record
+    assert all(isinstance(row, PartialPoolingRow) for row in back.partial_pooling)
+    assert len(back.partial_pooling) == len(result.partial_pooling()) == 16
+    assert isinstance(back.settings, JointSettings)
+    assert (back.settings.seed, back.settings.draws, back.settings.tune, back.settings.chains) == (5, 500, 500, 2)
+    assert back.converged == result.converged and back.convergence_message == result.convergence_message
+    never = [row for row in back.partial_pooling if not row.measured]
+    assert len(never) == 2 and all(row.n_observed == 0 and row.raw_effect is None for row in never)
+
+
+def test_art_002_renamed_or_missing_field_is_refused(small_fit, tmp_path):
+    """JOINT-ART-002: a partial-pooling row with a renamed field, or settings without the seed, make reading
+    the artifact fail with an ArtifactError naming the field."""
+    _, result = small_fit
+    JointStepResult(result, min_cell=11).to_artifact().write(tmp_path)
+    path = tmp_path / "artifacts" / "joint_model.json"
+    original = json.loads(path.read_text())
+
+    renamed = json.loads(json.dumps(original))
+    row = renamed["record"]["partial_pooling"][0]
+    row["shrinkage_factor"] = row.pop("shrinkage")
+    path.write_text(json.dumps(renamed))
+    with pytest.raises(ArtifactError, match=r"partial_pooling\[0\].*shrinkage"):
+        JointModelArtifact.read(tmp_path)
+
+    missing = json.loads(json.dumps(original))
+    del missing["record"]["settings"]["seed"]
+    path.write_text(json.dumps(missing))
+    with pytest.raises(ArtifactError, match=r"settings.*seed"):
+        JointModelArtifact.read(tmp_path)
 
 
 def test_fig_001_figures(small_fit):
@@ -469,7 +522,7 @@ def test_fig_001_figures(small_fit):
     assert isinstance(fig, Figure)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["age", "sex[male]", "severity", "lactate",
                                                                       "sd(site)"]
-    fig = joint_figures.shrinkage_plot(result, min_cell=11)
+    fig = joint_figures.shrinkage_plot(result.partial_pooling(), focus=result.data.focus, min_cell=11)
     pooled = result.partial_pooling()
     shown_raw = int((pooled["n_observed"] >= 11).sum())  # fewer observed values: no raw estimate drawn
     assert 0 < shown_raw < len(pooled) == 16
@@ -478,11 +531,12 @@ def test_fig_001_figures(small_fit):
     assert len(fig.axes[0].collections[2].get_offsets()) == len(pooled) - shown_raw
     right_x = fig.axes[1].collections[0].get_offsets()[:, 0]
     assert len(right_x) == 16 and (right_x[pooled["n_observed"].to_numpy() < 11] == 5.5).all()
-    fig = joint_figures.ppc_by_cluster(result)
+    fig = joint_figures.ppc_by_cluster(result.posterior_predictive(), focus=result.data.focus)
     assert len(fig.axes) == 2 and len(fig.axes[0].get_yticklabels()) == 14
-    fig = joint_figures.imputed_distribution(result)
+    fig = joint_figures.imputed_distribution(result.imputed_in_unmeasured(), focus=result.data.focus)
     assert "2 never-measuring" in " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
-    fig = joint_figures.correlation_posterior(result)
+    fig = joint_figures.correlation_posterior(result.correlation_draws(), result.correlation,
+                                              lkj_eta=result.settings["priors"]["lkj_eta"])
     assert f"{result.correlation['estimate']:.2f}" in fig.axes[0].get_title()
 
 
@@ -523,10 +577,10 @@ def test_prior_002_correlated_effects_prior_is_the_stated_one(cluster_sd):
     tau ~ the SD prior and (rho + 1) / 2 ~ Beta(eta, eta), independent (numerical integration)."""
     import pytensor
 
-    priors = jm._check_priors({"cluster_sd": cluster_sd, "lkj_eta": 2.0})
+    priors = joint_priors.check_priors({"cluster_sd": cluster_sd, "lkj_eta": 2.0})
     slope, resid = pt.dscalar("slope"), pt.dscalar("resid")
     tau = pt.sqrt(slope ** 2 + resid ** 2)
-    log_density = jm._correlated_sd_log_prior(tau, slope / tau, priors)
+    log_density = joint_priors.correlated_sd_log_prior(tau, slope / tau, priors)
     density = pytensor.function([slope, resid], pt.exp(log_density), mode="FAST_COMPILE")
 
     def integral(angle_to, radius_to):
@@ -574,15 +628,15 @@ def test_err_001_unsupported_data():
         jm.prepare_joint_data(frame, outcome="y", predictors=["z"], cluster="site", family="binomial",
                               missing_values="mice")
     with pytest.raises(FitError, match="parameterisation names 'age'"):
-        jm._submodel_key(jm.prepare_joint_data(frame, outcome="y", predictors=["z", "x"], cluster="site",
-                                               family="binomial"), "age")
+        jm.prepare_joint_data(frame, outcome="y", predictors=["z", "x"], cluster="site",
+                              family="binomial").submodel_key("age")
 
 
 def test_edge_001_no_complete_predictor():
     """JOINT-EDGE-001: with every predictor incomplete (brandsma's case) a submodel's fixed part is
     draws x rows, not draws x 1 (this broke the partial-pooling table once)."""
     post = {"x0_intercept": np.arange(6.0).reshape(2, 3)}
-    fixed = jm._fixed_part(post, "x0", np.empty((5, 0)), np.array([0, 2, 4]))
+    fixed = joint_imputations.fixed_part(post, "x0", np.empty((5, 0)), np.array([0, 2, 4]))
     assert fixed.shape == (3, 5) and np.array_equal(fixed[:, 0], [0.0, 2.0, 4.0])
     frame = _tiny_frame(5)
     data = jm.prepare_joint_data(frame, outcome="y", predictors=["x", "b1"], cluster="site", family="binomial")
@@ -601,7 +655,7 @@ def _log_likelihood_tau(tau):
 
 
 def _posterior_on_grid(prior):
-    log_post = _log_likelihood_tau(_GRID) + jm._sd_log_density(_GRID, prior)
+    log_post = _log_likelihood_tau(_GRID) + joint_priors.sd_log_density(_GRID, prior)
     dens = np.exp(log_post - log_post.max())
     return dens / np.trapezoid(dens, _GRID)
 

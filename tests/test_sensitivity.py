@@ -308,7 +308,7 @@ def test_SENS_PRIOR_001_injected_joint_fitter_and_references(registry):
 
 def _step4_draws(registry, tau_draws):
     """PosteriorDraws of a pretend step-4 fit (halfnormal(1) on the cluster SDs) with the given tau draws."""
-    from hmlib.stats.joint_model import PosteriorDraws
+    from hmlib.stats.joint import PosteriorDraws
 
     rng = np.random.default_rng(8)
     p = registry.params
@@ -352,7 +352,7 @@ def test_SENS_PRIOR_002_reweighted_from_step4_draws_refit_only_when_unreliable(r
 
     mixed = run_sensitivity(registry, SensitivitySettings(families=("prior",), **FAST), workers=1,
                             joint_fitter=counting_fitter, joint_reference=broad)
-    from hmlib.stats.joint_model import reweight_cluster_sd_prior
+    from hmlib.stats.joint import reweight_cluster_sd_prior
     unreliable = [spec for spec in (("halfnormal", 0.5), ("halfnormal", 2.5), ("halfstudentt", 1.0, 1.0))
                   if not reweight_cluster_sd_prior(broad, spec).reliable]
     assert ("halfnormal", 2.5) in unreliable and sorted(calls) == sorted(unreliable)

@@ -275,7 +275,7 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     params_text = json.dumps(params.as_run(), indent=1, sort_keys=True, default=str)
     timing = _timing_html(step_run_times(output_dir, step_seconds))
     joint = get_step("joint_model").read_artifact(output_dir)
-    joint_seed = joint.settings.get("seed") if joint is not None else None
+    joint_seed = joint.settings.seed if joint is not None else None
     seeds = f"params seed {params.seed} (every imputation, the transport check and the sensitivity scenarios)"
     if joint_seed is not None:
         seeds += f"; joint model sampler seed {joint_seed}"

@@ -1,36 +1,122 @@
 """Step 4, the joint Bayesian model of the data and the missingness.
 
-The model, its fit and its summaries are in :mod:`hmlib.stats.joint_model`;
-this module fits it with the run's sizes, writes the step's artifact (small
-cells suppressed), its estimates and the posterior draws of its parameters
-(``artifacts/joint_posterior.npz``, no data row), which step 5 reweights to
-other priors.
+The model, its fit and its summaries are the engine's
+(:mod:`hmlib.stats.joint`); this module is the step around it:
+
+- :func:`fit_registry` fits the engine on a checked registry (its frame,
+  roles, levels, focus and seed), the one adapter from a
+  :class:`hmlib.data.Registry` to :func:`hmlib.stats.joint.fit_joint_model`;
+- :func:`run` fits it with the run's sizes (:mod:`hmlib.settings`) and writes
+  the step's outputs: the artifact (:class:`JointModelArtifact`, small
+  per-cluster counts suppressed), the estimates, and the posterior draws of
+  the parameters (``artifacts/joint_posterior.npz``, no data row), which
+  step 5 reweights to other priors;
+- :class:`JointStepResult` is what the notebook shows: narrative, tables made
+  safe to show (:mod:`hmlib.privacy`) and figures (:mod:`hmlib.figures.joint_model`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
 
-from hmlib.artifacts import Artifact, artifact_path
+from hmlib.artifacts import Artifact, Record, artifact_path
+from hmlib.data import Registry
 from hmlib.figures import joint_model as figures
 from hmlib.methods import NOT_CONVERGED
-from hmlib.privacy import suppress_cluster_counts
+from hmlib.privacy import suppress_cluster_counts, suppress_counts
 from hmlib.results import read_estimates, to_jsonable
-from hmlib.stats.joint_model import JointModelResult, fit_joint_model, model_fingerprint
+from hmlib.stats.joint import METHOD, JointModelResult, fit_joint_model, model_fingerprint
 from hmlib.steps.base import Step, StepContext
 
-__all__ = ["JointModelArtifact", "JointStepResult", "run", "STEP", "POSTERIOR_FILE"]
+__all__ = ["PartialPoolingRow", "JointSettings", "JointModelArtifact", "JointStepResult", "fit_registry", "run",
+           "STEP", "POSTERIOR_FILE"]
 
 #: The saved parameter draws, beside the artifact.
 POSTERIOR_FILE = "joint_posterior.npz"
+#: Columns of the partial-pooling table computed from a cluster's observed values (hidden with their count).
+_DERIVED_FROM_OBSERVED = ["raw_mean", "raw_effect"]
+
+
+@dataclass(frozen=True)
+class PartialPoolingRow(Record):
+    """One cluster of the partial-pooling table of the focus variable (``partial_pooling`` of the artifact).
+
+    Counts from 1 to ``min_cell - 1``, the cells that would reveal them, and
+    the observed mean and own effect of such a cluster hold ``"suppressed"``;
+    ``measured`` (any observed value) survives suppression. Columns as
+    :meth:`hmlib.stats.joint.JointModelResult.partial_pooling`.
+    """
+
+    cluster: str | int | float
+    measured: bool
+    n_patients: int | str
+    n_observed: int | str
+    raw_mean: float | str | None
+    raw_effect: float | str | None
+    pooled_effect: float | None
+    pooled_effect_sd: float | None
+    shrinkage: float | None
+    pooled_mean: float | None
+    pooled_mean_sd: float | None
+
+
+@dataclass(frozen=True)
+class JointSettings(Record):
+    """How the joint model was fitted (``settings`` of the artifact; the report's methods and appendix read it).
+
+    Attributes
+    ----------
+    draws, tune, chains, seed : int
+        Sampler sizes (per chain) and seed.
+    fast : bool
+        Fast run sizes (not for reporting).
+    missing_values : {"marginal", "latent"}
+    quadrature_nodes : int
+    quadrature_error_check : float or None
+        Log-likelihood error of the chosen node count (None when the count was given).
+    missingness_model : bool
+    parameterisation, information_share : dict
+        Centred or not per submodel, and the cluster information share behind it.
+    distributions : dict
+        Normal or lognormal, per incomplete continuous predictor.
+    binary_summed_out : tuple of str
+    priors : dict
+        The priors used (free JSON: specs as lists, ``lkj_eta`` a number).
+    sampler, adaptation : str
+    n_parameters : int
+        Unconstrained parameters sampled.
+    """
+
+    adaptation: str
+    binary_summed_out: tuple[str, ...]
+    chains: int
+    distributions: dict[str, str]
+    draws: int
+    fast: bool
+    information_share: dict[str, float | None]
+    missing_values: str
+    missingness_model: bool
+    n_parameters: int
+    parameterisation: dict[str, str]
+    priors: dict
+    quadrature_error_check: float | None
+    quadrature_nodes: int
+    sampler: str
+    seed: int
+    tune: int
 
 
 @dataclass(frozen=True)
 class JointModelArtifact(Artifact):
-    """The record of step 4 (``artifacts/joint_model.json``)."""
+    """The record of step 4 (``artifacts/joint_model.json``): aggregates only, small cells suppressed.
+
+    ``partial_pooling`` and ``settings`` are typed (the report reads their
+    fields); the other tables are free JSON, only displayed.
+    """
 
     KEY: ClassVar[str] = "joint_model"
     VERSION: ClassVar[int] = 1
@@ -51,10 +137,10 @@ class JointModelArtifact(Artifact):
     n_patients: int
     narrative: list
     outcome: str
-    partial_pooling: list
+    partial_pooling: tuple[PartialPoolingRow, ...]
     posterior_predictive: list
     priors: list
-    settings: dict
+    settings: JointSettings
     summary: list
     timing: dict
 
@@ -66,55 +152,163 @@ class JointModelArtifact(Artifact):
                 f"Its estimates are flagged ':{NOT_CONVERGED}' in estimates.csv.")
 
 
+def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | None = None,
+                 **options) -> JointModelResult:
+    """Fit the joint model on a checked registry.
+
+    Outcome, predictors, cluster, family, levels and focus come from the
+    registry (``options`` may override them), the seed and ``fast`` from its
+    params unless given.
+
+    Parameters
+    ----------
+    registry : hmlib.data.Registry
+    seed : int, optional
+    fast : bool, optional
+        See :func:`hmlib.stats.joint.fit_joint_model`.
+    **options
+        Passed to :func:`hmlib.stats.joint.fit_joint_model` (``draws``,
+        ``tune``, ``chains``, ``missing_values``, ``priors``, ``cores``, ...).
+
+    Returns
+    -------
+    hmlib.stats.joint.JointModelResult
+    """
+    p = registry.params
+    arguments = {"outcome": p.outcome, "predictors": list(p.predictors), "cluster": p.cluster,
+                 "family": p.outcome_family, "levels": registry.levels, "focus": p.focus}
+    arguments |= options
+    return fit_joint_model(registry.frame, seed=p.seed if seed is None else seed,
+                           fast=bool(p.fast if fast is None else fast), **arguments)
+
+
 @dataclass
 class JointStepResult:
-    """Step 4's result: the fitted joint model and the report's privacy threshold."""
+    """Step 4's result: the fitted joint model, shown with the report's privacy threshold.
+
+    Attributes
+    ----------
+    fit : hmlib.stats.joint.JointModelResult
+    min_cell : int
+        Counts from 1 to ``min_cell - 1`` are suppressed in what is shown and written.
+    estimates_path : pathlib.Path, optional
+        ``estimates.csv`` of the report (the other methods, for the comparison figure).
+    truth : dict, optional
+        True values by term (simulated data).
+    """
 
     fit: JointModelResult
     min_cell: int
-    estimates_path: object = None
+    estimates_path: Path | None = None
     truth: dict | None = None
 
     @property
     def estimates(self) -> pd.DataFrame:
+        """The step's rows of ``estimates.csv`` (``joint_bayes``, flagged when not converged)."""
         return self.fit.to_estimates()
 
     @property
     def converged(self) -> bool:
+        """The convergence gate passed."""
         return self.fit.converged
 
-    def narrative(self) -> list[str]:
-        return self.fit.narrative()
+    @property
+    def convergence_message(self) -> str:
+        """``"converged: ..."`` or ``"not converged: ..."`` naming each offender."""
+        return self.fit.convergence_message
 
-    def to_artifact(self) -> JointModelArtifact:
-        return JointModelArtifact.from_json(to_jsonable(self.fit.to_dict(min_cell=self.min_cell)))
+    def narrative(self) -> list[str]:
+        """The step's findings as generated sentences."""
+        return self.fit.narrative(min_cell=self.min_cell)
 
     def partial_pooling_table(self) -> pd.DataFrame:
         """Partial pooling by cluster, counts below the small-cell threshold suppressed."""
         return suppress_cluster_counts(self.fit.partial_pooling(), n_column="n_patients",
                                        observed_column="n_observed", min_cell=self.min_cell,
-                                       derived_from_observed=["raw_mean", "raw_effect"])
+                                       derived_from_observed=_DERIVED_FROM_OBSERVED)
+
+    def posterior_predictive_table(self) -> pd.DataFrame:
+        """The predictive check by cluster, small observed counts and what they reveal suppressed.
+
+        The observed mean/SD, and what is compared with them (p-values,
+        outside flags), reveal the values of a small cluster.
+        """
+        ppc = self.fit.posterior_predictive()
+        if not len(ppc):
+            return ppc
+        derived = [c for c in ppc.columns if c.startswith(("observed_", "p_")) or c.endswith("_outside")]
+        return suppress_counts(ppc, ["n_observed"], self.min_cell, column_totals=False,
+                               derived_columns={c: ["n_observed"] for c in derived}).display
+
+    def priors_table(self) -> pd.DataFrame:
+        """The priors used, written out for reviewers."""
+        return self.fit.priors_table()
+
+    def imputed_in_unmeasured(self) -> dict:
+        """The imputed focus values in clusters that never measured it (``{}`` when there are none)."""
+        return self.fit.imputed_in_unmeasured()
+
+    def to_artifact(self) -> JointModelArtifact:
+        """The step's typed record: aggregates only, per-cluster counts below ``min_cell`` suppressed.
+
+        Each cluster of the partial-pooling table keeps a ``measured`` flag
+        (any observed value) so that never-measured clusters stay known.
+        """
+        fit = self.fit
+        pooled = fit.partial_pooling()
+        if len(pooled):
+            measured = pooled["n_observed"] > 0
+            pooled = self.partial_pooling_table()
+            pooled.insert(1, "measured", measured.to_numpy())
+        settings = dict(fit.settings)
+        settings["priors"] = {k: list(v) if isinstance(v, tuple) else v for k, v in settings["priors"].items()}
+        return JointModelArtifact.from_json(to_jsonable({
+            "method": METHOD,
+            "outcome": fit.data.outcome,
+            "family": fit.data.family,
+            "cluster": fit.data.cluster,
+            "focus": fit.data.focus,
+            "n_patients": fit.n_patients,
+            "n_clusters": fit.n_clusters,
+            "n_dropped_outcome": fit.n_dropped_outcome,
+            "summary": fit.summary.to_dict(orient="records"),
+            "estimates": fit.to_estimates().to_dict(orient="records"),
+            "converged": fit.converged,
+            "convergence_message": fit.convergence_message,
+            "divergences": fit.divergences,
+            "timing": dict(fit.timing),
+            "ess_per_second": dict(fit.ess_per_second),
+            "settings": settings,
+            "correlation": fit.correlation,
+            "priors": fit.priors_table().to_dict(orient="records"),
+            "partial_pooling": pooled.to_dict(orient="records"),
+            "posterior_predictive": self.posterior_predictive_table().to_dict(orient="records"),
+            "imputed_in_unmeasured": fit.imputed_in_unmeasured(),
+            "narrative": self.narrative(),
+        }))
 
     def figures(self) -> dict:
         """Step 4's figures by section: methods, pooling, checks, correlation."""
         fit = self.fit
+        focus = fit.data.focus
         others = read_estimates(self.estimates_path) if self.estimates_path is not None else fit.to_estimates()
         out = {"methods": [figures.coefficient_forest(others, truth=self.truth or None)],
-               "pooling": [figures.shrinkage_plot(fit, min_cell=self.min_cell)],
-               "checks": [figures.ppc_by_cluster(fit)], "correlation": []}
+               "pooling": [figures.shrinkage_plot(fit.partial_pooling(), focus=focus, min_cell=self.min_cell)],
+               "checks": [figures.ppc_by_cluster(fit.posterior_predictive(), focus=focus)], "correlation": []}
         if fit.imputed_in_unmeasured():
-            out["checks"].append(figures.imputed_distribution(fit))
+            out["checks"].append(figures.imputed_distribution(fit.imputed_in_unmeasured(), focus=focus))
         if fit.correlation is not None:
-            out["correlation"].append(figures.correlation_posterior(fit))
+            out["correlation"].append(figures.correlation_posterior(
+                fit.correlation_draws(), fit.correlation, lkj_eta=fit.settings["priors"]["lkj_eta"]))
         return out
 
 
 def run(ctx: StepContext) -> JointStepResult:
     """Fit the joint model with the run's sizes; write the artifact, estimates and posterior draws."""
-    p, sizes = ctx.params, ctx.sizes
-    fit = fit_joint_model(ctx.registry, seed=p.seed, fast=p.fast, draws=sizes.joint_draws, tune=sizes.joint_tune,
-                          chains=sizes.joint_chains, missing_values=sizes.joint_missing_values)
-    result = JointStepResult(fit, int(p.privacy.min_cell), ctx.estimates_path, ctx.truth)
+    sizes = ctx.sizes
+    fit = fit_registry(ctx.registry, draws=sizes.joint_draws, tune=sizes.joint_tune, chains=sizes.joint_chains,
+                       missing_values=sizes.joint_missing_values)
+    result = JointStepResult(fit, int(ctx.params.privacy.min_cell), ctx.estimates_path, ctx.truth)
     ctx.write(STEP, result)
     fit.posterior_draws(model_fingerprint(ctx.registry)).save(artifact_path(ctx.output_dir, "joint_posterior")
                                                               .with_name(POSTERIOR_FILE))
@@ -123,4 +317,5 @@ def run(ctx: StepContext) -> JointStepResult:
 
 STEP = Step(key="joint_model", number=4, title="Joint Bayesian model with partial pooling",
             notebook="04_joint_model.ipynb", artifact=JointModelArtifact, run=run, needs=("diagnose",),
-            methods=("joint_bayes",), summary_name="step 4 (joint Bayesian model)", extra_files=(POSTERIOR_FILE,))
+            methods=(METHOD,), summary_name="step 4 (joint Bayesian model)",
+            extra_files=(POSTERIOR_FILE,))

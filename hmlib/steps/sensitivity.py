@@ -74,7 +74,7 @@ from hmlib.figures import sensitivity as figures
 from hmlib.parallel import TaskPool, check_workers
 from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
-from hmlib.stats.joint_model import PosteriorDraws
+from hmlib.stats.joint import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.imputation import ImputationArtifact, choose_residual_variance, impute_registry
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
@@ -580,7 +580,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         not).
     joint_fitter : callable, "auto" or None
         ``joint_fitter(registry, *, priors, seed, fast)`` returning an object with
-        ``to_estimates()`` (a :class:`hmlib.stats.joint_model.JointModelResult`) or
+        ``to_estimates()`` (a :class:`hmlib.stats.joint.JointModelResult`) or
         a frame of contract rows. Must be picklable (a module-level function)
         when ``workers > 1``. ``"auto"``: :func:`hmlib.steps.sensitivity_scenarios.joint_model_fitter`.
         None: a prior scenario that would need a fit fails with the reason
@@ -590,7 +590,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         variance of ``cluster_residual_variance``); else it is made here with
         ``m``/``iterations`` of the settings and ``seed``.
     joint_reference : JointModelResult, PosteriorDraws or pandas.DataFrame, optional
-        The joint model already fitted (step 4; :class:`hmlib.stats.joint_model.PosteriorDraws`
+        The joint model already fitted (step 4; :class:`hmlib.stats.joint.PosteriorDraws`
         as saved by notebook 04). Its prior's scenario reuses it; with draws,
         the other priors reweight them instead of refitting. A frame of
         contract rows (no draws) only saves the reference prior's fit.

@@ -30,12 +30,12 @@ Scenario families
     :mod:`hmlib.stats.imputation` is compared in step 3; here the clusters are
     kept and only the type-specific model is added.)
 ``prior``
-    The joint Bayesian model (:mod:`hmlib.stats.joint_model`) with other
+    The joint Bayesian model (:mod:`hmlib.stats.joint`) with other
     priors on its cluster-level SDs: half-normal with scale 0.5, 1 (the
     default) and 2.5, and the heavy-tailed half-Cauchy(1) (a half-Student-t
     with 1 degree of freedom; Gelman 2006). Given step 4's posterior draws
     (``joint_reference``), each other prior reweights them by Pareto-smoothed
-    importance sampling (:func:`hmlib.stats.joint_model.reweight_cluster_sd_prior`):
+    importance sampling (:func:`hmlib.stats.joint.reweight_cluster_sd_prior`):
     no refit, and no Monte Carlo noise between prior and reference beyond
     the weights'. Only a prior whose weights are unreliable (Pareto k above
     its threshold, or fewer than 400 effective draws) is refitted, with the
@@ -95,7 +95,8 @@ from hmlib.results import ESTIMATE_COLUMNS, estimate_rows
 from hmlib.stats.design import design_matrix, fit_design
 from hmlib.stats.imputation import ImputationResult, impute
 from hmlib.steps.imputation import impute_registry
-from hmlib.stats.joint_model import fit_joint_model, reweight_cluster_sd_prior
+from hmlib.stats.joint import reweight_cluster_sd_prior
+from hmlib.steps.joint_model import fit_registry
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.stats.sensitivity import cluster_deltas, refine_tipping_point, shift_imputed
 from hmlib.steps.complete_case import complete_case_check
@@ -332,12 +333,12 @@ def focus_row(rows: pd.DataFrame, term: str) -> pd.Series:
 # Joint model (injected)
 # --------------------------------------------------------------------------
 def joint_model_fitter(registry, *, priors: dict, seed: int, fast: bool | None = None):
-    """Fit :func:`hmlib.stats.joint_model.fit_joint_model` with ``priors`` (chains on one core, for a worker).
+    """Fit :func:`hmlib.steps.joint_model.fit_registry` with ``priors`` (chains on one core, for a worker).
 
     The default ``joint_fitter`` of :func:`hmlib.steps.sensitivity.run_sensitivity`.
-    Returns the :class:`hmlib.stats.joint_model.JointModelResult`.
+    Returns the :class:`hmlib.stats.joint.JointModelResult`.
     """
-    return fit_joint_model(registry, priors=priors, seed=seed, fast=fast, cores=1)
+    return fit_registry(registry, priors=priors, seed=seed, fast=fast, cores=1)
 
 
 def joint_priors(spec) -> dict:

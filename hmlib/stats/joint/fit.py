@@ -1,0 +1,219 @@
+"""Fitting the joint model: prepare, choose, build, sample with nutpie, summarise.
+
+:func:`fit_joint_model` takes a frame and explicit arguments (the report's
+adapter from a checked registry is :func:`hmlib.steps.joint_model.fit_registry`).
+Its sampler sizes default to the full run sizes of :mod:`hmlib.settings`
+(``fast=True``: the fast ones). nutpie's NUTS uses a low-rank mass matrix
+when the model has at most :data:`LOW_RANK_MAX_PARAMETERS` unconstrained
+parameters, else a diagonal one. nutpie is imported when a model is fitted,
+so that importing hmlib stays quick.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from hmlib.exceptions import FitError
+from hmlib.settings import run_sizes
+from hmlib.stats.joint.data import JointData, prepare_joint_data
+from hmlib.stats.joint.imputations import focus_by_cluster
+from hmlib.stats.joint.model import build_joint_model
+from hmlib.stats.joint.parameterisation import choose_parameterisation, choose_quadrature_nodes, ml_fits
+from hmlib.stats.joint.priors import check_priors
+from hmlib.stats.joint.result import JointModelResult
+from hmlib.stats.joint.summaries import draw_diagnostics, gate_message, outcome_to_original_scale, summarise_draws
+
+__all__ = ["LOW_RANK_MAX_PARAMETERS", "fit_joint_model"]
+
+#: Largest number of unconstrained parameters for which ``adaptation="auto"``
+#: picks nutpie's low-rank mass matrix.
+LOW_RANK_MAX_PARAMETERS = 500
+#: Model variables not kept in the trace: sampling coordinates, observed
+#: variables and potentials (the reported quantities are derived from the rest).
+_NOT_TRACED = ("miss_indicator", "miss_prior", "miss_slope", "miss_resid_sd", "outcome_cluster_level")
+
+
+def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str, family: str,
+                    seed: int | None = None, levels: dict | None = None, focus: str | None = None,
+                    draws: int | None = None, tune: int | None = None, chains: int | None = None,
+                    fast: bool = False, priors: dict | None = None, distributions: dict | None = None,
+                    parameterisation: dict | None = None, missing_values: str = "marginal",
+                    missingness_model: bool = True, quadrature_nodes: int | str = "auto", cores: int | None = None,
+                    adaptation: str = "auto", keep_trace: bool = False) -> JointModelResult:
+    """Fit the joint model (:mod:`hmlib.stats.joint`) with nutpie and summarise it.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The data (read only).
+    outcome, cluster : str
+    predictors : sequence of str
+    family : {"binomial", "gaussian"}
+    seed : int
+        Seeds the sampler and the post-hoc imputation draws (required).
+    levels : dict, optional
+        ``{column: levels}`` of categorical predictors (first = reference).
+    focus : str, optional
+        Default: the incomplete predictor with most missing values.
+    draws, tune, chains : int, optional
+        Per chain; default the joint-model sizes of
+        :func:`hmlib.settings.run_sizes` (full: 1000, 1000, 2; fast: 500, 500, 2).
+    fast : bool
+        Take the fast sizes for the defaults above; the convergence message
+        of a failed gate then says the settings were small.
+    priors : dict, optional
+        Overrides of :data:`~hmlib.stats.joint.priors.DEFAULT_PRIORS`, e.g.
+        ``{"cluster_sd": ("halfstudentt", 3, 2.5)}``.
+    distributions : dict, optional
+        ``{column: "normal" | "lognormal"}`` (default by :func:`~hmlib.stats.joint.data.choose_distribution`).
+    parameterisation : dict, optional
+        ``{"outcome" | "missingness" | <predictor>: "centred" | "noncentred"}``
+        overriding the cluster-information rule.
+    missing_values : {"marginal", "latent"}
+        Integrate out the focus variable's missing values (default) or make
+        them latent parameters (as brms).
+    missingness_model : bool
+        Include the shared-parameter missingness submodel.
+    quadrature_nodes : int or "auto"
+        Gauss-Hermite nodes for the integrated-out focus values; ``"auto"``
+        takes the fewest of :data:`~hmlib.stats.joint.parameterisation.QUADRATURE_CANDIDATES`
+        whose log-likelihood error is below
+        :data:`~hmlib.stats.joint.parameterisation.QUADRATURE_TOLERANCE` at a
+        pessimistic plug-in (:func:`~hmlib.stats.joint.parameterisation.choose_quadrature_nodes`).
+    cores : int, optional
+        Chains run in parallel on this many cores (default ``chains``).
+    adaptation : {"auto", "diag", "low_rank"}
+        nutpie's mass-matrix adaptation. ``"auto"``: ``"low_rank"`` (a
+        diagonal plus low-rank mass matrix, which learns the posterior
+        correlations of intercepts, cluster effects and SDs) when the model
+        has at most :data:`LOW_RANK_MAX_PARAMETERS` unconstrained parameters,
+        else ``"diag"`` (the low-rank update costs too much with thousands of
+        latent missing values).
+    keep_trace : bool
+        Keep nutpie's DataTree on the result (large: holds every draw).
+
+    Returns
+    -------
+    JointModelResult
+
+    Raises
+    ------
+    FitError
+        Bad arguments or data the model cannot take (see
+        :func:`~hmlib.stats.joint.data.prepare_joint_data`).
+
+    Examples
+    --------
+    >>> result = fit_joint_model(frame, outcome="mortality_30d", predictors=["age", "lactate"],
+    ...                          cluster="site", family="binomial", seed=1)   # doctest: +SKIP
+    >>> result.to_estimates()                                                 # doctest: +SKIP
+    """
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    if seed is None:
+        raise FitError("fit_joint_model needs seed= (an integer) so that the run can be repeated.")
+    fast = bool(fast)
+    sizes = run_sizes(fast)
+    draws = int(draws if draws is not None else sizes.joint_draws)
+    tune = int(tune if tune is not None else sizes.joint_tune)
+    chains = int(chains if chains is not None else sizes.joint_chains)
+    if draws < 4 or tune < 0 or chains < 1:
+        raise FitError(f"need draws >= 4, tune >= 0 and chains >= 1; got {draws}, {tune}, {chains}.")
+    checked_priors = check_priors(priors)
+    jd = prepare_joint_data(frame, outcome=outcome, predictors=predictors, cluster=cluster, family=family,
+                            levels=levels, focus=focus, distributions=distributions,
+                            missing_values=missing_values, missingness_model=missingness_model)
+    fits = ml_fits(jd)
+    choice, shares = choose_parameterisation(jd, fits, parameterisation)
+    quadrature_error = None
+    if quadrature_nodes == "auto":
+        quadrature_nodes, quadrature_error = choose_quadrature_nodes(jd, fits)
+    elif isinstance(quadrature_nodes, str):
+        raise FitError(f"quadrature_nodes must be an integer or 'auto', got {quadrature_nodes!r}.")
+    model = build_joint_model(jd, priors=checked_priors, parameterisation=choice,
+                              quadrature_nodes=quadrature_nodes)
+    t_built = time.perf_counter()
+    trace, n_free, adaptation, t_compiled = _sample(model, draws=draws, tune=tune, chains=chains, cores=cores,
+                                                    seed=seed, adaptation=adaptation)
+    t_sampled, cpu_sampled = time.perf_counter(), time.process_time()
+
+    post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
+    divergences = int(np.asarray(trace.sample_stats["diverging"].values).sum())
+    original, summary, correlation = _summary_table(jd, post)
+    hint = (f"Run longer (draws={draws}, tune={tune} now; try draws={2 * draws}, tune={max(2 * tune, 1000)}) "
+            "or check the model." if not fast else "Fast mode uses small settings; run without fast=True.")
+    converged, message = gate_message(summary, divergences, hint)
+
+    build_s = t_built - start_wall
+    compile_s = t_compiled - t_built
+    sampling_s = t_sampled - t_compiled
+    used = build_s + compile_s + sampling_s
+    table = summary.set_index("term")
+    ess_per_second = {"cluster_sd": float(table.loc[f"sd({jd.cluster})", "ess_bulk"] / used)}
+    if jd.focus_term is not None and jd.focus_term in table.index:
+        ess_per_second["focus"] = float(table.loc[jd.focus_term, "ess_bulk"] / used)
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20261127]))
+    imputations = focus_by_cluster(jd, post, rng)
+    t_post = time.perf_counter()
+    timing = {"build_s": build_s, "compile_s": compile_s, "sampling_s": sampling_s,
+              "post_s": t_post - t_sampled, "total_s": t_post - start_wall,
+              "cpu_s": cpu_sampled - start_cpu}
+    settings = {
+        "draws": draws, "tune": tune, "chains": chains, "seed": int(seed), "fast": fast,
+        "missing_values": missing_values, "quadrature_nodes": int(quadrature_nodes),
+        "quadrature_error_check": quadrature_error,
+        "missingness_model": jd.missingness_model,
+        "parameterisation": {jd.display_key(k): v for k, v in choice.items()},
+        "information_share": {jd.display_key(k): v for k, v in shares.items()},
+        "distributions": {c.name: c.distribution for c in jd.continuous},
+        "binary_summed_out": [b.name for b in jd.binaries],
+        "priors": checked_priors, "sampler": f"nutpie NUTS, {adaptation} mass-matrix adaptation",
+        "adaptation": adaptation, "n_parameters": n_free,
+    }
+    return JointModelResult(
+        data=jd, summary=summary, converged=converged, convergence_message=message, divergences=divergences,
+        timing=timing, ess_per_second=ess_per_second, settings=settings, correlation=correlation,
+        n_patients=jd.n, n_clusters=jd.n_clusters, n_dropped_outcome=jd.n_dropped_outcome,
+        draws={k: original[k] for k in original} | ({"re_corr": post["re_corr"]} if jd.missingness_model else {}),
+        imputations=imputations, trace=trace if keep_trace else None,
+        sd_draws={k: v for k, v in post.items() if k.endswith("_cluster_sd")})
+
+
+def _sample(model, *, draws: int, tune: int, chains: int, cores: int | None, seed: int, adaptation: str):
+    """Compile with nutpie and sample; returns ``(trace, free parameters, adaptation used, compile end time)``."""
+    import nutpie
+
+    keep = [name for name in model.named_vars if not name.endswith("_z")
+            and not name.endswith("_observed") and not name.startswith("outcome_marginal")
+            and name not in _NOT_TRACED]
+    compiled = nutpie.compile_pymc_model(model, var_names=keep)
+    t_compiled = time.perf_counter()
+    n_free = int(sum(np.size(v) for v in model.initial_point().values()))
+    if adaptation == "auto":
+        adaptation = "low_rank" if n_free <= LOW_RANK_MAX_PARAMETERS else "diag"
+    elif adaptation not in ("diag", "low_rank"):
+        raise FitError(f"adaptation must be 'auto', 'diag' or 'low_rank', got {adaptation!r}.")
+    trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores or chains,
+                          seed=int(seed), progress_bar=False, adaptation=adaptation)
+    return trace, n_free, adaptation, t_compiled
+
+
+def _summary_table(jd: JointData, post: dict):
+    """Original-scale draws, the summary table (one row per reported quantity) and the correlation's posterior."""
+    gaussian = jd.family == "gaussian"
+    original = outcome_to_original_scale(
+        jd, post["outcome_intercept"], post["outcome_coef"], post["outcome_cluster_sd"],
+        post["outcome_sigma"] if gaussian else None)
+    rows = []
+    order = ["Intercept", *jd.term_order, f"sd({jd.cluster})"] + (["sigma"] if gaussian else [])
+    for term in order:
+        rows.append({"term": term, **summarise_draws(original[term]), **draw_diagnostics(original[term])})
+    correlation = None
+    if jd.missingness_model:
+        rho = post["re_corr"]
+        rows.append({"term": "corr(missingness, outcome)", **summarise_draws(rho), **draw_diagnostics(rho)})
+        correlation = {**summarise_draws(rho), "prob_positive": float(np.mean(rho > 0))}
+    return original, pd.DataFrame(rows), correlation

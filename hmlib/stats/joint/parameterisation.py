@@ -1,0 +1,191 @@
+"""The choices made from the data before sampling: centred or not, and how many quadrature nodes.
+
+Both rules plug in maximum-likelihood random-intercept fits
+(:func:`hmlib.stats.mixed.fit_random_intercept`) of each submodel on the rows
+it observes (:func:`ml_fits`):
+
+- :func:`choose_parameterisation`: a submodel's cluster intercepts are
+  centred when the average cluster information share ``I_j / (1 + I_j)``
+  (``I_j = n_j tau^2 / s^2``; ``s^2`` the residual variance, or
+  ``1 / (p (1 - p))`` for binary responses) is at least
+  :data:`CENTRED_SHARE`, non-centred otherwise (measurements in
+  :mod:`hmlib.stats.joint`);
+- :func:`choose_quadrature_nodes`: the fewest Gauss-Hermite nodes of
+  :data:`QUADRATURE_CANDIDATES` whose summed log-likelihood of the rows with
+  the focus integrated out is within :data:`QUADRATURE_TOLERANCE` of a
+  64-node rule, at a pessimistic plug-in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special, stats
+
+from hmlib.exceptions import FitError
+from hmlib.stats.joint.data import ContinuousPredictor, JointData
+from hmlib.stats.mixed import fit_random_intercept
+
+__all__ = ["CENTRED_SHARE", "QUADRATURE_CANDIDATES", "QUADRATURE_TOLERANCE", "ml_fits", "choose_parameterisation",
+           "choose_quadrature_nodes"]
+
+#: A submodel's cluster intercepts are centred when the average cluster
+#: information share ``I_j / (1 + I_j)`` is at least this.
+CENTRED_SHARE = 0.6
+#: Gauss-Hermite node counts tried by ``quadrature_nodes="auto"`` (fewest first)
+#: and the largest error allowed in the summed log-likelihood of the rows
+#: whose focus value is integrated out (see :func:`choose_quadrature_nodes`).
+QUADRATURE_CANDIDATES = (5, 7, 9, 12, 16, 24, 32)
+QUADRATURE_TOLERANCE = 1e-3
+
+
+def _information_share(fit, n_per_cluster: np.ndarray, family: str, rate: float | None = None) -> float:
+    """Average of I_j / (1 + I_j), the cluster information rule (module docstring)."""
+    tau = float(fit.cluster_sd)
+    if not tau > 0:
+        return 0.0
+    per_obs = 1.0 / fit.residual_sd ** 2 if family == "gaussian" else rate * (1.0 - rate)
+    info = n_per_cluster * per_obs * tau ** 2
+    return float(np.mean(info / (1.0 + info)))
+
+
+def _outcome_design(data: JointData) -> np.ndarray:
+    """Intercept, ``Z`` and the incomplete predictors (0 where missing) on the outcome model's scale."""
+    x_fill = [np.where(v.observed, (v.values - v.centre) / v.scale, 0.0) for v in data.continuous]
+    x_fill += [np.nan_to_num(b.values) for b in data.binaries]
+    return np.column_stack([np.ones(data.n), data.Z, *x_fill])
+
+
+def ml_fits(data: JointData) -> dict:
+    """Maximum-likelihood random-intercept fits of each submodel on the rows it observes.
+
+    Returns
+    -------
+    dict
+        ``{key: (fit or None, rows)}``; keys ``outcome`` (complete rows, all
+        predictors, standardised as in the joint model), ``x<k>``, ``b<k>``,
+        ``missingness``. Used for the parameterisation and quadrature rules
+        only; a fit that fails is None.
+    """
+    def fit(response, X, rows, family):
+        try:
+            return fit_random_intercept(response[rows], X[rows], data.codes[rows], family=family)
+        except Exception:  # noqa: BLE001 -- a failed ML fit only means "no information here"
+            return None
+
+    everything = np.ones(data.n, bool)
+    base = np.column_stack([np.ones(data.n), data.Z])
+    complete = everything.copy()
+    for var in (*data.continuous, *data.binaries):
+        complete &= var.observed
+    outcome_rows = complete if complete.sum() >= 10 else everything
+    fits = {"outcome": (fit(data.y, _outcome_design(data), outcome_rows, data.family), outcome_rows)}
+    for k, var in enumerate(data.continuous):
+        fits[f"x{k}"] = (fit(np.nan_to_num(var.response), base, var.observed, "gaussian"), var.observed)
+    for k, var in enumerate(data.binaries):
+        fits[f"b{k}"] = (fit(np.nan_to_num(var.values), base, var.observed, "binomial"), var.observed)
+    if data.missingness_model:
+        fits["missingness"] = (fit(data.focus_missing.astype(float), base, everything, "binomial"), everything)
+    return fits
+
+
+def choose_parameterisation(data: JointData, fits: dict, override: dict | None) -> tuple[dict, dict]:
+    """``{submodel: "centred" | "noncentred"}`` and the information shares behind it.
+
+    Parameters
+    ----------
+    data : JointData
+    fits : dict
+        From :func:`ml_fits`.
+    override : dict, optional
+        ``{"outcome" | "missingness" | <predictor>: "centred" | "noncentred"}``.
+
+    Returns
+    -------
+    choice, shares : dict
+        Keyed by internal submodel key (``outcome``, ``missingness``, ``x<k>``, ``b<k>``).
+    """
+    override = dict(override or {})
+    J = data.n_clusters
+    shares: dict[str, float] = {}
+    responses = {"outcome": data.y, "missingness": data.focus_missing.astype(float)}
+    responses |= {f"x{k}": v.response for k, v in enumerate(data.continuous)}
+    responses |= {f"b{k}": v.values for k, v in enumerate(data.binaries)}
+    for key, (fit, rows) in fits.items():
+        if fit is None:
+            shares[key] = 0.0
+            continue
+        # every row informs the outcome's cluster effect, observed rows the predictor submodels'
+        counted = np.ones(data.n, bool) if key == "outcome" else rows
+        counts = np.bincount(data.codes[counted], minlength=J).astype(float)
+        family = data.family if key == "outcome" else ("gaussian" if key.startswith("x") else "binomial")
+        rate = float(np.mean(responses[key][rows])) if family == "binomial" else None
+        shares[key] = _information_share(fit, counts, family, rate)
+    choice = {key: ("centred" if value >= CENTRED_SHARE else "noncentred") for key, value in shares.items()}
+    for key, value in override.items():
+        if value not in ("centred", "noncentred"):
+            raise FitError(f"parameterisation must be 'centred' or 'noncentred', got {value!r} for {key!r}.")
+        choice[data.submodel_key(key)] = value
+    return choice, shares
+
+
+def _cluster_blups(fit, J: int) -> np.ndarray:
+    effects = np.zeros(J)
+    effects[np.asarray(fit.cluster_labels, dtype=int)] = fit.cluster_effects
+    return effects
+
+
+def choose_quadrature_nodes(data: JointData, fits: dict) -> tuple[int, float]:
+    """Fewest Gauss-Hermite nodes whose marginal log-likelihood is within :data:`QUADRATURE_TOLERANCE`.
+
+    The check plugs in the ML fits (:func:`ml_fits`) with the focus
+    coefficient pushed 4 standard errors further from 0, and compares the
+    summed log-likelihood of the rows whose focus value is integrated out
+    with a 64-node rule.
+
+    Returns
+    -------
+    nodes : int
+    error : float
+        Its log-likelihood error (0 when nothing is integrated numerically;
+        NaN when an ML fit failed and the most nodes are taken).
+    """
+    var = data.focus_variable
+    if not isinstance(var, ContinuousPredictor) or var.mode != "marginal" or var.observed.all():
+        return QUADRATURE_CANDIDATES[0], 0.0
+    if data.family == "gaussian" and var.distribution == "normal":
+        return QUADRATURE_CANDIDATES[0], 0.0          # integrated in closed form
+    k = data.continuous.index(var)
+    outcome_fit, _ = fits["outcome"]
+    sub_fit, _ = fits[f"x{k}"]
+    if outcome_fit is None or sub_fit is None:
+        return QUADRATURE_CANDIDATES[-1], float("nan")
+    J = data.n_clusters
+    rows = np.flatnonzero(~var.observed)
+    p = data.Z.shape[1]
+    coef = np.asarray(outcome_fit.coef)
+    col = 1 + p + k
+    b_focus = abs(coef[col]) + 4.0 * float(outcome_fit.std_error[col])
+    Xo = _outcome_design(data)[rows]
+    eta0 = Xo @ coef - Xo[:, col] * coef[col] + _cluster_blups(outcome_fit, J)[data.codes[rows]]
+    mu = np.column_stack([np.ones(rows.size), data.Z[rows]]) @ np.asarray(sub_fit.coef) + \
+        _cluster_blups(sub_fit, J)[data.codes[rows]]
+    sigma = float(sub_fit.residual_sd)
+    y = data.y[rows][:, None]
+    sd_y = float(outcome_fit.residual_sd) if data.family == "gaussian" else None
+
+    def loglik(K):
+        t, w = np.polynomial.hermite_e.hermegauss(K)
+        x = var.to_outcome_scale(mu[:, None] + sigma * t[None, :])
+        eta = eta0[:, None] + b_focus * x
+        if data.family == "binomial":
+            ll = y * eta - np.logaddexp(0.0, eta)
+        else:
+            ll = stats.norm.logpdf(y, eta, sd_y)
+        return float(special.logsumexp(ll + np.log(w / w.sum())[None, :], axis=1).sum())
+
+    reference = loglik(64)
+    for K in QUADRATURE_CANDIDATES:
+        error = abs(loglik(K) - reference)
+        if error < QUADRATURE_TOLERANCE:
+            return K, error
+    return QUADRATURE_CANDIDATES[-1], error

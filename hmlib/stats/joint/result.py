@@ -1,0 +1,261 @@
+"""The fitted joint model: its summary table, estimates rows, per-cluster tables and generated narrative.
+
+:class:`JointModelResult` is what :func:`hmlib.stats.joint.fit_joint_model`
+returns. It carries the patient-level :class:`~hmlib.stats.joint.data.JointData`
+it was fitted on (never written out) beside aggregated results: the
+per-cluster tables here are unsuppressed, and making them safe to show
+(small-cell suppression) and writing the step's artifact are the report's
+(:mod:`hmlib.steps.joint_model`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from hmlib.stats.joint.data import JointData
+from hmlib.stats.joint.priors import priors_table
+from hmlib.stats.joint.reweighting import PosteriorDraws
+from hmlib.stats.joint.summaries import contract_method
+
+__all__ = ["JointModelResult"]
+
+
+@dataclass(frozen=True, eq=False)
+class JointModelResult:
+    """A fitted joint model. Build it with :func:`hmlib.stats.joint.fit_joint_model`.
+
+    Attributes
+    ----------
+    summary : pandas.DataFrame
+        One row per reported quantity: ``term, estimate, std_error, ci_lower,
+        ci_upper, rhat, ess_bulk, ess_tail, mcse_mean`` (estimate = posterior
+        mean, std_error = posterior SD, 95% equal-tailed interval, original
+        scale). Terms: ``Intercept``, the predictors' terms, ``sd(<cluster>)``,
+        then ``sigma`` (gaussian) and ``corr(missingness, outcome)``.
+    converged : bool
+        The gate of :data:`~hmlib.stats.joint.summaries.GATE` passed.
+    convergence_message : str
+        ``"converged: ..."`` or ``"not converged: ..."`` naming each offender.
+    divergences : int
+    timing : dict
+        ``build_s`` (data preparation, parameterisation rule, PyMC model),
+        ``compile_s`` (nutpie/numba compile), ``sampling_s``, ``post_s``,
+        ``total_s``, and ``cpu_s`` (process CPU time of build + compile +
+        sampling).
+    ess_per_second : dict
+        Bulk ESS per wall second (build + compile + sampling) of the focus
+        coefficient and of the cluster SD.
+    settings : dict
+        draws, tune, chains, seed, fast, missing_values, quadrature_nodes,
+        parameterisation chosen and the information shares behind it,
+        distributions of the incomplete predictors, priors.
+    correlation : dict or None
+        Posterior of the missingness/outcome cluster-effect correlation
+        (``estimate, std_error, ci_lower, ci_upper, prob_positive``).
+    n_patients, n_clusters, n_dropped_outcome : int
+    """
+
+    data: JointData = field(repr=False)
+    summary: pd.DataFrame
+    converged: bool
+    convergence_message: str
+    divergences: int
+    timing: dict
+    ess_per_second: dict
+    settings: dict
+    correlation: dict | None
+    n_patients: int
+    n_clusters: int
+    n_dropped_outcome: int
+    draws: dict = field(repr=False)
+    imputations: dict = field(repr=False)
+    trace: object = field(repr=False, default=None)
+    sd_draws: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def contract_terms(self) -> list:
+        """The terms of ``estimates.csv``: ``Intercept``, the predictors' terms, ``sd(<cluster>)``."""
+        return ["Intercept", *self.data.term_order, f"sd({self.data.cluster})"]
+
+    def to_estimates(self) -> pd.DataFrame:
+        """Rows of ``estimates.csv`` (method ``joint_bayes``, flagged when not converged), contract terms only."""
+        table = self.summary.set_index("term").loc[self.contract_terms].reset_index()
+        # Estimates that failed the convergence gate are flagged in the method name itself.
+        table.insert(0, "method", contract_method(self.converged))
+        table["n_patients"] = self.n_patients
+        table["n_clusters"] = self.n_clusters
+        return table.loc[:, ["method", "term", "estimate", "std_error", "ci_lower", "ci_upper",
+                             "n_patients", "n_clusters"]]
+
+    def priors_table(self) -> pd.DataFrame:
+        """The priors used (see :func:`hmlib.stats.joint.priors.priors_table`)."""
+        return priors_table(self.settings["priors"])
+
+    def partial_pooling(self) -> pd.DataFrame:
+        """The focus variable's cluster intercepts: raw vs partially pooled (unsuppressed).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per cluster: ``cluster, n_patients, n_observed, raw_mean``
+            (mean of the observed values), ``raw_effect`` (the cluster's own
+            deviation: mean over its observed rows of the value minus the
+            fixed part at the posterior mean, on the submodel's scale in
+            original units; logit for a binary focus; NaN without observed
+            values), ``pooled_effect`` and ``pooled_effect_sd`` (posterior
+            mean and SD of the cluster intercept, same units), ``shrinkage``
+            (``1 / (1 + n_obs I tau^2)`` at posterior means: 0 = the cluster's
+            own estimate, 1 = the average cluster), ``pooled_mean`` and
+            ``pooled_mean_sd`` (posterior mean and SD of the cluster's mean
+            of the completed values: observed plus imputed). Empty when the
+            focus is complete.
+        """
+        return self.imputations.get("partial_pooling", pd.DataFrame())
+
+    def posterior_predictive(self) -> pd.DataFrame:
+        """Posterior predictive check of the focus variable by cluster (unsuppressed).
+
+        Replicates the observed rows from the focus submodel (thinned
+        posterior draws) and compares, per cluster with observed values,
+        the observed mean and SD with the replicated ones: columns
+        ``cluster, n_observed, observed_mean, replicated_mean, replicated_mean_lower,
+        replicated_mean_upper, p_mean`` (share of replications with a mean at
+        least the observed one), and the same for the SD (continuous focus
+        only), plus ``mean_outside`` (observed mean outside the 95%
+        predictive interval).
+        """
+        return self.imputations.get("ppc", pd.DataFrame())
+
+    def imputed_in_unmeasured(self) -> dict:
+        """The imputed focus values in clusters that never measured it.
+
+        Returns
+        -------
+        dict
+            ``clusters`` (labels), ``n_patients``, ``imputed`` (mean, sd and
+            5/25/50/75/95% quantiles over all imputed values and draws),
+            ``observed`` (the same for the observed values elsewhere),
+            ``by_cluster``, ``histogram`` (shared bin edges and both densities).
+        """
+        return self.imputations.get("unmeasured", {})
+
+    def correlation_draws(self) -> np.ndarray | None:
+        """Draws of the missingness/outcome cluster-effect correlation, or None without that submodel."""
+        return self.draws.get("re_corr")
+
+    def narrative(self, min_cell: int = 11) -> list[str]:
+        """Plain-language sentences generated from the numbers of this result.
+
+        Parameters
+        ----------
+        min_cell : int
+            A patient count below it is written "fewer than <min_cell>".
+        """
+        d = self.data
+        sentences = self._estimate_sentences()
+        pooled = self.partial_pooling()
+        if len(pooled):
+            partly = pooled.loc[(pooled["n_observed"] > 0) & (pooled["n_observed"] < pooled["n_patients"])]
+            never = pooled.loc[pooled["n_observed"] == 0]
+            if len(partly):
+                share = partly["n_observed"] / partly["n_patients"]
+                lo = partly.loc[share.idxmax()]
+                hi = partly.loc[share.idxmin()]
+                sentences.append(
+                    f"Imputation uncertainty is uneven: the posterior SD of a {d.cluster}'s mean {d.focus} is "
+                    f"{lo.pooled_mean_sd:.3g} where {lo.n_observed / lo.n_patients:.0%} of values were "
+                    f"observed and {hi.pooled_mean_sd:.3g} where {hi.n_observed / hi.n_patients:.0%} "
+                    "were" + (f", and {never['pooled_mean_sd'].mean():.3g} on average in the {len(never)} "
+                              f"{d.cluster}(s) that never measured it." if len(never) else "."))
+        unmeasured = self.imputed_in_unmeasured()
+        if unmeasured.get("clusters"):
+            imp, obs = unmeasured["imputed"], unmeasured["observed"]
+            patients = unmeasured["n_patients"] if unmeasured["n_patients"] >= min_cell else f"fewer than {min_cell}"
+            sentences.append(
+                f"In the {len(unmeasured['clusters'])} {d.cluster}(s) that never recorded {d.focus} "
+                f"({patients} patients), the imputed values have mean {imp['mean']:.3g} "
+                f"(90% of them between {imp['q05']:.3g} and {imp['q95']:.3g}), against an observed mean of "
+                f"{obs['mean']:.3g} elsewhere; these values rest entirely on the model (the {d.cluster}'s "
+                "own level is drawn from the between-cluster distribution), so they widen the uncertainty "
+                "rather than add information.")
+        ppc = self.posterior_predictive()
+        if len(ppc):
+            outside = int(ppc["mean_outside"].sum())
+            sentences.append(
+                f"Posterior predictive check: the observed mean {d.focus} lies outside the 95% predictive "
+                f"interval of its replicated mean in {outside} of {len(ppc)} {d.cluster}s with observed values"
+                + (" (about 5% are expected by chance)." if outside <= max(1, round(0.1 * len(ppc)))
+                   else f"; more than chance would give: the {d.focus} submodel misfits some {d.cluster}s."))
+        sentences.append(("Sampling " + self.convergence_message[0].lower() + self.convergence_message[1:]) if
+                         self.converged else "Sampling " + self.convergence_message)
+        t = self.timing
+        eps = self.ess_per_second
+        sentences.append(
+            f"Building and compiling took {t['build_s'] + t['compile_s']:.0f} s and sampling "
+            f"{t['sampling_s']:.0f} s ({self.settings['chains']} chains x {self.settings['draws']} draws); "
+            f"effective samples per second: {eps.get('focus', float('nan')):.1f} for the {d.focus} coefficient, "
+            f"{eps['cluster_sd']:.1f} for the cluster SD.")
+        return sentences
+
+    def _estimate_sentences(self) -> list[str]:
+        """The focus coefficient, the cluster SD and the missingness/outcome correlation in words."""
+        d = self.data
+        s = self.summary.set_index("term")
+        focus = d.focus
+        sentences = []
+        term = d.focus_term
+        if term is not None and term in s.index:
+            r = s.loc[term]
+            unit = "one unit" if d.focus_kind != "binary" else f"'{term}' (vs not)"
+            if d.family == "binomial":
+                sentences.append(
+                    f"In the joint Bayesian model, {unit} higher {focus} goes with a log-odds ratio of "
+                    f"{r.estimate:.3f} for {d.outcome} (odds ratio {math.exp(r.estimate):.2f}; 95% credible "
+                    f"interval {r.ci_lower:.3f} to {r.ci_upper:.3f}), the missing {focus} values being "
+                    "modelled rather than dropped.")
+            else:
+                sentences.append(
+                    f"In the joint Bayesian model, {unit} higher {focus} goes with a change of {r.estimate:.3g} "
+                    f"in {d.outcome} (95% credible interval {r.ci_lower:.3g} to {r.ci_upper:.3g}).")
+        sd = s.loc[f"sd({d.cluster})"]
+        scale = "log-odds" if d.family == "binomial" else f"{d.outcome} units"
+        sentences.append(f"The between-{d.cluster} SD of the outcome is {sd.estimate:.3f} ({scale}; 95% credible "
+                         f"interval {sd.ci_lower:.3f} to {sd.ci_upper:.3f}).")
+        if self.correlation is not None:
+            c = self.correlation
+            if c["ci_lower"] > 0 or c["ci_upper"] < 0:
+                direction = "higher" if c["estimate"] > 0 else "lower"
+                verdict = (f"{d.cluster}s that leave {focus} unrecorded more often tend to have {direction} "
+                           f"outcome propensity, so missingness is informative about the {d.cluster} "
+                           "effects; the joint model uses this, complete-case analysis cannot")
+            else:
+                verdict = (f"the interval includes 0: no clear evidence that {d.cluster}s that record {focus} "
+                           "less often differ in outcome propensity")
+            sentences.append(
+                f"The correlation between a {d.cluster}'s tendency to leave {focus} missing and its outcome "
+                f"random effect is {c['estimate']:.2f} (95% credible interval {c['ci_lower']:.2f} to "
+                f"{c['ci_upper']:.2f}; posterior probability {c['prob_positive']:.2f} that it is positive): "
+                f"{verdict}. This assumes missingness depends on the {d.cluster}'s latent propensity and the "
+                f"complete predictors, not on the unrecorded value itself.")
+        return sentences
+
+    def posterior_draws(self, fingerprint: str = "") -> PosteriorDraws:
+        """The parameter draws a prior-sensitivity reweighting needs, without any data row.
+
+        Parameters
+        ----------
+        fingerprint : str
+            Identifies the data and model the fit belongs to (see
+            :func:`hmlib.stats.joint.reweighting.model_fingerprint`), so that
+            a saved file is not reused for other data.
+        """
+        return PosteriorDraws(
+            terms={t: np.asarray(self.draws[t], dtype=float) for t in self.contract_terms},
+            cluster_sds={k: np.asarray(v, dtype=float) for k, v in self.sd_draws.items()},
+            cluster_sd_prior=tuple(self.settings["priors"]["cluster_sd"]), converged=self.converged,
+            convergence_message=self.convergence_message, n_patients=self.n_patients,
+            n_clusters=self.n_clusters, fingerprint=fingerprint)
