@@ -32,6 +32,7 @@ from hmlib.params import Params
 from hmlib.privacy import pseudonymize_clusters
 from hmlib.reading import DELIMITERS, RawExtract, parse_numbers, read_extract
 from hmlib.results import load_truth
+from hmlib.wording import count_text
 
 __all__ = ["Registry", "Notice", "load_registry", "FEW_CLUSTERS"]
 
@@ -140,11 +141,6 @@ def _examples(values: pd.Series, k: int = 3) -> str:
     return text + (f" and {len(shown) - k} other value(s)" if len(shown) > k else "")
 
 
-def _count_text(n: int, min_cell: int) -> str:
-    """A count for a notice, or ``fewer than <min_cell>`` when it is a small cell."""
-    return f"fewer than {min_cell}" if 0 < n < min_cell else f"{n:,}"
-
-
 class _Checker:
     """The checks of one extract against its params; collects notices as it goes."""
 
@@ -167,7 +163,7 @@ class _Checker:
             self.notice("delimiter", f"{self.params.data.name} was read as a {DELIMITERS[raw.delimiter]}-separated "
                                      "file.")
         for col, codes in raw.missing_codes.items():
-            listed = ", ".join(f"{code!r} ({_count_text(n, mc)})" for code, n in codes.items())
+            listed = ", ".join(f"{code!r} ({count_text(n, mc)})" for code, n in codes.items())
             self.notice("missing-codes", f"In '{col}', {listed} were read as missing values.")
         for col, labels in raw.merged_by_trimming.items():
             self.notice("trimmed-labels", f"In '{col}', labels that differed only by spaces before or after them "
@@ -243,7 +239,7 @@ class _Checker:
         if n_excluded == len(frame):
             raise DataError(f"the cluster column '{cluster}' is empty in every row; check 'cluster' in the params.")
         if n_excluded:
-            self.notice("missing-cluster-id", f"{_count_text(n_excluded, self.min_cell)} row(s) have no value in "
+            self.notice("missing-cluster-id", f"{count_text(n_excluded, self.min_cell)} row(s) have no value in "
                                               f"the cluster column '{cluster}' and are excluded from every analysis "
                                               "(a patient cannot be placed in a cluster).")
             self.frame = frame.loc[~no_cluster].copy()

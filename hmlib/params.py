@@ -268,29 +268,7 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
         key and the fix.
     """
     source = Path(path).expanduser().resolve()
-    if not source.is_file():
-        raise ParamsError(f"params file not found: {source}. Check the path (e.g. params/demo.yaml).")
-    try:
-        raw = yaml.load(source.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except ParamsError as exc:
-        raise ParamsError(f"{source}: {exc}") from None
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ParamsError(
-            f"{source} is not valid YAML{where}: {problem}. Check indentation, colons and "
-            "brackets (lists are written [a, b] or as '- a' lines)."
-        ) from None
-    except UnicodeDecodeError:
-        raise ParamsError(f"{source} is not a UTF-8 text file; save it as UTF-8 YAML.") from None
-    if raw is None:
-        raise ParamsError(f"{source} is empty; see params/demo.yaml for an example.")
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{source} must be a mapping of keys (name: ..., data: ...); got {type(raw).__name__}.")
-
+    raw = _read_yaml(source)
     unknown = sorted(str(k) for k in raw if k not in KEYS)
     if unknown:
         key = unknown[0]
@@ -315,6 +293,41 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
     if raw.get("truth") is not None:
         truth = (source.parent / _required_string(raw, "truth", source)).resolve()
 
+    roles = _roles(raw, source)
+    settings = _settings(raw, source, fast)
+    return Params(name=name, source=source, data=data, truth=truth, **roles, **settings, raw=dict(raw))
+
+
+def _read_yaml(source: Path) -> dict:
+    """The params file as a mapping; ParamsError naming the line for broken YAML or a repeated key."""
+    if not source.is_file():
+        raise ParamsError(f"params file not found: {source}. Check the path (e.g. params/demo.yaml).")
+    try:
+        raw = yaml.load(source.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except ParamsError as exc:
+        raise ParamsError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamsError(
+            f"{source} is not valid YAML{where}: {problem}. Check indentation, colons and "
+            "brackets (lists are written [a, b] or as '- a' lines)."
+        ) from None
+    except UnicodeDecodeError:
+        raise ParamsError(f"{source} is not a UTF-8 text file; save it as UTF-8 YAML.") from None
+    if raw is None:
+        raise ParamsError(f"{source} is empty; see params/demo.yaml for an example.")
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source} must be a mapping of keys (name: ..., data: ...); got {type(raw).__name__}.")
+
+    return raw
+
+
+def _roles(raw: dict, source: Path) -> dict:
+    """Cluster, outcome, family, predictors and the other column roles, each column in one role."""
     cluster = _required_string(raw, "cluster", source)
     outcome = _required_string(raw, "outcome", source)
     family = _required_string(raw, "outcome_family", source)
@@ -357,6 +370,12 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
                 f"{_suggest(str(focus), predictors)}"
             )
 
+    return {"cluster": cluster, "outcome": outcome, "outcome_family": family, "predictors": predictors,
+            "categorical": categorical, "higher_levels": higher, "cluster_covariates": cluster_cov, "focus": focus}
+
+
+def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
+    """Seed, fast, privacy, diagnose, encoding and missing codes, checked."""
     seed = raw.get("seed", 2026)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParamsError(f"{source}: 'seed' must be a non-negative whole number; got {seed!r}.")
@@ -390,14 +409,10 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
         raise ParamsError(f"{source}: 'missing_codes' must be a list of values, e.g. ['-99', 'not done']; "
                           f"got {codes!r}.")
 
-    return Params(
-        name=name, source=source, data=data, truth=truth, cluster=cluster, outcome=outcome,
-        outcome_family=family, predictors=predictors, categorical=categorical,
-        higher_levels=higher, cluster_covariates=cluster_cov, focus=focus, seed=seed,
-        fast=fast_value, privacy=PrivacySettings(min_cell=min_cell, pseudonymize_clusters=pseudo),
-        diagnose=DiagnoseSettings(structural_share=float(share)), encoding=encoding.strip(),
-        missing_codes=tuple(_code_text(c) for c in codes), raw=dict(raw),
-    )
+    return {"seed": seed, "fast": fast_value,
+            "privacy": PrivacySettings(min_cell=min_cell, pseudonymize_clusters=pseudo),
+            "diagnose": DiagnoseSettings(structural_share=float(share)), "encoding": encoding.strip(),
+            "missing_codes": tuple(_code_text(c) for c in codes)}
 
 
 def _code_text(code) -> str:

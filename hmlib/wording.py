@@ -1,7 +1,9 @@
 """Small text helpers shared by the steps and the report.
 
 Generated sentences name things the way a clinical reader would: a cluster
-column called ``site`` makes clusters "sites" in the text.
+column called ``site`` makes clusters "sites" in the text; a count between 1
+and ``min_cell - 1`` is never printed ("fewer than 11"), as in
+:func:`hmlib.privacy.suppress_counts`.
 
 Examples
 --------
@@ -9,11 +11,20 @@ Examples
 'clinic'
 >>> cluster_noun("sch")
 'cluster'
+>>> count_text(3, 11), count_text(2111, 11)
+('fewer than 11', '2,111')
+>>> join_names(["Site 01", "Site 02", "Site 03"])
+'Site 01, Site 02 and Site 03'
 """
 
 from __future__ import annotations
 
-__all__ = ["cluster_noun", "CLUSTER_WORDS"]
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["cluster_noun", "CLUSTER_WORDS", "is_number", "count_text", "percent", "join_names", "p_text"]
 
 CLUSTER_WORDS = {"site", "hospital", "clinic", "centre", "center", "school", "practice", "ward",
                  "unit", "patient", "country", "region", "hub", "facility", "trust", "department"}
@@ -24,3 +35,41 @@ def cluster_noun(column: str) -> str:
     a plain word such as ``site`` or ``Clinic``, else ``"cluster"``."""
     word = str(column).strip().lower()
     return word if word in CLUSTER_WORDS else "cluster"
+
+
+def is_number(value) -> bool:
+    """A finite real number (not a bool, not NaN, not a suppression label)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
+
+
+def count_text(value, min_cell: int) -> str:
+    """A count as text; ``fewer than <min_cell>`` for a small cell; ``a suppressed number of`` when absent."""
+    if not is_number(value):
+        return "a suppressed number of"
+    value = int(round(value))
+    if 0 < value < min_cell:
+        return f"fewer than {min_cell}"
+    return f"{value:,}"
+
+
+def percent(share) -> str:
+    """A share as a percentage with one decimal, or ``suppressed``."""
+    return f"{100 * share:.1f}%" if is_number(share) else "suppressed"
+
+
+def join_names(items, limit: int = 6) -> str:
+    """``a, b and c``; with more than ``limit`` items, the first ``limit`` and how many more."""
+    items = [str(i) for i in items]
+    if len(items) > limit:
+        return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
+    if len(items) <= 2:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def p_text(p) -> str:
+    """``p < 0.001``, ``p = 0.042`` or ``p not available``."""
+    if not is_number(p):
+        return "p not available"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"

@@ -18,7 +18,9 @@ import pytest
 
 from conftest import REPO
 from hmlib import __version__
-from hmlib.report.summary import METHOD_LABELS, audit_summary, focus_terms
+from hmlib.methods import method_label
+from hmlib.report.evidence import SUMMARY_METHODS
+from hmlib.report.summary import audit_summary, focus_terms
 from hmlib.cli import main
 from hmlib.data import load_registry
 from hmlib.params import load_params
@@ -103,11 +105,11 @@ def test_summary_001_numbers_are_the_artifacts(demo):
             assert f"(standardised difference {r['smd']:.2f})" in text
     # the focus coefficient by method, from estimates.csv
     est = pd.read_csv(folder / "estimates.csv")
-    rows = est.loc[est["method"].isin(METHOD_LABELS) & est["term"].isin(focus_terms(est["term"], p.focus))]
+    rows = est.loc[est["method"].isin(SUMMARY_METHODS) & est["term"].isin(focus_terms(est["term"], p.focus))]
     assert len(rows) >= 4
     for _, r in rows.iterrows():
         interval = "95% CrI" if r["method"].startswith("joint_bayes") else "95% CI"
-        assert (f"{METHOD_LABELS[r['method']]} {r['estimate']:.3f} ({interval} {r['ci_lower']:.3f} to "
+        assert (f"{method_label(r['method'])} {r['estimate']:.3f} ({interval} {r['ci_lower']:.3f} to "
                 f"{r['ci_upper']:.3f})") in text
     # the verdict is the sensitivity step's own
     assert sens["verdict"] in text
@@ -123,7 +125,7 @@ def test_summary_001_numbers_are_the_artifacts(demo):
     assert f"m = {imp['m']} imputed data sets" in number and f"{worst['fmi']:.2f}" in number
     assert f"about {math.ceil(100 * worst['fmi'])}" in number
     for r in fmi:
-        assert f"{METHOD_LABELS[r['method']]} df {r['df']:.1f}" in checklist["Pooling"]
+        assert f"{method_label(r['method'])} df {r['df']:.1f}" in checklist["Pooling"]
     cv = diag["cluster_variation"][p.focus]
     assert f"SD of its missingness {cv['cluster_sd']:.2f}" in checklist["Missing data by site"]
     assert f"{len(sens['scenarios'])} of {len(sens['scenarios'])} scenarios ran" in \

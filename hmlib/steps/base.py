@@ -100,6 +100,11 @@ class Step:
         How the report names the step when it is absent (``"step 1 (diagnose)"``).
     extra_files : tuple of str
         Further files the step writes into ``artifacts/`` (removed with its artifact).
+    methods_text : callable
+        ``methods_text(record, ev) -> list of str``: the step's paragraph(s) of the report's methods
+        section, written from its artifact (``ev``: :class:`hmlib.report.evidence.ReportEvidence`).
+    absent_methods_text : str
+        The methods section's sentence when the step's artifact is absent.
     """
 
     key: str
@@ -112,6 +117,8 @@ class Step:
     methods: tuple = ()
     summary_name: str = ""
     extra_files: tuple = ()
+    methods_text: Callable | None = None
+    absent_methods_text: str = ""
 
     @property
     def anchor(self) -> str:

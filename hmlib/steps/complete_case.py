@@ -24,6 +24,7 @@ from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_mi
                                        standardized_differences, standardized_differences_by)
 from hmlib.stats.design import fit_analysis_model
 from hmlib.steps.base import Step, StepContext
+from hmlib.wording import count_text
 
 __all__ = ["CompleteCaseResult", "complete_case_check", "suppressed_retention", "ShiftRow",
            "CompleteCaseArtifact", "run", "STEP"]
@@ -342,6 +343,19 @@ def run(ctx: StepContext) -> CompleteCaseResult:
     return result
 
 
+def methods_text(record, ev) -> list:
+    """This step's paragraph(s) of the report's methods section, from its record.
+
+    ``ev`` is the report's wording context (:class:`hmlib.report.evidence.ReportEvidence`: ``noun``,
+    ``min_cell``, ``versions``).
+    """
+    return [f"Complete-case analysis used the {count_text(record.n_complete, ev.min_cell)} patients with every "
+            "model variable recorded; the estimand shift was measured by standardised differences between "
+            "complete cases and all patients; a missing-indicator model was fitted for comparison."]
+
+
 STEP = Step(key="complete_case", number=2, title="Complete-case check: who drops out",
             notebook="02_complete_case.ipynb", artifact=CompleteCaseArtifact, run=run,
-            methods=("complete_case", "missing_indicator"), summary_name="step 2 (complete-case check)")
+            methods=("complete_case", "missing_indicator"), summary_name="step 2 (complete-case check)",
+            methods_text=methods_text,
+            absent_methods_text="Step 2 (complete-case check) is absent from this report.")

@@ -687,6 +687,23 @@ def run(ctx: StepContext) -> DiagnoseResult:
     return result
 
 
+def methods_text(record, ev) -> list:
+    """This step's paragraph(s) of the report's methods section, from its record.
+
+    ``ev`` is the report's wording context (:class:`hmlib.report.evidence.ReportEvidence`: ``noun``,
+    ``min_cell``, ``versions``).
+    """
+    noun = ev.noun
+    return [f"Missingness was described per variable and per {noun} (Wilson intervals; funnel plots with exact "
+            "binomial limits); a structural gap is a " + noun + " where at least "
+            f"{100 * record.settings.structural_share:.0f}% of a variable is missing. The between-{noun} "
+            "variation of each missingness indicator was estimated with a random-intercept logistic model and "
+            "tested with a boundary-corrected likelihood-ratio test; predictors of missingness were separated "
+            "into within- and between-" + noun + " components."]
+
+
 STEP = Step(key="diagnose", number=1, title="Diagnose: where and how data are missing",
             notebook="01_diagnose.ipynb", artifact=DiagnoseArtifact, run=run,
-            summary_name="step 1 (diagnose)")
+            summary_name="step 1 (diagnose)",
+            methods_text=methods_text,
+            absent_methods_text="Step 1 (diagnose) is absent: missingness was not described in this report.")

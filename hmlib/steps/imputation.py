@@ -122,6 +122,7 @@ from hmlib.stats.pooling import analyse_imputations
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.imputation_result import ImputationArtifact, ImputationStepResult, MethodRun, MethodSpec
 from hmlib.steps.imputation_transport import transport_check
+from hmlib.methods import method_label
 
 __all__ = ["MethodSpec", "default_methods", "impute_registry", "ResidualVarianceChoice",
            "choose_residual_variance", "MethodRun", "ImputationStepResult", "imputation_step",
@@ -527,7 +528,23 @@ def run(ctx: StepContext) -> ImputationStepResult:
     return result
 
 
+def methods_text(record, ev) -> list:
+    """This step's paragraph(s) of the report's methods section, from its record.
+
+    ``ev`` is the report's wording context (:class:`hmlib.report.evidence.ReportEvidence`: ``noun``,
+    ``min_cell``, ``versions``).
+    """
+    descs = "; ".join(f"{method_label(m.method)}: {m.description}" for m in record.methods)
+    return [f"Multiple imputation: {len(record.methods)} imputation models ({descs}), each with "
+            f"m = {record.m} imputed data sets and {record.iterations} iterations, the outcome included as a "
+            "predictor of the missing values. Each completed data set was analysed with the analysis model and "
+            "the estimates pooled by Rubin's rules with Barnard-Rubin degrees of freedom (the cluster SD on the "
+            "log scale)."]
+
+
 STEP = Step(key="imputation", number=3, title="Flat vs hierarchical multiple imputation",
             notebook="03_imputation.ipynb", artifact=ImputationArtifact, run=run, needs=("diagnose",),
             methods=("flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi"),
-            summary_name="step 3 (flat vs hierarchical multiple imputation)")
+            summary_name="step 3 (flat vs hierarchical multiple imputation)",
+            methods_text=methods_text,
+            absent_methods_text="Step 3 (multiple imputation) is absent from this report.")

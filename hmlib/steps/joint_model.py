@@ -315,7 +315,22 @@ def run(ctx: StepContext) -> JointStepResult:
     return result
 
 
+def methods_text(record, ev) -> list:
+    """This step's paragraph(s) of the report's methods section, from its record.
+
+    ``ev`` is the report's wording context (:class:`hmlib.report.evidence.ReportEvidence`: ``noun``,
+    ``min_cell``, ``versions``).
+    """
+    s, v = record.settings, ev.versions
+    return [f"Joint Bayesian model: outcome and incomplete predictors modelled jointly with {ev.noun} random "
+            f"intercepts and a missingness submodel, in PyMC {v.get('pymc', 'unknown')}, sampled with "
+            f"nutpie {v.get('nutpie', 'unknown')} ({s.chains} chains x {s.draws} draws after {s.tune} tuning, "
+            f"seed {s.seed}); {record.convergence_message}"]
+
+
 STEP = Step(key="joint_model", number=4, title="Joint Bayesian model with partial pooling",
             notebook="04_joint_model.ipynb", artifact=JointModelArtifact, run=run, needs=("diagnose",),
             methods=(METHOD,), summary_name="step 4 (joint Bayesian model)",
-            extra_files=(POSTERIOR_FILE,))
+            extra_files=(POSTERIOR_FILE,),
+            methods_text=methods_text,
+            absent_methods_text="Step 4 (joint Bayesian model) is absent from this report.")

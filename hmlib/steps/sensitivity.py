@@ -83,6 +83,7 @@ from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, 
                                                joint_model_fitter, plan_scenarios, run_bisection_task,
                                                run_scenario_task, set_scenario_context)
 from hmlib.wording import cluster_noun
+from hmlib.methods import method_label
 
 __all__ = ["SensitivityResult", "SensitivityArtifact", "ScenarioRecord", "TippingRecord", "SettingsRecord",
            "SensitivityVarianceChoice", "residual_variance_choice", "run_sensitivity", "run", "STEP", "FAMILY_TEXT"]
@@ -712,7 +713,33 @@ def run(ctx: StepContext) -> SensitivityResult:
     return result
 
 
+def methods_text(record, ev) -> list:
+    """This step's paragraph(s) of the report's methods section, from its record.
+
+    ``ev`` is the report's wording context (:class:`hmlib.report.evidence.ReportEvidence`: ``noun``,
+    ``min_cell``, ``versions``).
+    """
+    st, noun = record.settings, ev.noun
+    paras = [f"Sensitivity analysis around the primary method ({method_label(record.primary_method)}): "
+             f"scenario families {', '.join(st.families)}; MNAR delta adjustment of the imputed "
+             f"{record.focus} values by {', '.join(f'{d:g}' for d in st.deltas_sd)} observed SDs, "
+             f"the same in every {noun} and in proportion to each {noun}'s missingness, with tipping points "
+             f"searched by bisection. {record.residual_variance.text}"]
+    priors = [sc for sc in record.scenarios if sc.family == "prior" and sc.status == "ok"]
+    if priors:
+        how = [sc.joint_fit for sc in priors]
+        n_weighted, n_refit = how.count("importance reweighting"), how.count("refit")
+        paras.append(
+            f"Priors on the joint model's cluster SDs: {', '.join(sc.scenario.split(':', 1)[-1] for sc in priors)}; "
+            f"{n_weighted} by Pareto-smoothed importance reweighting of the step-4 posterior draws "
+            f"(Vehtari et al. 2024), {n_refit} refitted (the weights were unreliable or no draws were saved), "
+            "the rest the step-4 fit itself.")
+    return paras
+
+
 STEP = Step(key="sensitivity", number=5, title="Group-aware sensitivity analysis",
             notebook="05_sensitivity.ipynb", artifact=SensitivityArtifact, run=run,
             needs=("diagnose", "imputation", "joint_model"), methods=("sensitivity",),
-            summary_name="step 5 (sensitivity analysis)")
+            summary_name="step 5 (sensitivity analysis)",
+            methods_text=methods_text,
+            absent_methods_text="Step 5 (sensitivity analysis) is absent from this report.")

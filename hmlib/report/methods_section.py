@@ -1,0 +1,37 @@
+"""The report's methods section: the analysis model, each step's paragraph(s), the software.
+
+Each step writes its own paragraph(s) from its typed artifact
+(``Step.methods_text``); a step whose artifact is absent gets its
+``Step.absent_methods_text``.
+"""
+
+from __future__ import annotations
+
+from hmlib.report.evidence import ReportEvidence
+from hmlib.steps import STEPS
+
+__all__ = ["methods_paragraphs"]
+
+
+def _analysis_model(ev: ReportEvidence) -> str:
+    p = ev.params
+    fam = {"binomial": "logistic", "gaussian": "linear"}.get(p.outcome_family, p.outcome_family)
+    return (f"Analysis model: a random-intercept {fam} model of {p.outcome} on {', '.join(p.predictors)}, with a "
+            f"random intercept per {ev.noun} ({p.cluster}), fitted by maximum likelihood (hmlib.stats.mixed: Laplace "
+            "or adaptive Gauss-Hermite for logistic, profiled likelihood for linear models).")
+
+
+def _software(ev: ReportEvidence) -> str:
+    v, p = ev.versions, ev.params
+    soft = ", ".join(f"{k} {v[k]}" for k in ("numpy", "scipy", "pandas", "statsmodels", "pymc", "nutpie") if k in v)
+    return (f"Software: hmlib {ev.hmlib_version} (Python {ev.python_version}; {soft}). Seed {p.seed} for every "
+            f"random step{'; fast mode (small settings, not for reporting)' if p.fast else ''}.")
+
+
+def methods_paragraphs(ev: ReportEvidence) -> list:
+    """The methods section's paragraphs, in step order."""
+    paras = [_analysis_model(ev)]
+    for step in STEPS:
+        record = ev[step.key]
+        paras += step.methods_text(record, ev) if record is not None else [step.absent_methods_text]
+    return paras + [_software(ev)]
