@@ -13,8 +13,8 @@ shared, so the minimum and the median are printed):
 2. A simulated registry of 20,000 patients in 500 clusters with three
    incomplete variables (two continuous, one binary; the binary one is
    imputed by 2l.bin, i.e. a random-intercept logistic fit per chain and
-   iteration): multilevel, m = 20, iterations = 10, plus the pooled
-   analysis. Target: under 2 minutes.
+   iteration; :func:`hmlib.simulate.studies.large_registry`): multilevel,
+   m = 20, iterations = 10, plus the pooled analysis. Target: under 2 minutes.
 
 Usage::
 
@@ -29,35 +29,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import special
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hmlib.simulate.studies import large_registry  # noqa: E402
 from hmlib.stats.imputation import impute  # noqa: E402
 from hmlib.stats.pooling import analyse_imputations  # noqa: E402
 
 SIM = Path("/work/shared/reference/sim_registry.csv")
-
-
-def large_registry(seed: int = 1, n_clusters: int = 500, n_patients: int = 20000) -> pd.DataFrame:
-    """20,000 patients in 500 clusters; x1, x2 continuous, b binary, all with cluster effects and MAR gaps."""
-    rng = np.random.default_rng(seed)
-    sizes = rng.multinomial(n_patients - 5 * n_clusters, np.full(n_clusters, 1 / n_clusters)) + 5
-    site = np.repeat(np.arange(n_clusters), sizes)
-    n = site.size
-    age = rng.normal(60, 15, n)
-    x1 = 0.02 * age + rng.normal(0, 0.5, n_clusters)[site] + rng.normal(0, 1, n)
-    x2 = np.exp(0.3 * x1 + rng.normal(0, 0.3, n_clusters)[site] + rng.normal(0, 0.5, n))
-    b = (rng.random(n) < special.expit(-0.5 + 0.4 * x1 + rng.normal(0, 0.8, n_clusters)[site])).astype(float)
-    eta = -3 + 0.03 * (age - 60) + 0.4 * x1 + 0.2 * x2 + 0.5 * b + rng.normal(0, 0.6, n_clusters)[site]
-    y = (rng.random(n) < special.expit(eta)).astype(float)
-    doc = rng.normal(0, 1, n_clusters)[site]
-    x1 = np.where(rng.random(n) < special.expit(-1.2 - 0.8 * doc + 0.3 * y), np.nan, x1)
-    x2 = np.where(rng.random(n) < special.expit(-1.5 - 0.5 * doc), np.nan, x2)
-    b = np.where(rng.random(n) < special.expit(-1.8 + 0.02 * (age - 60)), np.nan, b)
-    return pd.DataFrame({"site": site, "y": y, "age": age.round(1), "x1": x1, "x2": x2, "b": b})
 
 
 def timed(fn, repeat: int):

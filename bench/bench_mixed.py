@@ -1,9 +1,10 @@
 """Timing of :func:`hmlib.stats.mixed.fit_random_intercept` on a registry-sized problem.
 
 20,000 patients in 500 clusters, 5 predictors plus intercept (simulated with
-a fixed seed). Times the binomial fit (Laplace and 10-node adaptive
-Gauss-Hermite) and the gaussian fit, and statsmodels' ``MixedLM`` (ML) on the
-same gaussian data for a ratio. Prints a small table of medians over repeated
+a fixed seed by :func:`hmlib.simulate.mixed_model.large_mixed_model_data`).
+Times the binomial fit (Laplace and 10-node adaptive Gauss-Hermite) and the
+gaussian fit, and statsmodels' ``MixedLM`` (ML) on the same gaussian data for
+a ratio. Prints a small table of medians over repeated
 runs; timings on a shared 2-core machine are noisy, so compare ratios.
 
 Run: ``.venv/bin/python bench/bench_mixed.py [--repeats 7] [--n 20000] [--clusters 500]``
@@ -17,20 +18,8 @@ import warnings
 
 import numpy as np
 
+from hmlib.simulate.mixed_model import large_mixed_model_data
 from hmlib.stats.mixed import fit_random_intercept
-
-
-def simulate(n: int, n_clusters: int, n_predictors: int, *, seed: int):
-    """Design with intercept, binary and gaussian outcomes; returns (X, y_bin, y_gauss, groups)."""
-    rng = np.random.default_rng(seed)
-    groups = rng.integers(0, n_clusters, size=n)
-    X = np.column_stack([np.ones(n), rng.normal(size=(n, n_predictors))])
-    beta = np.r_[-1.5, np.linspace(0.5, -0.3, n_predictors)]
-    u = rng.normal(scale=0.8, size=n_clusters)[groups]
-    eta = X @ beta + u
-    y_bin = (rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
-    y_gauss = eta + rng.normal(scale=1.5, size=n)
-    return X, y_bin, y_gauss, groups
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -53,7 +42,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-statsmodels", action="store_true", help="skip the MixedLM comparison")
     args = parser.parse_args(argv)
 
-    X, y_bin, y_gauss, groups = simulate(args.n, args.clusters, args.predictors, seed=args.seed)
+    X, y_bin, y_gauss, groups = large_mixed_model_data(args.n, args.clusters, args.predictors, seed=args.seed)
     rows = []
     for label, kwargs, y in [
         ("hmlib binomial, Laplace", dict(family="binomial", nagq=1), y_bin),

@@ -10,21 +10,12 @@ reports, for the lactate coefficient (truth 0.35) and the site SD (truth
 empirical SD vs mean pooled SE, and the coverage of the 95% intervals (with
 its Monte Carlo SE).
 
-Data-generating model (one replicate, ``numpy.random.default_rng(seed)``):
-
-- site sizes ``exp(N(0, 0.8^2))`` scaled to ``n_patients`` (at least 5 each);
-- site effects: outcome ``u_j ~ N(0, 0.6^2)``, lactate ``v_j ~ N(0, 0.5^2)``,
-  documentation quality ``d_j = -0.5 u_j / 0.6 + sqrt(0.75) N(0, 1)``
-  (correlation -0.5 with ``u_j``: poorly documenting sites have higher
-  mortality);
-- age ``N(55, 18^2)`` clipped to 16-99; severity ``exp(N(log 12, 0.7^2))``
-  clipped to 1-75;
-- lactate ``max(0.3, 1.2 + 0.01 age + 0.06 severity + v_j + N(0, 0.7^2))``;
-- outcome ``logit P = -6 + 0.35 lactate + 0.03 age + 0.06 severity + u_j``;
-- lactate missing at random given site and severity:
-  ``logit P(missing) = -1 - 1.2 d_j - 0.4 z(severity)``, and always missing
-  in the two sites (of at least 20 patients) with the lowest ``d_j``
-  (structural gaps).
+Data-generating model: :func:`hmlib.simulate.studies.truth_study_registry`
+(its docstring states it; the truth is
+:func:`hmlib.simulate.studies.truth_study_registry_truth`): site sizes
+lognormal, site effects on outcome, lactate and documentation quality
+(correlated -0.5 with the outcome's), lactate missing at random given site
+and severity, and never recorded in two sites (structural gaps).
 
 Usage::
 
@@ -44,42 +35,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hmlib.simulate.studies import truth_study_registry, truth_study_registry_truth  # noqa: E402
 from hmlib.stats.design import fit_analysis_model  # noqa: E402
 from hmlib.stats.imputation import impute  # noqa: E402
 from hmlib.stats.pooling import analyse_imputations  # noqa: E402
 
-TRUTH = {"lactate": 0.35, "sd(site)": 0.6}
+#: The quantities the study checks, with their true values (lactate 0.35, sd(site) 0.6).
+TRUTH = {term: truth_study_registry_truth()["terms"][term] for term in ("lactate", "sd(site)")}
 PREDICTORS = ["lactate", "age", "severity"]
-
-
-def simulate(seed: int, n_sites: int = 40, n_patients: int = 4000) -> pd.DataFrame:
-    """One simulated registry (columns site, outcome, age, severity, lactate)."""
-    rng = np.random.default_rng(seed)
-    weights = np.exp(rng.normal(0.0, 0.8, n_sites))
-    sizes = np.maximum(5, np.floor(weights / weights.sum() * n_patients)).astype(int)
-    site = np.repeat(np.arange(1, n_sites + 1), sizes)
-    n = site.size
-    j = site - 1
-    u = rng.normal(0.0, 0.6, n_sites)
-    v = rng.normal(0.0, 0.5, n_sites)
-    doc = -0.5 * u / 0.6 + np.sqrt(0.75) * rng.normal(size=n_sites)
-    age = np.clip(rng.normal(55.0, 18.0, n), 16, 99).round(1)
-    severity = np.clip(np.exp(rng.normal(np.log(12.0), 0.7, n)), 1, 75).round(1)
-    lactate = np.maximum(0.3, 1.2 + 0.01 * age + 0.06 * severity + v[j] + rng.normal(0.0, 0.7, n)).round(2)
-    eta = -6.0 + 0.35 * lactate + 0.03 * age + 0.06 * severity + u[j]
-    outcome = (rng.random(n) < special.expit(eta)).astype(float)
-    z_sev = (severity - severity.mean()) / severity.std()
-    p_missing = special.expit(-1.0 - 1.2 * doc[j] - 0.4 * z_sev)
-    eligible = np.flatnonzero(sizes >= 20)
-    structural = eligible[np.argsort(doc[eligible])[:2]]
-    missing = (rng.random(n) < p_missing) | np.isin(j, structural)
-    lactate = np.where(missing, np.nan, lactate)
-    return pd.DataFrame({"site": site, "outcome": outcome, "age": age, "severity": severity,
-                         "lactate": lactate})
 
 
 def _estimates_from_pooled(pooled) -> dict:
@@ -98,7 +64,7 @@ def one_replicate(seed: int, method: str, *, m: int, iterations: int, n_sites: i
 
     ``method`` is ``"cc"`` (complete cases) or ``"<imputation method>[:pmm]"``.
     """
-    data = simulate(seed, n_sites, n_patients)
+    data = truth_study_registry(seed, n_sites, n_patients)
     if method == "cc":
         return _estimates_complete_case(data)
     name, _, cont = method.partition(":")

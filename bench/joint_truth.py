@@ -54,7 +54,7 @@ PREDICTORS = ["age", "severity", "lactate"]
 
 # The same simulator as the imputation truth study (one generator for both studies).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imputation_truth import simulate  # noqa: E402
+from hmlib.simulate.studies import truth_study_registry as simulate  # noqa: E402
 
 
 def one_replicate(seed: int, *, n_sites: int, n_patients: int, **fit_options) -> dict:

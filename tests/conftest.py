@@ -1,31 +1,17 @@
-"""Shared fixtures: a small clean registry written to a temporary folder."""
+"""Shared fixtures: a small clean registry (:func:`hmlib.simulate.registries.small_registry`)
+written to a temporary folder, and the R reference numbers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from hmlib.simulate.registries import small_registry
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def small_registry(seed: int = 0, n_clusters: int = 12, per_cluster: int = 25) -> pd.DataFrame:
-    """A tidy clustered frame with a binary outcome and one incomplete predictor."""
-    rng = np.random.default_rng(seed)
-    site = np.repeat([f"S{j:02d}" for j in range(n_clusters)], per_cluster)
-    u = np.repeat(rng.normal(0, 0.5, n_clusters), per_cluster)
-    age = rng.normal(50, 10, site.size).round(1)
-    sex = rng.choice(["female", "male"], site.size)
-    lab = rng.normal(2, 1, site.size).round(2)
-    eta = -2 + 0.03 * (age - 50) + 0.5 * lab + u
-    outcome = (rng.random(site.size) < 1 / (1 + np.exp(-eta))).astype(int)
-    lab = np.where(rng.random(site.size) < 0.2, np.nan, lab)
-    site_type = np.array(["A" if int(s[1:]) % 2 else "B" for s in site])
-    return pd.DataFrame({"site": site, "site_type": site_type, "age": age, "sex": sex,
-                         "lab": lab, "died": outcome})
 
 
 @pytest.fixture

@@ -24,10 +24,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REFERENCE, reference_fit, small_registry
+from conftest import REFERENCE, reference_fit
 from hmlib.data import load_registry
 from hmlib.exceptions import ArtifactError
 from hmlib.params import load_params
+from hmlib.simulate.missingness import informative_missingness_registry
+from hmlib.simulate.registries import small_registry
 from hmlib.stats.complete_case import (indicator_effects_by_cluster, retention_by_cluster,
                                        standardized_differences)
 from hmlib.steps.complete_case import CompleteCaseArtifact, complete_case_check, suppressed_retention
@@ -136,14 +138,8 @@ def test_cc_006_cluster_varying_indicator_effect_detected():
     from hmlib.stats.design import design_matrix
     from hmlib.stats.mixed import fit_random_intercept
 
-    rng = np.random.default_rng(11)
-    n_sites, per = 30, 150
-    site = np.repeat(np.arange(n_sites), per)
-    miss = rng.random(site.size) < 0.4
-    informative = np.repeat(np.arange(n_sites) % 2 == 0, per)
-    eta = -1.5 + np.repeat(rng.normal(0, 0.3, n_sites), per) + np.where(informative & miss, 1.5, 0.0)
-    y = (rng.random(site.size) < 1 / (1 + np.exp(-eta))).astype(float)
-    frame = pd.DataFrame({"site": site, "y": y, "m": miss.astype(float)})
+    frame = informative_missingness_registry(11, n_clusters=30, per_cluster=150, missing=0.4, effect=1.5)
+    y, site = frame["y"].to_numpy(), frame["site"].to_numpy()
     design = design_matrix(frame, ["m"])
     fit = fit_random_intercept(y, design.X, site, family="binomial", term_names=design.term_names)
     table = indicator_effects_by_cluster(frame, fit=fit, design=design, indicator_column="m",

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import small_registry
 from hmlib.data import load_registry
 from hmlib.exceptions import DataError
 from hmlib.params import load_params
+from hmlib.simulate.registries import small_registry
 
 
 def _load(path):

@@ -21,6 +21,7 @@ import pytest
 from scipy import special
 
 from hmlib.exceptions import DataError
+from hmlib.simulate.registries import few_clusters_data, icc_imputation_data
 from hmlib.stats import imputation as imp
 from hmlib.stats.imputation import impute, kernels, split_rhat, univariate
 from hmlib.stats.mixed import fit_random_intercept
@@ -43,18 +44,6 @@ def anova_icc(values, groups) -> float:
     return (msb - msw) / (msb + (n0 - 1) * msw)
 
 
-def clustered(seed=0, n_clusters=30, size=20, icc=0.4, missing=0.3, binary_outcome=True):
-    """Outcome depending on x; x with the given ICC, MCAR with share ``missing``."""
-    rng = np.random.default_rng(seed)
-    site = np.repeat(np.arange(n_clusters), size)
-    x = np.sqrt(icc) * rng.normal(size=n_clusters)[site] + np.sqrt(1 - icc) * rng.normal(size=site.size)
-    eta = -1 + 0.8 * x + rng.normal(0, 0.5, n_clusters)[site]
-    y = (rng.random(site.size) < special.expit(eta)).astype(float) if binary_outcome else eta + rng.normal(
-        size=site.size)
-    x_obs = np.where(rng.random(site.size) < missing, np.nan, x)
-    return pd.DataFrame({"site": site, "y": y, "x": x_obs}), x
-
-
 ROLES = dict(cluster="site", outcome="y", outcome_family="binomial", predictors=["x"])
 
 
@@ -64,7 +53,7 @@ ROLES = dict(cluster="site", outcome="y", outcome_family="binomial", predictors=
 @pytest.mark.parametrize("method", imp.METHODS)
 def test_MI_API_001_result_structure(method):
     """MI-API-001: m completed frames, only missing cells filled, mask, chain means (m x iterations), R-hat."""
-    data, _ = clustered(1)
+    data, _ = icc_imputation_data(1)
     data["group"] = np.where(data["site"] % 2 == 0, "a", "b")
     original = data.copy()
     res = impute(data, method=method, cluster_covariates=["group"], m=3, iterations=4, seed=2, **ROLES)
@@ -88,7 +77,7 @@ def test_MI_API_001_result_structure(method):
 
 def test_MI_SEED_001_deterministic_for_a_seed():
     """MI-SEED-001: same seed, same data sets; another seed, other data sets (every method)."""
-    data, _ = clustered(2)
+    data, _ = icc_imputation_data(2)
     for method in imp.METHODS:
         a = impute(data, method=method, m=2, iterations=3, seed=7, **ROLES)
         b = impute(data, method=method, m=2, iterations=3, seed=7, **ROLES)
@@ -224,7 +213,7 @@ def test_MI_2LNORM_001_cluster_specific_residual_variance():
 
 def test_MI_2LPMM_001_pmm_draws_observed_values_within_cluster_structure():
     """MI-2LPMM-001: pmm imputes observed values only; multilevel pmm keeps the ICC (flat pmm does not)."""
-    data, x = clustered(3, n_clusters=80, size=25, icc=0.5, missing=0.4, binary_outcome=False)
+    data, x = icc_imputation_data(3, n_clusters=80, per_cluster=25, icc=0.5, missing=0.4, binary_outcome=False)
     roles = dict(ROLES, outcome_family="gaussian")
     observed = set(np.round(data["x"].dropna(), 12))
     multi = impute(data, method="multilevel", continuous="pmm", m=3, iterations=3, seed=4, **roles)
@@ -259,20 +248,6 @@ def test_MI_2LPAN_002_cluster_without_observed_value_gets_a_cluster_effect_draw(
 # ---------------------------------------------------------------------------
 # Few clusters
 # ---------------------------------------------------------------------------
-def four_clinics(seed=1):
-    """4 clinics of 60; x depends on two patient-level predictors; clinic 3 never measures x."""
-    rng = np.random.default_rng(seed)
-    J, nj = 4, 60
-    site = np.repeat(np.arange(J), nj)
-    age = rng.normal(0, 1, site.size) + rng.normal(0, 0.3, J)[site]
-    sev = rng.normal(0, 1, site.size) + rng.normal(0, 0.3, J)[site]
-    x = 0.5 * age + 0.3 * sev + rng.normal(0, 0.5, J)[site] + rng.normal(0, 1, site.size)
-    y = (rng.random(site.size) < special.expit(-0.5 + 0.5 * x)).astype(float)
-    miss = (site == 3) | (rng.random(site.size) < 0.2)
-    data = pd.DataFrame({"site": site, "y": y, "age": age, "sev": sev, "x": np.where(miss, np.nan, x)})
-    return data, x
-
-
 FOUR_ROLES = dict(cluster="site", outcome="y", outcome_family="binomial", predictors=["age", "sev", "x"])
 
 
@@ -280,7 +255,7 @@ def test_MI_FEW_001_four_clusters_never_measured_cluster_stays_plausible():
     """MI-FEW-001: 4 clusters, cluster means on (the default), one cluster never measures x: its imputations
     stay on the variable's scale. Before the fix they were 10^4-10^8 SDs off (cluster-mean coefficients
     identified by 3 clusters, extrapolated to the 4th)."""
-    data, x = four_clinics(1)
+    data, x = few_clusters_data(1)
     res = impute(data, method="multilevel", m=10, iterations=5, seed=1, **FOUR_ROLES)
     sd = np.nanstd(data["x"])
     empty = (data["site"] == 3).to_numpy()
@@ -301,7 +276,7 @@ def test_MI_FEW_002_without_the_safeguards_the_engine_extrapolates_and_says_so(m
     monkeypatch.setattr(univariate, "CLUSTERS_PER_CLUSTER_COLUMN", 0)
     monkeypatch.setattr(kernels, "TAU_MAX", np.inf)
     monkeypatch.setattr(univariate, "CLUSTER_COEF_PRIOR_SD", np.inf)
-    data, x = four_clinics(1)
+    data, x = few_clusters_data(1)
     res = impute(data, method="multilevel", m=10, iterations=5, seed=1, **FOUR_ROLES)
     sd = np.nanstd(data["x"])
     empty = (data["site"] == 3).to_numpy()
@@ -418,7 +393,7 @@ def test_MI_CAT_001_categorical_nested_dichotomies():
 # ---------------------------------------------------------------------------
 def test_MI_STRAT_001_breakdowns_are_reported_and_filled():
     """MI-STRAT-001: a one-patient cluster, a cluster with no observed value and a one-level binary fall back."""
-    data, _ = clustered(4, n_clusters=10, size=20)
+    data, _ = icc_imputation_data(4, n_clusters=10, per_cluster=20)
     data = pd.concat([data, pd.DataFrame({"site": [99], "y": [1.0], "x": [np.nan]})], ignore_index=True)
     data.loc[data["site"] == 3, "x"] = np.nan
     data["b"] = (np.random.default_rng(0).random(len(data)) < 0.5).astype(float)
@@ -442,7 +417,7 @@ def test_MI_STRAT_001_breakdowns_are_reported_and_filled():
 
 def test_MI_STRAT_002_cluster_type_strata():
     """MI-STRAT-002: with a complete categorical cluster covariate, strata are cluster types."""
-    data, _ = clustered(5)
+    data, _ = icc_imputation_data(5)
     data["kind"] = np.where(data["site"] < 15, "major", "unit")
     res = impute(data, method="stratified", cluster_covariates=["kind"], m=2, iterations=2, seed=1, **ROLES)
     assert res.strata == "kind"
@@ -479,7 +454,7 @@ def test_MI_FE_001_fixed_effects_track_clusters_and_fill_empty_ones():
 # ---------------------------------------------------------------------------
 def test_MI_BAD_001_clear_errors():
     """MI-BAD-001: empty variable, missing cluster id, varying cluster covariate, unknown method/options."""
-    data, _ = clustered(6)
+    data, _ = icc_imputation_data(6)
     empty = data.assign(x=np.nan)
     with pytest.raises(DataError, match="missing in all"):
         impute(empty, method="multilevel", m=2, iterations=2, **ROLES)
@@ -505,7 +480,7 @@ def test_MI_BAD_001_clear_errors():
 
 def test_MI_BAD_002_collinear_singleton_one_level_do_not_crash():
     """MI-BAD-002: collinear predictors are dropped (noted); singleton clusters and one-level binaries impute."""
-    data, _ = clustered(7)
+    data, _ = icc_imputation_data(7)
     data["z"] = np.random.default_rng(1).normal(size=len(data))
     data["z2"] = 2 * data["z"] + 1                          # collinear with z
     data["x2"] = 2 * data["x"] + 1                          # predicts x exactly where observed

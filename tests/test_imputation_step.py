@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from scipy import special
 
-from conftest import REFERENCE, REPO, small_registry
+from conftest import REFERENCE, REPO
+from hmlib.simulate.registries import icc_registry, small_registry
 from hmlib.steps import imputation as step
 from hmlib.data import load_registry
 from hmlib.stats.design import fit_analysis_model
@@ -317,24 +317,12 @@ def test_step3_truth_001_truth_column_and_coverage(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-def icc_registry(tmp_path, seed=0, n_clusters=40, size=30, icc=0.5, missing=0.5):
-    rng = np.random.default_rng(seed)
-    site = np.repeat([f"S{j:02d}" for j in range(n_clusters)], size)
-    codes = np.repeat(np.arange(n_clusters), size)
-    age = rng.normal(50, 10, site.size)
-    lab = np.sqrt(icc) * rng.normal(size=n_clusters)[codes] + np.sqrt(1 - icc) * rng.normal(size=site.size)
-    died = (rng.random(site.size) < special.expit(-1 + 0.5 * lab)).astype(int)
-    lab = np.where(rng.random(site.size) < missing, np.nan, lab)
-    sex = rng.choice(["female", "male"], site.size)
-    return registry_from(tmp_path, pd.DataFrame({"site": site, "age": age, "sex": sex, "lab": lab, "died": died}),
-                         focus="lab")
-
-
 def test_step3_icc_001_flat_shrinks_between_cluster_variation(tmp_path):
     """STEP3-ICC-001: with ICC 0.5 and half the values missing, flat imputation shrinks the ICC of the
     imputed variable well below the multilevel imputation's, which stays near the observed one; the
     narrative says so with the numbers."""
-    registry = icc_registry(tmp_path)
+    registry = registry_from(tmp_path, icc_registry(0, n_clusters=40, per_cluster=30, icc=0.5, missing=0.5),
+                             focus="lab")
     res = imputation_step(registry, m=4, iterations=4, transport=False)
     table = res.cluster_variation_table().set_index("method")
     observed, flat, ml = (table.loc[k, "focus_icc"] for k in ("observed values", "flat_mi", "multilevel_mi"))

@@ -24,6 +24,7 @@ import pytest
 
 from hmlib.artifacts import artifact_path
 from hmlib.exceptions import ArtifactError, DataError, FitError, ParamsError
+from hmlib.simulate.missingness import correlated_effects_registry, missingness_registry, structural_gap_registry
 from hmlib.stats.missingness import (
     binomial_control_limits,
     classify_gaps,
@@ -173,20 +174,9 @@ def test_MISS_FUNNEL_002_outliers_named():
 
 
 # ---------------------------------------------------------------- variation
-def _simulated(seed, n_clusters=40, per=50, sd=1.5, within=0.0, between=0.0, base=-0.5):
-    rng = np.random.default_rng(seed)
-    c = np.repeat(np.arange(n_clusters), per)
-    mean_x = rng.normal(0, 1, n_clusters)
-    x = mean_x[c] + rng.normal(0, 1, c.size)
-    u = rng.normal(0, sd, n_clusters)[c]
-    eta = base + within * (x - mean_x[c]) + between * mean_x[c] + u
-    v = np.where(rng.random(c.size) < 1 / (1 + np.exp(-eta)), np.nan, 1.0)
-    return pd.DataFrame({"c": c, "x": x, "v": v, "g": rng.choice(["b", "a", "c"], c.size)})
-
-
 def test_MISS_VAR_001_cluster_dependent_missingness_found():
     """MISS-VAR-001: true cluster SD 1.5 (40 x 50): estimate near it, LRT p < 0.001."""
-    res = missingness_cluster_variation(_simulated(1), "v", "c")
+    res = missingness_cluster_variation(missingness_registry(1), "v", "c")
     assert 1.0 < res.cluster_sd < 2.2
     assert res.p_value < 0.001
     assert res.icc == pytest.approx(res.cluster_sd ** 2 / (res.cluster_sd ** 2 + np.pi ** 2 / 3))
@@ -195,7 +185,7 @@ def test_MISS_VAR_001_cluster_dependent_missingness_found():
 
 def test_MISS_VAR_002_mcar_gives_small_sd():
     """MISS-VAR-002: MCAR (SD 0): small estimated SD and LRT p > 0.05."""
-    res = missingness_cluster_variation(_simulated(2, sd=0.0), "v", "c")
+    res = missingness_cluster_variation(missingness_registry(2, cluster_sd=0.0), "v", "c")
     assert res.cluster_sd < 0.35
     assert res.p_value > 0.05
 
@@ -236,7 +226,7 @@ def test_MISS_PRED_001_recovers_within_effect():
     """MISS-PRED-001: true log-OR 0.8 per unit of the within deviation (SD ~1) and 0 between:
     within OR per SD near exp(0.8 * SD_within), between CI includes 1; categorical
     dummies named g[b], g[c] (reference a)."""
-    frame = _simulated(3, n_clusters=60, per=60, sd=0.7, within=0.8, between=0.0)
+    frame = missingness_registry(3, n_clusters=60, per_cluster=60, cluster_sd=0.7, within=0.8, between=0.0)
     res = missingness_predictors(frame, "v", "c", ["x", "g"])
     t = res.table.set_index("term")
     sd_within = t.loc["x (within)", "scale_sd"]
@@ -250,7 +240,7 @@ def test_MISS_PRED_001_recovers_within_effect():
 
 def test_MISS_PRED_002_rows_with_covariate_missing_are_counted():
     """MISS-PRED-002: patients with the covariate missing are left out and counted."""
-    frame = _simulated(4, sd=0.5, within=0.5)
+    frame = missingness_registry(4, cluster_sd=0.5, within=0.5)
     frame.loc[frame.index[:37], "x"] = np.nan
     res = missingness_predictors(frame, "v", "c", ["x"])
     assert res.n_dropped == 37 and res.dropped_by_covariate == {"x": 37}
@@ -259,7 +249,7 @@ def test_MISS_PRED_002_rows_with_covariate_missing_are_counted():
 
 def test_MISS_PRED_003_cluster_level_covariate_has_no_within_term():
     """MISS-PRED-003: a covariate constant within clusters gets only a between term, noted."""
-    frame = _simulated(5, sd=0.5)
+    frame = missingness_registry(5, cluster_sd=0.5)
     frame["level2"] = frame["c"] % 7
     res = missingness_predictors(frame, "v", "c", ["level2"])
     assert res.table["term"].tolist() == ["level2 (between)"]
@@ -325,21 +315,13 @@ def test_MISS_CORR_001_fisher_interval_by_hand():
 def test_MISS_CORR_002_correlated_cluster_effects_detected():
     """MISS-CORR-002: cluster missingness and outcome effects correlated 0.9 (80 clusters x 40):
     Spearman clearly positive; with independent effects the interval covers 0."""
-    def frame(seed, rho):
-        rng = np.random.default_rng(seed)
-        m, per = 80, 40
-        c = np.repeat(np.arange(m), per)
-        z = rng.multivariate_normal([0, 0], [[1, rho], [rho, 1]], m)
-        age = rng.normal(0, 1, c.size)
-        y = 1 + 0.5 * age + z[c, 1] + rng.normal(0, 1, c.size)
-        lab = np.where(rng.random(c.size) < 1 / (1 + np.exp(-(-0.5 + 1.2 * z[c, 0]))), np.nan, 1.0)
-        return pd.DataFrame({"c": c, "y": y, "age": age, "lab": lab})
-
-    res = missingness_outcome_correlation(frame(6, 0.9), "lab", "c", "y", "gaussian", ["age", "lab"])
+    res = missingness_outcome_correlation(correlated_effects_registry(6, 0.9), "lab", "c", "y", "gaussian",
+                                          ["age", "lab"])
     assert res.predictors_used == ("age",) and res.n_clusters == 80
     assert res.spearman > 0.5 and res.spearman_ci[0] > 0.2
     assert "shrunk" in res.caveat
-    null = missingness_outcome_correlation(frame(7, 0.0), "lab", "c", "y", "gaussian", ["age", "lab"])
+    null = missingness_outcome_correlation(correlated_effects_registry(7, 0.0), "lab", "c", "y", "gaussian",
+                                           ["age", "lab"])
     assert null.spearman_ci[0] < 0 < null.spearman_ci[1]
 
 
@@ -597,28 +579,11 @@ def test_MISS_DIAG_008_default_cluster_names(tiny):
 
 
 # ---------------------------------------------------------------- artifact
-def _gappy_frame(seed=3):
-    """30 sites x 25 patients: x missing by site (sites 4 and 9 never record it), z missing
-    for 8 patients (a suppressed count), binary outcome, a categorical covariate."""
-    rng = np.random.default_rng(seed)
-    site = np.repeat(np.arange(1, 31), 25)
-    u = rng.normal(0, 1, 30)[site - 1]
-    age = rng.normal(60, 10, site.size)
-    sex = rng.choice(["f", "m"], site.size)
-    x = rng.normal(2, 1, site.size)
-    y = (rng.random(site.size) < 1 / (1 + np.exp(-(-1 + 0.3 * x + 0.5 * u)))).astype(float)
-    x[rng.random(site.size) < 1 / (1 + np.exp(-(-1.2 + 1.0 * u)))] = np.nan
-    x[np.isin(site, [4, 9])] = np.nan
-    z = rng.normal(size=site.size)
-    z[rng.choice(site.size, 8, replace=False)] = np.nan
-    return pd.DataFrame({"site": site, "y": y, "age": age, "sex": sex, "x": x, "z": z})
-
-
 def test_MISS_ART_001_artifact_round_trips(tmp_path):
     """MISS-ART-001: DiagnoseArtifact written by to_artifact().write and read back with
     DiagnoseArtifact.read is equal to the one written (structural gaps, suppressed cells, every
     model present; and with nothing missing); rows read back are typed records."""
-    frame = _gappy_frame()
+    frame = structural_gap_registry(3)
     r = diagnose(frame, cluster="site", outcome="y", outcome_family="binomial", predictors=["age", "sex", "x", "z"],
                  focus="x", cluster_noun="site", input_notices=["a notice"], n_rows_read=760,
                  n_excluded_missing_cluster=10)
@@ -647,7 +612,7 @@ def test_MISS_ART_001_artifact_round_trips(tmp_path):
 def test_MISS_ART_002_renamed_or_missing_field_is_refused(tmp_path):
     """MISS-ART-002: a row with a renamed field, a row or record with a field missing, and a
     field of the wrong type each raise ArtifactError naming the place."""
-    r = diagnose(_gappy_frame(), cluster="site", outcome="y", outcome_family="binomial",
+    r = diagnose(structural_gap_registry(3), cluster="site", outcome="y", outcome_family="binomial",
                  predictors=["age", "sex", "x", "z"], focus="x", cluster_noun="site")
     path = r.to_artifact().write(tmp_path)
     assert path == artifact_path(tmp_path, "diagnose")

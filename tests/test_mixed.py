@@ -39,6 +39,7 @@ from scipy import integrate, optimize, stats
 from conftest import REFERENCE, REPO
 from hmlib.stats import mixed
 from hmlib.exceptions import FitError
+from hmlib.simulate.mixed_model import mixed_model_data
 from hmlib.stats.mixed import RandomInterceptFit, fit_random_intercept
 
 LME4_CASES = json.loads((REFERENCE / "lme4_fits.json").read_text())
@@ -94,21 +95,6 @@ def lme4_fits():
         out[case["name"]] = fit_random_intercept(y, X, groups, family=case["family"], nagq=_nagq(case),
                                                  term_names=names)
     return out
-
-
-def simulate(seed, *, family, n_clusters=40, per_cluster=15, beta=(1.0, 0.5), sd=0.7,
-             residual_sd=1.0, singletons=0):
-    """A clustered data set with known truth; returns y, X, groups."""
-    rng = np.random.default_rng(seed)
-    groups = np.r_[np.repeat(np.arange(n_clusters), per_cluster), n_clusters + np.arange(singletons)]
-    n = groups.size
-    X = np.column_stack([np.ones(n), rng.normal(size=n)])
-    eta = X @ np.asarray(beta) + rng.normal(scale=sd, size=n_clusters + singletons)[groups]
-    if family == "gaussian":
-        y = eta + rng.normal(scale=residual_sd, size=n)
-    else:
-        y = (rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
-    return y, X, groups
 
 
 # --------------------------------------------------------------------------
@@ -173,7 +159,7 @@ def test_fit_lme4_008_laplace_estimates_on_flat_top(lme4_fits):
 def test_fit_grad_001_gradient_matches_finite_differences(nagq):
     """FIT-GRAD-001: the analytic gradient over (beta, theta), including the dependence of the
     modes and curvatures on the parameters, equals central finite differences (rel 1e-5)."""
-    y, X, groups = simulate(5, family="binomial", n_clusters=25, per_cluster=12, singletons=3)
+    y, X, groups = mixed_model_data(5, family="binomial", n_clusters=25, per_cluster=12, singletons=3)
     d = mixed._prepare(y, X, groups, "binomial", None)
     objective = mixed._BinomialObjective(d, nagq)
     x = np.array([0.3, -0.2, 0.9])
@@ -187,7 +173,7 @@ def test_fit_aghq_001_loglik_equals_brute_force_integral():
     """FIT-AGHQ-001: with 25 nodes the quadrature log-likelihood equals the marginal likelihood
     integrated by scipy.integrate.quad cluster by cluster (1e-7); Laplace (1 node) is close but not
     equal; and the fitted AGHQ optimum is stable between 10 and 25 nodes."""
-    y, X, groups = simulate(8, family="binomial", n_clusters=8, per_cluster=20, sd=1.2)
+    y, X, groups = mixed_model_data(8, family="binomial", n_clusters=8, per_cluster=20, sd=1.2)
     beta, theta = np.array([0.8, 0.4]), 1.1
     exact = 0.0
     for j in np.unique(groups):
@@ -225,7 +211,7 @@ def test_fit_gauss_001_dense_matrix_algebra():
     """FIT-GAUSS-001: gaussian logLik = sum of multivariate normal log-densities; beta = GLS
     (X'V^-1X)^-1 X'V^-1 y; cov = (X'V^-1X)^-1; BLUPs = su^2 Z'V^-1 (y - X beta); conditional SD
     = sqrt(su^2 - su^4 n_j / (se^2 + n_j su^2)); all at the fitted variances."""
-    y, X, groups = simulate(11, family="gaussian", n_clusters=12, per_cluster=6, singletons=2)
+    y, X, groups = mixed_model_data(11, family="gaussian", n_clusters=12, per_cluster=6, singletons=2)
     fit = fit_random_intercept(y, X, groups)
     su, se = fit.cluster_sd, fit.residual_sd
     labels = np.unique(groups)
@@ -248,7 +234,7 @@ def test_fit_gauss_001_dense_matrix_algebra():
 def test_fit_gauss_002_log_sd_standard_error_from_profile():
     """FIT-GAUSS-002: SE of log(cluster SD) equals 1/sqrt(-curvature) of the profile log-likelihood
     in log(SD), profiled over beta (GLS) and the residual SD by an independent dense computation."""
-    y, X, groups = simulate(12, family="gaussian", n_clusters=15, per_cluster=5)
+    y, X, groups = mixed_model_data(12, family="gaussian", n_clusters=15, per_cluster=5)
     fit = fit_random_intercept(y, X, groups)
 
     def profile(log_su):
@@ -274,7 +260,7 @@ def test_fit_gauss_002_log_sd_standard_error_from_profile():
 def test_fit_bin_001_cluster_effects_are_conditional_modes():
     """FIT-BIN-001: each binomial cluster effect b_j solves sum_i (y_ij - p_ij) = b_j / sd^2 (the
     conditional mode), and its SD is 1 / sqrt(sum_i p(1-p) + 1/sd^2) (lme4's condVar)."""
-    y, X, groups = simulate(4, family="binomial", n_clusters=20, per_cluster=25, sd=0.9)
+    y, X, groups = mixed_model_data(4, family="binomial", n_clusters=20, per_cluster=25, sd=0.9)
     fit = fit_random_intercept(y, X, groups, family="binomial", nagq=5)
     b = fit.cluster_effects[np.searchsorted(fit.cluster_labels, groups)]
     p = 1 / (1 + np.exp(-(X @ fit.coef + b)))
@@ -291,7 +277,7 @@ def test_fit_sim_001_gaussian_recovers_truth():
     """FIT-SIM-001: 30 replicates (40 clusters x 15, beta1 = 0.5, SD 0.7, residual SD 1): mean
     estimates within 3 Monte Carlo SEs of the truth for beta1 and the residual SD; the cluster SD
     within 0.04 (ML is biased down by about 1/(2m)); mean SE of beta1 within 25% of the spread."""
-    fits = [fit_random_intercept(*simulate(seed, family="gaussian")) for seed in range(30)]
+    fits = [fit_random_intercept(*mixed_model_data(seed, family="gaussian")) for seed in range(30)]
     b1 = np.array([f.coef[1] for f in fits])
     assert abs(b1.mean() - 0.5) < 3 * b1.std(ddof=1) / np.sqrt(30)
     res = np.array([f.residual_sd for f in fits])
@@ -306,7 +292,7 @@ def test_fit_sim_002_binomial_recovers_truth():
     """FIT-SIM-002: 30 replicates (40 clusters x 30, beta = (-1, 0.8), SD 0.8), Laplace: mean beta1
     within 3 Monte Carlo SEs of the truth, mean cluster SD within 0.06 of 0.8; mean SE of beta1
     within 25% of the spread."""
-    fits = [fit_random_intercept(*simulate(100 + seed, family="binomial", per_cluster=30,
+    fits = [fit_random_intercept(*mixed_model_data(100 + seed, family="binomial", per_cluster=30,
                                            beta=(-1.0, 0.8), sd=0.8), family="binomial")
             for seed in range(30)]
     b1 = np.array([f.coef[1] for f in fits])
@@ -325,7 +311,7 @@ def test_fit_edge_001_sd_at_boundary(family, nagq):
     """FIT-EDGE-001: data without cluster effect whose ML cluster SD is 0: returns exactly 0,
     converged, coefficients equal to ordinary (logistic) regression, NaN SD row in to_frame,
     zero cluster effects."""
-    y, X, groups = simulate(3, family=family, sd=0.0, n_clusters=30, per_cluster=20)
+    y, X, groups = mixed_model_data(3, family=family, sd=0.0, n_clusters=30, per_cluster=20)
     fit = fit_random_intercept(y, X, groups, family=family, nagq=nagq)
     assert fit.cluster_sd == 0.0 and fit.converged
     assert np.all(fit.cluster_effects == 0)
@@ -344,7 +330,7 @@ def test_fit_edge_001_sd_at_boundary(family, nagq):
 def test_fit_edge_001b_no_numerical_dust_at_boundary(family):
     """FIT-EDGE-001b: over 12 data sets without cluster effect, every estimated SD is either exactly
     0 or clearly positive (> 1e-3): the flat likelihood near 0 never leaves rounding dust."""
-    sds = [fit_random_intercept(*simulate(seed, family=family, sd=0.0, n_clusters=30, per_cluster=20),
+    sds = [fit_random_intercept(*mixed_model_data(seed, family=family, sd=0.0, n_clusters=30, per_cluster=20),
                                 family=family).cluster_sd for seed in range(12)]
     assert all(sd == 0.0 or sd > 1e-3 for sd in sds), sds
     assert sum(sd == 0.0 for sd in sds) >= 3
@@ -355,7 +341,7 @@ def test_fit_edge_002_singleton_clusters(family):
     """FIT-EDGE-002: clusters of one row (here 40 of 60) are fitted; their sizes are 1 and their
     effects finite; the binomial AGHQ fit matches the brute-force likelihood check of FIT-AGHQ-001
     by construction, so here: converged, finite SEs, and all clusters reported."""
-    y, X, groups = simulate(21, family=family, n_clusters=20, per_cluster=8, singletons=40, sd=1.0)
+    y, X, groups = mixed_model_data(21, family=family, n_clusters=20, per_cluster=8, singletons=40, sd=1.0)
     fit = fit_random_intercept(y, X, groups, family=family, nagq=1 if family == "gaussian" else 8)
     assert fit.converged and fit.n_clusters == 60 and fit.n_obs == 200
     assert (fit.cluster_sizes == 1).sum() == 40
@@ -366,7 +352,7 @@ def test_fit_edge_002_singleton_clusters(family):
 def test_fit_edge_003_string_labels_and_row_order():
     """FIT-EDGE-003: string cluster labels give the same fit as integer labels, labels come back
     sorted with their own effects, and shuffling the rows changes nothing."""
-    y, X, groups = simulate(7, family="binomial", n_clusters=12, per_cluster=20)
+    y, X, groups = mixed_model_data(7, family="binomial", n_clusters=12, per_cluster=20)
     names = np.array([f"site-{chr(ord('L') - g)}" for g in groups], dtype=object)
     a = fit_random_intercept(y, X, groups, family="binomial", nagq=3)
     b = fit_random_intercept(y, X, names, family="binomial", nagq=3)
@@ -385,7 +371,7 @@ def test_fit_edge_003_string_labels_and_row_order():
 def test_fit_edge_004_inputs_untouched_and_pandas_accepted():
     """FIT-EDGE-004: y, X and groups are not modified; a DataFrame's column names become the term
     names; results are read-only (frozen dataclass, read-only arrays)."""
-    y, X, groups = simulate(9, family="gaussian")
+    y, X, groups = mixed_model_data(9, family="gaussian")
     frame = pd.DataFrame(X, columns=["Intercept", "age"])
     y0, X0, g0 = y.copy(), frame.copy(), groups.copy()
     fit = fit_random_intercept(pd.Series(y), frame, pd.Series(groups), cluster_name="site")
@@ -407,7 +393,7 @@ def test_fit_lrt_001_statistic_and_mixture_p_value(family):
     statsmodels); p = 0.5 P(chi2_1 > statistic) (Self & Liang 1987)."""
     import statsmodels.api as sm
 
-    y, X, groups = simulate(13, family=family, sd=0.8, n_clusters=25, per_cluster=10)
+    y, X, groups = mixed_model_data(13, family=family, sd=0.8, n_clusters=25, per_cluster=10)
     test = mixed.test_cluster_variance(y, X, groups, family=family, nagq=1)
     fit = fit_random_intercept(y, X, groups, family=family)
     glm = sm.GLM(y, X, family=sm.families.Binomial() if family == "binomial" else sm.families.Gaussian()).fit()
@@ -423,7 +409,7 @@ def test_fit_lrt_001_statistic_and_mixture_p_value(family):
 def test_fit_lrt_002_boundary_gives_p_one(seed, sd, n_clusters, per_cluster):
     """FIT-LRT-002: when the cluster SD is estimated at 0 the statistic is exactly 0 (not rounding
     noise) and p is 1 (all the mass of the chi2_0 component)."""
-    y, X, groups = simulate(seed, family="binomial", sd=sd, n_clusters=n_clusters, per_cluster=per_cluster)
+    y, X, groups = mixed_model_data(seed, family="binomial", sd=sd, n_clusters=n_clusters, per_cluster=per_cluster)
     test = mixed.test_cluster_variance(y, X, groups, family="binomial")
     assert test.statistic == 0.0 and test.p_value == 1.0 and test.cluster_sd == 0.0
 
@@ -435,7 +421,7 @@ def test_fit_api_001_frames_icc_summary():
     """FIT-API-001: to_frame has the fixed effects with Wald z intervals and a last row sd(<cluster>)
     with a Wald interval on the log-SD scale; icc by its formulas; cluster_effects_frame columns;
     summary is a string that names the method and every term."""
-    y, X, groups = simulate(2, family="gaussian")
+    y, X, groups = mixed_model_data(2, family="gaussian")
     fit = fit_random_intercept(y, X, groups, term_names=["Intercept", "x"], cluster_name="site")
     frame = fit.to_frame(level=0.9)
     assert list(frame.columns) == ["term", "estimate", "std_error", "ci_lower", "ci_upper"]
@@ -454,7 +440,7 @@ def test_fit_api_001_frames_icc_summary():
     assert effects["n"].sum() == fit.n_obs
     text = fit.summary()
     assert isinstance(text, str) and "ML" in text and "sd(site)" in text and "Intercept" in text
-    yb, Xb, gb = simulate(2, family="binomial")
+    yb, Xb, gb = mixed_model_data(2, family="binomial")
     fb = fit_random_intercept(yb, Xb, gb, family="binomial")
     assert fb.icc == pytest.approx(fb.cluster_sd ** 2 / (fb.cluster_sd ** 2 + np.pi ** 2 / 3))
     assert isinstance(fb, RandomInterceptFit) and fb.term_names == ("x0", "x1")
@@ -464,7 +450,7 @@ def test_fit_api_001_frames_icc_summary():
 # Errors
 # --------------------------------------------------------------------------
 def _base():
-    y, X, groups = simulate(1, family="binomial", n_clusters=5, per_cluster=10)
+    y, X, groups = mixed_model_data(1, family="binomial", n_clusters=5, per_cluster=10)
     return y, X, groups
 
 

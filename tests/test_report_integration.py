@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO
 from hmlib.cli import main
 from hmlib.params import load_params
+from hmlib.simulate.registries import small_registry
 from hmlib.steps import STEPS, get_step
 
 pytestmark = pytest.mark.slow
@@ -111,8 +112,6 @@ def test_report_002_real_datasets(tmp_path, name):
 def test_report_003_complete_case_step_edge_datasets(tmp_path, write_case, case):
     """REPORT-003 (issue #3): step 2 renders when every row is complete (and says so) and when a
     cluster has no complete case at all (and names it)."""
-    from conftest import small_registry
-
     frame = small_registry()
     if case == "all_complete":
         frame["lab"] = frame["lab"].fillna(2.0)
@@ -130,8 +129,6 @@ def test_report_003_complete_case_step_edge_datasets(tmp_path, write_case, case)
 
 def test_report_004_names_from_data_are_escaped(tmp_path, write_case):
     """REPORT-004: cluster names and levels that look like HTML render as text, never as markup."""
-    from conftest import small_registry
-
     frame = small_registry()
     hostile = {"S00": "<script>alert(1)</script>", "S01": "<img src=x onerror=alert(1)>"}
     frame["site"] = frame["site"].replace(hostile)

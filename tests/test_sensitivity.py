@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import small_registry
 from hmlib.data import load_registry
 from hmlib.exceptions import ArtifactError, ParamsError
 from hmlib.params import load_params
 from hmlib.results import ESTIMATE_COLUMNS, read_estimates, update_estimates
+from hmlib.simulate.registries import graded_missingness_registry, small_registry
 from hmlib.stats.imputation import impute, residual_variance_check
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.stats.sensitivity import cluster_deltas, conclusion_change, find_tipping_point, shift_imputed
@@ -35,30 +35,11 @@ PER_CLUSTER = 30
 FAST = dict(m=3, iterations=3)
 
 
-def gaussian_frame(seed: int = 0, *, small_cluster: bool = False) -> pd.DataFrame:
-    """Ten clusters of 30 with exactly MISSING_PER_CLUSTER missing x; z flags the missing x.
-
-    With ``small_cluster``, an eleventh cluster of 6 patients whose x is never recorded.
-    """
-    rng = np.random.default_rng(seed)
-    labels = [f"C{j}" for j in range(len(MISSING_PER_CLUSTER))]
-    site = np.repeat(labels, PER_CLUSTER)
-    n = site.size
-    age = rng.normal(50, 10, n).round(1)
-    x = 2 + 0.02 * (age - 50) + np.repeat(rng.normal(0, 0.5, len(labels)), PER_CLUSTER) + rng.normal(0, 1, n)
-    y = 1 + 0.8 * x + 0.03 * (age - 50) + np.repeat(rng.normal(0, 0.5, len(labels)), PER_CLUSTER) \
-        + rng.normal(0, 1, n)
-    missing = np.zeros(n, dtype=bool)
-    for j, k in enumerate(MISSING_PER_CLUSTER):
-        missing[j * PER_CLUSTER + rng.choice(PER_CLUSTER, k, replace=False)] = True
-    x[missing] = np.nan
-    frame = pd.DataFrame({"site": site, "site_type": np.where(np.arange(n) // PER_CLUSTER % 2, "B", "A"),
-                          "age": age, "x": x.round(3), "z": missing.astype(float), "y": y.round(3)})
-    if small_cluster:
-        extra = pd.DataFrame({"site": "C10", "site_type": "A", "age": rng.normal(50, 10, 6).round(1),
-                              "x": np.nan, "z": 1.0, "y": rng.normal(3, 1, 6).round(3)})
-        frame = pd.concat([frame, extra], ignore_index=True)
-    return frame
+def gaussian_frame(seed: int, *, small_cluster: bool = False) -> pd.DataFrame:
+    """Ten clusters of 30 with exactly MISSING_PER_CLUSTER missing x (z flags them), gaussian y;
+    with ``small_cluster`` an eleventh cluster of 6 whose x is never recorded."""
+    return graded_missingness_registry(seed, missing_per_cluster=MISSING_PER_CLUSTER, per_cluster=PER_CLUSTER,
+                                       small_cluster=small_cluster)
 
 
 def write_registry(folder, frame: pd.DataFrame, **params):

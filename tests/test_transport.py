@@ -19,34 +19,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import special, stats
+from scipy import stats
 
 from hmlib.stats import transport as tr
 from hmlib.exceptions import DataError
 from hmlib.privacy import SUPPRESSED_LABEL
 from hmlib.results import to_jsonable
+from hmlib.simulate.registries import shifted_cluster_registry
 from hmlib.stats.transport import interval_coverage, masked_cluster_summary, transport_check_frame
 from hmlib.steps.imputation_transport import publish_transport
-
-
-def clustered(seed=0, n_clusters=15, size=80, cluster_sd=0.0, missing=0.25, shift=None):
-    """x (the focus) with optional cluster effects, an outcome depending on x, x MCAR.
-
-    ``shift = (cluster index, amount)`` moves that cluster's x (and only x)
-    by ``amount`` SDs *after* the outcome was generated from the unshifted x:
-    a cluster whose values the others cannot predict.
-    """
-    rng = np.random.default_rng(seed)
-    site = np.repeat([f"S{j:02d}" for j in range(n_clusters)], size)
-    codes = np.repeat(np.arange(n_clusters), size)
-    age = rng.normal(0, 1, site.size)
-    x = 0.3 * age + cluster_sd * rng.normal(size=n_clusters)[codes] + rng.normal(size=site.size)
-    y = (rng.random(site.size) < special.expit(-1 + 0.5 * x + 0.3 * age)).astype(float)
-    if shift is not None:
-        x = np.where(codes == shift[0], x + shift[1], x)
-    x = np.where(rng.random(site.size) < missing, np.nan, x)
-    return pd.DataFrame({"site": site, "y": y, "age": age, "x": x})
-
 
 ROLES = dict(focus="x", cluster="site", outcome="y", outcome_family="binomial", predictors=["age", "x"])
 
@@ -105,7 +86,7 @@ def test_transport_shift_001_finds_the_shifted_cluster():
     that model, which is what the check is for). Without cluster means only
     the shifted cluster is named.
     """
-    data = clustered(seed=3, shift=(7, 3.0))
+    data = shifted_cluster_registry(seed=3, shift=(7, 3.0))
     methods = {"flat_mi": ("flat", {"continuous": "pmm"}), "multilevel_mi": ("multilevel", {}),
                "multilevel_no_means": ("multilevel", {"cluster_means": False})}
     res = transport_check_frame(data, **ROLES, methods=methods, m=12, iterations=4, seed=5)
@@ -134,7 +115,7 @@ def test_transport_shift_003_unstable_imputations_flagged(monkeypatch):
     flagged as unstable, although their huge intervals cover everything and their bias drowns in
     Monte Carlo error (what a random-intercept model with cluster means does when it extrapolates
     from 3 clusters)."""
-    data = clustered(seed=10, n_clusters=5, size=60)
+    data = shifted_cluster_registry(seed=10, n_clusters=5, per_cluster=60)
     real = tr.impute
     rng = np.random.default_rng(0)
 
@@ -160,7 +141,7 @@ def test_transport_homog_001_no_flags_without_cluster_differences():
     About 60 observed values per cluster: a cluster mean's noise is ~0.13 SD,
     so |bias| > 0.5 SD would be a 3.8-sigma event; coverage is ~95%.
     """
-    data = clustered(seed=4, cluster_sd=0.0)
+    data = shifted_cluster_registry(seed=4, cluster_sd=0.0)
     res = transport_check_frame(data, **ROLES, m=8, iterations=4, seed=6)
     assert res.n_checked == 15
     for method in ("flat_mi", "multilevel_mi"):
@@ -174,7 +155,7 @@ def test_transport_homog_001_no_flags_without_cluster_differences():
 # ---------------------------------------------------------------------------
 def test_transport_priv_001_small_clusters_suppressed():
     """TRANSPORT-PRIV-001: counts below min_cell are suppressed with their bias and coverage."""
-    data = clustered(seed=5, n_clusters=8, size=60)
+    data = shifted_cluster_registry(seed=5, n_clusters=8, per_cluster=60)
     # cluster S03 keeps only 6 observed values
     rows = np.flatnonzero((data["site"] == "S03").to_numpy() & data["x"].notna().to_numpy())
     data.loc[data.index[rows[6:]], "x"] = np.nan
@@ -200,7 +181,7 @@ def test_transport_priv_001_small_clusters_suppressed():
 
 def test_transport_cap_001_largest_clusters_and_note():
     """TRANSPORT-CAP-001: only the clusters with most observed values are checked, and the note says so."""
-    data = clustered(seed=6, n_clusters=10, size=40)
+    data = shifted_cluster_registry(seed=6, n_clusters=10, per_cluster=40)
     counts = data.groupby("site")["x"].count().sort_values(ascending=False, kind="stable")
     res = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=2, max_clusters=4)
     assert res.n_checked == 4 and res.n_eligible == 10
@@ -211,7 +192,7 @@ def test_transport_cap_001_largest_clusters_and_note():
 
 def test_transport_seed_001_deterministic():
     """TRANSPORT-SEED-001: the same seed gives the same table; another seed another one."""
-    data = clustered(seed=7, n_clusters=5, size=40)
+    data = shifted_cluster_registry(seed=7, n_clusters=5, per_cluster=40)
     a = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=11)
     b = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=11)
     c = transport_check_frame(data, **ROLES, m=3, iterations=2, seed=12)
@@ -221,7 +202,7 @@ def test_transport_seed_001_deterministic():
 
 def test_transport_fail_001_failures_are_kept(monkeypatch):
     """TRANSPORT-FAIL-001: a masked imputation that raises is recorded with its reason, not hidden."""
-    data = clustered(seed=8, n_clusters=4, size=40)
+    data = shifted_cluster_registry(seed=8, n_clusters=4, per_cluster=40)
     real = tr.impute
 
     def flaky(frame, **kwargs):
@@ -241,7 +222,7 @@ def test_transport_fail_001_failures_are_kept(monkeypatch):
 
 def test_transport_bad_001_input_errors():
     """TRANSPORT-BAD-001: categorical or never-observed focus and m < 2 say what is wrong."""
-    data = clustered(seed=9, n_clusters=4, size=20)
+    data = shifted_cluster_registry(seed=9, n_clusters=4, per_cluster=20)
     with pytest.raises(ValueError, match="m >= 2"):
         transport_check_frame(data, **ROLES, m=1)
     cat = data.assign(x=np.where(data["x"] > 0, "high", "low"))

@@ -26,7 +26,10 @@ missing at rates that vary by site, so that
 Algorithm
 ---------
 With ``J`` sites and ``N`` patients, all draws from one
-``numpy.random.default_rng(seed)``:
+``numpy.random.default_rng(seed)``, in this order (the blocks are those of
+:mod:`hmlib.simulate.blocks`: ``stratified_lognormal_cluster_sizes``,
+``normal_cluster_effects``, ``exactly_correlated_scores``,
+``uncorrelated_scores``, ``lowest_clusters``, ``bernoulli``):
 
 1. Site sizes: stratified lognormal draws, ``w_j = exp(1.0 Phi^-1(q_j))`` with
    ``q_j`` uniform in the ``j``-th of ``J`` equal probability strata (so the
@@ -108,10 +111,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special, stats
+from scipy import optimize, special
 
 from hmlib import __version__
 from hmlib.exceptions import ParamsError
+from hmlib.simulate.blocks import (bernoulli, cluster_index, cluster_labels, exactly_correlated_scores,
+                                   lowest_clusters, normal_cluster_effects, stratified_lognormal_cluster_sizes,
+                                   uncorrelated_scores)
+from hmlib.stats.design import fit_analysis_model
 
 __all__ = [
     "DemoRegistry",
@@ -262,39 +269,6 @@ def _check_call(seed, n_patients, n_sites) -> None:
         )
 
 
-def _site_sizes(rng: np.random.Generator, n_patients: int, n_sites: int) -> np.ndarray:
-    """Stratified lognormal site sizes summing to ``n_patients``."""
-    quantiles = (np.arange(n_sites) + rng.uniform(size=n_sites)) / n_sites
-    scores = np.clip(stats.norm.ppf(quantiles), -SITE_SIZE_MODEL["normal_score_clip"],
-                     SITE_SIZE_MODEL["normal_score_clip"])
-    weights = np.exp(SITE_SIZE_MODEL["lognormal_sd"] * scores)
-    weights = weights[rng.permutation(n_sites)]
-    spare = n_patients - MIN_SITE_SIZE * n_sites
-    exact = spare * weights / weights.sum()
-    sizes = np.floor(exact).astype(np.int64)
-    # Largest remainders get the patients lost to rounding down.
-    short = spare - int(sizes.sum())
-    order = np.argsort(-(exact - sizes), kind="stable")
-    sizes[order[:short]] += 1
-    return sizes + MIN_SITE_SIZE
-
-
-def _orthogonal_scores(rng: np.random.Generator, size: int, against) -> np.ndarray:
-    """Normal draws made exactly uncorrelated (in sample) with ``against``.
-
-    Returns a vector of mean 0 and SD 1 whose sample correlation with each
-    vector of ``against`` is 0 (Gram-Schmidt on the centred draws).
-    """
-    z = rng.normal(size=size)
-    basis = np.column_stack([np.ones(size), *against])
-    z = z - basis @ np.linalg.lstsq(basis, z, rcond=None)[0]
-    return z / z.std()
-
-
-def _standardise(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean()) / x.std()
-
-
 def _calibrate_intercept(eta_without_intercept: np.ndarray) -> float:
     """Intercept giving expected mortality :data:`TARGET_MORTALITY`, 4 decimals."""
     def gap(b0: float) -> float:
@@ -378,31 +352,29 @@ def _simulate(seed, n_patients, n_sites):
     rng = np.random.default_rng(seed)
 
     # --- sites -----------------------------------------------------------
-    width = max(2, len(str(n_sites)))
-    labels = np.array([f"Site {j + 1:0{width}d}" for j in range(n_sites)])
-    sizes = _site_sizes(rng, n_patients, n_sites)
+    labels = cluster_labels(n_sites, "Site ", start=1, width=max(2, len(str(n_sites))))
+    sizes = stratified_lognormal_cluster_sizes(
+        rng, n_patients, n_sites, log_sd=SITE_SIZE_MODEL["lognormal_sd"],
+        score_clip=SITE_SIZE_MODEL["normal_score_clip"], min_size=MIN_SITE_SIZE)
     n_major = max(1, round(n_sites * SITE_SIZE_MODEL["major_centre_share"]))
     major = np.zeros(n_sites, dtype=bool)
     major[np.argsort(-sizes, kind="stable")[:n_major]] = True
     trauma_unit = ~major
 
-    u = rng.normal(0.0, SITE_SD, size=n_sites)
+    u = normal_cluster_effects(rng, n_sites, SITE_SD)
     u = u - u.mean()
-    rho = MISSINGNESS_MODEL["corr_doc_quality_outcome_re"]
-    doc = rho * _standardise(u) + np.sqrt(1.0 - rho**2) * _orthogonal_scores(rng, n_sites, [u])
-    offset_score = _orthogonal_scores(rng, n_sites, [u, doc])
+    doc = exactly_correlated_scores(rng, u, MISSINGNESS_MODEL["corr_doc_quality_outcome_re"])
+    offset_score = uncorrelated_scores(rng, n_sites, [u, doc])
     v = LACTATE_MODEL["trauma_unit"] * trauma_unit + LACTATE_MODEL["site_sd"] * offset_score
-    eligible = np.flatnonzero(trauma_unit & (sizes >= MISSINGNESS_MODEL["structural_min_size"]))
-    structural = np.zeros(n_sites, dtype=bool)
-    structural[eligible[np.argsort(doc[eligible], kind="stable")
-                        [:MISSINGNESS_MODEL["n_structural_sites"]]]] = True
+    structural = lowest_clusters(doc, trauma_unit & (sizes >= MISSINGNESS_MODEL["structural_min_size"]),
+                                 MISSINGNESS_MODEL["n_structural_sites"])
 
     # --- patients --------------------------------------------------------
-    site_idx = np.repeat(np.arange(n_sites), sizes)
+    site_idx = cluster_index(sizes)
     pm = PATIENT_MODEL
     age = np.round(np.clip(rng.normal(pm["age_mean"], pm["age_sd"], n_patients),
                            *pm["age_range"]), 1)
-    male = rng.uniform(size=n_patients) < pm["p_male"]
+    male = bernoulli(rng, pm["p_male"], n_patients)
     median_sev = np.where(major[site_idx], pm["severity_median_major_centre"],
                           pm["severity_median_trauma_unit"])
     severity = np.clip(np.round(np.exp(np.log(median_sev) + rng.normal(
@@ -422,7 +394,7 @@ def _simulate(seed, n_patients, n_sites):
            + beta["lactate"] * lactate + beta["sbp"] * sbp + u[site_idx])
     intercept = _calibrate_intercept(eta)
     p_death = special.expit(intercept + eta)
-    mortality = (rng.uniform(size=n_patients) < p_death).astype(np.int64)
+    mortality = bernoulli(rng, p_death, n_patients).astype(np.int64)
 
     mm = MISSINGNESS_MODEL
     severity_std = (severity - mm["severity_centre"]) / mm["severity_scale"]
@@ -432,8 +404,8 @@ def _simulate(seed, n_patients, n_sites):
     p_missing = special.expit(mm["intercept"] + mm["doc_quality"] * doc[site_idx]
                               + mm["offset_extremeness"] * extremeness[site_idx]
                               + mm["severity_std"] * severity_std)
-    lactate_missing = (rng.uniform(size=n_patients) < p_missing) | structural[site_idx]
-    sbp_missing = rng.uniform(size=n_patients) < SBP_MISSING_RATE
+    lactate_missing = bernoulli(rng, p_missing, n_patients) | structural[site_idx]
+    sbp_missing = bernoulli(rng, SBP_MISSING_RATE, n_patients)
 
     # An extract lists patients in arrival order, not grouped by site.
     order = rng.permutation(n_patients)
@@ -461,8 +433,6 @@ def _simulate(seed, n_patients, n_sites):
 
 def _complete_data_terms(complete: pd.DataFrame) -> dict:
     """The analysis model fitted to the registry before values went missing."""
-    from hmlib.stats.design import fit_analysis_model
-
     fit = fit_analysis_model(complete, outcome="mortality_30d", predictors=ANALYSIS_PREDICTORS,
                              cluster="site", family="binomial", levels={"sex": ["female", "male"]})
     return {**{name: _r(value) for name, value in zip(fit.term_names, fit.coef)},
