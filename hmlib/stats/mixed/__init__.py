@@ -115,8 +115,10 @@ from scipy import stats
 from hmlib.exceptions import FitError
 from hmlib.stats.mixed.binomial import BinomialObjective, fit_binomial, fit_logistic
 from hmlib.stats.mixed.gaussian import GaussianProfile, fit_gaussian
-from hmlib.stats.mixed.prepare import prepare
-from hmlib.stats.mixed.results import ClusterVarianceTest, RandomInterceptFit
+from hmlib.stats.mixed.general import fit_general_binomial, fit_general_gaussian
+from hmlib.stats.mixed.prepare import FAMILIES, prepare
+from hmlib.stats.mixed.results import ClusterVarianceTest, MixedFit, RandomInterceptFit
+from hmlib.stats.mixed.terms import RandomEffects, RandomLevel, prepare_nested
 
 try:  # installed with pymc; optional here
     from threadpoolctl import ThreadpoolController
@@ -128,6 +130,10 @@ __all__ = [
     "ClusterVarianceTest",
     "fit_random_intercept",
     "test_cluster_variance",
+    "RandomEffects",
+    "RandomLevel",
+    "MixedFit",
+    "fit_mixed",
 ]
 
 # The names tests/test_mixed.py uses to reach the objective and the prepared
@@ -265,6 +271,76 @@ def test_cluster_variance(y, X, groups, *, family: str = "binomial", nagq: int =
     p_value = 1.0 if statistic == 0.0 else 0.5 * float(stats.chi2.sf(statistic, 1))
     return ClusterVarianceTest(statistic=float(statistic), p_value=p_value, loglik_with=fit.loglik,
                                loglik_without=float(loglik_without), df=1, cluster_sd=fit.cluster_sd)
+
+
+def fit_mixed(y, X, groups: RandomEffects, *, family: str = "gaussian", term_names=None) -> MixedFit:
+    """Fit a mixed model with nested random intercepts and random slopes by maximum likelihood.
+
+    ``y ~ X + (1 | country) + (1 | country:hospital)`` or
+    ``y ~ X + (1 + time | patient)`` (and combinations: slopes at any level,
+    any number of nested levels), each level with an unstructured
+    covariance of its effects.
+
+    Parameters
+    ----------
+    y : array_like, shape (n,)
+        Outcome; 0/1 for ``family="binomial"``.
+    X : array_like, shape (n, p)
+        Fixed-effects design, including the intercept column if wanted. A
+        DataFrame's column names are used when ``term_names`` is None.
+    groups : RandomEffects
+        The grouping levels, outermost first, each with its random
+        intercept and slopes.
+    family : {"gaussian", "binomial"}
+        Gaussian (ML as ``lmer(REML = FALSE)``) or binomial (logit link,
+        Laplace approximation as ``glmer(nAGQ = 1)``; adaptive quadrature
+        does not extend to several random effects per cluster, see
+        :func:`fit_random_intercept` for one random intercept).
+    term_names : sequence of str, optional
+        Names of X's columns (default ``x0, x1, ...``).
+
+    Returns
+    -------
+    MixedFit
+
+    Raises
+    ------
+    FitError
+        As :func:`fit_random_intercept`, and for a structure that does not
+        fit the data (labels or slopes of the wrong length or missing, a
+        level with one cluster, a constant slope, more random effects than
+        rows for gaussian).
+
+    See Also
+    --------
+    fit_random_intercept : the faster special case ``(1 | cluster)``, with
+        adaptive Gauss-Hermite quadrature.
+
+    References
+    ----------
+    Bates et al. (2015), J Stat Softw 67(1). See the module docstring.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(2)
+    >>> country = np.repeat(np.arange(10), 60)
+    >>> hospital = np.repeat(np.arange(60), 10)
+    >>> x = rng.normal(size=600)
+    >>> y = (1 + 0.5 * x + rng.normal(size=10)[country] + rng.normal(size=60)[hospital]
+    ...      + rng.normal(size=600))
+    >>> fit = fit_mixed(y, np.column_stack([np.ones(600), x]),
+    ...                 RandomEffects.nested(("country", country), ("hospital", hospital)),
+    ...                 term_names=["Intercept", "x"])
+    >>> fit.to_frame()["term"].tolist()
+    ['Intercept', 'x', 'sd(country)', 'sd(hospital)']
+    """
+    if family not in FAMILIES:
+        raise FitError(f"unknown family {family!r}: use 'gaussian' or 'binomial'.")
+    with _single_threaded_blas():
+        design = prepare_nested(y, X, groups, family, term_names)
+        if family == "gaussian":
+            return fit_general_gaussian(design)
+        return fit_general_binomial(design)
 
 
 # Not a pytest test, despite its name (tests import it).

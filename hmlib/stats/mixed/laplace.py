@@ -1,0 +1,262 @@
+"""The logistic general mixed model: Laplace approximation by PIRLS, its analytic gradient, and the fit.
+
+For given ``(beta, theta)`` the conditional modes ``u`` minimise
+``g(u) = -sum_i log p(y_i | eta_i) + ||u||^2 / 2`` with
+``eta = X beta + Z Lambda u``; Newton's method on ``u`` (penalised
+iteratively reweighted least squares, PIRLS) solves
+``H delta = Lambda' Z' (y - mu) - u`` with ``H = I + Lambda' Z' W Z Lambda``,
+``W = diag(mu (1 - mu))``, by the nested factor of
+:mod:`~hmlib.stats.mixed.nested_cholesky`, halving steps that would increase
+``g``. The objective minimised is
+``f(beta, theta) = g(u*) + log det H(u*) / 2``, minus the Laplace
+log-likelihood (lme4's Laplace deviance / 2), with the curvature taken at the
+converged mode.
+
+Gradient. With ``P_c`` the block of ``H^-1`` on chain ``c``,
+``h_i = v_i' Lambda P_c Lambda' v_i``, ``c_i = w_i (1 - 2 mu_i) h_i``,
+``lambda = H^-1 Lambda' Z' c`` (one more solve) and
+``rho_i = -(y_i - mu_i) + c_i / 2 - w_i (Z Lambda lambda)_i / 2``, the
+envelope theorem for ``g`` and implicit differentiation of the mode give
+``df/dbeta = X' rho`` and, over the entries of ``Lambda``,
+``df/dLambda = sum_c [S^w_c Lambda P_c + R_c U_c' + Y_c lambda_c' / 2]``,
+where per innermost cluster ``S^w_c = sum_i w_i v_i v_i'``,
+``R_c = sum_i rho_i v_i``, ``Y_c = sum_i (y_i - mu_i) v_i`` and ``U_c``,
+``lambda_c`` are the chain values of ``u`` and ``lambda``.
+
+The maximisation over ``(beta, theta)`` jointly is lme4's second stage: start
+from a logistic regression, L-BFGS-B, then Newton steps with the Hessian
+from central differences of the analytic gradient, whose inverse gives the
+covariance of ``beta`` (including the uncertainty of ``theta``, as lme4's
+``vcov`` for ``glmer``). Adaptive Gauss-Hermite quadrature is not offered:
+with more than one random effect per cluster, or nested clusters, the
+integral is not a product of one-dimensional integrals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hmlib.exceptions import FitError
+from hmlib.stats.mixed.binomial import fit_logistic, logistic
+from hmlib.stats.mixed.nested_cholesky import NestedFactor, factorize
+from hmlib.stats.mixed.optimise import hessian_from_gradient, minimise
+from hmlib.stats.mixed.profiled import block_diagonal, chain_values, scaled_blocks
+from hmlib.stats.mixed.terms import NestedDesign
+from hmlib.stats.mixed.variance_parameters import ThetaLayout
+
+__all__ = ["LaplaceObjective", "fit_laplace"]
+
+# A logit-scale SD above this (latent ICC > 0.995) means the likelihood keeps
+# rising towards an infinite SD; the fit is then flagged as not converged.
+_MAX_BINOMIAL_SD = 25.0
+
+
+class LaplaceObjective:
+    """Negative Laplace log-likelihood over ``(beta_s, theta)`` and its analytic gradient.
+
+    Calling the object with ``params = (beta_s, theta)`` returns ``(value,
+    gradient)``. The conditional modes of the last call are the start of the
+    next mode search (``snapshot`` / ``restore`` save and reset them).
+
+    Parameters
+    ----------
+    design : NestedDesign
+    """
+
+    def __init__(self, design: NestedDesign):
+        self.design = design
+        self.layout = ThetaLayout(design.q)
+        self.p = design.base.Xs.shape[1]
+        V = design.covariates
+        self.n_covariates = V.shape[1]
+        self.pairs = [(a, b) for a in range(V.shape[1]) for b in range(a, V.shape[1])]
+        self.pair_products = (np.column_stack([V[:, a] * V[:, b] for a, b in self.pairs])
+                              if V.shape[1] > 1 else None)
+        # chain position -> covariate indicator, to collapse chain matrices to covariates
+        self.collapse = np.zeros((design.chain_size, V.shape[1]))
+        self.collapse[np.arange(design.chain_size), design.coord_covariate] = 1.0
+        self.leaf_of_row = design.row_codes[-1]
+        self.u = [np.zeros((m, q)) for m, q in zip(design.n_clusters, design.q)]
+        self.n_evaluations = 0
+        self.last = None
+
+    def snapshot(self):
+        return [u.copy() for u in self.u]
+
+    def restore(self, state) -> None:
+        self.u = [u.copy() for u in state]
+
+    def _covariate_sums(self, values: np.ndarray) -> np.ndarray:
+        """(m_L, Q): per innermost cluster, ``sum_i values_i v_i`` in chain positions."""
+        d = self.design
+        if self.n_covariates == 1:
+            sums = d.row_sums(values)[:, None]
+        else:
+            sums = d.row_sums(values[:, None] * d.covariates)
+        return sums[:, d.coord_covariate]
+
+    def _weighted_cross(self, w: np.ndarray) -> np.ndarray:
+        """(m_L, Q, Q): per innermost cluster, ``sum_i w_i v_i v_i'`` in chain positions."""
+        d = self.design
+        dc = self.n_covariates
+        if dc == 1:
+            sums = d.row_sums(w)
+            cross = np.broadcast_to(sums[:, None, None], (sums.size, 1, 1))
+        else:
+            flat = d.row_sums(w[:, None] * self.pair_products)
+            cross = np.empty((flat.shape[0], dc, dc))
+            for j, (a, b) in enumerate(self.pairs):
+                cross[:, a, b] = cross[:, b, a] = flat[:, j]
+        cc = d.coord_covariate
+        return cross[:, cc][:, :, cc]
+
+    def _level_vectors(self, chain_sums: np.ndarray, lambdas) -> list:
+        """Per level ``Lambda_k' sum_{rows of the cluster} (values v_k)`` as (m_k, q_k) rows."""
+        d = self.design
+        return [d.leaf_to_level(chain_sums[:, d.coords(k)], k) @ lam for k, lam in enumerate(lambdas)]
+
+    def _factor(self, cross: np.ndarray, lambdas) -> NestedFactor:
+        d = self.design
+        level_cross = []
+        for k in range(d.n_levels):
+            top = d.offsets[k] + d.q[k]
+            level_cross.append(d.leaf_to_level(cross[:, d.coords(k), :top], k))
+        own, coupling = scaled_blocks(d, level_cross, lambdas)
+        return factorize(d.q, d.offsets, d.child_starts, d.ancestors, own, coupling)
+
+    def _penalised(self, off, lambdas, u):
+        d = self.design
+        eta = off + d.random_part([uk @ lam.T for uk, lam in zip(u, lambdas)])
+        mu, w, softplus = logistic(eta)
+        value = -float(d.base.y @ eta - softplus.sum()) + 0.5 * sum(float(np.sum(uk * uk)) for uk in u)
+        return value, mu, w
+
+    def modes(self, off: np.ndarray, lambdas):
+        """Conditional modes by PIRLS from the stored modes; returns the state at the mode."""
+        d = self.design
+        y = d.base.y
+        u = self.u
+        value, mu, w = self._penalised(off, lambdas, u)
+        for _ in range(100):
+            cross = self._weighted_cross(w)
+            factor = self._factor(cross, lambdas)
+            resid_sums = self._covariate_sums(y - mu)
+            rhs = [r - uk for r, uk in zip(self._level_vectors(resid_sums, lambdas), u)]
+            delta = factor.solve(rhs)
+            if max(float(np.max(np.abs(dk), initial=0.0)) for dk in delta) < 1e-10:
+                break
+            t = 1.0
+            for _ in range(40):
+                trial = [uk + t * dk for uk, dk in zip(u, delta)]
+                trial_value, trial_mu, trial_w = self._penalised(off, lambdas, trial)
+                if trial_value <= value + 1e-12 * abs(value):
+                    break
+                t *= 0.5
+            else:
+                break
+            u, value, mu, w = trial, trial_value, trial_mu, trial_w
+        return dict(u=u, value=value, mu=mu, w=w, cross=cross, factor=factor, resid_sums=resid_sums)
+
+    def __call__(self, params: np.ndarray):
+        """Return (negative Laplace log-likelihood, gradient over ``(beta_s, theta)``)."""
+        self.n_evaluations += 1
+        d = self.design
+        y = d.base.y
+        beta, theta = params[:self.p], params[self.p:]
+        lambdas = self.layout.lambdas(theta)
+        state = self.modes(d.base.Xs @ beta, lambdas)
+        self.u = state["u"]
+        factor, mu, w = state["factor"], state["mu"], state["w"]
+        value = state["value"] + 0.5 * factor.logdet
+        lam = block_diagonal(lambdas)
+        P = factor.chain_covariance()
+        leaf_P = P[-1]
+        # h_i = v_i' Lambda P_c Lambda' v_i, through the covariates (C' M C)
+        M = self.collapse.T @ (lam @ leaf_P @ lam.T) @ self.collapse
+        if self.n_covariates == 1:
+            h = M[:, 0, 0][self.leaf_of_row]
+        else:
+            h = np.zeros(d.base.n)
+            for j, (a, b) in enumerate(self.pairs):
+                h += (1.0 if a == b else 2.0) * M[:, a, b][self.leaf_of_row] * self.pair_products[:, j]
+        c = w * (1.0 - 2.0 * mu) * h
+        lagrange = factor.solve(self._level_vectors(self._covariate_sums(c), lambdas))
+        rho = (mu - y) + 0.5 * c - 0.5 * w * d.random_part([lk @ lk_lam.T for lk, lk_lam in zip(lagrange, lambdas)])
+        grad_beta = d.base.Xs.T @ rho
+        U = chain_values(d, state["u"])
+        chain_lagrange = chain_values(d, lagrange)
+        grad_matrix = (np.einsum("mij,mjk->ik", state["cross"] @ lam, leaf_P)
+                       + self._covariate_sums(rho).T @ U + 0.5 * state["resid_sums"].T @ chain_lagrange)
+        self.last = dict(u=state["u"], chain_covariance=P, lambdas=lambdas)
+        return value, np.r_[grad_beta, self.layout.from_chain(grad_matrix)]
+
+
+def _snap_to_boundary(objective: LaplaceObjective, x: np.ndarray, value: float):
+    """Set diagonal entries of ``theta`` that are numerically 0 to exactly 0 when that costs < 1e-8."""
+    layout, p = objective.layout, objective.p
+    for i in np.flatnonzero(layout.diagonal & (x[p:] > 0) & (x[p:] < 1e-4)):
+        trial = x.copy()
+        trial[p + i] = 0.0
+        state = objective.snapshot()
+        trial_value = objective(trial)[0]
+        if trial_value <= value + 1e-8:
+            x, value = trial, trial_value
+        else:
+            objective.restore(state)
+    return x
+
+
+def fit_laplace(design: NestedDesign):
+    """Maximise the Laplace log-likelihood over ``(beta_s, theta)``.
+
+    Returns
+    -------
+    objective : LaplaceObjective
+        Left at the optimum (``objective.last``).
+    x : numpy.ndarray
+        ``(beta_s, theta)`` at the optimum.
+    value : float
+        The negative Laplace log-likelihood there.
+    hessian : numpy.ndarray
+        Its central-difference Hessian over ``x``.
+    converged : bool
+    message : str
+
+    Raises
+    ------
+    FitError
+        The Hessian is not available (separation).
+    """
+    base = design.base
+    n, p = base.n, base.Xs.shape[1]
+    beta0, _, _, _ = fit_logistic(base.Xs, base.y)
+    objective = LaplaceObjective(design)
+    layout = objective.layout
+    lower = np.r_[np.full(p, -np.inf), layout.lower]
+    starts = [np.r_[beta0, layout.start(s)] for s in (0.3, 0.7, 1.5)]
+    values = []
+    for x in starts:
+        objective.restore([np.zeros_like(u) for u in objective.u])
+        values.append(objective(x)[0])
+    x0 = starts[int(np.argmin(values))]
+    objective.restore([np.zeros_like(u) for u in objective.u])
+    steps = np.full(x0.size, 1e-4)
+    boundary = np.r_[np.zeros(p, dtype=bool), layout.diagonal]
+    x, value, hess, decrement, message = minimise(objective, x0, lower, float(n), boundary, steps)
+    x_polished = _snap_to_boundary(objective, x, value)
+    if np.max(np.abs(x_polished - x)) > 1e-6:
+        hess = hessian_from_gradient(objective, x_polished, steps)
+    x = x_polished
+    value = objective(x)[0]
+    if not np.all(np.isfinite(hess)):
+        raise FitError("the binomial mixed model did not converge (Hessian unavailable): check for "
+                       "separation (a predictor or cluster with all-0 or all-1 outcomes).")
+    converged = bool(np.isfinite(decrement) and decrement < 1e-6)
+    if not converged:
+        message += f"; Newton decrement {decrement:.3g} (gradient not small at the end)"
+    sds = [np.sqrt(np.diag(lam @ lam.T)) for lam in layout.lambdas(x[p:])]
+    if max(float(s.max()) for s in sds) > _MAX_BINOMIAL_SD:
+        converged = False
+        message += ("; a random-effect SD above 25 on the logit scale is diverging (clusters whose "
+                    "outcomes are all 0 or all 1 dominate): the estimate is not usable")
+    return objective, x, float(value), hess, converged, message
