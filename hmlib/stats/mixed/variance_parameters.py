@@ -109,13 +109,15 @@ def transformed_covariance(layout: ThetaLayout, to_user, params: np.ndarray, has
     """
     base = transformed_parameters(layout, to_user, params, has_scale)
     jac = np.empty((base.size, params.size))
-    for i in range(params.size):
-        e = np.zeros(params.size)
-        h = step * max(1.0, abs(params[i]))
-        e[i] = h
-        jac[:, i] = (transformed_parameters(layout, to_user, params + e, has_scale)
-                     - transformed_parameters(layout, to_user, params - e, has_scale)) / (2.0 * h)
-    cov = jac @ cov_params @ jac.T
+    with np.errstate(invalid="ignore"):  # -inf - -inf for an SD of 0: marked NaN below
+        for i in range(params.size):
+            e = np.zeros(params.size)
+            h = step * max(1.0, abs(params[i]))
+            e[i] = h
+            jac[:, i] = (transformed_parameters(layout, to_user, params + e, has_scale)
+                         - transformed_parameters(layout, to_user, params - e, has_scale)) / (2.0 * h)
+        jac[~np.isfinite(jac)] = 0.0
+        cov = jac @ cov_params @ jac.T
     bad = ~np.isfinite(base) | ~np.isfinite(np.diag(cov))
     cov[bad, :] = np.nan
     cov[:, bad] = np.nan
