@@ -79,7 +79,7 @@ def _fixed(design: NestedDesign, beta_s, cov_s):
 
 def fit_general_gaussian(design: NestedDesign) -> MixedFit:
     """Maximum-likelihood fit of the gaussian model (``lmer(REML = FALSE)``)."""
-    objective, sol, converged, message = fit_profiled(design)
+    objective, sol, second, converged, message = fit_profiled(design)
     layout, n, p = objective.layout, objective.n, objective.p
     sigma2 = sol.r2 / n
     sigma = float(np.sqrt(sigma2))
@@ -88,7 +88,7 @@ def fit_general_gaussian(design: NestedDesign) -> MixedFit:
     cov_params = np.zeros((layout.size + 1, layout.size + 1))
     keep = np.r_[np.flatnonzero(free), layout.size]
     try:
-        info = objective.variance_information(sol, free)
+        info = objective.variance_information(second, free)
         cov_params[np.ix_(keep, keep)] = np.linalg.inv(info)
     except np.linalg.LinAlgError:
         cov_params[:] = np.nan

@@ -38,7 +38,7 @@ import numpy as np
 
 from hmlib.exceptions import FitError
 from hmlib.stats.mixed.binomial import fit_logistic, logistic
-from hmlib.stats.mixed.nested_cholesky import NestedFactor, factorize
+from hmlib.stats.mixed.nested_cholesky import NestedFactor, factorize, sandwich, summed_products
 from hmlib.stats.mixed.optimise import hessian_from_gradient, minimise
 from hmlib.stats.mixed.profiled import block_diagonal, chain_values, scaled_blocks
 from hmlib.stats.mixed.terms import NestedDesign
@@ -49,6 +49,9 @@ __all__ = ["LaplaceObjective", "fit_laplace"]
 # A logit-scale SD above this (latent ICC > 0.995) means the likelihood keeps
 # rising towards an infinite SD; the fit is then flagged as not converged.
 _MAX_BINOMIAL_SD = 25.0
+# Modes are predicted to first order only for steps this small (in beta_s and theta); after a
+# larger step the linear prediction can be a worse start than the previous modes.
+_MAX_PREDICTED_STEP = 0.1
 
 
 class LaplaceObjective:
@@ -70,8 +73,8 @@ class LaplaceObjective:
         V = design.covariates
         self.n_covariates = V.shape[1]
         self.pairs = [(a, b) for a in range(V.shape[1]) for b in range(a, V.shape[1])]
-        self.pair_products = (np.column_stack([V[:, a] * V[:, b] for a, b in self.pairs])
-                              if V.shape[1] > 1 else None)
+        # products of covariate pairs, one contiguous row per pair (segment sums run along rows)
+        self.pair_products = np.stack([V[:, a] * V[:, b] for a, b in self.pairs])
         # chain position -> covariate indicator, to collapse chain matrices to covariates
         self.collapse = np.zeros((design.chain_size, V.shape[1]))
         self.collapse[np.arange(design.chain_size), design.coord_covariate] = 1.0
@@ -81,34 +84,65 @@ class LaplaceObjective:
         self.last = None
 
     def snapshot(self):
-        return [u.copy() for u in self.u]
+        """The warm-start state: modes and the state at the last evaluated point."""
+        return [u.copy() for u in self.u], self.last
 
     def restore(self, state) -> None:
-        self.u = [u.copy() for u in state]
+        """Return to a :meth:`snapshot` (None: start from zero modes)."""
+        if state is None:
+            self.u = [np.zeros_like(u) for u in self.u]
+            self.last = None
+        else:
+            self.u = [u.copy() for u in state[0]]
+            self.last = state[1]
+
+    def _predicted_modes(self, params: np.ndarray) -> list:
+        """Modes at ``params`` to first order from the last point: ``u + H^-1 [dLambda' Z' (y - mu)
+        - Lambda' Z' W (X dbeta + Z dLambda u)]`` (implicit differentiation of the mode)."""
+        last = self.last
+        step = params - last["x"]
+        if not np.any(step) or np.max(np.abs(step)) > _MAX_PREDICTED_STEP:
+            return last["u"]
+        d = self.design
+        step_lambdas = self.layout.lambdas(step[self.p:])
+        eta_step = d.base.Xs @ step[:self.p] + d.random_part([uk @ lam.T for uk, lam in zip(last["u"],
+                                                                                          step_lambdas)])
+        rhs = [a - b for a, b in zip(self._level_vectors(last["resid_sums"], step_lambdas),
+                                     self._level_vectors(self._covariate_sums(last["w"] * eta_step),
+                                                         last["lambdas"]))]
+        return [uk + dk for uk, dk in zip(last["u"], last["factor"].solve(rhs))]
+
+    def _segment_sums(self, columns: np.ndarray) -> np.ndarray:
+        """Sums of each row of ``columns`` (k, n) over the rows of each innermost cluster: (m_L, k)."""
+        return np.add.reduceat(columns, self.design.row_starts[-1], axis=1).T
 
     def _covariate_sums(self, values: np.ndarray) -> np.ndarray:
         """(m_L, Q): per innermost cluster, ``sum_i values_i v_i`` in chain positions."""
         d = self.design
-        if self.n_covariates == 1:
-            sums = d.row_sums(values)[:, None]
-        else:
-            sums = d.row_sums(values[:, None] * d.covariates)
-        return sums[:, d.coord_covariate]
+        columns = np.empty((self.n_covariates, values.size))
+        columns[0] = values
+        for j in range(1, self.n_covariates):
+            np.multiply(values, d.covariates[:, j], out=columns[j])
+        return self._segment_sums(columns)[:, d.coord_covariate]
 
-    def _weighted_cross(self, w: np.ndarray) -> np.ndarray:
-        """(m_L, Q, Q): per innermost cluster, ``sum_i w_i v_i v_i'`` in chain positions."""
+    def _leaf_sums(self, w: np.ndarray, resid: np.ndarray):
+        """Per innermost cluster, in chain positions: ``sum_i w_i v_i v_i'`` (m_L, Q, Q) and
+        ``sum_i resid_i v_i`` (m_L, Q), from one segment sum."""
         d = self.design
-        dc = self.n_covariates
-        if dc == 1:
-            sums = d.row_sums(w)
-            cross = np.broadcast_to(sums[:, None, None], (sums.size, 1, 1))
-        else:
-            flat = d.row_sums(w[:, None] * self.pair_products)
-            cross = np.empty((flat.shape[0], dc, dc))
-            for j, (a, b) in enumerate(self.pairs):
-                cross[:, a, b] = cross[:, b, a] = flat[:, j]
+        dc, n_pairs = self.n_covariates, len(self.pairs)
+        columns = np.empty((n_pairs + dc, w.size))
+        columns[0] = w                                   # pair (0, 0): the column of ones
+        for j in range(1, n_pairs):
+            np.multiply(w, self.pair_products[j], out=columns[j])
+        columns[n_pairs] = resid
+        for j in range(1, dc):
+            np.multiply(resid, d.covariates[:, j], out=columns[n_pairs + j])
+        sums = self._segment_sums(columns)
+        cross = np.empty((sums.shape[0], dc, dc))
+        for j, (a, b) in enumerate(self.pairs):
+            cross[:, a, b] = cross[:, b, a] = sums[:, j]
         cc = d.coord_covariate
-        return cross[:, cc][:, :, cc]
+        return cross[:, cc][:, :, cc], sums[:, n_pairs:][:, cc]
 
     def _level_vectors(self, chain_sums: np.ndarray, lambdas) -> list:
         """Per level ``Lambda_k' sum_{rows of the cluster} (values v_k)`` as (m_k, q_k) rows."""
@@ -138,9 +172,8 @@ class LaplaceObjective:
         u = self.u
         value, mu, w = self._penalised(off, lambdas, u)
         for _ in range(100):
-            cross = self._weighted_cross(w)
+            cross, resid_sums = self._leaf_sums(w, y - mu)
             factor = self._factor(cross, lambdas)
-            resid_sums = self._covariate_sums(y - mu)
             rhs = [r - uk for r, uk in zip(self._level_vectors(resid_sums, lambdas), u)]
             delta = factor.solve(rhs)
             if max(float(np.max(np.abs(dk), initial=0.0)) for dk in delta) < 1e-10:
@@ -157,37 +190,49 @@ class LaplaceObjective:
             u, value, mu, w = trial, trial_value, trial_mu, trial_w
         return dict(u=u, value=value, mu=mu, w=w, cross=cross, factor=factor, resid_sums=resid_sums)
 
+    def _evaluate(self, params: np.ndarray):
+        """Modes at ``params`` (from the predicted modes) and the state there."""
+        self.n_evaluations += 1
+        if self.last is not None:
+            self.u = self._predicted_modes(params)
+        lambdas = self.layout.lambdas(params[self.p:])
+        state = self.modes(self.design.base.Xs @ params[:self.p], lambdas)
+        self.u = state["u"]
+        self.last = dict(state, x=np.array(params, dtype=float), lambdas=lambdas)
+        return state, lambdas
+
+    def value(self, params: np.ndarray) -> float:
+        """The negative Laplace log-likelihood alone (no gradient)."""
+        state, _ = self._evaluate(params)
+        return state["value"] + 0.5 * state["factor"].logdet
+
     def __call__(self, params: np.ndarray):
         """Return (negative Laplace log-likelihood, gradient over ``(beta_s, theta)``)."""
-        self.n_evaluations += 1
         d = self.design
         y = d.base.y
-        beta, theta = params[:self.p], params[self.p:]
-        lambdas = self.layout.lambdas(theta)
-        state = self.modes(d.base.Xs @ beta, lambdas)
-        self.u = state["u"]
+        state, lambdas = self._evaluate(params)
         factor, mu, w = state["factor"], state["mu"], state["w"]
         value = state["value"] + 0.5 * factor.logdet
         lam = block_diagonal(lambdas)
         P = factor.chain_covariance()
         leaf_P = P[-1]
         # h_i = v_i' Lambda P_c Lambda' v_i, through the covariates (C' M C)
-        M = self.collapse.T @ (lam @ leaf_P @ lam.T) @ self.collapse
+        M = sandwich(self.collapse.T @ lam, leaf_P, lam.T @ self.collapse)
         if self.n_covariates == 1:
             h = M[:, 0, 0][self.leaf_of_row]
         else:
             h = np.zeros(d.base.n)
             for j, (a, b) in enumerate(self.pairs):
-                h += (1.0 if a == b else 2.0) * M[:, a, b][self.leaf_of_row] * self.pair_products[:, j]
+                h += (1.0 if a == b else 2.0) * M[:, a, b][self.leaf_of_row] * self.pair_products[j]
         c = w * (1.0 - 2.0 * mu) * h
         lagrange = factor.solve(self._level_vectors(self._covariate_sums(c), lambdas))
         rho = (mu - y) + 0.5 * c - 0.5 * w * d.random_part([lk @ lk_lam.T for lk, lk_lam in zip(lagrange, lambdas)])
         grad_beta = d.base.Xs.T @ rho
         U = chain_values(d, state["u"])
         chain_lagrange = chain_values(d, lagrange)
-        grad_matrix = (np.einsum("mij,mjk->ik", state["cross"] @ lam, leaf_P)
+        grad_matrix = (summed_products(sandwich(None, state["cross"], lam), leaf_P)
                        + self._covariate_sums(rho).T @ U + 0.5 * state["resid_sums"].T @ chain_lagrange)
-        self.last = dict(u=state["u"], chain_covariance=P, lambdas=lambdas)
+        self.last["chain_covariance"] = P
         return value, np.r_[grad_beta, self.layout.from_chain(grad_matrix)]
 
 
@@ -198,7 +243,7 @@ def _snap_to_boundary(objective: LaplaceObjective, x: np.ndarray, value: float):
         trial = x.copy()
         trial[p + i] = 0.0
         state = objective.snapshot()
-        trial_value = objective(trial)[0]
+        trial_value = objective.value(trial)
         if trial_value <= value + 1e-8:
             x, value = trial, trial_value
         else:
@@ -233,14 +278,17 @@ def fit_laplace(design: NestedDesign):
     objective = LaplaceObjective(design)
     layout = objective.layout
     lower = np.r_[np.full(p, -np.inf), layout.lower]
-    starts = [np.r_[beta0, layout.start(s)] for s in (0.3, 0.7, 1.5)]
-    values = []
-    for x in starts:
-        objective.restore([np.zeros_like(u) for u in objective.u])
-        values.append(objective(x)[0])
-    x0 = starts[int(np.argmin(values))]
-    objective.restore([np.zeros_like(u) for u in objective.u])
-    steps = np.full(x0.size, 1e-4)
+    # theta start: the best of a few values with beta from the logistic fit, each search of the
+    # modes warm-started from the one before
+    best = None
+    for scale in (0.7, 0.3, 1.5):
+        x = np.r_[beta0, layout.start(scale)]
+        value = objective.value(x)
+        if best is None or value < best[0]:
+            best = (value, x, objective.snapshot())
+    _, x0, state = best
+    objective.restore(state)
+    steps = np.full(x0.size, 1e-5)
     boundary = np.r_[np.zeros(p, dtype=bool), layout.diagonal]
     x, value, hess, decrement, message = minimise(objective, x0, lower, float(n), boundary, steps)
     x_polished = _snap_to_boundary(objective, x, value)

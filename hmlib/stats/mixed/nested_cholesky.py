@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["batched_cholesky", "batched_forward", "batched_backward", "NestedFactor", "factorize"]
+__all__ = ["batched_cholesky", "batched_forward", "batched_backward", "sandwich", "stacked_matvec",
+           "summed_products", "NestedFactor", "factorize"]
 
 
 def batched_cholesky(D: np.ndarray) -> np.ndarray:
@@ -75,6 +76,37 @@ def batched_backward(L: np.ndarray, Y: np.ndarray) -> np.ndarray:
         r = Y[:, i, :] - np.einsum("mk,mkt->mt", L[:, i + 1:, i], X[:, i + 1:, :]) if i < q - 1 else Y[:, i, :]
         X[:, i, :] = r / L[:, i, i, None]
     return X
+
+
+def sandwich(left: np.ndarray | None, stack: np.ndarray, right: np.ndarray | None) -> np.ndarray:
+    """``left @ stack[i] @ right`` for every matrix of a stack (m, a, b); None is the identity.
+
+    Two BLAS products on reshaped arrays: numpy's broadcast ``matmul`` over
+    thousands of 2 x 2 matrices costs far more than the arithmetic.
+    """
+    m, a, b = stack.shape
+    out = stack
+    if right is not None:
+        out = out * right[0, 0] if right.shape == (1, 1) else (out.reshape(m * a, b) @ right).reshape(m, a, -1)
+    if left is not None:
+        if left.shape == (1, 1):
+            out = out * left[0, 0]
+        else:
+            d = out.shape[2]
+            out = (left @ out.transpose(1, 0, 2).reshape(a, m * d)).reshape(-1, m, d).transpose(1, 0, 2)
+    return out
+
+
+def stacked_matvec(stack: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """``stack[i] @ vector`` for every matrix of a stack (m, a, b): (m, a), by one BLAS product."""
+    m, a, b = stack.shape
+    return (stack.reshape(m * a, b) @ vector).reshape(m, a)
+
+
+def summed_products(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``sum_i first[i] @ second[i]`` over two stacks (m, a, b) and (m, b, c), by one BLAS product."""
+    m, a, b = first.shape
+    return first.transpose(1, 0, 2).reshape(a, m * b) @ second.reshape(m * b, -1)
 
 
 def _outer_sum(gain: np.ndarray) -> np.ndarray:
@@ -152,7 +184,7 @@ class NestedFactor:
             if k > 0:
                 z -= np.einsum("mqi,mi->mq", gain[:, :, :t], self._ancestor_values(x, k))
             if extra is not None:
-                z -= gain[:, :, t:] @ extra
+                z -= stacked_matvec(np.ascontiguousarray(gain[:, :, t:]), extra)
             x.append(batched_backward(chol, z[:, :, None])[:, :, 0])
         return x
 

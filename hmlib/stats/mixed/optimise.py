@@ -47,6 +47,7 @@ def hessian_from_gradient(objective, x: np.ndarray, steps: np.ndarray) -> np.nda
     """Central-difference Hessian of the analytic gradient, symmetrised."""
     k = x.size
     hess = np.empty((k, k))
+    objective(x)  # the warm-start state at the centre
     state = _snapshot(objective)
     for i in range(k):
         e = np.zeros(k)
@@ -128,7 +129,7 @@ def escape_boundary(objective, x: np.ndarray, value: float, boundary: np.ndarray
 
 
 def minimise(objective, x0: np.ndarray, lower: np.ndarray, scale: float, boundary: np.ndarray,
-             steps: np.ndarray):
+             steps: np.ndarray | None = None, hessian=None):
     """L-BFGS-B (restarted off saddles on the boundary), then Newton steps with the Hessian of the gradient.
 
     Parameters
@@ -141,8 +142,10 @@ def minimise(objective, x0: np.ndarray, lower: np.ndarray, scale: float, boundar
         Divides the objective inside L-BFGS-B (the number of rows).
     boundary : numpy.ndarray of bool
         The diagonal entries of the ``Lambda_k`` (see :func:`escape_boundary`).
-    steps : numpy.ndarray
-        Finite-difference steps of the Hessian.
+    steps : numpy.ndarray, optional
+        Finite-difference steps of the Hessian (:func:`hessian_from_gradient`).
+    hessian : callable, optional
+        ``x -> Hessian`` to use instead of :func:`hessian_from_gradient`.
 
     Returns
     -------
@@ -157,6 +160,6 @@ def minimise(objective, x0: np.ndarray, lower: np.ndarray, scale: float, boundar
         if restart is None:
             break
         x = restart
-    hess = hessian_from_gradient(objective, x, steps)
+    hess = hessian_from_gradient(objective, x, steps) if hessian is None else hessian(x)
     x, value, _, decrement = newton_polish(objective, x, lower, hess)
     return x, value, hess, decrement, str(res.message)

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import linalg
 
 from hmlib.exceptions import FitError
-from hmlib.stats.mixed.nested_cholesky import NestedFactor, factorize
+from hmlib.stats.mixed.nested_cholesky import NestedFactor, factorize, sandwich, stacked_matvec, summed_products
 from hmlib.stats.mixed.optimise import minimise
 from hmlib.stats.mixed.terms import NestedDesign
 from hmlib.stats.mixed.variance_parameters import ThetaLayout
@@ -68,12 +68,12 @@ def scaled_blocks(design: NestedDesign, level_cross, lambdas, level_extra=None):
     for k, lam in enumerate(lambdas):
         t = design.offsets[k]
         cross = level_cross[k]
-        own.append(lam.T @ cross[:, :, t:] @ lam)
+        own.append(sandwich(lam.T, cross[:, :, t:], lam))
         parts = []
         if t:
-            parts.append(lam.T @ cross[:, :, :t] @ block_diagonal(lambdas[:k]))
+            parts.append(sandwich(lam.T, cross[:, :, :t], block_diagonal(lambdas[:k])))
         if level_extra is not None:
-            parts.append(lam.T @ level_extra[k])
+            parts.append(sandwich(lam.T, level_extra[k], None))
         if not parts:
             parts.append(np.zeros((cross.shape[0], lam.shape[0], 0)))
         coupling.append(np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0])
@@ -120,6 +120,8 @@ class ProfiledDeviance:
         self.extra_cross = extras.T @ extras
         self.chain_cross = leaf_cross[:, cc][:, :, cc]          # (m_L, Q, Q)
         self.chain_extra = leaf_extra[:, cc, :]                 # (m_L, Q, e)
+        self.chain_x = np.ascontiguousarray(self.chain_extra[:, :, :self.p])
+        self.chain_y = np.ascontiguousarray(self.chain_extra[:, :, self.p])
         self.level_cross, self.level_extra = [], []
         for k in range(design.n_levels):
             coords = design.coords(k)
@@ -162,8 +164,8 @@ class ProfiledDeviance:
         lam = block_diagonal(self.layout.lambdas(sol.theta))
         U = chain_values(d, self.modes(sol))
         P = sol.factor.chain_covariance()[-1]
-        logdet_matrix = 2.0 * np.einsum("mij,mjk->ik", self.chain_cross @ lam, P)
-        rho = (self.chain_extra[:, :, self.p] - self.chain_extra[:, :, :self.p] @ sol.beta_s
+        logdet_matrix = 2.0 * summed_products(sandwich(None, self.chain_cross, lam), P)
+        rho = (self.chain_y - stacked_matvec(self.chain_x, sol.beta_s)
                - np.einsum("mij,mj->mi", self.chain_cross, U @ lam.T))
         r2_matrix = -2.0 * rho.T @ U
         return self.layout.from_chain(logdet_matrix), self.layout.from_chain(r2_matrix)
@@ -175,26 +177,42 @@ class ProfiledDeviance:
         g_logdet, g_r2 = self.gradient_parts(sol)
         return sol.deviance, g_logdet + self.n * g_r2 / sol.r2
 
-    def variance_information(self, sol: GaussianSolution, free: np.ndarray) -> np.ndarray:
-        """Observed information over ``(theta[free], log sigma)`` of the likelihood profiled over beta."""
-        theta = sol.theta
-        idx = np.flatnonzero(free)
-        k = idx.size
+    def second_derivatives(self, theta: np.ndarray) -> dict:
+        """Central-difference Jacobians of the analytic gradients of ``log det H`` and ``r^2`` at ``theta``.
+
+        Returns
+        -------
+        dict
+            ``theta``, ``h_logdet``, ``h_r2`` (k x k), ``g_r2`` (k) and ``r2``.
+        """
+        theta = np.array(theta, dtype=float)
+        k = theta.size
         h_logdet, h_r2 = np.empty((k, k)), np.empty((k, k))
-        for a, i in enumerate(idx):
+        for i in range(k):
             step = 1e-5 * max(1.0, abs(theta[i]))
-            e = np.zeros(theta.size)
+            e = np.zeros(k)
             e[i] = step
             plus = self.gradient_parts(self.solve(theta + e))
             minus = self.gradient_parts(self.solve(theta - e))
-            h_logdet[:, a] = (plus[0] - minus[0])[idx] / (2 * step)
-            h_r2[:, a] = (plus[1] - minus[1])[idx] / (2 * step)
-        g_r2 = self.gradient_parts(sol)[1][idx]
-        sigma2 = sol.r2 / self.n
+            h_logdet[:, i] = (plus[0] - minus[0]) / (2 * step)
+            h_r2[:, i] = (plus[1] - minus[1]) / (2 * step)
+        sol = self.solve(theta)
+        return dict(theta=theta, h_logdet=0.5 * (h_logdet + h_logdet.T), h_r2=0.5 * (h_r2 + h_r2.T),
+                    g_r2=self.gradient_parts(sol)[1], r2=sol.r2)
+
+    def deviance_hessian(self, second: dict) -> np.ndarray:
+        """Hessian of the profiled deviance ``log det H + n log r^2 + const`` over theta."""
+        r2, g = second["r2"], second["g_r2"]
+        return second["h_logdet"] + self.n * (second["h_r2"] / r2 - np.outer(g, g) / r2 ** 2)
+
+    def variance_information(self, second: dict, free: np.ndarray) -> np.ndarray:
+        """Observed information over ``(theta[free], log sigma)`` of the likelihood profiled over beta."""
+        idx = np.flatnonzero(free)
+        k = idx.size
+        sigma2 = second["r2"] / self.n
         info = np.empty((k + 1, k + 1))
-        info[:k, :k] = 0.5 * (h_logdet + h_r2 / sigma2)
-        info[:k, :k] = 0.5 * (info[:k, :k] + info[:k, :k].T)
-        info[:k, k] = info[k, :k] = -g_r2 / sigma2
+        info[:k, :k] = 0.5 * (second["h_logdet"][np.ix_(idx, idx)] + second["h_r2"][np.ix_(idx, idx)] / sigma2)
+        info[:k, k] = info[k, :k] = -second["g_r2"][idx] / sigma2
         info[k, k] = 2.0 * self.n
         return info
 
@@ -220,6 +238,8 @@ def fit_profiled(design: NestedDesign):
     objective : ProfiledDeviance
     solution : GaussianSolution
         At the optimum.
+    second : dict
+        :meth:`ProfiledDeviance.second_derivatives` at (or within 1e-6 of) the optimum.
     converged : bool
     message : str
     """
@@ -232,9 +252,18 @@ def fit_profiled(design: NestedDesign):
         raise FitError("the gaussian likelihood could not be evaluated (X is numerically singular "
                        "after accounting for the random effects).")
     x0 = starts[int(np.argmin(devs))]
-    steps = np.full(layout.size, 1e-5)
-    x, f, _, decrement, message = minimise(objective, x0, layout.lower, float(objective.n), layout.diagonal, steps)
+    seconds = []
+
+    def hessian(theta):
+        seconds.append(objective.second_derivatives(theta))
+        return objective.deviance_hessian(seconds[-1])
+
+    x, f, _, decrement, message = minimise(objective, x0, layout.lower, float(objective.n), layout.diagonal,
+                                           hessian=hessian)
     x = _snap_to_boundary(objective, x, f)
+    second = seconds[-1]
+    if np.max(np.abs(second["theta"] - x)) > 1e-6:
+        second = objective.second_derivatives(x)
     sol = objective.solve(x)
     if sol is None:
         raise FitError("the gaussian model could not be solved at the optimum (X numerically singular).")
@@ -243,4 +272,4 @@ def fit_profiled(design: NestedDesign):
     if float(np.max(np.abs(x), initial=0.0)) > 1e4:
         converged = False
         message += "; a random-effect SD / residual SD ratio above 1e4"
-    return objective, sol, converged, message
+    return objective, sol, second, converged, message

@@ -247,8 +247,7 @@ def _nested_codes(structure: RandomEffects, n: int):
     for level in structure.levels:
         own = _labels(level.groups, f"groups of level {level.name!r}", n)
         key = previous * (int(own.max()) + 1) + own
-        _, code = np.unique(key, return_inverse=True)
-        code = code.reshape(-1)
+        code, _ = pd.factorize(key, sort=True)   # hashing, then sorting only the distinct keys
         if code.max() < 1:
             raise FitError(f"level {level.name!r} has only 1 cluster: a variance needs at least 2. "
                            "Drop the level.")
@@ -330,7 +329,7 @@ def prepare_nested(y, X, structure: RandomEffects, family: str, term_names) -> N
     codes = [c[order] for c in codes]
     if not np.array_equal(base.codes, codes[-1]):  # pragma: no cover - guards prepare()'s contract
         raise FitError("internal error: rows could not be sorted consistently by cluster.")
-    covariates = covariates[order]
+    covariates = np.asfortranarray(covariates[order])   # columns contiguous: they are used one at a time
     q = tuple(len(level.columns) for level in structure.levels)
     if family == "gaussian":
         for level, k_codes, qk in zip(structure.levels, codes, q):
