@@ -10,8 +10,8 @@ from the real data sets in ``data/real/``.
 Test IDs
 --------
 GEN-DATA-001        the reference CSVs are what the simulators give with their seeds
-GEN-LME4-001..010   each case of lme4_general_fits.json: estimates, SEs, SDs, correlations, logLik, n
-GEN-LME4-011        conditional modes and their SDs against lme4's ranef(condVar = TRUE)
+GEN-LME4-001..012   each case of lme4_general_fits.json: estimates, SEs, SDs, correlations, logLik, n
+GEN-LME4-013        conditional modes and their SDs against lme4's ranef(condVar = TRUE)
 GEN-RI-001/002      one random intercept: the general fitter reproduces fit_random_intercept
 GEN-CHOL-001        the nested factor: log det, solves and inverse blocks = dense linear algebra
 GEN-GRAD-001/002    analytic gradients (gaussian profiled, binomial Laplace) = finite differences
@@ -79,7 +79,7 @@ def write_reference_data(folder: Path = REFERENCE) -> None:
 
 
 LME4_CASES = json.loads((REFERENCE / "lme4_general_fits.json").read_text())
-_RANDOM_TERM = re.compile(r"\(\s*1\s*(?:\+\s*([\w.]+)\s*)?\|\s*([\w.:]+)\s*\)")
+_RANDOM_TERM = re.compile(r"\(\s*([01])\s*(?:\+\s*([\w.]+)\s*)?\|\s*([\w.:]+)\s*\)")
 
 
 def _data(file: str) -> pd.DataFrame:
@@ -99,7 +99,9 @@ def lme4_design(case: dict):
     treatment-coded with the alphabetically first level as reference
     (``<column><level>``); ``log(v)`` is the log of v; a random term
     ``(1 [+ slope] | a:b)`` is the level named ``a:b`` (its labels are b's,
-    nested in the levels before it).
+    nested in the levels before it), ``(0 + slope | g)`` a level without
+    intercept; a grouping used twice is named ``g.1`` the second time, as in
+    lme4's VarCorr.
     """
     frame = _data(case["data"])
     lhs, rhs = (part.strip() for part in case["formula"].split("~"))
@@ -108,7 +110,7 @@ def lme4_design(case: dict):
     log_outcome = re.fullmatch(r"log\((.+)\)", lhs)
     outcome = log_outcome.group(1) if log_outcome else lhs
     used = {outcome, *fixed_terms}
-    for slope, grouping in random_terms:
+    for _, slope, grouping in random_terms:
         used.update(grouping.split(":"))
         if slope:
             used.add(slope)
@@ -126,9 +128,12 @@ def lme4_design(case: dict):
             for level in sorted(values.unique())[1:]:
                 columns.append((values == level).to_numpy(dtype=float))
                 names.append(f"{term}{level}")
-    levels = [RandomLevel(grouping, frame[grouping.split(":")[-1]],
-                          slopes={slope: frame[slope]} if slope else {})
-              for slope, grouping in sorted(random_terms, key=lambda t: t[1].count(":"))]
+    levels, seen = [], set()
+    for intercept, slope, grouping in sorted(random_terms, key=lambda t: t[2].count(":")):
+        name = f"{grouping}.1" if grouping in seen else grouping
+        seen.add(grouping)
+        levels.append(RandomLevel(name, frame[grouping.split(":")[-1]], slopes={slope: frame[slope]} if slope else {},
+                                  intercept=intercept == "1"))
     return y, np.column_stack(columns), RandomEffects(levels), names
 
 
@@ -185,8 +190,8 @@ def test_gen_data_001_reference_csvs_are_the_simulators_output():
 
 @pytest.mark.parametrize("case", LME4_CASES, ids=[f"GEN-LME4-{i + 1:03d}-{c['name']}"
                                                   for i, c in enumerate(LME4_CASES)])
-def test_gen_lme4_001_010_reference_fits(case, lme4_fits):
-    """GEN-LME4-001..010: fixed effects, SEs, every SD and correlation, residual SD, logLik, rows and
+def test_gen_lme4_001_012_reference_fits(case, lme4_fits):
+    """GEN-LME4-001..012: fixed effects, SEs, every SD and correlation, residual SD, logLik, rows and
     clusters against lme4 (gaussian: coefficients 1e-6 abs, SEs 1e-6 rel, SDs 2e-6 rel, correlations
     1e-6 abs, logLik 1e-8; binomial Laplace: 2e-5, 1e-3, 1e-4, 1e-4, 1e-4). Measured: gaussian
     coefficients within 3.5e-7, logLik within 7e-11; binomial coefficients within 1.8e-6, SDs 8e-6
@@ -207,7 +212,7 @@ def test_gen_lme4_001_010_reference_fits(case, lme4_fits):
             assert ours == pytest.approx(entry["sdcor"], abs=tol["cor"]), entry
     assert fit.loglik == pytest.approx(case["logLik"], abs=tol["loglik"])
     assert fit.n_obs == case["n_used"]
-    assert fit.n_clusters_by_level == {name: case["n_groups"][name] for name in fit.level_names}
+    assert fit.n_clusters_by_level == {name: case["n_groups"][name.removesuffix(".1")] for name in fit.level_names}
     if case["family"] == "gaussian":
         assert fit.residual_sd == pytest.approx(case["residual_sd"], rel=1e-7)
         assert fit.method == "ML"
@@ -218,8 +223,8 @@ def test_gen_lme4_001_010_reference_fits(case, lme4_fits):
     assert case["logLik_default_control"] <= fit.loglik + tol["loglik"]
 
 
-def test_gen_lme4_011_conditional_modes_and_their_sds(lme4_fits):
-    """GEN-LME4-011: conditional modes and conditional SDs of every cluster at every level against
+def test_gen_lme4_013_conditional_modes_and_their_sds(lme4_fits):
+    """GEN-LME4-013: conditional modes and conditional SDs of every cluster at every level against
     lme4's ranef(condVar = TRUE): gaussian random slopes (1e-7 abs, SDs 1e-6 rel) and binomial nested
     intercepts (1e-5 abs, SDs 1e-4 rel)."""
     for case in (c for c in LME4_CASES if "modes" in c):
