@@ -10,8 +10,9 @@ from the real data sets in ``data/real/``.
 Test IDs
 --------
 GEN-DATA-001        the reference CSVs are what the simulators give with their seeds
-GEN-LME4-001..012   each case of lme4_general_fits.json: estimates, SEs, SDs, correlations, logLik, n
-GEN-LME4-013        conditional modes and their SDs against lme4's ranef(condVar = TRUE)
+GEN-LME4-001..013   each case of lme4_general_fits.json (in its order; new cases are appended):
+                    estimates, SEs, SDs, correlations, logLik, singularity, n
+GEN-MODES-001       conditional modes and their SDs against lme4's ranef(condVar = TRUE)
 GEN-RI-001/002      one random intercept: the general fitter reproduces fit_random_intercept
 GEN-CHOL-001        the nested factor: log det, solves and inverse blocks = dense linear algebra
 GEN-GRAD-001/002    analytic gradients (gaussian profiled, binomial Laplace) = finite differences
@@ -57,6 +58,7 @@ REFERENCE_DATA = {
     "general_nested3.csv": (simulate_nested, dict(seed=20252, levels=("country", "region", "hospital"),
                                                   branching=(12, 3, 4), patients=12.0, sds=(0.4, 0.5, 0.6))),
     "general_slopes.csv": (simulate_slopes, dict(seed=20253, patients=250, visits=6)),
+    "general_slopes_singular.csv": (simulate_slopes, dict(seed=1, sd_slope=0.0, cor=0.0)),
     "general_slopes_binomial.csv": (simulate_slopes, dict(seed=20254, patients=400, visits=8,
                                                           beta=(-0.5, 0.4, 0.5, 0.3), sd_intercept=1.0,
                                                           sd_slope=0.6, cor=0.3)),
@@ -190,9 +192,9 @@ def test_gen_data_001_reference_csvs_are_the_simulators_output():
 
 @pytest.mark.parametrize("case", LME4_CASES, ids=[f"GEN-LME4-{i + 1:03d}-{c['name']}"
                                                   for i, c in enumerate(LME4_CASES)])
-def test_gen_lme4_001_012_reference_fits(case, lme4_fits):
-    """GEN-LME4-001..012: fixed effects, SEs, every SD and correlation, residual SD, logLik, rows and
-    clusters against lme4 (gaussian: coefficients 1e-6 abs, SEs 1e-6 rel, SDs 2e-6 rel, correlations
+def test_gen_lme4_001_013_reference_fits(case, lme4_fits):
+    """GEN-LME4-001..013: fixed effects, SEs, every SD and correlation, residual SD, logLik,
+    singularity (isSingular), rows and clusters against lme4 (gaussian: coefficients 1e-6 abs, SEs 1e-6 rel, SDs 2e-6 rel, correlations
     1e-6 abs, logLik 1e-8; binomial Laplace: 2e-5, 1e-3, 1e-4, 1e-4, 1e-4). Measured: gaussian
     coefficients within 3.5e-7, logLik within 7e-11; binomial coefficients within 1.8e-6, SDs 8e-6
     rel, logLik 1e-5 (the brief's bars: 1e-3 for coefficients, 1% for SDs)."""
@@ -211,6 +213,7 @@ def test_gen_lme4_001_012_reference_fits(case, lme4_fits):
         else:
             assert ours == pytest.approx(entry["sdcor"], abs=tol["cor"]), entry
     assert fit.loglik == pytest.approx(case["logLik"], abs=tol["loglik"])
+    assert fit.singular == case["singular"]
     assert fit.n_obs == case["n_used"]
     assert fit.n_clusters_by_level == {name: case["n_groups"][name.removesuffix(".1")] for name in fit.level_names}
     if case["family"] == "gaussian":
@@ -223,8 +226,8 @@ def test_gen_lme4_001_012_reference_fits(case, lme4_fits):
     assert case["logLik_default_control"] <= fit.loglik + tol["loglik"]
 
 
-def test_gen_lme4_013_conditional_modes_and_their_sds(lme4_fits):
-    """GEN-LME4-013: conditional modes and conditional SDs of every cluster at every level against
+def test_gen_modes_001_conditional_modes_and_their_sds(lme4_fits):
+    """GEN-MODES-001: conditional modes and conditional SDs of every cluster at every level against
     lme4's ranef(condVar = TRUE): gaussian random slopes (1e-7 abs, SDs 1e-6 rel) and binomial nested
     intercepts (1e-5 abs, SDs 1e-4 rel)."""
     for case in (c for c in LME4_CASES if "modes" in c):
@@ -454,7 +457,7 @@ def test_gen_edge_001_level_sd_on_the_boundary(family, seed):
     fit = fit_mixed(frame.y, X, RandomEffects.nested(("country", frame.country), ("hospital", frame.hospital)),
                     family=family)
     ri = fit_random_intercept(frame.y, X, frame.country + ":" + frame.hospital.astype(str), family=family)
-    assert fit.levels[0].sd[0] == 0.0 and fit.converged
+    assert fit.levels[0].sd[0] == 0.0 and fit.converged and fit.singular and "singular fit" in fit.summary()
     row = fit.to_frame().set_index("term").loc["sd(country)"]
     assert row["estimate"] == 0 and row[["std_error", "ci_lower", "ci_upper"]].isna().all()
     assert fit.loglik == pytest.approx(ri.loglik, abs=1e-9)

@@ -267,6 +267,12 @@ class LevelEffects:
         """Clusters at this level."""
         return int(self.sizes.size)
 
+    @property
+    def singular(self) -> bool:
+        """The covariance is singular: an SD of 0 or a correlation of +-1 (a boundary estimate)."""
+        eig = np.linalg.eigvalsh(self.covariance)
+        return bool(eig[0] <= 1e-10 * max(eig[-1], 0.0))
+
     def effects_frame(self, level_names) -> pd.DataFrame:
         """Conditional modes: the cluster's labels (one column per level), ``n``, then per effect
         ``<column>`` and ``<column>_sd``."""
@@ -339,6 +345,13 @@ class MixedFit:
         return self.levels[-1].n_clusters
 
     @property
+    def singular(self) -> bool:
+        """Some level's covariance is singular (lme4's ``isSingular``): an SD estimated at 0 or a
+        correlation at +-1. The estimates are valid maximum-likelihood estimates on the boundary
+        of the parameter space; their rows have no standard error."""
+        return any(level.singular for level in self.levels)
+
+    @property
     def n_clusters_by_level(self) -> dict:
         """Clusters per level, outermost first."""
         return {level.name: level.n_clusters for level in self.levels}
@@ -400,4 +413,6 @@ class MixedFit:
                          f"({row.ci_lower:>9.4g}, {row.ci_upper:>9.4g})")
         if self.residual_sd is not None:
             lines.append(f"residual SD {self.residual_sd:.4g}")
+        if self.singular:
+            lines.append("singular fit: a random-effect SD is 0 or a correlation is +-1 (boundary estimate)")
         return "\n".join(lines)
