@@ -116,7 +116,8 @@ def main(argv=None) -> None:
               f"{result['median_seconds_per_fit']:.3f} s per fit, gates passed: {result['all_gates_passed']}")
         for term, entry in result["terms"].items():
             rel = entry.get("relative_bias")
-            rel_text = "" if rel is None else f"rel. bias {100 * rel:+.1f}% (MC SE {100 * entry['relative_bias_mc_se']:.1f}%)"
+            rel_text = ("" if rel is None else
+                        f"rel. bias {100 * rel:+.1f}% (MC SE {100 * entry['relative_bias_mc_se']:.1f}%)")
             cov = entry["coverage_95"]
             print(f"  {term:20s} truth {entry['truth']:+.3f} mean {entry['mean']:+.3f} bias {entry['bias']:+.4f} "
                   f"{rel_text:34s} coverage {'-' if cov is None else f'{100 * cov:.1f}%'}")

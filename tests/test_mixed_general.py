@@ -194,8 +194,9 @@ def test_gen_data_001_reference_csvs_are_the_simulators_output():
                                                   for i, c in enumerate(LME4_CASES)])
 def test_gen_lme4_001_013_reference_fits(case, lme4_fits):
     """GEN-LME4-001..013: fixed effects, SEs, every SD and correlation, residual SD, logLik,
-    singularity (isSingular), rows and clusters against lme4 (gaussian: coefficients 1e-6 abs, SEs 1e-6 rel, SDs 2e-6 rel, correlations
-    1e-6 abs, logLik 1e-8; binomial Laplace: 2e-5, 1e-3, 1e-4, 1e-4, 1e-4). Measured: gaussian
+    singularity (isSingular), rows and clusters against lme4 (gaussian: coefficients 1e-6 abs, SEs
+    1e-6 rel, SDs 2e-6 rel, correlations 1e-6 abs, logLik 1e-8; binomial Laplace: 2e-5, 1e-3, 1e-4,
+    1e-4, 1e-4). Measured: gaussian
     coefficients within 3.5e-7, logLik within 7e-11; binomial coefficients within 1.8e-6, SDs 8e-6
     rel, logLik 1e-5 (the brief's bars: 1e-3 for coefficients, 1% for SDs)."""
     fit = lme4_fits[case["name"]]
@@ -546,6 +547,10 @@ def _err_inputs():
     return rng.normal(size=n), X, g, rng.normal(size=n)
 
 
+def _slope_level(groups, values, **kwargs):
+    return RandomEffects([RandomLevel("a", groups, slopes={"t": values}, **kwargs)])
+
+
 ERROR_CASES = [
     ("not-a-structure", lambda y, X, g, t: fit_mixed(y, X, g), "RandomEffects structure"),
     ("empty", lambda y, X, g, t: fit_mixed(y, X, RandomEffects([])), "at least one grouping level"),
@@ -556,14 +561,11 @@ ERROR_CASES = [
     ("missing-label", lambda y, X, g, t: fit_mixed(y, X, RandomEffects.nested(("a", np.where(g == 2, np.nan, g)))),
      "missing label"),
     ("one-cluster", lambda y, X, g, t: fit_mixed(y, X, RandomEffects.nested(("a", g * 0))), "only 1 cluster"),
-    ("slope-missing", lambda y, X, g, t: fit_mixed(y, X, RandomEffects([RandomLevel("a", g, slopes={"t": np.r_[np.nan, t[1:]]})])),
+    ("slope-missing", lambda y, X, g, t: fit_mixed(y, X, _slope_level(g, np.r_[np.nan, t[1:]])),
      "missing or infinite"),
-    ("slope-constant", lambda y, X, g, t: fit_mixed(y, X, RandomEffects([RandomLevel("a", g, slopes={"t": t * 0 + 2})])),
-     "constant"),
-    ("slope-text", lambda y, X, g, t: fit_mixed(y, X, RandomEffects([RandomLevel("a", g, slopes={"t": ["x"] * 60})])),
-     "must be numeric"),
-    ("too-many-effects", lambda y, X, g, t: fit_mixed(y, X, RandomEffects([RandomLevel("a", np.arange(60) // 2, slopes={"t": t})])),
-     "not identifiable"),
+    ("slope-constant", lambda y, X, g, t: fit_mixed(y, X, _slope_level(g, t * 0 + 2)), "constant"),
+    ("slope-text", lambda y, X, g, t: fit_mixed(y, X, _slope_level(g, ["x"] * 60)), "must be numeric"),
+    ("too-many-effects", lambda y, X, g, t: fit_mixed(y, X, _slope_level(np.arange(60) // 2, t)), "not identifiable"),
     ("family", lambda y, X, g, t: fit_mixed(y, X, RandomEffects.nested(("a", g)), family="poisson"), "unknown family"),
     ("binomial-y", lambda y, X, g, t: fit_mixed(y, X, RandomEffects.nested(("a", g)), family="binomial"), "0/1"),
     ("x-nan", lambda y, X, g, t: fit_mixed(y, np.where(np.arange(60)[:, None] == 3, np.nan, X),

@@ -95,7 +95,8 @@ gaussian, 1 for binomial), ``Lambda`` block diagonal with one lower
 triangular ``q_k x q_k`` block ``Lambda_k`` per cluster of level ``k``
 (diagonal >= 0; ``theta`` lists their entries column by column, as lme4).
 The levels are nested; a cluster of level ``k`` is the combination of the
-labels of levels ``0..k`` (lme4's ``country:hospital``).
+labels of levels ``0..k`` (lme4's ``country:hospital``). Crossed grouping
+factors are not supported (their ``Z'Z`` has no tree structure).
 
 - Structure: ``H = I + Lambda' Z' W Z Lambda`` couples two clusters only
   when one contains the other, so it is factored level by level, innermost

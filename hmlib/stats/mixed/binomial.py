@@ -16,11 +16,11 @@ from hmlib.exceptions import FitError
 from hmlib.stats.mixed.prepare import Prepared, readonly
 from hmlib.stats.mixed.results import RandomInterceptFit
 
-__all__ = ["BinomialObjective", "fit_binomial", "fit_logistic", "logistic"]
+__all__ = ["BinomialObjective", "fit_binomial", "fit_logistic", "logistic", "MAX_BINOMIAL_SD"]
 
 # A logit-scale cluster SD above this (latent ICC > 0.995) means the likelihood
 # keeps rising towards an infinite SD; the fit is then flagged as not converged.
-_MAX_BINOMIAL_SD = 25.0
+MAX_BINOMIAL_SD = 25.0
 
 
 def logistic(eta: np.ndarray):
@@ -344,7 +344,7 @@ def fit_binomial(d: Prepared, nagq: int, cluster_name: str) -> RandomInterceptFi
     converged = bool(np.isfinite(decrement) and decrement < 1e-6 and hess is not None)
     if not converged:
         message = f"{message}; Newton decrement {decrement:.3g} (gradient not small at the end)"
-    if theta > _MAX_BINOMIAL_SD:
+    if theta > MAX_BINOMIAL_SD:
         converged = False
         message += (f"; cluster SD {theta:.3g} on the logit scale is diverging (clusters whose "
                     "outcomes are all 0 or all 1 dominate): the estimate is not usable")

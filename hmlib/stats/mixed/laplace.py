@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from hmlib.exceptions import FitError
-from hmlib.stats.mixed.binomial import fit_logistic, logistic
+from hmlib.stats.mixed.binomial import MAX_BINOMIAL_SD, fit_logistic, logistic
 from hmlib.stats.mixed.nested_cholesky import NestedFactor, factorize, sandwich, summed_products
 from hmlib.stats.mixed.optimise import hessian_from_gradient, minimise
 from hmlib.stats.mixed.profiled import block_diagonal, chain_values, scaled_blocks
@@ -46,9 +46,6 @@ from hmlib.stats.mixed.variance_parameters import ThetaLayout
 
 __all__ = ["LaplaceObjective", "fit_laplace"]
 
-# A logit-scale SD above this (latent ICC > 0.995) means the likelihood keeps
-# rising towards an infinite SD; the fit is then flagged as not converged.
-_MAX_BINOMIAL_SD = 25.0
 # Modes are predicted to first order only for steps this small (in beta_s and theta); after a
 # larger step the linear prediction can be a worse start than the previous modes.
 _MAX_PREDICTED_STEP = 0.1
@@ -303,7 +300,7 @@ def fit_laplace(design: NestedDesign):
     if not converged:
         message += f"; Newton decrement {decrement:.3g} (gradient not small at the end)"
     sds = [np.sqrt(np.diag(lam @ lam.T)) for lam in layout.lambdas(x[p:])]
-    if max(float(s.max()) for s in sds) > _MAX_BINOMIAL_SD:
+    if max(float(s.max()) for s in sds) > MAX_BINOMIAL_SD:
         converged = False
         message += ("; a random-effect SD above 25 on the logit scale is diverging (clusters whose "
                     "outcomes are all 0 or all 1 dominate): the estimate is not usable")

@@ -70,7 +70,12 @@ class RandomEffects:
     ----------
     levels : sequence of RandomLevel
         ``[country, hospital]`` for hospitals within countries; a single
-        level for ``(1 + time | patient)``.
+        level for ``(1 + time | patient)``. Each level is nested in the one
+        before: crossed factors (``(1 | patient) + (1 | rater)`` with raters
+        shared across patients) are not supported and would be fitted as
+        nested (raters within patients). The same grouping may be given
+        twice, e.g. an intercept level and a slope level without intercept
+        for lme4's uncorrelated ``(1 | patient) + (0 + time | patient)``.
 
     Examples
     --------
