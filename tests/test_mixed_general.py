@@ -13,7 +13,7 @@ GEN-DATA-001        the reference CSVs are what the simulators give with their s
 GEN-LME4-001..013   each case of lme4_general_fits.json (in its order; new cases are appended):
                     estimates, SEs, SDs, correlations, logLik, singularity, n
 GEN-MODES-001       conditional modes and their SDs against lme4's ranef(condVar = TRUE)
-GEN-RI-001/002      one random intercept: the general fitter reproduces fit_random_intercept
+GEN-RI-001          one random intercept: the general fitter reproduces fit_random_intercept
 GEN-CHOL-001        the nested factor: log det, solves and inverse blocks = dense linear algebra
 GEN-GRAD-001/002    analytic gradients (gaussian profiled, binomial Laplace) = finite differences
 GEN-LAPL-001        Laplace objective = dense-matrix Laplace approximation
