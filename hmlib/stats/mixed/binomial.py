@@ -16,14 +16,14 @@ from hmlib.exceptions import FitError
 from hmlib.stats.mixed.prepare import Prepared, readonly
 from hmlib.stats.mixed.results import RandomInterceptFit
 
-__all__ = ["BinomialObjective", "fit_binomial", "fit_logistic"]
+__all__ = ["BinomialObjective", "fit_binomial", "fit_logistic", "logistic", "MAX_BINOMIAL_SD"]
 
 # A logit-scale cluster SD above this (latent ICC > 0.995) means the likelihood
 # keeps rising towards an infinite SD; the fit is then flagged as not converged.
-_MAX_BINOMIAL_SD = 25.0
+MAX_BINOMIAL_SD = 25.0
 
 
-def _logistic(eta: np.ndarray):
+def logistic(eta: np.ndarray):
     """Stable ``p = expit(eta)``, ``p (1 - p)`` and ``log(1 + exp(eta))``.
 
     Written with in-place operations: on large arrays the temporaries, not the
@@ -58,7 +58,7 @@ def fit_logistic(Xs: np.ndarray, y: np.ndarray, max_iter: int = 100):
     p = Xs.shape[1]
     beta = np.zeros(p)
     eta = np.zeros_like(y)
-    prob, w, sp = _logistic(eta)
+    prob, w, sp = logistic(eta)
     ll = float(y @ eta - sp.sum())
     converged = False
     for _ in range(max_iter):
@@ -72,7 +72,7 @@ def fit_logistic(Xs: np.ndarray, y: np.ndarray, max_iter: int = 100):
         for _ in range(30):
             new_beta = beta + t * step
             new_eta = Xs @ new_beta
-            new_prob, new_w, new_sp = _logistic(new_eta)
+            new_prob, new_w, new_sp = logistic(new_eta)
             new_ll = float(y @ new_eta - new_sp.sum())
             if new_ll >= ll - 1e-12 * abs(ll):
                 break
@@ -124,7 +124,7 @@ class BinomialObjective:
         u_prev = g_prev = None
         for _ in range(200):
             eta = off + theta * u[codes]
-            p, w, sp = _logistic(eta)
+            p, w, sp = logistic(eta)
             g = d.seg_sum(y * eta - sp) - 0.5 * u * u
             if g_prev is not None:
                 worse = g < g_prev - 1e-12 * (1.0 + np.abs(g_prev))
@@ -176,7 +176,7 @@ class BinomialObjective:
             np.take(U, codes, axis=1, out=eta_k, mode="clip")
             eta_k *= theta
             eta_k += off
-            # p and log(1 + exp(eta)) at the nodes, as in _logistic, in place
+            # p and log(1 + exp(eta)) at the nodes, as in logistic, in place
             np.abs(eta_k, out=work)
             np.negative(work, out=work)
             np.exp(work, out=work)
@@ -344,7 +344,7 @@ def fit_binomial(d: Prepared, nagq: int, cluster_name: str) -> RandomInterceptFi
     converged = bool(np.isfinite(decrement) and decrement < 1e-6 and hess is not None)
     if not converged:
         message = f"{message}; Newton decrement {decrement:.3g} (gradient not small at the end)"
-    if theta > _MAX_BINOMIAL_SD:
+    if theta > MAX_BINOMIAL_SD:
         converged = False
         message += (f"; cluster SD {theta:.3g} on the logit scale is diverging (clusters whose "
                     "outcomes are all 0 or all 1 dominate): the estimate is not usable")
