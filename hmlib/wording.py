@@ -24,7 +24,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["cluster_noun", "CLUSTER_WORDS", "is_number", "count_text", "percent", "join_names", "p_text"]
+__all__ = ["cluster_noun", "CLUSTER_WORDS", "is_number", "count_text", "percent", "join_names", "p_text",
+           "not_estimable_note"]
 
 CLUSTER_WORDS = {"site", "hospital", "clinic", "centre", "center", "school", "practice", "ward",
                  "unit", "patient", "country", "region", "hub", "facility", "trust", "department"}
@@ -73,3 +74,11 @@ def p_text(p) -> str:
     if not is_number(p):
         return "p not available"
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def not_estimable_note(model: str, terms) -> str:
+    """The sentence for a model with separated (diverging) terms."""
+    return (f"The {model} is not estimable: the data are separated in {join_names(terms)} (a category or "
+            "combination of predictors that always or never has the outcome), so those estimates diverge. Its "
+            "rows in estimates.csv are flagged ':not_estimable' and it is not reported as a result; merge the "
+            "sparse categories or drop the predictor.")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hmlib.methods import METHODS, interval_name
+from hmlib.methods import FLAGS, METHODS, interval_name
 from hmlib.params import Params
 from hmlib.results import read_estimates
 from hmlib.steps import STEPS
@@ -23,7 +23,7 @@ from hmlib.wording import cluster_noun
 __all__ = ["ReportEvidence", "collect_evidence", "focus_terms", "focus_rows", "estimate_text", "SUMMARY_METHODS"]
 
 #: Methods of ``estimates.csv`` compared in the summary, in this order (flagged variants included).
-SUMMARY_METHODS = tuple(k for m in METHODS for k in ((m.key, f"{m.key}:not_converged") if m.bayesian else (m.key,)))
+SUMMARY_METHODS = tuple(k for m in METHODS for k in (m.key, *(f"{m.key}:{flag}" for flag in FLAGS)))
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hmlib.methods import NOT_ESTIMABLE
 from hmlib.results import ESTIMATE_COLUMNS
 from hmlib.stats.design import fit_analysis_model
 
@@ -441,6 +442,12 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
         nan = float("nan")
         sd_row = {k: nan for k in fixed}
         sd_row.update(estimate=float(np.mean(sds)), df_complete=dfcom)
+    separated = sorted({t for f in fits for t in getattr(f, "separated", ())})
+    if separated:
+        notes.append(f"Separation (a category or combination of predictors that always or never has the outcome) "
+                     f"in {sum(bool(getattr(f, 'separated', ())) for f in fits)} of {len(fits)} imputed data sets: "
+                     f"the estimates of {', '.join(separated)} diverge and are not estimable.")
+        method = f"{method}:{NOT_ESTIMABLE}"
     family = str(getattr(fits[0], "family", ""))
     residual = None
     extra_terms, extra_est, extra_se = (), np.empty((len(fits), 0)), np.empty((len(fits), 0))
