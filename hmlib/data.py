@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hmlib.exceptions import DataError
+from hmlib.exceptions import DataError, FitError
 from hmlib.params import Params
 from hmlib.privacy import pseudonymize_clusters
 from hmlib.reading import DELIMITERS, RawExtract, parse_numbers, read_extract
 from hmlib.results import load_truth
+from hmlib.stats.design import check_full_rank, design_matrix
 from hmlib.wording import count_text
 
 __all__ = ["Registry", "Notice", "load_registry", "FEW_CLUSTERS"]
@@ -363,6 +364,22 @@ class _Checker:
                     "higher-level unit; check 'cluster' and 'higher_levels'."
                 )
 
+    def collinearity(self) -> None:
+        """Predictors that are linearly dependent in the complete cases cannot be estimated: refuse them now."""
+        params = self.params
+        complete = self.frame.dropna(subset=[params.outcome, *params.predictors])
+        if len(complete) < 2:
+            return
+        design = design_matrix(complete, params.predictors, self.levels)
+        try:
+            check_full_rank(design)
+        except FitError as exc:
+            detail = str(exc).split(": ", 1)[-1]
+            raise DataError(
+                f"the predictors are collinear in the {len(complete):,} patients with every model variable "
+                f"recorded, so the analysis model cannot be estimated: {detail}"
+            ) from None
+
     def structure_notices(self) -> tuple:
         """Singletons, the focus variable, structural gaps. Returns (singletons, focus)."""
         params, frame, cluster = self.params, self.frame, self.params.cluster
@@ -430,6 +447,7 @@ def load_registry(params: Params) -> Registry:
     checker.outcome()
     checker.predictors()
     checker.cluster_level_columns()
+    checker.collinearity()
     singletons, focus = checker.structure_notices()
 
     frame, cluster = checker.frame, params.cluster

@@ -479,6 +479,12 @@ CASES = [
          "ok", check=_clusters(12)),
     Case("AWK-CLUSTER-013", "site ids empty everywhere", frame_case(lambda: _frame().assign(site="")), "error",
          r"the cluster column 'site' is empty in every row"),
+    Case("AWK-VALUE-044", "one predictor is another in other units (collinear)",
+         frame_case(lambda: _frame().assign(lab_mg=lambda f: f["lab"] * 18.0), predictors=["age", "lab", "lab_mg"]),
+         "error", r"the predictors are collinear in the \d+ patients .* 'lab', 'lab_mg' are linearly dependent"),
+    Case("AWK-VALUE-045", "a 0/1 column that duplicates a category (collinear)",
+         frame_case(lambda: _frame().assign(male=lambda f: (f["sex"] == "male").astype(int)),
+                    predictors=["age", "sex", "male", "lab"]), "error", r"'sex\[male\]', 'male' are linearly dependent"),
     Case("AWK-CLUSTER-014", "pseudonymised sites", frame_case(_frame, privacy={"pseudonymize_clusters": True}),
          "ok", check=lambda reg: not set(reg.frame["site"]) & set(_frame()["site"])),
 ]
