@@ -365,20 +365,36 @@ class _Checker:
                 )
 
     def collinearity(self) -> None:
-        """Predictors that are linearly dependent in the complete cases cannot be estimated: refuse them now."""
+        """Predictors that are linearly dependent cannot be estimated.
+
+        Dependent in the complete cases and still dependent with every patient (missing values filled with
+        the column's mean, which keeps an exact relation between two columns recorded together): an error,
+        now. Dependent in the complete cases only: a notice (the complete-case model cannot be estimated;
+        the imputation methods use every patient).
+        """
         params = self.params
         complete = self.frame.dropna(subset=[params.outcome, *params.predictors])
         if len(complete) < 2:
             return
-        design = design_matrix(complete, params.predictors, self.levels)
         try:
-            check_full_rank(design)
+            check_full_rank(design_matrix(complete, params.predictors, self.levels))
+            return
         except FitError as exc:
             detail = str(exc).split(": ", 1)[-1]
-            raise DataError(
-                f"the predictors are collinear in the {len(complete):,} patients with every model variable "
-                f"recorded, so the analysis model cannot be estimated: {detail}"
-            ) from None
+        filled = self.frame.copy()
+        for col in params.predictors:
+            if self.kinds.get(col) == "numeric":
+                filled[col] = filled[col].fillna(filled[col].mean())
+            else:
+                filled[col] = filled[col].fillna(filled[col].mode().iloc[0])
+        try:
+            check_full_rank(design_matrix(filled, params.predictors, self.levels))
+        except FitError:
+            raise DataError(f"the predictors are collinear, so the analysis model cannot be estimated: {detail}") \
+                from None
+        self.notice("collinear-complete-cases",
+                    f"Among the {len(complete):,} complete cases the predictors are collinear ({detail.split('. ')[0]}): "
+                    "the complete-case model cannot be estimated; the imputation methods use every patient.")
 
     def structure_notices(self) -> tuple:
         """Singletons, the focus variable, structural gaps. Returns (singletons, focus)."""

@@ -481,10 +481,15 @@ CASES = [
          r"the cluster column 'site' is empty in every row"),
     Case("AWK-VALUE-044", "one predictor is another in other units (collinear)",
          frame_case(lambda: _frame().assign(lab_mg=lambda f: f["lab"] * 18.0), predictors=["age", "lab", "lab_mg"]),
-         "error", r"the predictors are collinear in the \d+ patients .* 'lab', 'lab_mg' are linearly dependent"),
+         "error", r"the predictors are collinear, so the analysis model cannot be estimated: .*'lab', 'lab_mg' are "
+                  r"linearly dependent"),
     Case("AWK-VALUE-045", "a 0/1 column that duplicates a category (collinear)",
          frame_case(lambda: _frame().assign(male=lambda f: (f["sex"] == "male").astype(int)),
                     predictors=["age", "sex", "male", "lab"]), "error", r"'sex\[male\]', 'male' are linearly dependent"),
+    Case("AWK-VALUE-046", "predictors collinear only among the complete cases",
+         frame_case(lambda: _frame().assign(z=lambda f: np.where(f["lab"].isna(), 1.0, 0.0) * f["age"]),
+                    predictors=["age", "z", "lab"]), "notice",
+         r"Among the \d+ complete cases the predictors are collinear .*'z'", code="collinear-complete-cases"),
     Case("AWK-CLUSTER-014", "pseudonymised sites", frame_case(_frame, privacy={"pseudonymize_clusters": True}),
          "ok", check=lambda reg: not set(reg.frame["site"]) & set(_frame()["site"])),
 ]
