@@ -33,9 +33,9 @@ from hmlib.privacy import pseudonymize_clusters
 from hmlib.reading import DELIMITERS, RawExtract, parse_numbers, read_extract
 from hmlib.results import load_truth
 from hmlib.stats.design import check_full_rank, design_matrix
-from hmlib.wording import count_text
+from hmlib.wording import FEW_CLUSTERS, count_text, few_clusters_caveat
 
-__all__ = ["Registry", "Notice", "load_registry", "FEW_CLUSTERS"]
+__all__ = ["Registry", "Notice", "load_registry"]
 
 #: A categorical predictor with more levels than this is almost certainly an
 #: identifier or free text, not a predictor.
@@ -43,8 +43,6 @@ MAX_LEVELS = 50
 #: Share of recorded values that must parse as numbers for a text column to be
 #: numeric ("numbers with some text in them" is then an error naming the text).
 NUMERIC_SHARE = 0.5
-#: With fewer clusters than this, a between-cluster SD is barely estimable.
-FEW_CLUSTERS = 5
 _TRUE_FALSE = {"true": 1.0, "false": 0.0}
 
 
@@ -251,9 +249,7 @@ class _Checker:
                 "a hierarchical model needs at least two clusters. Check 'cluster' in the params."
             )
         if n_clusters < FEW_CLUSTERS:
-            self.notice("few-clusters", f"Only {n_clusters} clusters: a between-cluster SD estimated from so few "
-                                        "clusters is very uncertain (it can come out as 0 or far too large); read "
-                                        "every between-cluster SD and ICC in this report with that in mind.")
+            self.notice("few-clusters", few_clusters_caveat(n_clusters))
         return n_excluded
 
     def outcome(self) -> None:

@@ -467,7 +467,7 @@ CASES = [
     Case("AWK-CLUSTER-007", "a single site", frame_case(lambda: _frame().assign(site="A")), "error",
          r"has a single value \('A'\); a hierarchical model needs at least two clusters"),
     Case("AWK-CLUSTER-008", "two sites: the SD is barely estimable", frame_case(_two_sites), "notice",
-         r"Only 2 clusters: a between-cluster SD estimated from so few", code="few-clusters"),
+         r"Only 2 clusters: every between-cluster SD and ICC in this report is barely estimable", code="few-clusters"),
     Case("AWK-CLUSTER-009", "a site with one patient", frame_case(_singleton), "notice",
          r"1 of 13 clusters have a single patient", code="singleton-clusters"),
     Case("AWK-CLUSTER-010", "a cluster covariate that varies within a site",

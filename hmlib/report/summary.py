@@ -29,7 +29,7 @@ from hmlib.report.evidence import ReportEvidence, collect_evidence, estimate_tex
 from hmlib.report.methods_section import methods_paragraphs
 from hmlib.stats.complete_case import SMD_THRESHOLD
 from hmlib.steps import get_step
-from hmlib.wording import count_text, is_number, join_names, percent
+from hmlib.wording import count_text, few_clusters_caveat, is_number, join_names, percent
 
 __all__ = ["AuditSummary", "ChecklistItem", "audit_summary", "focus_terms", "missing_table"]
 
@@ -88,13 +88,20 @@ def _who(ev: ReportEvidence) -> list:
     out = []
     if diag is not None:
         out.append(f"The extract has {count_text(diag.n_patients, mc)} patients in "
-                   f"{count_text(diag.n_clusters, mc)} {noun}s.")
+                   f"{diag.n_clusters:,} {noun}s.")
+        if few_clusters_caveat(diag.n_clusters, noun):
+            out.append(few_clusters_caveat(diag.n_clusters, noun))
+        never_by_variable = {r.variable: r.n_clusters_all_missing for r in diag.overview}
+        share = f"{100 * (1 - diag.settings.structural_share):.0f}%"
         for gap in diag.gap_summary:
             if gap.n_structural:
-                out.append(
-                    f"{gap.variable} is never recorded in {int(gap.n_structural)} of "
-                    f"{int(gap.n_clusters)} {noun}s (structural gaps: {join_names(gap.structural_clusters or ())}); "
-                    "its values there can only be borrowed from other " + noun + "s.")
+                never = never_by_variable.get(gap.variable)
+                n_gap, m = int(gap.n_structural), int(gap.n_clusters)
+                where = (f"never recorded in {n_gap} of {m} {noun}s" if is_number(never) and int(never) == n_gap else
+                         f"never or almost never recorded (for at most {share} of patients) in {n_gap} of {m} "
+                         f"{noun}s" + (f", never in {int(never)}" if is_number(never) and never else ""))
+                out.append(f"{gap.variable} is {where} (structural gaps: {join_names(gap.structural_clusters or ())}); "
+                           "its values there can only be borrowed from other " + noun + "s.")
     if cc is not None:
         kept = cc.n_complete / cc.n_all if cc.n_all else None
         text = (f"Complete-case analysis keeps {count_text(cc.n_complete, mc)} of {count_text(cc.n_all, mc)} "
