@@ -163,7 +163,9 @@ class CompleteCaseResult:
 
     def figures(self) -> dict:
         """``{"retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
-        out = {"retention": [figures.retention_plot(self.retention, min_cell=self.min_cell)],
+        overall = self.n_complete / self.n_all if self.n_all else float("nan")
+        out = {"retention": [figures.retention_plot(self.retention_display, overall_share=overall,
+                                                    min_cell=self.min_cell)],
                "shift": [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)],
                "indicator_by_cluster": []}
         table = self.indicator_by_cluster

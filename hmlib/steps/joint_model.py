@@ -294,7 +294,7 @@ class JointStepResult:
         others = read_estimates(self.estimates_path) if self.estimates_path is not None else fit.to_estimates()
         out = {"methods": [figures.coefficient_forest(others, truth=self.truth or None)],
                "pooling": [figures.shrinkage_plot(fit.partial_pooling(), focus=focus, min_cell=self.min_cell)],
-               "checks": [figures.ppc_by_cluster(fit.posterior_predictive(), focus=focus)], "correlation": []}
+               "checks": [figures.ppc_by_cluster(self.posterior_predictive_table(), focus=focus)], "correlation": []}
         if fit.imputed_in_unmeasured():
             out["checks"].append(figures.imputed_distribution(fit.imputed_in_unmeasured(), focus=focus))
         if fit.correlation is not None:
