@@ -65,7 +65,7 @@ def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: i
     overall = overall_share
     ax.axvline(overall, color="grey", ls="--", lw=1)
     ax.text(overall, len(table) - 0.5, f" overall {overall:.0%}", color="grey", va="bottom", fontsize=8)
-    ax.set_yticks(y, [style.plain(c) for c in table["cluster"]], fontsize=7)
+    ax.set_yticks(y, [style.label(c) for c in table["cluster"]], fontsize=7)
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("share of patients who are complete cases\n(red: cluster lost entirely; "
                   "marker size: <50, 50-199, 200-999, 1000+ patients)", fontsize=9)
@@ -139,7 +139,7 @@ def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int
     mean = table.attrs.get("mean", np.nan)
     ax.axvline(mean, color=_NEUTRAL, ls="--", lw=1, label="common effect")
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [style.plain(c) for c in est["cluster"]], fontsize=7)
+    ax.set_yticks(y, [style.label(c) for c in est["cluster"]], fontsize=7)
     name = style.plain(focus)
     ax.set_xlabel(f"effect of {name} being unmeasured on the outcome (model scale; "
                   f"raw estimates clipped at ±{lim:.3g})", fontsize=9)

@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from hmlib.figures.style import new_figure, plain
+from hmlib.figures.style import label, new_figure, plain
 from hmlib.methods import OBSERVED_COLOUR, method_colour, method_label, method_order
 
 __all__ = ["coefficient_forest", "shrinkage_plot", "ppc_by_cluster", "imputed_distribution",
@@ -206,7 +206,7 @@ def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, tit
         outside = (observed < lower) | (observed > upper)
         ax.scatter(observed, y, color=np.where(outside, _ALERT_COLOUR, OBSERVED_COLOUR), marker="x", s=18,
                    zorder=4, label="observed")
-        ax.set_yticks(y, [f"{plain(c)} (n={int(n)})" if np.isfinite(n) else f"{plain(c)} (n suppressed)"
+        ax.set_yticks(y, [f"{label(c)} (n={int(n)})" if np.isfinite(n) else f"{label(c)} (n suppressed)"
                           for c, n in zip(shown["cluster"], shown["n_observed"])])
         ax.set_xlabel(f"{stat.upper() if stat == 'sd' else stat} of {plain(focus)}")
     axes[0].legend(fontsize=7, frameon=False, loc="best")
