@@ -36,7 +36,7 @@ import yaml
 
 from hmlib.exceptions import ParamsError
 
-__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "load_params", "KEYS"]
+__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "EffectUnit", "load_params", "KEYS"]
 
 #: Every key a params file may have, with a one-line description (used in
 #: error messages and in the README).
@@ -58,6 +58,8 @@ KEYS: dict[str, str] = {
     "diagnose": "{structural_share: 0.9} share missing above which a cluster's gap is structural",
     "encoding": "text encoding of a CSV file (default utf-8; e.g. latin-1 for older SAS exports)",
     "missing_codes": "optional list of further values that mean 'missing' (e.g. ['-99', 'not done'])",
+    "effect_units": "optional {variable: {per: 100, unit: kcal}}: report effects per this many units "
+                    "(default: per SD of the recorded values)",
 }
 _PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
 _DIAGNOSE_KEYS = {"structural_share"}
@@ -97,6 +99,19 @@ class DiagnoseSettings:
 
 
 @dataclass(frozen=True)
+class EffectUnit:
+    """The unit a numeric predictor's effect is reported per: ``per`` units of ``unit`` (e.g. 100 kcal)."""
+
+    per: float
+    unit: str = ""
+
+    @property
+    def text(self) -> str:
+        """``per 100 kcal``, ``per 1 mmol/L``, ``per 2.5``."""
+        return f"per {self.per:g}" + (f" {self.unit}" if self.unit else "")
+
+
+@dataclass(frozen=True)
 class Params:
     """A validated params file. Build it with :func:`load_params`.
 
@@ -130,6 +145,9 @@ class Params:
         Encoding of a CSV data file.
     missing_codes : tuple of str
         Further values read as missing (beyond :data:`hmlib.reading.MISSING_CODES`).
+    effect_units : dict
+        ``{variable: EffectUnit}``: the unit an effect of a numeric predictor is reported per (the key
+        messages, the summary); variables not listed are reported per SD of their recorded values.
     raw : dict
         The params as written in the file (for the reproducibility appendix).
     """
@@ -152,6 +170,7 @@ class Params:
     diagnose: DiagnoseSettings = field(default_factory=DiagnoseSettings)
     encoding: str = "utf-8"
     missing_codes: tuple[str, ...] = ()
+    effect_units: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -295,6 +314,9 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
 
     roles = _roles(raw, source)
     settings = _settings(raw, source, fast)
+    stray = [v for v in settings["effect_units"] if v not in roles["predictors"]]
+    if stray:
+        raise ParamsError(f"{source}: 'effect_units' names {stray}, which are not in 'predictors'.")
     return Params(name=name, source=source, data=data, truth=truth, **roles, **settings, raw=dict(raw))
 
 
@@ -409,10 +431,33 @@ def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
         raise ParamsError(f"{source}: 'missing_codes' must be a list of values, e.g. ['-99', 'not done']; "
                           f"got {codes!r}.")
 
-    return {"seed": seed, "fast": fast_value,
+    units = _effect_units(raw.get("effect_units"), source)
+    return {"seed": seed, "fast": fast_value, "effect_units": units,
             "privacy": PrivacySettings(min_cell=min_cell, pseudonymize_clusters=pseudo),
             "diagnose": DiagnoseSettings(structural_share=float(share)), "encoding": encoding.strip(),
             "missing_codes": tuple(_code_text(c) for c in codes)}
+
+
+def _effect_units(value, source: Path) -> dict:
+    """``effect_units`` checked: each variable maps to ``{per: number > 0, unit: text}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ParamsError(f"{source}: 'effect_units' must map variables to a unit, e.g. "
+                          "effect_units: {{calories: {{per: 100, unit: kcal}}}}; got {value!r}.".format(value=value))
+    units = {}
+    for var, spec in value.items():
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            spec = {"per": spec}
+        if not isinstance(spec, dict) or set(spec) - {"per", "unit"}:
+            raise ParamsError(f"{source}: effect_units.{var} must be {{per: <number>, unit: <text>}}; got {spec!r}.")
+        per, unit = spec.get("per", 1), spec.get("unit", "")
+        if isinstance(per, bool) or not isinstance(per, (int, float)) or not per > 0:
+            raise ParamsError(f"{source}: effect_units.{var}.per must be a number > 0; got {per!r}.")
+        if not isinstance(unit, str):
+            raise ParamsError(f"{source}: effect_units.{var}.unit must be text such as 'kcal'; got {unit!r}.")
+        units[str(var)] = EffectUnit(float(per), unit.strip())
+    return units
 
 
 def _code_text(code) -> str:
