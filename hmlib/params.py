@@ -36,7 +36,7 @@ import yaml
 
 from hmlib.exceptions import ParamsError
 
-__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "load_params", "KEYS"]
+__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "JointModelSettings", "load_params", "KEYS"]
 
 #: Every key a params file may have, with a one-line description (used in
 #: error messages and in the README).
@@ -58,9 +58,12 @@ KEYS: dict[str, str] = {
     "diagnose": "{structural_share: 0.9} share missing above which a cluster's gap is structural",
     "encoding": "text encoding of a CSV file (default utf-8; e.g. latin-1 for older SAS exports)",
     "missing_codes": "optional list of further values that mean 'missing' (e.g. ['-99', 'not done'])",
+    "joint_model": "{time_budget_minutes: 20} minutes the joint model may take in all when it extends its sampling "
+                   "to pass the convergence gate (0: never extend; default 20, fast runs 0)",
 }
 _PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
 _DIAGNOSE_KEYS = {"structural_share"}
+_JOINT_KEYS = {"time_budget_minutes"}
 _FAMILIES = ("binomial", "gaussian")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
@@ -97,6 +100,22 @@ class DiagnoseSettings:
 
 
 @dataclass(frozen=True)
+class JointModelSettings:
+    """Settings of step 4 (the joint model).
+
+    Attributes
+    ----------
+    time_budget_minutes : float or None
+        Minutes the joint model may take in all when its sampling is
+        extended automatically to pass the convergence gate (0: never
+        extend); None: the run size's default
+        (:attr:`hmlib.settings.RunSizes.joint_time_budget_minutes`).
+    """
+
+    time_budget_minutes: float | None = None
+
+
+@dataclass(frozen=True)
 class Params:
     """A validated params file. Build it with :func:`load_params`.
 
@@ -126,6 +145,7 @@ class Params:
     fast : bool
     privacy : PrivacySettings
     diagnose : DiagnoseSettings
+    joint_model : JointModelSettings
     encoding : str
         Encoding of a CSV data file.
     missing_codes : tuple of str
@@ -150,6 +170,7 @@ class Params:
     fast: bool = False
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     diagnose: DiagnoseSettings = field(default_factory=DiagnoseSettings)
+    joint_model: JointModelSettings = field(default_factory=JointModelSettings)
     encoding: str = "utf-8"
     missing_codes: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
@@ -375,7 +396,7 @@ def _roles(raw: dict, source: Path) -> dict:
 
 
 def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
-    """Seed, fast, privacy, diagnose, encoding and missing codes, checked."""
+    """Seed, fast, privacy, diagnose, joint model, encoding and missing codes, checked."""
     seed = raw.get("seed", 2026)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParamsError(f"{source}: 'seed' must be a non-negative whole number; got {seed!r}.")
@@ -400,6 +421,13 @@ def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
             f"{source}: 'diagnose.structural_share' must be a number in (0, 1]; got {share!r}."
         )
 
+    joint_raw = _sub_mapping(raw, "joint_model", _JOINT_KEYS, source)
+    budget = joint_raw.get("time_budget_minutes")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0
+                               or budget == float("inf")):
+        raise ParamsError(f"{source}: 'joint_model.time_budget_minutes' must be a number of minutes >= 0 "
+                          f"(0: never extend the sampling); got {budget!r}.")
+
     encoding = raw.get("encoding", "utf-8")
     if not isinstance(encoding, str) or not encoding.strip():
         raise ParamsError(f"{source}: 'encoding' must be an encoding name such as utf-8 or latin-1; got {encoding!r}.")
@@ -411,7 +439,9 @@ def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
 
     return {"seed": seed, "fast": fast_value,
             "privacy": PrivacySettings(min_cell=min_cell, pseudonymize_clusters=pseudo),
-            "diagnose": DiagnoseSettings(structural_share=float(share)), "encoding": encoding.strip(),
+            "diagnose": DiagnoseSettings(structural_share=float(share)),
+            "joint_model": JointModelSettings(None if budget is None else float(budget)),
+            "encoding": encoding.strip(),
             "missing_codes": tuple(_code_text(c) for c in codes)}
 
 
