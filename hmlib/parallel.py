@@ -324,21 +324,29 @@ class TaskPool:
         return self._map_dask(fn, tasks, shared)
 
     def _map_processes(self, fn: Callable, tasks: list, shared) -> list:
-        has_shared = shared is not _NOTHING
-        with ProcessPoolExecutor(max_workers=self.requested, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start_process_worker,
-                                 initargs=(shared if has_shared else None, has_shared)) as executor:
-            self.used_workers = self.requested
-            futures = [executor.submit(_process_task, fn, task) for task in tasks]
-            return [_result_or_note(future.result, i, len(tasks), fn) for i, future in enumerate(futures)]
+        # The shared object reaches the processes through their initializer: maps with the same one (step 5's
+        # scenarios, then its bisections) share the processes, another one needs new processes.
+        if self._scattered.get("processes", (None,))[0] is not shared:
+            has_shared = shared is not _NOTHING
+            executor = ProcessPoolExecutor(max_workers=self.requested, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_start_process_worker,
+                                           initargs=(shared if has_shared else None, has_shared))
+            previous = self._scattered.pop("processes", (None, None))[1]
+            if previous is not None:
+                previous.shutdown()
+            self._scattered["processes"] = (shared, executor)
+            self._stack.callback(executor.shutdown)
+        executor = self._scattered["processes"][1]
+        self.used_workers = self.requested
+        futures = [executor.submit(_process_task, fn, task) for task in tasks]
+        return [_result_or_note(future.result, i, len(tasks), fn) for i, future in enumerate(futures)]
 
     def _shared_future(self, client, shared):
-        # One scatter per object and pool: two maps with the same shared object (step 5's scenarios,
-        # then its bisections) send it once. The object is kept to keep its id valid.
-        key = id(shared)
-        if key not in self._scattered:
-            self._scattered[key] = (shared, client.scatter(shared, broadcast=True, hash=False))
-        return self._scattered[key][1]
+        # Maps with the same shared object (step 5's scenarios, then its bisections) scatter it once; another
+        # object replaces it (the workers then release the previous one).
+        if self._scattered.get("dask", (None,))[0] is not shared:
+            self._scattered["dask"] = (shared, client.scatter(shared, broadcast=True, hash=False))
+        return self._scattered["dask"][1]
 
     def _map_dask(self, fn: Callable, tasks: list, shared) -> list:
         from distributed import as_completed
