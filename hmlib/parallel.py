@@ -183,8 +183,9 @@ def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT_S) -> int:
 def start_local_cluster(workers: int | None = None):
     """A ``distributed.LocalCluster`` on 127.0.0.1: ``workers`` processes (default: the cores), one thread each.
 
-    No dashboard and no memory limit (Dask's default limit would kill a
-    worker holding a large registry at 95% of its share of the memory; the
+    Its HTTP server listens on a free port (8787 may be taken by another
+    cluster). No memory limit (Dask's default limit would kill a worker
+    holding a large registry at 95% of its share of the memory; the
     machine's own limit still applies). Dask's active memory manager is off:
     it drops the copies of scattered data that no queued task waits for at
     that moment, so that a worker would fetch the shared data of a
@@ -198,7 +199,7 @@ def start_local_cluster(workers: int | None = None):
     n = check_workers(workers) if workers is not None else local_cores()
     with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=None, memory_limit=0, silence_logs=logging.CRITICAL)
+                            dashboard_address=":0", memory_limit=0, silence_logs=logging.CRITICAL)
 
 
 # --------------------------------------------------------------------------
