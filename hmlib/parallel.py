@@ -9,9 +9,10 @@ three engines:
     A Dask cluster. With a scheduler address (``scheduler=``, else the
     environment variable ``HMLIB_SCHEDULER``, which ``hmreport run
     --scheduler`` and the runner set for the notebook kernels) the pool
-    connects to that cluster; without one it starts a ``LocalCluster`` on
+    connects to that cluster; without one it uses a ``LocalCluster`` on
     this machine (processes, one thread each, as many as cores; nothing to
-    install or start by hand) when the first map has more than one task.
+    install or start by hand), started when a first map has more than one
+    task and reused by every later pool of this process (closed at exit).
 ``"serial"``
     Every task in this process, in order.
 ``"processes"``
@@ -65,6 +66,7 @@ Examples
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing
@@ -95,6 +97,8 @@ _NOTHING = object()
 _WORKER_BLAS_LIMIT = None
 #: The shared object of a process-pool worker (set once per process by its initializer).
 _PROCESS_SHARED = _NOTHING
+#: Local clusters of this process by worker count: started on first need, reused, closed at exit.
+_LOCAL_CLUSTERS: dict = {}
 
 
 class SchedulerUnavailable(HmlibError):
@@ -202,6 +206,23 @@ def start_local_cluster(workers: int | None = None):
                             dashboard_address=":0", memory_limit=0, silence_logs=logging.CRITICAL)
 
 
+def _shared_local_cluster(workers: int):
+    """This process's local cluster of ``workers`` processes (started once; later pools reuse it)."""
+    cluster = _LOCAL_CLUSTERS.get(workers)
+    if cluster is None or cluster.status.name in ("closing", "closed", "failed"):
+        cluster = _LOCAL_CLUSTERS[workers] = start_local_cluster(workers)
+        if len(_LOCAL_CLUSTERS) == 1:
+            atexit.register(_close_local_clusters)
+    return cluster
+
+
+def _close_local_clusters() -> None:
+    for cluster in _LOCAL_CLUSTERS.values():
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=10)
+    _LOCAL_CLUSTERS.clear()
+
+
 # --------------------------------------------------------------------------
 # What runs in the workers
 # --------------------------------------------------------------------------
@@ -301,8 +322,7 @@ class TaskPool:
             else:
                 from distributed import Client
 
-                cluster = self._stack.enter_context(start_local_cluster(self.requested))
-                client = Client(cluster, set_as_default=False)
+                client = Client(_shared_local_cluster(self.requested), set_as_default=False)
             self._client = self._stack.enter_context(client)
             self.used_workers = max(1, len(self._client.scheduler_info(n_workers=-1)["workers"]))
         return self._client
