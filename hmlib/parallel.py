@@ -389,7 +389,8 @@ class TaskPool:
                 if future.status == "error":
                     future.result()          # raises the task's exception (or KilledWorker)
         except KilledWorker as exc:
-            raise HmlibError(f"a Dask worker died while running {_describe(_killed_index(exc, position), len(tasks), fn)} "
+            which = _describe(_killed_index(exc, position), len(tasks), fn)
+            raise HmlibError(f"a Dask worker died while running {which} "
                              "(and so did the workers it was retried on): out of memory, or a crash in compiled "
                              "code. Use fewer or larger workers, or run on a smaller registry.") from None
         except Exception as exc:

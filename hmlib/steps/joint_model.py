@@ -32,8 +32,8 @@ from hmlib.results import read_estimates, to_jsonable
 from hmlib.stats.joint import METHOD, JointModelResult, fit_joint_model, model_fingerprint
 from hmlib.steps.base import Step, StepContext
 
-__all__ = ["PartialPoolingRow", "SamplerRun", "JointSettings", "JointModelArtifact", "JointStepResult", "fit_registry", "run",
-           "STEP", "POSTERIOR_FILE"]
+__all__ = ["PartialPoolingRow", "SamplerRun", "JointSettings", "JointModelArtifact", "JointStepResult", "fit_registry",
+           "run", "STEP", "POSTERIOR_FILE"]
 
 #: The saved parameter draws, beside the artifact.
 POSTERIOR_FILE = "joint_posterior.npz"
