@@ -97,6 +97,8 @@ _NOTHING = object()
 _WORKER_BLAS_LIMIT = None
 #: The shared object of a process-pool worker (set once per process by its initializer).
 _PROCESS_SHARED = _NOTHING
+#: The environment of local worker processes (Dask's ``distributed.nanny.pre-spawn-environ``).
+_WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 #: Local clusters of this process by worker count: started on first need, reused, closed at exit.
 _LOCAL_CLUSTERS: dict = {}
 
@@ -193,17 +195,32 @@ def start_local_cluster(workers: int | None = None):
     machine's own limit still applies). Dask's active memory manager is off:
     it drops the copies of scattered data that no queued task waits for at
     that moment, so that a worker would fetch the shared data of a
-    :meth:`TaskPool.map` again later. Dask's nanny starts each worker with
-    ``OMP_NUM_THREADS=1`` and the like, and every task holds BLAS to one
+    :meth:`TaskPool.map` again later. The workers' statistical profiler is
+    off (a thread sampling the task's stack every 10 ms, holding the GIL:
+    measured here, it added about half to the CPU time of step 5's
+    scenarios). Dask's nanny starts each worker with ``OMP_NUM_THREADS=1``
+    and the like (:data:`_WORKER_ENVIRONMENT`; not Dask's default
+    ``MALLOC_TRIM_THRESHOLD_=65536``, which made the workers' numpy
+    temporaries fault in fresh pages: a third more page faults than this
+    process for the same imputation), and every task holds BLAS to one
     thread besides. Close it (or use it as a context manager) when done.
     """
     import dask
     from distributed import LocalCluster
 
     n = check_workers(workers) if workers is not None else local_cores()
-    with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
-        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=":0", memory_limit=0, silence_logs=logging.CRITICAL)
+    saved = dict(os.environ)
+    try:
+        with dask.config.set({"distributed.scheduler.active-memory-manager.start": False,
+                              "distributed.worker.profile.enabled": False,
+                              "distributed.nanny.pre-spawn-environ": dict(_WORKER_ENVIRONMENT)}):
+            return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                dashboard_address=":0", memory_limit=0, silence_logs=logging.CRITICAL)
+    finally:
+        # The nanny writes its pre-spawn variables into this process's environment as well; put it back, so
+        # that the notebook kernels started later are not changed by the cluster.
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _shared_local_cluster(workers: int):
