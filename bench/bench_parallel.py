@@ -21,6 +21,13 @@ absolute difference is printed and stored). It also records how much data
 the shared context of step 5 is (pickled bytes) and how often it would
 travel with every task instead of once per worker.
 
+On a shared machine the ratios say little about parallel speed: Linux's
+autogroup scheduling gives each session (this script, its workers included)
+a fixed share of saturated cores, so more processes cannot get more CPU, and
+only the overhead shows. Hence the load average at start and end, and the
+CPU seconds of step 5's scenarios summed over the processes that ran them
+(the same work should cost the same CPU on every engine).
+
 Results: ``bench/results/bench_parallel.json``.
 
 Usage::
@@ -52,6 +59,36 @@ from hmlib.steps.sensitivity import run_sensitivity  # noqa: E402
 from hmlib.steps.sensitivity_scenarios import FAMILIES, SensitivitySettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_parallel.json"
+
+
+def _cpu_all() -> float:
+    """CPU seconds (user + system) of this process and all its children alive now (Dask workers included)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _timed(engine: str, workers: int, work):
+    """(result, wall seconds, CPU seconds of every process involved) of ``work(pool)`` on a new pool.
+
+    Processes that end inside the timing (the former pool's) are counted by the children's CPU times that
+    their parent collects when they exit (``os.times``), added to the live processes' difference.
+    """
+    wall, cpu, reaped = time.perf_counter(), _cpu_all(), os.times()
+    with _pool(engine, workers) as pool:
+        result = work(pool)
+    after = os.times()
+    cpu_used = _cpu_all() - cpu + (after.children_user - reaped.children_user) + (
+        after.children_system - reaped.children_system)
+    return result, time.perf_counter() - wall, cpu_used
 
 
 def _pool(engine: str, workers: int) -> TaskPool:
@@ -91,38 +128,39 @@ def _max_difference(frames: dict) -> float:
 
 
 def step3(registry, workers: int, m: int) -> dict:
-    seconds, estimates, split = {}, {}, {}
+    seconds, estimates, split, cpu = {}, {}, {}, {}
     for engine in ("serial", "processes", "dask"):
-        start = time.perf_counter()
-        with _pool(engine, workers) as pool:
-            result = imputation_step(registry, m=m, iterations=10, pool=pool)
-        seconds[engine] = time.perf_counter() - start
+        result, seconds[engine], cpu[engine] = _timed(
+            engine, workers, lambda pool: imputation_step(registry, m=m, iterations=10, pool=pool))
         estimates[engine] = result.estimates
         split[engine] = {"methods_summed_s": sum(r.seconds_impute + r.seconds_analyse for r in result.runs)}
-        print(f"step 3, {engine}: {seconds[engine]:.1f} s (methods {split[engine]['methods_summed_s']:.1f} s)",
-              flush=True)
-    return {"seconds": seconds, "methods": split, "max_abs_difference": _max_difference(estimates),
+        print(f"step 3, {engine}: {seconds[engine]:.1f} s (methods {split[engine]['methods_summed_s']:.1f} s; "
+              f"{cpu[engine]:.1f} cpu s in all processes)", flush=True)
+    return {"seconds": seconds, "cpu_seconds_all_processes": cpu, "methods": split,
+            "max_abs_difference": _max_difference(estimates),
             "ratio_serial_over_dask": seconds["serial"] / seconds["dask"],
             "ratio_processes_over_dask": seconds["processes"] / seconds["dask"]}
 
 
 def step5(registry, workers: int, m: int) -> dict:
     settings = SensitivitySettings(families=tuple(f for f in FAMILIES if f != "prior"), m=m, iterations=10)
-    seconds, grids, shared = {}, {}, {}
+    seconds, grids, shared, cpu, cpu_all = {}, {}, {}, {}, {}
     for engine in ("serial", "processes", "dask"):
-        start = time.perf_counter()
-        with _pool(engine, workers) as pool:
-            result = run_sensitivity(registry, settings, joint_fitter=None, pool=pool)
-        seconds[engine] = time.perf_counter() - start
+        result, seconds[engine], cpu_all[engine] = _timed(
+            engine, workers, lambda pool: run_sensitivity(registry, settings, joint_fitter=None, pool=pool))
         grids[engine] = result.grid
-        print(f"step 5, {engine}: {seconds[engine]:.1f} s ({len(result.scenarios)} scenarios)", flush=True)
+        cpu[engine] = float(result.scenarios["cpu_seconds"].sum())
+        print(f"step 5, {engine}: {seconds[engine]:.1f} s ({len(result.scenarios)} scenarios, "
+              f"{cpu[engine]:.1f} s cpu in them, {cpu_all[engine]:.1f} cpu s in all processes)", flush=True)
         shared = {"tasks": int(len(result.scenarios) + sum(1 for r in result.delta_curve["source"]
                                                               if r == "bisection")),
                   "workers": workers}
     context_bytes = _context_bytes(registry, m)
     shared.update(context_bytes=context_bytes, bytes_once_per_worker=context_bytes * workers)
     shared["bytes_if_sent_per_task"] = context_bytes * shared["tasks"]
-    return {"seconds": seconds, "max_abs_difference": _max_difference(grids), "shared_context": shared,
+    return {"seconds": seconds, "scenario_cpu_seconds": cpu, "cpu_seconds_all_processes": cpu_all,
+            "max_abs_difference": _max_difference(grids),
+            "shared_context": shared,
             "ratio_serial_over_dask": seconds["serial"] / seconds["dask"],
             "ratio_processes_over_dask": seconds["processes"] / seconds["dask"]}
 

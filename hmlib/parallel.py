@@ -253,6 +253,19 @@ def _dask_task(fn: Callable, task, shared, has_shared: bool):
     return _call(fn, task, shared if has_shared else _NOTHING)
 
 
+def _run_chunk(chunk: tuple, shared=_NOTHING) -> list:
+    """Run a chunk ``(fn, [(index, task), ...], n)`` of a map: ``[(index, result), ...]``."""
+    fn, items, n = chunk
+    out = []
+    for index, task in items:
+        try:
+            out.append((index, _call(fn, task, shared)))
+        except Exception as exc:
+            _add_note(exc, f"in {_describe(index, n, fn)}")
+            raise
+    return out
+
+
 def _start_process_worker(shared, has_shared: bool) -> None:
     """Runs first in every process-pool worker: the BLAS limit for its life, and the shared object."""
     global _WORKER_BLAS_LIMIT, _PROCESS_SHARED
@@ -261,7 +274,8 @@ def _start_process_worker(shared, has_shared: bool) -> None:
 
 
 def _process_task(fn: Callable, task):
-    return fn(task) if _PROCESS_SHARED is _NOTHING else fn(task, _PROCESS_SHARED)
+    # The limit again per task: BLAS may be loaded only by the task (after the initializer's limit).
+    return _call(fn, task, _PROCESS_SHARED)
 
 
 def _describe(index: int, n: int, fn: Callable) -> str:
@@ -345,11 +359,15 @@ class TaskPool:
         return self._client
 
     # -- mapping --------------------------------------------------------------
-    def map(self, fn: Callable, tasks: Iterable, shared=_NOTHING) -> list:
+    def map(self, fn: Callable, tasks: Iterable, shared=_NOTHING, *, chunks_per_worker: int | None = None) -> list:
         """``[fn(task) for task in tasks]`` (``fn(task, shared)`` when ``shared`` is given), in task order.
 
         Tasks are handed out in the order given (put the longest first for
-        the shortest total time).
+        the shortest total time). With ``chunks_per_worker``, many short
+        tasks travel as that many chunks per worker (task ``i`` in chunk
+        ``i mod chunks``, so that each chunk mixes early and late tasks): the
+        per-task cost of the engine is paid per chunk. The results are the
+        same.
         """
         if self._stack is None:
             raise RuntimeError("TaskPool.map needs an open pool: use `with TaskPool(...) as pool:`.")
@@ -357,9 +375,18 @@ class TaskPool:
         local_serial = self.engine == "serial" or (self.engine == "dask" and not self.address and len(tasks) <= 1)
         if local_serial or not tasks:
             return [_call(fn, task, shared) for task in tasks]
-        if self.engine == "processes":
-            return self._map_processes(fn, tasks, shared)
-        return self._map_dask(fn, tasks, shared)
+        run = self._map_processes if self.engine == "processes" else self._map_dask
+        if chunks_per_worker is None:
+            return run(fn, tasks, shared)
+        n_workers = self.requested if self.engine == "processes" else len(
+            self._dask_client().scheduler_info(n_workers=-1)["workers"])
+        n_chunks = min(len(tasks), max(1, check_workers(chunks_per_worker) * max(1, n_workers)))
+        chunks = [(fn, [(i, tasks[i]) for i in range(c, len(tasks), n_chunks)], len(tasks)) for c in range(n_chunks)]
+        results = [None] * len(tasks)
+        for chunk in run(_run_chunk, chunks, shared):
+            for i, result in chunk:
+                results[i] = result
+        return results
 
     def _map_processes(self, fn: Callable, tasks: list, shared) -> list:
         # The shared object reaches the processes through their initializer: maps with the same one (step 5's

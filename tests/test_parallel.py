@@ -112,8 +112,9 @@ def scheduler(tmp_path_factory):
 
 
 def test_PAR_001_task_order_and_every_engine_equal():
-    """PAR-001: results come back in task order; a local Dask cluster of 2 and the former process pool give
-    what a serial run gives; the shared value reaches every task; BLAS runs with one thread in every task."""
+    """PAR-001: results come back in task order (also sent in chunks); a local Dask cluster of 2 and the former
+    process pool give what a serial run gives; the shared value reaches every task; BLAS runs with one thread in
+    every task."""
     tasks = [5, 3, 9, 1, 7, 2]
     serial = run_tasks(square_with_blas, tasks, workers=1, shared=10)
     assert [r[0] for r in serial] == [x * x + 10 for x in tasks]
@@ -122,7 +123,8 @@ def test_PAR_001_task_order_and_every_engine_equal():
         first = pool.map(square_with_blas, tasks, shared=10)
         second = pool.map(square_with_blas, tasks[::-1], shared=10)
         assert pool.workers == 2
-    assert first == serial and second == serial[::-1]
+        chunked = pool.map(square_with_blas, tasks, shared=10, chunks_per_worker=2)
+    assert first == serial and second == serial[::-1] and chunked == serial
     assert run_tasks(square_with_blas, tasks, workers=2, shared=10, engine="processes") == serial
     assert all(threads == 1 for _, threads in first + serial)
     assert run_tasks(abs, [-4], workers=2, scheduler="") == [4]        # one task: in this process
@@ -208,12 +210,15 @@ def test_PAR_004_identical_serial_local_cluster_and_scheduler(scheduler, write_c
 
 def test_PAR_005_failing_task_is_a_clear_error(scheduler):
     """PAR-005: a task that raises on a worker raises its own exception here, with a note naming the task
-    (4 of 8) and the function; the pool and the cluster stay usable."""
+    (4 of 8) and the function, also when the tasks travel in chunks; the pool and the cluster stay usable."""
     with TaskPool(scheduler=scheduler) as pool:
         with pytest.raises(ValueError, match="deliberate failure of task x=3") as err:
             pool.map(fails_on_three, list(range(8)))
         assert "in task 4 of 8 (fails_on_three), run by Dask (scheduler tcp://127.0.0.1" in \
             "\n".join(err.value.__notes__)
+        with pytest.raises(ValueError, match="deliberate failure") as err:
+            pool.map(fails_on_three, list(range(8)), chunks_per_worker=1)
+        assert "in task 4 of 8 (fails_on_three)" in err.value.__notes__
         assert pool.map(fails_on_three, [0, 1, 2]) == [0, 1, 2]
 
 

@@ -105,6 +105,7 @@ J Am Stat Assoc 69(346):364-367.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,10 +127,13 @@ from hmlib.steps.imputation_result import ImputationArtifact, ImputationStepResu
 from hmlib.steps.imputation_transport import transport_check
 from hmlib.methods import method_label
 
-__all__ = ["MethodSpec", "default_methods", "impute_registry", "ResidualVarianceChoice",
+__all__ = ["CHUNKS_PER_WORKER", "MethodSpec", "default_methods", "impute_registry", "ResidualVarianceChoice",
            "choose_residual_variance", "MethodRun", "ImputationStepResult", "imputation_step",
            "ImputationArtifact", "run", "STEP", "TRANSPORTED_METHODS"]
 
+#: Chains (and analyses) travel to the workers in this many chunks per worker: one chain of the demo takes
+#: about 0.1-0.3 s, and one task per chain cost the Dask engine about as much again on a busy machine.
+CHUNKS_PER_WORKER = 2
 #: Methods whose imputation models the transport check examines.
 TRANSPORTED_METHODS = ("flat_mi", "multilevel_mi")
 #: Columns of the histogram table of observed and imputed values.
@@ -499,8 +503,9 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
     specs = (tuple(methods) if methods is not None
              else default_methods(p.cluster, cluster_residual_variance=choice.heterogeneous))
     with contextlib.nullcontext(pool) if pool is not None else TaskPool() as tasks:
+        map_tasks = functools.partial(tasks.map, chunks_per_worker=CHUNKS_PER_WORKER)
         runs = [_run_method(registry, spec, m=m, iterations=iterations, max_fallback_share=max_fallback_share,
-                            map_tasks=tasks.map) for spec in specs]
+                            map_tasks=map_tasks) for spec in specs]
     focus_observed = (cluster_variation(frame[p.focus].to_numpy(dtype=float), frame[p.cluster].to_numpy(),
                                         binary=binary_focus)
                       if numeric_focus else {"cluster_sd": float("nan"), "icc": float("nan")})

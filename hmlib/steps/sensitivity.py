@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -80,7 +81,7 @@ from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
 from hmlib.stats.joint import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
-from hmlib.steps.imputation import ImputationArtifact, choose_residual_variance, impute_registry
+from hmlib.steps.imputation import CHUNKS_PER_WORKER, ImputationArtifact, choose_residual_variance, impute_registry
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
 from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, ScenarioContext,
                                                SensitivitySettings, analyse, focus_row, focus_terms,
@@ -638,11 +639,12 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
     residual = cluster_residual_variance if isinstance(cluster_residual_variance, SensitivityVarianceChoice) \
         else residual_variance_choice(registry, None, cluster_residual_variance)
     notes: list[str] = [residual.text]
+    chunked = functools.partial(pool.map, chunks_per_worker=CHUNKS_PER_WORKER)
     if primary_imputation is None:
         reg = dataclasses.replace(registry, params=p.with_overrides(seed=seed))
         primary_imputation = impute_registry(reg, method="multilevel", m=s.m, iterations=s.iterations,
                                              cluster_residual_variance=residual.cluster_specific,
-                                             map_tasks=pool.map)
+                                             map_tasks=chunked)
     # Every scenario imputes with the primary's m and iterations.
     s = dataclasses.replace(s, m=primary_imputation.m, iterations=primary_imputation.iterations)
     observed = registry.frame[p.focus]
@@ -651,7 +653,7 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
                               primary_rows=None, joint_fitter=joint_fitter, observed_sd=observed_sd,
                               joint_reference=joint_reference,
                               cluster_residual_variance=residual.cluster_specific)
-    primary_rows, primary_notes = analyse(context, primary_imputation, map_tasks=pool.map)
+    primary_rows, primary_notes = analyse(context, primary_imputation, map_tasks=chunked)
     context.primary_rows = primary_rows
     notes.extend(primary_notes)
 
