@@ -36,7 +36,7 @@ import yaml
 
 from hmlib.exceptions import ParamsError
 
-__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "EffectUnit", "load_params", "KEYS"]
+__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "JointModelSettings", "EffectUnit", "load_params", "KEYS"]
 
 #: Every key a params file may have, with a one-line description (used in
 #: error messages and in the README).
@@ -60,9 +60,12 @@ KEYS: dict[str, str] = {
     "missing_codes": "optional list of further values that mean 'missing' (e.g. ['-99', 'not done'])",
     "effect_units": "optional {variable: {per: 100, unit: kcal}}: report effects per this many units "
                     "(default: per SD of the recorded values)",
+    "joint_model": "{time_budget_minutes: 20} minutes the joint model may take in all when it extends its sampling "
+                   "to pass the convergence gate (0: never extend; default 20, fast runs 0)",
 }
 _PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
 _DIAGNOSE_KEYS = {"structural_share"}
+_JOINT_KEYS = {"time_budget_minutes"}
 _FAMILIES = ("binomial", "gaussian")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
@@ -112,6 +115,22 @@ class EffectUnit:
 
 
 @dataclass(frozen=True)
+class JointModelSettings:
+    """Settings of step 4 (the joint model).
+
+    Attributes
+    ----------
+    time_budget_minutes : float or None
+        Minutes the joint model may take in all when its sampling is
+        extended automatically to pass the convergence gate (0: never
+        extend); None: the run size's default
+        (:attr:`hmlib.settings.RunSizes.joint_time_budget_minutes`).
+    """
+
+    time_budget_minutes: float | None = None
+
+
+@dataclass(frozen=True)
 class Params:
     """A validated params file. Build it with :func:`load_params`.
 
@@ -141,6 +160,7 @@ class Params:
     fast : bool
     privacy : PrivacySettings
     diagnose : DiagnoseSettings
+    joint_model : JointModelSettings
     encoding : str
         Encoding of a CSV data file.
     missing_codes : tuple of str
@@ -168,6 +188,7 @@ class Params:
     fast: bool = False
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     diagnose: DiagnoseSettings = field(default_factory=DiagnoseSettings)
+    joint_model: JointModelSettings = field(default_factory=JointModelSettings)
     encoding: str = "utf-8"
     missing_codes: tuple[str, ...] = ()
     effect_units: dict = field(default_factory=dict)
@@ -397,7 +418,7 @@ def _roles(raw: dict, source: Path) -> dict:
 
 
 def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
-    """Seed, fast, privacy, diagnose, encoding and missing codes, checked."""
+    """Seed, fast, privacy, diagnose, joint model, encoding and missing codes, checked."""
     seed = raw.get("seed", 2026)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParamsError(f"{source}: 'seed' must be a non-negative whole number; got {seed!r}.")
@@ -422,6 +443,13 @@ def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
             f"{source}: 'diagnose.structural_share' must be a number in (0, 1]; got {share!r}."
         )
 
+    joint_raw = _sub_mapping(raw, "joint_model", _JOINT_KEYS, source)
+    budget = joint_raw.get("time_budget_minutes")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0
+                               or budget == float("inf")):
+        raise ParamsError(f"{source}: 'joint_model.time_budget_minutes' must be a number of minutes >= 0 "
+                          f"(0: never extend the sampling); got {budget!r}.")
+
     encoding = raw.get("encoding", "utf-8")
     if not isinstance(encoding, str) or not encoding.strip():
         raise ParamsError(f"{source}: 'encoding' must be an encoding name such as utf-8 or latin-1; got {encoding!r}.")
@@ -434,7 +462,9 @@ def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
     units = _effect_units(raw.get("effect_units"), source)
     return {"seed": seed, "fast": fast_value, "effect_units": units,
             "privacy": PrivacySettings(min_cell=min_cell, pseudonymize_clusters=pseudo),
-            "diagnose": DiagnoseSettings(structural_share=float(share)), "encoding": encoding.strip(),
+            "diagnose": DiagnoseSettings(structural_share=float(share)),
+            "joint_model": JointModelSettings(None if budget is None else float(budget)),
+            "encoding": encoding.strip(),
             "missing_codes": tuple(_code_text(c) for c in codes)}
 
 
