@@ -84,6 +84,9 @@ class JointSettings(Record):
     distributions : dict
         Normal or lognormal, per incomplete continuous predictor.
     binary_summed_out : tuple of str
+    categorical_summed_out : dict
+        ``{column: "nominal" | "ordinal"}``: the incomplete categorical
+        predictors with three or more levels, summed out, and their submodel.
     priors : dict
         The priors used (free JSON: specs as lists, ``lkj_eta`` a number).
     sampler, adaptation : str
@@ -93,6 +96,7 @@ class JointSettings(Record):
 
     adaptation: str
     binary_summed_out: tuple[str, ...]
+    categorical_summed_out: dict[str, str]
     chains: int
     distributions: dict[str, str]
     draws: int
@@ -156,9 +160,9 @@ def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | No
                  **options) -> JointModelResult:
     """Fit the joint model on a checked registry.
 
-    Outcome, predictors, cluster, family, levels and focus come from the
-    registry (``options`` may override them), the seed and ``fast`` from its
-    params unless given.
+    Outcome, predictors, cluster, family, levels, focus and the ordinal
+    predictors come from the registry (``options`` may override them), the
+    seed and ``fast`` from its params unless given.
 
     Parameters
     ----------
@@ -176,7 +180,8 @@ def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | No
     """
     p = registry.params
     arguments = {"outcome": p.outcome, "predictors": list(p.predictors), "cluster": p.cluster,
-                 "family": p.outcome_family, "levels": registry.levels, "focus": p.focus}
+                 "family": p.outcome_family, "levels": registry.levels, "focus": p.focus,
+                 "ordinal": dict(p.ordinal)}
     arguments |= options
     return fit_joint_model(registry.frame, seed=p.seed if seed is None else seed,
                            fast=bool(p.fast if fast is None else fast), **arguments)
