@@ -222,3 +222,100 @@ def test_cat_004_ordinal_declaration_checked():
         jm.prepare_joint_data(frame, predictors=["z", "g"], ordinal=["o"], **base)
     with pytest.raises(FitError, match="lists \\['low', 'high'\\], but its levels are"):
         jm.prepare_joint_data(frame, predictors=["z", "o"], ordinal={"o": ["low", "high"]}, **base)
+
+
+# --------------------------------------------------------------------------
+# JOINT-CAT-007: draws of the missing focus categories
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("ordinal", [False, True])
+def test_cat_007_focus_draws_follow_exact_conditional(ordinal):
+    """JOINT-CAT-007: for one posterior draw repeated 20,000 times, the drawn level of each missing focus value
+    has frequencies within 5 binomial SEs of p(k | y, theta) = P(k) p(y | k) / sum_j P(j) p(y | j), also in a row
+    that misses a second categorical (which is then summed over)."""
+    frame = _tiny_frame(6)
+    data = jm.prepare_joint_data(frame, outcome="y", predictors=["z", "g", "o"], cluster="site", family="binomial",
+                                 levels=_LEVELS, ordinal=_ORDER if ordinal else None, focus="g",
+                                 missingness_model=False)
+    rng = np.random.default_rng(7)
+    J = data.n_clusters
+    o_params = ({"c1_cutpoints": np.array([-0.6, 0.8]), "c1_coef": np.array([0.5]), "c1_cluster": rng.normal(0, .5, J)}
+                if ordinal else {"c1_intercept": np.array([0.3, -0.4]), "c1_coef": np.array([[0.5, -0.2]]),
+                                 "c1_cluster": rng.normal(0, .5, (J, 2))})
+    point = {"outcome_intercept": np.array(-0.3), "outcome_coef": np.array([0.4, 1.2, -0.9, 0.7, -1.1]),
+             "outcome_cluster": rng.normal(0, 0.5, J), "c0_intercept": np.array([0.2, -0.5]),
+             "c0_coef": np.array([[0.8, -0.3]]), "c0_cluster": rng.normal(0, 0.5, (J, 2)), **o_params}
+    post = {k: np.asarray(v, dtype=float)[None, None] for k, v in point.items()}
+    draws = 20_000
+    drawn = joint_imputations.draw_focus_missing(data, post, np.zeros(draws, dtype=int), np.random.default_rng(3))
+    mis_rows = np.flatnonzero(~data.categoricals[0].observed)
+    assert drawn.shape == (draws, mis_rows.size) and set(np.unique(drawn)) <= {0.0, 1.0, 2.0}
+    pg = joint_imputations.category_probabilities(data, post, 0, np.array([0]), mis_rows)[0]
+    po = joint_imputations.category_probabilities(data, post, 1, np.array([0]), mis_rows)[0]
+    assert np.allclose(pg.sum(axis=1), 1.0) and np.allclose(po.sum(axis=1), 1.0)
+    zs = data.Z[mis_rows, 0]
+    beta = point["outcome_coef"]                       # z, g[green], g[red], o[...], o[...]
+    o_codes = data.categoricals[1].codes[mis_rows]
+    for col, i in enumerate(mis_rows):
+        posterior = np.zeros(3)
+        for gi in range(3):
+            for oi in ([int(o_codes[col])] if np.isfinite(o_codes[col]) else range(3)):
+                eta = (point["outcome_intercept"] + beta[0] * zs[col] + point["outcome_cluster"][data.codes[i]]
+                       + (beta[gi] if gi else 0.0) + (beta[2 + oi] if oi else 0.0))
+                like = special.expit(eta) if data.y[i] == 1 else special.expit(-eta)
+                posterior[gi] += pg[col, gi] * (po[col, oi] if not np.isfinite(o_codes[col]) else 1.0) * like
+        posterior /= posterior.sum()
+        freq = np.bincount(drawn[:, col].astype(int), minlength=3) / draws
+        se = np.sqrt(posterior * (1 - posterior) / draws)
+        assert np.all(np.abs(freq - posterior) <= 5 * se + 1e-12), (i, freq, posterior)
+
+
+# --------------------------------------------------------------------------
+# JOINT-CAT-005: a fit with a 3-level focus
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def categorical_fit():
+    """A short fit on a simulated registry whose 3-level focus is 39% missing, two sites never recording it."""
+    from hmlib.simulate.categorical_focus import categorical_focus_registry
+
+    frame = categorical_focus_registry(5, n_sites=20, n_patients=800)
+    return jm.fit_joint_model(frame, outcome="outcome", predictors=["age", "severity", "band"], cluster="site",
+                              family="binomial", seed=5, draws=300, tune=300, chains=2,
+                              levels={"band": ["normal", "raised", "high"]}), frame
+
+
+def test_cat_005_fit_contract_and_tables(categorical_fit, tmp_path):
+    """JOINT-CAT-005: one contract row per level; settings name the summed-out submodel; the pooling table is
+    about the share not 'normal' (its observed shares equal the data's); never-measured sites get level shares
+    summing to 1; the narrative gives an odds ratio per level; the step's artifact round-trips; figures draw."""
+    from hmlib.figures import joint_model as joint_figures
+    from hmlib.steps.joint_model import JointModelArtifact, JointStepResult
+
+    result, frame = categorical_fit
+    est = result.to_estimates()
+    assert list(est["term"]) == ["Intercept", "age", "severity", "band[raised]", "band[high]", "sd(site)"]
+    assert result.settings["categorical_summed_out"] == {"band": "nominal"}
+    assert result.data.focus_kind == "categorical" and result.data.focus_terms == ("band[raised]", "band[high]")
+    pooled = result.partial_pooling()
+    observed = frame.dropna(subset=["band"]).groupby("site")["band"].apply(lambda s: (s != "normal").mean())
+    measured = pooled.loc[pooled["n_observed"] > 0].set_index("cluster")
+    assert np.allclose(measured["raw_mean"], observed.loc[measured.index])
+    assert pooled["pooled_mean"].between(0, 1).all() and (pooled["shrinkage"].between(0, 1)).all()
+    unmeasured = result.imputed_in_unmeasured()
+    assert len(unmeasured["clusters"]) == 2 and unmeasured["levels"] == ["normal", "raised", "high"]
+    assert sum(unmeasured["imputed"]["shares"].values()) == pytest.approx(1.0)
+    assert unmeasured["observed"]["shares"]["high"] == pytest.approx((frame["band"] == "high").sum()
+                                                                     / frame["band"].notna().sum())
+    text = " ".join(result.narrative())
+    for term in ("raised", "high"):
+        r = result.summary.set_index("term").loc[f"band[{term}]"]
+        assert f"'{term}' {r.estimate:.3f} (odds ratio {math.exp(r.estimate):.2f}" in text
+    assert "nominal (baseline-category logit) submodel" in text and "not 'normal'" in text
+    step = JointStepResult(result, min_cell=11)
+    artifact = step.to_artifact()
+    artifact.write(tmp_path)
+    assert JointModelArtifact.read(tmp_path) == artifact
+    assert artifact.settings.categorical_summed_out == {"band": "nominal"}
+    figs = step.figures()
+    assert len(figs["checks"]) == 2 and figs["pooling"][0].axes[0].collections
+    fig = joint_figures.imputed_distribution(unmeasured, focus="band")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["normal", "raised", "high"]
