@@ -43,7 +43,7 @@ CATEGORICAL_FOCUS_MODEL = {
 
 
 def categorical_focus_registry(seed: int, n_sites: int = 40, n_patients: int = 2000, *, ordinal: bool = False,
-                               mnar_log_odds: float = 0.0) -> pd.DataFrame:
+                               mnar_log_odds: float = 0.0, n_structural: int | None = None) -> pd.DataFrame:
     """A registry with a three-level focus ``band`` missing at random given site and severity (or not at random).
 
     Model (constants :data:`CATEGORICAL_FOCUS_MODEL`), in draw order:
@@ -60,15 +60,17 @@ def categorical_focus_registry(seed: int, n_sites: int = 40, n_patients: int = 2
     - outcome ``logit P = -1.6 + 0.3 age + 0.4 severity + 0.5 [raised] + 1.0
       [high] + u_j``;
     - missingness ``logit P = -0.8 - 1.0 d_j - 0.3 severity + mnar_log_odds
-      [band is not normal]``, and always missing in the two sites of at
-      least 20 patients with the lowest ``d_j``.
+      [band is not normal]``, and always missing in the two sites (or
+      ``n_structural``) of at least 20 patients with the lowest ``d_j``.
 
     With ``mnar_log_odds = delta`` the missing patients have ``e^delta``
     times the odds of each non-reference band (against ``normal``) of the
     recorded patients with the same site, severity, age and outcome: exactly
     the pattern-mixture model of the categorical delta adjustment
     (:func:`hmlib.stats.sensitivity.tilt_categories`), since the odds ratio
-    of missingness between two bands is ``e^delta`` whatever else is given.
+    of missingness between two bands is ``e^delta`` whatever else is given
+    (outside the structural sites, where every band is missing; set
+    ``n_structural=0`` for the exact model everywhere).
 
     Parameters
     ----------
@@ -79,6 +81,8 @@ def categorical_focus_registry(seed: int, n_sites: int = 40, n_patients: int = 2
         Draw the band from the cumulative logit model instead of the nominal one.
     mnar_log_odds : float
         Missing-not-at-random log odds ratio (0: missing at random).
+    n_structural : int, optional
+        Sites that never record the band (default 2).
 
     Returns
     -------
@@ -116,7 +120,8 @@ def categorical_focus_registry(seed: int, n_sites: int = 40, n_patients: int = 2
     eta = (om["intercept"] + om["age"] * age + om["severity"] * severity + om["raised"] * (band == 1)
            + om["high"] * (band == 2) + u[j])
     outcome = logistic_draws(rng, eta).astype(float)
-    structural = lowest_clusters(doc, sizes >= m["structural_min_size"], m["n_structural_sites"])
+    n_structural = m["n_structural_sites"] if n_structural is None else int(n_structural)
+    structural = lowest_clusters(doc, sizes >= m["structural_min_size"], n_structural)
     p_missing = special.expit(mm["intercept"] + mm["doc_quality"] * doc[j] + mm["severity"] * standardise(severity)
                               + float(mnar_log_odds) * (band > 0))
     missing = bernoulli(rng, p_missing, n) | structural[j]

@@ -18,7 +18,7 @@ import pandas as pd
 from hmlib.exceptions import FitError
 from hmlib.stats.mixed import fit_random_intercept
 
-__all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model"]
+__all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model", "ordinal_ranks"]
 
 
 @dataclass(frozen=True)
@@ -130,3 +130,46 @@ def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster
     design = design_matrix(frame, predictors, levels,
                            extra_rows_mask=frame[outcome].notna() & frame[cluster].notna())
     return fit_design(frame, design, outcome=outcome, cluster=cluster, family=family, nagq=nagq)
+
+
+def ordinal_ranks(column: str, levels, order=None) -> np.ndarray:
+    """Rank (0 = lowest) of each of ``levels`` on an ordinal scale.
+
+    Parameters
+    ----------
+    column : str
+        For the error message.
+    levels : sequence
+        The levels in the registry's order (the first the reference of the treatment coding).
+    order : sequence, optional
+        The levels from lowest to highest. None: as numbers when every level
+        reads as a number, else in the order of ``levels``.
+
+    Returns
+    -------
+    numpy.ndarray of int
+
+    Raises
+    ------
+    FitError
+        ``order`` does not list every level exactly once.
+
+    Examples
+    --------
+    >>> ordinal_ranks("gcs", ["13-15", "3-8", "9-12"], ["3-8", "9-12", "13-15"]).tolist()
+    [2, 0, 1]
+    >>> ordinal_ranks("grade", ["1", "10", "2"]).tolist()
+    [0, 2, 1]
+    """
+    found = [str(level) for level in levels]
+    if order is None:
+        try:
+            numbers = [float(level) for level in found]
+        except ValueError:
+            return np.arange(len(found))
+        return np.argsort(np.argsort(numbers, kind="stable"), kind="stable")
+    order = [str(level) for level in order]
+    if sorted(order) != sorted(found):
+        raise FitError(f"the ordinal order of '{column}' lists {order}, but its levels are {found}; list every "
+                       "level once, lowest first.")
+    return np.array([order.index(level) for level in found])

@@ -66,7 +66,13 @@ Scenario families
     analysis is re-run. ``delta`` is set on a grid in SDs of the observed
     focus values (default -1 to 1 by 0.25) and is also reported in the
     variable's own units. The primary imputations are made once and shifted:
-    the imputation model is **not** re-run.
+    the imputation model is **not** re-run. A categorical focus is shifted on
+    the log-odds scale instead (:func:`hmlib.stats.sensitivity.shift_imputed_categories`):
+    its imputed values are redrawn with the odds of each non-reference level
+    (nominal) or of a higher category (ordinal, ``ordinal:`` in the params)
+    multiplied by ``e^delta``, ``delta`` on a grid of log odds ratios
+    (default -2 to 2 by 0.5: odds ratios 0.14 to 7.4); the tipping point is
+    reported as an odds ratio.
 ``leave-out``
     Each of the ``n_influential`` (default 5) best-documented clusters (most
     recorded focus values; ties by size) is left out in turn and imputation
@@ -84,6 +90,7 @@ Trials 7:177-188.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -92,17 +99,19 @@ import pandas as pd
 
 from hmlib.exceptions import FitError, ParamsError
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows
-from hmlib.stats.design import design_matrix, fit_design
+from hmlib.stats.design import design_matrix, fit_design, ordinal_ranks
 from hmlib.stats.imputation import ImputationResult, impute
 from hmlib.steps.imputation import impute_registry
 from hmlib.stats.joint import reweight_cluster_sd_prior
 from hmlib.steps.joint_model import fit_registry
 from hmlib.stats.pooling import analyse_imputations
-from hmlib.stats.sensitivity import cluster_deltas, refine_tipping_point, shift_imputed
+from hmlib.stats.sensitivity import (category_imputation_model, cluster_deltas, refine_tipping_point, shift_imputed,
+                                     shift_imputed_categories)
 from hmlib.steps.complete_case import complete_case_check
 
 __all__ = ["FAMILIES", "DELTA_MODES", "SensitivitySettings", "Scenario", "ScenarioOutcome", "ScenarioContext",
-           "plan_scenarios", "clusters_above_threshold", "best_documented_clusters", "impute_by_stratum",
+           "plan_scenarios", "categorical_focus", "focus_levels", "delta_grid", "category_model_for", "term_list", "focus_value",
+           "focus_reference", "clusters_above_threshold", "best_documented_clusters", "impute_by_stratum",
            "joint_model_fitter", "joint_priors", "prior_label", "focus_terms", "focus_row", "analyse",
            "set_scenario_context", "run_scenario_task", "run_bisection_task"]
 
@@ -132,6 +141,9 @@ class SensitivitySettings:
     deltas_sd : tuple of float
         Delta grid in SDs of the observed focus values (0 is the primary and
         is added when absent).
+    deltas_log_odds : tuple of float
+        Delta grid of a categorical focus, in log odds ratios (default -2 to
+        2 by 0.5: odds ratios 0.14 to 7.4).
     bisection_steps : int
         Bisection steps refining each tipping point (0: grid only).
     change_share : float
@@ -142,6 +154,9 @@ class SensitivitySettings:
     plausible_delta_sd : float
         Departures from MAR up to this many SDs count as plausible in the
         verdict: a tipping point within it makes the conclusion fragile.
+    plausible_log_odds : float
+        The same for a categorical focus, in log odds (default log 2: odds
+        ratios from 1/2 to 2).
     n_influential : int
         Best-documented clusters left out one at a time.
     min_clusters : int
@@ -165,10 +180,12 @@ class SensitivitySettings:
                                 ("halfcauchy", 1.0))
     reference_prior: tuple = ("halfnormal", 1.0)
     deltas_sd: tuple = (-1.0, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0)
+    deltas_log_odds: tuple = (-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0)
     bisection_steps: int = 6
     change_share: float = 0.5
     null_value: float = 0.0
     plausible_delta_sd: float = 0.5
+    plausible_log_odds: float = math.log(2.0)
     n_influential: int = 5
     min_clusters: int = 5
     m: int | None = None
@@ -187,8 +204,8 @@ class SensitivitySettings:
                 raise ParamsError(f"a cluster-SD prior is ('halfnormal' | 'halfcauchy', scale > 0), got {spec!r}.")
         if not self.change_share > 0:
             raise ParamsError(f"change_share must be > 0, got {self.change_share}.")
-        if not all(np.isfinite(self.deltas_sd)):
-            raise ParamsError("deltas_sd must be finite numbers.")
+        if not all(np.isfinite(self.deltas_sd)) or not all(np.isfinite(self.deltas_log_odds)):
+            raise ParamsError("deltas_sd and deltas_log_odds must be finite numbers.")
         if self.bisection_steps < 0 or self.n_influential < 0 or self.min_clusters < 2:
             raise ParamsError("bisection_steps and n_influential must be >= 0 and min_clusters >= 2.")
         if not 0 < self.level < 1:
@@ -272,6 +289,28 @@ def best_documented_clusters(frame: pd.DataFrame, cluster: str, variable: str, n
     return table.index[:n].tolist()
 
 
+def categorical_focus(registry) -> bool:
+    """The focus is categorical, or numeric with values 0 and 1 only: its delta adjustment is on the log-odds scale."""
+    p = registry.params
+    if registry.kinds.get(p.focus) == "categorical":
+        return True
+    values = registry.frame[p.focus].dropna()
+    return bool(len(values)) and bool(np.isin(values.to_numpy(dtype=float), (0.0, 1.0)).all())
+
+
+def focus_levels(registry) -> list:
+    """The focus's levels (a 0/1 focus: ``["0", "1"]``), the first the reference."""
+    p = registry.params
+    return [str(v) for v in registry.levels[p.focus]] if p.focus in registry.levels else ["0", "1"]
+
+
+def delta_grid(registry, settings: SensitivitySettings) -> tuple[tuple, str]:
+    """The delta grid without 0 and its suffix in scenario names: SDs, or log odds for a categorical focus."""
+    if categorical_focus(registry):
+        return tuple(sorted(set(float(x) for x in settings.deltas_log_odds) - {0.0})), "logodds"
+    return tuple(sorted(set(float(x) for x in settings.deltas_sd) - {0.0})), "sd"
+
+
 def plan_scenarios(registry, settings: SensitivitySettings | None = None) -> list[Scenario]:
     """The scenarios ``settings`` asks for on this registry, in report order.
 
@@ -308,8 +347,9 @@ def plan_scenarios(registry, settings: SensitivitySettings | None = None) -> lis
                                  options={"kind": "partially-pooled"}))
         elif fam in DELTA_MODES:
             mode = DELTA_MODES[fam]
-            for d in sorted(set(float(x) for x in s.deltas_sd) - {0.0}):
-                plan.append(Scenario(f"{fam}:{d:+g}sd", fam, options={"mode": mode, "delta_sd": d}))
+            grid, unit = delta_grid(registry, s)
+            for d in grid:     # options["delta_sd"]: delta on the focus's scale (SDs, or log odds if categorical)
+                plan.append(Scenario(f"{fam}:{d:+g}{unit}", fam, options={"mode": mode, "delta_sd": d}))
         elif fam == "leave-out":
             for label in best_documented_clusters(registry.frame, p.cluster, p.focus, s.n_influential):
                 plan.append(Scenario(f"leave-out:{label}", fam, options={"cluster": label}))
@@ -327,6 +367,30 @@ def focus_terms(registry) -> list[str]:
 def focus_row(rows: pd.DataFrame, term: str) -> pd.Series:
     """The row of ``term`` in a table of estimates."""
     return rows.loc[rows["term"] == term].iloc[0]
+
+
+def term_list(focus_terms) -> list:
+    """One term as a list of one; a list as it is."""
+    return [focus_terms] if isinstance(focus_terms, str) else list(focus_terms)
+
+
+def focus_value(rows: pd.DataFrame, focus_terms):
+    """``(estimate, ci_lower, ci_upper)`` of the focus term, or ``{term: (...)}`` for several (a categorical focus)."""
+    terms = term_list(focus_terms)
+    values = {}
+    for term in terms:
+        r = focus_row(rows, term)
+        values[term] = (float(r.estimate), float(r.ci_lower), float(r.ci_upper))
+    return values[terms[0]] if len(terms) == 1 else values
+
+
+def focus_reference(rows: pd.DataFrame, focus_terms) -> dict:
+    """The reference of :func:`hmlib.stats.sensitivity.judge_value`: one dict, or one per term."""
+    value = focus_value(rows, focus_terms)
+    keys = ("estimate", "ci_lower", "ci_upper")
+    if isinstance(value, dict):
+        return {term: dict(zip(keys, triple)) for term, triple in value.items()}
+    return dict(zip(keys, value))
 
 
 # --------------------------------------------------------------------------
@@ -382,6 +446,10 @@ class ScenarioContext:
     cluster_residual_variance : bool
         Every re-imputation uses cluster-specific residual variances (2l.norm)
         when True, a common one (2l.pan) when False: the primary's choice.
+    category_model : CategoryImputationModel or str, optional
+        A categorical focus: the imputation model's distribution of each
+        imputed value (:func:`category_model_for`), or why it could not be
+        built (the delta scenarios then fail with that reason).
     """
 
     registry: object
@@ -393,6 +461,7 @@ class ScenarioContext:
     observed_sd: float
     joint_reference: object = None
     cluster_residual_variance: bool = False
+    category_model: object = None
 
 
 #: The context of the tasks run in this process (set by :func:`set_scenario_context`).
@@ -626,13 +695,33 @@ def _run_indicator(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
                            details=details, notes=notes)
 
 
+def category_model_for(registry, imputation, seed: int):
+    """The imputation model of a categorical focus at its imputed rows, or the reason it cannot be built (str).
+
+    See :func:`hmlib.stats.sensitivity.category_imputation_model`; an
+    ordinal focus (``ordinal:`` in the params) is shifted on its ranks.
+    """
+    p = registry.params
+    try:
+        ranks = (ordinal_ranks(p.focus, focus_levels(registry), p.ordinal[p.focus]) if p.focus in p.ordinal
+                 else None)
+        return category_imputation_model(imputation, p.focus, outcome=p.outcome, predictors=list(p.predictors),
+                                         cluster=p.cluster, levels={**registry.levels, p.focus: focus_levels(registry)},
+                                         cluster_covariates=list(p.cluster_covariates), ranks=ranks, seed=seed)
+    except FitError as exc:
+        return str(exc).rstrip(".")
+
+
 def _delta_evaluate(ctx: ScenarioContext, mode: str, delta_sd: float) -> tuple[pd.DataFrame, dict]:
     reg = ctx.registry
     p = reg.params
-    units = delta_sd * ctx.observed_sd
+    categorical = ctx.category_model is not None
+    units = delta_sd if categorical else delta_sd * ctx.observed_sd     # log odds, or the focus's units
     per_cluster = cluster_deltas(reg.frame, p.cluster, p.focus, units, mode=mode)
     shift = reg.frame[p.cluster].map(per_cluster).to_numpy(dtype=float)
-    rows, _ = analyse(ctx, shift_imputed(ctx.primary_imputation, p.focus, shift))
+    shifted = (shift_imputed_categories(ctx.primary_imputation, ctx.category_model, shift) if categorical
+               else shift_imputed(ctx.primary_imputation, p.focus, shift))
+    rows, _ = analyse(ctx, shifted)
     missing_clusters = reg.frame.loc[reg.frame[p.focus].isna(), p.cluster].unique()
     used = per_cluster.loc[per_cluster.index.isin(missing_clusters)]
     details = {"delta_sd": float(delta_sd), "delta_units": float(units),
@@ -643,11 +732,13 @@ def _delta_evaluate(ctx: ScenarioContext, mode: str, delta_sd: float) -> tuple[p
 
 def _run_delta(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     p = ctx.registry.params
-    if ctx.registry.kinds.get(p.focus) != "numeric":
-        return ScenarioOutcome(scenario, "failed",
-                               reason=f"delta adjustment shifts numeric values; {p.focus} is categorical")
     if not ctx.primary_imputation.imputed_mask[p.focus].any():
         return ScenarioOutcome(scenario, "failed", reason=f"{p.focus} has no imputed value to shift")
+    if isinstance(ctx.category_model, str):
+        return ScenarioOutcome(scenario, "failed", reason=ctx.category_model)
+    if categorical_focus(ctx.registry) and ctx.category_model is None:
+        return ScenarioOutcome(scenario, "failed", reason=f"no imputation model of the categorical {p.focus} was "
+                                                          "built to shift")
     rows, details = _delta_evaluate(ctx, scenario.options["mode"], scenario.options["delta_sd"])
     return ScenarioOutcome(scenario, "ok", estimates=rows, details=details)
 
@@ -681,7 +772,7 @@ def run_bisection_task(task: tuple) -> dict:
     task : tuple
         ``(mode, sign, lo, hi, reference)``: delta mode, side of 0, the grid
         bracket in ``|delta|`` and the primary's focus ``estimate, ci_lower,
-        ci_upper``.
+        ci_upper`` (one per term for a categorical focus, :func:`focus_reference`).
 
     Returns
     -------
@@ -693,11 +784,10 @@ def run_bisection_task(task: tuple) -> dict:
     mode, sign, lo, hi, reference = task
     ctx = _CONTEXT
     try:
-        term, s = focus_terms(ctx.registry)[0], ctx.settings
+        terms, s = focus_terms(ctx.registry), ctx.settings
 
         def evaluate(delta_sd):
-            r = focus_row(_delta_evaluate(ctx, mode, delta_sd)[0], term)
-            return float(r.estimate), float(r.ci_lower), float(r.ci_upper)
+            return focus_value(_delta_evaluate(ctx, mode, delta_sd)[0], terms)
 
         refined = refine_tipping_point(evaluate, lo, hi, sign, reference, steps=s.bisection_steps,
                                        change_share=s.change_share, null_value=s.null_value)

@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import FitError
+from hmlib.stats.design import ordinal_ranks
 
 __all__ = ["LOGNORMAL_SKEWNESS", "ContinuousPredictor", "BinaryPredictor", "CategoricalPredictor", "JointData",
            "choose_distribution", "prepare_joint_data"]
@@ -410,21 +411,6 @@ def _is_categorical(series: pd.Series, name: str, levels: dict) -> bool:
     return name in levels or not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series))
 
 
-def _ordinal_ranks(col: str, found: list, order) -> np.ndarray:
-    """Rank (0 = lowest) of each level of ``found`` on the ordinal scale (FitError for a bad order)."""
-    if order is None:
-        try:
-            numbers = [float(level) for level in found]
-        except ValueError:
-            return np.arange(len(found))
-        return np.argsort(np.argsort(numbers, kind="stable"), kind="stable")
-    order = [str(level) for level in order]
-    if sorted(order) != sorted(found):
-        raise FitError(f"the ordinal order of '{col}' lists {order}, but its levels are {found}; list every "
-                       "level once, lowest first.")
-    return np.array([order.index(level) for level in found])
-
-
 @dataclass
 class _Columns:
     """The predictors sorted, in the user's order, into the complete design and the incomplete submodels."""
@@ -474,7 +460,7 @@ class _Columns:
             if unknown:
                 raise FitError(f"predictor '{col}' has values {unknown[:3]} that are not among its levels {found}.")
             codes = np.array([np.nan if m else index[t] for t, m in zip(text, missing)], dtype=float)
-            ranks = _ordinal_ranks(col, found, self.ordinal[col]) if col in self.ordinal else None
+            ranks = ordinal_ranks(col, found, self.ordinal[col]) if col in self.ordinal else None
             terms = tuple(f"{col}[{level}]" for level in found[1:])
             self.categoricals.append(CategoricalPredictor(col, tuple(found), terms, codes, ~missing,
                                                           ordinal=ranks is not None, ranks=ranks))
