@@ -91,14 +91,23 @@ def summarise(rows: list[dict], truth: dict) -> dict:
 
 
 def run(reps: int = 60, *, n_sites: int = 40, n_patients: int = 2000, first_seed: int = 7000, ordinal: bool = False,
-        verbose: bool = True, **fit_options) -> dict:
-    """Run the study; returns ``{"replicates": [...], "summary": {...}, "settings": {...}}``."""
+        verbose: bool = True, out: Path | None = None, **fit_options) -> dict:
+    """Run the study; returns ``{"replicates": [...], "summary": {...}, "settings": {...}}``.
+
+    With ``out`` the replicates so far are written there after each one (a
+    long study can be stopped and its replicates kept).
+    """
     truth = categorical_focus_registry_truth(ordinal=ordinal)["terms"]
     rows = []
     start = time.perf_counter()
+    settings = {"reps": reps, "n_sites": n_sites, "n_patients": n_patients, "first_seed": first_seed,
+                "ordinal": ordinal, **{k: v for k, v in fit_options.items()}}
     for r in range(reps):
         rows.append(one_replicate(first_seed + r, n_sites=n_sites, n_patients=n_patients, ordinal=ordinal,
                                   **fit_options))
+        if out is not None:
+            out.write_text(json.dumps({"replicates": rows, "summary": summarise(rows, truth), "settings": settings,
+                                       "complete": r + 1 == reps}, indent=1))
         if verbose:
             row = rows[-1]
             print(f"  rep {r + 1}/{reps} seed {row['seed']}: raised {row['band[raised]']['estimate']:.3f}, high "
@@ -117,9 +126,7 @@ def run(reps: int = 60, *, n_sites: int = 40, n_patients: int = 2000, first_seed
                   f"{s['empirical_sd']:.4f}  mean post. SD {s['mean_posterior_sd']:.4f}  coverage95 "
                   f"{100 * s['coverage95']:.0f}% (MC SE {100 * s['coverage95_mc_se']:.0f})  coverage90 "
                   f"{100 * s['coverage90']:.0f}%")
-    settings = {"reps": reps, "n_sites": n_sites, "n_patients": n_patients, "first_seed": first_seed,
-                "ordinal": ordinal, **{k: v for k, v in fit_options.items()}}
-    return {"replicates": rows, "summary": summary, "settings": settings}
+    return {"replicates": rows, "summary": summary, "settings": settings, "complete": True}
 
 
 def main(argv=None) -> int:
@@ -134,7 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="write replicates and summary as JSON here")
     args = parser.parse_args(argv)
     results = run(args.reps, n_sites=args.sites, n_patients=args.patients, first_seed=args.first_seed,
-                  ordinal=args.ordinal, draws=args.draws, tune=args.tune, chains=2)
+                  ordinal=args.ordinal, out=args.out, draws=args.draws, tune=args.tune, chains=2)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     s = results["summary"]

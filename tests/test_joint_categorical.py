@@ -319,3 +319,97 @@ def test_cat_005_fit_contract_and_tables(categorical_fit, tmp_path):
     assert len(figs["checks"]) == 2 and figs["pooling"][0].axes[0].collections
     fig = joint_figures.imputed_distribution(unmeasured, focus="band")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["normal", "raised", "high"]
+
+
+# --------------------------------------------------------------------------
+# JOINT-CAT-006: the submodels against brms
+# --------------------------------------------------------------------------
+def _submodel_posterior(ordinal: bool, seed: int = 1):
+    """hmlib's categorical submodel on the rows of the reference data where band is recorded (complete there):
+    posterior mean and MCSE of each submodel parameter, named as brms names them."""
+    import dataclasses
+
+    import arviz as az
+    import nutpie
+
+    from hmlib.stats.joint.data import CategoricalPredictor
+
+    name = "joint_categorical_ordinal.csv" if ordinal else "joint_categorical_nominal.csv"
+    frame = pd.read_csv(REFERENCE / name).dropna(subset=["band"]).reset_index(drop=True)
+    levels = ["normal", "raised", "high"]
+    base = jm.prepare_joint_data(frame, outcome="outcome", predictors=["age", "severity"], cluster="site",
+                                 family="binomial", missingness_model=False)
+    codes = frame["band"].map({v: i for i, v in enumerate(levels)}).to_numpy(dtype=float)
+    band = CategoricalPredictor("band", tuple(levels), ("band[raised]", "band[high]"), codes,
+                                np.ones(len(frame), bool), ordinal=ordinal, ranks=np.arange(3) if ordinal else None)
+    data = dataclasses.replace(base, categoricals=(band,), term_order=(*base.term_order, *band.terms))
+    model = jm.build_joint_model(data, parameterisation={"c0": "noncentred"})
+    trace = nutpie.sample(nutpie.compile_pymc_model(model), draws=1000, tune=1000, chains=2, seed=seed,
+                          progress_bar=False)
+    post = trace.posterior
+    out = {}
+
+    def put(label, values):
+        values = np.asarray(values)
+        out[label] = (float(values.mean()), float(az.mcse(az.convert_to_dataset(values[None] if values.ndim == 1
+                                                                                 else values))["x"]))
+
+    if ordinal:
+        for k in range(2):
+            put(f"b_Intercept[{k + 1}]", post["c0_cutpoints"].values[..., k])
+        for j, z in enumerate(("age_z", "sev_z")):
+            put(f"b_{z}", post["c0_coef"].values[..., j])
+        put("sd_site__Intercept", post["c0_cluster_sd"].values)
+    else:
+        for k, level in enumerate(("raised", "high")):
+            put(f"b_mu{level}_Intercept", post["c0_intercept"].values[..., k])
+            for j, z in enumerate(("age_z", "sev_z")):
+                put(f"b_mu{level}_{z}", post["c0_coef"].values[..., j, k])
+            put(f"sd_site__mu{level}_Intercept", post["c0_cluster_sd"].values[..., k])
+    return out
+
+
+@pytest.mark.parametrize("ordinal", [False, True])
+def test_cat_006_submodels_agree_with_brms(ordinal):
+    """JOINT-CAT-006: on complete bands the categorical submodel's posterior means (intercepts or cut points,
+    coefficients, cluster SDs) equal brms categorical() / cumulative() with the same priors within 4 combined
+    Monte Carlo SEs (tests/results/joint_categorical.R, brms 2.18, 4 x 1000 draws)."""
+    reference = json.loads((REFERENCE / "joint_categorical.json").read_text())
+    brms = reference["brms_ordinal" if ordinal else "brms_nominal"]["runs"][0]["parameters"]
+    ours = _submodel_posterior(ordinal)
+    for label, (mean, mcse) in ours.items():
+        b = brms[label]
+        assert abs(mean - b["mean"]) <= 4 * math.hypot(mcse, b["mcse"]), (label, mean, b["mean"], mcse, b["mcse"])
+
+
+# --------------------------------------------------------------------------
+# JOINT-CAT-008: the params' ordinal declaration
+# --------------------------------------------------------------------------
+def test_cat_008_params_ordinal_checked_before_any_fit(write_case):
+    """JOINT-CAT-008: 'ordinal' takes a list or a mapping to the order; a name outside the predictors is a ParamsError;
+    a numeric column not in 'categorical', or an order that does not list the levels, is a DataError at load (before
+    any model); the registry's params carry the order to the joint model."""
+    from hmlib.data import load_registry
+    from hmlib.exceptions import DataError, ParamsError
+    from hmlib.params import load_params
+    from hmlib.simulate.registries import small_registry
+
+    frame = small_registry()
+    frame["grade"] = np.where(frame["lab"].isna(), None,
+                              np.where(frame["lab"] < frame["lab"].median(), "mild", "severe"))
+    frame.loc[frame.index % 7 == 0, "grade"] = "moderate"
+    ok = load_registry(load_params(write_case(frame, predictors=["age", "grade"],
+                                              ordinal={"grade": ["mild", "moderate", "severe"]})))
+    assert ok.params.ordinal == {"grade": ("mild", "moderate", "severe")}
+    listed = load_params(write_case(frame, predictors=["age", "grade"], ordinal=["grade"]))
+    assert listed.ordinal == {"grade": None}
+    with pytest.raises(ParamsError, match="'ordinal' names \\['sex'\\], which are not in 'predictors'"):
+        load_params(write_case(frame, predictors=["age", "grade"], ordinal=["sex"]))
+    with pytest.raises(DataError, match="'age' is listed under 'ordinal' but is read as numbers"):
+        load_registry(load_params(write_case(frame, predictors=["age", "grade"], ordinal=["age"])))
+    with pytest.raises(DataError, match="'ordinal.grade' lists \\['mild', 'severe'\\]"):
+        load_registry(load_params(write_case(frame, predictors=["age", "grade"],
+                                             ordinal={"grade": ["mild", "severe"]})))
+    data = jm.prepare_joint_data(ok.frame, outcome="died", predictors=["age", "grade"], cluster="site",
+                                 family="binomial", levels=ok.levels, ordinal=dict(ok.params.ordinal))
+    assert data.categoricals[0].ordinal and list(data.categoricals[0].ranks) == [0, 1, 2]

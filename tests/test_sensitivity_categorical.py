@@ -39,7 +39,8 @@ from hmlib.stats.sensitivity import (coupled_uniforms, redraw_categories, shift_
                                      tilt_categories)
 from hmlib.steps.imputation import impute_registry
 from hmlib.steps.sensitivity import SensitivityArtifact, run_sensitivity
-from hmlib.steps.sensitivity_scenarios import SensitivitySettings, category_model_for
+from hmlib.steps.sensitivity_focus import category_model_for
+from hmlib.steps.sensitivity_scenarios import SensitivitySettings
 
 FAST = dict(m=3, iterations=3)
 

@@ -26,7 +26,7 @@ MNAR delta adjustment (:func:`cluster_deltas`, :func:`shift_imputed`)
     see the shift (the standard "delta adjustment" after imputation).
     ``delta = 0`` reproduces the unshifted analysis exactly.
 
-MNAR delta adjustment of a categorical variable (:func:`category_imputation_model`, :func:`tilt_categories`, :func:`shift_imputed_categories`)
+MNAR delta adjustment of a categorical variable (:func:`category_imputation_model`, :func:`shift_imputed_categories`)
     The pattern-mixture model on the log-odds scale (Leacy et al. 2017;
     Carpenter & Kenward 2013, ch. 10): patients whose value was not
     recorded have ``e^delta`` times the odds of recorded patients like them
@@ -368,7 +368,8 @@ def _draw_level_logits(fit, X_missing: np.ndarray, clusters_missing: np.ndarray,
 
 
 def category_imputation_model(result, variable: str, *, outcome: str, predictors, cluster: str,
-                              levels: dict, cluster_covariates=(), ranks=None, seed: int = 0) -> CategoryImputationModel:
+                              levels: dict, cluster_covariates=(), ranks=None,
+                              seed: int = 0) -> CategoryImputationModel:
     """Refit the imputation model of a categorical variable on each completed data set, at its imputed rows.
 
     Parameters
@@ -491,8 +492,11 @@ def category_delta_text(variable: str, delta: float, *, reference: str, ordinal:
 
     Examples
     --------
-    >>> category_delta_text("gcs_band", math.log(2), reference="mild", ordinal=True)
-    'patients whose gcs_band was not recorded are assumed to have e^delta = 2 times the odds of a higher gcs_band than recorded patients like them (delta 0.69 on the log-odds scale)'
+    >>> text = category_delta_text("gcs_band", math.log(2), reference="mild", ordinal=True)
+    >>> text[:79]
+    'patients whose gcs_band was not recorded are assumed to have e^delta = 2 times '
+    >>> text[79:]
+    'the odds of a higher gcs_band than recorded patients like them (delta 0.69 on the log-odds scale)'
     """
     ratio = f"e^delta = {math.exp(delta):.3g} times"
     if ordinal:

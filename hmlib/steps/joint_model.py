@@ -327,8 +327,12 @@ def methods_text(record, ev) -> list:
     ``min_cell``, ``versions``).
     """
     s, v = record.settings, ev.versions
+    summed = [f"{name} ({'ordinal, cumulative logit' if kind == 'ordinal' else 'nominal, baseline-category logit'})"
+              for name, kind in s.categorical_summed_out.items()]
+    summed_text = (f"; the missing values of the incomplete categorical predictor(s) {', '.join(summed)} summed out "
+                   f"over their levels, each with its own submodel and {ev.noun} random intercepts") if summed else ""
     return [f"Joint Bayesian model: outcome and incomplete predictors modelled jointly with {ev.noun} random "
-            f"intercepts and a missingness submodel, in PyMC {v.get('pymc', 'unknown')}, sampled with "
+            f"intercepts and a missingness submodel{summed_text}, in PyMC {v.get('pymc', 'unknown')}, sampled with "
             f"nutpie {v.get('nutpie', 'unknown')} ({s.chains} chains x {s.draws} draws after {s.tune} tuning, "
             f"seed {s.seed}); {record.convergence_message}"]
 

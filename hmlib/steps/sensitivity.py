@@ -78,10 +78,10 @@ from hmlib.stats.joint import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.imputation import ImputationArtifact, choose_residual_variance, impute_registry
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
-from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, ScenarioContext,
-                                               SensitivitySettings, analyse, categorical_focus, category_model_for,
-                                               delta_grid, focus_levels, focus_reference, focus_row, focus_terms,
-                                               joint_model_fitter, plan_scenarios, run_bisection_task,
+from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for, delta_grid, focus_levels,
+                                           focus_reference, focus_row, focus_terms)
+from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, ScenarioContext, SensitivitySettings,
+                                               analyse, joint_model_fitter, plan_scenarios, run_bisection_task,
                                                run_scenario_task, set_scenario_context)
 from hmlib.steps import sensitivity_verdict
 from hmlib.steps.sensitivity_verdict import FAMILY_TEXT, FamilyRecord
@@ -442,7 +442,7 @@ class SensitivityResult:
         return sensitivity_verdict.family_coverage(self)
 
     def verdict(self) -> str:
-        """"robust", "not robust" or "incomplete", from the scenarios that ran (:mod:`hmlib.steps.sensitivity_verdict`)."""
+        """"robust", "not robust" or "incomplete", from what ran (:mod:`hmlib.steps.sensitivity_verdict`)."""
         return sensitivity_verdict.verdict(self)
 
     def narrative(self) -> list[str]:

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from hmlib.stats.sensitivity import conclusion_change, first_change_on_grid, tipping_point_summary
-from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, ScenarioOutcome, SensitivitySettings, focus_row,
-                                               focus_value, term_list)
+from hmlib.steps.sensitivity_focus import focus_row, focus_value, term_list
+from hmlib.steps.sensitivity_scenarios import DELTA_MODES, ScenarioOutcome, SensitivitySettings
 
 __all__ = ["assemble_grid", "bisection_tasks", "tipping_points"]
 

@@ -99,21 +99,21 @@ import pandas as pd
 
 from hmlib.exceptions import FitError, ParamsError
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows
-from hmlib.stats.design import design_matrix, fit_design, ordinal_ranks
+from hmlib.stats.design import design_matrix, fit_design
 from hmlib.stats.imputation import ImputationResult, impute
 from hmlib.steps.imputation import impute_registry
 from hmlib.stats.joint import reweight_cluster_sd_prior
 from hmlib.steps.joint_model import fit_registry
 from hmlib.stats.pooling import analyse_imputations
-from hmlib.stats.sensitivity import (category_imputation_model, cluster_deltas, refine_tipping_point, shift_imputed,
-                                     shift_imputed_categories)
+from hmlib.stats.sensitivity import cluster_deltas, refine_tipping_point, shift_imputed, shift_imputed_categories
 from hmlib.steps.complete_case import complete_case_check
+from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for, delta_grid, focus_levels,
+                                           focus_reference, focus_row, focus_terms, focus_value, term_list)
 
 __all__ = ["FAMILIES", "DELTA_MODES", "SensitivitySettings", "Scenario", "ScenarioOutcome", "ScenarioContext",
-           "plan_scenarios", "categorical_focus", "focus_levels", "delta_grid", "category_model_for", "term_list", "focus_value",
-           "focus_reference", "clusters_above_threshold", "best_documented_clusters", "impute_by_stratum",
-           "joint_model_fitter", "joint_priors", "prior_label", "focus_terms", "focus_row", "analyse",
-           "set_scenario_context", "run_scenario_task", "run_bisection_task"]
+           "plan_scenarios", "clusters_above_threshold", "best_documented_clusters", "impute_by_stratum",
+           "joint_model_fitter", "joint_priors", "prior_label", "analyse", "set_scenario_context", "run_scenario_task",
+           "run_bisection_task"]
 
 FAMILIES = ("exclusion", "stratified", "prior", "indicator", "delta-global", "delta-cluster", "leave-out")
 #: The delta-adjustment families and their mode (:func:`hmlib.stats.sensitivity.cluster_deltas`).
@@ -289,28 +289,6 @@ def best_documented_clusters(frame: pd.DataFrame, cluster: str, variable: str, n
     return table.index[:n].tolist()
 
 
-def categorical_focus(registry) -> bool:
-    """The focus is categorical, or numeric with values 0 and 1 only: its delta adjustment is on the log-odds scale."""
-    p = registry.params
-    if registry.kinds.get(p.focus) == "categorical":
-        return True
-    values = registry.frame[p.focus].dropna()
-    return bool(len(values)) and bool(np.isin(values.to_numpy(dtype=float), (0.0, 1.0)).all())
-
-
-def focus_levels(registry) -> list:
-    """The focus's levels (a 0/1 focus: ``["0", "1"]``), the first the reference."""
-    p = registry.params
-    return [str(v) for v in registry.levels[p.focus]] if p.focus in registry.levels else ["0", "1"]
-
-
-def delta_grid(registry, settings: SensitivitySettings) -> tuple[tuple, str]:
-    """The delta grid without 0 and its suffix in scenario names: SDs, or log odds for a categorical focus."""
-    if categorical_focus(registry):
-        return tuple(sorted(set(float(x) for x in settings.deltas_log_odds) - {0.0})), "logodds"
-    return tuple(sorted(set(float(x) for x in settings.deltas_sd) - {0.0})), "sd"
-
-
 def plan_scenarios(registry, settings: SensitivitySettings | None = None) -> list[Scenario]:
     """The scenarios ``settings`` asks for on this registry, in report order.
 
@@ -354,43 +332,6 @@ def plan_scenarios(registry, settings: SensitivitySettings | None = None) -> lis
             for label in best_documented_clusters(registry.frame, p.cluster, p.focus, s.n_influential):
                 plan.append(Scenario(f"leave-out:{label}", fam, options={"cluster": label}))
     return plan
-
-
-def focus_terms(registry) -> list[str]:
-    """Terms of the focus variable in the analysis model (one per non-reference level if categorical)."""
-    p = registry.params
-    if registry.kinds.get(p.focus) == "categorical":
-        return [f"{p.focus}[{level}]" for level in registry.levels[p.focus][1:]]
-    return [p.focus]
-
-
-def focus_row(rows: pd.DataFrame, term: str) -> pd.Series:
-    """The row of ``term`` in a table of estimates."""
-    return rows.loc[rows["term"] == term].iloc[0]
-
-
-def term_list(focus_terms) -> list:
-    """One term as a list of one; a list as it is."""
-    return [focus_terms] if isinstance(focus_terms, str) else list(focus_terms)
-
-
-def focus_value(rows: pd.DataFrame, focus_terms):
-    """``(estimate, ci_lower, ci_upper)`` of the focus term, or ``{term: (...)}`` for several (a categorical focus)."""
-    terms = term_list(focus_terms)
-    values = {}
-    for term in terms:
-        r = focus_row(rows, term)
-        values[term] = (float(r.estimate), float(r.ci_lower), float(r.ci_upper))
-    return values[terms[0]] if len(terms) == 1 else values
-
-
-def focus_reference(rows: pd.DataFrame, focus_terms) -> dict:
-    """The reference of :func:`hmlib.stats.sensitivity.judge_value`: one dict, or one per term."""
-    value = focus_value(rows, focus_terms)
-    keys = ("estimate", "ci_lower", "ci_upper")
-    if isinstance(value, dict):
-        return {term: dict(zip(keys, triple)) for term, triple in value.items()}
-    return dict(zip(keys, value))
 
 
 # --------------------------------------------------------------------------
@@ -693,23 +634,6 @@ def _run_indicator(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
                "n_clusters_estimable": int(table.attrs["n_estimable"])}
     return ScenarioOutcome(scenario, "ok", estimates=_contract_rows(estimate_rows(fit, "x", ctx.settings.level)),
                            details=details, notes=notes)
-
-
-def category_model_for(registry, imputation, seed: int):
-    """The imputation model of a categorical focus at its imputed rows, or the reason it cannot be built (str).
-
-    See :func:`hmlib.stats.sensitivity.category_imputation_model`; an
-    ordinal focus (``ordinal:`` in the params) is shifted on its ranks.
-    """
-    p = registry.params
-    try:
-        ranks = (ordinal_ranks(p.focus, focus_levels(registry), p.ordinal[p.focus]) if p.focus in p.ordinal
-                 else None)
-        return category_imputation_model(imputation, p.focus, outcome=p.outcome, predictors=list(p.predictors),
-                                         cluster=p.cluster, levels={**registry.levels, p.focus: focus_levels(registry)},
-                                         cluster_covariates=list(p.cluster_covariates), ranks=ranks, seed=seed)
-    except FitError as exc:
-        return str(exc).rstrip(".")
 
 
 def _delta_evaluate(ctx: ScenarioContext, mode: str, delta_sd: float) -> tuple[pd.DataFrame, dict]:

@@ -221,7 +221,7 @@ def _missing_text(missing: list) -> str:
 
 
 def verdict(result) -> str:
-    """``"robust: ..."``, ``"not robust: ..."`` or ``"incomplete: ..."``, from the scenarios that ran (module docstring)."""
+    """``"robust: ..."``, ``"not robust: ..."`` or ``"incomplete: ..."`` from what ran (module docstring)."""
     prim = result.primary_focus()
     head = (f"Primary ({result.primary_method}): {result.focus_terms[0]} {_fmt(prim.estimate)} "
             f"(95% CI {_fmt(prim.ci_lower)} to {_fmt(prim.ci_upper)})"

@@ -18,7 +18,7 @@
 #    effects) on the full incomplete data, 20 imputations, glmer fits pooled by Rubin's rules: the
 #    multilevel-MI comparator of the joint model with missing bands. Wall seconds are recorded.
 #
-#   Rscript tests/results/joint_categorical.R [out.json] [brms seeds]
+#   Rscript tests/results/joint_categorical.R [out.json] [brms seeds] [parts: brms,jomo]
 # (run from the repository root; R 4.2.2, brms 2.18.0, jomo 2.7.4, lme4 on these machines)
 
 suppressPackageStartupMessages({
@@ -88,8 +88,9 @@ brms_submodel <- function(ordinal) {
 
 jomo_pooled <- function(file, m = 20) {
   d <- read.csv(file.path(here, file), na.strings = "")
-  d$band <- factor(d$band, levels = levels_band)
-  d$site <- factor(d$site)
+  # jomo reads the number of categories from numeric factor labels: normal, raised, high -> 1, 2, 3
+  d$band <- factor(match(d$band, levels_band), levels = 1:3)
+  # the cluster stays numeric: jomo.glmer 2.7-4 loses the category counts when it is a factor
   start <- proc.time()[["elapsed"]]
   imp <- jomo.glmer(outcome ~ age + severity + band + (1 | site), data = d[, c("site", "outcome", "age",
                     "severity", "band")], level = c(1, 1, 1, 1, 1), nburn = 1000, nbetween = 200, nimp = m,
@@ -97,10 +98,10 @@ jomo_pooled <- function(file, m = 20) {
   imp_seconds <- proc.time()[["elapsed"]] - start
   fits <- lapply(seq_len(m), function(i) {
     di <- imp[imp$Imputation == i, ]
-    di$band <- factor(di$band, levels = levels_band)
+    di$band <- factor(di$band, levels = 1:3)
     glmer(outcome ~ age + severity + band + (1 | clus), data = di, family = binomial)
   })
-  terms <- c("age", "severity", "bandraised", "bandhigh")
+  terms <- c("age", "severity", "band2", "band3")
   est <- sapply(fits, function(f) fixef(f)[terms])
   var <- sapply(fits, function(f) diag(as.matrix(vcov(f)))[terms])
   qbar <- rowMeans(est)
@@ -114,13 +115,20 @@ jomo_pooled <- function(file, m = 20) {
        site_sd = site_sd)
 }
 
-set.seed(2026)
-result <- list(
-  brms_nominal = brms_submodel(FALSE),
-  brms_ordinal = brms_submodel(TRUE),
-  jomo_nominal = jomo_pooled("joint_categorical_nominal.csv"),
-  jomo_ordinal = jomo_pooled("joint_categorical_ordinal.csv"),
-  versions = list(R = R.version.string, brms = as.character(packageVersion("brms")),
-                  jomo = as.character(packageVersion("jomo")), lme4 = as.character(packageVersion("lme4")))
-)
-write_json(result, out_file, auto_unbox = TRUE, digits = NA, pretty = TRUE)
+# Each part is written as soon as it is done (a part already in out_file is kept unless asked for again).
+parts <- if (length(args) >= 3) strsplit(args[3], ",")[[1]] else c("brms", "jomo")
+result <- if (file.exists(out_file)) fromJSON(out_file, simplifyVector = FALSE) else list()
+save <- function() {
+  result$versions <- list(R = R.version.string, brms = as.character(packageVersion("brms")),
+                          jomo = as.character(packageVersion("jomo")), lme4 = as.character(packageVersion("lme4")))
+  write_json(result, out_file, auto_unbox = TRUE, digits = NA, pretty = TRUE)
+}
+if ("brms" %in% parts) {
+  result$brms_nominal <- brms_submodel(FALSE); save()
+  result$brms_ordinal <- brms_submodel(TRUE); save()
+}
+if ("jomo" %in% parts) {
+  set.seed(2026)
+  result$jomo_nominal <- jomo_pooled("joint_categorical_nominal.csv"); save()
+  result$jomo_ordinal <- jomo_pooled("joint_categorical_ordinal.csv"); save()
+}

@@ -253,7 +253,8 @@ def focus_by_cluster(data: JointData, post: dict, rng) -> dict:
     n_total = next(iter(post.values())).shape[0] * next(iter(post.values())).shape[1]
     index = _thin(n_total, IMPUTATION_DRAWS)
     J, codes = data.n_clusters, data.codes
-    counts = {"counts_obs": np.bincount(codes[var.observed], minlength=J), "counts_all": np.bincount(codes, minlength=J)}
+    counts = {"counts_obs": np.bincount(codes[var.observed], minlength=J),
+              "counts_all": np.bincount(codes, minlength=J)}
     if isinstance(var, CategoricalPredictor):
         k = data.categoricals.index(var)
         rows = np.arange(data.n)
