@@ -43,7 +43,8 @@ CATEGORICAL_FOCUS_MODEL = {
 
 
 def categorical_focus_registry(seed: int, n_sites: int = 40, n_patients: int = 2000, *, ordinal: bool = False,
-                               mnar_log_odds: float = 0.0, n_structural: int | None = None) -> pd.DataFrame:
+                               mnar_log_odds: float = 0.0, n_structural: int | None = None,
+                               keep_complete: bool = False) -> pd.DataFrame:
     """A registry with a three-level focus ``band`` missing at random given site and severity (or not at random).
 
     Model (constants :data:`CATEGORICAL_FOCUS_MODEL`), in draw order:
@@ -83,6 +84,8 @@ def categorical_focus_registry(seed: int, n_sites: int = 40, n_patients: int = 2
         Missing-not-at-random log odds ratio (0: missing at random).
     n_structural : int, optional
         Sites that never record the band (default 2).
+    keep_complete : bool
+        Add ``band_complete``, the band before values went missing (for truth studies; no extra draw).
 
     Returns
     -------
@@ -125,9 +128,13 @@ def categorical_focus_registry(seed: int, n_sites: int = 40, n_patients: int = 2
     p_missing = special.expit(mm["intercept"] + mm["doc_quality"] * doc[j] + mm["severity"] * standardise(severity)
                               + float(mnar_log_odds) * (band > 0))
     missing = bernoulli(rng, p_missing, n) | structural[j]
-    labels = np.asarray(CATEGORICAL_LEVELS, dtype=object)[band]
+    complete = np.asarray(CATEGORICAL_LEVELS, dtype=object)[band]
+    labels = complete.copy()
     labels[missing] = None
-    return pd.DataFrame({"site": j + 1, "outcome": outcome, "age": age, "severity": severity, "band": labels})
+    frame = pd.DataFrame({"site": j + 1, "outcome": outcome, "age": age, "severity": severity, "band": labels})
+    if keep_complete:
+        frame["band_complete"] = complete
+    return frame
 
 
 def categorical_focus_registry_truth(ordinal: bool = False, mnar_log_odds: float = 0.0) -> dict:
