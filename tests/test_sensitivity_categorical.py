@@ -254,7 +254,8 @@ def test_SENS_CAT_005_delta_truth_study_tiny():
 
     from conftest import REPO
 
-    spec = importlib.util.spec_from_file_location("categorical_delta_truth", REPO / "bench" / "categorical_delta_truth.py")
+    spec = importlib.util.spec_from_file_location("categorical_delta_truth",
+                                                  REPO / "bench" / "categorical_delta_truth.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
     out = study.run(2, n_sites=20, n_patients=900, m=3, iterations=3, verbose=False)
