@@ -116,7 +116,8 @@ def run(reps: int = 50, *, n_sites: int = 40, n_patients: int = 2000, delta_true
             row = rows[-1]
             print(f"  rep {r + 1}/{reps}: share not normal {row['truth_share']:.3f}, MAR "
                   f"{row['mar_share']['estimate']:.3f}, delta {delta_true:g} "
-                  f"{row['delta_true_share']['estimate']:.3f}; MAR raised {row['mar']['band[raised]']['estimate']:.3f} high "
+                  f"{row['delta_true_share']['estimate']:.3f}; MAR raised "
+                  f"{row['mar']['band[raised]']['estimate']:.3f} high "
                   f"{row['mar']['band[high]']['estimate']:.3f}; delta {delta_true:g}: raised "
                   f"{row['delta_true']['band[raised]']['estimate']:.3f} high "
                   f"{row['delta_true']['band[high]']['estimate']:.3f}", flush=True)
