@@ -54,7 +54,7 @@ def one_replicate(seed: int, *, n_sites: int, n_patients: int, ordinal: bool, **
                              seed=seed, levels={"band": list(CATEGORICAL_LEVELS)},
                              ordinal=["band"] if ordinal else None, **fit_options)
     out = {"seed": seed, "converged": result.converged, "seconds": result.timing["total_s"],
-           "missing_share": float(data["band"].isna().mean())}
+           "timing": dict(result.timing), "missing_share": float(data["band"].isna().mean())}
     for term in TERMS:
         draws = result.draws[term].reshape(-1)
         q = np.quantile(draws, [0.025, 0.05, 0.95, 0.975])
@@ -95,14 +95,17 @@ def run(reps: int = 60, *, n_sites: int = 40, n_patients: int = 2000, first_seed
     """Run the study; returns ``{"replicates": [...], "summary": {...}, "settings": {...}}``.
 
     With ``out`` the replicates so far are written there after each one (a
-    long study can be stopped and its replicates kept).
+    long study can be stopped and its replicates kept), and a study whose
+    ``out`` exists already resumes after its last replicate.
     """
     truth = categorical_focus_registry_truth(ordinal=ordinal)["terms"]
     rows = []
+    if out is not None and out.is_file():          # resume: keep the replicates already written
+        rows = json.loads(out.read_text())["replicates"]
     start = time.perf_counter()
     settings = {"reps": reps, "n_sites": n_sites, "n_patients": n_patients, "first_seed": first_seed,
                 "ordinal": ordinal, **{k: v for k, v in fit_options.items()}}
-    for r in range(reps):
+    for r in range(len(rows), reps):
         rows.append(one_replicate(first_seed + r, n_sites=n_sites, n_patients=n_patients, ordinal=ordinal,
                                   **fit_options))
         if out is not None:
