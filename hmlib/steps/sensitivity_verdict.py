@@ -109,7 +109,8 @@ def _checked_delta(scenarios: pd.DataFrame) -> float:
 
 
 def _reasons(rows: pd.DataFrame) -> str:
-    reasons = list(dict.fromkeys(str(r) for r in rows.loc[rows["status"] == "failed", "reason"] if str(r)))
+    reasons = list(dict.fromkeys(str(r).strip().rstrip(".") for r in rows.loc[rows["status"] == "failed", "reason"]
+                                 if str(r).strip()))
     return "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} other reason(s)" if len(reasons) > 3 else "")
 
 
@@ -122,7 +123,7 @@ def family_coverage(result) -> list:
         n_planned, n_ok = len(rows), int((rows["status"] == "ok").sum())
         checked = _checked_delta(rows) if fam in DELTA_MODES and n_ok else (0.0 if fam in DELTA_MODES else None)
         if fam in result.skipped:
-            status, reason = "skipped", result.skipped[fam]
+            status, reason = "skipped", str(result.skipped[fam]).rstrip(".")
         elif fam not in result.settings.families:
             status, reason = "not requested", "not in the settings' families"
         elif n_planned == 0:
@@ -277,13 +278,13 @@ def narrative(result) -> list[str]:
     out.extend(tipping)
     meaning = delta_meaning(result)
     if tipping and meaning:
-        out.append(f"What delta means here: with delta = {_plausible(result):.2f}, {meaning}; delta = 0 is "
-                   "missing at random, and a negative delta the reverse.")
+        out.append(f"What delta means here, for example: {meaning}; delta = 0 is missing at random, and a "
+                   "negative delta assumes lower odds instead.")
     ex = result.scenarios.loc[(result.scenarios["family"] == "exclusion") & (result.scenarios["status"] == "ok")]
     for r in ex.itertuples():
         out.append(f"{r.scenario}: {int(r.n_clusters_excluded)} cluster(s) excluded.")
     for r in result.scenarios.loc[result.scenarios["status"] == "failed"].itertuples():
-        out.append(f"Scenario {r.scenario} failed: {r.reason}.")
+        out.append(f"Scenario {r.scenario} failed: {str(r.reason).strip().rstrip('.')}.")
     for c in family_coverage(result):
         if c.missing or c.status == "not applicable":
             out.append(f"Not run: {FAMILY_TEXT[c.family]} ({c.status}: {c.reason}).")
