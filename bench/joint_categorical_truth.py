@@ -14,17 +14,20 @@ bias with their Monte Carlo SE, empirical SD against mean posterior SD, and
 coverage with its Monte Carlo SE.
 
 Sampler: 2 chains of 500 draws after 500 tuning steps by default (the fast
-sizes of :mod:`hmlib.settings`, a reduced sampler to fit 60 replicates on a
+sizes of :mod:`hmlib.settings`, a reduced sampler to fit 50 replicates on a
 shared 2-core machine; ``--draws``/``--tune`` to change); each replicate's
-gate result is kept.
+gate result and timing are kept.
 
 Usage::
 
-    .venv/bin/python bench/joint_categorical_truth.py --reps 60 --out bench/results/joint_categorical_truth.json
-    .venv/bin/python bench/joint_categorical_truth.py --reps 60 --ordinal --out bench/results/joint_ordinal_truth.json
+    .venv/bin/python bench/joint_categorical_truth.py --reps 50 --out bench/results/joint_categorical_truth.json
+    .venv/bin/python bench/joint_categorical_truth.py --reps 50 --ordinal --out bench/results/joint_ordinal_truth.json
 
-``tests/test_joint_categorical.py`` runs a tiny version to check that the
-study runs and reports what it says.
+The replicates are written after each one; rerunning with the same ``--out``
+resumes after the last one written.
+
+The fits themselves are checked in ``tests/test_joint_categorical.py``
+(JOINT-CAT-005, -009); this script is the study.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def summarise(rows: list[dict], truth: dict) -> dict:
     return out
 
 
-def run(reps: int = 60, *, n_sites: int = 40, n_patients: int = 2000, first_seed: int = 7000, ordinal: bool = False,
+def run(reps: int = 50, *, n_sites: int = 40, n_patients: int = 2000, first_seed: int = 7000, ordinal: bool = False,
         verbose: bool = True, out: Path | None = None, **fit_options) -> dict:
     """Run the study; returns ``{"replicates": [...], "summary": {...}, "settings": {...}}``.
 
@@ -134,7 +137,7 @@ def run(reps: int = 60, *, n_sites: int = 40, n_patients: int = 2000, first_seed
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=60)
+    parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--sites", type=int, default=40)
     parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--first-seed", type=int, default=7000)
