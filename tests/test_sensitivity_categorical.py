@@ -17,6 +17,8 @@ SENS-CAT-004   run_sensitivity with a 3-level focus: log-odds grid, every level 
                plain-words meaning of delta, artifact round trip, figure
 SENS-CAT-005   the MNAR truth study runs (tiny version): with the true delta the share of non-reference bands is
                recovered, under MAR it is not (bench/categorical_delta_truth.py)
+SENS-CAT-006   the report's key message on sensitivity states a categorical focus's deltas as odds ratios (e^delta),
+               never in SDs (hmlib.report.key_messages)
 SENS-VERD-001  a family that did not run (not requested, failed, skipped) makes the verdict "incomplete" and is
                named; nothing is said about MNAR unless a delta scenario ran
 SENS-VERD-002  with every delta scenario failed, no sentence of the narrative or of the report's checklist claims an
@@ -262,3 +264,26 @@ def test_SENS_CAT_005_delta_truth_study_tiny():
     mar, adjusted = out["summary"]["mar"]["share not normal"], out["summary"]["delta_true"]["share not normal"]
     assert mar["relative_bias"] < -0.05 and abs(adjusted["relative_bias"]) < abs(mar["relative_bias"]) / 2
     assert set(out["summary"]["mar"]) == {"share not normal", "band[raised]", "band[high]"}
+
+
+def test_SENS_CAT_006_key_message_in_odds_ratios():
+    """SENS-CAT-006: robust and not-robust key messages give e^delta (2 times = log 2), no 'SD'."""
+    from hmlib.report.evidence import ReportEvidence
+    from hmlib.report.key_messages import key_messages
+
+    settings = SimpleNamespace(plausible_log_odds=math.log(2.0), deltas_log_odds=(-2.0, -1.0, 1.0, 2.0),
+                               plausible_delta_sd=0.5, deltas_sd=(-1.0, 1.0))
+
+    def messages(verdict, tipping):
+        sens = SimpleNamespace(verdict=verdict, delta_scale="log odds", settings=settings, tipping=tipping)
+        ev = ReportEvidence(params=SimpleNamespace(cluster="site", focus="band"),
+                            artifacts={"sensitivity": sens, "complete_case": None}, estimates=pd.DataFrame())
+        return " ".join(key_messages(ev))
+
+    robust = messages("robust: nothing changes", [SimpleNamespace(found=False, delta_sd=None)])
+    assert "up to 7.4 times (the largest shift tried) higher or lower than MAR implies" in robust
+    assert "odds of each unrecorded band category against the reference" in robust and " SD" not in robust
+    fragile = messages("not robust: the global shift changes it",
+                       [SimpleNamespace(found=True, delta_sd=-0.5), SimpleNamespace(found=True, delta_sd=1.5)])
+    assert "are 1.6 times lower than MAR implies" in fragile and " SD" not in fragile
+    assert "4.5" not in fragile          # e^1.5 lies beyond the plausible e^log(2) = 2: not named
