@@ -10,7 +10,7 @@ CAT-E2E-001   demo, lactate in 3 ordered levels: step 4 sums the missing levels 
               writes its artifact and draws; step 5 reuses and reweights those draws (refitting a prior whose weights
               are unreliable), runs the MNAR delta on the log-odds scale,
               and its verdict names every family that did not run; the report's summary repeats that verdict and its
-              checklist states the MNAR result as odds ratios
+              checklist states the MNAR result as odds ratios, its key message never in SDs
 """
 
 from __future__ import annotations
@@ -78,3 +78,5 @@ def test_cat_e2e_001_steps_4_and_5_on_the_demo_with_a_three_level_focus(tmp_path
     assert f"Sensitivity verdict: {sens.verdict}" in summary.executive
     mnar = next(i for i in summary.checklist if i.item == "Sensitivity to missing not at random")
     assert "odds ratio" in mnar.text and " SD" not in mnar.text
+    sensitivity_message = next(m for m in summary.key_messages if "missing at random (MAR:" in m)
+    assert " SD" not in sensitivity_message          # log-odds deltas, never said in SDs (SENS-CAT-006)
