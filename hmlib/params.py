@@ -49,6 +49,7 @@ KEYS: dict[str, str] = {
     "outcome_family": "binomial (0/1 outcome) or gaussian (continuous outcome)",
     "predictors": "list of patient-level predictor columns (numeric or categorical)",
     "categorical": "optional list of predictors or cluster covariates to treat as categorical even if numbers",
+    "ordinal": "optional categorical predictors whose levels are ordered: [gcs_band], or {gcs_band: [mild, severe]}",
     "higher_levels": "optional list of columns for levels above the cluster (e.g. [country])",
     "cluster_covariates": "optional list of cluster-level columns (constant within a cluster)",
     "focus": "the incomplete predictor the narrative centres on (default: most missing)",
@@ -151,6 +152,12 @@ class Params:
         Patient-level predictors, in the user's order.
     categorical : tuple of str
         Predictors or cluster covariates forced to be categorical.
+    ordinal : dict
+        ``{predictor: levels lowest first, or None}``: categorical predictors
+        whose levels are ordered (the joint model gives them a cumulative
+        logit submodel). None: numbers-as-text in numeric order, otherwise
+        the levels' sorted order. Checked against the data by
+        :func:`hmlib.data.load_registry`.
     higher_levels, cluster_covariates : tuple of str
     focus : str or None
         The incomplete predictor the narrative centres on; ``None`` means
@@ -181,6 +188,7 @@ class Params:
     predictors: tuple[str, ...]
     truth: Path | None = None
     categorical: tuple[str, ...] = ()
+    ordinal: dict = field(default_factory=dict)
     higher_levels: tuple[str, ...] = ()
     cluster_covariates: tuple[str, ...] = ()
     focus: str | None = None
@@ -405,6 +413,8 @@ def _roles(raw: dict, source: Path) -> dict:
             f"{source}: 'categorical' names {stray}, which are not in 'predictors' or 'cluster_covariates'."
         )
 
+    ordinal = _ordinal(raw.get("ordinal"), predictors, source)
+
     focus = raw.get("focus")
     if focus is not None:
         if not isinstance(focus, str) or focus not in predictors:
@@ -414,7 +424,29 @@ def _roles(raw: dict, source: Path) -> dict:
             )
 
     return {"cluster": cluster, "outcome": outcome, "outcome_family": family, "predictors": predictors,
-            "categorical": categorical, "higher_levels": higher, "cluster_covariates": cluster_cov, "focus": focus}
+            "categorical": categorical, "ordinal": ordinal, "higher_levels": higher,
+            "cluster_covariates": cluster_cov, "focus": focus}
+
+
+def _ordinal(value: Any, predictors: tuple, source: Path) -> dict:
+    """``ordinal`` as ``{predictor: tuple of levels or None}`` (a list of names, or names mapped to their order)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        out = {}
+        for col, order in value.items():
+            if order is not None and (not isinstance(order, list) or not order
+                                      or not all(isinstance(v, (str, int, float)) for v in order)):
+                raise ParamsError(f"{source}: 'ordinal.{col}' must list its levels from lowest to highest, e.g. "
+                                  f"{col}: [mild, moderate, severe]; got {order!r}.")
+            out[str(col)] = None if order is None else tuple(_code_text(v) for v in order)
+    else:
+        out = {col: None for col in _string_list(value, "ordinal", source)}
+    stray = [c for c in out if c not in predictors]
+    if stray:
+        raise ParamsError(f"{source}: 'ordinal' names {stray}, which are not in 'predictors'; an ordinal variable "
+                          "is a categorical predictor.")
+    return out
 
 
 def _settings(raw: dict, source: Path, fast: bool | None) -> dict:

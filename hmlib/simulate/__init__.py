@@ -17,6 +17,9 @@ are for:
   ``multi_gap_registry``)
 - :mod:`hmlib.simulate.mixed_model`  ``y, X, groups`` arrays for the
   random-intercept fitter (``mixed_model_data``, ``large_mixed_model_data``)
+- :mod:`hmlib.simulate.categorical_focus`  registries whose focus is a
+  three-level category, missing at random or not at random with a known
+  odds ratio (``categorical_focus_registry``)
 
 Every generator takes an explicit ``seed`` and draws from one
 ``numpy.random.default_rng(seed)`` in the order its docstring states; where

@@ -100,6 +100,9 @@ class JointSettings(Record):
     distributions : dict
         Normal or lognormal, per incomplete continuous predictor.
     binary_summed_out : tuple of str
+    categorical_summed_out : dict
+        ``{column: "nominal" | "ordinal"}``: the incomplete categorical
+        predictors with three or more levels, summed out, and their submodel.
     priors : dict
         The priors used (free JSON: specs as lists, ``lkj_eta`` a number).
     sampler, adaptation : str
@@ -116,6 +119,7 @@ class JointSettings(Record):
     adaptation: str
     attempts: tuple[SamplerRun, ...]
     binary_summed_out: tuple[str, ...]
+    categorical_summed_out: dict[str, str]
     chains: int
     distributions: dict[str, str]
     draws: int
@@ -190,9 +194,9 @@ def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | No
                  **options) -> JointModelResult:
     """Fit the joint model on a checked registry.
 
-    Outcome, predictors, cluster, family, levels and focus come from the
-    registry (``options`` may override them), the seed and ``fast`` from its
-    params unless given.
+    Outcome, predictors, cluster, family, levels, focus and the ordinal
+    predictors come from the registry (``options`` may override them), the
+    seed and ``fast`` from its params unless given.
 
     Parameters
     ----------
@@ -210,7 +214,8 @@ def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | No
     """
     p = registry.params
     arguments = {"outcome": p.outcome, "predictors": list(p.predictors), "cluster": p.cluster,
-                 "family": p.outcome_family, "levels": registry.levels, "focus": p.focus}
+                 "family": p.outcome_family, "levels": registry.levels, "focus": p.focus,
+                 "ordinal": dict(p.ordinal)}
     arguments |= options
     return fit_joint_model(registry.frame, seed=p.seed if seed is None else seed,
                            fast=bool(p.fast if fast is None else fast), **arguments)
@@ -385,8 +390,12 @@ def methods_text(record, ev) -> list:
     ``min_cell``, ``versions``).
     """
     s, v = record.settings, ev.versions
+    summed = [f"{name} ({'ordinal, cumulative logit' if kind == 'ordinal' else 'nominal, baseline-category logit'})"
+              for name, kind in s.categorical_summed_out.items()]
+    summed_text = (f"; the missing values of the incomplete categorical predictor(s) {', '.join(summed)} summed out "
+                   f"over their levels, each with its own submodel and {ev.noun} random intercepts") if summed else ""
     return [f"Joint Bayesian model: outcome and incomplete predictors modelled jointly with {ev.noun} random "
-            f"intercepts and a missingness submodel, in PyMC {v.get('pymc', 'unknown')}, sampled with "
+            f"intercepts and a missingness submodel{summed_text}, in PyMC {v.get('pymc', 'unknown')}, sampled with "
             f"nutpie {v.get('nutpie', 'unknown')} ({s.chains} chains x {s.draws} draws after {s.tune} tuning, "
             f"seed {s.seed}); {record.convergence_message}"]
 

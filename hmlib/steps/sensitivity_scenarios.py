@@ -67,7 +67,13 @@ Scenario families
     analysis is re-run. ``delta`` is set on a grid in SDs of the observed
     focus values (default -1 to 1 by 0.25) and is also reported in the
     variable's own units. The primary imputations are made once and shifted:
-    the imputation model is **not** re-run.
+    the imputation model is **not** re-run. A categorical focus is shifted on
+    the log-odds scale instead (:func:`hmlib.stats.sensitivity.shift_imputed_categories`):
+    its imputed values are redrawn with the odds of each non-reference level
+    (nominal) or of a higher category (ordinal, ``ordinal:`` in the params)
+    multiplied by ``e^delta``, ``delta`` on a grid of log odds ratios
+    (default -2 to 2 by 0.5: odds ratios 0.14 to 7.4); the tipping point is
+    reported as an odds ratio.
 ``leave-out``
     Each of the ``n_influential`` (default 5) best-documented clusters (most
     recorded focus values; ties by size) is left out in turn and imputation
@@ -85,6 +91,7 @@ Trials 7:177-188.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -99,13 +106,15 @@ from hmlib.steps.imputation import impute_registry
 from hmlib.stats.joint import reweight_cluster_sd_prior
 from hmlib.steps.joint_model import fit_registry
 from hmlib.stats.pooling import analyse_imputations
-from hmlib.stats.sensitivity import cluster_deltas, refine_tipping_point, shift_imputed
+from hmlib.stats.sensitivity import cluster_deltas, refine_tipping_point, shift_imputed, shift_imputed_categories
 from hmlib.steps.complete_case import complete_case_check
+from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for, delta_grid, focus_levels,
+                                           focus_reference, focus_row, focus_terms, focus_value, term_list)
 
 __all__ = ["FAMILIES", "DELTA_MODES", "SensitivitySettings", "Scenario", "ScenarioOutcome", "ScenarioContext",
            "plan_scenarios", "clusters_above_threshold", "best_documented_clusters", "impute_by_stratum",
-           "joint_model_fitter", "joint_priors", "prior_label", "focus_terms", "focus_row", "analyse",
-           "set_scenario_context", "run_scenario_task", "run_bisection_task"]
+           "joint_model_fitter", "joint_priors", "prior_label", "analyse", "set_scenario_context", "run_scenario_task",
+           "run_bisection_task"]
 
 FAMILIES = ("exclusion", "stratified", "prior", "indicator", "delta-global", "delta-cluster", "leave-out")
 #: The delta-adjustment families and their mode (:func:`hmlib.stats.sensitivity.cluster_deltas`).
@@ -133,6 +142,9 @@ class SensitivitySettings:
     deltas_sd : tuple of float
         Delta grid in SDs of the observed focus values (0 is the primary and
         is added when absent).
+    deltas_log_odds : tuple of float
+        Delta grid of a categorical focus, in log odds ratios (default -2 to
+        2 by 0.5: odds ratios 0.14 to 7.4).
     bisection_steps : int
         Bisection steps refining each tipping point (0: grid only).
     change_share : float
@@ -143,6 +155,9 @@ class SensitivitySettings:
     plausible_delta_sd : float
         Departures from MAR up to this many SDs count as plausible in the
         verdict: a tipping point within it makes the conclusion fragile.
+    plausible_log_odds : float
+        The same for a categorical focus, in log odds (default log 2: odds
+        ratios from 1/2 to 2).
     n_influential : int
         Best-documented clusters left out one at a time.
     min_clusters : int
@@ -166,10 +181,12 @@ class SensitivitySettings:
                                 ("halfcauchy", 1.0))
     reference_prior: tuple = ("halfnormal", 1.0)
     deltas_sd: tuple = (-1.0, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0)
+    deltas_log_odds: tuple = (-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0)
     bisection_steps: int = 6
     change_share: float = 0.5
     null_value: float = 0.0
     plausible_delta_sd: float = 0.5
+    plausible_log_odds: float = math.log(2.0)
     n_influential: int = 5
     min_clusters: int = 5
     m: int | None = None
@@ -188,8 +205,8 @@ class SensitivitySettings:
                 raise ParamsError(f"a cluster-SD prior is ('halfnormal' | 'halfcauchy', scale > 0), got {spec!r}.")
         if not self.change_share > 0:
             raise ParamsError(f"change_share must be > 0, got {self.change_share}.")
-        if not all(np.isfinite(self.deltas_sd)):
-            raise ParamsError("deltas_sd must be finite numbers.")
+        if not all(np.isfinite(self.deltas_sd)) or not all(np.isfinite(self.deltas_log_odds)):
+            raise ParamsError("deltas_sd and deltas_log_odds must be finite numbers.")
         if self.bisection_steps < 0 or self.n_influential < 0 or self.min_clusters < 2:
             raise ParamsError("bisection_steps and n_influential must be >= 0 and min_clusters >= 2.")
         if not 0 < self.level < 1:
@@ -309,25 +326,13 @@ def plan_scenarios(registry, settings: SensitivitySettings | None = None) -> lis
                                  options={"kind": "partially-pooled"}))
         elif fam in DELTA_MODES:
             mode = DELTA_MODES[fam]
-            for d in sorted(set(float(x) for x in s.deltas_sd) - {0.0}):
-                plan.append(Scenario(f"{fam}:{d:+g}sd", fam, options={"mode": mode, "delta_sd": d}))
+            grid, unit = delta_grid(registry, s)
+            for d in grid:     # options["delta_sd"]: delta on the focus's scale (SDs, or log odds if categorical)
+                plan.append(Scenario(f"{fam}:{d:+g}{unit}", fam, options={"mode": mode, "delta_sd": d}))
         elif fam == "leave-out":
             for label in best_documented_clusters(registry.frame, p.cluster, p.focus, s.n_influential):
                 plan.append(Scenario(f"leave-out:{label}", fam, options={"cluster": label}))
     return plan
-
-
-def focus_terms(registry) -> list[str]:
-    """Terms of the focus variable in the analysis model (one per non-reference level if categorical)."""
-    p = registry.params
-    if registry.kinds.get(p.focus) == "categorical":
-        return [f"{p.focus}[{level}]" for level in registry.levels[p.focus][1:]]
-    return [p.focus]
-
-
-def focus_row(rows: pd.DataFrame, term: str) -> pd.Series:
-    """The row of ``term`` in a table of estimates."""
-    return rows.loc[rows["term"] == term].iloc[0]
 
 
 # --------------------------------------------------------------------------
@@ -383,6 +388,10 @@ class ScenarioContext:
     cluster_residual_variance : bool
         Every re-imputation uses cluster-specific residual variances (2l.norm)
         when True, a common one (2l.pan) when False: the primary's choice.
+    category_model : CategoryImputationModel or str, optional
+        A categorical focus: the imputation model's distribution of each
+        imputed value (:func:`category_model_for`), or why it could not be
+        built (the delta scenarios then fail with that reason).
     """
 
     registry: object
@@ -394,6 +403,7 @@ class ScenarioContext:
     observed_sd: float
     joint_reference: object = None
     cluster_residual_variance: bool = False
+    category_model: object = None
 
 
 #: The context of the tasks run in this process (set by :func:`set_scenario_context`).
@@ -634,10 +644,13 @@ def _run_indicator(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
 def _delta_evaluate(ctx: ScenarioContext, mode: str, delta_sd: float) -> tuple[pd.DataFrame, dict]:
     reg = ctx.registry
     p = reg.params
-    units = delta_sd * ctx.observed_sd
+    categorical = ctx.category_model is not None
+    units = delta_sd if categorical else delta_sd * ctx.observed_sd     # log odds, or the focus's units
     per_cluster = cluster_deltas(reg.frame, p.cluster, p.focus, units, mode=mode)
     shift = reg.frame[p.cluster].map(per_cluster).to_numpy(dtype=float)
-    rows, _ = analyse(ctx, shift_imputed(ctx.primary_imputation, p.focus, shift))
+    shifted = (shift_imputed_categories(ctx.primary_imputation, ctx.category_model, shift) if categorical
+               else shift_imputed(ctx.primary_imputation, p.focus, shift))
+    rows, _ = analyse(ctx, shifted)
     missing_clusters = reg.frame.loc[reg.frame[p.focus].isna(), p.cluster].unique()
     used = per_cluster.loc[per_cluster.index.isin(missing_clusters)]
     details = {"delta_sd": float(delta_sd), "delta_units": float(units),
@@ -648,11 +661,13 @@ def _delta_evaluate(ctx: ScenarioContext, mode: str, delta_sd: float) -> tuple[p
 
 def _run_delta(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     p = ctx.registry.params
-    if ctx.registry.kinds.get(p.focus) != "numeric":
-        return ScenarioOutcome(scenario, "failed",
-                               reason=f"delta adjustment shifts numeric values; {p.focus} is categorical")
     if not ctx.primary_imputation.imputed_mask[p.focus].any():
         return ScenarioOutcome(scenario, "failed", reason=f"{p.focus} has no imputed value to shift")
+    if isinstance(ctx.category_model, str):
+        return ScenarioOutcome(scenario, "failed", reason=ctx.category_model)
+    if categorical_focus(ctx.registry) and ctx.category_model is None:
+        return ScenarioOutcome(scenario, "failed", reason=f"no imputation model of the categorical {p.focus} was "
+                                                          "built to shift")
     rows, details = _delta_evaluate(ctx, scenario.options["mode"], scenario.options["delta_sd"])
     return ScenarioOutcome(scenario, "ok", estimates=rows, details=details)
 
@@ -686,7 +701,7 @@ def run_bisection_task(task: tuple, context: ScenarioContext | None = None) -> d
     task : tuple
         ``(mode, sign, lo, hi, reference)``: delta mode, side of 0, the grid
         bracket in ``|delta|`` and the primary's focus ``estimate, ci_lower,
-        ci_upper``.
+        ci_upper`` (one per term for a categorical focus, :func:`focus_reference`).
     context : ScenarioContext, optional
         Default: this process's (:func:`set_scenario_context`).
 
@@ -700,11 +715,10 @@ def run_bisection_task(task: tuple, context: ScenarioContext | None = None) -> d
     mode, sign, lo, hi, reference = task
     ctx = _CONTEXT if context is None else context
     try:
-        term, s = focus_terms(ctx.registry)[0], ctx.settings
+        terms, s = focus_terms(ctx.registry), ctx.settings
 
         def evaluate(delta_sd):
-            r = focus_row(_delta_evaluate(ctx, mode, delta_sd)[0], term)
-            return float(r.estimate), float(r.ci_lower), float(r.ci_upper)
+            return focus_value(_delta_evaluate(ctx, mode, delta_sd)[0], terms)
 
         refined = refine_tipping_point(evaluate, lo, hi, sign, reference, steps=s.bisection_steps,
                                        change_share=s.change_share, null_value=s.null_value)

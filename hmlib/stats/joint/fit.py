@@ -54,6 +54,7 @@ _NOT_TRACED = ("miss_indicator", "miss_prior", "miss_slope", "miss_resid_sd", "o
 
 def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str, family: str,
                     seed: int | None = None, levels: dict | None = None, focus: str | None = None,
+                    ordinal=None,
                     draws: int | None = None, tune: int | None = None, chains: int | None = None,
                     fast: bool = False, priors: dict | None = None, distributions: dict | None = None,
                     parameterisation: dict | None = None, missing_values: str = "marginal",
@@ -75,6 +76,12 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         ``{column: levels}`` of categorical predictors (first = reference).
     focus : str, optional
         Default: the incomplete predictor with most missing values.
+    ordinal : sequence of str or dict, optional
+        Categorical predictors with an ordinal (cumulative logit) submodel,
+        optionally with their order (see
+        :func:`~hmlib.stats.joint.data.prepare_joint_data`); the other
+        categorical predictors with three or more levels get a nominal
+        (baseline-category logit) one.
     draws, tune, chains : int, optional
         Per chain; default the joint-model sizes of
         :func:`hmlib.settings.run_sizes` (full: 1000, 1000, 2; fast: 500, 500, 2).
@@ -145,7 +152,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     checked_priors = check_priors(priors)
     jd = prepare_joint_data(frame, outcome=outcome, predictors=predictors, cluster=cluster, family=family,
                             levels=levels, focus=focus, distributions=distributions,
-                            missing_values=missing_values, missingness_model=missingness_model)
+                            missing_values=missing_values, missingness_model=missingness_model, ordinal=ordinal)
     fits = ml_fits(jd)
     choice, shares = choose_parameterisation(jd, fits, parameterisation)
     quadrature_error = None
@@ -193,6 +200,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         "information_share": {jd.display_key(k): v for k, v in shares.items()},
         "distributions": {c.name: c.distribution for c in jd.continuous},
         "binary_summed_out": [b.name for b in jd.binaries],
+        "categorical_summed_out": {c.name: ("ordinal" if c.ordinal else "nominal") for c in jd.categoricals},
         "priors": checked_priors, "sampler": f"nutpie NUTS, {adaptation} mass-matrix adaptation",
         "adaptation": adaptation, "n_parameters": n_free,
         "time_budget_minutes": float(time_budget_minutes) if time_budget_minutes else None,
@@ -204,7 +212,20 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         n_patients=jd.n, n_clusters=jd.n_clusters, n_dropped_outcome=jd.n_dropped_outcome,
         draws={k: original[k] for k in original} | ({"re_corr": post["re_corr"]} if jd.missingness_model else {}),
         imputations=imputations, trace=trace if keep_trace else None,
-        sd_draws={k: v for k, v in post.items() if k.endswith("_cluster_sd")})
+        sd_draws=_cluster_sd_draws(post))
+
+
+def _cluster_sd_draws(post: dict) -> dict:
+    """Every cluster SD's draws (chain, draw); a nominal submodel's SDs, one per level, as ``<name>[<j>]``."""
+    out = {}
+    for name, values in post.items():
+        if not name.endswith("_cluster_sd"):
+            continue
+        if values.ndim == 2:
+            out[name] = values
+        else:
+            out |= {f"{name}[{j}]": values[..., j] for j in range(values.shape[-1])}
+    return out
 
 
 def _compile(model, adaptation: str):
