@@ -16,8 +16,8 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-__all__ = ["RC", "SUPPRESSED_COLOUR", "CHANGED_COLOUR", "UNCHANGED_COLOUR", "new_figure", "plain", "title",
-           "head_tail", "style_context"]
+__all__ = ["RC", "SUPPRESSED_COLOUR", "CHANGED_COLOUR", "UNCHANGED_COLOUR", "MISSING_LEVEL_COLOUR", "new_figure",
+           "plain", "title", "head_tail", "style_context", "level_colours"]
 
 #: Matplotlib settings of every figure.
 RC = {"text.usetex": False, "axes.titlesize": 11, "axes.labelsize": 10,
@@ -27,6 +27,8 @@ SUPPRESSED_COLOUR = "#d9d9d9"
 #: A scenario that changes the conclusion, and one that does not.
 CHANGED_COLOUR = "#b2182b"
 UNCHANGED_COLOUR = "#2166ac"
+#: Fill of "not recorded" beside the levels of a categorical variable.
+MISSING_LEVEL_COLOUR = "#bdbdbd"
 
 
 def style_context(style: str | None = None):
@@ -82,3 +84,14 @@ def head_tail(n_rows: int, max_rows: int) -> tuple[np.ndarray, bool]:
         return np.arange(n_rows), False
     half = max_rows // 2
     return np.r_[np.arange(half), np.arange(n_rows - (max_rows - half), n_rows)], True
+
+
+def level_colours(levels) -> dict:
+    """One colour per level of a categorical variable, in level order (``{level: colour}``).
+
+    A sequential palette (light to dark), so that an ordered variable reads in
+    its order; "missing" is never among them (:data:`MISSING_LEVEL_COLOUR`).
+    """
+    levels = [str(level) for level in levels]
+    palette = sns.color_palette("viridis", max(len(levels), 2))
+    return {level: matplotlib.colors.to_hex(colour) for level, colour in zip(levels, palette)}

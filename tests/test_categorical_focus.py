@@ -1,0 +1,160 @@
+"""A categorical focus variable in steps 1-3: the missing-category model, diagnose and imputation tables.
+
+The missing-category model (:func:`hmlib.stats.complete_case.fit_missing_category_model`) is
+checked against lme4 (``tests/results/missing_category.R`` / ``.json``) on the simulated
+registry ``categorical_registry.csv`` (:func:`hmlib.simulate.categorical.categorical_registry`,
+seed 11, 30 sites) and on real data with an incomplete categorical predictor (``Hisp`` and
+``Use.Tob`` of opt_periodontal, the school denomination ``den`` of brandsma).
+
+Test IDs
+--------
+CAT-MC-001  missing-category model = glmer / lmer with "missing" as a level (coefficients to 1e-3)
+CAT-MC-002  the missing level's effect by cluster = R's within-cluster glm, and its pooling
+CAT-MC-003  the missing level is last (reference unchanged) and never collides with a level
+CAT-MC-004  step 2 on a categorical focus: method missing_indicator with focus[missing], per-level
+            sentences, typed artifact fields, figures with one colour per level
+CAT-DIAG-001..003  step 1: level shares by cluster, suppression, narrative and artifact
+CAT-STEP3-001      step 3: every focus level in the narrative, level shares observed vs imputed
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REFERENCE, REPO
+from hmlib.data import load_registry
+from hmlib.params import load_params
+from hmlib.simulate.categorical import categorical_registry
+from hmlib.stats.complete_case import fit_missing_category_model, missing_level_label
+from hmlib.steps.complete_case import CompleteCaseArtifact, complete_case_check
+
+REAL = REPO / "data" / "real"
+R_CASES = {c["name"]: c for c in json.loads((REFERENCE / "missing_category.json").read_text())}
+
+#: name -> (data file, params of the registry): the models of missing_category.R
+CASES = {
+    "categorical_registry": (REFERENCE / "categorical_registry.csv", dict(
+        cluster="site", outcome="outcome", outcome_family="binomial",
+        predictors=["lactate_band", "age", "severity"], focus="lactate_band")),
+    "opt_hisp": (REAL / "opt_periodontal.csv", dict(
+        cluster="Clinic", outcome="preterm", outcome_family="binomial",
+        predictors=["Group", "Age", "Black", "Education", "Public.Asstce", "Hisp"], focus="Hisp")),
+    "opt_use_tob": (REAL / "opt_periodontal.csv", dict(
+        cluster="Clinic", outcome="preterm", outcome_family="binomial",
+        predictors=["Group", "Age", "Black", "Education", "Public.Asstce", "BMI", "Use.Tob"], focus="Use.Tob")),
+    "brandsma_den": (REAL / "brandsma.csv", dict(
+        cluster="sch", outcome="lpo", outcome_family="gaussian", predictors=["iqv", "ses", "sex", "lpr", "den"],
+        categorical=["sex", "den"], focus="den")),
+}
+
+
+def _registry(folder, data, **params):
+    folder.mkdir(parents=True, exist_ok=True)
+    base = {"name": "t", "data": str(data), "seed": 1, **params}
+    (folder / "p.yaml").write_text(yaml.safe_dump(base))
+    return load_registry(load_params(folder / "p.yaml"))
+
+
+def _lme4_term(term: str) -> str:
+    """hmlib's ``name[level]`` as lme4 names it (``namelevel``)."""
+    return term.replace("Intercept", "(Intercept)").replace("[", "").replace("]", "")
+
+
+@pytest.fixture(scope="module")
+def step2_results(tmp_path_factory):
+    """Step 2 on each reference case: name -> CompleteCaseResult."""
+    root = tmp_path_factory.mktemp("mc")
+    return {name: complete_case_check(_registry(root / name, data, **params))
+            for name, (data, params) in CASES.items()}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_cat_mc_001_missing_category_model_matches_lme4(step2_results, name):
+    """CAT-MC-001: the missing_indicator rows of a categorical focus are glmer's (binomial, Laplace) or
+    lmer's (gaussian, ML) fit with "missing" as the focus's last level: every fixed effect to 1e-3,
+    its SE to 1% (relative), the cluster SD to 1e-3, the same rows and clusters
+    (missing_category.R)."""
+    ref = R_CASES[name]
+    res = step2_results[name]
+    rows = res.estimates.loc[res.estimates["method"] == "missing_indicator"].set_index("term")
+    cluster = CASES[name][1]["cluster"]
+    fixed = rows.drop(index=f"sd({cluster})")
+    assert sorted(_lme4_term(t) for t in fixed.index) == sorted(ref["fixed"])
+    assert res.indicator_term == f"{CASES[name][1]['focus']}[missing]" and res.indicator_term in fixed.index
+    for term, row in fixed.iterrows():
+        expected = ref["fixed"][_lme4_term(term)]
+        assert row["estimate"] == pytest.approx(expected["estimate"], abs=1e-3), term
+        assert row["std_error"] == pytest.approx(expected["std_error"], rel=0.01), term
+    assert rows.loc[f"sd({cluster})", "estimate"] == pytest.approx(ref["cluster_sd"], abs=1e-3)
+    assert int(rows["n_patients"].iloc[0]) == ref["n_used"] and int(rows["n_clusters"].iloc[0]) == ref["n_clusters"]
+
+
+def test_cat_mc_002_missing_level_by_cluster_matches_r(step2_results):
+    """CAT-MC-002: the missing level's effect within each cluster (own intercept, common model's fixed
+    part as offset) equals R's per-cluster glm to 1e-3, in the same clusters; the DerSimonian-Laird
+    tau, mean and heterogeneity p equal R's (missing_category.R, by_cluster)."""
+    ref = R_CASES["categorical_registry"]["by_cluster"]
+    table = step2_results["categorical_registry"].indicator_by_cluster
+    mine = table.dropna(subset=["raw"]).set_index("cluster")
+    theirs = pd.DataFrame(ref["table"]).set_index("cluster")
+    assert sorted(mine.index) == sorted(theirs.index)
+    assert (mine["raw"] - theirs["raw"]).abs().max() < 1e-3
+    assert (mine["raw_se"] - theirs["raw_se"]).abs().max() < 1e-3
+    assert table.attrs["n_estimable"] == ref["n_estimable"]
+    assert table.attrs["tau"] == pytest.approx(ref["tau"], abs=1e-3)
+    assert table.attrs["mean"] == pytest.approx(ref["mean"], abs=1e-3)
+    assert table.attrs["q_p"] == pytest.approx(ref["q_p"], abs=1e-3)
+
+
+def test_cat_mc_003_missing_level_is_last_and_never_collides():
+    """CAT-MC-003: the missing level comes after the observed levels (the reference level and the
+    other levels' terms are those of the complete-case model), and a level already called
+    "missing" keeps its meaning: the missing level then takes another label."""
+    frame = categorical_registry(3, n_sites=12, n_patients=600)
+    model = fit_missing_category_model(frame, focus="lactate_band", predictors=["lactate_band", "age"],
+                                       outcome="outcome", cluster="site", family="binomial")
+    assert model.fit.term_names == ("Intercept", "lactate_band[normal]", "lactate_band[raised]",
+                                    "lactate_band[missing]", "age")
+    assert model.indicator == "lactate_band[missing]"
+    assert frame["lactate_band"].isna().any()                      # the input is not modified
+    assert missing_level_label(["missing", "yes"]) == "missing (not recorded)"
+    recoded = frame.assign(lactate_band=frame["lactate_band"].replace({"raised": "missing"}))
+    model = fit_missing_category_model(recoded, focus="lactate_band", predictors=["lactate_band", "age"],
+                                       outcome="outcome", cluster="site", family="binomial")
+    assert model.indicator == "lactate_band[missing (not recorded)]"
+    assert "lactate_band[missing]" in model.fit.term_names         # the recorded level "missing"
+    n_missing = int(frame["lactate_band"].isna().sum())
+    k = model.fit.term_names.index(model.indicator)
+    assert model.design.X[:, k].sum() == n_missing
+
+
+def test_cat_mc_004_step2_categorical_focus(tmp_path, step2_results):
+    """CAT-MC-004: step 2 with a categorical focus writes missing_indicator rows with every level and
+    focus[missing], states each level's coefficient (complete cases and missing-category model, with
+    odds ratios) and the missing level's, keeps the levels and the indicator term in its typed
+    artifact, and draws the level shares and the missing level's effect by cluster."""
+    res = step2_results["categorical_registry"]
+    assert res.focus_levels == ("high", "normal", "raised")
+    assert res.focus_terms == ["lactate_band[normal]", "lactate_band[raised]"]
+    text = res.narrative()
+    for term in res.focus_terms:
+        assert any(s.startswith(f"The {term} coefficient (against lactate_band = high)") and "odds ratio" in s
+                   for s in text), term
+    assert any(s.startswith("Patients without a recorded lactate_band (lactate_band[missing]") for s in text)
+    assert not any("numeric focus variables only" in s for s in text)
+    artifact = res.to_artifact()
+    assert artifact.focus_levels == ("high", "normal", "raised")
+    assert artifact.indicator_term == "lactate_band[missing]"
+    assert CompleteCaseArtifact.from_json(json.loads(json.dumps(artifact.to_json()))) == artifact
+    figures = res.figures()
+    assert len(figures["shift"]) == 2 and len(figures["indicator_by_cluster"]) == 1
+    shares = figures["shift"][1]
+    legend = [t.get_text() for ax in shares.axes for t in ax.get_legend().get_texts()]
+    assert legend[:3] == ["high", "normal", "raised"]
+    numeric = step2_results["brandsma_den"]
+    assert numeric.indicator_term == "den[missing]" and numeric.focus_levels == ("1", "2", "3", "4")
