@@ -172,6 +172,7 @@ def suppress_counts(
     column_totals: bool = True,
     derived_columns: Mapping[str, Sequence[str]] | None = None,
     label: str = SUPPRESSED_LABEL,
+    hidden: pd.DataFrame | None = None,
 ) -> SuppressedTable:
     """Suppress small counts, and the cells that would reveal them.
 
@@ -202,6 +203,12 @@ def suppress_counts(
         suppressed when any of its counts is.
     label : str
         Shown in ``display`` for every suppressed cell.
+    hidden : pandas.DataFrame of bool, optional
+        Count cells already hidden by an earlier decision (same index as
+        ``table``; columns among the count columns and ``total_column``):
+        they count as suppressed from the start, so that the cells of this
+        table are protected around them (e.g. level counts whose total is a
+        count hidden in another published table).
 
     Returns
     -------
@@ -268,6 +275,13 @@ def suppress_counts(
     flat = values.ravel()
     primary = (flat >= 1) & (flat < min_cell)
     suppressed = primary.copy()
+    if hidden is not None:
+        given = np.zeros((n_rows, n_cols), dtype=bool)
+        for c in hidden.columns:
+            if c not in col_index:
+                raise DataError(f"suppress_counts: hidden column {c!r} is not a count column.")
+            given[:, col_index[c]] = hidden[c].reindex(table.index, fill_value=False).to_numpy(dtype=bool)
+        suppressed |= given.ravel()
     given_up: set[int] = set()
     unprotectable: list[str] = []
     changed = True

@@ -158,3 +158,93 @@ def test_cat_mc_004_step2_categorical_focus(tmp_path, step2_results):
     assert legend[:3] == ["high", "normal", "raised"]
     numeric = step2_results["brandsma_den"]
     assert numeric.indicator_term == "den[missing]" and numeric.focus_levels == ("1", "2", "3", "4")
+
+
+# ---------------------------------------------------------------------------
+# Step 1: the recorded levels by cluster
+# ---------------------------------------------------------------------------
+def test_cat_diag_001_level_counts_and_mix_by_hand():
+    """CAT-DIAG-001: level counts by cluster by hand; the homogeneity test equals scipy's chi2_contingency
+    over the clusters with a recorded value, Cramer's V its definition, each level's correlation
+    scipy's Spearman over the clusters with at least min_recorded recorded values."""
+    from scipy import stats
+
+    from hmlib.stats.missingness import level_counts_by_cluster, level_mix
+
+    frame = pd.DataFrame({"site": list("AAAABBBCCD"),
+                          "band": ["lo", "hi", None, "lo", "hi", "hi", None, None, None, "lo"]})
+    counts = level_counts_by_cluster(frame, "band", "site", ["lo", "hi"])
+    assert counts.to_dict(orient="index") == {
+        "A": {"n": 4, "n_missing": 1, "n_recorded": 3, "lo": 2, "hi": 1},
+        "B": {"n": 3, "n_missing": 1, "n_recorded": 2, "lo": 0, "hi": 2},
+        "C": {"n": 2, "n_missing": 2, "n_recorded": 0, "lo": 0, "hi": 0},
+        "D": {"n": 1, "n_missing": 0, "n_recorded": 1, "lo": 1, "hi": 0}}
+    data = pd.read_csv(REFERENCE / "categorical_registry.csv")
+    counts = level_counts_by_cluster(data, "lactate_band", "site", ["high", "normal", "raised"])
+    mix = level_mix(counts, "lactate_band", min_recorded=11)
+    table = counts.loc[counts["n_recorded"] > 0, ["high", "normal", "raised"]].to_numpy()
+    chi2, p, df, _ = stats.chi2_contingency(table, correction=False)
+    assert (mix.chi2, mix.p_value, mix.df) == (pytest.approx(chi2), pytest.approx(p), df)
+    assert mix.cramers_v == pytest.approx(np.sqrt(chi2 / (table.sum() * 2)))
+    assert mix.n_clusters_tested == len(table) == 28                  # two sites never record it
+    big = counts.loc[counts["n_recorded"] >= 11]
+    rho, p = stats.spearmanr(big["n_missing"] / big["n"], big["normal"] / big["n_recorded"])
+    assert mix.missing_correlation["normal"] == (pytest.approx(rho), pytest.approx(p))
+    assert sum(mix.overall_shares.values()) == pytest.approx(1.0)
+
+
+def test_cat_diag_002_level_counts_suppressed_around_the_cluster_decision(tmp_path):
+    """CAT-DIAG-002: the by-cluster missingness table of a categorical focus is the one a numeric
+    focus gets (the level breakdown hides nothing there); every level count from 1 to min_cell - 1
+    is hidden; where the recorded count is shown no row has exactly one hidden level, and no level
+    column has exactly one hidden cell (column totals are published); a total hidden elsewhere
+    (suppress_counts' hidden=) gets a hidden part."""
+    from hmlib.privacy import suppress_counts
+    from hmlib.stats.missingness import level_counts_by_cluster
+    from hmlib.steps.diagnose import diagnose
+
+    frame = categorical_registry(5, n_sites=25, n_patients=900)
+    roles = dict(cluster="site", outcome="outcome", outcome_family="binomial",
+                 predictors=["lactate_band", "age", "severity"], focus="lactate_band", min_cell=11)
+    levels = {"lactate_band": ["high", "normal", "raised"]}
+    res = diagnose(frame, levels=levels, **roles)
+    plain = diagnose(frame, **roles)
+    pd.testing.assert_frame_equal(res.by_cluster.values, plain.by_cluster.values)
+    assert plain.focus_levels is None and res.focus_levels is not None
+    shown = res.focus_levels.table.set_index("cluster")
+    counts = level_counts_by_cluster(frame, "lactate_band", "site", levels["lactate_band"])
+    counts.index = [res.cluster_names[c] for c in counts.index]
+    counts = counts.loc[shown.index]
+    hidden = shown[levels["lactate_band"]].isna() & (counts["n_recorded"] > 0).to_numpy()[:, None]
+    small = (counts[levels["lactate_band"]] > 0) & (counts[levels["lactate_band"]] < 11)
+    assert hidden[small].fillna(True).all().all()
+    assert small.to_numpy().any()                                       # the test has small cells to hide
+    visible_total = shown["n_recorded"].notna()
+    assert not (hidden.loc[visible_total].sum(axis=1) == 1).any()
+    assert not (hidden.sum(axis=0) == 1).any()
+    table = pd.DataFrame({"o": [30, 40], "a": [15, 20], "b": [15, 20]})
+    given = pd.DataFrame({"o": [True, False]})
+    masked = suppress_counts(table, ["a", "b"], 11, total_column="o", parts=[["a", "b"]], hidden=given)
+    assert bool(masked.mask.loc[0, "o"]) and masked.mask.loc[0, ["a", "b"]].sum() == 1
+
+
+def test_cat_diag_003_step1_categorical_focus(tmp_path):
+    """CAT-DIAG-003: step 1 on the reference registry states the recorded mix of levels, that it
+    differs between sites, and that sites missing lactate_band more often record "normal" less
+    often (missingness depends on severity, and so does the band); the typed artifact keeps the
+    mix; the figures gain the levels-by-cluster plot (legend: missing, then each level)."""
+    from hmlib.steps.diagnose import DiagnoseArtifact, diagnose_registry
+
+    data, params = CASES["categorical_registry"]
+    res = diagnose_registry(_registry(tmp_path, data, **params))
+    text = " ".join(res.narrative())
+    assert "Among the recorded values of lactate_band: high 18%, normal 47%, raised 35%" in text
+    assert "The mix of recorded lactate_band levels differs between sites" in text
+    assert "record normal less often (Spearman -0.54" in text
+    artifact = res.to_artifact()
+    assert artifact.focus_levels.levels == ("high", "normal", "raised")
+    assert artifact.focus_levels.mix.n_clusters_tested == 28
+    assert DiagnoseArtifact.from_json(json.loads(json.dumps(artifact.to_json()))) == artifact
+    figure = res.figures()["by_cluster"][-1]
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["missing", "high", "normal", "raised", "suppressed"]
