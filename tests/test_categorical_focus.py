@@ -248,3 +248,43 @@ def test_cat_diag_003_step1_categorical_focus(tmp_path):
     figure = res.figures()["by_cluster"][-1]
     legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert legend == ["missing", "high", "normal", "raised", "suppressed"]
+
+
+# ---------------------------------------------------------------------------
+# Step 3: every level, and the levels observed vs imputed
+# ---------------------------------------------------------------------------
+def test_cat_step3_001_every_level_and_level_shares(tmp_path):
+    """CAT-STEP3-001: step 3 on a categorical focus states each non-reference level's coefficient
+    (against the reference level) and its fraction of missing information for every method, draws
+    every focus level in the forest plot, and publishes the level shares observed and imputed by
+    method in the clusters with most missing values (a cluster that never recorded the focus has
+    imputed shares only; observed shares that would reveal a count below min_cell are left out);
+    the typed artifact keeps the levels and the table."""
+    from hmlib.steps.imputation import ImputationArtifact, imputation_step
+
+    data, params = CASES["categorical_registry"]
+    res = imputation_step(_registry(tmp_path, data, **params), m=3, iterations=2, transport=False)
+    assert res.focus_terms == ["lactate_band[normal]", "lactate_band[raised]"]
+    text = res.narrative()
+    for term in res.focus_terms:
+        assert any(s.startswith(f"The {term} coefficient against lactate_band = high (95% interval)") for s in text)
+        assert any(s.startswith(f"Fraction of missing information for the {term} coefficient") for s in text)
+    table = res.level_distributions
+    assert set(table["source"]) == {"observed", "flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi"}
+    sums = table.groupby(["cluster", "source"])["share"].sum()
+    assert np.allclose(sums.to_numpy(), 1.0)
+    frame = pd.read_csv(data)
+    never = [c for c, g in frame.groupby("site") if g["lactate_band"].isna().all()]
+    chosen = set(table["cluster"])
+    assert set(never) & chosen                                         # a never-recording site is shown
+    for site in chosen:
+        observed = frame.loc[(frame["site"] == site), "lactate_band"].dropna().value_counts()
+        has_observed = ((table["cluster"] == site) & (table["source"] == "observed")).any()
+        assert has_observed == (len(observed) > 0 and not ((observed > 0) & (observed < 11)).any())
+    artifact = res.to_artifact()
+    assert artifact.focus_levels == ("high", "normal", "raised") and len(artifact.level_distributions) == len(table)
+    assert ImputationArtifact.from_json(json.loads(json.dumps(artifact.to_json()))) == artifact
+    figures = res.figures()
+    assert [ax.get_title() for ax in figures["estimates"][0].axes[:3]] == [
+        "lactate_band[normal]", "lactate_band[raised]", "sd(site)"]
+    assert len(figures["distributions"]) == 1
