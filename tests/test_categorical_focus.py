@@ -143,7 +143,7 @@ def test_cat_mc_004_step2_categorical_focus(tmp_path, step2_results):
     assert res.focus_terms == ["lactate_band[normal]", "lactate_band[raised]"]
     text = res.narrative()
     for term in res.focus_terms:
-        assert any(s.startswith(f"The {term} coefficient (against lactate_band = high)") and "odds ratio" in s
+        assert any(s.startswith(f"The {term} coefficient against lactate_band = high is") and "odds ratio" in s
                    for s in text), term
     assert any(s.startswith("Patients without a recorded lactate_band (lactate_band[missing]") for s in text)
     assert not any("numeric focus variables only" in s for s in text)

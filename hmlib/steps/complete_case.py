@@ -182,7 +182,7 @@ class CompleteCaseResult:
                     f"{interval('missing_indicator', t).replace('95% CI ', '')} in the missing-indicator model."
                     for t in available]
         reference = self.focus_levels[0]
-        out = [f"The {t} coefficient (against {self.focus} = {reference}) is {interval('complete_case', t)} "
+        out = [f"The {t} coefficient against {self.focus} = {reference} is {interval('complete_case', t)} "
                f"among complete cases and {interval('missing_indicator', t)} in the missing-category model."
                for t in available]
         if ("missing_indicator", self.indicator_term) in est.index:
