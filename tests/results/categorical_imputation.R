@@ -17,11 +17,26 @@
 #   flat_polyreg  mice "polyreg" (multinomial logit, nnet), site not used
 #   flat_polr     mice "polr" (proportional odds, MASS), the band ordered
 #                 normal < raised < high, site not used
+#   flat_polyreg_boot, flat_polr_boot
+#                 the same, each imputation's model fitted to a bootstrap
+#                 sample of the rows with a recorded band: mice's polyreg
+#                 and polr impute from the fitted model without drawing its
+#                 parameters (improper imputation, too little
+#                 between-imputation variance); the bootstrap makes them
+#                 proper (Rubin 1987, approximate Bayesian bootstrap), so
+#                 their pooled standard errors are the ones to compare
 #   jomo          jomo::jomo1rancat: the band as a latent normal (two latent
 #                 variables) with a random intercept per site (an
 #                 unstructured 2 x 2 covariance), outcome, z(age) and
 #                 z(severity) as fixed effects; nburn burn-in iterations,
 #                 nbetween iterations between imputations
+#
+# The same script makes categorical_imputation_ordinal.json from
+# categorical_registry_ordinal.csv (categorical_registry(12, n_sites = 30,
+# n_patients = 2000, ordinal = TRUE): the band drawn from a proportional-odds
+# model with a site random intercept, the data polr is made for):
+#   Rscript tests/results/categorical_imputation.R --data tests/results/categorical_registry_ordinal.csv \
+#       --out tests/results/categorical_imputation_ordinal.json --seeds 1,2,3,4,5,6,7,8
 #
 # Each method is run with every seed of --seeds (m imputations each), so the
 # spread of the pooled estimates over seeds gives their Monte Carlo error.
@@ -30,6 +45,7 @@
 #   Rscript tests/results/categorical_imputation.R [--data tests/results/categorical_registry.csv]
 #       [--out tests/results/categorical_imputation.json] [--m 20] [--maxit 5]
 #       [--seeds 1,2,3,4,5] [--methods flat_polyreg,flat_polr,jomo] [--nburn 1000] [--nbetween 200]
+#       [--merge]   # keep the other methods already in --out
 # Needs R with mice, nnet, MASS, jomo, lme4, jsonlite.
 
 args <- commandArgs(trailingOnly = TRUE)
@@ -45,6 +61,7 @@ seeds <- as.integer(strsplit(option("seeds", "1,2,3,4,5"), ",")[[1]])
 methods <- strsplit(option("methods", "flat_polyreg,flat_polr,jomo"), ",")[[1]]
 nburn <- as.integer(option("nburn", "1000"))
 nbetween <- as.integer(option("nbetween", "200"))
+merge <- "--merge" %in% args
 
 suppressPackageStartupMessages({
   library(mice)
@@ -80,9 +97,21 @@ analyse <- function(completed) {
        analyse_s = proc.time()[["elapsed"]] - t0)
 }
 
+# polyreg and polr on a bootstrap sample of the observed rows (mice looks the methods up by name)
+bootstrapped <- function(impute) {
+  function(y, ry, x, wy = NULL, ...) {
+    if (is.null(wy)) wy <- !ry
+    b <- sample(which(ry), sum(ry), replace = TRUE)
+    rr <- c(rep(TRUE, length(b)), rep(FALSE, sum(wy)))
+    impute(unlist(list(y[b], y[wy])), rr, rbind(x[b, , drop = FALSE], x[wy, , drop = FALSE]), wy = !rr, ...)
+  }
+}
+mice.impute.polyregboot <- bootstrapped(mice.impute.polyreg)
+mice.impute.polrboot <- bootstrapped(mice.impute.polr)
+
 impute_mice <- function(method, seed) {
   d <- data[, c("outcome", "age", "severity", "lactate_band")]
-  if (method == "polr") {
+  if (method %in% c("polr", "polrboot")) {
     d$lactate_band <- factor(as.character(d$lactate_band), levels = c("normal", "raised", "high"), ordered = TRUE)
   }
   meth <- c(outcome = "", age = "", severity = "", lactate_band = method)
@@ -118,6 +147,8 @@ for (method in methods) {
     imp <- switch(method,
                   flat_polyreg = impute_mice("polyreg", seed),
                   flat_polr = impute_mice("polr", seed),
+                  flat_polyreg_boot = impute_mice("polyregboot", seed),
+                  flat_polr_boot = impute_mice("polrboot", seed),
                   jomo = impute_jomo(seed))
     pooled <- analyse(imp$completed)
     runs[[length(runs) + 1]] <- c(list(seed = seed, impute_s = imp$impute_s), pooled)
@@ -134,5 +165,9 @@ record <- list(
                   mice = as.character(packageVersion("mice")), jomo = as.character(packageVersion("jomo")),
                   lme4 = as.character(packageVersion("lme4"))),
   methods = results)
+if (merge && file.exists(out_path)) {
+  kept <- fromJSON(out_path, simplifyVector = FALSE)$methods
+  record$methods <- c(kept[setdiff(names(kept), names(results))], results)
+}
 writeLines(toJSON(record, auto_unbox = TRUE, digits = NA, pretty = TRUE), out_path)
 cat("wrote", out_path, "\n")
