@@ -16,7 +16,13 @@
 # severity):
 #   flat_polyreg  mice "polyreg" (multinomial logit, nnet), site not used
 #   flat_polr     mice "polr" (proportional odds, MASS), the band ordered
-#                 normal < raised < high, site not used
+#                 normal < raised < high, site not used. mice 3.15's
+#                 mice.impute.polr labels its draws by the *alphabetical*
+#                 order of the levels (as.factor after augment()) while its
+#                 probabilities follow the ordered factor's order, so with
+#                 levels normal < raised < high it returns "high" for
+#                 "normal" and so on; the band is therefore recoded 1 < 2 < 3
+#                 (alphabetical = ordinal) for polr and decoded afterwards
 #   flat_polyreg_boot, flat_polr_boot
 #                 the same, each imputation's model fitted to a bootstrap
 #                 sample of the rows with a recorded band: mice's polyreg
@@ -30,6 +36,10 @@
 #                 unstructured 2 x 2 covariance), outcome, z(age) and
 #                 z(severity) as fixed effects; nburn burn-in iterations,
 #                 nbetween iterations between imputations
+#   jomo_means    the same with the site means of outcome, z(age) and
+#                 z(severity) as further fixed effects: the predictors of
+#                 hmlib's multilevel imputation model (its default,
+#                 cluster_means = True; Grund et al. 2018)
 #
 # The same script makes categorical_imputation_ordinal.json from
 # categorical_registry_ordinal.csv (categorical_registry(12, n_sites = 30,
@@ -109,25 +119,36 @@ bootstrapped <- function(impute) {
 mice.impute.polyregboot <- bootstrapped(mice.impute.polyreg)
 mice.impute.polrboot <- bootstrapped(mice.impute.polr)
 
+ORDINAL <- c("normal", "raised", "high")
+
 impute_mice <- function(method, seed) {
   d <- data[, c("outcome", "age", "severity", "lactate_band")]
-  if (method %in% c("polr", "polrboot")) {
-    d$lactate_band <- factor(as.character(d$lactate_band), levels = c("normal", "raised", "high"), ordered = TRUE)
+  ordinal <- method %in% c("polr", "polrboot")
+  if (ordinal) {
+    # codes 1 < 2 < 3: mice's polr then labels its draws correctly (see the header)
+    d$lactate_band <- factor(match(as.character(d$lactate_band), ORDINAL), levels = 1:3, ordered = TRUE)
   }
   meth <- c(outcome = "", age = "", severity = "", lactate_band = method)
   t0 <- proc.time()[["elapsed"]]
   imp <- mice(d, m = m, maxit = maxit, method = meth, seed = seed, printFlag = FALSE)
   seconds <- proc.time()[["elapsed"]] - t0
-  completed <- lapply(seq_len(m), function(i) cbind(site = data$site, complete(imp, i)))
+  completed <- lapply(seq_len(m), function(i) {
+    d <- complete(imp, i)
+    if (ordinal) d$lactate_band <- ORDINAL[as.integer(as.character(d$lactate_band))]
+    cbind(site = data$site, d)
+  })
   list(completed = completed, impute_s = seconds)
 }
 
-impute_jomo <- function(seed) {
+impute_jomo <- function(seed, cluster_means = FALSE) {
   set.seed(seed)
   Y <- data.frame(lactate_band = data$lactate_band)
   X <- data.frame(intercept = 1, outcome = data$outcome, age = as.vector(scale(data$age)),
                   severity = as.vector(scale(data$severity)))
   clus <- as.integer(factor(data$site))
+  if (cluster_means) {
+    for (col in c("outcome", "age", "severity")) X[[paste0("mean_", col)]] <- ave(X[[col]], clus)
+  }
   t0 <- proc.time()[["elapsed"]]
   imp <- jomo1rancat(Y.cat = Y, Y.numcat = nlevels(data$lactate_band), X = X, clus = clus,
                      nburn = nburn, nbetween = nbetween, nimp = m, output = 0)
@@ -149,7 +170,8 @@ for (method in methods) {
                   flat_polr = impute_mice("polr", seed),
                   flat_polyreg_boot = impute_mice("polyregboot", seed),
                   flat_polr_boot = impute_mice("polrboot", seed),
-                  jomo = impute_jomo(seed))
+                  jomo = impute_jomo(seed),
+                  jomo_means = impute_jomo(seed, cluster_means = TRUE))
     pooled <- analyse(imp$completed)
     runs[[length(runs) + 1]] <- c(list(seed = seed, impute_s = imp$impute_s), pooled)
     cat(method, "seed", seed, "impute", round(imp$impute_s, 1), "s, analyse", round(pooled$analyse_s, 1), "s\n")
