@@ -13,8 +13,10 @@ CAT-MC-002  the missing level's effect by cluster = R's within-cluster glm, and 
 CAT-MC-003  the missing level is last (reference unchanged) and never collides with a level
 CAT-MC-004  step 2 on a categorical focus: method missing_indicator with focus[missing], per-level
             sentences, typed artifact fields, figures with one colour per level
+CAT-MC-005  the complete-case shift of a categorical variable, level by level, by hand
 CAT-DIAG-001..003  step 1: level shares by cluster, suppression, narrative and artifact
 CAT-STEP3-001      step 3: every focus level in the narrative, level shares observed vs imputed
+CAT-SIM-001..002   the generator (hmlib.simulate.categorical): reproducible, as documented, its truth
 """
 
 from __future__ import annotations
@@ -158,6 +160,24 @@ def test_cat_mc_004_step2_categorical_focus(tmp_path, step2_results):
     assert legend[:3] == ["high", "normal", "raised"]
     numeric = step2_results["brandsma_den"]
     assert numeric.indicator_term == "den[missing]" and numeric.focus_levels == ("1", "2", "3", "4")
+
+
+def test_cat_mc_005_shift_per_level_by_hand():
+    """CAT-MC-005: the estimand shift of a categorical variable is one row per level, the share of
+    each level among the recorded values of all patients against among complete cases, with its
+    SMD (Austin 2009), computed by hand on a frame where another variable's gaps move the mix."""
+    from hmlib.stats.complete_case import complete_case_mask, standardized_differences
+
+    frame = pd.DataFrame({"band": ["lo", "lo", "hi", "hi", None, "mid", "hi", "lo"],
+                          "x": [1.0, np.nan, 2.0, np.nan, 1.0, 3.0, 2.0, 1.0], "y": [0, 1, 1, 0, 1, 0, 1, 0]})
+    complete = complete_case_mask(frame, ["band", "x", "y"])
+    rows = standardized_differences(frame, complete, ["band"], {"band": "categorical"}).set_index("level")
+    assert list(rows.index) == ["hi", "lo", "mid"] and set(rows["summary"]) == {"share"}
+    # all patients: 7 recorded (hi 3, lo 3, mid 1); complete cases: rows 0, 2, 5, 6, 7 (hi 2, lo 2, mid 1)
+    assert rows["all_patients"].to_dict() == pytest.approx({"hi": 3 / 7, "lo": 3 / 7, "mid": 1 / 7})
+    assert rows["complete_cases"].to_dict() == pytest.approx({"hi": 2 / 5, "lo": 2 / 5, "mid": 1 / 5})
+    p_all, p_cc = 1 / 7, 1 / 5
+    assert rows.loc["mid", "smd"] == pytest.approx((p_cc - p_all) / np.sqrt((p_all * (1 - p_all) + p_cc * (1 - p_cc)) / 2))
 
 
 # ---------------------------------------------------------------------------
