@@ -16,13 +16,15 @@
 # severity):
 #   flat_polyreg  mice "polyreg" (multinomial logit, nnet), site not used
 #   flat_polr     mice "polr" (proportional odds, MASS), the band ordered
-#                 normal < raised < high, site not used. mice 3.15's
-#                 mice.impute.polr labels its draws by the *alphabetical*
-#                 order of the levels (as.factor after augment()) while its
-#                 probabilities follow the ordered factor's order, so with
-#                 levels normal < raised < high it returns "high" for
-#                 "normal" and so on; the band is therefore recoded 1 < 2 < 3
-#                 (alphabetical = ordinal) for polr and decoded afterwards
+#                 normal < raised < high, site not used. In mice 3.15,
+#                 mice.impute.polr's augment() step rebuilds the factor as
+#                 as.factor(levels(y)[...]): the order is lost and the
+#                 levels sorted alphabetically, so polr is fitted to the
+#                 order high < normal < raised and its draws are nonsense
+#                 (pooled normal-vs-high coefficient -0.78 against polyreg's
+#                 -1.15 on the ordinal data); the band is therefore recoded
+#                 1 < 2 < 3 (alphabetical = ordinal) for polr and decoded
+#                 afterwards
 #   flat_polyreg_boot, flat_polr_boot
 #                 the same, each imputation's model fitted to a bootstrap
 #                 sample of the rows with a recorded band: mice's polyreg
