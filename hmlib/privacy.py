@@ -161,6 +161,16 @@ def _check_counts(table: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     return values
 
 
+def _given_hidden(hidden: pd.DataFrame, index, col_index: dict, n_cols: int) -> np.ndarray:
+    """The cells hidden by an earlier decision, flattened as :func:`suppress_counts` flattens its cells."""
+    given = np.zeros((len(index), n_cols), dtype=bool)
+    for c in hidden.columns:
+        if c not in col_index:
+            raise DataError(f"suppress_counts: hidden column {c!r} is not a count column.")
+        given[:, col_index[c]] = hidden[c].reindex(index, fill_value=False).to_numpy(dtype=bool)
+    return given.ravel()
+
+
 def suppress_counts(
     table: pd.DataFrame,
     count_columns: Sequence[str],
@@ -276,12 +286,7 @@ def suppress_counts(
     primary = (flat >= 1) & (flat < min_cell)
     suppressed = primary.copy()
     if hidden is not None:
-        given = np.zeros((n_rows, n_cols), dtype=bool)
-        for c in hidden.columns:
-            if c not in col_index:
-                raise DataError(f"suppress_counts: hidden column {c!r} is not a count column.")
-            given[:, col_index[c]] = hidden[c].reindex(table.index, fill_value=False).to_numpy(dtype=bool)
-        suppressed |= given.ravel()
+        suppressed |= _given_hidden(hidden, table.index, col_index, n_cols)
     given_up: set[int] = set()
     unprotectable: list[str] = []
     changed = True
