@@ -4,9 +4,10 @@ What is timed (wall seconds; ``time.perf_counter`` in Python, ``proc.time``
 elapsed inside R, so R's start-up and package loading do not count):
 
 - hmlib ``multilevel``: :func:`hmlib.stats.imputation.impute` of a
-  three-level ``lactate_band`` by nested dichotomies with a random intercept
-  each (``m`` imputations x ``iterations`` chained-equations iterations: the
-  report's full run sizes by default), then
+  three-level ``lactate_band`` by baseline-category logits with a random
+  intercept per contrast and, hmlib's default, the site means of the other
+  variables as predictors (``m`` imputations x ``iterations``
+  chained-equations iterations: the report's full run sizes by default), then
   :func:`hmlib.stats.pooling.analyse_imputations` (a random-intercept
   logistic fit per imputation, pooled by Rubin's rules). Run ``--repeat``
   times before and ``--repeat`` times after the R script (the median is
@@ -157,8 +158,9 @@ def main(argv=None) -> dict:
             categorical_registry(11, n_sites=args.large_sites, n_patients=args.large).to_csv(path, index=False)
             runs.append(compare(path, args))
     record = {
-        "what": "hmlib multilevel imputation of a 3-level categorical focus (nested dichotomies, random intercepts) "
-                "vs jomo::jomo1rancat (latent normal, random intercepts), same data, same machine, same run",
+        "what": "hmlib multilevel imputation of a 3-level categorical focus (baseline-category logits, random "
+                "intercepts, cluster means) vs jomo::jomo1rancat (latent normal, random intercepts, no cluster "
+                "means), same data, same machine, same run",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "numpy": np.__version__, "note": "shared machine; other jobs were running"},
