@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 
 from hmlib.artifacts import Artifact, Record
@@ -19,9 +20,9 @@ from hmlib.exceptions import FitError
 from hmlib.figures import complete_case as figures
 from hmlib.privacy import suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows, to_jsonable
-from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_missing_indicator_model,
-                                       indicator_effects_by_cluster, retention_by_cluster,
-                                       standardized_differences, standardized_differences_by)
+from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_missing_category_model,
+                                       fit_missing_indicator_model, indicator_effects_by_cluster,
+                                       retention_by_cluster, standardized_differences, standardized_differences_by)
 from hmlib.stats.design import fit_analysis_model
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.disclosure import hidden_counts
@@ -62,6 +63,16 @@ class CompleteCaseResult:
         The small-cell threshold of the params (figures leave smaller clusters out).
     notes : list of str
         Plain-language remarks (models that could not be fitted, and why).
+    focus_levels : tuple of str
+        Levels of a categorical focus (the first is the reference); empty for
+        a numeric focus.
+    categorical_levels : dict
+        ``{variable: levels}`` of the categorical predictors, the focus first
+        (the level-shares figure).
+    indicator_term : str
+        The indicator's term in the ``missing_indicator`` rows:
+        ``<focus>_missing`` (numeric focus), ``<focus>[missing]`` (categorical
+        focus: the missing-category model); ``""`` when it was not fitted.
     """
 
     outcome: str
@@ -80,6 +91,16 @@ class CompleteCaseResult:
     indicator_by_cluster: pd.DataFrame | None
     min_cell: int
     notes: list = field(default_factory=list)
+    focus_levels: tuple = ()
+    indicator_term: str = ""
+    categorical_levels: dict = field(default_factory=dict)
+
+    @property
+    def focus_terms(self) -> list:
+        """The focus variable's terms: its name, or ``focus[level]`` for each non-reference level."""
+        if self.focus_levels:
+            return [f"{self.focus}[{level}]" for level in self.focus_levels[1:]]
+        return [self.focus]
 
     @property
     def outcome_all(self) -> float:
@@ -129,16 +150,7 @@ class CompleteCaseResult:
                        f"complete cases: {', '.join(parts)}.")
         else:
             out.append(f"No variable's distribution shifts by more than {SMD_THRESHOLD} SD among complete cases.")
-        est = self.estimates
-        sel = (est["term"] == self.focus)
-        cc = est.loc[sel & (est["method"] == "complete_case")]
-        mi = est.loc[sel & (est["method"] == "missing_indicator")]
-        if len(cc) and len(mi):
-            out.append(
-                f"The {self.focus} coefficient is {cc['estimate'].iloc[0]:.3g} "
-                f"(95% CI {cc['ci_lower'].iloc[0]:.3g} to {cc['ci_upper'].iloc[0]:.3g}) among complete cases "
-                f"and {mi['estimate'].iloc[0]:.3g} ({mi['ci_lower'].iloc[0]:.3g} to {mi['ci_upper'].iloc[0]:.3g}) "
-                "in the missing-indicator model.")
+        out.extend(self._model_sentences())
         ind = self.indicator_by_cluster
         if ind is not None and ind.attrs.get("n_estimable", 0) >= 2:
             tau, q_p = ind.attrs["tau"], ind.attrs["q_p"]
@@ -153,6 +165,32 @@ class CompleteCaseResult:
                            f"beyond chance ({counts}); with few such clusters this test has little power.")
         return out + self.notes
 
+    def _model_sentences(self) -> list:
+        """The focus coefficient(s) among complete cases and in the missing-indicator (or -category) model."""
+        est = self.estimates.set_index(["method", "term"])
+
+        def interval(method, term):
+            row = est.loc[(method, term)]
+            # a level's odds ratio is what a reader of a categorical predictor looks for
+            odds = (f"; odds ratio {np.exp(row['estimate']):.3g}"
+                    if self.focus_levels and self.outcome_family == "binomial" else "")
+            return f"{row['estimate']:.3g} (95% CI {row['ci_lower']:.3g} to {row['ci_upper']:.3g}{odds})"
+
+        available = [t for t in self.focus_terms
+                     if ("complete_case", t) in est.index and ("missing_indicator", t) in est.index]
+        if not self.focus_levels:
+            return [f"The {self.focus} coefficient is {interval('complete_case', t)} among complete cases and "
+                    f"{interval('missing_indicator', t).replace('95% CI ', '')} in the missing-indicator model."
+                    for t in available]
+        reference = self.focus_levels[0]
+        out = [f"The {t} coefficient against {self.focus} = {reference} is {interval('complete_case', t)} "
+               f"among complete cases and {interval('missing_indicator', t)} in the missing-category model."
+               for t in available]
+        if ("missing_indicator", self.indicator_term) in est.index:
+            out.append(f"Patients without a recorded {self.focus} ({self.indicator_term}, against {self.focus} = "
+                       f"{reference}): {interval('missing_indicator', self.indicator_term)}.")
+        return out
+
     def indicator_by_cluster_note(self) -> str:
         """Why no cluster-specific indicator effect is shown (when none is)."""
         return ("No cluster has both measured and unmeasured patients with outcome variation, "
@@ -165,13 +203,17 @@ class CompleteCaseResult:
     def figures(self) -> dict:
         """``{"retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
         overall = self.n_complete / self.n_all if self.n_all else float("nan")
+        shift = [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)]
+        if self.categorical_levels:
+            shift.append(figures.level_shares_plot(self.shift, self.categorical_levels))
         out = {"retention": [figures.retention_plot(self.retention_display, overall_share=overall,
                                                     min_cell=self.min_cell)],
-               "shift": [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)],
+               "shift": shift,
                "indicator_by_cluster": []}
         table = self.indicator_by_cluster
         if table is not None and table["raw"].notna().any():
-            out["indicator_by_cluster"].append(figures.indicator_effects_plot(table, focus=self.focus))
+            out["indicator_by_cluster"].append(figures.indicator_effects_plot(
+                table, focus=self.focus, missing_level=bool(self.focus_levels)))
         return out
 
     def to_dict(self) -> dict:
@@ -188,6 +230,7 @@ class CompleteCaseResult:
                 .drop(columns=["n", "n_missing"]).to_dict(orient="records"),
                 **self.indicator_by_cluster.attrs},
             "narrative": self.narrative(), "notes": self.notes,
+            "focus_levels": list(self.focus_levels), "indicator_term": self.indicator_term,
         }
 
 
@@ -274,26 +317,26 @@ def complete_case_check(registry) -> CompleteCaseResult:
     except FitError as exc:
         notes.append(f"The complete-case model could not be fitted: {exc}")
 
-    indicator_table = None
     focus = p.focus
-    if frame[focus].isna().any() and registry.kinds.get(focus) == "numeric":
+    categorical = registry.kinds.get(focus) == "categorical"
+    indicator_table, indicator_term = None, ""
+    if frame[focus].isna().any():
+        fit_model = fit_missing_category_model if categorical else fit_missing_indicator_model
+        what = "missing-category" if categorical else "missing-indicator"
         try:
-            model = fit_missing_indicator_model(frame, focus=focus, predictors=p.predictors, outcome=p.outcome,
-                                                cluster=p.cluster, family=p.outcome_family,
-                                                levels=registry.levels)
+            model = fit_model(frame, focus=focus, predictors=p.predictors, outcome=p.outcome, cluster=p.cluster,
+                              family=p.outcome_family, levels=registry.levels)
             estimates.append(estimate_rows(model.fit, "missing_indicator"))
+            indicator_term = model.indicator
             if model.fit.separated:
-                notes.append(not_estimable_note("missing-indicator model", model.fit.separated))
+                notes.append(not_estimable_note(f"{what} model", model.fit.separated))
             indicator_table = indicator_effects_by_cluster(
                 model.frame, fit=model.fit, design=model.design, indicator_column=model.indicator,
                 outcome=p.outcome, cluster=p.cluster, family=p.outcome_family)
         except FitError as exc:
-            notes.append(f"The missing-indicator model could not be fitted: {exc}")
-    elif not frame[focus].isna().any():
-        notes.append(f"The focus variable {focus} is complete, so there is no missing-indicator model.")
+            notes.append(f"The {what} model could not be fitted: {exc}")
     else:
-        notes.append(f"The focus variable {focus} is categorical; the missing-indicator model is fitted "
-                     "for numeric focus variables only.")
+        notes.append(f"The focus variable {focus} is complete, so there is no missing-indicator model.")
 
     estimates_frame = (pd.concat(estimates, ignore_index=True) if estimates
                        else pd.DataFrame(columns=list(ESTIMATE_COLUMNS)))
@@ -305,6 +348,9 @@ def complete_case_check(registry) -> CompleteCaseResult:
                                                hidden=_retention_hidden(registry, retention)),
         shift=shift, shift_by_type=shift_by_type, estimates=estimates_frame,
         indicator_by_cluster=indicator_table, min_cell=p.privacy.min_cell, notes=notes,
+        focus_levels=tuple(registry.levels.get(focus, ())) if categorical else (), indicator_term=indicator_term,
+        categorical_levels={c: tuple(registry.levels[c]) for c in sorted(p.predictors, key=lambda c: c != focus)
+                            if registry.kinds.get(c) == "categorical" and c in registry.levels},
     )
 
 
@@ -339,7 +385,9 @@ class CompleteCaseArtifact(Artifact):
     """The record of step 2 (``artifacts/complete_case.json``).
 
     The fields the report reads are typed (counts, clusters lost, the outcome
-    in all patients and complete cases, the shift rows); the tables that are
+    in all patients and complete cases, the shift rows, a categorical focus's
+    levels and the indicator's term: ``<focus>[missing]`` for the
+    missing-category model); the tables that are
     only displayed (``retention`` with its suppressed cells, ``shift_by_type``
     whose level column is named by the cluster covariate, and
     ``indicator_by_cluster``) are free JSON, ``null`` when absent.
@@ -349,7 +397,9 @@ class CompleteCaseArtifact(Artifact):
     VERSION: ClassVar[int] = 1
 
     clusters_lost: tuple[str, ...]
+    focus_levels: tuple[str, ...]
     indicator_by_cluster: dict
+    indicator_term: str
     n_all: int
     n_clusters: int
     n_clusters_lost: int
@@ -376,9 +426,11 @@ def methods_text(record, ev) -> list:
     ``ev`` is the report's wording context (:class:`hmlib.report.evidence.ReportEvidence`: ``noun``,
     ``min_cell``, ``versions``).
     """
+    model = ("a missing-category model (the missing values of the categorical focus as a level of their own) "
+             if record.focus_levels else "a missing-indicator model ")
     return [f"Complete-case analysis used the {count_text(record.n_complete, ev.min_cell)} patients with every "
             "model variable recorded; the estimand shift was measured by standardised differences between "
-            "complete cases and all patients; a missing-indicator model was fitted for comparison."]
+            f"complete cases and all patients; {model}was fitted for comparison."]
 
 
 STEP = Step(key="complete_case", number=2, title="Complete-case check: who drops out",

@@ -277,12 +277,23 @@ def _logistic_prior(p: int) -> np.ndarray:
     return prec
 
 
-def logistic_draw(Do, yo, Dp, rng) -> np.ndarray:
-    """Logistic regression draw (mice logreg, with weakly informative priors)."""
+def _values_or_logits(eta, rng, logits: bool) -> np.ndarray:
+    """0/1 draws with ``P = expit(eta)``, or ``eta`` itself (``logits=True``: the caller draws)."""
+    if logits:
+        return eta
+    return (rng.random(eta.shape[0]) < special.expit(eta)).astype(float)
+
+
+def logistic_draw(Do, yo, Dp, rng, *, logits: bool = False) -> np.ndarray:
+    """Logistic regression draw (mice logreg, with weakly informative priors).
+
+    With ``logits=True`` the rows of ``Dp`` get their linear predictors under the drawn
+    parameters instead of 0/1 values (one contrast of a baseline-category model).
+    """
     beta_hat, H = _logistic_mode(Do, yo, _logistic_prior(Do.shape[1]))
     L = _cholesky(H, "logistic imputation model")
     beta = beta_hat + linalg.solve_triangular(L, rng.standard_normal(beta_hat.size), lower=True, trans="T")
-    return (rng.random(Dp.shape[0]) < special.expit(Dp @ beta)).astype(float)
+    return _values_or_logits(Dp @ beta, rng, logits)
 
 
 # --------------------------------------------------------------------------
@@ -341,7 +352,7 @@ def fe_linear_draw(Do, yo, co, Dp, cp, J, rng, *, pmm, donors, notes, target):
     return centre + scale * (Dp @ beta + alpha[cp] + sigma * rng.standard_normal(Dp.shape[0]))
 
 
-def fe_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes=None, target=""):
+def fe_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes=None, target="", logits: bool = False):
     """0/1 draw from a logistic model with one intercept per cluster.
 
     The cluster intercepts carry a ``N(logit(mean), FE_LOGISTIC_PRIOR_SD^2)``
@@ -392,7 +403,7 @@ def fe_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes=None, target=""):
     beta_hat, alpha_hat, beta_d, alpha_d = _block_gaussian(*system(beta, alpha), rng)
     if (~has).any():
         alpha_d = np.where(has, alpha_d, _empty_cluster_intercepts(alpha_hat, has, rng, J, cp, notes, target))
-    return (rng.random(Dp.shape[0]) < special.expit(Dp @ beta_d + alpha_d[cp])).astype(float)
+    return _values_or_logits(Dp @ beta_d + alpha_d[cp], rng, logits)
 
 
 # --------------------------------------------------------------------------
@@ -489,19 +500,19 @@ def _conditional_modes(offset, y, codes, J, tau2):
     return u, curv
 
 
-def ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes, target: str):
-    """2l.bin: hmlib.stats.mixed fit, then beta*, tau*, u* and the values."""
+def ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes, target: str, logits: bool = False):
+    """2l.bin: hmlib.stats.mixed fit, then beta*, tau*, u* and the values (or, ``logits=True``, their logits)."""
     try:
         fit = fit_random_intercept(yo, Do, co, family="binomial")
     except FitError as exc:
         notes.add(f"Random-intercept logistic model for '{target}' could not be fitted ({exc}); "
                   "those values were drawn from the flat logistic model instead.")
-        return logistic_draw(Do, yo, Dp, rng)
+        return logistic_draw(Do, yo, Dp, rng, logits=logits)
     cov = 0.5 * (fit.cov + fit.cov.T)
     if not (np.all(np.isfinite(cov)) and np.all(np.isfinite(fit.coef))):
         notes.add(f"Random-intercept logistic model for '{target}' gave no usable covariance matrix; those "
                   "values were drawn from the flat logistic model instead.")
-        return logistic_draw(Do, yo, Dp, rng)
+        return logistic_draw(Do, yo, Dp, rng, logits=logits)
     vals, vecs = np.linalg.eigh(cov)
     beta = fit.coef + vecs @ (np.sqrt(np.clip(vals, 0.0, None)) * rng.standard_normal(vals.size))
     sd = float(fit.cluster_sd)
@@ -517,4 +528,4 @@ def ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes, target: str):
         u = u_mode + rng.standard_normal(J) / np.sqrt(curv)
     else:
         u = np.zeros(J)
-    return (rng.random(Dp.shape[0]) < special.expit(Dp @ beta + u[cp])).astype(float)
+    return _values_or_logits(Dp @ beta + u[cp], rng, logits)

@@ -279,7 +279,7 @@ def model_description(problem: Problem, var: Variable) -> str:
     cont = problem.continuous
     if var.level == 2:
         body = {"continuous": "2lonly.pmm" if cont == "pmm" else "2lonly.norm",
-                "binary": "2lonly logistic", "categorical": "2lonly logistic, nested dichotomies"}[var.kind]
+                "binary": "2lonly logistic", "categorical": "2lonly baseline-category logits"}[var.kind]
         return f"{body}: one value per cluster, from cluster means and cluster covariates"
     if problem.method == "multilevel":
         base = {"continuous": ("2l.pmm: random-intercept normal (Gibbs), predictive mean matching"
@@ -287,7 +287,7 @@ def model_description(problem: Problem, var: Variable) -> str:
                                "2l.norm: random-intercept normal, cluster-specific residual variances (Gibbs)"
                                if problem.hetero else "2l.pan: random-intercept normal (Gibbs)"),
                 "binary": "2l.bin: random-intercept logistic",
-                "categorical": "2l.bin per nested dichotomy"}[var.kind]
+                "categorical": "baseline-category logits, 2l.bin per level against the baseline"}[var.kind]
         dropped = problem.means_dropped.get(var.name)
         if not problem.cluster_means:
             return base
@@ -295,7 +295,7 @@ def model_description(problem: Problem, var: Variable) -> str:
             return base + " with cluster means"
         return base + f" without cluster means (only {dropped['clusters']} clusters observe it)"
     single = {"continuous": "pmm" if cont == "pmm" else "norm (Bayesian linear regression)",
-              "binary": "logistic regression", "categorical": "logistic regression per nested dichotomy"}
+              "binary": "logistic regression", "categorical": "baseline-category logits, a logistic regression per level against the baseline"}
     where = {"flat": "clusters ignored", "stratified": "fitted within each stratum",
              "fixed_effects": "with one intercept per cluster"}[problem.method]
     return f"{single[var.kind]}, {where}"
