@@ -41,6 +41,7 @@ from concurrent.futures import ProcessPoolExecutor
 from threadpoolctl import threadpool_limits
 
 from hmlib.exceptions import ParamsError
+from hmlib.progress import counting
 
 __all__ = ["TaskPool", "run_tasks", "check_workers", "blas_one_thread"]
 
@@ -126,19 +127,22 @@ class TaskPool:
         if stack is not None:
             stack.__exit__(*exc_info)
 
-    def map(self, fn: Callable, tasks: Iterable) -> list:
+    def map(self, fn: Callable, tasks: Iterable, progress=None) -> list:
         """``[fn(task) for task in tasks]``, computed by the workers; results in task order.
 
         Tasks are handed out in the order given (put the longest first for
-        the shortest total time).
+        the shortest total time). With ``progress`` (a
+        :class:`hmlib.progress.reporter`), the k-th result of n is reported
+        as it comes back (:func:`hmlib.progress.counting`).
         """
         if self._stack is None:
             raise RuntimeError("TaskPool.map needs an open pool: use `with TaskPool(...) as pool:`.")
         tasks = list(tasks)
-        if self._executor is None:
-            return [fn(task) for task in tasks]
-        futures = [self._executor.submit(fn, task) for task in tasks]
-        return [future.result() for future in futures]
+        with counting(progress, len(tasks)) as tick:
+            if self._executor is None:
+                return [tick(fn(task)) for task in tasks]
+            futures = [self._executor.submit(fn, task) for task in tasks]
+            return [tick(future.result()) for future in futures]
 
 
 def run_tasks(fn: Callable, tasks: Iterable, workers: int = 1, initializer: Callable | None = None,

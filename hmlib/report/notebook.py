@@ -10,14 +10,19 @@ Every step notebook starts with its papermill ``parameters`` cell, then::
 
 :func:`open_step` checks the params and the data (every check, before any
 work) and silences library deprecation chatter; :meth:`NotebookStep.run` runs
-the step, which writes its own artifact and estimates. The rest of the
+the step, which writes its own artifact and estimates, and shows its
+progress: to ``hmreport run`` through the staging folder's progress channel,
+otherwise as a line under the cell (:mod:`hmlib.progress`). The rest of the
 notebook shows ``result``.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from hmlib.progress import CHANNEL_NAME, FileSink, NotebookSink, TerminalPrinter, listening
 
 from hmlib.steps import get_step
 from hmlib.steps.base import Step, StepContext, quiet_library_warnings
@@ -43,9 +48,25 @@ class NotebookStep:
         """The params as run."""
         return self.ctx.params
 
+    @property
+    def run_by_hmreport(self) -> bool:
+        """Whether ``hmreport run`` executes this notebook (its staging folder holds the progress channel)."""
+        return (self.ctx.output_dir / CHANNEL_NAME).is_file()
+
     def run(self):
-        """Run the step (it writes its own outputs) and return its result."""
-        return self.step.run(self.ctx)
+        """Run the step (it writes its own outputs), showing its progress; return its result."""
+        sink = FileSink(self.ctx.output_dir / CHANNEL_NAME) if self.run_by_hmreport else _interactive_sink()
+        with listening(sink):
+            return self.step.run(self.ctx)
+
+
+def _interactive_sink():
+    """A line under the running cell in a notebook kernel; a live line on stderr elsewhere."""
+    shell = sys.modules.get("IPython")
+    shell = shell.get_ipython() if shell is not None else None
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        return NotebookSink()
+    return TerminalPrinter(sys.stderr)
 
 
 def open_step(key: str, params_path: str | Path, output_dir: str | Path, fast: bool | None = None) -> NotebookStep:

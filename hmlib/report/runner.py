@@ -21,7 +21,10 @@ consistent report:
   two data files or two sets of params.
 
 Notebook kernels run with their own stderr silenced (kernel start-up
-chatter is not for the terminal; errors reach the executed notebook).
+chatter is not for the terminal; errors reach the executed notebook). What
+happens inside a long step reaches the terminal through the staging folder's
+progress channel (:mod:`hmlib.progress`): a live line on a terminal, plain
+lines in a log.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from hmlib.data import load_registry
 from hmlib.exceptions import ArtifactError, HmlibError, StepFailed
 from hmlib.methods import base_method
 from hmlib.params import load_params
+from hmlib.progress import CHANNEL_NAME, ChannelTail, TerminalPrinter
 from hmlib.report.assemble import assemble_report, render_notebook, write_index
 from hmlib.results import atomic_write_text, read_estimates
 from hmlib.steps import STEPS, get_step, step_keys
@@ -226,7 +230,8 @@ def _run_steps(steps, staging: Path, output_dir: Path, params, kernel_name: str,
         _say(f"[{index}/{len(steps)}] {step.key}: running {step.notebook} ...")
         t0 = time.perf_counter()
         try:
-            _execute(step, staging, params, kernel_name)
+            with ChannelTail(staging / CHANNEL_NAME, TerminalPrinter(sys.stderr)):
+                _execute(step, staging, params, kernel_name)
         except PapermillExecutionError as exc:
             executed = staging / "notebooks" / step.notebook
             for earlier in output_dir.glob("FAILED-*.html"):

@@ -72,6 +72,7 @@ from hmlib.artifacts import Artifact, Record, artifact_path
 from hmlib.exceptions import ParamsError
 from hmlib.figures import sensitivity as figures
 from hmlib.parallel import TaskPool, check_workers
+from hmlib.progress import reporter
 from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
 from hmlib.stats.joint import PosteriorDraws
@@ -555,9 +556,10 @@ def _run_plan(plan: list, context: ScenarioContext, reference: dict, workers: in
     saved = set_scenario_context(None)     # a serial pool sets this process's context; restored below
     try:
         with TaskPool(workers, initializer=set_scenario_context, initargs=(context,)) as pool:
-            outcomes = {out.scenario.name: out for out in pool.map(run_scenario_task, [plan[i] for i in order])}
+            scenarios = pool.map(run_scenario_task, [plan[i] for i in order], reporter("sensitivity", unit="scenarios"))
+            outcomes = {out.scenario.name: out for out in scenarios}
             tasks = bisection_tasks(plan, outcomes, reference, context.settings, focus_term)
-            refined = pool.map(run_bisection_task, [task for _, task in tasks])
+            refined = pool.map(run_bisection_task, [t for _, t in tasks], reporter("tipping points", unit="searches"))
     finally:
         set_scenario_context(saved)
     return outcomes, {key: result for (key, _), result in zip(tasks, refined)}

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError
+from hmlib.progress import report
 from hmlib.stats.imputation.problem import Problem, Variable, build_problem, model_description
 from hmlib.stats.imputation.univariate import impute_variable, recorded_fallbacks
 
@@ -327,12 +328,15 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
 
     seeds = np.random.SeedSequence(int(seed)).spawn(int(m))
     completed, traces = [], {v.name: np.empty((m, iterations)) for v in problem.visit}
+    task = f"imputation ({method.replace('_', '-')})"  # progress line (hmlib.progress)
+    report(task, 0, m, unit="imputed data sets")
     for k in range(m):
         rng = np.random.Generator(np.random.PCG64(seeds[k]))
         current, trace = _run_chain(problem, rng, iterations)
         for name, values in trace.items():
             traces[name][k] = values
         completed.append(_completed_frame(base, problem, current, masks))
+        report(task, k + 1, m, unit="imputed data sets")
 
     fallbacks, recorded = recorded_fallbacks(problem, strata_name)
     notes = problem.notes.items() + recorded

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import FitError
+from hmlib.progress import report
 from hmlib.settings import run_sizes
 from hmlib.stats.joint.data import JointData, prepare_joint_data
 from hmlib.stats.joint.imputations import focus_by_cluster
@@ -186,6 +187,7 @@ def _sample(model, *, draws: int, tune: int, chains: int, cores: int | None, see
     """Compile with nutpie and sample; returns ``(trace, free parameters, adaptation used, compile end time)``."""
     import nutpie
 
+    report("joint model", 0, (tune + draws) * chains, unit="draws", detail="compiling the sampler")
     keep = [name for name in model.named_vars if not name.endswith("_z")
             and not name.endswith("_observed") and not name.startswith("outcome_marginal")
             and name not in _NOT_TRACED]
@@ -197,8 +199,22 @@ def _sample(model, *, draws: int, tune: int, chains: int, cores: int | None, see
     elif adaptation not in ("diag", "low_rank"):
         raise FitError(f"adaptation must be 'auto', 'diag' or 'low_rank', got {adaptation!r}.")
     trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores or chains,
-                          seed=int(seed), progress_bar=False, adaptation=adaptation)
+                          seed=int(seed), progress_bar=False, adaptation=adaptation,
+                          progress_callback=report_draws, progress_rate=500)
     return trace, n_free, adaptation, t_compiled
+
+
+def report_draws(chains) -> None:
+    """nutpie's progress callback: draws done over every chain, in warm-up while a chain still tunes.
+
+    ``chains`` are nutpie's ``ChainProgress`` records (``finished_draws``,
+    ``total_draws`` counting warm-up and sampling, ``tuning``); called from
+    nutpie's thread every ``progress_rate`` milliseconds (:mod:`hmlib.progress`).
+    """
+    done = sum(int(c.finished_draws) for c in chains)
+    total = sum(int(c.total_draws) for c in chains)
+    phase = "warm-up" if any(c.tuning for c in chains) else "sampling"
+    report("joint model", done, total, unit="draws", detail=phase)
 
 
 def _summary_table(jd: JointData, post: dict):
