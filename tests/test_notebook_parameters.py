@@ -10,6 +10,9 @@ NB-PARAM-004  an unknown parameter is an error naming the close match; the names
               papermill injects (its own translator's text)
 NB-PARAM-005  relative paths resolve against the notebook's folder from the project root or notebooks/,
               an input found only in the working directory is read from there, a missing one names both
+NB-STALE-001  a step run on its own over an assembled report marks it STALE (not without a report, not
+              under hmreport run); --only reruns the marked step; `hmreport status` shows it
+NB-STALE-002  hmreport run --only reruns a step run on its own and clears the mark (slow)
 NB-PM-001     papermill CLI from the project root with -f params/x.yaml analyses x (slow)
 NB-PM-002     papermill CLI from notebooks/ with -p params_path/-p seed/-p privacy runs the merged params (slow)
 NB-PM-003     papermill CLI with an unknown -p fails, naming it and the close match, and writes nothing (slow)
@@ -32,12 +35,16 @@ import pytest
 import yaml
 
 from conftest import REPO
+from hmlib.cli import main
 from hmlib.data import load_registry
 from hmlib.exceptions import ParamsError
 from hmlib.params import KEYS, load_params, params_from_mapping
+from hmlib.progress import CHANNEL_NAME
 from hmlib.report.notebook import open_step
 from hmlib.report.parameters import (check_parameter_names, injected_names, notebook_folder, parameter_names,
                                      parameters_cell_source, params_from_parameters, resolve_output_dir)
+from hmlib.report.runner import resolve_steps
+from hmlib.report.staleness import STALE_NAME, clear_stale_mark, report_state, steps_run_alone
 from hmlib.simulate.registries import small_registry
 from hmlib.steps import STEPS
 
@@ -156,6 +163,57 @@ def test_nb_param_005_paths_from_the_root_or_the_notebooks_folder(project, monke
                                   notebook="01_diagnose.ipynb").source == from_root.source
     with pytest.raises(ParamsError, match="neither in the notebook's folder .* nor in the working directory"):
         params_from_parameters({"params_path": "nowhere.yaml"}, notebook="01_diagnose.ipynb")
+
+
+def test_nb_stale_001_a_step_run_alone_marks_the_report_stale(project, capsys):
+    """NB-STALE-001: run on its own (in-process, as in a kernel without hmreport) over a folder with a
+    report.html, step 1 writes STALE naming itself and the rebuild command, and says so; without a
+    report nothing is marked; with the progress channel (hmreport run's staging folder) nothing is
+    marked; --only complete_case then reruns diagnose; hmreport status shows it; clearing removes it."""
+    params = project / "params" / "case.yaml"
+    fresh = project / "reports" / "fresh"
+    open_step("diagnose", params, fresh).run()
+    assert not (fresh / STALE_NAME).exists()
+    staged = project / "reports" / "staged"
+    staged.mkdir(parents=True)
+    (staged / "report.html").write_text("REPORT")
+    (staged / CHANNEL_NAME).write_text("")
+    open_step("diagnose", params, staged).run()
+    assert not (staged / STALE_NAME).exists()
+    folder = project / "reports" / "case"
+    folder.mkdir(parents=True)
+    (folder / "report.html").write_text("REPORT")
+    capsys.readouterr()
+    open_step("diagnose", params, folder).run()
+    said = capsys.readouterr().out
+    assert "no longer shows its results and is marked stale" in said and f"hmreport run {params}" in said
+    assert steps_run_alone(folder) == ["diagnose"]
+    text = (folder / STALE_NAME).read_text()
+    assert text.startswith("report.html in this folder is STALE") and "01_diagnose.ipynb" in text
+    assert [s.key for s in resolve_steps("complete_case", folder)] == ["diagnose", "complete_case"]
+    assert "STALE: diagnose run on their own" in report_state(folder)
+    assert main(["status", "--out", str(project / "reports")]) == 0
+    assert "case: never run by hmreport; STALE: diagnose" in capsys.readouterr().out
+    clear_stale_mark(folder)
+    assert steps_run_alone(folder) == [] and "STALE" not in report_state(folder)
+
+
+@pytest.mark.slow
+def test_nb_stale_002_hmreport_reruns_the_step_and_clears_the_mark(project, capsys):
+    """NB-STALE-002: after `hmreport run --only diagnose` and diagnose run on its own, `hmreport run
+    --only complete_case` says diagnose runs again, runs both, and leaves no STALE behind."""
+    params = project / "params" / "case.yaml"
+    out = project / "reports"
+    assert main(["run", str(params), "--only", "diagnose", "--out", str(out)]) == 0
+    open_step("diagnose", params, out / "case").run()
+    assert steps_run_alone(out / "case") == ["diagnose"]
+    capsys.readouterr()
+    assert main(["run", str(params), "--only", "complete_case", "--out", str(out)]) == 0
+    said = capsys.readouterr().err
+    assert "diagnose: run on its own since the last report (STALE); it runs again" in said
+    assert "[1/2] diagnose: running" in said and "[2/2] complete_case: running" in said
+    assert not (out / "case" / STALE_NAME).exists()
+    assert report_state(out / "case").startswith("case: complete (")
 
 
 def _papermill(args, cwd: Path) -> subprocess.CompletedProcess:

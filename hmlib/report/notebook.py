@@ -17,7 +17,9 @@ them and the data (every check, before any work) and silences library
 deprecation chatter. :meth:`NotebookStep.run` runs the step, which writes
 its own artifact and estimates, and shows its progress: to ``hmreport run``
 through the staging folder's progress channel, otherwise as a line under the
-cell (:mod:`hmlib.progress`). The rest of the notebook shows ``result``.
+cell (:mod:`hmlib.progress`). A step run on its own marks the folder's
+assembled report stale (:mod:`hmlib.report.staleness`). The rest of the
+notebook shows ``result``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from hmlib.data import load_registry
 from hmlib.progress import CHANNEL_NAME, FileSink, NotebookSink, TerminalPrinter, listening
 from hmlib.report.parameters import (check_parameter_names, injected_names, notebook_folder,
                                      params_from_parameters, resolve_output_dir)
+from hmlib.report.staleness import mark_report_stale
 from hmlib.steps import get_step
 from hmlib.steps.base import Step, StepContext, quiet_library_warnings
 
@@ -61,10 +64,20 @@ class NotebookStep:
         return (self.ctx.output_dir / CHANNEL_NAME).is_file()
 
     def run(self):
-        """Run the step (it writes its own outputs), showing its progress; return its result."""
-        sink = FileSink(self.ctx.output_dir / CHANNEL_NAME) if self.run_by_hmreport else _interactive_sink()
+        """Run the step (it writes its own outputs), showing its progress; return its result.
+
+        Run on its own (not by ``hmreport run``), the step marks the report
+        folder's ``report.html`` stale and says so.
+        """
+        by_runner = self.run_by_hmreport
+        sink = FileSink(self.ctx.output_dir / CHANNEL_NAME) if by_runner else _interactive_sink()
         with listening(sink):
-            return self.step.run(self.ctx)
+            result = self.step.run(self.ctx)
+        if not by_runner:
+            notice = mark_report_stale(self.ctx.output_dir, self.step, self.params.source)
+            if notice:
+                print(notice)
+        return result
 
 
 def _interactive_sink():

@@ -25,6 +25,11 @@ chatter is not for the terminal; errors reach the executed notebook). What
 happens inside a long step reaches the terminal through the staging folder's
 progress channel (:mod:`hmlib.progress`): a live line on a terminal, plain
 lines in a log.
+
+A step run on its own (JupyterLab, papermill) since the last report is
+marked in the report folder (:mod:`hmlib.report.staleness`); a run reruns it
+even under ``--only``, so that its section agrees with its results, and
+clears the mark when the new report is in place.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from hmlib.methods import base_method
 from hmlib.params import load_params
 from hmlib.progress import CHANNEL_NAME, ChannelTail, TerminalPrinter
 from hmlib.report.assemble import assemble_report, render_notebook, write_index
+from hmlib.report.staleness import clear_stale_mark, steps_run_alone
 from hmlib.results import atomic_write_text, read_estimates
 from hmlib.steps import STEPS, get_step, step_keys
 from hmlib.steps.base import Step
@@ -86,7 +92,9 @@ def resolve_steps(only: str | None, output_dir: Path, inputs: dict | None = None
 
     With ``only`` (comma-separated step keys), the named steps run, preceded
     by any step they need whose artifact is absent or (with ``inputs``) was
-    made from other inputs. Steps not built are skipped (the report says so).
+    made from other inputs, and followed by the steps run on their own since
+    the last report (:func:`hmlib.report.staleness.steps_run_alone`). Steps
+    not built are skipped (the report says so).
     """
     if only is None:
         return [s for s in STEPS if s.is_built]
@@ -118,6 +126,9 @@ def resolve_steps(only: str | None, output_dir: Path, inputs: dict | None = None
                 f"{get_step(key).notebook} is absent); built steps: {', '.join(s.key for s in STEPS if s.is_built)}."
             )
         add(key)
+    for key in steps_run_alone(output_dir):
+        if key in step_keys() and get_step(key).is_built:
+            add(key)
     return [s for s in STEPS if s.key in chosen and s.is_built]
 
 
@@ -305,6 +316,9 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
     for step in dropped:
         _say(f"hmreport: {step.key}: its earlier results were made from another data file or other params; "
              f"they are left out of this report (run it with --only {step.key}).")
+    for key in steps_run_alone(output_dir):
+        _say(f"hmreport: {key}: run on its own since the last report (STALE); it runs again so that its "
+             "section agrees with its results.")
     staging = _stage(output_dir)
     try:
         for step in dropped:
@@ -318,6 +332,7 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
         for failed in output_dir.glob("FAILED-*.html"):
             failed.unlink()
         _commit(staging, output_dir, dropped)
+        clear_stale_mark(output_dir)
     except KeyboardInterrupt:
         status.update(status="interrupted", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         _write_status(output_dir, status)
