@@ -36,7 +36,7 @@ import contextlib
 import multiprocessing
 import operator
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from threadpoolctl import threadpool_limits
 
@@ -132,8 +132,8 @@ class TaskPool:
 
         Tasks are handed out in the order given (put the longest first for
         the shortest total time). With ``progress`` (a
-        :class:`hmlib.progress.reporter`), the k-th result of n is reported
-        as it comes back (:func:`hmlib.progress.counting`).
+        :class:`hmlib.progress.reporter`), each task is reported as it
+        finishes: k of n done (:func:`hmlib.progress.counting`).
         """
         if self._stack is None:
             raise RuntimeError("TaskPool.map needs an open pool: use `with TaskPool(...) as pool:`.")
@@ -142,7 +142,12 @@ class TaskPool:
             if self._executor is None:
                 return [tick(fn(task)) for task in tasks]
             futures = [self._executor.submit(fn, task) for task in tasks]
-            return [tick(future.result()) for future in futures]
+            if progress is not None:  # counted as they finish, in any order (results stay in task order)
+                for future in as_completed(futures):
+                    if future.exception() is not None:
+                        break
+                    tick()
+            return [future.result() for future in futures]
 
 
 def run_tasks(fn: Callable, tasks: Iterable, workers: int = 1, initializer: Callable | None = None,

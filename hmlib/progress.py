@@ -145,11 +145,14 @@ def format_seconds(seconds: float) -> str:
     return f"{int(minutes // 60)} h {int(minutes % 60):02d} min"
 
 
-def report(task: str, done: int, total: int, *, unit: str = "", detail: str = "") -> None:
+def report(task: str, done: int, total: int, *, unit: str = "", detail: str = "",
+           eta: float | None = None) -> None:
     """Tell the installed sink (if any) that ``done`` of ``total`` units of ``task`` are finished.
 
     Thread-safe (nutpie calls it from its own thread). ``done == 0`` starts
     (or restarts) the task's clock; so does the first report of a task.
+    ``eta`` (seconds left) replaces the estimate from the task's average rate
+    when the caller knows better (the sampler's chains).
     """
     sink = _sink
     if sink is None or (_owners and _owners[-1] != task):
@@ -161,7 +164,10 @@ def report(task: str, done: int, total: int, *, unit: str = "", detail: str = ""
         elapsed = now - _clocks[task]
         if done >= total:
             _clocks.pop(task, None)
-    eta = elapsed / done * (total - done) if 0 < done < total else None
+    if eta is None and 0 < done < total:
+        eta = elapsed / done * (total - done)
+    elif done >= total:
+        eta = None
     sink(ProgressEvent(task=task, done=int(done), total=int(total), unit=unit, detail=detail,
                        elapsed=round(elapsed, 3), eta=None if eta is None else round(eta, 3)))
 
@@ -205,7 +211,7 @@ def counting(callback: reporter | None, total: int):
 
     Reports 0 units done on entering; while the block runs, the reports of
     other tasks are dropped (the units' own loops). With ``callback=None``
-    ``tick`` only passes its argument through. Use it as
+    (or no units) ``tick`` only passes its argument through. Use it as
     ``[tick(f(x)) for x in xs]``.
     """
     done = 0
@@ -217,7 +223,7 @@ def counting(callback: reporter | None, total: int):
             callback(done, total)
         return value
 
-    if callback is None:
+    if callback is None or total <= 0:  # nothing to count: no line
         yield tick
         return
     with _owning(getattr(callback, "task", None)):
@@ -236,7 +242,8 @@ def listening(sink: Callable[[ProgressEvent], None] | None):
     finally:
         with _lock:
             _sink = previous
-            _clocks.clear()
+            if previous is None:
+                _clocks.clear()
         closing = getattr(sink, "close", None)
         if closing is not None:
             closing()

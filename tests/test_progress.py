@@ -6,9 +6,9 @@ PROGRESS-003  a counting loop owns the line: other tasks' reports inside it are 
 PROGRESS-004  a terminal gets one live line (carriage returns, cleared at the end); a log gets plain lines:
               start, phase changes, at most one per interval, and the end
 PROGRESS-005  the channel: FileSink lines are read back by ChannelTail in order and the file is removed
-PROGRESS-006  TaskPool.map reports each result as it comes back, in a serial and a two-worker pool
+PROGRESS-006  TaskPool.map reports each task as it finishes (in any order), in a serial and a two-worker pool
 PROGRESS-007  the hooks: the imputation loop reports k of m; nutpie's callback records become draws in
-              warm-up then sampling (a real nutpie run; slow)
+              warm-up then sampling, time left from the slowest chain's phase rate (and a real nutpie run; slow)
 PROGRESS-008  a fast `hmreport run` log (stderr not a terminal) shows the progress lines between a step's
               "running" and "done", and no kernel or library noise (slow)
 """
@@ -138,40 +138,71 @@ def test_progress_006_task_pool_reports_results_as_they_come_back(workers):
     with listening(events.append), TaskPool(workers) as pool:
         assert pool.map(_double, [1, 2, 3], reporter("sensitivity", unit="scenarios")) == [2, 4, 6]
         assert pool.map(_double, [4]) == [8]
+        assert pool.map(_double, [], reporter("tipping points")) == []  # nothing to count: no line
     assert [(e.task, e.done, e.total, e.unit) for e in events] == [("sensitivity", k, 3, "scenarios")
                                                                    for k in range(4)]
 
 
+def _nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_progress_006b_tasks_are_counted_as_they_finish():
+    """PROGRESS-006: with two workers, a slow first task does not hold back the count: two of three are
+    reported done before it ends (the results still come back in task order)."""
+    events = []
+    with listening(events.append), TaskPool(2) as pool:
+        assert pool.map(_nap, [5.0, 0.0, 0.0], reporter("sensitivity", unit="scenarios")) == [5.0, 0.0, 0.0]
+    two = next(e for e in events if e.done == 2)
+    assert [e.done for e in events] == [0, 1, 2, 3] and events[-1].elapsed - two.elapsed > 2.0
+
+
 def test_progress_007_imputation_and_sampler_hooks():
-    """PROGRESS-007: impute() reports 0..m of m for its method; report_draws turns nutpie's chain records
-    into draws over all chains, 'warm-up' while any chain tunes, then 'sampling'."""
+    """PROGRESS-007: impute() reports 0..m of m for its method; DrawProgress turns nutpie's chain records
+    into draws over all chains, 'warm-up' while any chain tunes, then 'sampling', and the time left is the
+    slowest chain's at its rate in its current phase (the overall rate in a phase's first second)."""
     from hmlib.simulate.registries import small_registry
     from hmlib.stats.imputation import impute
-    from hmlib.stats.joint.fit import report_draws
+    from hmlib.stats.joint.fit import DrawProgress
 
     events = []
+    chain = SimpleNamespace
     with listening(events.append):
         impute(small_registry(), method="fixed_effects", cluster="site", outcome="died", outcome_family="binomial",
                predictors=["age", "sex", "lab"], m=3, iterations=2, seed=1)
-        chain = SimpleNamespace
-        report_draws([chain(finished_draws=0, total_draws=100, tuning=True)] * 2)
-        report_draws([chain(finished_draws=60, total_draws=100, tuning=False),
-                      chain(finished_draws=40, total_draws=100, tuning=True)])
-        report_draws([chain(finished_draws=100, total_draws=100, tuning=False)] * 2)
+        hook = DrawProgress()
+        hook([chain(finished_draws=0, total_draws=100, tuning=True, runtime_ms=0)] * 2)
+        # chain 1: 50 warm-up draws in 10 s, then 10 sampling draws in 1 s; chain 2: 40 warm-up draws in 10 s
+        hook([chain(finished_draws=50, total_draws=100, tuning=False, runtime_ms=10_000),
+              chain(finished_draws=40, total_draws=100, tuning=True, runtime_ms=10_000)])
+        hook([chain(finished_draws=60, total_draws=100, tuning=False, runtime_ms=11_000),
+              chain(finished_draws=44, total_draws=100, tuning=True, runtime_ms=11_000)])
+        hook([chain(finished_draws=100, total_draws=100, tuning=False, runtime_ms=15_000)] * 2)
     imputation = [(e.task, e.done, e.total) for e in events if e.task.startswith("imputation")]
     assert imputation == [("imputation (fixed-effects)", k, 3) for k in range(4)]
-    joint = [(e.done, e.total, e.detail) for e in events if e.task == "joint model"]
-    assert joint == [(0, 200, "warm-up"), (100, 200, "warm-up"), (200, 200, "sampling")]
+    joint = [(e.done, e.total, e.detail, e.eta) for e in events if e.task == "joint model"]
+    # chain 2 is the slowest: 56 draws left at 44 draws per 11 s (its phase's rate) = 14 s
+    assert joint == [(0, 200, "warm-up", None), (90, 200, "warm-up", pytest.approx(15.0)),
+                     (104, 200, "warm-up", pytest.approx(14.0)), (200, 200, "sampling", None)]
+    with listening(events.append):  # a phase's rate once it has 10 draws over a second: chain 1 samples fast
+        hook = DrawProgress()
+        hook([chain(finished_draws=50, total_draws=100, tuning=True, runtime_ms=50_000)])
+        hook([chain(finished_draws=51, total_draws=100, tuning=False, runtime_ms=51_000)])
+        hook([chain(finished_draws=71, total_draws=100, tuning=False, runtime_ms=53_000)])
+    assert events[-1].eta == pytest.approx(29 * 2 / 20)
 
 
 @pytest.mark.slow
 def test_progress_007b_nutpie_calls_the_hook_with_its_records():
     """PROGRESS-007 (real sampler): nutpie 0.16's progress_callback, as fit.py passes it, reaches
-    report_draws with ChainProgress records: events from 0 to every draw of both chains."""
+    DrawProgress with ChainProgress records: events from 0 to every draw of both chains."""
     import nutpie
     import pymc as pm
 
-    from hmlib.stats.joint.fit import report_draws
+    from hmlib.stats.joint.fit import DrawProgress
 
     with pm.Model() as model:
         pm.Normal("x", 0, 1, shape=2)
@@ -179,7 +210,7 @@ def test_progress_007b_nutpie_calls_the_hook_with_its_records():
     events = []
     with listening(events.append):
         nutpie.sample(compiled, draws=300, tune=300, chains=2, cores=2, seed=1, progress_bar=False,
-                      progress_callback=report_draws, progress_rate=20)
+                      progress_callback=DrawProgress(), progress_rate=20)
     assert events and events[-1].done == events[-1].total == 1200 and events[-1].detail == "sampling"
     assert {e.detail for e in events} <= {"warm-up", "sampling"}
 

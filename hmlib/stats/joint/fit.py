@@ -200,21 +200,46 @@ def _sample(model, *, draws: int, tune: int, chains: int, cores: int | None, see
         raise FitError(f"adaptation must be 'auto', 'diag' or 'low_rank', got {adaptation!r}.")
     trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores or chains,
                           seed=int(seed), progress_bar=False, adaptation=adaptation,
-                          progress_callback=report_draws, progress_rate=500)
+                          progress_callback=DrawProgress(), progress_rate=500)
     return trace, n_free, adaptation, t_compiled
 
 
-def report_draws(chains) -> None:
-    """nutpie's progress callback: draws done over every chain, in warm-up while a chain still tunes.
+class DrawProgress:
+    """nutpie's progress callback: draws done over every chain, with the time left of the slowest chain.
 
-    ``chains`` are nutpie's ``ChainProgress`` records (``finished_draws``,
-    ``total_draws`` counting warm-up and sampling, ``tuning``); called from
-    nutpie's thread every ``progress_rate`` milliseconds (:mod:`hmlib.progress`).
+    Called from nutpie's thread every ``progress_rate`` milliseconds with its
+    ``ChainProgress`` records (``finished_draws``; ``total_draws``, warm-up
+    and sampling; ``tuning``; ``runtime_ms``, the chain's sampling time).
+    Reports to :mod:`hmlib.progress` as ``warm-up`` while a chain still tunes,
+    then ``sampling``. The chains run side by side, so the time left is the
+    largest of the chains' own: a chain's draws left at its rate in its
+    current phase (NUTS draws cost far more early in the warm-up than after
+    it, so a rate since the start overstates what is left once a chain
+    samples), or at its overall rate in the first second or 10 draws of a
+    phase.
     """
-    done = sum(int(c.finished_draws) for c in chains)
-    total = sum(int(c.total_draws) for c in chains)
-    phase = "warm-up" if any(c.tuning for c in chains) else "sampling"
-    report("joint model", done, total, unit="draws", detail=phase)
+
+    def __init__(self):
+        self._phase_start: dict[int, tuple] = {}  # chain -> (tuning, draws, runtime ms) when its phase began
+
+    def __call__(self, chains) -> None:
+        done = total = 0
+        left = []
+        for index, chain in enumerate(chains):
+            finished, planned, ms = int(chain.finished_draws), int(chain.total_draws), float(chain.runtime_ms)
+            done, total = done + finished, total + planned
+            start = self._phase_start.get(index)
+            if start is None or start[0] != bool(chain.tuning):
+                start = self._phase_start[index] = (bool(chain.tuning), finished, ms)
+            if finished >= planned:
+                continue
+            drawn, spent = finished - start[1], ms - start[2]
+            if drawn < 10 or spent < 1000:
+                drawn, spent = finished, ms
+            left.append((planned - finished) * spent / drawn / 1000 if drawn > 0 and spent > 0 else None)
+        eta = max(left) if left and None not in left else None
+        phase = "warm-up" if any(c.tuning for c in chains) else "sampling"
+        report("joint model", done, total, unit="draws", detail=phase, eta=eta)
 
 
 def _summary_table(jd: JointData, post: dict):
