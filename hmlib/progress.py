@@ -210,9 +210,11 @@ def counting(callback: reporter | None, total: int):
     """Count ``total`` units: yields ``tick``, a pass-through that reports the k-th unit done.
 
     Reports 0 units done on entering; while the block runs, the reports of
-    other tasks are dropped (the units' own loops). With ``callback=None``
-    (or no units) ``tick`` only passes its argument through. Use it as
-    ``[tick(f(x)) for x in xs]``.
+    other tasks are dropped (the units' own loops). Inside a block owned by
+    another task (or :func:`muted`) nothing is shown, this count included:
+    the imputations of a scenario run here count their chains silently.
+    With ``callback=None`` (or no units) ``tick`` only passes its argument
+    through. Use it as ``[tick(f(x)) for x in xs]``.
     """
     done = 0
 
@@ -226,7 +228,10 @@ def counting(callback: reporter | None, total: int):
     if callback is None or total <= 0:  # nothing to count: no line
         yield tick
         return
-    with _owning(getattr(callback, "task", None)):
+    task = getattr(callback, "task", None)
+    with _lock:
+        outer = _owners[-1] if _owners else task
+    with _owning(task if outer == task else None):
         callback(0, total)
         yield tick
 

@@ -2,11 +2,12 @@
 
 PROGRESS-001  an event's line: units, phase, elapsed time, time left from the average rate; start and end lines
 PROGRESS-002  report() is silent without a sink, reaches the installed one, restarts a task's clock at 0
-PROGRESS-003  a counting loop owns the line: other tasks' reports inside it are dropped (muted too)
+PROGRESS-003  a counting loop owns the line: other tasks' reports and counts inside it are dropped (muted too)
 PROGRESS-004  a terminal gets one live line (carriage returns, cleared at the end); a log gets plain lines:
               start, phase changes, at most one per interval, and the end
 PROGRESS-005  the channel: FileSink lines are read back by ChannelTail in order and the file is removed
-PROGRESS-006  TaskPool.map reports each task as it finishes (in any order), in a serial and a two-worker pool
+PROGRESS-006  TaskPool.map reports each task as it finishes (in any order), on the serial, process-pool and Dask
+              engines, chunked or not
 PROGRESS-007  the hooks: the imputation loop reports k of m; nutpie's callback records become draws in
               warm-up then sampling, time left from the slowest chain's phase rate (and a real nutpie run; slow)
 PROGRESS-008  a fast `hmreport run` log (stderr not a terminal) shows the progress lines between a step's
@@ -63,12 +64,15 @@ def test_progress_002_report_reaches_the_installed_sink(monkeypatch):
 
 def test_progress_003_a_counting_loop_owns_the_line():
     """PROGRESS-003: inside counting('sensitivity') only 'sensitivity' reports are shown (the imputations
-    inside a scenario are not); inside muted() nothing is; after the block everything is again."""
+    inside a scenario are not, nor their own counted chains); inside muted() nothing is; after the block
+    everything is again."""
     events = []
     with listening(events.append):
         with counting(reporter("sensitivity", unit="scenarios"), 2) as tick:
             for _ in range(2):
                 report("imputation (flat)", 1, 5)
+                with counting(reporter("imputation (flat)"), 5) as chain:
+                    chain()
                 tick()
         with muted():
             report("imputation (flat)", 1, 5)
@@ -131,16 +135,24 @@ def _double(x):
     return 2 * x
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_progress_006_task_pool_reports_results_as_they_come_back(workers):
-    """PROGRESS-006: TaskPool.map(..., reporter) gives 0 of n, then 1..n of n, results unchanged."""
+def _add(x, shared):
+    return x + shared
+
+
+@pytest.mark.parametrize("engine", ["serial", "processes", "dask"])
+def test_progress_006_task_pool_reports_results_as_they_come_back(engine):
+    """PROGRESS-006: TaskPool.map(..., progress=reporter) gives 0 of n, then 1..n of n, results unchanged, on
+    every engine; with chunks_per_worker a chunk counts each of its tasks (0..5 of 5 for 5 tasks in 2-4
+    chunks); with a shared object too."""
     events = []
-    with listening(events.append), TaskPool(workers) as pool:
-        assert pool.map(_double, [1, 2, 3], reporter("sensitivity", unit="scenarios")) == [2, 4, 6]
+    with listening(events.append), TaskPool(2, engine=engine) as pool:
+        assert pool.map(_double, [1, 2, 3], progress=reporter("sensitivity", unit="scenarios")) == [2, 4, 6]
         assert pool.map(_double, [4]) == [8]
-        assert pool.map(_double, [], reporter("tipping points")) == []  # nothing to count: no line
-    assert [(e.task, e.done, e.total, e.unit) for e in events] == [("sensitivity", k, 3, "scenarios")
-                                                                   for k in range(4)]
+        assert pool.map(_double, [], progress=reporter("tipping points")) == []  # nothing to count: no line
+        assert pool.map(_add, [1, 2, 3, 4, 5], 10, chunks_per_worker=1,
+                        progress=reporter("imputation (flat)")) == [11, 12, 13, 14, 15]
+    assert [(e.task, e.done, e.total) for e in events] == ([("sensitivity", k, 3) for k in range(4)]
+                                                           + [("imputation (flat)", k, 5) for k in range(6)])
 
 
 def _nap(seconds):
@@ -155,7 +167,7 @@ def test_progress_006b_tasks_are_counted_as_they_finish():
     reported done before it ends (the results still come back in task order)."""
     events = []
     with listening(events.append), TaskPool(2) as pool:
-        assert pool.map(_nap, [5.0, 0.0, 0.0], reporter("sensitivity", unit="scenarios")) == [5.0, 0.0, 0.0]
+        assert pool.map(_nap, [5.0, 0.0, 0.0], progress=reporter("sensitivity", unit="scenarios")) == [5.0, 0.0, 0.0]
     two = next(e for e in events if e.done == 2)
     assert [e.done for e in events] == [0, 1, 2, 3] and events[-1].elapsed - two.elapsed > 2.0
 
