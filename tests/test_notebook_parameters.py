@@ -106,7 +106,7 @@ def test_nb_param_002_a_params_file_as_papermill_parameters_is_that_file(project
 
 def test_nb_param_003_single_keys_merge_over_the_params_file(project):
     """NB-PARAM-003: -p focus/seed merge over the demo (default params_path); privacy merges key by key;
-    YAML text is read for list keys; a new data file drops the demo's truth; a data file without
+    YAML text is read for list and mapping keys (joint_model, effect_units too); a new data file drops the demo's truth; a data file without
     params_path is a params set of its own and needs a name; a bad value names the parameters."""
     demo = load_params(project / "params" / "demo.yaml")
     merged = params_from_parameters({"focus": "age", "seed": 11}, notebook="01_diagnose.ipynb")
@@ -118,6 +118,9 @@ def test_nb_param_003_single_keys_merge_over_the_params_file(project):
                                       "params_path": "../params/case.yaml"}, notebook="01_diagnose.ipynb")
     assert privacy.privacy.min_cell == 5 and privacy.privacy.pseudonymize_clusters is False
     assert privacy.predictors == ("age", "lab") and privacy.name == "case"
+    budget = params_from_parameters({"joint_model": "{time_budget_minutes: 5}", "params_path": "../params/case.yaml",
+                                     "effect_units": "{lab: {per: 10, unit: mg/dl}}"}, notebook="04_joint_model.ipynb")
+    assert budget.joint_model.time_budget_minutes == 5.0 and budget.effect_units["lab"].per == 10
     moved = params_from_parameters({"data": "../data/registry.csv", "params_path": "../params/demo.yaml"},
                                    notebook="01_diagnose.ipynb")
     assert moved.truth is None and moved.name == "demo"
