@@ -137,7 +137,7 @@ def shrinkage_plot(pooling: pd.DataFrame, *, focus: str, min_cell: int = 11, tit
     if (~measured).any():
         left.scatter(np.ones((~measured).sum()), table.loc[~measured, "pooled_effect"], s=40,
                      facecolors="none", edgecolors=_ALERT_COLOUR, zorder=3,
-                     label=f"never or rarely measured (< {min_cell} values)")
+                     label=f"never or rarely measured (< {min_cell} values, or count suppressed)")
     left.set_xticks([0, 1], ["raw", "pooled"])
     left.set_xlim(-0.4, 1.4)
     left.set_ylabel(f"cluster effect on {plain(focus)} (submodel scale)")
@@ -149,7 +149,7 @@ def shrinkage_plot(pooling: pd.DataFrame, *, focus: str, min_cell: int = 11, tit
                   color=_JOINT_COLOUR, alpha=0.8)
     right.set_xscale("log")
     right.axvline(np.sqrt(low * min_cell), color="lightgrey", lw=0.8)
-    right.set_xlabel(f"observed values in cluster (fewer than {min_cell}, including none, drawn together "
+    right.set_xlabel(f"observed values in cluster (fewer than {min_cell}, none, or suppressed: drawn together "
                      "at the left)")
     right.set_ylabel(f"posterior SD of cluster mean {plain(focus)}")
     right.set_title("Uncertainty by observed values")

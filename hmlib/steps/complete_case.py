@@ -24,6 +24,7 @@ from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_mi
                                        standardized_differences, standardized_differences_by)
 from hmlib.stats.design import fit_analysis_model
 from hmlib.steps.base import Step, StepContext
+from hmlib.steps.disclosure import hidden_counts
 from hmlib.wording import count_text, not_estimable_note
 
 __all__ = ["CompleteCaseResult", "complete_case_check", "suppressed_retention", "ShiftRow",
@@ -190,7 +191,22 @@ class CompleteCaseResult:
         }
 
 
-def suppressed_retention(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+def _retention_hidden(registry, retention: pd.DataFrame) -> pd.DataFrame:
+    """Step 1's hidden cells for the retention table: a cluster size step 1 hides, and the dropped count of a
+    cluster where one variable alone is incomplete (it is that variable's missing count) when step 1 hides it."""
+    p, frame = registry.params, registry.frame
+    hidden = hidden_counts(registry)
+    columns = [p.outcome, *p.predictors]
+    incomplete = frame[columns].isna().groupby(frame[p.cluster].to_numpy()).any()
+    dropped = []
+    for label in retention["cluster"]:
+        only = [v for v in columns if bool(incomplete.loc[label, v])]
+        dropped.append(len(only) == 1 and bool(hidden.count_hidden([label], only[0])[0]))
+    return pd.DataFrame({"n_all": hidden.size_hidden(retention["cluster"]), "n_dropped": dropped},
+                        index=retention.index)
+
+
+def suppressed_retention(table: pd.DataFrame, min_cell: int, hidden: pd.DataFrame | None = None) -> pd.DataFrame:
     """The retention table as published: counts below ``min_cell`` suppressed.
 
     Complementary suppression (:func:`hmlib.privacy.suppress_counts`): no
@@ -203,6 +219,9 @@ def suppressed_retention(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     table : pandas.DataFrame
         :func:`hmlib.stats.complete_case.retention_by_cluster`.
     min_cell : int
+    hidden : pandas.DataFrame of bool, optional
+        Cells hidden by step 1's decision (``n_all``, ``n_dropped``), hidden
+        here too (:mod:`hmlib.steps.disclosure`).
 
     Returns
     -------
@@ -214,6 +233,7 @@ def suppressed_retention(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
         parts=[["n_complete", "n_dropped"]],
         derived_columns={"retained": ["n_complete", "n_dropped"], "share_after": ["n_complete"],
                          "share_before": ["n_all"]},
+        hidden=hidden,
     )
     return safe.display
 
@@ -281,7 +301,8 @@ def complete_case_check(registry) -> CompleteCaseResult:
         outcome=p.outcome, outcome_family=p.outcome_family, focus=focus,
         n_all=int(len(frame)), n_complete=int(complete.sum()), n_clusters=int(len(retention)),
         n_clusters_lost=len(lost), clusters_lost=lost, retention=retention,
-        retention_display=suppressed_retention(retention, p.privacy.min_cell),
+        retention_display=suppressed_retention(retention, p.privacy.min_cell,
+                                               hidden=_retention_hidden(registry, retention)),
         shift=shift, shift_by_type=shift_by_type, estimates=estimates_frame,
         indicator_by_cluster=indicator_table, min_cell=p.privacy.min_cell, notes=notes,
     )

@@ -44,6 +44,8 @@ __all__ = [
     "PublishedTables",
     "publish_tables",
     "cluster_count_masks",
+    "HiddenCells",
+    "hidden_cells",
     "mask_table",
     "hide_overview_cluster_counts",
     "publish_sporadic_variation",
@@ -264,6 +266,72 @@ class PublishedTables:
         return [v for v in incomplete if v not in self.hidden_overall]
 
 
+@dataclass(frozen=True)
+class HiddenCells:
+    """Step 1's one decision on which per-cluster counts are hidden (:func:`hidden_cells`).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        :func:`hmlib.stats.missingness.missingness_by_cluster` of the incomplete variables (unsuppressed).
+    n, missing, observed : numpy.ndarray of bool
+        For each row of ``table``: its cluster size, missing count and
+        recorded count are hidden (primary or complementary suppression).
+    hidden_overall : tuple of str
+        Incomplete variables whose overall missing count is suppressed.
+    no_breakdown : tuple of str
+        Incomplete variables not broken down by cluster at all (their
+        total is suppressed, or their cluster counts cannot be protected).
+    """
+
+    table: pd.DataFrame
+    n: np.ndarray
+    missing: np.ndarray
+    observed: np.ndarray
+    hidden_overall: tuple
+    no_breakdown: tuple
+
+
+def hidden_cells(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str, *, overview: SuppressedTable,
+                 min_cell: int, level: float = 0.95) -> HiddenCells:
+    """Decide once which per-cluster counts of the incomplete variables are hidden.
+
+    Step 1 publishes its per-cluster tables by this decision, and the later
+    steps hide at least the same cells (:mod:`hmlib.steps.disclosure`), so a
+    count hidden in one section is never printed in another.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Patient-level data (not modified).
+    incomplete : sequence of str
+        Variables with at least one missing value.
+    cluster : str
+    overview : SuppressedTable
+        :func:`publish_overview` of the analysis variables.
+    min_cell : int
+    level : float
+        Confidence level of the table's intervals (no effect on the decision).
+
+    Returns
+    -------
+    HiddenCells
+    """
+    incomplete = list(incomplete)
+    overview_hidden = overview.mask.set_axis(overview.values["variable"])["n_missing"]
+    # A variable whose overall missing count is suppressed gets no funnel and no model: the
+    # funnel's centre line and an intercept-only logistic fit would give the count back.
+    hidden_overall = [v for v in incomplete if bool(overview_hidden.loc[v])]
+    table = missingness_by_cluster(frame, incomplete, cluster, level=level)
+    n_mask, m_mask, o_mask = cluster_count_masks(table, incomplete, min_cell)
+    row_var = table["variable"].to_numpy()
+    # No breakdown by cluster for a variable whose total is suppressed or whose cluster counts
+    # could not be protected: with zeros shown, the number of hidden cells bounds the total.
+    no_breakdown = [v for v in incomplete if v in hidden_overall or m_mask[row_var == v].all()]
+    return HiddenCells(table=table, n=n_mask, missing=m_mask, observed=o_mask, hidden_overall=tuple(hidden_overall),
+                       no_breakdown=tuple(no_breakdown))
+
+
 def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str, *,
                    overview: SuppressedTable, min_cell: int, structural_share: float, level: float,
                    names: dict, cluster_noun: str) -> PublishedTables:
@@ -292,15 +360,10 @@ def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str,
     notes: list[str] = []
     rank = _rank_by_name(names)
     overview_hidden = overview.mask.set_axis(overview.values["variable"])["n_missing"]
-    # A variable whose overall missing count is suppressed gets no funnel and no model: the
-    # funnel's centre line and an intercept-only logistic fit would give the count back.
-    hidden_overall = [v for v in incomplete if bool(overview_hidden.loc[v])]
-    by_cluster_raw = missingness_by_cluster(frame, incomplete, cluster, level=level)
-    n_mask, m_mask, o_mask = cluster_count_masks(by_cluster_raw, incomplete, min_cell)
+    cells = hidden_cells(frame, incomplete, cluster, overview=overview, min_cell=min_cell, level=level)
+    by_cluster_raw, n_mask, m_mask, o_mask = cells.table, cells.n, cells.missing, cells.observed
+    hidden_overall, no_breakdown = list(cells.hidden_overall), list(cells.no_breakdown)
     row_var = by_cluster_raw["variable"].to_numpy()
-    # No breakdown by cluster for a variable whose total is suppressed or whose cluster counts
-    # could not be protected: with zeros shown, the number of hidden cells bounds the total.
-    no_breakdown = [v for v in incomplete if v in hidden_overall or m_mask[row_var == v].all()]
     for var in no_breakdown:
         if var not in hidden_overall:
             notes.append(f"{var} is not broken down by {cluster_noun}: its {cluster_noun} counts cannot be "

@@ -124,6 +124,7 @@ from hmlib.stats.imputation import (ImputationResult, ResidualVarianceCheck, clu
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.imputation_result import ImputationArtifact, ImputationStepResult, MethodRun, MethodSpec
+from hmlib.steps.disclosure import hidden_counts
 from hmlib.steps.imputation_transport import transport_check
 from hmlib.methods import method_label
 
@@ -425,7 +426,9 @@ def _distribution_tables(registry, ok_runs, n_clusters: int) -> tuple[pd.DataFra
     clusters["n_missing"] = clusters["n"] - clusters["n_observed"]
     clusters["never_observed"] = clusters["n_observed"] == 0
     if len(clusters):
-        clusters = suppress_counts(clusters, ["n_missing", "n_observed"], min_cell, total_column="n").display
+        given = hidden_counts(registry).mask(clusters, {"n": None, "n_missing": p.focus, "n_observed": p.focus})
+        clusters = suppress_counts(clusters, ["n_missing", "n_observed"], min_cell, total_column="n",
+                                   hidden=given).display
     return distributions, clusters
 
 

@@ -82,6 +82,7 @@ from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
 from hmlib.stats.joint import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
+from hmlib.steps.disclosure import hidden_counts
 from hmlib.steps.imputation import CHUNKS_PER_WORKER, ImputationArtifact, choose_residual_variance, impute_registry
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
 from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, ScenarioContext,
@@ -344,6 +345,7 @@ class SensitivityResult:
     workers: int = 1
     elapsed: float = 0.0
     notes: list = field(default_factory=list)
+    hidden_sizes: frozenset = frozenset()
 
     # -- tables ---------------------------------------------------------------
     def _suppression(self) -> tuple[pd.DataFrame, np.ndarray]:
@@ -359,7 +361,10 @@ class SensitivityResult:
         # The analysed counts differ from the primary's by the excluded clusters' analysed patients.
         analysed_gap = self.n_patients_primary - table["n_patients"].astype(float)
         small_gap = ((analysed_gap > 0) & (analysed_gap < self.min_cell)).to_numpy()
-        hidden = (safe.mask["n_excluded"].to_numpy() | small_gap) & (excluded.to_numpy() > 0)
+        # a cluster size step 1 hides is hidden here too: leaving that cluster out would give it back
+        size_hidden = table["excluded_clusters"].map(
+            lambda names: any(str(c) in self.hidden_sizes for c in (names or ()))).to_numpy(dtype=bool)
+        hidden = (safe.mask["n_excluded"].to_numpy() | small_gap | size_hidden) & (excluded.to_numpy() > 0)
         return table, hidden
 
     def scenario_table(self) -> pd.DataFrame:
@@ -674,7 +679,8 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
         primary_method=primary_imputation.label, grid=grid, scenarios=scenarios, tipping=tipping,
         delta_curve=delta_curve, observed_sd=observed_sd, settings=s, min_cell=p.privacy.min_cell,
         n_patients_primary=int(primary_rows["n_patients"].iloc[0]), n_patients_all=registry.n_patients,
-        residual_variance=residual, workers=pool.workers, elapsed=time.perf_counter() - start, notes=notes)
+        residual_variance=residual, workers=pool.workers, elapsed=time.perf_counter() - start, notes=notes,
+        hidden_sizes=hidden_counts(registry).sizes)
 
 
 # --------------------------------------------------------------------------
