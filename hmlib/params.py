@@ -36,7 +36,8 @@ import yaml
 
 from hmlib.exceptions import ParamsError
 
-__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "JointModelSettings", "EffectUnit", "load_params", "KEYS"]
+__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "JointModelSettings", "EffectUnit", "load_params",
+           "params_from_mapping", "KEYS"]
 
 #: Every key a params file may have, with a one-line description (used in
 #: error messages and in the README).
@@ -247,7 +248,7 @@ def _suggest(key: str, options) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def _string_list(value: Any, key: str, source: Path) -> tuple[str, ...]:
+def _string_list(value: Any, key: str, source: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -269,7 +270,7 @@ def _string_list(value: Any, key: str, source: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _required_string(raw: dict, key: str, source: Path) -> str:
+def _required_string(raw: dict, key: str, source: str) -> str:
     if key not in raw or raw[key] is None:
         raise ParamsError(f"{source}: the key '{key}' is missing; add it ({KEYS[key]}).")
     value = raw[key]
@@ -278,7 +279,7 @@ def _required_string(raw: dict, key: str, source: Path) -> str:
     return value
 
 
-def _sub_mapping(raw: dict, key: str, allowed: set[str], source: Path) -> dict:
+def _sub_mapping(raw: dict, key: str, allowed: set[str], source: str) -> dict:
     value = raw.get(key) or {}
     if not isinstance(value, dict):
         raise ParamsError(f"{source}: '{key}' must be a mapping such as {KEYS[key]}; got {value!r}.")
@@ -316,12 +317,40 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
         key and the fix.
     """
     source = Path(path).expanduser().resolve()
-    raw = _read_yaml(source)
+    return params_from_mapping(_read_yaml(source), source=source, fast=fast)
+
+
+def params_from_mapping(raw: dict, *, source: Path, origin: str | None = None, base_dir: Path | None = None,
+                        fast: bool | None = None) -> Params:
+    """Check a params mapping (a params file's content, or a notebook's parameters) and build :class:`Params`.
+
+    Parameters
+    ----------
+    raw : dict
+        Keys and values as in a params YAML file.
+    source : pathlib.Path
+        Where the params come from (:attr:`Params.source`; its stem is the
+        default ``name``).
+    origin : str, optional
+        How error messages name that place (default: ``source``).
+    base_dir : pathlib.Path, optional
+        Folder that relative ``data`` and ``truth`` paths resolve against
+        (default: ``source``'s folder).
+    fast : bool, optional
+        Overrides ``raw``'s ``fast``.
+
+    Raises
+    ------
+    ParamsError
+        As :func:`load_params`.
+    """
+    where = origin or str(source)
+    base_dir = source.parent if base_dir is None else Path(base_dir)
     unknown = sorted(str(k) for k in raw if k not in KEYS)
     if unknown:
         key = unknown[0]
         raise ParamsError(
-            f"{source}: unknown key '{key}'.{_suggest(key, KEYS)} Allowed keys: {', '.join(KEYS)}."
+            f"{where}: unknown key '{key}'.{_suggest(key, KEYS)} Allowed keys: {', '.join(KEYS)}."
         )
 
     name = raw.get("name")
@@ -329,23 +358,23 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
         name = source.stem
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ParamsError(
-            f"{source}: 'name' must be letters, digits, '-' or '_' (it names the folder "
+            f"{where}: 'name' must be letters, digits, '-' or '_' (it names the folder "
             f"reports/<name>/); got {name!r}."
         )
 
-    data_text = _required_string(raw, "data", source)
-    data = (source.parent / data_text).resolve()
+    data_text = _required_string(raw, "data", where)
+    data = (base_dir / data_text).resolve()
     if data.suffix.lower() not in {".csv", ".parquet", ".pq"}:
-        raise ParamsError(f"{source}: 'data' must be a .csv or .parquet file; got {data_text!r}.")
+        raise ParamsError(f"{where}: 'data' must be a .csv or .parquet file; got {data_text!r}.")
     truth = None
     if raw.get("truth") is not None:
-        truth = (source.parent / _required_string(raw, "truth", source)).resolve()
+        truth = (base_dir / _required_string(raw, "truth", where)).resolve()
 
-    roles = _roles(raw, source)
-    settings = _settings(raw, source, fast)
+    roles = _roles(raw, where)
+    settings = _settings(raw, where, fast)
     stray = [v for v in settings["effect_units"] if v not in roles["predictors"]]
     if stray:
-        raise ParamsError(f"{source}: 'effect_units' names {stray}, which are not in 'predictors'.")
+        raise ParamsError(f"{where}: 'effect_units' names {stray}, which are not in 'predictors'.")
     return Params(name=name, source=source, data=data, truth=truth, **roles, **settings, raw=dict(raw))
 
 
@@ -377,7 +406,7 @@ def _read_yaml(source: Path) -> dict:
     return raw
 
 
-def _roles(raw: dict, source: Path) -> dict:
+def _roles(raw: dict, source: str) -> dict:
     """Cluster, outcome, family, predictors and the other column roles, each column in one role."""
     cluster = _required_string(raw, "cluster", source)
     outcome = _required_string(raw, "outcome", source)
@@ -449,7 +478,7 @@ def _ordinal(value: Any, predictors: tuple, source: Path) -> dict:
     return out
 
 
-def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
+def _settings(raw: dict, source: str, fast: bool | None) -> dict:
     """Seed, fast, privacy, diagnose, joint model, encoding and missing codes, checked."""
     seed = raw.get("seed", 2026)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -500,7 +529,7 @@ def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
             "missing_codes": tuple(_code_text(c) for c in codes)}
 
 
-def _effect_units(value, source: Path) -> dict:
+def _effect_units(value, source: str) -> dict:
     """``effect_units`` checked: each variable maps to ``{per: number > 0, unit: text}``."""
     if value is None:
         return {}

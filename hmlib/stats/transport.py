@@ -97,6 +97,7 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import DataError, FitError
+from hmlib.progress import muted, report
 from hmlib.stats.imputation import impute
 
 __all__ = ["DEFAULT_TRANSPORT_METHODS", "interval_coverage", "masked_cluster_summary", "TransportResult",
@@ -431,6 +432,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
             backgrounds[method_label] = base.completed
     seeds = np.random.SeedSequence(int(seed)).spawn(len(chosen) * len(methods))
     mc_quantile = float(stats.t.ppf(MC_LEVEL, int(m) - 1))
+    report("transport check", 0, len(chosen), unit="clusters")
     for c_index, label in enumerate(chosen):
         rows_j = (labels == label) & observed
         truth = values[rows_j]
@@ -448,8 +450,9 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
                     # the other variables as completed by one imputation of the main run; the focus as
                     # recorded, with cluster j's observed values masked
                     background[focus] = np.where(rows_j, np.nan, values)
-                    single = impute(background, method=method, m=n_draws, iterations=1, seed=int(seed_k),
-                                    **roles, **dict(options))
+                    with muted():  # the check's own re-imputations: one line per cluster, below
+                        single = impute(background, method=method, m=n_draws, iterations=1, seed=int(seed_k),
+                                        **roles, **dict(options))
                     for k, completed_k in enumerate(single.completed):
                         draws[done + k] = completed_k[focus].to_numpy(dtype=float)[rows_j]
                     done += n_draws
@@ -468,6 +471,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
                 reasons.append(f"unstable: its mean imputed value varies by {summary['draw_sd']:.3g} SD between draws")
             rows.append({"cluster": label, "method": method_label, **summary, "flagged": bool(reasons),
                          "reason": "; ".join(reasons)})
+        report("transport check", c_index + 1, len(chosen), unit="clusters")
     columns = ["cluster", "method", "n_observed", "mean_observed", "mean_imputed", "bias", "bias_sd",
                "bias_mc_se", "draw_sd", "coverage", "flagged", "reason"]
     table = pd.DataFrame(rows, columns=columns)

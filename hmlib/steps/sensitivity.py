@@ -77,6 +77,7 @@ from hmlib.artifacts import Artifact, Record, artifact_path
 from hmlib.exceptions import ParamsError
 from hmlib.figures import sensitivity as figures
 from hmlib.parallel import TaskPool, check_workers
+from hmlib.progress import reporter
 from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
 from hmlib.stats.joint import PosteriorDraws
@@ -521,10 +522,12 @@ def _run_plan(plan: list, context: ScenarioContext, reference: dict, pool: TaskP
     """Every scenario, then the tipping-point bisections, in one pool: (outcomes by name, bisections by side)."""
     order = sorted(range(len(plan)), key=lambda i: _task_cost(plan[i]))
     terms = focus_terms(context.registry)
-    outcomes = {out.scenario.name: out
-                for out in pool.map(run_scenario_task, [plan[i] for i in order], shared=context)}
+    scenarios = pool.map(run_scenario_task, [plan[i] for i in order], shared=context,
+                         progress=reporter("sensitivity", unit="scenarios"))
+    outcomes = {out.scenario.name: out for out in scenarios}
     tasks = bisection_tasks(plan, outcomes, reference, context.settings, terms)
-    refined = pool.map(run_bisection_task, [task for _, task in tasks], shared=context)
+    refined = pool.map(run_bisection_task, [task for _, task in tasks], shared=context,
+                       progress=reporter("tipping points", unit="searches"))
     return outcomes, {key: result for (key, _), result in zip(tasks, refined)}
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError
+from hmlib.progress import counting, reporter
 from hmlib.stats.imputation.problem import Notes, Problem, Variable, build_problem, model_description
 from hmlib.stats.imputation.univariate import impute_variable, recorded_fallbacks
 
@@ -212,8 +213,9 @@ def _merge_record(problem: Problem, record: tuple) -> None:
         problem.extrapolated[name] = max(problem.extrapolated.get(name, 0.0), excess)
 
 
-def _serial_map(fn, tasks, shared) -> list:
-    return [fn(task, shared) for task in tasks]
+def _serial_map(fn, tasks, shared, *, progress=None) -> list:
+    with counting(progress, len(tasks)) as tick:
+        return [tick(fn(task, shared)) for task in tasks]
 
 
 def _completed_frame(base: pd.DataFrame, problem: Problem, current: dict, masks: dict) -> pd.DataFrame:
@@ -305,11 +307,12 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
     donors : int
         Donor pool size of predictive mean matching.
     map_tasks : callable, optional
-        ``map_tasks(fn, tasks, shared)`` returning ``[fn(task, shared) for
-        task in tasks]`` in order, e.g. :meth:`hmlib.parallel.TaskPool.map`:
-        runs the m chains as tasks (``shared`` is the problem and the data,
-        sent once per worker). Default: one after the other, here. The
-        result does not depend on it.
+        ``map_tasks(fn, tasks, shared, progress=...)`` returning
+        ``[fn(task, shared) for task in tasks]`` in order and reporting each
+        task done to ``progress`` (:mod:`hmlib.progress`), e.g.
+        :meth:`hmlib.parallel.TaskPool.map`: runs the m chains as tasks
+        (``shared`` is the problem and the data, sent once per worker).
+        Default: one after the other, here. The result does not depend on it.
 
     Returns
     -------
@@ -376,7 +379,9 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
 
     seeds = np.random.SeedSequence(int(seed)).spawn(int(m))
     chains = (map_tasks or _serial_map)(_chain_task, [(k, seeds[k], int(iterations)) for k in range(m)],
-                                        (problem, base, masks))
+                                        (problem, base, masks),
+                                        progress=reporter(f"imputation ({method.replace('_', '-')})",
+                                                          unit="imputed data sets"))
     completed, traces = [], {v.name: np.empty((m, iterations)) for v in problem.visit}
     for k, (frame, trace, record) in enumerate(chains):
         for name, values in trace.items():

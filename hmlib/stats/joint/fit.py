@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import FitError
+from hmlib.progress import report
 from hmlib.settings import run_sizes
 from hmlib.stats.joint.data import JointData, prepare_joint_data
 from hmlib.stats.joint.imputations import focus_by_cluster
@@ -163,6 +164,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     model = build_joint_model(jd, priors=checked_priors, parameterisation=choice,
                               quadrature_nodes=quadrature_nodes)
     t_built = time.perf_counter()
+    report("joint model", 0, (tune + draws) * chains, unit="draws", detail="compiling the sampler")
     compiled, n_free, adaptation = _compile(model, adaptation)
     t_compiled = time.perf_counter()
     budget_s = 60.0 * float(time_budget_minutes) if time_budget_minutes else None
@@ -259,7 +261,8 @@ def _sample_within_budget(jd: JointData, compiled, *, draws: int, tune: int, cha
         run_seed = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
         started = time.perf_counter()
         trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores or chains,
-                              seed=run_seed, progress_bar=False, adaptation=adaptation)
+                              seed=run_seed, progress_bar=False, adaptation=adaptation,
+                              progress_callback=DrawProgress(f"extended run {k}" if k else ""), progress_rate=500)
         seconds = time.perf_counter() - started
         post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
         divergences = int(np.asarray(trace.sample_stats["diverging"].values).sum())
@@ -305,6 +308,48 @@ def _extension_hint(attempts: list, *, fast: bool, budget_s: float | None, elaps
                f"within the time budget of {budget_s / 60:g} minutes: raise joint_model.time_budget_minutes in "
                "the params file, or check the model.")
     return f"{done[0].upper()}{done[1:]} Not extended further: {why}"
+
+
+class DrawProgress:
+    """nutpie's progress callback: draws done over every chain, with the time left of the slowest chain.
+
+    Called from nutpie's thread every ``progress_rate`` milliseconds with its
+    ``ChainProgress`` records (``finished_draws``; ``total_draws``, warm-up
+    and sampling; ``tuning``; ``runtime_ms``, the chain's sampling time).
+    Reports to :mod:`hmlib.progress` as ``warm-up`` while a chain still tunes,
+    then ``sampling``. The chains run side by side, so the time left is the
+    largest of the chains' own: a chain's draws left at its rate in its
+    current phase (NUTS draws cost far more early in the warm-up than after
+    it, so a rate since the start overstates what is left once a chain
+    samples), or at its overall rate in the first second or 10 draws of a
+    phase. ``run`` names a run after the first (the automatic extension)
+    after the phase.
+    """
+
+    def __init__(self, run: str = ""):
+        self.run = run
+        self._phase_start: dict[int, tuple] = {}  # chain -> (tuning, draws, runtime ms) when its phase began
+
+    def __call__(self, chains) -> None:
+        done = total = 0
+        left = []
+        for index, chain in enumerate(chains):
+            finished, planned, ms = int(chain.finished_draws), int(chain.total_draws), float(chain.runtime_ms)
+            done, total = done + finished, total + planned
+            start = self._phase_start.get(index)
+            if start is None or start[0] != bool(chain.tuning):
+                start = self._phase_start[index] = (bool(chain.tuning), finished, ms)
+            if finished >= planned:
+                continue
+            drawn, spent = finished - start[1], ms - start[2]
+            if drawn < 10 or spent < 1000:
+                drawn, spent = finished, ms
+            left.append((planned - finished) * spent / drawn / 1000 if drawn > 0 and spent > 0 else None)
+        eta = max(left) if left and None not in left else None
+        phase = "warm-up" if any(c.tuning for c in chains) else "sampling"
+        if self.run:
+            phase = f"{phase}, {self.run}"
+        report("joint model", done, total, unit="draws", detail=phase, eta=eta)
 
 
 def _summary_table(jd: JointData, post: dict):
