@@ -91,7 +91,9 @@ def effect_scale(ev: ReportEvidence, term: str) -> EffectScale:
     focus = ev.focus
     if term != focus:  # a level of a categorical focus, against the reference level
         level = term[len(focus) + 1:-1] if term.startswith(f"{focus}[") else term
-        return EffectScale(1.0, f"for {focus} {level} vs the reference level", odds)
+        reference = ev.focus_reference
+        against = f"{focus} {reference}" if reference else "the reference level"
+        return EffectScale(1.0, f"for {focus} {level} vs {against}", odds)
     unit = p.effect_units.get(focus)
     if unit is not None:
         return EffectScale(unit.per, f"{unit.text} of {focus}", odds)
@@ -213,7 +215,8 @@ def _sensitivity(ev: ReportEvidence) -> tuple[list, str | None]:
 
 def _sensitivity_categorical(ev: ReportEvidence, sens, word: str, mar: str) -> tuple[list, str | None]:
     """As :func:`_sensitivity` for a categorical focus, whose deltas are log odds (shown as odds ratios)."""
-    odds = f"the odds of each unrecorded {ev.focus} category against the reference"
+    reference = f" ({ev.focus_reference})" if ev.focus_reference else ""
+    odds = f"the odds of each unrecorded {ev.focus} category against the reference{reference}"
     plausible = sens.settings.plausible_log_odds
     if word == "robust":
         found = sorted(abs(t.delta_sd) for t in sens.tipping if t.found and is_number(t.delta_sd))
