@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError
+from hmlib.parallel import blas_one_thread
 from hmlib.stats.imputation.problem import Problem, Variable, build_problem, model_description
 from hmlib.stats.imputation.univariate import impute_variable, recorded_fallbacks
 
@@ -80,6 +81,10 @@ class ImputationResult:
         ``{variable: largest distance, in observed SDs, of an imputed value
         beyond the observed range}`` for continuous variables where it
         exceeded ``EXTRAPOLATION_SDS`` (a sign of an extrapolating model).
+    chain_states : list of dict
+        The samplers' state at the end of each chain (Gibbs variance
+        components, the last 2l.bin fit by model), for continuing the chains
+        on related data (``impute(..., start_states=...)``).
     """
 
     method: str
@@ -97,6 +102,7 @@ class ImputationResult:
     fallbacks: dict = field(default_factory=dict)
     cluster_means_dropped: dict = field(default_factory=dict)
     extrapolated: dict = field(default_factory=dict)
+    chain_states: list = field(default_factory=list, repr=False)
 
     @property
     def label(self) -> str:
@@ -155,22 +161,47 @@ def _chain_mean(var: Variable, y: np.ndarray) -> float:
     return float(y[var.missing].mean())
 
 
-def _run_chain(problem: Problem, rng, iterations: int):
+def _start_values(problem: Problem, var: Variable, start: pd.DataFrame) -> np.ndarray:
+    """The missing cells of ``var`` as completed in ``start`` (a completed data set), coded."""
+    column = start[var.name]
+    if var.level == 2:
+        # a cluster covariate is constant within a cluster: take each cluster's first row
+        first = np.unique(problem.codes, return_index=True)[1]
+        column = column.iloc[first[np.flatnonzero(var.missing)]]
+    else:
+        column = column.iloc[np.flatnonzero(var.missing)]
+    if var.categories:
+        index = {label: code for code, label in enumerate(var.categories)}
+        index.update({str(label): code for code, label in enumerate(var.categories)})
+        coded = np.array([index.get(v, index.get(str(v), np.nan)) for v in column], dtype=float)
+    else:
+        coded = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if np.isnan(coded).any():
+        raise ValueError(f"the start data set has no usable value for {int(np.isnan(coded).sum())} missing "
+                         f"cell(s) of '{var.name}'; start from completed data sets of the same rows.")
+    return coded
+
+
+def _run_chain(problem: Problem, rng, iterations: int, start: pd.DataFrame | None = None,
+               state: dict | None = None):
     current = {}
     for var in [*problem.level1, *problem.level2]:
         y = var.values.copy()
         if var.missing.any():
-            pool = var.values[~var.missing]
-            y[var.missing] = pool[rng.integers(pool.size, size=int(var.missing.sum()))]
+            if start is not None:
+                y[var.missing] = _start_values(problem, var, start)
+            else:
+                pool = var.values[~var.missing]
+                y[var.missing] = pool[rng.integers(pool.size, size=int(var.missing.sum()))]
         current[var.name] = y
-    problem.state = {}
+    problem.state = {key: dict(value) for key, value in (state or {}).items()}
     visit = problem.visit
     trace = {v.name: np.empty(iterations) for v in visit}
     for it in range(iterations):
         for var in visit:
             impute_variable(problem, var, current, rng)
             trace[var.name][it] = _chain_mean(var, current[var.name])
-    return current, trace
+    return current, trace, problem.state
 
 
 def _completed_frame(base: pd.DataFrame, problem: Problem, current: dict, masks: dict) -> pd.DataFrame:
@@ -212,7 +243,7 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
            predictors, kinds: dict | None = None, levels: dict | None = None, cluster_covariates=(),
            higher_levels=(), m: int = 20, iterations: int = 10, seed: int = 0, continuous: str = "norm",
            cluster_residual_variance: bool = False, cluster_means: bool = True, strata: str | None = None,
-           donors: int = 5) -> ImputationResult:
+           donors: int = 5, start=None, start_states=None) -> ImputationResult:
     """Impute the missing values of a clustered data set m times.
 
     Parameters
@@ -261,6 +292,20 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         the first complete categorical cluster covariate, else the cluster.
     donors : int
         Donor pool size of predictive mean matching.
+    start : sequence of pandas.DataFrame, optional
+        ``m`` completed data sets of the same rows (same index) to start the
+        chains from: chain ``k`` begins with the missing cells filled as in
+        ``start[k]`` instead of random draws from the observed values (a
+        warm start, e.g. a sensitivity scenario's re-imputation starting
+        from the primary imputation; fewer ``iterations`` then suffice, as
+        measured in ``bench/sensitivity_warm_start.py``).
+    start_states : sequence of dict, optional
+        With ``start``: the samplers' state at the end of the chains that
+        made it (:attr:`ImputationResult.chain_states`), so that chain ``k``
+        also continues from their variance components and fits (a state
+        that does not fit this data, e.g. cluster-specific variances of
+        other clusters, is started afresh). Without it the samplers start
+        afresh (the Gibbs sampler with its burn-in).
 
     Returns
     -------
@@ -306,6 +351,12 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         raise DataError(f"a column has two roles among {wanted}; each column may appear once.")
     columns = [c for c in frame.columns if c in set(wanted)]
     base = frame.loc[:, columns].copy()
+    if start is not None:
+        start = list(start)
+        if len(start) != m or not all(isinstance(s, pd.DataFrame) and s.index.equals(frame.index) for s in start):
+            raise ValueError(f"start must hold m = {m} completed data sets with the rows (index) of the data.")
+    if start_states is not None and (start is None or len(start_states) != m):
+        raise ValueError(f"start_states needs start and must hold m = {m} chain states.")
 
     problem, strata_name = build_problem(
         base, method=method, cluster=cluster, outcome=outcome, outcome_family=outcome_family,
@@ -326,13 +377,18 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         problem.notes.add("No model variable has missing values; the m data sets are copies of the data.")
 
     seeds = np.random.SeedSequence(int(seed)).spawn(int(m))
-    completed, traces = [], {v.name: np.empty((m, iterations)) for v in problem.visit}
-    for k in range(m):
-        rng = np.random.Generator(np.random.PCG64(seeds[k]))
-        current, trace = _run_chain(problem, rng, iterations)
-        for name, values in trace.items():
-            traces[name][k] = values
-        completed.append(_completed_frame(base, problem, current, masks))
+    completed, states, traces = [], [], {v.name: np.empty((m, iterations)) for v in problem.visit}
+    # BLAS on one thread: the solves are small or tall and thin, and on a busy machine
+    # threaded BLAS made them several times slower (hmlib.parallel)
+    with blas_one_thread():
+        for k in range(m):
+            rng = np.random.Generator(np.random.PCG64(seeds[k]))
+            current, trace, state = _run_chain(problem, rng, iterations, None if start is None else start[k],
+                                               None if start_states is None else start_states[k])
+            states.append(state)
+            for name, values in trace.items():
+                traces[name][k] = values
+            completed.append(_completed_frame(base, problem, current, masks))
 
     fallbacks, recorded = recorded_fallbacks(problem, strata_name)
     notes = problem.notes.items() + recorded
@@ -345,4 +401,4 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
                             notes=notes, seed=int(seed), models=models,
                             strata=strata_name if method == "stratified" else None, fallbacks=fallbacks,
                             cluster_means_dropped=dict(problem.means_dropped),
-                            extrapolated=dict(problem.extrapolated))
+                            extrapolated=dict(problem.extrapolated), chain_states=states)

@@ -87,7 +87,8 @@ class Problem:
     strata_labels: list
     notes: Notes
     broken: dict              # var -> {stratum label: reason}
-    state: dict | None = None  # Gibbs state of the current chain
+    state: dict | None = None  # sampler state of the current chain (Gibbs variances, warm starts)
+    fixed: dict = field(default_factory=dict)           # (var, key) -> what every chain computes alike
     means_dropped: dict = field(default_factory=dict)   # var -> {"clusters", "cluster_columns", "needed"}
     extrapolated: dict = field(default_factory=dict)    # var -> largest excess beyond the observed range (SDs)
 
@@ -95,6 +96,18 @@ class Problem:
     def visit(self) -> list:
         """Variables with missing values, in the order the chained equations visit them."""
         return [v for v in [*self.level1, *self.level2] if v.missing.any()]
+
+    def fixed_cache(self, var: Variable, key) -> dict | None:
+        """A store shared by all chains for ``var``'s model ``key``, when no imputation changes its design.
+
+        That is when ``var`` is the only variable with missing values: its
+        predictors are then the same in every iteration of every chain, so a
+        deterministic fit of its observed rows (or their sufficient
+        statistics) is the same each time and is made once. None otherwise.
+        """
+        if any(v is not var and v.missing.any() for v in [*self.level1, *self.level2]):
+            return None
+        return self.fixed.setdefault((var.name, key), {})
 
 
 # --------------------------------------------------------------------------

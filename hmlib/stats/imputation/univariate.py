@@ -157,15 +157,16 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
         problem.notes.add(f"Imputation model for '{var.name}': only {n_obs} observed values, too few for its "
                           f"{Do.shape[1]} terms; imputed from a model with the random intercept only.")
         Do, Dp, kept = Do[:, :1], Dp[:, :1], []
+    state = problem.state.setdefault(key, {})
+    cache = problem.fixed_cache(var, key)
     if kind == "binary":
         return ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
-                                 notes=problem.notes, target=var.name)
+                                 notes=problem.notes, target=var.name, state=state, cache=cache)
     cluster_level = set(cluster_info[1])
     ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in cluster_level else 0.0 for nm in kept]]
-    state = problem.state.setdefault(key, {})
     return ri_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng, state=state,
                           hetero=problem.hetero, pmm=problem.continuous == "pmm", donors=problem.donors,
-                          prior_precision=ridge)
+                          prior_precision=ridge, cache=cache)
 
 
 def _stratified_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind, rng):
