@@ -156,3 +156,32 @@ def test_MI_WARM_002_start_must_match_the_rows():
         impute(data, method="multilevel", m=2, iterations=1, seed=1, start=done[:1], **roles)
     with pytest.raises(ValueError, match="rows"):
         impute(data.iloc[5:], method="multilevel", m=2, iterations=1, seed=1, start=done, **roles)
+
+
+def test_MI_FAST_006_transport_fits_start_from_the_background_chains(monkeypatch):
+    """MI-FAST-006: the transport check's masked imputations started from the fits of the chains that made
+    their backgrounds (fit_starts: 2l.bin's last fit, no Gibbs state) are warm fits and give the table of
+    cold fits, to optimiser tolerance (the same draws)."""
+    from hmlib.stats.imputation import fit_starts
+    from hmlib.stats.transport import transport_check_frame
+
+    frame = trial_registry(6, n_patients=3000, n_hospitals=60, n_countries=3)
+    frame["dead_or_dependent"] = frame["dead_or_dependent"].fillna(0.0)
+    main = impute(frame, method="multilevel", m=4, iterations=3, seed=2, **TRIAL_ROLES)
+    assert all("start" in state["atrial_fib"] for state in main.chain_states)
+    assert fit_starts(main.chain_states)[0] == {"atrial_fib": {"start": main.chain_states[0]["atrial_fib"]["start"]}}
+    common = dict(focus="atrial_fib", methods={"multilevel": ("multilevel", {})},
+                  backgrounds={"multilevel": main.completed}, max_clusters=4, m=4, seed=3, **TRIAL_ROLES)
+    cold = transport_check_frame(frame, **common)
+    fits = []
+    real = kernels.fit_ri_logistic
+
+    def spy(*args, **kwargs):
+        fit = real(*args, **kwargs)
+        fits.append(fit.warm)
+        return fit
+
+    monkeypatch.setattr(kernels, "fit_ri_logistic", spy)
+    warm = transport_check_frame(frame, background_states={"multilevel": main.chain_states}, **common)
+    assert len(cold.table) == 4 and fits == [True] * 4
+    pd.testing.assert_frame_equal(cold.table, warm.table, check_exact=False, rtol=1e-9, atol=1e-9)

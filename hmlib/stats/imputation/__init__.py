@@ -201,10 +201,10 @@ Anal 16(2):667-718.
 
 from __future__ import annotations
 
-from hmlib.stats.imputation.chained import (CONTINUOUS_METHODS, METHODS, ImputationResult, impute,
+from hmlib.stats.imputation.chained import (CONTINUOUS_METHODS, METHODS, ImputationResult, fit_starts, impute,
                                             split_rhat)
 from hmlib.stats.imputation.variation import (ResidualVarianceCheck, cluster_variation, completed_variation,
                                               residual_variance_check)
 
-__all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat",
+__all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat", "fit_starts",
            "ResidualVarianceCheck", "residual_variance_check", "cluster_variation", "completed_variation"]

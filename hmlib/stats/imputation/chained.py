@@ -12,6 +12,7 @@ docstring (:mod:`hmlib.stats.imputation`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,10 +20,11 @@ import pandas as pd
 
 from hmlib.exceptions import DataError
 from hmlib.parallel import blas_one_thread
+from hmlib.stats.imputation.completed import CompletedData, ImputedColumn
 from hmlib.stats.imputation.problem import Problem, Variable, build_problem, model_description
 from hmlib.stats.imputation.univariate import impute_variable, recorded_fallbacks
 
-__all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat"]
+__all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat", "fit_starts"]
 
 #: How the clusters enter the imputation models (package docstring).
 METHODS = ("flat", "stratified", "fixed_effects", "multilevel")
@@ -45,12 +47,14 @@ class ImputationResult:
         ``"norm"`` or ``"pmm"``: how continuous variables were imputed.
     m, iterations : int
         Imputations (chains) and chained-equations iterations per chain.
-    completed : list of pandas.DataFrame
+    completed : sequence of pandas.DataFrame
         The m completed data sets: the model columns of the input (cluster,
         higher levels, cluster covariates, outcome, predictors; in input
         order, input index), with only the missing cells filled.
         Categorical columns keep their dtype and levels; numeric columns
-        that were imputed come back as float64.
+        that were imputed come back as float64. A
+        :class:`~hmlib.stats.imputation.completed.CompletedData`: the data
+        once and the imputed cells, each frame built when it is read.
     imputed_mask : pandas.DataFrame
         True where a cell was missing and has been filled.
     chain_means : dict
@@ -91,7 +95,7 @@ class ImputationResult:
     continuous: str
     m: int
     iterations: int
-    completed: list = field(repr=False)
+    completed: Sequence = field(repr=False)
     imputed_mask: pd.DataFrame = field(repr=False)
     chain_means: dict = field(repr=False)
     rhat: dict
@@ -124,6 +128,28 @@ class ImputationResult:
                          f"R-hat {self.rhat.get(var, float('nan')):.3f}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def fit_starts(chain_states) -> list:
+    """The part of chains' states that only warm-starts maximum-likelihood fits (2l.bin).
+
+    Continuing from it changes no result beyond the optimiser's tolerance
+    (the fit converges to the same maximum, :mod:`hmlib.stats.imputation.ri_logistic`);
+    the Gibbs sampler's variance components, which would change the draws,
+    are left out.
+
+    Parameters
+    ----------
+    chain_states : sequence of dict
+        :attr:`ImputationResult.chain_states`.
+
+    Returns
+    -------
+    list of dict
+        One per chain, for ``impute(..., start_states=...)``.
+    """
+    return [{key: {"start": value["start"]} for key, value in state.items() if "start" in value}
+            for state in chain_states]
 
 
 def split_rhat(draws) -> float:
@@ -204,35 +230,14 @@ def _run_chain(problem: Problem, rng, iterations: int, start: pd.DataFrame | Non
     return current, trace, problem.state
 
 
-def _completed_frame(base: pd.DataFrame, problem: Problem, current: dict, masks: dict) -> pd.DataFrame:
-    out = base.copy()
+def _filled_cells(problem: Problem, current: dict, masks: dict) -> dict:
+    """The imputed cells of one chain: ``{variable: values at its missing rows}`` (coded)."""
+    out = {}
     for var in problem.visit:
         rows = masks[var.name]
-        if not rows.any():
-            continue
-        y = current[var.name]
-        filled = y[problem.codes][rows] if var.level == 2 else y[rows]
-        if var.categories:
-            cats = np.empty(len(var.categories), dtype=object)
-            cats[:] = list(var.categories)
-            filled = cats[filled.astype(int)]
-        col = out[var.name]
-        if not var.categories:
-            # imputed numbers need not be integers: numeric columns come back as float64
-            col = pd.Series(pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan),
-                            index=col.index, name=col.name)
-            col[rows] = filled.astype(float)
-        elif isinstance(col.dtype, pd.CategoricalDtype):
-            col = col.copy()
-            col[rows] = filled
-        else:
-            col = col.astype(object)
-            col[rows] = filled
-            try:
-                col = col.astype(base[var.name].dtype)
-            except (TypeError, ValueError):
-                pass
-        out[var.name] = col
+        if rows.any():
+            y = current[var.name]
+            out[var.name] = y[problem.codes][rows] if var.level == 2 else y[rows]
     return out
 
 
@@ -300,12 +305,13 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         from the primary imputation; fewer ``iterations`` then suffice, as
         measured in ``bench/sensitivity_warm_start.py``).
     start_states : sequence of dict, optional
-        With ``start``: the samplers' state at the end of the chains that
-        made it (:attr:`ImputationResult.chain_states`), so that chain ``k``
-        also continues from their variance components and fits (a state
-        that does not fit this data, e.g. cluster-specific variances of
-        other clusters, is started afresh). Without it the samplers start
-        afresh (the Gibbs sampler with its burn-in).
+        The samplers' state at the end of earlier chains
+        (:attr:`ImputationResult.chain_states`, or only their fits,
+        :func:`fit_starts`), so that chain ``k`` continues from their
+        variance components and fits (a state that does not fit this data,
+        e.g. cluster-specific variances of other clusters, is started
+        afresh). Without it the samplers start afresh (the Gibbs sampler
+        with its burn-in).
 
     Returns
     -------
@@ -355,8 +361,8 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         start = list(start)
         if len(start) != m or not all(isinstance(s, pd.DataFrame) and s.index.equals(frame.index) for s in start):
             raise ValueError(f"start must hold m = {m} completed data sets with the rows (index) of the data.")
-    if start_states is not None and (start is None or len(start_states) != m):
-        raise ValueError(f"start_states needs start and must hold m = {m} chain states.")
+    if start_states is not None and len(start_states) != m:
+        raise ValueError(f"start_states must hold m = {m} chain states.")
 
     problem, strata_name = build_problem(
         base, method=method, cluster=cluster, outcome=outcome, outcome_family=outcome_family,
@@ -377,7 +383,7 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         problem.notes.add("No model variable has missing values; the m data sets are copies of the data.")
 
     seeds = np.random.SeedSequence(int(seed)).spawn(int(m))
-    completed, states, traces = [], [], {v.name: np.empty((m, iterations)) for v in problem.visit}
+    cells, states, traces = [], [], {v.name: np.empty((m, iterations)) for v in problem.visit}
     # BLAS on one thread: the solves are small or tall and thin, and on a busy machine
     # threaded BLAS made them several times slower (hmlib.parallel)
     with blas_one_thread():
@@ -388,8 +394,11 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
             states.append(state)
             for name, values in trace.items():
                 traces[name][k] = values
-            completed.append(_completed_frame(base, problem, current, masks))
+            cells.append(_filled_cells(problem, current, masks))
 
+    completed = CompletedData(base, [ImputedColumn(var.name, masks[var.name], np.vstack([c[var.name] for c in cells]),
+                                                   var.categories)
+                                     for var in problem.visit if masks[var.name].any()], m)
     fallbacks, recorded = recorded_fallbacks(problem, strata_name)
     notes = problem.notes.items() + recorded
     half = iterations // 2

@@ -30,8 +30,11 @@ gradient (``2 (p + 1)`` gradient evaluations each).
 - anything unusual falls back to ``fit_random_intercept``: no previous
   estimate, a cluster SD below ``WARM_MIN_SD`` (the boundary, where the
   reference fit has its own handling), a Hessian that is not positive
-  definite, a step leaving ``theta >= 0``, or no convergence in
-  ``WARM_MAX_STEPS`` steps.
+  definite, a step leaving ``theta >= 0``, no convergence in
+  ``WARM_MAX_STEPS`` steps, or a coefficient variance above
+  ``WARM_MAX_VARIANCE`` (a nearly flat likelihood, e.g. separation, where
+  the point an optimiser stops at depends on its path: the full fit's
+  path is then the one taken).
 
 The warm start only moves where the optimiser begins, never what it
 converges to, and it never crosses chains (the previous estimate is part of
@@ -70,7 +73,8 @@ from hmlib.stats.mixed.binomial import BinomialObjective, logistic
 from hmlib.stats.mixed.prepare import Prepared
 
 __all__ = ["LogisticFit", "fit_ri_logistic", "laplace_hessian", "WARM_MAX_STEPS", "WARM_MIN_SD",
-           "WARM_DECREMENT", "REUSE_DECREMENT"]
+           "WARM_DECREMENT", "REUSE_DECREMENT",
+           "WARM_MAX_VARIANCE"]
 
 #: Newton steps a warm-started fit may take before it falls back to the full fit.
 WARM_MAX_STEPS = 12
@@ -80,6 +84,10 @@ WARM_MIN_SD = 1e-3
 WARM_DECREMENT = 1e-10
 #: Below this decrement the Newton steps keep their Hessian (module docstring).
 REUSE_DECREMENT = 1e-2
+#: A coefficient variance above this (standardised columns: an SD of 100) means a direction the
+#: likelihood barely bends in (separation, a near-empty level); where the maximum lies along it
+#: depends on the optimiser's path, so the full fit decides instead.
+WARM_MAX_VARIANCE = 1e4
 
 
 @dataclass(frozen=True)
@@ -255,7 +263,7 @@ def _warm_fit(Do, yo, co, start) -> LogisticFit | None:
     except np.linalg.LinAlgError:
         return None
     cov = 0.5 * (inv[:p, :p] + inv[:p, :p].T)
-    if not (np.all(np.isfinite(cov)) and inv[p, p] > 0):
+    if not (np.all(np.isfinite(cov)) and inv[p, p] > 0 and np.max(np.diag(cov)) < WARM_MAX_VARIANCE):
         return None
     theta = float(x[-1])
     return LogisticFit(coef=x[:p].copy(), cov=cov, cluster_sd=theta, log_sd_se=float(np.sqrt(inv[p, p]) / theta),
