@@ -98,18 +98,19 @@ def test_MI_FAST_003_warm_fit_falls_back_to_the_full_fit():
 
 def test_MI_FAST_004_fixed_design_cache_changes_nothing(monkeypatch):
     """MI-FAST-004: with one incomplete variable (its design the same in every iteration and chain) the
-    fit of 2l.bin and the Gibbs sampler's sums are made once; the completed data are identical to
-    those made without the cache (Problem.fixed_cache returning None)."""
+    design, its standardisation, the fit of 2l.bin, the Gibbs sampler's sums and the flat logistic mode
+    are made once; the completed data (multilevel and flat) are identical to those made without the
+    cache (Problem.fixed_cache returning None)."""
     frame = trial_registry(3, n_patients=1500, n_hospitals=40, n_countries=4)
     frame["dead_or_dependent"] = frame["dead_or_dependent"].fillna(0.0)      # atrial_fib the only gap
     cont, _ = icc_imputation_data(3, n_clusters=30, per_cluster=20, icc=0.4, missing=0.3)
     cases = [(frame, TRIAL_ROLES), (cont, dict(cluster="site", outcome="y", outcome_family="binomial",
                                                predictors=["x"]))]
-    for data, roles in cases:
-        cached = impute(data, method="multilevel", m=3, iterations=3, seed=11, **roles)
+    for (data, roles), method in [(case, method) for case in cases for method in ("multilevel", "flat")]:
+        cached = impute(data, method=method, m=3, iterations=3, seed=11, **roles)
         with monkeypatch.context() as patch:
             patch.setattr(problem.Problem, "fixed_cache", lambda self, var, key: None)
-            plain = impute(data, method="multilevel", m=3, iterations=3, seed=11, **roles)
+            plain = impute(data, method=method, m=3, iterations=3, seed=11, **roles)
         for a, b in zip(cached.completed, plain.completed):
             pd.testing.assert_frame_equal(a, b, check_exact=True)
 

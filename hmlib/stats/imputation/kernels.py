@@ -279,10 +279,19 @@ def _logistic_prior(p: int) -> np.ndarray:
     return prec
 
 
-def logistic_draw(Do, yo, Dp, rng) -> np.ndarray:
-    """Logistic regression draw (mice logreg, with weakly informative priors)."""
-    beta_hat, H = _logistic_mode(Do, yo, _logistic_prior(Do.shape[1]))
-    L = _cholesky(H, "logistic imputation model")
+def logistic_draw(Do, yo, Dp, rng, cache: dict | None = None) -> np.ndarray:
+    """Logistic regression draw (mice logreg, with weakly informative priors).
+
+    ``cache`` (a dict shared by all chains, for a design no imputation
+    changes): the posterior mode and its Cholesky factor are computed once.
+    """
+    if cache is not None and "mode" in cache:
+        beta_hat, L = cache["mode"]
+    else:
+        beta_hat, H = _logistic_mode(Do, yo, _logistic_prior(Do.shape[1]))
+        L = _cholesky(H, "logistic imputation model")
+        if cache is not None:
+            cache["mode"] = (beta_hat, L)
     beta = beta_hat + linalg.solve_triangular(L, rng.standard_normal(beta_hat.size), lower=True, trans="T",
                                               check_finite=False)
     return (rng.random(Dp.shape[0]) < special.expit(Dp @ beta)).astype(float)

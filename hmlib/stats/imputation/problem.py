@@ -117,21 +117,22 @@ def _code_variable(name, series: pd.Series, kind: str, levels):
     """Return (kind, values, categories) for one column."""
     missing = series.isna().to_numpy()
     if kind == "categorical":
+        # each row's text, then the distinct texts (in order of first appearance) coded once: the
+        # codes and labels of mapping every row's text, without a dictionary lookup per row
         present = series[~missing]
-        text = present.astype(str)
-        cats = list(levels) if levels is not None else sorted(text.unique().tolist())
+        text_codes, distinct = pd.factorize(present.astype(str), sort=False)
+        distinct_text = [str(t) for t in distinct]
+        cats = list(levels) if levels is not None else sorted(distinct_text)
         cats = [str(c) for c in cats]
         index = {c: i for i, c in enumerate(cats)}
-        unknown = sorted(set(text.unique().tolist()) - set(index))
+        unknown = sorted(set(distinct_text) - set(index))
         if unknown:
             raise DataError(f"column '{name}' has value(s) {unknown[:3]} that are not among its levels "
                             f"{cats}; add them to the levels or recode them.")
         codes = np.full(len(series), np.nan)
-        codes[~missing] = text.map(index).to_numpy(dtype=float)
-        originals = []
-        for c in cats:
-            hit = present[text == c]
-            originals.append(hit.iloc[0] if len(hit) else c)
+        codes[~missing] = np.array([index[t] for t in distinct_text], dtype=float)[text_codes]
+        first_row = dict(zip(distinct_text, np.unique(text_codes, return_index=True)[1]))
+        originals = [present.iloc[first_row[c]] if c in first_row else c for c in cats]
         # one level: a constant (dropped from every design; missing cells get that level)
         return ("categorical" if len(cats) > 2 else "binary"), codes, tuple(originals)
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)

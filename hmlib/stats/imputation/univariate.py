@@ -93,15 +93,21 @@ def _level2_design(problem: Problem, current: dict, target: Variable):
 # --------------------------------------------------------------------------
 # Per-variable imputation
 # --------------------------------------------------------------------------
-def _flat_fit_and_draw(X, names, y, obs, mis, rng, *, kind, problem, target, note_collinear=True):
-    Do, Dp, _ = prepare_design(X, names, obs, mis, notes=problem.notes if note_collinear else None, target=target)
-    n_obs = int(np.sum(obs))
-    if n_obs - Do.shape[1] < 2:
-        problem.notes.add(f"Imputation model for '{target}': only {n_obs} observed values, too few for its "
-                          f"{Do.shape[1]} terms; imputed from an intercept-only model.")
-        Do, Dp = Do[:, :1], Dp[:, :1]
+def _flat_fit_and_draw(X, names, y, obs, mis, rng, *, kind, problem, target, note_collinear=True, cache=None):
+    if cache is not None and "prepared" in cache:
+        Do, Dp = cache["prepared"]
+    else:
+        Do, Dp, _ = prepare_design(X, names, obs, mis, notes=problem.notes if note_collinear else None,
+                                   target=target)
+        n_obs = int(np.sum(obs))
+        if n_obs - Do.shape[1] < 2:
+            problem.notes.add(f"Imputation model for '{target}': only {n_obs} observed values, too few for its "
+                              f"{Do.shape[1]} terms; imputed from an intercept-only model.")
+            Do, Dp = Do[:, :1], Dp[:, :1]
+        if cache is not None:
+            cache["prepared"] = (Do, Dp)
     if kind == "binary":
-        return logistic_draw(Do, y[obs], Dp, rng)
+        return logistic_draw(Do, y[obs], Dp, rng, cache=cache)
     return linear_draw(Do, y[obs], Dp, rng, pmm=problem.continuous == "pmm", donors=problem.donors)
 
 
@@ -138,8 +144,11 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
     """Draw values of one level-1 (binary or continuous) target at rows ``mis``."""
     method = problem.method
     codes = problem.codes
+    # a design no imputation changes, predicting the variable's own missing rows: prepared once
+    fixed = problem.fixed_cache(var, key) if mis is var.missing else None
     if method == "flat":
-        return _flat_fit_and_draw(X, names, y, obs, mis, rng, kind=kind, problem=problem, target=var.name)
+        return _flat_fit_and_draw(X, names, y, obs, mis, rng, kind=kind, problem=problem, target=var.name,
+                                  cache=fixed)
     if method == "stratified":
         return _stratified_draw(problem, var, X, names, y, obs, mis, kind, rng)
     if method == "fixed_effects":
@@ -150,13 +159,12 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
         return fe_linear_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                pmm=problem.continuous == "pmm", donors=problem.donors,
                                notes=problem.notes, target=var.name)
-    X, names = _cluster_level_budget(problem, var, X, names, cluster_info, obs)
-    Do, Dp, kept = prepare_design(X, names, obs, mis, notes=problem.notes, target=var.name)
-    n_obs = int(obs.sum())
-    if n_obs - Do.shape[1] < 2:
-        problem.notes.add(f"Imputation model for '{var.name}': only {n_obs} observed values, too few for its "
-                          f"{Do.shape[1]} terms; imputed from a model with the random intercept only.")
-        Do, Dp, kept = Do[:, :1], Dp[:, :1], []
+    if fixed is not None and "prepared" in fixed:
+        Do, Dp, kept = fixed["prepared"]
+    else:
+        Do, Dp, kept = _multilevel_design(problem, var, X, names, obs, mis, cluster_info)
+        if fixed is not None:
+            fixed["prepared"] = (Do, Dp, kept)
     state = problem.state.setdefault(key, {})
     cache = problem.fixed_cache(var, key)
     if kind == "binary":
@@ -167,6 +175,18 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
     return ri_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng, state=state,
                           hetero=problem.hetero, pmm=problem.continuous == "pmm", donors=problem.donors,
                           prior_precision=ridge, cache=cache)
+
+
+def _multilevel_design(problem: Problem, var: Variable, X, names, obs, mis, cluster_info):
+    """The multilevel model's design: cluster means within budget, standardised, collinear columns dropped."""
+    X, names = _cluster_level_budget(problem, var, X, names, cluster_info, obs)
+    Do, Dp, kept = prepare_design(X, names, obs, mis, notes=problem.notes, target=var.name)
+    n_obs = int(obs.sum())
+    if n_obs - Do.shape[1] < 2:
+        problem.notes.add(f"Imputation model for '{var.name}': only {n_obs} observed values, too few for its "
+                          f"{Do.shape[1]} terms; imputed from a model with the random intercept only.")
+        Do, Dp, kept = Do[:, :1], Dp[:, :1], []
+    return Do, Dp, kept
 
 
 def _stratified_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind, rng):
@@ -223,7 +243,13 @@ def impute_variable(problem: Problem, var: Variable, current: dict, rng) -> None
     obs = ~var.missing
     mis = var.missing
     if var.level == 1:
-        X, names, cluster_info = _level1_design(problem, current, var)
+        fixed = problem.fixed_cache(var, "design")
+        if fixed is not None and "X" in fixed:
+            X, names, cluster_info = fixed["X"]
+        else:
+            X, names, cluster_info = _level1_design(problem, current, var)
+            if fixed is not None:
+                fixed["X"] = (X, names, cluster_info)
 
         def draw(y, o, msk, kind, key):
             return _level1_draw(problem, var, X, names, y, o, msk, kind, rng, key, cluster_info)
