@@ -641,3 +641,57 @@ def test_SENS_RV_002_without_step3_the_same_check_decides(registry, monkeypatch,
         step5.run(ctx)
     assert seen["cluster_residual_variance"].source == "step 3"
     assert seen["cluster_residual_variance"].cluster_specific is True
+
+
+def test_SENS_WARM_001_reimputing_scenarios_continue_the_primary_chains(registry):
+    """SENS-WARM-001: with warm_iterations, an exclusion scenario's re-imputation is impute() started from the
+    primary's completed data sets restricted to the scenario's patients and from the primary chains' states,
+    for warm_iterations iterations (the same numbers as that call made directly); the stratified scenario
+    starts each stratum from the primary too; the methods paragraph says so."""
+    p = registry.params
+    primary = impute_registry(registry, method="multilevel", **FAST)
+    settings = SensitivitySettings(families=("exclusion", "stratified"), exclusion_thresholds=(0.4,),
+                                   warm_iterations=2, **FAST)
+    result = run_sensitivity(registry, settings, workers=1, joint_fitter=None, primary_imputation=primary)
+    keep = ~registry.frame["site"].isin(["C5", "C6", "C7", "C8"]).to_numpy()
+    subset = dataclasses.replace(registry, frame=registry.frame.loc[keep].reset_index(drop=True))
+    start = [done.loc[keep].reset_index(drop=True) for done in primary.completed]
+    warm = impute_registry(subset, method="multilevel", m=3, iterations=2, start=start,
+                           start_states=primary.chain_states)
+    direct = analyse_imputations(warm, outcome="y", predictors=["age", "x", "z"], cluster="site",
+                                 family="gaussian").to_frame()
+    rows = rows_of(result, "exclude-missing>40%")
+    np.testing.assert_allclose(rows.loc[direct["term"], "estimate"], direct["estimate"], rtol=1e-12)
+    cold = impute_registry(subset, method="multilevel", **FAST)
+    assert not np.allclose(warm.completed[0]["x"], cold.completed[0]["x"])       # a warm start is another chain
+    by_type = impute_by_stratum(registry, "site_type", m=3, iterations=2, seed=p.seed, start=primary.completed,
+                                start_states=primary.chain_states)
+    strat = analyse_imputations(by_type, outcome="y", predictors=["age", "x", "z"], cluster="site",
+                                family="gaussian").to_frame()
+    rows = rows_of(result, "stratified-imputation:site_type")
+    np.testing.assert_allclose(rows.loc[strat["term"], "estimate"], strat["estimate"], rtol=1e-12)
+    record = result.to_artifact()
+    assert record.settings.warm_iterations == 2
+    text = " ".join(step5.methods_text(record, SimpleNamespace(noun="cluster", min_cell=11, versions={})))
+    assert "start each of their 3 chains from the primary imputation" in text and "run 2 chained" in text
+
+
+def test_SENS_WARM_002_warm_start_is_the_steps_default_and_parallel_equals_serial(registry, monkeypatch, tmp_path):
+    """SENS-WARM-002: run(ctx) asks for RunSizes.scenario_iterations warm iterations; with them, 2 workers
+    give the grid of 1 (each chain's start and state travel with the primary imputation)."""
+    captured = {}
+
+    def capture(reg, settings, **kwargs):
+        captured["settings"] = settings
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(step5, "run_sensitivity", capture)
+    ctx = StepContext(registry, tmp_path)
+    with pytest.raises(RuntimeError, match="stop here"):
+        step5.run(ctx)
+    assert captured["settings"].warm_iterations == ctx.sizes.scenario_iterations
+    monkeypatch.undo()
+    settings = SensitivitySettings(families=("exclusion", "leave-out"), n_influential=2, warm_iterations=2, **FAST)
+    serial = run_sensitivity(registry, settings, workers=1, joint_fitter=None)
+    parallel = run_sensitivity(registry, settings, workers=2, joint_fitter=None)
+    pd.testing.assert_frame_equal(serial.grid, parallel.grid, check_exact=True)

@@ -46,7 +46,12 @@ Execution
 ---------
 Scenarios are independent and run in worker processes (:mod:`hmlib.parallel`;
 ``workers``, default 2; ``workers=1`` runs them in this process), longest
-first; the bisections follow, in the same workers. Each scenario uses the
+first; the bisections follow, in the same workers. A scenario that
+re-imputes starts each chain from the primary imputation's completed data
+set (restricted to its patients) and runs ``warm_iterations`` iterations
+(:attr:`hmlib.settings.RunSizes.scenario_iterations`) instead of a cold
+start's ``iterations`` (``bench/sensitivity_warm_start.py``: warm and cold
+estimates differ by no more than Monte Carlo error). Each scenario uses the
 same seed as the primary analysis (common random numbers: a scenario differs
 from the primary by its assumption, not by Monte Carlo noise), so the results
 do not depend on ``workers`` or on the order of completion. A scenario that
@@ -167,6 +172,7 @@ class SettingsRecord(Record):
     min_clusters: int
     m: int | None
     iterations: int | None
+    warm_iterations: int | None
     joint_fast: bool
     level: float
 
@@ -704,8 +710,9 @@ def run(ctx: StepContext) -> SensitivityResult:
         artifact_path(ctx.output_dir, "joint_posterior").with_name("joint_posterior.npz"), ctx.registry)
     residual = residual_variance_choice(ctx.registry, ctx.read(ImputationArtifact))
     families = tuple(f for f in FAMILIES if not (ctx.params.fast and f == "prior" and joint_reference is None))
-    result = run_sensitivity(ctx.registry, SensitivitySettings(families=families, m=ctx.sizes.imputations,
-                                                               iterations=ctx.sizes.iterations),
+    settings = SensitivitySettings(families=families, m=ctx.sizes.imputations, iterations=ctx.sizes.iterations,
+                                   warm_iterations=ctx.sizes.scenario_iterations)
+    result = run_sensitivity(ctx.registry, settings,
                              joint_reference=joint_reference, cluster_residual_variance=residual)
     if "prior" not in families:
         result.notes.append("Fast mode without step 4's draws: the prior scenarios of the joint model were not run.")
@@ -725,6 +732,12 @@ def methods_text(record, ev) -> list:
              f"{record.focus} values by {', '.join(f'{d:g}' for d in st.deltas_sd)} observed SDs, "
              f"the same in every {noun} and in proportion to each {noun}'s missingness, with tipping points "
              f"searched by bisection. {record.residual_variance.text}"]
+    if st.warm_iterations is not None:
+        paras.append(f"Scenarios that re-impute (exclusion, leave-out, imputation by cluster type) start each of "
+                     f"their {st.m} chains from the primary imputation's completed data set and run "
+                     f"{st.warm_iterations} chained-equations iterations (a cold start runs {st.iterations}); "
+                     "by simulation this changes the scenario estimates by no more than Monte Carlo error "
+                     "(bench/sensitivity_warm_start.py).")
     priors = [sc for sc in record.scenarios if sc.family == "prior" and sc.status == "ok"]
     if priors:
         how = [sc.joint_fit for sc in priors]
