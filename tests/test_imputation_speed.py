@@ -64,6 +64,28 @@ def test_MI_FAST_001_analytic_laplace_hessian_equals_central_differences(seed):
         assert value == pytest.approx(objective(x)[0], rel=1e-12)
 
 
+def test_MI_FAST_007_sparse_cluster_sums_equal_segment_sums(monkeypatch):
+    """MI-FAST-007: the Hessian's weighted cluster sums as one sparse product (large designs) equal the
+    segment sums of the weighted design (small ones) to rounding, clusters of one row included, and so
+    does laplace_hessian on either path (ri_logistic._weighted_cluster_sums)."""
+    Do, y, groups = _binary_design(7, n_clusters=25, per_cluster=12)
+    groups = groups.copy()
+    groups[:3] = [100, 101, 102]                       # three clusters of one row
+    d = ri_logistic._prepared(Do, y, groups)
+    weights = np.random.default_rng(7).normal(size=(4, y.size))
+    monkeypatch.setattr(ri_logistic, "SPARSE_SUMS_MIN_CELLS", 10 ** 9)
+    dense = ri_logistic._weighted_cluster_sums(d, weights)
+    x = np.r_[np.zeros(Do.shape[1]), 0.7]
+    dense_hessian = ri_logistic.laplace_hessian(BinomialObjective(d, 1), x)[2]
+    monkeypatch.setattr(ri_logistic, "SPARSE_SUMS_MIN_CELLS", 0)
+    sparse = ri_logistic._weighted_cluster_sums(d, weights)
+    sparse_hessian = ri_logistic.laplace_hessian(BinomialObjective(d, 1), x)[2]
+    for a, b in zip(sparse, dense):
+        assert a.shape == (d.m, Do.shape[1])
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max())
+    np.testing.assert_allclose(sparse_hessian, dense_hessian, rtol=0, atol=1e-12 * np.abs(dense_hessian).max())
+
+
 @pytest.mark.parametrize("seed", [4, 5])
 def test_MI_FAST_002_warm_fit_is_the_maximum_likelihood_fit(seed):
     """MI-FAST-002: a fit warm-started from a nearby point (as the next chained-equations iteration)

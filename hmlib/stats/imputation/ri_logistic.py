@@ -66,7 +66,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
+from scipy import linalg, sparse
 
 from hmlib.stats.mixed import fit_random_intercept
 from hmlib.stats.mixed.binomial import BinomialObjective, logistic
@@ -74,7 +74,7 @@ from hmlib.stats.mixed.prepare import Prepared
 
 __all__ = ["LogisticFit", "fit_ri_logistic", "laplace_hessian", "WARM_MAX_STEPS", "WARM_MIN_SD",
            "WARM_DECREMENT", "REUSE_DECREMENT",
-           "WARM_MAX_VARIANCE"]
+           "WARM_MAX_VARIANCE", "SPARSE_SUMS_MIN_CELLS"]
 
 #: Newton steps a warm-started fit may take before it falls back to the full fit.
 WARM_MAX_STEPS = 12
@@ -88,6 +88,9 @@ REUSE_DECREMENT = 1e-2
 #: likelihood barely bends in (separation, a near-empty level); where the maximum lies along it
 #: depends on the optimiser's path, so the full fit decides instead.
 WARM_MAX_VARIANCE = 1e4
+#: Design cells (rows x columns) from which the Hessian's weighted cluster sums are one sparse product
+#: (below it, building the sparse matrix costs more than it saves: 0.7x at 500 x 4, 1.4x at 19,435 x 12).
+SPARSE_SUMS_MIN_CELLS = 50_000
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ def laplace_hessian(objective: BinomialObjective, params: np.ndarray):
     hu_h = Hu * inv_h
     # weight of e_i e_i' in the row-level part
     c = -w - 0.5 * (t2 * w2 - (hu_h * theta)[codes] * w1) * inv_h[codes]
-    Xw, Xw1, Xw2, Xc = (d.seg_sum(Xs * weight[:, None]) for weight in (w, w1, w2, c))   # J x p each
+    Xw, Xw1, Xw2, Xc = _weighted_cluster_sums(d, np.stack([w, w1, w2, c]))     # J x p each
     Sc = d.seg_sum(c)
 
     def per_phi(Xsum, Ssum):   # sums of (row weight) e_i per cluster: J x (p + 1)
@@ -184,6 +187,24 @@ def laplace_hessian(objective: BinomialObjective, params: np.ndarray):
     hess += mixed + mixed.T
     hess += outer(k * H_uu - k * hu_h * Hu, u_phi)
     return value, gradient, -hess
+
+
+def _weighted_cluster_sums(d: Prepared, weights: np.ndarray) -> list:
+    """``sum_i weights[k, i] x_i`` over each cluster's rows, for each row of ``weights``: k arrays J x p.
+
+    From ``SPARSE_SUMS_MIN_CELLS`` design cells on, one sparse product (rows sorted by cluster: each
+    cluster a contiguous run) instead of a weighted copy of the design and a segment sum per weight;
+    the two agree to rounding (summation order).
+    """
+    if d.Xs.size < SPARSE_SUMS_MIN_CELLS:
+        return [d.seg_sum(d.Xs * weight[:, None]) for weight in weights]
+    k, n = weights.shape
+    J = d.m
+    bounds = np.r_[d.starts, n]
+    indptr = np.concatenate([bounds[:-1] + i * n for i in range(k)] + [[k * n]])
+    blocks = sparse.csr_matrix((weights.ravel(), np.tile(np.arange(n), k), indptr), shape=(k * J, n))
+    sums = blocks @ d.Xs
+    return [sums[i * J:(i + 1) * J] for i in range(k)]
 
 
 def _prepared(Do: np.ndarray, yo: np.ndarray, co: np.ndarray) -> Prepared:
