@@ -27,14 +27,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hmlib.exceptions import DataError
+from hmlib.exceptions import DataError, FitError
 from hmlib.params import Params
 from hmlib.privacy import pseudonymize_clusters
 from hmlib.reading import DELIMITERS, RawExtract, parse_numbers, read_extract
 from hmlib.results import load_truth
-from hmlib.wording import count_text
+from hmlib.stats.design import check_full_rank, design_matrix
+from hmlib.wording import FEW_CLUSTERS, count_text, few_clusters_caveat
 
-__all__ = ["Registry", "Notice", "load_registry", "FEW_CLUSTERS"]
+__all__ = ["Registry", "Notice", "load_registry"]
 
 #: A categorical predictor with more levels than this is almost certainly an
 #: identifier or free text, not a predictor.
@@ -42,8 +43,6 @@ MAX_LEVELS = 50
 #: Share of recorded values that must parse as numbers for a text column to be
 #: numeric ("numbers with some text in them" is then an error naming the text).
 NUMERIC_SHARE = 0.5
-#: With fewer clusters than this, a between-cluster SD is barely estimable.
-FEW_CLUSTERS = 5
 _TRUE_FALSE = {"true": 1.0, "false": 0.0}
 
 
@@ -250,9 +249,7 @@ class _Checker:
                 "a hierarchical model needs at least two clusters. Check 'cluster' in the params."
             )
         if n_clusters < FEW_CLUSTERS:
-            self.notice("few-clusters", f"Only {n_clusters} clusters: a between-cluster SD estimated from so few "
-                                        "clusters is very uncertain (it can come out as 0 or far too large); read "
-                                        "every between-cluster SD and ICC in this report with that in mind.")
+            self.notice("few-clusters", few_clusters_caveat(n_clusters))
         return n_excluded
 
     def outcome(self) -> None:
@@ -363,6 +360,38 @@ class _Checker:
                     "higher-level unit; check 'cluster' and 'higher_levels'."
                 )
 
+    def collinearity(self) -> None:
+        """Predictors that are linearly dependent cannot be estimated.
+
+        Dependent in the complete cases and still dependent with every patient (missing values filled with
+        the column's mean, which keeps an exact relation between two columns recorded together): an error,
+        now. Dependent in the complete cases only: a notice (the complete-case model cannot be estimated;
+        the imputation methods use every patient).
+        """
+        params = self.params
+        complete = self.frame.dropna(subset=[params.outcome, *params.predictors])
+        if len(complete) < 2:
+            return
+        try:
+            check_full_rank(design_matrix(complete, params.predictors, self.levels))
+            return
+        except FitError as exc:
+            detail = str(exc).split(": ", 1)[-1]
+        filled = self.frame.copy()
+        for col in params.predictors:
+            if self.kinds.get(col) == "numeric":
+                filled[col] = filled[col].fillna(filled[col].mean())
+            else:
+                filled[col] = filled[col].fillna(filled[col].mode().iloc[0])
+        try:
+            check_full_rank(design_matrix(filled, params.predictors, self.levels))
+        except FitError:
+            raise DataError(f"the predictors are collinear, so the analysis model cannot be estimated: {detail}") \
+                from None
+        self.notice("collinear-complete-cases",
+                    f"Among the {len(complete):,} complete cases the predictors are collinear ({detail.split('. ')[0]}): "
+                    "the complete-case model cannot be estimated; the imputation methods use every patient.")
+
     def structure_notices(self) -> tuple:
         """Singletons, the focus variable, structural gaps. Returns (singletons, focus)."""
         params, frame, cluster = self.params, self.frame, self.params.cluster
@@ -430,6 +459,7 @@ def load_registry(params: Params) -> Registry:
     checker.outcome()
     checker.predictors()
     checker.cluster_level_columns()
+    checker.collinearity()
     singletons, focus = checker.structure_notices()
 
     frame, cluster = checker.frame, params.cluster

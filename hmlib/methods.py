@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Method", "METHODS", "NOT_CONVERGED", "method_label", "method_colour", "method_order",
+__all__ = ["Method", "METHODS", "NOT_CONVERGED", "NOT_ESTIMABLE", "FLAGS", "method_label", "method_colour", "method_order",
            "interval_name", "base_method", "OBSERVED_COLOUR", "DEFAULT_COLOUR"]
 
 #: Suffix of a method whose fit failed its convergence gate.
 NOT_CONVERGED = "not_converged"
+#: Suffix of a method whose fit has diverging (non-estimable) terms, e.g. under separation.
+NOT_ESTIMABLE = "not_estimable"
 #: Colour of observed (not imputed) values in figures.
 OBSERVED_COLOUR = "#404040"
 #: Colour of a method not in the table.
@@ -61,7 +63,10 @@ METHODS: tuple[Method, ...] = (
     Method("joint_bayes", "joint Bayesian model", "#1b6ca8", bayesian=True),
 )
 _BY_KEY = {m.key: m for m in METHODS}
-_FLAG_TEXT = {NOT_CONVERGED: "NOT CONVERGED: do not report"}
+_FLAG_TEXT = {NOT_CONVERGED: "NOT CONVERGED: do not report",
+              NOT_ESTIMABLE: "NOT ESTIMABLE (separation): do not report"}
+#: Every flag a method key can carry.
+FLAGS = tuple(_FLAG_TEXT)
 
 
 def base_method(key: str) -> str:

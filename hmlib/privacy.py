@@ -411,6 +411,8 @@ def suppress_cluster_counts(table: pd.DataFrame, *, n_column: str, observed_colu
         The display table (suppressed cells labelled ``"suppressed"``).
     """
     work = table.copy()
+    if work.empty:  # nothing to show (e.g. no incomplete variable): nothing to protect
+        return work
     work["_n_unobserved"] = work[n_column] - work[observed_column]
     safe = suppress_counts(work, [observed_column, "_n_unobserved"], min_cell, total_column=n_column,
                            parts=[[observed_column, "_n_unobserved"]],

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError
+from hmlib.methods import NOT_ESTIMABLE
 
 __all__ = ["ESTIMATE_COLUMNS", "estimate_rows", "update_estimates", "read_estimates",
            "write_artifact", "read_artifact", "atomic_write_text", "load_truth", "with_truth",
@@ -61,11 +62,14 @@ def estimate_rows(fit, method: str, level: float = 0.95) -> pd.DataFrame:
     ----------
     fit : hmlib.stats.mixed.RandomInterceptFit
     method : str
-        E.g. ``"complete_case"``, ``"multilevel_mi"``.
+        E.g. ``"complete_case"``, ``"multilevel_mi"``; a fit with separated
+        (diverging) terms gets the flag ``:not_estimable``.
     level : float
         Confidence level of the intervals.
     """
     table = fit.to_frame(level=level).copy()
+    if getattr(fit, "separated", ()):  # diverging terms: the fit is flagged, never presented as a result
+        method = f"{method}:{NOT_ESTIMABLE}"
     table.insert(0, "method", method)
     table["n_patients"] = int(fit.n_obs)
     table["n_clusters"] = int(fit.n_clusters)

@@ -24,7 +24,11 @@ import numbers
 
 import numpy as np
 
-__all__ = ["cluster_noun", "CLUSTER_WORDS", "is_number", "count_text", "percent", "join_names", "p_text"]
+__all__ = ["cluster_noun", "CLUSTER_WORDS", "is_number", "count_text", "percent", "join_names", "p_text",
+           "not_estimable_note", "few_clusters_caveat", "FEW_CLUSTERS"]
+
+#: With fewer clusters than this, a between-cluster SD is barely estimable.
+FEW_CLUSTERS = 5
 
 CLUSTER_WORDS = {"site", "hospital", "clinic", "centre", "center", "school", "practice", "ward",
                  "unit", "patient", "country", "region", "hub", "facility", "trust", "department"}
@@ -73,3 +77,20 @@ def p_text(p) -> str:
     if not is_number(p):
         return "p not available"
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def not_estimable_note(model: str, terms) -> str:
+    """The sentence for a model with separated (diverging) terms."""
+    return (f"The {model} is not estimable: the data are separated in {join_names(terms)} (a category or "
+            "combination of predictors that always or never has the outcome), so those estimates diverge. Its "
+            "rows in estimates.csv are flagged ':not_estimable' and it is not reported as a result; merge the "
+            "sparse categories or drop the predictor.")
+
+
+def few_clusters_caveat(n_clusters: int, noun: str = "cluster") -> str:
+    """The warning shown wherever a between-cluster SD is shown with fewer than :data:`FEW_CLUSTERS` clusters
+    (empty otherwise)."""
+    if not is_number(n_clusters) or n_clusters >= FEW_CLUSTERS:
+        return ""
+    return (f"Only {int(n_clusters)} {noun}s: every between-{noun} SD and ICC in this report is barely estimable "
+            f"from so few (it can come out as 0 or far too large); read them with caution.")

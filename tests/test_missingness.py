@@ -639,3 +639,18 @@ def test_MISS_ART_002_renamed_or_missing_field_is_refused(tmp_path):
     refused(lambda rec: rec["settings"].pop("structural_share"), r"structural_share missing")
     refused(lambda rec: rec.pop("n_patients"), r"diagnose: field\(s\) n_patients missing")
     refused(lambda rec: rec["by_cluster"][0].update(n_missing="eleven"), r"by_cluster\[0\]\.n_missing")
+
+
+def test_MISS_DIAG_010_min_cell_above_the_patient_count():
+    """MISS-DIAG-010: privacy.min_cell above the number of patients suppresses the counts and the narrative
+    says so in words; it does not crash (it raised 'cannot convert float NaN to integer'). Only the extract's
+    total is printed (the denominator of the whole report, not a cell)."""
+    from hmlib.simulate.registries import small_registry
+
+    frame = small_registry(seed=2)
+    result = diagnose(frame, cluster="site", outcome="died", outcome_family="binomial",
+                      predictors=["age", "sex", "lab"], focus="lab", min_cell=500)
+    text = " ".join(result.narrative())
+    assert "Of a suppressed number of patients" in text
+    assert text.count(str(len(frame))) == 1 and text.startswith(f"The extract has {len(frame)} patients")
+    result.to_artifact()  # writes without error

@@ -300,3 +300,12 @@ def test_privacy_cluster_counts_001_observed_and_derived_hidden():
     hidden = (shown[["n", "n_obs"]] == "suppressed").sum()
     assert hidden["n_obs"] != 1, "a single hidden observed count is recoverable from the total"
     assert table.loc[1, "n_obs"] == 3  # input untouched
+
+
+def test_privacy_empty_cluster_table_is_returned_as_is():
+    """PRIV-EMPTY-001: a per-cluster table with no rows (no incomplete variable) is shown as it is, not an error
+    (a registry without missing values crashed step 4 with KeyError: 'n_patients')."""
+    from hmlib.privacy import suppress_cluster_counts
+
+    out = suppress_cluster_counts(pd.DataFrame(), n_column="n_patients", observed_column="n_observed", min_cell=11)
+    assert out.empty

@@ -22,15 +22,19 @@ _FLAGGED = style.CHANGED_COLOUR
 _NEUTRAL = style.UNCHANGED_COLOUR
 
 
-def retention_plot(retention: pd.DataFrame, *, min_cell: int = 11, max_clusters: int = 60):
+def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: int = 11, max_clusters: int = 60):
     """Clusters ordered by complete-case retention, marker area by cluster size.
 
     Parameters
     ----------
     retention : pandas.DataFrame
-        :func:`hmlib.stats.complete_case.retention_by_cluster`. The plot shows
-        shares and size bands only; clusters under ``min_cell`` patients are
-        left out (and counted in the title).
+        The published retention table (``CompleteCaseResult.retention_display``:
+        suppressed cells labelled ``"suppressed"``). The plot shows shares and
+        size bands only; a cluster whose share is suppressed (a count below
+        ``min_cell`` could be recovered from it and the cluster's size) or
+        whose size is under ``min_cell`` is left out and counted in the title.
+    overall_share : float
+        The share of all patients who are complete cases (the dashed line).
     min_cell : int
     max_clusters : int
         With more clusters, only the lowest and highest ``max_clusters // 2``.
@@ -39,7 +43,9 @@ def retention_plot(retention: pd.DataFrame, *, min_cell: int = 11, max_clusters:
     -------
     matplotlib.figure.Figure
     """
-    shown = retention.loc[retention["n_all"] >= min_cell]
+    retention = retention.assign(**{c: pd.to_numeric(retention[c], errors="coerce")
+                                    for c in ("n_all", "n_complete", "retained")})
+    shown = retention.loc[(retention["n_all"] >= min_cell) & retention["retained"].notna()]
     n_small = len(retention) - len(shown)
     table = shown.sort_values(["retained", "n_all"], ascending=[True, False]).reset_index(drop=True)
     heading = "Share of each cluster's patients kept by complete-case analysis"
@@ -48,7 +54,7 @@ def retention_plot(retention: pd.DataFrame, *, min_cell: int = 11, max_clusters:
         table = pd.concat([table.head(half), table.tail(half)], ignore_index=True)
         heading += f"\n(lowest and highest {half} of {len(shown)} clusters)"
     if n_small:
-        heading += f"\n{n_small} cluster(s) with fewer than {min_cell} patients not shown (small cells)"
+        heading += f"\n{n_small} cluster(s) not shown (fewer than {min_cell} patients, or a small count)"
     fig, ax = style.new_figure(8, max(3.0, 0.22 * len(table) + 1.5))
     y = np.arange(len(table))
     # Marker area by size band, not exact size: exact sizes could reveal small counts.
@@ -56,10 +62,10 @@ def retention_plot(retention: pd.DataFrame, *, min_cell: int = 11, max_clusters:
     band = np.searchsorted(bands, table["n_all"].to_numpy(), side="right")
     ax.scatter(table["retained"], y, s=25 + 70 * band, c=np.where(table["lost"], _FLAGGED, _NEUTRAL),
                alpha=0.75, edgecolor="white")
-    overall = retention["n_complete"].sum() / retention["n_all"].sum()
+    overall = overall_share
     ax.axvline(overall, color="grey", ls="--", lw=1)
     ax.text(overall, len(table) - 0.5, f" overall {overall:.0%}", color="grey", va="bottom", fontsize=8)
-    ax.set_yticks(y, [style.plain(c) for c in table["cluster"]], fontsize=7)
+    ax.set_yticks(y, [style.label(c) for c in table["cluster"]], fontsize=7)
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("share of patients who are complete cases\n(red: cluster lost entirely; "
                   "marker size: <50, 50-199, 200-999, 1000+ patients)", fontsize=9)
@@ -133,7 +139,7 @@ def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int
     mean = table.attrs.get("mean", np.nan)
     ax.axvline(mean, color=_NEUTRAL, ls="--", lw=1, label="common effect")
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [style.plain(c) for c in est["cluster"]], fontsize=7)
+    ax.set_yticks(y, [style.label(c) for c in est["cluster"]], fontsize=7)
     name = style.plain(focus)
     ax.set_xlabel(f"effect of {name} being unmeasured on the outcome (model scale; "
                   f"raw estimates clipped at ±{lim:.3g})", fontsize=9)

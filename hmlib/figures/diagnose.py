@@ -83,8 +83,8 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
                 if np.isfinite(v):
                     ax.text(j, i, f"{100 * v:.0f}%", ha="center", va="center", fontsize=7,
                             color="white" if v > 0.55 else "black", zorder=3)
-    ax.set_xticks(range(n_cols), [style.plain(c) for c in heatmap.columns], rotation=30, ha="right")
-    ax.set_yticks(range(len(labels)), [style.plain(lb) for lb in labels])
+    ax.set_xticks(range(n_cols), [style.label(c) for c in heatmap.columns], rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), [style.label(lb) for lb in labels])
     ax.set_xlim(-0.5, n_cols - 0.5)
     ax.set_ylim(len(labels) - 0.5, -0.5)
     fig.colorbar(image, ax=ax, label="share missing", shrink=0.6)
@@ -160,7 +160,7 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
             # stack towards the centre line, so labels stay inside the axes
             above = row.rate >= funnel.overall_rate
             dy = 3.0 - offset if above else -9.0 + offset
-            ax.annotate(style.plain(row.cluster), (row.n, row.rate), xytext=(6, dy),
+            ax.annotate(style.label(row.cluster), (row.n, row.rate), xytext=(6, dy),
                         textcoords="offset points", fontsize=7, color="#8c1c1c",
                         arrowprops={"arrowstyle": "-", "color": "#c44e52", "lw": 0.4} if offset else None)
     if n_hidden:
@@ -224,7 +224,7 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
     if overall_rate is not None:
         ax.axvline(overall_rate, color="#c44e52", lw=1, ls="--", label=f"overall {100 * overall_rate:.1f}%")
         ax.legend(fontsize=7, loc="lower right")
-    ax.set_yticks(y, [style.plain(c) for c in shown["cluster"]])
+    ax.set_yticks(y, [style.label(c) for c in shown["cluster"]])
     ax.set_ylim(len(shown) - 0.5, -0.5)
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -279,8 +279,8 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
         if pd.isna(row.n_missing_variables):
             left.text((len(variables) - 1) / 2, i, "pooled", ha="center", va="center", fontsize=7,
                       color="0.3", zorder=3, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
-    left.set_xticks(range(len(variables)), [style.plain(v) for v in variables], rotation=40, ha="right")
-    left.set_yticks(range(n), [style.plain(p) for p in table["pattern"]])
+    left.set_xticks(range(len(variables)), [style.label(v) for v in variables], rotation=40, ha="right")
+    left.set_yticks(range(n), [style.label(p) for p in table["pattern"]])
     left.set_xlim(-0.6, len(variables) - 0.4)
     left.set_ylim(n - 0.5, -0.5)
     left.set_title("missing (red)", fontsize=9)

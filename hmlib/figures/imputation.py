@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hmlib.figures.style import new_figure, plain
+from hmlib.figures.style import label, new_figure, plain
 from hmlib.methods import OBSERVED_COLOUR, method_colour, method_order
 
 __all__ = ["forest_plot", "cluster_variation_plot", "trace_plot", "distribution_plot", "fmi_plot",
@@ -65,7 +65,7 @@ def forest_plot(comparison: pd.DataFrame, terms, *, failed: dict | None = None, 
         if len(truth):
             ax.axvline(float(truth.iloc[0]), color="black", ls="--", lw=1)
             ax.text(float(truth.iloc[0]), y.max() + 0.45, " truth", fontsize=8, va="bottom")
-        ax.set_yticks(y, [plain(m) for m in methods], fontsize=8)
+        ax.set_yticks(y, [label(m) for m in methods], fontsize=8)
         ax.set_ylim(-0.7, len(methods) - 0.2)
         ax.set_title(plain(term), fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
@@ -99,7 +99,7 @@ def cluster_variation_plot(table: pd.DataFrame, *, focus: str, cluster: str):
     if len(truth) and np.isfinite(truth.iloc[0]):
         left.axvline(float(truth.iloc[0]), color="black", ls="--", lw=1, label="truth")
         left.legend(fontsize=8, loc="best")
-    left.set_yticks(y, [plain(m) for m in methods], fontsize=8)
+    left.set_yticks(y, [label(m) for m in methods], fontsize=8)
     left.set_title(plain(f"Analysis model: sd({cluster}) (95% interval)"), fontsize=10)
 
     icc = table.loc[table["method"].str.endswith("_mi")].dropna(subset=["focus_icc"])
@@ -115,7 +115,7 @@ def cluster_variation_plot(table: pd.DataFrame, *, focus: str, cluster: str):
         right.axvline(float(observed.iloc[0]), color=OBSERVED_COLOUR, ls=":", lw=1.2,
                       label="observed values only")
         right.legend(fontsize=8, loc="best")
-    right.set_yticks(y, [plain(m) for m in methods], fontsize=8)
+    right.set_yticks(y, [label(m) for m in methods], fontsize=8)
     right.set_title(plain(f"ICC of {focus} in the completed data\n(mean; bar: range over imputations)"), fontsize=10)
     for ax in (left, right):
         ax.tick_params(axis="x", labelsize=8)
@@ -223,7 +223,7 @@ def fmi_plot(fmi: pd.DataFrame):
         sub = fmi.loc[fmi["method"] == method].set_index("term").reindex(terms)
         ax.barh(base + 0.4 - (k + 0.5) * height, sub["fmi"].to_numpy(dtype=float), height=height,
                 color=method_colour(method), label=plain(method))
-    ax.set_yticks(base, [plain(term) for term in terms], fontsize=8)
+    ax.set_yticks(base, [label(term) for term in terms], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of missing information", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
@@ -278,7 +278,7 @@ def transport_plot(transport, *, max_clusters: int = 40):
     right.axvline(transport.level, color="grey", ls=":", lw=1)
     right.set_xlim(-0.02, 1.02)
     right.set_xlabel(f"share of masked values inside their {transport.level:.0%} imputation interval", fontsize=8)
-    left.set_yticks(range(len(clusters)), [plain(c) for c in clusters], fontsize=7)
+    left.set_yticks(range(len(clusters)), [label(c) for c in clusters], fontsize=7)
     left.legend(fontsize=8, loc="lower right")
     title = (f"Transport check of {transport.focus}: each cluster masked and imputed from the others "
              "(black edge: flagged)")

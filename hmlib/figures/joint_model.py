@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from hmlib.figures.style import new_figure, plain
+from hmlib.figures.style import label, new_figure, plain
 from hmlib.methods import OBSERVED_COLOUR, method_colour, method_label, method_order
 
 __all__ = ["coefficient_forest", "shrinkage_plot", "ppc_by_cluster", "imputed_distribution",
@@ -168,7 +168,9 @@ def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, tit
     Parameters
     ----------
     ppc : pandas.DataFrame
-        :meth:`hmlib.stats.joint.JointModelResult.posterior_predictive` (one row per measuring cluster).
+        The published check (``JointStepResult.posterior_predictive_table``: one row per measuring
+        cluster, counts below the small-cell threshold and what they reveal labelled ``"suppressed"``);
+        a suppressed observed value is not drawn and the label says ``n suppressed``.
     focus : str
         The focus variable's name, for the labels.
     max_clusters : int
@@ -185,10 +187,14 @@ def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, tit
     shown = ppc
     note = ""
     if len(ppc) > max_clusters:
-        extremity = np.minimum(ppc["p_mean"], 1 - ppc["p_mean"])
+        p_mean = pd.to_numeric(ppc["p_mean"], errors="coerce")
+        extremity = np.minimum(p_mean, 1 - p_mean)
         shown = ppc.loc[extremity.sort_values().index[:max_clusters]]
         note = f" ({max_clusters} most extreme of {len(ppc)} clusters)"
-    shown = shown.sort_values("n_observed")
+    # the published table: counts below min_cell and the values derived from them read "suppressed"
+    numeric = {c: pd.to_numeric(shown[c], errors="coerce") for c in shown.columns
+               if c == "n_observed" or c.startswith(("observed_", "replicated_", "p_"))}
+    shown = shown.assign(**numeric).sort_values("n_observed", na_position="first")
     y = np.arange(len(shown))
     panels = [("mean", axes[0])] + ([("sd", axes[1])] if has_sd else [])
     for stat, ax in panels:
@@ -200,7 +206,8 @@ def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, tit
         outside = (observed < lower) | (observed > upper)
         ax.scatter(observed, y, color=np.where(outside, _ALERT_COLOUR, OBSERVED_COLOUR), marker="x", s=18,
                    zorder=4, label="observed")
-        ax.set_yticks(y, [f"{plain(c)} (n={n})" for c, n in zip(shown["cluster"], shown["n_observed"])])
+        ax.set_yticks(y, [f"{label(c)} (n={int(n)})" if np.isfinite(n) else f"{label(c)} (n suppressed)"
+                          for c, n in zip(shown["cluster"], shown["n_observed"])])
         ax.set_xlabel(f"{stat.upper() if stat == 'sd' else stat} of {plain(focus)}")
     axes[0].legend(fontsize=7, frameon=False, loc="best")
     fig.suptitle(plain(title or f"Posterior predictive check by cluster{note}"))

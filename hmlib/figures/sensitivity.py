@@ -18,7 +18,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from hmlib.figures.style import (CHANGED_COLOUR, SUPPRESSED_COLOUR, UNCHANGED_COLOUR, new_figure, plain,
+from hmlib.figures.style import (CHANGED_COLOUR, SUPPRESSED_COLOUR, UNCHANGED_COLOUR, label, new_figure, plain,
                                  style_context, title)
 
 __all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve"]
@@ -81,8 +81,8 @@ def scenario_heatmap(result, *, terms=None, clip: float = 3.0) -> Figure:
                         fontweight="bold" if changed[i, k] else "normal")
                 if changed[i, k]:
                     ax.add_patch(Rectangle((k - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5))
-        ax.set_xticks(range(len(terms)), [plain(t) for t in terms], rotation=30, ha="right")
-        ax.set_yticks(range(len(scenarios)), [plain(s) for s in scenarios])
+        ax.set_xticks(range(len(terms)), [label(t) for t in terms], rotation=30, ha="right")
+        ax.set_yticks(range(len(scenarios)), [label(s) for s in scenarios])
         bar = fig.colorbar(image, ax=ax, shrink=0.6)
         bar.set_label("shift from primary (primary SEs)")
         ax.set_title(title(f"Estimates across sensitivity scenarios (primary: {result.primary_method}); "
@@ -119,7 +119,7 @@ def scenario_forest(result, *, term: str | None = None) -> Figure:
             colour = CHANGED_COLOUR if r["changed_conclusion"] else UNCHANGED_COLOUR
             ax.errorbar(r["estimate"], i, xerr=[[r["estimate"] - r["ci_lower"]], [r["ci_upper"] - r["estimate"]]],
                         fmt="o", color=colour, ms=4, capsize=2, lw=1)
-        ax.set_yticks(range(len(scenarios)), [plain(s) for s in scenarios])
+        ax.set_yticks(range(len(scenarios)), [label(s) for s in scenarios])
         ax.set_ylim(len(scenarios) - 0.5, -0.5)
         ax.set_xlabel(plain(f"{term} coefficient (95% CI)"))
         ax.legend(loc="lower right", fontsize=7, frameon=False)

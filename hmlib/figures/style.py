@@ -12,16 +12,39 @@ from __future__ import annotations
 import textwrap
 
 import matplotlib
+from matplotlib import font_manager
 import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-__all__ = ["RC", "SUPPRESSED_COLOUR", "CHANGED_COLOUR", "UNCHANGED_COLOUR", "new_figure", "plain", "title",
-           "head_tail", "style_context"]
+__all__ = ["RC", "FALLBACK_FONTS", "MAX_LABEL_CHARS", "SUPPRESSED_COLOUR", "CHANGED_COLOUR", "UNCHANGED_COLOUR",
+           "new_figure", "plain", "label", "title", "head_tail", "style_context"]
+
+#: Fonts tried after DejaVu Sans for characters it lacks (Chinese, Japanese, Korean names in the data):
+#: matplotlib falls back through the list glyph by glyph. Those installed are used (Debian:
+#: fonts-droid-fallback, fonts-noto-cjk or fonts-wqy-zenhei; ``make test`` installs the first when it can).
+FALLBACK_FONTS = ("Droid Sans Fallback", "Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei")
+#: Labels longer than this (a 470-character site name) are shortened with an ellipsis in figures.
+MAX_LABEL_CHARS = 40
+
+
+_FALLBACK_FILES = ("DroidSansFallbackFull.ttf", "NotoSansCJK", "wqy-zenhei")
+
+
+def _font_family() -> list:
+    """DejaVu Sans and the installed fallback fonts (registered with matplotlib if its font cache predates them)."""
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    if not set(FALLBACK_FONTS) & installed:
+        for path in font_manager.findSystemFonts():
+            if any(part in path for part in _FALLBACK_FILES):
+                font_manager.fontManager.addfont(path)
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(f for f in FALLBACK_FONTS if f in installed)]
+
 
 #: Matplotlib settings of every figure.
 RC = {"text.usetex": False, "axes.titlesize": 11, "axes.labelsize": 10,
-      "xtick.labelsize": 8, "ytick.labelsize": 8}
+      "xtick.labelsize": 8, "ytick.labelsize": 8, "font.family": _font_family()}
 #: Fill of a suppressed (small-count) cell.
 SUPPRESSED_COLOUR = "#d9d9d9"
 #: A scenario that changes the conclusion, and one that does not.
@@ -71,8 +94,17 @@ def plain(text) -> str:
     return str(text).replace("$", r"\$")
 
 
+def label(text, max_chars: int = MAX_LABEL_CHARS) -> str:
+    """A name from the data for a tick or an annotation: literal, and at most ``max_chars`` long (an ellipsis
+    marks a shortened one, so a 470-character site name does not squeeze the plot)."""
+    text = str(text)
+    if len(text) > max_chars:
+        text = text[: max_chars - 1].rstrip() + "…"
+    return plain(text)
+
+
 def title(text: str, width: int = 60) -> str:
-    """Plain text wrapped to the figure (each paragraph separately)."""
+    """Plain text wrapped to the figure (each paragraph separately); titles are not shortened."""
     return "\n".join(textwrap.fill(part, width) for part in plain(text).split("\n"))
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import nbformat
 
 from hmlib import __version__
+from hmlib.report.glossary import glossary_html, how_to_read_html, link_first_uses
 from hmlib.report.summary import audit_summary
 from hmlib.results import atomic_write_text
 from hmlib.steps import STEPS, get_step
@@ -155,8 +156,11 @@ def _text(value) -> str:
 
 
 def _summary_html(summary) -> str:
+    keys = "".join(f"<li>{_text(sentence)}</li>" for sentence in summary.key_messages)
     items = "".join(f"<li>{_text(sentence)}</li>" for sentence in summary.executive)
-    return ('<a id="executive-summary"></a>\n\n## Executive summary\n\n'
+    return ('<a id="key-messages"></a>\n\n## Key messages\n\n'
+            f'<div class="hm-key-messages"><ul>{keys}</ul></div>\n\n'
+            '<a id="executive-summary"></a>\n\n## Findings step by step\n\n'
             f'<div class="hm-summary"><ul>{items}</ul>'
             "<p><em>Every number above is read from this report's step artifacts and estimates.csv.</em></p>"
             "</div>\n")
@@ -231,8 +235,10 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     esc = html.escape
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     versions = package_versions()
+    focus = registry.frame[params.focus] if params.focus in registry.frame else None
+    focus_sd = float(focus.std()) if focus is not None and registry.kinds.get(params.focus) == "numeric" else None
     summary = audit_summary(output_dir, params=params, versions=versions, hmlib_version=__version__,
-                            python_version=platform.python_version())
+                            python_version=platform.python_version(), focus_sd=focus_sd)
     cells = [_markdown(
         f"# Missing-data audit: {esc(params.name)}\n\n"
         f"Data: `{esc(params.data.name)}` (SHA-256 `{registry.data_sha256[:16]}…`), "
@@ -262,14 +268,17 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
                 f"{heading}\n\n**Not built yet** in hmlib {__version__} (its notebook "
                 f"`{esc(step.notebook)}` is absent). No result of this step is shown, and nothing in "
                 "this report should be read as its finding."))
-    n_methods, n_limits, n_repro = len(STEPS) + 1, len(STEPS) + 2, len(STEPS) + 3
+    n_methods, n_limits, n_glossary, n_repro = (len(STEPS) + k for k in (1, 2, 3, 4))
     toc.append(f"{n_methods}. [Methods](#methods)")
     toc.append(f"{n_limits}. [Limitations and reporting checklist](#limitations)")
+    toc.append(f"{n_glossary}. [Glossary](#glossary)")
     toc.append(f"{n_repro}. [Reproducibility](#reproducibility)")
+    cells.append(_markdown('<a id="how-to-read"></a>\n\n## How to read this report\n\n' + how_to_read_html()))
     cells.append(_markdown("\n".join(toc)))
     cells.extend(body)
     cells.append(_markdown(_methods_html(summary, n_methods)))
     cells.append(_markdown(_limitations_html(summary, n_limits)))
+    cells.append(_markdown(f'<a id="glossary"></a>\n\n## {n_glossary}. Glossary\n\n' + glossary_html()))
 
     # params as run: the file's values with the --fast override and the resolved focus
     params_text = json.dumps(params.as_run(), indent=1, sort_keys=True, default=str)
@@ -298,6 +307,7 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     report_nb.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
     page, _ = _exporter(show_code).from_notebook_node(
         report_nb, resources={"metadata": {"name": f"Missing-data audit: {params.name}"}})
+    page, _ = link_first_uses(page, start_marker='id="key-messages"', stop_marker='id="glossary"')
     return atomic_write_text(output_dir / "report.html", page)
 
 

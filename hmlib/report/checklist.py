@@ -192,6 +192,11 @@ def _against_complete_case(ev: ReportEvidence) -> ChecklistItem:
     elif len(cc_row):
         text = (f"Only the complete-case estimate is available ({estimate_text(cc_row.iloc[0])}); "
                 "no imputation was run to compare it with.")
+    elif len(rows) and rows["method"].str.startswith("complete_case:").any():
+        text = ("The complete-case model is flagged as not estimable or not converged (see estimates.csv); "
+                "no comparison is made with it.")
+    elif ev["complete_case"] is not None:
+        text = "Not available: the complete-case model could not be fitted (see section 2)."
     else:
         text = "Not available: the complete-case step is absent."
     return ChecklistItem("Comparison with complete-case analysis", "Sterne 2009", text)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.results import with_truth
+from hmlib.wording import cluster_noun, few_clusters_caveat
 
 __all__ = ["narrative", "table", "notices", "figure", "figures", "estimates", "heading", "format_number"]
 
@@ -152,6 +153,9 @@ def estimates(rows: pd.DataFrame, ctx, *, caption: str) -> None:
         Supplies the truth file of simulated data (if any).
     caption : str
     """
+    caveat = few_clusters_caveat(ctx.registry.n_clusters, cluster_noun(ctx.params.cluster))
+    if caveat and rows["term"].astype(str).str.startswith("sd(").any():
+        narrative(caveat)
     if ctx.truth:
         rows = with_truth(rows, ctx.truth, ctx.complete_data)
         caption += ("; truth from the simulation, and what this registry gave before values went missing "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hmlib.methods import METHODS, interval_name
+from hmlib.methods import FLAGS, METHODS, interval_name
 from hmlib.params import Params
 from hmlib.results import read_estimates
 from hmlib.steps import STEPS
@@ -23,7 +23,7 @@ from hmlib.wording import cluster_noun
 __all__ = ["ReportEvidence", "collect_evidence", "focus_terms", "focus_rows", "estimate_text", "SUMMARY_METHODS"]
 
 #: Methods of ``estimates.csv`` compared in the summary, in this order (flagged variants included).
-SUMMARY_METHODS = tuple(k for m in METHODS for k in ((m.key, f"{m.key}:not_converged") if m.bayesian else (m.key,)))
+SUMMARY_METHODS = tuple(k for m in METHODS for k in (m.key, *(f"{m.key}:{flag}" for flag in FLAGS)))
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class ReportEvidence:
     versions : dict
         Package versions.
     hmlib_version, python_version : str
+    focus_sd : float, optional
+        SD of the recorded focus values (numeric focus): the default unit of its effect.
     """
 
     params: Params
@@ -49,6 +51,7 @@ class ReportEvidence:
     versions: dict = field(default_factory=dict)
     hmlib_version: str = ""
     python_version: str = ""
+    focus_sd: float | None = None
 
     def __getitem__(self, key: str):
         """The typed artifact of step ``key`` (None when absent)."""
@@ -73,12 +76,14 @@ class ReportEvidence:
 
 
 def collect_evidence(output_dir: str | Path, *, params: Params, versions: dict | None = None,
-                     hmlib_version: str = "", python_version: str = "") -> ReportEvidence:
+                     hmlib_version: str = "", python_version: str = "", focus_sd: float | None = None
+                     ) -> ReportEvidence:
     """Read the typed artifacts and ``estimates.csv`` of a report folder."""
     output_dir = Path(output_dir)
     artifacts = {step.key: step.read_artifact(output_dir) for step in STEPS}
     return ReportEvidence(params=params, artifacts=artifacts, estimates=read_estimates(output_dir / "estimates.csv"),
-                          versions=dict(versions or {}), hmlib_version=hmlib_version, python_version=python_version)
+                          versions=dict(versions or {}), hmlib_version=hmlib_version, python_version=python_version,
+                          focus_sd=focus_sd)
 
 
 def focus_terms(terms, focus: str | None) -> list[str]:

@@ -26,10 +26,11 @@ from hmlib.methods import method_label
 from hmlib.privacy import suppress_counts
 from hmlib.report.checklist import ChecklistItem, checklist
 from hmlib.report.evidence import ReportEvidence, collect_evidence, estimate_text, focus_rows, focus_terms
+from hmlib.report.key_messages import distrusted_methods, key_messages
 from hmlib.report.methods_section import methods_paragraphs
 from hmlib.stats.complete_case import SMD_THRESHOLD
 from hmlib.steps import get_step
-from hmlib.wording import count_text, is_number, join_names, percent
+from hmlib.wording import count_text, few_clusters_caveat, is_number, join_names, percent
 
 __all__ = ["AuditSummary", "ChecklistItem", "audit_summary", "focus_terms", "missing_table"]
 
@@ -40,8 +41,10 @@ class AuditSummary:
 
     Attributes
     ----------
+    key_messages : list of str
+        The bottom line, about 150 words (:mod:`hmlib.report.key_messages`).
     executive : list of str
-        Sentences of the executive summary (plain text, not escaped).
+        Sentences of the step-by-step summary (plain text, not escaped).
     methods : list of str
         Paragraphs of the methods section.
     checklist : list of ChecklistItem
@@ -53,6 +56,7 @@ class AuditSummary:
     focus : str or None
     """
 
+    key_messages: list = field(default_factory=list)
     executive: list = field(default_factory=list)
     methods: list = field(default_factory=list)
     checklist: list = field(default_factory=list)
@@ -88,13 +92,20 @@ def _who(ev: ReportEvidence) -> list:
     out = []
     if diag is not None:
         out.append(f"The extract has {count_text(diag.n_patients, mc)} patients in "
-                   f"{count_text(diag.n_clusters, mc)} {noun}s.")
+                   f"{diag.n_clusters:,} {noun}s.")
+        if few_clusters_caveat(diag.n_clusters, noun):
+            out.append(few_clusters_caveat(diag.n_clusters, noun))
+        never_by_variable = {r.variable: r.n_clusters_all_missing for r in diag.overview}
+        share = f"{100 * (1 - diag.settings.structural_share):.0f}%"
         for gap in diag.gap_summary:
             if gap.n_structural:
-                out.append(
-                    f"{gap.variable} is never recorded in {int(gap.n_structural)} of "
-                    f"{int(gap.n_clusters)} {noun}s (structural gaps: {join_names(gap.structural_clusters or ())}); "
-                    "its values there can only be borrowed from other " + noun + "s.")
+                never = never_by_variable.get(gap.variable)
+                n_gap, m = int(gap.n_structural), int(gap.n_clusters)
+                where = (f"never recorded in {n_gap} of {m} {noun}s" if is_number(never) and int(never) == n_gap else
+                         f"never or almost never recorded (for at most {share} of patients) in {n_gap} of {m} "
+                         f"{noun}s" + (f", never in {int(never)}" if is_number(never) and never else ""))
+                out.append(f"{gap.variable} is {where} (structural gaps: {join_names(gap.structural_clusters or ())}); "
+                           "its values there can only be borrowed from other " + noun + "s.")
     if cc is not None:
         kept = cc.n_complete / cc.n_all if cc.n_all else None
         text = (f"Complete-case analysis keeps {count_text(cc.n_complete, mc)} of {count_text(cc.n_all, mc)} "
@@ -137,7 +148,10 @@ def _across_methods(ev: ReportEvidence) -> list:
         return [f"No estimate of the {focus} coefficient is available (estimates.csv has none)."]
     out = []
     for term, block in rows.groupby("term", sort=False):
-        parts = [f"{method_label(r['method'])} {estimate_text(r)}" for _, r in block.iterrows()]
+        distrusted = distrusted_methods(ev)
+        parts = [f"{method_label(r['method'])}"
+                 + (f" (not trusted: {distrusted[r['method']]})" if r["method"] in distrusted else "")
+                 + f" {estimate_text(r)}" for _, r in block.iterrows()]
         text = f"The {term} coefficient by method: " + "; ".join(parts) + "."
         if len(block) > 1:
             lo, hi = block.loc[block["estimate"].idxmin()], block.loc[block["estimate"].idxmax()]
@@ -191,7 +205,7 @@ def executive_summary(ev: ReportEvidence) -> list:
 
 
 def audit_summary(output_dir: str | Path, *, params, versions: dict, hmlib_version: str,
-                  python_version: str) -> AuditSummary:
+                  python_version: str, focus_sd: float | None = None) -> AuditSummary:
     """Generate the summary sections of ``report.html`` from a report folder.
 
     Parameters
@@ -203,6 +217,8 @@ def audit_summary(output_dir: str | Path, *, params, versions: dict, hmlib_versi
     versions : dict
         Package versions (:func:`hmlib.report.assemble.package_versions`).
     hmlib_version, python_version : str
+    focus_sd : float, optional
+        SD of the recorded focus values (the default unit of its effect in the key messages).
 
     Returns
     -------
@@ -216,7 +232,7 @@ def audit_summary(output_dir: str | Path, *, params, versions: dict, hmlib_versi
     'The extract has 3,000 patients in 30 sites.'
     """
     ev = collect_evidence(output_dir, params=params, versions=versions, hmlib_version=hmlib_version,
-                          python_version=python_version)
+                          python_version=python_version, focus_sd=focus_sd)
     table = missing_table(ev["diagnose"], ev.min_cell) if ev["diagnose"] is not None else pd.DataFrame()
-    return AuditSummary(executive=executive_summary(ev), methods=methods_paragraphs(ev),
+    return AuditSummary(key_messages=key_messages(ev), executive=executive_summary(ev), methods=methods_paragraphs(ev),
                         checklist=checklist(ev, table), missing_table=table, absent=ev.absent, focus=ev.focus)

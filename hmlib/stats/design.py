@@ -17,8 +17,9 @@ import pandas as pd
 
 from hmlib.exceptions import FitError
 from hmlib.stats.mixed import fit_random_intercept
+from hmlib.stats.mixed.prepare import check_rank
 
-__all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model"]
+__all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model", "check_full_rank"]
 
 
 @dataclass(frozen=True)
@@ -130,3 +131,15 @@ def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster
     design = design_matrix(frame, predictors, levels,
                            extra_rows_mask=frame[outcome].notna() & frame[cluster].notna())
     return fit_design(frame, design, outcome=outcome, cluster=cluster, family=family, nagq=nagq)
+
+
+def check_full_rank(design: DesignMatrix) -> None:
+    """Raise FitError naming the linearly dependent columns when ``design`` is rank deficient.
+
+    The same check the fitter makes (:func:`hmlib.stats.mixed.prepare.check_rank`), available before any
+    model is fitted.
+    """
+    X = np.asarray(design.X, dtype=float)
+    if not len(X):
+        return
+    check_rank(np.linalg.qr(X)[1] if X.shape[0] >= X.shape[1] else X, X.shape[0], tuple(design.term_names))

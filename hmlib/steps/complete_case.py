@@ -24,7 +24,7 @@ from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_mi
                                        standardized_differences, standardized_differences_by)
 from hmlib.stats.design import fit_analysis_model
 from hmlib.steps.base import Step, StepContext
-from hmlib.wording import count_text
+from hmlib.wording import count_text, not_estimable_note
 
 __all__ = ["CompleteCaseResult", "complete_case_check", "suppressed_retention", "ShiftRow",
            "CompleteCaseArtifact", "run", "STEP"]
@@ -163,7 +163,9 @@ class CompleteCaseResult:
 
     def figures(self) -> dict:
         """``{"retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
-        out = {"retention": [figures.retention_plot(self.retention, min_cell=self.min_cell)],
+        overall = self.n_complete / self.n_all if self.n_all else float("nan")
+        out = {"retention": [figures.retention_plot(self.retention_display, overall_share=overall,
+                                                    min_cell=self.min_cell)],
                "shift": [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)],
                "indicator_by_cluster": []}
         table = self.indicator_by_cluster
@@ -247,6 +249,8 @@ def complete_case_check(registry) -> CompleteCaseResult:
         fit_cc = fit_analysis_model(frame, outcome=p.outcome, predictors=p.predictors, cluster=p.cluster,
                                     family=p.outcome_family, levels=registry.levels)
         estimates.append(estimate_rows(fit_cc, "complete_case"))
+        if fit_cc.separated:
+            notes.append(not_estimable_note("complete-case model", fit_cc.separated))
     except FitError as exc:
         notes.append(f"The complete-case model could not be fitted: {exc}")
 
@@ -258,6 +262,8 @@ def complete_case_check(registry) -> CompleteCaseResult:
                                                 cluster=p.cluster, family=p.outcome_family,
                                                 levels=registry.levels)
             estimates.append(estimate_rows(model.fit, "missing_indicator"))
+            if model.fit.separated:
+                notes.append(not_estimable_note("missing-indicator model", model.fit.separated))
             indicator_table = indicator_effects_by_cluster(
                 model.frame, fit=model.fit, design=model.design, indicator_column=model.indicator,
                 outcome=p.outcome, cluster=p.cluster, family=p.outcome_family)

@@ -14,12 +14,14 @@ import numpy as np
 
 from hmlib.stats.missingness import ClusterVariationResult, FunnelResult, MissingnessPredictorsResult
 from hmlib.stats.missingness.counts import level_label
+from hmlib.wording import count_text, is_number
 
 __all__ = ["narrative", "correlation_text"]
 
 
 def _fmt_int(n) -> str:
-    return f"{int(n):,}"
+    """A count (already suppressed where small), or words for a suppressed one."""
+    return f"{int(n):,}" if is_number(n) else "a suppressed number of"
 
 
 def _fmt_pct(x: float) -> str:
@@ -151,8 +153,8 @@ def _predictors_sentence(result, res: MissingnessPredictorsResult) -> str:
 
 def _pattern_sentence(result) -> str:
     top = result.patterns.head(3)
-    bits = [f"{row.pattern} ({_fmt_int(row.count)}, {_fmt_pct(row.share)})"
-            for row in top.itertuples(index=False)]
+    bits = [f"{row.pattern} ({_fmt_int(row.count)}, {_fmt_pct(row.share)})" if row.count >= result.min_cell
+            else f"{row.pattern} ({count_text(row.count, result.min_cell)})" for row in top.itertuples(index=False)]
     n_patterns = int(result.patterns["n_patterns"].sum())
     pooled = result.patterns["n_missing_variables"].isna()
     tail = (f" ({int(result.patterns.loc[pooled, 'n_patterns'].sum())} rare patterns are pooled)"

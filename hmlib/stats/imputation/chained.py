@@ -8,10 +8,18 @@ own child of ``SeedSequence(seed)``, and returns the completed data sets with
 their chain means, split R-hat, models and notes as an
 :class:`ImputationResult`. The methods and models are stated in the package
 docstring (:mod:`hmlib.stats.imputation`).
+
+The chains are independent tasks: ``map_tasks`` (e.g.
+:meth:`hmlib.parallel.TaskPool.map`) may run them in other processes. Each
+chain starts from a fresh record of what it met (notes, strata that fell
+back, extrapolation), and the records are merged in chain order into the
+problem's, so the result is the same, notes included, however the chains
+were run.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,7 +29,7 @@ import pandas as pd
 from hmlib.exceptions import DataError
 from hmlib.parallel import blas_one_thread
 from hmlib.stats.imputation.completed import CompletedData, ImputedColumn
-from hmlib.stats.imputation.problem import Problem, Variable, build_problem, model_description
+from hmlib.stats.imputation.problem import Notes, Problem, Variable, build_problem, model_description
 from hmlib.stats.imputation.univariate import impute_variable, recorded_fallbacks
 
 __all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat", "fit_starts"]
@@ -208,14 +216,14 @@ def _start_values(problem: Problem, var: Variable, start: pd.DataFrame) -> np.nd
     return coded
 
 
-def _run_chain(problem: Problem, rng, iterations: int, start: pd.DataFrame | None = None,
-               state: dict | None = None):
+def _run_chain(problem: Problem, rng, iterations: int, start: dict | None = None, state: dict | None = None):
+    """One chain; ``start``: ``{variable: coded values of its missing cells}`` to begin from."""
     current = {}
     for var in [*problem.level1, *problem.level2]:
         y = var.values.copy()
         if var.missing.any():
             if start is not None:
-                y[var.missing] = _start_values(problem, var, start)
+                y[var.missing] = start[var.name]
             else:
                 pool = var.values[~var.missing]
                 y[var.missing] = pool[rng.integers(pool.size, size=int(var.missing.sum()))]
@@ -228,6 +236,45 @@ def _run_chain(problem: Problem, rng, iterations: int, start: pd.DataFrame | Non
             impute_variable(problem, var, current, rng)
             trace[var.name][it] = _chain_mean(var, current[var.name])
     return current, trace, problem.state
+
+
+def _chain_task(task: tuple, shared: tuple) -> tuple:
+    """Run chain ``k`` on ``shared = (problem, masks)``: its imputed cells, trace, record and end state.
+
+    ``task = (k, seed sequence, iterations, start cells or None, start state
+    or None)``. Works on a shallow copy of the problem with a fresh record
+    (notes, fall-backs, dropped cluster means, extrapolation) and its own
+    sampler state, so that a worker holding one copy of the problem for many
+    chains keeps them independent (the store of what every chain computes
+    alike, ``Problem.fixed``, stays shared: the same numbers either way).
+    """
+    k, seed_sequence, iterations, start, state = task
+    problem, masks = shared
+    problem = copy.copy(problem)
+    problem.notes, problem.broken, problem.means_dropped, problem.extrapolated = Notes(), {}, {}, {}
+    current, trace, end_state = _run_chain(problem, np.random.Generator(np.random.PCG64(seed_sequence)),
+                                           iterations, start, state)
+    record = (problem.notes.items(), problem.broken, problem.means_dropped, problem.extrapolated)
+    return _filled_cells(problem, current, masks), trace, record, end_state
+
+
+def _merge_record(problem: Problem, record: tuple) -> None:
+    """Add one chain's record to the problem's, as if the chain had run on it."""
+    notes, broken, means_dropped, extrapolated = record
+    for note in notes:
+        problem.notes.add(note)
+    for name, strata in broken.items():
+        problem.broken.setdefault(name, {}).update(strata)
+    for name, info in means_dropped.items():
+        previous = problem.means_dropped.get(name)
+        if previous is None or info["clusters"] < previous["clusters"]:
+            problem.means_dropped[name] = info
+    for name, excess in extrapolated.items():
+        problem.extrapolated[name] = max(problem.extrapolated.get(name, 0.0), excess)
+
+
+def _serial_map(fn, tasks, shared) -> list:
+    return [fn(task, shared) for task in tasks]
 
 
 def _filled_cells(problem: Problem, current: dict, masks: dict) -> dict:
@@ -248,7 +295,7 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
            predictors, kinds: dict | None = None, levels: dict | None = None, cluster_covariates=(),
            higher_levels=(), m: int = 20, iterations: int = 10, seed: int = 0, continuous: str = "norm",
            cluster_residual_variance: bool = False, cluster_means: bool = True, strata: str | None = None,
-           donors: int = 5, start=None, start_states=None) -> ImputationResult:
+           donors: int = 5, start=None, start_states=None, map_tasks=None) -> ImputationResult:
     """Impute the missing values of a clustered data set m times.
 
     Parameters
@@ -312,6 +359,12 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         e.g. cluster-specific variances of other clusters, is started
         afresh). Without it the samplers start afresh (the Gibbs sampler
         with its burn-in).
+    map_tasks : callable, optional
+        ``map_tasks(fn, tasks, shared)`` returning ``[fn(task, shared) for
+        task in tasks]`` in order, e.g. :meth:`hmlib.parallel.TaskPool.map`:
+        runs the m chains as tasks (``shared`` is the problem, sent once per
+        worker; a task carries its chain's start cells and state). Default: one after the other, here. The
+        result does not depend on it.
 
     Returns
     -------
@@ -383,18 +436,21 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         problem.notes.add("No model variable has missing values; the m data sets are copies of the data.")
 
     seeds = np.random.SeedSequence(int(seed)).spawn(int(m))
-    cells, states, traces = [], [], {v.name: np.empty((m, iterations)) for v in problem.visit}
+    starts = [None] * m if start is None else [{v.name: _start_values(problem, v, s) for v in problem.visit}
+                                                 for s in start]
+    tasks = [(k, seeds[k], int(iterations), starts[k], None if start_states is None else start_states[k])
+             for k in range(m)]
     # BLAS on one thread: the solves are small or tall and thin, and on a busy machine
-    # threaded BLAS made them several times slower (hmlib.parallel)
+    # threaded BLAS made them several times slower (hmlib.parallel; its tasks hold it too)
     with blas_one_thread():
-        for k in range(m):
-            rng = np.random.Generator(np.random.PCG64(seeds[k]))
-            current, trace, state = _run_chain(problem, rng, iterations, None if start is None else start[k],
-                                               None if start_states is None else start_states[k])
-            states.append(state)
-            for name, values in trace.items():
-                traces[name][k] = values
-            cells.append(_filled_cells(problem, current, masks))
+        chains = (map_tasks or _serial_map)(_chain_task, tasks, (problem, masks))
+    cells, states, traces = [], [], {v.name: np.empty((m, iterations)) for v in problem.visit}
+    for k, (filled, trace, record, state) in enumerate(chains):
+        for name, values in trace.items():
+            traces[name][k] = values
+        cells.append(filled)
+        states.append(state)
+        _merge_record(problem, record)
 
     completed = CompletedData(base, [ImputedColumn(var.name, masks[var.name], np.vstack([c[var.name] for c in cells]),
                                                    var.categories)

@@ -179,6 +179,7 @@ estimators and likelihood ratio tests under nonstandard conditions. JASA
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 from scipy import stats
@@ -189,6 +190,7 @@ from hmlib.stats.mixed.gaussian import GaussianProfile, fit_gaussian
 from hmlib.stats.mixed.general import fit_general_binomial, fit_general_gaussian
 from hmlib.stats.mixed.prepare import FAMILIES, prepare
 from hmlib.stats.mixed.results import ClusterVarianceTest, MixedFit, RandomInterceptFit
+from hmlib.stats.mixed.separation import looks_separated, separated_terms
 from hmlib.stats.mixed.terms import RandomEffects, RandomLevel, prepare_nested
 
 try:  # installed with pymc; optional here
@@ -301,7 +303,13 @@ def fit_random_intercept(y, X, groups, *, family: str = "gaussian", nagq: int = 
         d = prepare(y, X, groups, family, term_names)
         if family == "gaussian":
             return fit_gaussian(d, str(cluster_name))
-        return fit_binomial(d, nagq, str(cluster_name))
+        fit = fit_binomial(d, nagq, str(cluster_name))
+        X = np.asarray(X, dtype=float)
+        if looks_separated(X, fit.coef, fit.std_error):
+            terms = separated_terms(np.asarray(y, dtype=float), X, fit.term_names)
+            if terms:
+                fit = dataclasses.replace(fit, separated=terms)
+        return fit
 
 
 def test_cluster_variance(y, X, groups, *, family: str = "binomial", nagq: int = 1) -> ClusterVarianceTest:

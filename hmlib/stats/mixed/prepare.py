@@ -16,7 +16,7 @@ from scipy import linalg
 
 from hmlib.exceptions import FitError
 
-__all__ = ["FAMILIES", "Prepared", "prepare", "readonly"]
+__all__ = ["FAMILIES", "Prepared", "prepare", "readonly", "check_rank"]
 
 #: The model families the fitter knows.
 FAMILIES = ("gaussian", "binomial")
@@ -90,7 +90,7 @@ def _as_float_array(values, what: str, ndim: int) -> np.ndarray:
     return arr
 
 
-def _check_rank(r: np.ndarray, n: int, names: tuple) -> None:
+def check_rank(r: np.ndarray, n: int, names: tuple) -> None:
     """Raise FitError naming the columns involved if X (with QR factor ``r``) is rank deficient.
 
     The singular values of X with unit-norm columns are those of ``r`` with
@@ -191,7 +191,7 @@ def prepare(y, X, groups, family: str, term_names) -> Prepared:
         raise FitError(f"only {m} cluster: a cluster variance needs at least 2 clusters. "
                        "Fit an ordinary regression instead.")
     if X.shape[1] > n:
-        _check_rank(X, n, names)  # raises: more columns than rows
+        check_rank(X, n, names)  # raises: more columns than rows
     order = np.argsort(codes, kind="stable")
     codes = codes[order]
     y = y[order]
@@ -199,7 +199,7 @@ def prepare(y, X, groups, family: str, term_names) -> Prepared:
     sizes = np.bincount(codes, minlength=m)
     starts = np.r_[0, np.cumsum(sizes)[:-1]]
     q, r = np.linalg.qr(X)
-    _check_rank(r, n, names)
+    check_rank(r, n, names)
     root_n = np.sqrt(n)
     to_original = linalg.solve_triangular(r, np.eye(p)) * root_n
     return Prepared(y=y, Xs=q * root_n, to_original=to_original, codes=codes, starts=starts,

@@ -57,6 +57,11 @@ class RandomInterceptFit:
         Quadrature nodes used (1 = Laplace; 1 for gaussian).
     optimizer_message : str
         What the optimiser reported (useful when ``converged`` is False).
+    separated : tuple of str
+        Binomial fits: terms whose estimates diverge because the data are
+        (quasi-)separated (:mod:`hmlib.stats.mixed.separation`); their
+        estimates and standard errors are not estimates of anything. Empty
+        otherwise.
     """
 
     family: str
@@ -79,6 +84,7 @@ class RandomInterceptFit:
     cluster_name: str = "cluster"
     nagq: int = 1
     optimizer_message: str = ""
+    separated: tuple = ()
 
     @property
     def icc(self) -> float:
