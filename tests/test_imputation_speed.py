@@ -181,6 +181,40 @@ def test_MI_WARM_002_start_must_match_the_rows():
         impute(data.iloc[5:], method="multilevel", m=2, iterations=1, seed=1, start=done, **roles)
 
 
+def test_MI_WARM_003_warm_chains_as_tasks_equal_serial_chains():
+    """MI-WARM-003: warm-started chains (start and start_states) run as tasks that each get a pickled copy
+    of their task and of the shared problem (as in worker processes: hmlib.parallel) give the completed
+    data, chain means, notes and end states of the chains run here, bit for bit (chained._chain_task)."""
+    import pickle
+
+    frame = trial_registry(6, n_patients=900, n_hospitals=30, n_countries=3)
+    frame.loc[frame.index[::11], "conscious"] = np.nan
+    first = impute(frame, method="multilevel", m=3, iterations=2, seed=5, **TRIAL_ROLES)
+
+    def in_other_processes(fn, tasks, shared):
+        return [pickle.loads(pickle.dumps(fn(pickle.loads(pickle.dumps(task)), pickle.loads(pickle.dumps(shared)))))
+                for task in tasks]
+
+    kwargs = dict(method="multilevel", m=3, iterations=2, seed=8, start=first.completed,
+                  start_states=first.chain_states, **TRIAL_ROLES)
+    serial = impute(frame, **kwargs)
+    tasks = impute(frame, map_tasks=in_other_processes, **kwargs)
+    for a, b in zip(serial.completed, tasks.completed):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    for name, values in serial.chain_means.items():
+        np.testing.assert_array_equal(values, tasks.chain_means[name])
+    assert serial.notes == tasks.notes
+    def same(a, b):
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)):
+            return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return np.array_equal(a, b)
+
+    assert same(serial.chain_states, tasks.chain_states) and serial.chain_states
+    assert not all(a.equals(b) for a, b in zip(serial.completed, first.completed))
+
+
 def test_MI_FAST_006_transport_fits_start_from_the_background_chains(monkeypatch):
     """MI-FAST-006: the transport check's masked imputations started from the fits of the chains that made
     their backgrounds (fit_starts: 2l.bin's last fit, no Gibbs state) are warm fits and give the table of
