@@ -752,8 +752,10 @@ def methods_text(record, ev) -> list:
         paras.append(f"Scenarios that re-impute (exclusion, leave-out, imputation by cluster type) start each of "
                      f"their {st.m} chains from the primary imputation's completed data set and run "
                      f"{st.warm_iterations} chained-equations iterations (a cold start runs {st.iterations}); "
-                     "by simulation this changes the scenario estimates by no more than Monte Carlo error "
-                     "(bench/sensitivity_warm_start.py).")
+                     "in simulations (bench/sensitivity_warm_start.py, 16 registries shaped like the demo) this "
+                     "shifted no scenario estimate on average beyond Monte Carlo error and left its standard error "
+                     "unchanged (within 10%), but an exclusion scenario's estimate scattered more between runs "
+                     "than with a cold start (1.5 times a cold rerun's difference).")
     priors = [sc for sc in record.scenarios if sc.family == "prior" and sc.status == "ok"]
     if priors:
         how = [sc.joint_fit for sc in priors]
