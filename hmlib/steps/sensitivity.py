@@ -53,8 +53,9 @@ as tasks too. A scenario that re-imputes starts each chain from the primary
 imputation's completed data set (restricted to its patients) and the state
 that chain ended in, and runs ``warm_iterations`` iterations
 (:attr:`hmlib.settings.RunSizes.scenario_iterations`) instead of a cold
-start's ``iterations`` (``bench/sensitivity_warm_start.py``: warm and cold
-estimates differ by no more than Monte Carlo error). Each scenario uses the
+start's ``iterations`` (``bench/sensitivity_warm_start.py``: no shift of the
+mean or the SE beyond Monte Carlo error, but more run-to-run scatter in the
+exclusion scenario than a cold rerun). Each scenario uses the
 same seed as the primary analysis (common random numbers: a scenario differs
 from the primary by its assumption, not by Monte Carlo noise), so the results
 do not depend on ``workers`` or on the order of completion. A scenario that

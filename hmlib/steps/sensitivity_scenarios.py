@@ -155,7 +155,7 @@ class SensitivitySettings:
         completed data set ``k`` (restricted to the scenario's patients)
         instead of from random draws; None: cold start with ``iterations``.
         The step uses :attr:`hmlib.settings.RunSizes.scenario_iterations`
-        (the evidence that this changes nothing beyond Monte Carlo error:
+        (what this changes, measured by simulation:
         ``bench/sensitivity_warm_start.py``).
     joint_fast : bool
         Where a prior scenario refits the joint model (no step-4 draws, or
