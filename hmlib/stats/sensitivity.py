@@ -201,6 +201,9 @@ def shift_imputed(result, variable: str, shift_by_row) -> object:
     """
     mask = result.imputed_mask[variable].to_numpy()
     shift = np.broadcast_to(np.asarray(shift_by_row, dtype=float), mask.shape)
+    if hasattr(result.completed, "shifted"):
+        # the data once plus the imputed cells (CompletedData): shift the cells, copy nothing else
+        return dataclasses.replace(result, completed=result.completed.shifted(variable, shift))
     completed = []
     for frame in result.completed:
         out = frame.copy()

@@ -446,10 +446,12 @@ def _step_transport(registry, ok_runs, *, iterations: int, transport_options: di
     if not checked:
         return None, ["The transport check needs the flat or the multilevel imputation, and both failed."]
     backgrounds = {r.label: r.imputation.completed for r in checked}
+    states = {r.label: r.imputation.chain_states for r in checked}
     methods = {r.label: (r.spec.method, r.spec.options) for r in checked}
     try:
         options = {"iterations": iterations, **dict(transport_options or {})}
-        return transport_check(registry, methods=methods, backgrounds=backgrounds, **options), []
+        return transport_check(registry, methods=methods, backgrounds=backgrounds, background_states=states,
+                               **options), []
     except _ERRORS as exc:
         return None, [f"The transport check could not be run: {exc}"]
 

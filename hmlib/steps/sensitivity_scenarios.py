@@ -164,6 +164,14 @@ class SensitivitySettings:
         A scenario left with fewer clusters fails.
     m, iterations : int, optional
         Imputations and iterations (default: as the params, 20/10 or 5/5 fast).
+    warm_iterations : int, optional
+        Iterations of a scenario that re-imputes (exclusion, leave-out,
+        stratified), whose chain ``k`` starts from the primary imputation's
+        completed data set ``k`` (restricted to the scenario's patients)
+        instead of from random draws; None: cold start with ``iterations``.
+        The step uses :attr:`hmlib.settings.RunSizes.scenario_iterations`
+        (what this changes, measured by simulation:
+        ``bench/sensitivity_warm_start.py``).
     joint_fast : bool
         Where a prior scenario refits the joint model (no step-4 draws, or
         unreliable weights), refit with its fast settings (2 chains of 500 draws
@@ -191,6 +199,7 @@ class SensitivitySettings:
     min_clusters: int = 5
     m: int | None = None
     iterations: int | None = None
+    warm_iterations: int | None = None
     joint_fast: bool = True
     level: float = 0.95
 
@@ -209,6 +218,9 @@ class SensitivitySettings:
             raise ParamsError("deltas_sd and deltas_log_odds must be finite numbers.")
         if self.bisection_steps < 0 or self.n_influential < 0 or self.min_clusters < 2:
             raise ParamsError("bisection_steps and n_influential must be >= 0 and min_clusters >= 2.")
+        if self.warm_iterations is not None and not (isinstance(self.warm_iterations, int)
+                                                     and self.warm_iterations >= 1):
+            raise ParamsError(f"warm_iterations must be a positive integer or None, got {self.warm_iterations!r}.")
         if not 0 < self.level < 1:
             raise ParamsError(f"level must be between 0 and 1, got {self.level}.")
 
@@ -437,10 +449,31 @@ def analyse(ctx: ScenarioContext, imputation, map_tasks=None) -> tuple[pd.DataFr
     return _contract_rows(pooled.to_frame()), list(pooled.notes)
 
 
-def _impute(ctx: ScenarioContext, registry):
-    registry = dataclasses.replace(registry, params=registry.params.with_overrides(seed=ctx.seed))
-    return impute_registry(registry, method="multilevel", m=ctx.settings.m, iterations=ctx.settings.iterations,
-                           cluster_residual_variance=ctx.cluster_residual_variance)
+def _warm_start(ctx: ScenarioContext, keep: np.ndarray | None = None, *, reset_index: bool = True) -> dict:
+    """How a scenario's chains start: ``impute`` keywords (``iterations``, ``start``, ``start_states``).
+
+    Warm (the settings' ``warm_iterations``): chain ``k`` from the primary's
+    completed data set ``k`` (rows ``keep``) and the state its chain ended in.
+    Cold (``warm_iterations`` None): random draws and ``iterations``.
+    """
+    s = ctx.settings
+    if s.warm_iterations is None:
+        return {"iterations": s.iterations}
+    completed = ctx.primary_imputation.completed
+    if keep is not None:
+        completed = [done.loc[keep] for done in completed]
+        if reset_index:
+            completed = [done.reset_index(drop=True) for done in completed]
+    states = getattr(ctx.primary_imputation, "chain_states", None) or None
+    return {"iterations": s.warm_iterations, "start": completed, "start_states": states}
+
+
+def _impute(ctx: ScenarioContext, registry, keep: np.ndarray):
+    """Re-impute the registry's rows ``keep`` (a scenario), warm-started from the primary when the settings say so."""
+    registry = dataclasses.replace(_subset_registry(registry, keep),
+                                   params=registry.params.with_overrides(seed=ctx.seed))
+    return impute_registry(registry, method="multilevel", m=ctx.settings.m,
+                           cluster_residual_variance=ctx.cluster_residual_variance, **_warm_start(ctx, keep))
 
 
 # --------------------------------------------------------------------------
@@ -465,7 +498,7 @@ def _excluding(ctx: ScenarioContext, scenario: Scenario, excluded: list) -> Scen
         return ScenarioOutcome(scenario, "failed", details=details,
                                reason=f"only {left} cluster(s) left after excluding {len(excluded)} "
                                       f"(at least {ctx.settings.min_clusters} needed)")
-    rows, notes = analyse(ctx, _impute(ctx, _subset_registry(reg, ~drop)))
+    rows, notes = analyse(ctx, _impute(ctx, reg, ~drop))
     return ScenarioOutcome(scenario, "ok", estimates=rows, details=details, notes=notes)
 
 
@@ -480,7 +513,7 @@ def _run_leave_out(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
 
 
 def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
-                      cluster_residual_variance: bool = False):
+                      cluster_residual_variance: bool = False, start=None, start_states=None):
     """Multilevel imputation fitted separately within each level of a cluster covariate.
 
     Parameters
@@ -494,6 +527,10 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
         ``SeedSequence([seed, k]).generate_state(1)[0]``.
     cluster_residual_variance : bool
         Cluster-specific residual variances (2l.norm) instead of a common one.
+    start, start_states : optional
+        ``m`` completed data sets of the registry's rows, and the states of
+        the chains that made them, to start each stratum's chains from
+        (:func:`hmlib.stats.imputation.impute`'s ``start`` and ``start_states``).
 
     Returns
     -------
@@ -520,7 +557,9 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
                             outcome_family=p.outcome_family, predictors=list(p.predictors), kinds=registry.kinds,
                             levels=registry.levels, cluster_covariates=list(p.cluster_covariates),
                             higher_levels=list(p.higher_levels), m=int(m), iterations=int(iterations),
-                            seed=stratum_seed, cluster_residual_variance=bool(cluster_residual_variance)))
+                            seed=stratum_seed, cluster_residual_variance=bool(cluster_residual_variance),
+                            start=None if start is None else [done.loc[rows] for done in start],
+                            start_states=start_states))
     completed = [pd.concat([part.completed[i] for part in parts]).loc[frame.index] for i in range(int(m))]
     mask = pd.concat([part.imputed_mask for part in parts]).loc[frame.index]
     notes = [f"{by} stratum {i + 1}: {n}" for i, part in enumerate(parts) for n in part.notes]
@@ -532,9 +571,8 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
 def _run_stratified(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     by = scenario.options["by"]
     try:
-        combined = impute_by_stratum(ctx.registry, by, m=ctx.primary_imputation.m,
-                                     iterations=ctx.primary_imputation.iterations, seed=ctx.seed,
-                                     cluster_residual_variance=ctx.cluster_residual_variance)
+        combined = impute_by_stratum(ctx.registry, by, m=ctx.primary_imputation.m, seed=ctx.seed,
+                                     cluster_residual_variance=ctx.cluster_residual_variance, **_warm_start(ctx))
     except FitError as exc:
         return ScenarioOutcome(scenario, "failed", reason=str(exc))
     rows, more = analyse(ctx, combined)

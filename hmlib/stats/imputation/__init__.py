@@ -10,6 +10,9 @@ public names are re-exported here. The rooms:
   method, and the "few clusters" rules;
 - :mod:`~hmlib.stats.imputation.kernels`: the draws (Gibbs sampler, regression
   and logistic draws, predictive mean matching) and their priors;
+- :mod:`~hmlib.stats.imputation.ri_logistic`: the maximum-likelihood fit
+  behind 2l.bin, warm-started within a chain (Newton steps with the analytic
+  Laplace Hessian);
 - :mod:`~hmlib.stats.imputation.variation`: between-cluster variation of a
   variable (ICC) and the residual-variance check behind 2l.pan vs 2l.norm.
 
@@ -106,7 +109,10 @@ range are noted (``ImputationResult.extrapolated``).
   one of the ``donors`` (5) nearest observed predictions (Little 1988;
   Morris, White & Royston 2014). Suited to skewed or bounded variables.
 - Binary (2l.bin): the random-intercept logistic model is fitted by
-  :func:`hmlib.stats.mixed.fit_random_intercept` (Laplace) on the observed rows;
+  maximum likelihood (Laplace) on the observed rows: a chain's first fit
+  of a variable by :func:`hmlib.stats.mixed.fit_random_intercept`, its later
+  fits from the previous estimate by Newton steps with the analytic
+  Hessian, to the same maximum (:mod:`~hmlib.stats.imputation.ri_logistic`);
   ``beta* ~ N(beta_hat, cov)``, ``log tau* ~ N(log tau_hat, se^2)`` (capped
   at 5 on the logit scale), then
   each ``u*_j`` from the normal approximation at the mode of its
@@ -183,11 +189,19 @@ coefficients (so that separation in a small stratum gives finite draws;
 Gelman et al. 2008) and draws ``beta*`` from the normal approximation.
 
 Chains and outcome. As in mice, each of the ``m`` imputations is its own
-chain: missing values start as random draws from the observed values, and
+chain: missing values start as random draws from the observed values (or,
+with ``start``, as in given completed data sets: a warm start), and
 ``iterations`` rounds of the chained equations follow (variables with
 missing values visited in the order predictors, outcome, cluster
 covariates). Chain ``k`` uses ``numpy.random.Generator(PCG64)`` seeded by
 child ``k`` of ``SeedSequence(seed)``, so results depend only on the seed.
+
+Speed. BLAS is held to one thread while the chains run (threaded BLAS on a
+busy machine made the small solves several times slower; the numbers are the
+same). When only one variable has missing values its design is the same in
+every iteration of every chain, so its deterministic parts (the 2l.bin fit,
+the Gibbs sampler's per-cluster sums) are computed once and reused: the same
+numbers as recomputing them (:meth:`~hmlib.stats.imputation.problem.Problem.fixed_cache`).
 The mean of each variable's imputed values is recorded per chain and
 iteration (``chain_means``) and summarised by split R-hat over the last half
 of the iterations (Vehtari et al. 2021; NaN when that half has fewer than 4
@@ -236,10 +250,10 @@ Anal 16(2):667-718.
 
 from __future__ import annotations
 
-from hmlib.stats.imputation.chained import (CONTINUOUS_METHODS, METHODS, ImputationResult, impute,
+from hmlib.stats.imputation.chained import (CONTINUOUS_METHODS, METHODS, ImputationResult, fit_starts, impute,
                                             split_rhat)
 from hmlib.stats.imputation.variation import (ResidualVarianceCheck, cluster_variation, completed_variation,
                                               residual_variance_check)
 
-__all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat",
+__all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat", "fit_starts",
            "ResidualVarianceCheck", "residual_variance_check", "cluster_variation", "completed_variation"]

@@ -96,15 +96,21 @@ def _level2_design(problem: Problem, current: dict, target: Variable):
 # --------------------------------------------------------------------------
 # Per-variable imputation
 # --------------------------------------------------------------------------
-def _flat_fit_and_draw(X, names, y, obs, mis, rng, *, kind, problem, target, note_collinear=True):
-    Do, Dp, _ = prepare_design(X, names, obs, mis, notes=problem.notes if note_collinear else None, target=target)
-    n_obs = int(np.sum(obs))
-    if n_obs - Do.shape[1] < 2:
-        problem.notes.add(f"Imputation model for '{target}': only {n_obs} observed values, too few for its "
-                          f"{Do.shape[1]} terms; imputed from an intercept-only model.")
-        Do, Dp = Do[:, :1], Dp[:, :1]
+def _flat_fit_and_draw(X, names, y, obs, mis, rng, *, kind, problem, target, note_collinear=True, cache=None):
+    if cache is not None and "prepared" in cache:
+        Do, Dp = cache["prepared"]
+    else:
+        Do, Dp, _ = prepare_design(X, names, obs, mis, notes=problem.notes if note_collinear else None,
+                                   target=target)
+        n_obs = int(np.sum(obs))
+        if n_obs - Do.shape[1] < 2:
+            problem.notes.add(f"Imputation model for '{target}': only {n_obs} observed values, too few for its "
+                              f"{Do.shape[1]} terms; imputed from an intercept-only model.")
+            Do, Dp = Do[:, :1], Dp[:, :1]
+        if cache is not None:
+            cache["prepared"] = (Do, Dp)
     if kind in _LOGISTIC_KINDS:
-        return logistic_draw(Do, y[obs], Dp, rng, logits=kind == "logits")
+        return logistic_draw(Do, y[obs], Dp, rng, cache=cache, logits=kind == "logits")
     return linear_draw(Do, y[obs], Dp, rng, pmm=problem.continuous == "pmm", donors=problem.donors)
 
 
@@ -143,8 +149,11 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
     baseline-category model, :func:`_baseline_category`)."""
     method = problem.method
     codes = problem.codes
+    # a design no imputation changes, predicting the variable's own missing rows: prepared once
+    fixed = problem.fixed_cache(var, key) if mis is var.missing else None
     if method == "flat":
-        return _flat_fit_and_draw(X, names, y, obs, mis, rng, kind=kind, problem=problem, target=var.name)
+        return _flat_fit_and_draw(X, names, y, obs, mis, rng, kind=kind, problem=problem, target=var.name,
+                                  cache=fixed)
     if method == "stratified":
         return _stratified_draw(problem, var, X, names, y, obs, mis, kind, rng)
     if method == "fixed_effects":
@@ -155,6 +164,27 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
         return fe_linear_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                pmm=problem.continuous == "pmm", donors=problem.donors,
                                notes=problem.notes, target=var.name)
+    if fixed is not None and "prepared" in fixed:
+        Do, Dp, kept = fixed["prepared"]
+    else:
+        Do, Dp, kept = _multilevel_design(problem, var, X, names, obs, mis, cluster_info)
+        if fixed is not None:
+            fixed["prepared"] = (Do, Dp, kept)
+    state = problem.state.setdefault(key, {})
+    cache = problem.fixed_cache(var, key)
+    if kind in _LOGISTIC_KINDS:
+        return ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
+                                 notes=problem.notes, target=var.name, state=state, cache=cache,
+                                 logits=kind == "logits")
+    cluster_level = set(cluster_info[1])
+    ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in cluster_level else 0.0 for nm in kept]]
+    return ri_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng, state=state,
+                          hetero=problem.hetero, pmm=problem.continuous == "pmm", donors=problem.donors,
+                          prior_precision=ridge, cache=cache)
+
+
+def _multilevel_design(problem: Problem, var: Variable, X, names, obs, mis, cluster_info):
+    """The multilevel model's design: cluster means within budget, standardised, collinear columns dropped."""
     X, names = _cluster_level_budget(problem, var, X, names, cluster_info, obs)
     Do, Dp, kept = prepare_design(X, names, obs, mis, notes=problem.notes, target=var.name)
     n_obs = int(obs.sum())
@@ -162,15 +192,7 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
         problem.notes.add(f"Imputation model for '{var.name}': only {n_obs} observed values, too few for its "
                           f"{Do.shape[1]} terms; imputed from a model with the random intercept only.")
         Do, Dp, kept = Do[:, :1], Dp[:, :1], []
-    if kind in _LOGISTIC_KINDS:
-        return ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
-                                 notes=problem.notes, target=var.name, logits=kind == "logits")
-    cluster_level = set(cluster_info[1])
-    ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in cluster_level else 0.0 for nm in kept]]
-    state = problem.state.setdefault(key, {})
-    return ri_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng, state=state,
-                          hetero=problem.hetero, pmm=problem.continuous == "pmm", donors=problem.donors,
-                          prior_precision=ridge)
+    return Do, Dp, kept
 
 
 def _stratified_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind, rng):
@@ -227,7 +249,13 @@ def impute_variable(problem: Problem, var: Variable, current: dict, rng) -> None
     obs = ~var.missing
     mis = var.missing
     if var.level == 1:
-        X, names, cluster_info = _level1_design(problem, current, var)
+        fixed = problem.fixed_cache(var, "design")
+        if fixed is not None and "X" in fixed:
+            X, names, cluster_info = fixed["X"]
+        else:
+            X, names, cluster_info = _level1_design(problem, current, var)
+            if fixed is not None:
+                fixed["X"] = (X, names, cluster_info)
 
         def draw(y, o, msk, kind, key):
             return _level1_draw(problem, var, X, names, y, o, msk, kind, rng, key, cluster_info)
