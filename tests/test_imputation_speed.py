@@ -191,7 +191,7 @@ def test_MI_WARM_003_warm_chains_as_tasks_equal_serial_chains():
     frame.loc[frame.index[::11], "conscious"] = np.nan
     first = impute(frame, method="multilevel", m=3, iterations=2, seed=5, **TRIAL_ROLES)
 
-    def in_other_processes(fn, tasks, shared):
+    def in_other_processes(fn, tasks, shared, progress=None):
         return [pickle.loads(pickle.dumps(fn(pickle.loads(pickle.dumps(task)), pickle.loads(pickle.dumps(shared)))))
                 for task in tasks]
 
