@@ -19,8 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hmlib.report.display import set_context
 from hmlib.steps import get_step
 from hmlib.steps.base import Step, StepContext, quiet_library_warnings
+from hmlib.wording import cluster_noun
 
 __all__ = ["NotebookStep", "open_step"]
 
@@ -61,4 +63,6 @@ def open_step(key: str, params_path: str | Path, output_dir: str | Path, fast: b
         Overrides the params file's ``fast``.
     """
     quiet_library_warnings()
-    return NotebookStep(get_step(key), StepContext.open(params_path, output_dir, fast=fast))
+    ctx = StepContext.open(params_path, output_dir, fast=fast)
+    set_context(noun=cluster_noun(ctx.params.cluster))
+    return NotebookStep(get_step(key), ctx)
