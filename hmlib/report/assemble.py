@@ -2,11 +2,14 @@
 
 The report is one self-contained HTML file (images embedded, no script or
 style fetched from the network: the nbconvert template's require.js, MathJax
-and mermaid loaders are left out): a title block, the executive summary, a
-table of contents, each step's narrative and figures (code hidden unless
-``--show-code``), a plain "not built yet" section for steps that do not exist
-yet, the methods, the limitations and reporting checklist
-(:mod:`hmlib.report.summary`), and a reproducibility appendix.
+and mermaid loaders are left out): a title block (with ``estimates.csv``
+as a download inside the page), the executive summary, each step's narrative
+and figures (code hidden unless ``--show-code``), a plain "not built yet"
+section for steps that do not exist yet, the methods, the limitations and
+reporting checklist (:mod:`hmlib.report.summary`), a profile per cluster
+(:mod:`hmlib.report.site_profiles`) and a reproducibility appendix. The
+contents panel, the numbering of figures and tables and the page style are
+added to nbconvert's page by :func:`hmlib.report.page.finish_page`.
 
 Everything that comes from the data or the params is HTML-escaped before it
 is placed in markdown; tables are rendered by pandas with escaping on.
@@ -26,9 +29,13 @@ from pathlib import Path
 import nbformat
 
 from hmlib import __version__
+from hmlib.report.page import CONTENTS_SLOT, finish_page
+from hmlib.report.site_profiles import site_profiles_html
 from hmlib.report.summary import audit_summary
+from hmlib.report.tables import data_uri
 from hmlib.results import atomic_write_text
 from hmlib.steps import STEPS, get_step
+from hmlib.wording import cluster_noun
 
 __all__ = ["render_notebook", "assemble_report", "write_index", "package_versions", "git_commit",
            "step_run_times"]
@@ -142,7 +149,7 @@ def render_notebook(path: str | Path, dest: str | Path, *, show_code: bool = Fal
         nb.cells = _report_cells(nb)
     body, _ = _exporter(show_code).from_notebook_node(
         nb, resources={"metadata": {"name": Path(path).stem}})
-    return atomic_write_text(dest, body)
+    return atomic_write_text(dest, finish_page(body, title=Path(path).stem))
 
 
 def _markdown(text: str):
@@ -209,43 +216,36 @@ def _timing_html(rows) -> str:
     return "; ".join(parts)
 
 
-def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False,
-                    step_seconds: dict | None = None) -> Path:
-    """Join the executed step notebooks into ``report.html`` (written atomically).
+def _estimates_link(output_dir: Path) -> str:
+    """``estimates.csv`` as a download inside the page (a data URI: the report stays one file)."""
+    path = output_dir / "estimates.csv"
+    if not path.is_file():
+        return "no estimates.csv was written"
+    text = path.read_text(encoding="utf-8")
+    rows = max(len(text.splitlines()) - 1, 0)
+    return (f'<a class="hm-estimates-link" download="estimates.csv" href="{data_uri(text)}">'
+            f"estimates.csv</a> ({rows} rows: every method's estimates, one row per term)")
 
-    Parameters
-    ----------
-    registry : hmlib.data.Registry
-        The checked inputs (for the title block and the appendix).
-    output_dir : pathlib.Path
-        ``reports/<name>/``; executed notebooks are read from its
-        ``notebooks/`` folder, artifacts and ``estimates.csv`` for the
-        summary sections (:func:`hmlib.report.summary.audit_summary`).
-    show_code : bool
-    step_seconds : dict, optional
-        Run time of each step executed in this run (steps not re-run keep the
-        time recorded in their executed notebook).
-    """
-    output_dir = Path(output_dir)
+
+def _title_cell(registry, output_dir: Path, now: str):
     params = registry.params
     esc = html.escape
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    versions = package_versions()
-    summary = audit_summary(output_dir, params=params, versions=versions, hmlib_version=__version__,
-                            python_version=platform.python_version())
-    cells = [_markdown(
+    return _markdown(
         f"# Missing-data audit: {esc(params.name)}\n\n"
         f"Data: `{esc(params.data.name)}` (SHA-256 `{registry.data_sha256[:16]}…`), "
         f"{registry.n_patients:,} patients in {registry.n_clusters:,} clusters "
         f"(`{esc(params.cluster)}`); outcome `{esc(params.outcome)}` ({params.outcome_family}); "
         f"focus variable `{esc(str(params.focus))}`.  \n"
         f"Generated {now} by hmlib {__version__}"
-        f"{' in fast mode (small settings: not for reporting)' if params.fast else ''}."
-    ), _markdown(_summary_html(summary))]
-    toc = ["## Contents", ""]
+        f"{' in fast mode (small settings: not for reporting)' if params.fast else ''}. "
+        f"Download: {_estimates_link(output_dir)}.")
+
+
+def _step_cells(output_dir: Path, params, show_code: bool) -> list:
+    """Each step's cells, or its "not run" / "not built yet" section."""
+    esc = html.escape
     body: list = []
     for step in STEPS:
-        toc.append(f"{step.number}. [{esc(step.title)}](#{step.anchor})")
         executed = output_dir / "notebooks" / step.notebook
         anchor = f'<a id="{step.anchor}"></a>'
         heading = f"{anchor}\n\n## {step.number}. {esc(step.title)}"
@@ -262,15 +262,12 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
                 f"{heading}\n\n**Not built yet** in hmlib {__version__} (its notebook "
                 f"`{esc(step.notebook)}` is absent). No result of this step is shown, and nothing in "
                 "this report should be read as its finding."))
-    n_methods, n_limits, n_repro = len(STEPS) + 1, len(STEPS) + 2, len(STEPS) + 3
-    toc.append(f"{n_methods}. [Methods](#methods)")
-    toc.append(f"{n_limits}. [Limitations and reporting checklist](#limitations)")
-    toc.append(f"{n_repro}. [Reproducibility](#reproducibility)")
-    cells.append(_markdown("\n".join(toc)))
-    cells.extend(body)
-    cells.append(_markdown(_methods_html(summary, n_methods)))
-    cells.append(_markdown(_limitations_html(summary, n_limits)))
+    return body
 
+
+def _reproducibility_cell(registry, output_dir: Path, number: int, versions: dict, step_seconds):
+    params = registry.params
+    esc = html.escape
     # params as run: the file's values with the --fast override and the resolved focus
     params_text = json.dumps(params.as_run(), indent=1, sort_keys=True, default=str)
     timing = _timing_html(step_run_times(output_dir, step_seconds))
@@ -279,26 +276,60 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     seeds = f"params seed {params.seed} (every imputation, the transport check and the sensitivity scenarios)"
     if joint_seed is not None:
         seeds += f"; joint model sampler seed {joint_seed}"
-    cells.append(_markdown(
+    return _markdown(
         '<a id="reproducibility"></a>\n\n'
-        f"## {n_repro}. Reproducibility\n\n"
+        f"## {number}. Reproducibility\n\n"
         f"- hmlib {__version__}, git commit: {esc(git_commit())}\n"
         f"- Python {platform.python_version()} ({esc(sys.implementation.name)}) on {esc(platform.platform())}, "
         f"{esc(platform.machine())}\n"
         f"- Packages: {esc(', '.join(f'{k} {v}' for k, v in versions.items()))}\n"
         f"- Input file: `{esc(params.data.name)}`, SHA-256 `{registry.data_sha256}`\n"
+        f"- Results: {_estimates_link(output_dir)}\n"
         f"- Seeds: {esc(seeds)}\n"
         f"- Step run times: {esc(timing)}\n"
         f"- Params as run (`{esc(params.source.name)}`, with the command line's `--fast` and the resolved "
         "focus applied):\n\n"
         f"<pre>{esc(params_text)}</pre>\n"
-    ))
+    )
+
+
+def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False,
+                    step_seconds: dict | None = None) -> Path:
+    """Join the executed step notebooks into ``report.html`` (written atomically).
+
+    Parameters
+    ----------
+    registry : hmlib.data.Registry
+        The checked inputs (for the title block and the appendix).
+    output_dir : pathlib.Path
+        ``reports/<name>/``; executed notebooks are read from its
+        ``notebooks/`` folder, artifacts and ``estimates.csv`` for the
+        summary sections (:func:`hmlib.report.summary.audit_summary`) and the
+        cluster profiles (:func:`hmlib.report.site_profiles.site_profiles_html`).
+    show_code : bool
+    step_seconds : dict, optional
+        Run time of each step executed in this run (steps not re-run keep the
+        time recorded in their executed notebook).
+    """
+    output_dir = Path(output_dir)
+    params = registry.params
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    versions = package_versions()
+    summary = audit_summary(output_dir, params=params, versions=versions, hmlib_version=__version__,
+                            python_version=platform.python_version())
+    n_methods, n_limits, n_sites, n_repro = (len(STEPS) + k for k in (1, 2, 3, 4))
+    cells = [_title_cell(registry, output_dir, now), _markdown(_summary_html(summary)),
+             _markdown(CONTENTS_SLOT), *_step_cells(output_dir, params, show_code),
+             _markdown(_methods_html(summary, n_methods)), _markdown(_limitations_html(summary, n_limits)),
+             _markdown(site_profiles_html(output_dir, number=n_sites, noun=cluster_noun(params.cluster),
+                                          min_cell=int(params.privacy.min_cell))),
+             _reproducibility_cell(registry, output_dir, n_repro, versions, step_seconds)]
     report_nb = nbformat.v4.new_notebook(cells=cells)
     report_nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     report_nb.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
-    page, _ = _exporter(show_code).from_notebook_node(
-        report_nb, resources={"metadata": {"name": f"Missing-data audit: {params.name}"}})
-    return atomic_write_text(output_dir / "report.html", page)
+    title = f"Missing-data audit: {params.name}"
+    page, _ = _exporter(show_code).from_notebook_node(report_nb, resources={"metadata": {"name": title}})
+    return atomic_write_text(output_dir / "report.html", finish_page(page, title=title))
 
 
 def write_index(reports_root: str | Path, results) -> Path:
