@@ -132,3 +132,17 @@ def test_report_page_008_reserialised_markup():
     page = finish_page(_page('<h2 id="A">A</h2><p><a href="#fig-heat">Figure</a></p>' + block), title="t")
     assert "Figure 1.</span>" in page and '<a class="hm-ref" href="#fig-heat">Figure 1</a>' in page
     assert page.count('id="fig-heat"') == 1 and 'data-hm-n="1"' in page
+
+
+def test_report_page_009_folded_figure():
+    """REPORT-PAGE-009: a folded (diagnostic) figure sits in <details> whose summary names it 'Figure N.' with the
+    caption's first clause; the figure inside keeps its numbered caption."""
+    fig, ax = style.new_figure(3, 2)
+    ax.plot([0, 1], [0, 1])
+    style.caption(fig, "chains", "Chains of the imputation of lab: one line per imputation.")
+    first = figure_html(*style.new_figure(3, 2)[:1], caption="First figure.", key="first")
+    page = finish_page(_page('<h2 id="A">A</h2>' + first + figure_html(fig, fold=True)), title="t")
+    folded = page.split('<details class="hm-figure-fold">')[1].split("</details>")[0]
+    summary = re.sub(r"<[^>]+>", "", folded.split("</summary>")[0])
+    assert summary.startswith("Figure 2. Chains of the imputation of lab") and "click to show" in summary
+    assert "Figure 2.</span> Chains of the imputation of lab" in folded

@@ -57,13 +57,14 @@ def test_site_profile_002_suppressed_counts_stay_hidden(demo_folder):
     for cluster in hidden:
         text = _profile(section, cluster)
         assert "counts are suppressed" in text
-        assert "keeps" not in text
+        assert "Complete-case analysis keeps" not in text
     hidden_focus = [c for c in facts.clusters
                     if facts.focus_row(c) is not None and facts.focus_row(c).share_missing is None]
     assert hidden_focus
     for cluster in hidden_focus:
         row = _profile(section, cluster).split(f"<td class='hm-text'>{facts.focus}</td>")[1].split("</tr>")[0]
-        assert "suppressed" in row and "%" not in row
+        count, share, interval = re.findall(r"<td[^>]*>([^<]*)</td>", row)[:3]
+        assert (count, share, interval) == ("suppressed", "suppressed", "")
 
 
 def test_site_profile_003_leave_out_estimate(demo_folder):

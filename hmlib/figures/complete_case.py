@@ -2,7 +2,8 @@
 
 Each function returns a matplotlib Figure built with
 :func:`hmlib.figures.style.new_figure` (nothing is shown or saved as a side
-effect), with its caption attached (:func:`hmlib.figures.style.caption`). Figures show shares, size bands and model estimates only, never
+effect), with its caption attached (:func:`hmlib.figures.style.caption`).
+Figures show shares, size bands and model estimates only, never
 patient-level values, and leave out clusters below the small-cell threshold.
 """
 
@@ -56,7 +57,7 @@ def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: i
         heading += f" (lowest and highest {half} of {len(shown)} clusters)"
     if n_small:
         heading += f". {n_small} cluster(s) not shown (fewer than {min_cell} patients, or a small count)"
-    fig, ax = style.new_figure(6.2, max(2.4, 0.2 * len(table) + 0.9))
+    fig, ax = style.new_figure(6.2, max(2.4, style.ROW_IN * len(table) + 0.9))
     y = np.arange(len(table))
     # Marker area by size band, not exact size: exact sizes could reveal small counts.
     bands = np.array([min_cell, 50, 200, 1000])
@@ -129,7 +130,7 @@ def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int
     est = table.loc[table["raw"].notna()].sort_values("pooled").reset_index(drop=True)
     if len(est) > max_clusters:
         est = est.iloc[np.linspace(0, len(est) - 1, max_clusters).round().astype(int)]
-    fig, ax = style.new_figure(6.6, max(2.4, 0.2 * len(est) + 1.0))
+    fig, ax = style.new_figure(6.6, max(2.4, style.ROW_IN * len(est) + 1.0))
     y = np.arange(len(est))
     lo, hi = est["raw"] - 1.96 * est["raw_se"], est["raw"] + 1.96 * est["raw_se"]
     # Unstable single-cluster estimates would stretch the axis; clip them at a robust limit.

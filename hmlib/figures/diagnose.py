@@ -4,7 +4,8 @@ Each function takes a published (suppressed) table from
 :class:`hmlib.steps.diagnose.DiagnoseResult` and returns a
 :class:`matplotlib.figure.Figure`; nothing is shown or saved here, and no
 global pyplot state is touched (figures are built with
-:func:`hmlib.figures.style.new_figure`, in the report's one style). A NaN share or count is a suppressed cell: it is drawn as
+:func:`hmlib.figures.style.new_figure`, in the report's one style). A NaN
+share or count is a suppressed cell: it is drawn as
 "suppressed" (hatched cell, or a note), never at its value.
 
 Each figure carries its caption (:func:`hmlib.figures.style.caption`); the
@@ -91,7 +92,7 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
         labels = list(shown.index)
     gap_row = max_clusters // 2 if cut else -1
     width = min(style.MAX_WIDTH_IN, max(4.2, 2.4 + 0.85 * n_cols))
-    fig, ax = style.new_figure(width, 1.1 + 0.19 * max(len(labels), 4), style="white")
+    fig, ax = style.new_figure(width, 1.1 + style.ROW_IN * max(len(labels), 4), style="white")
     # hatched background shows through the masked (suppressed) cells
     ax.add_patch(Rectangle((-0.5, -0.5), n_cols, len(labels), facecolor=style.SUPPRESSED_COLOUR,
                            hatch="///", edgecolor="white", linewidth=0, zorder=0))
@@ -241,7 +242,7 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
     keep, cut = style.head_tail(len(published), max_clusters)
     shown = published.iloc[keep]
     y = np.arange(len(shown))
-    fig, ax = style.new_figure(6.5, 1.0 + 0.19 * max(len(shown), 4), style="whitegrid")
+    fig, ax = style.new_figure(6.5, 1.0 + style.ROW_IN * max(len(shown), 4), style="whitegrid")
     share = shown["share_missing"].to_numpy(float)
     lo = shown["ci_lower"].to_numpy(float)
     hi = shown["ci_upper"].to_numpy(float)

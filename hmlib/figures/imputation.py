@@ -20,7 +20,7 @@ import pandas as pd
 
 from matplotlib.ticker import MaxNLocator
 
-from hmlib.figures.style import MAX_WIDTH_IN, SMALL_FONT_PT, caption, label, new_figure, plain
+from hmlib.figures.style import MAX_WIDTH_IN, ROW_IN, SMALL_FONT_PT, caption, label, new_figure, plain
 from hmlib.methods import OBSERVED_COLOUR, method_colour, method_label, method_order
 
 __all__ = ["forest_plot", "cluster_variation_plot", "trace_plot", "distribution_plot", "fmi_plot",
@@ -273,7 +273,7 @@ def transport_plot(transport, *, max_clusters: int = 40):
     worst = shown.groupby("cluster")["bias_sd"].apply(lambda b: b.abs().max()).sort_values(ascending=False)
     clusters = worst.index[:max_clusters].tolist()[::-1]
     y = {c: i for i, c in enumerate(clusters)}
-    fig, (left, right) = new_figure(MAX_WIDTH_IN, 0.2 * len(clusters) + 1.3, ncols=2, sharey=True)
+    fig, (left, right) = new_figure(MAX_WIDTH_IN, ROW_IN * len(clusters) + 1.3, ncols=2, sharey=True)
     offsets = np.linspace(-0.15, 0.15, max(len(transport.methods), 1))
     # x range of the bias panel: a model that extrapolates wildly must not squash the others
     limit = max(3.0, 3 * transport.bias_threshold)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from scipy import stats
 
-from hmlib.figures.style import MAX_WIDTH_IN, caption, label, new_figure, plain
+from hmlib.figures.style import MAX_WIDTH_IN, ROW_IN, caption, label, new_figure, plain
 from hmlib.methods import OBSERVED_COLOUR, method_colour, method_label, method_order
 
 __all__ = ["coefficient_forest", "shrinkage_plot", "ppc_by_cluster", "imputed_distribution",
@@ -78,7 +78,7 @@ def coefficient_forest(estimates: pd.DataFrame, *, truth: dict | None = None, te
     methods = method_order(table["method"])
     ncols = max(1, min(ncols, len(terms)))
     nrows = max(1, int(np.ceil(len(terms) / ncols)))
-    fig, axes = new_figure(MAX_WIDTH_IN if ncols > 1 else 5.0, (0.2 * len(methods) + 0.75) * nrows + 0.3,
+    fig, axes = new_figure(MAX_WIDTH_IN if ncols > 1 else 5.0, (ROW_IN * len(methods) + 0.75) * nrows + 0.3,
                            nrows=nrows, ncols=ncols, squeeze=False, sharey=True)
     y = np.arange(len(methods))[::-1]
     for ax, term in zip(axes.ravel(), terms):
@@ -190,7 +190,7 @@ def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, tit
     title : str, optional
     """
     has_sd = "observed_sd" in ppc.columns
-    fig, axes = new_figure(MAX_WIDTH_IN if has_sd else 5.0, 1.2 + 0.19 * min(len(ppc), max_clusters),
+    fig, axes = new_figure(MAX_WIDTH_IN if has_sd else 5.0, 1.2 + ROW_IN * min(len(ppc), max_clusters),
                            ncols=2 if has_sd else 1, squeeze=False, sharey=True)
     axes = list(axes[0])
     if ppc.empty:

@@ -21,8 +21,8 @@ from matplotlib.patches import Rectangle
 
 from matplotlib.ticker import MaxNLocator
 
-from hmlib.figures.style import (CHANGED_COLOUR, MAX_WIDTH_IN, SMALL_FONT_PT, SUPPRESSED_COLOUR, UNCHANGED_COLOUR,
-                                 caption, label, new_figure, plain, style_context)
+from hmlib.figures.style import (CHANGED_COLOUR, MAX_WIDTH_IN, ROW_IN, SMALL_FONT_PT, SUPPRESSED_COLOUR,
+                                 UNCHANGED_COLOUR, caption, label, new_figure, plain, style_context)
 
 __all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve"]
 
@@ -71,7 +71,7 @@ def scenario_heatmap(result, *, terms=None, clip: float = 3.0) -> Figure:
                 shift[i, k] = (float(r["estimate"]) - float(prim.loc[term, "estimate"])) / se
             text[i, k] = f"{float(r['estimate']):.3g}"
             changed[i, k] = bool(r["changed_conclusion"])
-    fig, ax = new_figure(min(MAX_WIDTH_IN, 2.6 + 0.72 * len(terms)), 1.0 + 0.2 * len(scenarios), style="white")
+    fig, ax = new_figure(min(MAX_WIDTH_IN, 2.6 + 0.72 * len(terms)), 1.0 + ROW_IN * len(scenarios), style="white")
     with style_context():
         cmap = sns.color_palette("vlag", as_cmap=True).with_extremes(bad=SUPPRESSED_COLOUR)
         image = ax.imshow(np.clip(shift, -clip, clip), cmap=cmap, vmin=-clip, vmax=clip, aspect="auto")
@@ -110,7 +110,7 @@ def scenario_forest(result, *, term: str | None = None) -> Figure:
     scenarios = _scenario_order(result)
     grid = result.grid
     prim = result.primary.loc[result.primary["term"] == term].iloc[0]
-    fig, ax = new_figure(6.6, 0.9 + 0.2 * len(scenarios), style="whitegrid")
+    fig, ax = new_figure(6.6, 0.9 + ROW_IN * len(scenarios), style="whitegrid")
     with style_context():
         ax.axvspan(prim["ci_lower"], prim["ci_upper"], color="grey", alpha=0.15, lw=0)
         ax.axvline(prim["estimate"], color="grey", lw=1.2, label=f"primary {prim['estimate']:.3g}")

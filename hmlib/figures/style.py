@@ -28,8 +28,9 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 __all__ = ["RC", "FALLBACK_FONTS", "MAX_LABEL_CHARS", "SUPPRESSED_COLOUR", "CHANGED_COLOUR", "UNCHANGED_COLOUR",
-           "MIN_FONT_PT", "SMALL_FONT_PT", "MAX_WIDTH_IN", "new_figure", "plain", "label", "title", "head_tail",
-           "style_context", "caption", "caption_of", "smallest_font", "overlapping_ticks", "separate_labels"]
+           "MIN_FONT_PT", "SMALL_FONT_PT", "MAX_WIDTH_IN", "ROW_IN", "new_figure", "plain", "label", "title",
+           "head_tail", "style_context", "caption", "caption_of", "smallest_font", "overlapping_ticks",
+           "separate_labels"]
 
 #: Fonts tried after DejaVu Sans for characters it lacks (Chinese, Japanese, Korean names in the data):
 #: matplotlib falls back through the list glyph by glyph. Those installed are used (Debian:
@@ -57,8 +58,10 @@ def _font_family() -> list:
 MIN_FONT_PT = 9.0
 #: Legends, annotations and cell labels: the smallest size used.
 SMALL_FONT_PT = MIN_FONT_PT
-#: Widest figure, in inches: an A4 page (210 mm) less 2 x 12 mm margins, so print shows it at its own size.
+#: Widest figure, in inches: an A4 page (210 mm) less 2 x 11 mm margins, so print shows it at its own size.
 MAX_WIDTH_IN = 7.2
+#: Height of one labelled row (a cluster, a scenario, a method) in inches: a 9-point label and a little air.
+ROW_IN = 0.17
 
 #: Matplotlib settings of every figure.
 RC = {"text.usetex": False, "font.size": 9.5, "axes.titlesize": 10, "axes.labelsize": 9.5,
@@ -182,6 +185,25 @@ def _overlap(a, b, margin: float = 0.5) -> bool:
     return (min(a.x1, b.x1) - max(a.x0, b.x0) > margin) and (min(a.y1, b.y1) - max(a.y0, b.y0) > margin)
 
 
+def _tick_overlaps(axis, name: str, renderer, dpi: float) -> int:
+    """Overlapping neighbours among one axis's tick labels. Upright labels: their boxes. Slanted labels (30 degrees):
+    their boxes overlap anyway, so two neighbours clash when the gap between their anchors, across the slant, is
+    less than a line of text."""
+    texts = [t for t in axis.get_ticklabels(which="both") if t.get_visible() and t.get_text().strip()]
+    slanted = [t for t in texts if t.get_rotation() % 90 > 1e-6]
+    if not slanted:
+        boxes = sorted((t.get_window_extent(renderer) for t in texts), key=lambda b: b.x0 if name == "x" else b.y0)
+        return sum(_overlap(a, b) for a, b in zip(boxes, boxes[1:]))
+    low, high = sorted(axis.get_view_interval())
+    locs = [v for v in axis.get_majorticklocs() if low <= v <= high]
+    column = 0 if name == "x" else 1
+    points = sorted(axis.axes.transData.transform([(v, 0) if name == "x" else (0, v) for v in locs])[:, column])
+    angle = np.deg2rad(slanted[0].get_rotation() % 180)
+    across = np.abs(np.sin(angle) if name == "x" else np.cos(angle))
+    line = max(t.get_fontsize() for t in slanted) * dpi / 72.0
+    return int(sum((b - a) * across < line for a, b in zip(points, points[1:])))
+
+
 def overlapping_ticks(fig) -> int:
     """Overlapping text of a drawn ``fig``: neighbouring tick labels on any axis (secondary axes included) whose
     boxes overlap, plus pairs of overlapping annotations (``ax.texts``) within an axes."""
@@ -192,10 +214,7 @@ def overlapping_ticks(fig) -> int:
         if not ax.get_visible():
             continue
         for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
-            boxes = [t.get_window_extent(renderer) for t in axis.get_ticklabels(which="both")
-                     if t.get_visible() and t.get_text().strip()]
-            boxes.sort(key=lambda b: b.x0 if name == "x" else b.y0)
-            pairs += sum(_overlap(a, b) for a, b in zip(boxes, boxes[1:]))
+            pairs += _tick_overlaps(axis, name, renderer, fig.dpi)
         notes = [t.get_window_extent(renderer) for t in ax.texts if t.get_visible() and t.get_text().strip()]
         pairs += sum(_overlap(a, b) for k, a in enumerate(notes) for b in notes[k + 1:])
     return pairs

@@ -27,12 +27,14 @@ from importlib import metadata
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 
 from hmlib import __version__
+from hmlib.report.labels import ColumnLabel
 from hmlib.report.page import CONTENTS_SLOT, finish_page
 from hmlib.report.site_profiles import site_profiles_html
 from hmlib.report.summary import audit_summary
-from hmlib.report.tables import data_uri
+from hmlib.report.tables import data_uri, prepare_table, table_html
 from hmlib.results import atomic_write_text
 from hmlib.steps import STEPS, get_step
 from hmlib.wording import cluster_noun
@@ -169,23 +171,17 @@ def _summary_html(summary) -> str:
             "</div>\n")
 
 
-def _missing_table_html(table) -> str:
+def _missing_table_html(table, noun: str) -> str:
+    """The summary's missing-values table as a report table block (labels, CSV; suppressed cells say so)."""
     if table is None or not len(table):
         return ""
-    head = ("<tr><th>variable</th><th>patients</th><th>missing</th><th>% missing</th>"
-            "<th>clusters with any missing</th><th>clusters never recording it</th></tr>")
-
-    def cell(value, pct=False):
-        if value is None or (isinstance(value, float) and value != value):
-            return "suppressed"
-        return f"{100 * value:.1f}%" if pct else f"{int(value):,}"
-
-    body = "".join(
-        f"<tr><td>{_text(r['variable'])}</td><td>{cell(r['n'])}</td><td>{cell(r['n_missing'])}</td>"
-        f"<td>{cell(r['share_missing'], pct=True)}</td><td>{cell(r['clusters_with_missing'])}</td>"
-        f"<td>{cell(r['clusters_never_recorded'])}</td></tr>"
-        for _, r in table.iterrows())
-    return f'<table class="hm-missing"><thead>{head}</thead><tbody>{body}</tbody></table>'
+    shown = table[["variable", "n", "n_missing", "share_missing", "clusters_with_missing",
+                   "clusters_never_recorded"]].astype(object).where(lambda t: t.notna(), "suppressed")
+    prepared = prepare_table(shown, noun=noun, labels={
+        "clusters_with_missing": ColumnLabel(f"{noun.capitalize()}s with any missing", "count"),
+        "clusters_never_recorded": ColumnLabel(f"{noun.capitalize()}s never recording it", "count")})
+    return table_html(prepared, caption="Missing values by variable (counts below the small-cell threshold "
+                      "suppressed)", key="summary-missing", collapse_rows=None)
 
 
 def _methods_html(summary, number: int) -> str:
@@ -193,15 +189,17 @@ def _methods_html(summary, number: int) -> str:
     return f'<a id="methods"></a>\n\n## {number}. Methods\n\n<div class="hm-methods">{paras}</div>\n'
 
 
-def _limitations_html(summary, number: int) -> str:
-    rows = "".join(f"<tr><td>{_text(c.item)}</td><td>{_text(c.guideline)}</td><td>{_text(c.text)}</td></tr>"
-                   for c in summary.checklist)
+def _limitations_html(summary, number: int, noun: str = "cluster") -> str:
+    checklist = pd.DataFrame([{"item": c.item, "guideline": c.guideline, "answer": c.text}
+                              for c in summary.checklist], columns=["item", "guideline", "answer"])
+    prepared = prepare_table(checklist, long_text_below=False, labels={  # the answers are the table
+        "item": ColumnLabel("Item", "text"), "guideline": ColumnLabel("Guideline", "text"),
+        "answer": ColumnLabel("This report", "text")})
     return (f'<a id="limitations"></a>\n\n## {number}. Limitations and reporting checklist\n\n'
             '<div class="hm-limitations"><p>The items reviewers expect for missing data (Sterne et al. 2009, '
             "BMJ 338:b2393; STROBE 12c and 14b; TRIPOD 9 and 13b), answered with this report's numbers.</p>"
-            f"{_missing_table_html(summary.missing_table)}"
-            "<table><thead><tr><th>item</th><th>guideline</th><th>this report</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table></div>\n")
+            f"{_missing_table_html(summary.missing_table, noun)}"
+            f"{table_html(prepared, caption='Reporting checklist', key='checklist', collapse_rows=None)}</div>\n")
 
 
 def _timing_html(rows) -> str:
@@ -320,7 +318,8 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     n_methods, n_limits, n_sites, n_repro = (len(STEPS) + k for k in (1, 2, 3, 4))
     cells = [_title_cell(registry, output_dir, now), _markdown(_summary_html(summary)),
              _markdown(CONTENTS_SLOT), *_step_cells(output_dir, params, show_code),
-             _markdown(_methods_html(summary, n_methods)), _markdown(_limitations_html(summary, n_limits)),
+             _markdown(_methods_html(summary, n_methods)),
+             _markdown(_limitations_html(summary, n_limits, cluster_noun(params.cluster))),
              _markdown(site_profiles_html(output_dir, number=n_sites, noun=cluster_noun(params.cluster),
                                           min_cell=int(params.privacy.min_cell))),
              _reproducibility_cell(registry, output_dir, n_repro, versions, step_seconds)]

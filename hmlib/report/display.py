@@ -119,7 +119,8 @@ def notices(items) -> None:
     _display(_html(f"<ul>{rows}</ul>"))
 
 
-def figure_html(fig, *, caption: str | None = None, key: str | None = None, scale: int = FIGURE_SCALE) -> str:
+def figure_html(fig, *, caption: str | None = None, key: str | None = None, scale: int = FIGURE_SCALE,
+                fold: bool = False) -> str:
     """``fig`` as a captioned ``<figure>`` block: PNG at ``scale`` x its size, shown at its own size (96 CSS px per
     inch), the caption as numbered ``<figcaption>`` and as alt text; the smallest font and any overlapping tick
     labels or annotations recorded as ``data-`` attributes. The figure is closed.
@@ -130,6 +131,9 @@ def figure_html(fig, *, caption: str | None = None, key: str | None = None, scal
     caption, key : str, optional
         Default: those attached with :func:`hmlib.figures.style.caption`.
     scale : int
+    fold : bool
+        Fold the figure in ``<details>`` (a secondary or diagnostic figure: its summary names it, a click shows
+        it; print keeps the summary line).
     """
     import base64
     import io
@@ -150,21 +154,28 @@ def figure_html(fig, *, caption: str | None = None, key: str | None = None, scal
     esc = html.escape
     text = esc(caption or "")
     src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    return (f'<figure class="hm-figure" id="fig-{esc(slug(key))}" data-hm-num="figure" '
-            f'data-min-font-pt="{font:.1f}" data-text-overlaps="{overlaps}" data-natural-width="{width / scale:.0f}">'
-            f'<img src="{src}" width="{width / scale:.0f}" height="{height / scale:.0f}" alt="{text}">'
-            f'<figcaption><span class="hm-number" data-hm-kind="figure">Figure.</span> {text}</figcaption></figure>')
+    ident = f"fig-{esc(slug(key))}"
+    block = (f'<figure class="hm-figure" id="{ident}" data-hm-num="figure" '
+             f'data-min-font-pt="{font:.1f}" data-text-overlaps="{overlaps}" data-natural-width="{width / scale:.0f}">'
+             f'<img src="{src}" width="{width / scale:.0f}" height="{height / scale:.0f}" alt="{text}">'
+             f'<figcaption><span class="hm-number" data-hm-kind="figure">Figure.</span> {text}</figcaption></figure>')
+    if not fold:
+        return block
+    gist = esc((caption or "").split(": ")[0].split(". ")[0])
+    return (f'<details class="hm-figure-fold"><summary class="hm-caption"><a href="#{ident}">Figure</a>. {gist} '
+            f'<span class="hm-rows">(click to show)</span></summary>{block}</details>')
 
 
-def figure(fig, *, caption: str | None = None, key: str | None = None, dpi: int | None = None) -> None:
+def figure(fig, *, caption: str | None = None, key: str | None = None, dpi: int | None = None,
+           fold: bool = False) -> None:
     """Show a matplotlib figure with its numbered caption (:func:`figure_html`) and release it.
 
     ``dpi`` is kept for old notebooks and ignored: figures are embedded at twice their size.
     """
-    _display(_html(figure_html(fig, caption=caption, key=key)))
+    _display(_html(figure_html(fig, caption=caption, key=key, fold=fold)))
 
 
-def figures(items, *, empty: str | None = None, dpi: int | None = None) -> None:
+def figures(items, *, empty: str | None = None, dpi: int | None = None, fold=False) -> None:
     """Show a section's figures in order (``result.figures()[section]``).
 
     Parameters
@@ -174,12 +185,17 @@ def figures(items, *, empty: str | None = None, dpi: int | None = None) -> None:
         Sentence shown when the section has no figure.
     dpi : int, optional
         Ignored (see :func:`figure`).
+    fold : bool or tuple of str
+        Fold every figure (True), or those whose key starts with one of the given prefixes (``("bars-",)``):
+        secondary and diagnostic figures, one click away (:func:`figure_html`).
     """
     items = list(items)
     if not items and empty:
         narrative(empty)
     for fig in items:
-        figure(fig)
+        key = caption_of(fig)[0]
+        folded = fold is True or (isinstance(fold, tuple) and key.startswith(fold))
+        figure(fig, fold=folded)
 
 
 def estimates(rows: pd.DataFrame, ctx, *, caption: str) -> None:

@@ -79,7 +79,7 @@ LABELS: dict[str, ColumnLabel] = {
     "model": _L("Model", "text"), "parameter": _L("Parameter", "text"), "applies_to": _L("Applies to", "text"),
     "prior": _L("Prior", "text"), "scale": _L("Scale", "text"), "status": _L("Status", "text"),
     "reason": _L("Reason", "text"), "description": _L("Description", "text"), "notes": _L("Notes", "text"),
-    "scenario": _L("Scenario", "text"), "family": _L("Family", "text"), "reference": _L("Compared with", "text"),
+    "scenario": _L("Scenario", "text"), "family": _L("Family", "text"), "reference": _L("Against", "text"),
     "mode": _L("Shift applied", "text"), "direction": _L("Direction", "text"), "change": _L("What changed", "text"),
     "change_reason": _L("Why it changed", "text"), "joint_fit": _L("Joint model", "text"),
     # counts
@@ -122,7 +122,7 @@ LABELS: dict[str, ColumnLabel] = {
     "pooled_effect": _L("Pooled effect", "number"), "pooled_effect_sd": _L("Pooled effect SD", "number"),
     "pooled_mean": _L("Pooled mean", "number"), "pooled_mean_sd": _L("Pooled mean SD", "number"),
     "excluded_clusters": _L("{Clusters} left out (names)", "text"),
-    "delta_sd": _L("Shift (SD)", "number"), "delta_units": _L("Shift (variable's units)", "number"),
+    "delta_sd": _L("Shift (SD)", "number"), "delta_units": _L("Shift (units)", "number"),
     "changed_conclusion": _L("Conclusion changed", "flag"), "found": _L("Found", "flag"),
     "bracket_sd": _L("Bracket (SD)", "text"), "grid_max_sd": _L("Largest shift tried (SD)", "number"),
     "structural_clusters": _L("{Clusters} with structural gaps (names)", "text"),

@@ -19,6 +19,7 @@ sentence.
 from __future__ import annotations
 
 import html
+import re
 
 import pandas as pd
 
@@ -124,9 +125,12 @@ class SiteFacts:
 
 
 def _natural(text):
-    import re
-
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
+
+
+def _hidden(row, name: str) -> str:
+    """A value step 1 left out: "suppressed" when its small-cell rule hid it, blank otherwise."""
+    return _SUPPRESSED if name in row.suppressed else ""
 
 
 def site_facts(output_dir) -> SiteFacts:
@@ -146,12 +150,10 @@ def _missing_part(facts: SiteFacts, cluster: str, noun: str) -> str:
         return f"<p>No analysis variable is missing in this {esc(noun)}.</p>"
     body = []
     for r in rows:
-        share = _pct(r.share_missing) if r.share_missing is not None or not r.suppressed else _SUPPRESSED
-        if r.share_missing is None and "share_missing" in r.suppressed:
-            share = _SUPPRESSED
+        share = _pct(r.share_missing) if is_number(r.share_missing) else _hidden(r, "share_missing")
         ci = (f"{_pct(r.ci_lower)} to {_pct(r.ci_upper)}" if is_number(r.ci_lower) and is_number(r.ci_upper)
               else "")
-        count = _num(r.n_missing) if r.n_missing is not None else (_SUPPRESSED if "n_missing" in r.suppressed else "")
+        count = _num(r.n_missing) if is_number(r.n_missing) else _hidden(r, "n_missing")
         body.append(f"<tr><td class='hm-text'>{esc(str(r.variable))}</td><td class='hm-num'>{esc(count)}</td>"
                     f"<td class='hm-num'>{esc(share)}</td><td class='hm-num'>{esc(ci)}</td>"
                     f"<td class='hm-text'>{esc(r.gap_type or '')}</td>"

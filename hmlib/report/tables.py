@@ -47,6 +47,8 @@ LONG_TEXT_CHARS = 150
 MAX_ROWS = 500
 #: A word longer than this (a long name without spaces) may break anywhere in its cell.
 LONG_WORD_CHARS = 24
+#: Text cells up to this long are not wrapped.
+SHORT_TEXT_CHARS = 16
 
 
 @dataclass
@@ -226,7 +228,7 @@ def _interval_text(low, high, kind, digits) -> str:
 
 
 def prepare_table(frame: pd.DataFrame, *, noun: str = "cluster", digits: int = 3,
-                  index: bool = False, labels: dict | None = None) -> PreparedTable:
+                  index: bool = False, labels: dict | None = None, long_text_below: bool = True) -> PreparedTable:
     """Labels, rounding and plain values for an aggregated table (module docstring).
 
     Parameters
@@ -241,6 +243,8 @@ def prepare_table(frame: pd.DataFrame, *, noun: str = "cluster", digits: int = 3
         Keep the index as the first column.
     labels : dict, optional
         ``{code name: ColumnLabel}`` for columns of this table only (before the label table).
+    long_text_below : bool
+        List long texts under the table (default); False keeps them in the grid (a table of answers).
 
     Returns
     -------
@@ -255,7 +259,8 @@ def prepare_table(frame: pd.DataFrame, *, noun: str = "cluster", digits: int = 3
     kinds = {c: _kind(table[c], labels[c].kind) for c in columns}
     pairs = _interval_pairs(columns)
     uppers = {upper for upper, _ in pairs.values()}
-    long_text = [c for c in columns if c not in pairs and c not in uppers and table[c].dtype == object
+    long_text = [c for c in columns if long_text_below and c not in pairs and c not in uppers
+                 and table[c].dtype == object
                  and any(len(_cell_text(v, None, digits)) > LONG_TEXT_CHARS for v in table[c])]
     # a column without a single value (R-hat of a run too short for it) says nothing: leave it out, say so
     empty = [c for c in columns[1:] if len(table) and not any(_cell_text(v, None, digits) for v in table[c])
@@ -339,6 +344,8 @@ def _grid_html(prepared: PreparedTable, rows: int, sortable: bool) -> str:
             cls = "hm-num" if num else "hm-text"
             if not num and any(len(word) > LONG_WORD_CHARS for word in text.split()):
                 cls += " hm-longword"
+            elif not num and len(text) <= SHORT_TEXT_CHARS:
+                cls += " hm-short"  # "Site 01", "flat MI": kept on one line
             tds.append(f'<td class="{cls}"{attr}>{esc(text)}</td>')
         body.append(f"<tr>{''.join(tds)}</tr>")
     cls = "hm-table hm-sortable" if sortable else "hm-table"
