@@ -176,6 +176,10 @@ class Artifact(Record):
         """A line the runner prints loudly after the step (e.g. a failed convergence gate), or None."""
         return None
 
+    def notice(self) -> str | None:
+        """A line the runner prints after the step about what it did by itself (e.g. extended a sampler), or None."""
+        return None
+
     def write(self, output_dir: str | Path, inputs: dict | None = None) -> Path:
         """Write ``artifacts/<KEY>.json`` atomically (a reader never sees half a file).
 

@@ -52,7 +52,7 @@ def _run(args) -> int:
     from hmlib.report.runner import run_many
 
     run_many(args.params, only=args.only, fast=True if args.fast else None,
-             show_code=args.show_code, reports_root=args.out)
+             show_code=args.show_code, reports_root=args.out, scheduler=args.scheduler)
     return 0
 
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fast", action="store_true", help="small settings (tests, quick looks)")
     run.add_argument("--show-code", action="store_true", help="keep the code in the HTML")
     run.add_argument("--out", default="reports", help="folder for reports (default: reports)")
+    run.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                     help="a running Dask scheduler (tcp://host:8786) for the parallel work; default "
+                          "$HMLIB_SCHEDULER, else worker processes on this machine's cores")
     run.set_defaults(func=_run)
     return parser
 

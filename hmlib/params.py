@@ -36,7 +36,7 @@ import yaml
 
 from hmlib.exceptions import ParamsError
 
-__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "load_params", "KEYS"]
+__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "JointModelSettings", "EffectUnit", "load_params", "KEYS"]
 
 #: Every key a params file may have, with a one-line description (used in
 #: error messages and in the README).
@@ -58,9 +58,14 @@ KEYS: dict[str, str] = {
     "diagnose": "{structural_share: 0.9} share missing above which a cluster's gap is structural",
     "encoding": "text encoding of a CSV file (default utf-8; e.g. latin-1 for older SAS exports)",
     "missing_codes": "optional list of further values that mean 'missing' (e.g. ['-99', 'not done'])",
+    "effect_units": "optional {variable: {per: 100, unit: kcal}}: report effects per this many units "
+                    "(default: per SD of the recorded values)",
+    "joint_model": "{time_budget_minutes: 20} minutes the joint model may take in all when it extends its sampling "
+                   "to pass the convergence gate (0: never extend; default 20, fast runs 0)",
 }
 _PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
 _DIAGNOSE_KEYS = {"structural_share"}
+_JOINT_KEYS = {"time_budget_minutes"}
 _FAMILIES = ("binomial", "gaussian")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
@@ -97,6 +102,35 @@ class DiagnoseSettings:
 
 
 @dataclass(frozen=True)
+class EffectUnit:
+    """The unit a numeric predictor's effect is reported per: ``per`` units of ``unit`` (e.g. 100 kcal)."""
+
+    per: float
+    unit: str = ""
+
+    @property
+    def text(self) -> str:
+        """``per 100 kcal``, ``per 1 mmol/L``, ``per 2.5``."""
+        return f"per {self.per:g}" + (f" {self.unit}" if self.unit else "")
+
+
+@dataclass(frozen=True)
+class JointModelSettings:
+    """Settings of step 4 (the joint model).
+
+    Attributes
+    ----------
+    time_budget_minutes : float or None
+        Minutes the joint model may take in all when its sampling is
+        extended automatically to pass the convergence gate (0: never
+        extend); None: the run size's default
+        (:attr:`hmlib.settings.RunSizes.joint_time_budget_minutes`).
+    """
+
+    time_budget_minutes: float | None = None
+
+
+@dataclass(frozen=True)
 class Params:
     """A validated params file. Build it with :func:`load_params`.
 
@@ -126,10 +160,14 @@ class Params:
     fast : bool
     privacy : PrivacySettings
     diagnose : DiagnoseSettings
+    joint_model : JointModelSettings
     encoding : str
         Encoding of a CSV data file.
     missing_codes : tuple of str
         Further values read as missing (beyond :data:`hmlib.reading.MISSING_CODES`).
+    effect_units : dict
+        ``{variable: EffectUnit}``: the unit an effect of a numeric predictor is reported per (the key
+        messages, the summary); variables not listed are reported per SD of their recorded values.
     raw : dict
         The params as written in the file (for the reproducibility appendix).
     """
@@ -150,8 +188,10 @@ class Params:
     fast: bool = False
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     diagnose: DiagnoseSettings = field(default_factory=DiagnoseSettings)
+    joint_model: JointModelSettings = field(default_factory=JointModelSettings)
     encoding: str = "utf-8"
     missing_codes: tuple[str, ...] = ()
+    effect_units: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -295,6 +335,9 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
 
     roles = _roles(raw, source)
     settings = _settings(raw, source, fast)
+    stray = [v for v in settings["effect_units"] if v not in roles["predictors"]]
+    if stray:
+        raise ParamsError(f"{source}: 'effect_units' names {stray}, which are not in 'predictors'.")
     return Params(name=name, source=source, data=data, truth=truth, **roles, **settings, raw=dict(raw))
 
 
@@ -375,7 +418,7 @@ def _roles(raw: dict, source: Path) -> dict:
 
 
 def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
-    """Seed, fast, privacy, diagnose, encoding and missing codes, checked."""
+    """Seed, fast, privacy, diagnose, joint model, encoding and missing codes, checked."""
     seed = raw.get("seed", 2026)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParamsError(f"{source}: 'seed' must be a non-negative whole number; got {seed!r}.")
@@ -400,6 +443,13 @@ def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
             f"{source}: 'diagnose.structural_share' must be a number in (0, 1]; got {share!r}."
         )
 
+    joint_raw = _sub_mapping(raw, "joint_model", _JOINT_KEYS, source)
+    budget = joint_raw.get("time_budget_minutes")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0
+                               or budget == float("inf")):
+        raise ParamsError(f"{source}: 'joint_model.time_budget_minutes' must be a number of minutes >= 0 "
+                          f"(0: never extend the sampling); got {budget!r}.")
+
     encoding = raw.get("encoding", "utf-8")
     if not isinstance(encoding, str) or not encoding.strip():
         raise ParamsError(f"{source}: 'encoding' must be an encoding name such as utf-8 or latin-1; got {encoding!r}.")
@@ -409,10 +459,35 @@ def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
         raise ParamsError(f"{source}: 'missing_codes' must be a list of values, e.g. ['-99', 'not done']; "
                           f"got {codes!r}.")
 
-    return {"seed": seed, "fast": fast_value,
+    units = _effect_units(raw.get("effect_units"), source)
+    return {"seed": seed, "fast": fast_value, "effect_units": units,
             "privacy": PrivacySettings(min_cell=min_cell, pseudonymize_clusters=pseudo),
-            "diagnose": DiagnoseSettings(structural_share=float(share)), "encoding": encoding.strip(),
+            "diagnose": DiagnoseSettings(structural_share=float(share)),
+            "joint_model": JointModelSettings(None if budget is None else float(budget)),
+            "encoding": encoding.strip(),
             "missing_codes": tuple(_code_text(c) for c in codes)}
+
+
+def _effect_units(value, source: Path) -> dict:
+    """``effect_units`` checked: each variable maps to ``{per: number > 0, unit: text}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ParamsError(f"{source}: 'effect_units' must map variables to a unit, e.g. "
+                          "effect_units: {{calories: {{per: 100, unit: kcal}}}}; got {value!r}.".format(value=value))
+    units = {}
+    for var, spec in value.items():
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            spec = {"per": spec}
+        if not isinstance(spec, dict) or set(spec) - {"per", "unit"}:
+            raise ParamsError(f"{source}: effect_units.{var} must be {{per: <number>, unit: <text>}}; got {spec!r}.")
+        per, unit = spec.get("per", 1), spec.get("unit", "")
+        if isinstance(per, bool) or not isinstance(per, (int, float)) or not per > 0:
+            raise ParamsError(f"{source}: effect_units.{var}.per must be a number > 0; got {per!r}.")
+        if not isinstance(unit, str):
+            raise ParamsError(f"{source}: effect_units.{var}.unit must be text such as 'kcal'; got {unit!r}.")
+        units[str(var)] = EffectUnit(float(per), unit.strip())
+    return units
 
 
 def _code_text(code) -> str:

@@ -40,6 +40,12 @@ class RunSizes:
         How the joint model treats missing predictor values: integrated out
         (full runs) or sampled as latent parameters (a quicker build for fast
         runs, whose short chains may then miss the convergence gate).
+    joint_time_budget_minutes : float
+        Wall time the joint model may take in all when its first run misses
+        the convergence gate and is extended automatically
+        (:mod:`hmlib.stats.joint.fit`); 0 never extends (fast runs: quick
+        looks accept a flagged fit). The params' ``joint_model:
+        {time_budget_minutes: ...}`` overrides it.
     """
 
     imputations: int
@@ -50,12 +56,15 @@ class RunSizes:
     joint_tune: int
     joint_chains: int
     joint_missing_values: str
+    joint_time_budget_minutes: float
 
 
 FULL = RunSizes(imputations=20, iterations=10, transport_imputations=20, transport_iterations=10,
-                joint_draws=1000, joint_tune=1000, joint_chains=2, joint_missing_values="marginal")
+                joint_draws=1000, joint_tune=1000, joint_chains=2, joint_missing_values="marginal",
+                joint_time_budget_minutes=20.0)
 FAST = RunSizes(imputations=5, iterations=5, transport_imputations=10, transport_iterations=5,
-                joint_draws=500, joint_tune=500, joint_chains=2, joint_missing_values="latent")
+                joint_draws=500, joint_tune=500, joint_chains=2, joint_missing_values="latent",
+                joint_time_budget_minutes=0.0)
 
 
 def run_sizes(fast: bool) -> RunSizes:

@@ -119,11 +119,12 @@ def test_browser_003_every_image_loaded(page_record):
 
 
 def test_browser_004_contents_links_land(page_record):
-    """BROWSER-004: the contents panel links every section (methods, limitations, site profiles,
+    """BROWSER-004: the contents panel links every section (methods, limitations, site profiles, glossary,
     reproducibility among them) and their subsections; every link scrolls to an element with that id."""
     assert len(page_record["toc"]) >= 30
     sections = {text.split(". ", 1)[-1] for text in page_record["toc_text"]}
-    assert {"Methods", "Limitations and reporting checklist", "Site profiles", "Reproducibility"} <= sections
+    assert {"Methods", "Limitations and reporting checklist", "Site profiles", "Glossary",
+            "Reproducibility"} <= sections
     assert {a: v for a, v in page_record["landed"].items() if v != "in view"} == {}
 
 

@@ -16,6 +16,8 @@ JOINT-MARG-003   the automatic node count is within its stated log-likelihood to
 JOINT-SCALE-001  original-scale coefficients give the same linear predictor as the standardised ones
 JOINT-SCALE-002  estimates reported on the original scale: posterior means match ML on complete data
 JOINT-GATE-001   the convergence gate names each offender (unit) and flags a 20-draw run
+JOINT-EXT-001    a short first run that misses the gate is extended automatically until it passes, and says so
+JOINT-EXT-002    a budget too small for an extension: flagged, and the message says why it was not extended
 JOINT-BRMS-001   close to brms with brms's own default priors (within 0.2 posterior SD; 5 brms seeds)
 JOINT-BRMS-002   lactate coefficient and site SD agree with brms given the same priors, within 3 MC SEs
 JOINT-FIT-001    contract rows, partial pooling, PPC, never-measured clusters, correlation, narrative
@@ -305,6 +307,52 @@ def test_gate_001_flags_short_run(write_case):
     assert named, result.convergence_message
     assert result.settings["seed"] == 3 and result.data.focus == "lab"
     assert "not converged" in " ".join(result.narrative())
+
+
+def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
+    """JOINT-EXT-001: 100 draws after 100 warm-up iterations miss the gate; with a time budget the sampling is
+    doubled until the gate passes; every run is recorded with its seed, the reported sizes are the last run's,
+    and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done."""
+    from hmlib.data import load_registry
+    from hmlib.params import load_params
+    from types import SimpleNamespace
+
+    from hmlib.steps.joint_model import STEP
+
+    registry = load_registry(load_params(write_case(joint_model={"time_budget_minutes": 10})))
+    assert registry.params.joint_model.time_budget_minutes == 10.0
+    result = fit_registry(registry, draws=100, tune=100, time_budget_minutes=10)
+    runs = result.settings["attempts"]
+    assert result.converged, result.convergence_message
+    assert not runs[0]["converged"] and runs[-1]["converged"] and 1 <= result.settings["extensions"] <= 3
+    assert [(r["draws"], r["tune"]) for r in runs] == [(100 * 2 ** k, 100 * 2 ** k) for k in range(len(runs))]
+    assert runs[0]["seed"] == 3 and len({r["seed"] for r in runs}) == len(runs)
+    assert (result.settings["draws"], result.settings["tune"]) == (runs[-1]["draws"], runs[-1]["tune"])
+    last = f"{runs[-1]['draws']} draws after {runs[-1]['tune']} warm-up iterations per chain"
+    assert "extended automatically" in result.convergence_message and last in result.convergence_message
+    assert any("extended automatically" in s for s in result.narrative())
+    record = JointStepResult(result, min_cell=11).to_artifact()
+    assert record.settings.extensions == len(runs) - 1 and record.settings.attempts[-1].draws == runs[-1]["draws"]
+    assert "extended" in record.notice() and record.alert() is None
+    paragraph = " ".join(STEP.methods_text(record, SimpleNamespace(noun="site", min_cell=11, versions={})))
+    assert "extended automatically" in paragraph and last in paragraph
+
+
+def test_ext_002_budget_too_small_is_flagged_and_says_so(write_case):
+    """JOINT-EXT-002: with a budget of 0.01 minutes no extension fits: the fit is flagged not converged, and the
+    message says it was not extended because the next run would exceed the budget, and which setting to raise."""
+    from hmlib.data import load_registry
+    from hmlib.params import load_params
+
+    registry = load_registry(load_params(write_case()))
+    result = fit_registry(registry, draws=100, tune=100, time_budget_minutes=0.01)
+    assert not result.converged and result.settings["extensions"] == 0
+    message = result.convergence_message
+    assert message.startswith("not converged: ")
+    assert "Not extended further: another doubling" in message and "time budget of 0.01 minutes" in message
+    assert "joint_model.time_budget_minutes" in message
+    record = JointStepResult(result, min_cell=11).to_artifact()
+    assert record.notice() is None and "time budget" in record.alert()
 
 
 # --------------------------------------------------------------------------

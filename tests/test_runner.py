@@ -158,3 +158,47 @@ def test_run_006_output_and_selection_problems_are_one_line(tmp_path, write_case
     assert main(["run", str(params), str(twin), "--out", str(tmp_path / "r")]) == 2
     assert "both have name: case" in capsys.readouterr().err
     assert not (tmp_path / "r" / "case" / "artifacts").exists()
+
+
+def test_run_007_several_params_files_side_by_side_on_one_cluster(tmp_path, monkeypatch, write_case, capsys):
+    """RUN-007: two params files run side by side (overlapping in time, their terminal lines prefixed with the
+    report's name), their steps see the run's one Dask cluster as $HMLIB_SCHEDULER (restored afterwards), the
+    index is written; when one fails the other still completes and the failure is raised naming it."""
+    import os
+    import threading
+    import time
+    from pathlib import Path
+
+    from hmlib.parallel import SCHEDULER_ENV, local_cores
+    from hmlib.report import runner
+
+    first = write_case(name="alpha")
+    second = tmp_path / "beta.yaml"
+    second.write_text(first.read_text().replace("name: alpha", "name: beta"))
+    seen = {}
+
+    def fake_run_report(path, *, registry, reports_root, **kwargs):
+        name = registry.params.name
+        start = time.monotonic()
+        runner._say("[1/1] imputation: running 03_imputation.ipynb ...")
+        time.sleep(1.0)
+        seen[name] = (start, time.monotonic(), os.environ.get(SCHEDULER_ENV), threading.current_thread().name)
+        if kwargs.get("show_code") and name == "alpha":
+            raise StepFailed("step 'imputation' failed (deliberately, in this test)")
+        return runner.RunResult(name, Path(reports_root) / name, None, "complete")
+
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
+    monkeypatch.setattr(runner, "run_report", fake_run_report)
+    out = tmp_path / "reports"
+    results = runner.run_many([first, second], only="imputation", reports_root=out)
+    assert [r.name for r in results] == ["alpha", "beta"] and (out / "index.html").is_file()
+    (a0, a1, a_env, a_thread), (b0, b1, b_env, b_thread) = seen["alpha"], seen["beta"]
+    if local_cores() > 1:
+        assert a0 < b1 and b0 < a1 and a_thread != b_thread            # side by side
+        assert a_env and a_env == b_env and a_env.startswith("tcp://127.0.0.1:")
+    assert os.environ.get(SCHEDULER_ENV) is None
+    err = capsys.readouterr().err
+    assert "[alpha] [1/1] imputation: running" in err and "[beta] [1/1] imputation: running" in err
+    with pytest.raises(StepFailed, match="deliberately") as failure:
+        runner.run_many([first, second], only="diagnose", reports_root=out, show_code=True)
+    assert "Reports completed: beta." in failure.value.__notes__

@@ -3,13 +3,16 @@
 The report is one self-contained HTML file (images embedded, no script or
 style fetched from the network: the nbconvert template's require.js, MathJax
 and mermaid loaders are left out): a title block (with ``estimates.csv``
-as a download inside the page), the executive summary, each step's narrative
-and figures (code hidden unless ``--show-code``), a plain "not built yet"
-section for steps that do not exist yet, the methods, the limitations and
-reporting checklist (:mod:`hmlib.report.summary`), a profile per cluster
-(:mod:`hmlib.report.site_profiles`) and a reproducibility appendix. The
-contents panel, the numbering of figures and tables and the page style are
-added to nbconvert's page by :func:`hmlib.report.page.finish_page`.
+as a download inside the page), the key messages and the findings step by
+step, how to read the report, each step's narrative and figures (code hidden
+unless ``--show-code``), a plain "not built yet" section for steps that do
+not exist yet, the methods, the limitations and reporting checklist
+(:mod:`hmlib.report.summary`), a profile per cluster
+(:mod:`hmlib.report.site_profiles`), the glossary (its terms linked from
+their first use, :mod:`hmlib.report.glossary`) and a reproducibility
+appendix. The contents panel, the numbering of figures and tables and the
+page style are added to nbconvert's page by
+:func:`hmlib.report.page.finish_page`.
 
 Everything that comes from the data or the params is HTML-escaped before it
 is placed in markdown; tables are rendered by pandas with escaping on.
@@ -30,6 +33,7 @@ import nbformat
 import pandas as pd
 
 from hmlib import __version__
+from hmlib.report.glossary import glossary_html, how_to_read_html, link_first_uses
 from hmlib.report.labels import ColumnLabel
 from hmlib.report.page import CONTENTS_SLOT, finish_page
 from hmlib.report.site_profiles import site_profiles_html
@@ -164,8 +168,11 @@ def _text(value) -> str:
 
 
 def _summary_html(summary) -> str:
+    keys = "".join(f"<li>{_text(sentence)}</li>" for sentence in summary.key_messages)
     items = "".join(f"<li>{_text(sentence)}</li>" for sentence in summary.executive)
-    return ('<a id="executive-summary"></a>\n\n## Executive summary\n\n'
+    return ('<a id="key-messages"></a>\n\n## Key messages\n\n'
+            f'<div class="hm-key-messages"><ul>{keys}</ul></div>\n\n'
+            '<a id="executive-summary"></a>\n\n## Findings step by step\n\n'
             f'<div class="hm-summary"><ul>{items}</ul>'
             "<p><em>Every number above is read from this report's step artifacts and estimates.csv.</em></p>"
             "</div>\n")
@@ -313,21 +320,27 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     params = registry.params
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     versions = package_versions()
+    focus = registry.frame[params.focus] if params.focus in registry.frame else None
+    focus_sd = float(focus.std()) if focus is not None and registry.kinds.get(params.focus) == "numeric" else None
     summary = audit_summary(output_dir, params=params, versions=versions, hmlib_version=__version__,
-                            python_version=platform.python_version())
-    n_methods, n_limits, n_sites, n_repro = (len(STEPS) + k for k in (1, 2, 3, 4))
+                            python_version=platform.python_version(), focus_sd=focus_sd)
+    noun = cluster_noun(params.cluster)
+    n_methods, n_limits, n_sites, n_glossary, n_repro = (len(STEPS) + k for k in (1, 2, 3, 4, 5))
     cells = [_title_cell(registry, output_dir, now), _markdown(_summary_html(summary)),
+             _markdown('<a id="how-to-read"></a>\n\n## How to read this report\n\n' + how_to_read_html()),
              _markdown(CONTENTS_SLOT), *_step_cells(output_dir, params, show_code),
              _markdown(_methods_html(summary, n_methods)),
-             _markdown(_limitations_html(summary, n_limits, cluster_noun(params.cluster))),
-             _markdown(site_profiles_html(output_dir, number=n_sites, noun=cluster_noun(params.cluster),
+             _markdown(_limitations_html(summary, n_limits, noun)),
+             _markdown(site_profiles_html(output_dir, number=n_sites, noun=noun,
                                           min_cell=int(params.privacy.min_cell))),
+             _markdown(f'<a id="glossary"></a>\n\n## {n_glossary}. Glossary\n\n' + glossary_html()),
              _reproducibility_cell(registry, output_dir, n_repro, versions, step_seconds)]
     report_nb = nbformat.v4.new_notebook(cells=cells)
     report_nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     report_nb.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
     title = f"Missing-data audit: {params.name}"
     page, _ = _exporter(show_code).from_notebook_node(report_nb, resources={"metadata": {"name": title}})
+    page, _ = link_first_uses(page, start_marker='id="key-messages"', stop_marker='id="glossary"')
     return atomic_write_text(output_dir / "report.html", finish_page(page, title=title))
 
 

@@ -41,6 +41,8 @@ class ReportEvidence:
     versions : dict
         Package versions.
     hmlib_version, python_version : str
+    focus_sd : float, optional
+        SD of the recorded focus values (numeric focus): the default unit of its effect.
     """
 
     params: Params
@@ -49,6 +51,7 @@ class ReportEvidence:
     versions: dict = field(default_factory=dict)
     hmlib_version: str = ""
     python_version: str = ""
+    focus_sd: float | None = None
 
     def __getitem__(self, key: str):
         """The typed artifact of step ``key`` (None when absent)."""
@@ -73,12 +76,14 @@ class ReportEvidence:
 
 
 def collect_evidence(output_dir: str | Path, *, params: Params, versions: dict | None = None,
-                     hmlib_version: str = "", python_version: str = "") -> ReportEvidence:
+                     hmlib_version: str = "", python_version: str = "", focus_sd: float | None = None
+                     ) -> ReportEvidence:
     """Read the typed artifacts and ``estimates.csv`` of a report folder."""
     output_dir = Path(output_dir)
     artifacts = {step.key: step.read_artifact(output_dir) for step in STEPS}
     return ReportEvidence(params=params, artifacts=artifacts, estimates=read_estimates(output_dir / "estimates.csv"),
-                          versions=dict(versions or {}), hmlib_version=hmlib_version, python_version=python_version)
+                          versions=dict(versions or {}), hmlib_version=hmlib_version, python_version=python_version,
+                          focus_sd=focus_sd)
 
 
 def focus_terms(terms, focus: str | None) -> list[str]:

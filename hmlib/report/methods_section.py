@@ -8,6 +8,7 @@ Each step writes its own paragraph(s) from its typed artifact
 from __future__ import annotations
 
 from hmlib.report.evidence import ReportEvidence
+from hmlib.report.key_messages import PRIMARY_RULE, STRENGTH_RULE
 from hmlib.steps import STEPS
 
 __all__ = ["methods_paragraphs"]
@@ -28,9 +29,16 @@ def _software(ev: ReportEvidence) -> str:
             f"random step{'; fast mode (small settings, not for reporting)' if p.fast else ''}.")
 
 
+def _key_message_rules() -> str:
+    return (f"Key messages: the primary analysis is {PRIMARY_RULE}. Effects of a numeric focus variable are shown "
+            "per the unit named in the params (effect_units), by default per SD of its recorded values; for a "
+            "binary outcome as odds ratios. The one-word strength of evidence follows this rule: "
+            f"{STRENGTH_RULE}.")
+
+
 def methods_paragraphs(ev: ReportEvidence) -> list:
     """The methods section's paragraphs, in step order."""
-    paras = [_analysis_model(ev)]
+    paras = [_analysis_model(ev), _key_message_rules()]
     for step in STEPS:
         record = ev[step.key]
         paras += step.methods_text(record, ev) if record is not None else [step.absent_methods_text]

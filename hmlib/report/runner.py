@@ -22,17 +22,31 @@ consistent report:
 
 Notebook kernels run with their own stderr silenced (kernel start-up
 chatter is not for the terminal; errors reach the executed notebook).
+
+Parallel work. Steps that hand tasks to :mod:`hmlib.parallel` (imputation
+chains, sensitivity scenarios) get one Dask cluster for the whole run: the
+scheduler of ``--scheduler`` / ``$HMLIB_SCHEDULER`` (checked before any
+work: one clear line when it does not answer), else a ``LocalCluster`` of
+one worker process per core started here (none on a single core). Its
+address reaches the notebook kernels as ``$HMLIB_SCHEDULER``. Several params
+files run side by side (one at a time per core of this machine, each with
+its own kernels; their lines in the terminal start with the report's name),
+and all their tasks share that cluster. Reports are written here, so a
+remote cluster needs no shared file system; its workers need hmlib.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,13 +58,18 @@ from hmlib.artifacts import ARTIFACTS_DIR
 from hmlib.data import load_registry
 from hmlib.exceptions import ArtifactError, HmlibError, StepFailed
 from hmlib.methods import base_method
+from hmlib.parallel import SCHEDULER_ENV, check_scheduler, local_cores, scheduler_address, start_local_cluster
 from hmlib.params import load_params
 from hmlib.report.assemble import assemble_report, render_notebook, write_index
 from hmlib.results import atomic_write_text, read_estimates
 from hmlib.steps import STEPS, get_step, step_keys
 from hmlib.steps.base import Step
 
-__all__ = ["RunResult", "run_report", "run_many", "resolve_steps", "stale_steps", "QuietKernelManager"]
+__all__ = ["RunResult", "run_report", "run_many", "resolve_steps", "stale_steps", "QuietKernelManager",
+           "parallel_engine"]
+
+#: The report name that starts this thread's terminal lines when several reports run side by side.
+_LINE_PREFIX = threading.local()
 
 
 class QuietKernelManager(AsyncKernelManager):
@@ -134,19 +153,23 @@ def _write_status(output_dir: Path, payload: dict) -> None:
 
 
 def _say(text: str, stream=None) -> None:
-    print(text, file=stream or sys.stderr, flush=True)
+    prefix = getattr(_LINE_PREFIX, "text", "")
+    print(f"{prefix}{text}", file=stream or sys.stderr, flush=True)
 
 
 def _say_alert(output_dir: Path, step: Step) -> None:
-    """Say loudly in the terminal what a step's artifact flags (e.g. a failed convergence gate)."""
+    """Say in the terminal what a step did by itself, and loudly what its artifact flags (a failed gate)."""
     try:
         record = step.read_artifact(output_dir)
     except ArtifactError as exc:
         _say(f"WARNING: {exc}")
         return
-    alert = record.alert() if record is not None else None
-    if alert:
-        _say(f"WARNING: {alert}")
+    if record is None:
+        return
+    if record.notice():
+        _say(f"note: {record.notice()}")
+    if record.alert():
+        _say(f"WARNING: {record.alert()}")
 
 
 def prepare_output_dir(reports_root: str | Path, name: str) -> Path:
@@ -326,11 +349,93 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
     return RunResult(params.name, output_dir, report, "complete", seconds)
 
 
-def run_many(params_paths, **kwargs) -> list[RunResult]:
+@contextlib.contextmanager
+def parallel_engine(scheduler: str | None = None, needed: bool = True):
+    """The Dask cluster of a run, handed to the notebook kernels as ``$HMLIB_SCHEDULER``; yields its address.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        A running scheduler's address (default ``$HMLIB_SCHEDULER``): checked
+        here, before any work.
+    needed : bool
+        Some step of the run hands tasks out; without a scheduler, a local
+        cluster (one worker process per core) is started only then, and only
+        on more than one core (else None: the tasks run in the kernels).
+
+    Raises
+    ------
+    hmlib.parallel.SchedulerUnavailable
+        The scheduler does not answer or has no worker.
+    """
+    address = scheduler_address(scheduler)
+    previous = os.environ.get(SCHEDULER_ENV)
+    with contextlib.ExitStack() as stack:
+        if address:
+            n = check_scheduler(address)
+            _say(f"hmreport: parallel work goes to the Dask scheduler at {address} ({n} worker(s)).")
+        elif needed and local_cores() > 1:
+            t0 = time.perf_counter()
+            cluster = stack.enter_context(start_local_cluster())
+            address = cluster.scheduler_address
+            _say(f"hmreport: parallel work on a local Dask cluster of {len(cluster.workers)} worker processes "
+                 f"(started in {time.perf_counter() - t0:.1f} s).")
+        try:
+            if address:
+                os.environ[SCHEDULER_ENV] = address
+            yield address
+        finally:
+            if previous is None:
+                os.environ.pop(SCHEDULER_ENV, None)
+            else:
+                os.environ[SCHEDULER_ENV] = previous
+
+
+def _run_labelled(path, registry, kwargs: dict) -> RunResult:
+    """One report of several run side by side: its terminal lines start with its name."""
+    _LINE_PREFIX.text = f"[{registry.params.name}] "
+    try:
+        return run_report(path, registry=registry, **kwargs)
+    finally:
+        _LINE_PREFIX.text = ""
+
+
+def _run_side_by_side(paths: list, registries: list, kwargs: dict) -> list[RunResult]:
+    """Run the reports concurrently (one per local core at a time); the first failure is raised after all end."""
+    with ThreadPoolExecutor(max_workers=min(len(paths), local_cores())) as executor:
+        futures = [executor.submit(_run_labelled, p, r, kwargs) for p, r in zip(paths, registries)]
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except HmlibError as exc:
+                outcomes.append(exc)
+    failures = [o for o in outcomes if isinstance(o, Exception)]
+    if failures:
+        done = [o.name for o in outcomes if isinstance(o, RunResult)]
+        if done:
+            failures[0].add_note(f"Reports completed: {', '.join(done)}.")
+        raise failures[0]
+    return outcomes
+
+
+def run_many(params_paths, *, scheduler: str | None = None, **kwargs) -> list[RunResult]:
     """Run several params files; with more than one, write ``<reports_root>/index.html``.
 
     Inputs of every file are checked before the first notebook runs, and two
-    files with the same ``name`` (one output folder) are refused.
+    files with the same ``name`` (one output folder) are refused. Then the
+    run's Dask cluster is set up (:func:`parallel_engine`; a scheduler that
+    does not answer is an error here, before any work) and the reports run,
+    several side by side (module docstring).
+
+    Parameters
+    ----------
+    params_paths : sequence of paths
+    scheduler : str, optional
+        Address of a running Dask scheduler (default ``$HMLIB_SCHEDULER``,
+        else a local cluster).
+    **kwargs
+        As :func:`run_report`.
     """
     paths = list(params_paths)
     # Check every input before the first notebook runs: fail fast, not after hours.
@@ -342,9 +447,16 @@ def run_many(params_paths, **kwargs) -> list[RunResult]:
             raise HmlibError(f"{names[name]} and {reg.params.source} both have name: {name}; their reports would "
                              "overwrite each other in one folder. Give each params file its own 'name'.")
         names[name] = reg.params.source
+    needed = False
     for reg in registries:
-        prepare_output_dir(kwargs.get("reports_root", "reports"), reg.params.name)
-    results = [run_report(p, registry=r, **kwargs) for p, r in zip(paths, registries)]
+        output_dir = prepare_output_dir(kwargs.get("reports_root", "reports"), reg.params.name)
+        inputs = {"data_sha256": reg.data_sha256, "params_sha256": reg.params.fingerprint}
+        needed |= any(s.uses_workers for s in resolve_steps(kwargs.get("only"), output_dir, inputs))
+    with parallel_engine(scheduler, needed):
+        if len(paths) == 1:
+            results = [run_report(paths[0], registry=registries[0], **kwargs)]
+        else:
+            results = _run_side_by_side(paths, registries, kwargs)
     if len(results) > 1:
         write_index(Path(kwargs.get("reports_root", "reports")).resolve(), results)
     return results

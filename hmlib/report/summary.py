@@ -26,6 +26,7 @@ from hmlib.methods import method_label
 from hmlib.privacy import suppress_counts
 from hmlib.report.checklist import ChecklistItem, checklist
 from hmlib.report.evidence import ReportEvidence, collect_evidence, estimate_text, focus_rows, focus_terms
+from hmlib.report.key_messages import distrusted_methods, key_messages
 from hmlib.report.methods_section import methods_paragraphs
 from hmlib.stats.complete_case import SMD_THRESHOLD
 from hmlib.steps import get_step
@@ -40,8 +41,10 @@ class AuditSummary:
 
     Attributes
     ----------
+    key_messages : list of str
+        The bottom line, about 150 words (:mod:`hmlib.report.key_messages`).
     executive : list of str
-        Sentences of the executive summary (plain text, not escaped).
+        Sentences of the step-by-step summary (plain text, not escaped).
     methods : list of str
         Paragraphs of the methods section.
     checklist : list of ChecklistItem
@@ -53,6 +56,7 @@ class AuditSummary:
     focus : str or None
     """
 
+    key_messages: list = field(default_factory=list)
     executive: list = field(default_factory=list)
     methods: list = field(default_factory=list)
     checklist: list = field(default_factory=list)
@@ -144,7 +148,10 @@ def _across_methods(ev: ReportEvidence) -> list:
         return [f"No estimate of the {focus} coefficient is available (estimates.csv has none)."]
     out = []
     for term, block in rows.groupby("term", sort=False):
-        parts = [f"{method_label(r['method'])} {estimate_text(r)}" for _, r in block.iterrows()]
+        distrusted = distrusted_methods(ev)
+        parts = [f"{method_label(r['method'])}"
+                 + (f" (not trusted: {distrusted[r['method']]})" if r["method"] in distrusted else "")
+                 + f" {estimate_text(r)}" for _, r in block.iterrows()]
         text = f"The {term} coefficient by method: " + "; ".join(parts) + "."
         if len(block) > 1:
             lo, hi = block.loc[block["estimate"].idxmin()], block.loc[block["estimate"].idxmax()]
@@ -198,7 +205,7 @@ def executive_summary(ev: ReportEvidence) -> list:
 
 
 def audit_summary(output_dir: str | Path, *, params, versions: dict, hmlib_version: str,
-                  python_version: str) -> AuditSummary:
+                  python_version: str, focus_sd: float | None = None) -> AuditSummary:
     """Generate the summary sections of ``report.html`` from a report folder.
 
     Parameters
@@ -210,6 +217,8 @@ def audit_summary(output_dir: str | Path, *, params, versions: dict, hmlib_versi
     versions : dict
         Package versions (:func:`hmlib.report.assemble.package_versions`).
     hmlib_version, python_version : str
+    focus_sd : float, optional
+        SD of the recorded focus values (the default unit of its effect in the key messages).
 
     Returns
     -------
@@ -223,7 +232,7 @@ def audit_summary(output_dir: str | Path, *, params, versions: dict, hmlib_versi
     'The extract has 3,000 patients in 30 sites.'
     """
     ev = collect_evidence(output_dir, params=params, versions=versions, hmlib_version=hmlib_version,
-                          python_version=python_version)
+                          python_version=python_version, focus_sd=focus_sd)
     table = missing_table(ev["diagnose"], ev.min_cell) if ev["diagnose"] is not None else pd.DataFrame()
-    return AuditSummary(executive=executive_summary(ev), methods=methods_paragraphs(ev),
+    return AuditSummary(key_messages=key_messages(ev), executive=executive_summary(ev), methods=methods_paragraphs(ev),
                         checklist=checklist(ev, table), missing_table=table, absent=ev.absent, focus=ev.focus)

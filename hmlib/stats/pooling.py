@@ -478,9 +478,18 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
         residual_sd=residual)
 
 
+def _fit_completed_task(frame: pd.DataFrame, shared: dict):
+    """The analysis model on one completed data set (a task of :func:`analyse_imputations`)."""
+    options = dict(shared)
+    keep = options.pop("keep_rows")
+    data = frame if keep is None else frame.loc[keep]
+    return fit_analysis_model(data, **options)
+
+
 def analyse_imputations(result, *, outcome: str, predictors, cluster: str, family: str,
                         levels: dict | None = None, nagq: int = 1, method: str | None = None,
-                        delete_imputed_outcomes: bool = True, level: float = 0.95) -> PooledResult:
+                        delete_imputed_outcomes: bool = True, level: float = 0.95,
+                        map_tasks=None) -> PooledResult:
     """Fit the analysis model to each imputed data set and pool the fits.
 
     The analysis model is ``outcome ~ predictors + (1 | cluster)``
@@ -506,19 +515,23 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
         Apply von Hippel's deletion (default True).
     level : float
         Confidence level.
+    map_tasks : callable, optional
+        ``map_tasks(fn, tasks, shared)`` returning ``[fn(task, shared) for
+        task in tasks]`` in order (e.g. :meth:`hmlib.parallel.TaskPool.map`):
+        fits the m analyses as tasks. Default: one after the other, here.
 
     Returns
     -------
     PooledResult
     """
-    fits = []
     mask = result.imputed_mask
-    for frame in result.completed:
-        data = frame
-        if delete_imputed_outcomes and outcome in mask.columns and mask[outcome].any():
-            data = frame.loc[~mask[outcome].to_numpy()]
-        fits.append(fit_analysis_model(data, outcome=outcome, predictors=list(predictors), cluster=cluster,
-                                       family=family, levels=levels, nagq=nagq))
+    delete = delete_imputed_outcomes and outcome in mask.columns and bool(mask[outcome].any())
+    shared = {"keep_rows": ~mask[outcome].to_numpy() if delete else None, "outcome": outcome,
+              "predictors": list(predictors), "cluster": cluster, "family": family, "levels": levels, "nagq": nagq}
+    if map_tasks is None:
+        fits = [_fit_completed_task(frame, shared) for frame in result.completed]
+    else:
+        fits = map_tasks(_fit_completed_task, list(result.completed), shared)
     label = method or getattr(result, "label", f"{result.method}_mi")
     pooled = pool_fits(fits, method=label, n_patients=fits[0].n_obs, n_clusters=fits[0].n_clusters,
                        level=level)

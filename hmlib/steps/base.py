@@ -105,6 +105,9 @@ class Step:
         section, written from its artifact (``ev``: :class:`hmlib.report.evidence.ReportEvidence`).
     absent_methods_text : str
         The methods section's sentence when the step's artifact is absent.
+    uses_workers : bool
+        The step hands tasks to :mod:`hmlib.parallel` (the runner then
+        provides a Dask cluster for the run).
     """
 
     key: str
@@ -119,6 +122,7 @@ class Step:
     extra_files: tuple = ()
     methods_text: Callable | None = None
     absent_methods_text: str = ""
+    uses_workers: bool = False
 
     @property
     def anchor(self) -> str:

@@ -104,6 +104,8 @@ J Am Stat Assoc 69(346):364-367.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +114,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError, FitError
+from hmlib.parallel import TaskPool
 from hmlib.privacy import suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows, load_truth, read_estimates
 from hmlib.settings import run_sizes
@@ -124,10 +127,13 @@ from hmlib.steps.imputation_result import ImputationArtifact, ImputationStepResu
 from hmlib.steps.imputation_transport import transport_check
 from hmlib.methods import method_label
 
-__all__ = ["MethodSpec", "default_methods", "impute_registry", "ResidualVarianceChoice",
+__all__ = ["CHUNKS_PER_WORKER", "MethodSpec", "default_methods", "impute_registry", "ResidualVarianceChoice",
            "choose_residual_variance", "MethodRun", "ImputationStepResult", "imputation_step",
            "ImputationArtifact", "run", "STEP", "TRANSPORTED_METHODS"]
 
+#: Chains (and analyses) travel to the workers in this many chunks per worker: one chain of the demo takes
+#: about 0.1-0.3 s, and one task per chain cost the Dask engine about as much again on a busy machine.
+CHUNKS_PER_WORKER = 2
 #: Methods whose imputation models the transport check examines.
 TRANSPORTED_METHODS = ("flat_mi", "multilevel_mi")
 #: Columns of the histogram table of observed and imputed values.
@@ -278,13 +284,18 @@ def _stratified_breakdown(run: MethodRun, max_fallback_share: float) -> str:
             "result.")
 
 
-def _run_method(registry, spec: MethodSpec, *, m: int, iterations: int, max_fallback_share: float) -> MethodRun:
-    """Impute by one method, pool its analyses, and measure the focus variable's between-cluster variation."""
+def _run_method(registry, spec: MethodSpec, *, m: int, iterations: int, max_fallback_share: float,
+                map_tasks=None) -> MethodRun:
+    """Impute by one method, pool its analyses, and measure the focus variable's between-cluster variation.
+
+    ``map_tasks`` (:meth:`hmlib.parallel.TaskPool.map`) runs the m chains, then the m analyses, as tasks.
+    """
     p = registry.params
     run = MethodRun(spec=spec, status="ok")
     started = time.perf_counter()
     try:
-        imputation = impute_registry(registry, method=spec.method, m=m, iterations=iterations, **spec.options)
+        imputation = impute_registry(registry, method=spec.method, m=m, iterations=iterations, map_tasks=map_tasks,
+                                     **spec.options)
     except _ERRORS as exc:
         run.status, run.reason = "failed", f"imputation failed: {exc}"
         run.seconds_impute = time.perf_counter() - started
@@ -302,7 +313,7 @@ def _run_method(registry, spec: MethodSpec, *, m: int, iterations: int, max_fall
     try:
         run.pooled = analyse_imputations(imputation, outcome=p.outcome, predictors=list(p.predictors),
                                          cluster=p.cluster, family=p.outcome_family, levels=registry.levels,
-                                         method=spec.label)
+                                         method=spec.label, map_tasks=map_tasks)
     except _ERRORS as exc:
         run.status, run.reason = "failed", f"the analysis model could not be fitted to the imputed data: {exc}"
     run.seconds_analyse = time.perf_counter() - started
@@ -442,7 +453,7 @@ def _step_transport(registry, ok_runs, *, iterations: int, transport_options: di
 def imputation_step(registry, *, methods=None, m: int | None = None, iterations: int | None = None,
                     estimates_path: str | Path | None = None, cluster_residual_variance="auto",
                     max_fallback_share: float = 0.5, transport: bool = True, transport_options: dict | None = None,
-                    n_distribution_clusters: int = 4) -> ImputationStepResult:
+                    n_distribution_clusters: int = 4, pool: TaskPool | None = None) -> ImputationStepResult:
     """Run step 3 on a checked registry.
 
     Parameters
@@ -472,6 +483,10 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
         the main imputation's).
     n_distribution_clusters : int
         Clusters shown in the observed-vs-imputed distributions.
+    pool : hmlib.parallel.TaskPool, optional
+        An open pool: each method's m chains, then its m analyses, run as its
+        tasks (the results do not depend on it). Default: a new pool (Dask:
+        the cluster of ``$HMLIB_SCHEDULER``, else local processes, one per core).
 
     Returns
     -------
@@ -487,8 +502,10 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
     notes = list(choice.notes)
     specs = (tuple(methods) if methods is not None
              else default_methods(p.cluster, cluster_residual_variance=choice.heterogeneous))
-    runs = [_run_method(registry, spec, m=m, iterations=iterations, max_fallback_share=max_fallback_share)
-            for spec in specs]
+    with contextlib.nullcontext(pool) if pool is not None else TaskPool() as tasks:
+        map_tasks = functools.partial(tasks.map, chunks_per_worker=CHUNKS_PER_WORKER)
+        runs = [_run_method(registry, spec, m=m, iterations=iterations, max_fallback_share=max_fallback_share,
+                            map_tasks=map_tasks) for spec in specs]
     focus_observed = (cluster_variation(frame[p.focus].to_numpy(dtype=float), frame[p.cluster].to_numpy(),
                                         binary=binary_focus)
                       if numeric_focus else {"cluster_sd": float("nan"), "icc": float("nan")})
@@ -547,4 +564,5 @@ STEP = Step(key="imputation", number=3, title="Flat vs hierarchical multiple imp
             methods=("flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi"),
             summary_name="step 3 (flat vs hierarchical multiple imputation)",
             methods_text=methods_text,
-            absent_methods_text="Step 3 (multiple imputation) is absent from this report.")
+            absent_methods_text="Step 3 (multiple imputation) is absent from this report.",
+            uses_workers=True)

@@ -32,8 +32,8 @@ from hmlib.results import read_estimates, to_jsonable
 from hmlib.stats.joint import METHOD, JointModelResult, fit_joint_model, model_fingerprint
 from hmlib.steps.base import Step, StepContext
 
-__all__ = ["PartialPoolingRow", "JointSettings", "JointModelArtifact", "JointStepResult", "fit_registry", "run",
-           "STEP", "POSTERIOR_FILE"]
+__all__ = ["PartialPoolingRow", "SamplerRun", "JointSettings", "JointModelArtifact", "JointStepResult", "fit_registry",
+           "run", "STEP", "POSTERIOR_FILE"]
 
 #: The saved parameter draws, beside the artifact.
 POSTERIOR_FILE = "joint_posterior.npz"
@@ -65,6 +65,20 @@ class PartialPoolingRow(Record):
 
 
 @dataclass(frozen=True)
+class SamplerRun(Record):
+    """One run of the sampler (``settings.attempts`` of the artifact; more than one when extended automatically).
+
+    Sizes per chain, the run's seed, its sampling time and whether it passed the convergence gate.
+    """
+
+    converged: bool
+    draws: int
+    seconds: float
+    seed: int
+    tune: int
+
+
+@dataclass(frozen=True)
 class JointSettings(Record):
     """How the joint model was fitted (``settings`` of the artifact; the report's methods and appendix read it).
 
@@ -89,13 +103,21 @@ class JointSettings(Record):
     sampler, adaptation : str
     n_parameters : int
         Unconstrained parameters sampled.
+    time_budget_minutes : float or None
+        The budget of the automatic extension (None: not extended).
+    extensions : int
+        Automatic extensions made (0: the first run is the one reported).
+    attempts : tuple of SamplerRun
+        Every run, the reported one last (its sizes are ``draws`` and ``tune``).
     """
 
     adaptation: str
+    attempts: tuple[SamplerRun, ...]
     binary_summed_out: tuple[str, ...]
     chains: int
     distributions: dict[str, str]
     draws: int
+    extensions: int
     fast: bool
     information_share: dict[str, float | None]
     missing_values: str
@@ -107,6 +129,7 @@ class JointSettings(Record):
     quadrature_nodes: int
     sampler: str
     seed: int
+    time_budget_minutes: float | None
     tune: int
 
 
@@ -150,6 +173,15 @@ class JointModelArtifact(Artifact):
             return None
         return (f"joint_model NOT CONVERGED: {self.convergence_message} "
                 f"Its estimates are flagged ':{NOT_CONVERGED}' in estimates.csv.")
+
+    def notice(self) -> str | None:
+        """The line the runner prints when the sampling was extended automatically and then passed the gate."""
+        if not self.converged or self.settings.extensions < 1:
+            return None
+        last = self.settings.attempts[-1]
+        return (f"joint_model: the convergence gate was missed at first; the sampling was extended "
+                f"{self.settings.extensions} time(s) automatically and passed it with {last.draws} draws after "
+                f"{last.tune} warm-up iterations per chain.")
 
 
 def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | None = None,
@@ -304,10 +336,17 @@ class JointStepResult:
 
 
 def run(ctx: StepContext) -> JointStepResult:
-    """Fit the joint model with the run's sizes; write the artifact, estimates and posterior draws."""
+    """Fit the joint model with the run's sizes; write the artifact, estimates and posterior draws.
+
+    A fit that misses the convergence gate is extended automatically within
+    the params' ``joint_model.time_budget_minutes`` (default: the run
+    sizes', :mod:`hmlib.settings`).
+    """
     sizes = ctx.sizes
+    budget = ctx.params.joint_model.time_budget_minutes
     fit = fit_registry(ctx.registry, draws=sizes.joint_draws, tune=sizes.joint_tune, chains=sizes.joint_chains,
-                       missing_values=sizes.joint_missing_values)
+                       missing_values=sizes.joint_missing_values,
+                       time_budget_minutes=sizes.joint_time_budget_minutes if budget is None else budget)
     result = JointStepResult(fit, int(ctx.params.privacy.min_cell), ctx.estimates_path, ctx.truth)
     ctx.write(STEP, result)
     fit.posterior_draws(model_fingerprint(ctx.registry)).save(artifact_path(ctx.output_dir, "joint_posterior")

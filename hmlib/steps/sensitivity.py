@@ -44,9 +44,12 @@ grid value is unchanged.
 
 Execution
 ---------
-Scenarios are independent and run in worker processes (:mod:`hmlib.parallel`;
-``workers``, default 2; ``workers=1`` runs them in this process), longest
-first; the bisections follow, in the same workers. Each scenario uses the
+Scenarios are independent tasks (:mod:`hmlib.parallel`: a Dask cluster,
+``$HMLIB_SCHEDULER`` or local processes, one per core; ``workers=1`` runs
+them in this process), longest first; the bisections follow, on the same
+workers. What every scenario needs (the registry, the primary imputation)
+reaches each worker once. The primary imputation's chains and analyses run
+as tasks too. Each scenario uses the
 same seed as the primary analysis (common random numbers: a scenario differs
 from the primary by its assumption, not by Monte Carlo noise), so the results
 do not depend on ``workers`` or on the order of completion. A scenario that
@@ -60,7 +63,9 @@ van Buuren S (2018). Flexible Imputation of Missing Data, 2nd ed., sec. 3.9
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -76,12 +81,12 @@ from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
 from hmlib.stats.joint import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
-from hmlib.steps.imputation import ImputationArtifact, choose_residual_variance, impute_registry
+from hmlib.steps.imputation import CHUNKS_PER_WORKER, ImputationArtifact, choose_residual_variance, impute_registry
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
 from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, ScenarioContext,
                                                SensitivitySettings, analyse, focus_row, focus_terms,
                                                joint_model_fitter, plan_scenarios, run_bisection_task,
-                                               run_scenario_task, set_scenario_context)
+                                               run_scenario_task)
 from hmlib.wording import cluster_noun
 from hmlib.methods import method_label
 
@@ -548,24 +553,21 @@ def _task_cost(scenario: Scenario) -> int:
     return {"prior": 0, "stratified": 1, "exclusion": 2, "leave-out": 2, "indicator": 3}.get(scenario.family, 4)
 
 
-def _run_plan(plan: list, context: ScenarioContext, reference: dict, workers: int) -> tuple[dict, dict]:
+def _run_plan(plan: list, context: ScenarioContext, reference: dict, pool: TaskPool) -> tuple[dict, dict]:
     """Every scenario, then the tipping-point bisections, in one pool: (outcomes by name, bisections by side)."""
     order = sorted(range(len(plan)), key=lambda i: _task_cost(plan[i]))
     focus_term = focus_terms(context.registry)[0]
-    saved = set_scenario_context(None)     # a serial pool sets this process's context; restored below
-    try:
-        with TaskPool(workers, initializer=set_scenario_context, initargs=(context,)) as pool:
-            outcomes = {out.scenario.name: out for out in pool.map(run_scenario_task, [plan[i] for i in order])}
-            tasks = bisection_tasks(plan, outcomes, reference, context.settings, focus_term)
-            refined = pool.map(run_bisection_task, [task for _, task in tasks])
-    finally:
-        set_scenario_context(saved)
+    outcomes = {out.scenario.name: out
+                for out in pool.map(run_scenario_task, [plan[i] for i in order], shared=context)}
+    tasks = bisection_tasks(plan, outcomes, reference, context.settings, focus_term)
+    refined = pool.map(run_bisection_task, [task for _, task in tasks], shared=context)
     return outcomes, {key: result for (key, _), result in zip(tasks, refined)}
 
 
-def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, workers: int = 2,
+def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, workers: int | None = None,
                     joint_fitter="auto", primary_imputation=None, joint_reference=None,
-                    seed: int | None = None, cluster_residual_variance="auto") -> SensitivityResult:
+                    seed: int | None = None, cluster_residual_variance="auto",
+                    pool: TaskPool | None = None) -> SensitivityResult:
     """Run every scenario of ``settings`` on a checked registry.
 
     Parameters
@@ -573,9 +575,10 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
     registry : hmlib.data.Registry
     settings : SensitivitySettings, optional
         Defaults as documented there.
-    workers : int
-        Worker processes (default 2, the local cores); 1 runs everything in
-        this process. The results do not depend on it. Workers are started
+    workers : int, optional
+        Local worker processes (default: one per core); 1 runs everything in
+        this process. Ignored when ``$HMLIB_SCHEDULER`` names a Dask
+        cluster. The results do not depend on it. Local workers are started
         with ``spawn``, so a *script* that calls this with ``workers > 1``
         needs the usual ``if __name__ == "__main__":`` guard (notebooks do
         not).
@@ -603,6 +606,8 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         2l.pan); "auto" decides by step 3's rule (:func:`residual_variance_choice`);
         a :class:`SensitivityVarianceChoice` is used as given (``run`` passes
         step 3's).
+    pool : hmlib.parallel.TaskPool, optional
+        An open pool to run the tasks on (``workers`` is then ignored).
 
     Returns
     -------
@@ -613,9 +618,18 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
     >>> result = run_sensitivity(registry, SensitivitySettings(families=("delta-global",)))  # doctest: +SKIP
     >>> result.verdict()                                                                      # doctest: +SKIP
     """
-    start = time.perf_counter()
     s = settings or SensitivitySettings()
-    workers = check_workers(workers)
+    if workers is not None:
+        check_workers(workers)
+    with contextlib.nullcontext(pool) if pool is not None else TaskPool(workers) as tasks:
+        return _run_sensitivity(registry, s, tasks, joint_fitter=joint_fitter, primary_imputation=primary_imputation,
+                                joint_reference=joint_reference, seed=seed,
+                                cluster_residual_variance=cluster_residual_variance)
+
+
+def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_fitter, primary_imputation,
+                     joint_reference, seed, cluster_residual_variance) -> SensitivityResult:
+    start = time.perf_counter()
     p = registry.params
     seed = int(p.seed if seed is None else seed)
     if isinstance(joint_fitter, str):
@@ -625,10 +639,12 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
     residual = cluster_residual_variance if isinstance(cluster_residual_variance, SensitivityVarianceChoice) \
         else residual_variance_choice(registry, None, cluster_residual_variance)
     notes: list[str] = [residual.text]
+    chunked = functools.partial(pool.map, chunks_per_worker=CHUNKS_PER_WORKER)
     if primary_imputation is None:
         reg = dataclasses.replace(registry, params=p.with_overrides(seed=seed))
         primary_imputation = impute_registry(reg, method="multilevel", m=s.m, iterations=s.iterations,
-                                             cluster_residual_variance=residual.cluster_specific)
+                                             cluster_residual_variance=residual.cluster_specific,
+                                             map_tasks=chunked)
     # Every scenario imputes with the primary's m and iterations.
     s = dataclasses.replace(s, m=primary_imputation.m, iterations=primary_imputation.iterations)
     observed = registry.frame[p.focus]
@@ -637,7 +653,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
                               primary_rows=None, joint_fitter=joint_fitter, observed_sd=observed_sd,
                               joint_reference=joint_reference,
                               cluster_residual_variance=residual.cluster_specific)
-    primary_rows, primary_notes = analyse(context, primary_imputation)
+    primary_rows, primary_notes = analyse(context, primary_imputation, map_tasks=chunked)
     context.primary_rows = primary_rows
     notes.extend(primary_notes)
 
@@ -645,7 +661,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
     focus_term = focus_terms(registry)[0]
     prim = focus_row(primary_rows, focus_term)
     reference = {"estimate": float(prim.estimate), "ci_lower": float(prim.ci_lower), "ci_upper": float(prim.ci_upper)}
-    outcomes, bisections = _run_plan(plan, context, reference, workers)
+    outcomes, bisections = _run_plan(plan, context, reference, pool)
     grid, scenarios = assemble_grid(plan, outcomes, primary_rows, s, focus_term)
     tipping, delta_curve, tipping_notes = tipping_points(plan, outcomes, bisections, grid, reference, s,
                                                           focus_term, observed_sd)
@@ -655,7 +671,7 @@ def run_sensitivity(registry, settings: SensitivitySettings | None = None, *, wo
         primary_method=primary_imputation.label, grid=grid, scenarios=scenarios, tipping=tipping,
         delta_curve=delta_curve, observed_sd=observed_sd, settings=s, min_cell=p.privacy.min_cell,
         n_patients_primary=int(primary_rows["n_patients"].iloc[0]), n_patients_all=registry.n_patients,
-        residual_variance=residual, workers=workers, elapsed=time.perf_counter() - start, notes=notes)
+        residual_variance=residual, workers=pool.workers, elapsed=time.perf_counter() - start, notes=notes)
 
 
 # --------------------------------------------------------------------------
@@ -742,4 +758,5 @@ STEP = Step(key="sensitivity", number=5, title="Group-aware sensitivity analysis
             needs=("diagnose", "imputation", "joint_model"), methods=("sensitivity",),
             summary_name="step 5 (sensitivity analysis)",
             methods_text=methods_text,
-            absent_methods_text="Step 5 (sensitivity analysis) is absent from this report.")
+            absent_methods_text="Step 5 (sensitivity analysis) is absent from this report.",
+            uses_workers=True)

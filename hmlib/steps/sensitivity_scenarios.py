@@ -8,7 +8,8 @@ Rubin's rules), within or across clusters, and re-runs that analysis.
 tipping-point refinement). Both are module-level so that they can run in
 worker processes (:mod:`hmlib.parallel`): what every task shares (the
 registry, the primary imputation, the settings) reaches each worker once, as
-a :class:`ScenarioContext` handed to :func:`set_scenario_context`.
+a :class:`ScenarioContext` passed to each task (or set for this process by
+:func:`set_scenario_context`).
 
 Every re-imputation uses the primary's residual-variance choice (common,
 ``2l.pan``, or cluster-specific, ``2l.norm``; :attr:`ScenarioContext.cluster_residual_variance`)
@@ -402,7 +403,7 @@ _CONTEXT: ScenarioContext | None = None
 def set_scenario_context(context: ScenarioContext | None) -> ScenarioContext | None:
     """Make ``context`` the one the tasks of this process use; returns the previous one.
 
-    The initializer of the worker processes (:class:`hmlib.parallel.TaskPool`).
+    The tasks use it when they are not given a context.
     """
     global _CONTEXT
     previous, _CONTEXT = _CONTEXT, context
@@ -414,11 +415,15 @@ def _contract_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[:, cols].reset_index(drop=True)
 
 
-def analyse(ctx: ScenarioContext, imputation) -> tuple[pd.DataFrame, list]:
-    """The analysis model on ``imputation``, pooled by Rubin's rules: (contract rows, notes)."""
+def analyse(ctx: ScenarioContext, imputation, map_tasks=None) -> tuple[pd.DataFrame, list]:
+    """The analysis model on ``imputation``, pooled by Rubin's rules: (contract rows, notes).
+
+    ``map_tasks`` (:meth:`hmlib.parallel.TaskPool.map`) fits the m analyses as tasks.
+    """
     p = ctx.registry.params
     pooled = analyse_imputations(imputation, outcome=p.outcome, predictors=list(p.predictors), cluster=p.cluster,
-                                 family=p.outcome_family, levels=ctx.registry.levels, level=ctx.settings.level)
+                                 family=p.outcome_family, levels=ctx.registry.levels, level=ctx.settings.level,
+                                 map_tasks=map_tasks)
     return _contract_rows(pooled.to_frame()), list(pooled.notes)
 
 
@@ -660,11 +665,11 @@ _RUNNERS = {"exclusion": _run_exclusion, "stratified": _run_stratified, "prior":
 # --------------------------------------------------------------------------
 # Tasks (module level: they run in worker processes)
 # --------------------------------------------------------------------------
-def run_scenario_task(scenario: Scenario) -> ScenarioOutcome:
-    """Run one scenario with this process's context; an exception becomes a failed scenario with its reason."""
+def run_scenario_task(scenario: Scenario, context: ScenarioContext | None = None) -> ScenarioOutcome:
+    """Run one scenario with ``context`` (default: this process's); an exception becomes a failed scenario."""
     start, start_cpu = time.perf_counter(), time.process_time()
     try:
-        outcome = _RUNNERS[scenario.family](_CONTEXT, scenario)
+        outcome = _RUNNERS[scenario.family](_CONTEXT if context is None else context, scenario)
     except Exception as exc:  # noqa: BLE001 - kept as a failed scenario with its reason
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         outcome = ScenarioOutcome(scenario, "failed", reason=f"{type(exc).__name__}: {first}")
@@ -673,7 +678,7 @@ def run_scenario_task(scenario: Scenario) -> ScenarioOutcome:
     return outcome
 
 
-def run_bisection_task(task: tuple) -> dict:
+def run_bisection_task(task: tuple, context: ScenarioContext | None = None) -> dict:
     """Refine one tipping point (:func:`hmlib.stats.sensitivity.refine_tipping_point`) on the delta-adjusted primary.
 
     Parameters
@@ -682,6 +687,8 @@ def run_bisection_task(task: tuple) -> dict:
         ``(mode, sign, lo, hi, reference)``: delta mode, side of 0, the grid
         bracket in ``|delta|`` and the primary's focus ``estimate, ci_lower,
         ci_upper``.
+    context : ScenarioContext, optional
+        Default: this process's (:func:`set_scenario_context`).
 
     Returns
     -------
@@ -691,7 +698,7 @@ def run_bisection_task(task: tuple) -> dict:
         result kept).
     """
     mode, sign, lo, hi, reference = task
-    ctx = _CONTEXT
+    ctx = _CONTEXT if context is None else context
     try:
         term, s = focus_terms(ctx.registry)[0], ctx.settings
 

@@ -8,17 +8,25 @@ own child of ``SeedSequence(seed)``, and returns the completed data sets with
 their chain means, split R-hat, models and notes as an
 :class:`ImputationResult`. The methods and models are stated in the package
 docstring (:mod:`hmlib.stats.imputation`).
+
+The chains are independent tasks: ``map_tasks`` (e.g.
+:meth:`hmlib.parallel.TaskPool.map`) may run them in other processes. Each
+chain starts from a fresh record of what it met (notes, strata that fell
+back, extrapolation), and the records are merged in chain order into the
+problem's, so the result is the same, notes included, however the chains
+were run.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError
-from hmlib.stats.imputation.problem import Problem, Variable, build_problem, model_description
+from hmlib.stats.imputation.problem import Notes, Problem, Variable, build_problem, model_description
 from hmlib.stats.imputation.univariate import impute_variable, recorded_fallbacks
 
 __all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat"]
@@ -173,6 +181,41 @@ def _run_chain(problem: Problem, rng, iterations: int):
     return current, trace
 
 
+def _chain_task(task: tuple, shared: tuple) -> tuple:
+    """Run chain ``k`` on ``shared = (problem, base, masks)``: its completed frame, trace and record.
+
+    Works on a shallow copy of the problem with a fresh record (notes,
+    fall-backs, dropped cluster means, extrapolation), so that a worker
+    holding one copy of the problem for many chains keeps them independent.
+    """
+    k, seed_sequence, iterations = task
+    problem, base, masks = shared
+    problem = copy.copy(problem)
+    problem.notes, problem.broken, problem.means_dropped, problem.extrapolated = Notes(), {}, {}, {}
+    current, trace = _run_chain(problem, np.random.Generator(np.random.PCG64(seed_sequence)), iterations)
+    record = (problem.notes.items(), problem.broken, problem.means_dropped, problem.extrapolated)
+    return _completed_frame(base, problem, current, masks), trace, record
+
+
+def _merge_record(problem: Problem, record: tuple) -> None:
+    """Add one chain's record to the problem's, as if the chain had run on it."""
+    notes, broken, means_dropped, extrapolated = record
+    for note in notes:
+        problem.notes.add(note)
+    for name, strata in broken.items():
+        problem.broken.setdefault(name, {}).update(strata)
+    for name, info in means_dropped.items():
+        previous = problem.means_dropped.get(name)
+        if previous is None or info["clusters"] < previous["clusters"]:
+            problem.means_dropped[name] = info
+    for name, excess in extrapolated.items():
+        problem.extrapolated[name] = max(problem.extrapolated.get(name, 0.0), excess)
+
+
+def _serial_map(fn, tasks, shared) -> list:
+    return [fn(task, shared) for task in tasks]
+
+
 def _completed_frame(base: pd.DataFrame, problem: Problem, current: dict, masks: dict) -> pd.DataFrame:
     out = base.copy()
     for var in problem.visit:
@@ -212,7 +255,7 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
            predictors, kinds: dict | None = None, levels: dict | None = None, cluster_covariates=(),
            higher_levels=(), m: int = 20, iterations: int = 10, seed: int = 0, continuous: str = "norm",
            cluster_residual_variance: bool = False, cluster_means: bool = True, strata: str | None = None,
-           donors: int = 5) -> ImputationResult:
+           donors: int = 5, map_tasks=None) -> ImputationResult:
     """Impute the missing values of a clustered data set m times.
 
     Parameters
@@ -261,6 +304,12 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         the first complete categorical cluster covariate, else the cluster.
     donors : int
         Donor pool size of predictive mean matching.
+    map_tasks : callable, optional
+        ``map_tasks(fn, tasks, shared)`` returning ``[fn(task, shared) for
+        task in tasks]`` in order, e.g. :meth:`hmlib.parallel.TaskPool.map`:
+        runs the m chains as tasks (``shared`` is the problem and the data,
+        sent once per worker). Default: one after the other, here. The
+        result does not depend on it.
 
     Returns
     -------
@@ -326,13 +375,14 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         problem.notes.add("No model variable has missing values; the m data sets are copies of the data.")
 
     seeds = np.random.SeedSequence(int(seed)).spawn(int(m))
+    chains = (map_tasks or _serial_map)(_chain_task, [(k, seeds[k], int(iterations)) for k in range(m)],
+                                        (problem, base, masks))
     completed, traces = [], {v.name: np.empty((m, iterations)) for v in problem.visit}
-    for k in range(m):
-        rng = np.random.Generator(np.random.PCG64(seeds[k]))
-        current, trace = _run_chain(problem, rng, iterations)
+    for k, (frame, trace, record) in enumerate(chains):
         for name, values in trace.items():
             traces[name][k] = values
-        completed.append(_completed_frame(base, problem, current, masks))
+        completed.append(frame)
+        _merge_record(problem, record)
 
     fallbacks, recorded = recorded_fallbacks(problem, strata_name)
     notes = problem.notes.items() + recorded

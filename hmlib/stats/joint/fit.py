@@ -7,6 +7,19 @@ Its sampler sizes default to the full run sizes of :mod:`hmlib.settings`
 when the model has at most :data:`LOW_RANK_MAX_PARAMETERS` unconstrained
 parameters, else a diagonal one. nutpie is imported when a model is fitted,
 so that importing hmlib stays quick.
+
+A fit that finishes by itself. With ``time_budget_minutes``, a run that
+misses the convergence gate is sampled again with twice the warm-up and
+twice the draws per chain (nutpie 0.16 cannot resume a finished sampler
+from its adapted state, so each extension is a new run of the compiled
+model, on seed ``SeedSequence([seed, k]).generate_state(1)[0]`` for
+extension ``k``), until the gate passes, :data:`MAX_EXTENSIONS` extensions
+were made, or the next one would not end within the budget (predicted as
+twice the last run's sampling time; an extension is never cut short). Only
+the last run is kept. Whether an extension starts depends on the clock, so
+the result records every run (sizes, seed, seconds, gate) and says what was
+done in its convergence message; the last run's sizes and seed given
+explicitly reproduce it.
 """
 
 from __future__ import annotations
@@ -26,7 +39,10 @@ from hmlib.stats.joint.priors import check_priors
 from hmlib.stats.joint.result import JointModelResult
 from hmlib.stats.joint.summaries import draw_diagnostics, gate_message, outcome_to_original_scale, summarise_draws
 
-__all__ = ["LOW_RANK_MAX_PARAMETERS", "fit_joint_model"]
+__all__ = ["LOW_RANK_MAX_PARAMETERS", "MAX_EXTENSIONS", "fit_joint_model"]
+
+#: At most this many automatic extensions (the last run has 2**MAX_EXTENSIONS times the first one's sizes).
+MAX_EXTENSIONS = 3
 
 #: Largest number of unconstrained parameters for which ``adaptation="auto"``
 #: picks nutpie's low-rank mass matrix.
@@ -42,7 +58,8 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
                     fast: bool = False, priors: dict | None = None, distributions: dict | None = None,
                     parameterisation: dict | None = None, missing_values: str = "marginal",
                     missingness_model: bool = True, quadrature_nodes: int | str = "auto", cores: int | None = None,
-                    adaptation: str = "auto", keep_trace: bool = False) -> JointModelResult:
+                    adaptation: str = "auto", keep_trace: bool = False,
+                    time_budget_minutes: float | None = None) -> JointModelResult:
     """Fit the joint model (:mod:`hmlib.stats.joint`) with nutpie and summarise it.
 
     Parameters
@@ -94,6 +111,10 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         latent missing values).
     keep_trace : bool
         Keep nutpie's DataTree on the result (large: holds every draw).
+    time_budget_minutes : float, optional
+        Extend the sampling automatically when the convergence gate fails
+        (module docstring) while the whole fit stays within this many
+        minutes. None or 0: never extend.
 
     Returns
     -------
@@ -135,16 +156,18 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     model = build_joint_model(jd, priors=checked_priors, parameterisation=choice,
                               quadrature_nodes=quadrature_nodes)
     t_built = time.perf_counter()
-    trace, n_free, adaptation, t_compiled = _sample(model, draws=draws, tune=tune, chains=chains, cores=cores,
-                                                    seed=seed, adaptation=adaptation)
+    compiled, n_free, adaptation = _compile(model, adaptation)
+    t_compiled = time.perf_counter()
+    budget_s = 60.0 * float(time_budget_minutes) if time_budget_minutes else None
+    runs = _sample_within_budget(jd, compiled, draws=draws, tune=tune, chains=chains, cores=cores, seed=int(seed),
+                                 adaptation=adaptation, budget_s=budget_s, start_wall=start_wall)
+    trace, post, divergences, (original, summary, correlation), attempts = runs
     t_sampled, cpu_sampled = time.perf_counter(), time.process_time()
-
-    post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
-    divergences = int(np.asarray(trace.sample_stats["diverging"].values).sum())
-    original, summary, correlation = _summary_table(jd, post)
-    hint = (f"Run longer (draws={draws}, tune={tune} now; try draws={2 * draws}, tune={max(2 * tune, 1000)}) "
-            "or check the model." if not fast else "Fast mode uses small settings; run without fast=True.")
+    draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
+    hint = _extension_hint(attempts, fast=fast, budget_s=budget_s, elapsed_s=t_sampled - start_wall)
     converged, message = gate_message(summary, divergences, hint)
+    if converged and len(attempts) > 1:
+        message = f"{message[:-1]}; {_extension_text(attempts, budget_s)}"
 
     build_s = t_built - start_wall
     compile_s = t_compiled - t_built
@@ -172,6 +195,8 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         "binary_summed_out": [b.name for b in jd.binaries],
         "priors": checked_priors, "sampler": f"nutpie NUTS, {adaptation} mass-matrix adaptation",
         "adaptation": adaptation, "n_parameters": n_free,
+        "time_budget_minutes": float(time_budget_minutes) if time_budget_minutes else None,
+        "extensions": len(attempts) - 1, "attempts": attempts,
     }
     return JointModelResult(
         data=jd, summary=summary, converged=converged, convergence_message=message, divergences=divergences,
@@ -182,23 +207,83 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         sd_draws={k: v for k, v in post.items() if k.endswith("_cluster_sd")})
 
 
-def _sample(model, *, draws: int, tune: int, chains: int, cores: int | None, seed: int, adaptation: str):
-    """Compile with nutpie and sample; returns ``(trace, free parameters, adaptation used, compile end time)``."""
+def _compile(model, adaptation: str):
+    """Compile with nutpie; returns ``(compiled model, free parameters, adaptation to use)``."""
     import nutpie
 
+    if adaptation not in ("auto", "diag", "low_rank"):
+        raise FitError(f"adaptation must be 'auto', 'diag' or 'low_rank', got {adaptation!r}.")
     keep = [name for name in model.named_vars if not name.endswith("_z")
             and not name.endswith("_observed") and not name.startswith("outcome_marginal")
             and name not in _NOT_TRACED]
     compiled = nutpie.compile_pymc_model(model, var_names=keep)
-    t_compiled = time.perf_counter()
     n_free = int(sum(np.size(v) for v in model.initial_point().values()))
     if adaptation == "auto":
         adaptation = "low_rank" if n_free <= LOW_RANK_MAX_PARAMETERS else "diag"
-    elif adaptation not in ("diag", "low_rank"):
-        raise FitError(f"adaptation must be 'auto', 'diag' or 'low_rank', got {adaptation!r}.")
-    trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores or chains,
-                          seed=int(seed), progress_bar=False, adaptation=adaptation)
-    return trace, n_free, adaptation, t_compiled
+    return compiled, n_free, adaptation
+
+
+def _sample_within_budget(jd: JointData, compiled, *, draws: int, tune: int, chains: int, cores: int | None,
+                          seed: int, adaptation: str, budget_s: float | None, start_wall: float):
+    """Sample; while the gate fails and the budget allows, sample again with doubled sizes (module docstring).
+
+    Returns ``(trace, posterior, divergences, (original-scale draws, summary, correlation), attempts)``
+    of the last run; ``attempts`` lists every run's ``draws, tune, seed, seconds, converged``.
+    """
+    import nutpie
+
+    attempts = []
+    while True:
+        k = len(attempts)
+        run_seed = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+        started = time.perf_counter()
+        trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores or chains,
+                              seed=run_seed, progress_bar=False, adaptation=adaptation)
+        seconds = time.perf_counter() - started
+        post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
+        divergences = int(np.asarray(trace.sample_stats["diverging"].values).sum())
+        tables = _summary_table(jd, post)
+        converged, _ = gate_message(tables[1], divergences, "")
+        attempts.append({"draws": draws, "tune": tune, "seed": run_seed, "seconds": round(seconds, 2),
+                         "converged": converged})
+        predicted_end = time.perf_counter() - start_wall + 2.0 * seconds
+        if converged or budget_s is None or k >= MAX_EXTENSIONS or predicted_end > budget_s:
+            return trace, post, divergences, tables, attempts
+        draws, tune = 2 * draws, 2 * tune
+
+
+def _sizes(attempt: dict) -> str:
+    return f"{attempt['draws']} draws after {attempt['tune']} warm-up iterations per chain"
+
+
+def _extension_text(attempts: list, budget_s: float | None) -> str:
+    """What the automatic extension did, in words (empty without extension)."""
+    n = len(attempts) - 1
+    if n < 1:
+        return ""
+    budget = f" within the time budget of {budget_s / 60:g} minutes" if budget_s else ""
+    return (f"the first run ({_sizes(attempts[0])}) missed the convergence gate, so the sampling was extended "
+            f"automatically {n} time(s){budget}, each doubling warm-up and draws; the reported run has "
+            f"{_sizes(attempts[-1])} ({sum(a['seconds'] for a in attempts):.0f} s of sampling in all).")
+
+
+def _extension_hint(attempts: list, *, fast: bool, budget_s: float | None, elapsed_s: float) -> str:
+    """What a failed gate's message says to try, given what the extension did."""
+    last = attempts[-1]
+    draws, tune = last["draws"], last["tune"]
+    if fast and budget_s is None:
+        return "Fast mode uses small settings; run without fast=True."
+    if budget_s is None:
+        return (f"Run longer (draws={draws}, tune={tune} now; try draws={2 * draws}, tune={max(2 * tune, 1000)}) "
+                "or check the model.")
+    done = _extension_text(attempts, budget_s) or f"The run ({_sizes(last)}) missed the convergence gate."
+    if len(attempts) - 1 >= MAX_EXTENSIONS:
+        why = f"the limit of {MAX_EXTENSIONS} extensions was reached: check the model."
+    else:
+        why = (f"another doubling (about {2 * last['seconds']:.0f} s more, {elapsed_s:.0f} s used) would not end "
+               f"within the time budget of {budget_s / 60:g} minutes: raise joint_model.time_budget_minutes in "
+               "the params file, or check the model.")
+    return f"{done[0].upper()}{done[1:]} Not extended further: {why}"
 
 
 def _summary_table(jd: JointData, post: dict):
