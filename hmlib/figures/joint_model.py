@@ -146,17 +146,20 @@ def shrinkage_plot(pooling: pd.DataFrame, *, focus: str, min_cell: int = 11, tit
     for row, s in zip(table.loc[measured].itertuples(index=False), size[measured]):
         left.plot([0, 1], [row.raw_effect, row.pooled_effect], color=_JOINT_LIGHT, lw=0.8, zorder=1)
     left.scatter(np.zeros(measured.sum()), table.loc[measured, "raw_effect"], s=size[measured],
-                 color=OBSERVED_COLOUR, zorder=2, label="raw (own observed values)")
+                 color=OBSERVED_COLOUR, zorder=2, label="raw (own values)")
     left.scatter(np.ones(measured.sum()), table.loc[measured, "pooled_effect"], s=size[measured],
                  color=_JOINT_COLOUR, zorder=2, label="partially pooled")
     if (~measured).any():
         left.scatter(np.ones((~measured).sum()), table.loc[~measured, "pooled_effect"], s=40,
                      facecolors="none", edgecolors=_ALERT_COLOUR, zorder=3,
-                     label=f"never or rarely measured (< {min_cell} values)")
+                     label=f"rarely or never measured (< {min_cell} values)")
     left.set_xticks([0, 1], ["raw", "pooled"])
     left.set_xlim(-0.4, 1.4)
     left.set_ylabel(f"cluster effect on {plain(focus)}")
-    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False)
+    legend = fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False,
+                        columnspacing=1.2, handletextpad=0.3)
+    for handle in legend.legend_handles:  # one small marker each: the largest band's marker widened the figure
+        handle.set_sizes([30])
     left.set_title("shrinkage of cluster effects")
     n_obs = table["n_observed"].to_numpy(dtype=float)
     low = min_cell / 2.0
