@@ -583,7 +583,8 @@ def test_fig_001_figures(small_fit):
     fig = joint_figures.ppc_by_cluster(result.posterior_predictive(), focus=result.data.focus)
     assert len(fig.axes) == 2 and len(fig.axes[0].get_yticklabels()) == 14
     fig = joint_figures.imputed_distribution(result.imputed_in_unmeasured(), focus=result.data.focus)
-    assert "2 never-measuring" in " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert "2 never-measuring" in " ".join(t.get_text() for legend in legends for t in legend.get_texts())
     fig = joint_figures.correlation_posterior(result.correlation_draws(), result.correlation,
                                               lkj_eta=result.settings["priors"]["lkj_eta"])
     assert f"{result.correlation['estimate']:.2f}" in caption_of(fig)[1]
