@@ -5,6 +5,8 @@ FIG-STYLE-001  the heatmap's rows are ordered as its caption says: by the share 
 FIG-STYLE-002  the checks can fail: crowded tick labels are counted as overlapping, a 7-point text is found
 FIG-STYLE-003  step 1's figures on a simulated registry: captioned, text of 9 points or more, at most A4 wide,
                no overlapping tick labels
+FIG-STYLE-004  the categorical focus's figures (steps 1-5: levels by cluster, level shares, imputed levels, levels
+               in never-measuring clusters, the log-odds tipping-point curve) follow the same rules
 """
 
 from __future__ import annotations
@@ -73,3 +75,75 @@ def test_fig_style_003_step1_figures(step1_figures):
         assert style.smallest_font(fig) >= style.MIN_FONT_PT, key
         assert fig.get_figwidth() <= style.MAX_WIDTH_IN + 1e-9, key
         assert style.overlapping_ticks(fig) == 0, key
+
+
+def _check(fig):
+    key, text = style.caption_of(fig)
+    assert key and len(text) > 40, key
+    _drawn(fig)
+    assert style.smallest_font(fig) >= style.MIN_FONT_PT, key
+    assert fig.get_figwidth() <= style.MAX_WIDTH_IN + 1e-9, key
+    assert style.overlapping_ticks(fig) == 0, key
+    assert not (fig._suptitle and fig._suptitle.get_text()), key      # a caption, not a drawn title
+    return key
+
+
+def test_fig_style_004_categorical_figures(tmp_path):
+    """FIG-STYLE-004: the figures a categorical focus adds (cat-a/cat-b) are captioned, have no drawn title,
+    no text under 9 points, are at most MAX_WIDTH_IN wide and have no overlapping tick labels: step 1's levels
+    by cluster and step 2's level shares on the 3-level reference registry (tests/results/categorical_registry.csv),
+    step 3's observed vs imputed level shares, step 4's levels in never-measuring clusters and step 5's
+    tipping-point curve (one line per level, log-odds scale) on tables shaped as the steps publish them."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from conftest import REFERENCE
+    from hmlib.data import load_registry
+    from hmlib.figures import imputation as imputation_figures
+    from hmlib.figures import joint_model as joint_figures
+    from hmlib.figures import sensitivity as sensitivity_figures
+    from hmlib.params import load_params
+    from hmlib.steps.complete_case import complete_case_check
+    from hmlib.steps.diagnose import diagnose_registry
+
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({
+        "name": "t", "data": str(REFERENCE / "categorical_registry.csv"), "seed": 1, "cluster": "site",
+        "outcome": "outcome", "outcome_family": "binomial", "predictors": ["lactate_band", "age", "severity"],
+        "focus": "lactate_band"}))
+    registry = load_registry(load_params(tmp_path / "p.yaml"))
+    keys = [_check(diagnose_registry(registry).figures()["by_cluster"][-1])]
+    keys.append(_check(complete_case_check(registry).figures()["shift"][-1]))
+
+    levels = ["high", "normal", "raised"]
+    rows = [{"cluster": c, "source": source, "level": level, "share": share}
+            for c in ("Site 07", "Site 12", "Site 31")
+            for source in ("observed", "flat_mi", "fixed_effects_mi", "multilevel_mi")
+            for level, share in zip(levels, (0.2, 0.5, 0.3)) if not (c == "Site 31" and source == "observed")]
+    clusters = pd.DataFrame({"cluster": ["Site 07", "Site 12", "Site 31"], "n_missing": [120, "suppressed", 64],
+                             "never_observed": [False, False, True]})
+    keys.append(_check(imputation_figures.level_distribution_plot(pd.DataFrame(rows), clusters,
+                                                                  focus="lactate_band", levels=levels)))
+
+    unmeasured = {"clusters": ["Site 31", "Site 33"], "n_patients": 140, "levels": levels,
+                  "imputed": {"mean": 1.0}, "observed": {"mean": 1.1},
+                  "histogram": {"edges": [-0.5, 0.5, 1.5, 2.5], "imputed_density": [0.25, 0.45, 0.3],
+                                "observed_density": [0.2, 0.5, 0.3]}}
+    keys.append(_check(joint_figures.imputed_distribution(unmeasured, focus="lactate_band")))
+
+    deltas = np.linspace(-2, 2, 9)
+    curve = pd.DataFrame([{"mode": mode, "term": term, "delta_sd": d, "estimate": base + 0.3 * d,
+                           "ci_lower": base + 0.3 * d - 0.4, "ci_upper": base + 0.3 * d + 0.4,
+                           "source": "primary" if d == 0 else "grid", "changed": base + 0.3 * d - 0.4 > 0}
+                          for mode in ("global", "cluster") for term, base in
+                          (("lactate_band[normal]", -1.2), ("lactate_band[raised]", -0.6)) for d in deltas])
+    result = SimpleNamespace(delta_curve=curve, delta_scale="log odds", focus="lactate_band",
+                             focus_terms=["lactate_band[normal]", "lactate_band[raised]"], observed_sd=float("nan"),
+                             settings=SimpleNamespace(null_value=0.0),
+                             tipping={"global": {"positive": {"found": True, "delta_sd": 1.33}}})
+    fig = sensitivity_figures.tipping_point_curve(result)
+    keys.append(_check(fig))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lactate_band[normal]", "lactate_band[raised]"]
+    assert "odds ratio" in style.caption_of(fig)[1]
+    assert keys == ["level-mix-lactate_band", "level-shares", "imputed-levels", "imputed-unmeasured",
+                    "tipping-point"]

@@ -383,7 +383,9 @@ def level_mix_plot(table: pd.DataFrame, levels: Sequence[str], *, variable: str,
     handles = [Patch(color=style.MISSING_LEVEL_COLOUR, label="missing")]
     handles += [Patch(color=colours[level], label=style.label(level)) for level in levels]
     handles.append(Patch(facecolor="white", edgecolor=style.SUPPRESSED_COLOUR, hatch="///", label="suppressed"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False)
+    # one row when the labels fit the width (about 70 characters at 9 points), else three columns
+    one_row = sum(len(h.get_label()) + 6 for h in handles) <= 70
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if one_row else 3, frameon=False)
     ax.set_yticks(np.arange(len(shown)), [style.label(c) for c in shown["cluster"]])
     ax.set_ylim(len(shown) - 0.5, -0.5)
     ax.set_xlim(0, 1)

@@ -19,7 +19,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
 from hmlib.figures.style import (CHANGED_COLOUR, MAX_WIDTH_IN, ROW_IN, SMALL_FONT_PT, SUPPRESSED_COLOUR,
                                  UNCHANGED_COLOUR, caption, label, new_figure, plain, style_context)
@@ -214,13 +214,13 @@ def _delta_panel(ax, result, curve, terms, mode: str, log_odds: bool) -> None:
     sd = result.observed_sd
     if log_odds:
         ax.set_xlabel("delta (log odds ratio)")
-        top = ax.secondary_xaxis("top", functions=(np.exp, np.log))
+        top = ax.secondary_xaxis("top", functions=(np.exp, lambda v: np.log(np.maximum(v, 1e-300))))
         top.set_xlabel("odds ratio e^delta")
-    elif np.isfinite(sd) and sd > 0:
-        ax.set_xlabel("delta (SDs of the observed values)")
+        top.xaxis.set_major_locator(FixedLocator([0.05, 0.1, 0.25, 0.5, 1, 2, 4, 10, 20]))
+        top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        return
+    ax.set_xlabel("delta (SDs of the observed values)")
+    if np.isfinite(sd) and sd > 0:
         top = ax.secondary_xaxis("top", functions=(lambda x, s=sd: x * s, lambda u, s=sd: u / s))
         top.set_xlabel(plain(f"delta ({result.focus} units)"))
-    else:
-        ax.set_xlabel("delta (SDs of the observed values)")
-        return
-    top.xaxis.set_major_locator(MaxNLocator(5))
+        top.xaxis.set_major_locator(MaxNLocator(5))
