@@ -8,6 +8,7 @@ REPORT-TABLE-005  a long text column leaves the grid and is listed under the tab
 REPORT-TABLE-006  tables over 12 rows are folded in <details> and sortable; short ones are not
 REPORT-TABLE-007  data-derived text is escaped (a cluster named <script> stays text)
 REPORT-TABLE-008  labels depend on the table where one code name means two things (clusters vs patients)
+REPORT-TABLE-010  step 5's tipping-point table of a categorical focus labels its delta columns as log odds ratios
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from hmlib.report.labels import LABELS, column_label
+from hmlib.report.labels import DELTA_SCALE_LABELS, LABELS, column_label
 from hmlib.report.tables import prepare_table, significant, table_html
 
 #: Every column name the five step notebooks showed as a header in the demo report before labels existed
@@ -164,3 +165,17 @@ def test_report_table_009_empty_columns_left_out():
     block = table_html(table, caption="Split R-hat", key="rhat")
     assert "Left out, as no row has a value: R-hat." in block
     assert _decode(block)[0] == ["Method", "Variable"]
+
+
+def test_report_table_010_tipping_labels_by_delta_scale():
+    """REPORT-TABLE-010: a categorical focus is shifted on the log-odds scale (cat-b), so notebook 05 passes
+    DELTA_SCALE_LABELS[delta_scale] and its tipping table reads 'Shift (log odds ratio)' and 'Odds ratio e^shift'
+    where a numeric focus's reads 'Shift (SD)' (the same columns of SensitivityResult.tipping_table)."""
+    frame = pd.DataFrame({"mode": ["global"], "direction": ["positive"], "found": [True], "delta_sd": [1.33],
+                          "bracket_sd": [[1.25, 1.5]], "grid_max_sd": [3.0], "odds_ratio": [3.78]})
+    categorical = prepare_table(frame, labels=DELTA_SCALE_LABELS["log odds"]).headers
+    numeric = prepare_table(frame, labels=DELTA_SCALE_LABELS["SD"]).headers
+    assert categorical[3:] == ["Shift (log odds ratio)", "Bracket (log odds ratio)",
+                               "Largest shift tried (log odds ratio)", "Odds ratio e^shift"]
+    assert numeric[3:] == ["Shift (SD)", "Bracket (SD)", "Largest shift tried (SD)", "Odds ratio per SD"]
+    assert set(DELTA_SCALE_LABELS) == {"SD", "log odds"}

@@ -82,7 +82,8 @@ def format_number(value, digits: int = 3) -> str:
 
 
 def table(frame: pd.DataFrame, *, caption: str | None = None, digits: int = 3,
-          max_rows: int = 500, index: bool = False, key: str | None = None, fold: bool = True) -> None:
+          max_rows: int = 500, index: bool = False, key: str | None = None, fold: bool = True,
+          labels: dict | None = None) -> None:
     """Show an aggregated table: human labels, rounded numbers, a CSV download; folded when long.
 
     Parameters
@@ -102,8 +103,11 @@ def table(frame: pd.DataFrame, *, caption: str | None = None, digits: int = 3,
     fold : bool
         Fold a table of more than :data:`hmlib.report.tables.COLLAPSE_ROWS` rows (per-cluster tables, long
         diagnostics); False keeps it open (a step's estimates).
+    labels : dict, optional
+        ``{code name: ColumnLabel}`` for this table only, before the label table
+        (:data:`hmlib.report.labels.DELTA_SCALE_LABELS`).
     """
-    prepared = prepare_table(frame, noun=_CONTEXT["noun"], digits=digits, index=index)
+    prepared = prepare_table(frame, noun=_CONTEXT["noun"], digits=digits, index=index, labels=labels)
     caption = caption or "Table"
     _display(_html(table_html(prepared, caption=caption, key=key or slug(caption), max_rows=max_rows,
                               collapse_rows=COLLAPSE_ROWS if fold else None)))

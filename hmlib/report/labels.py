@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 from hmlib.methods import METHODS, method_label
 
-__all__ = ["ColumnLabel", "LABELS", "CONTEXT_LABELS", "INTERVAL_PAIRS", "column_label", "method_cell",
-           "KINDS"]
+__all__ = ["ColumnLabel", "LABELS", "CONTEXT_LABELS", "INTERVAL_PAIRS", "DELTA_SCALE_LABELS", "column_label",
+           "method_cell", "KINDS"]
 
 #: How a cell of a column is written.
 KINDS = ("count", "share", "number", "pvalue", "flag", "text")
@@ -141,6 +141,17 @@ CONTEXT_LABELS: dict[tuple[str, str], ColumnLabel] = {
     ("n_missing", "n_sporadic"): _L("Missing values", "count"),
     # missingness patterns: the share of patients with the pattern
     ("share", "pattern"): _L("Patients (%)", "share"),
+}
+
+#: Step 5's tipping-point table by delta scale (``SensitivityResult.delta_scale``), passed as ``labels=`` to
+#: :func:`hmlib.report.display.table`: a categorical focus is shifted on the log-odds scale, so its ``delta_sd``,
+#: ``bracket_sd`` and ``grid_max_sd`` are log odds ratios, not SDs, and ``odds_ratio`` is ``e^delta``.
+DELTA_SCALE_LABELS: dict[str, dict[str, ColumnLabel]] = {
+    "SD": {},
+    "log odds": {"delta_sd": _L("Shift (log odds ratio)", "number"),
+                 "bracket_sd": _L("Bracket (log odds ratio)", "text"),
+                 "grid_max_sd": _L("Largest shift tried (log odds ratio)", "number"),
+                 "odds_ratio": _L("Odds ratio e^shift", "number")},
 }
 
 #: Lower/upper column pairs shown as one "a to b" column: ``(lower, upper) -> header``.
