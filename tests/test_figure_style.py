@@ -145,5 +145,5 @@ def test_fig_style_004_categorical_figures(tmp_path):
     keys.append(_check(fig))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lactate_band[normal]", "lactate_band[raised]"]
     assert "odds ratio" in style.caption_of(fig)[1]
-    assert keys == ["level-mix-lactate_band", "level-shares", "imputed-levels", "imputed-unmeasured",
-                    "tipping-point"]
+    assert keys == ["level-mix-lactate_band", "level-shares", "imputed-distributions-levels",
+                    "imputed-unmeasured", "tipping-point"]

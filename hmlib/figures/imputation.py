@@ -286,7 +286,8 @@ def level_distribution_plot(table: pd.DataFrame, clusters: pd.DataFrame, *, focu
         ax.set_visible(False)
     handles, names = axes.ravel()[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncols=min(len(levels), 5), frameon=False)
-    return caption(fig, "imputed-levels",
+    # the key extends "imputed-distributions": notebook 03's link to that figure finds this one for a categorical focus
+    return caption(fig, "imputed-distributions-levels",
                    f"Levels of {focus}, observed and imputed by each method, in the clusters with most missing "
                    "values (imputed: all imputations together; one colour per level). In a cluster that never "
                    f"recorded it, only imputed shares are shown; observed shares that would reveal a level count "
