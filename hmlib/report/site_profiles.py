@@ -75,8 +75,12 @@ class SiteFacts:
         sensitivity = get_step("sensitivity").read_artifact(output_dir)
         self.focus = None
         self.missing: dict = {}
+        #: a categorical focus's reference level (step 4 pools the share of patients outside it), else None
+        self.reference_level = None
         if diagnose is not None:
             self.focus = diagnose.settings.focus
+            if diagnose.focus_levels is not None and diagnose.focus_levels.levels:
+                self.reference_level = str(diagnose.focus_levels.levels[0])
             incomplete = set(diagnose.incomplete_variables)
             for row in diagnose.by_cluster:
                 if row.variable in incomplete:
@@ -218,8 +222,10 @@ def _pooling_part(facts: SiteFacts, cluster: str, noun: str) -> str:
            "is pulled part of the way to the average")
     own = (f"own effect {_num(r.raw_effect)}" if is_number(r.raw_effect)
            else "own effect suppressed (few observed values)")
+    mean = (f"its share of patients whose {focus} is not '{html.escape(facts.reference_level)}'"
+            if facts.reference_level is not None else f"its mean {focus}")
     return (f"<p>Cluster effect on {focus}: {own}, partially pooled {_num(r.pooled_effect)} "
-            f"(shrinkage {_num(shrink, 2)}: it {how}); posterior SD of its mean {focus} "
+            f"(shrinkage {_num(shrink, 2)}: it {how}); posterior SD of {mean} "
             f"{_num(r.pooled_mean_sd)}.</p>")
 
 
