@@ -9,6 +9,7 @@ REPORT-TABLE-006  tables over 12 rows are folded in <details> and sortable; shor
 REPORT-TABLE-007  data-derived text is escaped (a cluster named <script> stays text)
 REPORT-TABLE-008  labels depend on the table where one code name means two things (clusters vs patients)
 REPORT-TABLE-010  step 5's tipping-point table of a categorical focus labels its delta columns as log odds ratios
+REPORT-TABLE-011  a table of 10 or more columns is marked hm-wide (narrower padding on screen), a narrow one not
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from conftest import REPO
 from hmlib.report.labels import DELTA_SCALE_LABELS, LABELS, column_label
 from hmlib.report.tables import prepare_table, significant, table_html
 
@@ -179,3 +181,17 @@ def test_report_table_010_tipping_labels_by_delta_scale():
                                "Largest shift tried (log odds ratio)", "Odds ratio e^shift"]
     assert numeric[3:] == ["Shift (SD)", "Bracket (SD)", "Largest shift tried (SD)", "Odds ratio per SD"]
     assert set(DELTA_SCALE_LABELS) == {"SD", "log odds"}
+
+
+def test_report_table_011_wide_tables_marked():
+    """REPORT-TABLE-011: step 5's scenario table has 11 columns and, with step 1's hidden site sizes, two count
+    columns reading "suppressed": 922 px in the 910 px column of a 1280 px screen (BROWSER-007) with the usual
+    padding; a table of WIDE_COLUMNS or more columns is marked hm-wide, whose CSS narrows the padding."""
+    from hmlib.report.tables import WIDE_COLUMNS
+
+    wide = pd.DataFrame({f"c{k}": ["suppressed"] for k in range(WIDE_COLUMNS)})
+    narrow = wide.iloc[:, :3]
+    assert 'class="hm-table hm-wide"' in table_html(prepare_table(wide), caption="Wide", key="wide")
+    assert "hm-wide" not in table_html(prepare_table(narrow), caption="Narrow", key="narrow")
+    css = (REPO / "hmlib" / "report" / "assets" / "report.css").read_text()
+    assert "table.hm-table.hm-wide td" in css
