@@ -30,6 +30,8 @@ import yaml
 
 from conftest import REFERENCE, REPO
 from hmlib.data import load_registry
+from hmlib.figures import style
+from hmlib.figures.complete_case import indicator_effects_plot
 from hmlib.params import load_params
 from hmlib.simulate.categorical import categorical_registry
 from hmlib.stats.complete_case import fit_missing_category_model, missing_level_label
@@ -139,7 +141,9 @@ def test_cat_mc_004_step2_categorical_focus(tmp_path, step2_results):
     """CAT-MC-004: step 2 with a categorical focus writes missing_indicator rows with every level and
     focus[missing], states each level's coefficient (complete cases and missing-category model, with
     odds ratios) and the missing level's, keeps the levels and the indicator term in its typed
-    artifact, and draws the level shares and the missing level's effect by cluster."""
+    artifact, and draws the level shares (captioned); the missing level's effect by cluster is the
+    sentence naming the missing level when partial pooling gives every site the same effect (tau 0
+    here), and the figure, drawn anyway, names it in its axis label and caption."""
     res = step2_results["categorical_registry"]
     assert res.focus_levels == ("high", "normal", "raised")
     assert res.focus_terms == ["lactate_band[normal]", "lactate_band[raised]"]
@@ -154,10 +158,20 @@ def test_cat_mc_004_step2_categorical_focus(tmp_path, step2_results):
     assert artifact.indicator_term == "lactate_band[missing]"
     assert CompleteCaseArtifact.from_json(json.loads(json.dumps(artifact.to_json()))) == artifact
     figures = res.figures()
-    assert len(figures["shift"]) == 2 and len(figures["indicator_by_cluster"]) == 1
+    assert len(figures["shift"]) == 2
     shares = figures["shift"][1]
     legend = [t.get_text() for ax in shares.axes for t in ax.get_legend().get_texts()]
     assert legend[:3] == ["high", "normal", "raised"]
+    assert style.caption_of(shares)[0] == "level-shares"
+    # partial pooling gives every site the same missing-level effect here (tau 0): a sentence, not a figure
+    # (rep-a's rule), worded for the missing level; the figure, drawn anyway, uses the same words
+    pooled = res.indicator_by_cluster["pooled"].dropna()
+    assert float(np.ptp(pooled)) < 1e-9 and figures["indicator_by_cluster"] == []
+    assert "same effect of the level 'lactate_band missing' (against lactate_band = high)" in \
+        res.indicator_by_cluster_note()
+    drawn = indicator_effects_plot(res.indicator_by_cluster, focus="lactate_band", missing_level=True)
+    assert "the level 'lactate_band missing'" in drawn.axes[0].get_xlabel()
+    assert "the level 'lactate_band missing' (against the reference level)" in style.caption_of(drawn)[1]
     numeric = step2_results["brandsma_den"]
     assert numeric.indicator_term == "den[missing]" and numeric.focus_levels == ("1", "2", "3", "4")
 
@@ -266,7 +280,8 @@ def test_cat_diag_003_step1_categorical_focus(tmp_path):
     assert artifact.focus_levels.mix.n_clusters_tested == 28
     assert DiagnoseArtifact.from_json(json.loads(json.dumps(artifact.to_json()))) == artifact
     figure = res.figures()["by_cluster"][-1]
-    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert style.caption_of(figure)[0] == "level-mix-lactate_band"
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]   # below the axes, as rep-a's figures
     assert legend == ["missing", "high", "normal", "raised", "suppressed"]
 
 

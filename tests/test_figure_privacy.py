@@ -12,12 +12,14 @@ import pandas as pd
 
 from hmlib.figures.complete_case import retention_plot
 from hmlib.figures.joint_model import ppc_by_cluster
+from hmlib.figures.style import caption_of
 from hmlib.privacy import SUPPRESSED_LABEL
 
 
 def _texts(fig) -> list[str]:
     out = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels()]
-    return out + [fig._suptitle.get_text() if fig._suptitle else ""] + [ax.get_title() for ax in fig.axes]
+    return (out + [fig._suptitle.get_text() if fig._suptitle else ""] + [ax.get_title() for ax in fig.axes]
+            + [caption_of(fig)[1]])
 
 
 def test_fig_priv_001_predictive_check():

@@ -228,17 +228,20 @@ def test_summary_005_small_counts_are_not_printed(demo, tmp_path):
 
 
 def test_report_html_001_sections_in_order(demo):
-    """REPORT-HTML-001: the summary follows the title and precedes the contents; methods and
-    limitations precede the appendix, each with a contents entry; the appendix names the commit,
-    the input's SHA-256, the seed and every executed step's time; nothing is fetched from a CDN."""
+    """REPORT-HTML-001: the key messages and the findings follow the title and precede how to read the report
+    and the contents panel; methods, limitations, the site profiles and the glossary precede the appendix, each
+    with a contents entry; the appendix names the commit, the input's SHA-256, the seed and every executed step's
+    time; nothing is fetched from a CDN (the page's one script is inline)."""
     p, folder = demo
     html = (folder / "report.html").read_text()
-    order = [html.index(x) for x in ("<h1", 'id="executive-summary"', 'id="Contents"',
-                                     f'id="{STEPS[0].anchor}"', 'id="methods"', 'id="limitations"',
+    order = [html.index(x) for x in ("<h1", 'id="key-messages"', 'id="executive-summary"', 'id="how-to-read"',
+                                     'id="hm-contents"', f'id="{STEPS[0].anchor}"', 'id="methods"',
+                                     'id="limitations"', 'id="site-profiles"', 'id="glossary"',
                                      'id="reproducibility"')]
     assert order == sorted(order)
-    for anchor in ("methods", "limitations", "reproducibility"):
-        assert f'href="#{anchor}"' in html
+    nav = html.split('id="hm-contents"')[1].split("</nav>")[0]
+    for title in ("Methods", "Limitations and reporting checklist", "Site profiles", "Glossary", "Reproducibility"):
+        assert f". {title}</a>" in nav, title
     commit = git_commit()
     assert f"git commit: {commit}" in html
     registry = load_registry(load_params(folder.parent.parent / "params" / "demo.yaml", fast=True))

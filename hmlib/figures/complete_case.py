@@ -2,7 +2,8 @@
 
 Each function returns a matplotlib Figure built with
 :func:`hmlib.figures.style.new_figure` (nothing is shown or saved as a side
-effect). Figures show shares, size bands and model estimates only, never
+effect), with its caption attached (:func:`hmlib.figures.style.caption`).
+Figures show shares, size bands and model estimates only, never
 patient-level values, and leave out clusters below the small-cell threshold.
 """
 
@@ -48,14 +49,15 @@ def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: i
     shown = retention.loc[(retention["n_all"] >= min_cell) & retention["retained"].notna()]
     n_small = len(retention) - len(shown)
     table = shown.sort_values(["retained", "n_all"], ascending=[True, False]).reset_index(drop=True)
-    heading = "Share of each cluster's patients kept by complete-case analysis"
+    heading = ("Share of each cluster's patients kept by complete-case analysis, lowest first; red: a cluster lost "
+               "entirely; marker size: fewer than 50, 50-199, 200-999, 1000 or more patients; dashed line: overall")
     if len(table) > max_clusters:
         half = max_clusters // 2
         table = pd.concat([table.head(half), table.tail(half)], ignore_index=True)
-        heading += f"\n(lowest and highest {half} of {len(shown)} clusters)"
+        heading += f" (lowest and highest {half} of {len(shown)} clusters)"
     if n_small:
-        heading += f"\n{n_small} cluster(s) not shown (fewer than {min_cell} patients, or a small count)"
-    fig, ax = style.new_figure(8, max(3.0, 0.22 * len(table) + 1.5))
+        heading += f". {n_small} cluster(s) not shown (fewer than {min_cell} patients, or a small count)"
+    fig, ax = style.new_figure(6.2, max(2.4, style.ROW_IN * len(table) + 0.9))
     y = np.arange(len(table))
     # Marker area by size band, not exact size: exact sizes could reveal small counts.
     bands = np.array([min_cell, 50, 200, 1000])
@@ -64,14 +66,13 @@ def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: i
                alpha=0.75, edgecolor="white")
     overall = overall_share
     ax.axvline(overall, color="grey", ls="--", lw=1)
-    ax.text(overall, len(table) - 0.5, f" overall {overall:.0%}", color="grey", va="bottom", fontsize=8)
-    ax.set_yticks(y, [style.label(c) for c in table["cluster"]], fontsize=7)
+    ax.text(overall, -0.6, f" overall {overall:.0%}", color="grey", va="bottom", fontsize=style.SMALL_FONT_PT)
+    ax.set_yticks(y, [style.label(c) for c in table["cluster"]])
+    ax.set_ylim(len(table) - 0.5, -1.0)
     ax.set_xlim(-0.05, 1.05)
-    ax.set_xlabel("share of patients who are complete cases\n(red: cluster lost entirely; "
-                  "marker size: <50, 50-199, 200-999, 1000+ patients)", fontsize=9)
-    ax.set_title(heading, fontsize=10)
+    ax.set_xlabel("share of the cluster's patients who are complete cases")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
-    return fig
+    return style.caption(fig, "retention", heading + ".")
 
 
 def smd_plot(shift: pd.DataFrame, *, threshold: float):
@@ -91,7 +92,7 @@ def smd_plot(shift: pd.DataFrame, *, threshold: float):
     """
     labels = [style.plain(v + (f" = {lv}" if lv else "")) for v, lv in zip(shift["variable"], shift["level"])]
     table = shift.assign(label=labels).iloc[::-1]
-    fig, ax = style.new_figure(7, max(2.5, 0.3 * len(table) + 1.2))
+    fig, ax = style.new_figure(6.2, max(2.0, 0.26 * len(table) + 0.9))
     y = np.arange(len(table))
     flagged = table["smd"].abs() > threshold
     ax.scatter(table["smd"], y, c=np.where(flagged, _FLAGGED, _NEUTRAL), zorder=3)
@@ -99,12 +100,14 @@ def smd_plot(shift: pd.DataFrame, *, threshold: float):
     for x in (-threshold, threshold):
         ax.axvline(x, color="grey", ls="--", lw=1)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, table["label"], fontsize=8)
+    ax.set_yticks(y, table["label"])
     lim = max(0.25, float(table["smd"].abs().max()) * 1.15)
     ax.set_xlim(-lim, lim)
-    ax.set_xlabel(f"standardised difference, complete cases minus all patients (dashed: ±{threshold})")
-    ax.set_title("How complete-case selection shifts the population", fontsize=10)
-    return fig
+    ax.set_xlabel("standardised difference, complete cases minus all patients")
+    return style.caption(fig, "estimand-shift",
+                         "How complete-case selection shifts the population: each variable's standardised "
+                         f"difference between complete cases and all patients; beyond the dashed lines (±{threshold} "
+                         "SD, red) the complete cases differ from the population the question is about.")
 
 
 def level_shares_plot(shift: pd.DataFrame, levels: dict):
@@ -127,7 +130,7 @@ def level_shares_plot(shift: pd.DataFrame, levels: dict):
         and, among complete cases, its SMD.
     """
     groups = [("all patients (recorded values)", "all_patients"), ("complete cases", "complete_cases")]
-    fig, axes = style.new_figure(8, 1.9 * len(levels) + 0.4, nrows=len(levels), squeeze=False)
+    fig, axes = style.new_figure(6.8, 1.9 * len(levels) + 0.4, nrows=len(levels), squeeze=False)
     for ax, (variable, order) in zip(axes[:, 0], levels.items()):
         rows = shift.loc[shift["variable"] == variable].set_index("level")
         order = [str(level) for level in order]
@@ -142,16 +145,19 @@ def level_shares_plot(shift: pd.DataFrame, levels: dict):
                     text = f"{share:.0%}"
                     if y == 1 and level in rows.index:
                         text += f"\nSMD {rows.loc[level, 'smd']:+.2f}"
-                    ax.text(left + share / 2, y, text, ha="center", va="center", fontsize=7, color="white")
+                    ax.text(left + share / 2, y, text, ha="center", va="center",
+                            fontsize=style.SMALL_FONT_PT, color="white")
                 left += share
-        ax.set_yticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
+        ax.set_yticks(range(len(groups)), [g[0] for g in groups])
         ax.set_xlim(0, 1)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
         ax.invert_yaxis()
-        ax.legend(ncols=min(len(order), 6), fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0),
-                  frameon=False, title=style.plain(variable), title_fontsize=8)
-    fig.suptitle("Levels of the categorical variables: all patients vs complete cases", fontsize=10)
-    return fig
+        ax.legend(ncols=min(len(order), 5), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False,
+                  title=style.plain(variable))
+    return style.caption(fig, "level-shares",
+                         "Levels of the categorical variables among all patients with the variable recorded and "
+                         "among complete cases: each level's share written in its segment (shares under 8% "
+                         "unlabelled) and, for complete cases, its standardised difference (SMD) from all patients.")
 
 
 def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int = 60,
@@ -178,7 +184,7 @@ def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int
     est = table.loc[table["raw"].notna()].sort_values("pooled").reset_index(drop=True)
     if len(est) > max_clusters:
         est = est.iloc[np.linspace(0, len(est) - 1, max_clusters).round().astype(int)]
-    fig, ax = style.new_figure(8, max(3.0, 0.25 * len(est) + 1.2))
+    fig, ax = style.new_figure(6.6, max(2.4, style.ROW_IN * len(est) + 1.0))
     y = np.arange(len(est))
     lo, hi = est["raw"] - 1.96 * est["raw_se"], est["raw"] + 1.96 * est["raw_se"]
     # Unstable single-cluster estimates would stretch the axis; clip them at a robust limit.
@@ -190,11 +196,15 @@ def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int
     mean = table.attrs.get("mean", np.nan)
     ax.axvline(mean, color=_NEUTRAL, ls="--", lw=1, label="common effect")
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [style.label(c) for c in est["cluster"]], fontsize=7)
+    ax.set_yticks(y, [style.label(c) for c in est["cluster"]])
     name = style.plain(focus)
     what = (f"effect of the level '{name} missing' (against the reference level)" if missing_level
             else f"effect of {name} being unmeasured")
-    ax.set_xlabel(f"{what} on the outcome\n(model scale; raw estimates clipped at ±{lim:.3g})", fontsize=9)
-    ax.set_title(f"Is missingness of {name} informative in every cluster?", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-    return fig
+    ax.set_xlabel(f"{what} on the outcome (model scale)")
+    ax.legend(loc="lower right")
+    said = (f"the level '{focus} missing' (against the reference level)" if missing_level
+            else f"{focus} being unmeasured")
+    return style.caption(fig, "indicator-by-cluster",
+                         f"Is missingness of {focus} informative in every cluster? The effect of {said} estimated "
+                         "within each cluster (open circles, 95% CI; clipped at "
+                         f"±{lim:.3g}) and partially pooled (diamonds); dashed line: the common effect.")

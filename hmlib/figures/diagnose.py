@@ -4,18 +4,21 @@ Each function takes a published (suppressed) table from
 :class:`hmlib.steps.diagnose.DiagnoseResult` and returns a
 :class:`matplotlib.figure.Figure`; nothing is shown or saved here, and no
 global pyplot state is touched (figures are built with
-:func:`hmlib.figures.style.new_figure`, in the report's one style). A NaN share or count is a suppressed cell: it is drawn as
+:func:`hmlib.figures.style.new_figure`, in the report's one style). A NaN
+share or count is a suppressed cell: it is drawn as
 "suppressed" (hatched cell, or a note), never at its value.
 
-Text from the data (cluster and variable names) is drawn as plain text:
+Each figure carries its caption (:func:`hmlib.figures.style.caption`); the
+report numbers it. Text from the data (cluster and variable names) is drawn as plain text:
 ``text.usetex`` is off and ``$`` is escaped, so mathtext never interprets a
 name. At most ``max_clusters`` (default 60) clusters are labelled; with more,
 the figures show the clusters with the most and the least missing values
-and say so in the title.
+and say so in the caption.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -32,16 +35,35 @@ from hmlib.stats.missingness.funnel import limit_tag
 __all__ = ["missingness_heatmap", "funnel_plot", "cluster_missingness_bars", "pattern_plot", "level_mix_plot"]
 
 
+def _most_missing_first(heatmap: pd.DataFrame) -> pd.DataFrame:
+    """Rows ordered by the share missing of the most incomplete variable, then the next, most missing first.
+
+    The columns are taken in order of their mean published share; a suppressed (NaN) cell sorts after every
+    published one of its column, so the order says nothing about its value.
+    """
+    if heatmap.empty:
+        return heatmap
+    columns = list(heatmap.mean(axis=0, skipna=True).sort_values(ascending=False, kind="stable").index)
+    keys = [(-heatmap[c].to_numpy(dtype=float)) for c in reversed(columns)]
+    keys = [np.nan_to_num(k, nan=np.inf) for k in keys]
+    order = np.lexsort([np.arange(len(heatmap)), *keys])
+    return heatmap.iloc[order][columns]
+
+
 def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_clusters: int = 60,
                         cluster_noun: str = "cluster") -> Figure:
-    """Share missing by cluster (rows) and variable (columns).
+    """Share missing by cluster (rows) and variable (columns), most missing first.
+
+    Rows are ordered by the share missing of the most incomplete variable (then of the next), so the order
+    matches "most missing first"; suppressed cells are hatched and sort last.
 
     Parameters
     ----------
     heatmap : pandas.DataFrame
-        :attr:`DiagnoseResult.heatmap`: index cluster names ordered by overall
-        missingness, columns variables, values shares (NaN = suppressed).
+        :attr:`DiagnoseResult.heatmap`: index cluster names, columns variables, values shares
+        (NaN = suppressed).
     title : str, optional
+        Caption (default: says what is shown and in which order).
     max_clusters : int, default 60
         With more clusters, the half with the most and the half with the
         least missing values are shown, separated by a gap.
@@ -50,14 +72,15 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
     Returns
     -------
     matplotlib.figure.Figure
+        Captioned (:func:`hmlib.figures.style.caption`, key ``missingness-heatmap``).
     """
     n_rows, n_cols = heatmap.shape
     if n_rows == 0 or n_cols == 0:
-        fig, ax = style.new_figure(5.0, 1.5, style="white")
+        fig, ax = style.new_figure(5.0, 1.0, style="white")
         ax.set_axis_off()
-        ax.text(0.5, 0.5, f"No variable can be shown by {cluster_noun} without revealing small counts.",
-                ha="center", va="center", wrap=True)
-        return fig
+        return style.caption(fig, "missingness-heatmap",
+                             f"No variable can be shown by {cluster_noun} without revealing small counts.")
+    heatmap = _most_missing_first(heatmap)
     keep, cut = style.head_tail(n_rows, max_clusters)
     shown = heatmap.iloc[keep]
     values = shown.to_numpy(dtype=float)
@@ -68,7 +91,8 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
     else:
         labels = list(shown.index)
     gap_row = max_clusters // 2 if cut else -1
-    fig, ax = style.new_figure(max(5.0, 2.2 + 0.9 * n_cols), 1.8 + 0.2 * max(len(labels), 4), style="white")
+    width = min(style.MAX_WIDTH_IN, max(4.2, 2.4 + 0.85 * n_cols))
+    fig, ax = style.new_figure(width, 1.1 + style.ROW_IN * max(len(labels), 4), style="white")
     # hatched background shows through the masked (suppressed) cells
     ax.add_patch(Rectangle((-0.5, -0.5), n_cols, len(labels), facecolor=style.SUPPRESSED_COLOUR,
                            hatch="///", edgecolor="white", linewidth=0, zorder=0))
@@ -76,27 +100,31 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
     image = ax.imshow(masked, aspect="auto", cmap="rocket_r", vmin=0, vmax=1, interpolation="nearest", zorder=1)
     if gap_row >= 0:
         ax.add_patch(Rectangle((-0.5, gap_row - 0.5), n_cols, 1, facecolor="white", zorder=2))
-    if values.size <= 300:
+    if values.size <= 300 and width / max(n_cols, 1) >= 0.5:
         for i in range(values.shape[0]):
             for j in range(n_cols):
                 v = values[i, j]
                 if np.isfinite(v):
-                    ax.text(j, i, f"{100 * v:.0f}%", ha="center", va="center", fontsize=7,
+                    ax.text(j, i, f"{100 * v:.0f}%", ha="center", va="center", fontsize=style.SMALL_FONT_PT,
                             color="white" if v > 0.55 else "black", zorder=3)
-    ax.set_xticks(range(n_cols), [style.label(c) for c in heatmap.columns], rotation=30, ha="right")
+    ax.set_xticks(range(n_cols), [style.label(c) for c in heatmap.columns], rotation=30 if n_cols > 3 else 0,
+                  ha="right" if n_cols > 3 else "center")
+    ax.xaxis.tick_top()
     ax.set_yticks(range(len(labels)), [style.label(lb) for lb in labels])
     ax.set_xlim(-0.5, n_cols - 0.5)
     ax.set_ylim(len(labels) - 0.5, -0.5)
-    fig.colorbar(image, ax=ax, label="share missing", shrink=0.6)
+    fig.colorbar(image, ax=ax, label="share missing", shrink=0.5, aspect=25)
     fig.legend(handles=[Patch(facecolor=style.SUPPRESSED_COLOUR, hatch="///", label="suppressed (small count)")],
-               loc="outside lower center", fontsize=7, frameon=False)
-    if title is None:
-        title = f"Share missing by {cluster_noun}, most missing first"
+               loc="outside lower center", frameon=False)
+    columns = [str(c) for c in heatmap.columns]
+    order = columns[0] + (f" (then {', '.join(columns[1:])})" if len(columns) > 1 else "")
+    text = title or (f"Share of patients with each variable missing, by {cluster_noun}; {cluster_noun}s ordered "
+                     f"by the share missing of {order}, most missing first. Hatched cells are suppressed "
+                     "(small counts).")
     if cut:
-        title += (f"\n(showing the {max_clusters // 2} {cluster_noun}s with the most and "
-                  f"{max_clusters - max_clusters // 2} with the least missing of {n_rows})")
-    ax.set_title(style.title(title, 55))
-    return fig
+        text += (f" Showing the {max_clusters // 2} {cluster_noun}s with the most and "
+                 f"{max_clusters - max_clusters // 2} with the least missing of {n_rows}.")
+    return style.caption(fig, "missingness-heatmap", text)
 
 
 def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True, max_labels: int = 20,
@@ -122,7 +150,7 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
     """
     table = funnel.table
     curve = funnel.curve
-    fig, ax = style.new_figure(7.0, 4.8, style="whitegrid")
+    fig, ax = style.new_figure(6.8, 4.3, style="whitegrid")
     shown = table.loc[table["rate"].notna() & table["n"].notna()]
     n_hidden = len(table) - len(shown)
     styles = {0: ("--", 1.0), 1: ("-", 1.2)}
@@ -141,44 +169,45 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
                label=f"beyond {outer} limits")
     sizes = shown["n"].to_numpy(dtype=float)
     log_x = bool(sizes.size) and sizes.max() / max(sizes.min(), 1) > 20
+    notes = []
     if label_outliers and is_out.any():
         out = shown.loc[is_out].copy()
         out["distance"] = (out["rate"] - funnel.overall_rate).abs()
         labelled = out.nlargest(max_labels, "distance").sort_values(["rate", "n"])
-        # greedy stacking: a label close to an earlier one (in axis fractions) moves 9 points
-        # further, so clusters sharing a rate (e.g. 100%) stay readable
-        x_all = np.log(sizes) if log_x else sizes
-        x_span = max(float(np.ptp(x_all)), 1e-9)
-        placed: list[tuple[float, float, float]] = []
         for row in labelled.itertuples(index=False):
-            x = (np.log(row.n) if log_x else row.n) / x_span
-            offset = 0.0
-            for px, py, poff in placed:
-                if abs(px - x) < 0.12 and abs(py - row.rate) < 0.04:
-                    offset = max(offset, poff + 9.0)
-            placed.append((x, row.rate, offset))
-            # stack towards the centre line, so labels stay inside the axes
             above = row.rate >= funnel.overall_rate
-            dy = 3.0 - offset if above else -9.0 + offset
-            ax.annotate(style.label(row.cluster), (row.n, row.rate), xytext=(6, dy),
-                        textcoords="offset points", fontsize=7, color="#8c1c1c",
-                        arrowprops={"arrowstyle": "-", "color": "#c44e52", "lw": 0.4} if offset else None)
+            notes.append(ax.annotate(style.label(row.cluster), (row.n, row.rate), xytext=(5, 3 if above else -11),
+                                     textcoords="offset points", fontsize=style.SMALL_FONT_PT, color="#8c1c1c",
+                                     arrowprops={"arrowstyle": "-", "color": "#c44e52", "lw": 0.4,
+                                                 "shrinkA": 0, "shrinkB": 3}))
     if n_hidden:
-        ax.scatter([], [], s=0, label=f"{n_hidden} {cluster_noun}(s) with suppressed counts not shown")
+        ax.scatter([], [], s=0, label=textwrap.fill(f"{n_hidden} {cluster_noun}(s) with suppressed counts not "
+                                                    "shown", 24))
     if sizes.size:
         if log_x:
             ax.set_xscale("log")
-            ax.set_xlim(sizes.min() / 1.5, sizes.max() * 1.3)
+            low, high = sizes.min() / 1.5, sizes.max() * 1.3
+            ax.set_xlim(low, high)
+            # plain numbers at 1-2-5 steps: the default 2x10^1 3x10^1 minor labels run into each other
+            steps = [m * 10 ** e for e in range(0, 8) for m in (1, 2, 5) if low <= m * 10 ** e <= high]
+            ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(steps))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         else:
             ax.set_xlim(0, sizes.max() * 1.08)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"patients in the {cluster_noun}")
     ax.set_ylabel(f"share with {style.plain(funnel.variable)} missing")
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title(style.title(title or f"Funnel plot: missing {funnel.variable} by {cluster_noun} size "
-                                 "(exact binomial limits)", 80))
-    return fig
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    style.separate_labels(fig, notes)  # clusters sharing a rate (e.g. 100%) keep readable names
+    text = title or (f"Funnel plot of missing {funnel.variable}: each {cluster_noun}'s share of patients with "
+                     f"{funnel.variable} missing against its number of patients, with exact binomial limits around "
+                     f"the overall {100 * funnel.overall_rate:.1f}%; {cluster_noun}s beyond the outer limits are "
+                     "named.")
+    if n_hidden:
+        text += f" {n_hidden} {cluster_noun}(s) with suppressed counts are not drawn."
+    return style.caption(fig, f"funnel-{funnel.variable}", text)
 
 
 def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall_rate: float | None = None,
@@ -213,7 +242,7 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
     keep, cut = style.head_tail(len(published), max_clusters)
     shown = published.iloc[keep]
     y = np.arange(len(shown))
-    fig, ax = style.new_figure(6.5, 1.4 + 0.2 * max(len(shown), 4), style="whitegrid")
+    fig, ax = style.new_figure(6.5, 1.0 + style.ROW_IN * max(len(shown), 4), style="whitegrid")
     share = shown["share_missing"].to_numpy(float)
     lo = shown["ci_lower"].to_numpy(float)
     hi = shown["ci_upper"].to_numpy(float)
@@ -223,14 +252,17 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
                 fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2)
     if overall_rate is not None:
         ax.axvline(overall_rate, color="#c44e52", lw=1, ls="--", label=f"overall {100 * overall_rate:.1f}%")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(loc="lower right")
     ax.set_yticks(y, [style.label(c) for c in shown["cluster"]])
     ax.set_ylim(len(shown) - 0.5, -0.5)
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_xlabel(f"share with {style.plain(variable)} missing (Wilson 95% CI)")
     if title is None:
-        title = f"Missing {variable} by {cluster_noun}"
+        title = (f"Share of patients with {variable} missing in each {cluster_noun}, with Wilson 95% intervals, "
+                 "highest first")
+        if overall_rate is not None:
+            title += f"; dashed line: overall {100 * overall_rate:.1f}%"
     notes = []
     if cut:
         notes.append(f"showing the {max_clusters // 2} highest and {max_clusters - max_clusters // 2} "
@@ -238,9 +270,8 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
     if len(hidden):
         notes.append(f"{len(hidden)} {cluster_noun}(s) with suppressed counts not shown")
     if notes:
-        title += "\n(" + "; ".join(notes) + ")"
-    ax.set_title(style.title(title, 60))
-    return fig
+        title += " (" + "; ".join(notes) + ")"
+    return style.caption(fig, f"bars-{variable}", title + ".")
 
 
 def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str | None = None,
@@ -268,7 +299,8 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
     table = pd.concat([named, patterns.loc[pooled]])
     n = len(table)
     fig, (left, right) = style.new_figure(
-        2.5 + 0.5 * len(variables) + 4, 1.4 + 0.28 * max(n, 3), ncols=2, style="white", sharey=True,
+        min(style.MAX_WIDTH_IN, 2.3 + 0.45 * len(variables) + 3.6), 1.0 + 0.26 * max(n, 3), ncols=2,
+        style="white", sharey=True,
         gridspec_kw={"width_ratios": [max(len(variables), 1) * 0.5 + 0.5, 4]})
     for i, row in enumerate(table.itertuples(index=False)):
         missing = set() if row.pattern == "complete" or pd.isna(row.n_missing_variables) \
@@ -277,26 +309,27 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
             filled = var in missing
             left.scatter(j, i, s=60, color="#c44e52" if filled else "0.85", zorder=2)
         if pd.isna(row.n_missing_variables):
-            left.text((len(variables) - 1) / 2, i, "pooled", ha="center", va="center", fontsize=7,
+            left.text((len(variables) - 1) / 2, i, "pooled", ha="center", va="center", fontsize=style.SMALL_FONT_PT,
                       color="0.3", zorder=3, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     left.set_xticks(range(len(variables)), [style.label(v) for v in variables], rotation=40, ha="right")
     left.set_yticks(range(n), [style.label(p) for p in table["pattern"]])
     left.set_xlim(-0.6, len(variables) - 0.4)
     left.set_ylim(n - 0.5, -0.5)
-    left.set_title("missing (red)", fontsize=9)
+    left.set_title("missing (red)", fontsize=style.SMALL_FONT_PT)
     counts = table["count"].to_numpy(float)
     right.barh(range(n), counts, color="#4c72b0", height=0.7)
     for i, (c, s) in enumerate(zip(counts, table["share"])):
-        right.text(c, i, f" {int(c):,} ({100 * s:.1f}%)", va="center", fontsize=7)
-    right.set_xlim(0, counts.max() * 1.3 if n else 1)
+        right.text(c, i, f" {int(c):,} ({100 * s:.1f}%)", va="center", fontsize=style.SMALL_FONT_PT)
+    right.set_xlim(0, counts.max() * 1.45 if n else 1)
+    right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
     right.set_xlabel("patients")
     sns.despine(fig=fig, left=True)
-    heading = title or "Missing-data patterns"
+    heading = title or ("Missing-data patterns: the variables each pattern lacks (red, left) and the patients "
+                        "with that pattern (right)")
     hidden = len(patterns.loc[~pooled]) - len(named)
     if hidden > 0:
-        heading += f"\n(the {len(named)} most frequent of {len(patterns.loc[~pooled])} patterns shown)"
-    fig.suptitle(style.title(heading, 80), fontsize=11)
-    return fig
+        heading += f" (the {len(named)} most frequent of {len(patterns.loc[~pooled])} patterns shown)"
+    return style.caption(fig, "patterns", heading + ".")
 
 
 def level_mix_plot(table: pd.DataFrame, levels: Sequence[str], *, variable: str, cluster_noun: str = "cluster",
@@ -330,7 +363,7 @@ def level_mix_plot(table: pd.DataFrame, levels: Sequence[str], *, variable: str,
         ["_order", "cluster"], ascending=[False, True], kind="stable")
     keep, cut = style.head_tail(len(ordered), max_clusters)
     shown = ordered.iloc[keep].reset_index(drop=True)
-    fig, ax = style.new_figure(8, 1.6 + 0.2 * max(len(shown), 4))
+    fig, ax = style.new_figure(6.8, 1.6 + style.ROW_IN * max(len(shown), 4))
     for y, row in shown.iterrows():
         missing = row["share_missing"]
         if not np.isfinite(missing):
@@ -350,15 +383,18 @@ def level_mix_plot(table: pd.DataFrame, levels: Sequence[str], *, variable: str,
     handles = [Patch(color=style.MISSING_LEVEL_COLOUR, label="missing")]
     handles += [Patch(color=colours[level], label=style.label(level)) for level in levels]
     handles.append(Patch(facecolor="white", edgecolor=style.SUPPRESSED_COLOUR, hatch="///", label="suppressed"))
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_yticks(np.arange(len(shown)), [style.label(c) for c in shown["cluster"]], fontsize=7)
+    # one row when the labels fit the width (about 70 characters at 9 points), else three columns
+    one_row = sum(len(h.get_label()) + 6 for h in handles) <= 70
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if one_row else 3, frameon=False)
+    ax.set_yticks(np.arange(len(shown)), [style.label(c) for c in shown["cluster"]])
     ax.set_ylim(len(shown) - 0.5, -0.5)
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_xlabel(f"share of the {cluster_noun}'s patients: {style.plain(variable)} missing, or recorded as each level")
-    title = f"Recorded levels of {variable} by {cluster_noun}, ordered by share missing"
+    text = (f"Recorded levels of {variable} by {cluster_noun}, highest share missing first: each bar is the "
+            f"{cluster_noun}'s patients, {variable} missing (grey) or recorded as each level; hatched: suppressed "
+            "shares (a count below the smallest cell shown)")
     if cut:
-        title += (f"\n(the {max_clusters // 2} {cluster_noun}s with most and {max_clusters - max_clusters // 2} "
-                  f"with fewest missing of {len(ordered)})")
-    ax.set_title(style.title(title, 70), fontsize=10)
-    return fig
+        text += (f" (the {max_clusters // 2} {cluster_noun}s with most and {max_clusters - max_clusters // 2} "
+                 f"with fewest missing of {len(ordered)})")
+    return style.caption(fig, f"level-mix-{variable}", text + ".")

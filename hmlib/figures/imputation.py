@@ -6,10 +6,11 @@ saved as a side effect) and takes the aggregated tables of
 :class:`hmlib.steps.imputation.ImputationStepResult` or
 :class:`hmlib.steps.imputation_transport.PublishedTransport`: estimates,
 ICCs, chain means, histogram densities and per-cluster summaries, never
-patient-level values. Cells suppressed for privacy (the label
+patient-level values. Each figure carries its caption
+(:func:`hmlib.figures.style.caption`). Cells suppressed for privacy (the label
 ``"suppressed"``) are left out and counted in the title. Methods are drawn
-in the order and colours of :mod:`hmlib.methods` and named by their keys,
-as in the step's tables and narrative.
+in the order, colours and labels of :mod:`hmlib.methods`, as the report's
+tables name them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hmlib.figures.style import label, level_colours, new_figure, plain
-from hmlib.methods import OBSERVED_COLOUR, method_colour, method_order
+from matplotlib.ticker import MaxNLocator
+
+from hmlib.figures.style import (MAX_WIDTH_IN, ROW_IN, SMALL_FONT_PT, caption, label, level_colours, new_figure,
+                                 plain)
+from hmlib.methods import OBSERVED_COLOUR, method_colour, method_label, method_order
 
 __all__ = ["forest_plot", "cluster_variation_plot", "trace_plot", "distribution_plot", "level_distribution_plot",
            "fmi_plot", "transport_plot"]
@@ -47,8 +51,8 @@ def forest_plot(comparison: pd.DataFrame, terms, *, failed: dict | None = None, 
     methods = method_order([*comparison["method"], *failed])
     nrows = max(1, int(np.ceil(len(terms) / ncols)))
     ncols = min(ncols, max(len(terms), 1))
-    fig, axes = new_figure(4.6 * ncols, 0.45 * len(methods) * nrows + 1.6 * nrows, nrows=nrows, ncols=ncols,
-                           squeeze=False)
+    fig, axes = new_figure(min(MAX_WIDTH_IN, 1.3 + 2.9 * ncols), (0.28 * len(methods) + 0.9) * nrows,
+                           nrows=nrows, ncols=ncols, squeeze=False, sharey=True)
     y = np.arange(len(methods))[::-1]
     for ax, term in zip(axes.ravel(), terms):
         sub = comparison.loc[comparison["term"] == term].set_index("method")
@@ -59,20 +63,23 @@ def forest_plot(comparison: pd.DataFrame, terms, *, failed: dict | None = None, 
                                                        [row["ci_upper"] - row["estimate"]]],
                             fmt="o", color=method_colour(method), capsize=3)
             elif method in failed:
-                ax.text(0.02, yi, "failed", transform=ax.get_yaxis_transform(), va="center", fontsize=8,
+                ax.text(0.02, yi, "failed", transform=ax.get_yaxis_transform(), va="center", fontsize=SMALL_FONT_PT,
                         color=FAILED_COLOUR)
         truth = sub["truth"].dropna() if "truth" in sub.columns else pd.Series(dtype=float)
         if len(truth):
             ax.axvline(float(truth.iloc[0]), color="black", ls="--", lw=1)
-            ax.text(float(truth.iloc[0]), y.max() + 0.45, " truth", fontsize=8, va="bottom")
-        ax.set_yticks(y, [label(m) for m in methods], fontsize=8)
+            ax.text(float(truth.iloc[0]), y.max() + 0.45, " truth", fontsize=SMALL_FONT_PT, va="bottom")
+        ax.set_yticks(y, [label(method_label(m)) for m in methods])
         ax.set_ylim(-0.7, len(methods) - 0.2)
-        ax.set_title(plain(term), fontsize=10)
-        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(plain(term))
+        ax.xaxis.set_major_locator(MaxNLocator(4))
     for ax in axes.ravel()[len(terms):]:
         ax.set_visible(False)
-    fig.suptitle("Pooled estimates (95% intervals) by method", fontsize=11)
-    return fig
+    text = ("Pooled estimates with 95% intervals by imputation method, one panel per coefficient: "
+            + ", ".join(terms) + " (the estimates of every coefficient are in the table below)")
+    if (comparison.get("truth") is not None) and comparison["truth"].notna().any():
+        text += "; dashed line: the value the data were simulated with"
+    return caption(fig, "imputation-estimates", text + ".")
 
 
 def cluster_variation_plot(table: pd.DataFrame, *, focus: str, cluster: str):
@@ -85,7 +92,7 @@ def cluster_variation_plot(table: pd.DataFrame, *, focus: str, cluster: str):
     focus, cluster : str
         Names for the labels.
     """
-    fig, (left, right) = new_figure(10, 3.6, ncols=2)
+    fig, (left, right) = new_figure(MAX_WIDTH_IN, 3.0, ncols=2)
     sds = table.dropna(subset=["outcome_sd"])
     sds = sds.loc[sds["method"] != "truth"]
     methods = method_order(sds["method"])
@@ -98,9 +105,9 @@ def cluster_variation_plot(table: pd.DataFrame, *, focus: str, cluster: str):
     truth = table.loc[table["method"] == "truth", "outcome_sd"]
     if len(truth) and np.isfinite(truth.iloc[0]):
         left.axvline(float(truth.iloc[0]), color="black", ls="--", lw=1, label="truth")
-        left.legend(fontsize=8, loc="best")
-    left.set_yticks(y, [label(m) for m in methods], fontsize=8)
-    left.set_title(plain(f"Analysis model: sd({cluster}) (95% interval)"), fontsize=10)
+    left.set_yticks(y, [label(method_label(m)) for m in methods])
+    left.set_title(plain(f"analysis model: sd({cluster})"))
+    left.xaxis.set_major_locator(MaxNLocator(4))
 
     icc = table.loc[table["method"].str.endswith("_mi")].dropna(subset=["focus_icc"])
     methods = method_order(icc["method"])
@@ -114,12 +121,16 @@ def cluster_variation_plot(table: pd.DataFrame, *, focus: str, cluster: str):
     if len(observed) and np.isfinite(observed.iloc[0]):
         right.axvline(float(observed.iloc[0]), color=OBSERVED_COLOUR, ls=":", lw=1.2,
                       label="observed values only")
-        right.legend(fontsize=8, loc="best")
-    right.set_yticks(y, [label(m) for m in methods], fontsize=8)
-    right.set_title(plain(f"ICC of {focus} in the completed data\n(mean; bar: range over imputations)"), fontsize=10)
-    for ax in (left, right):
-        ax.tick_params(axis="x", labelsize=8)
-    return fig
+    right.set_yticks(y, [label(method_label(m)) for m in methods])
+    right.set_title(plain(f"ICC of {focus}, completed data"))
+    right.xaxis.set_major_locator(MaxNLocator(4))
+    handles = [h for ax in (left, right) for h in ax.get_legend_handles_labels()[0]]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+    return caption(fig, "cluster-variation",
+                   f"Between-cluster variation by method. Left: the analysis model's cluster SD, sd({cluster}), "
+                   f"with its 95% interval. Right: the intraclass correlation of {focus} in the completed data "
+                   "(mean; bar: range over the imputations), against the observed values only (dotted).")
 
 
 def trace_plot(traces: dict, *, variable: str):
@@ -135,20 +146,24 @@ def trace_plot(traces: dict, *, variable: str):
     methods = method_order(traces)
     ncols = min(len(methods), 2) or 1
     nrows = max(1, int(np.ceil(len(methods) / ncols)))
-    fig, axes = new_figure(5 * ncols, 2.8 * nrows, nrows=nrows, ncols=ncols, squeeze=False, sharey=True)
+    fig, axes = new_figure(min(MAX_WIDTH_IN, 3.6 * ncols), 2.1 * nrows + 0.3, nrows=nrows, ncols=ncols,
+                           squeeze=False, sharey=True)
     for ax, method in zip(axes.ravel(), methods):
         values = np.asarray(traces[method], dtype=float)
         iterations = np.arange(1, values.shape[1] + 1)
         for chain in values:
             ax.plot(iterations, chain, color=method_colour(method), alpha=0.45, lw=1)
-        ax.set_title(plain(method), fontsize=10)
-        ax.set_xlabel("iteration", fontsize=8)
-        ax.tick_params(labelsize=8)
+        ax.set_title(plain(method_label(method)))
+        ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+    for ax in axes[-1]:
+        ax.set_xlabel("iteration")
     for ax in axes.ravel()[len(methods):]:
         ax.set_visible(False)
-    axes[0, 0].set_ylabel(plain(f"mean of imputed {variable}"), fontsize=8)
-    fig.suptitle(plain(f"Chains of the imputation of {variable} (one line per imputation)"), fontsize=11)
-    return fig
+    for row in axes:
+        row[0].set_ylabel(plain(f"mean imputed {variable}"))
+    return caption(fig, "imputation-chains",
+                   f"Chains of the imputation of {variable}: the mean of the imputed values at each iteration, one "
+                   "line per imputation, by method; the lines should wander around one level without a trend.")
 
 
 def distribution_plot(distributions: pd.DataFrame, clusters: pd.DataFrame, *, focus: str,
@@ -171,7 +186,8 @@ def distribution_plot(distributions: pd.DataFrame, clusters: pd.DataFrame, *, fo
     labels = list(clusters["cluster"])
     ncols = min(len(labels), 2) or 1
     nrows = max(1, int(np.ceil(len(labels) / ncols)))
-    fig, axes = new_figure(5.2 * ncols, 2.9 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
+    fig, axes = new_figure(min(MAX_WIDTH_IN, 3.6 * ncols), 2.2 * nrows + 0.5, nrows=nrows, ncols=ncols,
+                           squeeze=False)
     for ax, (_, info) in zip(axes.ravel(), clusters.iterrows()):
         label = info["cluster"]
         sub = distributions.loc[distributions["cluster"] == label]
@@ -186,7 +202,7 @@ def distribution_plot(distributions: pd.DataFrame, clusters: pd.DataFrame, *, fo
                                 label="observed")
             else:
                 ax.step(edges, dens, where="post", color=method_colour(source), lw=1.5,
-                        label=plain(f"imputed, {source}"))
+                        label=plain(f"imputed, {method_label(source)}"))
         never = bool(info.get("never_observed", False))
         missing = info["n_missing"]
         title = f"{label}: {missing if isinstance(missing, str) else f'{int(missing):,}'} missing"
@@ -194,15 +210,23 @@ def distribution_plot(distributions: pd.DataFrame, clusters: pd.DataFrame, *, fo
             title += " (never measured)"
         elif not (sub["source"] == "observed").any():
             title += f"\n(observed values not drawn: fewer than {min_cell})"
-        ax.set_title(plain(title), fontsize=9)
-        ax.set_xlabel(plain(focus), fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.legend(fontsize=7)
+        ax.set_title(plain(title))
+        ax.set_xlabel(plain(focus))
+        ax.yaxis.set_major_locator(MaxNLocator(4))
     for ax in axes.ravel()[len(labels):]:
         ax.set_visible(False)
-    fig.suptitle(plain(f"Observed and imputed {focus} in the clusters with most missing values "
-                       "(imputed: all m imputations together)"), fontsize=10)
-    return fig
+    handles, names = {}, []
+    for ax in axes.ravel():
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in handles:
+                handles[name] = handle
+                names.append(name)
+    if names:
+        fig.legend([handles[n] for n in names], names, loc="outside lower center", ncols=min(len(names), 3),
+                   frameon=False)
+    return caption(fig, "imputed-distributions",
+                   f"Observed and imputed {focus} in the clusters with most missing values (density; imputed: all "
+                   "imputations together). In a cluster that never measured it, every value shown is imputed.")
 
 
 def level_distribution_plot(table: pd.DataFrame, clusters: pd.DataFrame, *, focus: str, levels,
@@ -233,7 +257,8 @@ def level_distribution_plot(table: pd.DataFrame, clusters: pd.DataFrame, *, focu
     labels = list(clusters["cluster"])
     ncols = min(len(labels), 2) or 1
     nrows = max(1, int(np.ceil(len(labels) / ncols)))
-    fig, axes = new_figure(5.2 * ncols, 0.8 + 2.4 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
+    fig, axes = new_figure(min(MAX_WIDTH_IN, 3.6 * ncols), 0.8 + 2.4 * nrows, nrows=nrows, ncols=ncols,
+                           squeeze=False)
     for ax, (_, info) in zip(axes.ravel(), clusters.iterrows()):
         sub = table.loc[table["cluster"].astype(str) == str(info["cluster"])]
         methods = method_order([s for s in sub["source"].unique() if s != "observed"])
@@ -246,8 +271,7 @@ def level_distribution_plot(table: pd.DataFrame, clusters: pd.DataFrame, *, focu
                 ax.barh(y, width, left=left, color=colours[level], height=0.7,
                         label=label(level) if y == 0 else None)
                 left += width
-        ax.set_yticks(range(len(sources)), [plain(s if s == "observed" else f"imputed, {s}") for s in sources],
-                      fontsize=7)
+        ax.set_yticks(range(len(sources)), [plain(s if s == "observed" else method_label(s)) for s in sources])
         ax.set_ylim(len(sources) - 0.5, -0.5)
         ax.set_xlim(0, 1)
         missing = info["n_missing"]
@@ -255,16 +279,19 @@ def level_distribution_plot(table: pd.DataFrame, clusters: pd.DataFrame, *, focu
         if bool(info.get("never_observed", False)):
             title += " (never recorded)"
         elif "observed" not in sources:
-            title += f"\n(observed shares not drawn: a level count below {min_cell})"
-        ax.set_title(plain(title), fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
+            title += "\n(observed shares not drawn)"
+        ax.set_title(plain(title))
+        ax.xaxis.set_major_locator(MaxNLocator(4))
     for ax in axes.ravel()[len(labels):]:
         ax.set_visible(False)
     handles, names = axes.ravel()[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncols=min(len(levels), 6), fontsize=8, frameon=False)
-    fig.suptitle(plain(f"Levels of {focus}, observed and imputed, in the clusters with most missing values "
-                       "(imputed: all m imputations together)"), fontsize=10)
-    return fig
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(levels), 5), frameon=False)
+    # the key extends "imputed-distributions": notebook 03's link to that figure finds this one for a categorical focus
+    return caption(fig, "imputed-distributions-levels",
+                   f"Levels of {focus}, observed and imputed by each method, in the clusters with most missing "
+                   "values (imputed: all imputations together; one colour per level). In a cluster that never "
+                   f"recorded it, only imputed shares are shown; observed shares that would reveal a level count "
+                   f"below {min_cell} are not drawn.")
 
 
 def fmi_plot(fmi: pd.DataFrame):
@@ -278,19 +305,19 @@ def fmi_plot(fmi: pd.DataFrame):
     """
     terms = list(dict.fromkeys(fmi["term"]))
     methods = method_order(fmi["method"])
-    fig, ax = new_figure(8, 0.16 * len(terms) * max(len(methods), 1) + 1.6)
+    fig, ax = new_figure(6.4, 0.14 * len(terms) * max(len(methods), 1) + 1.0)
     height = 0.8 / max(len(methods), 1)
     base = np.arange(len(terms))[::-1]
     for k, method in enumerate(methods):
         sub = fmi.loc[fmi["method"] == method].set_index("term").reindex(terms)
         ax.barh(base + 0.4 - (k + 0.5) * height, sub["fmi"].to_numpy(dtype=float), height=height,
-                color=method_colour(method), label=plain(method))
-    ax.set_yticks(base, [label(term) for term in terms], fontsize=8)
+                color=method_colour(method), label=plain(method_label(method)))
+    ax.set_yticks(base, [label(term) for term in terms])
     ax.set_xlim(0, 1)
-    ax.set_xlabel("fraction of missing information", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("How much of each coefficient's uncertainty is due to the missing values", fontsize=10)
-    return fig
+    ax.set_xlabel("fraction of missing information")
+    ax.legend(loc="lower right")
+    return caption(fig, "fmi", "How much of each coefficient's uncertainty is due to the missing values: the "
+                   "fraction of missing information by coefficient and imputation method (Rubin's rules).")
 
 
 def transport_plot(transport, *, max_clusters: int = 40):
@@ -312,7 +339,7 @@ def transport_plot(transport, *, max_clusters: int = 40):
     worst = shown.groupby("cluster")["bias_sd"].apply(lambda b: b.abs().max()).sort_values(ascending=False)
     clusters = worst.index[:max_clusters].tolist()[::-1]
     y = {c: i for i, c in enumerate(clusters)}
-    fig, (left, right) = new_figure(10, 0.25 * len(clusters) + 2.0, ncols=2, sharey=True)
+    fig, (left, right) = new_figure(MAX_WIDTH_IN, ROW_IN * len(clusters) + 1.3, ncols=2, sharey=True)
     offsets = np.linspace(-0.15, 0.15, max(len(transport.methods), 1))
     # x range of the bias panel: a model that extrapolates wildly must not squash the others
     limit = max(3.0, 3 * transport.bias_threshold)
@@ -325,30 +352,31 @@ def transport_plot(transport, *, max_clusters: int = 40):
         clipped = np.abs(bias) > limit
         edges = np.where(flagged, "black", "none")
         left.scatter(np.clip(bias, -limit, limit)[~clipped], ys[~clipped], color=method_colour(method), s=22,
-                     label=plain(method), edgecolor=edges[~clipped])
+                     label=plain(method_label(method)), edgecolor=edges[~clipped])
         if clipped.any():  # far-off clusters drawn at the edge with a cross
             left.scatter(np.sign(bias[clipped]) * limit, ys[clipped], color=method_colour(method), s=40,
                          marker="X", edgecolor=edges[clipped])
             n_clipped += int(clipped.sum())
-        right.scatter(sub["coverage"], ys, color=method_colour(method), s=22, label=plain(method), edgecolor=edges)
+        right.scatter(sub["coverage"], ys, color=method_colour(method), s=22, label=plain(method_label(method)),
+                      edgecolor=edges)
     t = transport.bias_threshold
     left.set_xlim(-limit * 1.08, limit * 1.08)
     left.axvspan(-t, t, color="#eeeeee", zorder=0)
     left.axvline(0, color="grey", lw=0.8)
-    left.set_xlabel(plain(f"mean imputed - mean observed (SD of {transport.focus})"), fontsize=8)
+    left.set_xlabel(plain(f"mean imputed - mean observed\n(SD of {transport.focus})"))
     right.axvline(transport.coverage_threshold, color=FAILED_COLOUR, ls="--", lw=1)
     right.axvline(transport.level, color="grey", ls=":", lw=1)
     right.set_xlim(-0.02, 1.02)
-    right.set_xlabel(f"share of masked values inside their {transport.level:.0%} imputation interval", fontsize=8)
-    left.set_yticks(range(len(clusters)), [label(c) for c in clusters], fontsize=7)
-    left.legend(fontsize=8, loc="lower right")
-    title = (f"Transport check of {transport.focus}: each cluster masked and imputed from the others "
-             "(black edge: flagged)")
+    right.set_xlabel(f"share of masked values inside\ntheir {transport.level:.0%} imputation interval")
+    right.xaxis.set_major_locator(MaxNLocator(5))
+    left.set_yticks(range(len(clusters)), [label(c) for c in clusters])
+    left.legend(loc="lower right")
+    title = (f"Transport check of {transport.focus}: each cluster's observed values masked and imputed from the "
+             "other clusters. Left: mean imputed minus mean observed, in SDs (grey band: within the flagging "
+             f"threshold); right: share of masked values inside their imputation intervals (dashed: the "
+             f"{transport.coverage_threshold:.0%} flagging threshold). Black edge: flagged.")
     if n_hidden:
-        title += f"\n{n_hidden} cluster(s) not shown: fewer than {transport.min_cell} values (small cells)"
+        title += f" {n_hidden} cluster(s) not shown: fewer than {transport.min_cell} values (small cells)."
     if n_clipped:
-        title += f"\n{n_clipped} bias(es) beyond +/-{limit:g} SD drawn at the edge (x)"
-    fig.suptitle(plain(title), fontsize=10)
-    for ax in (left, right):
-        ax.tick_params(axis="x", labelsize=8)
-    return fig
+        title += f" {n_clipped} bias(es) beyond +/-{limit:g} SD drawn at the edge (x)."
+    return caption(fig, "transport", title)

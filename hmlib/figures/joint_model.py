@@ -3,8 +3,9 @@
 Each function takes aggregated tables of a fit (per term, per cluster, or
 pooled distributions; never a patient row) and returns a
 :class:`matplotlib.figure.Figure` built with :func:`hmlib.figures.style.new_figure`:
-nothing is shown or saved, and no global pyplot state is touched. Method
-colours and labels come from :mod:`hmlib.methods`.
+nothing is shown or saved, and no global pyplot state is touched; each
+carries its caption (:func:`hmlib.figures.style.caption`). Method colours
+and labels come from :mod:`hmlib.methods`.
 
 - :func:`coefficient_forest`: joint_bayes against other methods (and truth);
 - :func:`shrinkage_plot`: raw vs partially pooled cluster effects of the focus
@@ -22,9 +23,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from scipy import stats
 
-from hmlib.figures.style import label, new_figure, plain
+from hmlib.figures.style import MAX_WIDTH_IN, ROW_IN, caption, label, new_figure, plain
 from hmlib.methods import OBSERVED_COLOUR, method_colour, method_label, method_order
 
 __all__ = ["coefficient_forest", "shrinkage_plot", "ppc_by_cluster", "imputed_distribution",
@@ -39,9 +41,15 @@ _ALERT_COLOUR = "#c0392b"
 _PRIOR_COLOUR = "#7f7f7f"
 
 
+def _short_label(method: str) -> str:
+    """A method's label for a tick: the flag kept, in short (``joint Bayesian model (not converged)``)."""
+    base, _, flag = str(method).partition(":")
+    return label(method_label(base) + (f" ({flag.replace('_', ' ')})" if flag else ""))
+
+
 def coefficient_forest(estimates: pd.DataFrame, *, truth: dict | None = None, terms=None,
-                       title: str | None = None) -> Figure:
-    """Point estimates and 95% intervals by term and method.
+                       title: str | None = None, ncols: int = 2) -> Figure:
+    """Point estimates and 95% intervals by method, one panel per term (each on its own scale).
 
     Parameters
     ----------
@@ -50,49 +58,51 @@ def coefficient_forest(estimates: pd.DataFrame, *, truth: dict | None = None, te
         ci_upper``), e.g. ``result.to_estimates()`` concatenated with other
         methods' rows. Methods in the order, colour and label of :mod:`hmlib.methods`.
     truth : dict, optional
-        ``{term: true value}`` drawn as a red tick.
+        ``{term: true value}`` drawn as a red line.
     terms : sequence of str, optional
-        Terms to show (default: all but ``Intercept``), one panel row each.
+        Terms to show (default: all but ``Intercept``), one panel each.
     title : str, optional
+        Caption.
+    ncols : int
+        Panels per row.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
     table = estimates.copy()
-    if terms is None:
-        terms = [t for t in dict.fromkeys(table["term"]) if t != "Intercept"]
+    if terms is None:  # every term two methods or more estimate (one method alone compares with nothing)
+        counts = table.groupby("term", sort=False)["method"].nunique()
+        terms = [t for t in dict.fromkeys(table["term"]) if t != "Intercept" and counts.get(t, 0) >= 2]
     terms = list(terms)
     methods = method_order(table["method"])
-    fig, ax = new_figure(7.0, 0.6 + 0.28 * len(terms) * max(len(methods), 1))
-    y_ticks, y_labels = [], []
-    position = 0.0
-    for term in terms:
+    ncols = max(1, min(ncols, len(terms)))
+    nrows = max(1, int(np.ceil(len(terms) / ncols)))
+    fig, axes = new_figure(MAX_WIDTH_IN if ncols > 1 else 5.0, (ROW_IN * len(methods) + 0.75) * nrows + 0.3,
+                           nrows=nrows, ncols=ncols, squeeze=False, sharey=True)
+    y = np.arange(len(methods))[::-1]
+    for ax, term in zip(axes.ravel(), terms):
         block = table.loc[table["term"] == term]
-        start = position
-        for method in methods:
+        for yi, method in zip(y, methods):
             row = block.loc[block["method"] == method]
             if row.empty:
                 continue
             r = row.iloc[0]
-            ax.errorbar(r["estimate"], position,
-                        xerr=[[r["estimate"] - r["ci_lower"]], [r["ci_upper"] - r["estimate"]]],
-                        fmt="o", color=method_colour(method), ms=4, capsize=2,
-                        label=plain(method_label(method)) if term == terms[0] else None)
-            position += 1.0
+            ax.errorbar(r["estimate"], yi, xerr=[[r["estimate"] - r["ci_lower"]], [r["ci_upper"] - r["estimate"]]],
+                        fmt="o", color=method_colour(method), ms=4, capsize=2)
         if truth and term in truth:
-            ax.plot([truth[term]] * 2, [start - 0.4, position - 0.6], color=_ALERT_COLOUR, lw=2,
-                    label="truth" if term == terms[0] else None)
-        y_ticks.append((start + position - 1) / 2)
-        y_labels.append(plain(term))
-        position += 0.8
-    ax.set_yticks(y_ticks, y_labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("estimate (95% interval), original scale")
-    ax.axvline(0.0, color="#bbbbbb", lw=0.8, zorder=0)
-    ax.legend(loc="best", fontsize=8, frameon=False)
-    ax.set_title(plain(title or "Coefficients by method"))
-    return fig
+            ax.axvline(truth[term], color=_ALERT_COLOUR, lw=1.5)
+        ax.set_title(plain(term))
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.set_yticks(y, [_short_label(m) for m in methods])
+        ax.set_ylim(-0.6, len(methods) - 0.4)
+    for ax in axes.ravel()[len(terms):]:
+        ax.set_visible(False)
+    text = title or ("Coefficients by method: estimate and 95% interval of each coefficient (one panel each, on its "
+                     "own scale, original units) under every method of the report")
+    if truth:
+        text += "; red line: the value the data were simulated with"
+    return caption(fig, "coefficients-by-method", text + ".")
 
 
 def shrinkage_plot(pooling: pd.DataFrame, *, focus: str, min_cell: int = 11, title: str | None = None) -> Figure:
@@ -121,41 +131,47 @@ def shrinkage_plot(pooling: pd.DataFrame, *, focus: str, min_cell: int = 11, tit
     title : str, optional
     """
     table = pooling
-    fig, (left, right) = new_figure(10.0, 4.5, ncols=2)
+    fig, (left, right) = new_figure(MAX_WIDTH_IN, 3.6, ncols=2)
+    text = title or (f"Partial pooling of the {focus} submodel's cluster effects. Left: each cluster's own estimate "
+                     "(grey) joined to its partially pooled estimate (blue); marker size: observed values (fewer "
+                     f"than 50, 50-199, 200-999, 1000 or more). Right: posterior SD of each cluster's mean {focus} "
+                     f"against its number of observed values (fewer than {min_cell}, including none, or a suppressed "
+                     "count: drawn together at the left, and as open red circles in the left panel).")
     if table.empty:
         left.text(0.5, 0.5, "focus variable complete: nothing pooled", ha="center", transform=left.transAxes)
-        return fig
+        return caption(fig, "shrinkage", text)
     bands = np.searchsorted(np.array([min_cell, 50, 200, 1000]), table["n_observed"].to_numpy(), side="right")
     size = pd.Series(20 + 45 * bands, index=table.index)
     measured = table["n_observed"] >= min_cell
     for row, s in zip(table.loc[measured].itertuples(index=False), size[measured]):
         left.plot([0, 1], [row.raw_effect, row.pooled_effect], color=_JOINT_LIGHT, lw=0.8, zorder=1)
     left.scatter(np.zeros(measured.sum()), table.loc[measured, "raw_effect"], s=size[measured],
-                 color=OBSERVED_COLOUR, zorder=2, label="raw (own observed values)")
+                 color=OBSERVED_COLOUR, zorder=2, label="raw (own values)")
     left.scatter(np.ones(measured.sum()), table.loc[measured, "pooled_effect"], s=size[measured],
                  color=_JOINT_COLOUR, zorder=2, label="partially pooled")
     if (~measured).any():
         left.scatter(np.ones((~measured).sum()), table.loc[~measured, "pooled_effect"], s=40,
                      facecolors="none", edgecolors=_ALERT_COLOUR, zorder=3,
-                     label=f"never or rarely measured (< {min_cell} values, or count suppressed)")
+                     label="rarely or never measured, or suppressed")
     left.set_xticks([0, 1], ["raw", "pooled"])
     left.set_xlim(-0.4, 1.4)
-    left.set_ylabel(f"cluster effect on {plain(focus)} (submodel scale)")
-    left.legend(fontsize=8, frameon=False, loc="best")
-    left.set_title("Shrinkage of cluster effects")
+    left.set_ylabel(f"cluster effect on {plain(focus)}")
+    legend = fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False,
+                        columnspacing=1.2, handletextpad=0.3)
+    for handle in legend.legend_handles:  # one small marker each: the largest band's marker widened the figure
+        handle.set_sizes([30])
+    left.set_title("shrinkage of cluster effects")
     n_obs = table["n_observed"].to_numpy(dtype=float)
     low = min_cell / 2.0
     right.scatter(np.where(n_obs >= min_cell, n_obs, low), table["pooled_mean_sd"], s=size,
                   color=_JOINT_COLOUR, alpha=0.8)
     right.set_xscale("log")
     right.axvline(np.sqrt(low * min_cell), color="lightgrey", lw=0.8)
-    right.set_xlabel(f"observed values in cluster (fewer than {min_cell}, none, or suppressed: drawn together "
-                     "at the left)")
-    right.set_ylabel(f"posterior SD of cluster mean {plain(focus)}")
-    right.set_title("Uncertainty by observed values")
-    if title:
-        fig.suptitle(plain(title))
-    return fig
+    right.set_xlabel("observed values in the cluster")
+    right.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    right.set_ylabel(f"posterior SD of mean {plain(focus)}")
+    right.set_title("uncertainty by observed values")
+    return caption(fig, "shrinkage", text)
 
 
 def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, title: str | None = None) -> Figure:
@@ -177,13 +193,13 @@ def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, tit
     title : str, optional
     """
     has_sd = "observed_sd" in ppc.columns
-    fig, axes = new_figure(10.0 if has_sd else 6.0, 0.8 + 0.16 * min(len(ppc), max_clusters) + 1.0,
-                           ncols=2 if has_sd else 1, squeeze=False)
+    fig, axes = new_figure(MAX_WIDTH_IN if has_sd else 5.0, 1.2 + ROW_IN * min(len(ppc), max_clusters),
+                           ncols=2 if has_sd else 1, squeeze=False, sharey=True)
     axes = list(axes[0])
     if ppc.empty:
         axes[0].text(0.5, 0.5, "no posterior predictive check (focus complete)", ha="center",
                      transform=axes[0].transAxes)
-        return fig
+        return caption(fig, "posterior-predictive", "No posterior predictive check: the focus variable is complete.")
     shown = ppc
     note = ""
     if len(ppc) > max_clusters:
@@ -208,10 +224,14 @@ def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, tit
                    zorder=4, label="observed")
         ax.set_yticks(y, [f"{label(c)} (n={int(n)})" if np.isfinite(n) else f"{label(c)} (n suppressed)"
                           for c, n in zip(shown["cluster"], shown["n_observed"])])
+        ax.set_ylim(len(shown) - 0.5, -0.5 - max(1.5, 0.06 * len(shown)))
         ax.set_xlabel(f"{stat.upper() if stat == 'sd' else stat} of {plain(focus)}")
-    axes[0].legend(fontsize=7, frameon=False, loc="best")
-    fig.suptitle(plain(title or f"Posterior predictive check by cluster{note}"))
-    return fig
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False)
+    text = title or (f"Posterior predictive check by cluster{note}: the observed mean"
+                     f"{' and SD' if has_sd else ''} of {focus} (crosses; red: outside the interval) against "
+                     "their replications under the joint model (dots, with 95% intervals); n: observed values.")
+    return caption(fig, "posterior-predictive", text)
 
 
 def imputed_distribution(unmeasured: dict, *, focus: str, title: str | None = None) -> Figure:
@@ -228,10 +248,10 @@ def imputed_distribution(unmeasured: dict, *, focus: str, title: str | None = No
         The focus variable's name, for the labels.
     title : str, optional
     """
-    fig, ax = new_figure(6.5, 4.0)
+    fig, ax = new_figure(5.6, 3.0)
     if not unmeasured.get("clusters"):
         ax.text(0.5, 0.5, "every cluster measured the focus variable", ha="center", transform=ax.transAxes)
-        return fig
+        return caption(fig, "imputed-unmeasured", "Every cluster measured the focus variable.")
     hist = unmeasured["histogram"]
     edges = np.asarray(hist["edges"])
     ax.stairs(hist["observed_density"], edges, color=OBSERVED_COLOUR, lw=1.5, label="observed, measuring clusters")
@@ -243,11 +263,14 @@ def imputed_distribution(unmeasured: dict, *, focus: str, title: str | None = No
     if unmeasured.get("levels"):          # a categorical focus: one bar per level, shares not densities
         ax.set_xticks(np.arange(len(unmeasured["levels"])), [plain(level) for level in unmeasured["levels"]])
     ax.set_xlabel(plain(focus))
-    ax.set_ylabel("share" if unmeasured.get("levels") else "density")
-    ax.legend(fontsize=8, frameon=False)
-    ax.set_title(plain(title or f"Imputed {focus} where it was never measured "
-                                f"({unmeasured['n_patients']} patients)"))
-    return fig
+    levels = unmeasured.get("levels")
+    ax.set_ylabel("share" if levels else "density")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
+    how = "one bar per level, its height the level's share" if levels else "dashed lines: means"
+    return caption(fig, "imputed-unmeasured",
+                   title or (f"Imputed {focus} where it was never measured ({unmeasured['n_patients']} patients in "
+                             f"{len(unmeasured['clusters'])} cluster(s)) against the observed values of the measuring "
+                             f"clusters; {how}."))
 
 
 def correlation_posterior(draws, correlation: dict | None, *, lkj_eta: float, title: str | None = None) -> Figure:
@@ -265,10 +288,10 @@ def correlation_posterior(draws, correlation: dict | None, *, lkj_eta: float, ti
         The LKJ prior's ``eta``.
     title : str, optional
     """
-    fig, ax = new_figure(6.0, 3.8)
+    fig, ax = new_figure(5.4, 2.9)
     if draws is None or correlation is None:
         ax.text(0.5, 0.5, "no missingness submodel in this fit", ha="center", transform=ax.transAxes)
-        return fig
+        return caption(fig, "missingness-correlation", "No missingness submodel in this fit.")
     draws = np.asarray(draws).reshape(-1)
     ax.hist(draws, bins=40, range=(-1, 1), density=True, color=_JOINT_LIGHT, label="posterior")
     eta = float(lkj_eta)
@@ -282,7 +305,8 @@ def correlation_posterior(draws, correlation: dict | None, *, lkj_eta: float, ti
     ax.set_xlim(-1, 1)
     ax.set_xlabel("correlation of missingness and outcome cluster effects")
     ax.set_ylabel("density")
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
-    ax.set_title(plain(title or f"corr = {c['estimate']:.2f} (95% interval {c['ci_lower']:.2f} to "
-                                f"{c['ci_upper']:.2f})"))
-    return fig
+    ax.legend(frameon=False, loc="upper left")
+    return caption(fig, "missingness-correlation",
+                   title or (f"Correlation of the clusters' missingness propensities with their outcome effects: "
+                             f"posterior (bars), prior LKJ({eta:g}) (line); corr = {c['estimate']:.2f} (95% interval "
+                             f"{c['ci_lower']:.2f} to {c['ci_upper']:.2f})."))

@@ -8,7 +8,8 @@ global pyplot state is touched. They draw model estimates only: no
 patient-level values and no counts. A changed conclusion is drawn in
 :data:`hmlib.figures.style.CHANGED_COLOUR`, an unchanged one in
 :data:`~hmlib.figures.style.UNCHANGED_COLOUR`; a failed scenario has no value
-to show and is filled like a suppressed cell.
+to show and is filled like a suppressed cell. Each figure carries its
+caption (:func:`hmlib.figures.style.caption`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from hmlib.figures.style import (CHANGED_COLOUR, SUPPRESSED_COLOUR, UNCHANGED_COLOUR, label, new_figure, plain,
-                                 style_context, title)
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
+
+from hmlib.figures.style import (CHANGED_COLOUR, MAX_WIDTH_IN, ROW_IN, SMALL_FONT_PT, SUPPRESSED_COLOUR,
+                                 UNCHANGED_COLOUR, caption, label, new_figure, plain, style_context)
 
 __all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve"]
 
@@ -68,26 +71,33 @@ def scenario_heatmap(result, *, terms=None, clip: float = 3.0) -> Figure:
                 shift[i, k] = (float(r["estimate"]) - float(prim.loc[term, "estimate"])) / se
             text[i, k] = f"{float(r['estimate']):.3g}"
             changed[i, k] = bool(r["changed_conclusion"])
-    fig, ax = new_figure(1.6 + 1.1 * len(terms), 1.4 + 0.3 * len(scenarios), style="white")
+    fig, ax = new_figure(min(MAX_WIDTH_IN, 2.6 + 0.72 * len(terms)), 1.0 + ROW_IN * len(scenarios), style="white")
     with style_context():
         cmap = sns.color_palette("vlag", as_cmap=True).with_extremes(bad=SUPPRESSED_COLOUR)
         image = ax.imshow(np.clip(shift, -clip, clip), cmap=cmap, vmin=-clip, vmax=clip, aspect="auto")
         for i in range(len(scenarios)):
             if failed[i]:
-                ax.text((len(terms) - 1) / 2, i, "failed", ha="center", va="center", fontsize=7, color="#555555")
+                ax.text((len(terms) - 1) / 2, i, "failed", ha="center", va="center", fontsize=SMALL_FONT_PT,
+                        color="#555555")
                 continue
             for k in range(len(terms)):
-                ax.text(k, i, text[i, k], ha="center", va="center", fontsize=7,
+                ax.text(k, i, text[i, k], ha="center", va="center", fontsize=SMALL_FONT_PT,
                         fontweight="bold" if changed[i, k] else "normal")
                 if changed[i, k]:
                     ax.add_patch(Rectangle((k - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", lw=1.5))
-        ax.set_xticks(range(len(terms)), [label(t) for t in terms], rotation=30, ha="right")
+        ax.set_xticks(range(len(terms)), [label(t) for t in terms], rotation=30, ha="left")
+        ax.xaxis.tick_top()
         ax.set_yticks(range(len(scenarios)), [label(s) for s in scenarios])
-        bar = fig.colorbar(image, ax=ax, shrink=0.6)
+        bar = fig.colorbar(image, ax=ax, shrink=0.4, aspect=30, pad=0.02)
         bar.set_label("shift from primary (primary SEs)")
-        ax.set_title(title(f"Estimates across sensitivity scenarios (primary: {result.primary_method}); "
-                            "framed: conclusion changed"))
-    return fig
+    focus = ", ".join(result.focus_terms)
+    return caption(fig, "scenario-heatmap",
+                   f"Every coefficient in every sensitivity scenario: each cell gives the estimate, coloured by its "
+                   f"shift from the primary analysis ({result.primary_method}) in primary standard errors. A framed "
+                   "cell marks a coefficient whose own conclusion changes in that scenario (its interval now "
+                   "crosses zero, or it moves by the set share); the report's sensitivity verdict is about the focus "
+                   f"coefficient ({focus}) only, so a framed cell in another column does not change it. Grey: the "
+                   "scenario failed.")
 
 
 def scenario_forest(result, *, term: str | None = None) -> Figure:
@@ -100,7 +110,7 @@ def scenario_forest(result, *, term: str | None = None) -> Figure:
     scenarios = _scenario_order(result)
     grid = result.grid
     prim = result.primary.loc[result.primary["term"] == term].iloc[0]
-    fig, ax = new_figure(7.5, 1.4 + 0.28 * len(scenarios), style="whitegrid")
+    fig, ax = new_figure(6.6, 0.9 + ROW_IN * len(scenarios), style="whitegrid")
     with style_context():
         ax.axvspan(prim["ci_lower"], prim["ci_upper"], color="grey", alpha=0.15, lw=0)
         ax.axvline(prim["estimate"], color="grey", lw=1.2, label=f"primary {prim['estimate']:.3g}")
@@ -110,7 +120,7 @@ def scenario_forest(result, *, term: str | None = None) -> Figure:
             if (rows["status"] != "ok").any():
                 reason = str(rows["change_reason"].iloc[0])
                 ax.text(prim["estimate"], i, plain(f"failed: {reason[:70]}"), va="center", ha="center",
-                        fontsize=7, color="#777777")
+                        fontsize=SMALL_FONT_PT, color="#777777")
                 continue
             r = rows.loc[rows["term"] == term]
             if not len(r):
@@ -122,10 +132,12 @@ def scenario_forest(result, *, term: str | None = None) -> Figure:
         ax.set_yticks(range(len(scenarios)), [label(s) for s in scenarios])
         ax.set_ylim(len(scenarios) - 0.5, -0.5)
         ax.set_xlabel(plain(f"{term} coefficient (95% CI)"))
-        ax.legend(loc="lower right", fontsize=7, frameon=False)
-        ax.set_title(title(f"{term} across sensitivity scenarios; red: conclusion changed against the "
-                            "scenario's reference; band: primary 95% CI"))
-    return fig
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+        ax.legend(loc="lower right", frameon=False)
+    return caption(fig, "scenario-forest",
+                   f"The {term} coefficient with its 95% interval in every sensitivity scenario; red: the conclusion "
+                   "changes against the scenario's reference; grey band and line: the primary analysis and its "
+                   "95% interval; dotted line: no effect.")
 
 
 def tipping_point_curve(result) -> Figure:
@@ -139,55 +151,76 @@ def tipping_point_curve(result) -> Figure:
     curve = result.delta_curve
     modes = [m for m in ("global", "cluster") if len(curve) and (curve["mode"] == m).any()]
     n_panels = max(1, len(modes))
-    fig, axes = new_figure(5.2 * n_panels, 4.0, ncols=n_panels, squeeze=False, style="whitegrid")
+    fig, axes = new_figure(min(MAX_WIDTH_IN, 3.6 * n_panels), 3.3, ncols=n_panels, squeeze=False,
+                           style="whitegrid", sharey=True)
     axes = axes[0]
     log_odds = getattr(result, "delta_scale", "SD") == "log odds"
+    terms = list(dict.fromkeys(curve["term"])) if "term" in curve.columns else [result.focus_terms[0]]
+    if log_odds:
+        what = (f"the {result.focus} coefficients (one line per level against the reference level, with 95% bands) "
+                f"when the unrecorded patients' log odds of each level of {result.focus} are shifted by delta "
+                "against recorded patients like them (upper axis: the odds ratio e^delta)")
+    else:
+        what = (f"the {result.focus_terms[0]} coefficient (line, with 95% band) when the imputed values of "
+                f"{result.focus} are shifted by delta SDs of its observed values (upper axis: in its own units)")
+    text = (f"MNAR delta adjustment: {what}, the same in every cluster (left) or in proportion to each cluster's "
+            "share missing (right); red points change the conclusion; a dashed red line marks a tipping point.")
     with style_context("whitegrid"):
         if not modes:
             axes[0].text(0.5, 0.5, "no delta adjustment was run", ha="center", va="center",
                          transform=axes[0].transAxes)
             axes[0].set_axis_off()
-            return fig
-        sd = result.observed_sd
-        titles = {"global": "same shift in every cluster", "cluster": "shift proportional to cluster missingness"}
-        terms = list(dict.fromkeys(curve["term"])) if "term" in curve.columns else [result.focus_terms[0]]
-        shades = [UNCHANGED_COLOUR, "#6a51a3", "#238b45", "#d94801", "#525252"]
+            return caption(fig, "tipping-point", "No delta adjustment was run.")
+        titles = {"global": "same shift in every cluster", "cluster": "shift proportional to missingness"}
         for ax, mode in zip(axes, modes):
-            for k, term in enumerate(terms):
-                colour = shades[k % len(shades)]
-                part = curve.loc[curve["mode"] == mode]
-                if "term" in part.columns:
-                    part = part.loc[part["term"] == term]
-                part = part.sort_values("delta_sd")
-                ax.fill_between(part["delta_sd"], part["ci_lower"], part["ci_upper"], color=colour, alpha=0.12,
-                                lw=0)
-                ax.plot(part["delta_sd"], part["estimate"], color=colour, lw=1.5,
-                        label=plain(term) if len(terms) > 1 else None)
-                grid_pts = part.loc[part["source"] != "bisection"]
-                ax.scatter(grid_pts["delta_sd"], grid_pts["estimate"], s=18, zorder=3,
-                           c=np.where(grid_pts["changed"], CHANGED_COLOUR, colour))
-                prim = part.loc[part["source"] == "primary"]
-                if len(prim):
-                    ax.axhline(float(prim["estimate"].iloc[0]), color=colour, lw=0.6, alpha=0.6)
-            ax.axhline(result.settings.null_value, color="black", lw=0.8, ls=":")
-            for side, info in result.tipping.get(mode, {}).items():
-                if info.get("found"):
-                    label = f" OR {np.exp(info['delta_sd']):.2f}" if log_odds else f" {info['delta_sd']:+.2f} SD"
-                    ax.axvline(info["delta_sd"], color=CHANGED_COLOUR, ls="--", lw=1)
-                    ax.text(info["delta_sd"], ax.get_ylim()[1], label, color=CHANGED_COLOUR, fontsize=7, va="top",
-                            ha="left" if side == "positive" else "right")
-            if log_odds:
-                ax.set_xlabel("delta (log odds ratio, unrecorded against recorded patients like them)")
-                ax.set_ylabel(plain(f"{result.focus} coefficients (95% CI)"))
-                top = ax.secondary_xaxis("top", functions=(np.exp, np.log))
-                top.set_xlabel("odds ratio e^delta", fontsize=8)
-                if len(terms) > 1:
-                    ax.legend(fontsize=7, frameon=False, loc="best")
-            else:
-                ax.set_xlabel("delta (SDs of the observed values)")
-                ax.set_ylabel(plain(f"{result.focus_terms[0]} coefficient (95% CI)"))
-                if np.isfinite(sd) and sd > 0:
-                    top = ax.secondary_xaxis("top", functions=(lambda x, s=sd: x * s, lambda u, s=sd: u / s))
-                    top.set_xlabel(plain(f"delta ({result.focus} units)"), fontsize=8)
-            ax.set_title(title(f"MNAR delta adjustment: {titles.get(mode, mode)}", 50))
-    return fig
+            _delta_panel(ax, result, curve.loc[curve["mode"] == mode], terms, mode, log_odds)
+            ax.set_title(f"MNAR: {titles.get(mode, mode)}")
+            if ax is axes[0]:
+                ax.set_ylabel(plain(f"{result.focus} coefficients (95% CI)" if log_odds
+                                    else f"{result.focus_terms[0]} coefficient (95% CI)"))
+        if len(terms) > 1:
+            fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
+                       ncols=min(len(terms), 3), frameon=False)
+    return caption(fig, "tipping-point", text)
+
+
+#: Line colours of a categorical focus's level terms in the tipping-point figure (the first is the usual one).
+_TERM_SHADES = (UNCHANGED_COLOUR, "#6a51a3", "#238b45", "#d94801", "#525252")
+
+
+def _delta_panel(ax, result, curve, terms, mode: str, log_odds: bool) -> None:
+    """One mode's panel of :func:`tipping_point_curve`: a line and band per term, the tipping points, the axes."""
+    for k, term in enumerate(terms):
+        colour = _TERM_SHADES[k % len(_TERM_SHADES)]
+        part = curve.loc[curve["term"] == term] if "term" in curve.columns else curve
+        part = part.sort_values("delta_sd")
+        ax.fill_between(part["delta_sd"], part["ci_lower"], part["ci_upper"], color=colour, alpha=0.12, lw=0)
+        ax.plot(part["delta_sd"], part["estimate"], color=colour, lw=1.5,
+                label=plain(term) if len(terms) > 1 else None)
+        grid_pts = part.loc[part["source"] != "bisection"]
+        ax.scatter(grid_pts["delta_sd"], grid_pts["estimate"], s=18, zorder=3,
+                   c=np.where(grid_pts["changed"], CHANGED_COLOUR, colour))
+        prim = part.loc[part["source"] == "primary"]
+        if len(prim):
+            ax.axhline(float(prim["estimate"].iloc[0]), color=colour, lw=0.6, alpha=0.6)
+    ax.axhline(result.settings.null_value, color="black", lw=0.8, ls=":")
+    for side, info in result.tipping.get(mode, {}).items():
+        if info.get("found"):
+            mark = f" OR {np.exp(info['delta_sd']):.2f}" if log_odds else f" {info['delta_sd']:+.2f} SD"
+            ax.axvline(info["delta_sd"], color=CHANGED_COLOUR, ls="--", lw=1)
+            ax.text(info["delta_sd"], ax.get_ylim()[1], mark, color=CHANGED_COLOUR, fontsize=SMALL_FONT_PT,
+                    va="top", ha="left" if side == "positive" else "right")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    sd = result.observed_sd
+    if log_odds:
+        ax.set_xlabel("delta (log odds ratio)")
+        top = ax.secondary_xaxis("top", functions=(np.exp, lambda v: np.log(np.maximum(v, 1e-300))))
+        top.set_xlabel("odds ratio e^delta")
+        top.xaxis.set_major_locator(FixedLocator([0.05, 0.1, 0.25, 0.5, 1, 2, 4, 10, 20]))
+        top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        return
+    ax.set_xlabel("delta (SDs of the observed values)")
+    if np.isfinite(sd) and sd > 0:
+        top = ax.secondary_xaxis("top", functions=(lambda x, s=sd: x * s, lambda u, s=sd: u / s))
+        top.set_xlabel(plain(f"delta ({result.focus} units)"))
+        top.xaxis.set_major_locator(MaxNLocator(5))

@@ -5,6 +5,16 @@ made directly: no pyplot state, nothing shown or saved as a side effect) under
 :data:`RC`. Text from the data (cluster, variable and level names) goes
 through :func:`plain` or :func:`title`, so ``$`` never starts mathtext.
 Method colours come from :mod:`hmlib.methods`.
+
+Every figure also carries its caption (:func:`caption`): the report numbers
+it ("Figure 3. ...") and uses it as the image's alt text, so a figure draws
+no title of its own (panel titles stay). Sizes are chosen for reading on
+the page: no text below :data:`MIN_FONT_PT` points, and no figure wider than
+:data:`MAX_WIDTH_IN` inches, the width of an A4 page inside its margins, so
+the report shows and prints each figure at its own size (text at its point
+size). :func:`smallest_font` and :func:`overlapping_ticks` check a drawn
+figure; the report records both beside the image and the browser test reads
+them.
 """
 
 from __future__ import annotations
@@ -18,8 +28,9 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 __all__ = ["RC", "FALLBACK_FONTS", "MAX_LABEL_CHARS", "SUPPRESSED_COLOUR", "CHANGED_COLOUR", "UNCHANGED_COLOUR",
-           "MISSING_LEVEL_COLOUR", "new_figure", "plain", "label", "title", "head_tail", "style_context",
-           "level_colours"]
+           "MISSING_LEVEL_COLOUR", "MIN_FONT_PT", "SMALL_FONT_PT", "MAX_WIDTH_IN", "ROW_IN", "new_figure", "plain",
+           "label", "title", "head_tail", "style_context", "level_colours", "caption", "caption_of", "smallest_font",
+           "overlapping_ticks", "separate_labels"]
 
 #: Fonts tried after DejaVu Sans for characters it lacks (Chinese, Japanese, Korean names in the data):
 #: matplotlib falls back through the list glyph by glyph. Those installed are used (Debian:
@@ -43,9 +54,19 @@ def _font_family() -> list:
     return ["DejaVu Sans", *(f for f in FALLBACK_FONTS if f in installed)]
 
 
+#: The smallest text of any figure, in points at the size the report shows and prints it.
+MIN_FONT_PT = 9.0
+#: Legends, annotations and cell labels: the smallest size used.
+SMALL_FONT_PT = MIN_FONT_PT
+#: Widest figure, in inches: an A4 page (210 mm) less 2 x 11 mm margins, so print shows it at its own size.
+MAX_WIDTH_IN = 7.2
+#: Height of one labelled row (a cluster, a scenario, a method) in inches: a 9-point label and a little air.
+ROW_IN = 0.17
+
 #: Matplotlib settings of every figure.
-RC = {"text.usetex": False, "axes.titlesize": 11, "axes.labelsize": 10,
-      "xtick.labelsize": 8, "ytick.labelsize": 8, "font.family": _font_family()}
+RC = {"text.usetex": False, "font.size": 9.5, "axes.titlesize": 10, "axes.labelsize": 9.5,
+      "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": SMALL_FONT_PT,
+      "legend.title_fontsize": SMALL_FONT_PT, "figure.titlesize": 10.5, "font.family": _font_family()}
 #: Fill of a suppressed (small-count) cell.
 SUPPRESSED_COLOUR = "#d9d9d9"
 #: A scenario that changes the conclusion, and one that does not.
@@ -128,3 +149,113 @@ def level_colours(levels) -> dict:
     levels = [str(level) for level in levels]
     palette = sns.color_palette("viridis", max(len(levels), 2))
     return {level: matplotlib.colors.to_hex(colour) for level, colour in zip(levels, palette)}
+
+
+def caption(fig, key: str, text: str):
+    """Attach the report caption to ``fig``: ``key`` a stable id (``"missingness-heatmap"``), ``text`` the caption
+    (plain text, no number: the report numbers figures). Returns ``fig``.
+
+    Stored as the figure's ``gid`` and ``label`` (matplotlib's own artist properties), so it travels with the
+    figure object to :func:`hmlib.report.display.figure`.
+    """
+    fig.set_gid(str(key))
+    fig.set_label(" ".join(str(text).split()))
+    return fig
+
+
+def caption_of(fig) -> tuple:
+    """``(key, caption text)`` attached by :func:`caption`; ``("", "")`` when none is."""
+    return (fig.get_gid() or "", fig.get_label() or "")
+
+
+def _texts(fig):
+    """The visible, non-empty texts of ``fig`` (in visible axes)."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        if not (text.get_visible() and text.get_text().strip()):
+            continue
+        if text.axes is not None and not text.axes.get_visible():
+            continue
+        yield text
+
+
+def smallest_font(fig) -> float:
+    """The smallest font size (points) of the visible, non-empty text of ``fig``."""
+    sizes = [t.get_fontsize() for t in _texts(fig)]
+    return float(min(sizes)) if sizes else float("nan")
+
+
+def _renderer(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _overlap(a, b, margin: float = 0.5) -> bool:
+    return (min(a.x1, b.x1) - max(a.x0, b.x0) > margin) and (min(a.y1, b.y1) - max(a.y0, b.y0) > margin)
+
+
+def _tick_overlaps(axis, name: str, renderer, dpi: float) -> int:
+    """Overlapping neighbours among one axis's tick labels. Upright labels: their boxes. Slanted labels (30 degrees):
+    their boxes overlap anyway, so two neighbours clash when the gap between their anchors, across the slant, is
+    less than a line of text."""
+    texts = [t for t in axis.get_ticklabels(which="both") if t.get_visible() and t.get_text().strip()]
+    slanted = [t for t in texts if t.get_rotation() % 90 > 1e-6]
+    if not slanted:
+        boxes = sorted((t.get_window_extent(renderer) for t in texts), key=lambda b: b.x0 if name == "x" else b.y0)
+        return sum(_overlap(a, b) for a, b in zip(boxes, boxes[1:]))
+    low, high = sorted(axis.get_view_interval())
+    locs = [v for v in axis.get_majorticklocs() if low <= v <= high]
+    column = 0 if name == "x" else 1
+    points = sorted(axis.axes.transData.transform([(v, 0) if name == "x" else (0, v) for v in locs])[:, column])
+    angle = np.deg2rad(slanted[0].get_rotation() % 180)
+    across = np.abs(np.sin(angle) if name == "x" else np.cos(angle))
+    line = max(t.get_fontsize() for t in slanted) * dpi / 72.0
+    return int(sum((b - a) * across < line for a, b in zip(points, points[1:])))
+
+
+def overlapping_ticks(fig) -> int:
+    """Overlapping text of a drawn ``fig``: neighbouring tick labels on any axis (secondary axes included) whose
+    boxes overlap, plus pairs of overlapping annotations (``ax.texts``) within an axes."""
+    renderer = _renderer(fig)
+    pairs = 0
+    every = [*fig.axes, *(child for ax in fig.axes for child in ax.child_axes)]
+    for ax in every:
+        if not ax.get_visible():
+            continue
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            pairs += _tick_overlaps(axis, name, renderer, fig.dpi)
+        notes = [t.get_window_extent(renderer) for t in ax.texts if t.get_visible() and t.get_text().strip()]
+        pairs += sum(_overlap(a, b) for k, a in enumerate(notes) for b in notes[k + 1:])
+    return pairs
+
+
+def separate_labels(fig, labels, *, rounds: int = 80) -> None:
+    """Move annotations (``ax.annotate`` with ``textcoords="offset points"``) apart vertically until their boxes
+    no longer overlap: each overlapping pair is pushed apart by half the overlap (the upper one up, the lower one
+    down); give the annotations ``arrowprops`` so a label moved away from its point keeps a leader line."""
+    labels = [a for a in labels if a.get_visible() and a.get_text().strip()]
+    if len(labels) < 2:
+        return
+    renderer = _renderer(fig)
+    to_points = 72.0 / fig.dpi
+    for _ in range(rounds):
+        boxes = [a.get_window_extent(renderer) for a in labels]
+        clash = False
+        for i in range(len(labels)):
+            for j in range(i + 1, len(labels)):
+                a, b = boxes[i], boxes[j]
+                if not _overlap(a, b):
+                    continue
+                clash = True
+                lower, upper = (i, j) if a.y0 <= b.y0 else (j, i)
+                push = (min(a.y1, b.y1) - max(a.y0, b.y0)) / 2 + 1.0
+                for k, sign in ((upper, 1.0), (lower, -1.0)):
+                    dx, dy = labels[k].xyann
+                    labels[k].xyann = (dx, dy + sign * push * to_points)
+                boxes = [a.get_window_extent(renderer) for a in labels]
+        if not clash:
+            break

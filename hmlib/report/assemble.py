@@ -2,11 +2,17 @@
 
 The report is one self-contained HTML file (images embedded, no script or
 style fetched from the network: the nbconvert template's require.js, MathJax
-and mermaid loaders are left out): a title block, the executive summary, a
-table of contents, each step's narrative and figures (code hidden unless
-``--show-code``), a plain "not built yet" section for steps that do not exist
-yet, the methods, the limitations and reporting checklist
-(:mod:`hmlib.report.summary`), and a reproducibility appendix.
+and mermaid loaders are left out): a title block (with ``estimates.csv``
+as a download inside the page), the key messages and the findings step by
+step, how to read the report, each step's narrative and figures (code hidden
+unless ``--show-code``), a plain "not built yet" section for steps that do
+not exist yet, the methods, the limitations and reporting checklist
+(:mod:`hmlib.report.summary`), a profile per cluster
+(:mod:`hmlib.report.site_profiles`), the glossary (its terms linked from
+their first use, :mod:`hmlib.report.glossary`) and a reproducibility
+appendix. The contents panel, the numbering of figures and tables and the
+page style are added to nbconvert's page by
+:func:`hmlib.report.page.finish_page`.
 
 Everything that comes from the data or the params is HTML-escaped before it
 is placed in markdown; tables are rendered by pandas with escaping on.
@@ -24,12 +30,18 @@ from importlib import metadata
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 
 from hmlib import __version__
 from hmlib.report.glossary import glossary_html, how_to_read_html, link_first_uses
+from hmlib.report.labels import ColumnLabel
+from hmlib.report.page import CONTENTS_SLOT, finish_page
+from hmlib.report.site_profiles import site_profiles_html
 from hmlib.report.summary import audit_summary
+from hmlib.report.tables import data_uri, prepare_table, table_html
 from hmlib.results import atomic_write_text
 from hmlib.steps import STEPS, get_step
+from hmlib.wording import cluster_noun
 
 __all__ = ["render_notebook", "assemble_report", "write_index", "package_versions", "git_commit",
            "step_run_times"]
@@ -143,7 +155,7 @@ def render_notebook(path: str | Path, dest: str | Path, *, show_code: bool = Fal
         nb.cells = _report_cells(nb)
     body, _ = _exporter(show_code).from_notebook_node(
         nb, resources={"metadata": {"name": Path(path).stem}})
-    return atomic_write_text(dest, body)
+    return atomic_write_text(dest, finish_page(body, title=Path(path).stem))
 
 
 def _markdown(text: str):
@@ -166,23 +178,17 @@ def _summary_html(summary) -> str:
             "</div>\n")
 
 
-def _missing_table_html(table) -> str:
+def _missing_table_html(table, noun: str) -> str:
+    """The summary's missing-values table as a report table block (labels, CSV; suppressed cells say so)."""
     if table is None or not len(table):
         return ""
-    head = ("<tr><th>variable</th><th>patients</th><th>missing</th><th>% missing</th>"
-            "<th>clusters with any missing</th><th>clusters never recording it</th></tr>")
-
-    def cell(value, pct=False):
-        if value is None or (isinstance(value, float) and value != value):
-            return "suppressed"
-        return f"{100 * value:.1f}%" if pct else f"{int(value):,}"
-
-    body = "".join(
-        f"<tr><td>{_text(r['variable'])}</td><td>{cell(r['n'])}</td><td>{cell(r['n_missing'])}</td>"
-        f"<td>{cell(r['share_missing'], pct=True)}</td><td>{cell(r['clusters_with_missing'])}</td>"
-        f"<td>{cell(r['clusters_never_recorded'])}</td></tr>"
-        for _, r in table.iterrows())
-    return f'<table class="hm-missing"><thead>{head}</thead><tbody>{body}</tbody></table>'
+    shown = table[["variable", "n", "n_missing", "share_missing", "clusters_with_missing",
+                   "clusters_never_recorded"]].astype(object).where(lambda t: t.notna(), "suppressed")
+    prepared = prepare_table(shown, noun=noun, labels={
+        "clusters_with_missing": ColumnLabel(f"{noun.capitalize()}s with any missing", "count"),
+        "clusters_never_recorded": ColumnLabel(f"{noun.capitalize()}s never recording it", "count")})
+    return table_html(prepared, caption="Missing values by variable (counts below the small-cell threshold "
+                      "suppressed)", key="summary-missing", collapse_rows=None)
 
 
 def _methods_html(summary, number: int) -> str:
@@ -190,15 +196,17 @@ def _methods_html(summary, number: int) -> str:
     return f'<a id="methods"></a>\n\n## {number}. Methods\n\n<div class="hm-methods">{paras}</div>\n'
 
 
-def _limitations_html(summary, number: int) -> str:
-    rows = "".join(f"<tr><td>{_text(c.item)}</td><td>{_text(c.guideline)}</td><td>{_text(c.text)}</td></tr>"
-                   for c in summary.checklist)
+def _limitations_html(summary, number: int, noun: str = "cluster") -> str:
+    checklist = pd.DataFrame([{"item": c.item, "guideline": c.guideline, "answer": c.text}
+                              for c in summary.checklist], columns=["item", "guideline", "answer"])
+    prepared = prepare_table(checklist, long_text_below=False, labels={  # the answers are the table
+        "item": ColumnLabel("Item", "text"), "guideline": ColumnLabel("Guideline", "text"),
+        "answer": ColumnLabel("This report", "text")})
     return (f'<a id="limitations"></a>\n\n## {number}. Limitations and reporting checklist\n\n'
             '<div class="hm-limitations"><p>The items reviewers expect for missing data (Sterne et al. 2009, '
             "BMJ 338:b2393; STROBE 12c and 14b; TRIPOD 9 and 13b), answered with this report's numbers.</p>"
-            f"{_missing_table_html(summary.missing_table)}"
-            "<table><thead><tr><th>item</th><th>guideline</th><th>this report</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table></div>\n")
+            f"{_missing_table_html(summary.missing_table, noun)}"
+            f"{table_html(prepared, caption='Reporting checklist', key='checklist', collapse_rows=None)}</div>\n")
 
 
 def _timing_html(rows) -> str:
@@ -213,45 +221,36 @@ def _timing_html(rows) -> str:
     return "; ".join(parts)
 
 
-def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False,
-                    step_seconds: dict | None = None) -> Path:
-    """Join the executed step notebooks into ``report.html`` (written atomically).
+def _estimates_link(output_dir: Path) -> str:
+    """``estimates.csv`` as a download inside the page (a data URI: the report stays one file)."""
+    path = output_dir / "estimates.csv"
+    if not path.is_file():
+        return "no estimates.csv was written"
+    text = path.read_text(encoding="utf-8")
+    rows = max(len(text.splitlines()) - 1, 0)
+    return (f'<a class="hm-estimates-link" download="estimates.csv" href="{data_uri(text)}">'
+            f"estimates.csv</a> ({rows} rows: every method's estimates, one row per term)")
 
-    Parameters
-    ----------
-    registry : hmlib.data.Registry
-        The checked inputs (for the title block and the appendix).
-    output_dir : pathlib.Path
-        ``reports/<name>/``; executed notebooks are read from its
-        ``notebooks/`` folder, artifacts and ``estimates.csv`` for the
-        summary sections (:func:`hmlib.report.summary.audit_summary`).
-    show_code : bool
-    step_seconds : dict, optional
-        Run time of each step executed in this run (steps not re-run keep the
-        time recorded in their executed notebook).
-    """
-    output_dir = Path(output_dir)
+
+def _title_cell(registry, output_dir: Path, now: str):
     params = registry.params
     esc = html.escape
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    versions = package_versions()
-    focus = registry.frame[params.focus] if params.focus in registry.frame else None
-    focus_sd = float(focus.std()) if focus is not None and registry.kinds.get(params.focus) == "numeric" else None
-    summary = audit_summary(output_dir, params=params, versions=versions, hmlib_version=__version__,
-                            python_version=platform.python_version(), focus_sd=focus_sd)
-    cells = [_markdown(
+    return _markdown(
         f"# Missing-data audit: {esc(params.name)}\n\n"
         f"Data: `{esc(params.data.name)}` (SHA-256 `{registry.data_sha256[:16]}…`), "
         f"{registry.n_patients:,} patients in {registry.n_clusters:,} clusters "
         f"(`{esc(params.cluster)}`); outcome `{esc(params.outcome)}` ({params.outcome_family}); "
         f"focus variable `{esc(str(params.focus))}`.  \n"
         f"Generated {now} by hmlib {__version__}"
-        f"{' in fast mode (small settings: not for reporting)' if params.fast else ''}."
-    ), _markdown(_summary_html(summary))]
-    toc = ["## Contents", ""]
+        f"{' in fast mode (small settings: not for reporting)' if params.fast else ''}. "
+        f"Download: {_estimates_link(output_dir)}.")
+
+
+def _step_cells(output_dir: Path, params, show_code: bool) -> list:
+    """Each step's cells, or its "not run" / "not built yet" section."""
+    esc = html.escape
     body: list = []
     for step in STEPS:
-        toc.append(f"{step.number}. [{esc(step.title)}](#{step.anchor})")
         executed = output_dir / "notebooks" / step.notebook
         anchor = f'<a id="{step.anchor}"></a>'
         heading = f"{anchor}\n\n## {step.number}. {esc(step.title)}"
@@ -268,18 +267,12 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
                 f"{heading}\n\n**Not built yet** in hmlib {__version__} (its notebook "
                 f"`{esc(step.notebook)}` is absent). No result of this step is shown, and nothing in "
                 "this report should be read as its finding."))
-    n_methods, n_limits, n_glossary, n_repro = (len(STEPS) + k for k in (1, 2, 3, 4))
-    toc.append(f"{n_methods}. [Methods](#methods)")
-    toc.append(f"{n_limits}. [Limitations and reporting checklist](#limitations)")
-    toc.append(f"{n_glossary}. [Glossary](#glossary)")
-    toc.append(f"{n_repro}. [Reproducibility](#reproducibility)")
-    cells.append(_markdown('<a id="how-to-read"></a>\n\n## How to read this report\n\n' + how_to_read_html()))
-    cells.append(_markdown("\n".join(toc)))
-    cells.extend(body)
-    cells.append(_markdown(_methods_html(summary, n_methods)))
-    cells.append(_markdown(_limitations_html(summary, n_limits)))
-    cells.append(_markdown(f'<a id="glossary"></a>\n\n## {n_glossary}. Glossary\n\n' + glossary_html()))
+    return body
 
+
+def _reproducibility_cell(registry, output_dir: Path, number: int, versions: dict, step_seconds):
+    params = registry.params
+    esc = html.escape
     # params as run: the file's values with the --fast override and the resolved focus
     params_text = json.dumps(params.as_run(), indent=1, sort_keys=True, default=str)
     timing = _timing_html(step_run_times(output_dir, step_seconds))
@@ -288,27 +281,67 @@ def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False
     seeds = f"params seed {params.seed} (every imputation, the transport check and the sensitivity scenarios)"
     if joint_seed is not None:
         seeds += f"; joint model sampler seed {joint_seed}"
-    cells.append(_markdown(
+    return _markdown(
         '<a id="reproducibility"></a>\n\n'
-        f"## {n_repro}. Reproducibility\n\n"
+        f"## {number}. Reproducibility\n\n"
         f"- hmlib {__version__}, git commit: {esc(git_commit())}\n"
         f"- Python {platform.python_version()} ({esc(sys.implementation.name)}) on {esc(platform.platform())}, "
         f"{esc(platform.machine())}\n"
         f"- Packages: {esc(', '.join(f'{k} {v}' for k, v in versions.items()))}\n"
         f"- Input file: `{esc(params.data.name)}`, SHA-256 `{registry.data_sha256}`\n"
+        f"- Results: {_estimates_link(output_dir)}\n"
         f"- Seeds: {esc(seeds)}\n"
         f"- Step run times: {esc(timing)}\n"
         f"- Params as run (`{esc(params.source.name)}`, with the command line's `--fast` and the resolved "
         "focus applied):\n\n"
         f"<pre>{esc(params_text)}</pre>\n"
-    ))
+    )
+
+
+def assemble_report(registry, output_dir: str | Path, *, show_code: bool = False,
+                    step_seconds: dict | None = None) -> Path:
+    """Join the executed step notebooks into ``report.html`` (written atomically).
+
+    Parameters
+    ----------
+    registry : hmlib.data.Registry
+        The checked inputs (for the title block and the appendix).
+    output_dir : pathlib.Path
+        ``reports/<name>/``; executed notebooks are read from its
+        ``notebooks/`` folder, artifacts and ``estimates.csv`` for the
+        summary sections (:func:`hmlib.report.summary.audit_summary`) and the
+        cluster profiles (:func:`hmlib.report.site_profiles.site_profiles_html`).
+    show_code : bool
+    step_seconds : dict, optional
+        Run time of each step executed in this run (steps not re-run keep the
+        time recorded in their executed notebook).
+    """
+    output_dir = Path(output_dir)
+    params = registry.params
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    versions = package_versions()
+    focus = registry.frame[params.focus] if params.focus in registry.frame else None
+    focus_sd = float(focus.std()) if focus is not None and registry.kinds.get(params.focus) == "numeric" else None
+    summary = audit_summary(output_dir, params=params, versions=versions, hmlib_version=__version__,
+                            python_version=platform.python_version(), focus_sd=focus_sd)
+    noun = cluster_noun(params.cluster)
+    n_methods, n_limits, n_sites, n_glossary, n_repro = (len(STEPS) + k for k in (1, 2, 3, 4, 5))
+    cells = [_title_cell(registry, output_dir, now), _markdown(_summary_html(summary)),
+             _markdown('<a id="how-to-read"></a>\n\n## How to read this report\n\n' + how_to_read_html()),
+             _markdown(CONTENTS_SLOT), *_step_cells(output_dir, params, show_code),
+             _markdown(_methods_html(summary, n_methods)),
+             _markdown(_limitations_html(summary, n_limits, noun)),
+             _markdown(site_profiles_html(output_dir, number=n_sites, noun=noun,
+                                          min_cell=int(params.privacy.min_cell))),
+             _markdown(f'<a id="glossary"></a>\n\n## {n_glossary}. Glossary\n\n' + glossary_html()),
+             _reproducibility_cell(registry, output_dir, n_repro, versions, step_seconds)]
     report_nb = nbformat.v4.new_notebook(cells=cells)
     report_nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     report_nb.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
-    page, _ = _exporter(show_code).from_notebook_node(
-        report_nb, resources={"metadata": {"name": f"Missing-data audit: {params.name}"}})
+    title = f"Missing-data audit: {params.name}"
+    page, _ = _exporter(show_code).from_notebook_node(report_nb, resources={"metadata": {"name": title}})
     page, _ = link_first_uses(page, start_marker='id="key-messages"', stop_marker='id="glossary"')
-    return atomic_write_text(output_dir / "report.html", page)
+    return atomic_write_text(output_dir / "report.html", finish_page(page, title=title))
 
 
 def write_index(reports_root: str | Path, results) -> Path:

@@ -31,11 +31,13 @@ from pathlib import Path
 
 from hmlib.data import load_registry
 from hmlib.progress import CHANNEL_NAME, FileSink, NotebookSink, TerminalPrinter, listening
+from hmlib.report.display import set_context
 from hmlib.report.parameters import (check_parameter_names, injected_names, notebook_folder,
                                      params_from_parameters, resolve_output_dir)
 from hmlib.report.staleness import mark_report_stale
 from hmlib.steps import get_step
 from hmlib.steps.base import Step, StepContext, quiet_library_warnings
+from hmlib.wording import cluster_noun
 
 __all__ = ["NotebookStep", "open_step"]
 
@@ -124,4 +126,5 @@ def open_step(key: str, parameters: Mapping | str | Path | None = None, output_d
     folder = notebook_folder(step.notebook)
     params = params_from_parameters(values, notebook=step.notebook, folder=folder)
     registry = load_registry(params)
+    set_context(noun=cluster_noun(params.cluster))
     return NotebookStep(step, StepContext(registry, resolve_output_dir(values.get("output_dir"), params, folder)))

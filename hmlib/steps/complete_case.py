@@ -192,9 +192,24 @@ class CompleteCaseResult:
         return out
 
     def indicator_by_cluster_note(self) -> str:
-        """Why no cluster-specific indicator effect is shown (when none is)."""
+        """Why no cluster-specific indicator effect is shown (when none is): none can be estimated, or partial
+        pooling gives every cluster the same effect (a figure of one value repeated says less than this sentence)."""
+        table = self.indicator_by_cluster
+        if table is not None and table["raw"].notna().any() and not self._pooled_effects_vary():
+            raw = table["raw"].dropna()
+            what = (f"the level '{self.focus} missing' (against {self.focus} = {self.focus_levels[0]})"
+                    if self.focus_levels else f"{self.focus} being unmeasured")
+            return (f"Partial pooling gives every cluster the same effect of {what}, "
+                    f"{float(table['pooled'].iloc[0]):.3g} (between-cluster SD {table.attrs.get('tau', 0.0):.2g}): "
+                    f"the own estimates of the {len(raw)} clusters where it can be estimated (from "
+                    f"{raw.min():.3g} to {raw.max():.3g}) differ no more than their standard errors allow, so one "
+                    "common effect describes them and no per-cluster figure or table is shown.")
         return ("No cluster has both measured and unmeasured patients with outcome variation, "
                 "so cluster-specific indicator effects cannot be estimated.")
+
+    def _pooled_effects_vary(self) -> bool:
+        pooled = self.indicator_by_cluster["pooled"].dropna().to_numpy(dtype=float)
+        return bool(len(pooled)) and float(np.ptp(pooled)) > 1e-9 * max(1.0, float(np.abs(pooled).max()))
 
     def to_artifact(self) -> CompleteCaseArtifact:
         """The typed record of step 2."""
@@ -211,7 +226,7 @@ class CompleteCaseResult:
                "shift": shift,
                "indicator_by_cluster": []}
         table = self.indicator_by_cluster
-        if table is not None and table["raw"].notna().any():
+        if table is not None and table["raw"].notna().any() and self._pooled_effects_vary():
             out["indicator_by_cluster"].append(figures.indicator_effects_plot(
                 table, focus=self.focus, missing_level=bool(self.focus_levels)))
         return out

@@ -515,9 +515,9 @@ class ImputationStepResult:
     def figures(self) -> dict:
         """Step 3's figures by section: estimates, cluster_variation, distributions, transport, diagnostics."""
         comparison = self.comparison()
-        first = [*self.focus_terms, self.sd_term]
-        terms = first + [t for t in dict.fromkeys(comparison["term"]) if t not in first]
-        out = {"estimates": [figures.forest_plot(comparison, terms, failed=self.failed)],
+        # the focus coefficient(s) (every level's, for a categorical focus) and the cluster SD; every term is in
+        # the table below it (and step 4's figure)
+        out = {"estimates": [figures.forest_plot(comparison, [*self.focus_terms, self.sd_term], failed=self.failed)],
                "cluster_variation": [figures.cluster_variation_plot(self.cluster_variation_table(),
                                                                     focus=self.focus, cluster=self.cluster)],
                "distributions": [], "transport": [], "diagnostics": []}
