@@ -79,7 +79,8 @@ class ReportEvidence:
         """A categorical focus's reference level (the first of ``focus_levels`` in a step's record), or ``None``."""
         for record in self.artifacts.values():
             levels = getattr(record, "focus_levels", None) if record is not None else None
-            if levels:
+            # steps 2 and 3 record the levels as a sequence (step 1's focus_levels is a record of counts)
+            if isinstance(levels, (list, tuple)) and levels:
                 return str(levels[0])
         return None
 
