@@ -27,11 +27,15 @@ Changed conclusion
 ------------------
 A scenario changes the conclusion about a term when, compared with its
 reference (the primary analysis, or the scenario named as its reference):
-the interval no longer excludes the null value (default 0) or now excludes
-it; the estimate changes sign with both intervals excluding the null; or the
-estimate moves by at least ``change_share`` (default 50%) of the reference
-estimate (:func:`hmlib.stats.sensitivity.conclusion_change`). For the cluster
-SD only the last criterion applies; the intercept is not judged.
+the 95% interval's decision about no effect flips and the estimate moved by
+at least half the clinically relevant difference; the estimate moved by at
+least that difference; or it changed direction with both intervals excluding
+no effect (:func:`hmlib.stats.sensitivity.conclusion_change`). The difference
+is the params' ``sensitivity.relevant_difference`` on the reported scale
+(default: an odds ratio 1.25 times larger or smaller, or 0.1 SD of a
+continuous outcome, per reported unit), resolved per term by
+:mod:`hmlib.steps.sensitivity_rule` and recorded in the artifact. For the
+cluster SD only the move counts; the intercept is not judged.
 
 Tipping point
 -------------
@@ -83,6 +87,7 @@ from hmlib.stats.joint import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.imputation import CHUNKS_PER_WORKER, ImputationArtifact, choose_residual_variance, impute_registry
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
+from hmlib.steps.sensitivity_rule import ConclusionRule, resolve_conclusion_rule
 from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, ScenarioContext,
                                                SensitivitySettings, analyse, focus_row, focus_terms,
                                                joint_model_fitter, plan_scenarios, run_bisection_task,
@@ -165,7 +170,8 @@ class SettingsRecord(Record):
     reference_prior: list
     deltas_sd: tuple[float, ...]
     bisection_steps: int
-    change_share: float
+    relevant_difference: float | None
+    negligible_share: float
     null_value: float
     plausible_delta_sd: float
     n_influential: int
@@ -321,6 +327,8 @@ class SensitivityResult:
     residual_variance : SensitivityVarianceChoice
         The residual variance of every multilevel imputation, and where the
         choice came from.
+    rule : hmlib.steps.sensitivity_rule.ConclusionRule
+        When a conclusion changes, with its clinically relevant difference.
     workers : int
     elapsed : float
     notes : list of str
@@ -340,6 +348,7 @@ class SensitivityResult:
     n_patients_primary: int
     n_patients_all: int
     residual_variance: SensitivityVarianceChoice
+    rule: ConclusionRule
     workers: int = 1
     elapsed: float = 0.0
     notes: list = field(default_factory=list)
@@ -470,7 +479,8 @@ class SensitivityResult:
         if not parts and not fragile_mnar:
             n_ok = int((self.scenarios["status"] == "ok").sum())
             return (f"robust: {head} No scenario changes the conclusion ({n_ok} scenarios run), and no departure "
-                    f"from MAR within +/-{self.settings.plausible_delta_sd:g} SD does.{tail}")
+                    f"from MAR within +/-{self.settings.plausible_delta_sd:g} SD does (judged against a clinically "
+                    f"relevant difference of {self.rule.threshold_text()}; rule in Methods).{tail}")
         if fragile_mnar:
             parts.append(f"the MAR assumption (tipping point within +/-{self.settings.plausible_delta_sd:g} SD): "
                          + " ".join(fragile_mnar))
@@ -541,7 +551,7 @@ class SensitivityResult:
             "delta_curve": self.delta_curve.to_dict(orient="records"),
             "verdict": self.verdict(), "narrative": self.narrative(), "notes": list(self.notes),
             "workers": self.workers, "elapsed_s": self.elapsed,
-            "residual_variance": self.residual_variance.to_json(),
+            "residual_variance": self.residual_variance.to_json(), "conclusion_rule": self.rule.to_json(),
         }
 
 
@@ -559,7 +569,7 @@ def _run_plan(plan: list, context: ScenarioContext, reference: dict, pool: TaskP
     focus_term = focus_terms(context.registry)[0]
     outcomes = {out.scenario.name: out
                 for out in pool.map(run_scenario_task, [plan[i] for i in order], shared=context)}
-    tasks = bisection_tasks(plan, outcomes, reference, context.settings, focus_term)
+    tasks = bisection_tasks(plan, outcomes, reference, context.settings, focus_term, context.rule)
     refined = pool.map(run_bisection_task, [task for _, task in tasks], shared=context)
     return outcomes, {key: result for (key, _), result in zip(tasks, refined)}
 
@@ -656,22 +666,24 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
     primary_rows, primary_notes = analyse(context, primary_imputation, map_tasks=chunked)
     context.primary_rows = primary_rows
     notes.extend(primary_notes)
+    focus_term = focus_terms(registry)[0]
+    context.rule = resolve_conclusion_rule(registry, primary_rows["term"], focus_term, s.relevant_difference,
+                                           s.negligible_share, s.null_value)
 
     plan = plan_scenarios(registry, s)
-    focus_term = focus_terms(registry)[0]
     prim = focus_row(primary_rows, focus_term)
     reference = {"estimate": float(prim.estimate), "ci_lower": float(prim.ci_lower), "ci_upper": float(prim.ci_upper)}
     outcomes, bisections = _run_plan(plan, context, reference, pool)
-    grid, scenarios = assemble_grid(plan, outcomes, primary_rows, s, focus_term)
+    grid, scenarios = assemble_grid(plan, outcomes, primary_rows, context.rule, focus_term)
     tipping, delta_curve, tipping_notes = tipping_points(plan, outcomes, bisections, grid, reference, s,
-                                                          focus_term, observed_sd)
+                                                          focus_term, observed_sd, context.rule)
     notes.extend(tipping_notes)
     return SensitivityResult(
         focus=p.focus, focus_terms=focus_terms(registry), primary=primary_rows,
         primary_method=primary_imputation.label, grid=grid, scenarios=scenarios, tipping=tipping,
         delta_curve=delta_curve, observed_sd=observed_sd, settings=s, min_cell=p.privacy.min_cell,
         n_patients_primary=int(primary_rows["n_patients"].iloc[0]), n_patients_all=registry.n_patients,
-        residual_variance=residual, workers=pool.workers, elapsed=time.perf_counter() - start, notes=notes)
+        residual_variance=residual, rule=context.rule, workers=pool.workers, elapsed=time.perf_counter() - start, notes=notes)
 
 
 # --------------------------------------------------------------------------
@@ -689,6 +701,7 @@ class SensitivityArtifact(Artifact):
     KEY: ClassVar[str] = "sensitivity"
     VERSION: ClassVar[int] = 1
 
+    conclusion_rule: ConclusionRule
     delta_curve: list
     elapsed_s: float
     focus: str
@@ -720,8 +733,9 @@ def run(ctx: StepContext) -> SensitivityResult:
         artifact_path(ctx.output_dir, "joint_posterior").with_name("joint_posterior.npz"), ctx.registry)
     residual = residual_variance_choice(ctx.registry, ctx.read(ImputationArtifact))
     families = tuple(f for f in FAMILIES if not (ctx.params.fast and f == "prior" and joint_reference is None))
-    result = run_sensitivity(ctx.registry, SensitivitySettings(families=families, m=ctx.sizes.imputations,
-                                                               iterations=ctx.sizes.iterations),
+    settings = SensitivitySettings(families=families, m=ctx.sizes.imputations, iterations=ctx.sizes.iterations,
+                                   relevant_difference=ctx.params.sensitivity.relevant_difference)
+    result = run_sensitivity(ctx.registry, settings,
                              joint_reference=joint_reference, cluster_residual_variance=residual)
     if "prior" not in families:
         result.notes.append("Fast mode without step 4's draws: the prior scenarios of the joint model were not run.")
@@ -740,7 +754,7 @@ def methods_text(record, ev) -> list:
              f"scenario families {', '.join(st.families)}; MNAR delta adjustment of the imputed "
              f"{record.focus} values by {', '.join(f'{d:g}' for d in st.deltas_sd)} observed SDs, "
              f"the same in every {noun} and in proportion to each {noun}'s missingness, with tipping points "
-             f"searched by bisection. {record.residual_variance.text}"]
+             f"searched by bisection. {record.residual_variance.text}", record.conclusion_rule.text]
     priors = [sc for sc in record.scenarios if sc.family == "prior" and sc.status == "ok"]
     if priors:
         how = [sc.joint_fit for sc in priors]
