@@ -18,7 +18,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 __all__ = ["RC", "FALLBACK_FONTS", "MAX_LABEL_CHARS", "SUPPRESSED_COLOUR", "CHANGED_COLOUR", "UNCHANGED_COLOUR",
-           "new_figure", "plain", "label", "title", "head_tail", "style_context"]
+           "new_figure", "plain", "label", "title", "head_tail", "style_context", "caption", "CAPTION_ATTRIBUTE"]
 
 #: Fonts tried after DejaVu Sans for characters it lacks (Chinese, Japanese, Korean names in the data):
 #: matplotlib falls back through the list glyph by glyph. Those installed are used (Debian:
@@ -114,3 +114,16 @@ def head_tail(n_rows: int, max_rows: int) -> tuple[np.ndarray, bool]:
         return np.arange(n_rows), False
     half = max_rows // 2
     return np.r_[np.arange(half), np.arange(n_rows - (max_rows - half), n_rows)], True
+
+
+#: Attribute of a figure holding its caption (set by :func:`caption`).
+CAPTION_ATTRIBUTE = "hmlib_caption"
+
+
+def caption(fig, text: str):
+    """Attach a caption to a figure (its text alternative and the line shown under it); returns the figure.
+
+    Read it back with ``getattr(fig, CAPTION_ATTRIBUTE, "")``.
+    """
+    setattr(fig, CAPTION_ATTRIBUTE, " ".join(str(text).split()))
+    return fig

@@ -23,8 +23,10 @@ from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_mi
                                        indicator_effects_by_cluster, retention_by_cluster,
                                        standardized_differences, standardized_differences_by)
 from hmlib.stats.design import fit_analysis_model
+from hmlib.stats.patient_flow import patient_flow
 from hmlib.steps.base import Step, StepContext
-from hmlib.wording import count_text, not_estimable_note
+from hmlib.steps.complete_case_flow import FlowRecord, published_flow
+from hmlib.wording import cluster_noun, count_text, not_estimable_note
 
 __all__ = ["CompleteCaseResult", "complete_case_check", "suppressed_retention", "ShiftRow",
            "CompleteCaseArtifact", "run", "STEP"]
@@ -61,6 +63,10 @@ class CompleteCaseResult:
         The small-cell threshold of the params (figures leave smaller clusters out).
     notes : list of str
         Plain-language remarks (models that could not be fitted, and why).
+    flow : hmlib.steps.complete_case_flow.FlowRecord or None
+        Patients and clusters from the extract to each analysis, small counts suppressed.
+    noun : str
+        What a cluster is called (``site``, ``hospital``).
     """
 
     outcome: str
@@ -79,6 +85,8 @@ class CompleteCaseResult:
     indicator_by_cluster: pd.DataFrame | None
     min_cell: int
     notes: list = field(default_factory=list)
+    flow: FlowRecord | None = None
+    noun: str = "cluster"
 
     @property
     def outcome_all(self) -> float:
@@ -162,9 +170,10 @@ class CompleteCaseResult:
         return CompleteCaseArtifact.from_json(to_jsonable(self.to_dict()))
 
     def figures(self) -> dict:
-        """``{"retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
+        """``{"flow": [...], "retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
         overall = self.n_complete / self.n_all if self.n_all else float("nan")
-        out = {"retention": [figures.retention_plot(self.retention_display, overall_share=overall,
+        out = {"flow": [figures.flow_diagram(self.flow, noun=self.noun)] if self.flow is not None else [],
+               "retention": [figures.retention_plot(self.retention_display, overall_share=overall,
                                                     min_cell=self.min_cell)],
                "shift": [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)],
                "indicator_by_cluster": []}
@@ -187,6 +196,7 @@ class CompleteCaseResult:
                 .drop(columns=["n", "n_missing"]).to_dict(orient="records"),
                 **self.indicator_by_cluster.attrs},
             "narrative": self.narrative(), "notes": self.notes,
+            "flow": None if self.flow is None else self.flow.to_json(),
         }
 
 
@@ -284,6 +294,8 @@ def complete_case_check(registry) -> CompleteCaseResult:
         retention_display=suppressed_retention(retention, p.privacy.min_cell),
         shift=shift, shift_by_type=shift_by_type, estimates=estimates_frame,
         indicator_by_cluster=indicator_table, min_cell=p.privacy.min_cell, notes=notes,
+        flow=published_flow(patient_flow(frame, p.cluster, columns), p.privacy.min_cell),
+        noun=cluster_noun(p.cluster),
     )
 
 
@@ -328,6 +340,7 @@ class CompleteCaseArtifact(Artifact):
     VERSION: ClassVar[int] = 1
 
     clusters_lost: tuple[str, ...]
+    flow: FlowRecord | None
     indicator_by_cluster: dict
     n_all: int
     n_clusters: int
