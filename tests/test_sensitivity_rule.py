@@ -125,10 +125,20 @@ def test_RULE_003_bad_relevant_difference_is_a_clear_params_error(tmp_path, fami
         load_params(path)
 
 
-def test_RULE_004_unknown_sensitivity_key_is_refused(tmp_path):
-    """RULE-004: an unknown key under 'sensitivity' is an error that lists the allowed keys."""
+def test_RULE_004_unknown_sensitivity_key_is_refused(tmp_path, monkeypatch):
+    """RULE-004: an unknown key under 'sensitivity' is an error that lists the allowed keys; a bad value given to
+    run_sensitivity directly is refused before the primary imputation starts."""
     with pytest.raises(ParamsError, match="unknown key 'sensitivity.relevant_diff'.*relevant_difference"):
         load_params(calorie_params(tmp_path, 1.0, sensitivity={"relevant_diff": 1.3}))
+    reg = load_registry(load_params(calorie_params(tmp_path, 1.0)))
+    from hmlib.steps import sensitivity as step5
+
+    def no_imputation(*args, **kwargs):
+        raise AssertionError("the primary imputation started before the settings were checked")
+
+    monkeypatch.setattr(step5, "impute_registry", no_imputation)
+    with pytest.raises(ParamsError, match="must be > 1"):
+        run_sensitivity(reg, SensitivitySettings(relevant_difference=0.9, **CHEAP), workers=1, joint_fitter=None)
 
 
 # ---------------------------------------------------------------------------

@@ -80,6 +80,7 @@ import pandas as pd
 from hmlib.artifacts import Artifact, Record, artifact_path
 from hmlib.exceptions import ParamsError
 from hmlib.figures import sensitivity as figures
+from hmlib.params import check_relevant_difference
 from hmlib.parallel import TaskPool, check_workers
 from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
@@ -642,6 +643,7 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
     start = time.perf_counter()
     p = registry.params
     seed = int(p.seed if seed is None else seed)
+    check_relevant_difference(s.relevant_difference, p.outcome_family)  # before any imputation
     if isinstance(joint_fitter, str):
         if joint_fitter != "auto":
             raise ParamsError(f"joint_fitter must be a callable, 'auto' or None, got {joint_fitter!r}.")
