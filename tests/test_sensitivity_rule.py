@@ -210,3 +210,17 @@ def test_RULE_LARGE_001_large_effect_robust_and_large_shift_changes(tmp_path):
     assert artifact.conclusion_rule.relevant_difference == 1.25 and artifact.conclusion_rule.source == "default"
     assert "clinically relevant difference" in artifact.conclusion_rule.text
     assert np.isclose(artifact.conclusion_rule.link_difference, math.log(1.25))
+
+
+def test_RULE_IND_001_missing_indicator_vs_primary_is_reported_not_counted(tmp_path):
+    """RULE-IND-001: the missing-indicator model is biased by design, so its move away from the primary (here made
+    to count, R tiny) is named in the verdict as not counted, never as what the conclusion depends on."""
+    reg = load_registry(load_params(calorie_params(tmp_path, 2.5)))
+    result = run_sensitivity(reg, SensitivitySettings(families=("indicator",), relevant_difference=1.0001, **FAST),
+                             workers=1, joint_fitter=None)
+    table = result.scenarios.set_index("scenario")
+    assert table.loc["indicator:common", "changed_conclusion"]
+    verdict = result.verdict()
+    assert "Not counted: the missing-indicator model (biased by design)" in verdict
+    assert "instead of multiple imputation" not in verdict
+    assert verdict.startswith("robust") == (not table.loc["indicator:partially-pooled", "changed_conclusion"])

@@ -457,6 +457,12 @@ class SensitivityResult:
                 f"(95% CI {_fmt(prim.ci_lower)} to {_fmt(prim.ci_upper)}).")
         parts = []
         changed = self.changed()
+        # The missing-indicator model is biased by design: its disagreement with the primary is reported, not counted.
+        biased = (changed["family"] == "indicator") & (changed["reference"] == "primary")
+        aside = "".join(f" Not counted: the missing-indicator model (biased by design) gives {_fmt(r.estimate)} "
+                        f"({_fmt(r.ci_lower)} to {_fmt(r.ci_upper)}; {r.change_reason})." for r in
+                        changed.loc[biased].itertuples())
+        changed = changed.loc[~biased]
         # A joint-model or indicator scenario compared with the primary is a change of method, not of
         # the prior or of the pooling of the indicator effect: said separately.
         key = np.where(changed["family"].isin(["prior", "indicator"]) & (changed["reference"] == "primary"),
@@ -476,7 +482,7 @@ class SensitivityResult:
             if fragile:
                 fragile_mnar.append(text)
         failed = self.scenarios.loc[self.scenarios["status"] == "failed", "scenario"].tolist()
-        tail = f" {len(failed)} scenario(s) failed and are not counted: {', '.join(failed)}." if failed else ""
+        tail = (f" {len(failed)} scenario(s) failed and are not counted: {', '.join(failed)}." if failed else "") + aside
         if not parts and not fragile_mnar:
             n_ok = int((self.scenarios["status"] == "ok").sum())
             return (f"robust: {head} No scenario changes the conclusion ({n_ok} scenarios run), and no departure "
