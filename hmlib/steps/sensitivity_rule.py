@@ -186,14 +186,18 @@ def resolve_conclusion_rule(registry, terms, focus_term: str, relevant_differenc
 
 def _with_text(rule: ConclusionRule) -> ConclusionRule:
     where = ("the default" if rule.source == "default" else "set by sensitivity.relevant_difference in the params")
-    link = (f"a log odds ratio difference of {rule.link_difference:.3g}" if rule.scale == "odds ratio"
-            else f"a difference of {rule.link_difference:.3g}")
+    variable = rule.focus_term.split("[", 1)[0]
+    per_unit = ("" if "[" in rule.focus_term
+                else f", i.e. {rule.focus_threshold:.3g} per unit of {variable} on the coefficient's scale")
+    link = (f"{rule.link_difference:.3g} on the log-odds scale" if rule.scale == "odds ratio"
+            else f"{rule.link_difference:.3g} in outcome units") + per_unit
     text = (f"A scenario changes the conclusion about {rule.focus_term} when (a) its 95% interval's decision about "
             f"no effect flips (it now includes or now excludes no effect) and the estimate moved by at least "
-            f"{rule.negligible_share:g} times the clinically relevant difference; (b) the estimate moved by at least "
+            f"{'half' if rule.negligible_share == 0.5 else f'{rule.negligible_share:g} times'} the clinically "
+            f"relevant difference; (b) the estimate moved by at least "
             f"the clinically relevant difference; or (c) the estimate changed direction with both intervals "
             f"excluding no effect. The clinically relevant difference is {rule.threshold_text()} ({where}; "
-            f"{link} per reported unit, {rule.focus_threshold:.3g} per unit of the coefficient). The relative "
+            f"{link}). The relative "
             "change of an estimate is not used: an estimate near zero can double without any clinical meaning. "
             "A cluster SD is judged by (b) on the link scale; the intercept is not judged.")
     return dataclasses.replace(rule, text=text)
