@@ -105,11 +105,13 @@ def reader_bounds(record, n_patients: int) -> dict:
     (0, 5, 3),        # the only exclusion is small: it, the excluded total and the complete cases hidden
     (3, 4, 4),        # two small exclusions adding up to 7: the totals hidden too
     (0, 295, 3),      # 5 complete cases: they, the excluded total and the largest exclusion hidden
+    (30, 5, 3),       # the outcome's 30 (public in step 1) stays shown: the totals complement the small one
 ])
 def test_FLOW_003_small_counts_cannot_be_recovered(missing_y, missing_x, expected_hidden):
     """FLOW-003: counts of 1-10 are never shown and cannot be pinned below 11 from the published counts and the
     extract size (LP bounds over the additive relations); every hidden count is shown as the range a reader can
-    infer, and that range's upper end matches the LP bound; zero counts stay shown."""
+    infer, and that range's upper end matches the LP bound; zero counts stay shown; the outcome's exclusions (all
+    its missing values, which step 1 publishes when 11 or more) are never a complement."""
     n, min_cell = 300, 11
     frame = pd.DataFrame({"site": np.repeat(np.arange(10), 30).astype(str), "y": 1.0, "x": 1.0, "w": 1.0})
     frame.loc[frame.index[:missing_y], "y"] = np.nan
@@ -128,6 +130,8 @@ def test_FLOW_003_small_counts_cannot_be_recovered(missing_y, missing_x, expecte
         assert shown[j] == f"1 to {int(round(hi)):,}"
     if expected_hidden == 2:
         assert record.n_complete == flow.n_complete                                 # kept where possible
+    if missing_y >= min_cell:                      # all of y's missing values: step 1 shows that count
+        assert record.exclusions[0].n_excluded == missing_y
     assert "suppressed" in record.note()
     assert not published_flow(patient_flow(frame.fillna(1.0), "site", ["y", "w", "x"]), min_cell).any_suppressed
 

@@ -7,8 +7,10 @@ A count from 1 to ``min_cell - 1`` is suppressed. Complements are chosen by
 :func:`hmlib.privacy.suppress_counts` among the exclusions against their
 total first (so the complete-case count stays shown where it can); when the
 excluded total must be hidden, the complete-case count is hidden with it
-(both add up to the published extract size). No hidden count can then be
-recovered by subtraction. Every hidden count
+(both add up to the published extract size). The first variable's exclusions
+are all its missing values, which step 1 publishes when there are at least
+``min_cell``: such a count is shown and never hidden as a complement. No
+hidden count can then be recovered by subtraction. Every hidden count
 is shown as the range a reader can infer from the published ones (``1 to
 U``, where ``U`` is the hidden sum less one per other hidden count), so a
 small count and its complement look alike. Cluster counts are not patient
@@ -121,20 +123,28 @@ def published_flow(flow: PatientFlow, min_cell: int) -> FlowRecord:
     """
     names = [f"excluded_{i}" for i in range(len(flow.exclusions))]
     excluded = flow.exclusions["n_excluded"].astype(int).tolist()
+    k = len(names)
+    # The first variable's exclusions are all its missing values, which step 1 publishes unless they are few: a
+    # count of at least min_cell there is public, so it is shown here and never used as a complement.
+    first_public = k > 0 and not 0 < excluded[0] < min_cell
+    free = names[1:] if first_public else names
     # The exclusions first, against their published total: complements are other exclusions where possible,
     # so the complete-case count stays shown. A hidden excluded total hides the complete-case count with it
     # (the two add up to the published extract size).
-    table = pd.DataFrame([[*excluded, flow.n_excluded]], columns=[*names, "n_excluded"])
-    safe = suppress_counts(table, names, min_cell, total_column="n_excluded", parts=[names], column_totals=False)
     values = np.array([*excluded, flow.n_complete, flow.n_excluded], dtype=float)
     hidden = np.zeros(values.size, dtype=bool)
-    hidden[:len(names)] = safe.mask[names].iloc[0].to_numpy(dtype=bool)
-    hidden[len(names) + 1] = bool(safe.mask["n_excluded"].iloc[0])
-    hidden[len(names)] = hidden[len(names) + 1] or 0 < flow.n_complete < min_cell
-    hidden[len(names) + 1] |= hidden[len(names)]
-    if hidden[len(names)] and not hidden[:len(names)].any() and values[:len(names)].any():
-        hidden[int(np.argmax(values[:len(names)]))] = True   # else the exclusions would add up to the hidden total
-    k = len(names)
+    if free:
+        rest = flow.n_excluded - (excluded[0] if first_public else 0)
+        table = pd.DataFrame([[*excluded[k - len(free):], rest]], columns=[*free, "rest"])
+        safe = suppress_counts(table, free, min_cell, total_column="rest", parts=[free], column_totals=False)
+        hidden[k - len(free):k] = safe.mask[free].iloc[0].to_numpy(dtype=bool)
+        hidden[k + 1] = bool(safe.mask["rest"].iloc[0]) and rest > 0
+    hidden[k] = hidden[k + 1] or 0 < flow.n_complete < min_cell
+    hidden[k + 1] |= hidden[k]
+    candidates = values[k - len(free):k]
+    if hidden[k] and not hidden[:k].any() and candidates.any():
+        # else the exclusions would add up to the hidden total
+        hidden[k - len(free) + int(np.argmax(candidates))] = True
     # Published relations among the cells: n_excluded + n_complete = N, sum(excluded) + n_complete = N, and
     # sum(excluded) = n_excluded (known only when n_excluded is shown).
     relations = [([k + 1, k], flow.n_patients), ([*range(k), k], flow.n_patients),
