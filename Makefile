@@ -35,9 +35,10 @@ $(STAMP): pyproject.toml
 	@py=$$(HMLIB_PYTHON="$(HMLIB_PYTHON)" sh tools/find-python) || exit 1; \
 	if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then rm -rf $(VENV); fi; \
 	[ -x $(PY) ] || { echo "creating $(VENV) with $$py"; "$$py" -m venv $(VENV); } || exit 1
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
-	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@echo "installing hmlib and its pinned dependencies into $(VENV) (a few minutes the first time) ..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
 clean:

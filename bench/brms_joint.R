@@ -13,8 +13,9 @@
 # An optional third argument, a number of seeds K (default 1), refits the
 # compiled model with seeds 1..K and adds their posterior summaries ("seeds")
 # so that brms's own Monte Carlo error can be averaged down (the first seed is
-# the reference run above). On Debian, rstan needs Boost's headers where BH
-# would have them: ln -s /usr/include/boost /usr/lib/R/site-library/BH/include/boost
+# the reference run above). On Debian, whose r-cran-bh ships no headers, Boost's
+# headers are found in /usr/include (libboost-dev) by bench/r/stan_boost.R, with
+# nothing linked by hand.
 #
 # Packages: brms, posterior, jsonlite (and a C++ toolchain for Stan).
 
@@ -23,6 +24,13 @@ suppressPackageStartupMessages({
   library(posterior)
   library(jsonlite)
 })
+# Boost for rstan (Debian's BH ships no headers): see bench/r/stan_boost.R
+local({
+  file_arg <- grep("^--file=", commandArgs(trailingOnly = FALSE), value = TRUE)
+  here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else getwd()
+  source(file.path(here, "r", "stan_boost.R"))
+})
+use_system_boost()
 
 args <- commandArgs(trailingOnly = TRUE)
 data_file <- if (length(args) >= 1) args[1] else "tests/results/sim_registry.csv"

@@ -3,6 +3,7 @@
 ``hmreport validate PARAMS``  check a params file and its data, then exit
 ``hmreport demo``             write the demo registry, its truth and params/demo.yaml
 ``hmreport run PARAMS ...``   produce reports/<name>/report.html for each params file
+``hmreport status``           each report folder's last run, and steps run on their own since (stale)
 
 Errors the user can act on (bad params, bad data, a failed step) are printed
 as one line without a traceback, and the exit code is non-zero (2 for bad
@@ -56,6 +57,18 @@ def _run(args) -> int:
     return 0
 
 
+def _status(args) -> int:
+    from hmlib.report.staleness import report_state
+
+    root = Path(args.out)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    if not folders:
+        print(f"no report folders in {root}")
+    for folder in folders:
+        print(report_state(folder))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hmreport", description="Missing-data audit reports for hierarchical clinical models.")
@@ -81,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a running Dask scheduler (tcp://host:8786) for the parallel work; default "
                           "$HMLIB_SCHEDULER, else worker processes on this machine's cores")
     run.set_defaults(func=_run)
+
+    status = sub.add_parser("status", help="each report's last run, and steps run on their own since (stale)")
+    status.add_argument("--out", default="reports", help="folder of the reports (default: reports)")
+    status.set_defaults(func=_status)
     return parser
 
 

@@ -335,6 +335,17 @@ class _Checker:
                     "where it is recorded; a constant cannot be a predictor. Remove it from 'predictors'."
                 )
 
+    def ordinal_columns(self) -> None:
+        """Each ``ordinal`` predictor is categorical, and an order given for it lists exactly its levels."""
+        for col, order in self.params.ordinal.items():
+            if self.kinds.get(col) != "categorical":
+                raise DataError(f"'{col}' is listed under 'ordinal' but is read as numbers; add it to 'categorical' "
+                                "as well (its numbers are then levels), or remove it from 'ordinal'.")
+            found = [str(v) for v in self.levels[col]]
+            if order is not None and sorted(order) != sorted(found):
+                raise DataError(f"'ordinal.{col}' lists {list(order)}, but '{col}' has the levels {found}; list "
+                                "every level once, lowest first.")
+
     def cluster_level_columns(self) -> None:
         frame, cluster = self.frame, self.params.cluster
         for col in self.params.cluster_covariates:
@@ -458,6 +469,7 @@ def load_registry(params: Params) -> Registry:
     n_excluded = checker.clusters()
     checker.outcome()
     checker.predictors()
+    checker.ordinal_columns()
     checker.cluster_level_columns()
     checker.collinearity()
     singletons, focus = checker.structure_notices()

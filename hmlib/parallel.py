@@ -75,10 +75,12 @@ import os
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed as completed_futures
 
 from threadpoolctl import threadpool_limits
 
 from hmlib.exceptions import HmlibError, ParamsError
+from hmlib.progress import counting
 
 __all__ = ["TaskPool", "run_tasks", "check_workers", "blas_one_thread", "local_cores", "scheduler_address",
            "connect", "check_scheduler", "start_local_cluster", "SchedulerUnavailable", "ENGINES",
@@ -359,7 +361,8 @@ class TaskPool:
         return self._client
 
     # -- mapping --------------------------------------------------------------
-    def map(self, fn: Callable, tasks: Iterable, shared=_NOTHING, *, chunks_per_worker: int | None = None) -> list:
+    def map(self, fn: Callable, tasks: Iterable, shared=_NOTHING, *, chunks_per_worker: int | None = None,
+            progress=None) -> list:
         """``[fn(task) for task in tasks]`` (``fn(task, shared)`` when ``shared`` is given), in task order.
 
         Tasks are handed out in the order given (put the longest first for
@@ -367,28 +370,36 @@ class TaskPool:
         tasks travel as that many chunks per worker (task ``i`` in chunk
         ``i mod chunks``, so that each chunk mixes early and late tasks): the
         per-task cost of the engine is paid per chunk. The results are the
-        same.
+        same. With ``progress`` (a :class:`hmlib.progress.reporter`), each
+        task is reported as it comes back: k of n done, in any order
+        (:func:`hmlib.progress.counting`; a chunk counts its tasks).
         """
         if self._stack is None:
             raise RuntimeError("TaskPool.map needs an open pool: use `with TaskPool(...) as pool:`.")
         tasks = list(tasks)
+        with counting(progress, len(tasks)) as tick:
+            return self._map_counted(fn, tasks, shared, chunks_per_worker, tick if progress is not None else None)
+
+    def _map_counted(self, fn: Callable, tasks: list, shared, chunks_per_worker: int | None, tick) -> list:
+        # tick(): one task done (None: nobody counts)
         local_serial = self.engine == "serial" or (self.engine == "dask" and not self.address and len(tasks) <= 1)
         if local_serial or not tasks:
-            return [_call(fn, task, shared) for task in tasks]
+            return [(tick or _identity)(_call(fn, task, shared)) for task in tasks]
         run = self._map_processes if self.engine == "processes" else self._map_dask
         if chunks_per_worker is None:
-            return run(fn, tasks, shared)
+            return run(fn, tasks, shared, None if tick is None else (lambda index: tick()))
         n_workers = self.requested if self.engine == "processes" else len(
             self._dask_client().scheduler_info(n_workers=-1)["workers"])
         n_chunks = min(len(tasks), max(1, check_workers(chunks_per_worker) * max(1, n_workers)))
         chunks = [(fn, [(i, tasks[i]) for i in range(c, len(tasks), n_chunks)], len(tasks)) for c in range(n_chunks)]
         results = [None] * len(tasks)
-        for chunk in run(_run_chunk, chunks, shared):
+        finished = None if tick is None else (lambda index: [tick() for _ in chunks[index][1]])  # its tasks
+        for chunk in run(_run_chunk, chunks, shared, finished):
             for i, result in chunk:
                 results[i] = result
         return results
 
-    def _map_processes(self, fn: Callable, tasks: list, shared) -> list:
+    def _map_processes(self, fn: Callable, tasks: list, shared, finished: Callable | None = None) -> list:
         # The shared object reaches the processes through their initializer: maps with the same one (step 5's
         # scenarios, then its bisections) share the processes, another one needs new processes.
         if self._scattered.get("processes", (None,))[0] is not shared:
@@ -404,6 +415,12 @@ class TaskPool:
         executor = self._scattered["processes"][1]
         self.used_workers = self.requested
         futures = [executor.submit(_process_task, fn, task) for task in tasks]
+        if finished is not None:  # finished(index) as the tasks come back (a failure is raised below)
+            index = {future: i for i, future in enumerate(futures)}
+            for future in completed_futures(futures):
+                if future.exception() is not None:
+                    break
+                finished(index[future])
         return [_result_or_note(future.result, i, len(tasks), fn) for i, future in enumerate(futures)]
 
     def _shared_future(self, client, shared):
@@ -413,7 +430,7 @@ class TaskPool:
             self._scattered["dask"] = (shared, client.scatter(shared, broadcast=True, hash=False))
         return self._scattered["dask"][1]
 
-    def _map_dask(self, fn: Callable, tasks: list, shared) -> list:
+    def _map_dask(self, fn: Callable, tasks: list, shared, finished: Callable | None = None) -> list:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
@@ -432,6 +449,8 @@ class TaskPool:
             for future in as_completed(futures, loop=client.loop):
                 if future.status == "error":
                     future.result()          # raises the task's exception (or KilledWorker)
+                if finished is not None:
+                    finished(position[future.key])
         except KilledWorker as exc:
             which = _describe(_killed_index(exc, position), len(tasks), fn)
             raise HmlibError(f"a Dask worker died while running {which} "
@@ -447,6 +466,10 @@ class TaskPool:
             if pending:
                 client.cancel(pending)
         return client.gather(futures)
+
+
+def _identity(value):
+    return value
 
 
 def _killed_index(exc, position: dict) -> int:

@@ -37,8 +37,9 @@ import yaml
 
 from hmlib.exceptions import ParamsError
 
-__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "JointModelSettings", "EffectUnit", "SensitivityParams", "load_params", "KEYS",
-           "DEFAULT_ODDS_RATIO_RATIO", "DEFAULT_OUTCOME_SD_SHARE", "check_relevant_difference"]
+__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "JointModelSettings", "EffectUnit", "SensitivityParams",
+           "load_params", "params_from_mapping", "KEYS", "DEFAULT_ODDS_RATIO_RATIO", "DEFAULT_OUTCOME_SD_SHARE",
+           "check_relevant_difference"]
 
 #: Every key a params file may have, with a one-line description (used in
 #: error messages and in the README).
@@ -51,6 +52,7 @@ KEYS: dict[str, str] = {
     "outcome_family": "binomial (0/1 outcome) or gaussian (continuous outcome)",
     "predictors": "list of patient-level predictor columns (numeric or categorical)",
     "categorical": "optional list of predictors or cluster covariates to treat as categorical even if numbers",
+    "ordinal": "optional categorical predictors whose levels are ordered: [gcs_band], or {gcs_band: [mild, severe]}",
     "higher_levels": "optional list of columns for levels above the cluster (e.g. [country])",
     "cluster_covariates": "optional list of cluster-level columns (constant within a cluster)",
     "focus": "the incomplete predictor the narrative centres on (default: most missing)",
@@ -179,6 +181,12 @@ class Params:
         Patient-level predictors, in the user's order.
     categorical : tuple of str
         Predictors or cluster covariates forced to be categorical.
+    ordinal : dict
+        ``{predictor: levels lowest first, or None}``: categorical predictors
+        whose levels are ordered (the joint model gives them a cumulative
+        logit submodel). None: numbers-as-text in numeric order, otherwise
+        the levels' sorted order. Checked against the data by
+        :func:`hmlib.data.load_registry`.
     higher_levels, cluster_covariates : tuple of str
     focus : str or None
         The incomplete predictor the narrative centres on; ``None`` means
@@ -210,6 +218,7 @@ class Params:
     predictors: tuple[str, ...]
     truth: Path | None = None
     categorical: tuple[str, ...] = ()
+    ordinal: dict = field(default_factory=dict)
     higher_levels: tuple[str, ...] = ()
     cluster_covariates: tuple[str, ...] = ()
     focus: str | None = None
@@ -269,7 +278,7 @@ def _suggest(key: str, options) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def _string_list(value: Any, key: str, source: Path) -> tuple[str, ...]:
+def _string_list(value: Any, key: str, source: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -291,7 +300,7 @@ def _string_list(value: Any, key: str, source: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _required_string(raw: dict, key: str, source: Path) -> str:
+def _required_string(raw: dict, key: str, source: str) -> str:
     if key not in raw or raw[key] is None:
         raise ParamsError(f"{source}: the key '{key}' is missing; add it ({KEYS[key]}).")
     value = raw[key]
@@ -300,7 +309,7 @@ def _required_string(raw: dict, key: str, source: Path) -> str:
     return value
 
 
-def _sub_mapping(raw: dict, key: str, allowed: set[str], source: Path) -> dict:
+def _sub_mapping(raw: dict, key: str, allowed: set[str], source: str) -> dict:
     value = raw.get(key) or {}
     if not isinstance(value, dict):
         raise ParamsError(f"{source}: '{key}' must be a mapping such as {KEYS[key]}; got {value!r}.")
@@ -338,12 +347,40 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
         key and the fix.
     """
     source = Path(path).expanduser().resolve()
-    raw = _read_yaml(source)
+    return params_from_mapping(_read_yaml(source), source=source, fast=fast)
+
+
+def params_from_mapping(raw: dict, *, source: Path, origin: str | None = None, base_dir: Path | None = None,
+                        fast: bool | None = None) -> Params:
+    """Check a params mapping (a params file's content, or a notebook's parameters) and build :class:`Params`.
+
+    Parameters
+    ----------
+    raw : dict
+        Keys and values as in a params YAML file.
+    source : pathlib.Path
+        Where the params come from (:attr:`Params.source`; its stem is the
+        default ``name``).
+    origin : str, optional
+        How error messages name that place (default: ``source``).
+    base_dir : pathlib.Path, optional
+        Folder that relative ``data`` and ``truth`` paths resolve against
+        (default: ``source``'s folder).
+    fast : bool, optional
+        Overrides ``raw``'s ``fast``.
+
+    Raises
+    ------
+    ParamsError
+        As :func:`load_params`.
+    """
+    where = origin or str(source)
+    base_dir = source.parent if base_dir is None else Path(base_dir)
     unknown = sorted(str(k) for k in raw if k not in KEYS)
     if unknown:
         key = unknown[0]
         raise ParamsError(
-            f"{source}: unknown key '{key}'.{_suggest(key, KEYS)} Allowed keys: {', '.join(KEYS)}."
+            f"{where}: unknown key '{key}'.{_suggest(key, KEYS)} Allowed keys: {', '.join(KEYS)}."
         )
 
     name = raw.get("name")
@@ -351,26 +388,26 @@ def load_params(path: str | Path, *, fast: bool | None = None) -> Params:
         name = source.stem
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ParamsError(
-            f"{source}: 'name' must be letters, digits, '-' or '_' (it names the folder "
+            f"{where}: 'name' must be letters, digits, '-' or '_' (it names the folder "
             f"reports/<name>/); got {name!r}."
         )
 
-    data_text = _required_string(raw, "data", source)
-    data = (source.parent / data_text).resolve()
+    data_text = _required_string(raw, "data", where)
+    data = (base_dir / data_text).resolve()
     if data.suffix.lower() not in {".csv", ".parquet", ".pq"}:
-        raise ParamsError(f"{source}: 'data' must be a .csv or .parquet file; got {data_text!r}.")
+        raise ParamsError(f"{where}: 'data' must be a .csv or .parquet file; got {data_text!r}.")
     truth = None
     if raw.get("truth") is not None:
-        truth = (source.parent / _required_string(raw, "truth", source)).resolve()
+        truth = (base_dir / _required_string(raw, "truth", where)).resolve()
 
-    roles = _roles(raw, source)
-    settings = _settings(raw, source, fast)
+    roles = _roles(raw, where)
+    settings = _settings(raw, where, fast)
     stray = [v for v in settings["effect_units"] if v not in roles["predictors"]]
     if stray:
-        raise ParamsError(f"{source}: 'effect_units' names {stray}, which are not in 'predictors'.")
-    sensitivity_raw = _sub_mapping(raw, "sensitivity", _SENSITIVITY_KEYS, source)
+        raise ParamsError(f"{where}: 'effect_units' names {stray}, which are not in 'predictors'.")
+    sensitivity_raw = _sub_mapping(raw, "sensitivity", _SENSITIVITY_KEYS, where)
     relevant = check_relevant_difference(sensitivity_raw.get("relevant_difference"), roles["outcome_family"],
-                                         f"{source}: sensitivity.relevant_difference")
+                                         f"{where}: sensitivity.relevant_difference")
     return Params(name=name, source=source, data=data, truth=truth, **roles, **settings,
                   sensitivity=SensitivityParams(relevant), raw=dict(raw))
 
@@ -424,7 +461,7 @@ def _read_yaml(source: Path) -> dict:
     return raw
 
 
-def _roles(raw: dict, source: Path) -> dict:
+def _roles(raw: dict, source: str) -> dict:
     """Cluster, outcome, family, predictors and the other column roles, each column in one role."""
     cluster = _required_string(raw, "cluster", source)
     outcome = _required_string(raw, "outcome", source)
@@ -460,6 +497,8 @@ def _roles(raw: dict, source: Path) -> dict:
             f"{source}: 'categorical' names {stray}, which are not in 'predictors' or 'cluster_covariates'."
         )
 
+    ordinal = _ordinal(raw.get("ordinal"), predictors, source)
+
     focus = raw.get("focus")
     if focus is not None:
         if not isinstance(focus, str) or focus not in predictors:
@@ -469,10 +508,32 @@ def _roles(raw: dict, source: Path) -> dict:
             )
 
     return {"cluster": cluster, "outcome": outcome, "outcome_family": family, "predictors": predictors,
-            "categorical": categorical, "higher_levels": higher, "cluster_covariates": cluster_cov, "focus": focus}
+            "categorical": categorical, "ordinal": ordinal, "higher_levels": higher,
+            "cluster_covariates": cluster_cov, "focus": focus}
 
 
-def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
+def _ordinal(value: Any, predictors: tuple, source: Path) -> dict:
+    """``ordinal`` as ``{predictor: tuple of levels or None}`` (a list of names, or names mapped to their order)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        out = {}
+        for col, order in value.items():
+            if order is not None and (not isinstance(order, list) or not order
+                                      or not all(isinstance(v, (str, int, float)) for v in order)):
+                raise ParamsError(f"{source}: 'ordinal.{col}' must list its levels from lowest to highest, e.g. "
+                                  f"{col}: [mild, moderate, severe]; got {order!r}.")
+            out[str(col)] = None if order is None else tuple(_code_text(v) for v in order)
+    else:
+        out = {col: None for col in _string_list(value, "ordinal", source)}
+    stray = [c for c in out if c not in predictors]
+    if stray:
+        raise ParamsError(f"{source}: 'ordinal' names {stray}, which are not in 'predictors'; an ordinal variable "
+                          "is a categorical predictor.")
+    return out
+
+
+def _settings(raw: dict, source: str, fast: bool | None) -> dict:
     """Seed, fast, privacy, diagnose, joint model, encoding and missing codes, checked."""
     seed = raw.get("seed", 2026)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -523,7 +584,7 @@ def _settings(raw: dict, source: Path, fast: bool | None) -> dict:
             "missing_codes": tuple(_code_text(c) for c in codes)}
 
 
-def _effect_units(value, source: Path) -> dict:
+def _effect_units(value, source: str) -> dict:
     """``effect_units`` checked: each variable maps to ``{per: number > 0, unit: text}``."""
     if value is None:
         return {}

@@ -161,6 +161,16 @@ def _check_counts(table: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     return values
 
 
+def _given_hidden(hidden: pd.DataFrame, index, col_index: dict, n_cols: int) -> np.ndarray:
+    """The cells hidden by an earlier decision, flattened as :func:`suppress_counts` flattens its cells."""
+    given = np.zeros((len(index), n_cols), dtype=bool)
+    for c in hidden.columns:
+        if c not in col_index:
+            raise DataError(f"suppress_counts: hidden column {c!r} is not a count column.")
+        given[:, col_index[c]] = hidden[c].reindex(index, fill_value=False).to_numpy(dtype=bool)
+    return given.ravel()
+
+
 def suppress_counts(
     table: pd.DataFrame,
     count_columns: Sequence[str],
@@ -172,6 +182,7 @@ def suppress_counts(
     column_totals: bool = True,
     derived_columns: Mapping[str, Sequence[str]] | None = None,
     label: str = SUPPRESSED_LABEL,
+    hidden: pd.DataFrame | None = None,
 ) -> SuppressedTable:
     """Suppress small counts, and the cells that would reveal them.
 
@@ -202,6 +213,12 @@ def suppress_counts(
         suppressed when any of its counts is.
     label : str
         Shown in ``display`` for every suppressed cell.
+    hidden : pandas.DataFrame of bool, optional
+        Count cells already hidden by an earlier decision (same index as
+        ``table``; columns among the count columns and ``total_column``):
+        they count as suppressed from the start, so that the cells of this
+        table are protected around them (e.g. level counts whose total is a
+        count hidden in another published table).
 
     Returns
     -------
@@ -268,6 +285,8 @@ def suppress_counts(
     flat = values.ravel()
     primary = (flat >= 1) & (flat < min_cell)
     suppressed = primary.copy()
+    if hidden is not None:
+        suppressed |= _given_hidden(hidden, table.index, col_index, n_cols)
     given_up: set[int] = set()
     unprotectable: list[str] = []
     changed = True
@@ -385,7 +404,8 @@ def pseudonymize_clusters(labels: Iterable[Hashable], *, seed: int,
 
 
 def suppress_cluster_counts(table: pd.DataFrame, *, n_column: str, observed_column: str,
-                            min_cell: int = 11, derived_from_observed=()) -> pd.DataFrame:
+                            min_cell: int = 11, derived_from_observed=(),
+                            hidden: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per-cluster table with its patient and observed counts made safe to show.
 
     The count of unobserved values (``n_column - observed_column``) is
@@ -404,6 +424,9 @@ def suppress_cluster_counts(table: pd.DataFrame, *, n_column: str, observed_colu
         Columns computed from the observed values (e.g. a cluster's observed
         mean): hidden wherever the observed count is, since a mean of one or
         two values is a patient's value.
+    hidden : pandas.DataFrame of bool, optional
+        Cells already hidden by an earlier decision (``n_column`` and/or
+        ``observed_column``), as in :func:`suppress_counts`.
 
     Returns
     -------
@@ -416,5 +439,6 @@ def suppress_cluster_counts(table: pd.DataFrame, *, n_column: str, observed_colu
     work["_n_unobserved"] = work[n_column] - work[observed_column]
     safe = suppress_counts(work, [observed_column, "_n_unobserved"], min_cell, total_column=n_column,
                            parts=[[observed_column, "_n_unobserved"]],
-                           derived_columns={c: [observed_column] for c in derived_from_observed})
+                           derived_columns={c: [observed_column] for c in derived_from_observed},
+                           hidden=hidden)
     return safe.display.drop(columns=["_n_unobserved"])

@@ -40,6 +40,12 @@ class RunSizes:
         How the joint model treats missing predictor values: integrated out
         (full runs) or sampled as latent parameters (a quicker build for fast
         runs, whose short chains may then miss the convergence gate).
+    scenario_iterations : int
+        Chained-equations iterations of a sensitivity scenario that
+        re-imputes (step 5: exclusion, leave-out, stratified): its chains
+        start from the primary imputation's completed data sets, so a few
+        iterations replace the ``iterations`` of a cold start
+        (``bench/sensitivity_warm_start.py`` measures warm against cold).
     joint_time_budget_minutes : float
         Wall time the joint model may take in all when its first run misses
         the convergence gate and is extended automatically
@@ -56,15 +62,16 @@ class RunSizes:
     joint_tune: int
     joint_chains: int
     joint_missing_values: str
+    scenario_iterations: int
     joint_time_budget_minutes: float
 
 
 FULL = RunSizes(imputations=20, iterations=10, transport_imputations=20, transport_iterations=10,
                 joint_draws=1000, joint_tune=1000, joint_chains=2, joint_missing_values="marginal",
-                joint_time_budget_minutes=20.0)
+                scenario_iterations=3, joint_time_budget_minutes=20.0)
 FAST = RunSizes(imputations=5, iterations=5, transport_imputations=10, transport_iterations=5,
                 joint_draws=500, joint_tune=500, joint_chains=2, joint_missing_values="latent",
-                joint_time_budget_minutes=0.0)
+                scenario_iterations=2, joint_time_budget_minutes=0.0)
 
 
 def run_sizes(fast: bool) -> RunSizes:

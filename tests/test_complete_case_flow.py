@@ -19,7 +19,7 @@ from scipy.optimize import linprog
 
 from hmlib.data import load_registry
 from hmlib.figures.complete_case import FLOW_FONT_PT, FLOW_WIDTH_IN, flow_diagram
-from hmlib.figures.style import CAPTION_ATTRIBUTE
+from hmlib.figures.style import caption_of
 from hmlib.params import load_params
 from hmlib.simulate.registries import GRADED_MISSING_PER_CLUSTER, graded_missingness_registry
 from hmlib.stats.patient_flow import patient_flow
@@ -158,4 +158,4 @@ def test_FLOW_004_the_figure_renders_within_the_page_at_9_points():
     text = "\n".join(t.get_text() for t in texts)
     assert "306 patients in 11 sites" in text and "2 site(s) lost entirely" in text
     assert f"missing age: {flow.exclusions[1].n_excluded}" in text and flow.exclusions[1].suppressed
-    assert "suppressed" in getattr(fig, CAPTION_ATTRIBUTE)
+    assert "suppressed" in caption_of(fig)[1]

@@ -366,7 +366,7 @@ def test_MI_2LPAN_003_higher_levels_enter_as_fixed_effects():
     assert north == pytest.approx(-2.0, abs=0.5) and south == pytest.approx(2.0, abs=0.5)
 
 
-def test_MI_CAT_001_categorical_nested_dichotomies():
+def test_MI_CAT_001_categorical_baseline_category_logits():
     """MI-CAT-001: a 3-level categorical keeps its dtype and levels; its cluster structure is kept."""
     rng = np.random.default_rng(17)
     J, nj = 60, 30
@@ -385,7 +385,7 @@ def test_MI_CAT_001_categorical_nested_dichotomies():
         assert list(frame["grade"].cat.categories) == ["high", "low", "mid"]
         agree = (frame["grade"].to_numpy()[miss] == labels[miss]).mean()
         assert agree > 0.6                                   # flat would give about 1/3
-    assert "nested dichotom" in res.models["grade"]
+    assert "baseline-category logits" in res.models["grade"]
 
 
 # ---------------------------------------------------------------------------

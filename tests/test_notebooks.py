@@ -15,6 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 from conftest import REPO
+from hmlib.report.parameters import parameters_cell_source
 from hmlib.simulate.demo import write_demo
 from hmlib.steps import STEPS, get_step
 
@@ -23,7 +24,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 def test_nb_clean_001_stored_without_outputs():
     """NB-CLEAN-001: one notebook per step of the registry; no outputs, no execution counts; exactly one cell tagged 'parameters'
-    and it sets the demo defaults (so that JupyterLab runs the demo)."""
+    and it sets the defaults that run the demo in JupyterLab (params_path None: ../params/demo.yaml; every key None)."""
     assert [nb.name for nb in NOTEBOOKS] == [s.notebook for s in STEPS]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
@@ -31,7 +32,8 @@ def test_nb_clean_001_stored_without_outputs():
         assert all(c.outputs == [] and c.execution_count is None for c in code), path.name
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, path.name
-        assert 'params_path = "../params/demo.yaml"' in tagged[0].source and "fast = False" in tagged[0].source
+        assert tagged[0].source == parameters_cell_source()
+        assert "params_path = None" in tagged[0].source and "fast = None" in tagged[0].source
 
 
 @pytest.fixture(scope="module")

@@ -309,3 +309,67 @@ def test_privacy_empty_cluster_table_is_returned_as_is():
 
     out = suppress_cluster_counts(pd.DataFrame(), n_column="n_patients", observed_column="n_observed", min_cell=11)
     assert out.empty
+
+
+# --------------------------------------------------------------------------
+# One decision across sections (hmlib.steps.disclosure)
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_registry(tmp_path_factory):
+    """The demo registry (3,000 patients, 30 sites), checked as a run checks it."""
+    from hmlib.data import load_registry
+    from hmlib.params import load_params
+    from hmlib.simulate.demo import write_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    write_demo(root)
+    return load_registry(load_params(root / "params" / "demo.yaml"))
+
+
+def test_priv_cross_002_hidden_counts_are_step_1s_decision(demo_registry):
+    """PRIV-CROSS-002: hmlib.steps.disclosure.hidden_counts reproduces exactly the cells step 1 publishes as
+    hidden (cluster sizes; missing or recorded counts per variable) on the demo, where complementary suppression
+    hides counts of 11 or more (e.g. a site's recorded lactate values beside a missing count below 11)."""
+    from hmlib.steps.diagnose import diagnose_registry
+    from hmlib.steps.disclosure import hidden_counts
+
+    hidden = hidden_counts(demo_registry)
+    by_cluster = diagnose_registry(demo_registry).to_artifact().by_cluster
+    sizes = {str(r.cluster) for r in by_cluster if r.n is None}
+    counts = {(str(r.cluster), r.variable) for r in by_cluster if r.n_missing is None or r.n_observed is None}
+    assert hidden.sizes == sizes and sizes
+    assert {(c, v) for v, cs in hidden.counts.items() for c in cs} == counts
+    # some hidden recorded counts are 11 or more: a table suppressing on its own terms would print them
+    frame, p = demo_registry.frame, demo_registry.params
+    observed = frame.groupby(p.cluster)["lactate"].count()
+    assert any(observed[c] >= 11 for c, v in counts if v == "lactate" and c not in sizes)
+
+
+def test_priv_cross_003_later_tables_hide_step_1s_cells(demo_registry):
+    """PRIV-CROSS-003: step 2's retention table hides every cluster size step 1 hides, and a transport-check
+    table published with step 1's decision hides each cluster whose focus count step 1 hides (complementary
+    suppression then protects the table's own relations)."""
+    from hmlib.stats.transport import TransportResult
+    from hmlib.steps.complete_case import complete_case_check
+    from hmlib.steps.disclosure import hidden_counts
+    from hmlib.steps.imputation_transport import publish_transport
+
+    hidden = hidden_counts(demo_registry)
+    retention = complete_case_check(demo_registry).retention_display
+    shown = retention.loc[retention["n_all"] != SUPPRESSED_LABEL, "cluster"].astype(str)
+    assert not set(shown) & hidden.sizes
+    frame, p = demo_registry.frame, demo_registry.params
+    per_cluster = frame.groupby(p.cluster)["lactate"].count().rename("n_observed").reset_index()
+    per_cluster = per_cluster.rename(columns={p.cluster: "cluster"})
+    table = per_cluster.assign(method="multilevel_mi", bias=0.0, bias_sd=0.0, bias_mc_se=0.0, draw_sd=1.0,
+                               coverage=0.95, flagged=False, reason="", mean_observed=0.0, mean_imputed=0.0)
+    check = TransportResult(focus="lactate", methods=("multilevel_mi",), table=table, failures={}, scale=1.0,
+                            bias_threshold=0.5, coverage_threshold=0.8, spread_threshold=2.0, level=0.95, m=5,
+                            iterations=5, max_clusters=30, n_eligible=len(table), seconds=0.0)
+    published = publish_transport(check, 11, hidden=hidden)
+    visible = published.display.loc[published.display["n_observed"] != SUPPRESSED_LABEL, "cluster"]
+    must_hide = {c for c in hidden.counts["lactate"]} | hidden.sizes
+    assert not set(visible.astype(str)) & must_hide
+    alone = publish_transport(check, 11)
+    alone_visible = set(alone.display.loc[alone.display["n_observed"] != SUPPRESSED_LABEL, "cluster"].astype(str))
+    assert alone_visible & must_hide, "without step 1's decision the table would show some of these counts"

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
+from cross_section import cross_section_leaks
 from hmlib.cli import main
 from hmlib.params import load_params
 from hmlib.simulate.registries import small_registry
@@ -63,7 +64,8 @@ def patient_rows_in_html(html: str, frame: pd.DataFrame, columns, min_matches: i
 
 def test_report_001_demo_end_to_end(tmp_path):
     """REPORT-001: `hmreport demo` then `hmreport run --fast` renders a report with every section,
-    an estimates.csv in the results contract, and no patient-level row; step 5's prior scenarios come
+    an estimates.csv in the results contract, no patient-level row and no per-cluster count that step 1
+    hides (PRIV-CROSS-001, tests/cross_section.py); step 5's prior scenarios come
     from step 4's saved draws (reused, reweighted), as the methods paragraph says."""
     assert main(["demo", "--root", str(tmp_path)]) == 0
     params = tmp_path / "params" / "demo.yaml"
@@ -90,6 +92,8 @@ def test_report_001_demo_end_to_end(tmp_path):
     assert len(priors) == 4 and "reused" in priors.pop("prior:halfnormal(1)")
     assert all("importance sampling" in note or "refitted" in note for note in priors.values())
     assert "Pareto-smoothed importance reweighting of the step-4 posterior draws" in html
+    # PRIV-CROSS-001: no later section prints a per-cluster count step 1 hides (33 such cells before)
+    assert cross_section_leaks(out / "demo") == []
 
 
 @pytest.mark.parametrize("name", ["brandsma", "pbcseq", "opt_periodontal", "cdystonia"])

@@ -141,13 +141,45 @@ def test_RULE_004_unknown_sensitivity_key_is_refused(tmp_path, monkeypatch):
         run_sensitivity(reg, SensitivitySettings(relevant_difference=0.9, **CHEAP), workers=1, joint_fitter=None)
 
 
+def test_RULE_CAT_001_each_level_of_a_categorical_focus_has_unit_1_on_the_log_odds_ratio_scale(tmp_path):
+    """RULE-CAT-001: a categorical focus (three-level band): every non-reference level is judged against its reference
+    level with R = log(1.25) (unit 1, no SD scaling), the numeric predictors per their SD; judge_value with the rule of
+    several terms reports the first level whose conclusion changes, and a tiny move of every level changes none."""
+    from hmlib.simulate.categorical_focus import categorical_focus_registry
+    from hmlib.stats.sensitivity import judge_value
+    from hmlib.steps.sensitivity_focus import focus_terms
+
+    frame = categorical_focus_registry(3, n_sites=12, n_patients=300)
+    frame.to_csv(tmp_path / "registry.csv", index=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "name": "cat", "data": "registry.csv", "cluster": "site", "outcome": "outcome", "outcome_family": "binomial",
+        "predictors": ["age", "severity", "band"], "focus": "band", "seed": 1, "fast": True}))
+    reg = load_registry(load_params(tmp_path / "params.yaml"))
+    terms = focus_terms(reg)
+    rule = resolve_conclusion_rule(reg, ["Intercept", *terms, "age", "severity", "sd(site)"], terms)
+    assert len(terms) == 2 and rule.focus_term == terms[0]
+    assert all(rule.thresholds[t] == pytest.approx(math.log(1.25)) for t in terms)
+    assert rule.thresholds["age"] == pytest.approx(math.log(1.25) / frame["age"].std(ddof=1))
+    assert "Intercept" not in rule.thresholds
+    assert "any level of band" in rule.text and "for each level of band against its reference level" in rule.text
+    judges = rule.focus_rule(terms)
+    assert set(judges) == set(terms) and rule.focus_rule(terms[:1]) == rule.change_rule(terms[0])
+    reference = {t: {"estimate": 0.5, "ci_lower": 0.1, "ci_upper": 0.9} for t in terms}
+    small = {t: (0.5 + 0.9 * math.log(1.25), 0.3, 1.2) for t in terms}
+    assert judge_value(small, reference, judges)["change"] == ""
+    second = {terms[0]: small[terms[0]], terms[1]: (0.5 + 1.1 * math.log(1.25), 0.4, 1.3)}
+    point = judge_value(second, reference, judges)
+    assert point["term"] == terms[1] and point["change"].startswith(f"{terms[1]}: estimate moved by")
+
+
 # ---------------------------------------------------------------------------
 # Simulated registries
 # ---------------------------------------------------------------------------
 def test_RULE_NULL_001_null_effect_is_robust_despite_large_relative_moves(tmp_path):
     """RULE-NULL-001: no effect of calories (OR 1 per SD): the estimate per kcal is about 0 and the scenarios move it
     by well over 100% of itself (the old relative rule called that 'not robust'), all within a small share of the
-    relevant difference and with intervals far across 0: no scenario changes the conclusion, verdict robust."""
+    relevant difference and with intervals far across 0: no scenario changes the conclusion (the verdict says so
+    with the relevant difference; 'incomplete', not 'robust', only because the other families were not requested)."""
     reg = load_registry(load_params(calorie_params(tmp_path, 1.0)))
     settings = SensitivitySettings(families=("exclusion", "leave-out", "delta-global"), deltas_sd=(-1, -0.5, 0.5, 1),
                                    n_influential=3, bisection_steps=0, **FAST)
@@ -156,19 +188,22 @@ def test_RULE_NULL_001_null_effect_is_robust_despite_large_relative_moves(tmp_pa
     assert len(moves) == 10 and moves["relative"].max() > 1.0          # 229% in exclude-missing>20%
     assert (moves["move"] < 0.5 * result.rule.focus_threshold).all()
     assert not moves["changed_conclusion"].any()
-    assert result.verdict().startswith("robust") and "clinically relevant difference" in result.verdict()
+    verdict = result.verdict()
+    assert verdict.startswith("incomplete: ") and "No scenario that ran changes the conclusion" in verdict
+    assert "clinically relevant difference of an odds ratio 1.25 times larger or smaller per 1 SD" in verdict
 
 
 def test_RULE_SMALL_001_small_effect_near_the_threshold(tmp_path):
     """RULE-SMALL-001: a small effect (OR 1.3 per SD) whose interval barely excludes 0: leaving out one site tips the
-    interval across 0 with a negligible move (robust by default); the same scenario counts once R is small enough
+    interval across 0 with a negligible move (no change by default: the verdict is not 'not robust'); the same scenario counts once R is small enough
     for its move to reach R/2; and a scenario moving by m is changed at R = 0.98 m and unchanged at R = 1.02 m."""
     reg = load_registry(load_params(calorie_params(tmp_path / "d", 1.3)))
     default = run_sensitivity(reg, SensitivitySettings(**CHEAP), workers=1, joint_fitter=None)
     moves = focus_moves(default)
     per = default.rule.link_difference / default.rule.focus_threshold          # the SD of calories
     flips = moves.loc[moves["flip"]]
-    assert len(flips) and not flips["changed_conclusion"].any() and default.verdict().startswith("robust")
+    assert len(flips) and not flips["changed_conclusion"].any()
+    assert default.verdict().startswith("incomplete: ")          # only exclusion and leave-out were requested
 
     tipped = flips.index[0]
     small_R = 1.5 * float(flips.loc[tipped, "move"])                           # move >= R/2
@@ -188,7 +223,7 @@ def test_RULE_SMALL_001_small_effect_near_the_threshold(tmp_path):
 
 def test_RULE_LARGE_001_large_effect_robust_and_large_shift_changes(tmp_path):
     """RULE-LARGE-001: a large effect (OR 2.5 per SD): exclusions, leave-outs and MNAR shifts up to 1 SD move it by
-    less than R (verdict robust, the rule and threshold recorded in the artifact); a 3-SD MNAR shift moves it by
+    less than R (verdict not 'not robust'; the rule and threshold recorded in the artifact); a 3-SD MNAR shift moves it by
     about 3 R and changes the conclusion, and the tipping point lies between 1 and 3 SD."""
     reg = load_registry(load_params(calorie_params(tmp_path, 2.5)))
     settings = SensitivitySettings(families=("exclusion", "leave-out", "delta-global"),
@@ -201,7 +236,8 @@ def test_RULE_LARGE_001_large_effect_robust_and_large_shift_changes(tmp_path):
     for name in ("delta-global:-3sd", "delta-global:+3sd"):
         assert moves.loc[name, "move"] > 2 * R
         assert moves.loc[name, "change_reason"].startswith("estimate moved by")
-    assert result.verdict().startswith("robust")                               # tipping beyond the plausible 0.5 SD
+    # tipping beyond the plausible 0.5 SD; 'incomplete' only because the other families were not requested
+    assert result.verdict().startswith("incomplete: ")
     for side in ("positive", "negative"):
         tip = result.tipping["global"][side]
         assert tip["found"] and 1 < abs(tip["delta_sd"]) <= 3
@@ -223,4 +259,4 @@ def test_RULE_IND_001_missing_indicator_vs_primary_is_reported_not_counted(tmp_p
     verdict = result.verdict()
     assert "Not counted: the missing-indicator model (biased by design)" in verdict
     assert "instead of multiple imputation" not in verdict
-    assert verdict.startswith("robust") == (not table.loc["indicator:partially-pooled", "changed_conclusion"])
+    assert verdict.startswith("not robust") == bool(table.loc["indicator:partially-pooled", "changed_conclusion"])

@@ -36,6 +36,7 @@ from hmlib.simulate.registries import (few_clusters_data, few_clusters_data_trut
                                        icc_imputation_data_truth, icc_registry, icc_registry_truth,
                                        shifted_cluster_registry, shifted_cluster_registry_truth, small_registry,
                                        small_registry_truth)
+from hmlib.simulate.scale import scale_registry, scale_registry_truth, trial_registry, trial_registry_truth
 from hmlib.simulate.studies import (large_registry, multi_gap_registry, multi_gap_registry_truth,
                                     truth_study_registry, truth_study_registry_truth)
 from hmlib.stats.design import fit_analysis_model
@@ -80,6 +81,11 @@ GENERATORS = {
                        ["site", "y", "age", "x1", "x2", "b"]),
     "multi_gap_registry": (lambda seed: multi_gap_registry(seed, 600, 30),
                            ["site", "outcome", "age", "severity", "sex", "lactate", "sbp", "gcs"]),
+    "trial_registry": (lambda seed: trial_registry(seed, n_patients=2000, n_hospitals=60, n_countries=6),
+                       ["patient_id", "country", "hospital", "age", "sex", "sbp", "conscious", "stroke_type",
+                        "aspirin", "atrial_fib", "dead_or_dependent"]),
+    "scale_registry": (lambda seed: scale_registry(seed, n_patients=2000, n_sites=20),
+                       ["site", "site_type", "age", "severity", "lactate", "died"]),
     "mixed_model_data": (lambda seed: _arrays_frame(mixed_model_data(seed, family="binomial", singletons=2),
                                                     ["y", "X", "groups"]), ["y", "X0", "X1", "groups"]),
     "large_mixed_model_data": (lambda seed: _arrays_frame(large_mixed_model_data(300, 10, 2, seed=seed),
@@ -140,6 +146,9 @@ FINGERPRINTS = {
     "truth_study_registry(1000)": (lambda: truth_study_registry(1000), "1c20f5e77055af8a"),
     "truth_study_registry(11, 12, 1000)": (lambda: truth_study_registry(11, 12, 1000), "e121cbcf88e12078"),
     "multi_gap_registry(1, 20000, 500)": (lambda: multi_gap_registry(1, 20000, 500), "157a787d705e597a"),
+    # the scale benchmarks' registries (bench/bench_scale.py), fingerprinted when they were written
+    "trial_registry()": (lambda: trial_registry(), "df3b737de9e9f2de"),
+    "scale_registry(14, 10000)": (lambda: scale_registry(14, n_patients=10_000), "0312deb480323e3d"),
 }
 
 
@@ -320,6 +329,52 @@ def test_SIM_031_benchmark_registries():
     assert abs(len(frame) - 20000) <= 100
     assert frame.loc[frame["site"].isin(truth["structural_clusters"]), "lactate"].isna().all()
     assert frame["sbp"].isna().mean() == pytest.approx(truth["missing_share"]["sbp"], abs=0.006)
+
+
+def test_SIM_032_trial_registry_truth():
+    """SIM-032: trial_registry (19,435 patients, 466 hospitals in 36 countries): its shape (every
+    hospital in one country, at least 3 patients each), atrial fibrillation never recorded in the 25
+    pilot hospitals and missing in about 8% overall, the outcome in about 1%, and the complete-case fit
+    of the analysis model near trial_registry_truth (the hospital SD holds country and hospital effects)."""
+    truth = trial_registry_truth()
+    frame = trial_registry()
+    sizes = frame.groupby("hospital").size()
+    assert len(frame) == 19435 and len(sizes) == 466 and sizes.min() >= 3
+    assert frame["country"].nunique() == 36
+    assert (frame.groupby("hospital")["country"].nunique() == 1).all()
+    never = frame["atrial_fib"].isna().groupby(frame["hospital"]).all()
+    assert int(never.sum()) == truth["missingness_model"]["atrial_fib"]["n_pilot_hospitals"]
+    assert frame["atrial_fib"].isna().mean() == pytest.approx(0.085, abs=0.02)
+    assert frame["dead_or_dependent"].isna().mean() == pytest.approx(0.012, abs=0.006)
+    predictors = ["age", "sex", "sbp", "conscious", "stroke_type", "aspirin", "atrial_fib"]
+    fit = fit_analysis_model(frame.dropna(), outcome="dead_or_dependent", predictors=predictors,
+                             cluster="hospital", family="binomial")
+    coef = dict(zip(fit.term_names, fit.coef))
+    se = dict(zip(fit.term_names, fit.std_error))
+    for term in ("age", "sex[M]", "sbp", "conscious[drowsy]", "conscious[unconscious]", "stroke_type[TACS]",
+                 "stroke_type[PACS]", "atrial_fib"):
+        assert abs(coef[term] - truth["terms"][term]) < 4 * se[term], term
+    assert fit.cluster_sd == pytest.approx(truth["terms"]["sd(hospital)"], abs=0.15)
+
+
+def test_SIM_033_scale_registry_truth():
+    """SIM-033: scale_registry (100,000 patients, 400 sites): exactly that many patients, at least 5 per
+    site, a fifth of the sites major centres, lactate never recorded in 2 sites, and the complete-case
+    fit near scale_registry_truth."""
+    truth = scale_registry_truth()
+    frame = scale_registry(3)
+    sizes = frame.groupby("site").size()
+    assert len(frame) == 100_000 and len(sizes) == 400 and sizes.min() >= 5
+    assert frame.groupby("site")["site_type"].first().eq("major trauma centre").sum() == 80
+    never = frame["lactate"].isna().groupby(frame["site"]).all()
+    assert int(never.sum()) == truth["missingness_model"]["n_structural_sites"]
+    fit = fit_analysis_model(frame.dropna(), outcome="died", predictors=["age", "severity", "lactate"],
+                             cluster="site", family="binomial")
+    coef = dict(zip(fit.term_names, fit.coef))
+    se = dict(zip(fit.term_names, fit.std_error))
+    for term in ("age", "severity", "lactate"):
+        assert abs(coef[term] - truth["terms"][term]) < 4 * se[term], term
+    assert fit.cluster_sd == pytest.approx(truth["terms"]["sd(site)"], abs=0.1)
 
 
 @pytest.mark.parametrize("family", ["gaussian", "binomial"])

@@ -14,6 +14,8 @@ the step's (:mod:`hmlib.steps.imputation_transport`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import numpy as np
@@ -123,8 +125,12 @@ def test_transport_shift_003_unstable_imputations_flagged(monkeypatch):
         result = real(frame, **kwargs)
         if kwargs["iterations"] == 1 and kwargs["method"] == "multilevel":
             masked = frame["x"].isna().to_numpy()
+            frames = []
             for done in result.completed:  # one cluster-level offset per draw, SD 50
                 done.loc[masked, "x"] = done.loc[masked, "x"] + rng.normal(0, 50)
+                frames.append(done)
+            # completed data sets are built on access (CompletedData): hand back the altered frames
+            result = dataclasses.replace(result, completed=frames)
         return result
 
     monkeypatch.setattr(tr, "impute", wild)

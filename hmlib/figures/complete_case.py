@@ -14,7 +14,7 @@ from matplotlib.ticker import FuncFormatter
 
 from hmlib.figures import style
 
-__all__ = ["retention_plot", "smd_plot", "indicator_effects_plot", "flow_diagram"]
+__all__ = ["retention_plot", "smd_plot", "level_shares_plot", "indicator_effects_plot", "flow_diagram"]
 
 # The report's two signal colours: red marks a problem (a cluster lost, a
 # shift beyond the threshold), blue the rest.
@@ -107,7 +107,55 @@ def smd_plot(shift: pd.DataFrame, *, threshold: float):
     return fig
 
 
-def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int = 60):
+def level_shares_plot(shift: pd.DataFrame, levels: dict):
+    """Level shares of categorical variables in all patients and among complete cases, one colour per level.
+
+    Parameters
+    ----------
+    shift : pandas.DataFrame
+        :func:`hmlib.stats.complete_case.standardized_differences` (one row per
+        level of a categorical variable: shares of its recorded values).
+    levels : dict
+        ``{variable: levels in order}``, one panel per variable in this order
+        (the focus first); colours follow the level order.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Per variable two stacked bars (all patients with the variable
+        recorded, complete cases), each level's share written in its segment
+        and, among complete cases, its SMD.
+    """
+    groups = [("all patients (recorded values)", "all_patients"), ("complete cases", "complete_cases")]
+    fig, axes = style.new_figure(8, 1.9 * len(levels) + 0.4, nrows=len(levels), squeeze=False)
+    for ax, (variable, order) in zip(axes[:, 0], levels.items()):
+        rows = shift.loc[shift["variable"] == variable].set_index("level")
+        order = [str(level) for level in order]
+        colours = style.level_colours(order)
+        for y, (_, column) in enumerate(groups):
+            left = 0.0
+            for level in order:
+                share = float(rows.loc[level, column]) if level in rows.index else 0.0
+                ax.barh(y, share, left=left, color=colours[level], edgecolor="white",
+                        label=style.label(level) if y == 0 else None)
+                if share >= 0.08:
+                    text = f"{share:.0%}"
+                    if y == 1 and level in rows.index:
+                        text += f"\nSMD {rows.loc[level, 'smd']:+.2f}"
+                    ax.text(left + share / 2, y, text, ha="center", va="center", fontsize=7, color="white")
+                left += share
+        ax.set_yticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
+        ax.invert_yaxis()
+        ax.legend(ncols=min(len(order), 6), fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                  frameon=False, title=style.plain(variable), title_fontsize=8)
+    fig.suptitle("Levels of the categorical variables: all patients vs complete cases", fontsize=10)
+    return fig
+
+
+def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int = 60,
+                           missing_level: bool = False):
     """Per-cluster effect of being unmeasured: raw estimate (with 95% CI) and partially pooled.
 
     Parameters
@@ -119,6 +167,9 @@ def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int
         The variable whose missingness the indicator codes.
     max_clusters : int
         With more estimable clusters, an evenly spaced selection by pooled effect.
+    missing_level : bool
+        The effect is the missing level's of a categorical focus (the
+        missing-category model), against its reference level.
 
     Returns
     -------
@@ -141,8 +192,9 @@ def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, [style.label(c) for c in est["cluster"]], fontsize=7)
     name = style.plain(focus)
-    ax.set_xlabel(f"effect of {name} being unmeasured on the outcome (model scale; "
-                  f"raw estimates clipped at ±{lim:.3g})", fontsize=9)
+    what = (f"effect of the level '{name} missing' (against the reference level)" if missing_level
+            else f"effect of {name} being unmeasured")
+    ax.set_xlabel(f"{what} on the outcome\n(model scale; raw estimates clipped at ±{lim:.3g})", fontsize=9)
     ax.set_title(f"Is missingness of {name} informative in every cluster?", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     return fig
@@ -208,4 +260,4 @@ def flow_diagram(flow, *, noun: str = "cluster"):
     note = flow.note()
     text = (f"Flow of patients and {noun}s from the registry extract to the complete-case analysis and to the "
             f"analyses that impute. {note}")
-    return style.caption(fig, text)
+    return style.caption(fig, "complete-case-flow", text)

@@ -1,4 +1,4 @@
-"""Figures of step 1 (diagnose): heatmap, funnel plot, cluster bars, patterns.
+"""Figures of step 1 (diagnose): heatmap, funnel plot, cluster bars, patterns, a categorical focus's levels.
 
 Each function takes a published (suppressed) table from
 :class:`hmlib.steps.diagnose.DiagnoseResult` and returns a
@@ -29,7 +29,7 @@ from hmlib.figures import style
 from hmlib.stats.missingness.counts import level_label
 from hmlib.stats.missingness.funnel import limit_tag
 
-__all__ = ["missingness_heatmap", "funnel_plot", "cluster_missingness_bars", "pattern_plot"]
+__all__ = ["missingness_heatmap", "funnel_plot", "cluster_missingness_bars", "pattern_plot", "level_mix_plot"]
 
 
 def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_clusters: int = 60,
@@ -296,4 +296,69 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
     if hidden > 0:
         heading += f"\n(the {len(named)} most frequent of {len(patterns.loc[~pooled])} patterns shown)"
     fig.suptitle(style.title(heading, 80), fontsize=11)
+    return fig
+
+
+def level_mix_plot(table: pd.DataFrame, levels: Sequence[str], *, variable: str, cluster_noun: str = "cluster",
+                   max_clusters: int = 60) -> Figure:
+    """Each cluster's patients by the focus's recorded level, and missing: one colour per level.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Published level shares (:attr:`hmlib.steps.diagnose_levels.FocusLevels.table`):
+        ``cluster, n_recorded, share_missing`` and one column per level (its
+        share of the recorded values); NaN = suppressed.
+    levels : sequence of str
+        Level order (colours follow it).
+    variable : str
+    cluster_noun : str
+    max_clusters : int, default 60
+        With more, the clusters with the highest and lowest shares missing.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One stacked bar per cluster (ordered by share missing): the share
+        missing (grey), then each level's share of all the cluster's patients;
+        suppressed shares together as one hatched segment at the end (the
+        whole bar when the share missing is suppressed).
+    """
+    levels = [str(level) for level in levels]
+    colours = style.level_colours(levels)
+    ordered = table.assign(_order=table["share_missing"].fillna(-1.0)).sort_values(
+        ["_order", "cluster"], ascending=[False, True], kind="stable")
+    keep, cut = style.head_tail(len(ordered), max_clusters)
+    shown = ordered.iloc[keep].reset_index(drop=True)
+    fig, ax = style.new_figure(8, 1.6 + 0.2 * max(len(shown), 4))
+    for y, row in shown.iterrows():
+        missing = row["share_missing"]
+        if not np.isfinite(missing):
+            ax.barh(y, 1.0, color="white", edgecolor=style.SUPPRESSED_COLOUR, hatch="///", height=0.75)
+            continue
+        ax.barh(y, missing, color=style.MISSING_LEVEL_COLOUR, height=0.75)
+        left = missing
+        # the published levels in order; the hidden ones together, hatched, at the end
+        for level in levels:
+            share = row[level]
+            if np.isfinite(share):
+                ax.barh(y, share * (1 - missing), left=left, color=colours[level], height=0.75)
+                left += share * (1 - missing)
+        if left < 1 - 1e-9:
+            ax.barh(y, 1 - left, left=left, color="white", edgecolor=style.SUPPRESSED_COLOUR, hatch="///",
+                    height=0.75)
+    handles = [Patch(color=style.MISSING_LEVEL_COLOUR, label="missing")]
+    handles += [Patch(color=colours[level], label=style.label(level)) for level in levels]
+    handles.append(Patch(facecolor="white", edgecolor=style.SUPPRESSED_COLOUR, hatch="///", label="suppressed"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_yticks(np.arange(len(shown)), [style.label(c) for c in shown["cluster"]], fontsize=7)
+    ax.set_ylim(len(shown) - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel(f"share of the {cluster_noun}'s patients: {style.plain(variable)} missing, or recorded as each level")
+    title = f"Recorded levels of {variable} by {cluster_noun}, ordered by share missing"
+    if cut:
+        title += (f"\n(the {max_clusters // 2} {cluster_noun}s with most and {max_clusters - max_clusters // 2} "
+                  f"with fewest missing of {len(ordered)})")
+    ax.set_title(style.title(title, 70), fontsize=10)
     return fig

@@ -17,11 +17,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hmlib.figures.style import label, new_figure, plain
+from hmlib.figures.style import label, level_colours, new_figure, plain
 from hmlib.methods import OBSERVED_COLOUR, method_colour, method_order
 
-__all__ = ["forest_plot", "cluster_variation_plot", "trace_plot", "distribution_plot", "fmi_plot",
-           "transport_plot"]
+__all__ = ["forest_plot", "cluster_variation_plot", "trace_plot", "distribution_plot", "level_distribution_plot",
+           "fmi_plot", "transport_plot"]
 
 #: Colour of a method that failed, in the forest plot.
 FAILED_COLOUR = "#b2182b"
@@ -201,6 +201,68 @@ def distribution_plot(distributions: pd.DataFrame, clusters: pd.DataFrame, *, fo
     for ax in axes.ravel()[len(labels):]:
         ax.set_visible(False)
     fig.suptitle(plain(f"Observed and imputed {focus} in the clusters with most missing values "
+                       "(imputed: all m imputations together)"), fontsize=10)
+    return fig
+
+
+def level_distribution_plot(table: pd.DataFrame, clusters: pd.DataFrame, *, focus: str, levels,
+                            min_cell: int = 11):
+    """Observed and imputed level shares of a categorical focus in the clusters with most missing values.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``cluster, source, level, share``
+        (:func:`hmlib.steps.imputation_levels.level_distributions`).
+    clusters : pandas.DataFrame
+        ``cluster, n_missing, never_observed`` (display version).
+    focus : str
+    levels : sequence of str
+        Level order (colours follow it).
+    min_cell : int
+        For the caption: observed shares that would reveal a count below it are not drawn.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per cluster; in each a stacked bar per source (observed,
+        then each method's imputed values), one colour per level.
+    """
+    levels = [str(level) for level in levels]
+    colours = level_colours(levels)
+    labels = list(clusters["cluster"])
+    ncols = min(len(labels), 2) or 1
+    nrows = max(1, int(np.ceil(len(labels) / ncols)))
+    fig, axes = new_figure(5.2 * ncols, 0.8 + 2.4 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
+    for ax, (_, info) in zip(axes.ravel(), clusters.iterrows()):
+        sub = table.loc[table["cluster"].astype(str) == str(info["cluster"])]
+        methods = method_order([s for s in sub["source"].unique() if s != "observed"])
+        sources = [s for s in ["observed", *methods] if (sub["source"] == s).any()]
+        for y, source in enumerate(sources):
+            shares = sub.loc[sub["source"] == source].set_index("level")["share"]
+            left = 0.0
+            for level in levels:
+                width = float(shares.get(level, 0.0))
+                ax.barh(y, width, left=left, color=colours[level], height=0.7,
+                        label=label(level) if y == 0 else None)
+                left += width
+        ax.set_yticks(range(len(sources)), [plain(s if s == "observed" else f"imputed, {s}") for s in sources],
+                      fontsize=7)
+        ax.set_ylim(len(sources) - 0.5, -0.5)
+        ax.set_xlim(0, 1)
+        missing = info["n_missing"]
+        title = f"{label(info['cluster'])}: {missing if isinstance(missing, str) else f'{int(missing):,}'} missing"
+        if bool(info.get("never_observed", False)):
+            title += " (never recorded)"
+        elif "observed" not in sources:
+            title += f"\n(observed shares not drawn: a level count below {min_cell})"
+        ax.set_title(plain(title), fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in axes.ravel()[len(labels):]:
+        ax.set_visible(False)
+    handles, names = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(levels), 6), fontsize=8, frameon=False)
+    fig.suptitle(plain(f"Levels of {focus}, observed and imputed, in the clusters with most missing values "
                        "(imputed: all m imputations together)"), fontsize=10)
     return fig
 

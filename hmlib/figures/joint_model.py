@@ -137,7 +137,7 @@ def shrinkage_plot(pooling: pd.DataFrame, *, focus: str, min_cell: int = 11, tit
     if (~measured).any():
         left.scatter(np.ones((~measured).sum()), table.loc[~measured, "pooled_effect"], s=40,
                      facecolors="none", edgecolors=_ALERT_COLOUR, zorder=3,
-                     label=f"never or rarely measured (< {min_cell} values)")
+                     label=f"never or rarely measured (< {min_cell} values, or count suppressed)")
     left.set_xticks([0, 1], ["raw", "pooled"])
     left.set_xlim(-0.4, 1.4)
     left.set_ylabel(f"cluster effect on {plain(focus)} (submodel scale)")
@@ -149,7 +149,7 @@ def shrinkage_plot(pooling: pd.DataFrame, *, focus: str, min_cell: int = 11, tit
                   color=_JOINT_COLOUR, alpha=0.8)
     right.set_xscale("log")
     right.axvline(np.sqrt(low * min_cell), color="lightgrey", lw=0.8)
-    right.set_xlabel(f"observed values in cluster (fewer than {min_cell}, including none, drawn together "
+    right.set_xlabel(f"observed values in cluster (fewer than {min_cell}, none, or suppressed: drawn together "
                      "at the left)")
     right.set_ylabel(f"posterior SD of cluster mean {plain(focus)}")
     right.set_title("Uncertainty by observed values")
@@ -217,6 +217,9 @@ def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, tit
 def imputed_distribution(unmeasured: dict, *, focus: str, title: str | None = None) -> Figure:
     """Imputed focus values in never-measured clusters against the observed values elsewhere.
 
+    A categorical focus (``unmeasured["levels"]``) has one bin per level,
+    labelled, whose height is the level's share.
+
     Parameters
     ----------
     unmeasured : dict
@@ -235,9 +238,12 @@ def imputed_distribution(unmeasured: dict, *, focus: str, title: str | None = No
     ax.stairs(hist["imputed_density"], edges, color=_JOINT_COLOUR, lw=1.5, fill=False,
               label=f"imputed, {len(unmeasured['clusters'])} never-measuring cluster(s)")
     for stats_, colour in ((unmeasured["observed"], OBSERVED_COLOUR), (unmeasured["imputed"], _JOINT_COLOUR)):
-        ax.axvline(stats_["mean"], color=colour, ls="--", lw=1)
+        if not unmeasured.get("levels"):   # a mean level index would mean nothing
+            ax.axvline(stats_["mean"], color=colour, ls="--", lw=1)
+    if unmeasured.get("levels"):          # a categorical focus: one bar per level, shares not densities
+        ax.set_xticks(np.arange(len(unmeasured["levels"])), [plain(level) for level in unmeasured["levels"]])
     ax.set_xlabel(plain(focus))
-    ax.set_ylabel("density")
+    ax.set_ylabel("share" if unmeasured.get("levels") else "density")
     ax.legend(fontsize=8, frameon=False)
     ax.set_title(plain(title or f"Imputed {focus} where it was never measured "
                                 f"({unmeasured['n_patients']} patients)"))

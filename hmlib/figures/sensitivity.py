@@ -132,13 +132,16 @@ def tipping_point_curve(result) -> Figure:
     """Focus coefficient and 95% CI against the MNAR shift delta, one panel per delta mode.
 
     The lower axis is in SDs of the observed focus values, the upper in its
-    own units; the dashed vertical line is the tipping point (when found).
+    own units; for a categorical focus the lower axis is the log odds ratio
+    delta and the upper the odds ratio ``e^delta``, with one curve per level
+    of the focus. The dashed vertical line is the tipping point (when found).
     """
     curve = result.delta_curve
     modes = [m for m in ("global", "cluster") if len(curve) and (curve["mode"] == m).any()]
     n_panels = max(1, len(modes))
     fig, axes = new_figure(5.2 * n_panels, 4.0, ncols=n_panels, squeeze=False, style="whitegrid")
     axes = axes[0]
+    log_odds = getattr(result, "delta_scale", "SD") == "log odds"
     with style_context("whitegrid"):
         if not modes:
             axes[0].text(0.5, 0.5, "no delta adjustment was run", ha="center", va="center",
@@ -147,28 +150,44 @@ def tipping_point_curve(result) -> Figure:
             return fig
         sd = result.observed_sd
         titles = {"global": "same shift in every cluster", "cluster": "shift proportional to cluster missingness"}
+        terms = list(dict.fromkeys(curve["term"])) if "term" in curve.columns else [result.focus_terms[0]]
+        shades = [UNCHANGED_COLOUR, "#6a51a3", "#238b45", "#d94801", "#525252"]
         for ax, mode in zip(axes, modes):
-            part = curve.loc[curve["mode"] == mode].sort_values("delta_sd")
-            ax.fill_between(part["delta_sd"], part["ci_lower"], part["ci_upper"], color=UNCHANGED_COLOUR, alpha=0.15,
-                            lw=0)
-            ax.plot(part["delta_sd"], part["estimate"], color=UNCHANGED_COLOUR, lw=1.5)
-            grid_pts = part.loc[part["source"] != "bisection"]
-            ax.scatter(grid_pts["delta_sd"], grid_pts["estimate"], s=18, zorder=3,
-                       c=np.where(grid_pts["changed"], CHANGED_COLOUR, UNCHANGED_COLOUR))
+            for k, term in enumerate(terms):
+                colour = shades[k % len(shades)]
+                part = curve.loc[curve["mode"] == mode]
+                if "term" in part.columns:
+                    part = part.loc[part["term"] == term]
+                part = part.sort_values("delta_sd")
+                ax.fill_between(part["delta_sd"], part["ci_lower"], part["ci_upper"], color=colour, alpha=0.12,
+                                lw=0)
+                ax.plot(part["delta_sd"], part["estimate"], color=colour, lw=1.5,
+                        label=plain(term) if len(terms) > 1 else None)
+                grid_pts = part.loc[part["source"] != "bisection"]
+                ax.scatter(grid_pts["delta_sd"], grid_pts["estimate"], s=18, zorder=3,
+                           c=np.where(grid_pts["changed"], CHANGED_COLOUR, colour))
+                prim = part.loc[part["source"] == "primary"]
+                if len(prim):
+                    ax.axhline(float(prim["estimate"].iloc[0]), color=colour, lw=0.6, alpha=0.6)
             ax.axhline(result.settings.null_value, color="black", lw=0.8, ls=":")
-            prim = part.loc[part["source"] == "primary"]
-            if len(prim):
-                ax.axhline(float(prim["estimate"].iloc[0]), color="grey", lw=0.8)
             for side, info in result.tipping.get(mode, {}).items():
                 if info.get("found"):
+                    label = f" OR {np.exp(info['delta_sd']):.2f}" if log_odds else f" {info['delta_sd']:+.2f} SD"
                     ax.axvline(info["delta_sd"], color=CHANGED_COLOUR, ls="--", lw=1)
-                    ax.text(info["delta_sd"], ax.get_ylim()[1], f" {info['delta_sd']:+.2f} SD",
-                            color=CHANGED_COLOUR, fontsize=7, va="top", ha="left" if side == "positive" else "right")
-            ax.set_xlabel("delta (SDs of the observed values)")
-            ax.set_ylabel(plain(f"{result.focus_terms[0]} coefficient (95% CI)"))
-            if np.isfinite(sd) and sd > 0:
-                top = ax.secondary_xaxis("top", functions=(lambda x, s=sd: x * s, lambda u, s=sd: u / s))
-                top.set_xlabel(plain(f"delta ({result.focus} units)"), fontsize=8)
+                    ax.text(info["delta_sd"], ax.get_ylim()[1], label, color=CHANGED_COLOUR, fontsize=7, va="top",
+                            ha="left" if side == "positive" else "right")
+            if log_odds:
+                ax.set_xlabel("delta (log odds ratio, unrecorded against recorded patients like them)")
+                ax.set_ylabel(plain(f"{result.focus} coefficients (95% CI)"))
+                top = ax.secondary_xaxis("top", functions=(np.exp, np.log))
+                top.set_xlabel("odds ratio e^delta", fontsize=8)
+                if len(terms) > 1:
+                    ax.legend(fontsize=7, frameon=False, loc="best")
+            else:
+                ax.set_xlabel("delta (SDs of the observed values)")
+                ax.set_ylabel(plain(f"{result.focus_terms[0]} coefficient (95% CI)"))
+                if np.isfinite(sd) and sd > 0:
+                    top = ax.secondary_xaxis("top", functions=(lambda x, s=sd: x * s, lambda u, s=sd: u / s))
+                    top.set_xlabel(plain(f"delta ({result.focus} units)"), fontsize=8)
             ax.set_title(title(f"MNAR delta adjustment: {titles.get(mode, mode)}", 50))
     return fig
-

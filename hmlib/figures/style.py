@@ -18,7 +18,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 __all__ = ["RC", "FALLBACK_FONTS", "MAX_LABEL_CHARS", "SUPPRESSED_COLOUR", "CHANGED_COLOUR", "UNCHANGED_COLOUR",
-           "new_figure", "plain", "label", "title", "head_tail", "style_context", "caption", "CAPTION_ATTRIBUTE"]
+           "MISSING_LEVEL_COLOUR", "new_figure", "plain", "label", "title", "head_tail", "style_context",
+           "level_colours", "caption", "caption_of"]
 
 #: Fonts tried after DejaVu Sans for characters it lacks (Chinese, Japanese, Korean names in the data):
 #: matplotlib falls back through the list glyph by glyph. Those installed are used (Debian:
@@ -50,6 +51,8 @@ SUPPRESSED_COLOUR = "#d9d9d9"
 #: A scenario that changes the conclusion, and one that does not.
 CHANGED_COLOUR = "#b2182b"
 UNCHANGED_COLOUR = "#2166ac"
+#: Fill of "not recorded" beside the levels of a categorical variable.
+MISSING_LEVEL_COLOUR = "#bdbdbd"
 
 
 def style_context(style: str | None = None):
@@ -116,14 +119,29 @@ def head_tail(n_rows: int, max_rows: int) -> tuple[np.ndarray, bool]:
     return np.r_[np.arange(half), np.arange(n_rows - (max_rows - half), n_rows)], True
 
 
-#: Attribute of a figure holding its caption (set by :func:`caption`).
-CAPTION_ATTRIBUTE = "hmlib_caption"
+def caption(fig, key: str, text: str):
+    """Attach the report caption to ``fig``: ``key`` a stable id (``"missingness-heatmap"``), ``text`` the caption
+    (plain text, no number: the report numbers figures). Returns ``fig``.
 
-
-def caption(fig, text: str):
-    """Attach a caption to a figure (its text alternative and the line shown under it); returns the figure.
-
-    Read it back with ``getattr(fig, CAPTION_ATTRIBUTE, "")``.
+    Stored as the figure's ``gid`` and ``label`` (matplotlib's own artist properties), so it travels with the
+    figure object to :func:`hmlib.report.display.figure`.
     """
-    setattr(fig, CAPTION_ATTRIBUTE, " ".join(str(text).split()))
+    fig.set_gid(str(key))
+    fig.set_label(" ".join(str(text).split()))
     return fig
+
+
+def caption_of(fig) -> tuple:
+    """``(key, caption text)`` attached by :func:`caption`; ``("", "")`` when none is."""
+    return (fig.get_gid() or "", fig.get_label() or "")
+
+
+def level_colours(levels) -> dict:
+    """One colour per level of a categorical variable, in level order (``{level: colour}``).
+
+    A sequential palette (light to dark), so that an ordered variable reads in
+    its order; "missing" is never among them (:data:`MISSING_LEVEL_COLOUR`).
+    """
+    levels = [str(level) for level in levels]
+    palette = sns.color_palette("viridis", max(len(levels), 2))
+    return {level: matplotlib.colors.to_hex(colour) for level, colour in zip(levels, palette)}

@@ -208,17 +208,30 @@ def _mnar(ev: ReportEvidence) -> ChecklistItem:
         text = "Not done: step 5 (sensitivity analysis) is absent, so departures from MAR were not examined."
         return ChecklistItem("Sensitivity to missing not at random", "Sterne 2009", text)
     ok = [s for s in sens.scenarios if s.status == "ok"]
-    changed = [s.scenario for s in ok if s.changed_conclusion]
+    # the missing-indicator model against the primary is biased by design: named, not counted (as in the verdict)
+    biased = [s.scenario for s in ok if s.changed_conclusion and s.family == "indicator" and s.reference == "primary"]
+    changed = [s.scenario for s in ok if s.changed_conclusion and s.scenario not in biased]
+    log_odds = sens.delta_scale == "log odds"
     found = [t for t in sens.tipping if t.found and is_number(t.delta_sd)]
-    deltas = sens.settings.deltas_sd
-    text = (f"{len(ok)} of {len(sens.scenarios)} scenarios ran; {len(changed)} changed the conclusion"
-            + (f" ({join_names(changed)})" if changed else "") + ". ")
+    text = (f"{len(ok)} of {len(sens.scenarios)} scenarios ran; {len(changed)} changed the conclusion by a "
+            "clinically relevant difference" + (f" ({join_names(changed)})" if changed else "")
+            + (f"; not counted: {join_names(biased)} (the missing-indicator model, biased by design)" if biased
+               else "") + ". ")
+    # only delta scenarios that ran may support a sentence about MNAR
+    mnar = [f for f in sens.families_run if f.family in ("delta-global", "delta-cluster")]
+    ran = [f for f in mnar if f.n_ok]
     if found:
         text += "Tipping points: " + "; ".join(
-            f"{t.mode} {t.direction} shift of {t.delta_sd:+.2f} SD" for t in found) + "."
-    elif deltas:
-        text += (f"No tipping point within the shifts tried ({min(deltas):+g} to {max(deltas):+g} observed SDs "
-                 f"of {ev.focus}).")
+            (f"{t.mode} {t.direction} shift to an odds ratio of {t.odds_ratio:.2f} (log odds {t.delta_sd:+.2f})"
+             if log_odds else f"{t.mode} {t.direction} shift of {t.delta_sd:+.2f} SD") for t in found) + "."
+    elif ran:
+        reach = min(f.checked_delta or 0.0 for f in ran)
+        text += (f"No tipping point within odds ratios {math.exp(-reach):.2g} to {math.exp(reach):.2g} of "
+                 f"{ev.focus} for unrecorded against recorded patients." if log_odds else
+                 f"No tipping point within the shifts that ran (+/-{reach:g} observed SDs of {ev.focus}).")
+    missing = [f for f in mnar if not f.n_ok]
+    if missing:
+        text += " Not run: " + "; ".join(f"{f.family} ({f.status}: {f.reason})" for f in missing) + "."
     return ChecklistItem("Sensitivity to missing not at random", "Sterne 2009", text)
 
 

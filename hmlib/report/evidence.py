@@ -74,6 +74,15 @@ class ReportEvidence:
     def focus(self) -> str | None:
         return str(self.params.focus) if self.params.focus else None
 
+    @property
+    def focus_reference(self) -> str | None:
+        """A categorical focus's reference level (the first of ``focus_levels`` in a step's record), or ``None``."""
+        for record in self.artifacts.values():
+            levels = getattr(record, "focus_levels", None) if record is not None else None
+            if levels:
+                return str(levels[0])
+        return None
+
 
 def collect_evidence(output_dir: str | Path, *, params: Params, versions: dict | None = None,
                      hmlib_version: str = "", python_version: str = "", focus_sd: float | None = None

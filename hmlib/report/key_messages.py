@@ -91,7 +91,9 @@ def effect_scale(ev: ReportEvidence, term: str) -> EffectScale:
     focus = ev.focus
     if term != focus:  # a level of a categorical focus, against the reference level
         level = term[len(focus) + 1:-1] if term.startswith(f"{focus}[") else term
-        return EffectScale(1.0, f"for {focus} {level} vs the reference level", odds)
+        reference = ev.focus_reference
+        against = f"{focus} {reference}" if reference else "the reference level"
+        return EffectScale(1.0, f"for {focus} {level} vs {against}", odds)
     unit = p.effect_units.get(focus)
     if unit is not None:
         return EffectScale(unit.per, f"{unit.text} of {focus}", odds)
@@ -193,6 +195,8 @@ def _sensitivity(ev: ReportEvidence) -> tuple[list, str | None]:
         return ([f"Every method assumes the unrecorded values are {mar}; the sensitivity analysis (step 5) is "
                  "absent, so departures from it were not examined."], None)
     word = sens.verdict.split(":", 1)[0].strip()
+    if sens.delta_scale == "log odds":
+        return _sensitivity_categorical(ev, sens, word, mar)
     plausible = sens.settings.plausible_delta_sd
     if word == "robust":
         found = sorted(abs(t.delta_sd) for t in sens.tipping if t.found and is_number(t.delta_sd))
@@ -205,6 +209,28 @@ def _sensitivity(ev: ReportEvidence) -> tuple[list, str | None]:
         found = [t for t in sens.tipping if t.found and is_number(t.delta_sd) and abs(t.delta_sd) <= plausible]
         how = (f"it changes if the unrecorded values are {join_names([f'{abs(t.delta_sd):.2g} SD {t.direction}' for t in found])} "
                "than MAR implies" if found else "it changes in some scenarios (section 5 names them)")
+        return ([f"The conclusion assumes the unrecorded {ev.focus} values are {mar}: {how}."], "not robust")
+    return ([f"The sensitivity analysis is {word}: {sens.verdict.split(':', 1)[-1].strip()[:200]}"], word)
+
+
+def _sensitivity_categorical(ev: ReportEvidence, sens, word: str, mar: str) -> tuple[list, str | None]:
+    """As :func:`_sensitivity` for a categorical focus, whose deltas are log odds (shown as odds ratios)."""
+    reference = f" ({ev.focus_reference})" if ev.focus_reference else ""
+    odds = f"the odds of each unrecorded {ev.focus} category against the reference{reference}"
+    plausible = sens.settings.plausible_log_odds
+    if word == "robust":
+        found = sorted(abs(t.delta_sd) for t in sens.tipping if t.found and is_number(t.delta_sd))
+        tried = max((abs(d) for d in sens.settings.deltas_log_odds), default=plausible)
+        reach = (f"up to {significant(math.exp(tried), 2)} times (the largest shift tried)" if not found else
+                 f"up to {significant(math.exp(plausible), 2)} times (it would change at "
+                 f"{significant(math.exp(found[0]), 2)} times)")
+        return ([f"The conclusion holds if unrecorded {ev.focus} values are {mar}, and still if {odds} are "
+                 f"{reach} higher or lower than MAR implies."], "robust")
+    if word == "not robust":
+        found = [t for t in sens.tipping if t.found and is_number(t.delta_sd) and abs(t.delta_sd) <= plausible]
+        how = (f"it changes if {odds} are " + join_names(
+            [f"{significant(math.exp(abs(t.delta_sd)), 2)} times {'higher' if t.delta_sd > 0 else 'lower'}"
+             for t in found]) + " than MAR implies" if found else "it changes in some scenarios (section 5 names them)")
         return ([f"The conclusion assumes the unrecorded {ev.focus} values are {mar}: {how}."], "not robust")
     return ([f"The sensitivity analysis is {word}: {sens.verdict.split(':', 1)[-1].strip()[:200]}"], word)
 

@@ -21,7 +21,15 @@ consistent report:
   two data files or two sets of params.
 
 Notebook kernels run with their own stderr silenced (kernel start-up
-chatter is not for the terminal; errors reach the executed notebook).
+chatter is not for the terminal; errors reach the executed notebook). What
+happens inside a long step reaches the terminal through the staging folder's
+progress channel (:mod:`hmlib.progress`): a live line on a terminal, plain
+lines in a log.
+
+A step run on its own (JupyterLab, papermill) since the last report is
+marked in the report folder (:mod:`hmlib.report.staleness`); a run reruns it
+even under ``--only``, so that its section agrees with its results, and
+clears the mark when the new report is in place.
 
 Parallel work. Steps that hand tasks to :mod:`hmlib.parallel` (imputation
 chains, sensitivity scenarios) get one Dask cluster for the whole run: the
@@ -60,7 +68,9 @@ from hmlib.exceptions import ArtifactError, HmlibError, StepFailed
 from hmlib.methods import base_method
 from hmlib.parallel import SCHEDULER_ENV, check_scheduler, local_cores, scheduler_address, start_local_cluster
 from hmlib.params import load_params
+from hmlib.progress import CHANNEL_NAME, ChannelTail, TerminalPrinter
 from hmlib.report.assemble import assemble_report, render_notebook, write_index
+from hmlib.report.staleness import clear_stale_mark, steps_run_alone
 from hmlib.results import atomic_write_text, read_estimates
 from hmlib.steps import STEPS, get_step, step_keys
 from hmlib.steps.base import Step
@@ -101,7 +111,9 @@ def resolve_steps(only: str | None, output_dir: Path, inputs: dict | None = None
 
     With ``only`` (comma-separated step keys), the named steps run, preceded
     by any step they need whose artifact is absent or (with ``inputs``) was
-    made from other inputs. Steps not built are skipped (the report says so).
+    made from other inputs, and followed by the steps run on their own since
+    the last report (:func:`hmlib.report.staleness.steps_run_alone`). Steps
+    not built are skipped (the report says so).
     """
     if only is None:
         return [s for s in STEPS if s.is_built]
@@ -133,6 +145,9 @@ def resolve_steps(only: str | None, output_dir: Path, inputs: dict | None = None
                 f"{get_step(key).notebook} is absent); built steps: {', '.join(s.key for s in STEPS if s.is_built)}."
             )
         add(key)
+    for key in steps_run_alone(output_dir):
+        if key in step_keys() and get_step(key).is_built:
+            add(key)
     return [s for s in STEPS if s.key in chosen and s.is_built]
 
 
@@ -155,6 +170,12 @@ def _write_status(output_dir: Path, payload: dict) -> None:
 def _say(text: str, stream=None) -> None:
     prefix = getattr(_LINE_PREFIX, "text", "")
     print(f"{prefix}{text}", file=stream or sys.stderr, flush=True)
+
+
+def _progress_printer() -> TerminalPrinter:
+    """Progress lines under the step's line; plain lines, name first, for reports run side by side."""
+    prefix = getattr(_LINE_PREFIX, "text", "")
+    return TerminalPrinter(sys.stderr, indent=f"{prefix}  ", live=False if prefix else None)
 
 
 def _say_alert(output_dir: Path, step: Step) -> None:
@@ -249,7 +270,8 @@ def _run_steps(steps, staging: Path, output_dir: Path, params, kernel_name: str,
         _say(f"[{index}/{len(steps)}] {step.key}: running {step.notebook} ...")
         t0 = time.perf_counter()
         try:
-            _execute(step, staging, params, kernel_name)
+            with ChannelTail(staging / CHANNEL_NAME, _progress_printer()):
+                _execute(step, staging, params, kernel_name)
         except PapermillExecutionError as exc:
             executed = staging / "notebooks" / step.notebook
             for earlier in output_dir.glob("FAILED-*.html"):
@@ -323,6 +345,9 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
     for step in dropped:
         _say(f"hmreport: {step.key}: its earlier results were made from another data file or other params; "
              f"they are left out of this report (run it with --only {step.key}).")
+    for key in steps_run_alone(output_dir):
+        _say(f"hmreport: {key}: run on its own since the last report (STALE); it runs again so that its "
+             "section agrees with its results.")
     staging = _stage(output_dir)
     try:
         for step in dropped:
@@ -336,6 +361,7 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
         for failed in output_dir.glob("FAILED-*.html"):
             failed.unlink()
         _commit(staging, output_dir, dropped)
+        clear_stale_mark(output_dir)
     except KeyboardInterrupt:
         status.update(status="interrupted", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         _write_status(output_dir, status)

@@ -147,17 +147,28 @@ def _across_methods(ev: ReportEvidence) -> list:
     if rows.empty:
         return [f"No estimate of the {focus} coefficient is available (estimates.csv has none)."]
     out = []
+    # a categorical focus: each level against the reference level, the missing level (step 2's
+    # missing-category model) said for what it is, after the levels
+    cc = ev["complete_case"]
+    levels = tuple(cc.focus_levels) if cc is not None else ()
+    against = f" against {focus} = {levels[0]}" if levels else ""
+    missing_level = []
     for term, block in rows.groupby("term", sort=False):
         distrusted = distrusted_methods(ev)
         parts = [f"{method_label(r['method'])}"
                  + (f" (not trusted: {distrusted[r['method']]})" if r["method"] in distrusted else "")
                  + f" {estimate_text(r)}" for _, r in block.iterrows()]
-        text = f"The {term} coefficient by method: " + "; ".join(parts) + "."
+        if levels and term == cc.indicator_term:
+            missing_level.append(f"Patients without a recorded {focus} ({term}{against}, missing-category "
+                                 f"model): {estimate_text(block.iloc[0])}.")
+            continue
+        text = f"The {term} coefficient{against} by method: " + "; ".join(parts) + "."
         if len(block) > 1:
             lo, hi = block.loc[block["estimate"].idxmin()], block.loc[block["estimate"].idxmax()]
             text += (f" It ranges from {lo['estimate']:.3f} ({method_label(lo['method'])}) to "
                      f"{hi['estimate']:.3f} ({method_label(hi['method'])}).")
         out.append(text)
+    out.extend(missing_level)
     if ev["joint_model"] is None:
         out.append("The joint Bayesian model (step 4) is absent from this report, so it is not in this comparison.")
     return out

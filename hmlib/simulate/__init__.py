@@ -17,6 +17,13 @@ are for:
   ``multi_gap_registry``)
 - :mod:`hmlib.simulate.mixed_model`  ``y, X, groups`` arrays for the
   random-intercept fitter (``mixed_model_data``, ``large_mixed_model_data``)
+- :mod:`hmlib.simulate.categorical_focus`  registries whose focus is a
+  three-level category, missing at random or not at random with a known
+  odds ratio (``categorical_focus_registry``)
+- :mod:`hmlib.simulate.scale`        registries at the scale of real trials
+  and national registries, for the scale benchmarks (``trial_registry``:
+  19,435 patients in 466 hospitals in 36 countries, shaped like IST;
+  ``scale_registry``: 100,000 to 1,000,000 patients)
 
 Every generator takes an explicit ``seed`` and draws from one
 ``numpy.random.default_rng(seed)`` in the order its docstring states; where

@@ -29,8 +29,15 @@ missing-indicator model
     predictors (Greenland & Finkle 1995; Groenwold et al. 2012), and its
     indicator effect mixes "what the unmeasured values were" with "which
     patients are not measured".
+missing-category model
+    The same strategy for a categorical focus: "missing" becomes one more
+    level of the variable (:data:`MISSING_LEVEL`, the last level, so the
+    reference level stays the first observed one), and its treatment-coded
+    column ``<focus>[missing]`` is the indicator. It is the categorical form
+    of the numeric model (for a 0/1 focus the two span the same columns),
+    with the same caveats.
 cluster-varying indicator effect
-    The indicator effect estimated within each cluster (the cluster's own
+    The indicator effect (or the missing level's effect) estimated within each cluster (the cluster's own
     intercept and indicator effect, with the common model's fixed part as
     offset), then partially
     pooled by a normal random-effects model (DerSimonian & Laird 1986): each
@@ -60,12 +67,15 @@ from scipy.stats import chi2
 from hmlib.stats.design import DesignMatrix, design_matrix, fit_design
 from hmlib.stats.mixed import RandomInterceptFit
 
-__all__ = ["SMD_THRESHOLD", "complete_case_mask", "retention_by_cluster", "standardized_differences",
-           "standardized_differences_by", "MissingIndicatorModel", "fit_missing_indicator_model",
+__all__ = ["SMD_THRESHOLD", "MISSING_LEVEL", "complete_case_mask", "retention_by_cluster",
+           "standardized_differences", "standardized_differences_by", "MissingIndicatorModel",
+           "fit_missing_indicator_model", "missing_level_label", "fit_missing_category_model",
            "indicator_effects_by_cluster"]
 
 #: ``|SMD|`` above this flags a shift reviewers call material (Austin 2009).
 SMD_THRESHOLD = 0.1
+#: Label of the level "not recorded" in the missing-category model (term ``<focus>[missing]``).
+MISSING_LEVEL = "missing"
 
 
 def complete_case_mask(frame: pd.DataFrame, columns) -> np.ndarray:
@@ -196,9 +206,12 @@ class MissingIndicatorModel:
     design : hmlib.stats.design.DesignMatrix
     frame : pandas.DataFrame
         The input frame with the focus variable filled with its observed
-        mean and the indicator column added (rows as the input).
+        mean and the indicator column added (numeric focus), or with its
+        missing values set to the missing level (categorical focus); rows as
+        the input.
     indicator : str
-        Name of the indicator column and term (``<focus>_missing``).
+        Term of the indicator: ``<focus>_missing`` (numeric focus) or
+        ``<focus>[missing]`` (categorical focus, :func:`fit_missing_category_model`).
     """
 
     fit: RandomInterceptFit
@@ -243,6 +256,77 @@ def fit_missing_indicator_model(frame: pd.DataFrame, *, focus: str, predictors, 
     design = design_matrix(work, [*predictors, indicator], levels, extra_rows_mask=work[outcome].notna())
     fit = fit_design(work, design, outcome=outcome, cluster=cluster, family=family)
     return MissingIndicatorModel(fit=fit, design=design, frame=work, indicator=indicator)
+
+
+def missing_level_label(levels) -> str:
+    """The label of the missing level: :data:`MISSING_LEVEL`, or a variant no observed level uses.
+
+    Examples
+    --------
+    >>> missing_level_label(["high", "low"]), missing_level_label(["missing", "yes"])
+    ('missing', 'missing (not recorded)')
+    """
+    taken = {str(level) for level in levels}
+    label = MISSING_LEVEL
+    for candidate in (MISSING_LEVEL, f"{MISSING_LEVEL} (not recorded)", f"{MISSING_LEVEL} (no value)"):
+        if candidate not in taken:
+            return candidate
+    while label in taken:
+        label += "_"
+    return label
+
+
+def fit_missing_category_model(frame: pd.DataFrame, *, focus: str, predictors, outcome: str, cluster: str,
+                               family: str, levels: dict | None = None) -> MissingIndicatorModel:
+    """Fit ``outcome ~ predictors + (1 | cluster)`` with a categorical ``focus``'s missing values as a level.
+
+    The missing-category model (module docstring): every patient is kept;
+    the focus gets one more level, :func:`missing_level_label` (``"missing"``),
+    placed last so that the reference level is unchanged, and the level's
+    column ``<focus>[missing]`` plays the part of the numeric model's
+    indicator (:func:`indicator_effects_by_cluster` takes it as
+    ``indicator_column``). lme4 fits the same model with ``addNA``-style
+    recoding (``tests/results/missing_category.R``).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    focus : str
+        A categorical predictor with missing values.
+    predictors : sequence of str
+        The analysis model's predictors (``focus`` among them).
+    outcome, cluster : str
+    family : {"binomial", "gaussian"}
+    levels : dict, optional
+        Categorical levels (:func:`hmlib.stats.design.design_matrix`); the
+        focus's levels default to its sorted recorded values.
+
+    Returns
+    -------
+    MissingIndicatorModel
+        ``indicator`` is ``<focus>[missing]``; ``frame`` holds the focus as
+        text with the missing level filled in.
+
+    Raises
+    ------
+    hmlib.exceptions.FitError
+        The model cannot be fitted.
+
+    References
+    ----------
+    Groenwold RHH et al. (2012), CMAJ 184:1265-1269.
+    """
+    levels = dict(levels or {})
+    observed = frame[focus].dropna().astype(str)
+    focus_levels = [str(level) for level in (levels.get(focus) or sorted(observed.unique().tolist()))]
+    label = missing_level_label(focus_levels)
+    levels[focus] = [*focus_levels, label]
+    work = frame.copy()
+    text = work[focus].astype(object).where(work[focus].notna(), None)
+    work[focus] = [label if value is None else str(value) for value in text]
+    design = design_matrix(work, list(predictors), levels, extra_rows_mask=work[outcome].notna())
+    fit = fit_design(work, design, outcome=outcome, cluster=cluster, family=family)
+    return MissingIndicatorModel(fit=fit, design=design, frame=work, indicator=f"{focus}[{label}]")
 
 
 def _within_cluster_effect(y, offset, x, family):

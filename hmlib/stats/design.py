@@ -19,7 +19,7 @@ from hmlib.exceptions import FitError
 from hmlib.stats.mixed import fit_random_intercept
 from hmlib.stats.mixed.prepare import check_rank
 
-__all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model", "check_full_rank"]
+__all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model", "check_full_rank", "ordinal_ranks"]
 
 
 @dataclass(frozen=True)
@@ -143,3 +143,46 @@ def check_full_rank(design: DesignMatrix) -> None:
     if not len(X):
         return
     check_rank(np.linalg.qr(X)[1] if X.shape[0] >= X.shape[1] else X, X.shape[0], tuple(design.term_names))
+
+
+def ordinal_ranks(column: str, levels, order=None) -> np.ndarray:
+    """Rank (0 = lowest) of each of ``levels`` on an ordinal scale.
+
+    Parameters
+    ----------
+    column : str
+        For the error message.
+    levels : sequence
+        The levels in the registry's order (the first the reference of the treatment coding).
+    order : sequence, optional
+        The levels from lowest to highest. None: as numbers when every level
+        reads as a number, else in the order of ``levels``.
+
+    Returns
+    -------
+    numpy.ndarray of int
+
+    Raises
+    ------
+    FitError
+        ``order`` does not list every level exactly once.
+
+    Examples
+    --------
+    >>> ordinal_ranks("gcs", ["13-15", "3-8", "9-12"], ["3-8", "9-12", "13-15"]).tolist()
+    [2, 0, 1]
+    >>> ordinal_ranks("grade", ["1", "10", "2"]).tolist()
+    [0, 2, 1]
+    """
+    found = [str(level) for level in levels]
+    if order is None:
+        try:
+            numbers = [float(level) for level in found]
+        except ValueError:
+            return np.arange(len(found))
+        return np.argsort(np.argsort(numbers, kind="stable"), kind="stable")
+    order = [str(level) for level in order]
+    if sorted(order) != sorted(found):
+        raise FitError(f"the ordinal order of '{column}' lists {order}, but its levels are {found}; list every "
+                       "level once, lowest first.")
+    return np.array([order.index(level) for level in found])

@@ -97,7 +97,8 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import DataError, FitError
-from hmlib.stats.imputation import impute
+from hmlib.progress import muted, report
+from hmlib.stats.imputation import fit_starts, impute
 
 __all__ = ["DEFAULT_TRANSPORT_METHODS", "interval_coverage", "masked_cluster_summary", "TransportResult",
            "transport_check_frame"]
@@ -333,7 +334,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
                           outcome_family: str, predictors, kinds: dict | None = None,
                           levels: dict | None = None, cluster_covariates=(), higher_levels=(),
                           methods: Mapping | None = None, backgrounds: Mapping | None = None,
-                          max_clusters: int = 30, min_observed: int = 2,
+                          background_states: Mapping | None = None, max_clusters: int = 30, min_observed: int = 2,
                           m: int = 10, iterations: int = 5, seed: int = 0, bias_threshold: float = 0.5,
                           coverage_threshold: float = 0.8, spread_threshold: float = 2.0,
                           level: float = 0.95) -> TransportResult:
@@ -355,6 +356,13 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
         of each method (``ImputationResult.completed``, same rows as
         ``frame``); made here (``m`` imputations, ``iterations`` iterations)
         for the methods not given.
+    background_states : mapping, optional
+        ``{label: chain states}`` of the runs that made the backgrounds
+        (``ImputationResult.chain_states``): the masked imputations start
+        their maximum-likelihood fits (2l.bin) from the fit of the chain that
+        made their background (:func:`hmlib.stats.imputation.fit_starts`:
+        the same maximum, reached in a few Newton steps; nothing else of the
+        state is carried over).
     max_clusters : int
         Check at most this many clusters: those with most observed values.
     min_observed : int
@@ -418,6 +426,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
                  kinds=kinds, levels=levels, cluster_covariates=list(cluster_covariates),
                  higher_levels=list(higher_levels))
     backgrounds = dict(backgrounds or {})
+    states = {label: list(value) for label, value in dict(background_states or {}).items()}
     rows, failures = [], {}
     for k_index, (method_label, (method, options)) in enumerate(methods.items()):
         if method_label not in backgrounds:
@@ -429,8 +438,10 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
                 failures[("all", method_label)] = f"{type(exc).__name__}: {exc}"
                 continue
             backgrounds[method_label] = base.completed
+            states[method_label] = base.chain_states
     seeds = np.random.SeedSequence(int(seed)).spawn(len(chosen) * len(methods))
     mc_quantile = float(stats.t.ppf(MC_LEVEL, int(m) - 1))
+    report("transport check", 0, len(chosen), unit="clusters")
     for c_index, label in enumerate(chosen):
         rows_j = (labels == label) & observed
         truth = values[rows_j]
@@ -448,10 +459,17 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
                     # the other variables as completed by one imputation of the main run; the focus as
                     # recorded, with cluster j's observed values masked
                     background[focus] = np.where(rows_j, np.nan, values)
-                    single = impute(background, method=method, m=n_draws, iterations=1, seed=int(seed_k),
-                                    **roles, **dict(options))
-                    for k, completed_k in enumerate(single.completed):
-                        draws[done + k] = completed_k[focus].to_numpy(dtype=float)[rows_j]
+                    chain_states = states.get(method_label)
+                    warm = fit_starts([chain_states[call % len(chain_states)]]) * n_draws if chain_states else None
+                    with muted():  # the check's own re-imputations: one line per cluster, below
+                        single = impute(background, method=method, m=n_draws, iterations=1, seed=int(seed_k),
+                                        start_states=warm, **roles, **dict(options))
+                    cells = getattr(single.completed, "imputed", lambda name: None)(focus)
+                    for k in range(n_draws):
+                        if cells is not None:       # the imputed cells only (no frame is built)
+                            draws[done + k] = cells.values[k][rows_j[cells.rows]]
+                        else:
+                            draws[done + k] = single.completed[k][focus].to_numpy(dtype=float)[rows_j]
                     done += n_draws
             except (FitError, DataError, np.linalg.LinAlgError, ValueError) as exc:
                 failures[(label, method_label)] = f"{type(exc).__name__}: {exc}"
@@ -468,6 +486,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
                 reasons.append(f"unstable: its mean imputed value varies by {summary['draw_sd']:.3g} SD between draws")
             rows.append({"cluster": label, "method": method_label, **summary, "flagged": bool(reasons),
                          "reason": "; ".join(reasons)})
+        report("transport check", c_index + 1, len(chosen), unit="clusters")
     columns = ["cluster", "method", "n_observed", "mean_observed", "mean_imputed", "bias", "bias_sd",
                "bias_mc_se", "draw_sd", "coverage", "flagged", "reason"]
     table = pd.DataFrame(rows, columns=columns)

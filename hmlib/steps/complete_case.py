@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 
 from hmlib.artifacts import Artifact, Record
@@ -19,13 +20,14 @@ from hmlib.exceptions import FitError
 from hmlib.figures import complete_case as figures
 from hmlib.privacy import suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows, to_jsonable
-from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_missing_indicator_model,
-                                       indicator_effects_by_cluster, retention_by_cluster,
-                                       standardized_differences, standardized_differences_by)
+from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_missing_category_model,
+                                       fit_missing_indicator_model, indicator_effects_by_cluster,
+                                       retention_by_cluster, standardized_differences, standardized_differences_by)
 from hmlib.stats.design import fit_analysis_model
 from hmlib.stats.patient_flow import patient_flow
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.complete_case_flow import FlowRecord, published_flow
+from hmlib.steps.disclosure import hidden_counts
 from hmlib.wording import cluster_noun, count_text, not_estimable_note
 
 __all__ = ["CompleteCaseResult", "complete_case_check", "suppressed_retention", "ShiftRow",
@@ -63,6 +65,16 @@ class CompleteCaseResult:
         The small-cell threshold of the params (figures leave smaller clusters out).
     notes : list of str
         Plain-language remarks (models that could not be fitted, and why).
+    focus_levels : tuple of str
+        Levels of a categorical focus (the first is the reference); empty for
+        a numeric focus.
+    categorical_levels : dict
+        ``{variable: levels}`` of the categorical predictors, the focus first
+        (the level-shares figure).
+    indicator_term : str
+        The indicator's term in the ``missing_indicator`` rows:
+        ``<focus>_missing`` (numeric focus), ``<focus>[missing]`` (categorical
+        focus: the missing-category model); ``""`` when it was not fitted.
     flow : hmlib.steps.complete_case_flow.FlowRecord or None
         Patients and clusters from the extract to each analysis, small counts suppressed.
     noun : str
@@ -87,6 +99,16 @@ class CompleteCaseResult:
     notes: list = field(default_factory=list)
     flow: FlowRecord | None = None
     noun: str = "cluster"
+    focus_levels: tuple = ()
+    indicator_term: str = ""
+    categorical_levels: dict = field(default_factory=dict)
+
+    @property
+    def focus_terms(self) -> list:
+        """The focus variable's terms: its name, or ``focus[level]`` for each non-reference level."""
+        if self.focus_levels:
+            return [f"{self.focus}[{level}]" for level in self.focus_levels[1:]]
+        return [self.focus]
 
     @property
     def outcome_all(self) -> float:
@@ -136,16 +158,7 @@ class CompleteCaseResult:
                        f"complete cases: {', '.join(parts)}.")
         else:
             out.append(f"No variable's distribution shifts by more than {SMD_THRESHOLD} SD among complete cases.")
-        est = self.estimates
-        sel = (est["term"] == self.focus)
-        cc = est.loc[sel & (est["method"] == "complete_case")]
-        mi = est.loc[sel & (est["method"] == "missing_indicator")]
-        if len(cc) and len(mi):
-            out.append(
-                f"The {self.focus} coefficient is {cc['estimate'].iloc[0]:.3g} "
-                f"(95% CI {cc['ci_lower'].iloc[0]:.3g} to {cc['ci_upper'].iloc[0]:.3g}) among complete cases "
-                f"and {mi['estimate'].iloc[0]:.3g} ({mi['ci_lower'].iloc[0]:.3g} to {mi['ci_upper'].iloc[0]:.3g}) "
-                "in the missing-indicator model.")
+        out.extend(self._model_sentences())
         ind = self.indicator_by_cluster
         if ind is not None and ind.attrs.get("n_estimable", 0) >= 2:
             tau, q_p = ind.attrs["tau"], ind.attrs["q_p"]
@@ -160,6 +173,32 @@ class CompleteCaseResult:
                            f"beyond chance ({counts}); with few such clusters this test has little power.")
         return out + self.notes
 
+    def _model_sentences(self) -> list:
+        """The focus coefficient(s) among complete cases and in the missing-indicator (or -category) model."""
+        est = self.estimates.set_index(["method", "term"])
+
+        def interval(method, term):
+            row = est.loc[(method, term)]
+            # a level's odds ratio is what a reader of a categorical predictor looks for
+            odds = (f"; odds ratio {np.exp(row['estimate']):.3g}"
+                    if self.focus_levels and self.outcome_family == "binomial" else "")
+            return f"{row['estimate']:.3g} (95% CI {row['ci_lower']:.3g} to {row['ci_upper']:.3g}{odds})"
+
+        available = [t for t in self.focus_terms
+                     if ("complete_case", t) in est.index and ("missing_indicator", t) in est.index]
+        if not self.focus_levels:
+            return [f"The {self.focus} coefficient is {interval('complete_case', t)} among complete cases and "
+                    f"{interval('missing_indicator', t).replace('95% CI ', '')} in the missing-indicator model."
+                    for t in available]
+        reference = self.focus_levels[0]
+        out = [f"The {t} coefficient against {self.focus} = {reference} is {interval('complete_case', t)} "
+               f"among complete cases and {interval('missing_indicator', t)} in the missing-category model."
+               for t in available]
+        if ("missing_indicator", self.indicator_term) in est.index:
+            out.append(f"Patients without a recorded {self.focus} ({self.indicator_term}, against {self.focus} = "
+                       f"{reference}): {interval('missing_indicator', self.indicator_term)}.")
+        return out
+
     def indicator_by_cluster_note(self) -> str:
         """Why no cluster-specific indicator effect is shown (when none is)."""
         return ("No cluster has both measured and unmeasured patients with outcome variation, "
@@ -172,14 +211,18 @@ class CompleteCaseResult:
     def figures(self) -> dict:
         """``{"flow": [...], "retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
         overall = self.n_complete / self.n_all if self.n_all else float("nan")
+        shift = [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)]
+        if self.categorical_levels:
+            shift.append(figures.level_shares_plot(self.shift, self.categorical_levels))
         out = {"flow": [figures.flow_diagram(self.flow, noun=self.noun)] if self.flow is not None else [],
                "retention": [figures.retention_plot(self.retention_display, overall_share=overall,
                                                     min_cell=self.min_cell)],
-               "shift": [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)],
+               "shift": shift,
                "indicator_by_cluster": []}
         table = self.indicator_by_cluster
         if table is not None and table["raw"].notna().any():
-            out["indicator_by_cluster"].append(figures.indicator_effects_plot(table, focus=self.focus))
+            out["indicator_by_cluster"].append(figures.indicator_effects_plot(
+                table, focus=self.focus, missing_level=bool(self.focus_levels)))
         return out
 
     def to_dict(self) -> dict:
@@ -197,10 +240,26 @@ class CompleteCaseResult:
                 **self.indicator_by_cluster.attrs},
             "narrative": self.narrative(), "notes": self.notes,
             "flow": None if self.flow is None else self.flow.to_json(),
+            "focus_levels": list(self.focus_levels), "indicator_term": self.indicator_term,
         }
 
 
-def suppressed_retention(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+def _retention_hidden(registry, retention: pd.DataFrame) -> pd.DataFrame:
+    """Step 1's hidden cells for the retention table: a cluster size step 1 hides, and the dropped count of a
+    cluster where one variable alone is incomplete (it is that variable's missing count) when step 1 hides it."""
+    p, frame = registry.params, registry.frame
+    hidden = hidden_counts(registry)
+    columns = [p.outcome, *p.predictors]
+    incomplete = frame[columns].isna().groupby(frame[p.cluster].to_numpy()).any()
+    dropped = []
+    for label in retention["cluster"]:
+        only = [v for v in columns if bool(incomplete.loc[label, v])]
+        dropped.append(len(only) == 1 and bool(hidden.count_hidden([label], only[0])[0]))
+    return pd.DataFrame({"n_all": hidden.size_hidden(retention["cluster"]), "n_dropped": dropped},
+                        index=retention.index)
+
+
+def suppressed_retention(table: pd.DataFrame, min_cell: int, hidden: pd.DataFrame | None = None) -> pd.DataFrame:
     """The retention table as published: counts below ``min_cell`` suppressed.
 
     Complementary suppression (:func:`hmlib.privacy.suppress_counts`): no
@@ -213,6 +272,9 @@ def suppressed_retention(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     table : pandas.DataFrame
         :func:`hmlib.stats.complete_case.retention_by_cluster`.
     min_cell : int
+    hidden : pandas.DataFrame of bool, optional
+        Cells hidden by step 1's decision (``n_all``, ``n_dropped``), hidden
+        here too (:mod:`hmlib.steps.disclosure`).
 
     Returns
     -------
@@ -224,6 +286,7 @@ def suppressed_retention(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
         parts=[["n_complete", "n_dropped"]],
         derived_columns={"retained": ["n_complete", "n_dropped"], "share_after": ["n_complete"],
                          "share_before": ["n_all"]},
+        hidden=hidden,
     )
     return safe.display
 
@@ -264,26 +327,26 @@ def complete_case_check(registry) -> CompleteCaseResult:
     except FitError as exc:
         notes.append(f"The complete-case model could not be fitted: {exc}")
 
-    indicator_table = None
     focus = p.focus
-    if frame[focus].isna().any() and registry.kinds.get(focus) == "numeric":
+    categorical = registry.kinds.get(focus) == "categorical"
+    indicator_table, indicator_term = None, ""
+    if frame[focus].isna().any():
+        fit_model = fit_missing_category_model if categorical else fit_missing_indicator_model
+        what = "missing-category" if categorical else "missing-indicator"
         try:
-            model = fit_missing_indicator_model(frame, focus=focus, predictors=p.predictors, outcome=p.outcome,
-                                                cluster=p.cluster, family=p.outcome_family,
-                                                levels=registry.levels)
+            model = fit_model(frame, focus=focus, predictors=p.predictors, outcome=p.outcome, cluster=p.cluster,
+                              family=p.outcome_family, levels=registry.levels)
             estimates.append(estimate_rows(model.fit, "missing_indicator"))
+            indicator_term = model.indicator
             if model.fit.separated:
-                notes.append(not_estimable_note("missing-indicator model", model.fit.separated))
+                notes.append(not_estimable_note(f"{what} model", model.fit.separated))
             indicator_table = indicator_effects_by_cluster(
                 model.frame, fit=model.fit, design=model.design, indicator_column=model.indicator,
                 outcome=p.outcome, cluster=p.cluster, family=p.outcome_family)
         except FitError as exc:
-            notes.append(f"The missing-indicator model could not be fitted: {exc}")
-    elif not frame[focus].isna().any():
-        notes.append(f"The focus variable {focus} is complete, so there is no missing-indicator model.")
+            notes.append(f"The {what} model could not be fitted: {exc}")
     else:
-        notes.append(f"The focus variable {focus} is categorical; the missing-indicator model is fitted "
-                     "for numeric focus variables only.")
+        notes.append(f"The focus variable {focus} is complete, so there is no missing-indicator model.")
 
     estimates_frame = (pd.concat(estimates, ignore_index=True) if estimates
                        else pd.DataFrame(columns=list(ESTIMATE_COLUMNS)))
@@ -291,9 +354,13 @@ def complete_case_check(registry) -> CompleteCaseResult:
         outcome=p.outcome, outcome_family=p.outcome_family, focus=focus,
         n_all=int(len(frame)), n_complete=int(complete.sum()), n_clusters=int(len(retention)),
         n_clusters_lost=len(lost), clusters_lost=lost, retention=retention,
-        retention_display=suppressed_retention(retention, p.privacy.min_cell),
+        retention_display=suppressed_retention(retention, p.privacy.min_cell,
+                                               hidden=_retention_hidden(registry, retention)),
         shift=shift, shift_by_type=shift_by_type, estimates=estimates_frame,
         indicator_by_cluster=indicator_table, min_cell=p.privacy.min_cell, notes=notes,
+        focus_levels=tuple(registry.levels.get(focus, ())) if categorical else (), indicator_term=indicator_term,
+        categorical_levels={c: tuple(registry.levels[c]) for c in sorted(p.predictors, key=lambda c: c != focus)
+                            if registry.kinds.get(c) == "categorical" and c in registry.levels},
         flow=published_flow(patient_flow(frame, p.cluster, columns), p.privacy.min_cell),
         noun=cluster_noun(p.cluster),
     )
@@ -330,7 +397,9 @@ class CompleteCaseArtifact(Artifact):
     """The record of step 2 (``artifacts/complete_case.json``).
 
     The fields the report reads are typed (counts, clusters lost, the outcome
-    in all patients and complete cases, the shift rows); the tables that are
+    in all patients and complete cases, the shift rows, a categorical focus's
+    levels and the indicator's term: ``<focus>[missing]`` for the
+    missing-category model); the tables that are
     only displayed (``retention`` with its suppressed cells, ``shift_by_type``
     whose level column is named by the cluster covariate, and
     ``indicator_by_cluster``) are free JSON, ``null`` when absent.
@@ -341,7 +410,9 @@ class CompleteCaseArtifact(Artifact):
 
     clusters_lost: tuple[str, ...]
     flow: FlowRecord | None
+    focus_levels: tuple[str, ...]
     indicator_by_cluster: dict
+    indicator_term: str
     n_all: int
     n_clusters: int
     n_clusters_lost: int
@@ -368,9 +439,11 @@ def methods_text(record, ev) -> list:
     ``ev`` is the report's wording context (:class:`hmlib.report.evidence.ReportEvidence`: ``noun``,
     ``min_cell``, ``versions``).
     """
+    model = ("a missing-category model (the missing values of the categorical focus as a level of their own) "
+             if record.focus_levels else "a missing-indicator model ")
     return [f"Complete-case analysis used the {count_text(record.n_complete, ev.min_cell)} patients with every "
             "model variable recorded; the estimand shift was measured by standardised differences between "
-            "complete cases and all patients; a missing-indicator model was fitted for comparison."]
+            f"complete cases and all patients; {model}was fitted for comparison."]
 
 
 STEP = Step(key="complete_case", number=2, title="Complete-case check: who drops out",

@@ -31,6 +31,7 @@ from hmlib.stats.missingness import (ClusterVariationResult, OutcomeCorrelationR
 from hmlib.stats.missingness.counts import check_columns, check_level, cluster_index
 from hmlib.steps import diagnose_narrative
 from hmlib.steps.base import Step, StepContext
+from hmlib.steps.diagnose_levels import FocusLevels, FocusLevelsRecord, focus_levels
 from hmlib.steps.diagnose_tables import (PublishedTables, display_names, publish_outcome_correlation,
                                          publish_overview, publish_predictors, publish_sporadic_variation,
                                          publish_tables)
@@ -226,6 +227,7 @@ class DiagnoseArtifact(Artifact):
     by_cluster: tuple[ClusterRow, ...]
     cluster_variation: dict[str, ClusterVariationRecord]
     cluster_variation_without_structural: dict[str, ClusterVariationRecord]
+    focus_levels: FocusLevelsRecord | None
     focus_variation_adjusted: ClusterVariationRecord | None
     funnels: dict[str, FunnelRecord]
     gap_summary: tuple[GapSummaryRow, ...]
@@ -312,6 +314,10 @@ class DiagnoseResult:
         Rows in the extract as read.
     n_excluded_missing_cluster : int
         Rows left out for having no cluster label.
+    focus_levels : FocusLevels or None
+        A categorical focus's recorded levels by cluster and their relation
+        to missingness (:mod:`hmlib.steps.diagnose_levels`); None for a
+        numeric focus or when the levels are not broken down.
     """
 
     cluster: str
@@ -343,6 +349,7 @@ class DiagnoseResult:
     input_notices: tuple = ()
     n_rows_read: int = 0
     n_excluded_missing_cluster: int = 0
+    focus_levels: FocusLevels | None = None
 
     @property
     def estimates(self) -> pd.DataFrame:
@@ -423,6 +430,7 @@ class DiagnoseResult:
             "cluster_variation": {v: r.to_dict() for v, r in self.variation.items()},
             "cluster_variation_without_structural": {v: r.to_dict() for v, r in self.variation_sporadic.items()},
             "focus_variation_adjusted": self.focus_variation.to_dict() if self.focus_variation else None,
+            "focus_levels": self.focus_levels.to_dict() if self.focus_levels else None,
             "missingness_predictors": {v: r.to_dict() for v, r in self.predictor_models.items()},
             "outcome_correlation": self.outcome_correlation.to_dict() if self.outcome_correlation else None,
             "notes": list(self.notes),
@@ -447,6 +455,9 @@ class DiagnoseResult:
                 out["by_cluster"].append(figures.cluster_missingness_bars(
                     published, var, overall_rate=funnel.overall_rate, cluster_noun=noun))
             out["by_cluster"].append(figures.funnel_plot(funnel, cluster_noun=noun))
+        if self.focus_levels is not None:
+            out["by_cluster"].append(figures.level_mix_plot(self.focus_levels.table, self.focus_levels.levels,
+                                                            variable=self.focus_levels.variable, cluster_noun=noun))
         out["patterns"].append(figures.pattern_plot(self.patterns, list(self.incomplete)))
         return out
 
@@ -459,7 +470,8 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
              structural_share: float = 0.9, level: float = 0.95, cluster_noun: str = "cluster",
              cluster_names: Mapping[Hashable, str] | None = None, nagq: int | None = None,
              input_notices: Sequence[str] = (), n_rows_read: int | None = None,
-             n_excluded_missing_cluster: int = 0) -> DiagnoseResult:
+             n_excluded_missing_cluster: int = 0, levels: Mapping[str, Sequence[str]] | None = None
+             ) -> DiagnoseResult:
     """Run step 1: all missingness diagnostics for the incomplete analysis variables.
 
     Parameters
@@ -498,6 +510,10 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
         Rows in the extract as read (default: the rows of ``frame``).
     n_excluded_missing_cluster : int, default 0
         Rows left out before ``frame`` for having no cluster label.
+    levels : mapping, optional
+        ``{column: levels}`` of the categorical variables
+        (:attr:`hmlib.data.Registry.levels`). A categorical focus also gets
+        its recorded levels by cluster (:mod:`hmlib.steps.diagnose_levels`).
 
     Returns
     -------
@@ -561,8 +577,10 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
             variation={}, variation_sporadic={}, focus_variation=None, predictor_models={},
             outcome_correlation=None, notes=tuple(notes))
 
+    categorical_focus = focus is not None and focus in (levels or {})
     tables = publish_tables(frame, incomplete, cluster, overview=overview, min_cell=min_cell,
-                            structural_share=structural_share, level=level, names=names, cluster_noun=cluster_noun)
+                            structural_share=structural_share, level=level, names=names, cluster_noun=cluster_noun,
+                            focus_levels=(focus, list(levels[focus])) if categorical_focus else None)
     notes.extend(tables.notes)
     patterns = missingness_patterns(frame, incomplete, min_cell=min_cell)
     if focus in tables.hidden_overall:
@@ -571,10 +589,12 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
                          predictors=predictors, variables=variables, incomplete=incomplete, focus=focus,
                          tables=tables, names=names, min_cell=min_cell, nagq=nagq, level=level,
                          cluster_noun=cluster_noun, notes=notes)
+    published_levels = (focus_levels(focus, levels[focus], tables.level_counts, tables.level_shares, min_cell, notes)
+                        if categorical_focus and focus is not None else None)
     return DiagnoseResult(
         **common, focus=focus, incomplete=tuple(incomplete), overview=tables.overview, by_cluster=tables.by_cluster,
         heatmap=tables.heatmap, gap_summary=tables.gap_summary, patterns=patterns, funnels=tables.funnels,
-        **models, notes=tuple(notes))
+        **models, notes=tuple(notes), focus_levels=published_levels)
 
 
 def _check_arguments(frame, *, cluster, variables, outcome_family, min_cell, structural_share, level,
@@ -677,7 +697,7 @@ def diagnose_registry(registry: Registry) -> DiagnoseResult:
                     predictors=p.predictors, focus=p.focus, min_cell=p.privacy.min_cell,
                     structural_share=p.diagnose.structural_share, cluster_noun=wording.cluster_noun(p.cluster),
                     input_notices=[n.message for n in registry.notices], n_rows_read=registry.n_rows_read,
-                    n_excluded_missing_cluster=registry.n_excluded_missing_cluster)
+                    n_excluded_missing_cluster=registry.n_excluded_missing_cluster, levels=registry.levels)
 
 
 def run(ctx: StepContext) -> DiagnoseResult:

@@ -14,6 +14,7 @@ import numpy as np
 
 from hmlib.stats.missingness import ClusterVariationResult, FunnelResult, MissingnessPredictorsResult
 from hmlib.stats.missingness.counts import level_label
+from hmlib.steps.diagnose_levels import level_sentences
 from hmlib.wording import count_text, is_number
 
 __all__ = ["narrative", "correlation_text"]
@@ -239,6 +240,7 @@ def narrative(result) -> list[str]:
     for var in result.incomplete:
         if var in result.predictor_models:
             lines.append(_predictors_sentence(result, result.predictor_models[var]))
+    lines.extend(level_sentences(result.focus_levels, result.cluster_noun))
     if len(result.patterns):
         lines.append(_pattern_sentence(result))
     lines.extend(_correlation_sentence(result))

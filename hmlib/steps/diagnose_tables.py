@@ -12,6 +12,8 @@ this module turns their tables into what step 1 publishes:
   whenever any count of its row is hidden (:func:`mask_table`);
 - a variable whose overall count is suppressed, or whose cluster counts
   cannot be protected, is not broken down by cluster at all;
+- a categorical focus's level counts by cluster are suppressed around that
+  decision, with the recorded count as their total (:func:`level_count_mask`);
 - the counts the missingness models report follow the same decisions
   (:func:`publish_sporadic_variation`, :func:`publish_predictors`), and
   per-cluster empirical-Bayes effects carry display names only
@@ -35,7 +37,8 @@ from hmlib.exceptions import ParamsError
 from hmlib.privacy import SUPPRESSED_LABEL, SuppressedTable, suppress_counts
 from hmlib.stats.missingness import (ClusterVariationResult, FunnelResult, GapResult,
                                      MissingnessPredictorsResult, OutcomeCorrelationResult, classify_gaps,
-                                     missingness_by_cluster, missingness_funnel, missingness_heatmap_table)
+                                     level_counts_by_cluster, missingness_by_cluster, missingness_funnel,
+                                     missingness_heatmap_table)
 
 __all__ = [
     "natural_key",
@@ -44,6 +47,9 @@ __all__ = [
     "PublishedTables",
     "publish_tables",
     "cluster_count_masks",
+    "HiddenCells",
+    "hidden_cells",
+    "level_count_mask",
     "mask_table",
     "hide_overview_cluster_counts",
     "publish_sporadic_variation",
@@ -152,6 +158,43 @@ def cluster_count_masks(by_cluster: pd.DataFrame, variables: Sequence[str],
     return n_mask, m_mask, o_mask
 
 
+def level_count_mask(level_counts: pd.DataFrame, recorded_hidden: pd.Series, min_cell: int) -> pd.DataFrame:
+    """Suppress a categorical variable's level counts by cluster, around its already hidden recorded counts.
+
+    The level counts of a cluster add up to its recorded count, which the
+    by-cluster table publishes or hides (:func:`cluster_count_masks`); that
+    decision is kept as it is (the missingness table must not lose cells
+    for the sake of a breakdown), and the level counts are protected around
+    it: :func:`hmlib.privacy.suppress_counts` with the recorded count as the
+    row total (hidden where it is hidden) and column totals treated as
+    published.
+
+    Parameters
+    ----------
+    level_counts : pandas.DataFrame
+        :func:`hmlib.stats.missingness.level_counts_by_cluster` (index:
+        cluster labels).
+    recorded_hidden : pandas.Series of bool
+        By cluster label: the recorded count is hidden in the by-cluster table.
+    min_cell : int
+
+    Returns
+    -------
+    pandas.DataFrame of bool
+        Like the level columns of ``level_counts``: True where a level count
+        is hidden.
+    """
+    levels = [c for c in level_counts.columns if c not in ("n", "n_missing", "n_recorded")]
+    names = [f"l{k}" for k in range(len(levels))]
+    table = pd.DataFrame({"o": level_counts["n_recorded"].to_numpy()}, index=range(len(level_counts)))
+    for name, level in zip(names, levels):
+        table[name] = level_counts[level].to_numpy()
+    given = pd.DataFrame({"o": recorded_hidden.reindex(level_counts.index, fill_value=False).to_numpy(dtype=bool)},
+                         index=table.index)
+    suppressed = suppress_counts(table, names, min_cell, total_column="o", parts=[names], hidden=given)
+    return suppressed.mask[names].set_axis(level_counts.index).set_axis(levels, axis=1)
+
+
 def mask_table(table: pd.DataFrame, n_mask, m_mask, o_mask, *, count_cols, share_cols, interval_cols):
     """NaN-out suppressed counts; shares when they would reveal a count; intervals when any count is hidden.
 
@@ -246,6 +289,14 @@ class PublishedTables:
         By (cluster label, variable): the cluster's size or missing count is hidden.
     notes : tuple of str
         What is not shown, and why.
+    level_counts : pandas.DataFrame or None
+        A categorical focus's level counts by cluster (raw, for the
+        statistics; :func:`hmlib.stats.missingness.level_counts_by_cluster`),
+        None when it is not broken down.
+    level_shares : pandas.DataFrame or None
+        The same as published: ``cluster`` (display name), ``n_recorded``,
+        ``share_missing`` and one column per level (its share of the
+        recorded values); NaN = hidden. Sorted by display name.
     """
 
     overview: SuppressedTable
@@ -258,15 +309,83 @@ class PublishedTables:
     structural_clusters: dict
     cells_hidden: pd.Series
     notes: tuple
+    level_counts: pd.DataFrame | None = None
+    level_shares: pd.DataFrame | None = None
 
     def modelled(self, incomplete: Sequence[str]) -> list:
         """The incomplete variables whose missingness may be modelled (overall count published)."""
         return [v for v in incomplete if v not in self.hidden_overall]
 
 
+@dataclass(frozen=True)
+class HiddenCells:
+    """Step 1's one decision on which per-cluster counts are hidden (:func:`hidden_cells`).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        :func:`hmlib.stats.missingness.missingness_by_cluster` of the incomplete variables (unsuppressed).
+    n, missing, observed : numpy.ndarray of bool
+        For each row of ``table``: its cluster size, missing count and
+        recorded count are hidden (primary or complementary suppression).
+    hidden_overall : tuple of str
+        Incomplete variables whose overall missing count is suppressed.
+    no_breakdown : tuple of str
+        Incomplete variables not broken down by cluster at all (their
+        total is suppressed, or their cluster counts cannot be protected).
+    """
+
+    table: pd.DataFrame
+    n: np.ndarray
+    missing: np.ndarray
+    observed: np.ndarray
+    hidden_overall: tuple
+    no_breakdown: tuple
+
+
+def hidden_cells(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str, *, overview: SuppressedTable,
+                 min_cell: int, level: float = 0.95) -> HiddenCells:
+    """Decide once which per-cluster counts of the incomplete variables are hidden.
+
+    Step 1 publishes its per-cluster tables by this decision, and the later
+    steps hide at least the same cells (:mod:`hmlib.steps.disclosure`), so a
+    count hidden in one section is never printed in another.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Patient-level data (not modified).
+    incomplete : sequence of str
+        Variables with at least one missing value.
+    cluster : str
+    overview : SuppressedTable
+        :func:`publish_overview` of the analysis variables.
+    min_cell : int
+    level : float
+        Confidence level of the table's intervals (no effect on the decision).
+
+    Returns
+    -------
+    HiddenCells
+    """
+    incomplete = list(incomplete)
+    overview_hidden = overview.mask.set_axis(overview.values["variable"])["n_missing"]
+    # A variable whose overall missing count is suppressed gets no funnel and no model: the
+    # funnel's centre line and an intercept-only logistic fit would give the count back.
+    hidden_overall = [v for v in incomplete if bool(overview_hidden.loc[v])]
+    table = missingness_by_cluster(frame, incomplete, cluster, level=level)
+    n_mask, m_mask, o_mask = cluster_count_masks(table, incomplete, min_cell)
+    row_var = table["variable"].to_numpy()
+    # No breakdown by cluster for a variable whose total is suppressed or whose cluster counts
+    # could not be protected: with zeros shown, the number of hidden cells bounds the total.
+    no_breakdown = [v for v in incomplete if v in hidden_overall or m_mask[row_var == v].all()]
+    return HiddenCells(table=table, n=n_mask, missing=m_mask, observed=o_mask, hidden_overall=tuple(hidden_overall),
+                       no_breakdown=tuple(no_breakdown))
+
+
 def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str, *,
                    overview: SuppressedTable, min_cell: int, structural_share: float, level: float,
-                   names: dict, cluster_noun: str) -> PublishedTables:
+                   names: dict, cluster_noun: str, focus_levels: tuple | None = None) -> PublishedTables:
     """Compute the per-cluster tables of the incomplete variables and publish them.
 
     Parameters
@@ -283,6 +402,10 @@ def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str,
     names : dict
         Label -> display name (:func:`display_names`).
     cluster_noun : str
+    focus_levels : tuple, optional
+        ``(variable, levels)`` of a categorical focus: its level counts are
+        suppressed around the by-cluster decision (:func:`level_count_mask`)
+        and published as shares by cluster.
 
     Returns
     -------
@@ -292,15 +415,10 @@ def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str,
     notes: list[str] = []
     rank = _rank_by_name(names)
     overview_hidden = overview.mask.set_axis(overview.values["variable"])["n_missing"]
-    # A variable whose overall missing count is suppressed gets no funnel and no model: the
-    # funnel's centre line and an intercept-only logistic fit would give the count back.
-    hidden_overall = [v for v in incomplete if bool(overview_hidden.loc[v])]
-    by_cluster_raw = missingness_by_cluster(frame, incomplete, cluster, level=level)
-    n_mask, m_mask, o_mask = cluster_count_masks(by_cluster_raw, incomplete, min_cell)
+    cells = hidden_cells(frame, incomplete, cluster, overview=overview, min_cell=min_cell, level=level)
+    by_cluster_raw, n_mask, m_mask, o_mask = cells.table, cells.n, cells.missing, cells.observed
+    hidden_overall, no_breakdown = list(cells.hidden_overall), list(cells.no_breakdown)
     row_var = by_cluster_raw["variable"].to_numpy()
-    # No breakdown by cluster for a variable whose total is suppressed or whose cluster counts
-    # could not be protected: with zeros shown, the number of hidden cells bounds the total.
-    no_breakdown = [v for v in incomplete if v in hidden_overall or m_mask[row_var == v].all()]
     for var in no_breakdown:
         if var not in hidden_overall:
             notes.append(f"{var} is not broken down by {cluster_noun}: its {cluster_noun} counts cannot be "
@@ -328,11 +446,67 @@ def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str,
         sel = row_var == var
         funnels[var] = _publish_funnel(funnels_raw[var], cells.n[sel], cells.missing[sel], cells.observed[sel],
                                        names, rank)
+    level_counts, level_shares = None, None
+    if focus_levels is not None and focus_levels[0] not in no_breakdown:
+        level_counts = _focus_level_counts(frame, focus_levels, incomplete, hidden_overall, cluster, min_cell,
+                                           notes)
+    if level_counts is not None:
+        sel = row_var == focus_levels[0]
+        labels = by_cluster_raw.loc[sel, "cluster"]
+        hidden_levels = level_count_mask(level_counts, pd.Series(cells.observed[sel], index=labels.to_numpy()),
+                                         min_cell)
+        level_shares = _publish_level_shares(level_counts, hidden_levels, labels,
+                                             cells.n[sel] | cells.missing[sel] | cells.observed[sel],
+                                             cells.observed[sel], names, rank)
     return PublishedTables(
         overview=overview, by_cluster=by_cluster, heatmap=heatmap, gap_summary=gap_summary, funnels=funnels,
         hidden_overall=tuple(hidden_overall), no_breakdown=tuple(no_breakdown),
         structural_clusters=dict(zip(gaps.summary["variable"], gaps.summary["structural_clusters"])),
-        cells_hidden=cells.by_label(cells.n | cells.missing), notes=tuple(notes))
+        cells_hidden=cells.by_label(cells.n | cells.missing), notes=tuple(notes), level_counts=level_counts,
+        level_shares=level_shares)
+
+
+def _focus_level_counts(frame, focus_levels, incomplete, hidden_overall, cluster, min_cell, notes):
+    """The categorical focus's level counts by cluster, or None (not categorical, not broken down, or a
+    level recorded for fewer than ``min_cell`` patients overall: its share would reveal the count)."""
+    if focus_levels is None:
+        return None
+    variable, levels = focus_levels
+    if variable not in incomplete or variable in hidden_overall:
+        return None
+    counts = level_counts_by_cluster(frame, variable, cluster, levels)
+    totals = counts[list(levels)].sum()
+    rare = [str(level) for level, total in totals.items() if 0 < total < min_cell]
+    if rare:
+        notes.append(f"The levels of {variable} are not broken down by cluster: level(s) {', '.join(rare)} are "
+                     f"recorded for fewer than {min_cell} patients.")
+        return None
+    return counts
+
+
+def _publish_level_shares(counts: pd.DataFrame, hidden_levels: pd.DataFrame, labels, row_hidden, recorded_hidden,
+                          names: dict, rank: dict) -> pd.DataFrame:
+    """Per cluster: recorded count, share missing and each level's share of the recorded values, as published.
+
+    A level's share is hidden when its count is, or when the recorded count is hidden and the share
+    would give a count back (neither 0 nor all recorded values); the share missing as in the
+    by-cluster table (hidden with any count of its row, unless 0 or 1).
+    """
+    labels = list(labels)
+    counts = counts.loc[labels]
+    levels = list(hidden_levels.columns)
+    n, k, recorded = (counts[c].to_numpy(dtype=float) for c in ("n", "n_missing", "n_recorded"))
+    out = pd.DataFrame({"cluster": [names[c] for c in labels],
+                        "n_recorded": np.where(recorded_hidden, np.nan, recorded)})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["share_missing"] = np.where(row_hidden & (k > 0) & (k < n), np.nan, k / n)
+        hidden = hidden_levels.loc[labels].to_numpy(dtype=bool)
+        for i, level in enumerate(levels):
+            c = counts[level].to_numpy(dtype=float)
+            reveals = recorded_hidden & (c > 0) & (c < recorded)
+            out[level] = np.where(hidden[:, i] | reveals | (recorded == 0), np.nan, c / recorded)
+    order = np.argsort([rank[c] for c in labels], kind="stable")
+    return out.iloc[order].reset_index(drop=True)
 
 
 def _publish_by_cluster(cells: _Cells, gaps: GapResult, funnels_raw: dict, variables: list, names: dict,

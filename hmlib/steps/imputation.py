@@ -123,7 +123,9 @@ from hmlib.stats.imputation import (ImputationResult, ResidualVarianceCheck, clu
                                     completed_variation, impute, residual_variance_check)
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.steps.base import Step, StepContext
+from hmlib.steps.imputation_levels import LEVEL_DISTRIBUTION_COLUMNS, level_distributions
 from hmlib.steps.imputation_result import ImputationArtifact, ImputationStepResult, MethodRun, MethodSpec
+from hmlib.steps.disclosure import hidden_counts
 from hmlib.steps.imputation_transport import transport_check
 from hmlib.methods import method_label
 
@@ -410,23 +412,28 @@ def _distributions(frame, runs, focus, cluster, chosen, min_cell: int, bins: int
     return pd.DataFrame(rows, columns=DISTRIBUTION_COLUMNS)
 
 
-def _distribution_tables(registry, ok_runs, n_clusters: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The histogram table and its clusters (``cluster, n, n_observed, n_missing, never_observed``,
-    counts suppressed); both empty for a categorical focus variable."""
+def _distribution_tables(registry, ok_runs, n_clusters: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The histogram table (numeric focus), the level-share table (categorical focus,
+    :func:`hmlib.steps.imputation_levels.level_distributions`) and their clusters (``cluster, n,
+    n_observed, n_missing, never_observed``, counts suppressed)."""
     p, frame = registry.params, registry.frame
     numeric, _ = _focus_kind(registry)
     min_cell = p.privacy.min_cell
-    chosen = _distribution_clusters(frame, p.focus, p.cluster, n_clusters) if numeric else []
+    chosen = _distribution_clusters(frame, p.focus, p.cluster, n_clusters) if frame[p.focus].isna().any() else []
     distributions = (_distributions(frame, ok_runs, p.focus, p.cluster, chosen, min_cell) if numeric
                      else pd.DataFrame(columns=DISTRIBUTION_COLUMNS))
+    levels = (level_distributions(frame, ok_runs, p.focus, p.cluster, chosen, registry.levels[p.focus], min_cell)
+              if not numeric else pd.DataFrame(columns=LEVEL_DISTRIBUTION_COLUMNS))
     per_cluster = frame.groupby(p.cluster, observed=True)[p.focus].agg(n="size", n_observed="count")
     clusters = (per_cluster.loc[chosen].reset_index().rename(columns={p.cluster: "cluster"}) if chosen
                 else pd.DataFrame(columns=["cluster", "n", "n_observed"]))
     clusters["n_missing"] = clusters["n"] - clusters["n_observed"]
     clusters["never_observed"] = clusters["n_observed"] == 0
     if len(clusters):
-        clusters = suppress_counts(clusters, ["n_missing", "n_observed"], min_cell, total_column="n").display
-    return distributions, clusters
+        given = hidden_counts(registry).mask(clusters, {"n": None, "n_missing": p.focus, "n_observed": p.focus})
+        clusters = suppress_counts(clusters, ["n_missing", "n_observed"], min_cell, total_column="n",
+                                   hidden=given).display
+    return distributions, levels, clusters
 
 
 def _step_transport(registry, ok_runs, *, iterations: int, transport_options: dict | None):
@@ -439,10 +446,12 @@ def _step_transport(registry, ok_runs, *, iterations: int, transport_options: di
     if not checked:
         return None, ["The transport check needs the flat or the multilevel imputation, and both failed."]
     backgrounds = {r.label: r.imputation.completed for r in checked}
+    states = {r.label: r.imputation.chain_states for r in checked}
     methods = {r.label: (r.spec.method, r.spec.options) for r in checked}
     try:
         options = {"iterations": iterations, **dict(transport_options or {})}
-        return transport_check(registry, methods=methods, backgrounds=backgrounds, **options), []
+        return transport_check(registry, methods=methods, backgrounds=backgrounds, background_states=states,
+                               **options), []
     except _ERRORS as exc:
         return None, [f"The transport check could not be run: {exc}"]
 
@@ -514,7 +523,8 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
     min_cell = p.privacy.min_cell
     model_columns = [c for c in [p.outcome, *p.predictors, *p.cluster_covariates] if c in frame.columns]
     ok_runs = [r for r in runs if r.ok]
-    distributions, distribution_clusters = _distribution_tables(registry, ok_runs, n_distribution_clusters)
+    distributions, level_shares, distribution_clusters = _distribution_tables(registry, ok_runs,
+                                                                              n_distribution_clusters)
     transport_result = None
     if transport:
         transport_result, transport_notes = _step_transport(registry, ok_runs, iterations=iterations,
@@ -526,7 +536,9 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
         runs=runs, complete_case=complete_case, complete_case_source=cc_source, truth=load_truth(p.truth),
         residual_variance=choice.check, focus_observed=focus_observed,
         missing_counts=_missing_counts(frame, model_columns, min_cell), distributions=distributions,
-        distribution_clusters=distribution_clusters, min_cell=min_cell, transport=transport_result, notes=notes)
+        distribution_clusters=distribution_clusters, min_cell=min_cell, transport=transport_result, notes=notes,
+        level_distributions=level_shares,
+        focus_levels=tuple(registry.levels[p.focus]) if not numeric_focus else ())
 
 
 def run(ctx: StepContext) -> ImputationStepResult:

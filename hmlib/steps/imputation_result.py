@@ -161,6 +161,14 @@ class ImputationStepResult:
     transport : hmlib.steps.imputation_transport.PublishedTransport or None
     min_cell : int
     notes : list of str
+    level_distributions : pandas.DataFrame
+        Categorical focus: its level shares among the observed and each
+        method's imputed values in the chosen clusters
+        (:func:`hmlib.steps.imputation_levels.level_distributions`); empty
+        for a numeric focus.
+    focus_levels : tuple of str
+        A categorical focus's levels (the first is the reference); empty for
+        a numeric focus.
     """
 
     outcome: str
@@ -183,6 +191,8 @@ class ImputationStepResult:
     min_cell: int
     transport: object = None
     notes: list = field(default_factory=list)
+    level_distributions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    focus_levels: tuple = ()
 
     # ---- tables ---------------------------------------------------------
     def run(self, label: str) -> MethodRun:
@@ -217,10 +227,17 @@ class ImputationStepResult:
     @property
     def focus_term(self) -> str:
         """The focus variable's coefficient: its name, or its first level (``name[level]``) if categorical."""
+        return self.focus_terms[0]
+
+    @property
+    def focus_terms(self) -> list:
+        """The focus variable's coefficients: its name, or one ``name[level]`` per non-reference level."""
+        if self.focus_levels:
+            return [f"{self.focus}[{level}]" for level in self.focus_levels[1:]]
         terms = list(dict.fromkeys(self.comparison()["term"]))
         if self.focus in terms:
-            return self.focus
-        return next((t for t in terms if t.startswith(f"{self.focus}[")), self.focus)
+            return [self.focus]
+        return [t for t in terms if t.startswith(f"{self.focus}[")] or [self.focus]
 
     def methods_table(self) -> pd.DataFrame:
         """One row per method: status, reason, model, seconds, max R-hat."""
@@ -325,9 +342,9 @@ class ImputationStepResult:
                 if r.imputation is not None and variable in r.imputation.chain_means}
 
     # ---- narrative -----------------------------------------------------
-    def _focus_estimate(self, label: str):
+    def _focus_estimate(self, label: str, term: str | None = None):
         comp = self.comparison()
-        sel = comp.loc[(comp["method"] == label) & (comp["term"] == self.focus_term)]
+        sel = comp.loc[(comp["method"] == label) & (comp["term"] == (term or self.focus_term))]
         return None if not len(sel) else sel.iloc[0]
 
     def narrative(self) -> list[str]:
@@ -360,7 +377,8 @@ class ImputationStepResult:
                 out.append(f"{r.label}: some imputed values of {var} lie {excess:.3g} observed SDs beyond its "
                            "observed range; that imputation model is extrapolating and its results should not "
                            "be trusted without a look at the imputed values.")
-        out.extend(self._coefficient_sentences())
+        for term in self.focus_terms:
+            out.extend(self._coefficient_sentences(term))
         out.extend(self._variation_sentences())
         out.extend(self._diagnostic_sentences())
         if self.residual_variance is not None and np.isfinite(self.residual_variance.p_value):
@@ -369,16 +387,16 @@ class ImputationStepResult:
             out.extend(self.transport.narrative())
         return out + list(self.notes)
 
-    def _coefficient_sentences(self) -> list[str]:
+    def _coefficient_sentences(self, term: str) -> list[str]:
         out = []
         parts = []
         for label in method_order(self.comparison()["method"]):
-            row = self._focus_estimate(label)
+            row = self._focus_estimate(label, term)
             if row is not None:
                 parts.append(f"{label} {row['estimate']:.3g} ({row['ci_lower']:.3g} to {row['ci_upper']:.3g})")
-        term = self.focus_term
         if parts:
-            out.append(f"The {term} coefficient (95% interval): " + "; ".join(parts) + ".")
+            against = f" against {self.focus} = {self.focus_levels[0]}" if self.focus_levels else ""
+            out.append(f"The {term} coefficient{against} (95% interval): " + "; ".join(parts) + ".")
         truth = self.truth.get(term)
         if truth is not None and parts:
             comp = self.comparison()
@@ -394,7 +412,7 @@ class ImputationStepResult:
                          "so closeness to it ranks the methods only loosely; the between-cluster variation "
                          "below is the more direct check.")
             out.append(sentence)
-        ests = [self._focus_estimate(r.label) for r in self.ok_runs]
+        ests = [self._focus_estimate(r.label, term) for r in self.ok_runs]
         ests = [e for e in ests if e is not None]
         if len(ests) >= 2:
             spread = max(e["estimate"] for e in ests) - min(e["estimate"] for e in ests)
@@ -412,9 +430,12 @@ class ImputationStepResult:
         icc = {m: float(table.loc[m, "focus_icc"]) for m in table.index
                if m.endswith("_mi") and np.isfinite(table.loc[m, "focus_icc"])}
         out = []
+        if self.focus_levels:
+            return [f"The between-cluster variation of {self.focus} is shown as its levels' shares by cluster "
+                    "(observed and imputed), not as an ICC: it is categorical."]
         if not np.isfinite(obs) or not icc:
             return ["The between-cluster variation of the focus variable could not be measured "
-                    f"({self.focus} is categorical or the model could not be fitted)."]
+                    "(the model could not be fitted)."]
         listing = ", ".join(f"{m} {v:.3f}" for m, v in icc.items())
         out.append(f"Between-cluster variation of {self.focus} (ICC of an intercept-only random-intercept model): "
                    f"{obs:.3f} among the observed values; after imputation {listing}.")
@@ -479,10 +500,11 @@ class ImputationStepResult:
                 out.append(f"R-hat of the chain means is at most {worst['rhat']:.2f} for every imputed variable "
                            f"and method (largest: {worst['variable']} in {worst['method']}).")
         fmi = self.fmi_table()
-        sel = fmi.loc[fmi["term"] == self.focus_term]
-        if len(sel):
-            listing = ", ".join(f"{r.method} {r.fmi:.2f}" for r in sel.itertuples())
-            out.append(f"Fraction of missing information for the {self.focus_term} coefficient: {listing}.")
+        for term in self.focus_terms:
+            sel = fmi.loc[fmi["term"] == term]
+            if len(sel):
+                listing = ", ".join(f"{r.method} {r.fmi:.2f}" for r in sel.itertuples())
+                out.append(f"Fraction of missing information for the {term} coefficient: {listing}.")
         return out
 
     # ---- artifact ------------------------------------------------------
@@ -493,7 +515,7 @@ class ImputationStepResult:
     def figures(self) -> dict:
         """Step 3's figures by section: estimates, cluster_variation, distributions, transport, diagnostics."""
         comparison = self.comparison()
-        first = [self.focus_term, self.sd_term]
+        first = [*self.focus_terms, self.sd_term]
         terms = first + [t for t in dict.fromkeys(comparison["term"]) if t not in first]
         out = {"estimates": [figures.forest_plot(comparison, terms, failed=self.failed)],
                "cluster_variation": [figures.cluster_variation_plot(self.cluster_variation_table(),
@@ -502,6 +524,10 @@ class ImputationStepResult:
         if len(self.distributions):
             out["distributions"].append(figures.distribution_plot(
                 self.distributions, self.distribution_clusters, focus=self.focus, min_cell=self.min_cell))
+        if len(self.level_distributions):
+            out["distributions"].append(figures.level_distribution_plot(
+                self.level_distributions, self.distribution_clusters, focus=self.focus, levels=self.focus_levels,
+                min_cell=self.min_cell))
         if self.transport is not None and len(self.transport.table):
             out["transport"].append(figures.transport_plot(self.transport))
         traces = self.traces()
@@ -545,6 +571,10 @@ class ImputationStepResult:
                 cluster=self.distribution_clusters["cluster"].astype(str)).to_dict(orient="records"),
             "distributions": self.distributions.assign(
                 cluster=self.distributions["cluster"].astype(str)).to_dict(orient="records"),
+            "level_distributions": self.level_distributions.assign(
+                cluster=self.level_distributions.get("cluster", pd.Series(dtype=object)).astype(str)
+            ).to_dict(orient="records"),
+            "focus_levels": list(self.focus_levels),
             "residual_variance": None if self.residual_variance is None else self.residual_variance.__dict__,
             "transport": None if self.transport is None else self.transport.to_dict(),
             "narrative": self.narrative(), "notes": list(self.notes),
@@ -703,8 +733,10 @@ class ImputationArtifact(Artifact):
     failed: dict[str, str]
     fmi: tuple[FmiRecord, ...]
     focus: str
+    focus_levels: tuple[str, ...]
     focus_traces: dict
     iterations: int
+    level_distributions: list
     m: int
     methods: tuple[MethodRecord, ...]
     min_cell: int

@@ -25,6 +25,7 @@ import pandas as pd
 
 from hmlib.privacy import suppress_counts
 from hmlib.settings import run_sizes
+from hmlib.steps.disclosure import hidden_counts
 from hmlib.stats.transport import TransportResult, transport_check_frame
 
 __all__ = ["PublishedTransport", "publish_transport", "transport_check", "COUNT_DERIVED"]
@@ -126,7 +127,7 @@ class PublishedTransport:
         return {**self.check.to_dict(), "min_cell": self.min_cell, "table": table.to_dict(orient="records")}
 
 
-def publish_transport(check: TransportResult, min_cell: int) -> PublishedTransport:
+def publish_transport(check: TransportResult, min_cell: int, hidden=None) -> PublishedTransport:
     """Suppress small per-cluster counts and what is computed from them (module docstring).
 
     Parameters
@@ -134,6 +135,10 @@ def publish_transport(check: TransportResult, min_cell: int) -> PublishedTranspo
     check : hmlib.stats.transport.TransportResult
     min_cell : int
         Counts of masked values below this are suppressed.
+    hidden : hmlib.steps.disclosure.HiddenCounts, optional
+        Step 1's decision: a cluster whose count of the focus variable step 1
+        hides is hidden here too (the recorded count beside step 1's cluster
+        size would give back the hidden missing count).
 
     Returns
     -------
@@ -144,7 +149,8 @@ def publish_transport(check: TransportResult, min_cell: int) -> PublishedTranspo
         display = table.drop(columns=list(INTERNAL_COLUMNS), errors="ignore")
         return PublishedTransport(check=check, display=display, min_cell=int(min_cell))
     per_cluster = table.drop_duplicates("cluster")[["cluster", "n_observed"]].reset_index(drop=True)
-    safe = suppress_counts(per_cluster, ["n_observed"], min_cell)
+    given = None if hidden is None else hidden.mask(per_cluster, {"n_observed": check.focus})
+    safe = suppress_counts(per_cluster, ["n_observed"], min_cell, hidden=given)
     hidden = dict(zip(per_cluster["cluster"], safe.mask["n_observed"].to_numpy()))
     out = table.drop(columns=list(INTERNAL_COLUMNS)).astype({c: object for c in COUNT_DERIVED})
     rows = out["cluster"].map(hidden).to_numpy(dtype=bool)
@@ -194,4 +200,4 @@ def transport_check(registry, *, methods: Mapping | None = None, m: int | None =
         cluster_covariates=list(p.cluster_covariates), higher_levels=list(p.higher_levels), methods=methods,
         max_clusters=max_clusters, m=m or sizes.transport_imputations,
         iterations=iterations or sizes.transport_iterations, seed=options.pop("seed", p.seed), **options)
-    return publish_transport(check, min_cell)
+    return publish_transport(check, min_cell, hidden=hidden_counts(registry))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 
 from hmlib.artifacts import Artifact, Record, artifact_path
@@ -31,6 +32,7 @@ from hmlib.privacy import suppress_cluster_counts, suppress_counts
 from hmlib.results import read_estimates, to_jsonable
 from hmlib.stats.joint import METHOD, JointModelResult, fit_joint_model, model_fingerprint
 from hmlib.steps.base import Step, StepContext
+from hmlib.steps.disclosure import HiddenCounts, hidden_counts
 
 __all__ = ["PartialPoolingRow", "SamplerRun", "JointSettings", "JointModelArtifact", "JointStepResult", "fit_registry",
            "run", "STEP", "POSTERIOR_FILE"]
@@ -98,6 +100,9 @@ class JointSettings(Record):
     distributions : dict
         Normal or lognormal, per incomplete continuous predictor.
     binary_summed_out : tuple of str
+    categorical_summed_out : dict
+        ``{column: "nominal" | "ordinal"}``: the incomplete categorical
+        predictors with three or more levels, summed out, and their submodel.
     priors : dict
         The priors used (free JSON: specs as lists, ``lkj_eta`` a number).
     sampler, adaptation : str
@@ -114,6 +119,7 @@ class JointSettings(Record):
     adaptation: str
     attempts: tuple[SamplerRun, ...]
     binary_summed_out: tuple[str, ...]
+    categorical_summed_out: dict[str, str]
     chains: int
     distributions: dict[str, str]
     draws: int
@@ -188,9 +194,9 @@ def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | No
                  **options) -> JointModelResult:
     """Fit the joint model on a checked registry.
 
-    Outcome, predictors, cluster, family, levels and focus come from the
-    registry (``options`` may override them), the seed and ``fast`` from its
-    params unless given.
+    Outcome, predictors, cluster, family, levels, focus and the ordinal
+    predictors come from the registry (``options`` may override them), the
+    seed and ``fast`` from its params unless given.
 
     Parameters
     ----------
@@ -208,7 +214,8 @@ def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | No
     """
     p = registry.params
     arguments = {"outcome": p.outcome, "predictors": list(p.predictors), "cluster": p.cluster,
-                 "family": p.outcome_family, "levels": registry.levels, "focus": p.focus}
+                 "family": p.outcome_family, "levels": registry.levels, "focus": p.focus,
+                 "ordinal": dict(p.ordinal)}
     arguments |= options
     return fit_joint_model(registry.frame, seed=p.seed if seed is None else seed,
                            fast=bool(p.fast if fast is None else fast), **arguments)
@@ -227,12 +234,20 @@ class JointStepResult:
         ``estimates.csv`` of the report (the other methods, for the comparison figure).
     truth : dict, optional
         True values by term (simulated data).
+    hidden : hmlib.steps.disclosure.HiddenCounts, optional
+        Step 1's small-cell decision: counts of the focus variable step 1
+        hides are hidden here too, whatever their size.
     """
 
     fit: JointModelResult
     min_cell: int
     estimates_path: Path | None = None
     truth: dict | None = None
+    hidden: HiddenCounts | None = None
+
+    def _given(self, table: pd.DataFrame, columns: dict) -> pd.DataFrame | None:
+        """Step 1's hidden cells for a per-cluster table of the focus variable (``None``: no decision given)."""
+        return None if self.hidden is None or not len(table) else self.hidden.mask(table, columns)
 
     @property
     def estimates(self) -> pd.DataFrame:
@@ -255,9 +270,11 @@ class JointStepResult:
 
     def partial_pooling_table(self) -> pd.DataFrame:
         """Partial pooling by cluster, counts below the small-cell threshold suppressed."""
-        return suppress_cluster_counts(self.fit.partial_pooling(), n_column="n_patients",
-                                       observed_column="n_observed", min_cell=self.min_cell,
-                                       derived_from_observed=_DERIVED_FROM_OBSERVED)
+        table = self.fit.partial_pooling()
+        focus = self.fit.data.focus
+        return suppress_cluster_counts(table, n_column="n_patients", observed_column="n_observed",
+                                       min_cell=self.min_cell, derived_from_observed=_DERIVED_FROM_OBSERVED,
+                                       hidden=self._given(table, {"n_patients": None, "n_observed": focus}))
 
     def posterior_predictive_table(self) -> pd.DataFrame:
         """The predictive check by cluster, small observed counts and what they reveal suppressed.
@@ -270,7 +287,8 @@ class JointStepResult:
             return ppc
         derived = [c for c in ppc.columns if c.startswith(("observed_", "p_")) or c.endswith("_outside")]
         return suppress_counts(ppc, ["n_observed"], self.min_cell, column_totals=False,
-                               derived_columns={c: ["n_observed"] for c in derived}).display
+                               derived_columns={c: ["n_observed"] for c in derived},
+                               hidden=self._given(ppc, {"n_observed": self.fit.data.focus})).display
 
     def priors_table(self) -> pd.DataFrame:
         """The priors used, written out for reviewers."""
@@ -319,13 +337,23 @@ class JointStepResult:
             "narrative": self.narrative(),
         }))
 
+    def _pooling_for_figure(self) -> pd.DataFrame:
+        """The partial-pooling table for the shrinkage plot: a cluster whose observed count is hidden in the
+        published table is drawn as the plot draws small clusters (no raw effect, at the "< min_cell" place)."""
+        table = self.fit.partial_pooling()
+        if not len(table):
+            return table
+        shown = pd.to_numeric(self.partial_pooling_table()["n_observed"], errors="coerce").to_numpy()
+        hidden = np.isnan(shown) & (table["n_observed"].to_numpy() > 0)
+        return table.assign(n_observed=np.where(hidden, 0, table["n_observed"].to_numpy()))
+
     def figures(self) -> dict:
         """Step 4's figures by section: methods, pooling, checks, correlation."""
         fit = self.fit
         focus = fit.data.focus
         others = read_estimates(self.estimates_path) if self.estimates_path is not None else fit.to_estimates()
         out = {"methods": [figures.coefficient_forest(others, truth=self.truth or None)],
-               "pooling": [figures.shrinkage_plot(fit.partial_pooling(), focus=focus, min_cell=self.min_cell)],
+               "pooling": [figures.shrinkage_plot(self._pooling_for_figure(), focus=focus, min_cell=self.min_cell)],
                "checks": [figures.ppc_by_cluster(self.posterior_predictive_table(), focus=focus)], "correlation": []}
         if fit.imputed_in_unmeasured():
             out["checks"].append(figures.imputed_distribution(fit.imputed_in_unmeasured(), focus=focus))
@@ -347,7 +375,8 @@ def run(ctx: StepContext) -> JointStepResult:
     fit = fit_registry(ctx.registry, draws=sizes.joint_draws, tune=sizes.joint_tune, chains=sizes.joint_chains,
                        missing_values=sizes.joint_missing_values,
                        time_budget_minutes=sizes.joint_time_budget_minutes if budget is None else budget)
-    result = JointStepResult(fit, int(ctx.params.privacy.min_cell), ctx.estimates_path, ctx.truth)
+    result = JointStepResult(fit, int(ctx.params.privacy.min_cell), ctx.estimates_path, ctx.truth,
+                             hidden=hidden_counts(ctx.registry))
     ctx.write(STEP, result)
     fit.posterior_draws(model_fingerprint(ctx.registry)).save(artifact_path(ctx.output_dir, "joint_posterior")
                                                               .with_name(POSTERIOR_FILE))
@@ -361,8 +390,12 @@ def methods_text(record, ev) -> list:
     ``min_cell``, ``versions``).
     """
     s, v = record.settings, ev.versions
+    summed = [f"{name} ({'ordinal, cumulative logit' if kind == 'ordinal' else 'nominal, baseline-category logit'})"
+              for name, kind in s.categorical_summed_out.items()]
+    summed_text = (f"; the missing values of the incomplete categorical predictor(s) {', '.join(summed)} summed out "
+                   f"over their levels, each with its own submodel and {ev.noun} random intercepts") if summed else ""
     return [f"Joint Bayesian model: outcome and incomplete predictors modelled jointly with {ev.noun} random "
-            f"intercepts and a missingness submodel, in PyMC {v.get('pymc', 'unknown')}, sampled with "
+            f"intercepts and a missingness submodel{summed_text}, in PyMC {v.get('pymc', 'unknown')}, sampled with "
             f"nutpie {v.get('nutpie', 'unknown')} ({s.chains} chains x {s.draws} draws after {s.tune} tuning, "
             f"seed {s.seed}); {record.convergence_message}"]
 

@@ -94,6 +94,17 @@ class ConclusionRule(Record):
         return ChangeRule(relevant_difference=threshold, negligible_share=self.negligible_share,
                           null_value=self.null_value, use_null=not str(term).startswith("sd("))
 
+    def focus_rule(self, terms):
+        """The rule of the focus term(s) as :func:`hmlib.stats.sensitivity.judge_value` takes it.
+
+        One term (a string, or a list of one): its :class:`ChangeRule`; several
+        (a categorical focus, one term per non-reference level): ``{term: ChangeRule}``.
+        """
+        terms = [terms] if isinstance(terms, str) else list(terms)
+        if len(terms) == 1:
+            return self.change_rule(terms[0])
+        return {term: self.change_rule(term) for term in terms}
+
     @property
     def focus_threshold(self) -> float:
         """``R`` of the focus coefficient, per raw unit."""
@@ -133,7 +144,7 @@ def _per(registry, term: str) -> float | None:
     return _unit(registry, variable)[0]
 
 
-def resolve_conclusion_rule(registry, terms, focus_term: str, relevant_difference: float | None = None,
+def resolve_conclusion_rule(registry, terms, focus_term, relevant_difference: float | None = None,
                             negligible_share: float = NEGLIGIBLE_SHARE, null_value: float = 0.0) -> ConclusionRule:
     """The rule with its thresholds for ``terms`` of the analysis model on ``registry``.
 
@@ -142,8 +153,10 @@ def resolve_conclusion_rule(registry, terms, focus_term: str, relevant_differenc
     registry : hmlib.data.Registry
     terms : iterable of str
         Terms of the analysis model (``Intercept`` is not judged).
-    focus_term : str
-        The focus variable's (first) term.
+    focus_term : str or list of str
+        The focus variable's term, or its terms (a categorical focus: one per
+        non-reference level, each judged with unit 1, the level against the
+        reference level); the first is :attr:`ConclusionRule.focus_term`.
     relevant_difference : float, optional
         On the reported scale (module docstring); default 1.25 (binomial) or
         0.1 SD of the recorded outcome (gaussian).
@@ -168,14 +181,16 @@ def resolve_conclusion_rule(registry, terms, focus_term: str, relevant_differenc
         if not (math.isfinite(link) and link > 0):
             raise ParamsError(f"the outcome {p.outcome} has no spread, so the default clinically relevant "
                               "difference (0.1 SD) is 0; set sensitivity.relevant_difference in the params.")
+    focus_list = [focus_term] if isinstance(focus_term, str) else [str(t) for t in focus_term]
+    focus_term = focus_list[0]
     thresholds = {}
-    for term in dict.fromkeys([*terms, focus_term]):
+    for term in dict.fromkeys([*terms, *focus_list]):
         per = _per(registry, str(term))
         if per is not None:
             thresholds[str(term)] = link / per
     focus_variable = focus_term.split("[", 1)[0]
     unit_text = (_unit(registry, focus_variable)[1] if "[" not in focus_term
-                 else f"for {focus_term} vs the reference level")
+                 else f"for each level of {focus_variable} against its reference level")
     rule = ConclusionRule(outcome_family=family, scale="odds ratio" if family == "binomial" else "difference",
                           relevant_difference=float(value), source="default" if stated is None else "params",
                           outcome_sd=outcome_sd, link_difference=float(link), negligible_share=float(negligible_share),
@@ -187,11 +202,13 @@ def resolve_conclusion_rule(registry, terms, focus_term: str, relevant_differenc
 def _with_text(rule: ConclusionRule) -> ConclusionRule:
     where = ("the default" if rule.source == "default" else "set by sensitivity.relevant_difference in the params")
     variable = rule.focus_term.split("[", 1)[0]
-    per_unit = ("" if "[" in rule.focus_term
+    levels = "[" in rule.focus_term
+    per_unit = ("" if levels
                 else f", i.e. {rule.focus_threshold:.3g} per unit of {variable} on the coefficient's scale")
     link = (f"{rule.link_difference:.3g} on the log-odds scale" if rule.scale == "odds ratio"
             else f"{rule.link_difference:.3g} in outcome units") + per_unit
-    text = (f"A scenario changes the conclusion about {rule.focus_term} when (a) its 95% interval's decision about "
+    about = f"any level of {variable} (each against the reference level)" if levels else rule.focus_term
+    text = (f"A scenario changes the conclusion about {about} when (a) its 95% interval's decision about "
             f"no effect flips (it now includes or now excludes no effect) and the estimate moved by at least "
             f"{'half' if rule.negligible_share == 0.5 else f'{rule.negligible_share:g} times'} the clinically "
             f"relevant difference; (b) the estimate moved by at least "

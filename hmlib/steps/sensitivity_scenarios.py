@@ -67,7 +67,13 @@ Scenario families
     analysis is re-run. ``delta`` is set on a grid in SDs of the observed
     focus values (default -1 to 1 by 0.25) and is also reported in the
     variable's own units. The primary imputations are made once and shifted:
-    the imputation model is **not** re-run.
+    the imputation model is **not** re-run. A categorical focus is shifted on
+    the log-odds scale instead (:func:`hmlib.stats.sensitivity.shift_imputed_categories`):
+    its imputed values are redrawn with the odds of each non-reference level
+    (nominal) or of a higher category (ordinal, ``ordinal:`` in the params)
+    multiplied by ``e^delta``, ``delta`` on a grid of log odds ratios
+    (default -2 to 2 by 0.5: odds ratios 0.14 to 7.4); the tipping point is
+    reported as an odds ratio.
 ``leave-out``
     Each of the ``n_influential`` (default 5) best-documented clusters (most
     recorded focus values; ties by size) is left out in turn and imputation
@@ -85,6 +91,7 @@ Trials 7:177-188.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -99,14 +106,16 @@ from hmlib.steps.imputation import impute_registry
 from hmlib.stats.joint import reweight_cluster_sd_prior
 from hmlib.steps.joint_model import fit_registry
 from hmlib.stats.pooling import analyse_imputations
-from hmlib.stats.sensitivity import cluster_deltas, refine_tipping_point, shift_imputed
+from hmlib.stats.sensitivity import cluster_deltas, refine_tipping_point, shift_imputed, shift_imputed_categories
 from hmlib.steps.complete_case import complete_case_check
+from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for, delta_grid, focus_levels,
+                                           focus_reference, focus_row, focus_terms, focus_value, term_list)
 from hmlib.steps.sensitivity_rule import NEGLIGIBLE_SHARE
 
 __all__ = ["FAMILIES", "DELTA_MODES", "SensitivitySettings", "Scenario", "ScenarioOutcome", "ScenarioContext",
            "plan_scenarios", "clusters_above_threshold", "best_documented_clusters", "impute_by_stratum",
-           "joint_model_fitter", "joint_priors", "prior_label", "focus_terms", "focus_row", "analyse",
-           "set_scenario_context", "run_scenario_task", "run_bisection_task"]
+           "joint_model_fitter", "joint_priors", "prior_label", "analyse", "set_scenario_context", "run_scenario_task",
+           "run_bisection_task"]
 
 FAMILIES = ("exclusion", "stratified", "prior", "indicator", "delta-global", "delta-cluster", "leave-out")
 #: The delta-adjustment families and their mode (:func:`hmlib.stats.sensitivity.cluster_deltas`).
@@ -134,6 +143,9 @@ class SensitivitySettings:
     deltas_sd : tuple of float
         Delta grid in SDs of the observed focus values (0 is the primary and
         is added when absent).
+    deltas_log_odds : tuple of float
+        Delta grid of a categorical focus, in log odds ratios (default -2 to
+        2 by 0.5: odds ratios 0.14 to 7.4).
     bisection_steps : int
         Bisection steps refining each tipping point (0: grid only).
     relevant_difference : float, optional
@@ -149,12 +161,23 @@ class SensitivitySettings:
     plausible_delta_sd : float
         Departures from MAR up to this many SDs count as plausible in the
         verdict: a tipping point within it makes the conclusion fragile.
+    plausible_log_odds : float
+        The same for a categorical focus, in log odds (default log 2: odds
+        ratios from 1/2 to 2).
     n_influential : int
         Best-documented clusters left out one at a time.
     min_clusters : int
         A scenario left with fewer clusters fails.
     m, iterations : int, optional
         Imputations and iterations (default: as the params, 20/10 or 5/5 fast).
+    warm_iterations : int, optional
+        Iterations of a scenario that re-imputes (exclusion, leave-out,
+        stratified), whose chain ``k`` starts from the primary imputation's
+        completed data set ``k`` (restricted to the scenario's patients)
+        instead of from random draws; None: cold start with ``iterations``.
+        The step uses :attr:`hmlib.settings.RunSizes.scenario_iterations`
+        (what this changes, measured by simulation:
+        ``bench/sensitivity_warm_start.py``).
     joint_fast : bool
         Where a prior scenario refits the joint model (no step-4 draws, or
         unreliable weights), refit with its fast settings (2 chains of 500 draws
@@ -172,15 +195,18 @@ class SensitivitySettings:
                                 ("halfcauchy", 1.0))
     reference_prior: tuple = ("halfnormal", 1.0)
     deltas_sd: tuple = (-1.0, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0)
+    deltas_log_odds: tuple = (-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0)
     bisection_steps: int = 6
     relevant_difference: float | None = None
     negligible_share: float = NEGLIGIBLE_SHARE
     null_value: float = 0.0
     plausible_delta_sd: float = 0.5
+    plausible_log_odds: float = math.log(2.0)
     n_influential: int = 5
     min_clusters: int = 5
     m: int | None = None
     iterations: int | None = None
+    warm_iterations: int | None = None
     joint_fast: bool = True
     level: float = 0.95
 
@@ -193,15 +219,18 @@ class SensitivitySettings:
         for spec in self.cluster_sd_priors:
             if len(spec) != 2 or spec[0] not in ("halfnormal", "halfcauchy") or not float(spec[1]) > 0:
                 raise ParamsError(f"a cluster-SD prior is ('halfnormal' | 'halfcauchy', scale > 0), got {spec!r}.")
+        if not all(np.isfinite(self.deltas_sd)) or not all(np.isfinite(self.deltas_log_odds)):
+            raise ParamsError("deltas_sd and deltas_log_odds must be finite numbers.")
         if self.relevant_difference is not None and (isinstance(self.relevant_difference, bool) or not (
                 np.isfinite(self.relevant_difference) and self.relevant_difference > 0)):
             raise ParamsError(f"relevant_difference must be a number > 0, got {self.relevant_difference!r}.")
         if not 0 < self.negligible_share <= 1:
             raise ParamsError(f"negligible_share must be in (0, 1], got {self.negligible_share}.")
-        if not all(np.isfinite(self.deltas_sd)):
-            raise ParamsError("deltas_sd must be finite numbers.")
         if self.bisection_steps < 0 or self.n_influential < 0 or self.min_clusters < 2:
             raise ParamsError("bisection_steps and n_influential must be >= 0 and min_clusters >= 2.")
+        if self.warm_iterations is not None and not (isinstance(self.warm_iterations, int)
+                                                     and self.warm_iterations >= 1):
+            raise ParamsError(f"warm_iterations must be a positive integer or None, got {self.warm_iterations!r}.")
         if not 0 < self.level < 1:
             raise ParamsError(f"level must be between 0 and 1, got {self.level}.")
 
@@ -319,25 +348,13 @@ def plan_scenarios(registry, settings: SensitivitySettings | None = None) -> lis
                                  options={"kind": "partially-pooled"}))
         elif fam in DELTA_MODES:
             mode = DELTA_MODES[fam]
-            for d in sorted(set(float(x) for x in s.deltas_sd) - {0.0}):
-                plan.append(Scenario(f"{fam}:{d:+g}sd", fam, options={"mode": mode, "delta_sd": d}))
+            grid, unit = delta_grid(registry, s)
+            for d in grid:     # options["delta_sd"]: delta on the focus's scale (SDs, or log odds if categorical)
+                plan.append(Scenario(f"{fam}:{d:+g}{unit}", fam, options={"mode": mode, "delta_sd": d}))
         elif fam == "leave-out":
             for label in best_documented_clusters(registry.frame, p.cluster, p.focus, s.n_influential):
                 plan.append(Scenario(f"leave-out:{label}", fam, options={"cluster": label}))
     return plan
-
-
-def focus_terms(registry) -> list[str]:
-    """Terms of the focus variable in the analysis model (one per non-reference level if categorical)."""
-    p = registry.params
-    if registry.kinds.get(p.focus) == "categorical":
-        return [f"{p.focus}[{level}]" for level in registry.levels[p.focus][1:]]
-    return [p.focus]
-
-
-def focus_row(rows: pd.DataFrame, term: str) -> pd.Series:
-    """The row of ``term`` in a table of estimates."""
-    return rows.loc[rows["term"] == term].iloc[0]
 
 
 # --------------------------------------------------------------------------
@@ -393,6 +410,10 @@ class ScenarioContext:
     cluster_residual_variance : bool
         Every re-imputation uses cluster-specific residual variances (2l.norm)
         when True, a common one (2l.pan) when False: the primary's choice.
+    category_model : CategoryImputationModel or str, optional
+        A categorical focus: the imputation model's distribution of each
+        imputed value (:func:`category_model_for`), or why it could not be
+        built (the delta scenarios then fail with that reason).
     rule : hmlib.steps.sensitivity_rule.ConclusionRule, optional
         When a conclusion changes (set once the primary analysis is known).
     """
@@ -406,6 +427,7 @@ class ScenarioContext:
     observed_sd: float
     joint_reference: object = None
     cluster_residual_variance: bool = False
+    category_model: object = None
     rule: object = None
 
 
@@ -440,10 +462,31 @@ def analyse(ctx: ScenarioContext, imputation, map_tasks=None) -> tuple[pd.DataFr
     return _contract_rows(pooled.to_frame()), list(pooled.notes)
 
 
-def _impute(ctx: ScenarioContext, registry):
-    registry = dataclasses.replace(registry, params=registry.params.with_overrides(seed=ctx.seed))
-    return impute_registry(registry, method="multilevel", m=ctx.settings.m, iterations=ctx.settings.iterations,
-                           cluster_residual_variance=ctx.cluster_residual_variance)
+def _warm_start(ctx: ScenarioContext, keep: np.ndarray | None = None, *, reset_index: bool = True) -> dict:
+    """How a scenario's chains start: ``impute`` keywords (``iterations``, ``start``, ``start_states``).
+
+    Warm (the settings' ``warm_iterations``): chain ``k`` from the primary's
+    completed data set ``k`` (rows ``keep``) and the state its chain ended in.
+    Cold (``warm_iterations`` None): random draws and ``iterations``.
+    """
+    s = ctx.settings
+    if s.warm_iterations is None:
+        return {"iterations": s.iterations}
+    completed = ctx.primary_imputation.completed
+    if keep is not None:
+        completed = [done.loc[keep] for done in completed]
+        if reset_index:
+            completed = [done.reset_index(drop=True) for done in completed]
+    states = getattr(ctx.primary_imputation, "chain_states", None) or None
+    return {"iterations": s.warm_iterations, "start": completed, "start_states": states}
+
+
+def _impute(ctx: ScenarioContext, registry, keep: np.ndarray):
+    """Re-impute the registry's rows ``keep`` (a scenario), warm-started from the primary when the settings say so."""
+    registry = dataclasses.replace(_subset_registry(registry, keep),
+                                   params=registry.params.with_overrides(seed=ctx.seed))
+    return impute_registry(registry, method="multilevel", m=ctx.settings.m,
+                           cluster_residual_variance=ctx.cluster_residual_variance, **_warm_start(ctx, keep))
 
 
 # --------------------------------------------------------------------------
@@ -468,7 +511,7 @@ def _excluding(ctx: ScenarioContext, scenario: Scenario, excluded: list) -> Scen
         return ScenarioOutcome(scenario, "failed", details=details,
                                reason=f"only {left} cluster(s) left after excluding {len(excluded)} "
                                       f"(at least {ctx.settings.min_clusters} needed)")
-    rows, notes = analyse(ctx, _impute(ctx, _subset_registry(reg, ~drop)))
+    rows, notes = analyse(ctx, _impute(ctx, reg, ~drop))
     return ScenarioOutcome(scenario, "ok", estimates=rows, details=details, notes=notes)
 
 
@@ -483,7 +526,7 @@ def _run_leave_out(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
 
 
 def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
-                      cluster_residual_variance: bool = False):
+                      cluster_residual_variance: bool = False, start=None, start_states=None):
     """Multilevel imputation fitted separately within each level of a cluster covariate.
 
     Parameters
@@ -497,6 +540,10 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
         ``SeedSequence([seed, k]).generate_state(1)[0]``.
     cluster_residual_variance : bool
         Cluster-specific residual variances (2l.norm) instead of a common one.
+    start, start_states : optional
+        ``m`` completed data sets of the registry's rows, and the states of
+        the chains that made them, to start each stratum's chains from
+        (:func:`hmlib.stats.imputation.impute`'s ``start`` and ``start_states``).
 
     Returns
     -------
@@ -523,7 +570,9 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
                             outcome_family=p.outcome_family, predictors=list(p.predictors), kinds=registry.kinds,
                             levels=registry.levels, cluster_covariates=list(p.cluster_covariates),
                             higher_levels=list(p.higher_levels), m=int(m), iterations=int(iterations),
-                            seed=stratum_seed, cluster_residual_variance=bool(cluster_residual_variance)))
+                            seed=stratum_seed, cluster_residual_variance=bool(cluster_residual_variance),
+                            start=None if start is None else [done.loc[rows] for done in start],
+                            start_states=start_states))
     completed = [pd.concat([part.completed[i] for part in parts]).loc[frame.index] for i in range(int(m))]
     mask = pd.concat([part.imputed_mask for part in parts]).loc[frame.index]
     notes = [f"{by} stratum {i + 1}: {n}" for i, part in enumerate(parts) for n in part.notes]
@@ -535,9 +584,8 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
 def _run_stratified(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     by = scenario.options["by"]
     try:
-        combined = impute_by_stratum(ctx.registry, by, m=ctx.primary_imputation.m,
-                                     iterations=ctx.primary_imputation.iterations, seed=ctx.seed,
-                                     cluster_residual_variance=ctx.cluster_residual_variance)
+        combined = impute_by_stratum(ctx.registry, by, m=ctx.primary_imputation.m, seed=ctx.seed,
+                                     cluster_residual_variance=ctx.cluster_residual_variance, **_warm_start(ctx))
     except FitError as exc:
         return ScenarioOutcome(scenario, "failed", reason=str(exc))
     rows, more = analyse(ctx, combined)
@@ -647,10 +695,13 @@ def _run_indicator(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
 def _delta_evaluate(ctx: ScenarioContext, mode: str, delta_sd: float) -> tuple[pd.DataFrame, dict]:
     reg = ctx.registry
     p = reg.params
-    units = delta_sd * ctx.observed_sd
+    categorical = ctx.category_model is not None
+    units = delta_sd if categorical else delta_sd * ctx.observed_sd     # log odds, or the focus's units
     per_cluster = cluster_deltas(reg.frame, p.cluster, p.focus, units, mode=mode)
     shift = reg.frame[p.cluster].map(per_cluster).to_numpy(dtype=float)
-    rows, _ = analyse(ctx, shift_imputed(ctx.primary_imputation, p.focus, shift))
+    shifted = (shift_imputed_categories(ctx.primary_imputation, ctx.category_model, shift) if categorical
+               else shift_imputed(ctx.primary_imputation, p.focus, shift))
+    rows, _ = analyse(ctx, shifted)
     missing_clusters = reg.frame.loc[reg.frame[p.focus].isna(), p.cluster].unique()
     used = per_cluster.loc[per_cluster.index.isin(missing_clusters)]
     details = {"delta_sd": float(delta_sd), "delta_units": float(units),
@@ -661,11 +712,13 @@ def _delta_evaluate(ctx: ScenarioContext, mode: str, delta_sd: float) -> tuple[p
 
 def _run_delta(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     p = ctx.registry.params
-    if ctx.registry.kinds.get(p.focus) != "numeric":
-        return ScenarioOutcome(scenario, "failed",
-                               reason=f"delta adjustment shifts numeric values; {p.focus} is categorical")
     if not ctx.primary_imputation.imputed_mask[p.focus].any():
         return ScenarioOutcome(scenario, "failed", reason=f"{p.focus} has no imputed value to shift")
+    if isinstance(ctx.category_model, str):
+        return ScenarioOutcome(scenario, "failed", reason=ctx.category_model)
+    if categorical_focus(ctx.registry) and ctx.category_model is None:
+        return ScenarioOutcome(scenario, "failed", reason=f"no imputation model of the categorical {p.focus} was "
+                                                          "built to shift")
     rows, details = _delta_evaluate(ctx, scenario.options["mode"], scenario.options["delta_sd"])
     return ScenarioOutcome(scenario, "ok", estimates=rows, details=details)
 
@@ -699,7 +752,7 @@ def run_bisection_task(task: tuple, context: ScenarioContext | None = None) -> d
     task : tuple
         ``(mode, sign, lo, hi, reference)``: delta mode, side of 0, the grid
         bracket in ``|delta|`` and the primary's focus ``estimate, ci_lower,
-        ci_upper``.
+        ci_upper`` (one per term for a categorical focus, :func:`focus_reference`).
     context : ScenarioContext, optional
         Default: this process's (:func:`set_scenario_context`).
 
@@ -713,13 +766,12 @@ def run_bisection_task(task: tuple, context: ScenarioContext | None = None) -> d
     mode, sign, lo, hi, reference = task
     ctx = _CONTEXT if context is None else context
     try:
-        term, s = focus_terms(ctx.registry)[0], ctx.settings
+        terms, s = focus_terms(ctx.registry), ctx.settings
 
         def evaluate(delta_sd):
-            r = focus_row(_delta_evaluate(ctx, mode, delta_sd)[0], term)
-            return float(r.estimate), float(r.ci_lower), float(r.ci_upper)
+            return focus_value(_delta_evaluate(ctx, mode, delta_sd)[0], terms)
 
-        refined = refine_tipping_point(evaluate, lo, hi, sign, reference, ctx.rule.change_rule(term),
+        refined = refine_tipping_point(evaluate, lo, hi, sign, reference, ctx.rule.focus_rule(terms),
                                        steps=s.bisection_steps)
         return {"mode": mode, "sign": sign, **refined}
     except Exception as exc:  # noqa: BLE001 - the grid bracket is kept, the refinement is not

@@ -16,6 +16,13 @@ suppressPackageStartupMessages({
   library(posterior)
   library(jsonlite)
 })
+# Boost for rstan (Debian's BH ships no headers): see bench/r/stan_boost.R
+local({
+  file_arg <- grep("^--file=", commandArgs(trailingOnly = FALSE), value = TRUE)
+  here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else getwd()
+  source(file.path(here, "..", "..", "bench", "r", "stan_boost.R"))
+})
+use_system_boost()
 
 args <- commandArgs(trailingOnly = TRUE)
 data_file <- if (length(args) >= 1) args[1] else "tests/results/sim_registry.csv"

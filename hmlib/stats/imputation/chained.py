@@ -20,16 +20,20 @@ were run.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError
+from hmlib.parallel import blas_one_thread
+from hmlib.progress import counting, reporter
+from hmlib.stats.imputation.completed import CompletedData, ImputedColumn
 from hmlib.stats.imputation.problem import Notes, Problem, Variable, build_problem, model_description
 from hmlib.stats.imputation.univariate import impute_variable, recorded_fallbacks
 
-__all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat"]
+__all__ = ["METHODS", "CONTINUOUS_METHODS", "ImputationResult", "impute", "split_rhat", "fit_starts"]
 
 #: How the clusters enter the imputation models (package docstring).
 METHODS = ("flat", "stratified", "fixed_effects", "multilevel")
@@ -52,12 +56,14 @@ class ImputationResult:
         ``"norm"`` or ``"pmm"``: how continuous variables were imputed.
     m, iterations : int
         Imputations (chains) and chained-equations iterations per chain.
-    completed : list of pandas.DataFrame
+    completed : sequence of pandas.DataFrame
         The m completed data sets: the model columns of the input (cluster,
         higher levels, cluster covariates, outcome, predictors; in input
         order, input index), with only the missing cells filled.
         Categorical columns keep their dtype and levels; numeric columns
-        that were imputed come back as float64.
+        that were imputed come back as float64. A
+        :class:`~hmlib.stats.imputation.completed.CompletedData`: the data
+        once and the imputed cells, each frame built when it is read.
     imputed_mask : pandas.DataFrame
         True where a cell was missing and has been filled.
     chain_means : dict
@@ -88,13 +94,17 @@ class ImputationResult:
         ``{variable: largest distance, in observed SDs, of an imputed value
         beyond the observed range}`` for continuous variables where it
         exceeded ``EXTRAPOLATION_SDS`` (a sign of an extrapolating model).
+    chain_states : list of dict
+        The samplers' state at the end of each chain (Gibbs variance
+        components, the last 2l.bin fit by model), for continuing the chains
+        on related data (``impute(..., start_states=...)``).
     """
 
     method: str
     continuous: str
     m: int
     iterations: int
-    completed: list = field(repr=False)
+    completed: Sequence = field(repr=False)
     imputed_mask: pd.DataFrame = field(repr=False)
     chain_means: dict = field(repr=False)
     rhat: dict
@@ -105,6 +115,7 @@ class ImputationResult:
     fallbacks: dict = field(default_factory=dict)
     cluster_means_dropped: dict = field(default_factory=dict)
     extrapolated: dict = field(default_factory=dict)
+    chain_states: list = field(default_factory=list, repr=False)
 
     @property
     def label(self) -> str:
@@ -126,6 +137,28 @@ class ImputationResult:
                          f"R-hat {self.rhat.get(var, float('nan')):.3f}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def fit_starts(chain_states) -> list:
+    """The part of chains' states that only warm-starts maximum-likelihood fits (2l.bin).
+
+    Continuing from it changes no result beyond the optimiser's tolerance
+    (the fit converges to the same maximum, :mod:`hmlib.stats.imputation.ri_logistic`);
+    the Gibbs sampler's variance components, which would change the draws,
+    are left out.
+
+    Parameters
+    ----------
+    chain_states : sequence of dict
+        :attr:`ImputationResult.chain_states`.
+
+    Returns
+    -------
+    list of dict
+        One per chain, for ``impute(..., start_states=...)``.
+    """
+    return [{key: {"start": value["start"]} for key, value in state.items() if "start" in value}
+            for state in chain_states]
 
 
 def split_rhat(draws) -> float:
@@ -163,38 +196,67 @@ def _chain_mean(var: Variable, y: np.ndarray) -> float:
     return float(y[var.missing].mean())
 
 
-def _run_chain(problem: Problem, rng, iterations: int):
+def _start_values(problem: Problem, var: Variable, start: pd.DataFrame) -> np.ndarray:
+    """The missing cells of ``var`` as completed in ``start`` (a completed data set), coded."""
+    column = start[var.name]
+    if var.level == 2:
+        # a cluster covariate is constant within a cluster: take each cluster's first row
+        first = np.unique(problem.codes, return_index=True)[1]
+        column = column.iloc[first[np.flatnonzero(var.missing)]]
+    else:
+        column = column.iloc[np.flatnonzero(var.missing)]
+    if var.categories:
+        index = {label: code for code, label in enumerate(var.categories)}
+        index.update({str(label): code for code, label in enumerate(var.categories)})
+        coded = np.array([index.get(v, index.get(str(v), np.nan)) for v in column], dtype=float)
+    else:
+        coded = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if np.isnan(coded).any():
+        raise ValueError(f"the start data set has no usable value for {int(np.isnan(coded).sum())} missing "
+                         f"cell(s) of '{var.name}'; start from completed data sets of the same rows.")
+    return coded
+
+
+def _run_chain(problem: Problem, rng, iterations: int, start: dict | None = None, state: dict | None = None):
+    """One chain; ``start``: ``{variable: coded values of its missing cells}`` to begin from."""
     current = {}
     for var in [*problem.level1, *problem.level2]:
         y = var.values.copy()
         if var.missing.any():
-            pool = var.values[~var.missing]
-            y[var.missing] = pool[rng.integers(pool.size, size=int(var.missing.sum()))]
+            if start is not None:
+                y[var.missing] = start[var.name]
+            else:
+                pool = var.values[~var.missing]
+                y[var.missing] = pool[rng.integers(pool.size, size=int(var.missing.sum()))]
         current[var.name] = y
-    problem.state = {}
+    problem.state = {key: dict(value) for key, value in (state or {}).items()}
     visit = problem.visit
     trace = {v.name: np.empty(iterations) for v in visit}
     for it in range(iterations):
         for var in visit:
             impute_variable(problem, var, current, rng)
             trace[var.name][it] = _chain_mean(var, current[var.name])
-    return current, trace
+    return current, trace, problem.state
 
 
 def _chain_task(task: tuple, shared: tuple) -> tuple:
-    """Run chain ``k`` on ``shared = (problem, base, masks)``: its completed frame, trace and record.
+    """Run chain ``k`` on ``shared = (problem, masks)``: its imputed cells, trace, record and end state.
 
-    Works on a shallow copy of the problem with a fresh record (notes,
-    fall-backs, dropped cluster means, extrapolation), so that a worker
-    holding one copy of the problem for many chains keeps them independent.
+    ``task = (k, seed sequence, iterations, start cells or None, start state
+    or None)``. Works on a shallow copy of the problem with a fresh record
+    (notes, fall-backs, dropped cluster means, extrapolation) and its own
+    sampler state, so that a worker holding one copy of the problem for many
+    chains keeps them independent (the store of what every chain computes
+    alike, ``Problem.fixed``, stays shared: the same numbers either way).
     """
-    k, seed_sequence, iterations = task
-    problem, base, masks = shared
+    k, seed_sequence, iterations, start, state = task
+    problem, masks = shared
     problem = copy.copy(problem)
     problem.notes, problem.broken, problem.means_dropped, problem.extrapolated = Notes(), {}, {}, {}
-    current, trace = _run_chain(problem, np.random.Generator(np.random.PCG64(seed_sequence)), iterations)
+    current, trace, end_state = _run_chain(problem, np.random.Generator(np.random.PCG64(seed_sequence)),
+                                           iterations, start, state)
     record = (problem.notes.items(), problem.broken, problem.means_dropped, problem.extrapolated)
-    return _completed_frame(base, problem, current, masks), trace, record
+    return _filled_cells(problem, current, masks), trace, record, end_state
 
 
 def _merge_record(problem: Problem, record: tuple) -> None:
@@ -212,39 +274,19 @@ def _merge_record(problem: Problem, record: tuple) -> None:
         problem.extrapolated[name] = max(problem.extrapolated.get(name, 0.0), excess)
 
 
-def _serial_map(fn, tasks, shared) -> list:
-    return [fn(task, shared) for task in tasks]
+def _serial_map(fn, tasks, shared, *, progress=None) -> list:
+    with counting(progress, len(tasks)) as tick:
+        return [tick(fn(task, shared)) for task in tasks]
 
 
-def _completed_frame(base: pd.DataFrame, problem: Problem, current: dict, masks: dict) -> pd.DataFrame:
-    out = base.copy()
+def _filled_cells(problem: Problem, current: dict, masks: dict) -> dict:
+    """The imputed cells of one chain: ``{variable: values at its missing rows}`` (coded)."""
+    out = {}
     for var in problem.visit:
         rows = masks[var.name]
-        if not rows.any():
-            continue
-        y = current[var.name]
-        filled = y[problem.codes][rows] if var.level == 2 else y[rows]
-        if var.categories:
-            cats = np.empty(len(var.categories), dtype=object)
-            cats[:] = list(var.categories)
-            filled = cats[filled.astype(int)]
-        col = out[var.name]
-        if not var.categories:
-            # imputed numbers need not be integers: numeric columns come back as float64
-            col = pd.Series(pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan),
-                            index=col.index, name=col.name)
-            col[rows] = filled.astype(float)
-        elif isinstance(col.dtype, pd.CategoricalDtype):
-            col = col.copy()
-            col[rows] = filled
-        else:
-            col = col.astype(object)
-            col[rows] = filled
-            try:
-                col = col.astype(base[var.name].dtype)
-            except (TypeError, ValueError):
-                pass
-        out[var.name] = col
+        if rows.any():
+            y = current[var.name]
+            out[var.name] = y[problem.codes][rows] if var.level == 2 else y[rows]
     return out
 
 
@@ -255,7 +297,7 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
            predictors, kinds: dict | None = None, levels: dict | None = None, cluster_covariates=(),
            higher_levels=(), m: int = 20, iterations: int = 10, seed: int = 0, continuous: str = "norm",
            cluster_residual_variance: bool = False, cluster_means: bool = True, strata: str | None = None,
-           donors: int = 5, map_tasks=None) -> ImputationResult:
+           donors: int = 5, start=None, start_states=None, map_tasks=None) -> ImputationResult:
     """Impute the missing values of a clustered data set m times.
 
     Parameters
@@ -304,12 +346,29 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         the first complete categorical cluster covariate, else the cluster.
     donors : int
         Donor pool size of predictive mean matching.
+    start : sequence of pandas.DataFrame, optional
+        ``m`` completed data sets of the same rows (same index) to start the
+        chains from: chain ``k`` begins with the missing cells filled as in
+        ``start[k]`` instead of random draws from the observed values (a
+        warm start, e.g. a sensitivity scenario's re-imputation starting
+        from the primary imputation; fewer ``iterations`` then suffice, as
+        measured in ``bench/sensitivity_warm_start.py``).
+    start_states : sequence of dict, optional
+        The samplers' state at the end of earlier chains
+        (:attr:`ImputationResult.chain_states`, or only their fits,
+        :func:`fit_starts`), so that chain ``k`` continues from their
+        variance components and fits (a state that does not fit this data,
+        e.g. cluster-specific variances of other clusters, is started
+        afresh). Without it the samplers start afresh (the Gibbs sampler
+        with its burn-in).
     map_tasks : callable, optional
-        ``map_tasks(fn, tasks, shared)`` returning ``[fn(task, shared) for
-        task in tasks]`` in order, e.g. :meth:`hmlib.parallel.TaskPool.map`:
-        runs the m chains as tasks (``shared`` is the problem and the data,
-        sent once per worker). Default: one after the other, here. The
-        result does not depend on it.
+        ``map_tasks(fn, tasks, shared, progress=...)`` returning
+        ``[fn(task, shared) for task in tasks]`` in order and reporting each
+        task done to ``progress`` (:mod:`hmlib.progress`), e.g.
+        :meth:`hmlib.parallel.TaskPool.map`: runs the m chains as tasks
+        (``shared`` is the problem, sent once per worker; a task carries its
+        chain's start cells and state). Default: one after the other, here.
+        The result does not depend on it.
 
     Returns
     -------
@@ -355,6 +414,12 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         raise DataError(f"a column has two roles among {wanted}; each column may appear once.")
     columns = [c for c in frame.columns if c in set(wanted)]
     base = frame.loc[:, columns].copy()
+    if start is not None:
+        start = list(start)
+        if len(start) != m or not all(isinstance(s, pd.DataFrame) and s.index.equals(frame.index) for s in start):
+            raise ValueError(f"start must hold m = {m} completed data sets with the rows (index) of the data.")
+    if start_states is not None and len(start_states) != m:
+        raise ValueError(f"start_states must hold m = {m} chain states.")
 
     problem, strata_name = build_problem(
         base, method=method, cluster=cluster, outcome=outcome, outcome_family=outcome_family,
@@ -375,15 +440,27 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         problem.notes.add("No model variable has missing values; the m data sets are copies of the data.")
 
     seeds = np.random.SeedSequence(int(seed)).spawn(int(m))
-    chains = (map_tasks or _serial_map)(_chain_task, [(k, seeds[k], int(iterations)) for k in range(m)],
-                                        (problem, base, masks))
-    completed, traces = [], {v.name: np.empty((m, iterations)) for v in problem.visit}
-    for k, (frame, trace, record) in enumerate(chains):
+    starts = [None] * m if start is None else [{v.name: _start_values(problem, v, s) for v in problem.visit}
+                                                 for s in start]
+    tasks = [(k, seeds[k], int(iterations), starts[k], None if start_states is None else start_states[k])
+             for k in range(m)]
+    # BLAS on one thread: the solves are small or tall and thin, and on a busy machine
+    # threaded BLAS made them several times slower (hmlib.parallel; its tasks hold it too)
+    with blas_one_thread():
+        chains = (map_tasks or _serial_map)(_chain_task, tasks, (problem, masks),
+                                            progress=reporter(f"imputation ({method.replace('_', '-')})",
+                                                              unit="imputed data sets"))
+    cells, states, traces = [], [], {v.name: np.empty((m, iterations)) for v in problem.visit}
+    for k, (filled, trace, record, state) in enumerate(chains):
         for name, values in trace.items():
             traces[name][k] = values
-        completed.append(frame)
+        cells.append(filled)
+        states.append(state)
         _merge_record(problem, record)
 
+    completed = CompletedData(base, [ImputedColumn(var.name, masks[var.name], np.vstack([c[var.name] for c in cells]),
+                                                   var.categories)
+                                     for var in problem.visit if masks[var.name].any()], m)
     fallbacks, recorded = recorded_fallbacks(problem, strata_name)
     notes = problem.notes.items() + recorded
     half = iterations // 2
@@ -395,4 +472,4 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
                             notes=notes, seed=int(seed), models=models,
                             strata=strata_name if method == "stratified" else None, fallbacks=fallbacks,
                             cluster_means_dropped=dict(problem.means_dropped),
-                            extrapolated=dict(problem.extrapolated))
+                            extrapolated=dict(problem.extrapolated), chain_states=states)

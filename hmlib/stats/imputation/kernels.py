@@ -18,7 +18,7 @@ import numpy as np
 from scipy import linalg, special, stats
 
 from hmlib.exceptions import FitError
-from hmlib.stats.mixed import fit_random_intercept
+from hmlib.stats.imputation.ri_logistic import fit_ri_logistic
 
 __all__ = ["cluster_sums", "prepare_design", "standardise_target", "linear_draw", "logistic_draw",
            "fe_linear_draw", "fe_logistic_draw", "ri_gibbs_draw", "draw_tau2", "ri_logistic_draw",
@@ -49,6 +49,8 @@ FE_LOGISTIC_PRIOR_SD = 5.0
 #: A column is collinear when its residual SD after projection on the columns
 #: before it is below this share of its SD.
 COLLINEAR_TOL = 1e-6
+#: Entries of the work array of one block of the Gibbs sampler's per-cluster sums (8 MB).
+SUFFICIENT_STATISTICS_BLOCK = 1_000_000
 
 
 # --------------------------------------------------------------------------
@@ -119,7 +121,7 @@ def _independent_columns(Z: np.ndarray, centred: bool = False) -> np.ndarray:
         if gjj <= 1e-18 * n:
             continue
         if kept:
-            l = linalg.solve_triangular(L[:len(kept), :len(kept)], G[kept, j], lower=True)
+            l = linalg.solve_triangular(L[:len(kept), :len(kept)], G[kept, j], lower=True, check_finite=False)
             resid = gjj - float(l @ l)
         else:
             l = np.empty(0)
@@ -254,7 +256,7 @@ def _logistic_mode(D, y, prior_prec, offset=None, max_iter: int = 60):
         w = prob * (1.0 - prob)
         grad = D.T @ (y - prob) - prior_prec * beta
         H = D.T @ (D * w[:, None]) + np.diag(prior_prec)
-        step = linalg.cho_solve((_cholesky(H, "logistic imputation model"), True), grad)
+        step = linalg.cho_solve((_cholesky(H, "logistic imputation model"), True), grad, check_finite=False)
         t = 1.0
         for _ in range(30):
             candidate = beta + t * step
@@ -277,12 +279,31 @@ def _logistic_prior(p: int) -> np.ndarray:
     return prec
 
 
-def logistic_draw(Do, yo, Dp, rng) -> np.ndarray:
-    """Logistic regression draw (mice logreg, with weakly informative priors)."""
-    beta_hat, H = _logistic_mode(Do, yo, _logistic_prior(Do.shape[1]))
-    L = _cholesky(H, "logistic imputation model")
-    beta = beta_hat + linalg.solve_triangular(L, rng.standard_normal(beta_hat.size), lower=True, trans="T")
-    return (rng.random(Dp.shape[0]) < special.expit(Dp @ beta)).astype(float)
+def _values_or_logits(eta, rng, logits: bool) -> np.ndarray:
+    """0/1 draws with ``P = expit(eta)``, or ``eta`` itself (``logits=True``: the caller draws)."""
+    if logits:
+        return eta
+    return (rng.random(eta.shape[0]) < special.expit(eta)).astype(float)
+
+
+def logistic_draw(Do, yo, Dp, rng, cache: dict | None = None, *, logits: bool = False) -> np.ndarray:
+    """Logistic regression draw (mice logreg, with weakly informative priors).
+
+    ``cache`` (a dict shared by all chains, for a design no imputation
+    changes): the posterior mode and its Cholesky factor are computed once.
+    With ``logits=True`` the rows of ``Dp`` get their linear predictors under the drawn
+    parameters instead of 0/1 values (one contrast of a baseline-category model).
+    """
+    if cache is not None and "mode" in cache:
+        beta_hat, L = cache["mode"]
+    else:
+        beta_hat, H = _logistic_mode(Do, yo, _logistic_prior(Do.shape[1]))
+        L = _cholesky(H, "logistic imputation model")
+        if cache is not None:
+            cache["mode"] = (beta_hat, L)
+    beta = beta_hat + linalg.solve_triangular(L, rng.standard_normal(beta_hat.size), lower=True, trans="T",
+                                              check_finite=False)
+    return _values_or_logits(Dp @ beta, rng, logits)
 
 
 # --------------------------------------------------------------------------
@@ -341,7 +362,7 @@ def fe_linear_draw(Do, yo, co, Dp, cp, J, rng, *, pmm, donors, notes, target):
     return centre + scale * (Dp @ beta + alpha[cp] + sigma * rng.standard_normal(Dp.shape[0]))
 
 
-def fe_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes=None, target=""):
+def fe_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes=None, target="", logits: bool = False):
     """0/1 draw from a logistic model with one intercept per cluster.
 
     The cluster intercepts carry a ``N(logit(mean), FE_LOGISTIC_PRIOR_SD^2)``
@@ -392,39 +413,70 @@ def fe_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes=None, target=""):
     beta_hat, alpha_hat, beta_d, alpha_d = _block_gaussian(*system(beta, alpha), rng)
     if (~has).any():
         alpha_d = np.where(has, alpha_d, _empty_cluster_intercepts(alpha_hat, has, rng, J, cp, notes, target))
-    return (rng.random(Dp.shape[0]) < special.expit(Dp @ beta_d + alpha_d[cp])).astype(float)
+    return _values_or_logits(Dp @ beta_d + alpha_d[cp], rng, logits)
 
 
 # --------------------------------------------------------------------------
 # Random-intercept draws
 # --------------------------------------------------------------------------
+def _cluster_sufficient_statistics(Do, z, co, J) -> np.ndarray:
+    """Per-cluster ``[vec(X'X), X'1, X'z, 1'z, z'z, n]`` (J rows), from rows sorted by cluster.
+
+    The rows are taken in blocks of whole clusters of about ``SUFFICIENT_STATISTICS_BLOCK``
+    work-array entries (so a million rows do not need a gigabyte of temporaries); each
+    cluster's sums are made in one block, so the numbers do not depend on the blocking.
+    """
+    n, p = Do.shape
+    width = p * p + 2 * p + 3
+    order = np.argsort(co, kind="stable")
+    cs = co[order]
+    starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+    ends = np.r_[starts[1:], n]
+    sums = np.zeros((J, width))
+    block = max(SUFFICIENT_STATISTICS_BLOCK // width, 1)
+    first = 0
+    while first < starts.size:
+        # whole clusters up to about `block` rows (at least one cluster)
+        last = max(int(np.searchsorted(ends, starts[first] + block, side="right")), first + 1)
+        lo, hi = starts[first], ends[last - 1]
+        rows_idx = order[lo:hi]
+        Xs, zs = Do[rows_idx], z[rows_idx]
+        rows = np.concatenate([(Xs[:, :, None] * Xs[:, None, :]).reshape(hi - lo, p * p), Xs, Xs * zs[:, None],
+                               zs[:, None], (zs ** 2)[:, None], np.ones((hi - lo, 1))], axis=1)
+        sums[cs[starts[first:last]]] = np.add.reduceat(rows, starts[first:last] - lo, axis=0)
+        first = last
+    return sums
+
+
 def ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm: bool, donors: int,
-                   prior_precision=None):
+                   prior_precision=None, cache: dict | None = None):
     """Gibbs sampler of the random-intercept normal model, then draws (2l.pan / 2l.norm / 2l.pmm).
 
     ``prior_precision`` (length ``p``, 0 = flat) adds independent ``N(0, 1 / precision)``
     priors on the standardised coefficients (the cluster-level columns' ridge). ``state``
     (``tau2``, ``sig2``, ``s2``) is the chain's sampler state, read and updated in place: empty
     at a chain's first iteration (``GIBBS_BURN_IN`` sweeps), carried over later
-    (``GIBBS_SWEEPS`` sweeps).
+    (``GIBBS_SWEEPS`` sweeps). ``cache`` (a dict shared by all chains) is for
+    a design that no imputation changes: the per-cluster sums are then
+    computed once (the same numbers each time).
     """
     centre, scale = standardise_target(yo)
     z = (yo - centre) / scale
     n, p = Do.shape
-    # per-cluster sufficient statistics in one pass over rows sorted by cluster
-    order = np.argsort(co, kind="stable")
-    cs, Xs, zs_sorted = co[order], Do[order], z[order]
-    starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
-    rows = np.concatenate([(Xs[:, :, None] * Xs[:, None, :]).reshape(n, p * p), Xs, Xs * zs_sorted[:, None],
-                           zs_sorted[:, None], (zs_sorted ** 2)[:, None], np.ones((n, 1))], axis=1)
-    sums = np.zeros((J, rows.shape[1]))
-    sums[cs[starts]] = np.add.reduceat(rows, starts, axis=0)
+    if cache is not None and "sums" in cache:
+        sums = cache["sums"]
+    else:
+        sums = _cluster_sufficient_statistics(Do, z, co, J)
+        if cache is not None:
+            cache["sums"] = sums
     XX = sums[:, :p * p].reshape(J, p, p)
     S = sums[:, p * p:p * p + p]
     Xz = sums[:, p * p + p:p * p + 2 * p]
     zs, zz, n_j = sums[:, -3], sums[:, -2], sums[:, -1]
     has = n_j > 0
     J_obs = int(has.sum())
+    if np.size(state.get("sig2", 0.0)) not in (1, J):
+        state.clear()           # a carried-over state of other clusters: start afresh
     first = "tau2" not in state
     tau2 = state.get("tau2", 0.25)
     sig2 = np.broadcast_to(np.asarray(state.get("sig2", 0.75), dtype=float), (J,)).copy()
@@ -489,23 +541,42 @@ def _conditional_modes(offset, y, codes, J, tau2):
     return u, curv
 
 
-def ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes, target: str):
-    """2l.bin: hmlib.stats.mixed fit, then beta*, tau*, u* and the values."""
-    try:
-        fit = fit_random_intercept(yo, Do, co, family="binomial")
-    except FitError as exc:
-        notes.add(f"Random-intercept logistic model for '{target}' could not be fitted ({exc}); "
+def ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes, target: str, state: dict | None = None,
+                     cache: dict | None = None, logits: bool = False):
+    """2l.bin: the random-intercept logistic fit, then beta*, tau*, u* and the values (or, ``logits=True``,
+    their logits).
+
+    The fit is :func:`hmlib.stats.imputation.ri_logistic.fit_ri_logistic`:
+    warm-started from ``state["start"]`` (the chain's previous fit of this
+    variable, written back here) when given. ``cache`` (a dict shared by all
+    chains) is for a design that no imputation changes: the fit (or its
+    failure) is made once and reused, which gives the same numbers as
+    refitting the same rows.
+    """
+    if cache is not None and "fit" in cache:
+        fit = cache["fit"]
+    else:
+        try:
+            fit = fit_ri_logistic(Do, yo, co, start=None if state is None else state.get("start"))
+        except FitError as exc:
+            fit = exc
+        if cache is not None:
+            cache["fit"] = fit
+    if isinstance(fit, FitError):
+        notes.add(f"Random-intercept logistic model for '{target}' could not be fitted ({fit}); "
                   "those values were drawn from the flat logistic model instead.")
-        return logistic_draw(Do, yo, Dp, rng)
-    cov = 0.5 * (fit.cov + fit.cov.T)
+        return logistic_draw(Do, yo, Dp, rng, logits=logits)
+    cov = fit.cov
     if not (np.all(np.isfinite(cov)) and np.all(np.isfinite(fit.coef))):
         notes.add(f"Random-intercept logistic model for '{target}' gave no usable covariance matrix; those "
                   "values were drawn from the flat logistic model instead.")
-        return logistic_draw(Do, yo, Dp, rng)
+        return logistic_draw(Do, yo, Dp, rng, logits=logits)
+    if state is not None:
+        state["start"] = (fit.coef, fit.cluster_sd)
     vals, vecs = np.linalg.eigh(cov)
     beta = fit.coef + vecs @ (np.sqrt(np.clip(vals, 0.0, None)) * rng.standard_normal(vals.size))
     sd = float(fit.cluster_sd)
-    log_se = float(fit.log_cluster_sd_std_error)
+    log_se = float(fit.log_sd_se)
     if sd > 0 and np.isfinite(log_se):
         tau = min(sd * np.exp(min(log_se * rng.standard_normal(), 700.0)), LOGISTIC_TAU_MAX)
     else:
@@ -517,4 +588,4 @@ def ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes, target: str):
         u = u_mode + rng.standard_normal(J) / np.sqrt(curv)
     else:
         u = np.zeros(J)
-    return (rng.random(Dp.shape[0]) < special.expit(Dp @ beta + u[cp])).astype(float)
+    return _values_or_logits(Dp @ beta + u[cp], rng, logits)

@@ -87,7 +87,8 @@ class Problem:
     strata_labels: list
     notes: Notes
     broken: dict              # var -> {stratum label: reason}
-    state: dict | None = None  # Gibbs state of the current chain
+    state: dict | None = None  # sampler state of the current chain (Gibbs variances, warm starts)
+    fixed: dict = field(default_factory=dict)           # (var, key) -> what every chain computes alike
     means_dropped: dict = field(default_factory=dict)   # var -> {"clusters", "cluster_columns", "needed"}
     extrapolated: dict = field(default_factory=dict)    # var -> largest excess beyond the observed range (SDs)
 
@@ -95,6 +96,18 @@ class Problem:
     def visit(self) -> list:
         """Variables with missing values, in the order the chained equations visit them."""
         return [v for v in [*self.level1, *self.level2] if v.missing.any()]
+
+    def fixed_cache(self, var: Variable, key) -> dict | None:
+        """A store shared by all chains for ``var``'s model ``key``, when no imputation changes its design.
+
+        That is when ``var`` is the only variable with missing values: its
+        predictors are then the same in every iteration of every chain, so a
+        deterministic fit of its observed rows (or their sufficient
+        statistics) is the same each time and is made once. None otherwise.
+        """
+        if any(v is not var and v.missing.any() for v in [*self.level1, *self.level2]):
+            return None
+        return self.fixed.setdefault((var.name, key), {})
 
 
 # --------------------------------------------------------------------------
@@ -104,21 +117,22 @@ def _code_variable(name, series: pd.Series, kind: str, levels):
     """Return (kind, values, categories) for one column."""
     missing = series.isna().to_numpy()
     if kind == "categorical":
+        # each row's text, then the distinct texts (in order of first appearance) coded once: the
+        # codes and labels of mapping every row's text, without a dictionary lookup per row
         present = series[~missing]
-        text = present.astype(str)
-        cats = list(levels) if levels is not None else sorted(text.unique().tolist())
+        text_codes, distinct = pd.factorize(present.astype(str), sort=False)
+        distinct_text = [str(t) for t in distinct]
+        cats = list(levels) if levels is not None else sorted(distinct_text)
         cats = [str(c) for c in cats]
         index = {c: i for i, c in enumerate(cats)}
-        unknown = sorted(set(text.unique().tolist()) - set(index))
+        unknown = sorted(set(distinct_text) - set(index))
         if unknown:
             raise DataError(f"column '{name}' has value(s) {unknown[:3]} that are not among its levels "
                             f"{cats}; add them to the levels or recode them.")
         codes = np.full(len(series), np.nan)
-        codes[~missing] = text.map(index).to_numpy(dtype=float)
-        originals = []
-        for c in cats:
-            hit = present[text == c]
-            originals.append(hit.iloc[0] if len(hit) else c)
+        codes[~missing] = np.array([index[t] for t in distinct_text], dtype=float)[text_codes]
+        first_row = dict(zip(distinct_text, np.unique(text_codes, return_index=True)[1]))
+        originals = [present.iloc[first_row[c]] if c in first_row else c for c in cats]
         # one level: a constant (dropped from every design; missing cells get that level)
         return ("categorical" if len(cats) > 2 else "binary"), codes, tuple(originals)
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -279,7 +293,7 @@ def model_description(problem: Problem, var: Variable) -> str:
     cont = problem.continuous
     if var.level == 2:
         body = {"continuous": "2lonly.pmm" if cont == "pmm" else "2lonly.norm",
-                "binary": "2lonly logistic", "categorical": "2lonly logistic, nested dichotomies"}[var.kind]
+                "binary": "2lonly logistic", "categorical": "2lonly baseline-category logits"}[var.kind]
         return f"{body}: one value per cluster, from cluster means and cluster covariates"
     if problem.method == "multilevel":
         base = {"continuous": ("2l.pmm: random-intercept normal (Gibbs), predictive mean matching"
@@ -287,7 +301,7 @@ def model_description(problem: Problem, var: Variable) -> str:
                                "2l.norm: random-intercept normal, cluster-specific residual variances (Gibbs)"
                                if problem.hetero else "2l.pan: random-intercept normal (Gibbs)"),
                 "binary": "2l.bin: random-intercept logistic",
-                "categorical": "2l.bin per nested dichotomy"}[var.kind]
+                "categorical": "baseline-category logits, 2l.bin per level against the baseline"}[var.kind]
         dropped = problem.means_dropped.get(var.name)
         if not problem.cluster_means:
             return base
@@ -295,7 +309,7 @@ def model_description(problem: Problem, var: Variable) -> str:
             return base + " with cluster means"
         return base + f" without cluster means (only {dropped['clusters']} clusters observe it)"
     single = {"continuous": "pmm" if cont == "pmm" else "norm (Bayesian linear regression)",
-              "binary": "logistic regression", "categorical": "logistic regression per nested dichotomy"}
+              "binary": "logistic regression", "categorical": "baseline-category logits, a logistic regression per level against the baseline"}
     where = {"flat": "clusters ignored", "stratified": "fitted within each stratum",
              "fixed_effects": "with one intercept per cluster"}[problem.method]
     return f"{single[var.kind]}, {where}"

@@ -35,6 +35,9 @@ CLUSTER_COEF_PRIOR_SD = 1.0
 #: A continuous imputed value this many observed SDs beyond the observed range is implausible
 #: under a working model; the notes say so.
 EXTRAPOLATION_SDS = 5.0
+#: Kinds of draw made by a logistic model: 0/1 values, or (one contrast of a categorical
+#: variable's baseline-category model) their linear predictors.
+_LOGISTIC_KINDS = ("binary", "logits")
 
 
 # --------------------------------------------------------------------------
@@ -93,15 +96,21 @@ def _level2_design(problem: Problem, current: dict, target: Variable):
 # --------------------------------------------------------------------------
 # Per-variable imputation
 # --------------------------------------------------------------------------
-def _flat_fit_and_draw(X, names, y, obs, mis, rng, *, kind, problem, target, note_collinear=True):
-    Do, Dp, _ = prepare_design(X, names, obs, mis, notes=problem.notes if note_collinear else None, target=target)
-    n_obs = int(np.sum(obs))
-    if n_obs - Do.shape[1] < 2:
-        problem.notes.add(f"Imputation model for '{target}': only {n_obs} observed values, too few for its "
-                          f"{Do.shape[1]} terms; imputed from an intercept-only model.")
-        Do, Dp = Do[:, :1], Dp[:, :1]
-    if kind == "binary":
-        return logistic_draw(Do, y[obs], Dp, rng)
+def _flat_fit_and_draw(X, names, y, obs, mis, rng, *, kind, problem, target, note_collinear=True, cache=None):
+    if cache is not None and "prepared" in cache:
+        Do, Dp = cache["prepared"]
+    else:
+        Do, Dp, _ = prepare_design(X, names, obs, mis, notes=problem.notes if note_collinear else None,
+                                   target=target)
+        n_obs = int(np.sum(obs))
+        if n_obs - Do.shape[1] < 2:
+            problem.notes.add(f"Imputation model for '{target}': only {n_obs} observed values, too few for its "
+                              f"{Do.shape[1]} terms; imputed from an intercept-only model.")
+            Do, Dp = Do[:, :1], Dp[:, :1]
+        if cache is not None:
+            cache["prepared"] = (Do, Dp)
+    if kind in _LOGISTIC_KINDS:
+        return logistic_draw(Do, y[obs], Dp, rng, cache=cache, logits=kind == "logits")
     return linear_draw(Do, y[obs], Dp, rng, pmm=problem.continuous == "pmm", donors=problem.donors)
 
 
@@ -135,21 +144,47 @@ def _cluster_level_budget(problem: Problem, var: Variable, X, names, cluster_inf
 
 def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: str, rng, key,
                  cluster_info=((), ())):
-    """Draw values of one level-1 (binary or continuous) target at rows ``mis``."""
+    """Draw values of one level-1 target at rows ``mis``: ``kind`` "continuous", "binary", or "logits"
+    (the linear predictors of a logistic model under drawn parameters: one contrast of a
+    baseline-category model, :func:`_baseline_category`)."""
     method = problem.method
     codes = problem.codes
+    # a design no imputation changes, predicting the variable's own missing rows: prepared once
+    fixed = problem.fixed_cache(var, key) if mis is var.missing else None
     if method == "flat":
-        return _flat_fit_and_draw(X, names, y, obs, mis, rng, kind=kind, problem=problem, target=var.name)
+        return _flat_fit_and_draw(X, names, y, obs, mis, rng, kind=kind, problem=problem, target=var.name,
+                                  cache=fixed)
     if method == "stratified":
         return _stratified_draw(problem, var, X, names, y, obs, mis, kind, rng)
     if method == "fixed_effects":
         Do, Dp, _ = prepare_design(X, names, obs, mis, intercept=False, notes=problem.notes, target=var.name)
-        if kind == "binary":
+        if kind in _LOGISTIC_KINDS:
             return fe_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
-                                     notes=problem.notes, target=var.name)
+                                     notes=problem.notes, target=var.name, logits=kind == "logits")
         return fe_linear_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                pmm=problem.continuous == "pmm", donors=problem.donors,
                                notes=problem.notes, target=var.name)
+    if fixed is not None and "prepared" in fixed:
+        Do, Dp, kept = fixed["prepared"]
+    else:
+        Do, Dp, kept = _multilevel_design(problem, var, X, names, obs, mis, cluster_info)
+        if fixed is not None:
+            fixed["prepared"] = (Do, Dp, kept)
+    state = problem.state.setdefault(key, {})
+    cache = problem.fixed_cache(var, key)
+    if kind in _LOGISTIC_KINDS:
+        return ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
+                                 notes=problem.notes, target=var.name, state=state, cache=cache,
+                                 logits=kind == "logits")
+    cluster_level = set(cluster_info[1])
+    ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in cluster_level else 0.0 for nm in kept]]
+    return ri_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng, state=state,
+                          hetero=problem.hetero, pmm=problem.continuous == "pmm", donors=problem.donors,
+                          prior_precision=ridge, cache=cache)
+
+
+def _multilevel_design(problem: Problem, var: Variable, X, names, obs, mis, cluster_info):
+    """The multilevel model's design: cluster means within budget, standardised, collinear columns dropped."""
     X, names = _cluster_level_budget(problem, var, X, names, cluster_info, obs)
     Do, Dp, kept = prepare_design(X, names, obs, mis, notes=problem.notes, target=var.name)
     n_obs = int(obs.sum())
@@ -157,15 +192,7 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
         problem.notes.add(f"Imputation model for '{var.name}': only {n_obs} observed values, too few for its "
                           f"{Do.shape[1]} terms; imputed from a model with the random intercept only.")
         Do, Dp, kept = Do[:, :1], Dp[:, :1], []
-    if kind == "binary":
-        return ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
-                                 notes=problem.notes, target=var.name)
-    cluster_level = set(cluster_info[1])
-    ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in cluster_level else 0.0 for nm in kept]]
-    state = problem.state.setdefault(key, {})
-    return ri_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng, state=state,
-                          hetero=problem.hetero, pmm=problem.continuous == "pmm", donors=problem.donors,
-                          prior_precision=ridge)
+    return Do, Dp, kept
 
 
 def _stratified_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind, rng):
@@ -182,14 +209,14 @@ def _stratified_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kin
         reason = None
         if o_rows.size == 0:
             reason = "no observed value"
-        elif kind == "binary" and np.unique(y[o_rows]).size < 2:
+        elif kind in _LOGISTIC_KINDS and np.unique(y[o_rows]).size < 2:
             reason = "a single observed value"
         else:
             Do, Dp, _ = prepare_design(X, names, o_rows, m_rows)
             if o_rows.size - Do.shape[1] < 2:
                 reason = "fewer observed values than model terms + 2"
-            elif kind == "binary":
-                out[position[m_rows]] = logistic_draw(Do, y[o_rows], Dp, rng)
+            elif kind in _LOGISTIC_KINDS:
+                out[position[m_rows]] = logistic_draw(Do, y[o_rows], Dp, rng, logits=kind == "logits")
             else:
                 out[position[m_rows]] = linear_draw(Do, y[o_rows], Dp, rng, pmm=problem.continuous == "pmm",
                                                      donors=problem.donors)
@@ -212,8 +239,8 @@ def _level2_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind, r
         problem.notes.add(f"Cluster-level model for '{var.name}': only {int(obs.sum())} clusters observe it, "
                           "too few for its predictors; imputed from an intercept-only model.")
         Do, Dp = np.ones((int(obs.sum()), 1)), np.ones((int(mis.sum()), 1))
-    if kind == "binary":
-        return logistic_draw(Do, y[obs], Dp, rng)
+    if kind in _LOGISTIC_KINDS:
+        return logistic_draw(Do, y[obs], Dp, rng, logits=kind == "logits")
     return linear_draw(Do, y[obs], Dp, rng, pmm=problem.continuous == "pmm", donors=problem.donors)
 
 
@@ -222,7 +249,13 @@ def impute_variable(problem: Problem, var: Variable, current: dict, rng) -> None
     obs = ~var.missing
     mis = var.missing
     if var.level == 1:
-        X, names, cluster_info = _level1_design(problem, current, var)
+        fixed = problem.fixed_cache(var, "design")
+        if fixed is not None and "X" in fixed:
+            X, names, cluster_info = fixed["X"]
+        else:
+            X, names, cluster_info = _level1_design(problem, current, var)
+            if fixed is not None:
+                fixed["X"] = (X, names, cluster_info)
 
         def draw(y, o, msk, kind, key):
             return _level1_draw(problem, var, X, names, y, o, msk, kind, rng, key, cluster_info)
@@ -242,7 +275,7 @@ def impute_variable(problem: Problem, var: Variable, current: dict, rng) -> None
         else:
             y[mis] = draw(y, obs, mis, "binary", var.name)
     else:
-        y = _nested_dichotomies(var, y, obs, mis, draw)
+        y = _baseline_category(var, y, obs, mis, draw, rng)
     current[var.name] = y
 
 
@@ -260,27 +293,30 @@ def _check_range(problem: Problem, var: Variable, imputed: np.ndarray) -> None:
         problem.extrapolated[var.name] = max(problem.extrapolated.get(var.name, 0.0), excess)
 
 
-def _nested_dichotomies(var: Variable, y, obs, mis, draw):
-    remaining = mis.copy()
+def _baseline_category(var: Variable, y, obs, mis, draw, rng):
+    """Draw a categorical variable's missing levels from a baseline-category (multinomial) logit model.
+
+    The baseline is the level observed most often (ties: the first); for every other level
+    ``k`` a logistic model of "k rather than the baseline" is fitted to the rows observed at one
+    of the two (Begg & Gray 1984) by the method's binary model, and its linear predictors under
+    drawn parameters (and, multilevel, drawn cluster intercepts) are the logits ``eta_k``; each
+    missing row then takes level ``k`` with probability ``exp(eta_k) / sum_l exp(eta_l)``
+    (``eta_baseline = 0``). A level never observed (in these rows) is never drawn.
+    """
+    codes = var.values
+    counts = np.bincount(codes[obs].astype(int), minlength=var.n_categories)
+    baseline = int(np.argmax(counts))
+    logits = np.full((int(mis.sum()), var.n_categories), -np.inf)
+    logits[:, baseline] = 0.0
+    for k in range(var.n_categories):
+        if k == baseline or counts[k] == 0:
+            continue
+        fit_rows = obs & ((codes == k) | (codes == baseline))
+        logits[:, k] = draw((codes == k).astype(float), fit_rows, mis, "logits", f"{var.name}[{k}]")
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    cumulative = np.cumsum(prob / prob.sum(axis=1, keepdims=True), axis=1)
     y = y.copy()
-    observed_codes = var.values
-    for k in range(var.n_categories - 1):
-        if not remaining.any():
-            break
-        fit_rows = obs & (observed_codes >= k)
-        target = (observed_codes == k).astype(float)
-        present = np.unique(target[fit_rows])
-        if present.size == 0:
-            break
-        if present.size == 1:
-            hit = np.full(int(remaining.sum()), present[0])
-        else:
-            hit = draw(target, fit_rows, remaining, "binary", f"{var.name}[{k}]")
-        rows = np.flatnonzero(remaining)
-        chosen = rows[hit > 0.5]
-        y[chosen] = k
-        remaining[chosen] = False
-    y[remaining] = var.n_categories - 1
+    y[mis] = np.minimum((rng.random(cumulative.shape[0])[:, None] > cumulative).sum(axis=1), var.n_categories - 1)
     return y
 
 

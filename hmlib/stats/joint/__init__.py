@@ -2,9 +2,10 @@
 
 The model is the one brms writes as ``bf(y ~ x + z + (1|site)) +
 bf(x | mi() ~ z + (1|site))`` (Buerkner 2017), extended: every incomplete
-predictor gets its own submodel, incomplete binary predictors are summed
-out, and a missingness submodel shares a correlated cluster effect with the
-outcome. It is fitted with PyMC and sampled by nutpie.
+predictor gets its own submodel, incomplete binary and categorical
+predictors are summed out (which brms's ``mi()`` cannot do), and a
+missingness submodel shares a correlated cluster effect with the outcome.
+It is fitted with PyMC and sampled by nutpie.
 
 Model
 -----
@@ -22,6 +23,13 @@ The joint density factorises as ``p(y | x, z) prod_k p(x_k | z)``:
   unless ``distributions`` says otherwise; the outcome always uses it on its
   original (standardised) scale;
 - incomplete binary predictor ``k``: ``logit P(x_ik = 1) = c_k + Z_i d_k + v_kj``;
+- incomplete categorical predictor with levels ``0..L-1`` (0 the reference;
+  treatment coded in the outcome, one term per other level): nominal,
+  ``log P(x = l) / P(x = 0) = c_kl + Z_i d_kl + v_klj`` (baseline-category
+  logit, one cluster intercept and SD per level, as brms's ``categorical``
+  with ``(1|site)``); ordinal (``ordinal=`` / the params' ``ordinal:``),
+  ``logit P(rank(x) >= l) = Z_i d_k + v_kj - theta_kl`` with ordered cut
+  points (cumulative logit, brms's ``cumulative``);
 - cluster intercepts ``u_j ~ N(0, tau_y)``, ``v_kj ~ N(0, tau_k)``, independent
   across submodels (as brms's ``(1|site)`` in two formulae).
 
@@ -32,9 +40,12 @@ cluster effects (each submodel sees the complete predictors only); rows with
 a missing outcome are left out (as brms does for a response without
 ``mi()``).
 
-Missing values. A missing binary value is summed out: the row's outcome
-likelihood is ``sum_{x=0,1} p(y | x) p(x)`` (over the product of the row's
-missing binaries). A missing value of the *focus* variable is, by default
+Missing values. A missing binary or categorical value is summed out: the
+row's outcome likelihood is ``sum_x p(y | x) p(x)`` over the levels of each
+of the row's missing discrete predictors (2 terms per binary, L per
+categorical, their product when several are missing); the likelihood equals
+brute-force enumeration of every completion to 1e-8
+(``tests/test_joint_categorical.py``, JOINT-CAT-001). A missing value of the *focus* variable is, by default
 (``missing_values="marginal"``), integrated out by Gauss-Hermite quadrature
 on its submodel's normal (or log-normal) distribution; for a gaussian
 outcome and a normal focus the integral is exact in closed form. The number
@@ -132,7 +143,7 @@ correlation (truth 0.5, which the submodel only approximates) comes out
 Where things are
 ----------------
 - :mod:`~hmlib.stats.joint.data`: :func:`prepare_joint_data`, :class:`JointData`
-  (complete, binary and continuous predictors; scales; the focus);
+  (complete, binary, categorical and continuous predictors; scales; the focus);
 - :mod:`~hmlib.stats.joint.priors`: :data:`DEFAULT_PRIORS`, their checks,
   table, PyMC families and densities;
 - :mod:`~hmlib.stats.joint.parameterisation`: the centring and quadrature
@@ -178,8 +189,8 @@ Examples
 >>> result.to_estimates()                                       # doctest: +SKIP
 """
 
-from hmlib.stats.joint.data import (LOGNORMAL_SKEWNESS, BinaryPredictor, ContinuousPredictor, JointData,
-                                    choose_distribution, prepare_joint_data)
+from hmlib.stats.joint.data import (LOGNORMAL_SKEWNESS, BinaryPredictor, CategoricalPredictor, ContinuousPredictor,
+                                    JointData, choose_distribution, prepare_joint_data)
 from hmlib.stats.joint.fit import LOW_RANK_MAX_PARAMETERS, fit_joint_model
 from hmlib.stats.joint.model import build_joint_model
 from hmlib.stats.joint.parameterisation import CENTRED_SHARE, QUADRATURE_CANDIDATES, QUADRATURE_TOLERANCE
@@ -190,6 +201,7 @@ from hmlib.stats.joint.summaries import GATE, METHOD, outcome_to_original_scale
 
 __all__ = ["DEFAULT_PRIORS", "LOGNORMAL_SKEWNESS", "METHOD", "GATE", "LOW_RANK_MAX_PARAMETERS", "CENTRED_SHARE",
            "QUADRATURE_CANDIDATES", "QUADRATURE_TOLERANCE", "JointData", "ContinuousPredictor", "BinaryPredictor",
+           "CategoricalPredictor",
            "JointModelResult", "prepare_joint_data", "build_joint_model", "fit_joint_model", "priors_table",
            "choose_distribution", "outcome_to_original_scale", "PosteriorDraws", "PriorReweighting",
            "reweight_cluster_sd_prior", "model_fingerprint"]

@@ -1,11 +1,12 @@
-"""Data preparation of the joint model: which predictor is complete, binary or continuous, and its scale.
+"""Data preparation of the joint model: which predictor is complete, binary, categorical or continuous.
 
 :func:`prepare_joint_data` turns a frame into :class:`JointData`, the arrays
 the model is built from: the outcome on the model's scale (a gaussian outcome
 standardised), the cluster index of each row, the standardised design ``Z``
 of the complete predictors (categorical ones treatment coded), and one
-:class:`ContinuousPredictor` or :class:`BinaryPredictor` per incomplete
-predictor. It holds patient-level arrays and is never written out.
+:class:`ContinuousPredictor`, :class:`BinaryPredictor` or
+:class:`CategoricalPredictor` (three or more levels, nominal or ordinal) per
+incomplete predictor. It holds patient-level arrays and is never written out.
 
 A positive, right-skewed incomplete variable (all observed values > 0 and
 sample skewness above :data:`LOGNORMAL_SKEWNESS`) gets a lognormal submodel
@@ -21,9 +22,10 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import FitError
+from hmlib.stats.design import ordinal_ranks
 
-__all__ = ["LOGNORMAL_SKEWNESS", "ContinuousPredictor", "BinaryPredictor", "JointData", "choose_distribution",
-           "prepare_joint_data"]
+__all__ = ["LOGNORMAL_SKEWNESS", "ContinuousPredictor", "BinaryPredictor", "CategoricalPredictor", "JointData",
+           "choose_distribution", "prepare_joint_data"]
 
 #: A positive incomplete variable whose observed sample skewness exceeds this
 #: is modelled as lognormal (override with ``distributions=``).
@@ -97,16 +99,63 @@ class BinaryPredictor:
 
 
 @dataclass(frozen=True, eq=False)
+class CategoricalPredictor:
+    """An incomplete categorical predictor with three or more levels.
+
+    In the outcome model it is treatment coded (one term per non-reference
+    level, as in the analysis model); its own submodel is a baseline-category
+    logit (nominal) or a cumulative logit (ordinal), with cluster random
+    intercepts, and its missing values are summed out over its levels.
+
+    Attributes
+    ----------
+    name : str
+        The column.
+    levels : tuple of str
+        The levels, the first the reference (and, ordinal, in their order).
+    terms : tuple of str
+        Its outcome terms, ``name[level]`` for each non-reference level.
+    codes : numpy.ndarray
+        Level index 0..K-1 per row (float), NaN where missing.
+    observed : numpy.ndarray of bool
+    ordinal : bool
+        Cumulative-logit submodel (True) or baseline-category logit (False).
+    ranks : numpy.ndarray or None
+        Ordinal: the rank of each level (index into ``levels``) on the
+        ordinal scale, 0 the lowest; the submodel works on ranks, the
+        outcome model on ``levels``. None for a nominal predictor.
+    """
+
+    name: str
+    levels: tuple
+    terms: tuple
+    codes: np.ndarray
+    observed: np.ndarray
+    ordinal: bool
+    ranks: np.ndarray | None = None
+
+    @property
+    def n_levels(self) -> int:
+        """Number of levels K."""
+        return len(self.levels)
+
+    def indicators(self) -> np.ndarray:
+        """Rows x (K - 1) treatment-coded columns, 0 where missing."""
+        codes = np.where(self.observed, self.codes, -1)
+        return (codes[:, None] == np.arange(1, self.n_levels)[None, :]).astype(float)
+
+
+@dataclass(frozen=True, eq=False)
 class JointData:
     """Arrays and metadata of one joint model (built by :func:`prepare_joint_data`).
 
     Holds patient-level arrays; it is never written out. The main attributes
     are ``y`` (outcome, on the model's scale), ``codes`` (cluster index per
     row), ``cluster_labels``, ``Z`` (standardised complete design without
-    intercept), ``z_terms``, ``continuous`` and ``binaries`` (incomplete
-    predictors), ``focus`` and ``focus_kind`` (``"continuous"``,
-    ``"binary"`` or ``"complete"``), ``term_order`` (outcome terms in the
-    user's predictor order).
+    intercept), ``z_terms``, ``continuous``, ``binaries`` and
+    ``categoricals`` (incomplete predictors), ``focus`` and ``focus_kind``
+    (``"continuous"``, ``"binary"``, ``"categorical"`` or ``"complete"``),
+    ``term_order`` (outcome terms in the user's predictor order).
     """
 
     outcome: str
@@ -129,6 +178,7 @@ class JointData:
     missingness_model: bool
     n_dropped_outcome: int
     predictors: tuple
+    categoricals: tuple = ()
 
     @property
     def n(self) -> int:
@@ -142,8 +192,20 @@ class JointData:
 
     @property
     def outcome_terms(self) -> tuple:
-        """Outcome coefficients in model order: complete, continuous, binary."""
-        return (*self.z_terms, *(c.name for c in self.continuous), *(b.term for b in self.binaries))
+        """Outcome coefficients in model order: complete, continuous, binary, categorical (one per level)."""
+        return (*self.z_terms, *(c.name for c in self.continuous), *(b.term for b in self.binaries),
+                *(t for c in self.categoricals for t in c.terms))
+
+    @property
+    def incomplete(self) -> tuple:
+        """Every incomplete predictor: continuous, binary, categorical."""
+        return (*self.continuous, *self.binaries, *self.categoricals)
+
+    def categorical_columns(self, k: int) -> np.ndarray:
+        """Positions in the outcome coefficient vector of categorical predictor ``k``'s terms."""
+        start = self.Z.shape[1] + len(self.continuous) + len(self.binaries) + \
+            sum(c.n_levels - 1 for c in self.categoricals[:k])
+        return np.arange(start, start + self.categoricals[k].n_levels - 1)
 
     @property
     def focus_missing(self) -> np.ndarray:
@@ -153,19 +215,33 @@ class JointData:
 
     @property
     def focus_variable(self):
-        """The focus's :class:`ContinuousPredictor` or :class:`BinaryPredictor`; None when it is complete."""
-        for var in (*self.continuous, *self.binaries):
+        """The focus's incomplete-predictor record (continuous, binary or categorical); None when it is complete."""
+        for var in self.incomplete:
             if var.name == self.focus:
                 return var
         return None
 
     @property
     def focus_term(self):
-        """The outcome term of the focus variable (None if it is not a predictor term)."""
+        """The outcome term of the focus variable (None if it is not a predictor term).
+
+        A categorical focus has one term per non-reference level: this is the
+        first (:attr:`focus_terms` has them all).
+        """
+        terms = self.focus_terms
+        return terms[0] if terms else None
+
+    @property
+    def focus_terms(self) -> tuple:
+        """Every outcome term of the focus variable (one per non-reference level for a categorical one)."""
         var = self.focus_variable
         if var is None:
-            return self.focus if self.focus in self.term_order else None
-        return var.term if isinstance(var, BinaryPredictor) else var.name
+            if self.focus in self.term_order:
+                return (self.focus,)
+            return tuple(t for t in self.term_order if t.startswith(f"{self.focus}["))
+        if isinstance(var, CategoricalPredictor):
+            return var.terms
+        return (var.term,) if isinstance(var, BinaryPredictor) else (var.name,)
 
     def submodel_key(self, key: str) -> str:
         """User-facing submodel name (outcome, missingness or a predictor) -> internal key (``x<k>``, ``b<k>``)."""
@@ -177,6 +253,9 @@ class JointData:
         for k, var in enumerate(self.binaries):
             if var.name == key:
                 return f"b{k}"
+        for k, var in enumerate(self.categoricals):
+            if var.name == key:
+                return f"c{k}"
         raise FitError(f"parameterisation names {key!r}, which is not 'outcome', 'missingness' or an "
                        "incomplete predictor.")
 
@@ -186,6 +265,8 @@ class JointData:
             return self.continuous[int(key[1:])].name
         if key.startswith("b") and key[1:].isdigit():
             return self.binaries[int(key[1:])].name
+        if key.startswith("c") and key[1:].isdigit():
+            return self.categoricals[int(key[1:])].name
         return key
 
 
@@ -205,7 +286,7 @@ def choose_distribution(values) -> str:
 def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str, family: str,
                        levels: dict | None = None, focus: str | None = None,
                        distributions: dict | None = None, missing_values: str = "marginal",
-                       missingness_model: bool = True) -> JointData:
+                       missingness_model: bool = True, ordinal=None) -> JointData:
     """Standardise and index the data of the joint model.
 
     Parameters
@@ -227,6 +308,12 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         them latent parameters as brms does.
     missingness_model : bool
         Add the shared-parameter missingness submodel (needs an incomplete focus).
+    ordinal : sequence of str or dict, optional
+        Categorical predictors whose submodel is a cumulative logit
+        (ordinal) instead of a baseline-category logit (nominal): names, or
+        ``{column: levels from lowest to highest}``. With names only the
+        levels are ordered as numbers when they all read as numbers, else as
+        in ``levels``. The outcome model codes them by ``levels`` either way.
 
     Returns
     -------
@@ -235,22 +322,30 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
     Raises
     ------
     FitError
-        Unknown family or mode, a predictor that cannot be modelled (an
-        incomplete categorical with more than two levels; a lognormal
-        variable with values <= 0), fewer than two clusters.
+        Unknown family or mode, a predictor that cannot be modelled (a
+        lognormal variable with values <= 0; an ordinal column that is not
+        categorical, or whose order does not list its levels), fewer than two
+        clusters.
     """
     predictors = tuple(predictors)
     levels = dict(levels or {})
     distributions = dict(distributions or {})
+    ordinal = dict(ordinal) if isinstance(ordinal, dict) else {name: None for name in (ordinal or ())}
     _check_arguments(frame, outcome=outcome, predictors=predictors, cluster=cluster, family=family,
                      distributions=distributions, missing_values=missing_values)
+    for col in ordinal:
+        if col not in predictors:
+            raise FitError(f"ordinal names '{col}', which is not a predictor ({list(predictors)}).")
+        if not _is_categorical(frame[col], col, levels):
+            raise FitError(f"ordinal names '{col}', which is numeric; list it under 'categorical' too, or "
+                           "remove it from 'ordinal'.")
     data, n_dropped = _rows_with_outcome(frame, outcome, cluster, predictors)
     codes, labels = pd.factorize(data[cluster], sort=True)
     if labels.size < 2:
         raise FitError(f"the joint model needs at least two clusters in '{cluster}'; found {labels.size}.")
     y, y_centre, y_scale = _outcome_on_model_scale(data[outcome], outcome, family)
 
-    columns = _Columns()
+    columns = _Columns(ordinal=ordinal)
     for col in predictors:
         columns.add(data[col], col, levels, distributions)
     focus, focus_kind = columns.resolve_focus(focus, predictors)
@@ -266,7 +361,7 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         continuous=tuple(continuous), binaries=tuple(columns.binaries), focus=focus, focus_kind=focus_kind,
         term_order=tuple(columns.term_order),
         missingness_model=bool(missingness_model and focus_kind != "complete"),
-        n_dropped_outcome=n_dropped, predictors=predictors,
+        n_dropped_outcome=n_dropped, predictors=predictors, categoricals=tuple(columns.categoricals),
     )
 
 
@@ -328,6 +423,8 @@ class _Columns:
     binaries: list = field(default_factory=list)
     term_order: list = field(default_factory=list)
     n_missing: dict = field(default_factory=dict)
+    categoricals: list = field(default_factory=list)
+    ordinal: dict = field(default_factory=dict)
 
     def add(self, series: pd.Series, col: str, levels: dict, distributions: dict) -> None:
         """Sort one predictor (FitError when the model cannot take it)."""
@@ -354,11 +451,21 @@ class _Columns:
             for level in found[1:]:
                 self._add_complete((text == level).astype(float), f"{col}[{level}]", 0.0, 1.0)
             return
-        if len(found) != 2:
-            raise FitError(
-                f"predictor '{col}' is categorical with {len(found)} levels and {int(missing.sum())} "
-                "missing values; the joint model sums out incomplete binary predictors only. "
-                "Impute it with the multilevel imputation step, or merge levels into two.")
+        if len(found) < 2:
+            raise FitError(f"predictor '{col}' has a single recorded level ({found[0]!r}); there is nothing to "
+                           "model. Remove it from the predictors.")
+        if len(found) > 2:
+            index = {level: i for i, level in enumerate(found)}
+            unknown = sorted(set(text[~missing]) - set(index))
+            if unknown:
+                raise FitError(f"predictor '{col}' has values {unknown[:3]} that are not among its levels {found}.")
+            codes = np.array([np.nan if m else index[t] for t, m in zip(text, missing)], dtype=float)
+            ranks = ordinal_ranks(col, found, self.ordinal[col]) if col in self.ordinal else None
+            terms = tuple(f"{col}[{level}]" for level in found[1:])
+            self.categoricals.append(CategoricalPredictor(col, tuple(found), terms, codes, ~missing,
+                                                          ordinal=ranks is not None, ranks=ranks))
+            self.term_order.extend(terms)
+            return
         values = np.where(missing, np.nan, (text == found[1]).astype(float))
         term = f"{col}[{found[1]}]"
         self.binaries.append(BinaryPredictor(col, term, values, ~missing))
@@ -394,11 +501,12 @@ class _Columns:
 
     def resolve_focus(self, focus: str | None, predictors: tuple) -> tuple[str, str]:
         """The focus (default: the incomplete predictor with most missing values) and its kind."""
-        incomplete = [v.name for v in (*self.continuous, *self.binaries)]
+        incomplete = [v.name for v in (*self.continuous, *self.binaries, *self.categoricals)]
         if focus is None:
             focus = max(incomplete, key=lambda c: self.n_missing[c]) if incomplete else predictors[0]
         elif focus not in predictors:
             raise FitError(f"focus '{focus}' is not one of the predictors {list(predictors)}.")
         focus_kind = ("continuous" if focus in [c.name for c in self.continuous]
-                      else "binary" if focus in [b.name for b in self.binaries] else "complete")
+                      else "binary" if focus in [b.name for b in self.binaries]
+                      else "categorical" if focus in [c.name for c in self.categoricals] else "complete")
         return focus, focus_kind

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import FitError
+from hmlib.progress import report
 from hmlib.settings import run_sizes
 from hmlib.stats.joint.data import JointData, prepare_joint_data
 from hmlib.stats.joint.imputations import focus_by_cluster
@@ -54,6 +55,7 @@ _NOT_TRACED = ("miss_indicator", "miss_prior", "miss_slope", "miss_resid_sd", "o
 
 def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str, family: str,
                     seed: int | None = None, levels: dict | None = None, focus: str | None = None,
+                    ordinal=None,
                     draws: int | None = None, tune: int | None = None, chains: int | None = None,
                     fast: bool = False, priors: dict | None = None, distributions: dict | None = None,
                     parameterisation: dict | None = None, missing_values: str = "marginal",
@@ -75,6 +77,12 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         ``{column: levels}`` of categorical predictors (first = reference).
     focus : str, optional
         Default: the incomplete predictor with most missing values.
+    ordinal : sequence of str or dict, optional
+        Categorical predictors with an ordinal (cumulative logit) submodel,
+        optionally with their order (see
+        :func:`~hmlib.stats.joint.data.prepare_joint_data`); the other
+        categorical predictors with three or more levels get a nominal
+        (baseline-category logit) one.
     draws, tune, chains : int, optional
         Per chain; default the joint-model sizes of
         :func:`hmlib.settings.run_sizes` (full: 1000, 1000, 2; fast: 500, 500, 2).
@@ -145,7 +153,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     checked_priors = check_priors(priors)
     jd = prepare_joint_data(frame, outcome=outcome, predictors=predictors, cluster=cluster, family=family,
                             levels=levels, focus=focus, distributions=distributions,
-                            missing_values=missing_values, missingness_model=missingness_model)
+                            missing_values=missing_values, missingness_model=missingness_model, ordinal=ordinal)
     fits = ml_fits(jd)
     choice, shares = choose_parameterisation(jd, fits, parameterisation)
     quadrature_error = None
@@ -156,6 +164,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     model = build_joint_model(jd, priors=checked_priors, parameterisation=choice,
                               quadrature_nodes=quadrature_nodes)
     t_built = time.perf_counter()
+    report("joint model", 0, (tune + draws) * chains, unit="draws", detail="compiling the sampler")
     compiled, n_free, adaptation = _compile(model, adaptation)
     t_compiled = time.perf_counter()
     budget_s = 60.0 * float(time_budget_minutes) if time_budget_minutes else None
@@ -193,6 +202,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         "information_share": {jd.display_key(k): v for k, v in shares.items()},
         "distributions": {c.name: c.distribution for c in jd.continuous},
         "binary_summed_out": [b.name for b in jd.binaries],
+        "categorical_summed_out": {c.name: ("ordinal" if c.ordinal else "nominal") for c in jd.categoricals},
         "priors": checked_priors, "sampler": f"nutpie NUTS, {adaptation} mass-matrix adaptation",
         "adaptation": adaptation, "n_parameters": n_free,
         "time_budget_minutes": float(time_budget_minutes) if time_budget_minutes else None,
@@ -204,7 +214,20 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         n_patients=jd.n, n_clusters=jd.n_clusters, n_dropped_outcome=jd.n_dropped_outcome,
         draws={k: original[k] for k in original} | ({"re_corr": post["re_corr"]} if jd.missingness_model else {}),
         imputations=imputations, trace=trace if keep_trace else None,
-        sd_draws={k: v for k, v in post.items() if k.endswith("_cluster_sd")})
+        sd_draws=_cluster_sd_draws(post))
+
+
+def _cluster_sd_draws(post: dict) -> dict:
+    """Every cluster SD's draws (chain, draw); a nominal submodel's SDs, one per level, as ``<name>[<j>]``."""
+    out = {}
+    for name, values in post.items():
+        if not name.endswith("_cluster_sd"):
+            continue
+        if values.ndim == 2:
+            out[name] = values
+        else:
+            out |= {f"{name}[{j}]": values[..., j] for j in range(values.shape[-1])}
+    return out
 
 
 def _compile(model, adaptation: str):
@@ -238,7 +261,8 @@ def _sample_within_budget(jd: JointData, compiled, *, draws: int, tune: int, cha
         run_seed = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
         started = time.perf_counter()
         trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores or chains,
-                              seed=run_seed, progress_bar=False, adaptation=adaptation)
+                              seed=run_seed, progress_bar=False, adaptation=adaptation,
+                              progress_callback=DrawProgress(f"extended run {k}" if k else ""), progress_rate=500)
         seconds = time.perf_counter() - started
         post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
         divergences = int(np.asarray(trace.sample_stats["diverging"].values).sum())
@@ -284,6 +308,48 @@ def _extension_hint(attempts: list, *, fast: bool, budget_s: float | None, elaps
                f"within the time budget of {budget_s / 60:g} minutes: raise joint_model.time_budget_minutes in "
                "the params file, or check the model.")
     return f"{done[0].upper()}{done[1:]} Not extended further: {why}"
+
+
+class DrawProgress:
+    """nutpie's progress callback: draws done over every chain, with the time left of the slowest chain.
+
+    Called from nutpie's thread every ``progress_rate`` milliseconds with its
+    ``ChainProgress`` records (``finished_draws``; ``total_draws``, warm-up
+    and sampling; ``tuning``; ``runtime_ms``, the chain's sampling time).
+    Reports to :mod:`hmlib.progress` as ``warm-up`` while a chain still tunes,
+    then ``sampling``. The chains run side by side, so the time left is the
+    largest of the chains' own: a chain's draws left at its rate in its
+    current phase (NUTS draws cost far more early in the warm-up than after
+    it, so a rate since the start overstates what is left once a chain
+    samples), or at its overall rate in the first second or 10 draws of a
+    phase. ``run`` names a run after the first (the automatic extension)
+    after the phase.
+    """
+
+    def __init__(self, run: str = ""):
+        self.run = run
+        self._phase_start: dict[int, tuple] = {}  # chain -> (tuning, draws, runtime ms) when its phase began
+
+    def __call__(self, chains) -> None:
+        done = total = 0
+        left = []
+        for index, chain in enumerate(chains):
+            finished, planned, ms = int(chain.finished_draws), int(chain.total_draws), float(chain.runtime_ms)
+            done, total = done + finished, total + planned
+            start = self._phase_start.get(index)
+            if start is None or start[0] != bool(chain.tuning):
+                start = self._phase_start[index] = (bool(chain.tuning), finished, ms)
+            if finished >= planned:
+                continue
+            drawn, spent = finished - start[1], ms - start[2]
+            if drawn < 10 or spent < 1000:
+                drawn, spent = finished, ms
+            left.append((planned - finished) * spent / drawn / 1000 if drawn > 0 and spent > 0 else None)
+        eta = max(left) if left and None not in left else None
+        phase = "warm-up" if any(c.tuning for c in chains) else "sampling"
+        if self.run:
+            phase = f"{phase}, {self.run}"
+        report("joint model", done, total, unit="draws", detail=phase, eta=eta)
 
 
 def _summary_table(jd: JointData, post: dict):

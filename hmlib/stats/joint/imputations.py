@@ -13,6 +13,11 @@ thinned to :data:`IMPUTATION_DRAWS` draws:
   cluster's completed mean; the posterior predictive check of the observed
   values; the imputed values in clusters that never measured the focus.
 
+For a categorical focus (binary or with more levels) the cluster-level
+summaries are of the share of patients *not* in the reference level: the
+raw and pooled cluster effects are on the logit of that share, and the
+predictive check compares observed and replicated shares.
+
 The tables are per cluster and unsuppressed: small-cell suppression is the
 report's (:mod:`hmlib.steps.joint_model`).
 """
@@ -25,10 +30,11 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from hmlib.stats.joint.data import BinaryPredictor, ContinuousPredictor, JointData
+from hmlib.stats.joint.data import BinaryPredictor, CategoricalPredictor, ContinuousPredictor, JointData
+from hmlib.stats.joint.model import ordinal_log_probabilities
 
-__all__ = ["IMPUTATION_DRAWS", "REJECTION_ROUNDS", "SIR_PROPOSALS", "fixed_part", "draw_focus_missing",
-           "focus_by_cluster"]
+__all__ = ["IMPUTATION_DRAWS", "REJECTION_ROUNDS", "SIR_PROPOSALS", "fixed_part", "category_probabilities",
+           "draw_focus_missing", "focus_by_cluster"]
 
 #: Posterior draws (thinned) used for imputations and predictive checks.
 IMPUTATION_DRAWS = 200
@@ -55,6 +61,32 @@ def fixed_part(post: dict, prefix: str, Z: np.ndarray, index: np.ndarray) -> np.
     return fixed
 
 
+def category_probabilities(data: JointData, post: dict, k: int, index: np.ndarray, rows: np.ndarray, *,
+                           with_cluster: bool = True) -> np.ndarray:
+    """Draws x rows x K probabilities of categorical predictor ``k``'s levels under its submodel (numpy).
+
+    Columns in the order of the predictor's ``levels``; ``with_cluster=False``
+    sets the cluster intercepts to 0 (the average cluster).
+    """
+    var: CategoricalPredictor = data.categoricals[k]
+    prefix, K, Z = f"c{k}", var.n_levels, data.Z[rows]
+    cluster = _flat(post, f"{prefix}_cluster", index)
+    if var.ordinal:
+        eta = cluster[:, data.codes[rows]] if with_cluster else np.zeros((index.size, rows.size))
+        if Z.shape[1]:
+            eta = eta + _flat(post, f"{prefix}_coef", index) @ Z.T
+        logp = ordinal_log_probabilities(eta, _flat(post, f"{prefix}_cutpoints", index), K, np)[..., var.ranks]
+    else:
+        eta = np.repeat(_flat(post, f"{prefix}_intercept", index)[:, None, :], rows.size, axis=1)
+        if with_cluster:
+            eta = eta + cluster[:, data.codes[rows], :]
+        if Z.shape[1]:
+            eta = eta + np.einsum("rp,dpk->drk", Z, _flat(post, f"{prefix}_coef", index))
+        logits = np.concatenate([np.zeros((*eta.shape[:2], 1)), eta], axis=-1)
+        logp = logits - special.logsumexp(logits, axis=-1, keepdims=True)
+    return np.exp(logp)
+
+
 def _outcome_eta_known(data: JointData, post: dict, index: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Draws x rows of the outcome linear predictor without the summed-out/integrated parts (numpy)."""
     Z = data.Z[rows]
@@ -77,16 +109,19 @@ def _outcome_eta_known(data: JointData, post: dict, index: np.ndarray, rows: np.
     first = p + len(data.continuous)
     for k, var in enumerate(data.binaries):
         eta = eta + coef[:, first + k][:, None] * np.nan_to_num(var.values[rows])
+    for k, var in enumerate(data.categoricals):
+        eta = eta + coef[:, data.categorical_columns(k)] @ var.indicators()[rows].T
     return eta
 
 
 def draw_focus_missing(data: JointData, post: dict, index: np.ndarray, rng) -> np.ndarray:
-    """Draws x missing rows of the focus variable (submodel scale for continuous, 0/1 for binary).
+    """Draws x missing rows of the focus variable (submodel scale for continuous, 0/1 for binary, level index
+    0..K-1 for a categorical one).
 
     Latent focus: the stored draws. Integrated-out or summed-out focus:
     draws from ``p(x | y, theta)`` by rejection sampling, proposing the row's
-    missing values (the focus and any missing binary predictor of the row)
-    from their submodels and accepting with probability
+    missing values (the focus and any missing binary or categorical
+    predictor of the row) from their submodels and accepting with probability
     ``p(y | x) / max p(y | .)`` (the bound is 1 for a binary outcome and
     ``1 / (sigma sqrt(2 pi))`` for a gaussian one); this is exact. Each round
     works on the entries still pending; the rare entries still pending after
@@ -111,6 +146,12 @@ def draw_focus_missing(data: JointData, post: dict, index: np.ndarray, rng) -> n
         eta_b = fixed_part(post, f"b{k}", data.Z[mis_rows], index) + \
             _flat(post, f"b{k}_cluster", index)[:, data.codes[mis_rows]]
         binary_props.append((coef[:, first + k], special.expit(eta_b), missing_here, b is var))
+    category_props = []   # (coefficient draws x (K - 1), cumulative P draws x rows x K, missing in row, is the focus)
+    for k, c in enumerate(data.categoricals):
+        missing_here = ~c.observed[mis_rows]
+        if missing_here.any():
+            cumulative = np.cumsum(category_probabilities(data, post, k, index, mis_rows), axis=-1)
+            category_props.append((coef[:, data.categorical_columns(k)], cumulative, missing_here, c is var))
     continuous_focus = isinstance(var, ContinuousPredictor)
     if continuous_focus:
         k = data.continuous.index(var)
@@ -131,6 +172,12 @@ def draw_focus_missing(data: JointData, post: dict, index: np.ndarray, rng) -> n
             eta += coef_b[d] * c
             if is_focus:
                 proposal = c
+        for coef_c, cumulative, missing_here, is_focus in category_props:
+            level = (rng.random(shape)[..., None] > cumulative[d, r]).sum(axis=-1).clip(max=cumulative.shape[-1] - 1)
+            with_coef = np.concatenate([np.zeros((coef_c.shape[0], 1)), coef_c], axis=1)
+            eta += with_coef[d, level] * missing_here[r]
+            if is_focus:
+                proposal = level.astype(float)
         if continuous_focus:
             proposal = mu[d, r] + sigma[d] * rng.standard_normal(shape)
             eta += coef_f[d] * var.to_outcome_scale(proposal)
@@ -159,15 +206,36 @@ def draw_focus_missing(data: JointData, post: dict, index: np.ndarray, rng) -> n
 
 @dataclass(frozen=True, eq=False)
 class _Focus:
-    """The incomplete focus, its submodel and the thinned draws the post-processing works on."""
+    """The incomplete focus, its submodel and the thinned draws the post-processing works on.
+
+    ``kind`` is ``"continuous"``, ``"binary"`` or ``"categorical"``. A
+    categorical focus is summarised by the share of patients not in its
+    reference level: ``indicator`` (observed rows: 0/1, NaN where missing) and
+    the draws x n probabilities of that share with (``share_pooled``) and
+    without (``share_fixed``) the cluster intercepts.
+    """
 
     var: object
     prefix: str
-    is_binary: bool
+    kind: str
     index: np.ndarray
-    mu_fixed: np.ndarray            # draws x n, the submodel's fixed part (no cluster effect)
+    mu_fixed: np.ndarray | None     # draws x n, the submodel's fixed part (continuous, binary)
     counts_obs: np.ndarray          # observed focus values per cluster
     counts_all: np.ndarray          # patients per cluster
+    share_fixed: np.ndarray | None = None
+    share_pooled: np.ndarray | None = None
+
+    @property
+    def is_discrete(self) -> bool:
+        """Binary or categorical: summarised by a share."""
+        return self.kind != "continuous"
+
+    @property
+    def indicator(self) -> np.ndarray:
+        """Per row: 1 when the recorded value is not the reference level (0/1 for a binary), NaN where missing."""
+        if self.kind == "categorical":
+            return np.where(self.var.observed, (np.nan_to_num(self.var.codes) > 0).astype(float), np.nan)
+        return self.var.values
 
 
 def focus_by_cluster(data: JointData, post: dict, rng) -> dict:
@@ -185,16 +253,34 @@ def focus_by_cluster(data: JointData, post: dict, rng) -> dict:
     n_total = next(iter(post.values())).shape[0] * next(iter(post.values())).shape[1]
     index = _thin(n_total, IMPUTATION_DRAWS)
     J, codes = data.n_clusters, data.codes
-    is_binary = isinstance(var, BinaryPredictor)
-    k = (data.binaries if is_binary else data.continuous).index(var)
-    prefix = f"b{k}" if is_binary else f"x{k}"
-    focus = _Focus(var=var, prefix=prefix, is_binary=is_binary, index=index,
-                   mu_fixed=fixed_part(post, prefix, data.Z, index),
-                   counts_obs=np.bincount(codes[var.observed], minlength=J), counts_all=np.bincount(codes, minlength=J))
+    counts = {"counts_obs": np.bincount(codes[var.observed], minlength=J),
+              "counts_all": np.bincount(codes, minlength=J)}
+    if isinstance(var, CategoricalPredictor):
+        k = data.categoricals.index(var)
+        rows = np.arange(data.n)
+        shares = [1.0 - category_probabilities(data, post, k, index, rows, with_cluster=w)[..., 0]
+                  for w in (False, True)]
+        focus = _Focus(var=var, prefix=f"c{k}", kind="categorical", index=index, mu_fixed=None,
+                       share_fixed=shares[0], share_pooled=shares[1], **counts)
+    else:
+        is_binary = isinstance(var, BinaryPredictor)
+        k = (data.binaries if is_binary else data.continuous).index(var)
+        prefix = f"b{k}" if is_binary else f"x{k}"
+        focus = _Focus(var=var, prefix=prefix, kind="binary" if is_binary else "continuous", index=index,
+                       mu_fixed=fixed_part(post, prefix, data.Z, index), **counts)
     pooling, completed, cluster_means = _partial_pooling(data, post, rng, focus)
     ppc = _posterior_predictive(data, post, rng, focus)
     unmeasured = _never_measured(data, focus, completed, cluster_means)
     return {"partial_pooling": pooling, "ppc": ppc, "unmeasured": unmeasured, "draws_used": int(index.size)}
+
+
+def _categorical_cluster_effects(data: JointData, focus: _Focus) -> np.ndarray:
+    """Draws x J: logit of a cluster's share not in the reference level, minus the same at cluster effect 0."""
+    J, codes = data.n_clusters, data.codes
+    sums = [np.stack([np.bincount(codes, weights=row, minlength=J) for row in share])
+            for share in (focus.share_pooled, focus.share_fixed)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return special.logit(sums[0] / focus.counts_all) - special.logit(sums[1] / focus.counts_all)
 
 
 def _partial_pooling(data: JointData, post: dict, rng, focus: _Focus):
@@ -202,21 +288,28 @@ def _partial_pooling(data: JointData, post: dict, rng, focus: _Focus):
     var, prefix, index = focus.var, focus.prefix, focus.index
     J, codes, obs = data.n_clusters, data.codes, focus.var.observed
     counts_obs, counts_all = focus.counts_obs, focus.counts_all
-    v_all = post[f"{prefix}_cluster"].reshape(-1, J)
-    tau = float(post[f"{prefix}_cluster_sd"].mean())
+    indicator = focus.indicator
+    if focus.kind == "categorical":
+        v_all = _categorical_cluster_effects(data, focus)
+        tau = float(np.sqrt(np.mean(np.var(v_all, axis=1))))      # between-cluster SD of that effect
+    else:
+        v_all = post[f"{prefix}_cluster"].reshape(-1, J)
+        tau = float(post[f"{prefix}_cluster_sd"].mean())
 
     # raw cluster deviation (submodel scale, in original units) and the pooled one
-    fixed_mean = focus.mu_fixed.mean(axis=0)
-    if focus.is_binary:
-        resid_sum = np.bincount(codes[obs], weights=var.values[obs], minlength=J)
-        pred_sum = np.bincount(codes[obs], weights=special.expit(fixed_mean[obs]), minlength=J)
+    if focus.is_discrete:
+        expected = focus.share_fixed.mean(axis=0) if focus.kind == "categorical" else \
+            special.expit(focus.mu_fixed.mean(axis=0))
+        resid_sum = np.bincount(codes[obs], weights=indicator[obs], minlength=J)
+        pred_sum = np.bincount(codes[obs], weights=expected[obs], minlength=J)
         with np.errstate(divide="ignore", invalid="ignore"):
             raw_effect = special.logit((resid_sum + 0.5) / (counts_obs + 1.0)) - \
                 special.logit((pred_sum + 0.5) / (counts_obs + 1.0))
-        rate = float(np.mean(var.values[obs]))
+        rate = float(np.mean(indicator[obs]))
         info = counts_obs * rate * (1 - rate) * tau ** 2
         units = 1.0
     else:
+        fixed_mean = focus.mu_fixed.mean(axis=0)
         resid = np.bincount(codes[obs], weights=var.response[obs] - fixed_mean[obs], minlength=J)
         with np.errstate(divide="ignore", invalid="ignore"):
             raw_effect = resid / counts_obs
@@ -225,13 +318,15 @@ def _partial_pooling(data: JointData, post: dict, rng, focus: _Focus):
         units = var.sub_scale
     raw_effect = np.where(counts_obs > 0, raw_effect, np.nan) * units
 
-    # completed focus values: observed + imputed draws
+    # completed focus values: observed + imputed draws (a categorical focus: level index)
     imputed = draw_focus_missing(data, post, index, rng)                # draws x n_missing
     mis_rows = np.flatnonzero(~obs)
-    completed = np.broadcast_to(np.nan_to_num(var.values), (index.size, data.n)).copy()
-    completed[:, mis_rows] = imputed if focus.is_binary else var.to_original(imputed)
-    cluster_means = np.stack([np.bincount(codes, weights=row, minlength=J) for row in completed]) / counts_all
-    raw_mean = np.bincount(codes[obs], weights=var.values[obs], minlength=J)
+    known = var.codes if focus.kind == "categorical" else var.values
+    completed = np.broadcast_to(np.nan_to_num(known), (index.size, data.n)).copy()
+    completed[:, mis_rows] = imputed if focus.is_discrete else var.to_original(imputed)
+    summarised = (completed > 0).astype(float) if focus.kind == "categorical" else completed
+    cluster_means = np.stack([np.bincount(codes, weights=row, minlength=J) for row in summarised]) / counts_all
+    raw_mean = np.bincount(codes[obs], weights=indicator[obs], minlength=J)
     with np.errstate(divide="ignore", invalid="ignore"):
         raw_mean = np.where(counts_obs > 0, raw_mean / counts_obs, np.nan)
     pooling = pd.DataFrame({
@@ -248,14 +343,18 @@ def _posterior_predictive(data: JointData, post: dict, rng, focus: _Focus) -> pd
     """Observed against replicated mean (and SD) of the focus, per cluster with observed values."""
     var, prefix, index = focus.var, focus.prefix, focus.index
     J, codes, obs = data.n_clusters, data.codes, focus.var.observed
-    v = _flat(post, f"{prefix}_cluster", index)                          # draws x J
     obs_rows = np.flatnonzero(obs)
-    mu = focus.mu_fixed[:, obs_rows] + v[:, codes[obs_rows]]
-    if focus.is_binary:
-        rep = (rng.random(mu.shape) < special.expit(mu)).astype(float)
+    if focus.kind == "categorical":
+        share = focus.share_pooled[:, obs_rows]
+        rep = (rng.random(share.shape) < share).astype(float)
     else:
-        sigma_draws = _flat(post, f"{prefix}_sigma", index)[:, None]
-        rep = var.to_original(mu + sigma_draws * rng.standard_normal(mu.shape))
+        v = _flat(post, f"{prefix}_cluster", index)                      # draws x J
+        mu = focus.mu_fixed[:, obs_rows] + v[:, codes[obs_rows]]
+        if focus.kind == "binary":
+            rep = (rng.random(mu.shape) < special.expit(mu)).astype(float)
+        else:
+            sigma_draws = _flat(post, f"{prefix}_sigma", index)[:, None]
+            rep = var.to_original(mu + sigma_draws * rng.standard_normal(mu.shape))
     c_obs = codes[obs_rows]
     measured = focus.counts_obs > 0
     n_c = focus.counts_obs[measured]
@@ -268,7 +367,7 @@ def _posterior_predictive(data: JointData, post: dict, rng, focus: _Focus) -> pd
         return mean, np.sqrt(var_)
 
     rep_mean, rep_sd = by_cluster(rep)
-    obs_mean, obs_sd = by_cluster(var.values[obs_rows][None, :])
+    obs_mean, obs_sd = by_cluster(focus.indicator[obs_rows][None, :])
     ppc = pd.DataFrame({
         "cluster": data.cluster_labels[measured], "n_observed": n_c,
         "observed_mean": obs_mean[0], "replicated_mean": rep_mean.mean(axis=0),
@@ -276,7 +375,7 @@ def _posterior_predictive(data: JointData, post: dict, rng, focus: _Focus) -> pd
         "replicated_mean_upper": np.quantile(rep_mean, 0.975, axis=0),
         "p_mean": (rep_mean >= obs_mean).mean(axis=0),
     })
-    if not focus.is_binary:
+    if not focus.is_discrete:
         ppc["observed_sd"] = obs_sd[0]
         ppc["replicated_sd"] = rep_sd.mean(axis=0)
         ppc["replicated_sd_lower"] = np.quantile(rep_sd, 0.025, axis=0)
@@ -288,7 +387,12 @@ def _posterior_predictive(data: JointData, post: dict, rng, focus: _Focus) -> pd
 
 
 def _never_measured(data: JointData, focus: _Focus, completed: np.ndarray, cluster_means: np.ndarray) -> dict:
-    """The imputed focus values in clusters that never measured it, against the observed ones elsewhere."""
+    """The imputed focus values in clusters that never measured it, against the observed ones elsewhere.
+
+    A categorical focus adds ``levels`` and, under ``imputed`` and
+    ``observed``, ``shares`` (level -> share); its histogram has one bin per
+    level (index 0..K-1).
+    """
     var, codes = focus.var, data.codes
     obs = var.observed
     never = np.flatnonzero(focus.counts_obs == 0)
@@ -297,11 +401,13 @@ def _never_measured(data: JointData, focus: _Focus, completed: np.ndarray, clust
     mis_rows = np.flatnonzero(~obs)
     in_never = np.isin(codes[mis_rows], never)
     values = completed[:, mis_rows][:, in_never].reshape(-1)
-    observed_values = var.values[obs]
+    categorical = focus.kind == "categorical"
+    observed_values = var.codes[obs] if categorical else var.values[obs]
     both = np.r_[values, observed_values]
-    edges = np.histogram_bin_edges(both, bins=30 if not focus.is_binary else [-0.5, 0.5, 1.5])
+    bins = np.arange(var.n_levels + 1) - 0.5 if categorical else [-0.5, 0.5, 1.5] if focus.is_discrete else 30
+    edges = np.histogram_bin_edges(both, bins=bins)
     counts_all = focus.counts_all
-    return {
+    out = {
         "clusters": [_plain(c) for c in data.cluster_labels[never]],
         "n_patients": int(counts_all[never].sum()),
         "imputed": _distribution(values), "observed": _distribution(observed_values),
@@ -312,6 +418,12 @@ def _never_measured(data: JointData, focus: _Focus, completed: np.ndarray, clust
                       "imputed_density": np.histogram(values, edges, density=True)[0].tolist(),
                       "observed_density": np.histogram(observed_values, edges, density=True)[0].tolist()},
     }
+    if categorical:
+        out["levels"] = [str(level) for level in var.levels]
+        for key, vals in (("imputed", values), ("observed", observed_values)):
+            shares = np.bincount(vals.astype(int), minlength=var.n_levels) / vals.size
+            out[key]["shares"] = {str(level): float(sh) for level, sh in zip(var.levels, shares)}
+    return out
 
 
 def _plain(value):

@@ -11,9 +11,26 @@ seeded fit repeatable):
    latent parameters or, for the focus, integrated out
    (:func:`_continuous_submodels`);
 3. one submodel per incomplete binary predictor (:func:`_binary_submodels`);
-4. the outcome's coefficients and linear predictor (:func:`_outcome_predictor`);
-5. the outcome likelihood: plain rows, then one potential per pattern of
-   summed-out binaries and integrated-out focus (:func:`_outcome_likelihood`).
+4. one submodel per incomplete categorical predictor with three or more
+   levels (:func:`_categorical_submodels`): baseline-category logit
+   (nominal) or cumulative logit (ordinal), with cluster random intercepts;
+5. the outcome's coefficients and linear predictor (:func:`_outcome_predictor`);
+6. the outcome likelihood: plain rows, then one potential per pattern of
+   summed-out binaries and categoricals and integrated-out focus
+   (:func:`_outcome_likelihood`).
+
+Categorical submodels. With levels ``0..K-1`` (0 the reference) a nominal
+predictor has ``log P(x = k) / P(x = 0) = c_k + Z d_k + v_kj`` for
+``k >= 1``, one cluster intercept ``v_kj ~ N(0, tau_k)`` per level
+(independent, as brms's ``categorical`` family with ``(1 | site)``); an
+ordinal one, on the ranks ``r`` of its levels, ``logit P(r >= k) = Z d + v_j
+- theta_k`` with ordered cut points ``theta_1 < ... < theta_{K-1}`` (brms's
+``cumulative("logit")``). Priors: ``Normal(m_k, 2.5)`` on the intercepts
+(``m_k`` the observed log odds of level ``k`` against the reference) and on
+the cut points (``m_k`` the logit of the observed share below rank ``k``),
+restricted to their order; coefficients and SDs as every submodel. A row
+missing the predictor contributes ``sum_k P(x = k) p(y | x = k)`` (K terms,
+times the states of the row's other summed-out predictors).
 
 PyMC and PyTensor are imported when a model is built, so that importing
 hmlib stays quick.
@@ -89,7 +106,7 @@ def build_joint_model(data: JointData, *, priors: dict | None = None, parameteri
     priors : dict, optional
         Overrides of :data:`~hmlib.stats.joint.priors.DEFAULT_PRIORS`.
     parameterisation : dict, optional
-        ``{"outcome" | "missingness" | "x<k>" | "b<k>": "centred" | "noncentred"}``
+        ``{"outcome" | "missingness" | "x<k>" | "b<k>" | "c<k>": "centred" | "noncentred"}``
         (internal keys, as returned by the rule); missing keys are centred.
     quadrature_nodes : int
         Gauss-Hermite nodes for the integrated-out focus values.
@@ -101,6 +118,9 @@ def build_joint_model(data: JointData, *, priors: dict | None = None, parameteri
         ``outcome_cluster_sd``, ``outcome_cluster``, ``outcome_sigma``
         (gaussian); ``x<k>_*`` / ``b<k>_*`` per incomplete predictor
         (``_intercept, _coef, _cluster_sd, _cluster, _sigma, _missing``);
+        ``c<k>_*`` per incomplete categorical predictor (``_intercept``
+        (nominal, one per non-reference level) or ``_cutpoints`` (ordinal),
+        ``_coef``, ``_cluster_sd``, ``_cluster``);
         ``miss_*`` and ``re_corr`` for the missingness submodel.
     """
     import pymc as pm
@@ -111,13 +131,15 @@ def build_joint_model(data: JointData, *, priors: dict | None = None, parameteri
         raise FitError(f"quadrature_nodes must be at least 2, got {quadrature_nodes!r}.")
     centred = {key: parameterisation.get(key, "centred") == "centred"
                for key in ["outcome", "missingness", *(f"x{k}" for k in range(len(data.continuous))),
-                           *(f"b{k}" for k in range(len(data.binaries)))]}
+                           *(f"b{k}" for k in range(len(data.binaries))),
+                           *(f"c{k}" for k in range(len(data.categoricals)))]}
     with pm.Model() as model:
         a, u = _cluster_intercepts(data, priors, centred)
         outcome_x, focus_sub = _continuous_submodels(data, priors, centred)
         binary_eta = _binary_submodels(data, priors, centred)
+        category_logp = _categorical_submodels(data, priors, centred)
         b, eta, sigma_y = _outcome_predictor(data, priors, a, u, outcome_x)
-        _outcome_likelihood(data, b, eta, sigma_y, focus_sub, binary_eta, int(quadrature_nodes))
+        _outcome_likelihood(data, b, eta, sigma_y, focus_sub, (binary_eta, category_logp), int(quadrature_nodes))
     return model
 
 
@@ -225,12 +247,92 @@ def _binary_submodels(data: JointData, priors: dict, centred: dict) -> list:
     return binary_eta
 
 
+def _category_start(values: np.ndarray, n_levels: int, ranks) -> np.ndarray:
+    """Prior locations: observed log odds against the reference (nominal) or logits of the cumulative shares."""
+    counts = np.bincount(values.astype(int), minlength=n_levels) + 0.5
+    if ranks is None:
+        return np.log(counts[1:] / counts[0])
+    by_rank = np.zeros(n_levels)
+    by_rank[ranks] = counts
+    below = np.cumsum(by_rank)[:-1] / by_rank.sum()
+    return special.logit(below)
+
+
+def ordinal_log_probabilities(eta, cutpoints, n_levels: int, xp):
+    """Log P(rank = r), r = 0..K-1, of a cumulative logit model ``logit P(rank >= k) = eta - theta_k``.
+
+    Works on tensors (``xp`` = pytensor.tensor) and on numpy arrays (``xp``
+    = :mod:`numpy`, with ``eta`` of shape (..., n) and ``cutpoints`` (...,
+    K - 1)); ``n_levels`` is K. Differences of sigmoids are taken on the log scale:
+    ``log(s(x) - s(y)) = log s(x) + log s(-y) + log(1 - exp(y - x))``.
+    """
+    a = eta[..., :, None] - cutpoints[..., None, :]                 # ... x n x (K - 1)
+    if xp is np:
+        log_sig = lambda x: -np.logaddexp(0.0, -x)                  # noqa: E731
+        log1mexp = lambda x: np.log(-np.expm1(x))                   # noqa: E731
+        stack = lambda parts: np.stack(parts, axis=-1)              # noqa: E731
+    else:
+        log_sig = lambda x: -xp.softplus(-x)                        # noqa: E731
+        log1mexp = xp.log1mexp
+        stack = lambda parts: xp.stack(parts, axis=-1)              # noqa: E731
+    K = int(n_levels)
+    parts = [log_sig(-a[..., 0])]
+    for r in range(1, K - 1):
+        parts.append(log_sig(a[..., r - 1]) + log_sig(-a[..., r]) + log1mexp(a[..., r] - a[..., r - 1]))
+    parts.append(log_sig(a[..., K - 2]))
+    return stack(parts)
+
+
+def _categorical_submodels(data: JointData, priors: dict, centred: dict) -> list:
+    """One submodel per incomplete categorical predictor; returns its log P(x = level) per row (n x K tensors).
+
+    Observed rows enter the submodel's likelihood; missing ones are summed
+    out in the outcome likelihood. Columns are in the order of the
+    predictor's ``levels`` (an ordinal one is modelled on its ranks).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+    from pymc.distributions.transforms import ordered
+
+    J, codes, Z = data.n_clusters, data.codes, data.Z
+    out = []
+    for k, var in enumerate(data.categoricals):
+        prefix, K = f"c{k}", var.n_levels
+        start = _category_start(var.codes[var.observed], K, var.ranks)
+        if var.ordinal:
+            cut = pm.Normal(f"{prefix}_cutpoints", mu=start, sigma=priors["intercept"][1], shape=K - 1,
+                            transform=ordered, initval=np.sort(start) + np.linspace(0, 1e-3, K - 1))
+            tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
+            v = _cluster_effects(f"{prefix}_cluster", J, tau, centred[prefix])
+            eta = v[codes]
+            if Z.shape[1]:
+                eta = eta + pm.math.dot(Z, pm.Normal(f"{prefix}_coef", 0.0, priors["coef"][1], shape=Z.shape[1]))
+            logp = ordinal_log_probabilities(eta, cut, K, pt)[:, np.asarray(var.ranks)]
+        else:
+            intercept = pm.Normal(f"{prefix}_intercept", mu=start, sigma=priors["intercept"][1], shape=K - 1)
+            tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"], shape=K - 1)
+            if centred[prefix]:
+                v = pm.Normal(f"{prefix}_cluster", mu=0.0, sigma=tau, shape=(J, K - 1))
+            else:
+                v_z = pm.Normal(f"{prefix}_cluster_z", mu=0.0, sigma=1.0, shape=(J, K - 1))
+                v = pm.Deterministic(f"{prefix}_cluster", v_z * tau)
+            eta = intercept[None, :] + v[codes]
+            if Z.shape[1]:
+                eta = eta + pm.math.dot(Z, pm.Normal(f"{prefix}_coef", 0.0, priors["coef"][1],
+                                                     shape=(Z.shape[1], K - 1)))
+            logp = pt.special.log_softmax(pt.concatenate([pt.zeros((data.n, 1)), eta], axis=1), axis=1)
+        obs_idx = np.flatnonzero(var.observed)
+        pm.Potential(f"{prefix}_observed", logp[obs_idx, var.codes[obs_idx].astype(int)].sum())
+        out.append(logp)
+    return out
+
+
 def _outcome_predictor(data: JointData, priors: dict, a, u, outcome_x):
     """The outcome's coefficients ``b``, its linear predictor with the known values, and ``sigma_y`` (gaussian)."""
     import pymc as pm
 
     Z = data.Z
-    p_total = Z.shape[1] + len(data.continuous) + len(data.binaries)
+    p_total = len(data.outcome_terms)
     b = pm.Normal("outcome_coef", mu=0.0, sigma=priors["coef"][1], shape=p_total)
     eta = a + u[data.codes]
     if Z.shape[1]:
@@ -240,24 +342,27 @@ def _outcome_predictor(data: JointData, priors: dict, a, u, outcome_x):
     first_binary = Z.shape[1] + len(data.continuous)
     for k, var in enumerate(data.binaries):
         eta = eta + b[first_binary + k] * np.nan_to_num(var.values)
+    for k, var in enumerate(data.categoricals):
+        eta = eta + pm.math.dot(var.indicators(), b[data.categorical_columns(k)])
     sigma_y = sd_prior("outcome_sigma", priors["residual_sd"]) if data.family == "gaussian" else None
     return b, eta, sigma_y
 
 
-def _outcome_likelihood(data: JointData, b, eta, sigma_y, focus_sub, binary_eta, quadrature_nodes: int) -> None:
+def _outcome_likelihood(data: JointData, b, eta, sigma_y, focus_sub, discrete, quadrature_nodes: int) -> None:
     """The outcome's likelihood: an observed variable for the plain rows, one potential per missing pattern.
 
     Rows with summed-out or integrated-out values are grouped by pattern
-    (which binaries are missing, whether the focus is); the likelihood of a
-    row is sum_states weight * p(y | state).
+    (which binaries and categoricals are missing, whether the focus is); the
+    likelihood of a row is sum_states weight * p(y | state). ``discrete`` is
+    ``(binary logits, categorical log-probabilities)``.
     """
     import pymc as pm
 
     n = data.n
     integrate = np.zeros(n, bool) if focus_sub is None else ~focus_sub[2].observed
-    binary_missing = np.column_stack([~v.observed for v in data.binaries]) if data.binaries \
-        else np.zeros((n, 0), bool)
-    pattern_keys = np.column_stack([integrate, binary_missing])
+    missing = [~v.observed for v in (*data.binaries, *data.categoricals)]
+    discrete_missing = np.column_stack(missing) if missing else np.zeros((n, 0), bool)
+    pattern_keys = np.column_stack([integrate, discrete_missing])
     simple = ~pattern_keys.any(axis=1)
     if simple.any():
         idx = np.flatnonzero(simple)
@@ -269,12 +374,41 @@ def _outcome_likelihood(data: JointData, b, eta, sigma_y, focus_sub, binary_eta,
     nodes, weights = np.polynomial.hermite_e.hermegauss(quadrature_nodes)
     for p_index, key in enumerate(patterns):
         rows = np.flatnonzero((pattern_keys == key).all(axis=1))
-        total = _pattern_log_likelihood(data, rows, key, b, eta, sigma_y, focus_sub, binary_eta, nodes, weights)
+        total = _pattern_log_likelihood(data, rows, key, b, eta, sigma_y, focus_sub, discrete, nodes, weights)
         pm.Potential(f"outcome_marginal_{p_index}", total)
 
 
+def _sum_out_categoricals(data: JointData, rows: np.ndarray, which: np.ndarray, b, category_logp, eta_rows, weight,
+                          binomial: bool):
+    """Extend the states of a pattern by every level combination of its missing categoricals.
+
+    States are ordered with the earlier states (binaries) major; ``weight``
+    holds probabilities (binomial outcome) or log-probabilities (gaussian).
+    """
+    import pytensor.tensor as pt
+
+    if not which.size:
+        return eta_rows, weight
+    states = np.array(list(itertools.product(*(range(data.categoricals[k].n_levels) for k in which))), dtype=int)
+    switched = np.zeros((len(states), len(data.outcome_terms)))      # which outcome terms each state turns on
+    for col, k in enumerate(which):
+        on = states[:, col] > 0
+        switched[np.flatnonzero(on), data.categorical_columns(k)[states[on, col] - 1]] = 1.0
+    shift = pt.dot(switched, b)                                      # states
+    eta_rows = (eta_rows[:, :, None] + shift[None, None, :]).reshape((rows.size, -1))
+    cat_weight = None
+    for col, k in enumerate(which):
+        logp = category_logp[k][rows][:, states[:, col]]             # rows x states
+        term = pt.exp(logp) if binomial else logp
+        cat_weight = term if cat_weight is None else (cat_weight * term if binomial else cat_weight + term)
+    if weight is None:
+        return eta_rows, cat_weight
+    combined = weight[:, :, None] * cat_weight[:, None, :] if binomial else weight[:, :, None] + cat_weight[:, None, :]
+    return eta_rows, combined.reshape((rows.size, -1))
+
+
 def _pattern_log_likelihood(data: JointData, rows: np.ndarray, key: np.ndarray, b, eta, sigma_y, focus_sub,
-                            binary_eta, nodes: np.ndarray, weights: np.ndarray):
+                            discrete, nodes: np.ndarray, weights: np.ndarray):
     """Summed log-likelihood of the rows of one missing pattern (a tensor).
 
     A binary outcome works on the probability scale (sigmoids, no
@@ -291,8 +425,9 @@ def _pattern_log_likelihood(data: JointData, rows: np.ndarray, key: np.ndarray, 
     analytic = data.family == "gaussian" and focus_sub is not None and focus_sub[2].distribution == "normal"
     node_weights = weights / weights.sum()
     log_weights = np.log(weights / weights.sum())
+    binary_eta, category_logp = discrete
     with_focus = bool(key[0])
-    which = np.flatnonzero(key[1:])
+    which = np.flatnonzero(key[1:1 + len(data.binaries)])
     combos = np.array(list(itertools.product((0.0, 1.0), repeat=which.size)), dtype=float).reshape(
         2 ** which.size, which.size)
     eta_rows = eta[rows][:, None]                      # rows x 1
@@ -303,6 +438,8 @@ def _pattern_log_likelihood(data: JointData, rows: np.ndarray, key: np.ndarray, 
             signed = (2.0 * combos[:, col] - 1.0)[None, :] * binary_eta[k][rows][:, None]
             term = pt.sigmoid(signed) if binomial else -pt.softplus(-signed)
             weight = term if weight is None else (weight * term if binomial else weight + term)
+    eta_rows, weight = _sum_out_categoricals(data, rows, np.flatnonzero(key[1 + len(data.binaries):]), b,
+                                             category_logp, eta_rows, weight, binomial)
     sd_rows = sigma_y
     if with_focus:
         mu_f, sigma_f, var, mis_idx = focus_sub

@@ -25,7 +25,8 @@ from hmlib.exceptions import FitError
 from hmlib.stats.joint.data import ContinuousPredictor, JointData
 from hmlib.stats.mixed import fit_random_intercept
 
-__all__ = ["CENTRED_SHARE", "QUADRATURE_CANDIDATES", "QUADRATURE_TOLERANCE", "ml_fits", "choose_parameterisation",
+__all__ = ["CENTRED_SHARE", "QUADRATURE_CANDIDATES", "QUADRATURE_TOLERANCE", "ml_fits", "category_splits",
+           "choose_parameterisation",
            "choose_quadrature_nodes"]
 
 #: A submodel's cluster intercepts are centred when the average cluster
@@ -52,7 +53,21 @@ def _outcome_design(data: JointData) -> np.ndarray:
     """Intercept, ``Z`` and the incomplete predictors (0 where missing) on the outcome model's scale."""
     x_fill = [np.where(v.observed, (v.values - v.centre) / v.scale, 0.0) for v in data.continuous]
     x_fill += [np.nan_to_num(b.values) for b in data.binaries]
+    x_fill += [c.indicators() for c in data.categoricals]
     return np.column_stack([np.ones(data.n), data.Z, *x_fill])
+
+
+def category_splits(var) -> list:
+    """0/1 responses (NaN where not used) of the binary fits that stand in for a categorical submodel.
+
+    Nominal: each level against the reference, on the rows with either;
+    ordinal: rank at least ``k`` against below, for each cut point ``k``.
+    """
+    codes = var.codes
+    if var.ordinal:
+        rank = np.where(var.observed, np.asarray(var.ranks)[np.nan_to_num(codes).astype(int)], np.nan)
+        return [np.where(var.observed, (rank >= k).astype(float), np.nan) for k in range(1, var.n_levels)]
+    return [np.where(codes == level, 1.0, np.where(codes == 0, 0.0, np.nan)) for level in range(1, var.n_levels)]
 
 
 def ml_fits(data: JointData) -> dict:
@@ -63,8 +78,9 @@ def ml_fits(data: JointData) -> dict:
     dict
         ``{key: (fit or None, rows)}``; keys ``outcome`` (complete rows, all
         predictors, standardised as in the joint model), ``x<k>``, ``b<k>``,
-        ``missingness``. Used for the parameterisation and quadrature rules
-        only; a fit that fails is None.
+        ``c<k>:<j>`` (the binary splits of categorical predictor ``k``,
+        :func:`category_splits`), ``missingness``. Used for the
+        parameterisation and quadrature rules only; a fit that fails is None.
     """
     def fit(response, X, rows, family):
         try:
@@ -75,7 +91,7 @@ def ml_fits(data: JointData) -> dict:
     everything = np.ones(data.n, bool)
     base = np.column_stack([np.ones(data.n), data.Z])
     complete = everything.copy()
-    for var in (*data.continuous, *data.binaries):
+    for var in data.incomplete:
         complete &= var.observed
     outcome_rows = complete if complete.sum() >= 10 else everything
     fits = {"outcome": (fit(data.y, _outcome_design(data), outcome_rows, data.family), outcome_rows)}
@@ -83,6 +99,10 @@ def ml_fits(data: JointData) -> dict:
         fits[f"x{k}"] = (fit(np.nan_to_num(var.response), base, var.observed, "gaussian"), var.observed)
     for k, var in enumerate(data.binaries):
         fits[f"b{k}"] = (fit(np.nan_to_num(var.values), base, var.observed, "binomial"), var.observed)
+    for k, var in enumerate(data.categoricals):
+        for j, split in enumerate(category_splits(var)):
+            rows = np.isfinite(split)
+            fits[f"c{k}:{j}"] = (fit(np.nan_to_num(split), base, rows, "binomial"), rows)
     if data.missingness_model:
         fits["missingness"] = (fit(data.focus_missing.astype(float), base, everything, "binomial"), everything)
     return fits
@@ -102,7 +122,8 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
     Returns
     -------
     choice, shares : dict
-        Keyed by internal submodel key (``outcome``, ``missingness``, ``x<k>``, ``b<k>``).
+        Keyed by internal submodel key (``outcome``, ``missingness``, ``x<k>``, ``b<k>``, ``c<k>``; a
+        categorical submodel's share is the average over its binary splits).
     """
     override = dict(override or {})
     J = data.n_clusters
@@ -110,6 +131,8 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
     responses = {"outcome": data.y, "missingness": data.focus_missing.astype(float)}
     responses |= {f"x{k}": v.response for k, v in enumerate(data.continuous)}
     responses |= {f"b{k}": v.values for k, v in enumerate(data.binaries)}
+    responses |= {f"c{k}:{j}": split for k, v in enumerate(data.categoricals)
+                  for j, split in enumerate(category_splits(v))}
     for key, (fit, rows) in fits.items():
         if fit is None:
             shares[key] = 0.0
@@ -120,6 +143,9 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
         family = data.family if key == "outcome" else ("gaussian" if key.startswith("x") else "binomial")
         rate = float(np.mean(responses[key][rows])) if family == "binomial" else None
         shares[key] = _information_share(fit, counts, family, rate)
+    for k in range(len(data.categoricals)):        # one choice per categorical submodel: its splits' average
+        split_keys = [key for key in shares if key.startswith(f"c{k}:")]
+        shares[f"c{k}"] = float(np.mean([shares.pop(key) for key in split_keys])) if split_keys else 0.0
     choice = {key: ("centred" if value >= CENTRED_SHARE else "noncentred") for key, value in shares.items()}
     for key, value in override.items():
         if value not in ("centred", "noncentred"):

@@ -113,10 +113,10 @@ def sd_family(spec):
     return pm.HalfStudentT, {"nu": float(spec[1]), "sigma": float(spec[2])}
 
 
-def sd_prior(name: str, spec):
-    """A named SD with the prior ``spec`` (inside a PyMC model context)."""
+def sd_prior(name: str, spec, shape=None):
+    """A named SD with the prior ``spec`` (inside a PyMC model context); ``shape`` for one SD per level."""
     family, kwargs = sd_family(spec)
-    return family(name, **kwargs)
+    return family(name, **kwargs) if shape is None else family(name, **kwargs, shape=shape)
 
 
 def correlated_sd_log_prior(tau, rho, priors: dict):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hmlib.stats.joint.data import JointData
+from hmlib.stats.joint.data import CategoricalPredictor, JointData
 from hmlib.stats.joint.priors import priors_table
 from hmlib.stats.joint.reweighting import PosteriorDraws
 from hmlib.stats.joint.summaries import contract_method
@@ -112,7 +112,12 @@ class JointModelResult:
             own estimate, 1 = the average cluster), ``pooled_mean`` and
             ``pooled_mean_sd`` (posterior mean and SD of the cluster's mean
             of the completed values: observed plus imputed). Empty when the
-            focus is complete.
+            focus is complete. A categorical focus with three or more levels
+            is summarised by the share of patients not in its reference
+            level: ``raw_mean`` and ``pooled_mean`` are that share,
+            ``raw_effect`` and ``pooled_effect`` the logit of the cluster's
+            share minus that at cluster effect 0, and ``shrinkage`` uses the
+            between-cluster SD of that effect.
         """
         return self.imputations.get("partial_pooling", pd.DataFrame())
 
@@ -158,6 +163,10 @@ class JointModelResult:
         d = self.data
         sentences = self._estimate_sentences()
         pooled = self.partial_pooling()
+        var = d.focus_variable
+        # a categorical focus is summarised per cluster by its share outside the reference level
+        summary = (f"share of patients whose {d.focus} is not '{var.levels[0]}'"
+                   if isinstance(var, CategoricalPredictor) else f"mean {d.focus}")
         if len(pooled):
             partly = pooled.loc[(pooled["n_observed"] > 0) & (pooled["n_observed"] < pooled["n_patients"])]
             never = pooled.loc[pooled["n_observed"] == 0]
@@ -166,7 +175,7 @@ class JointModelResult:
                 lo = partly.loc[share.idxmax()]
                 hi = partly.loc[share.idxmin()]
                 sentences.append(
-                    f"Imputation uncertainty is uneven: the posterior SD of a {d.cluster}'s mean {d.focus} is "
+                    f"Imputation uncertainty is uneven: the posterior SD of a {d.cluster}'s {summary} is "
                     f"{lo.pooled_mean_sd:.3g} where {lo.n_observed / lo.n_patients:.0%} of values were "
                     f"observed and {hi.pooled_mean_sd:.3g} where {hi.n_observed / hi.n_patients:.0%} "
                     "were" + (f", and {never['pooled_mean_sd'].mean():.3g} on average in the {len(never)} "
@@ -175,19 +184,26 @@ class JointModelResult:
         if unmeasured.get("clusters"):
             imp, obs = unmeasured["imputed"], unmeasured["observed"]
             patients = unmeasured["n_patients"] if unmeasured["n_patients"] >= min_cell else f"fewer than {min_cell}"
+            if "shares" in imp:
+                imputed_text = "the imputed values are " + ", ".join(
+                    f"{share:.0%} '{level}'" for level, share in imp["shares"].items())
+                observed_text = "against " + ", ".join(
+                    f"{share:.0%} '{level}'" for level, share in obs["shares"].items()) + " where recorded"
+            else:
+                imputed_text = (f"the imputed values have mean {imp['mean']:.3g} (90% of them between "
+                                f"{imp['q05']:.3g} and {imp['q95']:.3g})")
+                observed_text = f"against an observed mean of {obs['mean']:.3g} elsewhere"
             sentences.append(
                 f"In the {len(unmeasured['clusters'])} {d.cluster}(s) that never recorded {d.focus} "
-                f"({patients} patients), the imputed values have mean {imp['mean']:.3g} "
-                f"(90% of them between {imp['q05']:.3g} and {imp['q95']:.3g}), against an observed mean of "
-                f"{obs['mean']:.3g} elsewhere; these values rest entirely on the model (the {d.cluster}'s "
-                "own level is drawn from the between-cluster distribution), so they widen the uncertainty "
-                "rather than add information.")
+                f"({patients} patients), {imputed_text}, {observed_text}; these values rest entirely on the "
+                f"model (the {d.cluster}'s own level is drawn from the between-cluster distribution), so they "
+                "widen the uncertainty rather than add information.")
         ppc = self.posterior_predictive()
         if len(ppc):
             outside = int(ppc["mean_outside"].sum())
             sentences.append(
-                f"Posterior predictive check: the observed mean {d.focus} lies outside the 95% predictive "
-                f"interval of its replicated mean in {outside} of {len(ppc)} {d.cluster}s with observed values"
+                f"Posterior predictive check: the observed {summary} lies outside the 95% predictive "
+                f"interval of its replicated value in {outside} of {len(ppc)} {d.cluster}s with observed values"
                 + (" (about 5% are expected by chance)." if outside <= max(1, round(0.1 * len(ppc)))
                    else f"; more than chance would give: the {d.focus} submodel misfits some {d.cluster}s."))
         sentences.append(("Sampling " + self.convergence_message[0].lower() + self.convergence_message[1:]) if
@@ -208,7 +224,10 @@ class JointModelResult:
         focus = d.focus
         sentences = []
         term = d.focus_term
-        if term is not None and term in s.index:
+        var = d.focus_variable
+        if isinstance(var, CategoricalPredictor) or (var is None and len(d.focus_terms) > 1):
+            sentences.append(self._level_sentence(d.focus_terms, var.levels[0] if var is not None else None))
+        elif term is not None and term in s.index:
             r = s.loc[term]
             unit = "one unit" if d.focus_kind != "binary" else f"'{term}' (vs not)"
             if d.family == "binomial":
@@ -242,6 +261,31 @@ class JointModelResult:
                 f"{verdict}. This assumes missingness depends on the {d.cluster}'s latent propensity and the "
                 f"complete predictors, not on the unrecorded value itself.")
         return sentences
+
+    def _level_sentence(self, terms, reference) -> str:
+        """One sentence on every level of a categorical focus against its reference (odds ratios, binomial)."""
+        d = self.data
+        s = self.summary.set_index("term")
+        against = f"'{reference}'" if reference is not None else "the reference level"
+        parts = []
+        for term in terms:
+            r = s.loc[term]
+            level = term[len(d.focus) + 1:-1] if term.startswith(f"{d.focus}[") else term
+            if d.family == "binomial":
+                parts.append(f"'{level}' {r.estimate:.3f} (odds ratio {math.exp(r.estimate):.2f}; 95% credible "
+                             f"interval {r.ci_lower:.3f} to {r.ci_upper:.3f})")
+            else:
+                parts.append(f"'{level}' {r.estimate:.3g} (95% credible interval {r.ci_lower:.3g} to "
+                             f"{r.ci_upper:.3g})")
+        scale = f"log-odds ratios for {d.outcome}" if d.family == "binomial" else f"differences in {d.outcome}"
+        var = d.focus_variable
+        how = ""
+        if var is not None:
+            submodel = "an ordinal (cumulative logit)" if var.ordinal else "a nominal (baseline-category logit)"
+            how = (f" the missing values being summed out over the levels of {submodel} submodel with "
+                   f"{d.cluster} random intercepts,")
+        return (f"In the joint Bayesian model, against {d.focus} = {against},{how} the {scale} are: "
+                + "; ".join(parts) + ".")
 
     def posterior_draws(self, fingerprint: str = "") -> PosteriorDraws:
         """The parameter draws a prior-sensitivity reweighting needs, without any data row.

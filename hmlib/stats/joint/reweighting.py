@@ -35,7 +35,7 @@ from hmlib.stats.joint.summaries import GATE, LEVEL, contract_method, draw_diagn
 __all__ = ["FINGERPRINT_PARAMS", "model_fingerprint", "PosteriorDraws", "PriorReweighting", "reweight_cluster_sd_prior"]
 
 #: The params that define the joint model (with the data file's hash) in :func:`model_fingerprint`.
-FINGERPRINT_PARAMS = ("outcome", "outcome_family", "predictors", "categorical", "cluster", "focus",
+FINGERPRINT_PARAMS = ("outcome", "outcome_family", "predictors", "categorical", "ordinal", "cluster", "focus",
                       "cluster_covariates", "higher_levels")
 
 
@@ -221,7 +221,9 @@ def reweight_cluster_sd_prior(draws: PosteriorDraws, prior, level: float = LEVEL
     shape = next(iter(draws.terms.values())).shape
     log_ratio = np.zeros(shape)
     for values in draws.cluster_sds.values():
-        log_ratio += sd_log_density(values, prior) - sd_log_density(values, old)
+        ratio = sd_log_density(values, prior) - sd_log_density(values, old)
+        # a submodel with one SD per level (nominal categorical) stores them on a last axis
+        log_ratio += ratio.reshape(*shape, -1).sum(axis=-1)
     n_draws = int(np.prod(shape))
     weights, k = _psis_weights(log_ratio)
     threshold = float(min(1.0 - 1.0 / math.log10(n_draws), 0.7))

@@ -76,8 +76,9 @@ def outcome_to_original_scale(data: JointData, intercept: np.ndarray, coef: np.n
 
 
 def _outcome_standardisation(data: JointData):
-    centres = np.r_[data.z_centre, [c.centre for c in data.continuous], np.zeros(len(data.binaries))]
-    scales = np.r_[data.z_scale, [c.scale for c in data.continuous], np.ones(len(data.binaries))]
+    n_indicators = len(data.binaries) + sum(c.n_levels - 1 for c in data.categoricals)
+    centres = np.r_[data.z_centre, [c.centre for c in data.continuous], np.zeros(n_indicators)]
+    scales = np.r_[data.z_scale, [c.scale for c in data.continuous], np.ones(n_indicators)]
     return centres, scales
 
 

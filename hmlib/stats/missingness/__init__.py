@@ -100,6 +100,7 @@ van Buuren S (2018). Flexible Imputation of Missing Data, 2nd ed., ch. 4
 
 from __future__ import annotations
 
+from hmlib.stats.missingness.categories import LevelMixResult, level_counts_by_cluster, level_mix
 from hmlib.stats.missingness.funnel import FunnelResult, binomial_control_limits, missingness_funnel
 from hmlib.stats.missingness.gaps import GapResult, classify_gaps, missingness_patterns
 from hmlib.stats.missingness.indicator_models import (AGHQ_MAX_ROWS, ClusterVariationResult,
@@ -129,4 +130,7 @@ __all__ = [
     "OutcomeCorrelationResult",
     "fisher_interval",
     "missingness_outcome_correlation",
+    "level_counts_by_cluster",
+    "LevelMixResult",
+    "level_mix",
 ]

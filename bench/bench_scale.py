@@ -1,0 +1,206 @@
+"""The full default report at registry scale: time and peak memory of every step, ``hmreport run`` itself.
+
+Cases (simulated, :mod:`hmlib.simulate.scale`; each written as CSV with its
+truth and params into ``--root``):
+
+``trial``
+    19,435 patients in 466 hospitals in 36 countries, shaped like the
+    International Stroke Trial: 7 predictors (4 categorical), atrial
+    fibrillation incomplete (binary), outcome partly missing
+    (:func:`~hmlib.simulate.scale.trial_registry`). Target: the full report
+    within 10 minutes on 2 cores.
+``scale10k``, ``scale100k``, ``scale1m``
+    10,000, 100,000 and 1,000,000 patients in 400 sites, three predictors,
+    lactate incomplete (:func:`~hmlib.simulate.scale.scale_registry`).
+    Targets: 100,000 within 20 minutes, and cost at most linear in patients
+    (100k / 10k time ratio at most 12, both measured in the same run).
+
+Each case is run by the command a user runs, ``hmreport run PARAMS``
+(every step, the notebooks executed by papermill, the report assembled),
+in a subprocess of this script. Step times are the runner's own
+(``run-status.json``). Memory: the process tree of ``hmreport`` is sampled
+every 0.2 s with psutil; each step's notebook runs in its own kernel
+process, so a step's peak is the largest sum of the resident set sizes of
+its kernel and the kernel's descendants (worker processes) at one sample,
+and the run's peak the largest sum over the whole tree (the runner
+included). Sampling can miss a peak shorter than 0.2 s.
+
+Usage::
+
+    .venv/bin/python bench/bench_scale.py                       # trial, scale10k, scale100k
+    .venv/bin/python bench/bench_scale.py --cases scale1m       # the million (long)
+    .venv/bin/python bench/bench_scale.py --cases smoke --fast --out /tmp/x.json   # check the script
+
+writes ``bench/results/bench_scale.json`` (merged with earlier cases) and
+prints the table of the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hmlib.simulate.scale import (SCALE_PARAMS, TRIAL_PARAMS, scale_registry, scale_registry_truth,  # noqa: E402
+                                  trial_registry, trial_registry_truth)
+from hmlib.steps import STEPS  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "bench_scale.json"
+TARGETS = {"trial": 600.0, "scale100k": 1200.0}
+MAX_RATIO_100K_10K = 12.0
+CASES = {
+    "trial": (lambda: trial_registry(), trial_registry_truth, TRIAL_PARAMS),
+    "scale10k": (lambda: scale_registry(14, n_patients=10_000), scale_registry_truth, SCALE_PARAMS),
+    "scale100k": (lambda: scale_registry(14, n_patients=100_000), scale_registry_truth, SCALE_PARAMS),
+    "scale1m": (lambda: scale_registry(14, n_patients=1_000_000), scale_registry_truth, SCALE_PARAMS),
+    "smoke": (lambda: scale_registry(14, n_patients=2_000, n_sites=40), scale_registry_truth, SCALE_PARAMS),
+}
+
+
+def write_case(name: str, root: Path) -> Path:
+    """Write the case's data, truth and params under ``root/name``; returns the params file."""
+    generate, truth, template = CASES[name]
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = generate()
+    frame.to_csv(folder / "data.csv", index=False, float_format="%.10g", lineterminator="\n")
+    (folder / "truth.json").write_text(json.dumps(truth(), indent=1) + "\n")
+    params = folder / "params.yaml"
+    params.write_text(template.format(name=name, data="data.csv", truth="truth.json"))
+    return params
+
+
+class TreeSampler(threading.Thread):
+    """Samples the resident memory of a process tree; kernels (one per step) in order of appearance."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.stop = threading.Event()
+        self.kernels: list[int] = []          # pids of the notebook kernels, in start order
+        self.kernel_peak: dict[int, int] = {}
+        self.total_peak = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                tree = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                break
+            rss, kids = {}, {}
+            for proc in tree:
+                try:
+                    rss[proc.pid] = proc.memory_info().rss
+                    if proc.pid not in self.kernel_peak and "ipykernel" in " ".join(proc.cmdline()):
+                        self.kernels.append(proc.pid)
+                        self.kernel_peak[proc.pid] = 0
+                    if proc.pid in self.kernel_peak:
+                        kids[proc.pid] = [c.pid for c in proc.children(recursive=True)]
+                except psutil.Error:
+                    continue
+            self.total_peak = max(self.total_peak, sum(rss.values()))
+            for pid, children in kids.items():
+                now = rss.get(pid, 0) + sum(rss.get(c, 0) for c in children)
+                self.kernel_peak[pid] = max(self.kernel_peak[pid], now)
+            time.sleep(self.interval)
+
+
+def run_case(name: str, root: Path, fast: bool = False) -> dict:
+    """``hmreport run`` on the case: wall time, the runner's step times, peak memory per step."""
+    params = write_case(name, root)
+    reports = root / "reports"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "hmlib.cli", "run", str(params), "--out", str(reports), *(["--fast"] if fast else [])]
+    log = (root / f"{name}.log").open("w")
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    code = proc.wait()
+    wall = time.perf_counter() - started
+    sampler.stop.set()
+    sampler.join()
+    log.close()
+    status = json.loads((reports / name / "run-status.json").read_text())
+    # the runner's status file has its keys sorted; the kernels started in the steps' order
+    steps = {step.key: status["steps"][step.key] for step in STEPS if step.key in status.get("steps", {})}
+    peaks = [sampler.kernel_peak[pid] for pid in sampler.kernels]
+    frame_rows = sum(1 for _ in (root / name / "data.csv").open()) - 1
+    return {
+        "case": name, "patients": frame_rows, "exit_code": code, "status": status.get("status"),
+        "wall_seconds": round(wall, 1),
+        "steps": {key: {"seconds": seconds, "peak_mb": round(peaks[i] / 2**20) if i < len(peaks) else None}
+                  for i, (key, seconds) in enumerate(steps.items())},
+        "other_seconds": round(wall - sum(steps.values()), 1),
+        "peak_mb_run": round(sampler.total_peak / 2**20), "fast": fast,
+        "log": str(root / f"{name}.log"),
+    }
+
+
+def table(results: dict) -> str:
+    """The README's table: one row per step and case (seconds, peak MB), and the totals."""
+    cases = [c for c in CASES if c in results]
+    steps = []
+    for c in cases:
+        steps.extend(k for k in results[c]["steps"] if k not in steps)
+    head = "| step | " + " | ".join(f"{c} ({results[c]['patients']:,} patients)" for c in cases) + " |"
+    lines = [head, "|---|" + "---|" * len(cases)]
+    for step in steps:
+        cells = []
+        for c in cases:
+            s = results[c]["steps"].get(step)
+            cells.append("" if s is None else f"{s['seconds']:.0f} s, {s['peak_mb']} MB")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines.append("| checks, kernels, rendering, assembly | " + " | ".join(
+        f"{results[c]['other_seconds']:.0f} s" for c in cases) + " |")
+    lines.append("| **full report (wall)** | " + " | ".join(
+        f"**{results[c]['wall_seconds']:.0f} s**, {results[c]['peak_mb_run']} MB" for c in cases) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=["trial", "scale10k", "scale100k"], choices=list(CASES))
+    parser.add_argument("--root", type=Path, default=Path("/tmp/hmlib_bench_scale"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--fast", action="store_true", help="hmreport run --fast (checking this script, not timing)")
+    args = parser.parse_args()
+    args.root.mkdir(parents=True, exist_ok=True)
+    results = json.loads(args.out.read_text())["cases"] if args.out.is_file() else {}
+    run = {}
+    for name in args.cases:
+        print(f"{name}: hmreport run ...", flush=True)
+        run[name] = run_case(name, args.root, fast=args.fast)
+        r = run[name]
+        print(f"{name}: {r['status']} in {r['wall_seconds']:.0f} s, peak {r['peak_mb_run']} MB; "
+              + ", ".join(f"{k} {v['seconds']:.0f} s / {v['peak_mb']} MB" for k, v in r["steps"].items()), flush=True)
+    results.update(run)
+    checks = {}
+    for name, limit in TARGETS.items():
+        if name in run:
+            checks[f"{name} within {limit:.0f} s"] = run[name]["wall_seconds"] <= limit
+    if "scale10k" in run and "scale100k" in run:
+        ratio = run["scale100k"]["wall_seconds"] / run["scale10k"]["wall_seconds"]
+        checks[f"100k/10k time ratio {ratio:.2f} <= {MAX_RATIO_100K_10K:g} (same run)"] = ratio <= MAX_RATIO_100K_10K
+    payload = {"cases": results, "checks_last_run": checks, "cores": psutil.cpu_count(),
+               "load_average_at_end": os.getloadavg()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    print(table(results))
+    for text, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}: {text}")
+
+
+if __name__ == "__main__":
+    main()
