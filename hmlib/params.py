@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,8 +37,9 @@ import yaml
 
 from hmlib.exceptions import ParamsError
 
-__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "JointModelSettings", "EffectUnit", "load_params",
-           "params_from_mapping", "KEYS"]
+__all__ = ["Params", "PrivacySettings", "DiagnoseSettings", "JointModelSettings", "EffectUnit", "SensitivityParams",
+           "load_params", "params_from_mapping", "KEYS", "DEFAULT_ODDS_RATIO_RATIO", "DEFAULT_OUTCOME_SD_SHARE",
+           "check_relevant_difference"]
 
 #: Every key a params file may have, with a one-line description (used in
 #: error messages and in the README).
@@ -64,10 +66,20 @@ KEYS: dict[str, str] = {
                     "(default: per SD of the recorded values)",
     "joint_model": "{time_budget_minutes: 20} minutes the joint model may take in all when it extends its sampling "
                    "to pass the convergence gate (0: never extend; default 20, fast runs 0)",
+    "sensitivity": "{relevant_difference: 1.25} clinically relevant difference per reported unit of the focus: "
+                   "a ratio of odds ratios > 1 (binary outcome; default 1.25) or a difference in outcome units "
+                   "(continuous outcome; default 0.1 SD of the outcome)",
 }
 _PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
 _DIAGNOSE_KEYS = {"structural_share"}
 _JOINT_KEYS = {"time_budget_minutes"}
+_SENSITIVITY_KEYS = {"relevant_difference"}
+#: Default clinically relevant difference for a binary outcome: an odds ratio 1.25 times larger (or smaller)
+#: per reported unit of the predictor.
+DEFAULT_ODDS_RATIO_RATIO = 1.25
+#: Default clinically relevant difference for a continuous outcome: 0.1 SD of the recorded outcome per
+#: reported unit of the predictor.
+DEFAULT_OUTCOME_SD_SHARE = 0.1
 _FAMILIES = ("binomial", "gaussian")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
@@ -133,6 +145,22 @@ class JointModelSettings:
 
 
 @dataclass(frozen=True)
+class SensitivityParams:
+    """Settings of step 5 (sensitivity analysis).
+
+    Attributes
+    ----------
+    relevant_difference : float or None
+        The clinically relevant difference per reported unit of the focus
+        variable (``effect_units``, else 1 SD): a ratio of odds ratios > 1 for
+        a binary outcome, a difference in outcome units for a continuous one;
+        None: the default (1.25, or 0.1 SD of the outcome).
+    """
+
+    relevant_difference: float | None = None
+
+
+@dataclass(frozen=True)
 class Params:
     """A validated params file. Build it with :func:`load_params`.
 
@@ -169,6 +197,7 @@ class Params:
     privacy : PrivacySettings
     diagnose : DiagnoseSettings
     joint_model : JointModelSettings
+    sensitivity : SensitivityParams
     encoding : str
         Encoding of a CSV data file.
     missing_codes : tuple of str
@@ -198,6 +227,7 @@ class Params:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     diagnose: DiagnoseSettings = field(default_factory=DiagnoseSettings)
     joint_model: JointModelSettings = field(default_factory=JointModelSettings)
+    sensitivity: SensitivityParams = field(default_factory=SensitivityParams)
     encoding: str = "utf-8"
     missing_codes: tuple[str, ...] = ()
     effect_units: dict = field(default_factory=dict)
@@ -375,7 +405,32 @@ def params_from_mapping(raw: dict, *, source: Path, origin: str | None = None, b
     stray = [v for v in settings["effect_units"] if v not in roles["predictors"]]
     if stray:
         raise ParamsError(f"{where}: 'effect_units' names {stray}, which are not in 'predictors'.")
-    return Params(name=name, source=source, data=data, truth=truth, **roles, **settings, raw=dict(raw))
+    sensitivity_raw = _sub_mapping(raw, "sensitivity", _SENSITIVITY_KEYS, where)
+    relevant = check_relevant_difference(sensitivity_raw.get("relevant_difference"), roles["outcome_family"],
+                                         f"{where}: sensitivity.relevant_difference")
+    return Params(name=name, source=source, data=data, truth=truth, **roles, **settings,
+                  sensitivity=SensitivityParams(relevant), raw=dict(raw))
+
+
+def check_relevant_difference(value, outcome_family: str, where: str = "sensitivity.relevant_difference"):
+    """A clinically relevant difference as a float (None stays None), or a ParamsError saying what is valid.
+
+    A binary outcome takes a ratio of odds ratios > 1 (e.g. 1.25); a
+    continuous outcome a difference > 0 in outcome units.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ParamsError(f"'{where}' must be a number; got {value!r}.")
+    if outcome_family == "binomial" and not value > 1:
+        hint = f" For a ratio below 1 give its inverse ({1 / value:.3g})." if 0 < value < 1 else ""
+        raise ParamsError(f"'{where}' is a ratio of odds ratios for a binary outcome and must be > 1 "
+                          f"(e.g. {DEFAULT_ODDS_RATIO_RATIO}: an odds ratio 25% larger or smaller per reported "
+                          f"unit of the focus); got {value!r}.{hint}")
+    if not value > 0:
+        raise ParamsError(f"'{where}' is a difference in outcome units per reported unit of the focus and must be "
+                          f"> 0 (default {DEFAULT_OUTCOME_SD_SHARE} SD of the outcome); got {value!r}.")
+    return float(value)
 
 
 def _read_yaml(source: Path) -> dict:

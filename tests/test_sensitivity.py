@@ -22,7 +22,7 @@ from hmlib.results import ESTIMATE_COLUMNS, read_estimates, update_estimates
 from hmlib.simulate.registries import graded_missingness_registry, small_registry
 from hmlib.stats.imputation import impute, residual_variance_check
 from hmlib.stats.pooling import analyse_imputations
-from hmlib.stats.sensitivity import cluster_deltas, conclusion_change, find_tipping_point, shift_imputed
+from hmlib.stats.sensitivity import ChangeRule, cluster_deltas, conclusion_change, find_tipping_point, shift_imputed
 from hmlib.steps import sensitivity as step5
 from hmlib.steps.base import StepContext
 from hmlib.steps.imputation import impute_registry
@@ -138,23 +138,26 @@ def test_SENS_DELTA_003_cluster_specific_deltas(registry):
 # Tipping point
 # ---------------------------------------------------------------------------
 def test_SENS_TIP_001_found_where_it_is_constructed_case():
-    """SENS-TIP-001: estimate 0.5 - 0.5 d, CI +/-0.35: the CI reaches 0 at d = 0.3 (positive side); on the
-    negative side the estimate has moved by 50% at d = -0.5. Grid 0.25 steps, then 6 bisections."""
+    """SENS-TIP-001: estimate 0.5 - 0.5 d, CI +/-0.35, relevant difference 0.25: the CI reaches 0 at d = 0.3 with a
+    move of 0.15 (over half the relevant difference; positive side); on the negative side the estimate has moved by
+    the relevant difference at d = -0.5. Grid 0.25 steps, then 6 bisections."""
     def line(d):
         return 0.5 - 0.5 * d, 0.15 - 0.5 * d, 0.85 - 0.5 * d
 
     reference = dict(zip(["estimate", "ci_lower", "ci_upper"], line(0.0)))
     calls = []
     tp = find_tipping_point(lambda d: calls.append(d) or line(d), [-1, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1],
-                            reference, bisection_steps=6, scale=2.0)
+                            reference, ChangeRule(relevant_difference=0.25), bisection_steps=6, scale=2.0)
     pos, neg = tp["positive"], tp["negative"]
     assert pos["found"] and pos["change"] == "interval now includes 0"
     assert 0.3 <= pos["delta_sd"] <= 0.3 + 0.25 / 2 ** 6                        # within the final bracket
     assert pos["bracket_sd"][0] < 0.3 <= pos["bracket_sd"][1]
     assert pos["delta_units"] == pytest.approx(2 * pos["delta_sd"])
-    assert neg["found"] and neg["delta_sd"] == pytest.approx(-0.5) and neg["change"] == "estimate moved by 50%"
+    assert neg["found"] and neg["delta_sd"] == pytest.approx(-0.5) and neg["change"] == \
+        "estimate moved by 0.25 (relevant difference 0.25)"
     # nothing is found when the conclusion never changes on the grid
-    flat = find_tipping_point(lambda d: (1.0, 0.5, 1.5), [-1, 1], {"estimate": 1.0, "ci_lower": 0.5, "ci_upper": 1.5})
+    flat = find_tipping_point(lambda d: (1.0, 0.5, 1.5), [-1, 1], {"estimate": 1.0, "ci_lower": 0.5, "ci_upper": 1.5},
+                              ChangeRule(relevant_difference=0.25))
     assert not flat["positive"]["found"] and not flat["negative"]["found"]
     assert 0.0 not in calls
 
@@ -164,7 +167,7 @@ def test_SENS_TIP_002_pipeline_tipping_point_matches_direct_evaluation(registry)
     shifting the same imputations directly: changed at the reported delta, unchanged at the bracket's lower end."""
     p = registry.params
     imputation = impute_registry(registry, method="multilevel", **FAST)
-    settings = SensitivitySettings(families=("delta-cluster",), deltas_sd=(-2, -1, 1, 2), change_share=0.05,
+    settings = SensitivitySettings(families=("delta-cluster",), deltas_sd=(-2, -1, 1, 2), relevant_difference=0.01,
                                    bisection_steps=4, **FAST)
     result = run_sensitivity(registry, settings, workers=1, joint_fitter=None, primary_imputation=imputation)
     prim = result.primary.set_index("term").loc["x"]
@@ -175,10 +178,10 @@ def test_SENS_TIP_002_pipeline_tipping_point_matches_direct_evaluation(registry)
         row = analyse_imputations(shifted, outcome=p.outcome, predictors=p.predictors, cluster=p.cluster,
                                   family=p.outcome_family).term("x")
         return conclusion_change(row["estimate"], row["ci_lower"], row["ci_upper"], prim.estimate, prim.ci_lower,
-                                 prim.ci_upper, change_share=0.05), row["estimate"]
+                                 prim.ci_upper, relevant_difference=result.rule.focus_threshold), row["estimate"]
 
     found = [info for info in result.tipping["cluster"].values() if info["found"]]
-    assert found, "the constructed case must tip within +/-2 SD at a 5% change"
+    assert found, "the constructed case must tip within +/-2 SD at a relevant difference of 0.01"
     for info in found:
         why, estimate = direct(info["delta_sd"])
         assert why and why == info["change"] and estimate == pytest.approx(info["estimate"], rel=1e-9)
@@ -284,7 +287,7 @@ def test_SENS_PRIOR_001_injected_joint_fitter_and_references(registry):
         assert rows_of(result, name).loc["sd(site)", "estimate"] == scale
     assert not table.loc["prior:halfnormal(0.5)", "changed_conclusion"]
     assert table.loc["prior:halfcauchy(1)", "changed_conclusion"]
-    assert table.loc["prior:halfcauchy(1)", "change_reason"].startswith("estimate moved by 233%")
+    assert table.loc["prior:halfcauchy(1)", "change_reason"].startswith("estimate moved by 2.1 (relevant difference")
     verdict = result.verdict()
     assert verdict.startswith("not robust") and "prior on the cluster SDs" in verdict and "halfcauchy(1)" in verdict
     # a step-4 fit with the reference prior is reused, not refitted
@@ -435,7 +438,7 @@ def test_SENS_PAR_001_parallel_equals_serial(registry):
     """SENS-PAR-001: 2 worker processes give the same grid, tipping points and delta curve as 1, for a seed."""
     # delta-cluster: with z = 1{x imputed} in the model a global shift cannot move b_x (SENS-DELTA-002)
     settings = SensitivitySettings(families=("exclusion", "prior", "indicator", "delta-cluster", "leave-out"),
-                                   deltas_sd=(-1.0, 1.0), change_share=0.001, bisection_steps=2, n_influential=2,
+                                   deltas_sd=(-1.0, 1.0), relevant_difference=1e-4, bisection_steps=2, n_influential=2,
                                    **FAST)
     serial = run_sensitivity(registry, settings, workers=1, joint_fitter=fake_joint_fitter)
     parallel = run_sensitivity(registry, settings, workers=2, joint_fitter=fake_joint_fitter)
@@ -482,13 +485,21 @@ def test_SENS_SET_001_settings_are_checked():
 
 
 def test_SENS_CONC_001_conclusion_change_rules():
-    """SENS-CONC-001: interval crossing the null either way, sign flips, relative moves; SD rows use moves only."""
-    assert conclusion_change(0.5, -0.1, 1.1, 0.5, 0.1, 0.9) == "interval now includes 0"
-    assert conclusion_change(0.5, 0.1, 0.9, 0.5, -0.1, 1.1) == "interval now excludes 0"
-    assert conclusion_change(-0.5, -0.9, -0.1, 0.5, 0.1, 0.9) == "estimate changed sign"
-    assert conclusion_change(0.8, 0.5, 1.1, 0.5, 0.2, 0.8) == "estimate moved by 60%"
-    assert conclusion_change(0.6, 0.3, 0.9, 0.5, 0.2, 0.8) == ""
-    assert conclusion_change(0.5, -0.1, 1.1, 0.5, 0.1, 0.9, use_null=False) == ""
+    """SENS-CONC-001: the rule of hmlib.stats.sensitivity (module docstring): (a) a significance flip counts with a
+    move of at least half the relevant difference R, (b) a move of at least R counts, (c) a direction reversal with
+    both intervals excluding 0 counts; SD rows use (b) only."""
+    rule = dict(relevant_difference=0.2)
+    assert conclusion_change(0.5, -0.1, 1.1, 0.7, 0.1, 1.3, **rule) == "interval now includes 0"     # (a), move 0.2
+    assert conclusion_change(0.7, 0.1, 1.3, 0.5, -0.1, 1.1, **rule) == "interval now excludes 0"
+    assert conclusion_change(0.55, -0.05, 1.15, 0.6, 0.01, 1.2, **rule) == ""        # flip, move 0.05 < R/2
+    assert conclusion_change(-0.5, -0.9, -0.1, 0.5, 0.1, 0.9, **rule) == "estimate changed direction"   # (c)
+    assert conclusion_change(-0.02, -0.03, -0.01, 0.02, 0.01, 0.03, **rule) == "estimate changed direction"
+    assert conclusion_change(0.8, 0.5, 1.1, 0.5, 0.2, 0.8, **rule) == "estimate moved by 0.3 (relevant difference 0.2)"
+    assert conclusion_change(0.6, 0.3, 0.9, 0.5, 0.2, 0.8, **rule) == ""                            # move 0.1 < R
+    assert conclusion_change(0.5, -0.1, 1.1, 0.7, 0.1, 1.3, **rule, use_null=False) == ""
+    assert conclusion_change(0.5, 0.4, 0.6, 0.8, 0.7, 0.9, **rule, use_null=False).startswith("estimate moved")
+    with pytest.raises(ValueError, match="relevant_difference"):
+        conclusion_change(0.5, 0.4, 0.6, 0.8, 0.7, 0.9, relevant_difference=0.0)
 
 
 def test_SENS_FIG_001_figures(registry):
@@ -499,7 +510,7 @@ def test_SENS_FIG_001_figures(registry):
     from hmlib.figures.sensitivity import scenario_forest, scenario_heatmap, tipping_point_curve
 
     settings = SensitivitySettings(families=("exclusion", "prior", "delta-global", "delta-cluster"),
-                                   deltas_sd=(-1.0, 1.0), change_share=0.001, bisection_steps=1, **FAST)
+                                   deltas_sd=(-1.0, 1.0), relevant_difference=1e-4, bisection_steps=1, **FAST)
     result = run_sensitivity(registry, settings, workers=1, joint_fitter=None)
     names = list(dict.fromkeys(result.grid["scenario"]))
     heat = scenario_heatmap(result)
@@ -527,7 +538,7 @@ def test_SENS_FIG_001_figures(registry):
 def small_result(registry):
     """A result with ok, failed and delta scenarios (exclusion at 20% fails; no joint model)."""
     settings = SensitivitySettings(families=("exclusion", "prior", "delta-cluster"), deltas_sd=(-1.0, 1.0),
-                                   change_share=0.001, bisection_steps=1, **FAST)
+                                   relevant_difference=1e-4, bisection_steps=1, **FAST)
     return run_sensitivity(registry, settings, workers=1, joint_fitter=None)
 
 

@@ -146,7 +146,7 @@ def test_SENS_CAT_003_shift_on_a_real_imputation(registry, imputation, tmp_path)
 @pytest.fixture(scope="module")
 def delta_result(registry, imputation):
     settings = SensitivitySettings(families=("delta-global", "delta-cluster"), deltas_log_odds=(-2.0, -1.0, 1.0, 2.0),
-                                   bisection_steps=2, change_share=0.25, **FAST)
+                                   bisection_steps=2, relevant_difference=1.1, **FAST)
     return run_sensitivity(registry, settings, workers=1, joint_fitter=None, primary_imputation=imputation)
 
 

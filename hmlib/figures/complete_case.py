@@ -15,7 +15,7 @@ from matplotlib.ticker import FuncFormatter
 
 from hmlib.figures import style
 
-__all__ = ["retention_plot", "smd_plot", "level_shares_plot", "indicator_effects_plot"]
+__all__ = ["retention_plot", "smd_plot", "level_shares_plot", "indicator_effects_plot", "flow_diagram"]
 
 # The report's two signal colours: red marks a problem (a cluster lost, a
 # shift beyond the threshold), blue the rest.
@@ -208,3 +208,66 @@ def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int
                          f"Is missingness of {focus} informative in every cluster? The effect of {said} estimated "
                          "within each cluster (open circles, 95% CI; clipped at "
                          f"±{lim:.3g}) and partially pooled (diamonds); dashed line: the common effect.")
+
+
+#: Text size of the flow diagram's boxes (points), and its width (inches: the report's text width).
+FLOW_FONT_PT = 9
+FLOW_WIDTH_IN = 7.2
+
+
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, (int, np.integer)) else str(value)
+
+
+def _box(ax, x, y, text, *, ha="center", va="center", colour="#f2f2f2"):
+    return ax.text(x, y, text, ha=ha, va=va, fontsize=FLOW_FONT_PT, linespacing=1.35, transform=ax.transAxes,
+                   bbox={"boxstyle": "round,pad=0.5", "facecolor": colour, "edgecolor": "#404040", "linewidth": 0.8})
+
+
+def _arrow(ax, start, end):
+    ax.annotate("", xy=end, xytext=start, xycoords="axes fraction", textcoords="axes fraction",
+                arrowprops={"arrowstyle": "-|>", "color": "#404040", "linewidth": 0.9, "shrinkA": 0, "shrinkB": 0})
+
+
+def flow_diagram(flow, *, noun: str = "cluster"):
+    """A CONSORT-style flow of patients and clusters from the extract to each analysis.
+
+    Parameters
+    ----------
+    flow : hmlib.steps.complete_case_flow.FlowRecord
+        The published flow (suppressed counts already shown as ranges).
+    noun : str
+        What a cluster is called (``site``, ``hospital``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        7.2 in wide, 9-pt text; its caption (:func:`hmlib.figures.style.caption`) says what it shows.
+    """
+    lines = [f"Excluded: {_count(flow.n_excluded)} patients missing any model variable",
+             "(each counted once, under the first missing in model order)"]
+    lines += [f"  missing {style.label(e.variable)}: {_count(e.n_excluded)}" for e in flow.exclusions]
+    height = 2.6 + 0.2 * len(flow.exclusions)
+    fig, ax = style.new_figure(FLOW_WIDTH_IN, height)
+    ax.set_axis_off()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    top, bottom = 1 - 0.45 / height, 0.45 / height
+    main_x = 0.2
+    _box(ax, main_x, top, f"Registry extract\n{flow.n_patients:,} patients in {flow.n_clusters:,} {noun}s")
+    _box(ax, 0.76, top, f"Multilevel imputation and joint model\nall {flow.n_patients:,} patients in "
+                        f"{flow.n_clusters:,} {noun}s", colour="#deebf7")
+    _arrow(ax, (main_x + 0.175, top), (0.76 - 0.225, top))
+    lost = (f"\n{flow.n_clusters_lost:,} {noun}(s) lost entirely" if flow.n_clusters_lost else "")
+    _box(ax, main_x, bottom, f"Complete-case analysis\n{_count(flow.n_complete)} patients in "
+                             f"{flow.n_clusters_complete:,} {noun}s{lost}",
+         colour="#fddbc7" if flow.n_clusters_lost else "#f2f2f2")
+    middle = (top + bottom) / 2
+    ax.plot([main_x, main_x], [top - 0.4 / height, middle], color="#404040", lw=0.9, transform=ax.transAxes)
+    _arrow(ax, (main_x, middle), (main_x, bottom + (0.42 if flow.n_clusters_lost else 0.32) / height))
+    _arrow(ax, (main_x, middle), (0.33, middle))
+    _box(ax, 0.345, middle, "\n".join(style.plain(line) for line in lines), ha="left")
+    note = flow.note()
+    text = (f"Flow of patients and {noun}s from the registry extract to the complete-case analysis and to the "
+            f"analyses that impute. {note}")
+    return style.caption(fig, "complete-case-flow", text)

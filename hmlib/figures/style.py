@@ -140,17 +140,6 @@ def head_tail(n_rows: int, max_rows: int) -> tuple[np.ndarray, bool]:
     return np.r_[np.arange(half), np.arange(n_rows - (max_rows - half), n_rows)], True
 
 
-def level_colours(levels) -> dict:
-    """One colour per level of a categorical variable, in level order (``{level: colour}``).
-
-    A sequential palette (light to dark), so that an ordered variable reads in
-    its order; "missing" is never among them (:data:`MISSING_LEVEL_COLOUR`).
-    """
-    levels = [str(level) for level in levels]
-    palette = sns.color_palette("viridis", max(len(levels), 2))
-    return {level: matplotlib.colors.to_hex(colour) for level, colour in zip(levels, palette)}
-
-
 def caption(fig, key: str, text: str):
     """Attach the report caption to ``fig``: ``key`` a stable id (``"missingness-heatmap"``), ``text`` the caption
     (plain text, no number: the report numbers figures). Returns ``fig``.
@@ -166,6 +155,17 @@ def caption(fig, key: str, text: str):
 def caption_of(fig) -> tuple:
     """``(key, caption text)`` attached by :func:`caption`; ``("", "")`` when none is."""
     return (fig.get_gid() or "", fig.get_label() or "")
+
+
+def level_colours(levels) -> dict:
+    """One colour per level of a categorical variable, in level order (``{level: colour}``).
+
+    A sequential palette (light to dark), so that an ordered variable reads in
+    its order; "missing" is never among them (:data:`MISSING_LEVEL_COLOUR`).
+    """
+    levels = [str(level) for level in levels]
+    palette = sns.color_palette("viridis", max(len(levels), 2))
+    return {level: matplotlib.colors.to_hex(colour) for level, colour in zip(levels, palette)}
 
 
 def _texts(fig):

@@ -208,11 +208,15 @@ def _mnar(ev: ReportEvidence) -> ChecklistItem:
         text = "Not done: step 5 (sensitivity analysis) is absent, so departures from MAR were not examined."
         return ChecklistItem("Sensitivity to missing not at random", "Sterne 2009", text)
     ok = [s for s in sens.scenarios if s.status == "ok"]
-    changed = [s.scenario for s in ok if s.changed_conclusion]
+    # the missing-indicator model against the primary is biased by design: named, not counted (as in the verdict)
+    biased = [s.scenario for s in ok if s.changed_conclusion and s.family == "indicator" and s.reference == "primary"]
+    changed = [s.scenario for s in ok if s.changed_conclusion and s.scenario not in biased]
     log_odds = sens.delta_scale == "log odds"
     found = [t for t in sens.tipping if t.found and is_number(t.delta_sd)]
-    text = (f"{len(ok)} of {len(sens.scenarios)} scenarios ran; {len(changed)} changed the conclusion"
-            + (f" ({join_names(changed)})" if changed else "") + ". ")
+    text = (f"{len(ok)} of {len(sens.scenarios)} scenarios ran; {len(changed)} changed the conclusion by a "
+            "clinically relevant difference" + (f" ({join_names(changed)})" if changed else "")
+            + (f"; not counted: {join_names(biased)} (the missing-indicator model, biased by design)" if biased
+               else "") + ". ")
     # only delta scenarios that ran may support a sentence about MNAR
     mnar = [f for f in sens.families_run if f.family in ("delta-global", "delta-cluster")]
     ran = [f for f in mnar if f.n_ok]

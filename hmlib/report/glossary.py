@@ -70,6 +70,14 @@ GLOSSARY: dict[str, str] = {
                      "conclusion.",
     "delta adjustment": "The MNAR sensitivity analysis: imputed values are shifted by delta (in SDs of the recorded "
                         "values, or on the log-odds scale for a categorical variable) before the analysis.",
+    "clinically relevant difference": "The smallest change in an effect that would matter to patients or to a "
+                                      "clinical decision, stated per reported unit of the predictor (by default an "
+                                      "odds ratio 1.25 times larger or smaller, or 0.1 SD of a continuous "
+                                      "outcome; set by sensitivity.relevant_difference). The sensitivity analysis "
+                                      "counts a scenario as changing the conclusion only when its estimate moves "
+                                      "by at least this much, or moves by half of it and its 95% interval's "
+                                      "answer to 'is there an effect?' changes, or the effect reverses direction "
+                                      "with both intervals excluding no effect.",
     "odds ratio": "How many times the odds of the outcome are multiplied per stated unit of a predictor; 1 means no "
                   "effect.",
     "separation": "A category or combination of predictors that always or never has the outcome; its coefficient "

@@ -69,8 +69,8 @@ PAPERMILL_INJECTED_HEADER = "# Parameters"
 #: The demo's params file, relative to the notebooks folder.
 DEMO_PARAMS = "../params/demo.yaml"
 _YAML_KEYS = ("predictors", "categorical", "higher_levels", "cluster_covariates", "missing_codes",
-              "privacy", "diagnose", "joint_model", "effect_units")
-_MAPPING_KEYS = ("privacy", "diagnose", "joint_model", "effect_units")
+              "privacy", "diagnose", "joint_model", "effect_units", "sensitivity")
+_MAPPING_KEYS = ("privacy", "diagnose", "joint_model", "effect_units", "sensitivity")
 
 
 def parameter_names() -> list[str]:

@@ -54,6 +54,8 @@ __all__ = [
     "GRADED_MISSING_PER_CLUSTER",
     "graded_missingness_registry",
     "graded_missingness_registry_truth",
+    "calorie_registry",
+    "calorie_registry_truth",
 ]
 
 
@@ -392,4 +394,52 @@ def graded_missingness_registry_truth() -> dict:
         "terms": {"Intercept": _r(1 - 0.03 * 50), "age": 0.03, "x": 0.8, "sd(site)": 0.5, "residual_sd": 1.0},
         "x_model": {"intercept": _r(2 - 0.02 * 50), "age": 0.02, "cluster_sd": 0.5, "residual_sd": 1.0},
         "missing_per_cluster": list(GRADED_MISSING_PER_CLUSTER),
+    }
+
+
+# --------------------------------------------------------------------------
+# calorie_registry
+# --------------------------------------------------------------------------
+def calorie_registry(seed: int = 0, *, odds_ratio_per_sd: float = 1.0, n_clusters: int = 12, per_cluster: int = 60,
+                     missing_shares=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5)) -> pd.DataFrame:
+    """A focus variable in large raw units (kcal): its coefficient per kcal is tiny whatever the effect.
+
+    Model, in draw order: age ``N(0, 1)``; ``calories = 1800 + 100 age +
+    150 a_j + N(0, 450^2)`` (1 decimal; ``a_j ~ N(0, 1)`` per cluster);
+    ``logit P(y) = -0.5 + log(odds_ratio_per_sd) (calories - 1800) / 480 +
+    0.3 age + N(0, 0.3^2)_j`` (480 is about the SD of calories); then in
+    cluster ``j`` a share ``missing_shares[j mod len]`` of patients, chosen
+    at random, miss ``calories`` (MAR given the cluster).
+
+    The step-5 rule (:mod:`hmlib.steps.sensitivity_rule`) is tested on it:
+    with ``odds_ratio_per_sd = 1`` the coefficient per kcal is about 0 and a
+    scenario moves it by several times its own size without meaning anything.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``site, y, age, calories``; sites ``H00``, ``H01``, ...
+    """
+    rng = np.random.default_rng(seed)
+    cluster = cluster_index(equal_cluster_sizes(n_clusters, per_cluster))
+    n = cluster.size
+    age = rng.normal(0, 1, n)
+    calories = gaussian_draws(rng, 1800 + 100 * age + 150 * normal_cluster_effects(rng, n_clusters, 1.0)[cluster],
+                              sd=450.0)
+    eta = (-0.5 + np.log(odds_ratio_per_sd) * (calories - 1800) / 480 + 0.3 * age
+           + normal_cluster_effects(rng, n_clusters, 0.3)[cluster])
+    y = logistic_draws(rng, eta).astype(float)
+    shares = np.asarray(missing_shares, dtype=float)[np.arange(n_clusters) % len(missing_shares)]
+    missing = bernoulli(rng, shares[cluster], n)
+    return pd.DataFrame({"site": cluster_labels(n_clusters, "H")[cluster], "y": y, "age": age,
+                         "calories": with_gaps(calories, missing).round(1)})
+
+
+def calorie_registry_truth(odds_ratio_per_sd: float = 1.0) -> dict:
+    """Values that generated :func:`calorie_registry` (the calories term per kcal)."""
+    return {
+        "generator": "hmlib.simulate.registries.calorie_registry",
+        "terms": {"Intercept": _r(-0.5 - float(np.log(odds_ratio_per_sd)) * 1800 / 480), "age": 0.3,
+                  "calories": float(np.log(odds_ratio_per_sd)) / 480, "sd(site)": 0.3},
+        "calories_model": {"mean": 1800, "age": 100, "cluster_sd": 150, "residual_sd": 450},
     }

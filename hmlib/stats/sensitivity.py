@@ -5,13 +5,22 @@ asks whether the conclusion about a coefficient changes. This module holds
 the parts that are plain statistics, on numbers, frames and imputation
 results (no registry, no privacy):
 
-Changed conclusion (:func:`conclusion_change`)
-    A result changes the conclusion of its reference when the interval no
-    longer excludes the null value (default 0) or now excludes it; when the
-    estimate changes sign with both intervals excluding the null; or when the
-    estimate moves by at least ``change_share`` (default 50%) of the
-    reference estimate. For a standard deviation only the last criterion
-    applies.
+Changed conclusion (:class:`ChangeRule`, :func:`conclusion_change`)
+    Judged on the scale of the uncertainty and of a clinically relevant
+    difference ``R`` (on the coefficient's own scale), never by the relative
+    move of an estimate (an estimate near 0 moves by 200% without meaning
+    anything). A result changes the conclusion of its reference when
+
+    (a) the 95% interval's decision about the null (default 0) flips -- it
+        now includes the null, or now excludes it -- and the estimate moved by
+        at least ``negligible_share * R`` (default half of ``R``; a smaller
+        shift that tips a borderline interval is negligible);
+    (b) the estimate moved by at least ``R``; or
+    (c) the estimate changed direction with both intervals excluding the null.
+
+    For a standard deviation only (b) applies. The step resolves ``R`` from
+    the params' clinically relevant difference on the reported scale
+    (:mod:`hmlib.steps.sensitivity_rule`).
 
 MNAR delta adjustment (:func:`cluster_deltas`, :func:`shift_imputed`)
     The imputed values of one variable (and only those) are shifted by
@@ -79,8 +88,10 @@ parameters using individualized regressions. Biometrika 71:11-18.
 
 Examples
 --------
->>> conclusion_change(0.5, -0.1, 1.1, 0.5, 0.1, 0.9)
+>>> conclusion_change(0.5, -0.1, 1.1, 0.7, 0.1, 1.3, relevant_difference=0.2)
 'interval now includes 0'
+>>> conclusion_change(0.0007, -0.02, 0.021, 0.0002, -0.02, 0.02, relevant_difference=0.002)
+''
 """
 
 from __future__ import annotations
@@ -97,7 +108,7 @@ from hmlib.exceptions import FitError
 from hmlib.stats.design import design_matrix
 from hmlib.stats.mixed import fit_random_intercept
 
-__all__ = ["conclusion_change", "cluster_deltas", "shift_imputed", "CategoryImputationModel",
+__all__ = ["ChangeRule", "conclusion_change", "cluster_deltas", "shift_imputed", "CategoryImputationModel",
            "category_imputation_model", "tilt_categories", "redraw_categories", "coupled_uniforms",
            "shift_imputed_categories",
            "category_delta_text", "judge_point", "judge_value", "first_change_on_grid", "refine_tipping_point",
@@ -108,8 +119,9 @@ __all__ = ["conclusion_change", "cluster_deltas", "shift_imputed", "CategoryImpu
 # Changed conclusion
 # --------------------------------------------------------------------------
 def conclusion_change(estimate, ci_lower, ci_upper, ref_estimate, ref_lower, ref_upper, *,
-                      change_share: float = 0.5, null_value: float = 0.0, use_null: bool = True) -> str:
-    """Why a result's conclusion differs from the reference's ("" if it does not).
+                      relevant_difference: float, negligible_share: float = 0.5, null_value: float = 0.0,
+                      use_null: bool = True) -> str:
+    """Why a result's conclusion differs from the reference's ("" if it does not); rule in the module docstring.
 
     Parameters
     ----------
@@ -117,8 +129,11 @@ def conclusion_change(estimate, ci_lower, ci_upper, ref_estimate, ref_lower, ref
         The scenario's estimate and interval.
     ref_estimate, ref_lower, ref_upper : float
         The reference's.
-    change_share : float
-        Relative move of the estimate that counts as a change.
+    relevant_difference : float
+        ``R``: the smallest clinically relevant move of the estimate, on the
+        estimate's own scale (> 0).
+    negligible_share : float
+        A significance flip counts only with a move of at least this share of ``R``.
     null_value : float
     use_null : bool
         Apply the interval criteria (False for an SD).
@@ -126,25 +141,57 @@ def conclusion_change(estimate, ci_lower, ci_upper, ref_estimate, ref_lower, ref
     Returns
     -------
     str
-        ``""``, or e.g. ``"interval now includes 0"``, ``"estimate moved by 62%"``.
+        ``""``, or e.g. ``"interval now includes 0"``, ``"estimate changed direction"``,
+        ``"estimate moved by 0.31 (relevant difference 0.223)"``.
+
+    Examples
+    --------
+    >>> conclusion_change(0.9, 0.6, 1.2, 0.5, 0.2, 0.8, relevant_difference=0.223)
+    'estimate moved by 0.4 (relevant difference 0.223)'
     """
-    values = [estimate, ci_lower, ci_upper, ref_estimate, ref_lower, ref_upper]
-    if not np.all(np.isfinite(np.asarray(values[:1] + values[3:4], dtype=float))):
+    if not relevant_difference > 0:
+        raise ValueError(f"relevant_difference must be > 0, got {relevant_difference!r}.")
+    values = np.asarray([estimate, ci_lower, ci_upper, ref_estimate, ref_lower, ref_upper], dtype=float)
+    if not np.all(np.isfinite(values[[0, 3]])):
         return ""
-    if use_null and np.all(np.isfinite(np.asarray(values, dtype=float))):
+    moved = abs(float(estimate) - float(ref_estimate))
+    if use_null and np.all(np.isfinite(values)):
         ref_excludes = not (ref_lower <= null_value <= ref_upper)
         excludes = not (ci_lower <= null_value <= ci_upper)
-        if ref_excludes and not excludes:
-            return f"interval now includes {null_value:g}"
-        if excludes and not ref_excludes:
-            return f"interval now excludes {null_value:g}"
-        if excludes and np.sign(estimate - null_value) != np.sign(ref_estimate - null_value):
-            return "estimate changed sign"
-    if ref_estimate != 0:
-        moved = abs(estimate - ref_estimate) / abs(ref_estimate)
-        if moved >= change_share:
-            return f"estimate moved by {moved:.0%}"
+        if excludes and ref_excludes and np.sign(estimate - null_value) != np.sign(ref_estimate - null_value):
+            return "estimate changed direction"
+        if excludes != ref_excludes and moved >= negligible_share * relevant_difference:
+            return f"interval now {'excludes' if excludes else 'includes'} {null_value:g}"
+    if moved >= relevant_difference:
+        return f"estimate moved by {moved:.3g} (relevant difference {relevant_difference:.3g})"
     return ""
+
+
+@dataclass(frozen=True)
+class ChangeRule:
+    """:func:`conclusion_change` with its thresholds bound (picklable: it travels to worker processes).
+
+    Attributes
+    ----------
+    relevant_difference : float
+        ``R`` on the scale of the estimate judged.
+    negligible_share : float
+        A significance flip counts with a move of at least ``negligible_share * R``.
+    null_value : float
+    use_null : bool
+        False for a standard deviation (only the move counts).
+    """
+
+    relevant_difference: float
+    negligible_share: float = 0.5
+    null_value: float = 0.0
+    use_null: bool = True
+
+    def __call__(self, estimate, ci_lower, ci_upper, ref_estimate, ref_lower, ref_upper) -> str:
+        return conclusion_change(estimate, ci_lower, ci_upper, ref_estimate, ref_lower, ref_upper,
+                                 relevant_difference=self.relevant_difference,
+                                 negligible_share=self.negligible_share, null_value=self.null_value,
+                                 use_null=self.use_null)
 
 
 # --------------------------------------------------------------------------
@@ -514,15 +561,13 @@ def category_delta_text(variable: str, delta: float, *, reference: str, ordinal:
 # --------------------------------------------------------------------------
 # Tipping point
 # --------------------------------------------------------------------------
-def judge_point(estimate: float, ci_lower: float, ci_upper: float, reference: dict, *, change_share: float = 0.5,
-                null_value: float = 0.0) -> dict:
+def judge_point(estimate: float, ci_lower: float, ci_upper: float, reference: dict, rule: ChangeRule) -> dict:
     """One evaluation against the reference: ``estimate, ci_lower, ci_upper`` and ``change`` (why, or "")."""
-    why = conclusion_change(estimate, ci_lower, ci_upper, reference["estimate"], reference["ci_lower"],
-                            reference["ci_upper"], change_share=change_share, null_value=null_value)
+    why = rule(estimate, ci_lower, ci_upper, reference["estimate"], reference["ci_lower"], reference["ci_upper"])
     return {"estimate": float(estimate), "ci_lower": float(ci_lower), "ci_upper": float(ci_upper), "change": why}
 
 
-def judge_value(value, reference: dict, *, change_share: float = 0.5, null_value: float = 0.0) -> dict:
+def judge_value(value, reference: dict, rule) -> dict:
     """:func:`judge_point` of one term, or of several at once (a categorical focus: one term per level).
 
     Parameters
@@ -531,6 +576,9 @@ def judge_value(value, reference: dict, *, change_share: float = 0.5, null_value
         ``(estimate, ci_lower, ci_upper)``, or ``{term: (estimate, ci_lower, ci_upper)}``.
     reference : dict
         ``estimate, ci_lower, ci_upper``, or ``{term: {estimate, ci_lower, ci_upper}}``.
+    rule : ChangeRule or dict
+        The rule of the one term, or ``{term: ChangeRule}`` (each term judged
+        against its own relevant difference).
 
     Returns
     -------
@@ -540,10 +588,10 @@ def judge_value(value, reference: dict, *, change_share: float = 0.5, null_value
         the term and ``term`` added (the first term's when none changes).
     """
     if not isinstance(value, dict):
-        return judge_point(*value, reference, change_share=change_share, null_value=null_value)
+        return judge_point(*value, reference, rule)
     first = None
     for term, triple in value.items():
-        point = judge_point(*triple, reference[term], change_share=change_share, null_value=null_value)
+        point = judge_point(*triple, reference[term], rule[term])
         point["term"] = term
         if point["change"]:
             point["change"] = f"{term}: {point['change']}"
@@ -552,7 +600,7 @@ def judge_value(value, reference: dict, *, change_share: float = 0.5, null_value
     return first
 
 
-def first_change_on_grid(points, reference: dict, *, change_share: float = 0.5, null_value: float = 0.0):
+def first_change_on_grid(points, reference: dict, rule):
     """The first grid point, by increasing ``|delta|``, whose conclusion differs from the reference.
 
     Parameters
@@ -563,6 +611,8 @@ def first_change_on_grid(points, reference: dict, *, change_share: float = 0.5, 
         failed evaluation (the search stops there).
     reference : dict
         ``estimate, ci_lower, ci_upper`` at ``delta = 0`` (or one such dict per term).
+    rule : ChangeRule or dict
+        As :func:`judge_value`.
 
     Returns
     -------
@@ -576,15 +626,15 @@ def first_change_on_grid(points, reference: dict, *, change_share: float = 0.5, 
     for delta, value in sorted(points, key=lambda item: abs(item[0])):
         if value is None:
             return None
-        point = judge_value(value, reference, change_share=change_share, null_value=null_value)
+        point = judge_value(value, reference, rule)
         if point["change"]:
             return lo, abs(delta), point
         lo = abs(delta)
     return None
 
 
-def refine_tipping_point(evaluate, lo: float, hi: float, sign: float, reference: dict, *, steps: int = 6,
-                         change_share: float = 0.5, null_value: float = 0.0) -> dict:
+def refine_tipping_point(evaluate, lo: float, hi: float, sign: float, reference: dict, rule: ChangeRule, *,
+                         steps: int = 6) -> dict:
     """Bisect between ``|delta| = lo`` (conclusion unchanged) and ``hi`` (changed).
 
     Parameters
@@ -596,6 +646,8 @@ def refine_tipping_point(evaluate, lo: float, hi: float, sign: float, reference:
     sign : {1.0, -1.0}
         The side of 0.
     reference : dict
+    rule : ChangeRule or dict
+        As :func:`judge_value`.
     steps : int
         Halvings of the bracket.
 
@@ -608,7 +660,7 @@ def refine_tipping_point(evaluate, lo: float, hi: float, sign: float, reference:
     evaluations = []
     for _ in range(int(steps)):
         mid = (lo + hi) / 2
-        point = judge_value(evaluate(sign * mid), reference, change_share=change_share, null_value=null_value)
+        point = judge_value(evaluate(sign * mid), reference, rule)
         evaluations.append({"delta": sign * mid, **point})
         if point["change"]:
             hi = mid
@@ -656,8 +708,8 @@ def tipping_point_summary(sign: float, grid_max: float, found, refined: dict | N
             "change": best["change"], "grid_max_sd": grid_max, "term": best.get("term")}
 
 
-def find_tipping_point(evaluate, deltas, reference: dict, *, change_share: float = 0.5, null_value: float = 0.0,
-                       bisection_steps: int = 6, scale: float = 1.0) -> dict:
+def find_tipping_point(evaluate, deltas, reference: dict, rule: ChangeRule, *, bisection_steps: int = 6,
+                       scale: float = 1.0) -> dict:
     """Tipping points on both sides of 0: grid search, then bisection (sequential version).
 
     :func:`hmlib.steps.sensitivity.run_sensitivity` does the same with the
@@ -670,7 +722,9 @@ def find_tipping_point(evaluate, deltas, reference: dict, *, change_share: float
     deltas : sequence of float
         The grid (0 is the reference and is skipped).
     reference : dict
-        ``estimate, ci_lower, ci_upper`` at ``delta = 0``.
+    rule : ChangeRule or dict
+        As :func:`judge_value`.
+    rule : ChangeRule
     scale : float
         Units per delta unit (the observed SD), for ``delta_units``.
 
@@ -683,19 +737,18 @@ def find_tipping_point(evaluate, deltas, reference: dict, *, change_share: float
     Examples
     --------
     >>> line = lambda d: (1 - 0.8 * d, 0.7 - 0.8 * d, 1.3 - 0.8 * d)
-    >>> tp = find_tipping_point(line, [0.25, 0.5, 0.75, 1.0], dict(zip(["estimate", "ci_lower", "ci_upper"], line(0))))
+    >>> reference = dict(zip(["estimate", "ci_lower", "ci_upper"], line(0)))
+    >>> tp = find_tipping_point(line, [0.25, 0.5, 0.75, 1.0], reference, ChangeRule(relevant_difference=1.0))
     >>> round(tp["positive"]["delta_sd"], 3), tp["positive"]["change"]
-    (0.625, 'estimate moved by 50%')
+    (0.875, 'interval now includes 0')
     """
     out = {}
     for sign, side in ((1.0, "positive"), (-1.0, "negative")):
         side_grid = [float(d) for d in deltas if np.sign(d) == sign]
-        found = first_change_on_grid([(d, evaluate(d)) for d in side_grid], reference,
-                                     change_share=change_share, null_value=null_value)
+        found = first_change_on_grid([(d, evaluate(d)) for d in side_grid], reference, rule)
         refined = None
         if found is not None:
-            refined = refine_tipping_point(evaluate, found[0], found[1], sign, reference, steps=bisection_steps,
-                                           change_share=change_share, null_value=null_value)
+            refined = refine_tipping_point(evaluate, found[0], found[1], sign, reference, rule, steps=bisection_steps)
         out[side] = tipping_point_summary(sign, max((abs(d) for d in side_grid), default=0.0), found, refined,
                                           scale)
     return out

@@ -24,9 +24,11 @@ from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_mi
                                        fit_missing_indicator_model, indicator_effects_by_cluster,
                                        retention_by_cluster, standardized_differences, standardized_differences_by)
 from hmlib.stats.design import fit_analysis_model
+from hmlib.stats.patient_flow import patient_flow
 from hmlib.steps.base import Step, StepContext
+from hmlib.steps.complete_case_flow import FlowRecord, published_flow
 from hmlib.steps.disclosure import hidden_counts
-from hmlib.wording import count_text, not_estimable_note
+from hmlib.wording import cluster_noun, count_text, not_estimable_note
 
 __all__ = ["CompleteCaseResult", "complete_case_check", "suppressed_retention", "ShiftRow",
            "CompleteCaseArtifact", "run", "STEP"]
@@ -73,6 +75,10 @@ class CompleteCaseResult:
         The indicator's term in the ``missing_indicator`` rows:
         ``<focus>_missing`` (numeric focus), ``<focus>[missing]`` (categorical
         focus: the missing-category model); ``""`` when it was not fitted.
+    flow : hmlib.steps.complete_case_flow.FlowRecord or None
+        Patients and clusters from the extract to each analysis, small counts suppressed.
+    noun : str
+        What a cluster is called (``site``, ``hospital``).
     """
 
     outcome: str
@@ -91,6 +97,8 @@ class CompleteCaseResult:
     indicator_by_cluster: pd.DataFrame | None
     min_cell: int
     notes: list = field(default_factory=list)
+    flow: FlowRecord | None = None
+    noun: str = "cluster"
     focus_levels: tuple = ()
     indicator_term: str = ""
     categorical_levels: dict = field(default_factory=dict)
@@ -216,12 +224,13 @@ class CompleteCaseResult:
         return CompleteCaseArtifact.from_json(to_jsonable(self.to_dict()))
 
     def figures(self) -> dict:
-        """``{"retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
+        """``{"flow": [...], "retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
         overall = self.n_complete / self.n_all if self.n_all else float("nan")
         shift = [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)]
         if self.categorical_levels:
             shift.append(figures.level_shares_plot(self.shift, self.categorical_levels))
-        out = {"retention": [figures.retention_plot(self.retention_display, overall_share=overall,
+        out = {"flow": [figures.flow_diagram(self.flow, noun=self.noun)] if self.flow is not None else [],
+               "retention": [figures.retention_plot(self.retention_display, overall_share=overall,
                                                     min_cell=self.min_cell)],
                "shift": shift,
                "indicator_by_cluster": []}
@@ -245,6 +254,7 @@ class CompleteCaseResult:
                 .drop(columns=["n", "n_missing"]).to_dict(orient="records"),
                 **self.indicator_by_cluster.attrs},
             "narrative": self.narrative(), "notes": self.notes,
+            "flow": None if self.flow is None else self.flow.to_json(),
             "focus_levels": list(self.focus_levels), "indicator_term": self.indicator_term,
         }
 
@@ -366,6 +376,8 @@ def complete_case_check(registry) -> CompleteCaseResult:
         focus_levels=tuple(registry.levels.get(focus, ())) if categorical else (), indicator_term=indicator_term,
         categorical_levels={c: tuple(registry.levels[c]) for c in sorted(p.predictors, key=lambda c: c != focus)
                             if registry.kinds.get(c) == "categorical" and c in registry.levels},
+        flow=published_flow(patient_flow(frame, p.cluster, columns), p.privacy.min_cell),
+        noun=cluster_noun(p.cluster),
     )
 
 
@@ -412,6 +424,7 @@ class CompleteCaseArtifact(Artifact):
     VERSION: ClassVar[int] = 1
 
     clusters_lost: tuple[str, ...]
+    flow: FlowRecord | None
     focus_levels: tuple[str, ...]
     indicator_by_cluster: dict
     indicator_term: str

@@ -27,11 +27,15 @@ Changed conclusion
 ------------------
 A scenario changes the conclusion about a term when, compared with its
 reference (the primary analysis, or the scenario named as its reference):
-the interval no longer excludes the null value (default 0) or now excludes
-it; the estimate changes sign with both intervals excluding the null; or the
-estimate moves by at least ``change_share`` (default 50%) of the reference
-estimate (:func:`hmlib.stats.sensitivity.conclusion_change`). For the cluster
-SD only the last criterion applies; the intercept is not judged.
+the 95% interval's decision about no effect flips and the estimate moved by
+at least half the clinically relevant difference; the estimate moved by at
+least that difference; or it changed direction with both intervals excluding
+no effect (:func:`hmlib.stats.sensitivity.conclusion_change`). The difference
+is the params' ``sensitivity.relevant_difference`` on the reported scale
+(default: an odds ratio 1.25 times larger or smaller, or 0.1 SD of a
+continuous outcome, per reported unit), resolved per term by
+:mod:`hmlib.steps.sensitivity_rule` and recorded in the artifact. For the
+cluster SD only the move counts; the intercept is not judged.
 
 Tipping point
 -------------
@@ -82,6 +86,7 @@ import pandas as pd
 from hmlib.artifacts import Artifact, Record, artifact_path
 from hmlib.exceptions import ParamsError
 from hmlib.figures import sensitivity as figures
+from hmlib.params import check_relevant_difference
 from hmlib.parallel import TaskPool, check_workers
 from hmlib.progress import reporter
 from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
@@ -93,6 +98,7 @@ from hmlib.steps.imputation import CHUNKS_PER_WORKER, ImputationArtifact, choose
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
 from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for, delta_grid, focus_levels,
                                            focus_reference, focus_row, focus_terms)
+from hmlib.steps.sensitivity_rule import ConclusionRule, resolve_conclusion_rule
 from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, Scenario, ScenarioContext, SensitivitySettings,
                                                analyse, joint_model_fitter, plan_scenarios, run_bisection_task,
                                                run_scenario_task)
@@ -173,7 +179,8 @@ class SettingsRecord(Record):
     deltas_sd: tuple[float, ...]
     deltas_log_odds: tuple[float, ...]
     bisection_steps: int
-    change_share: float
+    relevant_difference: float | None
+    negligible_share: float
     null_value: float
     plausible_delta_sd: float
     plausible_log_odds: float
@@ -331,6 +338,8 @@ class SensitivityResult:
     residual_variance : SensitivityVarianceChoice
         The residual variance of every multilevel imputation, and where the
         choice came from.
+    rule : hmlib.steps.sensitivity_rule.ConclusionRule
+        When a conclusion changes, with its clinically relevant difference.
     workers : int
     elapsed : float
     notes : list of str
@@ -362,6 +371,7 @@ class SensitivityResult:
     n_patients_primary: int
     n_patients_all: int
     residual_variance: SensitivityVarianceChoice
+    rule: ConclusionRule
     workers: int = 1
     elapsed: float = 0.0
     notes: list = field(default_factory=list)
@@ -511,7 +521,7 @@ class SensitivityResult:
             "delta_curve": self.delta_curve.to_dict(orient="records"),
             "verdict": self.verdict(), "narrative": self.narrative(), "notes": list(self.notes),
             "workers": self.workers, "elapsed_s": self.elapsed,
-            "residual_variance": self.residual_variance.to_json(),
+            "residual_variance": self.residual_variance.to_json(), "conclusion_rule": self.rule.to_json(),
             "delta_scale": self.delta_scale,
             "families_run": [record.to_json() for record in self.family_coverage()],
         }
@@ -532,7 +542,7 @@ def _run_plan(plan: list, context: ScenarioContext, reference: dict, pool: TaskP
     scenarios = pool.map(run_scenario_task, [plan[i] for i in order], shared=context,
                          progress=reporter("sensitivity", unit="scenarios"))
     outcomes = {out.scenario.name: out for out in scenarios}
-    tasks = bisection_tasks(plan, outcomes, reference, context.settings, terms)
+    tasks = bisection_tasks(plan, outcomes, reference, context.settings, terms, context.rule)
     refined = pool.map(run_bisection_task, [task for _, task in tasks], shared=context,
                        progress=reporter("tipping points", unit="searches"))
     return outcomes, {key: result for (key, _), result in zip(tasks, refined)}
@@ -606,6 +616,7 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
     start = time.perf_counter()
     p = registry.params
     seed = int(p.seed if seed is None else seed)
+    check_relevant_difference(s.relevant_difference, p.outcome_family)  # before any imputation
     if isinstance(joint_fitter, str):
         if joint_fitter != "auto":
             raise ParamsError(f"joint_fitter must be a callable, 'auto' or None, got {joint_fitter!r}.")
@@ -636,22 +647,24 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
     primary_rows, primary_notes = analyse(context, primary_imputation, map_tasks=chunked)
     context.primary_rows = primary_rows
     notes.extend(primary_notes)
+    terms = focus_terms(registry)
+    context.rule = resolve_conclusion_rule(registry, primary_rows["term"], terms, s.relevant_difference,
+                                           s.negligible_share, s.null_value)
 
     plan = plan_scenarios(registry, s)
-    terms = focus_terms(registry)
     reference = focus_reference(primary_rows, terms)
     outcomes, bisections = _run_plan(plan, context, reference, pool)
-    grid, scenarios = assemble_grid(plan, outcomes, primary_rows, s, terms)
+    grid, scenarios = assemble_grid(plan, outcomes, primary_rows, context.rule, terms)
     tipping, delta_curve, tipping_notes = tipping_points(plan, outcomes, bisections, grid, reference, s,
-                                                          terms, 1.0 if categorical else observed_sd)
+                                                          terms, 1.0 if categorical else observed_sd, context.rule)
     notes.extend(tipping_notes)
     return SensitivityResult(
         focus=p.focus, focus_terms=terms, primary=primary_rows,
         primary_method=primary_imputation.label, grid=grid, scenarios=scenarios, tipping=tipping,
         delta_curve=delta_curve, observed_sd=observed_sd, settings=s, min_cell=p.privacy.min_cell,
         n_patients_primary=int(primary_rows["n_patients"].iloc[0]), n_patients_all=registry.n_patients,
-        residual_variance=residual, workers=pool.workers, elapsed=time.perf_counter() - start, notes=notes,
-        delta_scale="log odds" if categorical else "SD", delta_grid=delta_grid(registry, s)[0],
+        residual_variance=residual, rule=context.rule, workers=pool.workers, elapsed=time.perf_counter() - start,
+        notes=notes, delta_scale="log odds" if categorical else "SD", delta_grid=delta_grid(registry, s)[0],
         focus_reference=focus_levels(registry)[0] if categorical else None,
         focus_ordinal=bool(categorical and p.focus in p.ordinal), hidden_sizes=hidden_counts(registry).sizes)
 
@@ -673,6 +686,7 @@ class SensitivityArtifact(Artifact):
     KEY: ClassVar[str] = "sensitivity"
     VERSION: ClassVar[int] = 1
 
+    conclusion_rule: ConclusionRule
     delta_curve: list
     elapsed_s: float
     focus: str
@@ -707,7 +721,8 @@ def run(ctx: StepContext) -> SensitivityResult:
     residual = residual_variance_choice(ctx.registry, ctx.read(ImputationArtifact))
     families = tuple(f for f in FAMILIES if not (ctx.params.fast and f == "prior" and joint_reference is None))
     settings = SensitivitySettings(families=families, m=ctx.sizes.imputations, iterations=ctx.sizes.iterations,
-                                   warm_iterations=ctx.sizes.scenario_iterations)
+                                   warm_iterations=ctx.sizes.scenario_iterations,
+                                   relevant_difference=ctx.params.sensitivity.relevant_difference)
     result = run_sensitivity(ctx.registry, settings,
                              joint_reference=joint_reference, cluster_residual_variance=residual)
     if "prior" not in families:
@@ -742,7 +757,7 @@ def methods_text(record, ev) -> list:
             text += (f"; MNAR delta adjustment of the imputed {record.focus} values by "
                      f"{', '.join(f'{d:g}' for d in st.deltas_sd)} observed SDs, {modes}, with tipping points "
                      "searched by bisection")
-    paras = [f"{text}. {record.residual_variance.text}"]
+    paras = [f"{text}. {record.residual_variance.text}", record.conclusion_rule.text]
     if st.warm_iterations is not None:
         paras.append(f"Scenarios that re-impute (exclusion, leave-out, imputation by cluster type) start each of "
                      f"their {st.m} chains from the primary imputation's completed data set and run "

@@ -4,8 +4,10 @@
 turns what they gave into the tables of :class:`hmlib.steps.sensitivity.SensitivityResult`:
 
 - :func:`assemble_grid`: the tidy scenario x term grid, each term judged
-  against the scenario's reference (:func:`hmlib.stats.sensitivity.conclusion_change`;
-  the intercept is not judged, a cluster SD only by how far it moved), and
+  against the scenario's reference by the step's rule (:class:`hmlib.steps.sensitivity_rule.ConclusionRule`:
+  the interval's decision about no effect and the move against a clinically
+  relevant difference; the intercept is not judged, a cluster SD only by how
+  far it moved), and
   the table of scenarios;
 - :func:`bisection_tasks`: the tipping-point refinements that the delta grid
   calls for (a side whose grid changes the conclusion);
@@ -18,15 +20,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hmlib.stats.sensitivity import conclusion_change, first_change_on_grid, tipping_point_summary
+from hmlib.stats.sensitivity import first_change_on_grid, tipping_point_summary
 from hmlib.steps.sensitivity_focus import focus_row, focus_value, term_list
+from hmlib.steps.sensitivity_rule import ConclusionRule
 from hmlib.steps.sensitivity_scenarios import DELTA_MODES, ScenarioOutcome, SensitivitySettings
 
 __all__ = ["assemble_grid", "bisection_tasks", "tipping_points"]
 
 
-def _grid_rows(outcome: ScenarioOutcome, reference_rows: pd.DataFrame | None,
-               s: SensitivitySettings) -> pd.DataFrame:
+def _grid_rows(outcome: ScenarioOutcome, reference_rows: pd.DataFrame | None, rule: ConclusionRule) -> pd.DataFrame:
     """One scenario's rows of the grid, each term judged against the reference's (a failed one: one row)."""
     sc = outcome.scenario
     base = {"scenario": sc.name, "family": sc.family, "reference": sc.reference, "status": outcome.status}
@@ -37,16 +39,14 @@ def _grid_rows(outcome: ScenarioOutcome, reference_rows: pd.DataFrame | None,
     rows = outcome.estimates.copy()
     reasons = []
     for r in rows.itertuples():
-        ref = None
-        if reference_rows is not None and r.term != "Intercept":  # the intercept states no conclusion
+        ref, judge = None, rule.change_rule(str(r.term))  # None for the intercept: it states no conclusion
+        if reference_rows is not None and judge is not None:
             match = reference_rows.loc[reference_rows["term"] == r.term]
             ref = match.iloc[0] if len(match) else None
         if ref is None:
             reasons.append("")
             continue
-        reasons.append(conclusion_change(r.estimate, r.ci_lower, r.ci_upper, ref.estimate, ref.ci_lower,
-                                         ref.ci_upper, change_share=s.change_share, null_value=s.null_value,
-                                         use_null=not str(r.term).startswith("sd(")))
+        reasons.append(judge(r.estimate, r.ci_lower, r.ci_upper, ref.estimate, ref.ci_lower, ref.ci_upper))
     rows["changed_conclusion"] = [bool(x) for x in reasons]
     rows["change_reason"] = reasons
     for key, value in reversed(list(base.items())):
@@ -65,7 +65,8 @@ def _grid_points(plan: list, outcomes: dict, family: str, sign: float, focus_ter
     return points
 
 
-def bisection_tasks(plan: list, outcomes: dict, reference: dict, s: SensitivitySettings, focus_term) -> list:
+def bisection_tasks(plan: list, outcomes: dict, reference: dict, s: SensitivitySettings, focus_term,
+                    rule: ConclusionRule) -> list:
     """The refinements the delta grid calls for: one per mode and side whose grid changes the conclusion.
 
     Parameters
@@ -78,6 +79,8 @@ def bisection_tasks(plan: list, outcomes: dict, reference: dict, s: SensitivityS
     s : SensitivitySettings
     focus_term : str or list of str
         The focus term(s) judged (a categorical focus: every non-reference level).
+    rule : ConclusionRule
+        When a term's conclusion changes (each term against its own relevant difference).
 
     Returns
     -------
@@ -89,7 +92,7 @@ def bisection_tasks(plan: list, outcomes: dict, reference: dict, s: SensitivityS
     for family, mode in DELTA_MODES.items():
         for sign in (1.0, -1.0):
             found = first_change_on_grid(_grid_points(plan, outcomes, family, sign, focus_term), reference,
-                                         change_share=s.change_share, null_value=s.null_value)
+                                         rule.focus_rule(focus_term))
             if found is not None and s.bisection_steps > 0:
                 tasks.append(((mode, sign), (mode, sign, found[0], found[1], reference)))
     return tasks
@@ -106,7 +109,7 @@ def _focus_change(rows: pd.DataFrame, terms: list) -> tuple[bool, str]:
     return False, focus["change_reason"].iloc[0] if len(focus) else ""
 
 
-def assemble_grid(plan: list, outcomes: dict, primary_rows: pd.DataFrame, s: SensitivitySettings,
+def assemble_grid(plan: list, outcomes: dict, primary_rows: pd.DataFrame, rule: ConclusionRule,
                   focus_term) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tidy grid (scenario x term, each judged against its reference) and the table of scenarios.
 
@@ -119,7 +122,8 @@ def assemble_grid(plan: list, outcomes: dict, primary_rows: pd.DataFrame, s: Sen
         failed gets a note saying so.
     primary_rows : pandas.DataFrame
         The primary analysis (the reference of scenarios whose reference is ``"primary"``).
-    s : SensitivitySettings
+    rule : ConclusionRule
+        When a term's conclusion changes.
     focus_term : str or list of str
         The term(s) whose conclusion the scenario table reports: a scenario
         changes it when any of them changes (its reason prefixed by the term
@@ -138,7 +142,7 @@ def assemble_grid(plan: list, outcomes: dict, primary_rows: pd.DataFrame, s: Sen
         else:
             ref_out = outcomes.get(sc.reference)
             ref_rows = ref_out.estimates if ref_out is not None and ref_out.status == "ok" else None
-        rows = _grid_rows(out, ref_rows, s)
+        rows = _grid_rows(out, ref_rows, rule)
         if sc.reference != "primary" and ref_rows is None and out.status == "ok":
             out.notes.append(f"Its reference {sc.reference} failed, so no conclusion is compared.")
         grid_parts.append(rows)
@@ -164,12 +168,13 @@ def assemble_grid(plan: list, outcomes: dict, primary_rows: pd.DataFrame, s: Sen
 
 
 def tipping_points(plan: list, outcomes: dict, bisections: dict, grid: pd.DataFrame, reference: dict,
-                   s: SensitivitySettings, focus_term, observed_sd: float) -> tuple[dict, pd.DataFrame, list]:
+                   s: SensitivitySettings, focus_term, observed_sd: float,
+                   rule: ConclusionRule) -> tuple[dict, pd.DataFrame, list]:
     """Tipping points by mode and side, the delta curve and notes on refinements that failed.
 
     Parameters
     ----------
-    plan, outcomes, reference, s, focus_term
+    plan, outcomes, reference, s, focus_term, rule
         As :func:`bisection_tasks`.
     bisections : dict
         :func:`hmlib.steps.sensitivity_scenarios.run_bisection_task`'s answers by ``(mode, sign)``.
@@ -217,7 +222,7 @@ def tipping_points(plan: list, outcomes: dict, bisections: dict, grid: pd.DataFr
                 notes.append(f"The tipping point ({mode}, {side} delta) could not be refined: {b['error']}; "
                              "the grid bracket is reported.")
             found = first_change_on_grid(_grid_points(plan, outcomes, fam, sign, terms), reference,
-                                         change_share=s.change_share, null_value=s.null_value)
+                                         rule.focus_rule(terms))
             grid_max = max((abs(d) for d in deltas if np.sign(d) == sign), default=0.0)
             tipping[mode][side] = tipping_point_summary(sign, grid_max, found, b, observed_sd)
             for ev in (b or {}).get("evaluations", []):

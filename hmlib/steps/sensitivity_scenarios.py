@@ -110,6 +110,7 @@ from hmlib.stats.sensitivity import cluster_deltas, refine_tipping_point, shift_
 from hmlib.steps.complete_case import complete_case_check
 from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for, delta_grid, focus_levels,
                                            focus_reference, focus_row, focus_terms, focus_value, term_list)
+from hmlib.steps.sensitivity_rule import NEGLIGIBLE_SHARE
 
 __all__ = ["FAMILIES", "DELTA_MODES", "SensitivitySettings", "Scenario", "ScenarioOutcome", "ScenarioContext",
            "plan_scenarios", "clusters_above_threshold", "best_documented_clusters", "impute_by_stratum",
@@ -147,9 +148,14 @@ class SensitivitySettings:
         2 by 0.5: odds ratios 0.14 to 7.4).
     bisection_steps : int
         Bisection steps refining each tipping point (0: grid only).
-    change_share : float
-        A move of the estimate by this share of the reference estimate
-        changes the conclusion (default 0.5).
+    relevant_difference : float, optional
+        The clinically relevant difference on the reported scale: a ratio of
+        odds ratios > 1 (binomial outcome; default 1.25) or a difference in
+        outcome units (gaussian; default 0.1 SD of the outcome), per reported
+        unit of the predictor (:mod:`hmlib.steps.sensitivity_rule`).
+    negligible_share : float
+        A significance flip changes the conclusion only with a move of at
+        least this share of the relevant difference (default 0.5).
     null_value : float
         The null of the coefficients (0 on the link scale).
     plausible_delta_sd : float
@@ -191,7 +197,8 @@ class SensitivitySettings:
     deltas_sd: tuple = (-1.0, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0)
     deltas_log_odds: tuple = (-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0)
     bisection_steps: int = 6
-    change_share: float = 0.5
+    relevant_difference: float | None = None
+    negligible_share: float = NEGLIGIBLE_SHARE
     null_value: float = 0.0
     plausible_delta_sd: float = 0.5
     plausible_log_odds: float = math.log(2.0)
@@ -212,10 +219,13 @@ class SensitivitySettings:
         for spec in self.cluster_sd_priors:
             if len(spec) != 2 or spec[0] not in ("halfnormal", "halfcauchy") or not float(spec[1]) > 0:
                 raise ParamsError(f"a cluster-SD prior is ('halfnormal' | 'halfcauchy', scale > 0), got {spec!r}.")
-        if not self.change_share > 0:
-            raise ParamsError(f"change_share must be > 0, got {self.change_share}.")
         if not all(np.isfinite(self.deltas_sd)) or not all(np.isfinite(self.deltas_log_odds)):
             raise ParamsError("deltas_sd and deltas_log_odds must be finite numbers.")
+        if self.relevant_difference is not None and (isinstance(self.relevant_difference, bool) or not (
+                np.isfinite(self.relevant_difference) and self.relevant_difference > 0)):
+            raise ParamsError(f"relevant_difference must be a number > 0, got {self.relevant_difference!r}.")
+        if not 0 < self.negligible_share <= 1:
+            raise ParamsError(f"negligible_share must be in (0, 1], got {self.negligible_share}.")
         if self.bisection_steps < 0 or self.n_influential < 0 or self.min_clusters < 2:
             raise ParamsError("bisection_steps and n_influential must be >= 0 and min_clusters >= 2.")
         if self.warm_iterations is not None and not (isinstance(self.warm_iterations, int)
@@ -404,6 +414,8 @@ class ScenarioContext:
         A categorical focus: the imputation model's distribution of each
         imputed value (:func:`category_model_for`), or why it could not be
         built (the delta scenarios then fail with that reason).
+    rule : hmlib.steps.sensitivity_rule.ConclusionRule, optional
+        When a conclusion changes (set once the primary analysis is known).
     """
 
     registry: object
@@ -416,6 +428,7 @@ class ScenarioContext:
     joint_reference: object = None
     cluster_residual_variance: bool = False
     category_model: object = None
+    rule: object = None
 
 
 #: The context of the tasks run in this process (set by :func:`set_scenario_context`).
@@ -758,8 +771,8 @@ def run_bisection_task(task: tuple, context: ScenarioContext | None = None) -> d
         def evaluate(delta_sd):
             return focus_value(_delta_evaluate(ctx, mode, delta_sd)[0], terms)
 
-        refined = refine_tipping_point(evaluate, lo, hi, sign, reference, steps=s.bisection_steps,
-                                       change_share=s.change_share, null_value=s.null_value)
+        refined = refine_tipping_point(evaluate, lo, hi, sign, reference, ctx.rule.focus_rule(terms),
+                                       steps=s.bisection_steps)
         return {"mode": mode, "sign": sign, **refined}
     except Exception as exc:  # noqa: BLE001 - the grid bracket is kept, the refinement is not
         return {"mode": mode, "sign": sign, "lo": lo, "hi": hi, "evaluations": [],

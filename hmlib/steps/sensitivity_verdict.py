@@ -7,12 +7,16 @@ families also the range of delta checked without a gap from 0 on both
 sides), then writes:
 
 - :func:`verdict`: ``"not robust: ..."`` when a scenario that ran changes the
-  conclusion (or a tipping point lies within the plausible range of delta),
-  naming what did not run; ``"incomplete: ..."`` when nothing that ran
+  conclusion (by the step's rule, :mod:`hmlib.steps.sensitivity_rule`: the
+  interval's decision about no effect and a clinically relevant difference)
+  or a tipping point lies within the plausible range of delta, naming what
+  did not run; the missing-indicator model's move away from the primary is
+  named as not counted (it is biased by design); ``"incomplete: ..."`` when nothing that ran
   changes it but a family that applies did not run, or the MNAR families
   did not cover the plausible range, naming what is missing and why;
   ``"robust: ..."`` only when every applicable family ran and the MNAR
-  check covered the plausible range;
+  check covered the plausible range (both name the clinically relevant
+  difference the scenarios were judged against);
 - :func:`narrative`: the verdict, the range of the focus coefficient over the
   successful scenarios, one sentence per delta mode that ran (the tipping
   point, or the range of delta checked without one), what delta means for a
@@ -196,9 +200,24 @@ def tipping_sentence(result, mode: str) -> tuple[str, bool]:
     return text, fragile
 
 
-def _changes(result) -> list:
-    """Per family (or change of method), the scenarios that changed the conclusion, in words."""
+def _not_counted(result) -> str:
+    """The missing-indicator model's disagreement with the primary, named but not counted (biased by design)."""
     changed = result.changed()
+    rows = changed.loc[(changed["family"] == "indicator") & (changed["reference"] == "primary")]
+    several = len(result.focus_terms) > 1
+    return "".join(f" Not counted: the missing-indicator model (biased by design) gives "
+                   f"{f'{r.term} ' if several else ''}{_fmt(r.estimate)} ({_fmt(r.ci_lower)} to {_fmt(r.ci_upper)}; "
+                   f"{r.change_reason})." for r in rows.itertuples())
+
+
+def _changes(result) -> list:
+    """Per family (or change of method), the scenarios that changed the conclusion, in words.
+
+    The missing-indicator model compared with the primary is left out: it is biased by design, so its move away
+    from the primary is named (:func:`_not_counted`), never what the conclusion depends on.
+    """
+    changed = result.changed()
+    changed = changed.loc[~((changed["family"] == "indicator") & (changed["reference"] == "primary"))]
     key = np.where(changed["family"].isin(["prior", "indicator"]) & (changed["reference"] == "primary"),
                    changed["family"] + "-vs-primary", changed["family"])
     parts = []
@@ -236,7 +255,8 @@ def verdict(result) -> str:
     parts = _changes(result)
     fragile_mnar = [text for text, fragile in (tipping_sentence(result, m) for m in ("global", "cluster")) if fragile]
     failed = result.scenarios.loc[result.scenarios["status"] == "failed", "scenario"].tolist()
-    tail = f" {len(failed)} scenario(s) failed and are not counted: {', '.join(failed)}." if failed else ""
+    tail = (f" {len(failed)} scenario(s) failed and are not counted: {', '.join(failed)}." if failed else "") \
+        + _not_counted(result)
     not_run = f" Not assessed: {_missing_text(missing)}." if missing else ""
     if fragile_mnar:
         parts.append(f"the MAR assumption (tipping point within {_range_text(result, plausible)}): "
@@ -246,7 +266,8 @@ def verdict(result) -> str:
     ok = result.scenarios.loc[result.scenarios["status"] == "ok"]
     ran = [c.family for c in coverage if c.n_ok]
     summary = (f"No scenario that ran changes the conclusion ({len(ok)} scenarios in "
-               f"{len(ran)} famil{'y' if len(ran) == 1 else 'ies'}: {', '.join(ran) or 'none'})")
+               f"{len(ran)} famil{'y' if len(ran) == 1 else 'ies'}: {', '.join(ran) or 'none'}; judged against a "
+               f"clinically relevant difference of {result.rule.threshold_text()}, rule in Methods)")
     if missing or short_mnar:
         mnar_missing = [c for c in missing if c.family in DELTA_MODES]
         what = []
