@@ -69,7 +69,7 @@ PAPERMILL_INJECTED_HEADER = "# Parameters"
 #: The demo's params file, relative to the notebooks folder.
 DEMO_PARAMS = "../params/demo.yaml"
 _YAML_KEYS = ("predictors", "categorical", "higher_levels", "cluster_covariates", "missing_codes",
-              "privacy", "diagnose", "joint_model", "effect_units", "sensitivity")
+              "privacy", "diagnose", "joint_model", "effect_units", "sensitivity", "ordinal")
 _MAPPING_KEYS = ("privacy", "diagnose", "joint_model", "effect_units", "sensitivity")
 
 
