@@ -76,11 +76,11 @@ class ReportEvidence:
 
     @property
     def focus_reference(self) -> str | None:
-        """A categorical focus's reference level (the first of ``focus_levels`` in a step's record), or ``None``."""
-        for record in self.artifacts.values():
-            levels = getattr(record, "focus_levels", None) if record is not None else None
-            # steps 2 and 3 record the levels as a sequence (step 1's focus_levels is a record of counts)
-            if isinstance(levels, (list, tuple)) and levels:
+        """A categorical focus's reference level (the first of ``focus_levels`` in step 2's or step 3's record),
+        or ``None``."""
+        for key in ("complete_case", "imputation"):
+            levels = getattr(self.artifacts.get(key), "focus_levels", None)
+            if levels:
                 return str(levels[0])
         return None
 
