@@ -4,7 +4,7 @@ One fast demo report (shared with ``test_report.py``) is opened once; the
 checks read what the page recorded while loading, then look at it as a
 reviewer would: the first screen, the contents panel, the tables and figures
 on screen and in print (A4), the CSV downloads, a site profile, and the
-printed page count. A screenshot of the top of the report and the printed PDF
+printed page count (and that of the full-settings demo, as ``make report`` writes it). A screenshot of the top of the report and the printed PDF
 are saved to ``reports/test-artifacts/`` (``$HMLIB_TEST_ARTIFACTS`` to choose
 another folder).
 
@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from hmlib.cli import main
 from test_report import rendered_demo
 
 pytestmark = pytest.mark.slow
@@ -307,3 +308,35 @@ def test_browser_012_printed_pages(browser_page, page_record):
     (ARTIFACTS / "browser-demo-report.pdf").write_bytes(pdf)
     pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
     assert 10 <= pages <= MAX_PRINTED_PAGES, pages
+
+
+def test_browser_013_full_settings_demo_prints_within_30_pages(tmp_path_factory):
+    """BROWSER-013: the demo report as ``make report`` writes it (full settings: m = 20, the joint model's full
+    chains, every sensitivity scenario) prints to at most 30 A4 pages (issue #13), and with every folded part
+    opened no table is wider than an A4 page's printable width (nothing cut off in print). The PDF is kept as a
+    test artifact."""
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e '.[test]')")
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's 'chromium' package or set HMLIB_CHROMIUM")
+    root = tmp_path_factory.mktemp("full-demo")
+    assert main(["demo", "--root", str(root)]) == 0
+    assert main(["run", str(root / "params" / "demo.yaml"), "--out", str(root / "reports")]) == 0
+    report = root / "reports" / "demo" / "report.html"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(report.as_uri(), wait_until="load")
+            pdf = page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
+            page.emulate_media(media="print")
+            page.set_viewport_size({"width": A4_PRINT_WIDTH, "height": 1100})
+            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            overflow = _table_overflow(page)
+        finally:
+            browser.close()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "browser-demo-report-full.pdf").write_bytes(pdf)
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+    assert 10 <= pages <= MAX_PRINTED_PAGES, pages
+    assert overflow == []
