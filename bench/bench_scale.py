@@ -137,6 +137,8 @@ def run_case(name: str, root: Path, fast: bool = False) -> dict:
     steps = {step.key: status["steps"][step.key] for step in STEPS if step.key in status.get("steps", {})}
     peaks = [sampler.kernel_peak[pid] for pid in sampler.kernels]
     frame_rows = sum(1 for _ in (root / name / "data.csv").open()) - 1
+    joint_file = reports / name / "artifacts" / "joint_model.json"
+    joint = json.loads(joint_file.read_text())["record"] if joint_file.is_file() else {}
     return {
         "case": name, "patients": frame_rows, "exit_code": code, "status": status.get("status"),
         "wall_seconds": round(wall, 1),
@@ -144,6 +146,7 @@ def run_case(name: str, root: Path, fast: bool = False) -> dict:
                   for i, (key, seconds) in enumerate(steps.items())},
         "other_seconds": round(wall - sum(steps.values()), 1),
         "peak_mb_run": round(sampler.total_peak / 2**20), "fast": fast,
+        "joint_converged": joint.get("converged"), "joint_message": joint.get("convergence_message"),
         "log": str(root / f"{name}.log"),
     }
 
@@ -190,6 +193,8 @@ def main() -> None:
     for name, limit in TARGETS.items():
         if name in run:
             checks[f"{name} within {limit:.0f} s"] = run[name]["wall_seconds"] <= limit
+    if "trial" in run:
+        checks["trial: joint model converged with the defaults"] = run["trial"]["joint_converged"] is True
     if "scale10k" in run and "scale100k" in run:
         ratio = run["scale100k"]["wall_seconds"] / run["scale10k"]["wall_seconds"]
         checks[f"100k/10k time ratio {ratio:.2f} <= {MAX_RATIO_100K_10K:g} (same run)"] = ratio <= MAX_RATIO_100K_10K
