@@ -147,3 +147,22 @@ def test_fig_style_004_categorical_figures(tmp_path):
     assert "odds ratio" in style.caption_of(fig)[1]
     assert keys == ["level-mix-lactate_band", "level-shares", "imputed-distributions-levels",
                     "imputed-unmeasured", "tipping-point"]
+
+
+def test_fig_style_005_separated_labels_do_not_overlap():
+    """FIG-STYLE-005: 20 leader-lined labels on one point (20 sites at the same missing share in a funnel plot of
+    hundreds of sites: the trial-shaped registry's case) end with no two label texts overlapping, each label
+    moved only vertically; leader lines are not counted as text (style.text_extent)."""
+    fig, ax = style.new_figure(6.8, 4.3)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 1)
+    notes = [ax.annotate(f"site {k:03d}", (50, 0.5), xytext=(5, 3), textcoords="offset points",
+                         fontsize=style.SMALL_FONT_PT, arrowprops={"arrowstyle": "-", "lw": 0.4})
+             for k in range(20)]
+    _drawn(fig)
+    assert style.overlapping_ticks(fig) > 0          # stacked on one point: the check sees it
+    style.separate_labels(fig, notes)
+    _drawn(fig)
+    assert style.overlapping_ticks(fig) == 0
+    assert {n.xyann[0] for n in notes} == {5}
+    assert len({round(n.xyann[1], 3) for n in notes}) == 20
