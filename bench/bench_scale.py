@@ -29,6 +29,7 @@ Usage::
 
     .venv/bin/python bench/bench_scale.py                       # trial, scale10k, scale100k
     .venv/bin/python bench/bench_scale.py --cases scale1m       # the million (long)
+    .venv/bin/python bench/bench_scale.py --cases scale1m --only diagnose,complete_case,imputation
     .venv/bin/python bench/bench_scale.py --cases smoke --fast --out /tmp/x.json   # check the script
 
 writes ``bench/results/bench_scale.json`` (merged with earlier cases) and
@@ -116,12 +117,14 @@ class TreeSampler(threading.Thread):
             time.sleep(self.interval)
 
 
-def run_case(name: str, root: Path, fast: bool = False) -> dict:
-    """``hmreport run`` on the case: wall time, the runner's step times, peak memory per step."""
+def run_case(name: str, root: Path, fast: bool = False, only: str | None = None) -> dict:
+    """``hmreport run`` on the case (``--only`` those steps if given): wall time, the runner's step times, peak
+    memory per step."""
     params = write_case(name, root)
     reports = root / "reports"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "hmlib.cli", "run", str(params), "--out", str(reports), *(["--fast"] if fast else [])]
+    command = [sys.executable, "-m", "hmlib.cli", "run", str(params), "--out", str(reports), *(["--fast"] if fast else []),
+               *(["--only", only] if only else [])]
     log = (root / f"{name}.log").open("w")
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -145,7 +148,7 @@ def run_case(name: str, root: Path, fast: bool = False) -> dict:
         "steps": {key: {"seconds": seconds, "peak_mb": round(peaks[i] / 2**20) if i < len(peaks) else None}
                   for i, (key, seconds) in enumerate(steps.items())},
         "other_seconds": round(wall - sum(steps.values()), 1),
-        "peak_mb_run": round(sampler.total_peak / 2**20), "fast": fast,
+        "peak_mb_run": round(sampler.total_peak / 2**20), "fast": fast, "only": only,
         "joint_converged": joint.get("converged"), "joint_message": joint.get("convergence_message"),
         "log": str(root / f"{name}.log"),
     }
@@ -178,13 +181,14 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/hmlib_bench_scale"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--fast", action="store_true", help="hmreport run --fast (checking this script, not timing)")
+    parser.add_argument("--only", help="hmreport run --only STEPS (e.g. the first steps of the million)")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text())["cases"] if args.out.is_file() else {}
     run = {}
     for name in args.cases:
         print(f"{name}: hmreport run ...", flush=True)
-        run[name] = run_case(name, args.root, fast=args.fast)
+        run[name] = run_case(name, args.root, fast=args.fast, only=args.only)
         r = run[name]
         print(f"{name}: {r['status']} in {r['wall_seconds']:.0f} s, peak {r['peak_mb_run']} MB; "
               + ", ".join(f"{k} {v['seconds']:.0f} s / {v['peak_mb']} MB" for k, v in r["steps"].items()), flush=True)
