@@ -229,16 +229,21 @@ class JointModelResult:
             sentences.append(self._level_sentence(d.focus_terms, var.levels[0] if var is not None else None))
         elif term is not None and term in s.index:
             r = s.loc[term]
-            unit = "one unit" if d.focus_kind != "binary" else f"'{term}' (vs not)"
+            if d.focus_kind != "binary":
+                subject = f"one unit higher {focus}"
+            elif term.endswith("]"):                     # a two-level categorical: its second level
+                subject = f"{focus} = {term[len(focus) + 1:-1]} (against the reference level)"
+            else:
+                subject = f"{focus} = 1 (against 0)"
             if d.family == "binomial":
                 sentences.append(
-                    f"In the joint Bayesian model, {unit} higher {focus} goes with a log-odds ratio of "
+                    f"In the joint Bayesian model, {subject} goes with a log-odds ratio of "
                     f"{r.estimate:.3f} for {d.outcome} (odds ratio {math.exp(r.estimate):.2f}; 95% credible "
                     f"interval {r.ci_lower:.3f} to {r.ci_upper:.3f}), the missing {focus} values being "
                     "modelled rather than dropped.")
             else:
                 sentences.append(
-                    f"In the joint Bayesian model, {unit} higher {focus} goes with a change of {r.estimate:.3g} "
+                    f"In the joint Bayesian model, {subject} goes with a change of {r.estimate:.3g} "
                     f"in {d.outcome} (95% credible interval {r.ci_lower:.3g} to {r.ci_upper:.3g}).")
         sd = s.loc[f"sd({d.cluster})"]
         scale = "log-odds" if d.family == "binomial" else f"{d.outcome} units"
