@@ -184,8 +184,9 @@ def test_gen_data_001_reference_csvs_are_the_simulators_output():
         assert list(on_disk.columns) == list(again.columns)
         for col in again.columns:
             if pd.api.types.is_numeric_dtype(again[col]):
+                # to 1e-12: the last digits of a simulated value may differ with the BLAS/CPU path
                 np.testing.assert_allclose(on_disk[col].to_numpy(float), again[col].to_numpy(float),
-                                           rtol=1e-15, atol=0)
+                                           rtol=1e-12, atol=0)
             else:
                 assert on_disk[col].astype(str).tolist() == again[col].astype(str).tolist()
 
