@@ -245,7 +245,8 @@ def overlapping_ticks(fig) -> int:
 def separate_labels(fig, labels, *, rounds: int = 80) -> None:
     """Move annotations (``ax.annotate`` with ``textcoords="offset points"``) apart vertically until their text
     boxes (:func:`text_extent`, leader lines left out) no longer overlap: each overlapping pair is pushed apart by
-    half the overlap (the upper one up, the lower one down); give the annotations ``arrowprops`` so a label moved away from its point keeps a leader line."""
+    half the overlap (the upper one up, the lower one down); give the annotations ``arrowprops`` so a label moved
+    away from its point keeps a leader line."""
     labels = [a for a in labels if a.get_visible() and a.get_text().strip()]
     if len(labels) < 2:
         return
