@@ -123,8 +123,8 @@ def run_case(name: str, root: Path, fast: bool = False, only: str | None = None)
     params = write_case(name, root)
     reports = root / "reports"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "hmlib.cli", "run", str(params), "--out", str(reports), *(["--fast"] if fast else []),
-               *(["--only", only] if only else [])]
+    command = [sys.executable, "-m", "hmlib.cli", "run", str(params), "--out", str(reports),
+               *(["--fast"] if fast else []), *(["--only", only] if only else [])]
     log = (root / f"{name}.log").open("w")
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
