@@ -5,7 +5,8 @@ checks read what the page recorded while loading, then look at it as a
 reviewer would: the first screen, the contents panel, the tables and figures
 on screen and in print (A4), the CSV downloads, a site profile, and the
 printed page count (and that of the full-settings demo, as ``make report``
-writes it). A screenshot of the top of the report and the printed PDF are saved to ``reports/test-artifacts/`` (``$HMLIB_TEST_ARTIFACTS`` to choose
+writes it). A screenshot of the top of the report and the printed PDF are
+saved to ``reports/test-artifacts/`` (``$HMLIB_TEST_ARTIFACTS`` to choose
 another folder).
 
 Chromium comes from the distribution (``/usr/bin/chromium``; ``make test``
