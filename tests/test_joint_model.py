@@ -414,8 +414,9 @@ def small_fit():
     frame["sex"] = np.where(rng.random(len(frame)) < 0.1, None, rng.choice(["female", "male"], len(frame)))
     original = frame.copy()
     result = jm.fit_joint_model(frame, outcome="outcome", predictors=["age", "sex", "severity", "lactate"],
-                                cluster="site", family="binomial", seed=5, fast=True,
-                                levels={"sex": ["female", "male"]})
+                                cluster="site", family="binomial", seed=5, fast=True, draws=1000,
+                                levels={"sex": ["female", "male"]})  # 500 fast draws sat at the gate's edge
+                                                                     # (site SD bulk ESS 304); 1000 give 616
     pd.testing.assert_frame_equal(frame, original)       # input never modified
     return frame, result
 
@@ -429,10 +430,7 @@ def test_fit_001_contract_and_tables(small_fit):
     """JOINT-FIT-001: estimates contract, partial pooling, PPC, never-measured clusters, correlation, narrative."""
     frame, result = small_fit
     est = result.to_estimates()
-    # the fast fit (500 draws) sits near the gate (site SD bulk ESS 304-400+, with the compiled code's rounding):
-    # its rows are labelled by what the gate said
-    label = "joint_bayes" if result.converged else "joint_bayes:not_converged"
-    assert tuple(est.columns) == ESTIMATE_COLUMNS and (est["method"] == label).all()
+    assert tuple(est.columns) == ESTIMATE_COLUMNS and (est["method"] == "joint_bayes").all()
     assert est["term"].tolist() == ["Intercept", "age", "sex[male]", "severity", "lactate", "sd(site)"]
     assert (est["n_patients"] == len(frame)).all() and (est["n_clusters"] == 16).all()
     assert (est["ci_lower"] < est["estimate"]).all() and (est["estimate"] < est["ci_upper"]).all()
@@ -535,7 +533,7 @@ def test_art_001_artifact_round_trip(small_fit, tmp_path):
     assert all(isinstance(row, PartialPoolingRow) for row in back.partial_pooling)
     assert len(back.partial_pooling) == len(result.partial_pooling()) == 16
     assert isinstance(back.settings, JointSettings)
-    assert (back.settings.seed, back.settings.draws, back.settings.tune, back.settings.chains) == (5, 500, 500, 2)
+    assert (back.settings.seed, back.settings.draws, back.settings.tune, back.settings.chains) == (5, 1000, 500, 2)
     assert back.converged == result.converged and back.convergence_message == result.convergence_message
     never = [row for row in back.partial_pooling if not row.measured]
     assert len(never) == 2 and all(row.n_observed == 0 and row.raw_effect is None for row in never)
