@@ -298,16 +298,22 @@ def test_browser_011_site_profile(browser_page, page_record):
     assert rows == 30
 
 
+def _printed_pages(page, artifact: str) -> int:
+    """Chromium's own A4 PDF of the open page (print media, CSS page size), kept as a test artifact; its pages."""
+    pdf = page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / artifact).write_bytes(pdf)
+    return len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+
+
 def test_browser_012_printed_pages(browser_page, page_record):
     """BROWSER-012: the fast demo report prints to at most 30 A4 pages (Chromium's own PDF, print media); the PDF is
     kept as a test artifact."""
     _, record, browser = browser_page
     page = browser.new_page()  # a fresh page: the other tests opened and folded parts of theirs
     page.goto((record["folder"] / "report.html").as_uri(), wait_until="load")
-    pdf = page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
+    pages = _printed_pages(page, "browser-demo-report.pdf")
     page.close()
-    (ARTIFACTS / "browser-demo-report.pdf").write_bytes(pdf)
-    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
     assert 10 <= pages <= MAX_PRINTED_PAGES, pages
 
 
@@ -324,15 +330,12 @@ def test_browser_013_full_settings_demo_prints_within_30_pages(browser_page, tmp
     page = browser.new_page()
     try:
         page.goto(report.as_uri(), wait_until="load")
-        pdf = page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
+        pages = _printed_pages(page, "browser-demo-report-full.pdf")
         page.emulate_media(media="print")
         page.set_viewport_size({"width": A4_PRINT_WIDTH, "height": 1100})
         page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
         overflow = _table_overflow(page)
     finally:
         page.close()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "browser-demo-report-full.pdf").write_bytes(pdf)
-    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
     assert 10 <= pages <= MAX_PRINTED_PAGES, pages
     assert overflow == []
