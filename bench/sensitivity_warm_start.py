@@ -96,6 +96,7 @@ def replicate(task: tuple) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         registry = _registry(shape, rep, Path(tmp))
         settings = SensitivitySettings(families=("exclusion", "leave-out", "stratified"), exclusion_thresholds=(0.4,),
+                                       warm_families=("exclusion", "leave-out", "stratified"),
                                        n_influential=1, m=m, iterations=iterations)
         primaries = {}
         for seed in (SEED_A, SEED_B):

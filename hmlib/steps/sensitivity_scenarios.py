@@ -120,6 +120,11 @@ __all__ = ["FAMILIES", "DELTA_MODES", "SensitivitySettings", "Scenario", "Scenar
 FAMILIES = ("exclusion", "stratified", "prior", "indicator", "delta-global", "delta-cluster", "leave-out")
 #: The delta-adjustment families and their mode (:func:`hmlib.stats.sensitivity.cluster_deltas`).
 DELTA_MODES = {"delta-global": "global", "delta-cluster": "cluster"}
+#: The families whose scenarios re-impute the registry (and may warm-start from the primary imputation).
+REIMPUTING_FAMILIES = ("exclusion", "stratified", "leave-out")
+#: Those that warm-start by default: ``bench/sensitivity_warm_start.py`` shows no change beyond Monte Carlo
+#: error for them, and more scatter than a rerun with another seed for leave-out (trial shape, SD ratio 1.65).
+WARM_FAMILIES = ("exclusion", "stratified")
 
 
 # --------------------------------------------------------------------------
@@ -171,13 +176,20 @@ class SensitivitySettings:
     m, iterations : int, optional
         Imputations and iterations (default: as the params, 20/10 or 5/5 fast).
     warm_iterations : int, optional
-        Iterations of a scenario that re-imputes (exclusion, leave-out,
-        stratified), whose chain ``k`` starts from the primary imputation's
+        Iterations of a scenario of a family in ``warm_families`` that
+        re-imputes, whose chain ``k`` starts from the primary imputation's
         completed data set ``k`` (restricted to the scenario's patients)
-        instead of from random draws; None: cold start with ``iterations``.
-        The step uses :attr:`hmlib.settings.RunSizes.scenario_iterations`
-        (what this changes, measured by simulation:
-        ``bench/sensitivity_warm_start.py``).
+        instead of from random draws; None: every scenario starts cold with
+        ``iterations``. The step uses
+        :attr:`hmlib.settings.RunSizes.scenario_iterations` (what this
+        changes, measured by simulation: ``bench/sensitivity_warm_start.py``).
+    warm_families : tuple of str
+        The re-imputing families that warm-start when ``warm_iterations`` is
+        set (default exclusion and stratified, the two for which the
+        simulation shows no change beyond Monte Carlo error). Leave-out
+        scenarios start cold by default: warm-started, their estimates
+        scattered 1.65 times as much as a rerun with another seed on the
+        trial-shaped registries.
     joint_fast : bool
         Where a prior scenario refits the joint model (no step-4 draws, or
         unreliable weights), refit with its fast settings (2 chains of 500 draws
@@ -207,6 +219,7 @@ class SensitivitySettings:
     m: int | None = None
     iterations: int | None = None
     warm_iterations: int | None = None
+    warm_families: tuple = WARM_FAMILIES
     joint_fast: bool = True
     level: float = 0.95
 
@@ -231,6 +244,9 @@ class SensitivitySettings:
         if self.warm_iterations is not None and not (isinstance(self.warm_iterations, int)
                                                      and self.warm_iterations >= 1):
             raise ParamsError(f"warm_iterations must be a positive integer or None, got {self.warm_iterations!r}.")
+        if not set(self.warm_families) <= set(REIMPUTING_FAMILIES):
+            raise ParamsError(f"warm_families are re-imputing families {list(REIMPUTING_FAMILIES)}, "
+                              f"got {list(self.warm_families)}.")
         if not 0 < self.level < 1:
             raise ParamsError(f"level must be between 0 and 1, got {self.level}.")
 
@@ -462,15 +478,18 @@ def analyse(ctx: ScenarioContext, imputation, map_tasks=None) -> tuple[pd.DataFr
     return _contract_rows(pooled.to_frame()), list(pooled.notes)
 
 
-def _warm_start(ctx: ScenarioContext, keep: np.ndarray | None = None, *, reset_index: bool = True) -> dict:
+def _warm_start(ctx: ScenarioContext, family: str, keep: np.ndarray | None = None, *,
+                reset_index: bool = True) -> dict:
     """How a scenario's chains start: ``impute`` keywords (``iterations``, ``start``, ``start_states``).
 
-    Warm (the settings' ``warm_iterations``): chain ``k`` from the primary's
-    completed data set ``k`` (rows ``keep``) and the state its chain ended in.
-    Cold (``warm_iterations`` None): random draws and ``iterations``.
+    Warm (the settings' ``warm_iterations``, for a family in
+    ``warm_families``): chain ``k`` from the primary's completed data set
+    ``k`` (rows ``keep``) and the state its chain ended in. Cold
+    (``warm_iterations`` None, or another family): random draws and
+    ``iterations``.
     """
     s = ctx.settings
-    if s.warm_iterations is None:
+    if s.warm_iterations is None or family not in s.warm_families:
         return {"iterations": s.iterations}
     completed = ctx.primary_imputation.completed
     if keep is not None:
@@ -481,12 +500,14 @@ def _warm_start(ctx: ScenarioContext, keep: np.ndarray | None = None, *, reset_i
     return {"iterations": s.warm_iterations, "start": completed, "start_states": states}
 
 
-def _impute(ctx: ScenarioContext, registry, keep: np.ndarray):
-    """Re-impute the registry's rows ``keep`` (a scenario), warm-started from the primary when the settings say so."""
+def _impute(ctx: ScenarioContext, registry, keep: np.ndarray, family: str):
+    """Re-impute the registry's rows ``keep`` (a scenario of ``family``), warm-started from the primary when
+    the settings say so."""
     registry = dataclasses.replace(_subset_registry(registry, keep),
                                    params=registry.params.with_overrides(seed=ctx.seed))
     return impute_registry(registry, method="multilevel", m=ctx.settings.m,
-                           cluster_residual_variance=ctx.cluster_residual_variance, **_warm_start(ctx, keep))
+                           cluster_residual_variance=ctx.cluster_residual_variance,
+                           **_warm_start(ctx, family, keep))
 
 
 # --------------------------------------------------------------------------
@@ -511,7 +532,7 @@ def _excluding(ctx: ScenarioContext, scenario: Scenario, excluded: list) -> Scen
         return ScenarioOutcome(scenario, "failed", details=details,
                                reason=f"only {left} cluster(s) left after excluding {len(excluded)} "
                                       f"(at least {ctx.settings.min_clusters} needed)")
-    rows, notes = analyse(ctx, _impute(ctx, reg, ~drop))
+    rows, notes = analyse(ctx, _impute(ctx, reg, ~drop, scenario.family))
     return ScenarioOutcome(scenario, "ok", estimates=rows, details=details, notes=notes)
 
 
@@ -585,7 +606,7 @@ def _run_stratified(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome
     by = scenario.options["by"]
     try:
         combined = impute_by_stratum(ctx.registry, by, m=ctx.primary_imputation.m, seed=ctx.seed,
-                                     cluster_residual_variance=ctx.cluster_residual_variance, **_warm_start(ctx))
+                                     cluster_residual_variance=ctx.cluster_residual_variance, **_warm_start(ctx, "stratified"))
     except FitError as exc:
         return ScenarioOutcome(scenario, "failed", reason=str(exc))
     rows, more = analyse(ctx, combined)
