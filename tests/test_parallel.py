@@ -244,7 +244,8 @@ def test_PAR_006_silent_scheduler_is_one_clear_line_before_any_work(tmp_path, wr
 
 def test_PAR_007_the_run_hands_its_cluster_to_the_notebook_kernels(scheduler, write_case, tmp_path):
     """PAR-007: `hmreport run --scheduler ADDRESS` checks the scheduler, passes it to the notebook kernels
-    as $HMLIB_SCHEDULER (restored afterwards), and step 3's chains run as tasks on that cluster."""
+    as $HMLIB_SCHEDULER (restored afterwards), and step 3's chains, analyses and transport check's masked
+    clusters run as tasks on that cluster."""
     from distributed import Client
 
     from hmlib.report.runner import parallel_engine, run_many
@@ -256,10 +257,35 @@ def test_PAR_007_the_run_hands_its_cluster_to_the_notebook_kernels(scheduler, wr
     run_many([write_case()], only="imputation", fast=True, reports_root=tmp_path / "r", scheduler=scheduler)
     with Client(scheduler, set_as_default=False) as client:
         prefixes = client.run_on_scheduler(_task_prefixes)
-    assert {"chain_task", "fit_completed_task"} <= set(prefixes), prefixes
+    assert {"chain_task", "fit_completed_task", "check_cluster"} <= set(prefixes), prefixes
     assert (tmp_path / "r" / "case" / "artifacts" / "imputation.json").is_file()
 
 
 def _task_prefixes(dask_scheduler=None):
     """The task names (prefixes) the scheduler has seen."""
     return sorted(dask_scheduler.task_prefixes)
+
+
+def test_PAR_008_transport_check_identical_serial_and_scheduler(scheduler, write_case):
+    """PAR-008: step 3's transport check (each masked cluster a task, both methods in it) gives the same table
+    and failures, to exact equality, run serially and on the scheduler with two workers: each cluster's draws
+    take their seeds from the cluster's position, not from the worker."""
+    from hmlib.data import load_registry
+    from hmlib.params import load_params
+    from hmlib.stats.transport import DEFAULT_TRANSPORT_METHODS
+    from hmlib.steps.imputation import impute_registry
+    from hmlib.steps.imputation_transport import transport_check
+
+    registry = load_registry(load_params(write_case()))
+    backgrounds, states = {}, {}
+    for label, (method, options) in DEFAULT_TRANSPORT_METHODS.items():
+        run = impute_registry(registry, method=method, m=3, iterations=3, **dict(options))
+        backgrounds[label], states[label] = run.completed, run.chain_states
+    common = dict(backgrounds=backgrounds, background_states=states, m=6, max_clusters=6)
+    serial = transport_check(registry, **common)
+    with TaskPool(scheduler=scheduler) as pool:
+        remote = transport_check(registry, map_tasks=pool.map, **common)
+        assert pool.workers == 2
+    assert len(serial.check.table) == 12 and serial.check.table["cluster"].nunique() == 6
+    pd.testing.assert_frame_equal(serial.check.table, remote.check.table, check_exact=True)
+    assert serial.check.failures == remote.check.failures

@@ -97,7 +97,7 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import DataError, FitError
-from hmlib.progress import muted, report
+from hmlib.progress import counting, muted, reporter
 from hmlib.stats.imputation import fit_starts, impute
 
 __all__ = ["DEFAULT_TRANSPORT_METHODS", "interval_coverage", "masked_cluster_summary", "TransportResult",
@@ -327,6 +327,88 @@ class TransportResult:
         }
 
 
+@dataclass(frozen=True)
+class _MaskShared:
+    """What every masked cluster's task needs (sent once to each worker, not with every task)."""
+
+    focus: str
+    values: np.ndarray
+    labels: np.ndarray
+    observed: np.ndarray
+    scale: float
+    binary: bool
+    m: int
+    level: float
+    roles: dict
+    methods: dict
+    backgrounds: dict
+    states: dict
+    thresholds: tuple
+    mc_quantile: float
+
+
+def _serial_map(fn, tasks, shared, *, progress=None) -> list:
+    with counting(progress, len(tasks)) as tick:
+        return [tick(fn(task, shared)) for task in tasks]
+
+
+def _check_cluster(task: tuple, shared: _MaskShared) -> tuple[list, dict]:
+    """Mask one cluster's observed focus values and impute them ``m`` times by each method.
+
+    ``task = (label, seed sequences, one per method)``. Returns the cluster's
+    table rows and its failures ``{(label, method): reason}``; the numbers
+    depend only on the task and ``shared`` (not on where it runs).
+    """
+    label, method_seeds = task
+    sh = shared
+    bias_threshold, coverage_threshold, spread_threshold = sh.thresholds
+    rows_j = (sh.labels == label) & sh.observed
+    truth = sh.values[rows_j]
+    rows, failures = [], {}
+    for k_index, (method_label, (method, options)) in enumerate(sh.methods.items()):
+        if method_label not in sh.backgrounds:
+            continue
+        draw_seeds = method_seeds[k_index].generate_state(sh.m)
+        completed = sh.backgrounds[method_label]
+        draws = np.empty((sh.m, truth.size))
+        try:
+            done = 0
+            for call, seed_k in enumerate(draw_seeds[:int(np.ceil(sh.m / DRAWS_PER_BACKGROUND))]):
+                n_draws = min(DRAWS_PER_BACKGROUND, sh.m - done)
+                background = completed[call % len(completed)].copy()
+                # the other variables as completed by one imputation of the main run; the focus as
+                # recorded, with cluster j's observed values masked
+                background[sh.focus] = np.where(rows_j, np.nan, sh.values)
+                chain_states = sh.states.get(method_label)
+                warm = fit_starts([chain_states[call % len(chain_states)]]) * n_draws if chain_states else None
+                with muted():  # the check's own re-imputations: one line per cluster, from the caller
+                    single = impute(background, method=method, m=n_draws, iterations=1, seed=int(seed_k),
+                                    start_states=warm, **sh.roles, **dict(options))
+                cells = getattr(single.completed, "imputed", lambda name: None)(sh.focus)
+                for k in range(n_draws):
+                    if cells is not None:       # the imputed cells only (no frame is built)
+                        draws[done + k] = cells.values[k][rows_j[cells.rows]]
+                    else:
+                        draws[done + k] = single.completed[k][sh.focus].to_numpy(dtype=float)[rows_j]
+                done += n_draws
+        except (FitError, DataError, np.linalg.LinAlgError, ValueError) as exc:
+            failures[(label, method_label)] = f"{type(exc).__name__}: {exc}"
+            continue
+        summary = masked_cluster_summary(truth, draws, sh.scale, level=sh.level, binary=sh.binary)
+        reasons = []
+        # beyond the threshold by more than the Monte Carlo error of m draws (for the multilevel
+        # method each draw has its own cluster effect, so the mean of m draws is noisy)
+        if abs(summary["bias_sd"]) - sh.mc_quantile * summary["bias_mc_se"] > bias_threshold:
+            reasons.append(f"bias {summary['bias_sd']:+.2f} SD (Monte Carlo SE {summary['bias_mc_se']:.2f})")
+        if np.isfinite(summary["coverage"]) and summary["coverage"] < coverage_threshold:
+            reasons.append(f"coverage {summary['coverage']:.0%}")
+        if summary["draw_sd"] > spread_threshold:
+            reasons.append(f"unstable: its mean imputed value varies by {summary['draw_sd']:.3g} SD between draws")
+        rows.append({"cluster": label, "method": method_label, **summary, "flagged": bool(reasons),
+                     "reason": "; ".join(reasons)})
+    return rows, failures
+
+
 # --------------------------------------------------------------------------
 # The check
 # --------------------------------------------------------------------------
@@ -337,7 +419,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
                           background_states: Mapping | None = None, max_clusters: int = 30, min_observed: int = 2,
                           m: int = 10, iterations: int = 5, seed: int = 0, bias_threshold: float = 0.5,
                           coverage_threshold: float = 0.8, spread_threshold: float = 2.0,
-                          level: float = 0.95) -> TransportResult:
+                          level: float = 0.95, map_tasks=None) -> TransportResult:
     """Mask each cluster's observed focus values in turn and impute them (module docstring).
 
     Parameters
@@ -384,6 +466,12 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
         more than this many SDs of the variable (module docstring).
     level : float
         Level of the imputation intervals.
+    map_tasks : callable, optional
+        ``map_tasks(fn, tasks, shared, progress=...)`` returning
+        ``[fn(task, shared) for task in tasks]`` (e.g.
+        :meth:`hmlib.parallel.TaskPool.map`): the masked clusters are
+        independent tasks, each with its own seeds, so the table is the same
+        on every engine. Default: one after the other, here.
 
     Returns
     -------
@@ -440,53 +528,20 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
             backgrounds[method_label] = base.completed
             states[method_label] = base.chain_states
     seeds = np.random.SeedSequence(int(seed)).spawn(len(chosen) * len(methods))
-    mc_quantile = float(stats.t.ppf(MC_LEVEL, int(m) - 1))
-    report("transport check", 0, len(chosen), unit="clusters")
-    for c_index, label in enumerate(chosen):
-        rows_j = (labels == label) & observed
-        truth = values[rows_j]
-        for k_index, (method_label, (method, options)) in enumerate(methods.items()):
-            if method_label not in backgrounds:
-                continue
-            draw_seeds = seeds[c_index * len(methods) + k_index].generate_state(int(m))
-            completed = backgrounds[method_label]
-            draws = np.empty((int(m), truth.size))
-            try:
-                done = 0
-                for call, seed_k in enumerate(draw_seeds[:int(np.ceil(m / DRAWS_PER_BACKGROUND))]):
-                    n_draws = min(DRAWS_PER_BACKGROUND, int(m) - done)
-                    background = completed[call % len(completed)].copy()
-                    # the other variables as completed by one imputation of the main run; the focus as
-                    # recorded, with cluster j's observed values masked
-                    background[focus] = np.where(rows_j, np.nan, values)
-                    chain_states = states.get(method_label)
-                    warm = fit_starts([chain_states[call % len(chain_states)]]) * n_draws if chain_states else None
-                    with muted():  # the check's own re-imputations: one line per cluster, below
-                        single = impute(background, method=method, m=n_draws, iterations=1, seed=int(seed_k),
-                                        start_states=warm, **roles, **dict(options))
-                    cells = getattr(single.completed, "imputed", lambda name: None)(focus)
-                    for k in range(n_draws):
-                        if cells is not None:       # the imputed cells only (no frame is built)
-                            draws[done + k] = cells.values[k][rows_j[cells.rows]]
-                        else:
-                            draws[done + k] = single.completed[k][focus].to_numpy(dtype=float)[rows_j]
-                    done += n_draws
-            except (FitError, DataError, np.linalg.LinAlgError, ValueError) as exc:
-                failures[(label, method_label)] = f"{type(exc).__name__}: {exc}"
-                continue
-            summary = masked_cluster_summary(truth, draws, scale, level=level, binary=binary)
-            reasons = []
-            # beyond the threshold by more than the Monte Carlo error of m draws (for the multilevel
-            # method each draw has its own cluster effect, so the mean of m draws is noisy)
-            if abs(summary["bias_sd"]) - mc_quantile * summary["bias_mc_se"] > bias_threshold:
-                reasons.append(f"bias {summary['bias_sd']:+.2f} SD (Monte Carlo SE {summary['bias_mc_se']:.2f})")
-            if np.isfinite(summary["coverage"]) and summary["coverage"] < coverage_threshold:
-                reasons.append(f"coverage {summary['coverage']:.0%}")
-            if summary["draw_sd"] > spread_threshold:
-                reasons.append(f"unstable: its mean imputed value varies by {summary['draw_sd']:.3g} SD between draws")
-            rows.append({"cluster": label, "method": method_label, **summary, "flagged": bool(reasons),
-                         "reason": "; ".join(reasons)})
-        report("transport check", c_index + 1, len(chosen), unit="clusters")
+    n_calls = int(np.ceil(m / DRAWS_PER_BACKGROUND))
+    shared = _MaskShared(
+        focus=focus, values=values, labels=labels, observed=observed, scale=scale, binary=binary, m=int(m),
+        level=float(level), roles=roles, methods=methods,
+        # only the completed data sets the draws use travel to the workers
+        backgrounds={k: [v[call % len(v)] for call in range(min(n_calls, len(v)))] for k, v in backgrounds.items()},
+        states=states, thresholds=(float(bias_threshold), float(coverage_threshold), float(spread_threshold)),
+        mc_quantile=float(stats.t.ppf(MC_LEVEL, int(m) - 1)))
+    tasks = [(label, seeds[c_index * len(methods):(c_index + 1) * len(methods)])
+             for c_index, label in enumerate(chosen)]
+    for cluster_rows, cluster_failures in (map_tasks or _serial_map)(
+            _check_cluster, tasks, shared, progress=reporter("transport check", unit="clusters")):
+        rows.extend(cluster_rows)
+        failures.update(cluster_failures)
     columns = ["cluster", "method", "n_observed", "mean_observed", "mean_imputed", "bias", "bias_sd",
                "bias_mc_se", "draw_sd", "coverage", "flagged", "reason"]
     table = pd.DataFrame(rows, columns=columns)

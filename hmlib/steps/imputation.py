@@ -436,8 +436,10 @@ def _distribution_tables(registry, ok_runs, n_clusters: int) -> tuple[pd.DataFra
     return distributions, levels, clusters
 
 
-def _step_transport(registry, ok_runs, *, iterations: int, transport_options: dict | None):
-    """The transport check of the flat and multilevel runs (their completed data as backgrounds), and notes."""
+def _step_transport(registry, ok_runs, *, iterations: int, transport_options: dict | None, map_tasks=None):
+    """The transport check of the flat and multilevel runs (their completed data as backgrounds), and notes.
+
+    ``map_tasks`` runs the masked clusters as tasks (:meth:`hmlib.parallel.TaskPool.map`)."""
     numeric, _ = _focus_kind(registry)
     if not numeric:
         return None, [f"The transport check needs a numeric focus variable; {registry.params.focus} is "
@@ -451,7 +453,7 @@ def _step_transport(registry, ok_runs, *, iterations: int, transport_options: di
     try:
         options = {"iterations": iterations, **dict(transport_options or {})}
         return transport_check(registry, methods=methods, backgrounds=backgrounds, background_states=states,
-                               **options), []
+                               map_tasks=map_tasks, **options), []
     except _ERRORS as exc:
         return None, [f"The transport check could not be run: {exc}"]
 
@@ -493,8 +495,9 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
     n_distribution_clusters : int
         Clusters shown in the observed-vs-imputed distributions.
     pool : hmlib.parallel.TaskPool, optional
-        An open pool: each method's m chains, then its m analyses, run as its
-        tasks (the results do not depend on it). Default: a new pool (Dask:
+        An open pool: each method's m chains, then its m analyses, then the
+        transport check's masked clusters, run as its tasks (the results do
+        not depend on it). Default: a new pool (Dask:
         the cluster of ``$HMLIB_SCHEDULER``, else local processes, one per core).
 
     Returns
@@ -515,6 +518,13 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
         map_tasks = functools.partial(tasks.map, chunks_per_worker=CHUNKS_PER_WORKER)
         runs = [_run_method(registry, spec, m=m, iterations=iterations, max_fallback_share=max_fallback_share,
                             map_tasks=map_tasks) for spec in specs]
+        ok_runs = [r for r in runs if r.ok]
+        transport_result, transport_notes = None, []
+        if transport:
+            # the masked clusters are tasks of the same pool (one per cluster, both methods)
+            transport_result, transport_notes = _step_transport(registry, ok_runs, iterations=iterations,
+                                                                transport_options=transport_options,
+                                                                map_tasks=tasks.map)
     focus_observed = (cluster_variation(frame[p.focus].to_numpy(dtype=float), frame[p.cluster].to_numpy(),
                                         binary=binary_focus)
                       if numeric_focus else {"cluster_sd": float("nan"), "icc": float("nan")})
@@ -522,14 +532,9 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
     notes.extend(cc_notes)
     min_cell = p.privacy.min_cell
     model_columns = [c for c in [p.outcome, *p.predictors, *p.cluster_covariates] if c in frame.columns]
-    ok_runs = [r for r in runs if r.ok]
     distributions, level_shares, distribution_clusters = _distribution_tables(registry, ok_runs,
                                                                               n_distribution_clusters)
-    transport_result = None
-    if transport:
-        transport_result, transport_notes = _step_transport(registry, ok_runs, iterations=iterations,
-                                                            transport_options=transport_options)
-        notes.extend(transport_notes)
+    notes.extend(transport_notes)
     return ImputationStepResult(
         outcome=p.outcome, outcome_family=p.outcome_family, cluster=p.cluster, focus=p.focus,
         n_patients=int(len(frame)), n_clusters=int(frame[p.cluster].nunique()), m=m, iterations=iterations,
