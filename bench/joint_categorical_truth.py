@@ -39,15 +39,38 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hmlib.simulate.categorical_focus import (CATEGORICAL_LEVELS, categorical_focus_registry,  # noqa: E402
                                               categorical_focus_registry_truth)
 from hmlib.stats.joint import fit_joint_model  # noqa: E402
+from hmlib.stats.mixed import fit_random_intercept  # noqa: E402
 
 TERMS = ("band[raised]", "band[high]", "sd(site)")
 PREDICTORS = ["age", "severity", "band"]
+#: Maximum-likelihood fits (glmer's model, Laplace) on the same replicates: the complete cases, and every
+#: patient with the band before values went missing. They tell a replicate set's own sampling luck from the
+#: joint model's behaviour: where the joint model's empirical SD is high, are these high on the same seeds?
+YARDSTICKS = {"complete_case": "band", "full_data": "band_complete"}
+
+
+def yardsticks(seed: int, *, n_sites: int, n_patients: int, ordinal: bool) -> dict:
+    """``{yardstick: {term: {estimate, std_error, ci95}}}`` for the band terms of one replicate's registry."""
+    data = categorical_focus_registry(seed, n_sites, n_patients, ordinal=ordinal, keep_complete=True)
+    out = {}
+    for name, column in YARDSTICKS.items():
+        d = data.dropna(subset=[column])
+        X = pd.DataFrame({"Intercept": 1.0, "age": d["age"], "severity": d["severity"],
+                          **{f"band[{lv}]": (d[column] == lv).astype(float) for lv in CATEGORICAL_LEVELS[1:]}})
+        fit = fit_random_intercept(d["outcome"].to_numpy(), X, d["site"].to_numpy(), family="binomial")
+        out[name] = {}
+        for i, term in enumerate(X.columns):
+            if term.startswith("band["):
+                est, se = float(fit.coef[i]), float(fit.std_error[i])
+                out[name][term] = {"estimate": est, "std_error": se, "ci95": [est - 1.96 * se, est + 1.96 * se]}
+    return out
 
 
 def one_replicate(seed: int, *, n_sites: int, n_patients: int, ordinal: bool, **fit_options) -> dict:
@@ -57,12 +80,30 @@ def one_replicate(seed: int, *, n_sites: int, n_patients: int, ordinal: bool, **
                              seed=seed, levels={"band": list(CATEGORICAL_LEVELS)},
                              ordinal=["band"] if ordinal else None, **fit_options)
     out = {"seed": seed, "converged": result.converged, "seconds": result.timing["total_s"],
-           "timing": dict(result.timing), "missing_share": float(data["band"].isna().mean())}
+           "timing": dict(result.timing), "missing_share": float(data["band"].isna().mean()),
+           "yardsticks": yardsticks(seed, n_sites=n_sites, n_patients=n_patients, ordinal=ordinal)}
     for term in TERMS:
         draws = result.draws[term].reshape(-1)
         q = np.quantile(draws, [0.025, 0.05, 0.95, 0.975])
         out[term] = {"estimate": float(draws.mean()), "std_error": float(draws.std(ddof=1)),
                      "ci95": [float(q[0]), float(q[3])], "ci90": [float(q[1]), float(q[2])]}
+    return out
+
+
+def summarise_yardsticks(rows: list[dict], truth: dict) -> dict:
+    """Per yardstick and band term: mean, relative bias, empirical SD, mean SE and 95% coverage over ``rows``."""
+    out = {}
+    for name in YARDSTICKS:
+        out[name] = {}
+        for term in TERMS[:2]:
+            est = np.array([r["yardsticks"][name][term]["estimate"] for r in rows])
+            se = np.array([r["yardsticks"][name][term]["std_error"] for r in rows])
+            value = truth[term]
+            out[name][term] = {
+                "reps": int(est.size), "mean": float(est.mean()), "relative_bias": float((est.mean() - value) / value),
+                "empirical_sd": float(est.std(ddof=1)) if est.size > 1 else float("nan"),
+                "mean_std_error": float(se.mean()),
+                "coverage95": float(np.mean(np.abs(est - value) <= 1.96 * se))}
     return out
 
 
@@ -87,6 +128,7 @@ def summarise(rows: list[dict], truth: dict) -> dict:
             entry[f"coverage{level}"] = cover
             entry[f"coverage{level}_mc_se"] = float(np.sqrt(cover * (1 - cover) / reps))
         out[term] = entry
+    out["yardsticks"] = summarise_yardsticks(rows, truth)
     out["converged_share"] = float(np.mean([r["converged"] for r in rows]))
     out["mean_seconds"] = float(np.mean([r["seconds"] for r in rows]))
     out["mean_missing_share"] = float(np.mean([r["missing_share"] for r in rows]))
@@ -105,7 +147,14 @@ def run(reps: int = 50, *, n_sites: int = 40, n_patients: int = 2000, first_seed
     rows = []
     if out is not None and out.is_file():          # resume: keep the replicates already written
         rows = json.loads(out.read_text())["replicates"]
+    for row in rows:                               # replicates written before the yardsticks existed
+        if "yardsticks" not in row:
+            row["yardsticks"] = yardsticks(row["seed"], n_sites=n_sites, n_patients=n_patients, ordinal=ordinal)
     start = time.perf_counter()
+    # the yardsticks on every planned seed (cheap): how lucky is the set of replicates run so far?
+    planned = [{"yardsticks": yardsticks(first_seed + r, n_sites=n_sites, n_patients=n_patients, ordinal=ordinal)}
+               for r in range(reps)]
+    planned_summary = summarise_yardsticks(planned, truth)
     settings = {"reps": reps, "n_sites": n_sites, "n_patients": n_patients, "first_seed": first_seed,
                 "ordinal": ordinal, **{k: v for k, v in fit_options.items()}}
     for r in range(len(rows), reps):
@@ -113,7 +162,8 @@ def run(reps: int = 50, *, n_sites: int = 40, n_patients: int = 2000, first_seed
                                   **fit_options))
         if out is not None:
             out.write_text(json.dumps({"replicates": rows, "summary": summarise(rows, truth), "settings": settings,
-                                       "complete": r + 1 == reps}, indent=1))
+                                       "yardsticks_planned_seeds": planned_summary, "complete": r + 1 == reps},
+                                      indent=1))
         if verbose:
             row = rows[-1]
             print(f"  rep {r + 1}/{reps} seed {row['seed']}: raised {row['band[raised]']['estimate']:.3f}, high "
@@ -132,7 +182,18 @@ def run(reps: int = 50, *, n_sites: int = 40, n_patients: int = 2000, first_seed
                   f"{s['empirical_sd']:.4f}  mean post. SD {s['mean_posterior_sd']:.4f}  coverage95 "
                   f"{100 * s['coverage95']:.0f}% (MC SE {100 * s['coverage95_mc_se']:.0f})  coverage90 "
                   f"{100 * s['coverage90']:.0f}%")
-    return {"replicates": rows, "summary": summary, "settings": settings, "complete": True}
+        for name, terms in summary["yardsticks"].items():
+            for term, y in terms.items():
+                print(f"  {name} {term:<13} mean {y['mean']:.4f} ({100 * y['relative_bias']:+.1f}%)  emp. SD "
+                      f"{y['empirical_sd']:.4f}  mean SE {y['mean_std_error']:.4f}  coverage95 "
+                      f"{100 * y['coverage95']:.0f}%")
+    if verbose:
+        for name, terms in planned_summary.items():
+            for term, y in terms.items():
+                print(f"  {name} on all {reps} planned seeds {term:<13} emp. SD {y['empirical_sd']:.4f}  mean SE "
+                      f"{y['mean_std_error']:.4f}  coverage95 {100 * y['coverage95']:.0f}%")
+    return {"replicates": rows, "summary": summary, "settings": settings, "yardsticks_planned_seeds": planned_summary,
+            "complete": len(rows) >= reps}
 
 
 def main(argv=None) -> int:

@@ -35,8 +35,10 @@ outcome binary, 2l.bin).
 Usage::
 
     .venv/bin/python bench/sensitivity_warm_start.py --reps 40 --m 20 --warm 1 3
+    .venv/bin/python bench/sensitivity_warm_start.py --shapes trial --families leave-out --warm 3 6 \
+        --reps 30 --out bench/results/sensitivity_warm_start_leave_out.json
 
-writes ``bench/results/sensitivity_warm_start.json``.
+writes ``bench/results/sensitivity_warm_start.json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from hmlib.simulate.demo import DEMO_PARAMS_YAML, simulate_registry  # noqa: E40
 from hmlib.simulate.scale import TRIAL_PARAMS, trial_registry  # noqa: E402
 from hmlib.steps.imputation import impute_registry  # noqa: E402
 from hmlib.steps.sensitivity import run_sensitivity  # noqa: E402
-from hmlib.steps.sensitivity_scenarios import SensitivitySettings  # noqa: E402
+from hmlib.steps.sensitivity_scenarios import REIMPUTING_FAMILIES, SensitivitySettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sensitivity_warm_start.json"
 SEED_A, SEED_B = 101, 202
@@ -91,12 +93,11 @@ def _focus_rows(result) -> dict:
 
 def replicate(task: tuple) -> list[dict]:
     """All variants of one replicate: rows ``shape, rep, scenario, variant, estimate, std_error, seconds``."""
-    shape, rep, m, iterations, warm = task
+    shape, rep, m, iterations, warm, families = task
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         registry = _registry(shape, rep, Path(tmp))
-        settings = SensitivitySettings(families=("exclusion", "leave-out", "stratified"), exclusion_thresholds=(0.4,),
-                                       warm_families=("exclusion", "leave-out", "stratified"),
+        settings = SensitivitySettings(families=families, exclusion_thresholds=(0.4,), warm_families=families,
                                        n_influential=1, m=m, iterations=iterations)
         primaries = {}
         for seed in (SEED_A, SEED_B):
@@ -147,10 +148,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--warm", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--shapes", nargs="+", default=["demo", "trial"])
+    parser.add_argument("--families", nargs="+", default=list(REIMPUTING_FAMILIES),
+                        help="re-imputing families to compare (each warm-started in the warm variants)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    tasks = [(shape, rep, args.m, args.iterations, tuple(args.warm)) for rep in range(args.reps) for shape in args.shapes]
+    tasks = [(shape, rep, args.m, args.iterations, tuple(args.warm), tuple(args.families))
+             for rep in range(args.reps) for shape in args.shapes]
     started = time.perf_counter()
     rows = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -160,7 +164,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     summary = summarise(table)
     cpu = table.drop_duplicates(["shape", "rep", "variant"]).groupby(["shape", "variant"])["cpu_seconds"].mean()
-    payload = {"reps": args.reps, "m": args.m, "iterations": args.iterations, "warm_iterations": args.warm,
+    payload = {"reps": args.reps, "families": args.families, "m": args.m, "iterations": args.iterations, "warm_iterations": args.warm,
                "shapes": args.shapes, "seed_a": SEED_A, "seed_b": SEED_B,
                "mean_cpu_seconds_per_run": {f"{shape}:{variant}": float(v) for (shape, variant), v in cpu.items()},
                "wall_seconds": time.perf_counter() - started, "summary": summary,
