@@ -164,8 +164,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     summary = summarise(table)
     cpu = table.drop_duplicates(["shape", "rep", "variant"]).groupby(["shape", "variant"])["cpu_seconds"].mean()
-    payload = {"reps": args.reps, "families": args.families, "m": args.m, "iterations": args.iterations, "warm_iterations": args.warm,
-               "shapes": args.shapes, "seed_a": SEED_A, "seed_b": SEED_B,
+    payload = {"reps": args.reps, "families": args.families, "m": args.m, "iterations": args.iterations,
+               "warm_iterations": args.warm, "shapes": args.shapes, "seed_a": SEED_A, "seed_b": SEED_B,
                "mean_cpu_seconds_per_run": {f"{shape}:{variant}": float(v) for (shape, variant), v in cpu.items()},
                "wall_seconds": time.perf_counter() - started, "summary": summary,
                "rows": table.to_dict(orient="records")}

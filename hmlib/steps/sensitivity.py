@@ -61,10 +61,10 @@ start's ``iterations`` (``bench/sensitivity_warm_start.py``: no shift of the
 mean or the SE beyond Monte Carlo error; warm minus cold scatters as two
 independent imputation runs should, ``sqrt(2 B / m)``). Leave-out scenarios
 start cold: warm-started, they scattered 1.65 times as much on the
-trial-shaped registries (``SensitivitySettings.warm_families``). Each scenario uses the
-same seed as the primary analysis (common random numbers: a scenario differs
-from the primary by its assumption, not by Monte Carlo noise), so the results
-do not depend on ``workers`` or on the order of completion. A scenario that
+trial-shaped registries (``SensitivitySettings.warm_families``). Each
+scenario uses the same seed as the primary analysis (common random numbers:
+a scenario differs from the primary by its assumption, not by Monte Carlo
+noise), so the results do not depend on ``workers`` or on the order of completion. A scenario that
 raises is kept, as failed, with its reason.
 
 References
@@ -102,8 +102,8 @@ from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for
                                            focus_reference, focus_row, focus_terms)
 from hmlib.steps.sensitivity_rule import ConclusionRule, resolve_conclusion_rule
 from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, REIMPUTING_FAMILIES, Scenario, ScenarioContext,
-                                               SensitivitySettings, analyse, joint_model_fitter, plan_scenarios, run_bisection_task,
-                                               run_scenario_task)
+                                               SensitivitySettings, analyse, joint_model_fitter, plan_scenarios,
+                                               run_bisection_task, run_scenario_task)
 from hmlib.steps import sensitivity_verdict
 from hmlib.steps.sensitivity_verdict import FAMILY_TEXT, FamilyRecord
 from hmlib.wording import cluster_noun
@@ -770,10 +770,10 @@ def methods_text(record, ev) -> list:
     if st.warm_iterations is not None and warm:
         text = (f"Scenarios of {' and '.join(warm)} re-impute starting each of their {st.m} chains from the "
                 f"primary imputation's completed data set and run {st.warm_iterations} chained-equations "
-                f"iterations (a cold start runs {st.iterations}); in simulations (bench/sensitivity_warm_start.py, "
-                "30 registries shaped like the demo and 30 like a multinational trial) this shifted no estimate "
-                "of these families beyond Monte Carlo error and scattered them no more than a rerun with another "
-                "seed.")
+                f"iterations (a cold start runs {st.iterations}); in simulations (bench/sensitivity_warm_start.py: "
+                "30 registries shaped like the demo, and for exclusion 30 shaped like a multinational trial) this "
+                "shifted no estimate of these families beyond Monte Carlo error and scattered them no more than "
+                "a rerun with another seed.")
         if cold:
             text += (f" Scenarios of {' and '.join(cold)} start cold ({st.iterations} iterations from random "
                      "draws): warm-started, they scattered more than Monte Carlo error in those simulations.")

@@ -606,7 +606,8 @@ def _run_stratified(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome
     by = scenario.options["by"]
     try:
         combined = impute_by_stratum(ctx.registry, by, m=ctx.primary_imputation.m, seed=ctx.seed,
-                                     cluster_residual_variance=ctx.cluster_residual_variance, **_warm_start(ctx, "stratified"))
+                                     cluster_residual_variance=ctx.cluster_residual_variance,
+                                     **_warm_start(ctx, "stratified"))
     except FitError as exc:
         return ScenarioOutcome(scenario, "failed", reason=str(exc))
     rows, more = analyse(ctx, combined)
