@@ -27,7 +27,8 @@ from hmlib.steps import sensitivity as step5
 from hmlib.steps.base import StepContext
 from hmlib.steps.imputation import impute_registry
 from hmlib.steps.sensitivity import SensitivityArtifact, residual_variance_choice, run_sensitivity
-from hmlib.steps.sensitivity_scenarios import SensitivitySettings, best_documented_clusters, impute_by_stratum
+from hmlib.steps.imputation import impute_by_stratum
+from hmlib.steps.sensitivity_scenarios import SensitivitySettings, best_documented_clusters
 
 #: Missing focus values per cluster (of 30): shares 0, .1, ..., .8 and 0.
 MISSING_PER_CLUSTER = [0, 3, 6, 9, 12, 15, 18, 21, 24, 0]

@@ -6,7 +6,8 @@ by Rubin's rules (:mod:`hmlib.stats.pooling`), and the results are set next to
 the complete-case fit and, for simulated data, the truth.
 
 This module is the step's orchestration: the methods compared, the choice
-of residual variance, the registry adapter :func:`impute_registry`,
+of residual variance, the registry adapters :func:`impute_registry` and
+:func:`impute_by_stratum` (also used by step 5),
 :func:`imputation_step` and ``STEP``. What the step found (its result,
 tables, narrative and typed artifact) is :mod:`hmlib.steps.imputation_result`;
 the transport check as the step runs and publishes it is
@@ -129,7 +130,7 @@ from hmlib.steps.disclosure import hidden_counts
 from hmlib.steps.imputation_transport import transport_check
 from hmlib.methods import method_label
 
-__all__ = ["CHUNKS_PER_WORKER", "MethodSpec", "default_methods", "impute_registry", "ResidualVarianceChoice",
+__all__ = ["CHUNKS_PER_WORKER", "MethodSpec", "default_methods", "impute_registry", "impute_by_stratum", "ResidualVarianceChoice",
            "choose_residual_variance", "MethodRun", "ImputationStepResult", "imputation_step",
            "ImputationArtifact", "run", "STEP", "TRANSPORTED_METHODS"]
 
@@ -199,6 +200,62 @@ def impute_registry(registry, *, method: str, m: int | None = None, iterations: 
                   levels=registry.levels, cluster_covariates=list(p.cluster_covariates),
                   higher_levels=list(p.higher_levels), m=m or sizes.imputations,
                   iterations=iterations or sizes.iterations, seed=p.seed, continuous=continuous, **options)
+
+
+def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
+                      cluster_residual_variance: bool = False, start=None, start_states=None):
+    """Multilevel imputation fitted separately within each level of a cluster covariate.
+
+    Parameters
+    ----------
+    registry : hmlib.data.Registry
+    by : str
+        A cluster covariate (clusters with it unrecorded form their own stratum).
+    m, iterations : int
+    seed : int
+        Stratum ``k`` (levels sorted as text) uses the seed
+        ``SeedSequence([seed, k]).generate_state(1)[0]``.
+    cluster_residual_variance : bool
+        Cluster-specific residual variances (2l.norm) instead of a common one.
+    start, start_states : optional
+        ``m`` completed data sets of the registry's rows, and the states of
+        the chains that made them, to start each stratum's chains from
+        (:func:`hmlib.stats.imputation.impute`'s ``start`` and ``start_states``).
+
+    Returns
+    -------
+    hmlib.stats.imputation.ImputationResult
+        The strata's completed data sets put back in the registry's row order.
+
+    Raises
+    ------
+    hmlib.exceptions.FitError
+        A stratum has fewer than 2 clusters (no multilevel model can be fitted).
+    """
+    p = registry.params
+    frame = registry.frame
+    strata = frame[by].astype(object).where(frame[by].notna(), "(not recorded)")
+    parts = []
+    for k, level in enumerate(sorted(strata.unique().tolist(), key=str)):
+        rows = (strata == level).to_numpy()
+        n_clusters = int(frame.loc[rows, p.cluster].nunique())
+        if n_clusters < 2:
+            raise FitError(f"{by} = {level!r} has {n_clusters} cluster; a multilevel imputation model needs "
+                           "at least 2 clusters per stratum")
+        stratum_seed = int(np.random.SeedSequence([int(seed), k]).generate_state(1)[0])
+        parts.append(impute(frame.loc[rows], method="multilevel", cluster=p.cluster, outcome=p.outcome,
+                            outcome_family=p.outcome_family, predictors=list(p.predictors), kinds=registry.kinds,
+                            levels=registry.levels, cluster_covariates=list(p.cluster_covariates),
+                            higher_levels=list(p.higher_levels), m=int(m), iterations=int(iterations),
+                            seed=stratum_seed, cluster_residual_variance=bool(cluster_residual_variance),
+                            start=None if start is None else [done.loc[rows] for done in start],
+                            start_states=start_states))
+    completed = [pd.concat([part.completed[i] for part in parts]).loc[frame.index] for i in range(int(m))]
+    mask = pd.concat([part.imputed_mask for part in parts]).loc[frame.index]
+    notes = [f"{by} stratum {i + 1}: {n}" for i, part in enumerate(parts) for n in part.notes]
+    return ImputationResult(method="multilevel", continuous="norm", m=int(m), iterations=int(iterations),
+                            completed=completed, imputed_mask=mask, chain_means={}, rhat={}, notes=notes,
+                            seed=int(seed), strata=by)
 
 
 def _focus_kind(registry) -> tuple[bool, bool]:

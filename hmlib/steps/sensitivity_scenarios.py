@@ -101,8 +101,7 @@ import pandas as pd
 from hmlib.exceptions import FitError, ParamsError
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows
 from hmlib.stats.design import design_matrix, fit_design
-from hmlib.stats.imputation import ImputationResult, impute
-from hmlib.steps.imputation import impute_registry
+from hmlib.steps.imputation import impute_by_stratum, impute_registry
 from hmlib.stats.joint import reweight_cluster_sd_prior
 from hmlib.steps.joint_model import fit_registry
 from hmlib.stats.pooling import analyse_imputations
@@ -113,7 +112,7 @@ from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for
 from hmlib.steps.sensitivity_rule import NEGLIGIBLE_SHARE
 
 __all__ = ["FAMILIES", "DELTA_MODES", "SensitivitySettings", "Scenario", "ScenarioOutcome", "ScenarioContext",
-           "plan_scenarios", "clusters_above_threshold", "best_documented_clusters", "impute_by_stratum",
+           "plan_scenarios", "clusters_above_threshold", "best_documented_clusters",
            "joint_model_fitter", "joint_priors", "prior_label", "analyse", "set_scenario_context", "run_scenario_task",
            "run_bisection_task"]
 
@@ -544,62 +543,6 @@ def _run_exclusion(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
 
 def _run_leave_out(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     return _excluding(ctx, scenario, [scenario.options["cluster"]])
-
-
-def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
-                      cluster_residual_variance: bool = False, start=None, start_states=None):
-    """Multilevel imputation fitted separately within each level of a cluster covariate.
-
-    Parameters
-    ----------
-    registry : hmlib.data.Registry
-    by : str
-        A cluster covariate (clusters with it unrecorded form their own stratum).
-    m, iterations : int
-    seed : int
-        Stratum ``k`` (levels sorted as text) uses the seed
-        ``SeedSequence([seed, k]).generate_state(1)[0]``.
-    cluster_residual_variance : bool
-        Cluster-specific residual variances (2l.norm) instead of a common one.
-    start, start_states : optional
-        ``m`` completed data sets of the registry's rows, and the states of
-        the chains that made them, to start each stratum's chains from
-        (:func:`hmlib.stats.imputation.impute`'s ``start`` and ``start_states``).
-
-    Returns
-    -------
-    hmlib.stats.imputation.ImputationResult
-        The strata's completed data sets put back in the registry's row order.
-
-    Raises
-    ------
-    hmlib.exceptions.FitError
-        A stratum has fewer than 2 clusters (no multilevel model can be fitted).
-    """
-    p = registry.params
-    frame = registry.frame
-    strata = frame[by].astype(object).where(frame[by].notna(), "(not recorded)")
-    parts = []
-    for k, level in enumerate(sorted(strata.unique().tolist(), key=str)):
-        rows = (strata == level).to_numpy()
-        n_clusters = int(frame.loc[rows, p.cluster].nunique())
-        if n_clusters < 2:
-            raise FitError(f"{by} = {level!r} has {n_clusters} cluster; a multilevel imputation model needs "
-                           "at least 2 clusters per stratum")
-        stratum_seed = int(np.random.SeedSequence([int(seed), k]).generate_state(1)[0])
-        parts.append(impute(frame.loc[rows], method="multilevel", cluster=p.cluster, outcome=p.outcome,
-                            outcome_family=p.outcome_family, predictors=list(p.predictors), kinds=registry.kinds,
-                            levels=registry.levels, cluster_covariates=list(p.cluster_covariates),
-                            higher_levels=list(p.higher_levels), m=int(m), iterations=int(iterations),
-                            seed=stratum_seed, cluster_residual_variance=bool(cluster_residual_variance),
-                            start=None if start is None else [done.loc[rows] for done in start],
-                            start_states=start_states))
-    completed = [pd.concat([part.completed[i] for part in parts]).loc[frame.index] for i in range(int(m))]
-    mask = pd.concat([part.imputed_mask for part in parts]).loc[frame.index]
-    notes = [f"{by} stratum {i + 1}: {n}" for i, part in enumerate(parts) for n in part.notes]
-    return ImputationResult(method="multilevel", continuous="norm", m=int(m), iterations=int(iterations),
-                            completed=completed, imputed_mask=mask, chain_means={}, rhat={}, notes=notes,
-                            seed=int(seed), strata=by)
 
 
 def _run_stratified(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
