@@ -82,7 +82,7 @@ from threadpoolctl import threadpool_limits
 from hmlib.exceptions import HmlibError, ParamsError
 from hmlib.progress import counting
 
-__all__ = ["TaskPool", "run_tasks", "check_workers", "blas_one_thread", "local_cores", "scheduler_address",
+__all__ = ["TaskPool", "run_tasks", "serial_map", "check_workers", "blas_one_thread", "local_cores", "scheduler_address",
            "connect", "check_scheduler", "start_local_cluster", "SchedulerUnavailable", "ENGINES",
            "SCHEDULER_ENV"]
 
@@ -488,6 +488,14 @@ def _result_or_note(result: Callable, index: int, n: int, fn: Callable):
     except Exception as exc:
         _add_note(exc, f"in {_describe(index, n, fn)}, run by the process pool")
         raise
+
+
+def serial_map(fn: Callable, tasks: Iterable, shared, *, progress=None) -> list:
+    """``[fn(task, shared) for task in tasks]`` here, one after the other: the default ``map_tasks`` of code
+    that can hand its tasks to :meth:`TaskPool.map` (same signature), counted by ``progress`` as they finish."""
+    tasks = list(tasks)
+    with counting(progress, len(tasks)) as tick:
+        return [tick(fn(task, shared)) for task in tasks]
 
 
 def run_tasks(fn: Callable, tasks: Iterable, workers: int | None = None, *, shared=_NOTHING,

@@ -97,7 +97,8 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import DataError, FitError
-from hmlib.progress import counting, muted, reporter
+from hmlib.parallel import serial_map
+from hmlib.progress import muted, reporter
 from hmlib.stats.imputation import fit_starts, impute
 
 __all__ = ["DEFAULT_TRANSPORT_METHODS", "interval_coverage", "masked_cluster_summary", "TransportResult",
@@ -347,11 +348,6 @@ class _MaskShared:
     mc_quantile: float
 
 
-def _serial_map(fn, tasks, shared, *, progress=None) -> list:
-    with counting(progress, len(tasks)) as tick:
-        return [tick(fn(task, shared)) for task in tasks]
-
-
 def _check_cluster(task: tuple, shared: _MaskShared) -> tuple[list, dict]:
     """Mask one cluster's observed focus values and impute them ``m`` times by each method.
 
@@ -538,7 +534,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
         mc_quantile=float(stats.t.ppf(MC_LEVEL, int(m) - 1)))
     tasks = [(label, seeds[c_index * len(methods):(c_index + 1) * len(methods)])
              for c_index, label in enumerate(chosen)]
-    for cluster_rows, cluster_failures in (map_tasks or _serial_map)(
+    for cluster_rows, cluster_failures in (map_tasks or serial_map)(
             _check_cluster, tasks, shared, progress=reporter("transport check", unit="clusters")):
         rows.extend(cluster_rows)
         failures.update(cluster_failures)

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import DataError
-from hmlib.parallel import blas_one_thread
-from hmlib.progress import counting, reporter
+from hmlib.parallel import blas_one_thread, serial_map
+from hmlib.progress import reporter
 from hmlib.stats.imputation.completed import CompletedData, ImputedColumn
 from hmlib.stats.imputation.problem import Notes, Problem, Variable, build_problem, model_description
 from hmlib.stats.imputation.univariate import impute_variable, recorded_fallbacks
@@ -274,11 +274,6 @@ def _merge_record(problem: Problem, record: tuple) -> None:
         problem.extrapolated[name] = max(problem.extrapolated.get(name, 0.0), excess)
 
 
-def _serial_map(fn, tasks, shared, *, progress=None) -> list:
-    with counting(progress, len(tasks)) as tick:
-        return [tick(fn(task, shared)) for task in tasks]
-
-
 def _filled_cells(problem: Problem, current: dict, masks: dict) -> dict:
     """The imputed cells of one chain: ``{variable: values at its missing rows}`` (coded)."""
     out = {}
@@ -447,7 +442,7 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
     # BLAS on one thread: the solves are small or tall and thin, and on a busy machine
     # threaded BLAS made them several times slower (hmlib.parallel; its tasks hold it too)
     with blas_one_thread():
-        chains = (map_tasks or _serial_map)(_chain_task, tasks, (problem, masks),
+        chains = (map_tasks or serial_map)(_chain_task, tasks, (problem, masks),
                                             progress=reporter(f"imputation ({method.replace('_', '-')})",
                                                               unit="imputed data sets"))
     cells, states, traces = [], [], {v.name: np.empty((m, iterations)) for v in problem.visit}
