@@ -80,8 +80,7 @@ def one_replicate(seed: int, *, n_sites: int, n_patients: int, ordinal: bool, **
                              seed=seed, levels={"band": list(CATEGORICAL_LEVELS)},
                              ordinal=["band"] if ordinal else None, **fit_options)
     out = {"seed": seed, "converged": result.converged, "seconds": result.timing["total_s"],
-           "timing": dict(result.timing), "missing_share": float(data["band"].isna().mean()),
-           "yardsticks": yardsticks(seed, n_sites=n_sites, n_patients=n_patients, ordinal=ordinal)}
+           "timing": dict(result.timing), "missing_share": float(data["band"].isna().mean())}
     for term in TERMS:
         draws = result.draws[term].reshape(-1)
         q = np.quantile(draws, [0.025, 0.05, 0.95, 0.975])
@@ -147,19 +146,19 @@ def run(reps: int = 50, *, n_sites: int = 40, n_patients: int = 2000, first_seed
     rows = []
     if out is not None and out.is_file():          # resume: keep the replicates already written
         rows = json.loads(out.read_text())["replicates"]
-    for row in rows:                               # replicates written before the yardsticks existed
-        if "yardsticks" not in row:
-            row["yardsticks"] = yardsticks(row["seed"], n_sites=n_sites, n_patients=n_patients, ordinal=ordinal)
     start = time.perf_counter()
-    # the yardsticks on every planned seed (cheap): how lucky is the set of replicates run so far?
-    planned = [{"yardsticks": yardsticks(first_seed + r, n_sites=n_sites, n_patients=n_patients, ordinal=ordinal)}
-               for r in range(reps)]
-    planned_summary = summarise_yardsticks(planned, truth)
+    # the yardsticks on every planned seed (cheap), made once: each replicate's own, and how lucky the set of
+    # replicates run so far is against all of them
+    planned = {first_seed + r: yardsticks(first_seed + r, n_sites=n_sites, n_patients=n_patients, ordinal=ordinal)
+               for r in range(reps)}
+    planned_summary = summarise_yardsticks([{"yardsticks": y} for y in planned.values()], truth)
+    for row in rows:                               # replicates written before the yardsticks existed
+        row.setdefault("yardsticks", planned[row["seed"]])
     settings = {"reps": reps, "n_sites": n_sites, "n_patients": n_patients, "first_seed": first_seed,
                 "ordinal": ordinal, **{k: v for k, v in fit_options.items()}}
     for r in range(len(rows), reps):
-        rows.append(one_replicate(first_seed + r, n_sites=n_sites, n_patients=n_patients, ordinal=ordinal,
-                                  **fit_options))
+        rows.append({**one_replicate(first_seed + r, n_sites=n_sites, n_patients=n_patients, ordinal=ordinal,
+                                     **fit_options), "yardsticks": planned[first_seed + r]})
         if out is not None:
             out.write_text(json.dumps({"replicates": rows, "summary": summarise(rows, truth), "settings": settings,
                                        "yardsticks_planned_seeds": planned_summary, "complete": r + 1 == reps},

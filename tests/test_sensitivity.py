@@ -25,9 +25,8 @@ from hmlib.stats.pooling import analyse_imputations
 from hmlib.stats.sensitivity import ChangeRule, cluster_deltas, conclusion_change, find_tipping_point, shift_imputed
 from hmlib.steps import sensitivity as step5
 from hmlib.steps.base import StepContext
-from hmlib.steps.imputation import impute_registry
+from hmlib.steps.imputation import impute_by_stratum, impute_registry
 from hmlib.steps.sensitivity import SensitivityArtifact, residual_variance_choice, run_sensitivity
-from hmlib.steps.imputation import impute_by_stratum
 from hmlib.steps.sensitivity_scenarios import SensitivitySettings, best_documented_clusters
 
 #: Missing focus values per cluster (of 30): shares 0, .1, ..., .8 and 0.

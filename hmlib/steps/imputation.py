@@ -130,8 +130,8 @@ from hmlib.steps.disclosure import hidden_counts
 from hmlib.steps.imputation_transport import transport_check
 from hmlib.methods import method_label
 
-__all__ = ["CHUNKS_PER_WORKER", "MethodSpec", "default_methods", "impute_registry", "impute_by_stratum", "ResidualVarianceChoice",
-           "choose_residual_variance", "MethodRun", "ImputationStepResult", "imputation_step",
+__all__ = ["CHUNKS_PER_WORKER", "MethodSpec", "default_methods", "impute_registry", "impute_by_stratum",
+           "ResidualVarianceChoice", "choose_residual_variance", "MethodRun", "ImputationStepResult", "imputation_step",
            "ImputationArtifact", "run", "STEP", "TRANSPORTED_METHODS"]
 
 #: Chains (and analyses) travel to the workers in this many chunks per worker: one chain of the demo takes
