@@ -310,9 +310,12 @@ def test_gate_001_flags_short_run(write_case):
 
 
 def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
-    """JOINT-EXT-001: 100 draws after 100 warm-up iterations miss the gate; with a time budget the sampling is
-    doubled until the gate passes; every run is recorded with its seed, the reported sizes are the last run's,
-    and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done."""
+    """JOINT-EXT-001: 100 draws after 100 warm-up iterations miss the gate; with a time budget the chains are
+    continued (150, 200 draws) and then, if needed, new runs with doubled sizes are made until the gate passes;
+    every run is recorded with its seed and checkpoints, the reported sizes are the last run's last checkpoint,
+    and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done.
+    The reported fit is reproduced by its run's sizes and seed given explicitly (a continued run truncated at a
+    checkpoint equals a plain run of that many draws: hmlib.stats.joint.sampling)."""
     from hmlib.data import load_registry
     from hmlib.params import load_params
     from types import SimpleNamespace
@@ -324,18 +327,29 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     result = fit_registry(registry, draws=100, tune=100, time_budget_minutes=10)
     runs = result.settings["attempts"]
     assert result.converged, result.convergence_message
-    assert not runs[0]["converged"] and runs[-1]["converged"] and 1 <= result.settings["extensions"] <= 3
-    assert [(r["draws"], r["tune"]) for r in runs] == [(100 * 2 ** k, 100 * 2 ** k) for k in range(len(runs))]
+    assert runs[0]["checkpoints"][0] == 100 and not runs[-1]["checkpoints"] == [100]
+    assert runs[-1]["converged"] and not any(r["converged"] for r in runs[:-1])
+    for k, r in enumerate(runs):
+        base = 100 * 2 ** k
+        assert r["tune"] == base and r["checkpoints"] == [base, int(1.5 * base), 2 * base][:len(r["checkpoints"])]
+        assert r["draws"] == r["checkpoints"][-1]
+    assert result.settings["extensions"] == sum(len(r["checkpoints"]) - 1 for r in runs) + len(runs) - 1 >= 1
     assert runs[0]["seed"] == 3 and len({r["seed"] for r in runs}) == len(runs)
     assert (result.settings["draws"], result.settings["tune"]) == (runs[-1]["draws"], runs[-1]["tune"])
     last = f"{runs[-1]['draws']} draws after {runs[-1]['tune']} warm-up iterations per chain"
     assert "extended automatically" in result.convergence_message and last in result.convergence_message
     assert any("extended automatically" in s for s in result.narrative())
     record = JointStepResult(result, min_cell=11).to_artifact()
-    assert record.settings.extensions == len(runs) - 1 and record.settings.attempts[-1].draws == runs[-1]["draws"]
+    assert record.settings.extensions == result.settings["extensions"]
+    assert record.settings.attempts[-1].draws == runs[-1]["draws"]
+    assert list(record.settings.attempts[-1].checkpoints) == runs[-1]["checkpoints"]
     assert "extended" in record.notice() and record.alert() is None
     paragraph = " ".join(STEP.methods_text(record, SimpleNamespace(noun="site", min_cell=11, versions={})))
     assert "extended automatically" in paragraph and last in paragraph
+    again = fit_registry(registry, draws=runs[-1]["draws"], tune=runs[-1]["tune"], seed=runs[-1]["seed"],
+                         time_budget_minutes=0)
+    assert again.settings["extensions"] == 0
+    pd.testing.assert_frame_equal(again.summary, result.summary)
 
 
 def test_ext_002_budget_too_small_is_flagged_and_says_so(write_case):
@@ -349,7 +363,7 @@ def test_ext_002_budget_too_small_is_flagged_and_says_so(write_case):
     assert not result.converged and result.settings["extensions"] == 0
     message = result.convergence_message
     assert message.startswith("not converged: ")
-    assert "Not extended further: another doubling" in message and "time budget of 0.01 minutes" in message
+    assert "Not extended further: more sampling" in message and "time budget of 0.01 minutes" in message
     assert "joint_model.time_budget_minutes" in message
     record = JointStepResult(result, min_cell=11).to_artifact()
     assert record.notice() is None and "time budget" in record.alert()

@@ -178,7 +178,7 @@ def test_progress_007_imputation_and_sampler_hooks():
     slowest chain's at its rate in its current phase (the overall rate in a phase's first second)."""
     from hmlib.simulate.registries import small_registry
     from hmlib.stats.imputation import impute
-    from hmlib.stats.joint.fit import DrawProgress
+    from hmlib.stats.joint.sampling import DrawProgress
 
     events = []
     chain = SimpleNamespace
@@ -214,7 +214,7 @@ def test_progress_007b_nutpie_calls_the_hook_with_its_records():
     import nutpie
     import pymc as pm
 
-    from hmlib.stats.joint.fit import DrawProgress
+    from hmlib.stats.joint.sampling import DrawProgress
 
     with pm.Model() as model:
         pm.Normal("x", 0, 1, shape=2)

@@ -70,9 +70,13 @@ class PartialPoolingRow(Record):
 class SamplerRun(Record):
     """One run of the sampler (``settings.attempts`` of the artifact; more than one when extended automatically).
 
-    Sizes per chain, the run's seed, its sampling time and whether it passed the convergence gate.
+    Sizes per chain (``draws``: its last checkpoint), the draws per chain at
+    which the gate was checked (more than one when its chains were
+    continued, :mod:`hmlib.stats.joint.sampling`), the run's seed, its
+    sampling time and whether it passed the convergence gate.
     """
 
+    checkpoints: tuple[int, ...]
     converged: bool
     draws: int
     seconds: float
@@ -111,7 +115,8 @@ class JointSettings(Record):
     time_budget_minutes : float or None
         The budget of the automatic extension (None: not extended).
     extensions : int
-        Automatic extensions made (0: the first run is the one reported).
+        Automatic extensions made: continuations of a run's chains plus new
+        runs (0: the first run, as asked for, is the one reported).
     attempts : tuple of SamplerRun
         Every run, the reported one last (its sizes are ``draws`` and ``tune``).
     """
@@ -148,7 +153,7 @@ class JointModelArtifact(Artifact):
     """
 
     KEY: ClassVar[str] = "joint_model"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
 
     cluster: str
     converged: bool

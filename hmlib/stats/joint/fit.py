@@ -9,17 +9,13 @@ parameters, else a diagonal one. nutpie is imported when a model is fitted,
 so that importing hmlib stays quick.
 
 A fit that finishes by itself. With ``time_budget_minutes``, a run that
-misses the convergence gate is sampled again with twice the warm-up and
-twice the draws per chain (nutpie 0.16 cannot resume a finished sampler
-from its adapted state, so each extension is a new run of the compiled
-model, on seed ``SeedSequence([seed, k]).generate_state(1)[0]`` for
-extension ``k``), until the gate passes, :data:`MAX_EXTENSIONS` extensions
-were made, or the next one would not end within the budget (predicted as
-twice the last run's sampling time; an extension is never cut short). Only
-the last run is kept. Whether an extension starts depends on the clock, so
-the result records every run (sizes, seed, seconds, gate) and says what was
-done in its convergence message; the last run's sizes and seed given
-explicitly reproduce it.
+misses the convergence gate goes on sampling: its chains are continued to
+1.5 and 2 times their draws, checking the gate at each, and then, if still
+needed, a new run with twice the warm-up and draws is made, within the
+budget (:mod:`hmlib.stats.joint.sampling`). The result records every run
+(sizes, checkpoints, seed, seconds, gate) and says what was done in its
+convergence message; the reported run's sizes and seed given explicitly
+reproduce it.
 """
 
 from __future__ import annotations
@@ -30,20 +26,18 @@ import numpy as np
 import pandas as pd
 
 from hmlib.exceptions import FitError
-from hmlib.progress import report
 from hmlib.settings import run_sizes
+from hmlib.progress import report
 from hmlib.stats.joint.data import JointData, prepare_joint_data
 from hmlib.stats.joint.imputations import focus_by_cluster
 from hmlib.stats.joint.model import build_joint_model
 from hmlib.stats.joint.parameterisation import choose_parameterisation, choose_quadrature_nodes, ml_fits
 from hmlib.stats.joint.priors import check_priors
 from hmlib.stats.joint.result import JointModelResult
+from hmlib.stats.joint.sampling import extension_count, extension_hint, extension_text, sample_until_gate
 from hmlib.stats.joint.summaries import draw_diagnostics, gate_message, outcome_to_original_scale, summarise_draws
 
-__all__ = ["LOW_RANK_MAX_PARAMETERS", "MAX_EXTENSIONS", "fit_joint_model"]
-
-#: At most this many automatic extensions (the last run has 2**MAX_EXTENSIONS times the first one's sizes).
-MAX_EXTENSIONS = 3
+__all__ = ["LOW_RANK_MAX_PARAMETERS", "fit_joint_model"]
 
 #: Largest number of unconstrained parameters for which ``adaptation="auto"``
 #: picks nutpie's low-rank mass matrix.
@@ -168,15 +162,17 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     compiled, n_free, adaptation = _compile(model, adaptation)
     t_compiled = time.perf_counter()
     budget_s = 60.0 * float(time_budget_minutes) if time_budget_minutes else None
-    runs = _sample_within_budget(jd, compiled, draws=draws, tune=tune, chains=chains, cores=cores, seed=int(seed),
-                                 adaptation=adaptation, budget_s=budget_s, start_wall=start_wall)
+    runs = sample_until_gate(compiled, lambda post: _summary_table(jd, post), draws=draws, tune=tune,
+                             chains=chains, cores=cores, seed=int(seed), adaptation=adaptation, budget_s=budget_s,
+                             start_wall=start_wall)
     trace, post, divergences, (original, summary, correlation), attempts = runs
     t_sampled, cpu_sampled = time.perf_counter(), time.process_time()
     draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
-    hint = _extension_hint(attempts, fast=fast, budget_s=budget_s, elapsed_s=t_sampled - start_wall)
+    hint = extension_hint(attempts, fast=fast, budget_s=budget_s, elapsed_s=t_sampled - start_wall)
     converged, message = gate_message(summary, divergences, hint)
-    if converged and len(attempts) > 1:
-        message = f"{message[:-1]}; {_extension_text(attempts, budget_s)}"
+    extensions = extension_count(attempts)
+    if converged and extensions:
+        message = f"{message[:-1]}; {extension_text(attempts, budget_s)}"
 
     build_s = t_built - start_wall
     compile_s = t_compiled - t_built
@@ -206,7 +202,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         "priors": checked_priors, "sampler": f"nutpie NUTS, {adaptation} mass-matrix adaptation",
         "adaptation": adaptation, "n_parameters": n_free,
         "time_budget_minutes": float(time_budget_minutes) if time_budget_minutes else None,
-        "extensions": len(attempts) - 1, "attempts": attempts,
+        "extensions": extensions, "attempts": attempts,
     }
     return JointModelResult(
         data=jd, summary=summary, converged=converged, convergence_message=message, divergences=divergences,
@@ -244,112 +240,6 @@ def _compile(model, adaptation: str):
     if adaptation == "auto":
         adaptation = "low_rank" if n_free <= LOW_RANK_MAX_PARAMETERS else "diag"
     return compiled, n_free, adaptation
-
-
-def _sample_within_budget(jd: JointData, compiled, *, draws: int, tune: int, chains: int, cores: int | None,
-                          seed: int, adaptation: str, budget_s: float | None, start_wall: float):
-    """Sample; while the gate fails and the budget allows, sample again with doubled sizes (module docstring).
-
-    Returns ``(trace, posterior, divergences, (original-scale draws, summary, correlation), attempts)``
-    of the last run; ``attempts`` lists every run's ``draws, tune, seed, seconds, converged``.
-    """
-    import nutpie
-
-    attempts = []
-    while True:
-        k = len(attempts)
-        run_seed = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
-        started = time.perf_counter()
-        trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores or chains,
-                              seed=run_seed, progress_bar=False, adaptation=adaptation,
-                              progress_callback=DrawProgress(f"extended run {k}" if k else ""), progress_rate=500)
-        seconds = time.perf_counter() - started
-        post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
-        divergences = int(np.asarray(trace.sample_stats["diverging"].values).sum())
-        tables = _summary_table(jd, post)
-        converged, _ = gate_message(tables[1], divergences, "")
-        attempts.append({"draws": draws, "tune": tune, "seed": run_seed, "seconds": round(seconds, 2),
-                         "converged": converged})
-        predicted_end = time.perf_counter() - start_wall + 2.0 * seconds
-        if converged or budget_s is None or k >= MAX_EXTENSIONS or predicted_end > budget_s:
-            return trace, post, divergences, tables, attempts
-        draws, tune = 2 * draws, 2 * tune
-
-
-def _sizes(attempt: dict) -> str:
-    return f"{attempt['draws']} draws after {attempt['tune']} warm-up iterations per chain"
-
-
-def _extension_text(attempts: list, budget_s: float | None) -> str:
-    """What the automatic extension did, in words (empty without extension)."""
-    n = len(attempts) - 1
-    if n < 1:
-        return ""
-    budget = f" within the time budget of {budget_s / 60:g} minutes" if budget_s else ""
-    return (f"the first run ({_sizes(attempts[0])}) missed the convergence gate, so the sampling was extended "
-            f"automatically {n} time(s){budget}, each doubling warm-up and draws; the reported run has "
-            f"{_sizes(attempts[-1])} ({sum(a['seconds'] for a in attempts):.0f} s of sampling in all).")
-
-
-def _extension_hint(attempts: list, *, fast: bool, budget_s: float | None, elapsed_s: float) -> str:
-    """What a failed gate's message says to try, given what the extension did."""
-    last = attempts[-1]
-    draws, tune = last["draws"], last["tune"]
-    if fast and budget_s is None:
-        return "Fast mode uses small settings; run without fast=True."
-    if budget_s is None:
-        return (f"Run longer (draws={draws}, tune={tune} now; try draws={2 * draws}, tune={max(2 * tune, 1000)}) "
-                "or check the model.")
-    done = _extension_text(attempts, budget_s) or f"The run ({_sizes(last)}) missed the convergence gate."
-    if len(attempts) - 1 >= MAX_EXTENSIONS:
-        why = f"the limit of {MAX_EXTENSIONS} extensions was reached: check the model."
-    else:
-        why = (f"another doubling (about {2 * last['seconds']:.0f} s more, {elapsed_s:.0f} s used) would not end "
-               f"within the time budget of {budget_s / 60:g} minutes: raise joint_model.time_budget_minutes in "
-               "the params file, or check the model.")
-    return f"{done[0].upper()}{done[1:]} Not extended further: {why}"
-
-
-class DrawProgress:
-    """nutpie's progress callback: draws done over every chain, with the time left of the slowest chain.
-
-    Called from nutpie's thread every ``progress_rate`` milliseconds with its
-    ``ChainProgress`` records (``finished_draws``; ``total_draws``, warm-up
-    and sampling; ``tuning``; ``runtime_ms``, the chain's sampling time).
-    Reports to :mod:`hmlib.progress` as ``warm-up`` while a chain still tunes,
-    then ``sampling``. The chains run side by side, so the time left is the
-    largest of the chains' own: a chain's draws left at its rate in its
-    current phase (NUTS draws cost far more early in the warm-up than after
-    it, so a rate since the start overstates what is left once a chain
-    samples), or at its overall rate in the first second or 10 draws of a
-    phase. ``run`` names a run after the first (the automatic extension)
-    after the phase.
-    """
-
-    def __init__(self, run: str = ""):
-        self.run = run
-        self._phase_start: dict[int, tuple] = {}  # chain -> (tuning, draws, runtime ms) when its phase began
-
-    def __call__(self, chains) -> None:
-        done = total = 0
-        left = []
-        for index, chain in enumerate(chains):
-            finished, planned, ms = int(chain.finished_draws), int(chain.total_draws), float(chain.runtime_ms)
-            done, total = done + finished, total + planned
-            start = self._phase_start.get(index)
-            if start is None or start[0] != bool(chain.tuning):
-                start = self._phase_start[index] = (bool(chain.tuning), finished, ms)
-            if finished >= planned:
-                continue
-            drawn, spent = finished - start[1], ms - start[2]
-            if drawn < 10 or spent < 1000:
-                drawn, spent = finished, ms
-            left.append((planned - finished) * spent / drawn / 1000 if drawn > 0 and spent > 0 else None)
-        eta = max(left) if left and None not in left else None
-        phase = "warm-up" if any(c.tuning for c in chains) else "sampling"
-        if self.run:
-            phase = f"{phase}, {self.run}"
-        report("joint model", done, total, unit="draws", detail=phase, eta=eta)
 
 
 def _summary_table(jd: JointData, post: dict):

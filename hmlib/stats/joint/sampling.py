@@ -1,0 +1,302 @@
+"""Sampling the joint model until it passes the convergence gate, within a time budget.
+
+:func:`sample_until_gate` runs nutpie's NUTS in the background and checks
+the convergence gate (:func:`hmlib.stats.joint.summaries.gate_message`) as
+the chains go, so that a fit which misses the gate narrowly costs a few
+hundred more draws instead of a new run.
+
+Without a time budget there is one check: ``draws`` per chain after
+``tune`` warm-up iterations, the run as asked for. With one, a run is
+planned with :data:`CONTINUATIONS`\\ ``[-1]`` times its draws; the chains
+are paused at ``draws`` per chain and the gate is checked on exactly the
+first ``draws`` draws of every chain; if it fails the same chains go on to
+the next checkpoint (``1.5``, then ``2`` times ``draws``), and so on. A run
+whose last checkpoint still misses the gate (slow mixing that more draws of
+the same adaptation do not fix, or a warm-up that ended badly) is followed
+by a new run with twice the warm-up and twice the draws, on seed
+``SeedSequence([seed, k]).generate_state(1)[0]`` for run ``k``, checked the
+same way; at most :data:`MAX_RUNS` runs. Nothing starts that is predicted
+not to end within the budget: a continuation at the run's own rate of
+draws after warm-up, a new run at twice the time its predecessor took to
+its first checkpoint. Only the reported run's draws are kept.
+
+A continuation is sound because chains are truncated at a checkpoint fixed
+in advance: each chain's first ``n`` draws after warm-up do not depend on
+how many draws were planned or on when the sampler was paused (nutpie seeds
+every chain from the run's seed; ``tests/test_joint_model.py`` checks that a
+paused, continued run truncated at ``n`` equals a plain run of ``n``
+draws). So the reported fit is reproduced by its run's seed, warm-up and
+draws given explicitly. Stopping at the first checkpoint that passes is
+the usual practice of running a sampler longer until its diagnostics are
+acceptable (Vehtari et al. 2021, section 4); with at most three checks per
+run its effect on the estimates is far below their Monte Carlo error.
+
+Vehtari A, Gelman A, Simpson D, Carpenter B, Buerkner PC (2021).
+Rank-normalization, folding, and localization: an improved R-hat for
+assessing convergence of MCMC. Bayesian Analysis 16(2), 667-718.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from hmlib.progress import report
+from hmlib.stats.joint.summaries import gate_message
+
+__all__ = ["CONTINUATIONS", "MAX_RUNS", "DrawProgress", "extension_hint", "extension_text", "sample_until_gate"]
+
+#: The checkpoints of a run with a time budget, as multiples of its draws per chain.
+CONTINUATIONS = (1.0, 1.5, 2.0)
+#: At most this many runs (each with twice the warm-up and draws of the one before).
+MAX_RUNS = 3
+#: Seconds between looks at the chains' progress while waiting for a checkpoint.
+_POLL_S = 0.2
+
+
+def sample_until_gate(compiled, summarise: Callable, *, draws: int, tune: int, chains: int, cores: int | None,
+                      seed: int, adaptation: str, budget_s: float | None, start_wall: float):
+    """Sample with nutpie, continuing the chains or starting new runs until the gate passes (module docstring).
+
+    Parameters
+    ----------
+    compiled : nutpie compiled model
+    summarise : callable
+        ``posterior dict -> (original-scale draws, summary table, correlation)``;
+        the gate reads the summary table.
+    draws, tune, chains : int
+        The first run's sizes per chain.
+    cores : int or None
+        Cores for the chains (default ``chains``).
+    seed : int
+        The first run's seed.
+    adaptation : str
+        nutpie's mass-matrix adaptation.
+    budget_s : float or None
+        Wall seconds the whole fit may take from ``start_wall``
+        (``time.perf_counter()`` when the fit began); None: one check, no
+        extension.
+
+    Returns
+    -------
+    tuple
+        ``(trace, posterior, divergences, (original-scale draws, summary, correlation), attempts)``
+        of the reported run, truncated at its last checkpoint. ``attempts``
+        lists every run: ``draws`` (its last checkpoint), ``tune``, ``seed``,
+        ``seconds``, ``converged`` and ``checkpoints`` (draws per chain at
+        each check).
+    """
+    attempts = []
+    while True:
+        k = len(attempts)
+        run_seed = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+        base, run_tune = draws * 2 ** k, tune * 2 ** k
+        checkpoints = [base] if budget_s is None else [int(round(base * f)) for f in CONTINUATIONS]
+        out, record, first_s = _run(compiled, summarise, checkpoints, tune=run_tune, chains=chains,
+                                    cores=cores or chains, seed=run_seed, adaptation=adaptation,
+                                    budget_s=budget_s, start_wall=start_wall, label=f"new run {k + 1}" if k else "")
+        attempts.append(record)
+        predicted_end = time.perf_counter() - start_wall + 2.0 * first_s
+        if (record["converged"] or budget_s is None or k + 1 >= MAX_RUNS or predicted_end > budget_s
+                or record["checkpoints"][-1] < checkpoints[-1]):
+            return (*out, attempts)
+
+
+def _run(compiled, summarise, checkpoints, *, tune, chains, cores, seed, adaptation, budget_s, start_wall, label):
+    """One run: sample to each checkpoint in turn until the gate passes, the last one, or the budget."""
+    import nutpie
+
+    progress = DrawProgress(label, tune=tune)
+    started = time.perf_counter()
+    sampler = nutpie.sample(compiled, draws=checkpoints[-1], tune=tune, chains=chains, cores=cores, seed=seed,
+                            progress_bar=False, adaptation=adaptation, blocking=False,
+                            progress_callback=progress, progress_rate=500)
+    checked, first_s, complete = [], None, None
+    try:
+        for i, n in enumerate(checkpoints):
+            progress.target = n
+            if i:
+                progress.run = ", ".join(filter(None, [label, f"continued to {n} draws"]))
+            if n < checkpoints[-1] and complete is None:
+                progress.wait_for(tune + n, sampler)
+            if complete is not None or n == checkpoints[-1] or _finished(sampler):
+                # the last checkpoint, a sampler that finished early, or an error it stopped on (raised here)
+                trace = complete = complete if complete is not None else sampler.wait()
+                rate = 0.0
+            else:
+                sampler.pause()
+                rate = progress.seconds_per_draw(n)
+                trace = sampler.inspect()
+            post, divergences = _first_draws(trace, n)
+            tables = summarise(post)
+            converged, _ = gate_message(tables[1], divergences, "")
+            checked.append(n)
+            now = time.perf_counter()
+            first_s = first_s if first_s is not None else now - started
+            if converged or n == checkpoints[-1]:
+                break
+            if budget_s is not None and now - start_wall + rate * (checkpoints[i + 1] - n) > budget_s:
+                break
+            if complete is None:
+                sampler.resume()
+    finally:
+        if complete is None and not _finished(sampler):
+            sampler.cancel()
+    record = {"draws": checked[-1], "tune": tune, "seed": seed, "seconds": round(time.perf_counter() - started, 2),
+              "converged": bool(converged), "checkpoints": checked}
+    return (_truncated(trace, checked[-1]), post, divergences, tables), record, first_s
+
+
+def _finished(sampler) -> bool:
+    """Whether the background sampler has stopped (nutpie raises TimeoutError while its lock is busy: not yet)."""
+    try:
+        return bool(sampler.is_finished)
+    except TimeoutError:
+        return False
+
+
+def _first_draws(trace, n: int):
+    """The first ``n`` draws after warm-up of every chain (``{name: (chain, draw, ...)}``) and their divergences."""
+    post = {name: trace.posterior[name].values[:, :n] for name in trace.posterior.data_vars}
+    diverging = np.asarray(trace.sample_stats["diverging"].values)[:, :n]
+    for name, values in post.items():
+        if values.shape[1] < n or (values.dtype.kind == "f" and np.isnan(values).any()):
+            raise RuntimeError(f"nutpie returned fewer than {n} draws per chain of '{name}' at a checkpoint.")
+    return post, int(diverging.sum())
+
+
+def _truncated(trace, n: int):
+    """nutpie's DataTree with its posterior and sample statistics cut at ``n`` draws per chain."""
+    for group in ("posterior", "sample_stats"):
+        trace[group] = trace[group].to_dataset().isel(draw=slice(0, n))
+    return trace
+
+
+def _sizes(attempt: dict) -> str:
+    return f"{attempt['draws']} draws after {attempt['tune']} warm-up iterations per chain"
+
+
+def extension_count(attempts: list) -> int:
+    """Extensions made: continuations of a run's chains plus new runs."""
+    return sum(len(a.get("checkpoints", [a["draws"]])) - 1 for a in attempts) + len(attempts) - 1
+
+
+def extension_text(attempts: list, budget_s: float | None) -> str:
+    """What the automatic extension did, in words (empty without extension)."""
+    if extension_count(attempts) < 1:
+        return ""
+    first = attempts[0]
+    budget = f" within the time budget of {budget_s / 60:g} minutes" if budget_s else ""
+    steps = []
+    for k, attempt in enumerate(attempts):
+        checks = attempt.get("checkpoints", [attempt["draws"]])
+        where = "the first run" if k == 0 else f"a new run with {attempt['tune']} warm-up iterations"
+        if len(checks) > 1:
+            steps.append(f"{where} was continued to {', then '.join(str(c) for c in checks[1:])} draws per chain")
+        elif k:
+            steps.append(f"{where} and {attempt['draws']} draws per chain")
+    return (f"the first run ({first.get('checkpoints', [first['draws']])[0]} draws after {first['tune']} warm-up "
+            f"iterations per chain) missed the convergence gate, so the sampling was extended "
+            f"automatically{budget}: {'; '.join(steps)}, checking the gate each time; the reported run has "
+            f"{_sizes(attempts[-1])} ({sum(a['seconds'] for a in attempts):.0f} s of sampling in all).")
+
+
+def extension_hint(attempts: list, *, fast: bool, budget_s: float | None, elapsed_s: float) -> str:
+    """What a failed gate's message says to try, given what the extension did."""
+    last = attempts[-1]
+    draws, tune = last["draws"], last["tune"]
+    if fast and budget_s is None:
+        return "Fast mode uses small settings; run without fast=True."
+    if budget_s is None:
+        return (f"Run longer (draws={draws}, tune={tune} now; try draws={2 * draws}, tune={max(2 * tune, 1000)}) "
+                "or check the model.")
+    done = extension_text(attempts, budget_s) or f"The run ({_sizes(last)}) missed the convergence gate."
+    if len(attempts) >= MAX_RUNS and len(last.get("checkpoints", [draws])) == len(CONTINUATIONS):
+        why = (f"the limit of {MAX_RUNS} runs, each continued to {CONTINUATIONS[-1]:g} times its draws, was reached: "
+               "check the model.")
+    else:
+        why = (f"more sampling (about {2 * last['seconds']:.0f} s more, {elapsed_s:.0f} s used) would not end "
+               f"within the time budget of {budget_s / 60:g} minutes: raise joint_model.time_budget_minutes in "
+               "the params file, or check the model.")
+    return f"{done[0].upper()}{done[1:]} Not extended further: {why}"
+
+
+class DrawProgress:
+    """nutpie's progress callback: draws done over every chain, with the time left of the slowest chain.
+
+    Called from nutpie's thread every ``progress_rate`` milliseconds with its
+    ``ChainProgress`` records (``finished_draws``; ``total_draws``, warm-up
+    and sampling; ``tuning``; ``runtime_ms``, the chain's sampling time).
+    Reports to :mod:`hmlib.progress` as ``warm-up`` while a chain still tunes,
+    then ``sampling``, counting up to ``target`` draws after warm-up per
+    chain (the next checkpoint, with ``tune`` given; default every planned
+    draw). The chains run
+    side by side, so the time left is the largest of the chains' own: a
+    chain's draws left at its rate in its current phase (NUTS draws cost far
+    more early in the warm-up than after it, so a rate since the start
+    overstates what is left once a chain samples), or at its overall rate in
+    the first second or 10 draws of a phase. ``run`` names a run after the
+    first (the automatic extension) after the phase. It also records each
+    chain's finished draws and when the last chain left its warm-up, for
+    :meth:`wait_for` and :meth:`seconds_per_draw`.
+    """
+
+    def __init__(self, run: str = "", *, tune: int | None = None):
+        self.run = run
+        self.target: int | None = None
+        self.finished: list[int] = []
+        self._warmup_end: float | None = None
+        self._tune = tune
+        self._lock = threading.Lock()
+        self._phase_start: dict[int, tuple] = {}  # chain -> (tuning, draws, runtime ms) when its phase began
+
+    def __call__(self, chains) -> None:
+        done = total = 0
+        left = []
+        finished_all = []
+        for index, chain in enumerate(chains):
+            finished, planned, ms = int(chain.finished_draws), int(chain.total_draws), float(chain.runtime_ms)
+            finished_all.append(finished)
+            if self.target is not None and self._tune is not None:
+                planned = min(planned, self._tune + self.target)
+            finished = min(finished, planned)
+            done, total = done + finished, total + planned
+            start = self._phase_start.get(index)
+            if start is None or start[0] != bool(chain.tuning):
+                start = self._phase_start[index] = (bool(chain.tuning), finished, ms)
+            if finished >= planned:
+                continue
+            drawn, spent = finished - start[1], ms - start[2]
+            if drawn < 10 or spent < 1000:
+                drawn, spent = finished, ms
+            left.append((planned - finished) * spent / drawn / 1000 if drawn > 0 and spent > 0 else None)
+        tuning = any(c.tuning for c in chains)
+        with self._lock:
+            self.finished = finished_all
+            if not tuning and self._warmup_end is None and chains:
+                self._warmup_end = time.perf_counter()
+        eta = max(left) if left and None not in left else None
+        phase = "warm-up" if tuning else "sampling"
+        if self.run:
+            phase = f"{phase}, {self.run}"
+        report("joint model", done, total, unit="draws", detail=phase, eta=eta)
+
+    def wait_for(self, total_draws: int, sampler) -> None:
+        """Block until every chain has ``total_draws`` draws (warm-up included) or the sampler has finished."""
+        while not _finished(sampler):
+            with self._lock:
+                finished = list(self.finished)
+            if finished and min(finished) >= total_draws:
+                return
+            time.sleep(_POLL_S)
+
+    def seconds_per_draw(self, draws: int) -> float:
+        """Wall seconds per draw after warm-up (per chain; the chains run side by side), ``draws`` drawn so far."""
+        with self._lock:
+            end = self._warmup_end
+        if end is None or draws <= 0:
+            return float("inf")
+        return max(time.perf_counter() - end, 0.0) / draws
