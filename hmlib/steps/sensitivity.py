@@ -53,15 +53,14 @@ Scenarios are independent tasks (:mod:`hmlib.parallel`: a Dask cluster,
 them in this process), longest first; the bisections follow, on the same
 workers. What every scenario needs (the registry, the primary imputation)
 reaches each worker once. The primary imputation's chains and analyses run
-as tasks too. An exclusion or stratified scenario starts each chain from the
-primary imputation's completed data set (restricted to its patients) and the
-state that chain ended in, and runs ``warm_iterations`` iterations
-(:attr:`hmlib.settings.RunSizes.scenario_iterations`) instead of a cold
-start's ``iterations`` (``bench/sensitivity_warm_start.py``: no shift of the
-mean or the SE beyond Monte Carlo error; warm minus cold scatters as two
-independent imputation runs should, ``sqrt(2 B / m)``). Leave-out scenarios
-start cold: warm-started, they scattered 1.65 times as much on the
-trial-shaped registries (``SensitivitySettings.warm_families``). Each
+as tasks too. An exclusion, stratified or leave-out scenario starts each
+chain from the primary imputation's completed data set (restricted to its
+patients) and the state that chain ended in, and runs ``warm_iterations``
+iterations (:attr:`hmlib.settings.RunSizes.scenario_iterations`) instead of a
+cold start's ``iterations`` (``bench/sensitivity_warm_start.py``: no shift of
+the mean or the SE beyond Monte Carlo error; warm minus cold scatters as two
+independent imputation runs should, ``sqrt(2 B / m)``;
+``SensitivitySettings.warm_families`` chooses the families). Each
 scenario uses the same seed as the primary analysis (common random numbers:
 a scenario differs from the primary by its assumption, not by Monte Carlo
 noise), so the results do not depend on ``workers`` or on the order of completion. A scenario that
@@ -771,12 +770,11 @@ def methods_text(record, ev) -> list:
         text = (f"Scenarios of {' and '.join(warm)} re-impute starting each of their {st.m} chains from the "
                 f"primary imputation's completed data set and run {st.warm_iterations} chained-equations "
                 f"iterations (a cold start runs {st.iterations}); in simulations (bench/sensitivity_warm_start.py: "
-                "30 registries shaped like the demo, and for exclusion 30 shaped like a multinational trial) this "
-                "shifted no estimate of these families beyond Monte Carlo error and scattered them no more than "
-                "a rerun with another seed.")
+                "registries shaped like the demo and like a multinational trial) this shifted no estimate beyond "
+                "Monte Carlo error and scattered them no more than an independent rerun with another seed.")
         if cold:
             text += (f" Scenarios of {' and '.join(cold)} start cold ({st.iterations} iterations from random "
-                     "draws): warm-started, they scattered more than Monte Carlo error in those simulations.")
+                     "draws), as set for this run.")
         paras.append(text)
     priors = [sc for sc in record.scenarios if sc.family == "prior" and sc.status == "ok"]
     if priors:

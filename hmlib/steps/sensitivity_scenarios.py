@@ -121,9 +121,11 @@ FAMILIES = ("exclusion", "stratified", "prior", "indicator", "delta-global", "de
 DELTA_MODES = {"delta-global": "global", "delta-cluster": "cluster"}
 #: The families whose scenarios re-impute the registry (and may warm-start from the primary imputation).
 REIMPUTING_FAMILIES = ("exclusion", "stratified", "leave-out")
-#: Those that warm-start by default: ``bench/sensitivity_warm_start.py`` shows no change beyond Monte Carlo
-#: error for them, and more scatter than a rerun with another seed for leave-out (trial shape, SD ratio 1.65).
-WARM_FAMILIES = ("exclusion", "stratified")
+#: Those that warm-start by default: all of them. ``bench/sensitivity_warm_start.py`` shows no change beyond
+#: Monte Carlo error, measured against cold starts long enough to be independent reruns (for the trial shape's
+#: leave-out, 30 iterations: two 10-iteration cold runs scatter less than independent reruns there, which once
+#: made warm leave-outs look worse than they are; ``bench/results/sensitivity_warm_start_leave_out_it30.json``).
+WARM_FAMILIES = REIMPUTING_FAMILIES
 
 
 # --------------------------------------------------------------------------
@@ -184,11 +186,9 @@ class SensitivitySettings:
         changes, measured by simulation: ``bench/sensitivity_warm_start.py``).
     warm_families : tuple of str
         The re-imputing families that warm-start when ``warm_iterations`` is
-        set (default exclusion and stratified, the two for which the
-        simulation shows no change beyond Monte Carlo error). Leave-out
-        scenarios start cold by default: warm-started, their estimates
-        scattered 1.65 times as much as a rerun with another seed on the
-        trial-shaped registries.
+        set (default all three: the simulation shows no change beyond Monte
+        Carlo error for each, :data:`WARM_FAMILIES`). A family left out of
+        it starts cold, with ``iterations``.
     joint_fast : bool
         Where a prior scenario refits the joint model (no step-4 draws, or
         unreliable weights), refit with its fast settings (2 chains of 500 draws
