@@ -370,6 +370,23 @@ class _Checker:
                     f"'{col}' (e.g. cluster {_plain(crossing.index[0])}). Each cluster must sit in one "
                     "higher-level unit; check 'cluster' and 'higher_levels'."
                 )
+        self._check_higher_nesting()
+
+    def _check_higher_nesting(self) -> None:
+        """Two higher levels must be nested, one in the other (region in country), and group differently."""
+        frame, higher = self.frame, list(self.params.higher_levels)
+        for i, a in enumerate(higher):
+            for b in higher[i + 1:]:
+                pairs = frame[[a, b]].dropna().drop_duplicates()
+                a_in_b = not pairs[a].duplicated().any()
+                b_in_a = not pairs[b].duplicated().any()
+                if a_in_b and b_in_a:
+                    raise DataError(f"higher levels '{a}' and '{b}' group the clusters identically; keep one of "
+                                    "them in 'higher_levels'.")
+                if not (a_in_b or b_in_a):
+                    raise DataError(f"higher levels '{a}' and '{b}' are not nested in each other (units of each "
+                                    f"span several units of the other); list only levels nested in one another "
+                                    "(e.g. region within country) in 'higher_levels'.")
 
     def collinearity(self) -> None:
         """Predictors that are linearly dependent cannot be estimated.

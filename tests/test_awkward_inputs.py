@@ -177,6 +177,15 @@ def _nested_country() -> pd.DataFrame:
     return frame
 
 
+def _two_higher(crossed: bool = False, same: bool = False) -> pd.DataFrame:
+    """Sites in regions in countries; ``crossed``: regions span both countries; ``same``: region = country."""
+    frame = _nested_country()
+    number = frame["site"].str[1:].astype(int)
+    frame["region"] = np.where(number % 3 == 0, "R1", "R2") if crossed else (
+        frame["country"] + "-all" if same else frame["country"] + np.where(number % 2 == 0, "-a", "-b"))
+    return frame
+
+
 def _singleton() -> pd.DataFrame:
     frame = _frame()
     return pd.concat([frame, frame.iloc[[0]].assign(site="LONE")], ignore_index=True)
@@ -479,6 +488,15 @@ CASES = [
          "ok", check=_clusters(12)),
     Case("AWK-CLUSTER-013", "site ids empty everywhere", frame_case(lambda: _frame().assign(site="")), "error",
          r"the cluster column 'site' is empty in every row"),
+    Case("AWK-CLUSTER-014", "two higher levels crossed", frame_case(lambda: _two_higher(crossed=True),
+                                                                      higher_levels=["region", "country"]),
+         "error", r"higher levels 'region' and 'country' are not nested in each other"),
+    Case("AWK-CLUSTER-015", "two higher levels group identically", frame_case(lambda: _two_higher(same=True),
+                                                                              higher_levels=["country", "region"]),
+         "error", r"higher levels 'country' and 'region' group the clusters identically; keep one"),
+    Case("AWK-CLUSTER-016", "sites in regions in countries", frame_case(_two_higher,
+                                                                        higher_levels=["region", "country"]),
+         "ok", check=_clusters(12)),
     Case("AWK-VALUE-044", "one predictor is another in other units (collinear)",
          frame_case(lambda: _frame().assign(lab_mg=lambda f: f["lab"] * 18.0), predictors=["age", "lab", "lab_mg"]),
          "error", r"the predictors are collinear, so the analysis model cannot be estimated: .*'lab', 'lab_mg' are "

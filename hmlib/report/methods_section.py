@@ -17,6 +17,14 @@ __all__ = ["methods_paragraphs"]
 def _analysis_model(ev: ReportEvidence) -> str:
     p = ev.params
     fam = {"binomial": "logistic", "gaussian": "linear"}.get(p.outcome_family, p.outcome_family)
+    if p.higher_levels:
+        higher = " and ".join(p.higher_levels)
+        return (f"Analysis model: a {fam} mixed model of {p.outcome} on {', '.join(p.predictors)}, with nested random "
+                f"intercepts per {ev.noun} ({p.cluster}) and per {higher}: each {ev.noun} varies around the unit it "
+                "belongs to, each unit around the one above it, the top one around the overall mean, and the report "
+                "gives one SD per level. Fitted by maximum likelihood (hmlib.stats.mixed: Laplace for logistic, "
+                "profiled likelihood for linear models; adaptive quadrature does not extend to nested random "
+                "effects).")
     return (f"Analysis model: a random-intercept {fam} model of {p.outcome} on {', '.join(p.predictors)}, with a "
             f"random intercept per {ev.noun} ({p.cluster}), fitted by maximum likelihood (hmlib.stats.mixed: Laplace "
             "or adaptive Gauss-Hermite for logistic, profiled likelihood for linear models).")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from hmlib.exceptions import FitError
 from hmlib.stats.mixed import fit_random_intercept
+from hmlib.stats.mixed.nested_intercepts import fit_nested_intercepts
 from hmlib.stats.mixed.prepare import check_rank
 
 __all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model", "check_full_rank", "ordinal_ranks"]
@@ -89,23 +90,37 @@ def design_matrix(frame: pd.DataFrame, predictors, levels: dict | None = None, *
 
 
 def fit_design(frame: pd.DataFrame, design: DesignMatrix, *, outcome: str, cluster: str,
-               family: str, nagq: int = 1):
+               family: str, nagq: int = 1, higher_levels=()):
     """Fit ``outcome ~ design + (1 | cluster)`` on the design's rows.
+
+    With ``higher_levels`` (columns, in any order: they are nested outermost
+    first by their number of units) the clusters sit in units of those
+    levels, each with its random intercept:
+    ``(1 | country) + (1 | country:hospital)``
+    (:func:`hmlib.stats.mixed.nested_intercepts.fit_nested_intercepts`,
+    Laplace for binomial).
 
     Returns
     -------
     hmlib.stats.mixed.RandomInterceptFit
+        A :class:`~hmlib.stats.mixed.nested_intercepts.NestedInterceptFit` with higher levels.
     """
     if design.X.shape[0] == 0:
         raise FitError(f"no row has {outcome}, {', '.join(design.term_names)} and {cluster} all recorded.")
     y = frame[outcome].to_numpy(dtype=float)[design.rows]
     groups = frame[cluster].to_numpy()[design.rows]
+    if higher_levels:
+        # outermost first: a level nested in another has at least as many units (hmlib.data checks the nesting)
+        ordered = sorted(higher_levels, key=lambda name: frame.loc[design.rows, name].nunique())
+        higher = {name: frame[name].to_numpy()[design.rows] for name in ordered}
+        return fit_nested_intercepts(y, design.X, groups, higher, family=family, term_names=design.term_names,
+                                     cluster_name=cluster, nagq=nagq)
     return fit_random_intercept(y, design.X, groups, family=family, nagq=nagq,
                                 term_names=design.term_names, cluster_name=cluster)
 
 
 def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str,
-                       family: str, levels: dict | None = None, nagq: int = 1):
+                       family: str, levels: dict | None = None, nagq: int = 1, higher_levels=()):
     """Fit ``outcome ~ predictors + (1 | cluster)`` on the rows with no missing value.
 
     Parameters
@@ -117,7 +132,10 @@ def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster
     levels : dict, optional
         Categorical levels (see :func:`design_matrix`).
     nagq : int
-        1 for Laplace; more for adaptive Gauss-Hermite (binomial only).
+        1 for Laplace; more for adaptive Gauss-Hermite (binomial, one level only).
+    higher_levels : sequence of str
+        Columns of the levels above the cluster: nested random intercepts
+        (see :func:`fit_design`).
 
     Returns
     -------
@@ -128,9 +146,12 @@ def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster
     FitError
         No complete rows, or the model cannot be fitted.
     """
-    design = design_matrix(frame, predictors, levels,
-                           extra_rows_mask=frame[outcome].notna() & frame[cluster].notna())
-    return fit_design(frame, design, outcome=outcome, cluster=cluster, family=family, nagq=nagq)
+    rows = frame[outcome].notna() & frame[cluster].notna()
+    for name in higher_levels:
+        rows &= frame[name].notna()
+    design = design_matrix(frame, predictors, levels, extra_rows_mask=rows)
+    return fit_design(frame, design, outcome=outcome, cluster=cluster, family=family, nagq=nagq,
+                      higher_levels=tuple(higher_levels))
 
 
 def check_full_rank(design: DesignMatrix) -> None:

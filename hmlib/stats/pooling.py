@@ -243,7 +243,8 @@ class PooledResult:
     method : str
         Method label used in ``estimates.csv`` (e.g. ``"multilevel_mi"``).
     terms : tuple of str
-        Fixed-effect terms, then ``sd(<cluster>)``.
+        Fixed-effect terms, then ``sd(<level>)`` for each level above the
+        cluster (outermost first) and ``sd(<cluster>)``.
     estimate, std_error, ci_lower, ci_upper : numpy.ndarray
         Pooled values per term (the SD row transformed back from the log
         scale; see the module docstring).
@@ -295,10 +296,14 @@ class PooledResult:
 
         Gaussian: ``sd_u^2 / (sd_u^2 + sd_e^2)`` with the pooled cluster and
         residual SDs; binomial: on the latent logistic scale, ``sd_u^2 /
-        (sd_u^2 + pi^2 / 3)``. NaN when the residual SD is not available.
+        (sd_u^2 + pi^2 / 3)``. With levels above the cluster ``sd_u^2`` is
+        the sum of every level's variance (two patients of one cluster share
+        its higher units' effects too). NaN when the residual SD is not
+        available.
         """
         residual = None if self.residual_sd is None else self.residual_sd["estimate"]
-        return intraclass_correlation(float(self.estimate[-1]), self.family, residual)
+        between = float(np.sqrt(sum(float(e) ** 2 for t, e in zip(self.terms, self.estimate) if t.startswith("sd("))))
+        return intraclass_correlation(between, self.family, residual)
 
     def to_frame(self) -> pd.DataFrame:
         """Rows of the estimates contract (``hmlib.results.ESTIMATE_COLUMNS``)."""
@@ -350,8 +355,9 @@ class PooledResult:
 
 
 def _n_model_params(fit) -> int:
-    """lme4's npar: fixed effects + cluster variance (+ residual variance, gaussian)."""
-    return len(fit.coef) + 1 + (1 if getattr(fit, "family", "binomial") == "gaussian" else 0)
+    """lme4's npar: fixed effects + one variance per level (+ residual variance, gaussian)."""
+    levels = 1 + len(getattr(fit, "higher", ()))
+    return len(fit.coef) + levels + (1 if getattr(fit, "family", "binomial") == "gaussian" else 0)
 
 
 def intraclass_correlation(cluster_sd: float, family: str, residual_sd: float | None = None) -> float:
@@ -390,6 +396,33 @@ def residual_log_sd_se(n_obs: int, n_clusters: int, n_coef: int) -> float:
     return float(1.0 / np.sqrt(2.0 * max(n_obs - n_clusters - (n_coef - 1), 1)))
 
 
+def _level_sds(fits, cluster_name: str) -> list:
+    """``[(level name, SDs over the fits, log-SD SEs over the fits)]``: higher levels outermost first, the cluster
+    last."""
+    out = []
+    for k, higher in enumerate(getattr(fits[0], "higher", ())):
+        out.append((higher.name, np.array([f.higher[k].sd for f in fits], dtype=float),
+                    np.array([f.higher[k].log_sd_std_error for f in fits], dtype=float)))
+    out.append((cluster_name, np.array([f.cluster_sd for f in fits], dtype=float),
+                np.array([f.log_cluster_sd_std_error for f in fits], dtype=float)))
+    return out
+
+
+def _pooled_sd_row(what: str, sds, log_se, fixed: dict, dfcom: float, level: float, notes: list) -> dict:
+    """One level's SD pooled on the log scale, or the mean of the estimates (with a note) when it cannot be."""
+    row = _pool_log_sd(sds, log_se, dfcom, level)
+    if row is not None:
+        return row
+    n0 = int(np.sum(~(sds > 0) | ~np.isfinite(log_se)))
+    notes.append(f"The {what} was estimated at 0 (or without a standard error) in {n0} of "
+                 f"{len(sds)} imputed data sets, so it cannot be pooled on the log scale; the "
+                 "reported SD is the mean of the m estimates, without interval.")
+    nan = float("nan")
+    row = {k: nan for k in fixed}
+    row.update(estimate=float(np.mean(sds)), df_complete=dfcom)
+    return row
+
+
 def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: float = 0.95) -> PooledResult:
     """Pool m random-intercept fits (one per imputed data set) by Rubin's rules.
 
@@ -425,23 +458,14 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
             raise ValueError(f"the fits have different terms ({terms} vs {tuple(f.term_names)}); "
                              "fit the same model to every imputed data set.")
     cluster_name = getattr(fits[0], "cluster_name", "cluster")
-    sd_term = f"sd({cluster_name})"
     Q = np.array([f.coef for f in fits], dtype=float)
     U = np.array([np.asarray(f.std_error, dtype=float) ** 2 for f in fits])
     dfcom = float(fits[0].n_obs - _n_model_params(fits[0]))
     fixed = rubin_arrays(Q, U, max(dfcom, 1.0), level)
     notes: list[str] = []
-    sds = np.array([f.cluster_sd for f in fits], dtype=float)
-    log_se = np.array([f.log_cluster_sd_std_error for f in fits], dtype=float)
-    sd_row = _pool_log_sd(sds, log_se, dfcom, level)
-    if sd_row is None:
-        n0 = int(np.sum(~(sds > 0) | ~np.isfinite(log_se)))
-        notes.append(f"The cluster SD was estimated at 0 (or without a standard error) in {n0} of "
-                     f"{len(fits)} imputed data sets, so it cannot be pooled on the log scale; the "
-                     "reported SD is the mean of the m estimates, without interval.")
-        nan = float("nan")
-        sd_row = {k: nan for k in fixed}
-        sd_row.update(estimate=float(np.mean(sds)), df_complete=dfcom)
+    levels = _level_sds(fits, cluster_name)
+    sd_rows = [_pooled_sd_row("cluster SD" if name == cluster_name else f"SD of {name}", sds, log_se, fixed, dfcom,
+                              level, notes) for name, sds, log_se in levels]
     separated = sorted({t for f in fits for t in getattr(f, "separated", ())})
     if separated:
         notes.append(f"Separation (a category or combination of predictors that always or never has the outcome) "
@@ -459,18 +483,19 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
         if residual is None:
             notes.append("The residual SD was 0 in some imputed data set; it and the ICC are not pooled.")
         extra_terms, extra_est, extra_se = ("sd(residual)",), res_sds[:, None], res_log_se[:, None]
+    sd_terms = tuple(f"sd({name})" for name, _, _ in levels)
     per = pd.DataFrame({
-        "imputation": np.repeat(np.arange(1, len(fits) + 1), len(terms) + 1 + len(extra_terms)),
-        "term": [t for _ in fits for t in (*terms, sd_term, *extra_terms)],
-        "estimate": np.column_stack([Q, sds, extra_est]).ravel(),
-        "std_error": np.column_stack([np.sqrt(U), log_se, extra_se]).ravel(),
+        "imputation": np.repeat(np.arange(1, len(fits) + 1), len(terms) + len(sd_terms) + len(extra_terms)),
+        "term": [t for _ in fits for t in (*terms, *sd_terms, *extra_terms)],
+        "estimate": np.column_stack([Q, *(sds for _, sds, _ in levels), extra_est]).ravel(),
+        "std_error": np.column_stack([np.sqrt(U), *(se for _, _, se in levels), extra_se]).ravel(),
     })
 
     def cat(key):
-        return np.r_[fixed[key], sd_row[key]]
+        return np.r_[fixed[key], [row[key] for row in sd_rows]]
 
     return PooledResult(
-        method=method, terms=(*terms, sd_term), estimate=cat("estimate"), std_error=cat("std_error"),
+        method=method, terms=(*terms, *sd_terms), estimate=cat("estimate"), std_error=cat("std_error"),
         ci_lower=cat("ci_lower"), ci_upper=cat("ci_upper"), within=cat("within"), between=cat("between"),
         total=cat("total"), riv=cat("riv"), lambda_=cat("lambda"), fmi=cat("fmi"), df=cat("df"),
         df_complete=cat("df_complete"), m=len(fits), n_patients=int(n_patients),
@@ -489,7 +514,7 @@ def _fit_completed_task(frame: pd.DataFrame, shared: dict):
 def analyse_imputations(result, *, outcome: str, predictors, cluster: str, family: str,
                         levels: dict | None = None, nagq: int = 1, method: str | None = None,
                         delete_imputed_outcomes: bool = True, level: float = 0.95,
-                        map_tasks=None) -> PooledResult:
+                        map_tasks=None, higher_levels=()) -> PooledResult:
     """Fit the analysis model to each imputed data set and pool the fits.
 
     The analysis model is ``outcome ~ predictors + (1 | cluster)``
@@ -519,6 +544,11 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
         ``map_tasks(fn, tasks, shared)`` returning ``[fn(task, shared) for
         task in tasks]`` in order (e.g. :meth:`hmlib.parallel.TaskPool.map`):
         fits the m analyses as tasks. Default: one after the other, here.
+    higher_levels : sequence of str
+        Columns of the levels above the cluster, outermost first: the
+        analysis model has nested random intercepts
+        (:func:`hmlib.stats.design.fit_analysis_model`), each level's SD
+        pooled on the log scale.
 
     Returns
     -------
@@ -527,7 +557,8 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
     mask = result.imputed_mask
     delete = delete_imputed_outcomes and outcome in mask.columns and bool(mask[outcome].any())
     shared = {"keep_rows": ~mask[outcome].to_numpy() if delete else None, "outcome": outcome,
-              "predictors": list(predictors), "cluster": cluster, "family": family, "levels": levels, "nagq": nagq}
+              "predictors": list(predictors), "cluster": cluster, "family": family, "levels": levels, "nagq": nagq,
+              "higher_levels": tuple(higher_levels)}
     if map_tasks is None:
         fits = [_fit_completed_task(frame, shared) for frame in result.completed]
     else:

@@ -372,7 +372,7 @@ def _run_method(registry, spec: MethodSpec, *, m: int, iterations: int, max_fall
     try:
         run.pooled = analyse_imputations(imputation, outcome=p.outcome, predictors=list(p.predictors),
                                          cluster=p.cluster, family=p.outcome_family, levels=registry.levels,
-                                         method=spec.label, map_tasks=map_tasks)
+                                         method=spec.label, map_tasks=map_tasks, higher_levels=p.higher_levels)
     except _ERRORS as exc:
         run.status, run.reason = "failed", f"the analysis model could not be fitted to the imputed data: {exc}"
     run.seconds_analyse = time.perf_counter() - started
@@ -397,7 +397,8 @@ def _complete_case_rows(registry, estimates_path) -> tuple[pd.DataFrame, str, li
     p = registry.params
     try:
         fit = fit_analysis_model(registry.frame, outcome=p.outcome, predictors=list(p.predictors),
-                                 cluster=p.cluster, family=p.outcome_family, levels=registry.levels)
+                                 cluster=p.cluster, family=p.outcome_family, levels=registry.levels,
+                                 higher_levels=p.higher_levels)
     except _ERRORS as exc:
         return (pd.DataFrame(columns=list(ESTIMATE_COLUMNS)), "unavailable",
                 [f"The complete-case model could not be fitted for comparison: {exc}"])

@@ -473,7 +473,7 @@ def analyse(ctx: ScenarioContext, imputation, map_tasks=None) -> tuple[pd.DataFr
     p = ctx.registry.params
     pooled = analyse_imputations(imputation, outcome=p.outcome, predictors=list(p.predictors), cluster=p.cluster,
                                  family=p.outcome_family, levels=ctx.registry.levels, level=ctx.settings.level,
-                                 map_tasks=map_tasks)
+                                 map_tasks=map_tasks, higher_levels=p.higher_levels)
     return _contract_rows(pooled.to_frame()), list(pooled.notes)
 
 
@@ -649,7 +649,8 @@ def _run_indicator(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
         notes.append("The partially pooled indicator effects do not vary between clusters "
                      f"(between-cluster SD {table.attrs['tau']:.2g}); the model equals the common one.")
     design = design_matrix(work, predictors, reg.levels, extra_rows_mask=work[p.outcome].notna())
-    fit = fit_design(work, design, outcome=p.outcome, cluster=p.cluster, family=p.outcome_family)
+    fit = fit_design(work, design, outcome=p.outcome, cluster=p.cluster, family=p.outcome_family,
+                     higher_levels=p.higher_levels)
     details = {"indicator_sd_between_clusters": float(table.attrs["tau"]),
                "heterogeneity_p": float(table.attrs["q_p"]),
                "n_clusters_estimable": int(table.attrs["n_estimable"])}
