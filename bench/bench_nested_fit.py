@@ -37,7 +37,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hmlib.simulate.scale import trial_registry  # noqa: E402
+from hmlib.simulate.scale import trial_registry, with_reference_columns  # noqa: E402
 from hmlib.stats.design import fit_analysis_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_nested_fit.json"
@@ -69,15 +69,7 @@ for (name in names(models)) {
 
 def registry() -> pd.DataFrame:
     """20,000 patients in 500 hospitals in 40 countries, with scaled age/sbp and a gaussian score."""
-    frame = trial_registry(15, n_patients=20000, n_hospitals=500, n_countries=40)
-    rng = np.random.default_rng(15)
-    country = frame["country"].astype("category").cat.codes.to_numpy()
-    hospital = frame["hospital"].astype("category").cat.codes.to_numpy()
-    frame["age_c"] = (frame["age"] - 70.0) / 10.0
-    frame["sbp_c"] = (frame["sbp"] - 160.0) / 25.0
-    effects = rng.normal(0, 4, country.max() + 1)[country] + rng.normal(0, 3, hospital.max() + 1)[hospital]
-    frame["score"] = 50 + 2 * frame["age_c"] + 3 * (frame["sex"] == "M") + effects + rng.normal(0, 10, len(frame))
-    return frame
+    return with_reference_columns(trial_registry(15, n_patients=20000, n_hospitals=500, n_countries=40), 15)
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, object]:

@@ -6,6 +6,7 @@ hmlib; ``python tests/test_nested_analysis.py --write-data`` writes it).
 
 Test IDs
 --------
+NEST-AN-000  nested_trial.csv is what the simulator gives (the R reference fits that file)
 NEST-AN-001  fit_analysis_model with higher_levels equals lme4's glmer/lmer with (1 | country) +
              (1 | country:hospital): coefficients to 1e-3, SEs and each level's SD to 1%
 NEST-AN-002  the two-level model of the same data equals lme4 too, and attributes the country variation to the
@@ -39,25 +40,12 @@ CATEGORICAL = ["sex", "conscious", "stroke_type", "aspirin"]
 
 
 def nested_trial() -> pd.DataFrame:
-    """The reference data: a trial-shaped registry, 6,000 patients in 100 hospitals in 10 countries.
+    """The reference data: a trial-shaped registry, 6,000 patients in 100 hospitals in 10 countries, with scaled
+    age and systolic pressure and a gaussian score (:func:`hmlib.simulate.scale.with_reference_columns`)."""
+    from hmlib.simulate.scale import trial_registry, with_reference_columns
 
-    Added for the reference fits: age and systolic pressure centred and scaled (``age_c = (age - 70) / 10``,
-    ``sbp_c = (sbp - 160) / 25``; unscaled, lme4's finite-difference Hessian of the binomial model is
-    degenerate and it falls back to standard errors that ignore the variance parameters), and a gaussian
-    ``score`` with country (SD 4) and hospital (SD 3) effects, ``50 + 2 age_c + 3 [M] + effects + N(0, 10^2)``.
-    """
-    from hmlib.simulate.scale import trial_registry
-
-    frame = trial_registry(5, n_patients=6000, n_hospitals=100, n_countries=10)
-    rng = np.random.default_rng(55)
-    country = frame["country"].astype("category").cat.codes.to_numpy()
-    hospital = frame["hospital"].astype("category").cat.codes.to_numpy()
-    frame["age_c"] = (frame["age"] - 70.0) / 10.0
-    frame["sbp_c"] = (frame["sbp"] - 160.0) / 25.0
-    effects = rng.normal(0, 4, country.max() + 1)[country] + rng.normal(0, 3, hospital.max() + 1)[hospital]
-    frame["score"] = (50 + 2 * frame["age_c"] + 3 * (frame["sex"] == "M") + effects
-                      + rng.normal(0, 10, len(frame))).round(3)
-    return frame
+    return with_reference_columns(trial_registry(5, n_patients=6000, n_hospitals=100, n_countries=10), 55,
+                                  decimals=3)
 
 
 def _reference(name: str) -> dict:
@@ -86,6 +74,19 @@ def _check_fixed(fit, ref):
         assert table.loc[term, "estimate"] == pytest.approx(expected["estimate"], abs=1e-3), term
         assert table.loc[term, "std_error"] == pytest.approx(expected["std_error"], rel=1e-2), term
     assert fit.n_obs == ref["n_used"]
+
+
+def test_nest_an_000_reference_data_is_the_simulators(data):
+    """NEST-AN-000: nested_trial.csv equals nested_trial() (to 1e-12 for numbers), so the R reference fits the
+    data the simulator gives (regenerate: python tests/test_nested_analysis.py --write-data)."""
+    again = nested_trial()
+    assert list(data.columns) == list(again.columns)
+    for col in again.columns:
+        if pd.api.types.is_numeric_dtype(again[col]):
+            np.testing.assert_allclose(data[col].to_numpy(float), again[col].to_numpy(float), rtol=1e-12,
+                                       equal_nan=True)
+        else:
+            assert data[col].astype(str).tolist() == again[col].astype(str).tolist(), col
 
 
 @pytest.mark.parametrize("case", ["nested_binomial", "nested_gaussian"])

@@ -335,7 +335,8 @@ def test_SIM_032_trial_registry_truth():
     """SIM-032: trial_registry (19,435 patients, 466 hospitals in 36 countries): its shape (every
     hospital in one country, at least 3 patients each), atrial fibrillation never recorded in the 25
     pilot hospitals and missing in about 8% overall, the outcome in about 1%, and the complete-case fit
-    of the analysis model near trial_registry_truth (the hospital SD holds country and hospital effects)."""
+    of the analysis model with its country level (TRIAL_PARAMS' higher_levels) near trial_registry_truth; the
+    two-level model's hospital SD holds country and hospital effects together."""
     truth = trial_registry_truth()
     frame = trial_registry()
     sizes = frame.groupby("hospital").size()
@@ -348,13 +349,17 @@ def test_SIM_032_trial_registry_truth():
     assert frame["dead_or_dependent"].isna().mean() == pytest.approx(0.012, abs=0.006)
     predictors = ["age", "sex", "sbp", "conscious", "stroke_type", "aspirin", "atrial_fib"]
     fit = fit_analysis_model(frame.dropna(), outcome="dead_or_dependent", predictors=predictors,
-                             cluster="hospital", family="binomial")
+                             cluster="hospital", family="binomial", higher_levels=("country",))
     coef = dict(zip(fit.term_names, fit.coef))
     se = dict(zip(fit.term_names, fit.std_error))
     for term in ("age", "sex[M]", "sbp", "conscious[drowsy]", "conscious[unconscious]", "stroke_type[TACS]",
                  "stroke_type[PACS]", "atrial_fib"):
         assert abs(coef[term] - truth["terms"][term]) < 4 * se[term], term
     assert fit.cluster_sd == pytest.approx(truth["terms"]["sd(hospital)"], abs=0.15)
+    assert fit.higher[0].sd == pytest.approx(truth["terms"]["sd(country)"], abs=0.15)
+    two_level = fit_analysis_model(frame.dropna(), outcome="dead_or_dependent", predictors=predictors,
+                                   cluster="hospital", family="binomial")
+    assert two_level.cluster_sd == pytest.approx(truth["two_level_sd_hospital"], abs=0.15)
 
 
 def test_SIM_033_scale_registry_truth():

@@ -51,6 +51,7 @@ __all__ = [
     "TRIAL_PARAMS",
     "trial_registry",
     "trial_registry_truth",
+    "with_reference_columns",
     "SCALE_MODEL",
     "SCALE_PARAMS",
     "scale_registry",
@@ -232,24 +233,50 @@ def trial_registry_truth() -> dict:
     Returns
     -------
     dict
-        ``terms`` of the analysis model ``dead_or_dependent ~ age + sex + sbp
-        + conscious + stroke_type + aspirin + atrial_fib + (1 | hospital)``
-        (reference levels F, alert, LACS, N). ``sd(hospital)`` is the SD of a
-        hospital's whole intercept, ``sqrt(0.3^2 + 0.25^2)``: the analysis
-        model has no country level, so country and hospital effects add up
-        in it.
+        ``terms`` of the report's analysis model for :data:`TRIAL_PARAMS`
+        (``higher_levels: [country]``): ``dead_or_dependent ~ age + sex + sbp
+        + conscious + stroke_type + aspirin + atrial_fib + (1 | country) + (1
+        | country:hospital)`` (reference levels F, alert, LACS, N), with
+        ``sd(country)`` 0.3 and ``sd(hospital)`` 0.25 (within its country).
+        ``two_level_sd_hospital`` is the SD of a hospital's whole intercept,
+        ``sqrt(0.3^2 + 0.25^2)``, what a model without the country level
+        estimates.
     """
     m = TRIAL_MODEL
     return {
         "generator": "hmlib.simulate.scale.trial_registry",
         "analysis_model": ("dead_or_dependent ~ age + sex + sbp + conscious + stroke_type + aspirin + atrial_fib "
-                           "+ (1|hospital), binomial(logit)"),
-        "terms": {**m["outcome"], "sd(hospital)": round(float(np.hypot(m["country_sd"], m["hospital_sd"])), 10)},
-        "terms_note": "sd(hospital): country and hospital effects together (the analysis model has no country level)",
+                           "+ (1|country) + (1|country:hospital), binomial(logit)"),
+        "terms": {**m["outcome"], "sd(country)": m["country_sd"], "sd(hospital)": m["hospital_sd"]},
+        "terms_note": "sd(hospital): within its country (the analysis model has a country level, higher_levels)",
+        "two_level_sd_hospital": round(float(np.hypot(m["country_sd"], m["hospital_sd"])), 10),
         "atrial_fib_model": dict(m["atrial_fib"], hospital_sd=m["af_hospital_sd"]),
         "missingness_model": {"atrial_fib": dict(m["af_missing"], n_pilot_hospitals=m["n_pilot_hospitals"]),
                               "dead_or_dependent": dict(m["outcome_missing"])},
     }
+
+
+def with_reference_columns(frame: pd.DataFrame, seed: int, *, decimals: int | None = None) -> pd.DataFrame:
+    """A trial registry with the columns the nested-model references add (a copy).
+
+    ``age_c = (age - 70) / 10`` and ``sbp_c = (sbp - 160) / 25`` (unscaled,
+    lme4's finite-difference Hessian of the binomial analysis model is
+    degenerate and it falls back to standard errors that ignore the variance
+    parameters), and a gaussian ``score = 50 + 2 age_c + 3 [M] + country (SD
+    4) + hospital (SD 3) + N(0, 10^2)``, drawn with ``seed`` and rounded to
+    ``decimals`` when given. Used by ``tests/test_nested_analysis.py`` and
+    ``bench/bench_nested_fit.py``.
+    """
+    frame = frame.copy()
+    rng = np.random.default_rng(seed)
+    country = frame["country"].astype("category").cat.codes.to_numpy()
+    hospital = frame["hospital"].astype("category").cat.codes.to_numpy()
+    frame["age_c"] = (frame["age"] - 70.0) / 10.0
+    frame["sbp_c"] = (frame["sbp"] - 160.0) / 25.0
+    effects = rng.normal(0, 4, country.max() + 1)[country] + rng.normal(0, 3, hospital.max() + 1)[hospital]
+    score = 50 + 2 * frame["age_c"] + 3 * (frame["sex"] == "M") + effects + rng.normal(0, 10, len(frame))
+    frame["score"] = score if decimals is None else score.round(decimals)
+    return frame
 
 
 # --------------------------------------------------------------------------
