@@ -371,6 +371,15 @@ class _Checker:
                     "higher-level unit; check 'cluster' and 'higher_levels'."
                 )
         self._check_higher_nesting()
+        for col in self.params.higher_levels:
+            units = int(frame[col].nunique(dropna=True))
+            if units < FEW_CLUSTERS:
+                self.notice("few-higher-units",
+                            f"'{col}' has only {units} unit(s): the SD between them (the analysis model's random "
+                            "intercept per unit) is barely estimable from so few and can come out as 0 or far too "
+                            f"large. With fewer than {FEW_CLUSTERS}, consider taking '{col}' out of "
+                            f"'higher_levels' and adding it to 'predictors' and 'categorical' (a fixed effect per "
+                            "unit) instead.")
 
     def _check_higher_nesting(self) -> None:
         """Two higher levels must be nested, one in the other (region in country), and group differently."""

@@ -497,6 +497,9 @@ CASES = [
     Case("AWK-CLUSTER-017", "sites in regions in countries", frame_case(_two_higher,
                                                                         higher_levels=["region", "country"]),
          "ok", check=_clusters(12)),
+    Case("AWK-CLUSTER-018", "a higher level with two units", frame_case(_nested_country, higher_levels=["country"]),
+         "notice", r"'country' has only 2 unit\(s\): the SD between them .* barely estimable .* adding it to "
+                   r"'predictors' and 'categorical'", code="few-higher-units"),
     Case("AWK-VALUE-044", "one predictor is another in other units (collinear)",
          frame_case(lambda: _frame().assign(lab_mg=lambda f: f["lab"] * 18.0), predictors=["age", "lab", "lab_mg"]),
          "error", r"the predictors are collinear, so the analysis model cannot be estimated: .*'lab', 'lab_mg' are "
