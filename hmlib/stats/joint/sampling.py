@@ -181,7 +181,7 @@ def _sizes(attempt: dict) -> str:
 
 def extension_count(attempts: list) -> int:
     """Extensions made: continuations of a run's chains plus new runs."""
-    return sum(len(a.get("checkpoints", [a["draws"]])) - 1 for a in attempts) + len(attempts) - 1
+    return sum(len(a["checkpoints"]) - 1 for a in attempts) + len(attempts) - 1
 
 
 def extension_text(attempts: list, budget_s: float | None) -> str:
@@ -192,13 +192,13 @@ def extension_text(attempts: list, budget_s: float | None) -> str:
     budget = f" within the time budget of {budget_s / 60:g} minutes" if budget_s else ""
     steps = []
     for k, attempt in enumerate(attempts):
-        checks = attempt.get("checkpoints", [attempt["draws"]])
+        checks = attempt["checkpoints"]
         where = "the first run" if k == 0 else f"a new run with {attempt['tune']} warm-up iterations"
         if len(checks) > 1:
             steps.append(f"{where} was continued to {', then '.join(str(c) for c in checks[1:])} draws per chain")
         elif k:
             steps.append(f"{where} and {attempt['draws']} draws per chain")
-    return (f"the first run ({first.get('checkpoints', [first['draws']])[0]} draws after {first['tune']} warm-up "
+    return (f"the first run ({first['checkpoints'][0]} draws after {first['tune']} warm-up "
             f"iterations per chain) missed the convergence gate, so the sampling was extended "
             f"automatically{budget}: {'; '.join(steps)}, checking the gate each time; the reported run has "
             f"{_sizes(attempts[-1])} ({sum(a['seconds'] for a in attempts):.0f} s of sampling in all).")
@@ -214,7 +214,7 @@ def extension_hint(attempts: list, *, fast: bool, budget_s: float | None, elapse
         return (f"Run longer (draws={draws}, tune={tune} now; try draws={2 * draws}, tune={max(2 * tune, 1000)}) "
                 "or check the model.")
     done = extension_text(attempts, budget_s) or f"The run ({_sizes(last)}) missed the convergence gate."
-    if len(attempts) >= MAX_RUNS and len(last.get("checkpoints", [draws])) == len(CONTINUATIONS):
+    if len(attempts) >= MAX_RUNS and len(last["checkpoints"]) == len(CONTINUATIONS):
         why = (f"the limit of {MAX_RUNS} runs, each continued to {CONTINUATIONS[-1]:g} times its draws, was reached: "
                "check the model.")
     else:
