@@ -15,11 +15,7 @@
 # for two cases also the conditional modes with their conditional SDs (ranef, condVar).
 suppressPackageStartupMessages({ library(lme4); library(jsonlite) })
 
-tight_lmer <- lmerControl(optimizer = "nloptwrap",
-                          optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15, xtol_rel = 1e-14,
-                                         ftol_rel = 1e-15, maxeval = 1e5))
-tight_glmer <- glmerControl(optimizer = "bobyqa", tolPwrss = 1e-12,
-                            optCtrl = list(rhoend = 1e-10, maxfun = 1e5))
+source("lme4_controls.R")  # tight_lmer, tight_glmer
 
 read_data <- function(file, prep) {
   path <- if (startsWith(file, "general_")) file else file.path("..", "..", "data", "real", file)

@@ -20,11 +20,7 @@
 # of each level, the residual SD (gaussian), logLik and the rows and groups used.
 suppressPackageStartupMessages({ library(lme4); library(jsonlite) })
 
-tight_lmer <- lmerControl(optimizer = "nloptwrap",
-                          optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-15, xtol_rel = 1e-14,
-                                         ftol_rel = 1e-15, maxeval = 1e5))
-tight_glmer <- glmerControl(optimizer = "bobyqa", tolPwrss = 1e-12,
-                            optCtrl = list(rhoend = 1e-10, maxfun = 1e5))
+source("lme4_controls.R")  # tight_lmer, tight_glmer
 
 d <- read.csv("nested_trial.csv", stringsAsFactors = TRUE)
 predictors <- "age_c + sex + sbp_c + conscious + stroke_type + aspirin + atrial_fib"
