@@ -20,6 +20,9 @@ structural_gap_registry
     that never record ``x``, and a handful of random gaps in ``z``.
 informative_missingness_registry
     Missingness that shifts the outcome in half of the clusters only.
+level_missingness_registry
+    Patients in hospitals in countries, missingness with an intercept at
+    each level (and the SD of each known), for step 1's partition by level.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ __all__ = [
     "structural_gap_registry_truth",
     "informative_missingness_registry",
     "informative_missingness_registry_truth",
+    "level_missingness_registry",
+    "level_missingness_registry_truth",
 ]
 
 
@@ -205,4 +210,64 @@ def informative_missingness_registry_truth(missing: float = 0.4, effect: float =
         "terms": {"Intercept": -1.5, "sd(site)": 0.3},
         "indicator_effect": {"even clusters": effect, "odd clusters": 0.0},
         "missing_share": {"m": missing},
+    }
+
+
+def level_missingness_registry(seed: int, n_countries: int = 30, hospitals_per_country: int = 8,
+                               per_hospital: int = 40, country_sd: float = 0.6, hospital_sd: float = 0.4,
+                               intercept: float = -1.5) -> pd.DataFrame:
+    """A variable ``v`` missing with random intercepts at two levels: hospitals in countries.
+
+    Model, in draw order: country intercepts ``a_k ~ N(0, country_sd^2)``,
+    hospital intercepts ``b_j ~ N(0, hospital_sd^2)`` (hospitals numbered
+    across countries, ``hospitals_per_country`` in each); ``logit P(v
+    missing) = intercept + a_k + b_j``. ``v`` is 1.0 where recorded.
+
+    Parameters
+    ----------
+    seed : int
+    n_countries, hospitals_per_country, per_hospital : int, default 30, 8 and 40
+        Countries ``K00 ..`` in column ``country``, hospitals ``H000 ..`` in
+        column ``hospital``; 9,600 patients by default.
+    country_sd, hospital_sd : float, default 0.6 and 0.4
+        SDs of the two levels' intercepts on the logit scale.
+    intercept : float, default -1.5
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``country, hospital, v``.
+
+    See Also
+    --------
+    level_missingness_registry_truth
+    """
+    rng = np.random.default_rng(seed)
+    n_hospitals = n_countries * hospitals_per_country
+    j = cluster_index(equal_cluster_sizes(n_hospitals, per_hospital))
+    k = j // hospitals_per_country
+    a = normal_cluster_effects(rng, n_countries, country_sd)
+    b = normal_cluster_effects(rng, n_hospitals, hospital_sd)
+    v = with_gaps(np.ones(j.size), logistic_draws(rng, intercept + a[k] + b[j]))
+    return pd.DataFrame({"country": np.char.add("K", np.char.zfill(k.astype(str), 2)),
+                         "hospital": np.char.add("H", np.char.zfill(j.astype(str), 3)), "v": v})
+
+
+def level_missingness_registry_truth(country_sd: float = 0.6, hospital_sd: float = 0.4,
+                                     intercept: float = -1.5) -> dict:
+    """Values that generated :func:`level_missingness_registry`.
+
+    Returns
+    -------
+    dict
+        ``missingness``: ``intercept``, ``sd(country)``, ``sd(hospital)``
+        (within its country) and ``two_level_sd(hospital)``, the SD a model
+        without the country level should find, ``sqrt(country_sd^2 +
+        hospital_sd^2)``.
+    """
+    return {
+        "generator": "hmlib.simulate.missingness.level_missingness_registry",
+        "model": "logit P(v missing) = intercept + a_country + b_hospital, a ~ N(0, sd_c^2), b ~ N(0, sd_h^2)",
+        "missingness": {"intercept": intercept, "sd(country)": country_sd, "sd(hospital)": hospital_sd,
+                        "two_level_sd(hospital)": float(np.hypot(country_sd, hospital_sd))},
     }

@@ -14,6 +14,7 @@ Modules
 ``gaps``                  structural versus sporadic gaps; missing-data patterns
 ``indicator_models``      random-intercept models of a missingness indicator (variation, predictors)
 ``outcome_correlation``   missingness propensity against the outcome's cluster effects
+``levels``                a missingness indicator's variation at each level (clusters in countries)
 
 Terms and algorithms
 --------------------
@@ -106,6 +107,7 @@ from hmlib.stats.missingness.gaps import GapResult, classify_gaps, missingness_p
 from hmlib.stats.missingness.indicator_models import (AGHQ_MAX_ROWS, ClusterVariationResult,
                                                       MissingnessPredictorsResult,
                                                       missingness_cluster_variation, missingness_predictors)
+from hmlib.stats.missingness.levels import LevelVariationResult, missingness_level_variation
 from hmlib.stats.missingness.outcome_correlation import (OutcomeCorrelationResult, fisher_interval,
                                                          missingness_outcome_correlation)
 from hmlib.stats.missingness.rates import (missingness_by_cluster, missingness_heatmap_table,
@@ -133,4 +135,6 @@ __all__ = [
     "level_counts_by_cluster",
     "LevelMixResult",
     "level_mix",
+    "LevelVariationResult",
+    "missingness_level_variation",
 ]
