@@ -126,6 +126,12 @@ LABELS: dict[str, ColumnLabel] = {
     "changed_conclusion": _L("Conclusion changed", "flag"), "found": _L("Found", "flag"),
     "bracket_sd": _L("Bracket (SD)", "text"), "grid_max_sd": _L("Largest shift tried (SD)", "number"),
     "structural_clusters": _L("{Clusters} with structural gaps (names)", "text"),
+    # levels above the cluster (step 1's partition by level and structural gaps per higher unit)
+    "n_units": _L("Units", "count"), "variance_share": _L("Share of latent variance (%)", "share"),
+    "two_level_sd": _L("{Cluster} SD without the levels above", "number"),
+    "n_units_structural": _L("Units with structural gaps", "count"),
+    "structural_units": _L("Units with structural gaps (names)", "text"),
+    "n_clusters_in_structural": _L("{Clusters} in them", "count"),
     "converged": _L("Converged", "flag"), "flagged": _L("Flagged", "text"),
     # interval ends shown alone (as a pair they are one column, :data:`INTERVAL_PAIRS`)
     "ci_lower": _L("95% CI lower"), "ci_upper": _L("95% CI upper"), "sd_ci_lower": _L("SD 95% CI lower"),
@@ -141,6 +147,8 @@ CONTEXT_LABELS: dict[tuple[str, str], ColumnLabel] = {
     ("n_missing", "n_sporadic"): _L("Missing values", "count"),
     # missingness patterns: the share of patients with the pattern
     ("share", "pattern"): _L("Patients (%)", "share"),
+    # step 1's partition by level: the SD of a level's intercepts
+    ("sd", "variance_share"): _L("SD (logit)", "number"),
 }
 
 #: Step 5's tipping-point table by delta scale (``SensitivityResult.delta_scale``), passed as ``labels=`` to

@@ -29,8 +29,9 @@ from hmlib.stats.missingness import (ClusterVariationResult, OutcomeCorrelationR
                                      missingness_cluster_variation, missingness_outcome_correlation,
                                      missingness_overview, missingness_patterns, missingness_predictors)
 from hmlib.stats.missingness.counts import check_columns, check_level, cluster_index
-from hmlib.steps import diagnose_narrative
+from hmlib.steps import diagnose_higher, diagnose_narrative
 from hmlib.steps.base import Step, StepContext
+from hmlib.steps.diagnose_higher import HigherGapRow, LevelVariationRecord
 from hmlib.steps.diagnose_levels import FocusLevels, FocusLevelsRecord, focus_levels
 from hmlib.steps.diagnose_tables import (PublishedTables, display_names, publish_outcome_correlation,
                                          publish_overview, publish_predictors, publish_sporadic_variation,
@@ -215,6 +216,7 @@ class DiagnoseSettings(Record):
     structural_share: float
     level: float
     cluster_noun: str
+    higher_levels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,7 @@ class DiagnoseArtifact(Artifact):
     """The record of step 1 (``artifacts/diagnose.json``): published (suppressed) aggregates only."""
 
     KEY: ClassVar[str] = "diagnose"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
 
     by_cluster: tuple[ClusterRow, ...]
     cluster_variation: dict[str, ClusterVariationRecord]
@@ -232,8 +234,10 @@ class DiagnoseArtifact(Artifact):
     funnels: dict[str, FunnelRecord]
     gap_summary: tuple[GapSummaryRow, ...]
     heatmap: HeatmapRecord
+    higher_gaps: tuple[HigherGapRow, ...]
     incomplete_variables: tuple[str, ...]
     input_notices: tuple[str, ...]
+    level_variation: dict[str, LevelVariationRecord]
     missingness_predictors: dict[str, MissingnessPredictorsRecord]
     n_clusters: int
     n_excluded_missing_cluster: int
@@ -318,6 +322,13 @@ class DiagnoseResult:
         A categorical focus's recorded levels by cluster and their relation
         to missingness (:mod:`hmlib.steps.diagnose_levels`); None for a
         numeric focus or when the levels are not broken down.
+    higher_levels : tuple of str
+        Levels above the cluster (params ``higher_levels``), outermost first.
+    level_variation : dict of str to LevelVariationResult
+        Each modelled variable's missingness partitioned by level
+        (:mod:`hmlib.steps.diagnose_higher`); empty without higher levels.
+    higher_gaps : pandas.DataFrame
+        Structural gaps at each higher level (:func:`hmlib.steps.diagnose_higher.higher_gaps`).
     """
 
     cluster: str
@@ -350,6 +361,9 @@ class DiagnoseResult:
     n_rows_read: int = 0
     n_excluded_missing_cluster: int = 0
     focus_levels: FocusLevels | None = None
+    higher_levels: tuple = ()
+    level_variation: dict = field(default_factory=dict)
+    higher_gaps: pd.DataFrame = field(default_factory=diagnose_higher.no_gaps)
 
     @property
     def estimates(self) -> pd.DataFrame:
@@ -377,6 +391,11 @@ class DiagnoseResult:
                              res.cluster_sd_ci[1], res.icc, res.lrt_statistic, res.p_value))
         return pd.DataFrame(rows, columns=["variable", "model", "n_clusters", "cluster_sd", "sd_ci_lower",
                                            "sd_ci_upper", "icc_latent", "lrt_statistic", "p_value"])
+
+    def level_table(self) -> pd.DataFrame:
+        """Missingness variation by level (with higher levels): one row per variable and level, outermost first;
+        ``two_level_sd`` is what a model with the clusters alone gives them."""
+        return diagnose_higher.level_variation_table(self.level_variation)
 
     def narrative(self) -> list[str]:
         """Sentences stating each finding with its numbers (suppressed counts never shown);
@@ -411,7 +430,7 @@ class DiagnoseResult:
                 "cluster": self.cluster, "outcome": self.outcome, "outcome_family": self.outcome_family,
                 "predictors": list(self.predictors), "focus": self.focus, "min_cell": self.min_cell,
                 "structural_share": self.structural_share, "level": self.level,
-                "cluster_noun": self.cluster_noun,
+                "cluster_noun": self.cluster_noun, "higher_levels": list(self.higher_levels),
             },
             "n_patients": self.n_patients,
             "n_clusters": self.n_clusters,
@@ -438,6 +457,7 @@ class DiagnoseResult:
             "input_notices": list(self.input_notices),
             "n_rows_read": self.n_rows_read,
             "n_excluded_missing_cluster": self.n_excluded_missing_cluster,
+            **diagnose_higher.records(self.level_variation, self.higher_gaps),
         }
         return DiagnoseArtifact.from_json(to_jsonable(payload))
 
@@ -470,8 +490,8 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
              structural_share: float = 0.9, level: float = 0.95, cluster_noun: str = "cluster",
              cluster_names: Mapping[Hashable, str] | None = None, nagq: int | None = None,
              input_notices: Sequence[str] = (), n_rows_read: int | None = None,
-             n_excluded_missing_cluster: int = 0, levels: Mapping[str, Sequence[str]] | None = None
-             ) -> DiagnoseResult:
+             n_excluded_missing_cluster: int = 0, levels: Mapping[str, Sequence[str]] | None = None,
+             higher_levels: Sequence[str] = ()) -> DiagnoseResult:
     """Run step 1: all missingness diagnostics for the incomplete analysis variables.
 
     Parameters
@@ -514,6 +534,11 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
         ``{column: levels}`` of the categorical variables
         (:attr:`hmlib.data.Registry.levels`). A categorical focus also gets
         its recorded levels by cluster (:mod:`hmlib.steps.diagnose_levels`).
+    higher_levels : sequence of str, optional
+        Levels above the cluster, each cluster in one unit of each (params
+        ``higher_levels``): each modelled variable's missingness is also
+        partitioned by level, and structural gaps are found at each higher
+        level (:mod:`hmlib.steps.diagnose_higher`).
 
     Returns
     -------
@@ -556,6 +581,8 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
     variables = [outcome] + [p for p in predictors if p != outcome]
     level = _check_arguments(frame, cluster=cluster, variables=variables, outcome_family=outcome_family,
                              min_cell=min_cell, structural_share=structural_share, level=level, focus=focus)
+    check_columns(frame, list(higher_levels), "diagnose")
+    higher_levels = tuple(sorted(higher_levels, key=lambda name: frame[name].nunique()))  # outermost first
     labels, _ = cluster_index(frame, cluster, "diagnose")
     names = display_names(labels, cluster_names, cluster_noun)
     overview_raw = missingness_overview(frame, variables, cluster, level=level)
@@ -568,7 +595,7 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
         min_cell=int(min_cell), structural_share=float(structural_share), level=level, cluster_noun=cluster_noun,
         n_patients=len(frame), n_clusters=int(labels.size), variables=tuple(variables), cluster_names=names,
         input_notices=tuple(input_notices), n_rows_read=len(frame) if n_rows_read is None else int(n_rows_read),
-        n_excluded_missing_cluster=int(n_excluded_missing_cluster))
+        n_excluded_missing_cluster=int(n_excluded_missing_cluster), higher_levels=higher_levels)
     if not incomplete:
         empty = pd.DataFrame()
         return DiagnoseResult(
@@ -589,12 +616,16 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
                          predictors=predictors, variables=variables, incomplete=incomplete, focus=focus,
                          tables=tables, names=names, min_cell=min_cell, nagq=nagq, level=level,
                          cluster_noun=cluster_noun, notes=notes)
+    broken_down = [v for v in tables.modelled(incomplete) if v not in tables.no_breakdown]
+    by_level = diagnose_higher.fit_level_variation(frame, tables.modelled(incomplete), cluster, higher_levels,
+                                                   level=level, notes=notes)
+    gaps = diagnose_higher.higher_gaps(frame, broken_down, cluster, higher_levels, structural_share=structural_share)
     published_levels = (focus_levels(focus, levels[focus], tables.level_counts, tables.level_shares, min_cell, notes)
                         if categorical_focus and focus is not None else None)
     return DiagnoseResult(
         **common, focus=focus, incomplete=tuple(incomplete), overview=tables.overview, by_cluster=tables.by_cluster,
         heatmap=tables.heatmap, gap_summary=tables.gap_summary, patterns=patterns, funnels=tables.funnels,
-        **models, notes=tuple(notes), focus_levels=published_levels)
+        **models, notes=tuple(notes), focus_levels=published_levels, level_variation=by_level, higher_gaps=gaps)
 
 
 def _check_arguments(frame, *, cluster, variables, outcome_family, min_cell, structural_share, level,
@@ -697,7 +728,8 @@ def diagnose_registry(registry: Registry) -> DiagnoseResult:
                     predictors=p.predictors, focus=p.focus, min_cell=p.privacy.min_cell,
                     structural_share=p.diagnose.structural_share, cluster_noun=wording.cluster_noun(p.cluster),
                     input_notices=[n.message for n in registry.notices], n_rows_read=registry.n_rows_read,
-                    n_excluded_missing_cluster=registry.n_excluded_missing_cluster, levels=registry.levels)
+                    n_excluded_missing_cluster=registry.n_excluded_missing_cluster, levels=registry.levels,
+                    higher_levels=p.higher_levels)
 
 
 def run(ctx: StepContext) -> DiagnoseResult:
@@ -719,7 +751,18 @@ def methods_text(record, ev) -> list:
             f"{100 * record.settings.structural_share:.0f}% of a variable is missing. The between-{noun} "
             "variation of each missingness indicator was estimated with a random-intercept logistic model and "
             "tested with a boundary-corrected likelihood-ratio test; predictors of missingness were separated "
-            "into within- and between-" + noun + " components."]
+            "into within- and between-" + noun + " components." + _levels_methods(record, noun)]
+
+
+def _levels_methods(record, noun: str) -> str:
+    """The methods sentence for the partition by level (empty without higher levels)."""
+    higher = record.settings.higher_levels
+    if not higher:
+        return ""
+    return (f" With levels above the {noun} ({', '.join(higher)}), each indicator's variation was partitioned by "
+            "level with nested random intercepts (Laplace approximation), each level tested against the model "
+            "without it (boundary-corrected likelihood-ratio test), and structural gaps were also sought at each "
+            "level above the " + noun + ".")
 
 
 STEP = Step(key="diagnose", number=1, title="Diagnose: where and how data are missing",

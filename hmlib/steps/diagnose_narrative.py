@@ -14,6 +14,7 @@ import numpy as np
 
 from hmlib.stats.missingness import ClusterVariationResult, FunnelResult, MissingnessPredictorsResult
 from hmlib.stats.missingness.counts import level_label
+from hmlib.steps.diagnose_higher import higher_level_sentences
 from hmlib.steps.diagnose_levels import level_sentences
 from hmlib.wording import count_text, is_number
 
@@ -232,6 +233,8 @@ def narrative(result) -> list[str]:
                 f"Leaving out the {k} {_plural(result, k)} with structural gaps in {var}, the remaining "
                 f"{res.n_clusters} show no clear variation ({result.cluster_noun} SD "
                 f"{_fmt_num(res.cluster_sd)}, latent ICC {_fmt_num(res.icc)}, {_fmt_p(res.p_value)}).")
+    lines.extend(higher_level_sentences(result.level_variation, result.higher_gaps, cluster=result.cluster,
+                                        cluster_noun=result.cluster_noun, two_level=result.variation))
     if result.focus_variation is not None:
         lines.append(_variation_sentence(result, result.focus_variation))
     for var in result.incomplete:
