@@ -6,6 +6,9 @@ KEY-001  the demo's key messages name the primary analysis, give the focus effec
 KEY-002  effect_units: the effect is reported per the params' unit (odds ratio = exp(100 x coefficient))
 KEY-003  significant digits: a tiny coefficient is not printed as 0.000
 KEY-004  the strength rule: weak when the interval includes no effect, moderate when not robust, strong otherwise
+KEY-005  with higher_levels: each level's share of the between-cluster variance of the outcome under the primary
+         method, from its sd(<level>) rows, and the level at which step 1 finds the focus's missingness varies
+         most; nothing without higher levels or without the rows
 """
 
 from __future__ import annotations
@@ -72,3 +75,37 @@ def test_key_004_strength_rule():
     assert evidence_strength({"excludes_null": [True], "directions": {1.0, -1.0}}, "robust") == "moderate"
     assert evidence_strength({"excludes_null": [True], "directions": {1.0}}, "robust") == "strong"
     assert evidence_strength({}, None) == "not assessed"
+
+
+def test_key_005_variance_shares_by_level():
+    """KEY-005: shares from the primary method's sd rows; the focus's missingness level from step 1's record."""
+    import types
+
+    import pandas as pd
+
+    from hmlib.report.evidence import ReportEvidence
+    from hmlib.report.key_messages import level_message, variance_shares
+    from hmlib.simulate.missingness import level_missingness_registry
+    from hmlib.steps.diagnose import diagnose
+
+    estimates = pd.DataFrame({"method": ["complete_case", "multilevel_mi", "multilevel_mi", "multilevel_mi"],
+                              "term": ["sd(country)", "x", "sd(country)", "sd(hospital)"],
+                              "estimate": [0.9, 0.3, 0.6, 0.3]})
+    shares = variance_shares(estimates, "multilevel_mi", ["country", "hospital"])
+    assert shares == pytest.approx({"country": 0.8, "hospital": 0.2})
+    assert variance_shares(estimates, "complete_case", ["country", "hospital"]) == {}
+    frame = level_missingness_registry(3).assign(y=1.0)
+    frame["y"] = frame["y"] + frame.index % 7
+    diag = diagnose(frame, cluster="hospital", outcome="y", outcome_family="gaussian", predictors=["v"],
+                    higher_levels=["country"]).to_artifact()
+    params = types.SimpleNamespace(cluster="hospital", outcome="y", focus="v", higher_levels=("country",),
+                                   privacy=types.SimpleNamespace(min_cell=11))
+    ev = ReportEvidence(params=params, artifacts={"diagnose": diag}, estimates=estimates)
+    (text,) = level_message(ev)
+    assert text.startswith("Of the between-hospital variation in y (multilevel MI), 80.0% lies between country "
+                           "units and 20.0% between hospitals within them")
+    top = max(diag.level_variation["v"].table, key=lambda row: row.sd).level
+    assert top == "country" and text.endswith("missingness of v varies most between country units (step 1).")
+    flat = ReportEvidence(params=types.SimpleNamespace(**{**params.__dict__, "higher_levels": ()}),
+                          artifacts={"diagnose": None}, estimates=estimates)
+    assert level_message(flat) == []

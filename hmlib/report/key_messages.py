@@ -8,10 +8,14 @@ Written from the typed evidence (:mod:`hmlib.report.evidence`) only, in this ord
    (default: per SD of the recorded values, said), with its 95% interval;
 3. how far the other methods disagree, on the same scale, leaving out (and
    naming) the methods the report itself distrusts;
-4. who is not represented (patients and sites complete-case analysis loses,
+4. with levels above the cluster (``higher_levels``), how the primary
+   analysis splits the between-cluster variation of the outcome between the
+   levels (:func:`variance_shares`, :func:`level_message`), and at which level the focus variable's
+   missingness varies most (step 1's partition by level);
+5. who is not represented (patients and sites complete-case analysis loses,
    the estimand shift);
-5. the sensitivity verdict in plain words, with MAR spelled out;
-6. one word for the strength of evidence, with its rule (:func:`evidence_strength`).
+6. the sensitivity verdict in plain words, with MAR spelled out;
+7. one word for the strength of evidence, with its rule (:func:`evidence_strength`).
 
 A message whose step is absent says so in a few words instead of guessing.
 """
@@ -29,7 +33,8 @@ from hmlib.stats.complete_case import SMD_THRESHOLD
 from hmlib.wording import count_text, is_number, join_names, percent
 
 __all__ = ["EffectScale", "effect_scale", "primary_method", "evidence_strength", "key_messages", "distrusted_methods",
-           "PRIMARY_RULE", "STRENGTH_RULE", "DISTRUSTED_BY_DESIGN", "significant"]
+           "PRIMARY_RULE", "STRENGTH_RULE", "DISTRUSTED_BY_DESIGN", "significant", "variance_shares",
+           "level_message"]
 
 #: The rule that chooses the primary analysis (also printed in the methods).
 PRIMARY_RULE = ("multilevel multiple imputation when it ran and is not flagged (it keeps every patient and models "
@@ -173,6 +178,54 @@ def _primary_and_spread(ev: ReportEvidence) -> tuple[list, dict]:
     return out, facts
 
 
+def variance_shares(estimates: pd.DataFrame, method: str, levels) -> dict:
+    """Each level's share of the between-cluster variance of the outcome under one method.
+
+    Parameters
+    ----------
+    estimates : pandas.DataFrame
+        ``estimates.csv``.
+    method : str
+    levels : sequence of str
+        The levels, outermost first, the cluster last (rows ``sd(<level>)``).
+
+    Returns
+    -------
+    dict
+        ``{level: share}`` (summing to 1), in the order of ``levels``; empty
+        when a level's SD is missing or every SD is 0.
+    """
+    rows = estimates.loc[estimates["method"] == method].set_index("term")["estimate"]
+    sds = [rows.get(f"sd({level})") for level in levels]
+    if any(not is_number(sd) for sd in sds):
+        return {}
+    total = sum(sd ** 2 for sd in sds)
+    return {level: sd ** 2 / total for level, sd in zip(levels, sds)} if total > 0 else {}
+
+
+def level_message(ev: ReportEvidence) -> list:
+    """Message 4: the outcome's variation and the focus's missingness by level (only with ``higher_levels``)."""
+    primary = primary_method(ev)
+    diag = ev["diagnose"]
+    higher = list(getattr(getattr(diag, "settings", None), "higher_levels", ()) or ev.params.higher_levels)
+    if primary is None or not higher:
+        return []
+    levels = [*higher, ev.params.cluster]
+    shares = variance_shares(ev.estimates, primary, levels)
+    if not shares:
+        return []
+    parts = [f"{percent(shares[lv])} lies between {lv} units" for lv in higher]
+    text = (f"Of the between-{ev.noun} variation in {ev.params.outcome} ({method_label(primary)}), "
+            f"{', '.join(parts)} and {percent(shares[ev.params.cluster])} between {ev.noun}s within them")
+    partition = getattr(diag, "level_variation", {}).get(ev.focus) if diag is not None else None
+    if partition is not None:
+        top = max(partition.table, key=lambda row: row.sd)
+        if top.sd > 0:
+            where = f"{ev.noun}s" if top.level == ev.params.cluster else f"{top.level} units"
+            text += f"; missingness of {ev.focus} varies most between {where} (step 1)"
+    return [text + "."]
+
+
 def _not_represented(ev: ReportEvidence) -> list:
     cc = ev["complete_case"]
     if cc is None:
@@ -251,5 +304,5 @@ def key_messages(ev: ReportEvidence) -> list[str]:
     primary, facts = _primary_and_spread(ev)
     sensitivity, verdict = _sensitivity(ev)
     strength = evidence_strength(facts, verdict)
-    return [*primary, *_not_represented(ev), *sensitivity,
+    return [*primary, *level_message(ev), *_not_represented(ev), *sensitivity,
             f"Strength of evidence: {strength} (rule in Methods)."]
