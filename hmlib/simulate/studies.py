@@ -21,6 +21,10 @@ large_registry
 multi_gap_registry
     20,000 patients in 500 sites with three incomplete variables, each with
     its own mechanism: the step 1 timing benchmark.
+three_level_registry
+    Patients in hospitals in countries, an incomplete predictor with
+    variation at both levels, missing by country and by outcome, two
+    countries that never record it: the three-level imputation truth study.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ __all__ = [
     "large_registry_truth",
     "multi_gap_registry",
     "multi_gap_registry_truth",
+    "THREE_LEVEL_MODEL",
+    "three_level_registry",
+    "three_level_registry_truth",
 ]
 
 #: Model of :func:`truth_study_registry` (logit scale for the outcome and missingness).
@@ -247,4 +254,89 @@ def multi_gap_registry_truth(structural=(5, 27)) -> dict:
         "missing_share": {"sbp": 0.05},
         "missingness_model": {"lactate": "MAR: -1 - 1.2 d_site - 0.4 z(severity)",
                               "gcs": "MAR: -2.5 + 0.8 d_site"},
+    }
+
+
+#: Model of :func:`three_level_registry` (logit scale for the outcome and the missingness).
+THREE_LEVEL_MODEL = {
+    "x": {"country_sd": 0.7, "hospital_sd": 0.5, "residual_sd": 1.0},
+    "outcome": {"Intercept": -0.5, "x": 0.5, "age": 0.4, "country_sd": 0.5, "hospital_sd": 0.3},
+    "missingness": {"intercept": -1.2, "outcome": 0.8, "country_sd": 0.8},
+    "n_structural_countries": 2,
+}
+
+
+def three_level_registry(seed: int, n_countries: int = 24, hospitals_per_country: int = 6,
+                         per_hospital: int = 30) -> pd.DataFrame:
+    """Patients in hospitals in countries, with an incomplete predictor ``x`` varying at both levels.
+
+    Model (:data:`THREE_LEVEL_MODEL`), in draw order: ``x``'s country and
+    hospital effects ``N(0, 0.7^2)`` and ``N(0, 0.5^2)``, the outcome's
+    ``N(0, 0.5^2)`` and ``N(0, 0.3^2)`` (independent), the missingness's
+    country effect ``N(0, 0.8^2)``; per patient ``age ~ N(0, 1)`` (already
+    standardised), ``x = country + hospital + N(0, 1)``, ``logit P(y = 1) =
+    -0.5 + 0.5 x + 0.4 age + country + hospital``, and ``x`` missing with
+    ``logit P = -1.2 + 0.8 y + country`` (missing at random given the
+    outcome and the country), and always in the last two countries (they
+    never record it: only a model with a country random effect can say
+    anything about their ``x``).
+
+    Parameters
+    ----------
+    seed : int
+    n_countries, hospitals_per_country, per_hospital : int, default 24, 6 and 30
+        Countries ``K00 ..``, hospitals ``H000 ..`` numbered across
+        countries; 4,320 patients by default.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``country, hospital, age, x, y``.
+
+    See Also
+    --------
+    three_level_registry_truth
+    """
+    m = THREE_LEVEL_MODEL
+    rng = np.random.default_rng(seed)
+    n_hospitals = n_countries * hospitals_per_country
+    j = cluster_index(np.full(n_hospitals, per_hospital))
+    k = j // hospitals_per_country
+    x_country = normal_cluster_effects(rng, n_countries, m["x"]["country_sd"])
+    x_hospital = normal_cluster_effects(rng, n_hospitals, m["x"]["hospital_sd"])
+    y_country = normal_cluster_effects(rng, n_countries, m["outcome"]["country_sd"])
+    y_hospital = normal_cluster_effects(rng, n_hospitals, m["outcome"]["hospital_sd"])
+    miss_country = normal_cluster_effects(rng, n_countries, m["missingness"]["country_sd"])
+    n = j.size
+    age = rng.normal(0.0, 1.0, n)
+    x = x_country[k] + x_hospital[j] + rng.normal(0.0, m["x"]["residual_sd"], n)
+    b = m["outcome"]
+    y = logistic_draws(rng, b["Intercept"] + b["x"] * x + b["age"] * age + y_country[k] + y_hospital[j])
+    mm = m["missingness"]
+    missing = logistic_draws(rng, mm["intercept"] + mm["outcome"] * y + miss_country[k])
+    missing |= k >= n_countries - m["n_structural_countries"]
+    return pd.DataFrame({"country": np.char.add("K", np.char.zfill(k.astype(str), 2)),
+                         "hospital": np.char.add("H", np.char.zfill(j.astype(str), 3)), "age": age,
+                         "x": with_gaps(x, missing), "y": y.astype(float)})
+
+
+def three_level_registry_truth() -> dict:
+    """Values that generated :func:`three_level_registry`.
+
+    Returns
+    -------
+    dict
+        ``terms``: the analysis model ``y ~ x + age + (1 | country) + (1 |
+        country:hospital)`` (``Intercept``, ``x``, ``age``, ``sd(country)``,
+        ``sd(hospital)``), and the model of ``x`` and of its missingness.
+    """
+    m = THREE_LEVEL_MODEL
+    b = m["outcome"]
+    return {
+        "generator": "hmlib.simulate.studies.three_level_registry",
+        "analysis_model": "y ~ x + age + (1 | country) + (1 | country:hospital), binomial(logit)",
+        "terms": {"Intercept": b["Intercept"], "x": b["x"], "age": b["age"], "sd(country)": b["country_sd"],
+                  "sd(hospital)": b["hospital_sd"]},
+        "x_model": dict(m["x"]),
+        "missingness_model": dict(m["missingness"], n_structural_countries=m["n_structural_countries"]),
     }

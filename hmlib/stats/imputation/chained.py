@@ -292,7 +292,8 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
            predictors, kinds: dict | None = None, levels: dict | None = None, cluster_covariates=(),
            higher_levels=(), m: int = 20, iterations: int = 10, seed: int = 0, continuous: str = "norm",
            cluster_residual_variance: bool = False, cluster_means: bool = True, strata: str | None = None,
-           donors: int = 5, start=None, start_states=None, map_tasks=None) -> ImputationResult:
+           donors: int = 5, start=None, start_states=None, map_tasks=None,
+           higher_effects: str = "random") -> ImputationResult:
     """Impute the missing values of a clustered data set m times.
 
     Parameters
@@ -317,8 +318,13 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         Cluster-level columns (constant within a cluster), used as
         predictors and imputed at the cluster level when missing.
     higher_levels : sequence of str
-        Columns of units above the cluster (complete, clusters nested);
-        their indicators enter the multilevel models as fixed effects.
+        Columns of units above the cluster (complete, clusters nested). For
+        ``multilevel`` the one directly above the cluster (the most units)
+        gets a random intercept in every patient-level imputation model and
+        its unit means of the other variables join the predictors (three
+        levels, :mod:`hmlib.stats.imputation.three_level`); any level above
+        that, and every higher level of the other methods and of the
+        cluster-level models, enters as fixed indicator columns.
     m : int
         Number of imputations (independent chains).
     iterations : int
@@ -364,6 +370,10 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         (``shared`` is the problem, sent once per worker; a task carries its
         chain's start cells and state). Default: one after the other, here.
         The result does not depend on it.
+    higher_effects : {"random", "fixed"}
+        Multilevel with ``higher_levels``: ``"random"`` (default) is the
+        three-level model above; ``"fixed"`` gives every higher level fixed
+        indicator columns (two-level models, hmlib's earlier behaviour).
 
     Returns
     -------
@@ -393,6 +403,8 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if higher_effects not in ("random", "fixed"):
+        raise ValueError(f"higher_effects must be 'random' or 'fixed', got {higher_effects!r}.")
     if continuous not in CONTINUOUS_METHODS:
         raise ValueError(f"continuous must be one of {CONTINUOUS_METHODS}, got {continuous!r}.")
     for name, value in (("m", m), ("iterations", iterations), ("donors", donors)):
@@ -420,7 +432,7 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         base, method=method, cluster=cluster, outcome=outcome, outcome_family=outcome_family,
         predictors=predictors, kinds=kinds, levels=levels, cluster_covariates=cluster_covariates,
         higher_levels=higher_levels, continuous=continuous, hetero=cluster_residual_variance,
-        cluster_means=cluster_means, strata=strata, donors=donors)
+        cluster_means=cluster_means, strata=strata, donors=donors, higher_effects=higher_effects)
 
     mask_frame = pd.DataFrame(False, index=base.index, columns=columns)
     masks = {}

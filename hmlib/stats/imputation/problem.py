@@ -80,7 +80,7 @@ class Problem:
     sizes: np.ndarray
     level1: list
     level2: list
-    higher: np.ndarray        # J x H indicator columns of the higher-level units
+    higher: np.ndarray        # J x H indicator columns of the higher-level units (all of them)
     higher_names: list
     strata: np.ndarray | None
     strata_rows: list
@@ -91,6 +91,10 @@ class Problem:
     fixed: dict = field(default_factory=dict)           # (var, key) -> what every chain computes alike
     means_dropped: dict = field(default_factory=dict)   # var -> {"clusters", "cluster_columns", "needed"}
     extrapolated: dict = field(default_factory=dict)    # var -> largest excess beyond the observed range (SDs)
+    # three-level multilevel imputation: the level directly above the cluster as a random intercept
+    random_level: str | None = None                     # its column
+    higher_codes: np.ndarray | None = None              # J: each cluster's unit of it (0 .. K-1)
+    K: int = 0                                          # its number of units
 
     @property
     def visit(self) -> list:
@@ -153,7 +157,8 @@ def _infer_kind(series: pd.Series) -> str:
 
 
 def build_problem(frame, *, method, cluster, outcome, outcome_family, predictors, kinds, levels,
-                  cluster_covariates, higher_levels, continuous, hetero, cluster_means, strata, donors):
+                  cluster_covariates, higher_levels, continuous, hetero, cluster_means, strata, donors,
+                  higher_effects="random"):
     """Check and code the model columns of ``frame``; the arguments are those of :func:`~.chained.impute`.
 
     Returns
@@ -183,6 +188,12 @@ def build_problem(frame, *, method, cluster, outcome, outcome_family, predictors
         var = _coded_variable(frame, col, kinds, levels, outcome=outcome, outcome_family=outcome_family,
                               codes=codes if col in level2_cols else None, J=J, notes=notes)
         (level2 if var.level == 2 else level1).append(var)
+    random_level, higher_codes, K = None, None, 0
+    higher_levels = list(higher_levels)
+    if method == "multilevel" and higher_effects == "random" and higher_levels:
+        # the level directly above the cluster (most units) gets random intercepts; those above it stay fixed
+        random_level = max(higher_levels, key=lambda col: (frame[col].nunique(), -higher_levels.index(col)))
+        higher_codes, K = _higher_unit_codes(frame, random_level, codes, J)
     higher, higher_names = _higher_level_indicators(frame, higher_levels, codes, J)
     strata_codes, strata_rows, strata_labels, strata_name = None, [], [], None
     if method == "stratified":
@@ -199,7 +210,7 @@ def build_problem(frame, *, method, cluster, outcome, outcome_family, predictors
                    cluster_means=cluster_means, donors=int(donors), n=len(frame), J=J, codes=codes, sizes=sizes,
                    level1=level1, level2=level2, higher=higher, higher_names=higher_names,
                    strata=strata_codes, strata_rows=strata_rows, strata_labels=strata_labels,
-                   notes=notes, broken={}), strata_name
+                   notes=notes, broken={}, random_level=random_level, higher_codes=higher_codes, K=K), strata_name
 
 
 def _cluster_codes(frame, cluster: str):
@@ -250,19 +261,31 @@ def _coded_variable(frame, col: str, kinds: dict, levels: dict, *, outcome: str,
     return Variable(col, 2, coded_kind, cluster_values, np.isnan(cluster_values), cats)
 
 
+def _higher_unit_codes(frame, col: str, codes, J: int):
+    """Each cluster's unit of ``col`` as a code ``0 .. K-1`` (units sorted), and ``K``."""
+    unit = _cluster_units(frame, col, codes, J)
+    labels, inverse = np.unique(unit.astype(str), return_inverse=True)
+    return inverse.astype(np.intp), int(labels.size)
+
+
+def _cluster_units(frame, col: str, codes, J: int) -> np.ndarray:
+    """The unit of ``col`` of each cluster (``J`` labels as text); refuses gaps and clusters in two units."""
+    series = frame[col]
+    if series.isna().any():
+        raise DataError(f"higher-level column '{col}' is missing in {int(series.isna().sum())} row(s); "
+                        "each cluster must belong to a known higher-level unit.")
+    per_cluster = pd.Series(series.astype(str).to_numpy()).groupby(codes)
+    if (per_cluster.nunique() > 1).any():
+        raise DataError(f"clusters are not nested in '{col}': some cluster belongs to more than one "
+                        f"'{col}'.")
+    return per_cluster.first().reindex(range(J)).to_numpy()
+
+
 def _higher_level_indicators(frame, higher_levels, codes, J: int):
     """``J x H`` indicator columns of the higher-level units (first unit the reference) and their names."""
     higher_blocks, higher_names = [], []
     for col in higher_levels:
-        series = frame[col]
-        if series.isna().any():
-            raise DataError(f"higher-level column '{col}' is missing in {int(series.isna().sum())} row(s); "
-                            "each cluster must belong to a known higher-level unit.")
-        per_cluster = pd.Series(series.astype(str).to_numpy()).groupby(codes)
-        if (per_cluster.nunique() > 1).any():
-            raise DataError(f"clusters are not nested in '{col}': some cluster belongs to more than one "
-                            f"'{col}'.")
-        unit = per_cluster.first().reindex(range(J)).to_numpy()
+        unit = _cluster_units(frame, col, codes, J)
         units = sorted(set(unit.tolist()))
         for u in units[1:]:
             higher_blocks.append((unit == u).astype(float))
@@ -302,6 +325,9 @@ def model_description(problem: Problem, var: Variable) -> str:
                                if problem.hetero else "2l.pan: random-intercept normal (Gibbs)"),
                 "binary": "2l.bin: random-intercept logistic",
                 "categorical": "baseline-category logits, 2l.bin per level against the baseline"}[var.kind]
+        if problem.random_level is not None:
+            base += (f", random intercepts for the cluster and for '{problem.random_level}' (three levels; "
+                     f"{problem.random_level} means among the predictors)")
         dropped = problem.means_dropped.get(var.name)
         if not problem.cluster_means:
             return base

@@ -20,6 +20,7 @@ import numpy as np
 from hmlib.stats.imputation.kernels import (cluster_sums, fe_linear_draw, fe_logistic_draw, linear_draw,
                                             logistic_draw, prepare_design, ri_gibbs_draw, ri_logistic_draw)
 from hmlib.stats.imputation.problem import Problem, Variable
+from hmlib.stats.imputation.three_level import nested_gibbs_draw, nested_logistic_draw
 
 __all__ = ["impute_variable", "recorded_fallbacks", "MIN_CLUSTERS_FOR_MEANS", "CLUSTERS_PER_CLUSTER_COLUMN",
            "CLUSTER_COEF_PRIOR_SD", "EXTRAPOLATION_SDS"]
@@ -46,8 +47,9 @@ _LOGISTIC_KINDS = ("binary", "logits")
 def _level1_design(problem: Problem, current: dict, target: Variable):
     """Design of a level-1 target: its columns, their names and the names of the cluster-level ones.
 
-    The third value is ``(mean_names, cluster_names)``: the cluster-mean columns and all
-    cluster-level columns (cluster means, cluster covariates, higher-level indicators).
+    The third value is ``(mean_names, cluster_names, unit_mean_names)``: the cluster-mean
+    columns, all cluster-level columns (cluster means, cluster covariates, higher-level
+    indicators, means over the units of the random higher level) and those last means.
     """
     blocks, names = [], []
     for v in problem.level1:
@@ -59,20 +61,30 @@ def _level1_design(problem: Problem, current: dict, target: Variable):
     parts, all_names = [base], list(names)
     codes = problem.codes
     mean_names: list[str] = []
+    unit_mean_names: list[str] = []
     if problem.method in ("multilevel", "stratified"):
         if problem.method == "multilevel" and problem.cluster_means and base.shape[1]:
             means = cluster_sums(base, codes, problem.J) / problem.sizes[:, None]
             parts.append(means[codes])
             mean_names = [f"mean({nm})" for nm in names]
             all_names.extend(mean_names)
+            if problem.random_level is not None:
+                units = problem.higher_codes[codes]
+                unit_sizes = np.bincount(units, minlength=problem.K).astype(float)
+                parts.append((cluster_sums(base, units, problem.K) / unit_sizes[:, None])[units])
+                unit_mean_names = [f"{problem.random_level} mean({nm})" for nm in names]
+                all_names.extend(unit_mean_names)
         for v in problem.level2:
             parts.append(v.features(current[v.name])[codes])
             all_names.extend(v.feature_names())
         if problem.method == "multilevel" and problem.higher.shape[1]:
-            parts.append(problem.higher[codes])
-            all_names.extend(problem.higher_names)
+            # the random higher level's units have their intercepts: no indicator columns for them
+            fixed = [not (problem.random_level and nm.startswith(f"{problem.random_level}["))
+                     for nm in problem.higher_names]
+            parts.append(problem.higher[codes][:, fixed])
+            all_names.extend(nm for nm, keep in zip(problem.higher_names, fixed) if keep)
     cluster_names = all_names[len(names):]
-    return np.column_stack(parts), all_names, (mean_names, cluster_names)
+    return np.column_stack(parts), all_names, (mean_names, cluster_names, unit_mean_names)
 
 
 def _level2_design(problem: Problem, current: dict, target: Variable):
@@ -125,7 +137,17 @@ def _cluster_level_budget(problem: Problem, var: Variable, X, names, cluster_inf
     CLUSTERS_PER_CLUSTER_COLUMN * q)`` clusters observe the target (``q`` = all
     cluster-level columns), else the design unchanged.
     """
-    mean_names, cluster_names = cluster_info
+    mean_names, cluster_names, unit_mean_names = cluster_info
+    if unit_mean_names:
+        # the means over the random higher level's units: identified from the units observing the target
+        units_observing = int(np.unique(problem.higher_codes[problem.codes[obs]]).size)
+        if units_observing < max(MIN_CLUSTERS_FOR_MEANS, CLUSTERS_PER_CLUSTER_COLUMN * len(unit_mean_names)):
+            problem.notes.add(f"Imputation model for '{var.name}': only {units_observing} "
+                              f"{problem.random_level} units observe it, too few for the {problem.random_level} "
+                              "means of the other variables; they were left out.")
+            keep = np.array([nm not in set(unit_mean_names) for nm in names])
+            X, names = X[:, keep], [nm for nm, k in zip(names, keep) if k]
+            cluster_names = [nm for nm in cluster_names if nm not in set(unit_mean_names)]
     if not mean_names:
         return X, names
     clusters_observing = int(np.unique(problem.codes[obs]).size)
@@ -143,7 +165,7 @@ def _cluster_level_budget(problem: Problem, var: Variable, X, names, cluster_inf
 
 
 def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: str, rng, key,
-                 cluster_info=((), ())):
+                 cluster_info=((), (), ())):
     """Draw values of one level-1 target at rows ``mis``: ``kind`` "continuous", "binary", or "logits"
     (the linear predictors of a logistic model under drawn parameters: one contrast of a
     baseline-category model, :func:`_baseline_category`)."""
@@ -172,12 +194,22 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
             fixed["prepared"] = (Do, Dp, kept)
     state = problem.state.setdefault(key, {})
     cache = problem.fixed_cache(var, key)
+    three = problem.random_level is not None
+    if kind in _LOGISTIC_KINDS and three:
+        return nested_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, problem.higher_codes,
+                                    problem.K, rng, notes=problem.notes, target=var.name, cache=cache,
+                                    logits=kind == "logits")
     if kind in _LOGISTIC_KINDS:
         return ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                  notes=problem.notes, target=var.name, state=state, cache=cache,
                                  logits=kind == "logits")
     cluster_level = set(cluster_info[1])
     ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in cluster_level else 0.0 for nm in kept]]
+    if three:
+        return nested_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, problem.higher_codes,
+                                 problem.K, rng, state=state, hetero=problem.hetero,
+                                 pmm=problem.continuous == "pmm", donors=problem.donors, prior_precision=ridge,
+                                 cache=cache)
     return ri_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng, state=state,
                           hetero=problem.hetero, pmm=problem.continuous == "pmm", donors=problem.donors,
                           prior_precision=ridge, cache=cache)
