@@ -25,6 +25,10 @@ Small cells across levels
       shows: where none of the unit's cells below is hidden in that column,
       the largest is hidden from the start (``hidden=``), and complementary
       suppression protects it;
+    * a count a level shows must not expose the unit's hidden counts below
+      (one hidden, or a hidden sum too small, as when suppression hid a
+      whole block it could not protect): it is then hidden from the start
+      too, and the tables are suppressed again until no such count is left;
     * step 1 publishes the cluster sizes (and, where one variable alone is
       incomplete, the dropped counts) with its own suppression, protected
       against the registry total only. A unit whose clusters' hidden sizes
@@ -214,12 +218,53 @@ def published_retention(retention: pd.DataFrame, unit_tables: dict, cluster_unit
         return suppressed_retention(retention, min_cell, hidden=hidden), {}
     cluster_hidden = (hidden if hidden is not None
                       else pd.DataFrame(False, index=retention.index, columns=["n_all", "n_dropped"]))
+    exposed = {level: pd.DataFrame(False, index=unit_tables[level][level].to_numpy(), columns=_COUNTS)
+               for level in levels}
+    while True:  # each pass hides more of the levels above, so it ends
+        shown, displays = _publish_once(retention, unit_tables, cluster_units, min_cell, cluster_hidden, exposed)
+        rows = [(unit_tables[level], unit_tables[level][level], displays[level]) for level in levels]
+        rows.append((retention, retention["cluster"], shown))
+        more = False
+        for k, level in enumerate(levels):
+            child, child_labels, child_shown = rows[k + 1]
+            parent_of = cluster_units.assign(_label=retention["cluster"].to_numpy()).drop_duplicates(
+                levels[k + 1] if k + 1 < len(levels) else "_label")
+            parent_of = parent_of.set_index(levels[k + 1] if k + 1 < len(levels) else "_label")[level]
+            found = _exposed_totals(child, parent_of.reindex(child_labels.to_numpy()).to_numpy(), child_shown,
+                                    displays[level].set_axis(unit_tables[level][level].to_numpy()), min_cell)
+            if (found & ~exposed[level]).any().any():
+                exposed[level] |= found
+                more = True
+        if not more:
+            return shown, displays
+
+
+def _exposed_totals(child: pd.DataFrame, parents: np.ndarray, child_shown: pd.DataFrame, shown_above: pd.DataFrame,
+                    min_cell: int) -> pd.DataFrame:
+    """Counts a level shows whose unit's hidden counts below are not protected by them (one hidden, or too small
+    a hidden sum: e.g. a block that suppression hid entirely because it could not protect it)."""
+    out = pd.DataFrame(False, index=shown_above.index, columns=_COUNTS)
+    for column in _COUNTS:
+        hidden = (child_shown[column] == SUPPRESSED_LABEL).to_numpy()
+        values = child[column].to_numpy(dtype=float)
+        for unit in shown_above.index[shown_above[column] != SUPPRESSED_LABEL]:
+            rows = (parents == unit) & hidden
+            h, total = int(rows.sum()), float(values[rows].sum())
+            out.loc[unit, column] = h >= 1 and (h < 2 or total - (h - 1) < min_cell)
+    return out
+
+
+def _publish_once(retention, unit_tables, cluster_units, min_cell, cluster_hidden, exposed):
+    """One pass of :func:`published_retention`: the levels outermost first, then the clusters, each with the
+    cells hidden from the start (step 1's, the level above's, and ``exposed`` totals)."""
+    levels = list(unit_tables)
     displays, above = {}, None
     for k, level in enumerate(levels):
         table = unit_tables[level]
         labels = table[level].to_numpy()
         given = unit_totals_hidden(cluster_units[level], retention, cluster_hidden, min_cell)
-        given = given.reindex(labels, fill_value=False).set_axis(table.index)
+        given = given.reindex(columns=_COUNTS, fill_value=False).reindex(labels, fill_value=False)
+        given = (given | exposed[level].reindex(labels, fill_value=False)).set_axis(table.index)
         group = None
         if k:
             parent = cluster_units.drop_duplicates(level).set_index(level)[levels[k - 1]].reindex(labels)
