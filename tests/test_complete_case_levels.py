@@ -14,7 +14,8 @@ CC-LEVEL-003  suppression across levels: small counts hidden, and no hidden coun
 CC-LEVEL-004  a unit size that would give back a cluster size step 1 hides is hidden
 CC-LEVEL-005  without higher levels step 2's result is exactly the previous one (by_level empty)
 CC-LEVEL-006  the shift table by unit equals standardized_differences on that unit's subset; small units and units
-              with a hidden count are suppressed, a lost unit has no SMD
+              with a hidden count are suppressed, a lost unit has no SMD; the sentences name the lost unit and
+              the unit whose outcome or focus shifts most (or say none shifts)
 CC-LEVEL-007  two nested levels in either order: outermost first, the region table consistent with the country's
 CC-LEVEL-008  the artifact (version 2) round-trips with its by_level records; the methods text names the levels
 """
@@ -37,7 +38,7 @@ from hmlib.simulate.scale import TRIAL_PARAMS, trial_registry
 from hmlib.stats.complete_case import (complete_case_mask, retention_by_cluster, retention_by_unit,
                                        standardized_differences, standardized_differences_by)
 from hmlib.steps.complete_case import CompleteCaseArtifact, complete_case_check, methods_text
-from hmlib.steps.complete_case_levels import (published_retention, retention_hidden_by_step1, suppressed_retention,
+from hmlib.steps.complete_case_levels import (LevelCheck, published_retention, retention_hidden_by_step1, suppressed_retention,
                                               suppressed_shift)
 
 COUNTS = ["n_all", "n_complete", "n_dropped"]
@@ -233,6 +234,18 @@ def test_cc_level_006_shift_by_unit_equals_subset_and_is_suppressed():
     assert lost.loc[lost["variable"] != "y", "all_patients"].notna().all()  # every patient of Y misses y
     # the unpublished table states a number there (0, or a negative SMD for a level no complete case "has")
     assert by.loc[by["country"] == "Y", "smd"].notna().all()
+    check = LevelCheck(level="country", retention=retention, retention_display=display, shift=by, shift_display=shown,
+                       min_cell=11)
+    largest = by.loc[(by["country"] == "W") & by["variable"].isin(["y", "x"])].set_index("variable")["smd"].abs()
+    sentences = check.sentences("y", "x")
+    assert sentences[0] == ("1 of 4 countries have no complete case: Y; the complete-case analysis says nothing "
+                            "about them.")
+    assert sentences[1].startswith(f"Within countries, {largest.idxmax()} shifts most in country W: ")
+    still = LevelCheck(level="country", retention=retention, retention_display=display, shift=by,
+                       shift_display=shown.assign(smd=shown["smd"].where(shown["smd"] == SUPPRESSED_LABEL, 0.0)),
+                       min_cell=11)
+    assert still.sentences("y", "x")[1] == ("Within the countries shown, neither y nor x shifts among complete "
+                                            "cases (every SMD rounds to 0.00).")
 
 
 def test_cc_level_007_two_levels_outermost_first(tmp_path):

@@ -396,7 +396,10 @@ class LevelCheck:
             out.append(f"{len(lost)} of {n_units} {plural_noun} have no complete case: {join_names(lost)}; the "
                        "complete-case analysis says nothing about them.")
         row = self.largest_shift([outcome, focus])
-        if row is not None:
+        if row is not None and round(abs(float(row["smd"])), 2) == 0:
+            out.append(f"Within the {plural_noun} shown, neither {outcome} nor {focus} shifts among complete cases "
+                       "(every SMD rounds to 0.00).")
+        elif row is not None:
             what = row["variable"] + (f" = {row['level']}" if row["level"] else "")
             if row["summary"] == "share":
                 values = f"{row['complete_cases']:.1%} among its complete cases vs {row['all_patients']:.1%}"
