@@ -24,7 +24,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["cluster_noun", "CLUSTER_WORDS", "is_number", "count_text", "percent", "join_names", "p_text",
+__all__ = ["cluster_noun", "CLUSTER_WORDS", "plural", "is_number", "count_text", "percent", "join_names", "p_text",
            "not_estimable_note", "few_clusters_caveat", "FEW_CLUSTERS"]
 
 #: With fewer clusters than this, a between-cluster SD is barely estimable.
@@ -39,6 +39,19 @@ def cluster_noun(column: str) -> str:
     a plain word such as ``site`` or ``Clinic``, else ``"cluster"``."""
     word = str(column).strip().lower()
     return word if word in CLUSTER_WORDS else "cluster"
+
+
+def plural(noun: str) -> str:
+    """The plural of a unit's name in generated text (``country`` -> ``countries``, ``site`` -> ``sites``).
+
+    Examples
+    --------
+    >>> plural("country"), plural("hospital"), plural("reg_id unit")
+    ('countries', 'hospitals', 'reg_id units')
+    """
+    if noun.endswith("y") and noun[-2:-1] not in set("aeiou"):
+        return noun[:-1] + "ies"
+    return noun + "s"
 
 
 def is_number(value) -> bool:

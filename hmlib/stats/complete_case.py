@@ -67,7 +67,7 @@ from scipy.stats import chi2
 from hmlib.stats.design import DesignMatrix, design_matrix, fit_design
 from hmlib.stats.mixed import RandomInterceptFit
 
-__all__ = ["SMD_THRESHOLD", "MISSING_LEVEL", "complete_case_mask", "retention_by_cluster",
+__all__ = ["SMD_THRESHOLD", "MISSING_LEVEL", "complete_case_mask", "retention_by_cluster", "retention_by_unit",
            "standardized_differences", "standardized_differences_by", "MissingIndicatorModel",
            "fit_missing_indicator_model", "missing_level_label", "fit_missing_category_model",
            "indicator_effects_by_cluster"]
@@ -118,6 +118,45 @@ def retention_by_cluster(frame: pd.DataFrame, cluster: str, complete: np.ndarray
     table["share_after"] = table["n_complete"] / total_after if total_after else 0.0
     table["lost"] = table["n_complete"] == 0
     return table.sort_values(["retained", "n_all"], ascending=[True, False]).reset_index(drop=True)
+
+
+def retention_by_unit(frame: pd.DataFrame, unit: str, cluster: str, complete: np.ndarray) -> pd.DataFrame:
+    """:func:`retention_by_cluster` for a level above the cluster (a country), with its clusters counted.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    unit : str
+        Column of the higher level; the clusters are nested in its units.
+    cluster : str
+    complete : array of bool
+        Complete-case mask over ``frame``'s rows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`retention_by_cluster`, its first named ``unit``
+        instead of ``cluster`` (``lost``: the whole unit has no complete
+        case), then ``n_clusters`` (clusters in the unit) and
+        ``n_clusters_lost`` (those without a complete case). Rows without a
+        unit label are left out. Counts are not suppressed.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"country": ["X", "X", "X", "Y"], "site": ["A", "A", "B", "C"]})
+    >>> t = retention_by_unit(frame, "country", "site", np.array([True, False, False, False]))
+    >>> t[["country", "n_complete", "n_clusters", "n_clusters_lost", "lost"]].values.tolist()
+    [['Y', 0, 1, 1, True], ['X', 1, 2, 1, False]]
+    """
+    complete = np.asarray(complete, bool)
+    table = retention_by_cluster(frame, unit, complete).rename(columns={"cluster": unit})
+    clusters = pd.DataFrame({unit: frame[unit].to_numpy(), "cluster": frame[cluster].to_numpy(),
+                             "complete": complete}).dropna(subset=[unit, "cluster"])
+    per_cluster = clusters.groupby([unit, "cluster"], observed=True)["complete"].any().reset_index()
+    counts = per_cluster.groupby(unit, observed=True)["complete"].agg(
+        n_clusters="size", n_clusters_lost=lambda kept: int((~kept).sum()))
+    table = table.join(counts, on=unit)
+    return table.astype({"n_clusters": int, "n_clusters_lost": int})
 
 
 def _smd_numeric(all_values: pd.Series, cc_values: pd.Series) -> tuple[float, float, float]:

@@ -20,7 +20,8 @@ from hmlib.stats.mixed import fit_random_intercept
 from hmlib.stats.mixed.nested_intercepts import fit_nested_intercepts
 from hmlib.stats.mixed.prepare import check_rank
 
-__all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model", "check_full_rank", "ordinal_ranks"]
+__all__ = ["DesignMatrix", "design_matrix", "fit_design", "fit_analysis_model", "check_full_rank", "ordinal_ranks",
+           "outermost_first"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,37 @@ def design_matrix(frame: pd.DataFrame, predictors, levels: dict | None = None, *
     return DesignMatrix(X=X, term_names=tuple(names), rows=rows)
 
 
+def outermost_first(frame: pd.DataFrame, higher_levels, *, rows=None) -> list:
+    """The levels above the cluster, outermost first: a level nested in another has more units.
+
+    ``hmlib.data`` checks that the levels nest (and do not group the clusters
+    identically), so ordering by the number of units is ordering by nesting.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    higher_levels : sequence of str
+        Columns of the levels, in any order.
+    rows : array of bool, optional
+        Count units among these rows only (e.g. the rows a model uses).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"region": ["n", "s", "e", "w"], "country": ["A", "A", "B", "B"]})
+    >>> outermost_first(frame, ["region", "country"])
+    ['country', 'region']
+    """
+    def units(name):
+        values = frame[name] if rows is None else frame.loc[rows, name]
+        return values.nunique()
+
+    return sorted(higher_levels, key=units)
+
+
 def fit_design(frame: pd.DataFrame, design: DesignMatrix, *, outcome: str, cluster: str,
                family: str, nagq: int = 1, higher_levels=()):
     """Fit ``outcome ~ design + (1 | cluster)`` on the design's rows.
@@ -110,9 +142,8 @@ def fit_design(frame: pd.DataFrame, design: DesignMatrix, *, outcome: str, clust
     y = frame[outcome].to_numpy(dtype=float)[design.rows]
     groups = frame[cluster].to_numpy()[design.rows]
     if higher_levels:
-        # outermost first: a level nested in another has at least as many units (hmlib.data checks the nesting)
-        ordered = sorted(higher_levels, key=lambda name: frame.loc[design.rows, name].nunique())
-        higher = {name: frame[name].to_numpy()[design.rows] for name in ordered}
+        higher = {name: frame[name].to_numpy()[design.rows]
+                  for name in outermost_first(frame, higher_levels, rows=design.rows)}
         return fit_nested_intercepts(y, design.X, groups, higher, family=family, term_names=design.term_names,
                                      cluster_name=cluster, nagq=nagq)
     return fit_random_intercept(y, design.X, groups, family=family, nagq=nagq,

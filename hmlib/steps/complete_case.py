@@ -18,7 +18,6 @@ import pandas as pd
 from hmlib.artifacts import Artifact, Record
 from hmlib.exceptions import FitError
 from hmlib.figures import complete_case as figures
-from hmlib.privacy import suppress_counts
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows, to_jsonable
 from hmlib.stats.complete_case import (SMD_THRESHOLD, complete_case_mask, fit_missing_category_model,
                                        fit_missing_indicator_model, indicator_effects_by_cluster,
@@ -27,7 +26,8 @@ from hmlib.stats.design import fit_analysis_model
 from hmlib.stats.patient_flow import patient_flow
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.complete_case_flow import FlowRecord, published_flow
-from hmlib.steps.disclosure import hidden_counts
+from hmlib.steps.complete_case_levels import (LevelCheck, LevelRecord, check_levels, retention_hidden_by_step1,
+                                              suppressed_retention)
 from hmlib.wording import cluster_noun, count_text, not_estimable_note
 
 __all__ = ["CompleteCaseResult", "complete_case_check", "suppressed_retention", "ShiftRow",
@@ -51,7 +51,8 @@ class CompleteCaseResult:
         :func:`hmlib.stats.complete_case.retention_by_cluster`.
     retention_display : pandas.DataFrame
         The same with small counts suppressed (what the report shows;
-        :func:`suppressed_retention`).
+        :func:`suppressed_retention`; with higher levels, consistent with
+        their tables: :func:`hmlib.steps.complete_case_levels.published_retention`).
     shift : pandas.DataFrame
         :func:`hmlib.stats.complete_case.standardized_differences` over
         outcome and predictors.
@@ -79,6 +80,9 @@ class CompleteCaseResult:
         Patients and clusters from the extract to each analysis, small counts suppressed.
     noun : str
         What a cluster is called (``site``, ``hospital``).
+    by_level : tuple of hmlib.steps.complete_case_levels.LevelCheck
+        Retention and estimand shift by unit of each level above the cluster
+        (``higher_levels``), outermost first; empty without higher levels.
     """
 
     outcome: str
@@ -102,6 +106,7 @@ class CompleteCaseResult:
     focus_levels: tuple = ()
     indicator_term: str = ""
     categorical_levels: dict = field(default_factory=dict)
+    by_level: tuple[LevelCheck, ...] = ()
 
     @property
     def focus_terms(self) -> list:
@@ -143,6 +148,8 @@ class CompleteCaseResult:
         if self.clusters_lost:
             shown = ", ".join(map(str, self.clusters_lost[:8])) + (" ..." if len(self.clusters_lost) > 8 else "")
             out.append(f"Clusters with no complete case (they vanish from a complete-case analysis): {shown}.")
+        for check in self.by_level:
+            out.extend(check.sentences(self.outcome, self.focus))
         r = self.retention
         kept = r.loc[~r["lost"]]
         if len(kept):
@@ -256,54 +263,8 @@ class CompleteCaseResult:
             "narrative": self.narrative(), "notes": self.notes,
             "flow": None if self.flow is None else self.flow.to_json(),
             "focus_levels": list(self.focus_levels), "indicator_term": self.indicator_term,
+            "by_level": [check.to_dict() for check in self.by_level],
         }
-
-
-def _retention_hidden(registry, retention: pd.DataFrame) -> pd.DataFrame:
-    """Step 1's hidden cells for the retention table: a cluster size step 1 hides, and the dropped count of a
-    cluster where one variable alone is incomplete (it is that variable's missing count) when step 1 hides it."""
-    p, frame = registry.params, registry.frame
-    hidden = hidden_counts(registry)
-    columns = [p.outcome, *p.predictors]
-    incomplete = frame[columns].isna().groupby(frame[p.cluster].to_numpy()).any()
-    dropped = []
-    for label in retention["cluster"]:
-        only = [v for v in columns if bool(incomplete.loc[label, v])]
-        dropped.append(len(only) == 1 and bool(hidden.count_hidden([label], only[0])[0]))
-    return pd.DataFrame({"n_all": hidden.size_hidden(retention["cluster"]), "n_dropped": dropped},
-                        index=retention.index)
-
-
-def suppressed_retention(table: pd.DataFrame, min_cell: int, hidden: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The retention table as published: counts below ``min_cell`` suppressed.
-
-    Complementary suppression (:func:`hmlib.privacy.suppress_counts`): no
-    hidden count can be recovered from ``n_all = n_complete + n_dropped`` or
-    from a column total, and the shares derived from a hidden count are
-    hidden with it.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        :func:`hmlib.stats.complete_case.retention_by_cluster`.
-    min_cell : int
-    hidden : pandas.DataFrame of bool, optional
-        Cells hidden by step 1's decision (``n_all``, ``n_dropped``), hidden
-        here too (:mod:`hmlib.steps.disclosure`).
-
-    Returns
-    -------
-    pandas.DataFrame
-        The same columns; suppressed cells hold ``"suppressed"``.
-    """
-    safe = suppress_counts(
-        table, ["n_complete", "n_dropped"], min_cell, total_column="n_all",
-        parts=[["n_complete", "n_dropped"]],
-        derived_columns={"retained": ["n_complete", "n_dropped"], "share_after": ["n_complete"],
-                         "share_before": ["n_all"]},
-        hidden=hidden,
-    )
-    return safe.display
 
 
 def complete_case_check(registry) -> CompleteCaseResult:
@@ -325,6 +286,8 @@ def complete_case_check(registry) -> CompleteCaseResult:
     retention = retention_by_cluster(frame, p.cluster, complete)
     lost = retention.loc[retention["lost"], "cluster"].tolist()
     binary_outcome = p.outcome if p.outcome_family == "binomial" else None
+    retention_display, by_level = check_levels(registry, complete, columns, retention,
+                                               retention_hidden_by_step1(registry, retention), binary_outcome)
     shift = standardized_differences(frame, complete, columns, registry.kinds, binary_outcome=binary_outcome)
     shift_by_type = None
     if p.cluster_covariates:
@@ -368,16 +331,14 @@ def complete_case_check(registry) -> CompleteCaseResult:
     return CompleteCaseResult(
         outcome=p.outcome, outcome_family=p.outcome_family, focus=focus,
         n_all=int(len(frame)), n_complete=int(complete.sum()), n_clusters=int(len(retention)),
-        n_clusters_lost=len(lost), clusters_lost=lost, retention=retention,
-        retention_display=suppressed_retention(retention, p.privacy.min_cell,
-                                               hidden=_retention_hidden(registry, retention)),
+        n_clusters_lost=len(lost), clusters_lost=lost, retention=retention, retention_display=retention_display,
         shift=shift, shift_by_type=shift_by_type, estimates=estimates_frame,
         indicator_by_cluster=indicator_table, min_cell=p.privacy.min_cell, notes=notes,
         focus_levels=tuple(registry.levels.get(focus, ())) if categorical else (), indicator_term=indicator_term,
         categorical_levels={c: tuple(registry.levels[c]) for c in sorted(p.predictors, key=lambda c: c != focus)
                             if registry.kinds.get(c) == "categorical" and c in registry.levels},
         flow=published_flow(patient_flow(frame, p.cluster, columns), p.privacy.min_cell),
-        noun=cluster_noun(p.cluster),
+        noun=cluster_noun(p.cluster), by_level=by_level,
     )
 
 
@@ -417,11 +378,15 @@ class CompleteCaseArtifact(Artifact):
     missing-category model); the tables that are
     only displayed (``retention`` with its suppressed cells, ``shift_by_type``
     whose level column is named by the cluster covariate, and
-    ``indicator_by_cluster``) are free JSON, ``null`` when absent.
+    ``indicator_by_cluster``) are free JSON, ``null`` when absent. ``by_level``
+    holds one record per level above the cluster, outermost first (empty
+    without higher levels; version 2 added it).
     """
 
     KEY: ClassVar[str] = "complete_case"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
+
+    by_level: tuple[LevelRecord, ...]
 
     clusters_lost: tuple[str, ...]
     flow: FlowRecord | None
@@ -456,9 +421,14 @@ def methods_text(record, ev) -> list:
     """
     model = ("a missing-category model (the missing values of the categorical focus as a level of their own) "
              if record.focus_levels else "a missing-indicator model ")
+    by_unit = ""
+    if record.by_level:
+        levels = " and ".join(level.level for level in record.by_level)
+        by_unit = (f" Retention and the standardised differences were also reported within each unit of {levels} "
+                   f"(units with fewer than {ev.min_cell} complete cases or dropped patients suppressed).")
     return [f"Complete-case analysis used the {count_text(record.n_complete, ev.min_cell)} patients with every "
             "model variable recorded; the estimand shift was measured by standardised differences between "
-            f"complete cases and all patients; {model}was fitted for comparison."]
+            f"complete cases and all patients; {model}was fitted for comparison.{by_unit}"]
 
 
 STEP = Step(key="complete_case", number=2, title="Complete-case check: who drops out",

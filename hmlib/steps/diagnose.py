@@ -25,6 +25,7 @@ from hmlib.exceptions import DataError, FitError, ParamsError
 from hmlib.figures import diagnose as figures
 from hmlib.privacy import SuppressedTable
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
+from hmlib.stats.design import outermost_first
 from hmlib.stats.missingness import (ClusterVariationResult, OutcomeCorrelationResult,
                                      missingness_cluster_variation, missingness_outcome_correlation,
                                      missingness_overview, missingness_patterns, missingness_predictors)
@@ -582,7 +583,7 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
     level = _check_arguments(frame, cluster=cluster, variables=variables, outcome_family=outcome_family,
                              min_cell=min_cell, structural_share=structural_share, level=level, focus=focus)
     check_columns(frame, list(higher_levels), "diagnose")
-    higher_levels = tuple(sorted(higher_levels, key=lambda name: frame[name].nunique()))  # outermost first
+    higher_levels = tuple(outermost_first(frame, higher_levels))
     labels, _ = cluster_index(frame, cluster, "diagnose")
     names = display_names(labels, cluster_names, cluster_noun)
     overview_raw = missingness_overview(frame, variables, cluster, level=level)

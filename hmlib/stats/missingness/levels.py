@@ -41,6 +41,7 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import FitError, ParamsError
+from hmlib.stats.design import outermost_first
 from hmlib.stats.missingness.counts import check_columns, check_level
 from hmlib.stats.mixed import RandomEffects, fit_mixed
 
@@ -146,8 +147,7 @@ def missingness_level_variation(frame: pd.DataFrame, variable: str, cluster: str
         raise ParamsError("missingness_level_variation needs at least one level above the cluster.")
     level = check_level(level)
     check_columns(frame, [variable, cluster, *higher], "missingness_level_variation")
-    # outermost first: a level nested in another has at least as many units
-    higher = sorted(higher, key=lambda name: frame[name].nunique())
+    higher = outermost_first(frame, higher)
     names = [*higher, cluster]
     labels = {name: frame[name].to_numpy() for name in names}
     y = frame[variable].isna().to_numpy(dtype=float)
