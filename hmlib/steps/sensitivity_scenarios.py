@@ -22,7 +22,10 @@ Scenario families
     Clusters whose share of missing focus values is above a threshold
     (default 0.2, 0.4, 0.6; strictly above) are left out, and imputation and
     analysis are re-run on the rest. Asks: does the answer rest on the poorly
-    documenting clusters, whose values are mostly imputed?
+    documenting clusters, whose values are mostly imputed? With
+    ``higher_levels`` the same is done at each level above the cluster
+    (``exclude-missing>20%:country``: countries above the threshold left out,
+    with all their clusters).
 ``stratified``
     The multilevel imputation model is fitted separately within each level
     of the cluster type (the first cluster covariate), so that every
@@ -78,7 +81,10 @@ Scenario families
     Each of the ``n_influential`` (default 5) best-documented clusters (most
     recorded focus values; ties by size) is left out in turn and imputation
     and analysis re-run. If leaving out one of them changes the conclusion,
-    the verdict names it.
+    the verdict names it. With ``higher_levels``, also the
+    ``min(n_influential, HIGHER_LEAVE_OUT)`` best-documented units of each
+    level above the cluster (``leave-out:country=C03``), each with all its
+    clusters.
 
 References
 ----------
@@ -100,7 +106,7 @@ import pandas as pd
 
 from hmlib.exceptions import FitError, ParamsError
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows
-from hmlib.stats.design import design_matrix, fit_design
+from hmlib.stats.design import design_matrix, fit_design, outermost_first
 from hmlib.steps.imputation import impute_by_stratum, impute_registry
 from hmlib.stats.joint import reweight_cluster_sd_prior
 from hmlib.steps.joint_model import fit_registry
@@ -116,6 +122,8 @@ __all__ = ["FAMILIES", "DELTA_MODES", "SensitivitySettings", "Scenario", "Scenar
            "joint_model_fitter", "joint_priors", "prior_label", "analyse", "set_scenario_context", "run_scenario_task",
            "run_bisection_task"]
 
+#: At most this many best-documented units of each level above the cluster are left out in turn.
+HIGHER_LEAVE_OUT = 3
 FAMILIES = ("exclusion", "stratified", "prior", "indicator", "delta-global", "delta-cluster", "leave-out")
 #: The delta-adjustment families and their mode (:func:`hmlib.stats.sensitivity.cluster_deltas`).
 DELTA_MODES = {"delta-global": "global", "delta-cluster": "cluster"}
@@ -346,6 +354,10 @@ def plan_scenarios(registry, settings: SensitivitySettings | None = None) -> lis
         if fam == "exclusion":
             for t in s.exclusion_thresholds:
                 plan.append(Scenario(f"exclude-missing>{t:.0%}", fam, options={"threshold": float(t)}))
+            for level in outermost_first(registry.frame, p.higher_levels):
+                for t in s.exclusion_thresholds:
+                    plan.append(Scenario(f"exclude-missing>{t:.0%}:{level}", fam,
+                                         options={"threshold": float(t), "level": level}))
         elif fam == "stratified":
             if p.cluster_covariates:
                 ctype = p.cluster_covariates[0]
@@ -369,6 +381,11 @@ def plan_scenarios(registry, settings: SensitivitySettings | None = None) -> lis
         elif fam == "leave-out":
             for label in best_documented_clusters(registry.frame, p.cluster, p.focus, s.n_influential):
                 plan.append(Scenario(f"leave-out:{label}", fam, options={"cluster": label}))
+            for level in outermost_first(registry.frame, p.higher_levels):
+                n = min(s.n_influential, HIGHER_LEAVE_OUT)
+                for label in best_documented_clusters(registry.frame, level, p.focus, n):
+                    plan.append(Scenario(f"leave-out:{level}={label}", fam,
+                                         options={"cluster": label, "level": level}))
     return plan
 
 
@@ -517,12 +534,18 @@ def _subset_registry(registry, keep: np.ndarray):
 
 
 def _excluding(ctx: ScenarioContext, scenario: Scenario, excluded: list) -> ScenarioOutcome:
+    """Re-impute and re-analyse without the units ``excluded`` of the scenario's level (default: clusters).
+
+    ``excluded_clusters`` in the details are always clusters: those of the excluded units.
+    """
     reg = ctx.registry
     cluster = reg.params.cluster
+    level = scenario.options.get("level", cluster)
+    drop = reg.frame[level].isin(excluded).to_numpy()
     labels = reg.frame[cluster]
-    drop = labels.isin(excluded).to_numpy()
     left = int(labels[~drop].nunique())
-    details = {"excluded_clusters": list(excluded), "n_clusters_excluded": len(excluded),
+    clusters = excluded if level == cluster else sorted(labels[drop].unique().tolist(), key=str)
+    details = {"excluded_clusters": list(clusters), "n_clusters_excluded": len(clusters),
                "n_patients_excluded": int(drop.sum()), "n_clusters_left": left}
     if not excluded:
         return ScenarioOutcome(scenario, "ok", estimates=ctx.primary_rows.copy(), details=details,
@@ -537,7 +560,8 @@ def _excluding(ctx: ScenarioContext, scenario: Scenario, excluded: list) -> Scen
 
 def _run_exclusion(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     p = ctx.registry.params
-    excluded = clusters_above_threshold(ctx.registry.frame, p.cluster, p.focus, scenario.options["threshold"])
+    level = scenario.options.get("level", p.cluster)
+    excluded = clusters_above_threshold(ctx.registry.frame, level, p.focus, scenario.options["threshold"])
     return _excluding(ctx, scenario, excluded)
 
 

@@ -229,7 +229,8 @@ def _changes(result) -> list:
                  f"{r.change_reason}{'' if r.reference == 'primary' else ' vs ' + r.reference})"
                  for r in rows.itertuples()]
         if fam == "leave-out":
-            names = ", ".join(dict.fromkeys(str(r.scenario).split(":", 1)[1] for r in rows.itertuples()))
+            names = ", ".join(dict.fromkeys(str(r.scenario).split(":", 1)[1].replace("=", " ")
+                                            for r in rows.itertuples()))
             parts.append(f"single well-documented clusters ({names}): " + "; ".join(items))
         else:
             parts.append(f"{FAMILY_TEXT[fam]}: " + "; ".join(items))
