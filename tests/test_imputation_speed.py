@@ -144,9 +144,9 @@ def test_MI_FAST_005_blocked_sufficient_statistics_are_exact(monkeypatch):
     co = rng.integers(0, 40, 3000)
     Do = np.column_stack([np.ones(3000), rng.normal(size=(3000, 4))])
     z = rng.normal(size=3000)
-    whole = kernels._cluster_sufficient_statistics(Do, z, co, 45)
+    whole = kernels.cluster_sufficient_statistics(Do, z, co, 45)
     monkeypatch.setattr(kernels, "SUFFICIENT_STATISTICS_BLOCK", 500)
-    blocked = kernels._cluster_sufficient_statistics(Do, z, co, 45)
+    blocked = kernels.cluster_sufficient_statistics(Do, z, co, 45)
     np.testing.assert_array_equal(whole, blocked)
     assert np.all(whole[40:] == 0)
 

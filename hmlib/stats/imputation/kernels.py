@@ -21,6 +21,7 @@ from hmlib.exceptions import FitError
 from hmlib.stats.imputation.ri_logistic import fit_ri_logistic
 
 __all__ = ["cluster_sums", "prepare_design", "standardise_target", "linear_draw", "logistic_draw",
+           "block_gaussian", "cluster_sufficient_statistics", "pmm_match", "values_or_logits",
            "fe_linear_draw", "fe_logistic_draw", "ri_gibbs_draw", "draw_tau2", "ri_logistic_draw",
            "GIBBS_BURN_IN", "GIBBS_SWEEPS", "RESIDUAL_PRIOR_DF", "TAU2_FLOOR", "TAU_MAX", "LOGISTIC_TAU_MAX",
            "LOGISTIC_PRIOR_SD", "FE_LOGISTIC_PRIOR_SD", "COLLINEAR_TOL"]
@@ -79,7 +80,7 @@ def _cholesky(S: np.ndarray, what: str) -> np.ndarray:
                    "columns; the imputation model cannot be fitted.")
 
 
-def _block_gaussian(A, C, D, b_beta, b_alpha, rng=None):
+def block_gaussian(A, C, D, b_beta, b_alpha, rng=None):
     """Mean (and a draw) of the Gaussian with precision [[A, C'], [C, diag(D)]].
 
     The linear term is ``(b_beta, b_alpha)``. ``beta`` is drawn from its
@@ -193,7 +194,7 @@ def standardise_target(y: np.ndarray):
     return centre, (scale if scale > 0 else 1.0)
 
 
-def _pmm_match(yhat_obs: np.ndarray, yhat_mis: np.ndarray, rng, donors: int) -> np.ndarray:
+def pmm_match(yhat_obs: np.ndarray, yhat_mis: np.ndarray, rng, donors: int) -> np.ndarray:
     """Index (into the observed rows) of the donor of each missing row.
 
     The donor is a random one of the ``donors`` observed rows with the
@@ -234,7 +235,7 @@ def linear_draw(Do, yo, Dp, rng, *, pmm: bool, donors: int) -> np.ndarray:
     beta = beta_hat + sigma * linalg.solve_triangular(L, rng.standard_normal(p), lower=True, trans="T",
                                                       check_finite=False)
     if pmm:
-        return yo[_pmm_match(Do @ beta_hat, Dp @ beta, rng, donors)]
+        return yo[pmm_match(Do @ beta_hat, Dp @ beta, rng, donors)]
     return centre + scale * (Dp @ beta + sigma * rng.standard_normal(Dp.shape[0]))
 
 
@@ -279,7 +280,7 @@ def _logistic_prior(p: int) -> np.ndarray:
     return prec
 
 
-def _values_or_logits(eta, rng, logits: bool) -> np.ndarray:
+def values_or_logits(eta, rng, logits: bool) -> np.ndarray:
     """0/1 draws with ``P = expit(eta)``, or ``eta`` itself (``logits=True``: the caller draws)."""
     if logits:
         return eta
@@ -303,7 +304,7 @@ def logistic_draw(Do, yo, Dp, rng, cache: dict | None = None, *, logits: bool = 
             cache["mode"] = (beta_hat, L)
     beta = beta_hat + linalg.solve_triangular(L, rng.standard_normal(beta_hat.size), lower=True, trans="T",
                                               check_finite=False)
-    return _values_or_logits(Dp @ beta, rng, logits)
+    return values_or_logits(Dp @ beta, rng, logits)
 
 
 # --------------------------------------------------------------------------
@@ -345,7 +346,7 @@ def fe_linear_draw(Do, yo, co, Dp, cp, J, rng, *, pmm, donors, notes, target):
     C = cluster_sums(Do, co, J)
     b_beta = Do.T @ z
     b_alpha = np.bincount(co, weights=z, minlength=J)
-    beta_hat, alpha_hat, beta_u, alpha_u = _block_gaussian(A, C, D, b_beta, b_alpha, rng)
+    beta_hat, alpha_hat, beta_u, alpha_u = block_gaussian(A, C, D, b_beta, b_alpha, rng)
     resid = z - Do @ beta_hat - alpha_hat[co]
     df = z.size - Do.shape[1] - int(has.sum())
     if df < 1:
@@ -358,7 +359,7 @@ def fe_linear_draw(Do, yo, co, Dp, cp, J, rng, *, pmm, donors, notes, target):
     if (~has).any():
         alpha = np.where(has, alpha, _empty_cluster_intercepts(alpha_hat, has, rng, J, cp, notes, target))
     if pmm:
-        return yo[_pmm_match(Do @ beta_hat + alpha_hat[co], Dp @ beta + alpha[cp], rng, donors)]
+        return yo[pmm_match(Do @ beta_hat + alpha_hat[co], Dp @ beta + alpha[cp], rng, donors)]
     return centre + scale * (Dp @ beta + alpha[cp] + sigma * rng.standard_normal(Dp.shape[0]))
 
 
@@ -398,7 +399,7 @@ def fe_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes=None, target="", logit
 
     value = log_post(beta, alpha)
     for _ in range(60):
-        b_new, a_new, _, _ = _block_gaussian(*system(beta, alpha))
+        b_new, a_new, _, _ = block_gaussian(*system(beta, alpha))
         t = 1.0
         for _ in range(30):
             cb, ca = beta + t * (b_new - beta), alpha + t * (a_new - alpha)
@@ -410,16 +411,16 @@ def fe_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes=None, target="", logit
         beta, alpha, value = cb, ca, new_value
         if change < 1e-8:
             break
-    beta_hat, alpha_hat, beta_d, alpha_d = _block_gaussian(*system(beta, alpha), rng)
+    beta_hat, alpha_hat, beta_d, alpha_d = block_gaussian(*system(beta, alpha), rng)
     if (~has).any():
         alpha_d = np.where(has, alpha_d, _empty_cluster_intercepts(alpha_hat, has, rng, J, cp, notes, target))
-    return _values_or_logits(Dp @ beta_d + alpha_d[cp], rng, logits)
+    return values_or_logits(Dp @ beta_d + alpha_d[cp], rng, logits)
 
 
 # --------------------------------------------------------------------------
 # Random-intercept draws
 # --------------------------------------------------------------------------
-def _cluster_sufficient_statistics(Do, z, co, J) -> np.ndarray:
+def cluster_sufficient_statistics(Do, z, co, J) -> np.ndarray:
     """Per-cluster ``[vec(X'X), X'1, X'z, 1'z, z'z, n]`` (J rows), from rows sorted by cluster.
 
     The rows are taken in blocks of whole clusters of about ``SUFFICIENT_STATISTICS_BLOCK``
@@ -466,7 +467,7 @@ def ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm:
     if cache is not None and "sums" in cache:
         sums = cache["sums"]
     else:
-        sums = _cluster_sufficient_statistics(Do, z, co, J)
+        sums = cluster_sufficient_statistics(Do, z, co, J)
         if cache is not None:
             cache["sums"] = sums
     XX = sums[:, :p * p].reshape(J, p, p)
@@ -488,7 +489,7 @@ def ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm:
         A = np.einsum("j,jkl->kl", w, XX) + np.diag(ridge)
         C = w[:, None] * S
         D = w * n_j + 1.0 / tau2
-        beta_hat, u_hat, beta, u = _block_gaussian(A, C, D, (w[:, None] * Xz).sum(axis=0), w * zs, rng)
+        beta_hat, u_hat, beta, u = block_gaussian(A, C, D, (w[:, None] * Xz).sum(axis=0), w * zs, rng)
         rss = (zz - 2.0 * Xz @ beta - 2.0 * u * zs + np.einsum("k,jkl,l->j", beta, XX, beta)
                + 2.0 * u * (S @ beta) + n_j * u * u)
         rss = np.maximum(rss, 0.0)
@@ -501,7 +502,7 @@ def ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm:
         tau2 = draw_tau2(float(np.sum(u[has] ** 2)) + TAU2_FLOOR, max(J_obs - 1, 1), rng)
     state.update(tau2=tau2, sig2=sig2 if hetero else float(sig2[0]), s2=s2)
     if pmm:
-        return yo[_pmm_match(Do @ beta_hat + u_hat[co], Dp @ beta + u[cp], rng, donors)]
+        return yo[pmm_match(Do @ beta_hat + u_hat[co], Dp @ beta + u[cp], rng, donors)]
     return centre + scale * (Dp @ beta + u[cp] + np.sqrt(sig2[cp]) * rng.standard_normal(Dp.shape[0]))
 
 
@@ -588,4 +589,4 @@ def ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, notes, target: str, state: d
         u = u_mode + rng.standard_normal(J) / np.sqrt(curv)
     else:
         u = np.zeros(J)
-    return _values_or_logits(Dp @ beta + u[cp], rng, logits)
+    return values_or_logits(Dp @ beta + u[cp], rng, logits)

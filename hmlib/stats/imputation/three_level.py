@@ -46,8 +46,8 @@ from scipy import special
 
 from hmlib.exceptions import FitError
 from hmlib.stats.imputation.kernels import (GIBBS_BURN_IN, GIBBS_SWEEPS, LOGISTIC_TAU_MAX, RESIDUAL_PRIOR_DF,
-                                            TAU2_FLOOR, _block_gaussian, _cluster_sufficient_statistics,
-                                            _pmm_match, _values_or_logits, draw_tau2, ri_logistic_draw,
+                                            TAU2_FLOOR, block_gaussian, cluster_sufficient_statistics,
+                                            pmm_match, values_or_logits, draw_tau2, ri_logistic_draw,
                                             standardise_target)
 
 __all__ = ["nested_gibbs_draw", "nested_logistic_draw", "nested_conditional_modes"]
@@ -56,7 +56,7 @@ __all__ = ["nested_gibbs_draw", "nested_logistic_draw", "nested_conditional_mode
 def _sums(Do, z, co, J, cache):
     if cache is not None and "sums" in cache:
         return cache["sums"]
-    sums = _cluster_sufficient_statistics(Do, z, co, J)
+    sums = cluster_sufficient_statistics(Do, z, co, J)
     if cache is not None:
         cache["sums"] = sums
     return sums
@@ -99,7 +99,7 @@ def nested_gibbs_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, state: dict, hetero:
         A = np.einsum("j,jkl->kl", w, XX) + np.diag(ridge)
         C = w[:, None] * S
         D = w * n_j + 1.0 / tau2
-        beta_hat, _, beta, _ = _block_gaussian(A, C, D, (w[:, None] * (Xz - vj[:, None] * S)).sum(axis=0),
+        beta_hat, _, beta, _ = block_gaussian(A, C, D, (w[:, None] * (Xz - vj[:, None] * S)).sum(axis=0),
                                                w * (zs - vj * n_j), rng)
         # (v, u) | beta: v with u integrated out, then u | v
         r = zs - S @ beta                                # residual sum per cluster
@@ -126,7 +126,7 @@ def nested_gibbs_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, state: dict, hetero:
         # variance components
         Du = w * n_j + 1.0 / tau2
         u_hat = w * (r - n_j * M[hc]) / Du
-        return yo[_pmm_match(Do @ beta_hat + (u_hat + M[hc])[co], Dp @ beta + (u + v[hc])[cp], rng, donors)]
+        return yo[pmm_match(Do @ beta_hat + (u_hat + M[hc])[co], Dp @ beta + (u + v[hc])[cp], rng, donors)]
     return centre + scale * (Dp @ beta + u[cp] + v[hc[cp]] + np.sqrt(sig2[cp]) * rng.standard_normal(Dp.shape[0]))
 
 
@@ -205,4 +205,4 @@ def nested_logistic_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, notes, target: st
     v_mode, u_mode, schur, h_u, a = nested_conditional_modes(Do @ beta, yo, co, J, hc, K, tau, omega)
     v = v_mode + rng.standard_normal(K) / np.sqrt(schur) if omega > 0 else np.zeros(K)
     u = u_mode - a / h_u * (v - v_mode)[hc] + rng.standard_normal(J) / np.sqrt(h_u) if tau > 0 else np.zeros(J)
-    return _values_or_logits(Dp @ beta + u[cp] + v[hc[cp]], rng, logits)
+    return values_or_logits(Dp @ beta + u[cp] + v[hc[cp]], rng, logits)
