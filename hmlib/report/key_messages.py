@@ -205,10 +205,13 @@ def variance_shares(estimates: pd.DataFrame, method: str, levels) -> dict:
 
 def level_message(ev: ReportEvidence) -> list:
     """Message 4: the outcome's variation and the focus's missingness by level (only with ``higher_levels``)."""
+    diag = ev.artifacts.get("diagnose")
+    higher = list(getattr(getattr(diag, "settings", None), "higher_levels", ())
+                  or getattr(ev.params, "higher_levels", ()) or ())
+    if not higher:
+        return []
     primary = primary_method(ev)
-    diag = ev["diagnose"]
-    higher = list(getattr(getattr(diag, "settings", None), "higher_levels", ()) or ev.params.higher_levels)
-    if primary is None or not higher:
+    if primary is None:
         return []
     levels = [*higher, ev.params.cluster]
     shares = variance_shares(ev.estimates, primary, levels)
