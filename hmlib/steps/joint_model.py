@@ -220,7 +220,7 @@ def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | No
     p = registry.params
     arguments = {"outcome": p.outcome, "predictors": list(p.predictors), "cluster": p.cluster,
                  "family": p.outcome_family, "levels": registry.levels, "focus": p.focus,
-                 "ordinal": dict(p.ordinal)}
+                 "ordinal": dict(p.ordinal), "higher_levels": list(p.higher_levels)}
     arguments |= options
     return fit_joint_model(registry.frame, seed=p.seed if seed is None else seed,
                            fast=bool(p.fast if fast is None else fast), **arguments)

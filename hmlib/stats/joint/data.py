@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import FitError
-from hmlib.stats.design import ordinal_ranks
+from hmlib.stats.design import ordinal_ranks, outermost_first
 
 __all__ = ["LOGNORMAL_SKEWNESS", "ContinuousPredictor", "BinaryPredictor", "CategoricalPredictor", "JointData",
            "choose_distribution", "prepare_joint_data"]
@@ -146,6 +146,19 @@ class CategoricalPredictor:
 
 
 @dataclass(frozen=True, eq=False)
+class LevelAbove:
+    """A level above the cluster (params ``higher_levels``): its column, each cluster's unit, the units' labels."""
+
+    name: str
+    parent: np.ndarray          # J: the unit (0 .. n_units - 1) of each cluster
+    labels: np.ndarray          # n_units labels, sorted
+
+    @property
+    def n_units(self) -> int:
+        return int(self.labels.size)
+
+
+@dataclass(frozen=True, eq=False)
 class JointData:
     """Arrays and metadata of one joint model (built by :func:`prepare_joint_data`).
 
@@ -155,7 +168,8 @@ class JointData:
     intercept), ``z_terms``, ``continuous``, ``binaries`` and
     ``categoricals`` (incomplete predictors), ``focus`` and ``focus_kind``
     (``"continuous"``, ``"binary"``, ``"categorical"`` or ``"complete"``),
-    ``term_order`` (outcome terms in the user's predictor order).
+    ``term_order`` (outcome terms in the user's predictor order), ``higher``
+    (the levels above the cluster, outermost first: :class:`LevelAbove`).
     """
 
     outcome: str
@@ -179,6 +193,7 @@ class JointData:
     n_dropped_outcome: int
     predictors: tuple
     categoricals: tuple = ()
+    higher: tuple = ()
 
     @property
     def n(self) -> int:
@@ -286,7 +301,7 @@ def choose_distribution(values) -> str:
 def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str, family: str,
                        levels: dict | None = None, focus: str | None = None,
                        distributions: dict | None = None, missing_values: str = "marginal",
-                       missingness_model: bool = True, ordinal=None) -> JointData:
+                       missingness_model: bool = True, ordinal=None, higher_levels=()) -> JointData:
     """Standardise and index the data of the joint model.
 
     Parameters
@@ -314,6 +329,10 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         ``{column: levels from lowest to highest}``. With names only the
         levels are ordered as numbers when they all read as numbers, else as
         in ``levels``. The outcome model codes them by ``levels`` either way.
+    higher_levels : sequence of str, optional
+        Columns of levels above the cluster (each cluster in one unit of
+        each): every submodel gets nested random intercepts for them
+        (:mod:`hmlib.stats.joint.model`).
 
     Returns
     -------
@@ -339,10 +358,15 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         if not _is_categorical(frame[col], col, levels):
             raise FitError(f"ordinal names '{col}', which is numeric; list it under 'categorical' too, or "
                            "remove it from 'ordinal'.")
-    data, n_dropped = _rows_with_outcome(frame, outcome, cluster, predictors)
+    higher_levels = outermost_first(frame, list(higher_levels))
+    missing_cols = [c for c in higher_levels if c not in frame.columns]
+    if missing_cols:
+        raise FitError(f"column(s) {missing_cols} not in the data.")
+    data, n_dropped = _rows_with_outcome(frame, outcome, cluster, (*predictors, *higher_levels))
     codes, labels = pd.factorize(data[cluster], sort=True)
     if labels.size < 2:
         raise FitError(f"the joint model needs at least two clusters in '{cluster}'; found {labels.size}.")
+    higher = tuple(_level_above(data, name, codes, labels.size) for name in higher_levels)
     y, y_centre, y_scale = _outcome_on_model_scale(data[outcome], outcome, family)
 
     columns = _Columns(ordinal=ordinal)
@@ -362,7 +386,20 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         term_order=tuple(columns.term_order),
         missingness_model=bool(missingness_model and focus_kind != "complete"),
         n_dropped_outcome=n_dropped, predictors=predictors, categoricals=tuple(columns.categoricals),
+        higher=higher,
     )
+
+
+def _level_above(data: pd.DataFrame, name: str, codes: np.ndarray, J: int) -> LevelAbove:
+    """Each cluster's unit of the level ``name``; FitError when a cluster is in two units or has none."""
+    units = data[name].astype(str).where(data[name].notna())
+    per_cluster = units.groupby(codes)
+    if units.isna().any() or (per_cluster.nunique() > 1).any():
+        raise FitError(f"every cluster must sit in exactly one unit of '{name}' (a level above the cluster).")
+    parent, labels = pd.factorize(per_cluster.first().reindex(range(J)), sort=True)
+    if labels.size < 2:
+        raise FitError(f"the level '{name}' above the cluster has one unit; it cannot have a random intercept.")
+    return LevelAbove(name=name, parent=parent.astype(np.int64), labels=np.asarray(labels))
 
 
 def _check_arguments(frame: pd.DataFrame, *, outcome: str, predictors: tuple, cluster: str, family: str,

@@ -44,7 +44,8 @@ __all__ = ["LOW_RANK_MAX_PARAMETERS", "fit_joint_model"]
 LOW_RANK_MAX_PARAMETERS = 500
 #: Model variables not kept in the trace: sampling coordinates, observed
 #: variables and potentials (the reported quantities are derived from the rest).
-_NOT_TRACED = ("miss_indicator", "miss_prior", "miss_slope", "miss_resid_sd", "outcome_cluster_level")
+_NOT_TRACED = ("miss_indicator", "miss_prior", "miss_slope", "miss_resid_sd", "outcome_cluster_level",
+               "outcome_within_level")
 
 
 def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str, family: str,
@@ -55,7 +56,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
                     parameterisation: dict | None = None, missing_values: str = "marginal",
                     missingness_model: bool = True, quadrature_nodes: int | str = "auto", cores: int | None = None,
                     adaptation: str = "auto", keep_trace: bool = False,
-                    time_budget_minutes: float | None = None) -> JointModelResult:
+                    time_budget_minutes: float | None = None, higher_levels=()) -> JointModelResult:
     """Fit the joint model (:mod:`hmlib.stats.joint`) with nutpie and summarise it.
 
     Parameters
@@ -117,6 +118,10 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         Extend the sampling automatically when the convergence gate fails
         (module docstring) while the whole fit stays within this many
         minutes. None or 0: never extend.
+    higher_levels : sequence of str, optional
+        Levels above the cluster (params ``higher_levels``): nested random
+        intercepts in every submodel; the summary gains ``sd(<level>)``
+        rows (outermost first) before ``sd(<cluster>)``.
 
     Returns
     -------
@@ -147,7 +152,8 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     checked_priors = check_priors(priors)
     jd = prepare_joint_data(frame, outcome=outcome, predictors=predictors, cluster=cluster, family=family,
                             levels=levels, focus=focus, distributions=distributions,
-                            missing_values=missing_values, missingness_model=missingness_model, ordinal=ordinal)
+                            missing_values=missing_values, missingness_model=missingness_model, ordinal=ordinal,
+                            higher_levels=higher_levels)
     fits = ml_fits(jd)
     choice, shares = choose_parameterisation(jd, fits, parameterisation)
     quadrature_error = None
@@ -247,9 +253,11 @@ def _summary_table(jd: JointData, post: dict):
     gaussian = jd.family == "gaussian"
     original = outcome_to_original_scale(
         jd, post["outcome_intercept"], post["outcome_coef"], post["outcome_cluster_sd"],
-        post["outcome_sigma"] if gaussian else None)
+        post["outcome_sigma"] if gaussian else None,
+        higher_sds=[post[f"outcome_above{l}_cluster_sd"] for l in range(len(jd.higher))])
     rows = []
-    order = ["Intercept", *jd.term_order, f"sd({jd.cluster})"] + (["sigma"] if gaussian else [])
+    order = ["Intercept", *jd.term_order, *(f"sd({h.name})" for h in jd.higher), f"sd({jd.cluster})"] + \
+        (["sigma"] if gaussian else [])
     for term in order:
         rows.append({"term": term, **summarise_draws(original[term]), **draw_diagnostics(original[term])})
     correlation = None

@@ -75,7 +75,35 @@ def _cluster_effects(name: str, J: int, sd, centred: bool):
     return pm.Deterministic(name, sd * z)
 
 
-def _outcome_levels(intercept, sd, J: int):
+def _within_name(prefix: str, data: JointData) -> str:
+    """The name of a submodel's own cluster effects: ``<prefix>_cluster``, or ``<prefix>_within`` when levels
+    above the cluster add theirs (:func:`_with_levels_above` then names the sum ``<prefix>_cluster``)."""
+    return f"{prefix}_within" if data.higher else f"{prefix}_cluster"
+
+
+def _with_levels_above(prefix: str, within, data: JointData, priors: dict, shape: tuple = ()):
+    """A submodel's cluster effects plus those of every level above the cluster (nested random intercepts).
+
+    Each level ``l`` (outermost first) has its own SD ``<prefix>_above<l>_cluster_sd`` (the cluster SD's
+    prior, so that the prior scenarios reweight it too) and non-centred unit effects
+    ``<prefix>_above<l>``; a cluster's total ``<prefix>_cluster`` is its own effect plus its units' effects
+    (constant within the cluster). ``shape`` is the effects' shape beyond the units (one column per
+    non-reference level of a nominal submodel). Without levels above, ``within`` is returned as it is.
+    """
+    if not data.higher:
+        return within
+    import pymc as pm
+
+    total = within
+    for l, level in enumerate(data.higher):
+        sd = sd_prior(f"{prefix}_above{l}_cluster_sd", priors["cluster_sd"], shape=shape[0] if shape else None)
+        z = pm.Normal(f"{prefix}_above{l}_z", mu=0.0, sigma=1.0, shape=(level.n_units, *shape))
+        effects = pm.Deterministic(f"{prefix}_above{l}", z * sd)
+        total = total + effects[level.parent]
+    return pm.Deterministic(f"{prefix}_cluster", total)
+
+
+def _outcome_levels(intercept, sd, J: int, name: str = "outcome_cluster"):
     """Centred outcome cluster effects, hierarchically centred on the intercept.
 
     The cluster levels ``m_j = a + u_j ~ N(a, sd)`` are sampled and
@@ -86,8 +114,8 @@ def _outcome_levels(intercept, sd, J: int):
     """
     import pymc as pm
 
-    levels = pm.Normal("outcome_cluster_level", mu=intercept, sigma=sd, shape=J)
-    return pm.Deterministic("outcome_cluster", levels - intercept)
+    levels = pm.Normal(f"{name}_level", mu=intercept, sigma=sd, shape=J)
+    return pm.Deterministic(name, levels - intercept)
 
 
 def _normal_logp(y, mu, sd):
@@ -161,10 +189,11 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     a = pm.Normal("outcome_intercept", mu=_logit_rate(data.y) if data.family == "binomial" else 0.0,
                   sigma=priors["intercept"][1])
     tau_y = sd_prior("outcome_cluster_sd", priors["cluster_sd"])
+    u_name, w_name = _within_name("outcome", data), _within_name("miss", data)
     if not data.missingness_model:
-        u = _outcome_levels(a, tau_y, J) if centred["outcome"] else \
-            _cluster_effects("outcome_cluster", J, tau_y, False)
-        return a, u
+        u = _outcome_levels(a, tau_y, J, u_name) if centred["outcome"] else \
+            _cluster_effects(u_name, J, tau_y, False)
+        return a, _with_levels_above("outcome", u, data, priors)
     miss = data.focus_missing.astype(float)
     slope = pm.Flat("miss_slope")
     resid = pm.HalfFlat("miss_resid_sd")
@@ -172,16 +201,18 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     rho = pm.Deterministic("re_corr", slope / tau_r)
     pm.Potential("miss_prior", correlated_sd_log_prior(tau_r, rho, priors))
     if centred["outcome"]:
-        u = _outcome_levels(a, tau_y, J)
+        u = _outcome_levels(a, tau_y, J, u_name)
         z1 = u / tau_y
     else:
-        z1 = pm.Normal("outcome_cluster_z", 0.0, 1.0, shape=J)
-        u = pm.Deterministic("outcome_cluster", tau_y * z1)
+        z1 = pm.Normal(f"{u_name}_z", 0.0, 1.0, shape=J)
+        u = pm.Deterministic(u_name, tau_y * z1)
     if centred["missingness"]:
-        w = pm.Normal("miss_cluster", mu=slope * z1, sigma=resid, shape=J)
+        w = pm.Normal(w_name, mu=slope * z1, sigma=resid, shape=J)
     else:
-        z2 = pm.Normal("miss_cluster_z", 0.0, 1.0, shape=J)
-        w = pm.Deterministic("miss_cluster", slope * z1 + resid * z2)
+        z2 = pm.Normal(f"{w_name}_z", 0.0, 1.0, shape=J)
+        w = pm.Deterministic(w_name, slope * z1 + resid * z2)
+    u = _with_levels_above("outcome", u, data, priors)
+    w = _with_levels_above("miss", w, data, priors)
     miss_fixed = _regression("miss", Z, priors, _logit_rate(miss))
     pm.Bernoulli("miss_indicator", logit_p=miss_fixed + w[codes], observed=miss)
     return a, u
@@ -207,7 +238,8 @@ def _continuous_submodels(data: JointData, priors: dict, centred: dict):
         prefix = f"x{k}"
         fixed = _regression(prefix, Z, priors, 0.0)
         tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-        v = _cluster_effects(f"{prefix}_cluster", J, tau, centred[prefix])
+        v = _with_levels_above(prefix, _cluster_effects(_within_name(prefix, data), J, tau, centred[prefix]), data,
+                               priors)
         sigma = sd_prior(f"{prefix}_sigma", priors["residual_sd"])
         mu = fixed + v[codes]
         obs_idx = np.flatnonzero(var.observed)
@@ -239,7 +271,8 @@ def _binary_submodels(data: JointData, priors: dict, centred: dict) -> list:
         prefix = f"b{k}"
         fixed = _regression(prefix, Z, priors, _logit_rate(var.values[var.observed]))
         tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-        v = _cluster_effects(f"{prefix}_cluster", J, tau, centred[prefix])
+        v = _with_levels_above(prefix, _cluster_effects(_within_name(prefix, data), J, tau, centred[prefix]), data,
+                               priors)
         eta_b = fixed + v[codes]
         obs_idx = np.flatnonzero(var.observed)
         pm.Bernoulli(f"{prefix}_observed", logit_p=eta_b[obs_idx], observed=var.values[obs_idx])
@@ -303,7 +336,8 @@ def _categorical_submodels(data: JointData, priors: dict, centred: dict) -> list
             cut = pm.Normal(f"{prefix}_cutpoints", mu=start, sigma=priors["intercept"][1], shape=K - 1,
                             transform=ordered, initval=np.sort(start) + np.linspace(0, 1e-3, K - 1))
             tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-            v = _cluster_effects(f"{prefix}_cluster", J, tau, centred[prefix])
+            v = _with_levels_above(prefix, _cluster_effects(_within_name(prefix, data), J, tau, centred[prefix]),
+                                   data, priors)
             eta = v[codes]
             if Z.shape[1]:
                 eta = eta + pm.math.dot(Z, pm.Normal(f"{prefix}_coef", 0.0, priors["coef"][1], shape=Z.shape[1]))
@@ -311,11 +345,13 @@ def _categorical_submodels(data: JointData, priors: dict, centred: dict) -> list
         else:
             intercept = pm.Normal(f"{prefix}_intercept", mu=start, sigma=priors["intercept"][1], shape=K - 1)
             tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"], shape=K - 1)
+            name = _within_name(prefix, data)
             if centred[prefix]:
-                v = pm.Normal(f"{prefix}_cluster", mu=0.0, sigma=tau, shape=(J, K - 1))
+                v = pm.Normal(name, mu=0.0, sigma=tau, shape=(J, K - 1))
             else:
-                v_z = pm.Normal(f"{prefix}_cluster_z", mu=0.0, sigma=1.0, shape=(J, K - 1))
-                v = pm.Deterministic(f"{prefix}_cluster", v_z * tau)
+                v_z = pm.Normal(f"{name}_z", mu=0.0, sigma=1.0, shape=(J, K - 1))
+                v = pm.Deterministic(name, v_z * tau)
+            v = _with_levels_above(prefix, v, data, priors, shape=(K - 1,))
             eta = intercept[None, :] + v[codes]
             if Z.shape[1]:
                 eta = eta + pm.math.dot(Z, pm.Normal(f"{prefix}_coef", 0.0, priors["coef"][1],

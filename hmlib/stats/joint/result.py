@@ -78,8 +78,10 @@ class JointModelResult:
 
     @property
     def contract_terms(self) -> list:
-        """The terms of ``estimates.csv``: ``Intercept``, the predictors' terms, ``sd(<cluster>)``."""
-        return ["Intercept", *self.data.term_order, f"sd({self.data.cluster})"]
+        """The terms of ``estimates.csv``: ``Intercept``, the predictors' terms, ``sd(<level>)`` per level above
+        the cluster (outermost first), ``sd(<cluster>)``."""
+        return ["Intercept", *self.data.term_order, *(f"sd({h.name})" for h in self.data.higher),
+                f"sd({self.data.cluster})"]
 
     def to_estimates(self) -> pd.DataFrame:
         """Rows of ``estimates.csv`` (method ``joint_bayes``, flagged when not converged), contract terms only."""
@@ -247,8 +249,15 @@ class JointModelResult:
                     f"in {d.outcome} (95% credible interval {r.ci_lower:.3g} to {r.ci_upper:.3g}).")
         sd = s.loc[f"sd({d.cluster})"]
         scale = "log-odds" if d.family == "binomial" else f"{d.outcome} units"
-        sentences.append(f"The between-{d.cluster} SD of the outcome is {sd.estimate:.3f} ({scale}; 95% credible "
-                         f"interval {sd.ci_lower:.3f} to {sd.ci_upper:.3f}).")
+        within = f" within a {d.higher[-1].name}" if d.higher else ""
+        sentences.append(f"The between-{d.cluster} SD of the outcome{within} is {sd.estimate:.3f} ({scale}; 95% "
+                         f"credible interval {sd.ci_lower:.3f} to {sd.ci_upper:.3f}).")
+        for level in d.higher:
+            r = s.loc[f"sd({level.name})"]
+            sentences.append(f"The between-{level.name} SD of the outcome is {r.estimate:.3f} (95% credible "
+                             f"interval {r.ci_lower:.3f} to {r.ci_upper:.3f}): each {d.cluster}'s effect is "
+                             f"pooled towards its {level.name}'s, and each {level.name}'s towards the overall "
+                             "mean.")
         if self.correlation is not None:
             c = self.correlation
             if c["ci_lower"] > 0 or c["ci_upper"] < 0:

@@ -40,7 +40,8 @@ def contract_method(converged: bool) -> str:
 
 
 def outcome_to_original_scale(data: JointData, intercept: np.ndarray, coef: np.ndarray,
-                              cluster_sd: np.ndarray, sigma: np.ndarray | None = None) -> dict:
+                              cluster_sd: np.ndarray, sigma: np.ndarray | None = None,
+                              higher_sds=()) -> dict:
     """Outcome coefficients on the original scale, draw by draw.
 
     With numeric predictors standardised as ``(x - m) / s`` (0/1 columns not)
@@ -55,12 +56,15 @@ def outcome_to_original_scale(data: JointData, intercept: np.ndarray, coef: np.n
         In :attr:`JointData.outcome_terms` order.
     sigma : numpy.ndarray, optional
         Residual SD (gaussian).
+    higher_sds : sequence of numpy.ndarray, optional
+        The outcome's SD at each level above the cluster (``data.higher``, outermost first).
 
     Returns
     -------
     dict
         ``{term: draws}`` with ``Intercept``, every term of ``outcome_terms``,
-        ``sd(<cluster>)`` and, for gaussian, ``sigma``.
+        ``sd(<level>)`` per level above the cluster, ``sd(<cluster>)`` and,
+        for gaussian, ``sigma``.
     """
     centres, scales = _outcome_standardisation(data)
     coef = np.asarray(coef, dtype=float)
@@ -69,6 +73,8 @@ def outcome_to_original_scale(data: JointData, intercept: np.ndarray, coef: np.n
     out = {"Intercept": icpt}
     for k, term in enumerate(data.outcome_terms):
         out[term] = orig[..., k]
+    for level, sd in zip(data.higher, higher_sds):
+        out[f"sd({level.name})"] = np.asarray(sd) * data.y_scale
     out[f"sd({data.cluster})"] = np.asarray(cluster_sd) * data.y_scale
     if sigma is not None:
         out["sigma"] = np.asarray(sigma) * data.y_scale

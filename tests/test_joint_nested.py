@@ -1,0 +1,85 @@
+"""The joint model with levels above the cluster (params ``higher_levels``): nested random intercepts.
+
+Test IDs
+--------
+JOINT-NEST-001  the data: each cluster's unit of each level above it, outermost first; a cluster in two units, or
+                a level with one unit, is refused with a FitError naming the level
+JOINT-NEST-002  the model: every submodel (outcome, missingness, each incomplete predictor) has an SD and unit
+                effects per level above; a cluster's total effect is its own plus its units' (evaluated at a
+                random point); without higher levels the model's variables are exactly the two-level model's
+JOINT-NEST-003  a fit on three-level data: estimates.csv rows sd(country) then sd(hospital); the focus
+                coefficient within 3 posterior SDs of the truth; every level's SD in the draws kept for the prior
+                scenarios' reweighting
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hmlib.exceptions import FitError
+from hmlib.simulate.studies import three_level_registry, three_level_registry_truth
+from hmlib.stats import joint as jm
+
+ROLES = dict(outcome="y", predictors=["x", "age", "z"], cluster="hospital", family="binomial")
+
+
+def _frame(seed=2, **sizes):
+    frame = three_level_registry(seed, **sizes)
+    rng = np.random.default_rng(seed)
+    frame["z"] = (frame["age"] + rng.normal(size=len(frame)) > 0).astype(float)
+    frame.loc[rng.random(len(frame)) < 0.1, "z"] = np.nan
+    return frame
+
+
+def test_joint_nest_001_data():
+    """JOINT-NEST-001: parents of the clusters, outermost first; bad nesting refused."""
+    frame = _frame(n_countries=6, hospitals_per_country=3, per_hospital=10)
+    frame["region"] = frame["country"] + "-" + (frame["hospital"].str[1:].astype(int) % 2).astype(str)
+    data = jm.prepare_joint_data(frame, higher_levels=["region", "country"], **ROLES)
+    assert [h.name for h in data.higher] == ["country", "region"]
+    country = data.higher[0]
+    clusters = pd.Series(data.cluster_labels)
+    truth = clusters.map(frame.groupby("hospital")["country"].first())
+    assert (country.labels[country.parent] == truth.to_numpy()).all()
+    bad = frame.copy()
+    bad.loc[bad.index[0], "country"] = "K99"          # one patient of H000 in another country
+    with pytest.raises(FitError, match="exactly one unit of 'country'"):
+        jm.prepare_joint_data(bad, higher_levels=["country"], **ROLES)
+    with pytest.raises(FitError, match="has one unit"):
+        jm.prepare_joint_data(frame.assign(world="all"), higher_levels=["world"], **ROLES)
+
+
+def test_joint_nest_002_model():
+    """JOINT-NEST-002: SDs and unit effects per submodel; totals are sums; no change without higher levels."""
+    import pymc as pm
+
+    frame = _frame(n_countries=6, hospitals_per_country=3, per_hospital=10)
+    data = jm.prepare_joint_data(frame, higher_levels=["country"], **ROLES)
+    model = jm.build_joint_model(data)
+    names = set(model.named_vars)
+    for prefix in ("outcome", "miss", "x0", "b0"):
+        assert {f"{prefix}_above0_cluster_sd", f"{prefix}_above0", f"{prefix}_cluster"} <= names, prefix
+    point = model.initial_point()
+    rng = np.random.default_rng(1)
+    point = {k: v + rng.normal(scale=0.3, size=np.shape(v)) for k, v in point.items()}
+    fn = model.compile_fn([model["outcome_cluster"], model["outcome_within"], model["outcome_above0"]],
+                          inputs=model.value_vars, on_unused_input="ignore", point_fn=True)
+    total, within, above = fn(point)
+    np.testing.assert_allclose(total, within + above[data.higher[0].parent], rtol=1e-10)
+    assert np.isfinite(model.compile_logp()(point))
+    flat = jm.build_joint_model(jm.prepare_joint_data(frame, **ROLES))
+    assert not any("above" in n or "within" in n for n in flat.named_vars)
+
+
+@pytest.mark.slow
+def test_joint_nest_003_fit():
+    """JOINT-NEST-003: rows per level, the focus coefficient near the truth, every SD kept for reweighting."""
+    frame = _frame(seed=3, n_countries=16, hospitals_per_country=5, per_hospital=25)
+    fit = jm.fit_joint_model(frame, seed=4, higher_levels=["country"], **ROLES)
+    rows = fit.to_estimates()
+    assert [t for t in rows["term"] if t.startswith("sd(")] == ["sd(country)", "sd(hospital)"]
+    x = rows.set_index("term").loc["x"]
+    assert abs(x["estimate"] - three_level_registry_truth()["terms"]["x"]) < 3 * x["std_error"]
+    assert {"outcome_above0_cluster_sd", "outcome_cluster_sd", "x0_above0_cluster_sd"} <= set(fit.sd_draws)
