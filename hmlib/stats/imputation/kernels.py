@@ -21,7 +21,7 @@ from hmlib.exceptions import FitError
 from hmlib.stats.imputation.ri_logistic import fit_ri_logistic
 
 __all__ = ["cluster_sums", "prepare_design", "standardise_target", "linear_draw", "logistic_draw",
-           "block_gaussian", "cluster_sufficient_statistics", "pmm_match", "values_or_logits",
+           "block_gaussian", "cluster_sufficient_statistics", "pmm_match", "values_or_logits", "draw_variances",
            "fe_linear_draw", "fe_logistic_draw", "ri_gibbs_draw", "draw_tau2", "ri_logistic_draw",
            "GIBBS_BURN_IN", "GIBBS_SWEEPS", "RESIDUAL_PRIOR_DF", "TAU2_FLOOR", "TAU_MAX", "LOGISTIC_TAU_MAX",
            "LOGISTIC_PRIOR_SD", "FE_LOGISTIC_PRIOR_SD", "COLLINEAR_TOL"]
@@ -473,16 +473,13 @@ def ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm:
     XX = sums[:, :p * p].reshape(J, p, p)
     S = sums[:, p * p:p * p + p]
     Xz = sums[:, p * p + p:p * p + 2 * p]
-    zs, zz, n_j = sums[:, -3], sums[:, -2], sums[:, -1]
-    has = n_j > 0
-    J_obs = int(has.sum())
+    zs, n_j = sums[:, -3], sums[:, -1]
     if np.size(state.get("sig2", 0.0)) not in (1, J):
         state.clear()           # a carried-over state of other clusters: start afresh
     first = "tau2" not in state
     tau2 = state.get("tau2", 0.25)
     sig2 = np.broadcast_to(np.asarray(state.get("sig2", 0.75), dtype=float), (J,)).copy()
     s2 = state.get("s2", 0.75)
-    nu = RESIDUAL_PRIOR_DF
     ridge = np.zeros(p) if prior_precision is None else np.asarray(prior_precision, dtype=float)
     for _ in range(GIBBS_BURN_IN if first else GIBBS_SWEEPS):
         w = 1.0 / sig2
@@ -490,20 +487,57 @@ def ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm:
         C = w[:, None] * S
         D = w * n_j + 1.0 / tau2
         beta_hat, u_hat, beta, u = block_gaussian(A, C, D, (w[:, None] * Xz).sum(axis=0), w * zs, rng)
-        rss = (zz - 2.0 * Xz @ beta - 2.0 * u * zs + np.einsum("k,jkl,l->j", beta, XX, beta)
-               + 2.0 * u * (S @ beta) + n_j * u * u)
-        rss = np.maximum(rss, 0.0)
-        # sigma^2 | beta, u does not involve the prior of beta
-        if hetero:
-            sig2 = (rss + nu * s2) / rng.chisquare(n_j + nu)
-            s2 = rng.gamma(shape=0.5 * nu * J_obs, scale=1.0 / (0.5 * nu * np.sum(1.0 / sig2[has])))
-        else:
-            sig2 = np.full(J, float(rss.sum()) / rng.chisquare(max(z.size, 1)))
-        tau2 = draw_tau2(float(np.sum(u[has] ** 2)) + TAU2_FLOOR, max(J_obs - 1, 1), rng)
+        sig2, s2, tau2 = draw_variances(sums, beta, u, u, rng, hetero=hetero, s2=s2)
     state.update(tau2=tau2, sig2=sig2 if hetero else float(sig2[0]), s2=s2)
     if pmm:
         return yo[pmm_match(Do @ beta_hat + u_hat[co], Dp @ beta + u[cp], rng, donors)]
     return centre + scale * (Dp @ beta + u[cp] + np.sqrt(sig2[cp]) * rng.standard_normal(Dp.shape[0]))
+
+
+def draw_variances(sums: np.ndarray, beta: np.ndarray, e: np.ndarray, u: np.ndarray, rng, *, hetero: bool,
+                   s2: float):
+    """One Gibbs update of the residual variance(s) and the cluster variance, in this order of draws.
+
+    Parameters
+    ----------
+    sums : numpy.ndarray
+        :func:`cluster_sufficient_statistics` of the standardised target.
+    beta : numpy.ndarray
+        The coefficients drawn.
+    e : numpy.ndarray
+        Each cluster's total intercept (``u``, or ``u + v`` with a level above).
+    u : numpy.ndarray
+        The cluster level's own effects (their SD is updated).
+    hetero : bool
+        Cluster-specific residual variances (2l.norm) with the hyper-scale ``s2``.
+    s2 : float
+
+    Returns
+    -------
+    sig2 : numpy.ndarray
+        ``J`` residual variances (all equal unless ``hetero``).
+    s2 : float
+    tau2 : float
+    """
+    J, p = sums.shape[0], beta.size
+    XX = sums[:, :p * p].reshape(J, p, p)
+    S = sums[:, p * p:p * p + p]
+    Xz = sums[:, p * p + p:p * p + 2 * p]
+    zs, zz, n_j = sums[:, -3], sums[:, -2], sums[:, -1]
+    has = n_j > 0
+    J_obs = int(has.sum())
+    nu = RESIDUAL_PRIOR_DF
+    rss = (zz - 2.0 * Xz @ beta - 2.0 * e * zs + np.einsum("k,jkl,l->j", beta, XX, beta)
+           + 2.0 * e * (S @ beta) + n_j * e * e)
+    rss = np.maximum(rss, 0.0)
+    # sigma^2 | beta, u does not involve the prior of beta
+    if hetero:
+        sig2 = (rss + nu * s2) / rng.chisquare(n_j + nu)
+        s2 = rng.gamma(shape=0.5 * nu * J_obs, scale=1.0 / (0.5 * nu * np.sum(1.0 / sig2[has])))
+    else:
+        sig2 = np.full(J, float(rss.sum()) / rng.chisquare(max(int(n_j.sum()), 1)))
+    tau2 = draw_tau2(float(np.sum(u[has] ** 2)) + TAU2_FLOOR, max(J_obs - 1, 1), rng)
+    return sig2, s2, tau2
 
 
 def draw_tau2(scale_sum: float, df: int, rng) -> float:

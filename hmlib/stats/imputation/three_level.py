@@ -45,10 +45,10 @@ import numpy as np
 from scipy import special
 
 from hmlib.exceptions import FitError
-from hmlib.stats.imputation.kernels import (GIBBS_BURN_IN, GIBBS_SWEEPS, LOGISTIC_TAU_MAX, RESIDUAL_PRIOR_DF,
-                                            TAU2_FLOOR, block_gaussian, cluster_sufficient_statistics,
-                                            pmm_match, values_or_logits, draw_tau2, ri_logistic_draw,
-                                            standardise_target)
+from hmlib.stats.imputation.kernels import (GIBBS_BURN_IN, GIBBS_SWEEPS, LOGISTIC_TAU_MAX, TAU2_FLOOR,
+                                            block_gaussian, cluster_sufficient_statistics, draw_tau2,
+                                            draw_variances, pmm_match, ri_logistic_draw, standardise_target,
+                                            values_or_logits)
 
 __all__ = ["nested_gibbs_draw", "nested_logistic_draw", "nested_conditional_modes"]
 
@@ -78,9 +78,8 @@ def nested_gibbs_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, state: dict, hetero:
     XX = sums[:, :p * p].reshape(J, p, p)
     S = sums[:, p * p:p * p + p]
     Xz = sums[:, p * p + p:p * p + 2 * p]
-    zs, zz, n_j = sums[:, -3], sums[:, -2], sums[:, -1]
+    zs, n_j = sums[:, -3], sums[:, -1]
     has = n_j > 0
-    J_obs = int(has.sum())
     has_k = np.bincount(hc[has], minlength=K) > 0
     K_obs = int(has_k.sum())
     if np.size(state.get("sig2", 0.0)) not in (1, J) or np.size(state.get("v", np.zeros(K))) != K:
@@ -90,7 +89,6 @@ def nested_gibbs_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, state: dict, hetero:
     sig2 = np.broadcast_to(np.asarray(state.get("sig2", 0.5), dtype=float), (J,)).copy()
     s2 = state.get("s2", 0.5)
     v = np.array(state.get("v", np.zeros(K)), dtype=float)
-    nu = RESIDUAL_PRIOR_DF
     ridge = np.zeros(p) if prior_precision is None else np.asarray(prior_precision, dtype=float)
     n_safe = np.where(has, n_j, 1.0)
     for _ in range(GIBBS_BURN_IN if first else GIBBS_SWEEPS):
@@ -109,16 +107,7 @@ def nested_gibbs_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, state: dict, hetero:
         v = M + rng.standard_normal(K) / np.sqrt(P)
         Du = w * n_j + 1.0 / tau2
         u = w * (r - n_j * v[hc]) / Du + rng.standard_normal(J) / np.sqrt(Du)
-        e = u + v[hc]
-        rss = (zz - 2.0 * Xz @ beta - 2.0 * e * zs + np.einsum("k,jkl,l->j", beta, XX, beta)
-               + 2.0 * e * (S @ beta) + n_j * e * e)
-        rss = np.maximum(rss, 0.0)
-        if hetero:
-            sig2 = (rss + nu * s2) / rng.chisquare(n_j + nu)
-            s2 = rng.gamma(shape=0.5 * nu * J_obs, scale=1.0 / (0.5 * nu * np.sum(1.0 / sig2[has])))
-        else:
-            sig2 = np.full(J, float(rss.sum()) / rng.chisquare(max(z.size, 1)))
-        tau2 = draw_tau2(float(np.sum(u[has] ** 2)) + TAU2_FLOOR, max(J_obs - 1, 1), rng)
+        sig2, s2, tau2 = draw_variances(sums, beta, u + v[hc], u, rng, hetero=hetero, s2=s2)
         omega2 = draw_tau2(float(np.sum(v[has_k] ** 2)) + TAU2_FLOOR, max(K_obs - 1, 1), rng)
     state.update(tau2=tau2, omega2=omega2, sig2=sig2 if hetero else float(sig2[0]), s2=s2, v=v)
     if pmm:
