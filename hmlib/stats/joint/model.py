@@ -75,35 +75,83 @@ def _cluster_effects(name: str, J: int, sd, centred: bool):
     return pm.Deterministic(name, sd * z)
 
 
-def _within_name(prefix: str, data: JointData) -> str:
-    """The name of a submodel's own cluster effects: ``<prefix>_cluster``, or ``<prefix>_within`` when levels
-    above the cluster add theirs (:func:`_with_levels_above` then names the sum ``<prefix>_cluster``)."""
-    return f"{prefix}_within" if data.higher else f"{prefix}_cluster"
+def _unit_effects(prefix: str, data: JointData, priors: dict, centred: bool, shape: tuple = ()):
+    """The effects of every level above the cluster, summed for each cluster (``J`` x ``shape``), or 0 without any.
 
-
-def _with_levels_above(prefix: str, within, data: JointData, priors: dict, shape: tuple = ()):
-    """A submodel's cluster effects plus those of every level above the cluster (nested random intercepts).
-
-    Each level ``l`` (outermost first) has its own SD ``<prefix>_above<l>_cluster_sd`` (the cluster SD's
-    prior, so that the prior scenarios reweight it too) and non-centred unit effects
-    ``<prefix>_above<l>``; a cluster's total ``<prefix>_cluster`` is its own effect plus its units' effects
-    (constant within the cluster). ``shape`` is the effects' shape beyond the units (one column per
-    non-reference level of a nominal submodel). Without levels above, ``within`` is returned as it is.
+    Level ``l`` (outermost first) has the SD ``<prefix>_above<l>_cluster_sd`` (the cluster SD's prior, so the
+    prior scenarios reweight it too) and its units' own effects ``<prefix>_above<l>``. Hierarchically centred
+    when ``centred`` (a unit's total ``<prefix>_above<l>_level ~ N(its outer unit's total, sd)``: a unit above
+    the cluster holds at least as much data as each of its clusters, so a submodel informative enough to
+    centre its clusters is informative enough for this too), else non-centred (``<prefix>_above<l>_z``).
+    ``shape``: one column per non-reference level of a nominal submodel.
     """
-    if not data.higher:
-        return within
     import pymc as pm
 
-    total = within
+    outer = 0.0
     for l, level in enumerate(data.higher):
         sd = sd_prior(f"{prefix}_above{l}_cluster_sd", priors["cluster_sd"], shape=shape[0] if shape else None)
-        z = pm.Normal(f"{prefix}_above{l}_z", mu=0.0, sigma=1.0, shape=(level.n_units, *shape))
-        effects = pm.Deterministic(f"{prefix}_above{l}", z * sd)
-        total = total + effects[level.parent]
-    return pm.Deterministic(f"{prefix}_cluster", total)
+        mean = 0.0 if l == 0 else outer[_outer_units(data, l)]
+        if centred:
+            total = pm.Normal(f"{prefix}_above{l}_level", mu=mean, sigma=sd, shape=(level.n_units, *shape))
+        else:
+            total = mean + pm.Normal(f"{prefix}_above{l}_z", mu=0.0, sigma=1.0, shape=(level.n_units, *shape)) * sd
+        pm.Deterministic(f"{prefix}_above{l}", total - mean)
+        outer = total
+    return outer[data.higher[-1].parent] if data.higher else 0.0
 
 
-def _outcome_levels(intercept, sd, J: int, name: str = "outcome_cluster"):
+def _outer_units(data: JointData, l: int) -> np.ndarray:
+    """For each unit of level ``l`` (``l >= 1``), its unit of level ``l - 1``."""
+    up = np.zeros(data.higher[l].n_units, dtype=np.int64)
+    up[data.higher[l].parent] = data.higher[l - 1].parent
+    return up
+
+
+def _nested_clusters(prefix: str, J: int, tau, centred: bool, data: JointData, priors: dict, shape: tuple = ()):
+    """A submodel's cluster effects ``<prefix>_cluster`` with levels above: each cluster's total effect, its units'
+    (:func:`_unit_effects`) plus its own (``<prefix>_within``); centred or not as the submodel's clusters."""
+    import pymc as pm
+
+    above = _unit_effects(prefix, data, priors, centred, shape)
+    if centred:
+        total = pm.Normal(f"{prefix}_cluster", mu=above, sigma=tau, shape=(J, *shape))
+    else:
+        z = pm.Normal(f"{prefix}_within_z", mu=0.0, sigma=1.0, shape=(J, *shape))
+        total = pm.Deterministic(f"{prefix}_cluster", above + z * tau)
+    pm.Deterministic(f"{prefix}_within", total - above)
+    return total
+
+
+def _submodel_clusters(prefix: str, J: int, tau, centred: bool, data: JointData, priors: dict):
+    """``(1 | cluster)`` effects of a submodel, nested in the levels above the cluster when there are any."""
+    if data.higher:
+        return _nested_clusters(prefix, J, tau, centred, data, priors)
+    return _cluster_effects(f"{prefix}_cluster", J, tau, centred)
+
+
+def _nested_outcome(a, tau_y, J: int, above, centred: bool):
+    """The outcome's cluster effects ``u`` (totals) and their standardised own part ``z1``.
+
+    Centred: the levels ``m_j ~ N(a + above_j, tau_y)`` (hierarchically centred on the intercept and the
+    cluster's units, :func:`_outcome_levels`); else ``u = above + tau_y z1``. With levels above the cluster,
+    ``outcome_within`` is the cluster's own part.
+    """
+    import pymc as pm
+
+    nested = not isinstance(above, float)      # 0.0 without levels above: the two-level graph, term for term
+    if centred:
+        levels = pm.Normal("outcome_cluster_level", mu=a + above if nested else a, sigma=tau_y, shape=J)
+        u = pm.Deterministic("outcome_cluster", levels - a)
+        z1 = (u - above) / tau_y if nested else u / tau_y
+    else:
+        z1 = pm.Normal("outcome_cluster_z", 0.0, 1.0, shape=J)
+        u = pm.Deterministic("outcome_cluster", above + tau_y * z1 if nested else tau_y * z1)
+    if nested:
+        pm.Deterministic("outcome_within", u - above)
+    return u, z1
+
+
+def _outcome_levels(intercept, sd, J: int):
     """Centred outcome cluster effects, hierarchically centred on the intercept.
 
     The cluster levels ``m_j = a + u_j ~ N(a, sd)`` are sampled and
@@ -114,8 +162,8 @@ def _outcome_levels(intercept, sd, J: int, name: str = "outcome_cluster"):
     """
     import pymc as pm
 
-    levels = pm.Normal(f"{name}_level", mu=intercept, sigma=sd, shape=J)
-    return pm.Deterministic(name, levels - intercept)
+    levels = pm.Normal("outcome_cluster_level", mu=intercept, sigma=sd, shape=J)
+    return pm.Deterministic("outcome_cluster", levels - intercept)
 
 
 def _normal_logp(y, mu, sd):
@@ -189,30 +237,30 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     a = pm.Normal("outcome_intercept", mu=_logit_rate(data.y) if data.family == "binomial" else 0.0,
                   sigma=priors["intercept"][1])
     tau_y = sd_prior("outcome_cluster_sd", priors["cluster_sd"])
-    u_name, w_name = _within_name("outcome", data), _within_name("miss", data)
+    above = _unit_effects("outcome", data, priors, centred["outcome"])
     if not data.missingness_model:
-        u = _outcome_levels(a, tau_y, J, u_name) if centred["outcome"] else \
-            _cluster_effects(u_name, J, tau_y, False)
-        return a, _with_levels_above("outcome", u, data, priors)
+        if not data.higher:
+            u = _outcome_levels(a, tau_y, J) if centred["outcome"] else \
+                _cluster_effects("outcome_cluster", J, tau_y, False)
+            return a, u
+        u, _ = _nested_outcome(a, tau_y, J, above, centred["outcome"])
+        return a, u
     miss = data.focus_missing.astype(float)
     slope = pm.Flat("miss_slope")
     resid = pm.HalfFlat("miss_resid_sd")
     tau_r = pm.Deterministic("miss_cluster_sd", pt.sqrt(slope ** 2 + resid ** 2))
     rho = pm.Deterministic("re_corr", slope / tau_r)
     pm.Potential("miss_prior", correlated_sd_log_prior(tau_r, rho, priors))
-    if centred["outcome"]:
-        u = _outcome_levels(a, tau_y, J, u_name)
-        z1 = u / tau_y
-    else:
-        z1 = pm.Normal(f"{u_name}_z", 0.0, 1.0, shape=J)
-        u = pm.Deterministic(u_name, tau_y * z1)
+    u, z1 = _nested_outcome(a, tau_y, J, above, centred["outcome"])
+    above_w = _unit_effects("miss", data, priors, centred["missingness"])
+    own = slope * z1                            # without levels above, above_w is 0.0 and left out
     if centred["missingness"]:
-        w = pm.Normal(w_name, mu=slope * z1, sigma=resid, shape=J)
+        w = pm.Normal("miss_cluster", mu=own + above_w if data.higher else own, sigma=resid, shape=J)
     else:
-        z2 = pm.Normal(f"{w_name}_z", 0.0, 1.0, shape=J)
-        w = pm.Deterministic(w_name, slope * z1 + resid * z2)
-    u = _with_levels_above("outcome", u, data, priors)
-    w = _with_levels_above("miss", w, data, priors)
+        z2 = pm.Normal("miss_cluster_z", 0.0, 1.0, shape=J)
+        w = pm.Deterministic("miss_cluster", own + resid * z2 + above_w if data.higher else own + resid * z2)
+    if data.higher:
+        pm.Deterministic("miss_within", w - above_w)
     miss_fixed = _regression("miss", Z, priors, _logit_rate(miss))
     pm.Bernoulli("miss_indicator", logit_p=miss_fixed + w[codes], observed=miss)
     return a, u
@@ -238,8 +286,7 @@ def _continuous_submodels(data: JointData, priors: dict, centred: dict):
         prefix = f"x{k}"
         fixed = _regression(prefix, Z, priors, 0.0)
         tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-        v = _with_levels_above(prefix, _cluster_effects(_within_name(prefix, data), J, tau, centred[prefix]), data,
-                               priors)
+        v = _submodel_clusters(prefix, J, tau, centred[prefix], data, priors)
         sigma = sd_prior(f"{prefix}_sigma", priors["residual_sd"])
         mu = fixed + v[codes]
         obs_idx = np.flatnonzero(var.observed)
@@ -271,8 +318,7 @@ def _binary_submodels(data: JointData, priors: dict, centred: dict) -> list:
         prefix = f"b{k}"
         fixed = _regression(prefix, Z, priors, _logit_rate(var.values[var.observed]))
         tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-        v = _with_levels_above(prefix, _cluster_effects(_within_name(prefix, data), J, tau, centred[prefix]), data,
-                               priors)
+        v = _submodel_clusters(prefix, J, tau, centred[prefix], data, priors)
         eta_b = fixed + v[codes]
         obs_idx = np.flatnonzero(var.observed)
         pm.Bernoulli(f"{prefix}_observed", logit_p=eta_b[obs_idx], observed=var.values[obs_idx])
@@ -336,8 +382,7 @@ def _categorical_submodels(data: JointData, priors: dict, centred: dict) -> list
             cut = pm.Normal(f"{prefix}_cutpoints", mu=start, sigma=priors["intercept"][1], shape=K - 1,
                             transform=ordered, initval=np.sort(start) + np.linspace(0, 1e-3, K - 1))
             tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-            v = _with_levels_above(prefix, _cluster_effects(_within_name(prefix, data), J, tau, centred[prefix]),
-                                   data, priors)
+            v = _submodel_clusters(prefix, J, tau, centred[prefix], data, priors)
             eta = v[codes]
             if Z.shape[1]:
                 eta = eta + pm.math.dot(Z, pm.Normal(f"{prefix}_coef", 0.0, priors["coef"][1], shape=Z.shape[1]))
@@ -345,13 +390,13 @@ def _categorical_submodels(data: JointData, priors: dict, centred: dict) -> list
         else:
             intercept = pm.Normal(f"{prefix}_intercept", mu=start, sigma=priors["intercept"][1], shape=K - 1)
             tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"], shape=K - 1)
-            name = _within_name(prefix, data)
-            if centred[prefix]:
-                v = pm.Normal(name, mu=0.0, sigma=tau, shape=(J, K - 1))
+            if data.higher:
+                v = _nested_clusters(prefix, J, tau, centred[prefix], data, priors, shape=(K - 1,))
+            elif centred[prefix]:
+                v = pm.Normal(f"{prefix}_cluster", mu=0.0, sigma=tau, shape=(J, K - 1))
             else:
-                v_z = pm.Normal(f"{name}_z", mu=0.0, sigma=1.0, shape=(J, K - 1))
-                v = pm.Deterministic(name, v_z * tau)
-            v = _with_levels_above(prefix, v, data, priors, shape=(K - 1,))
+                v_z = pm.Normal(f"{prefix}_cluster_z", mu=0.0, sigma=1.0, shape=(J, K - 1))
+                v = pm.Deterministic(f"{prefix}_cluster", v_z * tau)
             eta = intercept[None, :] + v[codes]
             if Z.shape[1]:
                 eta = eta + pm.math.dot(Z, pm.Normal(f"{prefix}_coef", 0.0, priors["coef"][1],
