@@ -276,6 +276,8 @@ class JointData:
 
     def display_key(self, key: str) -> str:
         """Internal submodel key -> user-facing name (the inverse of :meth:`submodel_key`)."""
+        if key.endswith("@above"):
+            return f"{self.display_key(key[:-len('@above')])} (levels above the cluster)"
         if key.startswith("x") and key[1:].isdigit():
             return self.continuous[int(key[1:])].name
         if key.startswith("b") and key[1:].isdigit():

@@ -107,12 +107,14 @@ def _outer_units(data: JointData, l: int) -> np.ndarray:
     return up
 
 
-def _nested_clusters(prefix: str, J: int, tau, centred: bool, data: JointData, priors: dict, shape: tuple = ()):
+def _nested_clusters(prefix: str, J: int, tau, centred: bool, data: JointData, priors: dict, shape: tuple = (),
+                     centred_above: bool | None = None):
     """A submodel's cluster effects ``<prefix>_cluster`` with levels above: each cluster's total effect, its units'
-    (:func:`_unit_effects`) plus its own (``<prefix>_within``); centred or not as the submodel's clusters."""
+    (:func:`_unit_effects`, centred as ``centred_above``, default as the clusters) plus its own
+    (``<prefix>_within``), centred as ``centred``."""
     import pymc as pm
 
-    above = _unit_effects(prefix, data, priors, centred, shape)
+    above = _unit_effects(prefix, data, priors, centred if centred_above is None else centred_above, shape)
     if centred:
         total = pm.Normal(f"{prefix}_cluster", mu=above, sigma=tau, shape=(J, *shape))
     else:
@@ -122,11 +124,13 @@ def _nested_clusters(prefix: str, J: int, tau, centred: bool, data: JointData, p
     return total
 
 
-def _submodel_clusters(prefix: str, J: int, tau, centred: bool, data: JointData, priors: dict):
-    """``(1 | cluster)`` effects of a submodel, nested in the levels above the cluster when there are any."""
+def _submodel_clusters(prefix: str, J: int, tau, centred: dict, data: JointData, priors: dict):
+    """``(1 | cluster)`` effects of a submodel, nested in the levels above the cluster when there are any
+    (``centred``: the model's choices, keyed ``<prefix>`` and ``<prefix>@above``)."""
     if data.higher:
-        return _nested_clusters(prefix, J, tau, centred, data, priors)
-    return _cluster_effects(f"{prefix}_cluster", J, tau, centred)
+        return _nested_clusters(prefix, J, tau, centred[prefix], data, priors,
+                                centred_above=centred[f"{prefix}@above"])
+    return _cluster_effects(f"{prefix}_cluster", J, tau, centred[prefix])
 
 
 def _nested_outcome(a, tau_y, J: int, above, centred: bool):
@@ -205,10 +209,12 @@ def build_joint_model(data: JointData, *, priors: dict | None = None, parameteri
     parameterisation = dict(parameterisation or {})
     if int(quadrature_nodes) < 2:
         raise FitError(f"quadrature_nodes must be at least 2, got {quadrature_nodes!r}.")
-    centred = {key: parameterisation.get(key, "centred") == "centred"
-               for key in ["outcome", "missingness", *(f"x{k}" for k in range(len(data.continuous))),
-                           *(f"b{k}" for k in range(len(data.binaries))),
-                           *(f"c{k}" for k in range(len(data.categoricals)))]}
+    keys = ["outcome", "missingness", *(f"x{k}" for k in range(len(data.continuous))),
+            *(f"b{k}" for k in range(len(data.binaries))), *(f"c{k}" for k in range(len(data.categoricals)))]
+    centred = {key: parameterisation.get(key, "centred") == "centred" for key in keys}
+    # the levels above the cluster: their own choice (``<key>@above``), else the clusters'
+    centred |= {f"{key}@above": parameterisation.get(f"{key}@above", parameterisation.get(key, "centred"))
+                == "centred" for key in keys}
     with pm.Model() as model:
         a, u = _cluster_intercepts(data, priors, centred)
         outcome_x, focus_sub = _continuous_submodels(data, priors, centred)
@@ -237,7 +243,7 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     a = pm.Normal("outcome_intercept", mu=_logit_rate(data.y) if data.family == "binomial" else 0.0,
                   sigma=priors["intercept"][1])
     tau_y = sd_prior("outcome_cluster_sd", priors["cluster_sd"])
-    above = _unit_effects("outcome", data, priors, centred["outcome"])
+    above = _unit_effects("outcome", data, priors, centred["outcome@above"])
     if not data.missingness_model:
         if not data.higher:
             u = _outcome_levels(a, tau_y, J) if centred["outcome"] else \
@@ -252,7 +258,7 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     rho = pm.Deterministic("re_corr", slope / tau_r)
     pm.Potential("miss_prior", correlated_sd_log_prior(tau_r, rho, priors))
     u, z1 = _nested_outcome(a, tau_y, J, above, centred["outcome"])
-    above_w = _unit_effects("miss", data, priors, centred["missingness"])
+    above_w = _unit_effects("miss", data, priors, centred["missingness@above"])
     own = slope * z1                            # without levels above, above_w is 0.0 and left out
     if centred["missingness"]:
         w = pm.Normal("miss_cluster", mu=own + above_w if data.higher else own, sigma=resid, shape=J)
@@ -286,7 +292,7 @@ def _continuous_submodels(data: JointData, priors: dict, centred: dict):
         prefix = f"x{k}"
         fixed = _regression(prefix, Z, priors, 0.0)
         tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-        v = _submodel_clusters(prefix, J, tau, centred[prefix], data, priors)
+        v = _submodel_clusters(prefix, J, tau, centred, data, priors)
         sigma = sd_prior(f"{prefix}_sigma", priors["residual_sd"])
         mu = fixed + v[codes]
         obs_idx = np.flatnonzero(var.observed)
@@ -318,7 +324,7 @@ def _binary_submodels(data: JointData, priors: dict, centred: dict) -> list:
         prefix = f"b{k}"
         fixed = _regression(prefix, Z, priors, _logit_rate(var.values[var.observed]))
         tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-        v = _submodel_clusters(prefix, J, tau, centred[prefix], data, priors)
+        v = _submodel_clusters(prefix, J, tau, centred, data, priors)
         eta_b = fixed + v[codes]
         obs_idx = np.flatnonzero(var.observed)
         pm.Bernoulli(f"{prefix}_observed", logit_p=eta_b[obs_idx], observed=var.values[obs_idx])
@@ -382,7 +388,7 @@ def _categorical_submodels(data: JointData, priors: dict, centred: dict) -> list
             cut = pm.Normal(f"{prefix}_cutpoints", mu=start, sigma=priors["intercept"][1], shape=K - 1,
                             transform=ordered, initval=np.sort(start) + np.linspace(0, 1e-3, K - 1))
             tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-            v = _submodel_clusters(prefix, J, tau, centred[prefix], data, priors)
+            v = _submodel_clusters(prefix, J, tau, centred, data, priors)
             eta = v[codes]
             if Z.shape[1]:
                 eta = eta + pm.math.dot(Z, pm.Normal(f"{prefix}_coef", 0.0, priors["coef"][1], shape=Z.shape[1]))
@@ -391,7 +397,8 @@ def _categorical_submodels(data: JointData, priors: dict, centred: dict) -> list
             intercept = pm.Normal(f"{prefix}_intercept", mu=start, sigma=priors["intercept"][1], shape=K - 1)
             tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"], shape=K - 1)
             if data.higher:
-                v = _nested_clusters(prefix, J, tau, centred[prefix], data, priors, shape=(K - 1,))
+                v = _nested_clusters(prefix, J, tau, centred[prefix], data, priors, shape=(K - 1,),
+                                     centred_above=centred[f"{prefix}@above"])
             elif centred[prefix]:
                 v = pm.Normal(f"{prefix}_cluster", mu=0.0, sigma=tau, shape=(J, K - 1))
             else:

@@ -111,6 +111,11 @@ def ml_fits(data: JointData) -> dict:
 def choose_parameterisation(data: JointData, fits: dict, override: dict | None) -> tuple[dict, dict]:
     """``{submodel: "centred" | "noncentred"}`` and the information shares behind it.
 
+    With levels above the cluster (``data.higher``), each submodel also gets a choice for them,
+    keyed ``<submodel>@above``: the same rule with the rows of the units of the level directly
+    above the cluster (the two-level fit's SD standing in for theirs). The override applies to
+    the clusters only.
+
     Parameters
     ----------
     data : JointData
@@ -143,9 +148,18 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
         family = data.family if key == "outcome" else ("gaussian" if key.startswith("x") else "binomial")
         rate = float(np.mean(responses[key][rows])) if family == "binomial" else None
         shares[key] = _information_share(fit, counts, family, rate)
+        if data.higher:
+            # the level directly above the cluster: its units hold the rows of all their clusters
+            level = data.higher[-1]
+            units = np.bincount(level.parent[data.codes[counted]], minlength=level.n_units).astype(float)
+            shares[f"{key}@above"] = _information_share(fit, units, family, rate)
     for k in range(len(data.categoricals)):        # one choice per categorical submodel: its splits' average
-        split_keys = [key for key in shares if key.startswith(f"c{k}:")]
-        shares[f"c{k}"] = float(np.mean([shares.pop(key) for key in split_keys])) if split_keys else 0.0
+        for suffix in ("", "@above"):
+            split_keys = [key for key in shares if key.startswith(f"c{k}:") and key.endswith(suffix)
+                          and (suffix or "@" not in key)]
+            if split_keys or not suffix:
+                shares[f"c{k}{suffix}"] = float(np.mean([shares.pop(key) for key in split_keys])) \
+                    if split_keys else 0.0
     choice = {key: ("centred" if value >= CENTRED_SHARE else "noncentred") for key, value in shares.items()}
     for key, value in override.items():
         if value not in ("centred", "noncentred"):
