@@ -198,7 +198,7 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
     if kind in _LOGISTIC_KINDS and three:
         return nested_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, problem.higher_codes,
                                     problem.K, rng, notes=problem.notes, target=var.name, cache=cache,
-                                    logits=kind == "logits")
+                                    state=state, logits=kind == "logits")
     if kind in _LOGISTIC_KINDS:
         return ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                  notes=problem.notes, target=var.name, state=state, cache=cache,

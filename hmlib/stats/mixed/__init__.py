@@ -352,7 +352,8 @@ def test_cluster_variance(y, X, groups, *, family: str = "binomial", nagq: int =
                                loglik_without=float(loglik_without), df=1, cluster_sd=fit.cluster_sd)
 
 
-def fit_mixed(y, X, groups: RandomEffects, *, family: str = "gaussian", term_names=None) -> MixedFit:
+def fit_mixed(y, X, groups: RandomEffects, *, family: str = "gaussian", term_names=None, start=None,
+              hessian=None) -> MixedFit:
     """Fit a mixed model with nested random intercepts and random slopes by maximum likelihood.
 
     ``y ~ X + (1 | country) + (1 | country:hospital)`` or
@@ -419,7 +420,7 @@ def fit_mixed(y, X, groups: RandomEffects, *, family: str = "gaussian", term_nam
         design = prepare_nested(y, X, groups, family, term_names)
         if family == "gaussian":
             return fit_general_gaussian(design)
-        return fit_general_binomial(design)
+        return fit_general_binomial(design, start, hessian)
 
 
 # Not a pytest test, despite its name (tests import it).

@@ -100,9 +100,10 @@ def fit_general_gaussian(design: NestedDesign) -> MixedFit:
                     n_obs=n, converged=converged, optimizer_message=message)
 
 
-def fit_general_binomial(design: NestedDesign) -> MixedFit:
-    """Maximum-likelihood fit of the logistic model by the Laplace approximation (``glmer(nAGQ = 1)``)."""
-    objective, x, value, hess, converged, message = fit_laplace(design)
+def fit_general_binomial(design: NestedDesign, start=None, hessian=None) -> MixedFit:
+    """Maximum-likelihood fit of the logistic model by the Laplace approximation (``glmer(nAGQ = 1)``);
+    ``start``: an earlier fit's :attr:`MixedFit.optimum` (:func:`~hmlib.stats.mixed.laplace.fit_laplace`)."""
+    objective, x, value, hess, converged, message = fit_laplace(design, start, hessian)
     layout, p = objective.layout, objective.p
     theta = x[p:]
     free = np.r_[np.ones(p, dtype=bool), _free_theta(layout, theta)]
@@ -123,4 +124,5 @@ def fit_general_binomial(design: NestedDesign) -> MixedFit:
                      full[p:, p:])
     return MixedFit(family="binomial", method="ML, Laplace", term_names=design.base.term_names, coef=coef,
                     std_error=std_error, cov=cov, levels=levels, residual_sd=None, loglik=float(-value),
-                    n_obs=design.base.n, converged=converged, optimizer_message=message)
+                    n_obs=design.base.n, converged=converged, optimizer_message=message, optimum=x,
+                    optimum_hessian=hess)

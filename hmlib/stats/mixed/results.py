@@ -329,6 +329,11 @@ class MixedFit:
     n_obs: int
     converged: bool
     optimizer_message: str = ""
+    #: The optimiser's solution on its internal scale (binomial: standardised coefficients and the
+    #: relative covariance factors), to start a later fit of similar data from (``fit_mixed(start=)``).
+    optimum: np.ndarray | None = None
+    #: The Hessian of the negative log-likelihood there, on the same scale (binomial).
+    optimum_hessian: np.ndarray | None = None
 
     @property
     def fixed_effects(self) -> pd.Series:
