@@ -172,7 +172,8 @@ def nested_logistic_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, notes, target: st
     the next: the next fit starts there and takes that Hessian as its Newton matrix and for the
     covariance of the parameter draws (the chain's first fit computes it; later ones refit data
     that differ only in the imputed values, whose curvature is nearly the same), which saves
-    about half of each fit.
+    about half of each fit. A state from other rows (a sensitivity scenario's subset, warm-started
+    from the primary's chains) gives the start only: the Hessian is computed afresh.
     """
     from hmlib.stats.mixed import RandomEffects, fit_mixed
 
@@ -181,11 +182,14 @@ def nested_logistic_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, notes, target: st
         fit = cache["nested_fit"]
     else:
         try:
-            start, hessian = (None, None) if state is None else state.get("nested_start", (None, None))
+            start, hessian, rows = (None, None, None) if state is None else \
+                state.get("nested_start", (None, None, None))
+            if rows != (yo.size, K, J):
+                hessian = None      # another data set (a scenario's subset): its own curvature, only the start kept
             fit = fit_mixed(yo, Do, RandomEffects.nested(("higher", hc[co]), ("cluster", co)), family="binomial",
                             start=start, hessian=hessian)
             if state is not None:
-                state["nested_start"] = (fit.optimum, fit.optimum_hessian)
+                state["nested_start"] = (fit.optimum, fit.optimum_hessian, (yo.size, K, J))
         except FitError as exc:
             fit = exc
         if cache is not None:
