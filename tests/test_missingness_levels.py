@@ -46,7 +46,7 @@ from hmlib.simulate.missingness import level_missingness_registry, level_missing
 from hmlib.stats.missingness.levels import missingness_level_variation
 
 RESULTS = Path(__file__).resolve().parent / "results"
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 DATA = RESULTS / "level_missingness.csv"
 
 
