@@ -22,6 +22,7 @@ from hmlib.stats.imputation.ri_logistic import fit_ri_logistic
 
 __all__ = ["cluster_sums", "prepare_design", "standardise_target", "linear_draw", "logistic_draw",
            "block_gaussian", "cluster_sufficient_statistics", "pmm_match", "values_or_logits", "draw_variances",
+           "cached_sufficient_statistics",
            "fe_linear_draw", "fe_logistic_draw", "ri_gibbs_draw", "draw_tau2", "ri_logistic_draw",
            "GIBBS_BURN_IN", "GIBBS_SWEEPS", "RESIDUAL_PRIOR_DF", "TAU2_FLOOR", "TAU_MAX", "LOGISTIC_TAU_MAX",
            "LOGISTIC_PRIOR_SD", "FE_LOGISTIC_PRIOR_SD", "COLLINEAR_TOL"]
@@ -449,6 +450,16 @@ def cluster_sufficient_statistics(Do, z, co, J) -> np.ndarray:
     return sums
 
 
+def cached_sufficient_statistics(Do, z, co, J, cache: dict | None) -> np.ndarray:
+    """:func:`cluster_sufficient_statistics`, kept in ``cache`` (when given) for a design no imputation changes."""
+    if cache is not None and "sums" in cache:
+        return cache["sums"]
+    sums = cluster_sufficient_statistics(Do, z, co, J)
+    if cache is not None:
+        cache["sums"] = sums
+    return sums
+
+
 def ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm: bool, donors: int,
                    prior_precision=None, cache: dict | None = None):
     """Gibbs sampler of the random-intercept normal model, then draws (2l.pan / 2l.norm / 2l.pmm).
@@ -463,13 +474,8 @@ def ri_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, state: dict, hetero: bool, pmm:
     """
     centre, scale = standardise_target(yo)
     z = (yo - centre) / scale
-    n, p = Do.shape
-    if cache is not None and "sums" in cache:
-        sums = cache["sums"]
-    else:
-        sums = cluster_sufficient_statistics(Do, z, co, J)
-        if cache is not None:
-            cache["sums"] = sums
+    p = Do.shape[1]
+    sums = cached_sufficient_statistics(Do, z, co, J, cache)
     XX = sums[:, :p * p].reshape(J, p, p)
     S = sums[:, p * p:p * p + p]
     Xz = sums[:, p * p + p:p * p + 2 * p]

@@ -46,20 +46,11 @@ from scipy import special
 
 from hmlib.exceptions import FitError
 from hmlib.stats.imputation.kernels import (GIBBS_BURN_IN, GIBBS_SWEEPS, LOGISTIC_TAU_MAX, TAU2_FLOOR,
-                                            block_gaussian, cluster_sufficient_statistics, draw_tau2,
+                                            block_gaussian, cached_sufficient_statistics, draw_tau2,
                                             draw_variances, pmm_match, ri_logistic_draw, standardise_target,
                                             values_or_logits)
 
 __all__ = ["nested_gibbs_draw", "nested_logistic_draw", "nested_conditional_modes"]
-
-
-def _sums(Do, z, co, J, cache):
-    if cache is not None and "sums" in cache:
-        return cache["sums"]
-    sums = cluster_sufficient_statistics(Do, z, co, J)
-    if cache is not None:
-        cache["sums"] = sums
-    return sums
 
 
 def nested_gibbs_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, state: dict, hetero: bool, pmm: bool, donors: int,
@@ -72,9 +63,9 @@ def nested_gibbs_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, state: dict, hetero:
     """
     centre, scale = standardise_target(yo)
     z = (yo - centre) / scale
-    n, p = Do.shape
+    p = Do.shape[1]
     hc = np.asarray(hc, dtype=np.intp)
-    sums = _sums(Do, z, co, J, cache)
+    sums = cached_sufficient_statistics(Do, z, co, J, cache)
     XX = sums[:, :p * p].reshape(J, p, p)
     S = sums[:, p * p:p * p + p]
     Xz = sums[:, p * p + p:p * p + 2 * p]
