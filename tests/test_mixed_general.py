@@ -19,6 +19,9 @@ GEN-GRAD-001/002    analytic gradients (gaussian profiled, binomial Laplace) = f
 GEN-LAPL-001        Laplace objective = dense-matrix Laplace approximation
 GEN-SCALE-001       fits are equivariant: rescaling or shifting a slope changes only its scale
 GEN-EDGE-001..003   SD at the boundary, labels reused across parents, row order and inputs untouched
+GEN-WARM-001        binomial warm starts (the imputation's refits): Newton steps from an earlier optimum
+                    reach the cold fit's optimum; ``hessian`` is returned as given, ``newton_matrix``
+                    gives the fit's own Hessian at the optimum; a start with an SD at 0 still escapes
 GEN-API-001         to_frame terms and intervals, effects frames, summary, estimate_rows
 GEN-ERR-001         each FitError names the problem
 """
@@ -464,6 +467,39 @@ def test_gen_edge_001_level_sd_on_the_boundary(family, seed):
     assert row["estimate"] == 0 and row[["std_error", "ci_lower", "ci_upper"]].isna().all()
     assert fit.loglik == pytest.approx(ri.loglik, abs=1e-9)
     assert fit.levels[1].sd[0] == pytest.approx(ri.cluster_sd, abs=1e-6)
+
+
+def test_gen_warm_001_warm_starts_reach_the_cold_optimum():
+    """GEN-WARM-001: binomial refits from an earlier fit (hmlib.stats.mixed.laplace.fit_laplace).
+
+    On data differing from the earlier fit's in a few outcomes (as an imputation chain's next
+    iteration), Newton steps from its optimum with its Hessian end at the cold fit's optimum (1e-6)
+    and return that Hessian unchanged; with it as ``newton_matrix`` only, the Hessian returned is
+    the fit's own at the optimum (= the cold fit's, 1e-4). A start with the country SD at 0 when
+    the data say it is not (a saddle the Newton steps cannot leave) still reaches the optimum.
+    """
+    frame, _ = simulate_nested(5, branching=(12, 8), patients=25.0, sds=(0.5, 0.6), family="binomial")
+    X = np.column_stack([np.ones(len(frame)), frame.x1, frame.x2])
+    groups = RandomEffects.nested(("country", frame.country), ("hospital", frame.hospital))
+    earlier = fit_mixed(frame.y, X, groups, family="binomial")
+    y = frame.y.to_numpy().copy()
+    y[::97] = 1 - y[::97]                                  # the next iteration: a few values redrawn
+    cold = fit_mixed(y, X, groups, family="binomial")
+    reused = fit_mixed(y, X, groups, family="binomial", start=earlier.optimum, hessian=earlier.optimum_hessian)
+    own = fit_mixed(y, X, groups, family="binomial", start=earlier.optimum,
+                    newton_matrix=earlier.optimum_hessian)
+    for fit in (reused, own):
+        assert fit.converged
+        np.testing.assert_allclose(fit.optimum, cold.optimum, atol=1e-6)
+        assert fit.loglik == pytest.approx(cold.loglik, abs=1e-8)
+    np.testing.assert_array_equal(reused.optimum_hessian, earlier.optimum_hessian)
+    assert not np.allclose(own.optimum_hessian, earlier.optimum_hessian, rtol=1e-4)
+    np.testing.assert_allclose(own.optimum_hessian, cold.optimum_hessian, rtol=1e-4, atol=1e-4)
+    saddle = earlier.optimum.copy()
+    saddle[X.shape[1]] = 0.0                                # theta of the country level: SD 0
+    escaped = fit_mixed(y, X, groups, family="binomial", start=saddle, hessian=earlier.optimum_hessian)
+    assert escaped.levels[0].sd[0] > 0.1
+    np.testing.assert_allclose(escaped.optimum, cold.optimum, atol=1e-5)
 
 
 def test_gen_edge_002_inner_labels_reused_across_parents():

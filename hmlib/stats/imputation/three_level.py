@@ -163,8 +163,9 @@ def nested_logistic_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, notes, target: st
     the next: the next fit starts there and takes that Hessian as its Newton matrix and for the
     covariance of the parameter draws (the chain's first fit computes it; later ones refit data
     that differ only in the imputed values, whose curvature is nearly the same), which saves
-    about half of each fit. A state from other rows (a sensitivity scenario's subset, warm-started
-    from the primary's chains) gives the start only: the Hessian is computed afresh.
+    about half of each fit; from that start Newton steps replace L-BFGS-B. A state from other rows
+    (a sensitivity scenario's subset, warm-started from the primary's chains) gives the start and
+    the Newton matrix only: the subset's Hessian is computed afresh, at its optimum.
     """
     from hmlib.stats.mixed import RandomEffects, fit_mixed
 
@@ -175,10 +176,13 @@ def nested_logistic_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, notes, target: st
         try:
             start, hessian, rows = (None, None, None) if state is None else \
                 state.get("nested_start", (None, None, None))
+            newton = None
             if rows != (yo.size, K, J):
-                hessian = None      # another data set (a scenario's subset): its own curvature, only the start kept
+                # another data set (a scenario's subset): its own curvature, computed at its optimum; the
+                # other rows' Hessian only guides the Newton steps there
+                hessian, newton = None, hessian
             fit = fit_mixed(yo, Do, RandomEffects.nested(("higher", hc[co]), ("cluster", co)), family="binomial",
-                            start=start, hessian=hessian)
+                            start=start, hessian=hessian, newton_matrix=newton)
             if state is not None:
                 state["nested_start"] = (fit.optimum, fit.optimum_hessian, (yo.size, K, J))
         except FitError as exc:

@@ -353,7 +353,7 @@ def test_cluster_variance(y, X, groups, *, family: str = "binomial", nagq: int =
 
 
 def fit_mixed(y, X, groups: RandomEffects, *, family: str = "gaussian", term_names=None, start=None,
-              hessian=None) -> MixedFit:
+              hessian=None, newton_matrix=None) -> MixedFit:
     """Fit a mixed model with nested random intercepts and random slopes by maximum likelihood.
 
     ``y ~ X + (1 | country) + (1 | country:hospital)`` or
@@ -378,6 +378,11 @@ def fit_mixed(y, X, groups: RandomEffects, *, family: str = "gaussian", term_nam
         :func:`fit_random_intercept` for one random intercept).
     term_names : sequence of str, optional
         Names of X's columns (default ``x0, x1, ...``).
+    start, hessian, newton_matrix : numpy.ndarray, optional
+        Binomial only: an earlier fit's :attr:`MixedFit.optimum` to start from, and its
+        :attr:`MixedFit.optimum_hessian`, reused as this fit's Hessian (``hessian``: nearly the
+        same data) or only to take Newton steps from the start (``newton_matrix``: other rows);
+        see :func:`hmlib.stats.mixed.laplace.fit_laplace`.
 
     Returns
     -------
@@ -420,7 +425,7 @@ def fit_mixed(y, X, groups: RandomEffects, *, family: str = "gaussian", term_nam
         design = prepare_nested(y, X, groups, family, term_names)
         if family == "gaussian":
             return fit_general_gaussian(design)
-        return fit_general_binomial(design, start, hessian)
+        return fit_general_binomial(design, start, hessian, newton_matrix)
 
 
 # Not a pytest test, despite its name (tests import it).

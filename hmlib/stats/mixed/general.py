@@ -100,10 +100,11 @@ def fit_general_gaussian(design: NestedDesign) -> MixedFit:
                     n_obs=n, converged=converged, optimizer_message=message)
 
 
-def fit_general_binomial(design: NestedDesign, start=None, hessian=None) -> MixedFit:
+def fit_general_binomial(design: NestedDesign, start=None, hessian=None, newton_matrix=None) -> MixedFit:
     """Maximum-likelihood fit of the logistic model by the Laplace approximation (``glmer(nAGQ = 1)``);
-    ``start``: an earlier fit's :attr:`MixedFit.optimum` (:func:`~hmlib.stats.mixed.laplace.fit_laplace`)."""
-    objective, x, value, hess, converged, message = fit_laplace(design, start, hessian)
+    ``start``, ``hessian``, ``newton_matrix``: an earlier fit's :attr:`MixedFit.optimum` and
+    :attr:`MixedFit.optimum_hessian` (:func:`~hmlib.stats.mixed.laplace.fit_laplace`)."""
+    objective, x, value, hess, converged, message = fit_laplace(design, start, hessian, newton_matrix)
     layout, p = objective.layout, objective.p
     theta = x[p:]
     free = np.r_[np.ones(p, dtype=bool), _free_theta(layout, theta)]

@@ -27,7 +27,9 @@ The maximisation over ``(beta, theta)`` jointly is lme4's second stage: start
 from a logistic regression, L-BFGS-B, then Newton steps with the Hessian
 from central differences of the analytic gradient, whose inverse gives the
 covariance of ``beta`` (including the uncertainty of ``theta``, as lme4's
-``vcov`` for ``glmer``). Adaptive Gauss-Hermite quadrature is not offered:
+``vcov`` for ``glmer``). A refit from an earlier optimum with a Newton matrix (the
+imputation's chains, :func:`fit_laplace`) takes the Newton steps directly. Adaptive Gauss-Hermite
+quadrature is not offered:
 with more than one random effect per cluster, or nested clusters, the
 integral is not a product of one-dimensional integrals.
 """
@@ -39,7 +41,7 @@ import numpy as np
 from hmlib.exceptions import FitError
 from hmlib.stats.mixed.binomial import MAX_BINOMIAL_SD, fit_logistic, logistic
 from hmlib.stats.mixed.nested_cholesky import NestedFactor, factorize, sandwich, summed_products
-from hmlib.stats.mixed.optimise import hessian_from_gradient, minimise
+from hmlib.stats.mixed.optimise import escape_boundary, hessian_from_gradient, minimise, newton_polish
 from hmlib.stats.mixed.profiled import block_diagonal, chain_values, scaled_blocks
 from hmlib.stats.mixed.terms import NestedDesign
 from hmlib.stats.mixed.variance_parameters import ThetaLayout
@@ -248,14 +250,23 @@ def _snap_to_boundary(objective: LaplaceObjective, x: np.ndarray, value: float):
     return x
 
 
-def fit_laplace(design: NestedDesign, start: np.ndarray | None = None, hessian: np.ndarray | None = None):
+def fit_laplace(design: NestedDesign, start: np.ndarray | None = None, hessian: np.ndarray | None = None,
+                newton_matrix: np.ndarray | None = None):
     """Maximise the Laplace log-likelihood over ``(beta_s, theta)``.
 
     ``start``: a solution of an earlier fit of similar data (same columns and levels) to start
     from instead of the default starting values; ignored when it does not fit. ``hessian``: that
     fit's Hessian, used as the Newton matrix and returned instead of a new finite-difference one
     (``2 (p + q)`` gradients saved; the imputation's chains refit nearly the same data at every
-    iteration); ignored when it does not fit.
+    iteration); ignored when it does not fit. ``newton_matrix``: a Hessian of other rows (the
+    full data, for a subset), used only to take the Newton steps; the fit's own Hessian is then
+    computed at the optimum.
+
+    With a start and one of the two matrices, Newton steps are taken from the start directly: from
+    an earlier optimum of nearly the same data they converge in a few evaluations, where L-BFGS-B
+    would first spend a dozen rebuilding the curvature. L-BFGS-B runs only when they do not
+    converge, or when an SD at 0 may be a saddle (:func:`~hmlib.stats.mixed.optimise.escape_boundary`).
+    The optimum is the one the full search reaches (it ends with the same Newton steps).
 
     Returns
     -------
@@ -277,27 +288,46 @@ def fit_laplace(design: NestedDesign, start: np.ndarray | None = None, hessian: 
     """
     base = design.base
     n, p = base.n, base.Xs.shape[1]
-    beta0, _, _, _ = fit_logistic(base.Xs, base.y)
     objective = LaplaceObjective(design)
     layout = objective.layout
     lower = np.r_[np.full(p, -np.inf), layout.lower]
-    # theta start: the best of a few values with beta from the logistic fit, each search of the
-    # modes warm-started from the one before
-    best = None
-    candidates = [np.r_[beta0, layout.start(scale)] for scale in (0.7, 0.3, 1.5)]
-    if start is not None and np.shape(start) == candidates[0].shape and np.all(np.isfinite(start)):
-        candidates = [np.maximum(np.asarray(start, dtype=float), lower)]      # warm: the earlier solution
-    for x in candidates:
-        value = objective.value(x)
-        if best is None or value < best[0]:
-            best = (value, x, objective.snapshot())
-    _, x0, state = best
-    objective.restore(state)
-    steps = np.full(x0.size, 1e-5)
+    size = p + layout.size
+    warm = start is not None and np.shape(start) == (size,) and bool(np.all(np.isfinite(start)))
+    given = hessian if hessian is not None and np.shape(hessian) == (size, size) else None
+    steps = np.full(size, 1e-5)
     boundary = np.r_[np.zeros(p, dtype=bool), layout.diagonal]
-    given = hessian if hessian is not None and np.shape(hessian) == (x0.size, x0.size) else None
-    x, value, hess, decrement, message = minimise(objective, x0, lower, float(n), boundary, steps,
-                                                  hessian=None if given is None else (lambda _: given))
+    matrix = given if given is not None else (
+        newton_matrix if newton_matrix is not None and np.shape(newton_matrix) == (size, size) else None)
+    x = hess = None
+    if warm and matrix is not None:
+        x0 = np.maximum(np.asarray(start, dtype=float), lower)
+        x, value, _, decrement = newton_polish(objective, x0, lower, matrix)
+        message = "Newton steps from the warm start"
+        # an SD left at 0 may be a saddle (escape_boundary): then, as when the steps did not
+        # converge, the full search, from the better point (the steps never end worse than the start)
+        escape = escape_boundary(objective, x, value, boundary)
+        if escape is not None or not (np.isfinite(decrement) and decrement < 1e-6):
+            start_point, state, x = (x if escape is None else escape), objective.snapshot(), None
+        else:
+            hess = given if given is not None else hessian_from_gradient(objective, x, steps)
+    if x is None and warm and matrix is None:
+        start_point = np.maximum(np.asarray(start, dtype=float), lower)     # the earlier solution
+        objective.value(start_point)
+        state = objective.snapshot()
+    if x is None:
+        if not warm:
+            # theta start: the best of a few values with beta from the logistic fit, each search of the
+            # modes warm-started from the one before
+            beta0, _, _, _ = fit_logistic(base.Xs, base.y)
+            best = None
+            for candidate in [np.r_[beta0, layout.start(scale)] for scale in (0.7, 0.3, 1.5)]:
+                value = objective.value(candidate)
+                if best is None or value < best[0]:
+                    best = (value, candidate, objective.snapshot())
+            _, start_point, state = best
+        objective.restore(state)
+        x, value, hess, decrement, message = minimise(objective, start_point, lower, float(n), boundary, steps,
+                                                      hessian=None if given is None else (lambda _: given))
     x_polished = _snap_to_boundary(objective, x, value)
     if np.max(np.abs(x_polished - x)) > 1e-6:
         hess = hessian_from_gradient(objective, x_polished, steps)
