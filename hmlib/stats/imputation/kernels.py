@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import linalg, special, stats
+from scipy.linalg import lapack
 
 from hmlib.exceptions import FitError
 from hmlib.stats.imputation.ri_logistic import fit_ri_logistic
@@ -56,6 +57,33 @@ SUFFICIENT_STATISTICS_BLOCK = 1_000_000
 
 
 # --------------------------------------------------------------------------
+# Triangular solves without scipy.linalg's checks (the same LAPACK calls, so the same numbers:
+# cho_solve -> potrs, solve_triangular -> trtrs). The stratified comparator solves hundreds of
+# thousands of tiny systems, where the checks cost more than the solves.
+# --------------------------------------------------------------------------
+def _cho_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(L L')^-1 b`` for a lower Cholesky factor ``L`` (``scipy.linalg.cho_solve((L, True), b)``)."""
+    x, info = lapack.dpotrs(L, b, lower=1)
+    if info != 0:
+        raise ValueError(f"illegal value in {-info}th argument of internal potrs")
+    return x
+
+
+def _solve_lower(L: np.ndarray, b: np.ndarray, *, transposed: bool = False) -> np.ndarray:
+    """``L^-1 b`` (``L'^-1 b`` if ``transposed``) for lower-triangular ``L``, as
+    ``scipy.linalg.solve_triangular(L, b, lower=True, trans=...)`` calls LAPACK."""
+    if L.flags.f_contiguous:
+        x, info = lapack.dtrtrs(L, b, lower=1, trans=int(transposed))
+    else:
+        x, info = lapack.dtrtrs(L.T, b, lower=0, trans=int(not transposed))
+    if info > 0:
+        raise np.linalg.LinAlgError(f"singular matrix: resolution failed at diagonal {info - 1}")
+    if info < 0:
+        raise ValueError(f"illegal value in {-info}-th argument of internal trtrs")
+    return x
+
+
+# --------------------------------------------------------------------------
 # Numerical helpers
 # --------------------------------------------------------------------------
 def cluster_sums(values: np.ndarray, codes: np.ndarray, J: int) -> np.ndarray:
@@ -92,12 +120,11 @@ def block_gaussian(A, C, D, b_beta, b_alpha, rng=None):
     S = A - C.T @ CD
     rhs = b_beta - CD.T @ b_alpha
     L = _cholesky(S, "coefficient draw")
-    beta_hat = linalg.cho_solve((L, True), rhs, check_finite=False)
+    beta_hat = _cho_solve(L, rhs)
     alpha_hat = (b_alpha - C @ beta_hat) / D
     if rng is None:
         return beta_hat, alpha_hat, None, None
-    beta = beta_hat + linalg.solve_triangular(L, rng.standard_normal(beta_hat.size), lower=True, trans="T",
-                                              check_finite=False)
+    beta = beta_hat + _solve_lower(L, rng.standard_normal(beta_hat.size), transposed=True)
     alpha = (b_alpha - C @ beta) / D + rng.standard_normal(D.size) / np.sqrt(D)
     return beta_hat, alpha_hat, beta, alpha
 
@@ -123,7 +150,7 @@ def _independent_columns(Z: np.ndarray, centred: bool = False) -> np.ndarray:
         if gjj <= 1e-18 * n:
             continue
         if kept:
-            l = linalg.solve_triangular(L[:len(kept), :len(kept)], G[kept, j], lower=True, check_finite=False)
+            l = _solve_lower(L[:len(kept), :len(kept)], G[kept, j])
             resid = gjj - float(l @ l)
         else:
             l = np.empty(0)
@@ -230,11 +257,10 @@ def linear_draw(Do, yo, Dp, rng, *, pmm: bool, donors: int) -> np.ndarray:
     xtx = Do.T @ Do
     xtx = xtx + np.diag(1e-5 * np.diag(xtx))
     L = _cholesky(xtx, "linear imputation model")
-    beta_hat = linalg.cho_solve((L, True), Do.T @ z, check_finite=False)
+    beta_hat = _cho_solve(L, Do.T @ z)
     resid = z - Do @ beta_hat
     sigma = np.sqrt(float(resid @ resid) / rng.chisquare(max(n - p, 1)))
-    beta = beta_hat + sigma * linalg.solve_triangular(L, rng.standard_normal(p), lower=True, trans="T",
-                                                      check_finite=False)
+    beta = beta_hat + sigma * _solve_lower(L, rng.standard_normal(p), transposed=True)
     if pmm:
         return yo[pmm_match(Do @ beta_hat, Dp @ beta, rng, donors)]
     return centre + scale * (Dp @ beta + sigma * rng.standard_normal(Dp.shape[0]))
@@ -258,7 +284,7 @@ def _logistic_mode(D, y, prior_prec, offset=None, max_iter: int = 60):
         w = prob * (1.0 - prob)
         grad = D.T @ (y - prob) - prior_prec * beta
         H = D.T @ (D * w[:, None]) + np.diag(prior_prec)
-        step = linalg.cho_solve((_cholesky(H, "logistic imputation model"), True), grad, check_finite=False)
+        step = _cho_solve(_cholesky(H, "logistic imputation model"), grad)
         t = 1.0
         for _ in range(30):
             candidate = beta + t * step
@@ -303,8 +329,7 @@ def logistic_draw(Do, yo, Dp, rng, cache: dict | None = None, *, logits: bool = 
         L = _cholesky(H, "logistic imputation model")
         if cache is not None:
             cache["mode"] = (beta_hat, L)
-    beta = beta_hat + linalg.solve_triangular(L, rng.standard_normal(beta_hat.size), lower=True, trans="T",
-                                              check_finite=False)
+    beta = beta_hat + _solve_lower(L, rng.standard_normal(beta_hat.size), transposed=True)
     return values_or_logits(Dp @ beta, rng, logits)
 
 
