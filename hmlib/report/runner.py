@@ -74,6 +74,7 @@ from hmlib.report.staleness import clear_stale_mark, steps_run_alone
 from hmlib.results import atomic_write_text, read_estimates
 from hmlib.steps import STEPS, get_step, step_keys
 from hmlib.steps.base import Step
+from hmlib.steps.handoff import HANDOFF_DIR
 
 __all__ = ["RunResult", "run_report", "run_many", "resolve_steps", "stale_steps", "QuietKernelManager",
            "parallel_engine"]
@@ -244,7 +245,7 @@ def _commit(staging: Path, output_dir: Path, dropped: list[Step]) -> None:
     for step in dropped:
         _drop_step_outputs(output_dir, step)
     for path in sorted(staging.rglob("*")):
-        if path.is_file():
+        if path.is_file() and HANDOFF_DIR not in path.relative_to(staging).parts:   # step 3 -> 5 only
             dest = output_dir / path.relative_to(staging)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, dest)

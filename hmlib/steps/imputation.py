@@ -127,6 +127,7 @@ from hmlib.steps.base import Step, StepContext
 from hmlib.steps.imputation_levels import LEVEL_DISTRIBUTION_COLUMNS, level_distributions
 from hmlib.steps.imputation_result import ImputationArtifact, ImputationStepResult, MethodRun, MethodSpec
 from hmlib.steps.disclosure import hidden_counts
+from hmlib.steps.handoff import hand_over
 from hmlib.steps.imputation_transport import transport_check
 from hmlib.methods import method_label
 
@@ -607,6 +608,9 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
 def run(ctx: StepContext) -> ImputationStepResult:
     """Run step 3 on the checked inputs and write its artifact and estimates.
 
+    Inside ``hmreport run``, the ``multilevel_mi`` imputation is also left for step 5
+    (:mod:`hmlib.steps.handoff`).
+
     Sizes from ``ctx.sizes`` (:mod:`hmlib.settings`): ``imputations`` and
     ``iterations`` for the four methods, ``transport_imputations`` and
     ``transport_iterations`` for the transport check.
@@ -617,6 +621,10 @@ def run(ctx: StepContext) -> ImputationStepResult:
                              transport_options={"m": sizes.transport_imputations,
                                                 "iterations": sizes.transport_iterations})
     ctx.write(STEP, result)
+    for run_ in result.runs:     # step 5's primary imputation, handed over within a run (hmlib.steps.handoff)
+        if run_.ok and run_.spec.method == "multilevel" and run_.imputation is not None:
+            hand_over(ctx, run_.imputation,
+                      cluster_specific=bool(run_.spec.options.get("cluster_residual_variance", False)))
     return result
 
 

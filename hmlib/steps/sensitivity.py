@@ -95,6 +95,7 @@ from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
 from hmlib.stats.joint import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.disclosure import hidden_counts
+from hmlib.steps.handoff import take_over
 from hmlib.steps.imputation import CHUNKS_PER_WORKER, ImputationArtifact, choose_residual_variance, impute_registry
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
 from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for, delta_grid, focus_levels,
@@ -715,8 +716,8 @@ def run(ctx: StepContext) -> SensitivityResult:
     Every multilevel imputation uses step 3's residual-variance choice (read
     from its artifact; without it, step 3's rule is applied here). The prior
     scenarios reweight step 4's posterior draws (refitting only where the
-    weights say so). Without those draws they refit the joint model per
-    prior, which fast mode skips (the result's notes say so).
+    weights say so); without those draws they refit the joint model per prior, which fast mode
+    skips (the notes say so). The primary imputation is step 3's when handed over (:mod:`hmlib.steps.handoff`).
     """
     joint_reference = PosteriorDraws.load_matching(
         artifact_path(ctx.output_dir, "joint_posterior").with_name("joint_posterior.npz"), ctx.registry)
@@ -725,8 +726,9 @@ def run(ctx: StepContext) -> SensitivityResult:
     settings = SensitivitySettings(families=families, m=ctx.sizes.imputations, iterations=ctx.sizes.iterations,
                                    warm_iterations=ctx.sizes.scenario_iterations,
                                    relevant_difference=ctx.params.sensitivity.relevant_difference)
-    result = run_sensitivity(ctx.registry, settings,
-                             joint_reference=joint_reference, cluster_residual_variance=residual)
+    primary = take_over(ctx, m=settings.m, iterations=settings.iterations, cluster_specific=residual.cluster_specific)
+    result = run_sensitivity(ctx.registry, settings, primary_imputation=primary, joint_reference=joint_reference,
+                             cluster_residual_variance=residual)
     if "prior" not in families:
         result.skipped["prior"] = "fast mode without step 4's posterior draws, so no joint model was refitted"
     ctx.write(STEP, result)
