@@ -19,6 +19,7 @@ TL-IMP-006  R reference (tests/results/three_level_imputation.R, the same three-
             (0.02 and 0.01; about 3 combined Monte Carlo SEs), the pooled SEs within 10% (R's draws of the two
             levels' effects are independent, which inflates its between-imputation variance a little)
 TL-IMP-007  three_level_registry.csv is what the simulator gives (the R reference imputes that file)
+TL-IMP-008  three-level pmm imputes recorded values only and keeps both levels' SDs near the normal model's
 """
 
 from __future__ import annotations
@@ -167,3 +168,17 @@ def write_reference_data() -> None:
 if __name__ == "__main__" and "--write-data" in sys.argv:
     write_reference_data()
     print("wrote", DATA)
+
+
+def test_tl_imp_008_pmm_three_levels(imputed):
+    """TL-IMP-008: three-level pmm imputes recorded values only and keeps both levels' variation about as well as
+    the normal model (country and hospital SDs of the completed x within 0.15 of the normal model's)."""
+    frame, normal = imputed
+    res = impute(frame, m=10, iterations=10, seed=2, continuous="pmm", **MODEL)
+    recorded = set(frame["x"].dropna().to_numpy())
+    miss = frame["x"].isna().to_numpy()
+    for done in res.completed:
+        assert set(done.loc[miss, "x"].to_numpy()) <= recorded
+    sds = np.array([_sds(done, "x") for done in res.completed]).mean(axis=0)
+    ref = np.array([_sds(done, "x") for done in normal.completed]).mean(axis=0)
+    assert np.abs(sds - ref).max() < 0.15, (sds, ref)

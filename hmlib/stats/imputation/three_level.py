@@ -102,9 +102,8 @@ def nested_gibbs_draw(Do, yo, co, Dp, cp, J, hc, K, rng, *, state: dict, hetero:
         omega2 = draw_tau2(float(np.sum(v[has_k] ** 2)) + TAU2_FLOOR, max(K_obs - 1, 1), rng)
     state.update(tau2=tau2, omega2=omega2, sig2=sig2 if hetero else float(sig2[0]), s2=s2, v=v)
     if pmm:
-        # type-1 matching: the observed rows' predictions at the conditional means given the last draw's
-        # variance components
-        Du = w * n_j + 1.0 / tau2
+        # type-1 matching: the observed rows' predictions at the conditional means given the variance
+        # components the last sweep used (w and Du from that sweep, as beta_hat and M; not the redrawn ones)
         u_hat = w * (r - n_j * M[hc]) / Du
         return yo[pmm_match(Do @ beta_hat + (u_hat + M[hc])[co], Dp @ beta + (u + v[hc])[cp], rng, donors)]
     return centre + scale * (Dp @ beta + u[cp] + v[hc[cp]] + np.sqrt(sig2[cp]) * rng.standard_normal(Dp.shape[0]))
