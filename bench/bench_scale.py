@@ -184,7 +184,9 @@ def main() -> None:
     parser.add_argument("--only", help="hmreport run --only STEPS (e.g. the first steps of the million)")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
-    results = json.loads(args.out.read_text())["cases"] if args.out.is_file() else {}
+    # earlier cases, their checks and notes stay: a run of some cases replaces only what it measured
+    payload = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results = payload.get("cases", {})
     run = {}
     for name in args.cases:
         print(f"{name}: hmreport run ...", flush=True)
@@ -202,8 +204,10 @@ def main() -> None:
     if "scale10k" in run and "scale100k" in run:
         ratio = run["scale100k"]["wall_seconds"] / run["scale10k"]["wall_seconds"]
         checks[f"100k/10k time ratio {ratio:.2f} <= {MAX_RATIO_100K_10K:g} (same run)"] = ratio <= MAX_RATIO_100K_10K
-    payload = {"cases": results, "checks_last_run": checks, "cores": psutil.cpu_count(),
-               "load_average_at_end": os.getloadavg()}
+    payload["cases"] = results
+    payload.setdefault("checks", {})[" + ".join(run)] = {
+        "measured": time.strftime("%Y-%m-%d"), "checks": checks, "cores": psutil.cpu_count(),
+        "load_average_at_end": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     print(table(results))

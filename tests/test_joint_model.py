@@ -311,7 +311,7 @@ def test_gate_001_flags_short_run(write_case):
 
 def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     """JOINT-EXT-001: 100 draws after 100 warm-up iterations miss the gate; with a time budget the chains are
-    continued (150, 200 draws) and then, if needed, new runs with doubled sizes are made until the gate passes;
+    continued (125, 150, 175, 200 draws) and then, if needed, new runs with doubled sizes are made until the gate passes;
     every run is recorded with its seed and checkpoints, the reported sizes are the last run's last checkpoint,
     and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done.
     The reported fit is reproduced by its run's sizes and seed given explicitly (a continued run truncated at a
@@ -320,6 +320,7 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     from hmlib.params import load_params
     from types import SimpleNamespace
 
+    from hmlib.stats.joint.sampling import CONTINUATIONS
     from hmlib.steps.joint_model import STEP
 
     registry = load_registry(load_params(write_case(joint_model={"time_budget_minutes": 10})))
@@ -331,7 +332,7 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     assert runs[-1]["converged"] and not any(r["converged"] for r in runs[:-1])
     for k, r in enumerate(runs):
         base = 100 * 2 ** k
-        assert r["tune"] == base and r["checkpoints"] == [base, int(1.5 * base), 2 * base][:len(r["checkpoints"])]
+        assert r["tune"] == base and r["checkpoints"] == [int(round(base * f)) for f in CONTINUATIONS][:len(r["checkpoints"])]
         assert r["draws"] == r["checkpoints"][-1]
     assert result.settings["extensions"] == sum(len(r["checkpoints"]) - 1 for r in runs) + len(runs) - 1 >= 1
     assert runs[0]["seed"] == 3 and len({r["seed"] for r in runs}) == len(runs)

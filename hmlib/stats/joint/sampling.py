@@ -7,10 +7,12 @@ hundred more draws instead of a new run.
 
 Without a time budget there is one check: ``draws`` per chain after
 ``tune`` warm-up iterations, the run as asked for. With one, a run is
-planned with :data:`CONTINUATIONS`\\ ``[-1]`` times its draws; the chains
-are paused at ``draws`` per chain and the gate is checked on exactly the
-first ``draws`` draws of every chain; if it fails the same chains go on to
-the next checkpoint (``1.5``, then ``2`` times ``draws``), and so on. A run
+planned with :data:`CONTINUATIONS`\\ ``[-1]`` times its draws; when every
+chain has ``draws`` draws the gate is checked on exactly the first
+``draws`` draws of every chain while the chains go on sampling (a copy of
+the trace is read; nothing waits for the check); if it fails the check is
+repeated at the next checkpoint (``1.25``, ``1.5``, ``1.75``, then ``2``
+times ``draws``), and so on. A run
 whose last checkpoint still misses the gate (slow mixing that more draws of
 the same adaptation do not fix, or a warm-up that ended badly) is followed
 by a new run with twice the warm-up and twice the draws, on seed
@@ -22,14 +24,15 @@ its first checkpoint. Only the reported run's draws are kept.
 
 A continuation is sound because chains are truncated at a checkpoint fixed
 in advance: each chain's first ``n`` draws after warm-up do not depend on
-how many draws were planned or on when the sampler was paused (nutpie seeds
+how many draws were planned or on when the trace was read (nutpie seeds
 every chain from the run's seed; ``tests/test_joint_model.py`` checks that a
-paused, continued run truncated at ``n`` equals a plain run of ``n``
+continued run truncated at ``n`` equals a plain run of ``n``
 draws). So the reported fit is reproduced by its run's seed, warm-up and
 draws given explicitly. Stopping at the first checkpoint that passes is
 the usual practice of running a sampler longer until its diagnostics are
-acceptable (Vehtari et al. 2021, section 4); with at most three checks per
-run its effect on the estimates is far below their Monte Carlo error.
+acceptable (Vehtari et al. 2021, section 4); with at most five checks per
+run, on the diagnostics and never on the estimates, its effect on the
+estimates is far below their Monte Carlo error.
 
 Vehtari A, Gelman A, Simpson D, Carpenter B, Buerkner PC (2021).
 Rank-normalization, folding, and localization: an improved R-hat for
@@ -50,7 +53,7 @@ from hmlib.stats.joint.summaries import gate_message
 __all__ = ["CONTINUATIONS", "MAX_RUNS", "DrawProgress", "extension_hint", "extension_text", "sample_until_gate"]
 
 #: The checkpoints of a run with a time budget, as multiples of its draws per chain.
-CONTINUATIONS = (1.0, 1.5, 2.0)
+CONTINUATIONS = (1.0, 1.25, 1.5, 1.75, 2.0)
 #: At most this many runs (each with twice the warm-up and draws of the one before).
 MAX_RUNS = 3
 #: Seconds between looks at the chains' progress while waiting for a checkpoint.
@@ -127,7 +130,7 @@ def _run(compiled, summarise, checkpoints, *, tune, chains, cores, seed, adaptat
                 trace = complete = complete if complete is not None else sampler.wait()
                 rate = 0.0
             else:
-                sampler.pause()
+                # the chains go on while the gate is checked on a copy: a draw after n is never read
                 rate = progress.seconds_per_draw(n)
                 trace = sampler.inspect()
             post, divergences = _first_draws(trace, n)
@@ -140,8 +143,6 @@ def _run(compiled, summarise, checkpoints, *, tune, chains, cores, seed, adaptat
                 break
             if budget_s is not None and now - start_wall + rate * (checkpoints[i + 1] - n) > budget_s:
                 break
-            if complete is None:
-                sampler.resume()
     finally:
         if complete is None and not _finished(sampler):
             sampler.cancel()
