@@ -429,9 +429,11 @@ def small_fit():
     frame["sex"] = np.where(rng.random(len(frame)) < 0.1, None, rng.choice(["female", "male"], len(frame)))
     original = frame.copy()
     result = jm.fit_joint_model(frame, outcome="outcome", predictors=["age", "sex", "severity", "lactate"],
-                                cluster="site", family="binomial", seed=5, fast=True, draws=1000,
-                                levels={"sex": ["female", "male"]})  # 500 fast draws sat at the gate's edge
-                                                                     # (site SD bulk ESS 304); 1000 give 616
+                                cluster="site", family="binomial", seed=5, fast=True, draws=1000, tune=1000,
+                                levels={"sex": ["female", "male"]})
+    # 500 fast draws sat at the gate's edge (site SD bulk ESS 304); 1000 after the fast 500 warm-up iterations
+    # gave 616 on one machine and a divergent transition on another (chains differ in floating point between
+    # machines); 1000 warm-up iterations pass with bulk ESS >= 1046 there
     pd.testing.assert_frame_equal(frame, original)       # input never modified
     return frame, result
 
@@ -548,7 +550,7 @@ def test_art_001_artifact_round_trip(small_fit, tmp_path):
     assert all(isinstance(row, PartialPoolingRow) for row in back.partial_pooling)
     assert len(back.partial_pooling) == len(result.partial_pooling()) == 16
     assert isinstance(back.settings, JointSettings)
-    assert (back.settings.seed, back.settings.draws, back.settings.tune, back.settings.chains) == (5, 1000, 500, 2)
+    assert (back.settings.seed, back.settings.draws, back.settings.tune, back.settings.chains) == (5, 1000, 1000, 2)
     assert back.converged == result.converged and back.convergence_message == result.convergence_message
     never = [row for row in back.partial_pooling if not row.measured]
     assert len(never) == 2 and all(row.n_observed == 0 and row.raw_effect is None for row in never)
