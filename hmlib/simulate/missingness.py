@@ -45,6 +45,7 @@ __all__ = [
     "informative_missingness_registry_truth",
     "level_missingness_registry",
     "level_missingness_registry_truth",
+    "level_outcome_missingness_registry",
 ]
 
 
@@ -271,3 +272,53 @@ def level_missingness_registry_truth(country_sd: float = 0.6, hospital_sd: float
         "missingness": {"intercept": intercept, "sd(country)": country_sd, "sd(hospital)": hospital_sd,
                         "two_level_sd(hospital)": float(np.hypot(country_sd, hospital_sd))},
     }
+
+
+def level_outcome_missingness_registry(seed: int, n_countries: int = 30, hospitals_per_country: int = 8,
+                                       per_hospital: int = 40, country_sd: float = 0.6, hospital_sd: float = 0.4,
+                                       country_correlation: float = 0.8, hospital_correlation: float = 0.0,
+                                       intercept: float = -1.5) -> pd.DataFrame:
+    """A predictor ``v`` missing at two levels, and an outcome whose level effects share the missingness's.
+
+    Model, in draw order: per country the pair (missingness intercept
+    ``a_k``, outcome intercept ``c_k``), bivariate normal with SDs
+    ``country_sd`` and correlation ``country_correlation``; per hospital
+    (``b_j``, ``h_j``) likewise with ``hospital_sd`` and
+    ``hospital_correlation``; ``x ~ N(0, 1)``; ``y = 1 + 0.5 x + c_k + h_j
+    + e``, ``e ~ N(0, 1)``; ``v = x + N(0, 1)``, missing with ``logit P =
+    intercept + a_k + b_j``; a binary outcome ``yb`` with ``logit P(yb = 1)
+    = -0.5 + 0.5 x + c_k + h_j``. ``x``, ``y`` and ``yb`` are complete.
+
+    Parameters
+    ----------
+    seed : int
+    n_countries, hospitals_per_country, per_hospital : int, default 30, 8 and 40
+    country_sd, hospital_sd : float, default 0.6 and 0.4
+        SDs of each level's intercepts, the same in both models.
+    country_correlation, hospital_correlation : float, default 0.8 and 0.0
+        Correlation of missingness and outcome intercepts at each level.
+    intercept : float, default -1.5
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``country, hospital, x, v, y, yb``.
+    """
+    rng = np.random.default_rng(seed)
+    n_hospitals = n_countries * hospitals_per_country
+    j = cluster_index(equal_cluster_sizes(n_hospitals, per_hospital))
+    k = j // hospitals_per_country
+
+    def pairs(m, sd, rho):
+        z = rng.standard_normal((m, 2))
+        return sd * z[:, 0], sd * (rho * z[:, 0] + np.sqrt(1.0 - rho ** 2) * z[:, 1])
+
+    a, c = pairs(n_countries, country_sd, country_correlation)
+    b, h = pairs(n_hospitals, hospital_sd, hospital_correlation)
+    x = rng.standard_normal(j.size)
+    y = 1.0 + 0.5 * x + c[k] + h[j] + rng.standard_normal(j.size)
+    v = with_gaps(x + rng.standard_normal(j.size), logistic_draws(rng, intercept + a[k] + b[j]))
+    yb = logistic_draws(rng, -0.5 + 0.5 * x + c[k] + h[j]).astype(float)
+    return pd.DataFrame({"country": np.char.add("K", np.char.zfill(k.astype(str), 2)),
+                         "hospital": np.char.add("H", np.char.zfill(j.astype(str), 3)), "x": x, "v": v, "y": y,
+                         "yb": yb})

@@ -26,13 +26,13 @@ from hmlib.figures import diagnose as figures
 from hmlib.privacy import SuppressedTable
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
 from hmlib.stats.design import outermost_first
-from hmlib.stats.missingness import (ClusterVariationResult, OutcomeCorrelationResult,
+from hmlib.stats.missingness import (ClusterVariationResult, LevelCorrelationResult, OutcomeCorrelationResult,
                                      missingness_cluster_variation, missingness_outcome_correlation,
                                      missingness_overview, missingness_patterns, missingness_predictors)
 from hmlib.stats.missingness.counts import check_columns, check_level, cluster_index
 from hmlib.steps import diagnose_higher, diagnose_narrative
 from hmlib.steps.base import Step, StepContext
-from hmlib.steps.diagnose_higher import HigherGapRow, LevelVariationRecord
+from hmlib.steps.diagnose_higher import HigherGapRow, LevelCorrelationRecord, LevelVariationRecord
 from hmlib.steps.diagnose_levels import FocusLevels, FocusLevelsRecord, focus_levels
 from hmlib.steps.diagnose_tables import (PublishedTables, display_names, publish_outcome_correlation,
                                          publish_overview, publish_predictors, publish_sporadic_variation,
@@ -225,7 +225,7 @@ class DiagnoseArtifact(Artifact):
     """The record of step 1 (``artifacts/diagnose.json``): published (suppressed) aggregates only."""
 
     KEY: ClassVar[str] = "diagnose"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     by_cluster: tuple[ClusterRow, ...]
     cluster_variation: dict[str, ClusterVariationRecord]
@@ -238,6 +238,7 @@ class DiagnoseArtifact(Artifact):
     higher_gaps: tuple[HigherGapRow, ...]
     incomplete_variables: tuple[str, ...]
     input_notices: tuple[str, ...]
+    level_correlation: LevelCorrelationRecord | None
     level_variation: dict[str, LevelVariationRecord]
     missingness_predictors: dict[str, MissingnessPredictorsRecord]
     n_clusters: int
@@ -330,6 +331,10 @@ class DiagnoseResult:
         (:mod:`hmlib.steps.diagnose_higher`); empty without higher levels.
     higher_gaps : pandas.DataFrame
         Structural gaps at each higher level (:func:`hmlib.steps.diagnose_higher.higher_gaps`).
+    level_correlation : LevelCorrelationResult or None
+        The focus variable's missingness against the outcome at each level
+        (nested models); None without higher levels or focus. Its per-unit
+        ``effects`` are not published.
     """
 
     cluster: str
@@ -365,6 +370,7 @@ class DiagnoseResult:
     higher_levels: tuple = ()
     level_variation: dict = field(default_factory=dict)
     higher_gaps: pd.DataFrame = field(default_factory=diagnose_higher.no_gaps)
+    level_correlation: LevelCorrelationResult | None = None
 
     @property
     def estimates(self) -> pd.DataFrame:
@@ -397,6 +403,11 @@ class DiagnoseResult:
         """Missingness variation by level (with higher levels): one row per variable and level, outermost first;
         ``two_level_sd`` is what a model with the clusters alone gives them."""
         return diagnose_higher.level_variation_table(self.level_variation)
+
+    def level_correlation_table(self) -> pd.DataFrame:
+        """The focus variable's missingness against the outcome at each level (with higher levels): one row per
+        level, outermost first; empty without higher levels or focus."""
+        return diagnose_higher.level_correlation_table(self.level_correlation)
 
     def narrative(self) -> list[str]:
         """Sentences stating each finding with its numbers (suppressed counts never shown);
@@ -458,7 +469,7 @@ class DiagnoseResult:
             "input_notices": list(self.input_notices),
             "n_rows_read": self.n_rows_read,
             "n_excluded_missing_cluster": self.n_excluded_missing_cluster,
-            **diagnose_higher.records(self.level_variation, self.higher_gaps),
+            **diagnose_higher.records(self.level_variation, self.higher_gaps, self.level_correlation),
         }
         return DiagnoseArtifact.from_json(to_jsonable(payload))
 
@@ -621,12 +632,15 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
     by_level = diagnose_higher.fit_level_variation(frame, tables.modelled(incomplete), cluster, higher_levels,
                                                    level=level, notes=notes)
     gaps = diagnose_higher.higher_gaps(frame, broken_down, cluster, higher_levels, structural_share=structural_share)
+    by_level_correlation = diagnose_higher.fit_level_correlation(
+        frame, focus, cluster, higher_levels, outcome, outcome_family, predictors, level=level, notes=notes)
     published_levels = (focus_levels(focus, levels[focus], tables.level_counts, tables.level_shares, min_cell, notes)
                         if categorical_focus and focus is not None else None)
     return DiagnoseResult(
         **common, focus=focus, incomplete=tuple(incomplete), overview=tables.overview, by_cluster=tables.by_cluster,
         heatmap=tables.heatmap, gap_summary=tables.gap_summary, patterns=patterns, funnels=tables.funnels,
-        **models, notes=tuple(notes), focus_levels=published_levels, level_variation=by_level, higher_gaps=gaps)
+        **models, notes=tuple(notes), focus_levels=published_levels, level_variation=by_level, higher_gaps=gaps,
+        level_correlation=by_level_correlation)
 
 
 def _check_arguments(frame, *, cluster, variables, outcome_family, min_cell, structural_share, level,
@@ -760,10 +774,15 @@ def _levels_methods(record, noun: str) -> str:
     higher = record.settings.higher_levels
     if not higher:
         return ""
-    return (f" With levels above the {noun} ({', '.join(higher)}), each indicator's variation was partitioned by "
+    text = (f" With levels above the {noun} ({', '.join(higher)}), each indicator's variation was partitioned by "
             "level with nested random intercepts (Laplace approximation), each level tested against the model "
             "without it (boundary-corrected likelihood-ratio test), and structural gaps were also sought at each "
             "level above the " + noun + ".")
+    if record.level_correlation is not None:
+        text += (" The focus variable's missingness and the outcome were each modelled with nested random "
+                 "intercepts and the fully observed predictors, and their conditional modes correlated at each "
+                 "level (a screening number: the modes are shrunk and carry estimation error).")
+    return text
 
 
 STEP = Step(key="diagnose", number=1, title="Diagnose: where and how data are missing",

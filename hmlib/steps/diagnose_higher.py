@@ -14,6 +14,12 @@ Two findings, both aggregated over whole units of a level:
   the grouping). Only the units' labels and their numbers of clusters are
   published, never their patient counts.
 
+- **Missingness and outcome at each level**: the focus variable's missingness
+  and the outcome, each with nested random intercepts and the fully observed
+  predictors, their units' conditional modes correlated level by level
+  (:func:`hmlib.stats.missingness.missingness_outcome_correlation_by_level`):
+  a screening number, as the two-level correlation is.
+
 Levels are named by their column labels. Variables step 1 does not break
 down by cluster (:attr:`hmlib.steps.diagnose_tables.PublishedTables.no_breakdown`)
 are not broken down by higher unit either.
@@ -28,12 +34,15 @@ import numpy as np
 import pandas as pd
 
 from hmlib.artifacts import Record
-from hmlib.exceptions import FitError
-from hmlib.stats.missingness import classify_gaps
+from hmlib.exceptions import DataError, FitError
+from hmlib.stats.missingness import classify_gaps, missingness_outcome_correlation_by_level
 from hmlib.stats.missingness.levels import missingness_level_variation
+from hmlib.stats.missingness.outcome_correlation import LevelCorrelationResult
 
-__all__ = ["LevelRow", "LevelVariationRecord", "HigherGapRow", "fit_level_variation", "higher_gaps",
-           "level_variation_table", "higher_level_sentences", "records", "no_gaps"]
+__all__ = ["LevelRow", "LevelVariationRecord", "HigherGapRow", "LevelCorrelationRow", "LevelCorrelationRecord",
+           "fit_level_variation", "fit_level_correlation", "higher_gaps", "level_variation_table",
+           "higher_level_sentences", "level_correlation_sentences", "level_correlation_table", "records",
+           "no_gaps"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,38 @@ class HigherGapRow(Record):
     n_clusters_in_structural: int
 
 
+@dataclass(frozen=True)
+class LevelCorrelationRow(Record):
+    """The correlation of missingness and outcome effects at one level (NaN-free: ``None`` when undefined)."""
+
+    level: str
+    n_units: int
+    pearson: float | None
+    pearson_ci_lower: float | None
+    pearson_ci_upper: float | None
+    pearson_p: float | None
+    spearman: float | None
+    spearman_ci_lower: float | None
+    spearman_ci_upper: float | None
+    spearman_p: float | None
+    missingness_sd: float
+    outcome_sd: float
+
+
+@dataclass(frozen=True)
+class LevelCorrelationRecord(Record):
+    """:class:`hmlib.stats.missingness.LevelCorrelationResult` as recorded (no per-unit values)."""
+
+    variable: str
+    outcome: str
+    outcome_family: str
+    levels: tuple[str, ...]
+    predictors_used: tuple[str, ...]
+    table: tuple[LevelCorrelationRow, ...]
+    level: float
+    caveat: str
+
+
 def fit_level_variation(frame: pd.DataFrame, variables: Sequence[str], cluster: str,
                         higher_levels: Sequence[str], *, level: float, notes: list) -> dict:
     """The partition by level of each variable's missingness; a model that cannot be fitted is noted.
@@ -93,6 +134,22 @@ def fit_level_variation(frame: pd.DataFrame, variables: Sequence[str], cluster: 
         except FitError as err:
             notes.append(f"The partition by level of the missingness of {var} was not fitted: {err}")
     return out
+
+
+def fit_level_correlation(frame: pd.DataFrame, focus: str | None, cluster: str, higher_levels: Sequence[str],
+                          outcome: str, outcome_family: str, predictors: Sequence[str], *, level: float,
+                          notes: list) -> LevelCorrelationResult | None:
+    """The focus variable's missingness against the outcome at each level; None without higher levels or
+    focus, or when a model cannot be fitted (noted)."""
+    if not higher_levels or focus is None:
+        return None
+    try:
+        return missingness_outcome_correlation_by_level(frame, focus, cluster, higher_levels, outcome,
+                                                        outcome_family, predictors, level=level)
+    except (FitError, DataError) as err:
+        notes.append(f"The correlation of {focus} missingness with the {outcome} effects at each level "
+                     f"was not computed: {err}")
+        return None
 
 
 def higher_gaps(frame: pd.DataFrame, variables: Sequence[str], cluster: str, higher_levels: Sequence[str], *,
@@ -195,8 +252,39 @@ def higher_level_sentences(results: dict, gaps: pd.DataFrame, *, cluster: str, c
     return lines
 
 
-def records(results: dict, gaps: pd.DataFrame) -> dict:
-    """JSON-ready fields of the artifact: ``level_variation`` and ``higher_gaps``."""
+def level_correlation_sentences(res: LevelCorrelationResult | None, *, cluster: str, cluster_noun: str) -> list[str]:
+    """One sentence per level for :func:`fit_level_correlation`'s result (none without it)."""
+    if res is None:
+        return []
+    lines = []
+    for row in res.table.itertuples(index=False):
+        k = res.levels.index(row.level)
+        where = f"{cluster_noun}s" if row.level == cluster else f"{row.level} units"
+        if k > 0:
+            where += f" within their {res.levels[k - 1]}"
+        if not np.isfinite(row.spearman):
+            lines.append(f"Across {row.n_units} {where}, the correlation of {res.variable} missingness with the "
+                         f"{res.outcome} effects is undefined (one of the two models puts that level's SD at 0).")
+            continue
+        clear = row.spearman_ci_lower > 0 or row.spearman_ci_upper < 0
+        link = ("a clear link" if clear else "no clear link")
+        lines.append(f"Across {row.n_units} {where}, {link} between {res.variable} missingness and the "
+                     f"{res.outcome} effects: Spearman {row.spearman:.2f} ({100 * res.level:.0f}% CI "
+                     f"{row.spearman_ci_lower:.2f} to {row.spearman_ci_upper:.2f}), Pearson {row.pearson:.2f} "
+                     f"({row.pearson_ci_lower:.2f} to {row.pearson_ci_upper:.2f}).")
+    return lines
+
+
+def level_correlation_table(res: LevelCorrelationResult | None) -> pd.DataFrame:
+    """The per-level correlation table (empty without it)."""
+    if res is None:
+        return pd.DataFrame(columns=list(LevelCorrelationRow.__dataclass_fields__))
+    return res.table.copy()
+
+
+def records(results: dict, gaps: pd.DataFrame, correlation: LevelCorrelationResult | None = None) -> dict:
+    """JSON-ready fields of the artifact: ``level_variation``, ``higher_gaps`` and ``level_correlation``."""
     return {"level_variation": {v: r.to_dict() for v, r in results.items()},
             "higher_gaps": [dict(row._asdict(), structural_units=list(row.structural_units))
-                            for row in gaps.itertuples(index=False)]}
+                            for row in gaps.itertuples(index=False)],
+            "level_correlation": correlation.to_dict() if correlation is not None else None}

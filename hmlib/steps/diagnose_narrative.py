@@ -15,6 +15,7 @@ import numpy as np
 from hmlib.stats.missingness import ClusterVariationResult, FunnelResult, MissingnessPredictorsResult
 from hmlib.stats.missingness.counts import level_label
 from hmlib.steps.diagnose_higher import higher_level_sentences
+from hmlib.steps.diagnose_higher import level_correlation_sentences as higher_correlation_sentences
 from hmlib.steps.diagnose_levels import level_sentences
 from hmlib.wording import count_text, is_number
 
@@ -183,8 +184,20 @@ def _correlation_sentence(result) -> list[str]:
         f"to {_fmt_num(res.spearman_ci[1])}), Pearson {_fmt_num(res.pearson)} ({lvl} CI "
         f"{_fmt_num(res.pearson_ci[0])} to {_fmt_num(res.pearson_ci[1])}) over {res.n_clusters} "
         f"{_plural(result, res.n_clusters)}.",
+        *_level_correlation_lines(result),
         res.caveat,
     ]
+
+
+def _level_correlation_lines(result) -> list[str]:
+    """The correlation at each level (nested models), led in; none without higher levels."""
+    lines = higher_correlation_sentences(result.level_correlation, cluster=result.cluster,
+                                         cluster_noun=result.cluster_noun)
+    return (["With the levels above the cluster modelled (nested random intercepts in both models; read these "
+             f"rather than the correlation over {result.cluster_noun}s alone, whose interval treats the "
+             f"{result.cluster_noun}s of one {result.higher_levels[-1]} as independent and is too narrow when "
+             f"the {result.higher_levels[-1]} units differ):", *lines]
+            if lines else [])
 
 
 def narrative(result) -> list[str]:
@@ -257,6 +270,7 @@ def correlation_text(result) -> str:
     oc = result.outcome_correlation
     if oc is None:
         return "Not estimated: " + ("; ".join(result.notes) or "the focus variable is complete.")
-    return (f"Spearman correlation {oc.spearman:.2f} (p = {oc.spearman_p:.3g}), Pearson "
-            f"{oc.pearson:.2f} (95% CI {oc.pearson_ci[0]:.2f} to {oc.pearson_ci[1]:.2f}) over "
-            f"{oc.n_clusters} clusters. {oc.caveat}")
+    by_level = _level_correlation_lines(result)
+    return " ".join([f"Spearman correlation {oc.spearman:.2f} (p = {oc.spearman_p:.3g}), Pearson "
+                     f"{oc.pearson:.2f} (95% CI {oc.pearson_ci[0]:.2f} to {oc.pearson_ci[1]:.2f}) over "
+                     f"{oc.n_clusters} clusters.", *by_level, oc.caveat])

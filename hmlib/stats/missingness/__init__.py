@@ -13,7 +13,7 @@ Modules
 ``funnel``                funnel plots with exact binomial control limits
 ``gaps``                  structural versus sporadic gaps; missing-data patterns
 ``indicator_models``      random-intercept models of a missingness indicator (variation, predictors)
-``outcome_correlation``   missingness propensity against the outcome's cluster effects
+``outcome_correlation``   missingness propensity against the outcome's cluster effects (at each level)
 ``levels``                a missingness indicator's variation at each level (clusters in countries)
 
 Terms and algorithms
@@ -108,8 +108,9 @@ from hmlib.stats.missingness.indicator_models import (AGHQ_MAX_ROWS, ClusterVari
                                                       MissingnessPredictorsResult,
                                                       missingness_cluster_variation, missingness_predictors)
 from hmlib.stats.missingness.levels import LevelVariationResult, missingness_level_variation
-from hmlib.stats.missingness.outcome_correlation import (OutcomeCorrelationResult, fisher_interval,
-                                                         missingness_outcome_correlation)
+from hmlib.stats.missingness.outcome_correlation import (LevelCorrelationResult, OutcomeCorrelationResult,
+                                                         fisher_interval, missingness_outcome_correlation,
+                                                         missingness_outcome_correlation_by_level)
 from hmlib.stats.missingness.rates import (missingness_by_cluster, missingness_heatmap_table,
                                            missingness_overview, wilson_interval)
 
@@ -132,6 +133,8 @@ __all__ = [
     "OutcomeCorrelationResult",
     "fisher_interval",
     "missingness_outcome_correlation",
+    "LevelCorrelationResult",
+    "missingness_outcome_correlation_by_level",
     "level_counts_by_cluster",
     "LevelMixResult",
     "level_mix",

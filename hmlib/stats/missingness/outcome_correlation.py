@@ -4,6 +4,13 @@ Conditional modes of the missingness model against those of the outcome
 model, over clusters, with Fisher-z intervals (:func:`fisher_interval`); why
 this is a screening number only is in :mod:`hmlib.stats.missingness`
 ("Missingness propensity and outcome") and in :data:`EB_CAVEAT`.
+
+With levels above the cluster (params ``higher_levels``),
+:func:`missingness_outcome_correlation_by_level` fits both models with
+nested random intercepts and correlates the modes at each level: do the
+countries that miss the variable more often differ in their outcome, and,
+within their countries, do the hospitals? A link at the country level is
+invisible to (or misattributed by) a model with the hospital level alone.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from hmlib.exceptions import DataError, FitError, ParamsError
 from hmlib.stats.missingness.counts import check_columns, check_level
 from hmlib.stats.missingness.indicator_models import (missingness_cluster_variation, plain_design,
                                                       quadrature_nodes)
-from hmlib.stats.mixed import fit_random_intercept
+from hmlib.stats.design import outermost_first
+from hmlib.stats.mixed import RandomEffects, fit_mixed, fit_random_intercept
 
-__all__ = ["EB_CAVEAT", "OutcomeCorrelationResult", "fisher_interval", "missingness_outcome_correlation"]
+__all__ = ["EB_CAVEAT", "LevelCorrelationResult", "OutcomeCorrelationResult", "fisher_interval",
+           "missingness_outcome_correlation", "missingness_outcome_correlation_by_level"]
 
 #: What a reader must know about a correlation of conditional modes.
 EB_CAVEAT = (
@@ -174,20 +183,181 @@ def missingness_outcome_correlation(frame: pd.DataFrame, variable: str, cluster:
         raise FitError(f"only {len(common)} cluster(s) in both models; need at least 3 to correlate.")
     a = miss_effects.loc[common].to_numpy(float)
     b = out_effects.loc[common].to_numpy(float)
-    m = len(common)
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        pearson = spearman = pearson_p = spearman_p = np.nan
-    else:
-        pearson, pearson_p = stats.pearsonr(a, b)
-        spearman, spearman_p = stats.spearmanr(a, b)
+    c = _correlations(a, b, level)
     return OutcomeCorrelationResult(
         variable=variable, outcome=outcome, outcome_family=outcome_family,
         predictors_used=tuple(complete), missingness_covariates=tuple(missingness_fit.covariates),
-        n_clusters=m, pearson=float(pearson), pearson_ci=fisher_interval(float(pearson), m, level),
-        pearson_p=float(pearson_p), spearman=float(spearman),
-        spearman_ci=fisher_interval(float(spearman), m, level, 1.06), spearman_p=float(spearman_p),
+        n_clusters=len(common), pearson=c["pearson"], pearson_ci=(c["pearson_ci_lower"], c["pearson_ci_upper"]),
+        pearson_p=c["pearson_p"], spearman=c["spearman"],
+        spearman_ci=(c["spearman_ci_lower"], c["spearman_ci_upper"]), spearman_p=c["spearman_p"],
         level=level,
         effects=pd.DataFrame({"cluster": common, "missingness_effect": a, "outcome_effect": b}),
         outcome_cluster_sd=float(outcome_fit.cluster_sd),
         missingness_cluster_sd=float(mfit.cluster_sd),
     )
+
+
+_LEVEL_COLUMNS = ["level", "n_units", "pearson", "pearson_ci_lower", "pearson_ci_upper", "pearson_p", "spearman",
+                  "spearman_ci_lower", "spearman_ci_upper", "spearman_p", "missingness_sd", "outcome_sd"]
+
+
+@dataclass(frozen=True)
+class LevelCorrelationResult:
+    """Correlation of missingness propensity and outcome level at every level (nested models).
+
+    Attributes
+    ----------
+    variable, outcome, outcome_family : str
+    levels : tuple of str
+        Outermost first; the cluster is the last.
+    predictors_used : tuple of str
+        Fully observed predictors, in both models.
+    table : pandas.DataFrame
+        One row per level, outermost first: ``level, n_units`` (units in
+        both models), ``pearson, pearson_ci_lower, pearson_ci_upper,
+        pearson_p``, the same for ``spearman``, and the level's SD in the
+        missingness model (logit scale) and in the outcome model.
+    level : float
+    effects : dict of str to pandas.DataFrame
+        Per level: the unit's labels (one column per level down to it),
+        ``missingness_effect, outcome_effect`` (conditional modes; no counts).
+    caveat : str
+    """
+
+    variable: str
+    outcome: str
+    outcome_family: str
+    levels: tuple
+    predictors_used: tuple
+    table: pd.DataFrame
+    level: float
+    effects: dict
+    caveat: str = EB_CAVEAT
+
+    def to_dict(self) -> dict:
+        """Aggregated numbers (JSON-ready); the per-unit ``effects`` are left out."""
+        return {"variable": self.variable, "outcome": self.outcome, "outcome_family": self.outcome_family,
+                "levels": list(self.levels), "predictors_used": list(self.predictors_used),
+                "table": self.table.to_dict(orient="records"), "level": self.level, "caveat": self.caveat}
+
+
+#: An SD below this (either model, at a level) is on its boundary: the modes there are rounding noise.
+BOUNDARY_SD = 1e-4
+
+
+def _correlations(a: np.ndarray, b: np.ndarray, level: float, defined: bool = True) -> dict:
+    """Pearson and Spearman correlations of two vectors with Fisher-z intervals (NaN when one is constant,
+    or not ``defined``)."""
+    m = a.size
+    if not defined or m < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        pearson = spearman = pearson_p = spearman_p = np.nan
+    else:
+        pearson, pearson_p = stats.pearsonr(a, b)
+        spearman, spearman_p = stats.spearmanr(a, b)
+    p_lo, p_hi = fisher_interval(float(pearson), m, level)
+    s_lo, s_hi = fisher_interval(float(spearman), m, level, 1.06)
+    return {"pearson": float(pearson), "pearson_ci_lower": p_lo, "pearson_ci_upper": p_hi,
+            "pearson_p": float(pearson_p), "spearman": float(spearman), "spearman_ci_lower": s_lo,
+            "spearman_ci_upper": s_hi, "spearman_p": float(spearman_p)}
+
+
+def missingness_outcome_correlation_by_level(frame: pd.DataFrame, variable: str, cluster: str,
+                                             higher_levels: Sequence[str], outcome: str, outcome_family: str,
+                                             predictors: Sequence[str], *,
+                                             level: float = 0.95) -> LevelCorrelationResult:
+    """Do the units that miss ``variable`` more often differ in their outcome, at each level?
+
+    Two models with nested random intercepts at every level (hospitals in
+    countries), each adjusted for the fully observed predictors:
+    ``logit P(variable missing)`` (Laplace, as ``glmer(nAGQ = 1)``) and the
+    outcome (``lmer(REML = FALSE)`` or ``glmer``, Laplace). At each level the
+    units' conditional modes in the two models are correlated over the units
+    in both: the countries' effects, and the hospitals' effects within their
+    countries (deviations from their country, not from the world). Where
+    either model puts a level's SD on its boundary (below
+    :data:`BOUNDARY_SD`), the modes there are rounding noise and the
+    level's correlations are NaN.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Patient-level data (not modified).
+    variable : str
+        The focus variable (its missingness indicator).
+    cluster : str
+        The innermost level (hospital).
+    higher_levels : sequence of str
+        The levels above the cluster, in any order (nested by their numbers
+        of units, outermost first), each cluster in one unit of each.
+    outcome : str
+    outcome_family : {"gaussian", "binomial"}
+    predictors : sequence of str
+        Candidate predictors; only those recorded for every patient enter
+        the two models.
+    level : float, default 0.95
+
+    Returns
+    -------
+    LevelCorrelationResult
+
+    Raises
+    ------
+    ParamsError
+        No higher level, or an unknown family.
+    FitError
+        A model cannot be fitted, or the missingness indicator is constant.
+
+    Examples
+    --------
+    >>> from hmlib.simulate.missingness import level_outcome_missingness_registry
+    >>> frame = level_outcome_missingness_registry(1, n_countries=12, hospitals_per_country=5, per_hospital=30)
+    >>> res = missingness_outcome_correlation_by_level(frame, "v", "hospital", ["country"], "y", "gaussian", ["x"])
+    >>> res.table["level"].tolist()
+    ['country', 'hospital']
+    """
+    higher = list(higher_levels)
+    if not higher:
+        raise ParamsError("missingness_outcome_correlation_by_level needs at least one level above the cluster.")
+    level = check_level(level)
+    if outcome_family not in ("gaussian", "binomial"):
+        raise ParamsError(f"outcome_family must be 'gaussian' or 'binomial', got {outcome_family!r}.")
+    predictors = list(predictors)
+    check_columns(frame, [variable, cluster, outcome, *higher, *predictors], "missingness_outcome_correlation_by_level")
+    names = [*outermost_first(frame, higher), cluster]
+    complete = [p for p in predictors if p not in (variable, outcome) and not frame[p].isna().any()]
+    missing = frame[variable].isna().to_numpy(dtype=float)
+    if missing.min() == missing.max():
+        state = "missing" if missing[0] else "recorded"
+        raise FitError(f"{variable} is {state} for every patient; its missingness cannot be modelled.")
+    try:
+        y_all = frame[outcome].to_numpy(dtype=float)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"outcome {outcome} must be numeric (0/1 for binomial).") from err
+
+    def fit(y, rows, family):
+        X, terms, _ = plain_design(frame, complete, rows)
+        structure = RandomEffects.nested(*((name, frame[name].to_numpy()[rows]) for name in names))
+        return fit_mixed(y, X, structure, family=family, term_names=terms)
+
+    everyone = np.ones(len(frame), dtype=bool)
+    recorded = ~np.isnan(y_all)
+    mfit = fit(missing, everyone, "binomial")
+    ofit = fit(y_all[recorded], recorded, outcome_family)
+    rows, effects = [], {}
+    for k, name in enumerate(names):
+        keys = names[:k + 1]
+        m_frame = mfit.levels[k].effects_frame(keys)[[*keys, "Intercept"]]
+        o_frame = ofit.levels[k].effects_frame(keys)[[*keys, "Intercept"]]
+        both = m_frame.merge(o_frame, on=keys, suffixes=("_m", "_o"))
+        both = both.rename(columns={"Intercept_m": "missingness_effect", "Intercept_o": "outcome_effect"})
+        effects[name] = both
+        a = both["missingness_effect"].to_numpy(float)
+        b = both["outcome_effect"].to_numpy(float)
+        sd_m, sd_o = float(mfit.levels[k].sd[0]), float(ofit.levels[k].sd[0])
+        defined = min(sd_m, sd_o) >= BOUNDARY_SD
+        rows.append({"level": name, "n_units": int(len(both)), **_correlations(a, b, level, defined),
+                     "missingness_sd": sd_m, "outcome_sd": sd_o})
+    return LevelCorrelationResult(
+        variable=variable, outcome=outcome, outcome_family=outcome_family, levels=tuple(names),
+        predictors_used=tuple(complete), table=pd.DataFrame(rows, columns=_LEVEL_COLUMNS), level=level,
+        effects=effects)
