@@ -10,6 +10,11 @@ JOINT-NEST-002  the model: every submodel (outcome, missingness, each incomplete
 JOINT-NEST-003  a fit on three-level data: estimates.csv rows sd(country) then sd(hospital); the focus
                 coefficient within 3 posterior SDs of the truth; every level's SD in the draws kept for the prior
                 scenarios' reweighting
+JOINT-NEST-004  who borrows from whom: the partial-pooling table names each hospital's country and that country's
+                effect (one value per country, the total effect minus the hospital's own part); a hospital's pooled
+                effect lies nearer its country's effect than its own raw estimate does (on average over hospitals
+                with observed values); the figure by country and the narrative's nested-pooling sentence are made;
+                without higher levels the columns are empty and neither is made
 """
 
 from __future__ import annotations
@@ -83,3 +88,30 @@ def test_joint_nest_003_fit():
     x = rows.set_index("term").loc["x"]
     assert abs(x["estimate"] - three_level_registry_truth()["terms"]["x"]) < 3 * x["std_error"]
     assert {"outcome_above0_cluster_sd", "outcome_cluster_sd", "x0_above0_cluster_sd"} <= set(fit.sd_draws)
+
+
+def test_joint_nest_004_pooling_by_country():
+    """JOINT-NEST-004: the pooling table by country, the figure and the sentence (a short run: structure only)."""
+    from hmlib.figures.joint_model import pooling_by_unit
+
+    frame = _frame(seed=5, n_countries=8, hospitals_per_country=4, per_hospital=20)
+    roles = dict(ROLES, predictors=["z", "age"])      # the binary z is the focus (10% missing)
+    fit = jm.fit_joint_model(frame, seed=6, higher_levels=["country"], draws=150, tune=150, chains=2, **roles)
+    pooled = fit.partial_pooling()
+    assert fit.data.focus == "z" and len(pooled) == 32
+    country = frame.groupby("hospital")["country"].first()
+    assert (pooled["unit"].to_numpy() == country.loc[pooled["cluster"]].to_numpy()).all()
+    assert pooled.groupby("unit")["unit_effect"].nunique().eq(1).all()
+    assert pooled["unit_effect"].nunique() == 8
+    seen = pooled.loc[pooled["n_observed"] > 0]
+    pull = (seen["pooled_effect"] - seen["unit_effect"]).abs().mean()
+    own = (seen["raw_effect"] - seen["unit_effect"]).abs().mean()
+    assert pull < own
+    text = " ".join(fit.narrative())
+    assert "Partial pooling is nested: a hospital's z effect is pooled towards its country's" in text
+    figure = pooling_by_unit(pooled, focus="z", unit_name="country", min_cell=11, cluster_noun="hospital")
+    assert len(figure.axes[0].get_xticklabels()) == 8
+    flat_fit = jm.fit_joint_model(frame, seed=6, draws=100, tune=100, chains=2, **roles)
+    flat = flat_fit.partial_pooling()
+    assert flat["unit"].isna().all() and flat["unit_effect"].isna().all()
+    assert "Partial pooling is nested" not in " ".join(flat_fit.narrative())

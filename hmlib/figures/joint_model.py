@@ -11,6 +11,8 @@ and labels come from :mod:`hmlib.methods`.
 - :func:`shrinkage_plot`: raw vs partially pooled cluster effects of the focus
   variable, and the posterior SD of each cluster's mean against its number
   of observed values;
+- :func:`pooling_by_unit`: with levels above the cluster, each cluster's raw
+  and pooled effects beside its unit's (country's): who borrows from whom;
 - :func:`ppc_by_cluster`: observed vs replicated mean (and SD) per cluster;
 - :func:`imputed_distribution`: imputed values in never-measured clusters
   against the observed values elsewhere;
@@ -29,7 +31,7 @@ from scipy import stats
 from hmlib.figures.style import MAX_WIDTH_IN, ROW_IN, caption, label, new_figure, plain
 from hmlib.methods import OBSERVED_COLOUR, method_colour, method_label, method_order
 
-__all__ = ["coefficient_forest", "shrinkage_plot", "ppc_by_cluster", "imputed_distribution",
+__all__ = ["coefficient_forest", "shrinkage_plot", "pooling_by_unit", "ppc_by_cluster", "imputed_distribution",
            "correlation_posterior"]
 
 #: The joint model's colour, for its own quantities (pooled effects, replications, posteriors).
@@ -172,6 +174,68 @@ def shrinkage_plot(pooling: pd.DataFrame, *, focus: str, min_cell: int = 11, tit
     right.set_ylabel(f"posterior SD of mean {plain(focus)}")
     right.set_title("uncertainty by observed values")
     return caption(fig, "shrinkage", text)
+
+
+def pooling_by_unit(pooling: pd.DataFrame, *, focus: str, unit_name: str, min_cell: int,
+                    cluster_noun: str = "cluster", max_units: int = 40, title: str | None = None) -> Figure:
+    """Who borrows from whom: each cluster's effect pooled towards its unit's (country's), the unit's towards 0.
+
+    One column per unit of the innermost level above the cluster, units
+    ordered by their pooled effect: the unit's effect (a bar: what its
+    clusters are pooled towards; 0, the dashed line, is what the units are
+    pooled towards), each cluster's pooled effect (blue) and, for clusters
+    with at least ``min_cell`` observed values, its own raw estimate (grey)
+    joined to it. With more than ``max_units`` units, those with the most
+    clusters are shown and the caption says so.
+
+    Parameters
+    ----------
+    pooling : pandas.DataFrame
+        :meth:`hmlib.stats.joint.JointModelResult.partial_pooling` with its
+        ``unit`` and ``unit_effect`` columns (levels above the cluster).
+    focus : str
+    unit_name : str
+        The level's column label (``country``).
+    min_cell : int
+    cluster_noun : str, default "cluster"
+    max_units : int, default 40
+    title : str, optional
+    """
+    table = pooling.dropna(subset=["unit_effect"]) if "unit_effect" in pooling else pooling.iloc[:0]
+    fig, ax = new_figure(MAX_WIDTH_IN, 3.8)
+    if table.empty:
+        ax.text(0.5, 0.5, f"no effects by {unit_name}", ha="center", transform=ax.transAxes)
+        return caption(fig, "pooling-by-unit", title or f"No partial pooling by {unit_name} to show.")
+    units = table.groupby("unit", sort=False).agg(effect=("unit_effect", "first"), n=("cluster", "size"))
+    note = ""
+    if len(units) > max_units:
+        units = units.sort_values("n", ascending=False).iloc[:max_units]
+        note = f" ({max_units} of {len(table['unit'].unique())} {unit_name} units: those with the most clusters)"
+    units = units.sort_values("effect")
+    position = pd.Series(np.arange(len(units)), index=units.index)
+    shown = table.loc[table["unit"].isin(units.index)]
+    x = position.loc[shown["unit"]].to_numpy(dtype=float)
+    offsets = np.random.default_rng(0).uniform(-0.28, 0.28, x.size)  # fixed jitter: the figure is reproducible
+    measured = (shown["n_observed"] >= min_cell).to_numpy()
+    for xi, raw, pooled in zip(x[measured] + offsets[measured], shown.loc[measured, "raw_effect"],
+                               shown.loc[measured, "pooled_effect"]):
+        ax.plot([xi, xi], [raw, pooled], color=_JOINT_LIGHT, lw=0.6, zorder=1)
+    ax.scatter(x[measured] + offsets[measured], shown.loc[measured, "raw_effect"], s=9, color=OBSERVED_COLOUR,
+               zorder=2, label=f"{plain(cluster_noun)}: own estimate")
+    ax.scatter(x + offsets, shown["pooled_effect"], s=9, color=_JOINT_COLOUR, zorder=3,
+               label=f"{plain(cluster_noun)}: pooled")
+    ax.hlines(units["effect"], position - 0.38, position + 0.38, color=_ALERT_COLOUR, lw=2.2, zorder=4,
+              label=f"{plain(unit_name)} effect")
+    ax.axhline(0.0, color="grey", lw=0.8, ls="--", zorder=0)
+    ax.set_xticks(position.to_numpy(), [label(u) for u in units.index], rotation=90, fontsize=7)
+    ax.set_xlim(-0.7, len(units) - 0.3)
+    ax.set_ylabel(f"effect on {plain(focus)}")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, frameon=False)
+    text = title or (f"Who borrows from whom{note}: each {unit_name}'s effect on {focus} (red bar) is pooled towards "
+                     f"0, the average {unit_name} (dashed line); each {cluster_noun}'s pooled effect (blue) is pooled "
+                     f"towards its {unit_name}'s, from its own estimate (grey; drawn only with at least {min_cell} "
+                     f"observed values). {unit_name.capitalize()} units ordered by their effect.")
+    return caption(fig, "pooling-by-unit", text)
 
 
 def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, title: str | None = None) -> Figure:

@@ -33,6 +33,7 @@ from hmlib.results import read_estimates, to_jsonable
 from hmlib.stats.joint import METHOD, JointModelResult, fit_joint_model, model_fingerprint
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.disclosure import HiddenCounts, hidden_counts
+from hmlib.wording import cluster_noun
 
 __all__ = ["PartialPoolingRow", "SamplerRun", "JointSettings", "JointModelArtifact", "JointStepResult", "fit_registry",
            "run", "STEP", "POSTERIOR_FILE"]
@@ -64,6 +65,8 @@ class PartialPoolingRow(Record):
     shrinkage: float | None
     pooled_mean: float | None
     pooled_mean_sd: float | None
+    unit: str | None
+    unit_effect: float | None
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ class JointModelArtifact(Artifact):
     """
 
     KEY: ClassVar[str] = "joint_model"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     cluster: str
     converged: bool
@@ -360,6 +363,10 @@ class JointStepResult:
         out = {"methods": [figures.coefficient_forest(others, truth=self.truth or None)],
                "pooling": [figures.shrinkage_plot(self._pooling_for_figure(), focus=focus, min_cell=self.min_cell)],
                "checks": [figures.ppc_by_cluster(self.posterior_predictive_table(), focus=focus)], "correlation": []}
+        if fit.data.higher and len(fit.partial_pooling()) and fit.partial_pooling()["unit_effect"].notna().any():
+            out["pooling"].append(figures.pooling_by_unit(
+                self._pooling_for_figure(), focus=focus, unit_name=fit.data.higher[-1].name,
+                min_cell=self.min_cell, cluster_noun=cluster_noun(fit.data.cluster)))
         if fit.imputed_in_unmeasured():
             out["checks"].append(figures.imputed_distribution(fit.imputed_in_unmeasured(), focus=focus))
         if fit.correlation is not None:

@@ -336,7 +336,26 @@ def _partial_pooling(data: JointData, post: dict, rng, focus: _Focus):
         "shrinkage": 1.0 / (1.0 + info),
         "pooled_mean": cluster_means.mean(axis=0), "pooled_mean_sd": cluster_means.std(axis=0, ddof=1),
     })
+    pooling["unit"], pooling["unit_effect"] = _pooled_toward(data, post, focus, v_all, units)
     return pooling, completed, cluster_means
+
+
+def _pooled_toward(data: JointData, post: dict, focus: _Focus, v_all: np.ndarray, units: float):
+    """With levels above the cluster: each cluster's unit (innermost level above) and the posterior mean of that
+    unit's total effect, on the focus effect's scale: what the cluster is pooled towards (the world, through its
+    unit, is what the unit is pooled towards). ``(None, NaN)`` without levels above, or for a categorical focus
+    (its effect is a summary of several submodel intercepts, not one)."""
+    J = data.n_clusters
+    if not data.higher or focus.kind == "categorical":
+        return None, np.nan
+    level = data.higher[-1]
+    within = post[f"{focus.prefix}_within"].reshape(-1, J)
+    # a cluster's total minus its own part is its unit's total; averaged over the unit's clusters, so that the
+    # clusters of one unit carry one value (they differ only by rounding)
+    per_cluster = (v_all - within).mean(axis=0)
+    per_unit = (np.bincount(level.parent, weights=per_cluster, minlength=level.n_units)
+                / np.bincount(level.parent, minlength=level.n_units))
+    return level.labels[level.parent].astype(str), per_unit[level.parent] * units
 
 
 def _posterior_predictive(data: JointData, post: dict, rng, focus: _Focus) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hmlib.stats.joint.data import CategoricalPredictor, JointData
+from hmlib.stats.joint.data import BinaryPredictor, CategoricalPredictor, JointData
 from hmlib.stats.joint.priors import priors_table
 from hmlib.stats.joint.reweighting import PosteriorDraws
 from hmlib.stats.joint.summaries import contract_method
@@ -119,7 +119,14 @@ class JointModelResult:
             level: ``raw_mean`` and ``pooled_mean`` are that share,
             ``raw_effect`` and ``pooled_effect`` the logit of the cluster's
             share minus that at cluster effect 0, and ``shrinkage`` uses the
-            between-cluster SD of that effect.
+            between-cluster SD of that effect. With levels above the cluster
+            (``higher_levels``), ``unit`` is the cluster's unit of the
+            innermost of them (its country) and ``unit_effect`` the
+            posterior mean of that unit's total effect, same units as
+            ``pooled_effect``: what the cluster is pooled towards
+            (``shrinkage`` then measures the pull towards it, with the
+            within-unit SD); both None/NaN without levels above or for a
+            categorical focus.
         """
         return self.imputations.get("partial_pooling", pd.DataFrame())
 
@@ -154,6 +161,20 @@ class JointModelResult:
         """Draws of the missingness/outcome cluster-effect correlation, or None without that submodel."""
         return self.draws.get("re_corr")
 
+    def _nested_pooling_sentence(self, pooled: pd.DataFrame) -> list[str]:
+        """With levels above the cluster: who borrows from whom, with the spread of the units' effects."""
+        if "unit_effect" not in pooled or not pooled["unit_effect"].notna().any():
+            return []
+        d = self.data
+        unit = d.higher[-1].name
+        units = pooled.groupby("unit")["unit_effect"].first()
+        scale = "logit scale" if isinstance(d.focus_variable, BinaryPredictor) else f"units of {d.focus}"
+        return [f"Partial pooling is nested: a {d.cluster}'s {d.focus} effect is pooled towards its {unit}'s, and "
+                f"each {unit}'s towards the average {unit}. The {len(units)} {unit} effects range from "
+                f"{units.min():.3g} ({units.idxmin()}) to {units.max():.3g} ({units.idxmax()}) ({scale}): "
+                f"the value a {d.cluster} with few observed values is pulled towards is its {unit}'s, not the "
+                f"overall mean."]
+
     def narrative(self, min_cell: int = 11) -> list[str]:
         """Plain-language sentences generated from the numbers of this result.
 
@@ -182,6 +203,7 @@ class JointModelResult:
                     f"observed and {hi.pooled_mean_sd:.3g} where {hi.n_observed / hi.n_patients:.0%} "
                     "were" + (f", and {never['pooled_mean_sd'].mean():.3g} on average in the {len(never)} "
                               f"{d.cluster}(s) that never measured it." if len(never) else "."))
+            sentences.extend(self._nested_pooling_sentence(pooled))
         unmeasured = self.imputed_in_unmeasured()
         if unmeasured.get("clusters"):
             imp, obs = unmeasured["imputed"], unmeasured["observed"]
