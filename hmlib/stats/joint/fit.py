@@ -10,7 +10,7 @@ so that importing hmlib stays quick.
 
 A fit that finishes by itself. With ``time_budget_minutes``, a run that
 misses the convergence gate goes on sampling: its chains are continued to
-1.5 and 2 times their draws, checking the gate at each, and then, if still
+1.25, 1.5, 1.75 and 2 times their draws, checking the gate at each, and then, if still
 needed, a new run with twice the warm-up and draws is made, within the
 budget (:mod:`hmlib.stats.joint.sampling`). The result records every run
 (sizes, checkpoints, seed, seconds, gate) and says what was done in its
