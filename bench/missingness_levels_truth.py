@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from r_side import r_median_seconds  # noqa: E402
 from hmlib.simulate.missingness import level_missingness_registry, level_missingness_registry_truth  # noqa: E402
 from hmlib.stats.missingness.levels import missingness_level_variation  # noqa: E402
 
@@ -95,18 +94,10 @@ def _speed(repeats: int) -> dict:
         start = time.perf_counter()
         missingness_level_variation(frame, "v", "hospital", ["country"])
         times.append(time.perf_counter() - start)
-    out = {"patients": int(len(frame)), "hmlib_s": float(np.median(times))}
-    if not shutil.which("Rscript"):
-        out["lme4_s"] = "Rscript not found: install R with lme4 (Debian: r-cran-lme4) for the side-by-side figure"
-        return out
-    with tempfile.TemporaryDirectory() as tmp:
-        data, script = Path(tmp) / "data.csv", Path(tmp) / "bench.R"
-        frame.to_csv(data, index=False)
-        script.write_text(R_SCRIPT)
-        done = subprocess.run(["Rscript", str(script), str(data), str(repeats)], capture_output=True, text=True,
-                              check=True)
-    out["lme4_s"] = float(done.stdout.split()[0])
-    out["lme4_over_hmlib"] = out["lme4_s"] / out["hmlib_s"]
+    out = {"patients": int(len(frame)), "hmlib_s": float(np.median(times)),
+           "lme4_s": r_median_seconds(R_SCRIPT, frame, repeats)}
+    if isinstance(out["lme4_s"], float):
+        out["lme4_over_hmlib"] = out["lme4_s"] / out["hmlib_s"]
     return out
 
 
