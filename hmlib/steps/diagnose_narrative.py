@@ -14,8 +14,7 @@ import numpy as np
 
 from hmlib.stats.missingness import ClusterVariationResult, FunnelResult, MissingnessPredictorsResult
 from hmlib.stats.missingness.counts import level_label
-from hmlib.steps.diagnose_higher import higher_level_sentences
-from hmlib.steps.diagnose_higher import level_correlation_sentences as higher_correlation_sentences
+from hmlib.steps.diagnose_higher import higher_level_sentences, level_correlation_sentences
 from hmlib.steps.diagnose_levels import level_sentences
 from hmlib.wording import count_text, is_number
 
@@ -191,7 +190,7 @@ def _correlation_sentence(result) -> list[str]:
 
 def _level_correlation_lines(result) -> list[str]:
     """The correlation at each level (nested models), led in; none without higher levels."""
-    lines = higher_correlation_sentences(result.level_correlation, cluster=result.cluster,
+    lines = level_correlation_sentences(result.level_correlation, cluster=result.cluster,
                                          cluster_noun=result.cluster_noun)
     return (["With the levels above the cluster modelled (nested random intercepts in both models; read these "
              f"rather than the correlation over {result.cluster_noun}s alone, whose interval treats the "

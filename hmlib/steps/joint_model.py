@@ -363,7 +363,8 @@ class JointStepResult:
         out = {"methods": [figures.coefficient_forest(others, truth=self.truth or None)],
                "pooling": [figures.shrinkage_plot(self._pooling_for_figure(), focus=focus, min_cell=self.min_cell)],
                "checks": [figures.ppc_by_cluster(self.posterior_predictive_table(), focus=focus)], "correlation": []}
-        if fit.data.higher and len(fit.partial_pooling()) and fit.partial_pooling()["unit_effect"].notna().any():
+        pooled = fit.partial_pooling()
+        if "unit_effect" in pooled and pooled["unit_effect"].notna().any():  # levels above, focus not categorical
             out["pooling"].append(figures.pooling_by_unit(
                 self._pooling_for_figure(), focus=focus, unit_name=fit.data.higher[-1].name,
                 min_cell=self.min_cell, cluster_noun=cluster_noun(fit.data.cluster)))

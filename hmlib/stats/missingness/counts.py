@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from hmlib.exceptions import DataError, ParamsError
+from hmlib.exceptions import DataError, FitError, ParamsError
 
-__all__ = ["check_columns", "check_level", "level_label", "cluster_index", "missing_counts", "is_numeric"]
+__all__ = ["check_columns", "check_level", "check_higher_levels", "missing_indicator", "level_label", "cluster_index",
+           "missing_counts", "is_numeric"]
 
 
 def check_columns(frame: pd.DataFrame, columns: Sequence[str], where: str) -> None:
@@ -41,6 +42,23 @@ def check_level(level: float) -> float:
     if not 0.0 < float(level) < 1.0:
         raise ParamsError(f"level must be between 0 and 1, got {level!r}.")
     return float(level)
+
+
+def check_higher_levels(higher_levels: Sequence[str], where: str) -> list:
+    """The levels above the cluster as a list; ParamsError naming ``where`` when there are none."""
+    higher = list(higher_levels)
+    if not higher:
+        raise ParamsError(f"{where} needs at least one level above the cluster.")
+    return higher
+
+
+def missing_indicator(frame: pd.DataFrame, variable: str) -> np.ndarray:
+    """``variable``'s missingness indicator (1.0 where missing) over every row; FitError when it is constant."""
+    y = frame[variable].isna().to_numpy(dtype=float)
+    if y.min() == y.max():
+        state = "missing" if y[0] else "recorded"
+        raise FitError(f"{variable} is {state} for every patient; its missingness cannot be modelled.")
+    return y
 
 
 def level_label(level: float) -> str:

@@ -40,9 +40,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hmlib.exceptions import FitError, ParamsError
 from hmlib.stats.design import outermost_first
-from hmlib.stats.missingness.counts import check_columns, check_level
+from hmlib.stats.missingness.counts import check_columns, check_higher_levels, check_level, missing_indicator
 from hmlib.stats.mixed import RandomEffects, fit_mixed
 
 __all__ = ["LevelVariationResult", "missingness_level_variation"]
@@ -142,18 +141,13 @@ def missingness_level_variation(frame: pd.DataFrame, variable: str, cluster: str
     >>> res.table["level"].tolist()
     ['country', 'hospital']
     """
-    higher = list(higher_levels)
-    if not higher:
-        raise ParamsError("missingness_level_variation needs at least one level above the cluster.")
+    higher = check_higher_levels(higher_levels, "missingness_level_variation")
     level = check_level(level)
     check_columns(frame, [variable, cluster, *higher], "missingness_level_variation")
     higher = outermost_first(frame, higher)
     names = [*higher, cluster]
     labels = {name: frame[name].to_numpy() for name in names}
-    y = frame[variable].isna().to_numpy(dtype=float)
-    if y.min() == y.max():
-        state = "missing" if y[0] else "recorded"
-        raise FitError(f"{variable} is {state} for every patient; its missingness cannot be modelled.")
+    y = missing_indicator(frame, variable)
     X = np.ones((y.size, 1))
 
     def fit(kept):

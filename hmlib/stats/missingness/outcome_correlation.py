@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import DataError, FitError, ParamsError
-from hmlib.stats.missingness.counts import check_columns, check_level
+from hmlib.stats.missingness.counts import check_columns, check_higher_levels, check_level, missing_indicator
 from hmlib.stats.missingness.indicator_models import (missingness_cluster_variation, plain_design,
                                                       quadrature_nodes)
 from hmlib.stats.design import outermost_first
@@ -125,6 +125,19 @@ def fisher_interval(r: float, m: int, level: float, variance_factor: float = 1.0
     return (float(np.tanh(centre - half)), float(np.tanh(centre + half)))
 
 
+def _check_family(outcome_family: str) -> None:
+    if outcome_family not in ("gaussian", "binomial"):
+        raise ParamsError(f"outcome_family must be 'gaussian' or 'binomial', got {outcome_family!r}.")
+
+
+def _outcome_values(frame: pd.DataFrame, outcome: str) -> np.ndarray:
+    """The outcome as floats (NaN where missing); DataError when it is not numeric."""
+    try:
+        return frame[outcome].to_numpy(dtype=float)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"outcome {outcome} must be numeric (0/1 for binomial).") from err
+
+
 def missingness_outcome_correlation(frame: pd.DataFrame, variable: str, cluster: str, outcome: str,
                                     outcome_family: str, predictors: Sequence[str], *,
                                     missingness_fit=None, nagq: int | None = None,
@@ -158,18 +171,14 @@ def missingness_outcome_correlation(frame: pd.DataFrame, variable: str, cluster:
         A model cannot be fitted, or fewer than 3 clusters in common.
     """
     level = check_level(level)
-    if outcome_family not in ("gaussian", "binomial"):
-        raise ParamsError(f"outcome_family must be 'gaussian' or 'binomial', got {outcome_family!r}.")
+    _check_family(outcome_family)
     predictors = list(predictors)
     check_columns(frame, [variable, cluster, outcome, *predictors], "missingness_outcome_correlation")
     complete = [p for p in predictors if p not in (variable, outcome) and not frame[p].isna().any()]
     if missingness_fit is None:
         missingness_fit = missingness_cluster_variation(frame, variable, cluster, complete, nagq=nagq)
     rows = frame[outcome].notna().to_numpy()
-    try:
-        y = frame[outcome].to_numpy(dtype=float)[rows]
-    except (TypeError, ValueError) as err:
-        raise DataError(f"outcome {outcome} must be numeric (0/1 for binomial).") from err
+    y = _outcome_values(frame, outcome)[rows]
     X, names, _ = plain_design(frame, complete, rows)
     groups = frame[cluster].to_numpy()[rows]
     q = 1 if outcome_family == "gaussian" else quadrature_nodes(y.size, nagq)
@@ -315,24 +324,15 @@ def missingness_outcome_correlation_by_level(frame: pd.DataFrame, variable: str,
     >>> res.table["level"].tolist()
     ['country', 'hospital']
     """
-    higher = list(higher_levels)
-    if not higher:
-        raise ParamsError("missingness_outcome_correlation_by_level needs at least one level above the cluster.")
+    higher = check_higher_levels(higher_levels, "missingness_outcome_correlation_by_level")
     level = check_level(level)
-    if outcome_family not in ("gaussian", "binomial"):
-        raise ParamsError(f"outcome_family must be 'gaussian' or 'binomial', got {outcome_family!r}.")
+    _check_family(outcome_family)
     predictors = list(predictors)
     check_columns(frame, [variable, cluster, outcome, *higher, *predictors], "missingness_outcome_correlation_by_level")
     names = [*outermost_first(frame, higher), cluster]
     complete = [p for p in predictors if p not in (variable, outcome) and not frame[p].isna().any()]
-    missing = frame[variable].isna().to_numpy(dtype=float)
-    if missing.min() == missing.max():
-        state = "missing" if missing[0] else "recorded"
-        raise FitError(f"{variable} is {state} for every patient; its missingness cannot be modelled.")
-    try:
-        y_all = frame[outcome].to_numpy(dtype=float)
-    except (TypeError, ValueError) as err:
-        raise DataError(f"outcome {outcome} must be numeric (0/1 for binomial).") from err
+    missing = missing_indicator(frame, variable)
+    y_all = _outcome_values(frame, outcome)
 
     def fit(y, rows, family):
         X, terms, _ = plain_design(frame, complete, rows)
