@@ -28,6 +28,8 @@ JOINT-ART-002    an artifact row with a renamed or missing field is refused (Art
 JOINT-TRUTH-001  the truth study runs (tiny version) and recovers the truth roughly
 JOINT-PRIOR-001  priors table, overrides, bad priors
 JOINT-PRIOR-002  the (slope, resid) coordinates of the correlated effects keep the stated priors
+JOINT-PRIOR-003  the outcome-on-missingness order (missingness centred, outcome not) is the same model as the
+                 usual order: equal log densities in common coordinates (u, w, tau_y, tau_r, rho) at random points
 JOINT-DIST-001   the normal/lognormal rule and its override
 JOINT-ERR-001    data the model cannot take raise FitError naming the problem
 JOINT-FIG-001    each figure draws what it says
@@ -660,6 +662,52 @@ def test_prior_002_correlated_effects_prior_is_the_stated_one(cluster_sd):
     median = stats.halfnorm.ppf(0.5) if cluster_sd[0] == "halfnormal" else 2.5 * stats.t.ppf(0.75, 3)
     expected = 0.5 * stats.beta.cdf(0.75, 2, 2)          # P(tau < median, rho < 0.5), independent
     assert integral(math.asin(0.5), median) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_prior_003_outcome_on_missingness_same_model(seed):
+    """JOINT-PRIOR-003: density of (u, w, tau_y, tau_r, rho, rest) equal in both orders of the regression.
+
+    Usual order, both non-centred: values (tau_y, slope_m, resid_m, z1, z2) with u = tau_y z1,
+    w = slope_m z1 + resid_m z2. Other order (missingness centred, outcome not): values (tau_r, w,
+    slope_y, resid_y, z) with u = slope_y w / tau_r + resid_y z. Densities without PyMC's log-transform
+    Jacobians, moved to common coordinates with the Jacobians of these maps.
+    """
+    frame = _tiny_frame(seed)
+    data = jm.prepare_joint_data(frame, outcome="y", predictors=["z", "x", "b1"], cluster="site",
+                                 family="binomial")
+    J = data.n_clusters
+    usual = jm.build_joint_model(data, parameterisation={"outcome": "noncentred", "missingness": "noncentred"})
+    other = jm.build_joint_model(data, parameterisation={"outcome": "noncentred", "missingness": "centred"})
+    assert "outcome_slope" in other.named_vars and "miss_slope" in usual.named_vars
+    rng = np.random.default_rng(seed)
+    tau_y, tau_r, rho = 0.4 + rng.random(), 0.5 + rng.random(), rng.uniform(-0.9, 0.9)
+    u, w = rng.normal(size=J), rng.normal(size=J)
+    start = usual.initial_point()
+    shared = {k: v + rng.normal(0, 0.5, size=np.shape(v)) for k, v in start.items()
+              if k in other.initial_point()}
+    slope_m, resid_m = rho * tau_r, np.sqrt(1 - rho ** 2) * tau_r
+    slope_y, resid_y = rho * tau_y, np.sqrt(1 - rho ** 2) * tau_y
+    usual_point = shared | {"outcome_cluster_sd_log__": np.log(tau_y), "miss_slope": slope_m,
+                            "miss_resid_sd_log__": np.log(resid_m), "outcome_cluster_z": u / tau_y,
+                            "miss_cluster_z": (w - slope_m * u / tau_y) / resid_m}
+    other_point = shared | {"miss_cluster_sd_log__": np.log(tau_r), "miss_cluster": w, "outcome_slope": slope_y,
+                            "outcome_resid_sd_log__": np.log(resid_y),
+                            "outcome_cluster_z": (u - slope_y * w / tau_r) / resid_y}
+    assert set(usual_point) == {v.name for v in usual.value_vars}
+    assert set(other_point) == {v.name for v in other.value_vars}
+    log_usual = usual.compile_logp(jacobian=False, mode="FAST_COMPILE")(usual_point)
+    log_other = other.compile_logp(jacobian=False, mode="FAST_COMPILE")(other_point)
+    common_usual = log_usual + np.log(tau_r / np.sqrt(1 - rho ** 2)) - J * np.log(tau_y) - J * np.log(resid_m)
+    common_other = log_other + np.log(tau_y / np.sqrt(1 - rho ** 2)) - J * np.log(resid_y)
+    assert np.isfinite(common_usual)
+    assert common_other == pytest.approx(common_usual, abs=1e-8)
+    # and the derived quantities are the same ones
+    outputs = other.replace_rvs_by_values([other["outcome_cluster"], other["re_corr"], other["outcome_cluster_sd"]])
+    fn = other.compile_fn(outputs, inputs=other.value_vars, on_unused_input="ignore", mode="FAST_COMPILE")
+    got_u, got_rho, got_tau = fn(other_point)
+    np.testing.assert_allclose(got_u, u, rtol=1e-10)
+    assert got_rho == pytest.approx(rho) and got_tau == pytest.approx(tau_y)
 
 
 def test_dist_001_rule_and_override():

@@ -15,6 +15,12 @@ JOINT-NEST-004  who borrows from whom: the partial-pooling table names each hosp
                 effect lies nearer its country's effect than its own raw estimate does (on average over hospitals
                 with observed values); the figure by country and the narrative's nested-pooling sentence are made;
                 without higher levels the columns are empty and neither is made
+JOINT-NEST-005  centred or not with levels above: the rule's ML fits are nested, so each level's share uses its
+                own SD (the missingness of the generator varies by country only: its clusters' share is small and
+                non-centred, where a two-level fit's SD, holding the countries' variation, would have said
+                centred; the country level's share is large and centred); each share is the formula of the
+                module docstring with the nested fit's SDs; an override ``<submodel>@above`` sets the level above,
+                a plain one the clusters only; any other suffix, or ``@above`` without higher levels, is refused
 """
 
 from __future__ import annotations
@@ -76,6 +82,41 @@ def test_joint_nest_002_model():
     assert np.isfinite(model.compile_logp()(point))
     flat = jm.build_joint_model(jm.prepare_joint_data(frame, **ROLES))
     assert not any("above" in n or "within" in n for n in flat.named_vars)
+
+
+def test_joint_nest_005_parameterisation_by_level():
+    """JOINT-NEST-005: each level's share from its own SD of a nested ML fit; overrides per level."""
+    from hmlib.stats.joint import parameterisation as rule
+
+    frame = three_level_registry(7, n_countries=12, hospitals_per_country=5, per_hospital=30)
+    roles = dict(outcome="y", predictors=["x", "age"], cluster="hospital", family="binomial")
+    data = jm.prepare_joint_data(frame, higher_levels=["country"], **roles)
+    fits = rule.ml_fits(data)
+    choice, shares = rule.choose_parameterisation(data, fits, None)
+    miss_fit, rows = fits["missingness"]
+    assert len(miss_fit.higher) == 1 and miss_fit.higher[0].sd > 2 * miss_fit.cluster_sd
+    assert choice["missingness"] == "noncentred" and choice["missingness@above"] == "centred"
+    # the formula, by hand, with the nested fit's own SDs
+    rate = data.focus_missing.mean()
+    counts = np.bincount(data.codes, minlength=data.n_clusters)
+    units = np.bincount(data.higher[0].parent[data.codes], minlength=data.higher[0].n_units)
+    for n_j, tau, key in ((counts, miss_fit.cluster_sd, "missingness"),
+                          (units, miss_fit.higher[0].sd, "missingness@above")):
+        info = n_j * rate * (1 - rate) * tau ** 2
+        assert shares[key] == pytest.approx(np.mean(info / (1 + info)), rel=1e-9)
+    # a two-level fit's SD holds the countries' variation: it would have called the clusters centred
+    flat = rule.ml_fits(jm.prepare_joint_data(frame, **roles))["missingness"][0]
+    info = counts * rate * (1 - rate) * flat.cluster_sd ** 2
+    assert np.mean(info / (1 + info)) >= rule.CENTRED_SHARE
+    forced, _ = rule.choose_parameterisation(data, fits, {"missingness@above": "noncentred",
+                                                          "x": "centred"})
+    assert forced["missingness@above"] == "noncentred" and forced["missingness"] == "noncentred"
+    assert forced["x0"] == "centred" and forced["x0@above"] == choice["x0@above"]
+    with pytest.raises(FitError, match="only suffix is '@above'"):
+        rule.choose_parameterisation(data, fits, {"outcome@country": "centred"})
+    flat_data = jm.prepare_joint_data(frame, **roles)
+    with pytest.raises(FitError, match="only suffix is '@above'"):
+        rule.choose_parameterisation(flat_data, rule.ml_fits(flat_data), {"outcome@above": "centred"})
 
 
 @pytest.mark.slow

@@ -98,7 +98,24 @@ share 0.64 -> centred 958, non-centred 733; share 0.69 -> centred 988,
 non-centred 576. In the correlated outcome/missingness pair each of the two
 follows its own rule (``u_j = tau_y z1_j`` and
 ``w_j = tau_r (rho z1_j + sqrt(1 - rho^2) z2_j)``, with ``u`` or ``w`` drawn
-directly when centred).
+directly when centred). When the missingness effects are centred and the
+outcome's are not (recording varies a lot between clusters, the outcome
+little), the regression runs the other way: ``w_j`` drawn directly and
+``u_j = tau_y (rho w_j / tau_r + sqrt(1 - rho^2) z_j)``, in the same
+``(slope, resid)`` coordinates with the same priors (the same model,
+``tests/test_joint_model.py`` JOINT-PRIOR-003). In the usual order rho moves
+only together with hundreds of weakly informed ``z1_j``; here it is a
+regression coefficient on effects the data pin down. Measured on the trial
+shape (19,435 patients, 466 hospitals in 36 countries; outcome share 0.26,
+missingness 0.89; 2 x 1000 draws, same seed, same machine): bulk ESS of rho
+204 in the usual order, 897 in this one, 82 with both non-centred; sampling
+164 s and 115 s. With levels above the cluster the ML fits have nested
+intercepts and each level follows the rule with its own SD, the clusters with
+their SD within their units and the level directly above with its units' rows
+(``<submodel>@above``): a two-level fit's SD holds the variation between the
+units too and called the clusters centred where they are weakly informed (on
+the nested truth study's registries the outcome's share fell from 0.64 to 0.26
+and the missingness's from 0.94 to 0.16).
 
 Reporting. Coefficients are transformed back to the original scale of each
 predictor (and of a gaussian outcome) draw by draw; estimates are posterior

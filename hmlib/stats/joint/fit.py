@@ -44,7 +44,8 @@ __all__ = ["LOW_RANK_MAX_PARAMETERS", "fit_joint_model"]
 LOW_RANK_MAX_PARAMETERS = 500
 #: Model variables not kept in the trace: sampling coordinates, observed
 #: variables and potentials (the reported quantities are derived from the rest).
-_NOT_TRACED = ("miss_indicator", "miss_prior", "miss_slope", "miss_resid_sd", "outcome_cluster_level")
+_NOT_TRACED = ("miss_indicator", "miss_prior", "miss_slope", "miss_resid_sd", "outcome_cluster_level",
+               "outcome_prior", "outcome_slope", "outcome_resid_sd")
 
 
 def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str, family: str,

@@ -235,6 +235,9 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     tau_r = sqrt(slope^2 + resid^2) and rho = slope / tau_r (LKJ for 2 x 2:
     (rho + 1) / 2 ~ Beta(eta, eta)), plus log |d(tau_r, rho) / d(slope, resid)|
     = log(sqrt(1 - rho^2) / tau_r). u and w are each centred or not on their own rule.
+
+    When the rule centres the missingness effects and not the outcome's (well-informed ``w``, weakly
+    informed ``u``), the regression runs the other way (:func:`_outcome_on_missingness`).
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -242,34 +245,71 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     J, codes, Z = data.n_clusters, data.codes, data.Z
     a = pm.Normal("outcome_intercept", mu=_logit_rate(data.y) if data.family == "binomial" else 0.0,
                   sigma=priors["intercept"][1])
-    tau_y = sd_prior("outcome_cluster_sd", priors["cluster_sd"])
     above = _unit_effects("outcome", data, priors, centred["outcome@above"])
-    if not data.missingness_model:
-        if not data.higher:
-            u = _outcome_levels(a, tau_y, J) if centred["outcome"] else \
-                _cluster_effects("outcome_cluster", J, tau_y, False)
-            return a, u
-        u, _ = _nested_outcome(a, tau_y, J, above, centred["outcome"])
-        return a, u
-    miss = data.focus_missing.astype(float)
-    slope = pm.Flat("miss_slope")
-    resid = pm.HalfFlat("miss_resid_sd")
-    tau_r = pm.Deterministic("miss_cluster_sd", pt.sqrt(slope ** 2 + resid ** 2))
-    rho = pm.Deterministic("re_corr", slope / tau_r)
-    pm.Potential("miss_prior", correlated_sd_log_prior(tau_r, rho, priors))
-    u, z1 = _nested_outcome(a, tau_y, J, above, centred["outcome"])
-    above_w = _unit_effects("miss", data, priors, centred["missingness@above"])
-    own = slope * z1                            # without levels above, above_w is 0.0 and left out
-    if centred["missingness"]:
-        w = pm.Normal("miss_cluster", mu=own + above_w if data.higher else own, sigma=resid, shape=J)
+    if data.missingness_model and centred["missingness"] and not centred["outcome"]:
+        u, w = _outcome_on_missingness(data, priors, centred, above)
     else:
-        z2 = pm.Normal("miss_cluster_z", 0.0, 1.0, shape=J)
-        w = pm.Deterministic("miss_cluster", own + resid * z2 + above_w if data.higher else own + resid * z2)
-    if data.higher:
-        pm.Deterministic("miss_within", w - above_w)
+        tau_y = sd_prior("outcome_cluster_sd", priors["cluster_sd"])
+        if not data.missingness_model:
+            if not data.higher:
+                u = _outcome_levels(a, tau_y, J) if centred["outcome"] else \
+                    _cluster_effects("outcome_cluster", J, tau_y, False)
+                return a, u
+            u, _ = _nested_outcome(a, tau_y, J, above, centred["outcome"])
+            return a, u
+        slope = pm.Flat("miss_slope")
+        resid = pm.HalfFlat("miss_resid_sd")
+        tau_r = pm.Deterministic("miss_cluster_sd", pt.sqrt(slope ** 2 + resid ** 2))
+        rho = pm.Deterministic("re_corr", slope / tau_r)
+        pm.Potential("miss_prior", correlated_sd_log_prior(tau_r, rho, priors))
+        u, z1 = _nested_outcome(a, tau_y, J, above, centred["outcome"])
+        above_w = _unit_effects("miss", data, priors, centred["missingness@above"])
+        own = slope * z1                            # without levels above, above_w is 0.0 and left out
+        if centred["missingness"]:
+            w = pm.Normal("miss_cluster", mu=own + above_w if data.higher else own, sigma=resid, shape=J)
+        else:
+            z2 = pm.Normal("miss_cluster_z", 0.0, 1.0, shape=J)
+            w = pm.Deterministic("miss_cluster", own + resid * z2 + above_w if data.higher else own + resid * z2)
+        if data.higher:
+            pm.Deterministic("miss_within", w - above_w)
+    miss = data.focus_missing.astype(float)
     miss_fixed = _regression("miss", Z, priors, _logit_rate(miss))
     pm.Bernoulli("miss_indicator", logit_p=miss_fixed + w[codes], observed=miss)
     return a, u
+
+
+def _outcome_on_missingness(data: JointData, priors: dict, centred: dict, above):
+    """Centred missingness effects first, the outcome's as their regression on them: ``(u, w)``.
+
+    ``w = above_w + tau_r zw`` is drawn directly (``miss_cluster ~ N(above_w, tau_r)``) and
+    ``u = above + slope zw + resid z`` (non-centred, ``z ~ N(0, 1)``), sampled in ``slope = rho tau_y``
+    and ``resid = sqrt(1 - rho^2) tau_y`` with the priors kept on ``tau_y`` and ``rho`` exactly as in the
+    other order (:func:`~hmlib.stats.joint.priors.correlated_sd_log_prior`): the same model, the same
+    named quantities. In the other order rho can only move with ``J`` weakly informed outcome effects;
+    here it is a regression coefficient on effects the data pin down (measurements in
+    :mod:`hmlib.stats.joint`).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    J = data.n_clusters
+    tau_r = sd_prior("miss_cluster_sd", priors["cluster_sd"])
+    above_w = _unit_effects("miss", data, priors, centred["missingness@above"])
+    w = pm.Normal("miss_cluster", mu=above_w, sigma=tau_r, shape=J)
+    if data.higher:
+        pm.Deterministic("miss_within", w - above_w)
+    slope = pm.Flat("outcome_slope")
+    resid = pm.HalfFlat("outcome_resid_sd")
+    tau_y = pm.Deterministic("outcome_cluster_sd", pt.sqrt(slope ** 2 + resid ** 2))
+    rho = pm.Deterministic("re_corr", slope / tau_y)
+    pm.Potential("outcome_prior", correlated_sd_log_prior(tau_y, rho, priors))
+    zw = (w - above_w) / tau_r if data.higher else w / tau_r
+    z = pm.Normal("outcome_cluster_z", 0.0, 1.0, shape=J)
+    own = slope * zw + resid * z
+    u = pm.Deterministic("outcome_cluster", above + own if data.higher else own)
+    if data.higher:
+        pm.Deterministic("outcome_within", own)
+    return u, w
 
 
 def _continuous_submodels(data: JointData, priors: dict, centred: dict):

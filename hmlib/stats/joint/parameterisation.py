@@ -1,8 +1,9 @@
 """The choices made from the data before sampling: centred or not, and how many quadrature nodes.
 
 Both rules plug in maximum-likelihood random-intercept fits
-(:func:`hmlib.stats.mixed.fit_random_intercept`) of each submodel on the rows
-it observes (:func:`ml_fits`):
+(:func:`hmlib.stats.mixed.fit_random_intercept`; with levels above the
+cluster, nested ones, :func:`hmlib.stats.mixed.fit_nested_intercepts`) of
+each submodel on the rows it observes (:func:`ml_fits`):
 
 - :func:`choose_parameterisation`: a submodel's cluster intercepts are
   centred when the average cluster information share ``I_j / (1 + I_j)``
@@ -24,6 +25,7 @@ from scipy import special, stats
 from hmlib.exceptions import FitError
 from hmlib.stats.joint.data import ContinuousPredictor, JointData
 from hmlib.stats.mixed import fit_random_intercept
+from hmlib.stats.mixed.nested_intercepts import fit_nested_intercepts
 
 __all__ = ["CENTRED_SHARE", "QUADRATURE_CANDIDATES", "QUADRATURE_TOLERANCE", "ml_fits", "category_splits",
            "choose_parameterisation",
@@ -39,9 +41,11 @@ QUADRATURE_CANDIDATES = (5, 7, 9, 12, 16, 24, 32)
 QUADRATURE_TOLERANCE = 1e-3
 
 
-def _information_share(fit, n_per_cluster: np.ndarray, family: str, rate: float | None = None) -> float:
-    """Average of I_j / (1 + I_j), the cluster information rule (module docstring)."""
-    tau = float(fit.cluster_sd)
+def _information_share(fit, n_per_cluster: np.ndarray, family: str, rate: float | None = None,
+                       tau: float | None = None) -> float:
+    """Average of I_j / (1 + I_j), the cluster information rule (module docstring); ``tau`` default the fit's
+    cluster SD."""
+    tau = float(fit.cluster_sd if tau is None else tau)
     if not tau > 0:
         return 0.0
     per_obs = 1.0 / fit.residual_sd ** 2 if family == "gaussian" else rate * (1.0 - rate)
@@ -73,6 +77,12 @@ def category_splits(var) -> list:
 def ml_fits(data: JointData) -> dict:
     """Maximum-likelihood random-intercept fits of each submodel on the rows it observes.
 
+    With levels above the cluster (``data.higher``) the fits have nested
+    intercepts, so that each level's SD is its own: a two-level fit's cluster
+    SD would hold the variation between the units above too (and, for the
+    missingness indicator, that of whole units that never record the
+    variable), overstating the clusters' information.
+
     Returns
     -------
     dict
@@ -82,8 +92,14 @@ def ml_fits(data: JointData) -> dict:
         :func:`category_splits`), ``missingness``. Used for the
         parameterisation and quadrature rules only; a fit that fails is None.
     """
+    units = {level.name: level.parent[data.codes] for level in data.higher}
+
     def fit(response, X, rows, family):
         try:
+            if units:
+                return fit_nested_intercepts(response[rows], X[rows], data.codes[rows],
+                                             {name: unit[rows] for name, unit in units.items()}, family=family,
+                                             term_names=[f"t{i}" for i in range(X.shape[1])], cluster_name="cluster")
             return fit_random_intercept(response[rows], X[rows], data.codes[rows], family=family)
         except Exception:  # noqa: BLE001 -- a failed ML fit only means "no information here"
             return None
@@ -113,8 +129,9 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
 
     With levels above the cluster (``data.higher``), each submodel also gets a choice for them,
     keyed ``<submodel>@above``: the same rule with the rows of the units of the level directly
-    above the cluster (the two-level fit's SD standing in for theirs). The override applies to
-    the clusters only.
+    above the cluster and that level's SD from the nested fit (:func:`ml_fits`); the clusters'
+    rule takes the nested fit's cluster SD, their variation within those units. An override key
+    ``<submodel>@above`` sets that choice; a plain key sets the clusters' only.
 
     Parameters
     ----------
@@ -122,7 +139,8 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
     fits : dict
         From :func:`ml_fits`.
     override : dict, optional
-        ``{"outcome" | "missingness" | <predictor>: "centred" | "noncentred"}``.
+        ``{"outcome" | "missingness" | <predictor>: "centred" | "noncentred"}``; with levels above the
+        cluster also ``<submodel>@above``.
 
     Returns
     -------
@@ -152,7 +170,7 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
             # the level directly above the cluster: its units hold the rows of all their clusters
             level = data.higher[-1]
             units = np.bincount(level.parent[data.codes[counted]], minlength=level.n_units).astype(float)
-            shares[f"{key}@above"] = _information_share(fit, units, family, rate)
+            shares[f"{key}@above"] = _information_share(fit, units, family, rate, tau=fit.higher[-1].sd)
     for k in range(len(data.categoricals)):        # one choice per categorical submodel: its splits' average
         for suffix in ("", "@above"):
             split_keys = [key for key in shares if key.startswith(f"c{k}:") and key.endswith(suffix)
@@ -164,7 +182,11 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
     for key, value in override.items():
         if value not in ("centred", "noncentred"):
             raise FitError(f"parameterisation must be 'centred' or 'noncentred', got {value!r} for {key!r}.")
-        choice[data.submodel_key(key)] = value
+        name, above, rest = key.partition("@")
+        if above and (rest != "above" or not data.higher):
+            raise FitError(f"parameterisation key {key!r}: the only suffix is '@above', for the levels above the "
+                           "cluster (higher_levels).")
+        choice[data.submodel_key(name) + above + rest] = value
     return choice, shares
 
 
