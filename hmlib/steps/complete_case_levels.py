@@ -33,7 +33,8 @@ Small cells across levels
       incomplete, the dropped counts) with its own suppression, protected
       against the registry total only. A unit whose clusters' hidden sizes
       are not protected within the unit (one hidden, or too small a hidden
-      sum) gets its own size hidden from the start (:func:`unit_totals_hidden`).
+      sum) gets its own size hidden from the start
+      (:func:`hmlib.privacy_levels.exposed_by_totals`).
 
     As in :mod:`hmlib.privacy`, this prevents recovery by subtraction along
     each published relation; it does not solve the full linear-programming
@@ -60,13 +61,14 @@ import pandas as pd
 
 from hmlib.artifacts import Record
 from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
+from hmlib.privacy_levels import exposed_by_totals
 from hmlib.stats.complete_case import retention_by_unit, standardized_differences_by
 from hmlib.stats.design import outermost_first
 from hmlib.steps.disclosure import hidden_counts
 from hmlib.wording import cluster_noun, join_names, plural
 
 __all__ = ["LevelCheck", "LevelRecord", "level_noun", "suppressed_retention", "retention_hidden_by_step1",
-           "unit_totals_hidden", "suppressed_shift", "published_retention", "check_levels"]
+           "suppressed_shift", "published_retention", "check_levels"]
 
 _COUNTS = ["n_all", "n_complete", "n_dropped"]
 _SHIFT_VALUES = ["all_patients", "complete_cases", "smd"]
@@ -145,35 +147,6 @@ def retention_hidden_by_step1(registry, retention: pd.DataFrame) -> pd.DataFrame
                         index=retention.index)
 
 
-def unit_totals_hidden(units: pd.Series, values: pd.DataFrame, hidden: pd.DataFrame, min_cell: int) -> pd.DataFrame:
-    """Units whose total would give back cells step 1 hides: one hidden cell in the unit, or hidden cells whose
-    sum less one per other hidden cell is below ``min_cell``.
-
-    Parameters
-    ----------
-    units : pandas.Series
-        The unit of each cluster row (index of ``values``).
-    values : pandas.DataFrame
-        The clusters' counts (the columns of ``hidden``).
-    hidden : pandas.DataFrame of bool
-        Cells step 1 hides (:func:`retention_hidden_by_step1`).
-    min_cell : int
-
-    Returns
-    -------
-    pandas.DataFrame of bool
-        One row per unit (indexed by unit label), one column per column of ``hidden``.
-    """
-    out = {}
-    for column in hidden.columns:
-        cells = pd.DataFrame({"unit": units.to_numpy(), "hidden": hidden[column].to_numpy(dtype=bool),
-                              "value": values[column].to_numpy(dtype=float)})
-        cells["hidden_value"] = cells["value"].where(cells["hidden"], 0.0)
-        per_unit = cells.groupby("unit", observed=True).agg(h=("hidden", "sum"), s=("hidden_value", "sum"))
-        out[column] = (per_unit["h"] >= 1) & ((per_unit["h"] < 2) | (per_unit["s"] - (per_unit["h"] - 1) < min_cell))
-    return pd.DataFrame(out).astype(bool)
-
-
 def _below(table: pd.DataFrame, parent: pd.Series, shown_above: pd.DataFrame, given: pd.DataFrame,
            min_cell: int) -> pd.DataFrame:
     """Cells to hide from the start in a table below a level: for each count the level hides in a unit, the
@@ -243,15 +216,9 @@ def _exposed_totals(child: pd.DataFrame, parents: np.ndarray, child_shown: pd.Da
                     min_cell: int) -> pd.DataFrame:
     """Counts a level shows whose unit's hidden counts below are not protected by them (one hidden, or too small
     a hidden sum: e.g. a block that suppression hid entirely because it could not protect it)."""
-    out = pd.DataFrame(False, index=shown_above.index, columns=_COUNTS)
-    for column in _COUNTS:
-        hidden = (child_shown[column] == SUPPRESSED_LABEL).to_numpy()
-        values = child[column].to_numpy(dtype=float)
-        for unit in shown_above.index[shown_above[column] != SUPPRESSED_LABEL]:
-            rows = (parents == unit) & hidden
-            h, total = int(rows.sum()), float(values[rows].sum())
-            out.loc[unit, column] = h >= 1 and (h < 2 or total - (h - 1) < min_cell)
-    return out
+    hidden = (child_shown[_COUNTS] == SUPPRESSED_LABEL).reset_index(drop=True)
+    found = exposed_by_totals(pd.Series(parents), child[_COUNTS].reset_index(drop=True), hidden, min_cell)
+    return found.reindex(shown_above.index, fill_value=False) & (shown_above[_COUNTS] != SUPPRESSED_LABEL)
 
 
 def _publish_once(retention, unit_tables, cluster_units, min_cell, cluster_hidden, exposed):
@@ -262,7 +229,7 @@ def _publish_once(retention, unit_tables, cluster_units, min_cell, cluster_hidde
     for k, level in enumerate(levels):
         table = unit_tables[level]
         labels = table[level].to_numpy()
-        given = unit_totals_hidden(cluster_units[level], retention, cluster_hidden, min_cell)
+        given = exposed_by_totals(cluster_units[level], retention, cluster_hidden, min_cell)
         given = given.reindex(columns=_COUNTS, fill_value=False).reindex(labels, fill_value=False)
         given = (given | exposed[level].reindex(labels, fill_value=False)).set_axis(table.index)
         group = None
