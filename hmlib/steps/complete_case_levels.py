@@ -65,26 +65,13 @@ from hmlib.privacy_levels import exposed_by_totals
 from hmlib.stats.complete_case import retention_by_unit, standardized_differences_by
 from hmlib.stats.design import outermost_first
 from hmlib.steps.disclosure import hidden_counts
-from hmlib.wording import cluster_noun, join_names, plural
+from hmlib.wording import join_names, level_noun, plural
 
 __all__ = ["LevelCheck", "LevelRecord", "level_noun", "suppressed_retention", "retention_hidden_by_step1",
            "suppressed_shift", "published_retention", "check_levels"]
 
 _COUNTS = ["n_all", "n_complete", "n_dropped"]
 _SHIFT_VALUES = ["all_patients", "complete_cases", "smd"]
-
-
-def level_noun(level: str) -> str:
-    """The word for one unit of a level in generated text: the column's label when it is a plain word
-    (``country``), else ``<label> unit``.
-
-    Examples
-    --------
-    >>> level_noun("Country"), level_noun("reg_id")
-    ('country', 'reg_id unit')
-    """
-    noun = cluster_noun(level)
-    return noun if noun != "cluster" else f"{level} unit"
 
 
 def suppressed_retention(table: pd.DataFrame, min_cell: int, hidden: pd.DataFrame | None = None,
