@@ -319,3 +319,35 @@ def test_diag_unit_007_two_higher_levels():
             _check_protected(unknown, (column, country))
             checked += len(unknown) > 0
     assert checked > 0
+
+
+def test_diag_unit_008_later_steps_hide_what_step1_hides_by_unit(tmp_path):
+    """DIAG-UNIT-008: the decision recorded for the later steps (hmlib.steps.disclosure.hidden_counts) is step 1's
+    by unit too, and step 2's retention table by country hides at least the country sizes step 1 hides. In this
+    registry (seed 52 of the random generator) step 1 hides country C6's size as a complement, which step 2's own
+    rules would show: without step 1's cells by unit the test fails."""
+    import yaml
+
+    from hmlib.data import load_registry
+    from hmlib.params import load_params
+    from hmlib.steps.complete_case import complete_case_check
+    from hmlib.steps.diagnose import diagnose_registry
+    from hmlib.steps.disclosure import hidden_counts
+
+    rng = np.random.default_rng(52)
+    frame = _random_nested(rng, 8).assign(outcome=lambda f: (f["outcome"] > 0).astype(float))
+    frame["y"] = frame["y"].fillna(0.0)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    params = {"name": "t", "data": "d.csv", "cluster": "hospital", "outcome": "outcome",
+              "outcome_family": "binomial", "predictors": ["x", "y"], "higher_levels": ["country"]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    registry = load_registry(load_params(tmp_path / "p.yaml"))
+    step1 = diagnose_registry(registry).by_unit["country"]
+    recorded = hidden_counts(registry)
+    assert recorded.unit_sizes["country"] == step1.hidden_units()
+    assert recorded.unit_counts["country"] == {"x": step1.hidden_units("x")}
+    hidden_sizes = step1.hidden_units()
+    assert "C6" in hidden_sizes
+    (check,) = complete_case_check(registry).by_level
+    shown = check.retention_display.set_index(check.retention["country"].astype(str))
+    assert (shown.loc[sorted(hidden_sizes), "n_all"] == SUPPRESSED_LABEL).all()

@@ -34,7 +34,12 @@ Small cells across levels
       against the registry total only. A unit whose clusters' hidden sizes
       are not protected within the unit (one hidden, or too small a hidden
       sum) gets its own size hidden from the start
-      (:func:`hmlib.privacy_levels.exposed_by_totals`).
+      (:func:`hmlib.privacy_levels.exposed_by_totals`);
+    * step 1 also publishes sizes (and missing counts) by unit, suppressed
+      around its cluster decision (:mod:`hmlib.steps.diagnose_units`): a unit
+      size it hides, and a unit's dropped count that is the missing count of
+      its one incomplete variable when step 1 hides that, are hidden from the
+      start too (:func:`retention_hidden_by_step1` with ``level``).
 
     As in :mod:`hmlib.privacy`, this prevents recovery by subtraction along
     each published relation; it does not solve the full linear-programming
@@ -112,10 +117,19 @@ def suppressed_retention(table: pd.DataFrame, min_cell: int, hidden: pd.DataFram
     return safe.display
 
 
-def retention_hidden_by_step1(registry, retention: pd.DataFrame) -> pd.DataFrame:
-    """Step 1's hidden cells for the cluster retention table: a cluster size step 1 hides, and the dropped
-    count of a cluster where one variable alone is incomplete (it is that variable's missing count) when
-    step 1 hides it.
+def retention_hidden_by_step1(registry, retention: pd.DataFrame, level: str | None = None) -> pd.DataFrame:
+    """Step 1's hidden cells for a retention table: a cluster (unit) size step 1 hides, and the dropped count of a
+    cluster (unit) where one variable alone is incomplete (it is that variable's missing count) when step 1 hides
+    it.
+
+    Parameters
+    ----------
+    registry : hmlib.data.Registry
+    retention : pandas.DataFrame
+        :func:`hmlib.stats.complete_case.retention_by_cluster`, or with ``level``
+        :func:`~hmlib.stats.complete_case.retention_by_unit` of that level.
+    level : str, optional
+        A higher level: step 1's counts by its units (:mod:`hmlib.steps.diagnose_units`).
 
     Returns
     -------
@@ -124,13 +138,14 @@ def retention_hidden_by_step1(registry, retention: pd.DataFrame) -> pd.DataFrame
     """
     p, frame = registry.params, registry.frame
     hidden = hidden_counts(registry)
+    group, label_column = (p.cluster, "cluster") if level is None else (level, level)
     columns = [p.outcome, *p.predictors]
-    incomplete = frame[columns].isna().groupby(frame[p.cluster].to_numpy()).any()
+    incomplete = frame[columns].isna().groupby(frame[group].to_numpy()).any()
     dropped = []
-    for label in retention["cluster"]:
+    for label in retention[label_column]:
         only = [v for v in columns if bool(incomplete.loc[label, v])]
-        dropped.append(len(only) == 1 and bool(hidden.count_hidden([label], only[0])[0]))
-    return pd.DataFrame({"n_all": hidden.size_hidden(retention["cluster"]), "n_dropped": dropped},
+        dropped.append(len(only) == 1 and bool(hidden.count_hidden([label], only[0], level)[0]))
+    return pd.DataFrame({"n_all": hidden.size_hidden(retention[label_column], level), "n_dropped": dropped},
                         index=retention.index)
 
 
@@ -152,7 +167,8 @@ def _below(table: pd.DataFrame, parent: pd.Series, shown_above: pd.DataFrame, gi
 
 
 def published_retention(retention: pd.DataFrame, unit_tables: dict, cluster_units: pd.DataFrame, min_cell: int,
-                        hidden: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+                        hidden: pd.DataFrame | None = None,
+                        unit_hidden: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """The cluster retention table and each level's as published, consistent across levels (module docstring).
 
     Parameters
@@ -166,6 +182,9 @@ def published_retention(retention: pd.DataFrame, unit_tables: dict, cluster_unit
     min_cell : int
     hidden : pandas.DataFrame of bool, optional
         Step 1's cells of ``retention`` (:func:`retention_hidden_by_step1`).
+    unit_hidden : dict, optional
+        ``{level: step 1's cells of unit_tables[level]}`` (:func:`retention_hidden_by_step1` with ``level``),
+        hidden from the start.
 
     Returns
     -------
@@ -180,6 +199,8 @@ def published_retention(retention: pd.DataFrame, unit_tables: dict, cluster_unit
                       else pd.DataFrame(False, index=retention.index, columns=["n_all", "n_dropped"]))
     exposed = {level: pd.DataFrame(False, index=unit_tables[level][level].to_numpy(), columns=_COUNTS)
                for level in levels}
+    for level, given in (unit_hidden or {}).items():  # step 1's cells by unit: hidden from the start
+        exposed[level] |= given.reindex(columns=_COUNTS, fill_value=False).set_axis(exposed[level].index)
     while True:  # each pass hides more of the levels above, so it ends
         shown, displays = _publish_once(retention, unit_tables, cluster_units, min_cell, cluster_hidden, exposed)
         rows = [(unit_tables[level], unit_tables[level][level], displays[level]) for level in levels]
@@ -404,7 +425,10 @@ def check_levels(registry, complete: np.ndarray, columns, retention: pd.DataFram
     unit_tables = {level: retention_by_unit(frame, level, p.cluster, complete) for level in levels}
     cluster_units = (frame.groupby(p.cluster, observed=True)[levels].first().reindex(retention["cluster"])
                      .set_axis(retention.index) if levels else pd.DataFrame(index=retention.index))
-    cluster_display, displays = published_retention(retention, unit_tables, cluster_units, min_cell, hidden)
+    unit_hidden = ({level: retention_hidden_by_step1(registry, unit_tables[level], level) for level in levels}
+                   if hidden is not None else None)
+    cluster_display, displays = published_retention(retention, unit_tables, cluster_units, min_cell, hidden,
+                                                    unit_hidden)
     checks = []
     for level in levels:
         shift = standardized_differences_by(frame, complete, columns, registry.kinds, level,

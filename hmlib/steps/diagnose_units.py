@@ -106,8 +106,10 @@ class UnitMissingness:
     funnels : dict of str to FunnelResult
         Published funnels: display names, NaN for hidden counts, rates and the limits at a hidden size.
     counts : hmlib.privacy.SuppressedTable
-        The unit counts behind both (``n`` and, per variable ``j`` of ``variables``, ``m<j>`` missing and
-        ``o<j>`` recorded), as suppressed; not published as a table.
+        The unit counts behind both (``n``, and the missing and recorded count of each variable: the
+        columns named in ``count_columns``), as suppressed; not published as a table.
+    count_columns : dict
+        Variable -> its (missing, recorded) columns in ``counts``.
     """
 
     level: str
@@ -116,6 +118,14 @@ class UnitMissingness:
     heatmap: pd.DataFrame
     funnels: dict
     counts: object
+    count_columns: dict
+
+    def hidden_units(self, variable: str | None = None) -> frozenset:
+        """Units (labels as text) whose size is hidden, or (with ``variable``) whose missing or recorded count
+        of it is hidden (:mod:`hmlib.steps.disclosure`)."""
+        mask = self.counts.mask
+        hide = mask["n"] if variable is None else mask[list(self.count_columns[variable])].any(axis=1)
+        return frozenset(str(u) for u in mask.index[hide.to_numpy(dtype=bool)])
 
     @property
     def noun(self) -> str:
@@ -198,7 +208,8 @@ def _publish(frame: pd.DataFrame, level: str, variables: list, every: list, supp
     heatmap = publish_heatmap(missingness_heatmap_table(frame, variables, level), hidden, variables, [], names,
                               rank, level) if variables else pd.DataFrame()
     return UnitMissingness(level=level, n_units=len(labels), variables=tuple(variables), heatmap=heatmap,
-                           funnels=funnels, counts=suppressed.table)
+                           funnels=funnels, counts=suppressed.table,
+                           count_columns={v: (f"m{every.index(v)}", f"o{every.index(v)}") for v in variables})
 
 
 def missingness_by_unit(frame: pd.DataFrame, decision: HiddenCells | None, variables: Sequence[str], cluster: str,
