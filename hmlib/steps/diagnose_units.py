@@ -44,9 +44,9 @@ from hmlib.figures import diagnose as figures
 from hmlib.privacy_levels import UnitSuppression, exposed_by_totals, suppress_unit_counts
 from hmlib.stats.missingness import missingness_funnel, missingness_heatmap_table
 from hmlib.stats.missingness.counts import level_label
-from hmlib.steps.diagnose_tables import (HiddenCells, display_names, publish_funnel, publish_heatmap,
+from hmlib.steps.diagnose_tables import (HiddenCells, display_names, mask_table, publish_funnel, publish_heatmap,
                                          rank_by_name)
-from hmlib.wording import level_noun, plural
+from hmlib.wording import join_names, level_noun, plural
 
 __all__ = ["HeatmapRecord", "FunnelRecord", "UnitMissingness", "UnitMissingnessRecord", "missingness_by_unit",
            "funnel_record", "unit_figures", "unit_sentences", "records"]
@@ -183,7 +183,8 @@ def _suppress_level(values: pd.DataFrame, hidden: pd.DataFrame, units: pd.Series
         if not failed:
             return result, variables
         notes.append(f"{', '.join(failed)} {'is' if len(failed) == 1 else 'are'} not broken down by {level}: "
-                     f"its {level} counts cannot be shown without revealing counts below {min_cell}.")
+                     f"{'its' if len(failed) == 1 else 'their'} {level} counts cannot be shown without revealing counts "
+                     f"below {min_cell}.")
         variables = [v for v in variables if v not in failed]
 
 
@@ -197,9 +198,10 @@ def _publish(frame: pd.DataFrame, level: str, variables: list, every: list, supp
     funnels, share_hidden = {}, []
     for var in variables:
         j = every.index(var)
-        any_hidden = mask["n"] | mask[f"m{j}"] | mask[f"o{j}"]
-        k, n = raw[f"m{j}"], raw["n"]
-        share_hidden.append((any_hidden & (k > 0) & (k < n)).rename(var))
+        counts = pd.DataFrame({"n": raw["n"], "n_missing": raw[f"m{j}"]})
+        _, hide, _ = mask_table(counts, *(mask[c].to_numpy(dtype=bool) for c in ("n", f"m{j}", f"o{j}")),
+                                count_cols=[], share_cols=[], interval_cols=[])
+        share_hidden.append(pd.Series(hide, index=raw.index, name=var))
         funnel = missingness_funnel(frame, var, level)
         order = funnel.table["cluster"]
         funnels[var] = publish_funnel(funnel, *(mask[c].reindex(order).to_numpy(dtype=bool)
@@ -286,8 +288,8 @@ def unit_sentences(by_unit: dict) -> list[str]:
         for var, funnel in res.funnels.items():
             outer = level_label(funnel.outer_level)
             m = len(funnel.table)
-            side = [f"above them in {_names(funnel.above)}" if funnel.above else "",
-                    f"below them in {_names(funnel.below)}" if funnel.below else ""]
+            side = [f"above them in {join_names(funnel.above)}" if funnel.above else "",
+                    f"below them in {join_names(funnel.below)}" if funnel.below else ""]
             side = [s for s in side if s]
             if side:
                 lines.append(f"By {res.noun}, the share missing of {var} lies beyond the {outer} exact binomial "
@@ -297,12 +299,6 @@ def unit_sentences(by_unit: dict) -> list[str]:
                 lines.append(f"By {res.noun}, the share missing of {var} lies within the {outer} exact binomial "
                              f"limits in all {m} {units}.")
     return lines
-
-
-def _names(names, limit: int = 6) -> str:
-    names = list(names)
-    head = ", ".join(names[:limit])
-    return head + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def records(by_unit: dict) -> dict:
