@@ -24,7 +24,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["cluster_noun", "CLUSTER_WORDS", "plural", "is_number", "count_text", "percent", "join_names", "p_text",
+__all__ = ["cluster_noun", "CLUSTER_WORDS", "level_noun", "plural", "is_number", "count_text", "percent", "join_names", "p_text",
            "not_estimable_note", "few_clusters_caveat", "FEW_CLUSTERS"]
 
 #: With fewer clusters than this, a between-cluster SD is barely estimable.
@@ -39,6 +39,19 @@ def cluster_noun(column: str) -> str:
     a plain word such as ``site`` or ``Clinic``, else ``"cluster"``."""
     word = str(column).strip().lower()
     return word if word in CLUSTER_WORDS else "cluster"
+
+
+def level_noun(level: str) -> str:
+    """The word for one unit of a level in generated text: the column's label when it is a plain word
+    (``country``), else ``<label> unit``.
+
+    Examples
+    --------
+    >>> level_noun("Country"), level_noun("reg_id")
+    ('country', 'reg_id unit')
+    """
+    noun = cluster_noun(level)
+    return noun if noun != "cluster" else f"{level} unit"
 
 
 def plural(noun: str) -> str:

@@ -31,6 +31,7 @@ from matplotlib.patches import Patch, Rectangle
 from hmlib.figures import style
 from hmlib.stats.missingness.counts import level_label
 from hmlib.stats.missingness.funnel import limit_tag
+from hmlib.wording import plural
 
 __all__ = ["missingness_heatmap", "funnel_plot", "cluster_missingness_bars", "pattern_plot", "level_mix_plot"]
 
@@ -51,7 +52,7 @@ def _most_missing_first(heatmap: pd.DataFrame) -> pd.DataFrame:
 
 
 def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_clusters: int = 60,
-                        cluster_noun: str = "cluster") -> Figure:
+                        cluster_noun: str = "cluster", key: str = "missingness-heatmap") -> Figure:
     """Share missing by cluster (rows) and variable (columns), most missing first.
 
     Rows are ordered by the share missing of the most incomplete variable (then of the next), so the order
@@ -68,18 +69,20 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
         With more clusters, the half with the most and the half with the
         least missing values are shown, separated by a gap.
     cluster_noun : str
+        Word for one row's unit (``hospital``, or ``country`` for a heatmap by higher unit).
+    key : str, default "missingness-heatmap"
+        The caption's key (another for a heatmap by higher unit, so each figure has its own anchor).
 
     Returns
     -------
     matplotlib.figure.Figure
-        Captioned (:func:`hmlib.figures.style.caption`, key ``missingness-heatmap``).
+        Captioned (:func:`hmlib.figures.style.caption`, key ``key``).
     """
     n_rows, n_cols = heatmap.shape
     if n_rows == 0 or n_cols == 0:
         fig, ax = style.new_figure(5.0, 1.0, style="white")
         ax.set_axis_off()
-        return style.caption(fig, "missingness-heatmap",
-                             f"No variable can be shown by {cluster_noun} without revealing small counts.")
+        return style.caption(fig, key, f"No variable can be shown by {cluster_noun} without revealing small counts.")
     heatmap = _most_missing_first(heatmap)
     keep, cut = style.head_tail(n_rows, max_clusters)
     shown = heatmap.iloc[keep]
@@ -118,17 +121,18 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
                loc="outside lower center", frameon=False)
     columns = [str(c) for c in heatmap.columns]
     order = columns[0] + (f" (then {', '.join(columns[1:])})" if len(columns) > 1 else "")
-    text = title or (f"Share of patients with each variable missing, by {cluster_noun}; {cluster_noun}s ordered "
+    units = plural(cluster_noun)
+    text = title or (f"Share of patients with each variable missing, by {cluster_noun}; {units} ordered "
                      f"by the share missing of {order}, most missing first. Hatched cells are suppressed "
                      "(small counts).")
     if cut:
-        text += (f" Showing the {max_clusters // 2} {cluster_noun}s with the most and "
+        text += (f" Showing the {max_clusters // 2} {units} with the most and "
                  f"{max_clusters - max_clusters // 2} with the least missing of {n_rows}.")
-    return style.caption(fig, "missingness-heatmap", text)
+    return style.caption(fig, key, text)
 
 
 def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True, max_labels: int = 20,
-                cluster_noun: str = "cluster") -> Figure:
+                cluster_noun: str = "cluster", key: str | None = None) -> Figure:
     """Funnel plot: cluster missing rate against cluster size, with control limits.
 
     Parameters
@@ -143,11 +147,15 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
         farthest from the centre line).
     max_labels : int, default 20
     cluster_noun : str
+        Word for one point's unit (``hospital``, or ``country`` for a funnel by higher unit).
+    key : str, optional
+        The caption's key (default ``funnel-<variable>``).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
+    units = plural(cluster_noun)
     table = funnel.table
     curve = funnel.curve
     fig, ax = style.new_figure(6.8, 4.3, style="whitegrid")
@@ -164,7 +172,7 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
     outer = level_label(max(funnel.levels))
     is_out = shown["position"].isin([f"above {outer}", f"below {outer}"])
     ax.scatter(shown.loc[~is_out, "n"], shown.loc[~is_out, "rate"], s=18, color="0.35", alpha=0.8,
-               label=f"{cluster_noun}s", zorder=3)
+               label=units, zorder=3)
     ax.scatter(shown.loc[is_out, "n"], shown.loc[is_out, "rate"], s=26, color="#c44e52", zorder=4,
                label=f"beyond {outer} limits")
     sizes = shown["n"].to_numpy(dtype=float)
@@ -203,11 +211,11 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
     style.separate_labels(fig, notes)  # clusters sharing a rate (e.g. 100%) keep readable names
     text = title or (f"Funnel plot of missing {funnel.variable}: each {cluster_noun}'s share of patients with "
                      f"{funnel.variable} missing against its number of patients, with exact binomial limits around "
-                     f"the overall {100 * funnel.overall_rate:.1f}%; {cluster_noun}s beyond the outer limits are "
+                     f"the overall {100 * funnel.overall_rate:.1f}%; {units} beyond the outer limits are "
                      "named.")
     if n_hidden:
         text += f" {n_hidden} {cluster_noun}(s) with suppressed counts are not drawn."
-    return style.caption(fig, f"funnel-{funnel.variable}", text)
+    return style.caption(fig, key or f"funnel-{funnel.variable}", text)
 
 
 def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall_rate: float | None = None,

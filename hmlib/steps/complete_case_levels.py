@@ -33,7 +33,13 @@ Small cells across levels
       incomplete, the dropped counts) with its own suppression, protected
       against the registry total only. A unit whose clusters' hidden sizes
       are not protected within the unit (one hidden, or too small a hidden
-      sum) gets its own size hidden from the start (:func:`unit_totals_hidden`).
+      sum) gets its own size hidden from the start
+      (:func:`hmlib.privacy_levels.exposed_by_totals`);
+    * step 1 also publishes sizes (and missing counts) by unit, suppressed
+      around its cluster decision (:mod:`hmlib.steps.diagnose_units`): a unit
+      size it hides, and a unit's dropped count that is the missing count of
+      its one incomplete variable when step 1 hides that, are hidden from the
+      start too (:func:`retention_hidden_by_step1` with ``level``).
 
     As in :mod:`hmlib.privacy`, this prevents recovery by subtraction along
     each published relation; it does not solve the full linear-programming
@@ -60,29 +66,17 @@ import pandas as pd
 
 from hmlib.artifacts import Record
 from hmlib.privacy import SUPPRESSED_LABEL, suppress_counts
+from hmlib.privacy_levels import exposed_by_totals
 from hmlib.stats.complete_case import retention_by_unit, standardized_differences_by
 from hmlib.stats.design import outermost_first
 from hmlib.steps.disclosure import hidden_counts
-from hmlib.wording import cluster_noun, join_names, plural
+from hmlib.wording import join_names, level_noun, plural
 
 __all__ = ["LevelCheck", "LevelRecord", "level_noun", "suppressed_retention", "retention_hidden_by_step1",
-           "unit_totals_hidden", "suppressed_shift", "published_retention", "check_levels"]
+           "suppressed_shift", "published_retention", "check_levels"]
 
 _COUNTS = ["n_all", "n_complete", "n_dropped"]
 _SHIFT_VALUES = ["all_patients", "complete_cases", "smd"]
-
-
-def level_noun(level: str) -> str:
-    """The word for one unit of a level in generated text: the column's label when it is a plain word
-    (``country``), else ``<label> unit``.
-
-    Examples
-    --------
-    >>> level_noun("Country"), level_noun("reg_id")
-    ('country', 'reg_id unit')
-    """
-    noun = cluster_noun(level)
-    return noun if noun != "cluster" else f"{level} unit"
 
 
 def suppressed_retention(table: pd.DataFrame, min_cell: int, hidden: pd.DataFrame | None = None,
@@ -123,10 +117,19 @@ def suppressed_retention(table: pd.DataFrame, min_cell: int, hidden: pd.DataFram
     return safe.display
 
 
-def retention_hidden_by_step1(registry, retention: pd.DataFrame) -> pd.DataFrame:
-    """Step 1's hidden cells for the cluster retention table: a cluster size step 1 hides, and the dropped
-    count of a cluster where one variable alone is incomplete (it is that variable's missing count) when
-    step 1 hides it.
+def retention_hidden_by_step1(registry, retention: pd.DataFrame, level: str | None = None) -> pd.DataFrame:
+    """Step 1's hidden cells for a retention table: a cluster (unit) size step 1 hides, and the dropped count of a
+    cluster (unit) where one variable alone is incomplete (it is that variable's missing count) when step 1 hides
+    it.
+
+    Parameters
+    ----------
+    registry : hmlib.data.Registry
+    retention : pandas.DataFrame
+        :func:`hmlib.stats.complete_case.retention_by_cluster`, or with ``level``
+        :func:`~hmlib.stats.complete_case.retention_by_unit` of that level.
+    level : str, optional
+        A higher level: step 1's counts by its units (:mod:`hmlib.steps.diagnose_units`).
 
     Returns
     -------
@@ -135,43 +138,15 @@ def retention_hidden_by_step1(registry, retention: pd.DataFrame) -> pd.DataFrame
     """
     p, frame = registry.params, registry.frame
     hidden = hidden_counts(registry)
+    group, label_column = (p.cluster, "cluster") if level is None else (level, level)
     columns = [p.outcome, *p.predictors]
-    incomplete = frame[columns].isna().groupby(frame[p.cluster].to_numpy()).any()
+    incomplete = frame[columns].isna().groupby(frame[group].to_numpy()).any()
     dropped = []
-    for label in retention["cluster"]:
+    for label in retention[label_column]:
         only = [v for v in columns if bool(incomplete.loc[label, v])]
-        dropped.append(len(only) == 1 and bool(hidden.count_hidden([label], only[0])[0]))
-    return pd.DataFrame({"n_all": hidden.size_hidden(retention["cluster"]), "n_dropped": dropped},
+        dropped.append(len(only) == 1 and bool(hidden.count_hidden([label], only[0], level)[0]))
+    return pd.DataFrame({"n_all": hidden.size_hidden(retention[label_column], level), "n_dropped": dropped},
                         index=retention.index)
-
-
-def unit_totals_hidden(units: pd.Series, values: pd.DataFrame, hidden: pd.DataFrame, min_cell: int) -> pd.DataFrame:
-    """Units whose total would give back cells step 1 hides: one hidden cell in the unit, or hidden cells whose
-    sum less one per other hidden cell is below ``min_cell``.
-
-    Parameters
-    ----------
-    units : pandas.Series
-        The unit of each cluster row (index of ``values``).
-    values : pandas.DataFrame
-        The clusters' counts (the columns of ``hidden``).
-    hidden : pandas.DataFrame of bool
-        Cells step 1 hides (:func:`retention_hidden_by_step1`).
-    min_cell : int
-
-    Returns
-    -------
-    pandas.DataFrame of bool
-        One row per unit (indexed by unit label), one column per column of ``hidden``.
-    """
-    out = {}
-    for column in hidden.columns:
-        cells = pd.DataFrame({"unit": units.to_numpy(), "hidden": hidden[column].to_numpy(dtype=bool),
-                              "value": values[column].to_numpy(dtype=float)})
-        cells["hidden_value"] = cells["value"].where(cells["hidden"], 0.0)
-        per_unit = cells.groupby("unit", observed=True).agg(h=("hidden", "sum"), s=("hidden_value", "sum"))
-        out[column] = (per_unit["h"] >= 1) & ((per_unit["h"] < 2) | (per_unit["s"] - (per_unit["h"] - 1) < min_cell))
-    return pd.DataFrame(out).astype(bool)
 
 
 def _below(table: pd.DataFrame, parent: pd.Series, shown_above: pd.DataFrame, given: pd.DataFrame,
@@ -192,7 +167,8 @@ def _below(table: pd.DataFrame, parent: pd.Series, shown_above: pd.DataFrame, gi
 
 
 def published_retention(retention: pd.DataFrame, unit_tables: dict, cluster_units: pd.DataFrame, min_cell: int,
-                        hidden: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+                        hidden: pd.DataFrame | None = None,
+                        unit_hidden: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """The cluster retention table and each level's as published, consistent across levels (module docstring).
 
     Parameters
@@ -206,6 +182,9 @@ def published_retention(retention: pd.DataFrame, unit_tables: dict, cluster_unit
     min_cell : int
     hidden : pandas.DataFrame of bool, optional
         Step 1's cells of ``retention`` (:func:`retention_hidden_by_step1`).
+    unit_hidden : dict, optional
+        ``{level: step 1's cells of unit_tables[level]}`` (:func:`retention_hidden_by_step1` with ``level``),
+        hidden from the start.
 
     Returns
     -------
@@ -220,6 +199,8 @@ def published_retention(retention: pd.DataFrame, unit_tables: dict, cluster_unit
                       else pd.DataFrame(False, index=retention.index, columns=["n_all", "n_dropped"]))
     exposed = {level: pd.DataFrame(False, index=unit_tables[level][level].to_numpy(), columns=_COUNTS)
                for level in levels}
+    for level, given in (unit_hidden or {}).items():  # step 1's cells by unit: hidden from the start
+        exposed[level] |= given.reindex(columns=_COUNTS, fill_value=False).set_axis(exposed[level].index)
     while True:  # each pass hides more of the levels above, so it ends
         shown, displays = _publish_once(retention, unit_tables, cluster_units, min_cell, cluster_hidden, exposed)
         rows = [(unit_tables[level], unit_tables[level][level], displays[level]) for level in levels]
@@ -243,15 +224,9 @@ def _exposed_totals(child: pd.DataFrame, parents: np.ndarray, child_shown: pd.Da
                     min_cell: int) -> pd.DataFrame:
     """Counts a level shows whose unit's hidden counts below are not protected by them (one hidden, or too small
     a hidden sum: e.g. a block that suppression hid entirely because it could not protect it)."""
-    out = pd.DataFrame(False, index=shown_above.index, columns=_COUNTS)
-    for column in _COUNTS:
-        hidden = (child_shown[column] == SUPPRESSED_LABEL).to_numpy()
-        values = child[column].to_numpy(dtype=float)
-        for unit in shown_above.index[shown_above[column] != SUPPRESSED_LABEL]:
-            rows = (parents == unit) & hidden
-            h, total = int(rows.sum()), float(values[rows].sum())
-            out.loc[unit, column] = h >= 1 and (h < 2 or total - (h - 1) < min_cell)
-    return out
+    hidden = (child_shown[_COUNTS] == SUPPRESSED_LABEL).reset_index(drop=True)
+    found = exposed_by_totals(pd.Series(parents), child[_COUNTS].reset_index(drop=True), hidden, min_cell)
+    return found.reindex(shown_above.index, fill_value=False) & (shown_above[_COUNTS] != SUPPRESSED_LABEL)
 
 
 def _publish_once(retention, unit_tables, cluster_units, min_cell, cluster_hidden, exposed):
@@ -262,7 +237,7 @@ def _publish_once(retention, unit_tables, cluster_units, min_cell, cluster_hidde
     for k, level in enumerate(levels):
         table = unit_tables[level]
         labels = table[level].to_numpy()
-        given = unit_totals_hidden(cluster_units[level], retention, cluster_hidden, min_cell)
+        given = exposed_by_totals(cluster_units[level], retention, cluster_hidden, min_cell)
         given = given.reindex(columns=_COUNTS, fill_value=False).reindex(labels, fill_value=False)
         given = (given | exposed[level].reindex(labels, fill_value=False)).set_axis(table.index)
         group = None
@@ -450,7 +425,10 @@ def check_levels(registry, complete: np.ndarray, columns, retention: pd.DataFram
     unit_tables = {level: retention_by_unit(frame, level, p.cluster, complete) for level in levels}
     cluster_units = (frame.groupby(p.cluster, observed=True)[levels].first().reindex(retention["cluster"])
                      .set_axis(retention.index) if levels else pd.DataFrame(index=retention.index))
-    cluster_display, displays = published_retention(retention, unit_tables, cluster_units, min_cell, hidden)
+    unit_hidden = ({level: retention_hidden_by_step1(registry, unit_tables[level], level) for level in levels}
+                   if hidden is not None else None)
+    cluster_display, displays = published_retention(retention, unit_tables, cluster_units, min_cell, hidden,
+                                                    unit_hidden)
     checks = []
     for level in levels:
         shift = standardized_differences_by(frame, complete, columns, registry.kinds, level,

@@ -30,13 +30,14 @@ from hmlib.stats.missingness import (ClusterVariationResult, LevelCorrelationRes
                                      missingness_cluster_variation, missingness_outcome_correlation,
                                      missingness_overview, missingness_patterns, missingness_predictors)
 from hmlib.stats.missingness.counts import check_columns, check_level, cluster_index
-from hmlib.steps import diagnose_higher, diagnose_narrative
+from hmlib.steps import diagnose_higher, diagnose_narrative, diagnose_units
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.diagnose_higher import HigherGapRow, LevelCorrelationRecord, LevelVariationRecord
 from hmlib.steps.diagnose_levels import FocusLevels, FocusLevelsRecord, focus_levels
 from hmlib.steps.diagnose_tables import (PublishedTables, display_names, publish_outcome_correlation,
                                          publish_overview, publish_predictors, publish_sporadic_variation,
                                          publish_tables)
+from hmlib.steps.diagnose_units import FunnelRecord, HeatmapRecord, UnitMissingnessRecord
 
 __all__ = ["DiagnoseArtifact", "DiagnoseResult", "diagnose", "diagnose_registry", "run", "STEP"]
 
@@ -117,20 +118,6 @@ class ClusterVariationRecord(Record):
 
 
 @dataclass(frozen=True)
-class FunnelRecord(Record):
-    """The published funnel of one variable."""
-
-    overall_rate: float
-    levels: tuple[float, ...]
-    method: str
-    n_total: int
-    above: tuple[str, ...]
-    below: tuple[str, ...]
-    table: list  # displayed only; its limit columns are named by level (lower_95, upper_99.8)
-    curve: list  # displayed only: the limits over a grid of sizes
-
-
-@dataclass(frozen=True)
 class PredictorRow(Record):
     """One term of a predictors-of-missingness model (odds ratios per SD of the term)."""
 
@@ -196,15 +183,6 @@ class PatternRow(Record):
 
 
 @dataclass(frozen=True)
-class HeatmapRecord(Record):
-    """Share missing, clusters (display names) x variables broken down; ``None``: suppressed."""
-
-    clusters: tuple[str, ...]
-    variables: tuple[str, ...]
-    share_missing: tuple[tuple[float | None, ...], ...]
-
-
-@dataclass(frozen=True)
 class DiagnoseSettings(Record):
     """The settings step 1 ran with."""
 
@@ -225,9 +203,10 @@ class DiagnoseArtifact(Artifact):
     """The record of step 1 (``artifacts/diagnose.json``): published (suppressed) aggregates only."""
 
     KEY: ClassVar[str] = "diagnose"
-    VERSION: ClassVar[int] = 3
+    VERSION: ClassVar[int] = 4
 
     by_cluster: tuple[ClusterRow, ...]
+    by_unit: dict[str, UnitMissingnessRecord]
     cluster_variation: dict[str, ClusterVariationRecord]
     cluster_variation_without_structural: dict[str, ClusterVariationRecord]
     focus_levels: FocusLevelsRecord | None
@@ -335,6 +314,9 @@ class DiagnoseResult:
         The focus variable's missingness against the outcome at each level
         (nested models); None without higher levels or focus. Its per-unit
         ``effects`` are not published.
+    by_unit : dict of str to UnitMissingness
+        By higher level, outermost first: the heatmap and funnels by unit, suppressed around the
+        clusters' decision (:mod:`hmlib.steps.diagnose_units`); empty without higher levels.
     """
 
     cluster: str
@@ -371,6 +353,7 @@ class DiagnoseResult:
     level_variation: dict = field(default_factory=dict)
     higher_gaps: pd.DataFrame = field(default_factory=diagnose_higher.no_gaps)
     level_correlation: LevelCorrelationResult | None = None
+    by_unit: dict = field(default_factory=dict)
 
     @property
     def estimates(self) -> pd.DataFrame:
@@ -430,13 +413,7 @@ class DiagnoseResult:
         ArtifactError
             A value does not fit the record (a programming error).
         """
-        funnels = {}
-        for var, f in self.funnels.items():
-            funnels[var] = {
-                "overall_rate": f.overall_rate, "levels": list(f.levels), "method": f.method,
-                "n_total": f.n_total, "above": list(f.above), "below": list(f.below),
-                "table": f.table, "curve": f.curve,
-            }
+        funnels = {var: diagnose_units.funnel_record(f) for var, f in self.funnels.items()}
         payload = {
             "settings": {
                 "cluster": self.cluster, "outcome": self.outcome, "outcome_family": self.outcome_family,
@@ -470,14 +447,16 @@ class DiagnoseResult:
             "n_rows_read": self.n_rows_read,
             "n_excluded_missing_cluster": self.n_excluded_missing_cluster,
             **diagnose_higher.records(self.level_variation, self.higher_gaps, self.level_correlation),
+            **diagnose_units.records(self.by_unit),
         }
         return DiagnoseArtifact.from_json(to_jsonable(payload))
 
     def figures(self) -> dict:
         """The step's figures: ``{"by_cluster": [heatmap, then bars and funnel per variable],
-        "patterns": [pattern plot]}``, both empty when nothing is missing."""
+        "patterns": [pattern plot], "by_level": [per higher level: heatmap, then funnel per variable]}``, all
+        empty when nothing is missing (``by_level`` also without higher levels)."""
         noun = self.cluster_noun
-        out = {"by_cluster": [], "patterns": []}
+        out = {"by_cluster": [], "patterns": [], "by_level": diagnose_units.unit_figures(self.by_unit)}
         if not self.incomplete:
             return out
         out["by_cluster"].append(figures.missingness_heatmap(self.heatmap, cluster_noun=noun))
@@ -634,13 +613,15 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
     gaps = diagnose_higher.higher_gaps(frame, broken_down, cluster, higher_levels, structural_share=structural_share)
     by_level_correlation = diagnose_higher.fit_level_correlation(
         frame, focus, cluster, higher_levels, outcome, outcome_family, predictors, level=level, notes=notes)
+    by_unit = diagnose_units.missingness_by_unit(frame, tables.hidden, broken_down, cluster, higher_levels,
+                                                 min_cell=min_cell, notes=notes)
     published_levels = (focus_levels(focus, levels[focus], tables.level_counts, tables.level_shares, min_cell, notes)
                         if categorical_focus and focus is not None else None)
     return DiagnoseResult(
         **common, focus=focus, incomplete=tuple(incomplete), overview=tables.overview, by_cluster=tables.by_cluster,
         heatmap=tables.heatmap, gap_summary=tables.gap_summary, patterns=patterns, funnels=tables.funnels,
         **models, notes=tuple(notes), focus_levels=published_levels, level_variation=by_level, higher_gaps=gaps,
-        level_correlation=by_level_correlation)
+        level_correlation=by_level_correlation, by_unit=by_unit)
 
 
 def _check_arguments(frame, *, cluster, variables, outcome_family, min_cell, structural_share, level,
@@ -778,6 +759,10 @@ def _levels_methods(record, noun: str) -> str:
             "level with nested random intercepts (Laplace approximation), each level tested against the model "
             "without it (boundary-corrected likelihood-ratio test), and structural gaps were also sought at each "
             "level above the " + noun + ".")
+    if record.by_unit:
+        text += (" Heatmaps and funnel plots were also drawn by the units of each level above the " + noun + ", "
+                 "their small cells suppressed so that no count hidden by " + noun + " can be recovered from a "
+                 "unit's total.")
     if record.level_correlation is not None:
         text += (" The focus variable's missingness and the outcome were each modelled with nested random "
                  "intercepts and the fully observed predictors, and their conditional modes correlated at each "

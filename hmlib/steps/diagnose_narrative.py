@@ -16,6 +16,7 @@ from hmlib.stats.missingness import ClusterVariationResult, FunnelResult, Missin
 from hmlib.stats.missingness.counts import level_label
 from hmlib.steps.diagnose_higher import higher_level_sentences, level_correlation_sentences
 from hmlib.steps.diagnose_levels import level_sentences
+from hmlib.steps.diagnose_units import unit_sentences
 from hmlib.wording import count_text, is_number
 
 __all__ = ["narrative", "correlation_text"]
@@ -247,6 +248,7 @@ def narrative(result) -> list[str]:
                 f"{_fmt_num(res.cluster_sd)}, latent ICC {_fmt_num(res.icc)}, {_fmt_p(res.p_value)}).")
     lines.extend(higher_level_sentences(result.level_variation, result.higher_gaps, cluster=result.cluster,
                                         cluster_noun=result.cluster_noun, two_level=result.variation))
+    lines.extend(unit_sentences(result.by_unit))
     if result.focus_variation is not None:
         lines.append(_variation_sentence(result, result.focus_variation))
     for var in result.incomplete:

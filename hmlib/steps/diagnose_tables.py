@@ -43,6 +43,7 @@ from hmlib.stats.missingness import (ClusterVariationResult, FunnelResult, GapRe
 __all__ = [
     "natural_key",
     "display_names",
+    "rank_by_name",
     "publish_overview",
     "PublishedTables",
     "publish_tables",
@@ -52,6 +53,8 @@ __all__ = [
     "level_count_mask",
     "mask_table",
     "hide_overview_cluster_counts",
+    "publish_heatmap",
+    "publish_funnel",
     "publish_sporadic_variation",
     "publish_predictors",
     "publish_outcome_correlation",
@@ -100,7 +103,7 @@ def display_names(labels: Sequence[Hashable], cluster_names: Mapping[Hashable, s
     return names
 
 
-def _rank_by_name(names: dict) -> dict:
+def rank_by_name(names: dict) -> dict:
     """Label -> position in the natural order of the display names."""
     return {lb: i for i, lb in enumerate(sorted(names, key=lambda lb: natural_key(names[lb])))}
 
@@ -297,6 +300,9 @@ class PublishedTables:
         The same as published: ``cluster`` (display name), ``n_recorded``,
         ``share_missing`` and one column per level (its share of the
         recorded values); NaN = hidden. Sorted by display name.
+    hidden : HiddenCells or None
+        The one decision behind these tables (:func:`hidden_cells`), which the tables by higher unit
+        are suppressed around (:mod:`hmlib.steps.diagnose_units`).
     """
 
     overview: SuppressedTable
@@ -311,6 +317,7 @@ class PublishedTables:
     notes: tuple
     level_counts: pd.DataFrame | None = None
     level_shares: pd.DataFrame | None = None
+    hidden: HiddenCells | None = None
 
     def modelled(self, incomplete: Sequence[str]) -> list:
         """The incomplete variables whose missingness may be modelled (overall count published)."""
@@ -413,9 +420,9 @@ def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str,
     """
     incomplete = list(incomplete)
     notes: list[str] = []
-    rank = _rank_by_name(names)
+    rank = rank_by_name(names)
     overview_hidden = overview.mask.set_axis(overview.values["variable"])["n_missing"]
-    cells = hidden_cells(frame, incomplete, cluster, overview=overview, min_cell=min_cell, level=level)
+    decision = cells = hidden_cells(frame, incomplete, cluster, overview=overview, min_cell=min_cell, level=level)
     by_cluster_raw, n_mask, m_mask, o_mask = cells.table, cells.n, cells.missing, cells.observed
     hidden_overall, no_breakdown = list(cells.hidden_overall), list(cells.no_breakdown)
     row_var = by_cluster_raw["variable"].to_numpy()
@@ -429,7 +436,7 @@ def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str,
     gaps = classify_gaps(frame, incomplete, cluster, structural_share=structural_share)
     funnels_raw = {v: missingness_funnel(frame, v, cluster) for v in incomplete}
     by_cluster, share_hidden = _publish_by_cluster(cells, gaps, funnels_raw, incomplete, names, rank, min_cell)
-    heatmap = _publish_heatmap(missingness_heatmap_table(frame, incomplete, cluster), cells.by_label(share_hidden),
+    heatmap = publish_heatmap(missingness_heatmap_table(frame, incomplete, cluster), cells.by_label(share_hidden),
                                incomplete, no_breakdown, names, rank, cluster)
     gap_summary = _publish_gap_summary(gaps, cells.by_label(cells.missing), overview_hidden, no_breakdown,
                                        names, min_cell)
@@ -444,7 +451,7 @@ def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str,
         if var in hidden_overall or var in no_breakdown:
             continue
         sel = row_var == var
-        funnels[var] = _publish_funnel(funnels_raw[var], cells.n[sel], cells.missing[sel], cells.observed[sel],
+        funnels[var] = publish_funnel(funnels_raw[var], cells.n[sel], cells.missing[sel], cells.observed[sel],
                                        names, rank)
     level_counts, level_shares = None, None
     if focus_levels is not None and focus_levels[0] not in no_breakdown:
@@ -463,7 +470,7 @@ def publish_tables(frame: pd.DataFrame, incomplete: Sequence[str], cluster: str,
         hidden_overall=tuple(hidden_overall), no_breakdown=tuple(no_breakdown),
         structural_clusters=dict(zip(gaps.summary["variable"], gaps.summary["structural_clusters"])),
         cells_hidden=cells.by_label(cells.n | cells.missing), notes=tuple(notes), level_counts=level_counts,
-        level_shares=level_shares)
+        level_shares=level_shares, hidden=decision)
 
 
 def _focus_level_counts(frame, focus_levels, incomplete, hidden_overall, cluster, min_cell, notes):
@@ -545,7 +552,7 @@ def _publish_by_cluster(cells: _Cells, gaps: GapResult, funnels_raw: dict, varia
     return table, share_hidden
 
 
-def _publish_heatmap(heat_raw: pd.DataFrame, share_hidden: pd.Series, variables: list, no_breakdown: list,
+def publish_heatmap(heat_raw: pd.DataFrame, share_hidden: pd.Series, variables: list, no_breakdown: list,
                      names: dict, rank: dict, cluster: str) -> pd.DataFrame:
     """Shares by cluster and variable, NaN where hidden, re-ordered on the published shares only."""
     heat = heat_raw.copy()
@@ -586,7 +593,7 @@ def _publish_gap_summary(gaps: GapResult, missing_hidden: pd.Series, overview_hi
     return gap_summary
 
 
-def _publish_funnel(funnel: FunnelResult, n_mask, m_mask, o_mask, names: dict, rank: dict) -> FunnelResult:
+def publish_funnel(funnel: FunnelResult, n_mask, m_mask, o_mask, names: dict, rank: dict) -> FunnelResult:
     """A funnel with display names and NaN for hidden counts, rates and the limits at a hidden size."""
     table, _, _ = mask_table(funnel.table, n_mask, m_mask, o_mask, count_cols=["n", "n_missing"],
                              share_cols=["rate"], interval_cols=[])
@@ -627,7 +634,7 @@ def publish_predictors(result: MissingnessPredictorsResult, hidden_overall: Sequ
 
 def publish_outcome_correlation(result: OutcomeCorrelationResult, names: dict) -> OutcomeCorrelationResult:
     """The correlation with its per-cluster effects named by display name and sorted by it."""
-    rank = _rank_by_name(names)
+    rank = rank_by_name(names)
     effects = result.effects.copy()
     effects["cluster"] = [names[c] for c in effects["cluster"]]
     effects = effects.iloc[np.argsort([rank[c] for c in result.effects["cluster"]], kind="stable")]

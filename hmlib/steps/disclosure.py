@@ -17,18 +17,25 @@ data (it is deterministic) and the later steps pass it to
 (``hidden=``), so complementary suppression then protects them within each
 table as well. Hiding more than step 1 is always allowed; hiding less is
 what this module prevents (tested by PRIV-CROSS-001 on the demo report).
+
+With ``higher_levels`` step 1 also publishes counts by unit (country sizes,
+missing and recorded counts: :mod:`hmlib.steps.diagnose_units`); the same
+record holds which of those it hides (``level=`` of the methods), and step 2
+hides at least those in its retention tables by unit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from hmlib.steps.diagnose_tables import hidden_cells, publish_overview
+from hmlib.stats.design import outermost_first
 from hmlib.stats.missingness import missingness_overview
+from hmlib.steps.diagnose_tables import hidden_cells, publish_overview
+from hmlib.steps.diagnose_units import missingness_by_unit
 
 __all__ = ["HiddenCounts", "hidden_counts"]
 
@@ -45,20 +52,30 @@ class HiddenCounts:
     counts : dict
         Variable -> clusters whose missing or recorded count of it is
         hidden (either one gives the other back beside the size).
+    unit_sizes, unit_counts : dict
+        The same by higher level (``{level: frozenset}`` and ``{level:
+        {variable: frozenset}}``) for step 1's counts by unit; a variable
+        step 1 does not break down by a level has no entry (nothing of it
+        is published by unit). Empty without higher levels.
     """
 
     min_cell: int
     sizes: frozenset
     counts: dict
+    unit_sizes: dict = field(default_factory=dict)
+    unit_counts: dict = field(default_factory=dict)
 
-    def size_hidden(self, clusters: Iterable) -> np.ndarray:
-        """For each cluster label: its size is hidden in step 1."""
-        return np.array([str(c) in self.sizes for c in clusters], dtype=bool)
+    def size_hidden(self, clusters: Iterable, level: str | None = None) -> np.ndarray:
+        """For each cluster label (unit label of ``level``): its size is hidden in step 1."""
+        sizes = self.sizes if level is None else self.unit_sizes.get(level, frozenset())
+        return np.array([str(c) in sizes for c in clusters], dtype=bool)
 
-    def count_hidden(self, clusters: Iterable, variable: str) -> np.ndarray:
-        """For each cluster label: a count of ``variable`` in it (missing, recorded or size) is hidden in step 1."""
-        hidden = self.counts.get(variable, frozenset())
-        return np.array([str(c) in hidden or str(c) in self.sizes for c in clusters], dtype=bool)
+    def count_hidden(self, clusters: Iterable, variable: str, level: str | None = None) -> np.ndarray:
+        """For each cluster label (unit label of ``level``): a count of ``variable`` in it (missing, recorded
+        or size) is hidden in step 1."""
+        counts = self.counts if level is None else self.unit_counts.get(level, {})
+        hidden = counts.get(variable, frozenset())
+        return np.array([str(c) in hidden for c in clusters], dtype=bool) | self.size_hidden(clusters, level)
 
     def mask(self, table: pd.DataFrame, columns: dict, *, cluster_column: str = "cluster") -> pd.DataFrame:
         """The ``hidden=`` frame of :func:`hmlib.privacy.suppress_counts` for a per-cluster table.
@@ -115,4 +132,10 @@ def hidden_counts(registry) -> HiddenCounts:
         else:
             hidden = rows & (cells.missing | cells.observed)
         counts[var] = frozenset(labels[hidden])
-    return HiddenCounts(min_cell=min_cell, sizes=sizes, counts=counts)
+    broken_down = [v for v in incomplete if v not in cells.no_breakdown]
+    by_unit = missingness_by_unit(frame, cells, broken_down, p.cluster, outermost_first(frame, p.higher_levels),
+                                  min_cell=min_cell, notes=[])
+    return HiddenCounts(min_cell=min_cell, sizes=sizes, counts=counts,
+                        unit_sizes={level: res.hidden_units() for level, res in by_unit.items()},
+                        unit_counts={level: {v: res.hidden_units(v) for v in res.variables}
+                                     for level, res in by_unit.items()})
