@@ -20,6 +20,8 @@ JOINT-EXT-001    a short first run that misses the gate is extended automaticall
 JOINT-EXT-002    a budget too small for an extension: flagged, and the message says why it was not extended
 JOINT-BRMS-001   close to brms with brms's own default priors (within 0.2 posterior SD; 5 brms seeds)
 JOINT-BRMS-002   lactate coefficient and site SD agree with brms given the same priors, within 3 MC SEs
+JOINT-BRMS-003   the nested model (country, hospital in country): x, sd(country) and sd(hospital) agree with
+                 brms given the same priors, within 3 MC SEs, posterior SDs within 10%
 JOINT-FIT-001    contract rows, partial pooling, PPC, never-measured clusters, correlation, narrative
 JOINT-DICT-001   the step's artifact is JSON-ready and holds no patient-level rows
 JOINT-DICT-002   the artifact suppresses small per-cluster counts and the observed means derived from them
@@ -416,6 +418,28 @@ def test_brms_002_agrees_with_brms_given_the_same_priors(brms_model_fit):
     for term, name in (("lactate", "lactate"), ("sd(site)", "site_sd")):
         mean, brms_mcse, sd = _pooled(runs, name)
         ours = brms_model_fit.loc[term]
+        mc_se = math.hypot(ours["std_error"] / math.sqrt(ours["ess_bulk"]), brms_mcse)
+        assert abs(ours["estimate"] - mean) <= 3 * mc_se, (term, ours["estimate"], mean, mc_se)
+        assert ours["std_error"] == pytest.approx(sd, rel=0.1)
+
+
+@pytest.mark.slow
+def test_brms_003_nested_agrees_with_brms():
+    """JOINT-BRMS-003: ``higher_levels: [country]`` against brms's ``(1 | country) + (1 | country:hospital)``
+    mi() model with hmlib's default priors (tests/results/brms_nested_joint.json, made by
+    brms_nested_joint.R on three_level_registry.csv; 3 seeds of 2 x 1000 draws): x on the original scale,
+    both SDs of the outcome model within 3 combined Monte Carlo SEs; posterior SDs within 10%."""
+    runs = json.loads((REFERENCE / "brms_nested_joint.json").read_text())["runs"]
+    assert len(runs) == 3
+    frame = pd.read_csv(REFERENCE / "three_level_registry.csv")
+    result = jm.fit_joint_model(frame, outcome="y", predictors=["age", "x"], cluster="hospital",
+                                family="binomial", seed=2026, missingness_model=False,
+                                distributions={"x": "normal"}, higher_levels=["country"])
+    assert result.converged, result.convergence_message
+    ours_table = result.summary.set_index("term")
+    for term, name in (("x", "x"), ("sd(country)", "sd_country"), ("sd(hospital)", "sd_hospital")):
+        mean, brms_mcse, sd = _pooled(runs, name)
+        ours = ours_table.loc[term]
         mc_se = math.hypot(ours["std_error"] / math.sqrt(ours["ess_bulk"]), brms_mcse)
         assert abs(ours["estimate"] - mean) <= 3 * mc_se, (term, ours["estimate"], mean, mc_se)
         assert ours["std_error"] == pytest.approx(sd, rel=0.1)
