@@ -97,7 +97,7 @@ from scipy.linalg import solve_triangular
 
 from hmlib.exceptions import DataError, FitError
 from hmlib.stats.imputation.chained import split_rhat
-from hmlib.stats.imputation.kernels import (GIBBS_BURN_IN, GIBBS_SWEEPS, _cholesky, cached_sufficient_statistics,
+from hmlib.stats.imputation.kernels import (GIBBS_BURN_IN, GIBBS_SWEEPS, cached_sufficient_statistics,
                                             cluster_sums, pmm_match, prepare_design, ri_logistic_draw,
                                             standardise_target)
 from hmlib.stats.imputation.univariate import CLUSTER_COEF_PRIOR_SD
@@ -145,7 +145,11 @@ def _coefficients_draw(A, a, WW, WX, Wz, sig2, psi, ridge, rng):
     DinvC = np.linalg.solve(D, C)
     Dinvc = np.linalg.solve(D, c[..., None])[..., 0]
     schur = w * A + np.diag(ridge) - np.einsum("jkp,jkr->pr", C, DinvC)
-    L = _cholesky(schur, "random-slope imputation model")
+    try:
+        L = np.linalg.cholesky(0.5 * (schur + schur.T))
+    except np.linalg.LinAlgError:
+        raise FitError("random-slope imputation model: the normal equations of the coefficients are singular; "
+                       "the imputation model cannot be fitted.") from None
     beta_hat = solve_triangular(L, solve_triangular(L, w * a - np.einsum("jkp,jk->p", C, Dinvc), lower=True),
                                 lower=True, trans="T")
     beta = beta_hat + solve_triangular(L, rng.standard_normal(beta_hat.size), lower=True, trans="T")
@@ -182,8 +186,9 @@ def random_slopes_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, random_columns, stat
         Columns of the design with a random effect: ``0`` (the intercept) first, then the
         standardised slope columns.
     state : dict
-        The chain's sampler state (``psi``, ``sig2``), read and updated in place; empty at a
-        chain's first call (``GIBBS_BURN_IN`` sweeps), carried over later (``GIBBS_SWEEPS``).
+        The chain's sampler state (``psi``, ``sig2``; standardised units), read and updated in
+        place; empty at a chain's first call (``GIBBS_BURN_IN`` sweeps), carried over later
+        (``GIBBS_SWEEPS``). The last ``beta`` drawn is left there too (for traces).
     pmm : bool
         Predictive mean matching on the model (type 1) instead of normal draws.
     donors : int
@@ -222,7 +227,7 @@ def random_slopes_gibbs_draw(Do, yo, co, Dp, cp, J, rng, *, random_columns, stat
         sig2 = _residual_variance_draw(A, a, float(zz.sum()), int(n_j.sum()), WW, WX, Wz, beta, b, rng)
         bo = b[has]
         psi = draw_inverse_wishart(q + 1 + bo.shape[0], prior_scale + bo.T @ bo, rng)
-    state.update(psi=psi, sig2=sig2)
+    state.update(psi=psi, sig2=sig2, beta=beta)
     if pmm:
         fitted = Do @ beta_hat + np.einsum("ik,ik->i", Do[:, r], b_hat[co])
         return yo[pmm_match(fitted, Dp @ beta + np.einsum("ik,ik->i", Dp[:, r], b[cp]), rng, donors)]
