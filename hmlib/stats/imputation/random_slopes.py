@@ -143,38 +143,57 @@ def draw_inverse_wishart(df: float, scale: np.ndarray, rng) -> np.ndarray:
     return 0.5 * (psi + psi.T)
 
 
+def _lower_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``L_j^-1 B_j`` for a stack of lower-triangular ``q x q`` matrices (``J x q x q``, ``B``: ``J x q x k``).
+
+    Forward substitution over the ``q`` rows, vectorised over the clusters: for the few random
+    effects of a cluster this is several times faster than a batched LAPACK solve.
+    """
+    X = np.empty_like(B)
+    for i in range(L.shape[1]):
+        X[:, i] = (B[:, i] - np.einsum("jk,jkm->jm", L[:, i, :i], X[:, :i])) / L[:, i, i, None]
+    return X
+
+
+def _upper_solve(L: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``L_j'^-1 v_j`` for a stack of lower-triangular ``L`` (``J x q x q``) and vectors ``v`` (``J x q``)."""
+    q = L.shape[1]
+    x = np.empty_like(v)
+    for i in range(q - 1, -1, -1):
+        x[:, i] = (v[:, i] - np.einsum("jk,jk->j", L[:, i + 1:, i], x[:, i + 1:])) / L[:, i, i]
+    return x
+
+
 def _coefficients_draw(A, a, WW, WX, Wz, sig2, psi, ridge, rng):
     """``(beta, b) | Psi, sigma^2``: posterior means and one joint draw (module docstring, step 1).
 
     ``A = sum X'X``, ``a = sum X'z`` over all clusters; ``WW, WX, Wz`` per cluster (``J x q x q``,
-    ``J x q x p``, ``J x q``).
+    ``J x q x p``, ``J x q``). With ``D_j = L_j L_j'`` the cluster blocks, ``G_j = L_j^-1 W_j'X_j /
+    sigma^2`` and ``g_j = L_j^-1 W_j'z_j / sigma^2``: ``beta``'s precision is ``A / sigma^2 - sum G_j'G_j``,
+    and ``b_j | beta = L_j'^-1 (g_j - G_j beta + e_j)``, ``e_j ~ N(0, I)``.
     """
     w = 1.0 / sig2
-    D = w * WW + np.linalg.inv(psi)                       # J x q x q cluster precisions
-    C = w * WX
-    c = w * Wz
-    DinvC = np.linalg.solve(D, C)
-    Dinvc = np.linalg.solve(D, c[..., None])[..., 0]
-    schur = w * A + np.diag(ridge) - np.einsum("jkp,jkr->pr", C, DinvC)
+    J, q, p = WX.shape
+    Lc = np.linalg.cholesky(w * WW + np.linalg.inv(psi))          # J x q x q cluster precisions
+    Gg = _lower_solve(Lc, np.concatenate([w * WX, w * Wz[..., None]], axis=2))
+    G, g = Gg[..., :p].reshape(J * q, p), Gg[..., p].reshape(J * q)
+    schur = w * A + np.diag(ridge) - G.T @ G
     try:
         L = np.linalg.cholesky(0.5 * (schur + schur.T))
     except np.linalg.LinAlgError:
         raise FitError("random-slope imputation model: the normal equations of the coefficients are singular; "
                        "the imputation model cannot be fitted.") from None
-    beta_hat = solve_triangular(L, solve_triangular(L, w * a - np.einsum("jkp,jk->p", C, Dinvc), lower=True),
-                                lower=True, trans="T")
-    beta = beta_hat + solve_triangular(L, rng.standard_normal(beta_hat.size), lower=True, trans="T")
-    Lc = np.linalg.cholesky(D)
-    noise = np.linalg.solve(np.swapaxes(Lc, 1, 2), rng.standard_normal(c.shape)[..., None])[..., 0]
-    b = Dinvc - np.einsum("jkp,p->jk", DinvC, beta) + noise
-    b_hat = Dinvc - np.einsum("jkp,p->jk", DinvC, beta_hat)
+    beta_hat = solve_triangular(L, solve_triangular(L, w * a - G.T @ g, lower=True), lower=True, trans="T")
+    beta = beta_hat + solve_triangular(L, rng.standard_normal(p), lower=True, trans="T")
+    b = _upper_solve(Lc, (g - G @ beta).reshape(J, q) + rng.standard_normal((J, q)))
+    b_hat = _upper_solve(Lc, (g - G @ beta_hat).reshape(J, q))
     return beta_hat, b_hat, beta, b
 
 
 def _residual_variance_draw(A, a, zz_sum, n, WW, WX, Wz, beta, b, rng) -> float:
     """``sigma^2 | beta, b = RSS / chi2_n`` (prior ``1 / sigma^2``), RSS from the sufficient statistics."""
     rss = (zz_sum - 2.0 * a @ beta + beta @ A @ beta - 2.0 * np.sum(b * Wz)
-           + 2.0 * np.einsum("jk,jkp,p->", b, WX, beta) + np.einsum("jk,jkl,jl->", b, WW, b))
+           + 2.0 * np.sum(b * (WX @ beta)) + np.sum(b * (WW @ b[..., None])[..., 0]))
     return max(float(rss), 0.0) / rng.chisquare(max(n, 1))
 
 
