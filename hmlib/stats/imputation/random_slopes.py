@@ -398,24 +398,27 @@ def _checked_columns(frame, target, predictors, cluster, slopes):
 
 
 def _cluster_level_design(X, names, codes, J, obs, slopes, cluster_means: bool, notes: list, target: str):
-    """The fixed design: the columns (slopes first) and, within budget, their cluster means."""
+    """The fixed design: the columns (slopes first) and, within budget, the cluster means of those that vary
+    within clusters (a patient-level column's mean is the column itself)."""
     J_obs = int(np.unique(codes[obs]).size)
     q = len(slopes) + 1
     if J_obs < MIN_CLUSTERS_PER_EFFECT * q:
         raise FitError(f"only {J_obs} clusters record {target!r}: a random intercept and {q - 1} slope(s) need "
                        f"at least {MIN_CLUSTERS_PER_EFFECT * q} to estimate their {q} x {q} covariance; use the "
                        "random-intercept imputation instead.")
-    if not (cluster_means and X.shape[1]):
+    sizes = np.bincount(codes, minlength=J).astype(float)
+    means = (cluster_sums(X, codes, J) / sizes[:, None])[codes] if X.shape[1] else X
+    spread = np.abs(X - means).max(axis=0, initial=0.0) if X.shape[1] else np.zeros(0)
+    varying = np.flatnonzero(spread > 1e-12 * np.maximum(1.0, np.abs(X).max(axis=0, initial=0.0)))
+    if not (cluster_means and varying.size):
         return X, list(names), []
-    needed = max(10, 5 * X.shape[1])
+    needed = max(10, 5 * varying.size)
     if J_obs < needed:
         notes.append(f"Imputation model for '{target}': the cluster means were left out ({J_obs} clusters record "
-                     f"it, {needed} needed for {X.shape[1]} cluster-level columns).")
+                     f"it, {needed} needed for {varying.size} cluster-level columns).")
         return X, list(names), []
-    sizes = np.bincount(codes, minlength=J).astype(float)
-    means = (cluster_sums(X, codes, J) / sizes[:, None])[codes]
-    mean_names = [f"mean({nm})" for nm in names]
-    return np.column_stack([X, means]), [*names, *mean_names], mean_names
+    mean_names = [f"mean({names[k]})" for k in varying]
+    return np.column_stack([X, means[:, varying]]), [*names, *mean_names], mean_names
 
 
 def _to_user_scale(X, names, obs, slopes, scale):
@@ -457,8 +460,9 @@ def impute_random_slopes(frame: pd.DataFrame, *, target: str, predictors, cluste
     seed : int
         Chain ``k`` uses ``Generator(PCG64(SeedSequence(seed).spawn(m)[k]))``.
     cluster_means : bool
-        Add the cluster means of the slopes and predictors as columns (within the few-cluster budget of
-        the random-intercept engine: ``max(10, 5 q)`` clusters recording the target).
+        Add the cluster means of the slopes and predictors that vary within clusters as columns (within
+        the few-cluster budget of the random-intercept engine: ``max(10, 5 q)`` clusters recording the
+        target).
     continuous : {"norm", "pmm"}
         Normal draws (2l.pan) or predictive mean matching on the same sampler (2l.pmm).
     donors : int
