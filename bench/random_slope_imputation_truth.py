@@ -13,7 +13,8 @@ outcome is
 
 and ``x`` is missing (intermittently) with probability ``expit(-1.2 + 0.8 y_z +
 0.15 t)`` (``y_z`` the standardised outcome): about 30%, at random given the
-outcome and time. Analysis model ``lmer(y ~ t + x + treat + (1 + t | patient),
+outcome and time (``--missingness history``: at random given the patient's last
+recorded ``x`` instead, :func:`simulate_longitudinal`). Analysis model ``lmer(y ~ t + x + treat + (1 + t | patient),
 REML = FALSE)`` (:func:`hmlib.stats.mixed.fit_mixed`) on each completed set,
 Rubin's rules (the slope SD on the log scale, as hmlib pools SDs). Methods, each
 imputing ``x`` from ``y``, ``t``, ``treat`` (``m = 20``, 10 iterations):
@@ -32,7 +33,8 @@ JSON is written after every 10 replicates (the per-replicate estimates beside it
 Usage::
 
     nice -n 5 .venv/bin/python bench/random_slope_imputation_truth.py [--replicates 100] [--m 20]
-    .venv/bin/python bench/random_slope_imputation_truth.py --write-test-data   # tests/results/random_slope_registry.csv
+    # tests/results/random_slope_registry.csv:
+    .venv/bin/python bench/random_slope_imputation_truth.py --write-test-data
 """
 
 from __future__ import annotations
@@ -62,8 +64,15 @@ TRUTH = {"x": 0.35, "sd(t|patient)": 0.5}
 METHODS = ("random_slopes", "random_intercept", "flat", "complete_case")
 
 
-def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dropout: float = 0.08) -> pd.DataFrame:
-    """One registry of the module docstring's design (``t`` in years; rows in patient-visit order)."""
+def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dropout: float = 0.08,
+                          missingness: str = "outcome") -> pd.DataFrame:
+    """One registry of the module docstring's design (``t`` in years; rows in patient-visit order).
+
+    ``missingness="history"``: ``x`` is missing instead with probability ``expit(-1.2 - 1.0 x_z)``,
+    ``x_z`` the standardised last recorded ``x`` of the patient before this visit (``expit(-1.2)`` at
+    the first visit and while none is recorded): a lab ordered less often after a low value, at
+    random given the recorded history (sequential MAR), not given ``y`` and ``t``.
+    """
     rng = np.random.default_rng(seed)
     n_visits = np.minimum(1 + rng.geometric(dropout, n_patients), visits)
     patient = np.repeat(np.arange(n_patients), n_visits)
@@ -76,14 +85,33 @@ def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dro
     cov = np.array([[1.0, 0.3 * 0.5], [0.3 * 0.5, 0.25]])
     u = rng.multivariate_normal(np.zeros(2), cov, n_patients)
     y = 1 + 0.4 * t + 0.35 * x + 0.5 * treat + u[patient, 0] + u[patient, 1] * t + rng.normal(0.0, 0.8, n)
+    if missingness == "history":
+        return _history_missing(rng, patient, visit, t, treat, x, y)
     yz = (y - y.mean()) / y.std()
     x = np.where(rng.random(n) < special.expit(-1.2 + 0.8 * yz + 0.15 * t), np.nan, x)
     return pd.DataFrame({"patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
                          "x": x, "y": y})
 
 
+def _history_missing(rng, patient, visit, t, treat, x, y) -> pd.DataFrame:
+    """``x`` missing given the patient's last recorded value (``simulate_longitudinal(missingness="history")``)."""
+    xz = (x - x.mean()) / x.std()
+    last = np.full(int(patient.max()) + 1, np.nan)
+    recorded = np.zeros(x.size, dtype=bool)
+    for j in range(int(visit.max()) + 1):
+        rows = np.flatnonzero(visit == j)
+        prev = last[patient[rows]]
+        prob = special.expit(-1.2 - 1.0 * np.where(np.isnan(prev), 0.0, prev))
+        recorded[rows] = rng.random(rows.size) >= prob
+        seen = rows[recorded[rows]]
+        last[patient[seen]] = xz[seen]
+    return pd.DataFrame({"patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
+                         "x": np.where(recorded, x, np.nan), "y": y})
+
+
 def analyse(frames, *, time: str = "t") -> dict:
-    """The analysis model on each frame, pooled: ``{term: (estimate, se, ci_lower, ci_upper)}`` for x and the slope SD."""
+    """The analysis model on each frame, pooled: ``{term: (estimate, se, ci_lower, ci_upper)}`` for x and the
+    slope SD."""
     est, var, log_sd, log_var = [], [], [], []
     for done in frames:
         X = np.column_stack([np.ones(len(done)), done[time], done["x"], done["treat"]])
@@ -145,7 +173,10 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=100)
     parser.add_argument("--m", type=int, default=20)
     parser.add_argument("--patients", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: results/random_slope_imputation_truth[_history].json")
+    parser.add_argument("--missingness", choices=("outcome", "history"), default="outcome",
+                        help="x missing given y and t (default), or given the last recorded x")
     parser.add_argument("--write-test-data", action="store_true",
                         help=f"write the R parity registry ({TEST_DATA.name}, seed 20261204) and stop")
     args = parser.parse_args()
@@ -153,6 +184,8 @@ def main() -> None:
         simulate_longitudinal(20261204).to_csv(TEST_DATA, index=False)
         print(f"wrote {TEST_DATA}")
         return
+    if args.out is None:
+        args.out = RESULTS if args.missingness == "outcome" else RESULTS.with_name(RESULTS.stem + "_history.json")
     rows_path = args.out.with_name(args.out.stem + ROWS_SUFFIX)
     previous = json.loads(rows_path.read_text()) if rows_path.exists() else {}
     same = previous.get("m") == args.m and previous.get("patients") == args.patients
@@ -160,7 +193,7 @@ def main() -> None:
     seconds = previous["seconds"] if same else {k: 0.0 for k in METHODS}
     start = time.perf_counter()
     for r in range(len(rows[METHODS[0]]), args.replicates):
-        frame = simulate_longitudinal(5000 + r, n_patients=args.patients)
+        frame = simulate_longitudinal(5000 + r, n_patients=args.patients, missingness=args.missingness)
         for method in METHODS:
             t0 = time.perf_counter()
             pooled = analyse(completed_frames(frame, method, args.m, seed=r))
@@ -168,7 +201,8 @@ def main() -> None:
             seconds[method] += time.perf_counter() - t0
         done = r + 1
         if done % 10 == 0 or done == args.replicates:
-            out = {"replicates": done, "m": args.m, "patients": args.patients, "truth": TRUTH,
+            out = {"replicates": done, "m": args.m, "patients": args.patients, "missingness": args.missingness,
+                   "truth": TRUTH,
                    "seconds_per_registry": {k: v / done for k, v in seconds.items()}, "methods": summarise(rows)}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(out, indent=1) + "\n")

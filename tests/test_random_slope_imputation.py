@@ -63,7 +63,8 @@ SIM = dict(target="x", predictors=["y", "treat"], cluster="patient", slopes=["t"
 
 
 def _pooled(frames, outcome, fixed, cluster, slope):
-    """Rubin-pooled fixed effects (intercept first) and the slope SDs of lmer(outcome ~ fixed + (1 + slope | cluster))."""
+    """Rubin-pooled fixed effects (intercept first) and the slope SDs of
+    lmer(outcome ~ fixed + (1 + slope | cluster))."""
     est, var, sds = [], [], []
     for done in frames:
         X = np.column_stack([np.ones(len(done)), done[fixed].to_numpy(float)])
@@ -332,7 +333,8 @@ def test_rs_imp_012_prior_is_weak():
     frame.loc[rng.random(len(frame)) < 0.2, "y"] = np.nan
     rec = frame.dropna()
     fit = fit_mixed(rec["y"].to_numpy(), np.column_stack([np.ones(len(rec)), rec["t"]]),
-                    RandomEffects((RandomLevel("patient", rec["patient"].to_numpy(), slopes={"t": rec["t"].to_numpy()}),)))
+                    RandomEffects((RandomLevel("patient", rec["patient"].to_numpy(),
+                                               slopes={"t": rec["t"].to_numpy()}),)))
     sd_ml = fit.levels[0].sd[1]
     se = sd_ml * fit.levels[0].log_sd_std_error[1]
     res = impute_random_slopes(frame, target="y", predictors=[], cluster="patient", slopes=["t"], m=4, iterations=150,

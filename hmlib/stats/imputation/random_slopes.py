@@ -17,7 +17,8 @@ Standardisation (the trap). ``2l.pan`` works on the user's units and puts an
 inverse-Wishart prior with identity scale on ``Psi`` (``Dinv = diag(q)``):
 with time in days, the slope variance is about ``1e-6`` per day^2, and the
 identity prior swamps it (on the reference registry of #16 a true 0.35 was
-estimated at 0.10). Here every column of the design, the slope columns
+estimated at 0.10; on ``tests/results/random_slope_registry.csv``, 0.094 with
+time in days against 0.348 in years: ``random_slope_imputation.R``). Here every column of the design, the slope columns
 included, is centred and scaled on the rows where ``y`` is recorded, and
 ``y`` is z-scored on its recorded values, so ``Psi`` is in units where 1 is
 the variance of ``y`` and a slope of 1 is one SD of ``y`` per SD of time;
@@ -521,13 +522,29 @@ def impute_random_slopes(frame: pd.DataFrame, *, target: str, predictors, cluste
         notes.append(f"'{target}' is binary: no random-slope logistic model is built; it was imputed from the "
                      "random-intercept logistic model (2l.bin) with the slope columns as fixed effects.")
     T = _to_user_scale(X, all_names, obs, slopes, standardise_target(yo)[1])
-    q = len(random_columns)
+    chains = _run_chains(Do, yo, codes, obs, Dp, J, T, m=m, iterations=iterations, seed=seed, binary=binary,
+                         random_columns=random_columns, ridge=ridge, pmm=continuous == "pmm", donors=donors,
+                         notes=notes, target=target)
     values = np.tile(y, (m, 1))
-    chain_means = np.full((m, iterations), np.nan)
-    random_cov = np.full((m, iterations, q, q), np.nan)
-    residual_sd = np.full((m, iterations), np.nan)
+    values[:, mis] = chains["draws"]
+    kind = "random-intercept logistic (2l.bin; slopes as fixed effects)" if binary else \
+        f"linear mixed model with a random intercept and random slope(s) on {', '.join(map(repr, slopes))} " \
+        f"per '{cluster}', unstructured covariance ({'pmm' if continuous == 'pmm' else '2l.pan type 2'})"
+    model = f"{target} ~ {' + '.join(kept) if kept else '1'}: {kind}; columns standardised"
+    return RandomSlopeImputation(target=target, index=frame.index.copy(), missing=mis, values=values,
+                                 chain_means=chains["chain_means"], random_names=("Intercept", *slopes),
+                                 random_cov=chains["random_cov"], residual_sd=chains["residual_sd"], model=model,
+                                 notes=tuple(dict.fromkeys(notes)), seed=seed, iterations=iterations)
+
+
+def _run_chains(Do, yo, codes, obs, Dp, J, T, *, m, iterations, seed, binary, random_columns, ridge, pmm, donors,
+                notes, target) -> dict:
+    """``m`` chains of ``iterations`` kernel calls: the last draws and the traces (user scale, through ``T``)."""
+    q = len(random_columns)
+    out = {"draws": np.empty((m, Dp.shape[0])), "chain_means": np.full((m, iterations), np.nan),
+           "random_cov": np.full((m, iterations, q, q), np.nan), "residual_sd": np.full((m, iterations), np.nan)}
     cache: dict = {}
-    co, cp = codes[obs], codes[mis]
+    co, cp = codes[obs], codes[~obs]
     for k, child in enumerate(np.random.SeedSequence(seed).spawn(m)):
         rng = np.random.Generator(np.random.PCG64(child))
         state: dict = {}
@@ -537,20 +554,13 @@ def impute_random_slopes(frame: pd.DataFrame, *, target: str, predictors, cluste
                                         state=state, cache=cache)
             else:
                 draw = random_slopes_gibbs_draw(Do, yo, co, Dp, cp, J, rng, random_columns=random_columns,
-                                                state=state, pmm=continuous == "pmm", donors=donors,
-                                                prior_precision=ridge, cache=cache)
-                random_cov[k, it] = T @ state["psi"] @ T.T
-                residual_sd[k, it] = T[0, 0] * np.sqrt(state["sig2"])
-            chain_means[k, it] = float(draw.mean()) if draw.size else np.nan
-        values[k, mis] = draw
-    kind = "random-intercept logistic (2l.bin; slopes as fixed effects)" if binary else \
-        f"linear mixed model with a random intercept and random slope(s) on {', '.join(map(repr, slopes))} " \
-        f"per '{cluster}', unstructured covariance ({'pmm' if continuous == 'pmm' else '2l.pan type 2'})"
-    model = f"{target} ~ {' + '.join(kept) if kept else '1'}: {kind}; columns standardised"
-    return RandomSlopeImputation(target=target, index=frame.index.copy(), missing=mis, values=values,
-                                 chain_means=chain_means, random_names=("Intercept", *slopes), random_cov=random_cov,
-                                 residual_sd=residual_sd, model=model, notes=tuple(dict.fromkeys(notes)), seed=seed,
-                                 iterations=iterations)
+                                                state=state, pmm=pmm, donors=donors, prior_precision=ridge,
+                                                cache=cache)
+                out["random_cov"][k, it] = T @ state["psi"] @ T.T
+                out["residual_sd"][k, it] = T[0, 0] * np.sqrt(state["sig2"])
+            out["chain_means"][k, it] = float(draw.mean()) if draw.size else np.nan
+        out["draws"][k] = draw
+    return out
 
 
 class _NoteList:
