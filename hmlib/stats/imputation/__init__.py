@@ -14,7 +14,11 @@ public names are re-exported here. The rooms:
   behind 2l.bin, warm-started within a chain (Newton steps with the analytic
   Laplace Hessian);
 - :mod:`~hmlib.stats.imputation.variation`: between-cluster variation of a
-  variable (ICC) and the residual-variance check behind 2l.pan vs 2l.norm.
+  variable (ICC) and the residual-variance check behind 2l.pan vs 2l.norm;
+- :mod:`~hmlib.stats.imputation.random_slopes`: the random-slope kernel
+  (2l.pan type 2, on standardised columns) and
+  :func:`~hmlib.stats.imputation.random_slopes.impute_random_slopes` for one
+  variable with complete predictors (not yet used by :func:`impute`).
 
 Nothing here takes a :class:`hmlib.data.Registry` (the step's adapter,
 :func:`hmlib.steps.imputation.impute_registry`, does).

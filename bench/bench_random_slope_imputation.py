@@ -1,0 +1,121 @@
+"""Speed of the random-slope imputation against hmlib's random-intercept imputation and mice's 2l.pan.
+
+One registry of ``bench/random_slope_imputation_truth.py``'s design with
+``--patients`` patients (5,000) and all 8 visits (40,000 rows; ``x`` missing for
+about 30%). Timed, median of ``--repeats`` runs, ``m = 5`` imputations of
+``x`` from ``y``, ``treat``, ``t`` and the patient means of ``t`` and ``y``, 10
+iterations each:
+
+- ``random_slopes``: :func:`~hmlib.stats.imputation.random_slopes.impute_random_slopes`
+  (random intercept and slope on ``t``);
+- ``random_intercept``: :func:`hmlib.stats.imputation.impute` with ``method="multilevel"``
+  (the same design, random intercept only; its chained-equations driver around
+  the kernel included);
+- the kernels alone on the same prepared design, 47 sweeps each (a chain's 20 + 9 x 3):
+  ``random_slopes_gibbs_draw`` against ``ri_gibbs_draw``;
+- ``mice_2l_pan``: ``mice(m = 5, maxit = 1)`` with ``2l.pan`` (500 pan iterations per
+  imputation, mice's default), timed inside R (:mod:`bench.r_side`).
+
+Target of #16: the random-slope imputation within 3x the random-intercept time.
+
+Usage::
+
+    nice -n 5 .venv/bin/python bench/bench_random_slope_imputation.py [--patients 5000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from r_side import r_median_seconds  # noqa: E402
+from random_slope_imputation_truth import simulate_longitudinal  # noqa: E402
+
+from hmlib.stats.imputation import impute  # noqa: E402
+from hmlib.stats.imputation.kernels import prepare_design, ri_gibbs_draw  # noqa: E402
+from hmlib.stats.imputation.random_slopes import impute_random_slopes, random_slopes_gibbs_draw  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_random_slope_imputation.json"
+
+MICE_SCRIPT = """
+suppressPackageStartupMessages(library(mice))
+args <- commandArgs(TRUE)
+d <- read.csv(args[1])
+meth <- make.method(d); meth[] <- ""; meth["x"] <- "2l.pan"
+pred <- make.predictorMatrix(d); pred[, ] <- 0
+pred["x", c("patient", "t", "y", "treat")] <- c(-2, 4, 3, 1)
+times <- replicate(as.integer(args[2]), system.time(
+  mice(d, m = 5, method = meth, predictorMatrix = pred, maxit = 1, printFlag = FALSE, seed = 1))[["elapsed"]])
+cat(median(times), "\\n")
+"""
+
+
+def _median_seconds(work, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _kernel_seconds(frame, repeats: int) -> dict:
+    """Both kernels on the same prepared design, 47 sweeps (one chain's worth)."""
+    y = frame["x"].to_numpy()
+    obs = ~np.isnan(y)
+    codes = frame["patient"].to_numpy()
+    J = int(codes.max()) + 1
+    base = frame[["t", "y", "treat"]].to_numpy()
+    sizes = np.bincount(codes).astype(float)
+    means = np.column_stack([np.bincount(codes, weights=base[:, k]) / sizes for k in range(2)])[codes]
+    Do, Dp, kept = prepare_design(np.column_stack([base, means]), ["t", "y", "treat", "mean(t)", "mean(y)"],
+                                  obs, ~obs)
+
+    def chain(kernel, **kw):
+        rng, state = np.random.default_rng(1), {}
+        for _ in range(10):
+            kernel(Do, y[obs], codes[obs], Dp, codes[~obs], J, rng, state=state, **kw)
+
+    return {"random_slopes_kernel": _median_seconds(lambda: chain(random_slopes_gibbs_draw, random_columns=[0, 1]),
+                                                    repeats),
+            "random_intercept_kernel": _median_seconds(lambda: chain(ri_gibbs_draw, hetero=False, pmm=False, donors=5),
+                                                       repeats)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    frame = simulate_longitudinal(7, n_patients=args.patients, dropout=1e-12)
+    out = {"rows": len(frame), "patients": args.patients, "missing_share": float(frame["x"].isna().mean()),
+           "m": 5, "iterations": 10, "repeats": args.repeats, "seconds": {}}
+    sec = out["seconds"]
+    sec["random_slopes"] = _median_seconds(lambda: impute_random_slopes(
+        frame, target="x", predictors=["y", "treat"], cluster="patient", slopes=["t"], m=5, iterations=10, seed=1),
+        args.repeats)
+    sec["random_intercept"] = _median_seconds(lambda: impute(
+        frame, method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
+        predictors=["x", "t", "treat"], m=5, iterations=10, seed=1), args.repeats)
+    sec.update(_kernel_seconds(frame, args.repeats))
+    sec["mice_2l_pan"] = r_median_seconds(MICE_SCRIPT, frame.drop(columns="visit"), 1)
+    out["ratio_random_slopes_to_random_intercept"] = sec["random_slopes"] / sec["random_intercept"]
+    out["ratio_kernels"] = sec["random_slopes_kernel"] / sec["random_intercept_kernel"]
+    if isinstance(sec["mice_2l_pan"], float):
+        out["ratio_mice_to_random_slopes"] = sec["mice_2l_pan"] / sec["random_slopes"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
