@@ -102,7 +102,8 @@ class ChangePointResult:
     method: str = "binomial likelihood-ratio scan, one change point, permutation p-value (visits exchangeable)"
 
 
-def binomial_change_point(k, n, *, n_permutations: int = 999, seed=None, min_visits: int = 1) -> ChangePointResult:
+def binomial_change_point(k, n, *, n_permutations: int = 999, seed=None, min_visits: int = 1,
+                          null_counts=None) -> ChangePointResult:
     """Scan a sequence of binomial counts for one change in rate.
 
     Parameters
@@ -116,6 +117,11 @@ def binomial_change_point(k, n, *, n_permutations: int = 999, seed=None, min_vis
         Source of the permutations.
     min_visits : int, default 1
         Fewest visits on either side of a split.
+    null_counts : pair of numpy.ndarray, optional
+        ``(k*, n*)``, each shape (B, P'), counts from the caller's own
+        permutations (e.g. of whole patients in calendar time, which keeps
+        the visits of a patient together); then ``n_permutations`` and
+        ``seed`` are not used.
 
     Returns
     -------
@@ -151,13 +157,23 @@ def binomial_change_point(k, n, *, n_permutations: int = 999, seed=None, min_vis
         return ChangePointResult(None, float("nan"), float("nan"), 0, float("nan"), float("nan"), 0, 0)
     split = int(np.nanargmax(lr))
     statistic = float(lr[split])
-    rng = np.random.default_rng(seed)
-    draws = rng.multivariate_hypergeometric(n.astype(np.int64), int(k.sum()), size=int(n_permutations))
-    null_max = np.nanmax(split_statistics(draws, np.broadcast_to(n, draws.shape), int(min_visits)), axis=1)
+    method = ChangePointResult.method
+    if null_counts is None:
+        rng = np.random.default_rng(seed)
+        draws = rng.multivariate_hypergeometric(n.astype(np.int64), int(k.sum()), size=int(n_permutations))
+        null_stats = split_statistics(draws, np.broadcast_to(n, draws.shape), int(min_visits))
+    else:
+        null_stats = split_statistics(null_counts[0], null_counts[1], int(min_visits))
+        n_permutations = null_stats.shape[0]
+        method = "binomial likelihood-ratio scan, one change point, permutation p-value (caller's permutations)"
+    with np.errstate(invalid="ignore"):
+        null_max = np.nan_to_num(np.nanmax(np.where(np.isnan(null_stats), -np.inf, null_stats), axis=1),
+                                 neginf=0.0)
     # a tolerance so that ties in floating point count as ties
     exceed = int((null_max >= statistic - 1e-9 * max(1.0, statistic)).sum())
     k1, n1 = k[: split + 1].sum(), n[: split + 1].sum()
     k2, n2 = k[split + 1:].sum(), n[split + 1:].sum()
     return ChangePointResult(split=split, statistic=statistic, p_value=(1 + exceed) / (int(n_permutations) + 1),
                              n_permutations=int(n_permutations), rate_before=float(k1 / n1),
-                             rate_after=float(k2 / n2), visits_before=int(n1), visits_after=int(n2))
+                             rate_after=float(k2 / n2), visits_before=int(n1), visits_after=int(n2),
+                             method=method)

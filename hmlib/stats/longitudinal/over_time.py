@@ -7,7 +7,12 @@ and missing in the trailing run (after dropout). :func:`missingness_over_calenda
 gives the share missing per calendar period (a month, quarter or year of a
 date column; equal-width bins of a numeric one) and scans it for one
 change in rate (:mod:`~hmlib.stats.longitudinal.change_point`), such as the
-end of a pilot phase with poorer documentation. By default the visits after
+end of a pilot phase with poorer documentation. Its p-value permutes whole
+patients in calendar time (each patient's first period exchanged with
+another's, its visits and their missing values kept together), so that
+missingness clustered in patients or sites, and the follow-up structure,
+do not pass for a calendar effect (a row-level permutation found a change in
+8 of 10 simulated registries without one). By default the visits after
 a patient's dropout are left out of the calendar rates: that a patient has
 left the study says nothing about how visits were documented in that month,
 and dropout accumulates with follow-up, which would otherwise show as a
@@ -182,6 +187,33 @@ def _periods(values: pd.Series, freq: str | None, width: float | None, where: st
     return index, [float(x.min() + i * width) for i in range(int(index.max()) + 1)]
 
 
+def _patient_shift_counts(index: np.ndarray, patient: np.ndarray, missing: np.ndarray, n_permutations: int,
+                          seed) -> tuple[np.ndarray, np.ndarray]:
+    """Period counts under the null "calendar time does not matter", by permuting patients' start periods.
+
+    Each patient keeps its own visits, their spacing in periods and their
+    missing values; only the period of its first visit is exchanged with
+    another patient's. Visits of one patient stay together (and with their
+    site), so the null distribution carries the within-patient correlation
+    and the follow-up structure (late periods hold late visits).
+    """
+    if isinstance(n_permutations, bool) or int(n_permutations) < 1:
+        raise ParamsError(f"n_permutations must be at least 1, got {n_permutations!r}.")
+    codes, pos = np.unique(patient, return_inverse=True)
+    first = np.full(codes.size, np.iinfo(np.int64).max)
+    np.minimum.at(first, pos, index)
+    delta = index - first[pos]
+    rng = np.random.default_rng(seed)
+    size = int(first.max() + delta.max() + 1)
+    k_null = np.empty((int(n_permutations), size))
+    n_null = np.empty((int(n_permutations), size))
+    for b in range(int(n_permutations)):
+        shifted = rng.permutation(first)[pos] + delta
+        n_null[b] = np.bincount(shifted, minlength=size)
+        k_null[b] = np.bincount(shifted, weights=missing, minlength=size)
+    return k_null, n_null
+
+
 def missingness_over_calendar_time(frame: pd.DataFrame, variable: str, patient: str, time: str, *,
                                    calendar: str | None = None, freq: str | None = None,
                                    width: float | None = None, include_after_dropout: bool = False,
@@ -252,7 +284,8 @@ def missingness_over_calendar_time(frame: pd.DataFrame, variable: str, patient: 
         "period": labels, "n_visits": n, "n_patients": n_patients, "n_missing": k,
         "n_patients_missing": n_patients_missing, "share_missing": share, "ci_lower": lower, "ci_upper": upper}),
         ["n_patients", "n_patients_missing"], min_cell)
-    change = binomial_change_point(k, n, n_permutations=n_permutations, seed=seed, min_visits=min_visits)
+    null = _patient_shift_counts(index, pat, m, n_permutations, seed)
+    change = binomial_change_point(k, n, min_visits=min_visits, null_counts=null)
     before = after = None
     if change.split is not None:
         before = labels[change.split]
