@@ -16,10 +16,13 @@ LONG-DIAG-011  history screen: finds dropout on the last value when the generato
 LONG-DIAG-012  privacy: tables of aggregates, small cells marked and blanked, hmlib.privacy accepts them
 LONG-DIAG-020  cdystonia (real): 23 missed visits, their patterns, weeks and dropout by site
 LONG-DIAG-021  pbcseq (real): chol never observed for 8 patients; by visit number; follow-up years
+LONG-DIAG-030  the history screens against lme4's glmer on rows built independently in R
+               (tests/results/longitudinal_history.R, .json)
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -36,6 +39,7 @@ from hmlib.stats.longitudinal import (PATTERNS, binomial_change_point, classify_
 from hmlib.stats.missingness import wilson_interval
 
 REAL = REPO / "data" / "real"
+RESULTS = REPO / "tests" / "results"
 
 
 @pytest.fixture(scope="module")
@@ -328,3 +332,26 @@ def test_long_diag_021_pbcseq():
                                             seed=1)
     assert yearly.table["n_visits"].sum() == len(frame)
     assert yearly.change_point.split is not None and 0 <= yearly.change_point.p_value <= 1
+
+
+#: case of longitudinal_history.json -> (data file, variable, patient, time, keyword arguments)
+HISTORY_CASES = {
+    "cdystonia_dropout": ("cdystonia.csv", "twstrs", "patient_id", "week", {"site": "site"}),
+    "cdystonia_intermittent": ("cdystonia.csv", "twstrs", "patient_id", "week", {"kind": "intermittent"}),
+    "pbcseq_intermittent": ("pbcseq.csv", "chol", "id", "day", {"kind": "intermittent"}),
+}
+
+
+@pytest.mark.parametrize("name", HISTORY_CASES)
+def test_long_diag_030_history_screen_matches_glmer(name):
+    """LONG-DIAG-030: the same rows (count, events), SDs of the covariates to 1e-8, log odds ratios to 1e-3,
+    standard errors to 1e-3 (cdystonia intermittent: 12 events, patient SD 5.2; its SE 2e-4 off) and
+    the cluster SD to 1e-3 as glmer (Laplace, tight control) on rows built in R."""
+    reference = {c["name"]: c for c in json.loads((RESULTS / "longitudinal_history.json").read_text())}[name]
+    file, variable, patient, time, kwargs = HISTORY_CASES[name]
+    result = missingness_history_screen(pd.read_csv(REAL / file), variable, patient, time, **kwargs)
+    assert (result.n_rows, result.n_events) == (reference["n_rows"], reference["n_events"])
+    np.testing.assert_allclose(result.table["sd"].to_numpy()[1:], reference["sd"], rtol=1e-8)
+    np.testing.assert_allclose(result.table["log_odds_ratio"], reference["estimate"], atol=1e-3)
+    np.testing.assert_allclose(result.table["std_error"], reference["std_error"], atol=1e-3)
+    assert result.cluster_sd == pytest.approx(reference["cluster_sd"], abs=1e-3)

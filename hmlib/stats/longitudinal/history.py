@@ -23,7 +23,9 @@ Two events:
     hazard of dropout); rows are the visits at risk (after the first
     observed value, up to and including the dropout visit); the random
     intercept is the site's when a site column is given (a patient drops out
-    once, so a patient intercept is hardly identified), else the patient's.
+    once, so a patient intercept is hardly identified), else the patient's,
+    which can be degenerate: pbcseq's chol gives a patient SD of 18.9 in lme4
+    and here alike, with meaningless standard errors; give a site.
 ``intermittent``
     missing at a visit before dropout; rows are the visits after the first
     observed value and before the trailing run; the random intercept is the
