@@ -28,3 +28,7 @@ class StepFailed(HmlibError):
 
 class ArtifactError(HmlibError):
     """A step artifact is absent, of another schema version, or does not match its record."""
+
+
+class DataWarning(UserWarning):
+    """The data are usable but not as expected (e.g. two rows for one patient's visit); the result says how they were used."""

@@ -25,6 +25,7 @@ import statsmodels.api as sm
 from scipy import special
 
 from hmlib.simulate import blocks
+from hmlib.simulate.longitudinal import longitudinal_registry, longitudinal_registry_truth
 from hmlib.simulate.missingness import (correlated_effects_registry, correlated_effects_registry_truth,
                                         informative_missingness_registry, informative_missingness_registry_truth,
                                         missingness_registry, missingness_registry_truth, structural_gap_registry,
@@ -41,7 +42,7 @@ from hmlib.simulate.studies import (large_registry, multi_gap_registry, multi_ga
                                     truth_study_registry, truth_study_registry_truth)
 from hmlib.stats.design import fit_analysis_model
 from hmlib.stats.missingness import missingness_cluster_variation
-from hmlib.stats.mixed import fit_random_intercept
+from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed, fit_random_intercept
 
 
 def _arrays_frame(arrays, names) -> pd.DataFrame:
@@ -86,6 +87,8 @@ GENERATORS = {
                         "aspirin", "atrial_fib", "dead_or_dependent"]),
     "scale_registry": (lambda seed: scale_registry(seed, n_patients=2000, n_sites=20),
                        ["site", "site_type", "age", "severity", "lactate", "died"]),
+    "longitudinal_registry": (lambda seed: longitudinal_registry(seed, n_sites=5, n_patients=60, n_visits=4),
+                              ["site", "patient", "visit", "month", "date", "x", "y"]),
     "mixed_model_data": (lambda seed: _arrays_frame(mixed_model_data(seed, family="binomial", singletons=2),
                                                     ["y", "X", "groups"]), ["y", "X0", "X1", "groups"]),
     "large_mixed_model_data": (lambda seed: _arrays_frame(large_mixed_model_data(300, 10, 2, seed=seed),
@@ -149,6 +152,8 @@ FINGERPRINTS = {
     # the scale benchmarks' registries (bench/bench_scale.py), fingerprinted when they were written
     "trial_registry()": (lambda: trial_registry(), "df3b737de9e9f2de"),
     "scale_registry(14, 10000)": (lambda: scale_registry(14, n_patients=10_000), "0312deb480323e3d"),
+    # the longitudinal diagnostics' registry (tests/test_longitudinal_diagnose.py), fingerprinted when written
+    "longitudinal_registry(1)": (lambda: longitudinal_registry(1), "81bdc036cb9e131c"),
 }
 
 
@@ -380,6 +385,51 @@ def test_SIM_033_scale_registry_truth():
     for term in ("age", "severity", "lactate"):
         assert abs(coef[term] - truth["terms"][term]) < 4 * se[term], term
     assert fit.cluster_sd == pytest.approx(truth["terms"]["sd(site)"], abs=0.1)
+
+
+def test_SIM_034_longitudinal_registry_truth():
+    """SIM-034: longitudinal_registry, 2,000 patients x 8 visits: the mixed model with a random slope
+    on the observed visits recovers longitudinal_registry_truth (dropout is MAR on the observed
+    history, so the likelihood on the observed rows is unbiased); missed visits outside the pilot phase
+    occur at the documented rate, more often in it; dropout is monotone and its hazard rises with the
+    last observed outcome as documented."""
+    truth = longitudinal_registry_truth()
+    frame = longitudinal_registry(2, n_sites=40, n_patients=2000)
+    seen = frame.dropna(subset=["x", "y"])
+    X = np.column_stack([np.ones(len(seen)), seen["month"], seen["x"]])
+    structure = RandomEffects((RandomLevel("site", seen["site"].to_numpy()),
+                               RandomLevel("patient", seen["patient"].to_numpy(),
+                                           slopes={"month": seen["month"].to_numpy()})))
+    fit = fit_mixed(seen["y"].to_numpy(), X, structure, term_names=["Intercept", "month", "x"])
+    got = dict(zip(fit.to_frame()["term"], fit.to_frame()["estimate"]))
+    for term, tol in {"Intercept": 0.4, "month": 0.02, "x": 0.05, "sd(site)": 0.35, "sd(patient)": 0.2,
+                      "sd(month|patient)": 0.02, "cor(month|patient)": 0.15}.items():
+        assert got[term] == pytest.approx(truth["terms"][term], abs=tol), term
+    assert fit.residual_sd == pytest.approx(truth["residual_sd"], abs=0.05)
+
+    # a patient's dropout visit: the first of the trailing run of missing y (after an observed one)
+    y_missing = frame["y"].isna().to_numpy().reshape(-1, 8)
+    trailing = np.flip(np.cumprod(np.flip(y_missing, axis=1), axis=1), axis=1).astype(bool)
+    pilot = frame["date"].to_numpy().reshape(-1, 8) < np.datetime64(truth["pilot_end"])
+    intermittent = y_missing & ~trailing
+    mv = truth["missed_visit"]
+    expected = _expected_logistic_share(mv["intercept"], mv["site_sd"])
+    assert intermittent[~pilot & ~trailing].mean() == pytest.approx(expected, abs=0.025)
+    assert intermittent[pilot & ~trailing].mean() > expected + 0.1
+    # dropout hazard at visits 1..7 against the last observed outcome (logistic regression, site fixed)
+    rows = []
+    for t in range(1, 8):
+        at_risk = ~trailing[:, :t].any(axis=1)
+        y_wide = frame["y"].to_numpy().reshape(-1, 8)[:, :t]
+        last = pd.DataFrame(y_wide).ffill(axis=1).iloc[:, -1].fillna(10.0).to_numpy()
+        rows.append(pd.DataFrame({"event": trailing[at_risk, t].astype(float), "last": last[at_risk] - 10.0,
+                                  "site": frame["site"].to_numpy()[::8][at_risk]}))
+    hazard = pd.concat(rows)
+    design = pd.get_dummies(hazard["site"], prefix="site", dtype=float)
+    design["last"] = hazard["last"]
+    coef = sm.Logit(hazard["event"], design).fit(disp=0).params["last"]
+    assert coef == pytest.approx(truth["dropout"]["last_value"], abs=0.06)
+
 
 
 @pytest.mark.parametrize("family", ["gaussian", "binomial"])

@@ -24,6 +24,9 @@ are for:
   and national registries, for the scale benchmarks (``trial_registry``:
   19,435 patients in 466 hospitals in 36 countries, shaped like IST;
   ``scale_registry``: 100,000 to 1,000,000 patients)
+- :mod:`hmlib.simulate.longitudinal` visits within patients within sites,
+  with a random slope on time, missed visits, dropout driven by the last
+  observed outcome and a pilot phase (``longitudinal_registry``, #16)
 
 Every generator takes an explicit ``seed`` and draws from one
 ``numpy.random.default_rng(seed)`` in the order its docstring states; where
