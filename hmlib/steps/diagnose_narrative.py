@@ -261,7 +261,7 @@ def narrative(result) -> list[str]:
     lines.extend(level_sentences(result.focus_levels, result.cluster_noun))
     if len(result.patterns):
         lines.append(_pattern_sentence(result))
-    lines.extend(time_sentences(result.over_time, focus=result.focus, cluster_noun=result.cluster_noun))
+    lines.extend(time_sentences(result.over_time, focus=result.focus))
     lines.extend(_correlation_sentence(result))
     lines.extend(result.notes)
     return lines

@@ -28,11 +28,11 @@ counts per variable add up to the variable's total in step 1's overview,
 so each variable's block is protected around its column totals, and a
 visit's number of patients, the same in every variable's block, is hidden
 in all blocks when it is hidden in one; the calendar counts likewise; the
-pattern counts add up to the number of patients; the dropout curves' numbers
-at risk per group add up to the overall number at risk. A curve point is
-published only where the stats result did not mark its row (no dropout or
-censoring count from 1 to ``min_cell - 1``) and its number at risk is
-published. The change point is published as its periods, rates and p-value
+pattern counts add up to the number of patients. A dropout curve point is
+published only where the stats result did not mark its row (no count at
+risk, of dropouts or of censored patients from 1 to ``min_cell - 1``), and
+the curves carry no counts (numbers at risk at consecutive visits would
+give back the patients lost in between). The change point is published as its periods, rates and p-value
 (no visit counts, which would give back a hidden period by subtraction).
 No table or figure describes one patient.
 """
@@ -141,7 +141,6 @@ class DropoutPoint(Record):
     variable: str
     group: str
     visit: float
-    n_at_risk: float | None
     share_remaining: float | None
     ci_lower: float | None
     ci_upper: float | None
@@ -223,7 +222,7 @@ class TimeDiagnosis:
     patterns : SuppressedTable
         ``variable, n_patients`` and a count and share per class of :data:`~hmlib.stats.longitudinal.PATTERNS`.
     dropout : pandas.DataFrame
-        ``variable, group, visit, n_at_risk, share_remaining, ci_lower, ci_upper`` (NaN: suppressed);
+        ``variable, group, visit, share_remaining, ci_lower, ci_upper`` (NaN: suppressed; no counts);
         ``group`` is ``"all"``, a site, or the pooled small sites.
     pooled_sites : dict of str to tuple
         Per variable, the sites pooled into one curve (empty: none).
@@ -477,35 +476,24 @@ def _dropout(frame, variables, cluster, time, *, site, by, level, min_cell, note
             notes.append(f"The dropout curve of {var} was not drawn: {err}")
             continue
         pooled[var] = tuple(pool) if groups is not None else ()
-        curves.append(publish_dropout(res.table, min_cell).assign(variable=var))
+        curves.append(publish_dropout(res.table).assign(variable=var))
     if not curves:
-        return pd.DataFrame(columns=["variable", "group", "visit", "n_at_risk", "share_remaining", "ci_lower",
-                                     "ci_upper"]), pooled
+        return pd.DataFrame(columns=["variable", "group", "visit", "share_remaining", "ci_lower", "ci_upper"]), pooled
     table = pd.concat(curves, ignore_index=True)
-    return table[["variable", "group", "visit", "n_at_risk", "share_remaining", "ci_lower", "ci_upper"]], pooled
+    return table[["variable", "group", "visit", "share_remaining", "ci_lower", "ci_upper"]], pooled
 
 
-def publish_dropout(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
-    """One variable's curves with numbers at risk suppressed around the overall ones, and no point whose row
-    the stats result marked (a dropout or censoring count from 1 to ``min_cell - 1``).
+def publish_dropout(table: pd.DataFrame) -> pd.DataFrame:
+    """One variable's curves without the points whose row the stats result marked (a count at risk, of
+    dropouts or of censored patients from 1 to ``min_cell - 1``).
 
-    Returns ``group, visit, n_at_risk, share_remaining, ci_lower, ci_upper`` (NaN: suppressed); the
-    dropout and censoring counts are not published.
+    Returns ``group, visit, share_remaining, ci_lower, ci_upper`` (NaN: suppressed). No counts are
+    published: numbers at risk at consecutive visits would give back, by subtraction, the patients who
+    dropped out or were censored in between, however small.
     """
-    table = table.assign(group=table["site"].astype(str))
-    wide = table.pivot(index="visit", columns="group", values="n_at_risk")
-    groups = [g for g in dict.fromkeys(table["group"]) if g != "all"]
-    if groups:
-        at_risk = suppress_counts(wide.reset_index(), groups, min_cell, total_column="all", parts=[groups],
-                                  column_totals=False).mask
-    else:
-        at_risk = suppress_counts(wide.reset_index(), ["all"], min_cell, column_totals=False).mask
-    at_risk.index = wide.index
-    hidden = np.array([bool(at_risk.loc[v, g]) for v, g in zip(table["visit"], table["group"])])
-    hidden |= table["suppressed"].to_numpy(dtype=bool)
-    out = table[["group", "visit", "n_at_risk", "share_remaining", "ci_lower", "ci_upper"]].copy()
-    out["n_at_risk"] = out["n_at_risk"].astype(float).where(~np.array(
-        [bool(at_risk.loc[v, g]) for v, g in zip(table["visit"], table["group"])]))
+    out = table.assign(group=table["site"].astype(str))[["group", "visit", "share_remaining", "ci_lower",
+                                                          "ci_upper"]].copy()
+    hidden = table["suppressed"].to_numpy(dtype=bool)
     for c in ("share_remaining", "ci_lower", "ci_upper"):
         out[c] = out[c].astype(float).where(~hidden)
     return out
@@ -558,7 +546,7 @@ def _pattern_phrase(td: TimeDiagnosis, var: str, cluster_noun: str) -> str:
     gaps = _pct(row["share_intermittent"] + row["share_intermittent_and_monotone"])
     dropout = _pct(row["share_monotone"] + row["share_intermittent_and_monotone"])
     if gaps is None and dropout is None:
-        return f"{var} goes missing over the visits (its pattern counts are suppressed: small cells)"
+        return f"the counts of {var}'s patterns (intermittent, dropout) are suppressed (small cells)"
     parts = []
     if gaps is not None:
         parts.append(f"intermittently (a gap followed by a recorded visit) for {gaps} of {cluster_noun}s")
@@ -607,9 +595,15 @@ def time_sentences(td: TimeDiagnosis | None, *, focus: str | None, cluster_noun:
     if phrases:
         lines.append("Screens, not tests (they cannot tell missing at random from not at random): "
                      + "; ".join(phrases) + ".")
-    elif td.time_is_date or len(td.history):
-        lines.append("Screens of calendar time and of the observed history point to no clear dependence "
-                     "(screens, not tests: they cannot tell missing at random from not at random).")
+    else:
+        screened = []
+        if (td.change_points["variable"] == var).any():
+            screened.append("calendar time")
+        if ((td.history["variable"] == var) & (td.history["kind"] == "dropout")).any():
+            screened.append("dropout on the observed history")
+        if screened:
+            lines.append(f"The screens of {var}'s missingness over {' and of '.join(screened)} point to no clear "
+                         "dependence (screens, not tests: they cannot tell missing at random from not at random).")
     return lines
 
 
