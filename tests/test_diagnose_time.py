@@ -141,8 +141,10 @@ def _small(values) -> np.ndarray:
     return (v >= 1) & (v < 11)
 
 
-def test_diag_time_004_privacy(simulated):
+def test_diag_time_004_privacy(simulated, registry_frame):
     """DIAG-TIME-004: (module docstring)."""
+    from hmlib.stats.longitudinal import time_to_dropout
+    from hmlib.steps.diagnose_time import dropout_groups
     record = simulated.to_artifact().over_time
     for table in (record.by_visit, record.by_period, record.patterns):
         for row in table:
@@ -160,6 +162,15 @@ def test_diag_time_004_privacy(simulated):
     assert any(r.suppressed for r in record.by_visit)  # there is something to protect
     assert set(DiagnoseArtifact.__dataclass_fields__) >= {"over_time"}
     assert "n_at_risk" not in simulated.over_time.dropout.columns
+    labels, pooled = dropout_groups(registry_frame, "y", "patient", "site", 11)
+    assert simulated.over_time.pooled_sites["y"] == pooled and len(pooled) == 2
+    marked = time_to_dropout(registry_frame.assign(group=labels), "y", "patient", "date", site="group",
+                             by="order").table
+    published = simulated.over_time.dropout.query("variable == 'y'")
+    assert len(marked) == len(published) and marked["suppressed"].sum() > 0
+    shown = published["share_remaining"].notna().to_numpy()
+    assert not (shown & marked["suppressed"].to_numpy()).any()
+    assert shown[~marked["suppressed"].to_numpy()].all()
 
 
 def test_diag_time_004_small_sites_pooled(registry_frame):
