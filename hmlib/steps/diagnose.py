@@ -321,8 +321,7 @@ class DiagnoseResult:
         By higher level, outermost first: the heatmap and funnels by unit, suppressed around the
         clusters' decision (:mod:`hmlib.steps.diagnose_units`); empty without higher levels.
     over_time : TimeDiagnosis or None
-        Missingness over the visits of each patient (params ``time``; :mod:`hmlib.steps.diagnose_time`);
-        None without a time column.
+        Missingness over each patient's visits (params ``time``; :mod:`hmlib.steps.diagnose_time`) or None.
     """
 
     cluster: str
@@ -541,12 +540,8 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
         partitioned by level, and structural gaps are found at each higher
         level (:mod:`hmlib.steps.diagnose_higher`).
     time : str, optional
-        The visit time column (numbers or datetime64) when the clusters are
-        patients seen at several visits (params ``time``): missingness of
-        the incomplete variables over the visits, over calendar time,
-        dropout curves (by the innermost higher level, if any) and history
-        screens (:mod:`hmlib.steps.diagnose_time`). Without it nothing
-        about time is computed.
+        Visit time column (numbers or datetime64; params ``time``): missingness over the visits
+        (:mod:`hmlib.steps.diagnose_time`; site: the innermost higher level). None: nothing about time.
     seed : int, optional
         Seed of the change-point screen's permutations (with ``time``).
 
@@ -636,12 +631,10 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
                                                  min_cell=min_cell, notes=notes)
     published_levels = (focus_levels(focus, levels[focus], tables.level_counts, tables.level_shares, min_cell, notes)
                         if categorical_focus and focus is not None else None)
-    over_time = None
-    if time is not None:
-        described = [v for v in incomplete if v not in tables.hidden_overall and v != time]
-        over_time = diagnose_time.diagnose_over_time(
-            frame, described, cluster, time, site=higher_levels[-1] if higher_levels else None, outcome=outcome,
-            min_cell=int(min_cell), level=level, seed=seed, cluster_noun=cluster_noun) if described else None
+    described = [v for v in incomplete if v not in tables.hidden_overall and v != time] if time else []
+    over_time = diagnose_time.diagnose_over_time(
+        frame, described, cluster, time, site=higher_levels[-1] if higher_levels else None, outcome=outcome,
+        min_cell=int(min_cell), level=level, seed=seed, cluster_noun=cluster_noun) if described else None
     return DiagnoseResult(
         **common, focus=focus, incomplete=tuple(incomplete), overview=tables.overview, by_cluster=tables.by_cluster,
         heatmap=tables.heatmap, gap_summary=tables.gap_summary, patterns=patterns, funnels=tables.funnels,
