@@ -17,6 +17,7 @@ DIAG-TIME-005  without time nothing changes: the artifact has over_time None and
                version 4, the figures have no over-time entries, narrative and methods say nothing of time
 DIAG-TIME-006  the real data: params/cdystonia_time.yaml (site > patient_id > week) runs step 1 over time,
                pools the sites with fewer than 11 patients into one curve and round-trips its artifact
+DIAG-TIME-007  the over-time figures follow the report's figure style (captions, 9-point text, A4 width, no overlaps)
 """
 
 from __future__ import annotations
@@ -239,3 +240,23 @@ def test_diag_time_006_cdystonia():
     record = result.to_artifact()
     assert DiagnoseArtifact.from_json(record.to_json()) == record
     assert any(s.startswith("Over the visits (week)") for s in result.narrative())
+
+
+def test_diag_time_007_figures_follow_the_style(simulated):
+    """DIAG-TIME-007: the over-time figures (by visit, by calendar month, dropout curves per variable) are
+    captioned, have no text under 9 points, are at most A4 wide and have no overlapping tick labels."""
+    import io
+
+    from hmlib.figures import style
+
+    figures = simulated.figures()["over_time"]
+    keys = [style.caption_of(f)[0] for f in figures]
+    assert keys == ["over-time-y", "calendar-y", "dropout-y", "over-time-x", "calendar-x", "dropout-x"]
+    for fig in figures:
+        key, text = style.caption_of(fig)
+        assert len(text) > 40, key
+        fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
+        assert style.smallest_font(fig) >= style.MIN_FONT_PT, key
+        assert fig.get_figwidth() <= style.MAX_WIDTH_IN + 1e-9, key
+        assert style.overlapping_ticks(fig) == 0, key
+    assert "split after 2020-06" in style.caption_of(figures[1])[1]
