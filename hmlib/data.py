@@ -91,6 +91,10 @@ class Registry:
     cluster_labels : dict
         Original label -> shown label, when clusters were pseudonymised;
         empty otherwise. Never written to the report.
+    time_values : pandas.Series or None
+        The params' ``time`` column, checked (floats, or datetime64 for
+        dates), aligned with ``frame``; None without ``time``. Kept out of
+        ``frame`` so that steps that do not use time see the same frame.
     """
 
     params: Params
@@ -103,6 +107,7 @@ class Registry:
     notices: tuple
     data_sha256: str
     cluster_labels: dict = field(default_factory=dict, repr=False)
+    time_values: pd.Series | None = field(default=None, repr=False)
 
     @property
     def n_patients(self) -> int:
@@ -216,7 +221,7 @@ class _Checker:
     def require_columns(self) -> None:
         params = self.params
         present = set(self.raw.columns)
-        missing_cols = [c for c in params.model_columns if c not in present]
+        missing_cols = [c for c in params.read_columns if c not in present]
         if not missing_cols:
             return
         col = missing_cols[0]
@@ -397,6 +402,64 @@ class _Checker:
                                     f"span several units of the other); list only levels nested in one another "
                                     "(e.g. region within country) in 'higher_levels'.")
 
+    def time_column(self) -> pd.Series | None:
+        """The ``time`` column as floats or dates; it varies within clusters; repeated (cluster, time) counted.
+
+        Raises DataError for a column that is neither numbers nor dates, a missing time, or a time that never
+        varies within a cluster (a patient-level column). Repeated (cluster, time) rows are a notice: step 1
+        counts each such visit once.
+        """
+        params, frame = self.params, self.frame
+        col, cluster = params.time, params.cluster
+        if col is None:
+            return None
+        fix = (f"Give each visit's time in '{col}' (e.g. weeks since enrolment, or dates as YYYY-MM-DD), or "
+               "remove 'time' from the params file.")
+        absent = frame[col].isna()
+        if absent.any():
+            raise DataError(f"the time column '{col}' is empty in {count_text(int(absent.sum()), self.min_cell)} "
+                            f"row(s); every visit needs a time. {fix}")
+        values = self._time_values(col, fix)
+        per_cluster = values.groupby(frame[cluster].to_numpy()).nunique()
+        if not (per_cluster > 1).any():
+            raise DataError(f"the time column '{col}' never varies within a {cluster}: each {cluster} has a "
+                            f"single time, so it is not the time of repeated visits (an enrolment date, say). "
+                            f"With time, the cluster is the patient ('cluster: patient_id') and each row a "
+                            f"visit. {fix}")
+        repeated = pd.DataFrame({"c": frame[cluster].to_numpy(), "t": values.to_numpy()}).duplicated()
+        if repeated.any():
+            n = int(repeated.sum())
+            self.notice("duplicate-visits",
+                        f"{count_text(n, self.min_cell)} row(s) repeat the ({cluster}, {col}) of another row; "
+                        f"step 1's diagnostics over time count each such visit once (a variable as recorded if "
+                        "any of its rows has it). Check the export for duplicated visits.")
+        return values
+
+    def _time_values(self, col: str, fix: str) -> pd.Series:
+        """``col`` as floats (numbers) or datetime64 (dates written as text); DataError otherwise."""
+        series = self.frame[col]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            return series
+        if col in self.params.predictors and self.kinds.get(col) == "numeric":
+            return series.astype(float)  # already read as a numeric predictor
+        if col not in self.params.predictors:
+            try:
+                numbers = self.numbers(col)
+            except DataError:
+                numbers = None
+            if numbers is not None:
+                return numbers.astype(float)
+        text = series.astype(str).str.strip()
+        dates = pd.to_datetime(text, errors="coerce", format="ISO8601")
+        bad = text[dates.isna()]
+        if len(bad) == len(text):
+            raise DataError(f"the time column '{col}' holds neither numbers nor dates (e.g. "
+                            f"{_examples(series)}). {fix}")
+        if len(bad):
+            raise DataError(f"the time column '{col}' holds dates, but {len(bad):,} value(s) are not dates, e.g. "
+                            f"{_examples(bad)}. {fix}")
+        return dates
+
     def collinearity(self) -> None:
         """Predictors that are linearly dependent cannot be estimated.
 
@@ -470,7 +533,9 @@ def load_registry(params: Params) -> Registry:
     predictor (numbers without stray text, or a categorical column with a
     sensible number of levels; not constant; not all missing); cluster
     covariates constant within clusters; clusters nested in the higher
-    levels; the focus variable.
+    levels; the ``time`` column when given (numbers or dates, no missing
+    time, varying within clusters; repeated (cluster, time) rows a
+    notice); the focus variable.
 
     Parameters
     ----------
@@ -485,22 +550,25 @@ def load_registry(params: Params) -> Registry:
     DataError
         With the column, the count, an example value and the fix.
     """
-    raw = read_extract(params.data, params.model_columns, cluster=params.cluster, encoding=params.encoding,
+    raw = read_extract(params.data, params.read_columns, cluster=params.cluster, encoding=params.encoding,
                        missing_codes=params.missing_codes)
     load_truth(params.truth)  # a truth file named in the params must be valid
     checker = _Checker(params, raw)
     checker.require_columns()
-    checker.frame = checker.frame.loc[:, list(params.model_columns)]
+    checker.frame = checker.frame.loc[:, list(params.read_columns)]
     checker.reading_notices()
     n_excluded = checker.clusters()
     checker.outcome()
     checker.predictors()
     checker.ordinal_columns()
     checker.cluster_level_columns()
+    time_values = checker.time_column()
     checker.collinearity()
     singletons, focus = checker.structure_notices()
 
     frame, cluster = checker.frame, params.cluster
+    if params.time is not None and params.time not in params.model_columns:
+        frame = frame.drop(columns=[params.time])
     mapping: dict = {}
     if params.privacy.pseudonymize_clusters:
         mapping = pseudonymize_clusters(sorted(frame[cluster].unique().tolist(), key=str), seed=params.seed)
@@ -508,9 +576,11 @@ def load_registry(params: Params) -> Registry:
         singletons = tuple(mapping[s] for s in singletons)
 
     frame = frame.reset_index(drop=True)
+    if time_values is not None:
+        time_values = time_values.reset_index(drop=True).rename(params.time)
     resolved = params if params.focus == focus else params.with_overrides(focus=focus)
     return Registry(
         params=resolved, frame=frame, kinds=checker.kinds, levels=checker.levels, n_rows_read=raw.n_rows,
         n_excluded_missing_cluster=n_excluded, singleton_clusters=singletons,
-        notices=tuple(checker.notices), data_sha256=raw.sha256, cluster_labels=mapping,
+        notices=tuple(checker.notices), data_sha256=raw.sha256, cluster_labels=mapping, time_values=time_values,
     )

@@ -257,7 +257,7 @@ def test_diag_unit_005_step1_with_higher_levels(with_and_without):
     assert (unit.heatmap.loc[list(never), "x"] == 1.0).all()  # a country that never records x: 100% (no count)
     funnel = unit.funnels["x"]
     assert set(never) <= set(funnel.above) and funnel.overall_rate == res.funnels["x"].overall_rate
-    assert DiagnoseArtifact.VERSION == 4
+    assert DiagnoseArtifact.VERSION == 5  # 5: over_time (params time; tests/test_diagnose_time.py)
     record = res.to_artifact()
     assert DiagnoseArtifact.from_json(record.to_json()) == record
     assert record.by_unit["country"].funnels["x"].above == funnel.above
@@ -288,7 +288,8 @@ def test_diag_unit_006_without_higher_levels_nothing_changes(with_and_without):
     assert [caption_of(f)[0] for f in figures["by_cluster"]] == ["missingness-heatmap", "bars-x", "funnel-x"]
     assert not any(line.startswith("By country") for line in plain.narrative())
     record = plain.to_artifact().to_json()
-    assert set(record) == VERSION_3_FIELDS | {"by_unit"} and record["by_unit"] == {}
+    assert set(record) == VERSION_3_FIELDS | {"by_unit", "over_time"} and record["by_unit"] == {}
+    assert record["over_time"] is None
     ev = type("Ev", (), {"noun": "hospital"})()
     assert "Heatmaps and funnel plots" not in methods_text(plain.to_artifact(), ev)[0]
 

@@ -1,4 +1,6 @@
-"""Figures of step 1 (diagnose): heatmap, funnel plot, cluster bars, patterns, a categorical focus's levels.
+"""Figures of step 1 (diagnose): heatmap, funnel plot, cluster bars, patterns, a categorical focus's levels,
+and, with a time column, missingness by visit and calendar period and the dropout curves (aggregates only:
+no figure draws one patient).
 
 Each function takes a published (suppressed) table from
 :class:`hmlib.steps.diagnose.DiagnoseResult` and returns a
@@ -33,7 +35,8 @@ from hmlib.stats.missingness.counts import level_label
 from hmlib.stats.missingness.funnel import limit_tag
 from hmlib.wording import plural
 
-__all__ = ["missingness_heatmap", "funnel_plot", "cluster_missingness_bars", "pattern_plot", "level_mix_plot"]
+__all__ = ["missingness_heatmap", "funnel_plot", "cluster_missingness_bars", "pattern_plot", "level_mix_plot",
+           "missingness_over_time_plot", "calendar_missingness_plot", "dropout_curves_plot"]
 
 
 def _most_missing_first(heatmap: pd.DataFrame) -> pd.DataFrame:
@@ -406,3 +409,129 @@ def level_mix_plot(table: pd.DataFrame, levels: Sequence[str], *, variable: str,
         text += (f" (the {max_clusters // 2} {cluster_noun}s with most and {max_clusters - max_clusters // 2} "
                  f"with fewest missing of {len(ordered)})")
     return style.caption(fig, f"level-mix-{variable}", text + ".")
+
+
+def _rate_line(ax, x, share, lower, upper, *, colour: str, label: str) -> None:
+    """A share with its interval as a band; suppressed (NaN) points break the line and the band."""
+    ax.fill_between(x, lower, upper, color=colour, alpha=0.18, linewidth=0)
+    ax.plot(x, share, color=colour, marker="o", markersize=3.5, label=label)
+
+
+def missingness_over_time_plot(by_visit: pd.DataFrame, *, variable: str, x_label: str,
+                               title: str | None = None) -> Figure:
+    """Share of a variable missing at each visit with its interval (band), and the share after dropout.
+
+    Parameters
+    ----------
+    by_visit : pandas.DataFrame
+        Published by-visit rows of one variable (:attr:`hmlib.steps.diagnose_time.TimeDiagnosis.by_visit`
+        ``values``): ``visit, n_patients, n_after_dropout, share_missing, ci_lower, ci_upper``; NaN = suppressed.
+    variable, x_label : str
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    rows = by_visit.sort_values("visit")
+    x = rows["visit"].to_numpy(float)
+    fig, ax = style.new_figure(6.4, 3.4)
+    _rate_line(ax, x, rows["share_missing"].to_numpy(float), rows["ci_lower"].to_numpy(float),
+               rows["ci_upper"].to_numpy(float), colour="#4c72b0", label="missing (95% CI)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        after = rows["n_after_dropout"].to_numpy(float) / rows["n_patients"].to_numpy(float)
+    ax.plot(x, after, color="#c44e52", linestyle="--", marker="s", markersize=3, label="of which after dropout")
+    ax.set_ylim(0, max(0.05, float(np.nanmax(np.r_[rows["ci_upper"].to_numpy(float), 0.0])) * 1.1))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel(style.plain(x_label))
+    ax.set_ylabel(f"share of visits, {style.plain(variable)} missing")
+    ax.legend(frameon=False, fontsize=style.SMALL_FONT_PT)
+    sns.despine(fig=fig)
+    text = title or (f"Share of {variable} missing at each visit, with its 95% interval (band), and the part "
+                     "missing after the patient's dropout (dashed)")
+    if rows["share_missing"].isna().any() or np.isnan(after).any():
+        text += "; points with small counts are suppressed (gaps in the lines)"
+    return style.caption(fig, f"over-time-{variable}", text + ".")
+
+
+def calendar_missingness_plot(by_period: pd.DataFrame, *, variable: str, change: dict | None = None,
+                              alpha: float = 0.05, title: str | None = None) -> Figure:
+    """Share of a variable missing per calendar period with its interval, and the screened change point.
+
+    Parameters
+    ----------
+    by_period : pandas.DataFrame
+        Published rows of one variable: ``period`` (text), ``share_missing, ci_lower, ci_upper``; NaN = suppressed.
+    variable : str
+    change : dict, optional
+        The change-point row (``last_period_before, rate_before, rate_after, p_value``); drawn when its
+        p-value is below ``alpha``.
+    alpha : float
+    title : str, optional
+    """
+    rows = by_period.reset_index(drop=True)
+    x = np.arange(len(rows), dtype=float)
+    fig, ax = style.new_figure(style.MAX_WIDTH_IN, 3.4)
+    _rate_line(ax, x, rows["share_missing"].to_numpy(float), rows["ci_lower"].to_numpy(float),
+               rows["ci_upper"].to_numpy(float), colour="#4c72b0", label="missing (95% CI)")
+    step = max(1, len(rows) // 12)
+    ax.set_xticks(x[::step], [str(p) for p in rows["period"]][::step], rotation=40, ha="right")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_ylim(0, max(0.05, float(np.nanmax(np.r_[rows["ci_upper"].to_numpy(float), 0.0])) * 1.1))
+    ax.set_ylabel(f"share of visits, {style.plain(variable)} missing")
+    text = title or (f"Share of {variable} missing per calendar period (visits after dropout left out), with its "
+                     "95% interval (band)")
+    if change and change.get("last_period_before") is not None and change["p_value"] < alpha:
+        split = float(np.flatnonzero(rows["period"].astype(str) == change["last_period_before"])[0]) + 0.5
+        ax.axvline(split, color=style.CHANGED_COLOUR, linestyle=":")
+        text += (f"; dotted: the change-point screen's split after {change['last_period_before']} "
+                 f"({100 * change['rate_before']:.0f}% before, {100 * change['rate_after']:.0f}% after; a screen)")
+    if rows["share_missing"].isna().any():
+        text += "; periods with small counts are suppressed (gaps)"
+    sns.despine(fig=fig)
+    return style.caption(fig, f"calendar-{variable}", text + ".")
+
+
+def dropout_curves_plot(curves: pd.DataFrame, *, variable: str, x_label: str, site: str | None = None,
+                        pooled: Sequence[str] = (), title: str | None = None) -> Figure:
+    """Kaplan-Meier share of patients still observed, overall (with its interval) and by site.
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        Published points of one variable: ``group, visit, share_remaining, ci_lower, ci_upper`` (``group``
+        ``"all"`` or a site or the pooled small sites); NaN = suppressed, not drawn.
+    variable, x_label : str
+    site : str, optional
+        The level of the groups.
+    pooled : sequence of str
+        Sites pooled into one curve (said in the caption).
+    title : str, optional
+    """
+    fig, ax = style.new_figure(6.4, 3.6)
+    groups = [g for g in dict.fromkeys(curves["group"]) if g != "all"]
+    palette = sns.color_palette("husl", max(len(groups), 1))
+    for colour, group in zip(palette, groups):
+        part = curves.loc[curves["group"] == group].sort_values("visit")
+        ax.step(part["visit"], part["share_remaining"], where="post", color=colour, alpha=0.55, linewidth=1,
+                marker=".", markersize=4)
+    overall = curves.loc[curves["group"] == "all"].sort_values("visit")
+    ax.fill_between(overall["visit"].to_numpy(float), overall["ci_lower"].to_numpy(float),
+                    overall["ci_upper"].to_numpy(float), step="post", color="0.3", alpha=0.15, linewidth=0)
+    ax.step(overall["visit"], overall["share_remaining"], where="post", color="black", linewidth=2,
+            label="all (95% CI)")
+    ax.set_ylim(0, 1.02)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel(style.plain(x_label))
+    ax.set_ylabel(f"share still observed ({style.plain(variable)})")
+    ax.legend(frameon=False, fontsize=style.SMALL_FONT_PT, loc="lower left")
+    sns.despine(fig=fig)
+    text = title or (f"Dropout from {variable}: Kaplan-Meier share of patients still observed at each visit, "
+                     "all patients (black, 95% interval)")
+    if groups:
+        text += f" and each {site} (thin lines, {len(groups)} curves)"
+        if pooled:
+            text += (f"; {len(pooled)} {site} units with fewer patients than the smallest cell shown are pooled "
+                     "into one curve, never drawn alone")
+    text += "; points with small counts are suppressed and not drawn"
+    return style.caption(fig, f"dropout-{variable}", text + ".")

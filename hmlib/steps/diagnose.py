@@ -30,13 +30,15 @@ from hmlib.stats.missingness import (ClusterVariationResult, LevelCorrelationRes
                                      missingness_cluster_variation, missingness_outcome_correlation,
                                      missingness_overview, missingness_patterns, missingness_predictors)
 from hmlib.stats.missingness.counts import check_columns, check_level, cluster_index
-from hmlib.steps import diagnose_higher, diagnose_narrative, diagnose_units
+from hmlib.steps import diagnose_higher, diagnose_narrative, diagnose_time, diagnose_units
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.diagnose_higher import HigherGapRow, LevelCorrelationRecord, LevelVariationRecord
 from hmlib.steps.diagnose_levels import FocusLevels, FocusLevelsRecord, focus_levels
 from hmlib.steps.diagnose_tables import (PublishedTables, display_names, publish_outcome_correlation,
                                          publish_overview, publish_predictors, publish_sporadic_variation,
                                          publish_tables)
+from hmlib.steps.diagnose_time import TimeDiagnosis
+from hmlib.steps.diagnose_time import OverTimeRecord
 from hmlib.steps.diagnose_units import FunnelRecord, HeatmapRecord, UnitMissingnessRecord
 
 __all__ = ["DiagnoseArtifact", "DiagnoseResult", "diagnose", "diagnose_registry", "run", "STEP"]
@@ -203,7 +205,7 @@ class DiagnoseArtifact(Artifact):
     """The record of step 1 (``artifacts/diagnose.json``): published (suppressed) aggregates only."""
 
     KEY: ClassVar[str] = "diagnose"
-    VERSION: ClassVar[int] = 4
+    VERSION: ClassVar[int] = 5
 
     by_cluster: tuple[ClusterRow, ...]
     by_unit: dict[str, UnitMissingnessRecord]
@@ -227,6 +229,7 @@ class DiagnoseArtifact(Artifact):
     narrative: tuple[str, ...]
     notes: tuple[str, ...]
     outcome_correlation: OutcomeCorrelationRecord | None
+    over_time: OverTimeRecord | None
     overview: tuple[OverviewRow, ...]
     patterns: tuple[PatternRow, ...]
     settings: DiagnoseSettings
@@ -317,6 +320,8 @@ class DiagnoseResult:
     by_unit : dict of str to UnitMissingness
         By higher level, outermost first: the heatmap and funnels by unit, suppressed around the
         clusters' decision (:mod:`hmlib.steps.diagnose_units`); empty without higher levels.
+    over_time : TimeDiagnosis or None
+        Missingness over each patient's visits (params ``time``; :mod:`hmlib.steps.diagnose_time`) or None.
     """
 
     cluster: str
@@ -354,6 +359,7 @@ class DiagnoseResult:
     higher_gaps: pd.DataFrame = field(default_factory=diagnose_higher.no_gaps)
     level_correlation: LevelCorrelationResult | None = None
     by_unit: dict = field(default_factory=dict)
+    over_time: TimeDiagnosis | None = None
 
     @property
     def estimates(self) -> pd.DataFrame:
@@ -448,15 +454,18 @@ class DiagnoseResult:
             "n_excluded_missing_cluster": self.n_excluded_missing_cluster,
             **diagnose_higher.records(self.level_variation, self.higher_gaps, self.level_correlation),
             **diagnose_units.records(self.by_unit),
+            "over_time": self.over_time.to_record() if self.over_time is not None else None,
         }
         return DiagnoseArtifact.from_json(to_jsonable(payload))
 
     def figures(self) -> dict:
         """The step's figures: ``{"by_cluster": [heatmap, then bars and funnel per variable],
-        "patterns": [pattern plot], "by_level": [per higher level: heatmap, then funnel per variable]}``, all
-        empty when nothing is missing (``by_level`` also without higher levels)."""
+        "patterns": [pattern plot], "by_level": [per higher level: heatmap, then funnel per variable],
+        "over_time": [per variable: by visit, by calendar period, dropout curves]}``, all
+        empty when nothing is missing (``by_level`` also without higher levels, ``over_time`` without time)."""
         noun = self.cluster_noun
-        out = {"by_cluster": [], "patterns": [], "by_level": diagnose_units.unit_figures(self.by_unit)}
+        out = {"by_cluster": [], "patterns": [], "by_level": diagnose_units.unit_figures(self.by_unit),
+               "over_time": diagnose_time.time_figures(self.over_time) if self.over_time is not None else []}
         if not self.incomplete:
             return out
         out["by_cluster"].append(figures.missingness_heatmap(self.heatmap, cluster_noun=noun))
@@ -482,7 +491,7 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
              cluster_names: Mapping[Hashable, str] | None = None, nagq: int | None = None,
              input_notices: Sequence[str] = (), n_rows_read: int | None = None,
              n_excluded_missing_cluster: int = 0, levels: Mapping[str, Sequence[str]] | None = None,
-             higher_levels: Sequence[str] = ()) -> DiagnoseResult:
+             higher_levels: Sequence[str] = (), time: str | None = None, seed: int | None = None) -> DiagnoseResult:
     """Run step 1: all missingness diagnostics for the incomplete analysis variables.
 
     Parameters
@@ -530,6 +539,11 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
         ``higher_levels``): each modelled variable's missingness is also
         partitioned by level, and structural gaps are found at each higher
         level (:mod:`hmlib.steps.diagnose_higher`).
+    time : str, optional
+        Visit time column (numbers or datetime64; params ``time``): missingness over the visits
+        (:mod:`hmlib.steps.diagnose_time`; site: the innermost higher level). None: nothing about time.
+    seed : int, optional
+        Seed of the change-point screen's permutations (with ``time``).
 
     Returns
     -------
@@ -572,7 +586,7 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
     variables = [outcome] + [p for p in predictors if p != outcome]
     level = _check_arguments(frame, cluster=cluster, variables=variables, outcome_family=outcome_family,
                              min_cell=min_cell, structural_share=structural_share, level=level, focus=focus)
-    check_columns(frame, list(higher_levels), "diagnose")
+    check_columns(frame, list(higher_levels) + ([time] if time is not None else []), "diagnose")
     higher_levels = tuple(outermost_first(frame, higher_levels))
     labels, _ = cluster_index(frame, cluster, "diagnose")
     names = display_names(labels, cluster_names, cluster_noun)
@@ -617,11 +631,15 @@ def diagnose(frame: pd.DataFrame, *, cluster: str, outcome: str, outcome_family:
                                                  min_cell=min_cell, notes=notes)
     published_levels = (focus_levels(focus, levels[focus], tables.level_counts, tables.level_shares, min_cell, notes)
                         if categorical_focus and focus is not None else None)
+    described = [v for v in incomplete if v not in tables.hidden_overall and v != time] if time else []
+    over_time = diagnose_time.diagnose_over_time(
+        frame, described, cluster, time, site=higher_levels[-1] if higher_levels else None, outcome=outcome,
+        min_cell=int(min_cell), level=level, seed=seed, cluster_noun=cluster_noun) if described else None
     return DiagnoseResult(
         **common, focus=focus, incomplete=tuple(incomplete), overview=tables.overview, by_cluster=tables.by_cluster,
         heatmap=tables.heatmap, gap_summary=tables.gap_summary, patterns=patterns, funnels=tables.funnels,
         **models, notes=tuple(notes), focus_levels=published_levels, level_variation=by_level, higher_gaps=gaps,
-        level_correlation=by_level_correlation, by_unit=by_unit)
+        level_correlation=by_level_correlation, by_unit=by_unit, over_time=over_time)
 
 
 def _check_arguments(frame, *, cluster, variables, outcome_family, min_cell, structural_share, level,
@@ -720,12 +738,15 @@ def diagnose_registry(registry: Registry) -> DiagnoseResult:
     DiagnoseResult
     """
     p = registry.params
-    return diagnose(registry.frame, cluster=p.cluster, outcome=p.outcome, outcome_family=p.outcome_family,
+    frame = registry.frame
+    if p.time is not None:
+        frame = frame.assign(**{p.time: registry.time_values.to_numpy()})
+    return diagnose(frame, cluster=p.cluster, outcome=p.outcome, outcome_family=p.outcome_family,
                     predictors=p.predictors, focus=p.focus, min_cell=p.privacy.min_cell,
                     structural_share=p.diagnose.structural_share, cluster_noun=wording.cluster_noun(p.cluster),
                     input_notices=[n.message for n in registry.notices], n_rows_read=registry.n_rows_read,
                     n_excluded_missing_cluster=registry.n_excluded_missing_cluster, levels=registry.levels,
-                    higher_levels=p.higher_levels)
+                    higher_levels=p.higher_levels, time=p.time, seed=p.seed)
 
 
 def run(ctx: StepContext) -> DiagnoseResult:
@@ -747,7 +768,8 @@ def methods_text(record, ev) -> list:
             f"{100 * record.settings.structural_share:.0f}% of a variable is missing. The between-{noun} "
             "variation of each missingness indicator was estimated with a random-intercept logistic model and "
             "tested with a boundary-corrected likelihood-ratio test; predictors of missingness were separated "
-            "into within- and between-" + noun + " components." + _levels_methods(record, noun)]
+            "into within- and between-" + noun + " components." + _levels_methods(record, noun)
+            + diagnose_time.time_methods(record.over_time)]
 
 
 def _levels_methods(record, noun: str) -> str:

@@ -16,6 +16,7 @@ from hmlib.stats.missingness import ClusterVariationResult, FunnelResult, Missin
 from hmlib.stats.missingness.counts import level_label
 from hmlib.steps.diagnose_higher import higher_level_sentences, level_correlation_sentences
 from hmlib.steps.diagnose_levels import level_sentences
+from hmlib.steps.diagnose_time import time_sentences
 from hmlib.steps.diagnose_units import unit_sentences
 from hmlib.wording import count_text, is_number
 
@@ -260,6 +261,7 @@ def narrative(result) -> list[str]:
     lines.extend(level_sentences(result.focus_levels, result.cluster_noun))
     if len(result.patterns):
         lines.append(_pattern_sentence(result))
+    lines.extend(time_sentences(result.over_time, focus=result.focus))
     lines.extend(_correlation_sentence(result))
     lines.extend(result.notes)
     return lines

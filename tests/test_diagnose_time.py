@@ -1,0 +1,262 @@
+"""Step 1 over time (params ``time``, issue #16): the params checks, the step, privacy, nothing changed without time.
+
+DIAG-TIME-001  params: a bad 'time' (a list, the cluster, the outcome, a higher level) is a ParamsError naming
+               the fix; 'random_slopes' is refused as not yet supported by the report, naming issue #16
+DIAG-TIME-002  data: a time column that is absent, text, partly dates, empty in some rows or constant within
+               every patient is a DataError naming the column and the fix; repeated (patient, time) rows are a
+               counted notice, not an error; dates parse; time is kept out of Registry.frame
+DIAG-TIME-003  the simulated registry (pilot phase of 6 months, dropout on the last outcome): the change-point
+               screen splits after 2020-06 with p < 0.01 and a higher rate before; the dropout screen finds the
+               last value of y (odds ratio > 1, p < 0.001); the narrative says both, as screens
+DIAG-TIME-004  privacy: no published count of the over-time tables is from 1 to min_cell - 1; each variable's
+               by-visit block is protected around its column totals (no block hides exactly one cell of a
+               column); a visit's number of patients is hidden in every block or none; curves carry no counts
+               and no point the stats result marked; no dropout curve of a site with fewer than min_cell
+               patients (pooled instead, said in the caption)
+DIAG-TIME-005  without time nothing changes: the artifact has over_time None and otherwise the fields of
+               version 4, the figures have no over-time entries, narrative and methods say nothing of time
+DIAG-TIME-006  the real data: params/cdystonia_time.yaml (site > patient_id > week) runs step 1 over time,
+               pools the sites with fewer than 11 patients into one curve and round-trips its artifact
+DIAG-TIME-007  the over-time figures follow the report's figure style (captions, 9-point text, A4 width, no overlaps)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from hmlib.data import load_registry
+from hmlib.exceptions import DataError, ParamsError
+from hmlib.params import load_params
+from hmlib.simulate.longitudinal import longitudinal_registry
+from hmlib.steps.diagnose import DiagnoseArtifact, diagnose, diagnose_registry, methods_text
+
+BASE = ("name: t\ndata: d.csv\ncluster: patient\noutcome: y\noutcome_family: gaussian\npredictors: [x, month]\n"
+        "higher_levels: [site]\nseed: 1\n")
+
+
+def _params(tmp_path, extra: str, frame: pd.DataFrame | None = None):
+    if frame is not None:
+        frame.to_csv(tmp_path / "d.csv", index=False)
+    path = tmp_path / "p.yaml"
+    path.write_text(BASE + extra)
+    return load_params(path)
+
+
+@pytest.fixture(scope="module")
+def registry_frame():
+    return longitudinal_registry(3, n_sites=12, n_patients=400, n_visits=6)
+
+
+@pytest.fixture(scope="module")
+def simulated(registry_frame):
+    return diagnose(registry_frame, cluster="patient", outcome="y", outcome_family="gaussian",
+                    predictors=["x", "month"], higher_levels=["site"], time="date", seed=1, nagq=1, focus="y")
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ("time: [date, visit]\n", "'time' must be one column name"),
+    ("time: patient\n", "'time' is 'patient', which is also given as cluster"),
+    ("time: y\n", "also given as outcome"),
+    ("time: site\n", "also given as higher_levels"),
+    ("random_slopes: [month]\n", "not yet supported by the report (issue #16"),
+])
+def test_diag_time_001_params(tmp_path, extra, needle):
+    """DIAG-TIME-001: (module docstring)."""
+    with pytest.raises(ParamsError) as err:
+        _params(tmp_path, extra)
+    assert needle in str(err.value)
+    if "random_slopes" in extra:
+        assert "Remove 'random_slopes'" in str(err.value)
+
+
+def _frame_with(registry_frame, **columns) -> pd.DataFrame:
+    frame = registry_frame[["site", "patient", "month", "x", "y"]].copy()
+    frame["date"] = registry_frame["date"].dt.strftime("%Y-%m-%d")
+    return frame.assign(**columns)
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda f: f.drop(columns=["date"]), "column 'date' named in p.yaml is not in d.csv"),
+    (lambda f: f.assign(date="soon"), "holds neither numbers nor dates"),
+    (lambda f: f.assign(date=np.where(np.arange(len(f)) % 7 == 0, "later", f["date"])),
+     "but 339 value(s) are not dates, e.g. 'later'"),
+    (lambda f: f.assign(date=f["date"].where(np.arange(len(f)) % 50 != 0)), "is empty in"),
+    (lambda f: f.assign(date=f.groupby("patient")["date"].transform("first")), "never varies within a patient"),
+])
+def test_diag_time_002_data_checks(tmp_path, registry_frame, make, needle):
+    """DIAG-TIME-002: (module docstring) errors."""
+    params = _params(tmp_path, "time: date\n", make(_frame_with(registry_frame)))
+    with pytest.raises(DataError) as err:
+        load_registry(params)
+    assert needle in str(err.value)
+    assert "remove 'time'" in str(err.value) or "not in d.csv" in str(err.value)
+
+
+def test_diag_time_002_duplicates_dates_and_frame(tmp_path, registry_frame):
+    """DIAG-TIME-002: (module docstring) a notice for repeated visits, dates parsed, time kept apart."""
+    frame = _frame_with(registry_frame)
+    frame = pd.concat([frame, frame.iloc[:15]], ignore_index=True)
+    reg = load_registry(_params(tmp_path, "time: date\n", frame))
+    notice = [n.message for n in reg.notices if n.code == "duplicate-visits"]
+    assert notice and notice[0].startswith("15 row(s) repeat the (patient, date)")
+    assert pd.api.types.is_datetime64_any_dtype(reg.time_values) and "date" not in reg.frame.columns
+    numeric = load_registry(_params(tmp_path, "time: month\n", _frame_with(registry_frame)))
+    assert numeric.time_values.dtype == float and "month" in numeric.frame.columns
+    result = diagnose_registry(reg)
+    assert result.over_time.n_duplicate_rows == 15
+    assert any("15 row(s) repeat" in n for n in result.over_time.notes)
+
+
+def test_diag_time_003_pilot_phase_and_dropout_screen(simulated):
+    """DIAG-TIME-003: (module docstring)."""
+    td = simulated.over_time
+    assert td.time_is_date and td.period == "M" and td.site == "site" and td.visit_by == "order"
+    cp = td.change_points.set_index("variable").loc["y"]
+    assert cp["last_period_before"] == "2020-06" and cp["p_value"] < 0.01
+    assert cp["rate_before"] > cp["rate_after"] + 0.1
+    history = td.history.set_index(["variable", "kind", "term"])
+    last_y = history.loc[("y", "dropout", "last y")]
+    assert last_y["odds_ratio"] > 1 and last_y["p_value"] < 0.001 and last_y["cluster"] == "site"
+    focus_sentences = [s for s in simulated.narrative() if s.startswith("Screens, not tests")]
+    assert len(focus_sentences) == 1 and "changes after 2020-06" in focus_sentences[0]
+    assert "dropout from" in focus_sentences[0] and "last y" in focus_sentences[0]
+    shares = td.patterns.values.set_index("variable")
+    assert 0 < shares.loc["y", "share_monotone"] < 1
+
+
+def test_diag_time_003_no_drift_no_change_point():
+    """DIAG-TIME-003: without a pilot shift the screen finds no change (the test can fail both ways)."""
+    frame = longitudinal_registry(3, n_sites=12, n_patients=400, n_visits=6, pilot_shift=0.0,
+                                  dropout_last_value=0.0)
+    res = diagnose(frame, cluster="patient", outcome="y", outcome_family="gaussian", predictors=["x", "month"],
+                   higher_levels=["site"], time="date", seed=1, nagq=1, focus="y")
+    assert res.over_time.change_points.set_index("variable").loc["y", "p_value"] > 0.05
+    assert not any("changes after" in s for s in res.narrative())
+
+
+def _small(values) -> np.ndarray:
+    v = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
+    return (v >= 1) & (v < 11)
+
+
+def test_diag_time_004_privacy(simulated, registry_frame):
+    """DIAG-TIME-004: (module docstring)."""
+    from hmlib.stats.longitudinal import time_to_dropout
+    from hmlib.steps.diagnose_time import dropout_groups
+    record = simulated.to_artifact().over_time
+    for table in (record.by_visit, record.by_period, record.patterns):
+        for row in table:
+            for name in row.__dataclass_fields__:
+                value = getattr(row, name)
+                if name.startswith("n_") or name in ("complete", "intermittent", "monotone",
+                                                     "intermittent_and_monotone", "never_observed"):
+                    assert not _small([value]).any(), (name, row)
+    by_visit = simulated.over_time.by_visit
+    counts = ["n_missing", "n_observed", "n_intermittent", "n_after_dropout"]
+    for _, block in by_visit.mask.groupby(by_visit.values["variable"]):
+        assert (block[counts].sum(axis=0) != 1).all()  # a lone hidden cell would be its column total minus the rest
+    hidden_n = by_visit.mask["n_patients"].groupby(by_visit.values["visit"]).nunique()
+    assert (hidden_n == 1).all()
+    assert any(r.suppressed for r in record.by_visit)  # there is something to protect
+    assert set(DiagnoseArtifact.__dataclass_fields__) >= {"over_time"}
+    assert "n_at_risk" not in simulated.over_time.dropout.columns
+    labels, pooled = dropout_groups(registry_frame, "y", "patient", "site", 11)
+    assert simulated.over_time.pooled_sites["y"] == pooled and len(pooled) == 2
+    marked = time_to_dropout(registry_frame.assign(group=labels), "y", "patient", "date", site="group",
+                             by="order").table
+    published = simulated.over_time.dropout.query("variable == 'y'")
+    assert len(marked) == len(published) and marked["suppressed"].sum() > 0
+    shown = published["share_remaining"].notna().to_numpy()
+    assert not (shown & marked["suppressed"].to_numpy()).any()
+    assert shown[~marked["suppressed"].to_numpy()].all()
+
+
+def test_diag_time_004_small_sites_pooled(registry_frame):
+    """DIAG-TIME-004: sites below min_cell patients are pooled into one curve, never drawn alone."""
+    from hmlib.figures.style import caption_of
+    from hmlib.steps.diagnose_time import dropout_groups
+
+    frame = registry_frame.copy()
+    sizes = frame.groupby("site")["patient"].nunique()
+    small_sites = sizes.sort_values().index[:2]
+    keep = ~frame["site"].isin(small_sites) | frame["patient"].isin(
+        frame.loc[frame["site"].isin(small_sites)].groupby("site")["patient"].unique().explode().groupby(
+            level=0).head(4))
+    frame = frame.loc[keep].reset_index(drop=True)
+    labels, pooled = dropout_groups(frame, "y", "patient", "site", 11)
+    assert set(small_sites) <= set(pooled)
+    per_group = frame.loc[frame["y"].notna()].groupby(labels.loc[frame["y"].notna()])["patient"].nunique()
+    assert (per_group >= 11).all()
+    res = diagnose(frame, cluster="patient", outcome="y", outcome_family="gaussian", predictors=["x", "month"],
+                   higher_levels=["site"], time="date", seed=1, nagq=1)
+    groups = set(res.over_time.dropout["group"])
+    assert not {str(s) for s in small_sites} & groups and any("pooled" in g for g in groups)
+    dropout_fig = [f for f in res.figures()["over_time"] if caption_of(f)[0] == "dropout-y"][0]
+    assert "pooled into one curve, never drawn alone" in caption_of(dropout_fig)[1]
+
+
+def test_diag_time_005_without_time_nothing_changes(registry_frame, simulated):
+    """DIAG-TIME-005: (module docstring)."""
+    from hmlib.figures.style import caption_of
+    from test_diagnose_units import VERSION_3_FIELDS
+
+    plain = diagnose(registry_frame, cluster="patient", outcome="y", outcome_family="gaussian",
+                     predictors=["x", "month"], higher_levels=["site"], nagq=1, focus="y")
+    assert plain.over_time is None and plain.figures()["over_time"] == []
+    record = plain.to_artifact()
+    assert set(record.to_json()) == VERSION_3_FIELDS | {"by_unit", "over_time"} and record.over_time is None
+    assert DiagnoseArtifact.VERSION == 5
+    ev = type("Ev", (), {"noun": "patient"})()
+    assert "Over the visits" not in methods_text(record, ev)[0]
+    assert "Over the visits" in methods_text(simulated.to_artifact(), ev)[0]
+    assert not any("Over the visits" in s or s.startswith("Screens") for s in plain.narrative())
+    # everything that is not about time is the same with time
+    with_time = simulated.to_artifact().to_json()
+    without = record.to_json()
+    for key in without:
+        if key not in ("over_time", "narrative"):
+            assert with_time[key] == without[key], key
+    assert [s for s in simulated.narrative() if "Over the visits" not in s and not s.startswith("Screens")] \
+        == plain.narrative()
+    assert [caption_of(f)[0] for f in plain.figures()["by_cluster"]] == \
+        [caption_of(f)[0] for f in simulated.figures()["by_cluster"]]
+
+
+def test_diag_time_006_cdystonia():
+    """DIAG-TIME-006: (module docstring)."""
+    params = load_params(REPO / "params" / "cdystonia_time.yaml")
+    assert params.time == "week" and "week" in params.predictors
+    plain = load_params(REPO / "params" / "cdystonia.yaml")
+    assert plain.time is None and plain.fingerprint != params.fingerprint
+    result = diagnose_registry(load_registry(params))
+    td = result.over_time
+    assert td.visit_by == "time" and td.variables == ("twstrs",) and td.site == "site"
+    assert td.n_patients == 109 and list(td.by_visit.values["visit"]) == [0.0, 2.0, 4.0, 8.0, 12.0, 16.0]
+    assert set(td.pooled_sites["twstrs"]) == {"4", "5"}  # the sites with fewer than 11 patients
+    assert "2 smaller site units pooled" in set(td.dropout["group"])
+    record = result.to_artifact()
+    assert DiagnoseArtifact.from_json(record.to_json()) == record
+    assert any(s.startswith("Over the visits (week)") for s in result.narrative())
+
+
+def test_diag_time_007_figures_follow_the_style(simulated):
+    """DIAG-TIME-007: the over-time figures (by visit, by calendar month, dropout curves per variable) are
+    captioned, have no text under 9 points, are at most A4 wide and have no overlapping tick labels."""
+    import io
+
+    from hmlib.figures import style
+
+    figures = simulated.figures()["over_time"]
+    keys = [style.caption_of(f)[0] for f in figures]
+    assert keys == ["over-time-y", "calendar-y", "dropout-y", "over-time-x", "calendar-x", "dropout-x"]
+    for fig in figures:
+        key, text = style.caption_of(fig)
+        assert len(text) > 40, key
+        fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
+        assert style.smallest_font(fig) >= style.MIN_FONT_PT, key
+        assert fig.get_figwidth() <= style.MAX_WIDTH_IN + 1e-9, key
+        assert style.overlapping_ticks(fig) == 0, key
+    assert "split after 2020-06" in style.caption_of(figures[1])[1]
