@@ -23,12 +23,17 @@ imputing ``x`` from ``y``, ``t``, ``treat`` (``m = 20``, 10 iterations):
   with a random slope on ``t`` and the cluster means of ``t`` and ``y``;
 - ``random_intercept``: hmlib's multilevel chained equations (2l.pan, random intercept only);
 - ``flat``: single-level imputation (``norm``);
-- ``complete_case``: the analysis model on the visits with ``x`` recorded.
+- ``complete_case``: the analysis model on the visits with ``x`` recorded;
+- ``locf``: last observation carried forward
+  (:func:`hmlib.stats.imputation.carried_forward.last_observation_carried_forward`), one completed
+  set analysed as if complete (Wald intervals); visits before a patient's first recorded ``x`` stay
+  missing and are dropped.
 
 Bias, empirical SE, mean model SE and 95% coverage of ``x``'s coefficient
 (truth 0.35) and of ``sd(t|patient)`` (truth 0.5), with Monte Carlo SEs. The
 JSON is written after every 10 replicates (the per-replicate estimates beside it,
-``random_slope_imputation_truth_rows.json``) and a rerun resumes from them.
+``random_slope_imputation_truth_rows.json``) and a rerun resumes from them, method by method (a method
+added later is run on the earlier replicates' registries only).
 
 Usage::
 
@@ -52,6 +57,7 @@ from scipy import special
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hmlib.stats.imputation import impute  # noqa: E402
+from hmlib.stats.imputation.carried_forward import last_observation_carried_forward  # noqa: E402
 from hmlib.stats.imputation.random_slopes import impute_random_slopes  # noqa: E402
 from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed  # noqa: E402
 from hmlib.stats.pooling import rubin_arrays  # noqa: E402
@@ -61,7 +67,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "random_slope_imputation
 ROWS_SUFFIX = "_rows.json"
 TEST_DATA = Path(__file__).resolve().parent.parent / "tests" / "results" / "random_slope_registry.csv"
 TRUTH = {"x": 0.35, "sd(t|patient)": 0.5}
-METHODS = ("random_slopes", "random_intercept", "flat", "complete_case")
+METHODS = ("random_slopes", "random_intercept", "flat", "complete_case", "locf")
 
 
 def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dropout: float = 0.08,
@@ -142,6 +148,9 @@ def completed_frames(frame: pd.DataFrame, method: str, m: int, seed: int) -> lis
     """The completed registries of one method (the complete cases as one frame)."""
     if method == "complete_case":
         return [frame.dropna(subset=["x"])]
+    if method == "locf":
+        carried = last_observation_carried_forward(frame, columns=["x"], cluster="patient", time="t")
+        return [carried.completed.dropna(subset=["x"])]
     if method == "random_slopes":
         res = impute_random_slopes(frame, target="x", predictors=["y", "treat"], cluster="patient", slopes=["t"],
                                    m=m, iterations=10, seed=seed)
@@ -189,12 +198,17 @@ def main() -> None:
     rows_path = args.out.with_name(args.out.stem + ROWS_SUFFIX)
     previous = json.loads(rows_path.read_text()) if rows_path.exists() else {}
     same = previous.get("m") == args.m and previous.get("patients") == args.patients
-    rows = previous["rows"] if same else {k: [] for k in METHODS}
-    seconds = previous["seconds"] if same else {k: 0.0 for k in METHODS}
+    rows = previous["rows"] if same else {}
+    seconds = previous["seconds"] if same else {}
+    for method in METHODS:
+        rows.setdefault(method, [])
+        seconds.setdefault(method, 0.0)
     start = time.perf_counter()
-    for r in range(len(rows[METHODS[0]]), args.replicates):
+    for r in range(min(len(v) for v in rows.values()), args.replicates):
         frame = simulate_longitudinal(5000 + r, n_patients=args.patients, missingness=args.missingness)
         for method in METHODS:
+            if len(rows[method]) > r:
+                continue
             t0 = time.perf_counter()
             pooled = analyse(completed_frames(frame, method, args.m, seed=r))
             rows[method].append({t: [round(float(v), 6) for v in values] for t, values in pooled.items()})
@@ -203,7 +217,8 @@ def main() -> None:
         if done % 10 == 0 or done == args.replicates:
             out = {"replicates": done, "m": args.m, "patients": args.patients, "missingness": args.missingness,
                    "truth": TRUTH,
-                   "seconds_per_registry": {k: v / done for k, v in seconds.items()}, "methods": summarise(rows)}
+                   "seconds_per_registry": {k: v / len(rows[k]) for k, v in seconds.items()},
+                   "methods": summarise({k: v[:done] for k, v in rows.items()})}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(out, indent=1) + "\n")
             rows_path.write_text(json.dumps({"m": args.m, "patients": args.patients, "seconds": seconds,

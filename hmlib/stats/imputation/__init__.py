@@ -18,7 +18,10 @@ public names are re-exported here. The rooms:
 - :mod:`~hmlib.stats.imputation.random_slopes`: the random-slope kernel
   (2l.pan type 2, on standardised columns) and
   :func:`~hmlib.stats.imputation.random_slopes.impute_random_slopes` for one
-  variable with complete predictors (not yet used by :func:`impute`).
+  variable with complete predictors (not yet used by :func:`impute`);
+- :mod:`~hmlib.stats.imputation.carried_forward`: last observation carried
+  forward for visits within patients, a named single-imputation comparator
+  (:func:`~hmlib.stats.imputation.carried_forward.last_observation_carried_forward`).
 
 Nothing here takes a :class:`hmlib.data.Registry` (the step's adapter,
 :func:`hmlib.steps.imputation.impute_registry`, does).

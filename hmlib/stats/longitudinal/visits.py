@@ -53,6 +53,9 @@ class Visits:
     time_is_datetime : bool
     rows : numpy.ndarray of int64
         Position (``iloc``) in the input frame of each visit's first row, to align other columns.
+    row_visit : numpy.ndarray of int64
+        The visit (index into the arrays above) of each row of the input frame, in the input's order:
+        maps results per visit back to every row, duplicates included.
     """
 
     patient: np.ndarray
@@ -66,6 +69,7 @@ class Visits:
     n_patients_with_duplicates: int
     time_is_datetime: bool
     rows: np.ndarray
+    row_visit: np.ndarray | None = None
 
     @property
     def n_patients(self) -> int:
@@ -202,11 +206,13 @@ def prepare_visits(frame: pd.DataFrame, variables: Sequence[str], patient: str, 
         np.logical_or.at(observed, visit_id, observed_rows)
         missing[v] = ~observed
     visit_number = np.arange(keep.size) - np.repeat(starts[:-1], np.diff(starts))
+    row_visit = np.empty(codes.size, dtype=np.int64)
+    row_visit[order] = visit_id
     return Visits(patient=patient_codes, time=times[keep], date=None if dates is None else dates[order][keep],
                   visit_number=visit_number.astype(np.int64), starts=starts.astype(np.int64), missing=missing,
                   site=None if site is None else _site_per_visit(frame, site, order, keep, codes, where),
                   n_duplicate_rows=n_duplicates, n_patients_with_duplicates=n_dup_patients,
-                  time_is_datetime=dates is not None, rows=order[keep].astype(np.int64))
+                  time_is_datetime=dates is not None, rows=order[keep].astype(np.int64), row_visit=row_visit)
 
 
 def visit_key(visits: Visits, by: str, time: str, where: str) -> np.ndarray:
