@@ -39,7 +39,7 @@ from hmlib.steps.sensitivity_verdict import FAMILY_TEXT
 
 LEVELS = (2, 3, 5)
 #: Params files whose data have no incomplete numeric predictor (checked by CAT-PARAMS-002).
-WITHOUT_INCOMPLETE_PREDICTOR = {"cdystonia"}
+WITHOUT_INCOMPLETE_PREDICTOR = {"cdystonia", "cdystonia_time"}
 IMPUTATION_METHODS = ("flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi")
 
 
