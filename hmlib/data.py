@@ -402,6 +402,26 @@ class _Checker:
                                     f"span several units of the other); list only levels nested in one another "
                                     "(e.g. region within country) in 'higher_levels'.")
 
+    def random_slope_columns(self) -> None:
+        """Each random slope is numeric, recorded in every row and varies within clusters (DataError otherwise)."""
+        frame, cluster = self.frame, self.params.cluster
+        for col in self.params.random_slopes:
+            if self.kinds.get(col) != "numeric":
+                raise DataError(f"the random slope '{col}' is not numeric (its values are read as categories); a "
+                                "random slope needs numbers such as weeks since enrolment. Recode it, or remove it "
+                                "from 'random_slopes'.")
+            absent = frame[col].isna()
+            if absent.any():
+                raise DataError(f"the random slope '{col}' is missing in {count_text(int(absent.sum()), self.min_cell)} "
+                                f"row(s); hmlib imputes predictors, but a random slope (the visit time) must be "
+                                f"recorded in every row. Fill in '{col}' from the visit schedule, or drop those rows "
+                                "from the extract.")
+            spread = frame.groupby(cluster, observed=True)[col].nunique()
+            if not (spread > 1).any():
+                raise DataError(f"the random slope '{col}' never varies within a {cluster}: a slope per {cluster} "
+                                f"needs several values of '{col}' in a {cluster} (e.g. visit weeks within a "
+                                f"patient). Remove '{col}' from 'random_slopes' (it stays a predictor).")
+
     def time_column(self) -> pd.Series | None:
         """The ``time`` column as floats or dates; it varies within clusters; repeated (cluster, time) counted.
 
@@ -535,7 +555,8 @@ def load_registry(params: Params) -> Registry:
     covariates constant within clusters; clusters nested in the higher
     levels; the ``time`` column when given (numbers or dates, no missing
     time, varying within clusters; repeated (cluster, time) rows a
-    notice); the focus variable.
+    notice); each random slope (numeric, recorded in every row, varying
+    within clusters); the focus variable.
 
     Parameters
     ----------
@@ -562,6 +583,7 @@ def load_registry(params: Params) -> Registry:
     checker.predictors()
     checker.ordinal_columns()
     checker.cluster_level_columns()
+    checker.random_slope_columns()
     time_values = checker.time_column()
     checker.collinearity()
     singletons, focus = checker.structure_notices()

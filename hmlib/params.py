@@ -54,6 +54,8 @@ KEYS: dict[str, str] = {
     "categorical": "optional list of predictors or cluster covariates to treat as categorical even if numbers",
     "ordinal": "optional categorical predictors whose levels are ordered: [gcs_band], or {gcs_band: [mild, severe]}",
     "higher_levels": "optional list of columns for levels above the cluster (e.g. [country])",
+    "random_slopes": "optional list of numeric predictors (usually the visit time) whose effect varies between "
+                     "clusters: (1 + week | patient) in the analysis and imputation models",
     "time": "optional visit time column (numbers such as weeks, or dates) when the clusters are patients seen "
             "at several visits: step 1 then describes missingness over time",
     "cluster_covariates": "optional list of cluster-level columns (constant within a cluster)",
@@ -71,12 +73,6 @@ KEYS: dict[str, str] = {
     "sensitivity": "{relevant_difference: 1.25} clinically relevant difference per reported unit of the focus: "
                    "a ratio of odds ratios > 1 (binary outcome; default 1.25) or a difference in outcome units "
                    "(continuous outcome; default 0.1 SD of the outcome)",
-}
-#: Keys of issue #16 the report does not run yet, with what to do meanwhile (refused by name, not as typos).
-_NOT_YET_KEYS: dict[str, str] = {
-    "random_slopes": "random slopes are not yet supported by the report (issue #16: only step 1 uses 'time' "
-                     "so far). Remove 'random_slopes'; meanwhile the analysis model has a random intercept per "
-                     "cluster, and hmlib.stats.mixed.fit_mixed fits random slopes outside the report",
 }
 _PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
 _DIAGNOSE_KEYS = {"structural_share"}
@@ -201,6 +197,12 @@ class Params:
         patients seen at several visits; step 1 describes missingness over
         it (:mod:`hmlib.steps.diagnose_time`). It may also be a predictor.
         Checked against the data by :func:`hmlib.data.load_registry`.
+    random_slopes : tuple of str
+        Numeric predictors with a random slope per cluster, correlated with
+        its intercept: ``(1 + week | patient)`` in the analysis model of
+        every step and in the multilevel imputation (issue #16). Checked
+        against the data (complete, varying within clusters) by
+        :func:`hmlib.data.load_registry`.
     focus : str or None
         The incomplete predictor the narrative centres on; ``None`` means
         "the predictor with most missing values", resolved once the data are
@@ -236,6 +238,7 @@ class Params:
     cluster_covariates: tuple[str, ...] = ()
     focus: str | None = None
     time: str | None = None
+    random_slopes: tuple[str, ...] = ()
     seed: int = 2026
     fast: bool = False
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
@@ -395,9 +398,6 @@ def params_from_mapping(raw: dict, *, source: Path, origin: str | None = None, b
     """
     where = origin or str(source)
     base_dir = source.parent if base_dir is None else Path(base_dir)
-    not_yet = [k for k in raw if k in _NOT_YET_KEYS]
-    if not_yet:
-        raise ParamsError(f"{where}: '{not_yet[0]}': {_NOT_YET_KEYS[not_yet[0]]}.")
     unknown = sorted(str(k) for k in raw if k not in KEYS)
     if unknown:
         key = unknown[0]
@@ -521,6 +521,15 @@ def _roles(raw: dict, source: str) -> dict:
 
     ordinal = _ordinal(raw.get("ordinal"), predictors, source)
     time = _time_column(raw.get("time"), roles, source)
+    slopes = _string_list(raw.get("random_slopes"), "random_slopes", source)
+    for col in slopes:
+        if col not in predictors:
+            raise ParamsError(f"{source}: 'random_slopes' names '{col}', which is not in 'predictors'; a random "
+                              f"slope varies a predictor's effect between clusters, so add '{col}' to 'predictors' "
+                              "too (its average effect).")
+        if col in categorical or col in (ordinal or {}):
+            raise ParamsError(f"{source}: 'random_slopes' names '{col}', which is categorical; a random slope needs "
+                              "a numeric predictor such as the visit time.")
 
     focus = raw.get("focus")
     if focus is not None:
@@ -532,7 +541,7 @@ def _roles(raw: dict, source: str) -> dict:
 
     return {"cluster": cluster, "outcome": outcome, "outcome_family": family, "predictors": predictors,
             "categorical": categorical, "ordinal": ordinal, "higher_levels": higher,
-            "cluster_covariates": cluster_cov, "focus": focus, "time": time}
+            "cluster_covariates": cluster_cov, "focus": focus, "time": time, "random_slopes": slopes}
 
 
 def _time_column(value: Any, roles: dict, source: str) -> str | None:

@@ -50,8 +50,9 @@ from scipy import stats
 
 from hmlib.exceptions import DataError, FitError
 from hmlib.stats.imputation.kernels import prepare_design, standardise_target
-from hmlib.stats.imputation.random_slopes import (_coefficients_draw, draw_inverse_wishart, impute_random_slopes,
+from hmlib.stats.imputation.random_slopes import (draw_inverse_wishart, impute_random_slopes,
                                                   random_slopes_gibbs_draw)
+from hmlib.stats.imputation.slopes_kernel import _coefficients_draw
 from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
 from hmlib.stats.pooling import rubin_arrays
 

@@ -41,6 +41,10 @@ GLOSSARY: dict[str, str] = {
     "2l.pan": "The mice name of multilevel imputation of a continuous variable with a common residual variance "
               "across sites (2l.norm: a variance per site).",
     "random intercept": "A site's own baseline level, treated as drawn from a normal distribution of sites.",
+    "random slope": "A cluster's own rate of change over a predictor such as the visit time (each patient's own "
+                    "trajectory), treated as drawn from a normal distribution, correlated with the cluster's "
+                    "random intercept; the report gives its SD per unit of the predictor, sd(week|patient), and the "
+                    "correlation, cor(week|patient).",
     "partial pooling": "Each site's estimate is pulled towards the average of all sites, the more so the less the "
                        "site observed (shrinkage); sites with little data borrow strength from the others.",
     "empirical Bayes": "Site effects estimated with partial pooling from the fitted distribution of sites (the "

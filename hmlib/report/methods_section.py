@@ -17,6 +17,17 @@ __all__ = ["methods_paragraphs"]
 def _analysis_model(ev: ReportEvidence) -> str:
     p = ev.params
     fam = {"binomial": "logistic", "gaussian": "linear"}.get(p.outcome_family, p.outcome_family)
+    slopes = tuple(getattr(p, "random_slopes", ()))
+    if slopes:
+        named = " and ".join(slopes)
+        higher = f", and a random intercept per {' and per '.join(p.higher_levels)} above it" if p.higher_levels \
+            else ""
+        return (f"Analysis model: a {fam} mixed model of {p.outcome} on {', '.join(p.predictors)}, with a random "
+                f"intercept and a random slope on {named} per {ev.noun} ({p.cluster}), correlated (unstructured "
+                f"covariance: ({' + '.join(('1', *slopes))} | {p.cluster})){higher}. The report gives the SD of "
+                f"the intercepts (at {named} = 0), the SD of each slope (per unit of {named}) and their correlation. "
+                "Fitted by maximum likelihood (hmlib.stats.mixed.fit_mixed: Laplace for logistic, profiled "
+                "likelihood for linear models; slope columns standardised inside and reported on the data's scale).")
     if p.higher_levels:
         higher = " and ".join(p.higher_levels)
         return (f"Analysis model: a {fam} mixed model of {p.outcome} on {', '.join(p.predictors)}, with nested random "

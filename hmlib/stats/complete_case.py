@@ -260,7 +260,8 @@ class MissingIndicatorModel:
 
 
 def fit_missing_indicator_model(frame: pd.DataFrame, *, focus: str, predictors, outcome: str, cluster: str,
-                                family: str, levels: dict | None = None, higher_levels=()) -> MissingIndicatorModel:
+                                family: str, levels: dict | None = None, higher_levels=(),
+                                random_slopes=()) -> MissingIndicatorModel:
     """Fit ``outcome ~ predictors + <focus>_missing + (1 | cluster)`` with ``focus`` mean-filled.
 
     Parameters
@@ -276,6 +277,8 @@ def fit_missing_indicator_model(frame: pd.DataFrame, *, focus: str, predictors, 
         Categorical levels (:func:`hmlib.stats.design.design_matrix`).
     higher_levels : sequence of str
         Levels above the cluster: nested random intercepts (:func:`hmlib.stats.design.fit_design`).
+    random_slopes : sequence of str
+        Numeric predictors with a random slope per cluster (:func:`hmlib.stats.design.fit_design`).
 
     Returns
     -------
@@ -295,7 +298,8 @@ def fit_missing_indicator_model(frame: pd.DataFrame, *, focus: str, predictors, 
     work[indicator] = work[focus].isna().astype(float)
     work[focus] = work[focus].fillna(work[focus].mean())
     design = design_matrix(work, [*predictors, indicator], levels, extra_rows_mask=work[outcome].notna())
-    fit = fit_design(work, design, outcome=outcome, cluster=cluster, family=family, higher_levels=tuple(higher_levels))
+    fit = fit_design(work, design, outcome=outcome, cluster=cluster, family=family, higher_levels=tuple(higher_levels),
+                     random_slopes=tuple(random_slopes))
     return MissingIndicatorModel(fit=fit, design=design, frame=work, indicator=indicator)
 
 
@@ -318,7 +322,8 @@ def missing_level_label(levels) -> str:
 
 
 def fit_missing_category_model(frame: pd.DataFrame, *, focus: str, predictors, outcome: str, cluster: str,
-                               family: str, levels: dict | None = None, higher_levels=()) -> MissingIndicatorModel:
+                               family: str, levels: dict | None = None, higher_levels=(),
+                                random_slopes=()) -> MissingIndicatorModel:
     """Fit ``outcome ~ predictors + (1 | cluster)`` with a categorical ``focus``'s missing values as a level.
 
     The missing-category model (module docstring): every patient is kept;
@@ -343,6 +348,8 @@ def fit_missing_category_model(frame: pd.DataFrame, *, focus: str, predictors, o
         focus's levels default to its sorted recorded values.
     higher_levels : sequence of str
         Levels above the cluster: nested random intercepts (:func:`hmlib.stats.design.fit_design`).
+    random_slopes : sequence of str
+        Numeric predictors with a random slope per cluster (:func:`hmlib.stats.design.fit_design`).
 
     Returns
     -------
@@ -368,7 +375,8 @@ def fit_missing_category_model(frame: pd.DataFrame, *, focus: str, predictors, o
     text = work[focus].astype(object).where(work[focus].notna(), None)
     work[focus] = [label if value is None else str(value) for value in text]
     design = design_matrix(work, list(predictors), levels, extra_rows_mask=work[outcome].notna())
-    fit = fit_design(work, design, outcome=outcome, cluster=cluster, family=family, higher_levels=tuple(higher_levels))
+    fit = fit_design(work, design, outcome=outcome, cluster=cluster, family=family, higher_levels=tuple(higher_levels),
+                     random_slopes=tuple(random_slopes))
     return MissingIndicatorModel(fit=fit, design=design, frame=work, indicator=f"{focus}[{label}]")
 
 

@@ -122,7 +122,7 @@ def outermost_first(frame: pd.DataFrame, higher_levels, *, rows=None) -> list:
 
 
 def fit_design(frame: pd.DataFrame, design: DesignMatrix, *, outcome: str, cluster: str,
-               family: str, nagq: int = 1, higher_levels=()):
+               family: str, nagq: int = 1, higher_levels=(), random_slopes=()):
     """Fit ``outcome ~ design + (1 | cluster)`` on the design's rows.
 
     With ``higher_levels`` (columns, in any order: they are nested outermost
@@ -130,28 +130,32 @@ def fit_design(frame: pd.DataFrame, design: DesignMatrix, *, outcome: str, clust
     levels, each with its random intercept:
     ``(1 | country) + (1 | country:hospital)``
     (:func:`hmlib.stats.mixed.nested_intercepts.fit_nested_intercepts`,
-    Laplace for binomial).
+    Laplace for binomial). With ``random_slopes`` (numeric columns of the
+    frame, usually also among the design's terms) each cluster has a random
+    slope on each, correlated with its intercept (unstructured covariance):
+    ``(1 + week | patient)``, also with higher levels.
 
     Returns
     -------
     hmlib.stats.mixed.RandomInterceptFit
-        A :class:`~hmlib.stats.mixed.nested_intercepts.NestedInterceptFit` with higher levels.
+        A :class:`~hmlib.stats.mixed.nested_intercepts.NestedInterceptFit` with higher levels or slopes.
     """
     if design.X.shape[0] == 0:
         raise FitError(f"no row has {outcome}, {', '.join(design.term_names)} and {cluster} all recorded.")
     y = frame[outcome].to_numpy(dtype=float)[design.rows]
     groups = frame[cluster].to_numpy()[design.rows]
-    if higher_levels:
+    if higher_levels or random_slopes:
         higher = {name: frame[name].to_numpy()[design.rows]
                   for name in outermost_first(frame, higher_levels, rows=design.rows)}
+        slopes = {name: frame[name].to_numpy(dtype=float)[design.rows] for name in random_slopes}
         return fit_nested_intercepts(y, design.X, groups, higher, family=family, term_names=design.term_names,
-                                     cluster_name=cluster, nagq=nagq)
+                                     cluster_name=cluster, nagq=nagq, slopes=slopes)
     return fit_random_intercept(y, design.X, groups, family=family, nagq=nagq,
                                 term_names=design.term_names, cluster_name=cluster)
 
 
 def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str,
-                       family: str, levels: dict | None = None, nagq: int = 1, higher_levels=()):
+                       family: str, levels: dict | None = None, nagq: int = 1, higher_levels=(), random_slopes=()):
     """Fit ``outcome ~ predictors + (1 | cluster)`` on the rows with no missing value.
 
     Parameters
@@ -167,6 +171,9 @@ def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster
     higher_levels : sequence of str
         Columns of the levels above the cluster: nested random intercepts
         (see :func:`fit_design`).
+    random_slopes : sequence of str
+        Numeric columns with a random slope per cluster (see :func:`fit_design`); rows missing one are
+        left out like rows missing a predictor.
 
     Returns
     -------
@@ -178,11 +185,11 @@ def fit_analysis_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         No complete rows, or the model cannot be fitted.
     """
     rows = frame[outcome].notna() & frame[cluster].notna()
-    for name in higher_levels:
+    for name in (*higher_levels, *random_slopes):
         rows &= frame[name].notna()
     design = design_matrix(frame, predictors, levels, extra_rows_mask=rows)
     return fit_design(frame, design, outcome=outcome, cluster=cluster, family=family, nagq=nagq,
-                      higher_levels=tuple(higher_levels))
+                      higher_levels=tuple(higher_levels), random_slopes=tuple(random_slopes))
 
 
 def check_full_rank(design: DesignMatrix) -> None:

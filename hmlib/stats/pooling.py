@@ -298,11 +298,13 @@ class PooledResult:
         residual SDs; binomial: on the latent logistic scale, ``sd_u^2 /
         (sd_u^2 + pi^2 / 3)``. With levels above the cluster ``sd_u^2`` is
         the sum of every level's variance (two patients of one cluster share
-        its higher units' effects too). NaN when the residual SD is not
-        available.
+        its higher units' effects too). With random slopes it is the
+        intercepts' ICC at the slopes' value 0 (slope SDs left out). NaN when
+        the residual SD is not available.
         """
         residual = None if self.residual_sd is None else self.residual_sd["estimate"]
-        between = float(np.sqrt(sum(float(e) ** 2 for t, e in zip(self.terms, self.estimate) if t.startswith("sd("))))
+        between = float(np.sqrt(sum(float(e) ** 2 for t, e in zip(self.terms, self.estimate)
+                                    if t.startswith("sd(") and "|" not in t)))
         return intraclass_correlation(between, self.family, residual)
 
     def to_frame(self) -> pd.DataFrame:
@@ -357,7 +359,9 @@ class PooledResult:
 def _n_model_params(fit) -> int:
     """lme4's npar: fixed effects + one variance per level (+ residual variance, gaussian)."""
     levels = 1 + len(getattr(fit, "higher", ()))
-    return len(fit.coef) + levels + (1 if getattr(fit, "family", "binomial") == "gaussian" else 0)
+    q = 1 + len(getattr(fit, "slopes", ()))  # the cluster level's effects: q(q+1)/2 covariance parameters
+    return len(fit.coef) + levels + q * (q + 1) // 2 - 1 + (1 if getattr(fit, "family", "binomial") == "gaussian"
+                                                            else 0)
 
 
 def intraclass_correlation(cluster_sd: float, family: str, residual_sd: float | None = None) -> float:
@@ -405,7 +409,43 @@ def _level_sds(fits, cluster_name: str) -> list:
                     np.array([f.higher[k].log_sd_std_error for f in fits], dtype=float)))
     out.append((cluster_name, np.array([f.cluster_sd for f in fits], dtype=float),
                 np.array([f.log_cluster_sd_std_error for f in fits], dtype=float)))
+    for k, slope in enumerate(getattr(fits[0], "slopes", ()), start=1):
+        out.append((f"{slope}|{cluster_name}", np.array([f.cluster_level.sd[k] for f in fits], dtype=float),
+                    np.array([f.cluster_level.log_sd_std_error[k] for f in fits], dtype=float)))
     return out
+
+
+def _slope_correlations(fits, cluster_name: str) -> list:
+    """``[(term, correlations over the fits, Fisher-z SEs over the fits)]`` of the cluster level's random
+    effects (as :func:`hmlib.stats.mixed.results.variance_rows` names them); empty without slopes."""
+    if not getattr(fits[0], "slopes", ()):
+        return []
+    cols = fits[0].cluster_level.columns
+    out = []
+    for s in range(len(cols)):
+        for r in range(s + 1, len(cols)):
+            term = f"cor({cols[r]}|{cluster_name})" if s == 0 else f"cor({cols[s]},{cols[r]}|{cluster_name})"
+            out.append((term, np.array([f.cluster_level.cor[r, s] for f in fits], dtype=float),
+                        np.array([f.cluster_level.atanh_cor_std_error[r, s] for f in fits], dtype=float)))
+    return out
+
+
+def _pooled_cor_row(term: str, cors, z_se, fixed: dict, dfcom: float, level: float, notes: list) -> dict:
+    """A correlation pooled by Rubin's rules on Fisher's z scale and transformed back; the mean of the
+    estimates (with a note) when some fit is at +-1 or has no standard error."""
+    cors, z_se = np.asarray(cors, dtype=float), np.asarray(z_se, dtype=float)
+    if np.all(np.abs(cors) < 1) and np.all(np.isfinite(z_se)):
+        out = rubin_arrays(np.arctanh(cors), z_se ** 2, max(dfcom, 1.0), level)
+        centre = float(np.tanh(out["estimate"]))
+        return dict(out, estimate=centre, std_error=(1 - centre ** 2) * out["std_error"],
+                    ci_lower=float(np.tanh(out["ci_lower"])), ci_upper=float(np.tanh(out["ci_upper"])))
+    n0 = int(np.sum(~(np.abs(cors) < 1) | ~np.isfinite(z_se)))
+    notes.append(f"The correlation {term} was estimated at +-1 (or without a standard error) in {n0} of "
+                 f"{len(cors)} imputed data sets, so it cannot be pooled on Fisher's z scale; the reported value "
+                 "is the mean of the m estimates, without interval.")
+    row = {k: float("nan") for k in fixed}
+    row.update(estimate=float(np.mean(cors)), df_complete=dfcom)
+    return row
 
 
 def _pooled_sd_row(what: str, sds, log_se, fixed: dict, dfcom: float, level: float, notes: list) -> dict:
@@ -466,6 +506,8 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
     levels = _level_sds(fits, cluster_name)
     sd_rows = [_pooled_sd_row("cluster SD" if name == cluster_name else f"SD of {name}", sds, log_se, fixed, dfcom,
                               level, notes) for name, sds, log_se in levels]
+    correlations = _slope_correlations(fits, cluster_name)
+    sd_rows += [_pooled_cor_row(term, cors, z_se, fixed, dfcom, level, notes) for term, cors, z_se in correlations]
     separated = sorted({t for f in fits for t in getattr(f, "separated", ())})
     if separated:
         notes.append(f"Separation (a category or combination of predictors that always or never has the outcome) "
@@ -483,12 +525,13 @@ def pool_fits(fits, *, method: str, n_patients: int, n_clusters: int, level: flo
         if residual is None:
             notes.append("The residual SD was 0 in some imputed data set; it and the ICC are not pooled.")
         extra_terms, extra_est, extra_se = ("sd(residual)",), res_sds[:, None], res_log_se[:, None]
-    sd_terms = tuple(f"sd({name})" for name, _, _ in levels)
+    sd_terms = (*(f"sd({name})" for name, _, _ in levels), *(term for term, _, _ in correlations))
+    variance = [*levels, *correlations]
     per = pd.DataFrame({
         "imputation": np.repeat(np.arange(1, len(fits) + 1), len(terms) + len(sd_terms) + len(extra_terms)),
         "term": [t for _ in fits for t in (*terms, *sd_terms, *extra_terms)],
-        "estimate": np.column_stack([Q, *(sds for _, sds, _ in levels), extra_est]).ravel(),
-        "std_error": np.column_stack([np.sqrt(U), *(se for _, _, se in levels), extra_se]).ravel(),
+        "estimate": np.column_stack([Q, *(values for _, values, _ in variance), extra_est]).ravel(),
+        "std_error": np.column_stack([np.sqrt(U), *(se for _, _, se in variance), extra_se]).ravel(),
     })
 
     def cat(key):
@@ -514,7 +557,7 @@ def _fit_completed_task(frame: pd.DataFrame, shared: dict):
 def analyse_imputations(result, *, outcome: str, predictors, cluster: str, family: str,
                         levels: dict | None = None, nagq: int = 1, method: str | None = None,
                         delete_imputed_outcomes: bool = True, level: float = 0.95,
-                        map_tasks=None, higher_levels=()) -> PooledResult:
+                        map_tasks=None, higher_levels=(), random_slopes=()) -> PooledResult:
     """Fit the analysis model to each imputed data set and pool the fits.
 
     The analysis model is ``outcome ~ predictors + (1 | cluster)``
@@ -549,6 +592,9 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
         analysis model has nested random intercepts
         (:func:`hmlib.stats.design.fit_analysis_model`), each level's SD
         pooled on the log scale.
+    random_slopes : sequence of str
+        Numeric predictors with a random slope per cluster: their SDs pooled on the log scale and their
+        correlations with the intercept on Fisher's z scale.
 
     Returns
     -------
@@ -558,7 +604,7 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
     delete = delete_imputed_outcomes and outcome in mask.columns and bool(mask[outcome].any())
     shared = {"keep_rows": ~mask[outcome].to_numpy() if delete else None, "outcome": outcome,
               "predictors": list(predictors), "cluster": cluster, "family": family, "levels": levels, "nagq": nagq,
-              "higher_levels": tuple(higher_levels)}
+              "higher_levels": tuple(higher_levels), "random_slopes": tuple(random_slopes)}
     if map_tasks is None:
         fits = [_fit_completed_task(frame, shared) for frame in result.completed]
     else:

@@ -410,7 +410,7 @@ def _check_cluster(task: tuple, shared: _MaskShared) -> tuple[list, dict]:
 # --------------------------------------------------------------------------
 def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outcome: str,
                           outcome_family: str, predictors, kinds: dict | None = None,
-                          levels: dict | None = None, cluster_covariates=(), higher_levels=(),
+                          levels: dict | None = None, cluster_covariates=(), higher_levels=(), random_slopes=(),
                           methods: Mapping | None = None, backgrounds: Mapping | None = None,
                           background_states: Mapping | None = None, max_clusters: int = 30, min_observed: int = 2,
                           m: int = 10, iterations: int = 5, seed: int = 0, bias_threshold: float = 0.5,
@@ -424,7 +424,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
         Patients in rows; never modified.
     focus : str
         The variable checked (numeric; 0/1 variables get bias only).
-    cluster, outcome, outcome_family, predictors, kinds, levels, cluster_covariates, higher_levels
+    cluster, outcome, outcome_family, predictors, kinds, levels, cluster_covariates, higher_levels, random_slopes
         Roles, as :func:`hmlib.stats.imputation.impute`.
     methods : mapping, optional
         ``{label: (engine method, engine options)}``; default
@@ -508,7 +508,7 @@ def transport_check_frame(frame: pd.DataFrame, *, focus: str, cluster: str, outc
                      f"(of {len(order)}); the others are not in the table.")
     roles = dict(cluster=cluster, outcome=outcome, outcome_family=outcome_family, predictors=list(predictors),
                  kinds=kinds, levels=levels, cluster_covariates=list(cluster_covariates),
-                 higher_levels=list(higher_levels))
+                 higher_levels=list(higher_levels), random_slopes=list(random_slopes))
     backgrounds = dict(backgrounds or {})
     states = {label: list(value) for label, value in dict(background_states or {}).items()}
     rows, failures = [], {}

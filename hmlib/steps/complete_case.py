@@ -298,7 +298,8 @@ def complete_case_check(registry) -> CompleteCaseResult:
     estimates = []
     try:
         fit_cc = fit_analysis_model(frame, outcome=p.outcome, predictors=p.predictors, cluster=p.cluster,
-                                    family=p.outcome_family, levels=registry.levels, higher_levels=p.higher_levels)
+                                    family=p.outcome_family, levels=registry.levels, higher_levels=p.higher_levels,
+                                    random_slopes=p.random_slopes)
         estimates.append(estimate_rows(fit_cc, "complete_case"))
         if fit_cc.separated:
             notes.append(not_estimable_note("complete-case model", fit_cc.separated))
@@ -313,7 +314,8 @@ def complete_case_check(registry) -> CompleteCaseResult:
         what = "missing-category" if categorical else "missing-indicator"
         try:
             model = fit_model(frame, focus=focus, predictors=p.predictors, outcome=p.outcome, cluster=p.cluster,
-                              family=p.outcome_family, levels=registry.levels, higher_levels=p.higher_levels)
+                              family=p.outcome_family, levels=registry.levels, higher_levels=p.higher_levels,
+                              random_slopes=p.random_slopes)
             estimates.append(estimate_rows(model.fit, "missing_indicator"))
             indicator_term = model.indicator
             if model.fit.separated:

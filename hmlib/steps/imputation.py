@@ -200,7 +200,8 @@ def impute_registry(registry, *, method: str, m: int | None = None, iterations: 
                   outcome_family=p.outcome_family, predictors=list(p.predictors), kinds=registry.kinds,
                   levels=registry.levels, cluster_covariates=list(p.cluster_covariates),
                   higher_levels=list(p.higher_levels), m=m or sizes.imputations,
-                  iterations=iterations or sizes.iterations, seed=p.seed, continuous=continuous, **options)
+                  iterations=iterations or sizes.iterations, seed=p.seed, continuous=continuous,
+                  **{"random_slopes": list(p.random_slopes), **options})
 
 
 def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
@@ -247,7 +248,8 @@ def impute_by_stratum(registry, by: str, *, m: int, iterations: int, seed: int,
         parts.append(impute(frame.loc[rows], method="multilevel", cluster=p.cluster, outcome=p.outcome,
                             outcome_family=p.outcome_family, predictors=list(p.predictors), kinds=registry.kinds,
                             levels=registry.levels, cluster_covariates=list(p.cluster_covariates),
-                            higher_levels=list(p.higher_levels), m=int(m), iterations=int(iterations),
+                            higher_levels=list(p.higher_levels), random_slopes=list(p.random_slopes),
+                            m=int(m), iterations=int(iterations),
                             seed=stratum_seed, cluster_residual_variance=bool(cluster_residual_variance),
                             start=None if start is None else [done.loc[rows] for done in start],
                             start_states=start_states))
@@ -373,7 +375,8 @@ def _run_method(registry, spec: MethodSpec, *, m: int, iterations: int, max_fall
     try:
         run.pooled = analyse_imputations(imputation, outcome=p.outcome, predictors=list(p.predictors),
                                          cluster=p.cluster, family=p.outcome_family, levels=registry.levels,
-                                         method=spec.label, map_tasks=map_tasks, higher_levels=p.higher_levels)
+                                         method=spec.label, map_tasks=map_tasks, higher_levels=p.higher_levels,
+                                         random_slopes=p.random_slopes)
     except _ERRORS as exc:
         run.status, run.reason = "failed", f"the analysis model could not be fitted to the imputed data: {exc}"
     run.seconds_analyse = time.perf_counter() - started
@@ -399,7 +402,7 @@ def _complete_case_rows(registry, estimates_path) -> tuple[pd.DataFrame, str, li
     try:
         fit = fit_analysis_model(registry.frame, outcome=p.outcome, predictors=list(p.predictors),
                                  cluster=p.cluster, family=p.outcome_family, levels=registry.levels,
-                                 higher_levels=p.higher_levels)
+                                 higher_levels=p.higher_levels, random_slopes=p.random_slopes)
     except _ERRORS as exc:
         return (pd.DataFrame(columns=list(ESTIMATE_COLUMNS)), "unavailable",
                 [f"The complete-case model could not be fitted for comparison: {exc}"])

@@ -197,7 +197,8 @@ def transport_check(registry, *, methods: Mapping | None = None, m: int | None =
     check = transport_check_frame(
         registry.frame, focus=p.focus, cluster=p.cluster, outcome=p.outcome, outcome_family=p.outcome_family,
         predictors=list(p.predictors), kinds=registry.kinds, levels=registry.levels,
-        cluster_covariates=list(p.cluster_covariates), higher_levels=list(p.higher_levels), methods=methods,
+        cluster_covariates=list(p.cluster_covariates), higher_levels=list(p.higher_levels),
+        random_slopes=list(p.random_slopes), methods=methods,
         max_clusters=max_clusters, m=m or sizes.transport_imputations,
         iterations=iterations or sizes.transport_iterations, seed=options.pop("seed", p.seed), **options)
     return publish_transport(check, min_cell, hidden=hidden_counts(registry))

@@ -134,8 +134,8 @@ def _unit(registry, variable: str) -> tuple[float, str]:
 
 def _per(registry, term: str) -> float | None:
     """Units of the predictor per reported unit of ``term``; None for a term that is not judged."""
-    if term == "Intercept":
-        return None
+    if term == "Intercept" or term.startswith("cor(") or (term.startswith("sd(") and "|" in term):
+        return None  # random-slope SDs and correlations are reported, not judged (per unit of time, no scale)
     if term.startswith("sd("):
         return 1.0
     variable = term.split("[", 1)[0]

@@ -490,7 +490,7 @@ def analyse(ctx: ScenarioContext, imputation, map_tasks=None) -> tuple[pd.DataFr
     p = ctx.registry.params
     pooled = analyse_imputations(imputation, outcome=p.outcome, predictors=list(p.predictors), cluster=p.cluster,
                                  family=p.outcome_family, levels=ctx.registry.levels, level=ctx.settings.level,
-                                 map_tasks=map_tasks, higher_levels=p.higher_levels)
+                                 map_tasks=map_tasks, higher_levels=p.higher_levels, random_slopes=p.random_slopes)
     return _contract_rows(pooled.to_frame()), list(pooled.notes)
 
 
@@ -674,7 +674,7 @@ def _run_indicator(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
                      f"(between-cluster SD {table.attrs['tau']:.2g}); the model equals the common one.")
     design = design_matrix(work, predictors, reg.levels, extra_rows_mask=work[p.outcome].notna())
     fit = fit_design(work, design, outcome=p.outcome, cluster=p.cluster, family=p.outcome_family,
-                     higher_levels=p.higher_levels)
+                     higher_levels=p.higher_levels, random_slopes=p.random_slopes)
     details = {"indicator_sd_between_clusters": float(table.attrs["tau"]),
                "heterogeneity_p": float(table.attrs["q_p"]),
                "n_clusters_estimable": int(table.attrs["n_estimable"])}

@@ -293,7 +293,7 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
            higher_levels=(), m: int = 20, iterations: int = 10, seed: int = 0, continuous: str = "norm",
            cluster_residual_variance: bool = False, cluster_means: bool = True, strata: str | None = None,
            donors: int = 5, start=None, start_states=None, map_tasks=None,
-           higher_effects: str = "random") -> ImputationResult:
+           higher_effects: str = "random", random_slopes=()) -> ImputationResult:
     """Impute the missing values of a clustered data set m times.
 
     Parameters
@@ -374,6 +374,13 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         Multilevel with ``higher_levels``: ``"random"`` (default) is the
         three-level model above; ``"fixed"`` gives every higher level fixed
         indicator columns (two-level models, hmlib's earlier behaviour).
+    random_slopes : sequence of str
+        Multilevel only: complete patient-level predictors (the visit time)
+        with a random slope per cluster in the imputation model of each
+        continuous variable, correlated with its random intercept (mice's
+        2l.pan "type 2" set-up, :mod:`hmlib.stats.imputation.random_slopes`);
+        binary and categorical variables keep a random intercept. With
+        ``higher_levels`` their units then enter as fixed indicators.
 
     Returns
     -------
@@ -432,7 +439,8 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         base, method=method, cluster=cluster, outcome=outcome, outcome_family=outcome_family,
         predictors=predictors, kinds=kinds, levels=levels, cluster_covariates=cluster_covariates,
         higher_levels=higher_levels, continuous=continuous, hetero=cluster_residual_variance,
-        cluster_means=cluster_means, strata=strata, donors=donors, higher_effects=higher_effects)
+        cluster_means=cluster_means, strata=strata, donors=donors, higher_effects=higher_effects,
+        random_slopes=random_slopes)
 
     mask_frame = pd.DataFrame(False, index=base.index, columns=columns)
     masks = {}

@@ -95,6 +95,8 @@ class Problem:
     random_level: str | None = None                     # its column
     higher_codes: np.ndarray | None = None              # J: each cluster's unit of it (0 .. K-1)
     K: int = 0                                          # its number of units
+    # multilevel imputation with random slopes (2l.pan type 2) on these complete patient-level columns
+    random_slopes: tuple = ()
 
     @property
     def visit(self) -> list:
@@ -158,7 +160,7 @@ def _infer_kind(series: pd.Series) -> str:
 
 def build_problem(frame, *, method, cluster, outcome, outcome_family, predictors, kinds, levels,
                   cluster_covariates, higher_levels, continuous, hetero, cluster_means, strata, donors,
-                  higher_effects="random"):
+                  higher_effects="random", random_slopes=()):
     """Check and code the model columns of ``frame``; the arguments are those of :func:`~.chained.impute`.
 
     Returns
@@ -190,6 +192,16 @@ def build_problem(frame, *, method, cluster, outcome, outcome_family, predictors
         (level2 if var.level == 2 else level1).append(var)
     random_level, higher_codes, K = None, None, 0
     higher_levels = list(higher_levels)
+    slopes = _checked_slopes(frame, random_slopes, predictors) if method == "multilevel" else ()
+    if slopes and higher_levels and higher_effects == "random":
+        higher_effects = "fixed"
+        notes.add(f"Imputation models with random slopes on {', '.join(slopes)}: the units of "
+                  f"{', '.join(higher_levels)} enter as fixed indicator columns (random slopes and a random "
+                  "intercept per higher unit together are not implemented for imputation).")
+    if slopes and hetero:
+        notes.add("cluster_residual_variance does not combine with random slopes; a common residual variance "
+                  "is used.")
+        hetero = False
     if method == "multilevel" and higher_effects == "random" and higher_levels:
         # the level directly above the cluster (most units) gets random intercepts; those above it stay fixed
         random_level = max(higher_levels, key=lambda col: (frame[col].nunique(), -higher_levels.index(col)))
@@ -210,7 +222,21 @@ def build_problem(frame, *, method, cluster, outcome, outcome_family, predictors
                    cluster_means=cluster_means, donors=int(donors), n=len(frame), J=J, codes=codes, sizes=sizes,
                    level1=level1, level2=level2, higher=higher, higher_names=higher_names,
                    strata=strata_codes, strata_rows=strata_rows, strata_labels=strata_labels,
-                   notes=notes, broken={}, random_level=random_level, higher_codes=higher_codes, K=K), strata_name
+                   notes=notes, broken={}, random_level=random_level, higher_codes=higher_codes, K=K,
+                   random_slopes=slopes), strata_name
+
+
+def _checked_slopes(frame, random_slopes, predictors) -> tuple:
+    """The random-slope columns: patient-level predictors recorded in every row (DataError otherwise)."""
+    slopes = tuple(str(s) for s in random_slopes)
+    for col in slopes:
+        if col not in predictors:
+            raise DataError(f"random slope '{col}' is not among the predictors {list(predictors)}; a random slope "
+                            "varies a predictor's effect between clusters.")
+        if frame[col].isna().any():
+            raise DataError(f"random slope '{col}' has {int(frame[col].isna().sum())} missing values; a random "
+                            "slope (the visit time) must be recorded in every row.")
+    return slopes
 
 
 def _cluster_codes(frame, cluster: str):
@@ -328,6 +354,12 @@ def model_description(problem: Problem, var: Variable) -> str:
         if problem.random_level is not None:
             base += (f", random intercepts for the cluster and for '{problem.random_level}' (three levels; "
                      f"{problem.random_level} means among the predictors)")
+        if problem.random_slopes and var.kind == "continuous":
+            base = base.replace("random-intercept normal", f"random intercept and slopes on "
+                                f"{', '.join(problem.random_slopes)} (unstructured covariance), normal")
+        elif problem.random_slopes:
+            base += f" (random intercept only: random slopes on {', '.join(problem.random_slopes)} are for " \
+                    "continuous variables)"
         dropped = problem.means_dropped.get(var.name)
         if not problem.cluster_means:
             return base

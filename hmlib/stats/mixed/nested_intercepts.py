@@ -18,6 +18,14 @@ each higher level:
 - :attr:`NestedInterceptFit.higher` holds ``(name, sd, log_sd_std_error,
   n_units)`` per higher level, outermost first; :meth:`to_frame` gives one
   ``sd(<level>)`` row per level, outermost first, then ``sd(<cluster>)``.
+
+Random slopes at the cluster level (``(1 + week | patient)``, issue #16) are
+fitted the same way (``slopes=``): ``cluster_sd`` and ``cluster_effects``
+are then the random intercept's at the slopes' value 0 on the user's scale
+(lme4's convention), :attr:`NestedInterceptFit.cluster_level` holds the
+level's whole covariance, and :meth:`to_frame` gives ``sd(<cluster>)``,
+``sd(<slope>|<cluster>)`` and ``cor(<slope>|<cluster>)`` as
+:meth:`hmlib.stats.mixed.MixedFit.to_frame` does.
 """
 
 from __future__ import annotations
@@ -29,9 +37,9 @@ import pandas as pd
 from scipy import stats
 
 from hmlib.exceptions import FitError
-from hmlib.stats.mixed.results import RandomInterceptFit
+from hmlib.stats.mixed.results import LevelEffects, RandomInterceptFit, variance_rows
 from hmlib.stats.mixed.separation import looks_separated, separated_terms
-from hmlib.stats.mixed.terms import RandomEffects
+from hmlib.stats.mixed.terms import RandomEffects, RandomLevel
 
 __all__ = ["HigherLevel", "NestedInterceptFit", "fit_nested_intercepts"]
 
@@ -54,9 +62,18 @@ class NestedInterceptFit(RandomInterceptFit):
     ----------
     higher : tuple of HigherLevel
         The levels above the cluster, outermost first.
+    cluster_level : LevelEffects or None
+        With random slopes: the cluster level's effects (intercept and slopes), their covariance and
+        the standard errors of its log SDs and Fisher-z correlations; None without slopes.
     """
 
     higher: tuple = ()
+    cluster_level: LevelEffects | None = None
+
+    @property
+    def slopes(self) -> tuple:
+        """Names of the random slopes at the cluster level (empty without)."""
+        return () if self.cluster_level is None else tuple(self.cluster_level.columns[1:])
 
     @property
     def icc(self) -> float:
@@ -70,11 +87,15 @@ class NestedInterceptFit(RandomInterceptFit):
         return float(between / (between + residual))
 
     def to_frame(self, level: float = 0.95) -> pd.DataFrame:
-        """Estimates with Wald intervals: the fixed effects, ``sd(<level>)`` per higher level, ``sd(<cluster>)``."""
+        """Estimates with Wald intervals: the fixed effects, ``sd(<level>)`` per higher level, ``sd(<cluster>)``,
+        then with slopes ``sd(<slope>|<cluster>)`` and ``cor(<slope>|<cluster>)`` (module docstring)."""
         base = super().to_frame(level)
+        z = stats.norm.ppf(0.5 + level / 2.0)
+        if self.slopes:
+            slope_rows = pd.DataFrame(variance_rows(self.cluster_level, z)[1:], columns=list(base.columns))
+            base = pd.concat([base, slope_rows], ignore_index=True)
         if not self.higher:
             return base
-        z = stats.norm.ppf(0.5 + level / 2.0)
         rows = []
         for h in self.higher:
             ok = h.sd > 0 and np.isfinite(h.log_sd_std_error)
@@ -87,8 +108,8 @@ class NestedInterceptFit(RandomInterceptFit):
 
 
 def fit_nested_intercepts(y, X, groups, higher: dict, *, family: str, term_names, cluster_name: str,
-                          nagq: int = 1) -> NestedInterceptFit:
-    """Fit ``y ~ X + (1 | higher...) + (1 | cluster)`` with nested intercepts (module docstring).
+                          nagq: int = 1, slopes: dict | None = None) -> NestedInterceptFit:
+    """Fit ``y ~ X + (1 | higher...) + (1 + slopes | cluster)`` with nested intercepts (module docstring).
 
     Parameters
     ----------
@@ -97,12 +118,15 @@ def fit_nested_intercepts(y, X, groups, higher: dict, *, family: str, term_names
     groups : array_like, shape (n,)
         Cluster labels (unique across the data, each cluster in one unit of every higher level).
     higher : dict
-        ``{name: labels}`` of the higher levels, outermost first.
+        ``{name: labels}`` of the higher levels, outermost first (may be empty when ``slopes`` are given).
     family : {"gaussian", "binomial"}
     term_names : sequence of str
     cluster_name : str
     nagq : int
-        Must be 1 (Laplace) for nested effects.
+        Must be 1 (Laplace) for nested effects and for random slopes.
+    slopes : dict, optional
+        ``{name: values}`` (shape (n,)) of random slopes at the cluster level, with an unstructured
+        covariance (:class:`~hmlib.stats.mixed.terms.RandomLevel`).
 
     Returns
     -------
@@ -116,11 +140,12 @@ def fit_nested_intercepts(y, X, groups, higher: dict, *, family: str, term_names
     from hmlib.stats.mixed import fit_mixed
 
     if int(nagq) != 1:
-        raise FitError("adaptive Gauss-Hermite quadrature does not extend to nested random effects; the model "
-                       "with higher levels is fitted by Laplace (nagq = 1).")
+        raise FitError("adaptive Gauss-Hermite quadrature does not extend to nested random effects or random "
+                       "slopes; the model with higher levels or slopes is fitted by Laplace (nagq = 1).")
     groups = np.asarray(groups)
-    structure = RandomEffects.nested(*((name, np.asarray(labels)) for name, labels in higher.items()),
-                                     (cluster_name, groups))
+    slopes = {str(k): np.asarray(v, dtype=float) for k, v in (slopes or {}).items()}
+    structure = RandomEffects((*(RandomLevel(str(name), np.asarray(labels)) for name, labels in higher.items()),
+                               RandomLevel(str(cluster_name), groups, slopes=slopes)))
     fit = fit_mixed(y, X, structure, family=family, term_names=list(term_names))
     inner = fit.levels[-1]
     labels = np.asarray(inner.cluster_path[-1])
@@ -147,4 +172,5 @@ def fit_nested_intercepts(y, X, groups, higher: dict, *, family: str, term_names
         cluster_effect_sd=np.sqrt(variance)[order], converged=fit.converged, cluster_name=cluster_name,
         nagq=1, optimizer_message=fit.optimizer_message, separated=separated,
         higher=tuple(HigherLevel(level.name, float(level.sd[0]), float(level.log_sd_std_error[0]),
-                                 level.n_clusters) for level in fit.levels[:-1]))
+                                 level.n_clusters) for level in fit.levels[:-1]),
+        cluster_level=inner if slopes else None)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["RandomInterceptFit", "ClusterVarianceTest", "LevelEffects", "MixedFit"]
+__all__ = ["RandomInterceptFit", "ClusterVarianceTest", "LevelEffects", "MixedFit", "variance_rows"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,7 +189,7 @@ class ClusterVarianceTest:
     cluster_sd: float
 
 
-def _variance_rows(level: "LevelEffects", z: float):
+def variance_rows(level: "LevelEffects", z: float) -> list:
     """to_frame rows of one level: SDs (log-scale Wald intervals), then correlations (Fisher z)."""
     rows = []
     cols = level.columns
@@ -405,7 +405,7 @@ class MixedFit:
         z = stats.norm.ppf(0.5 + level / 2.0)
         rows = [(t, b, s, b - z * s, b + z * s) for t, b, s in zip(self.term_names, self.coef, self.std_error)]
         for lev in self.levels:
-            rows.extend(_variance_rows(lev, z))
+            rows.extend(variance_rows(lev, z))
         return pd.DataFrame(rows, columns=["term", "estimate", "std_error", "ci_lower", "ci_upper"])
 
     def summary(self) -> str:
