@@ -56,6 +56,7 @@ class Method:
 METHODS: tuple[Method, ...] = (
     Method("complete_case", "complete case", "#7f7f7f"),
     Method("missing_indicator", "missing indicator", "#a6761d"),
+    Method("locf", "last observation carried forward", "#b15928"),
     Method("flat_mi", "flat MI", "#d95f02"),
     Method("stratified_mi", "stratified MI", "#e6ab02"),
     Method("fixed_effects_mi", "fixed-effects MI", "#7570b3"),

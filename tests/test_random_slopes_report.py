@@ -25,7 +25,7 @@ RS-REP-006  the chained equations with random_slopes call the random-slope kerne
             pooled estimates equal impute_random_slopes' on the same data within Monte Carlo error
 RS-REP-007  the conclusion rule judges neither the slope SD nor the correlation (no scale for a clinically
             relevant difference), but still the cluster SD
-RS-REP-008  (slow) the full report on a simulated longitudinal registry with random_slopes: every analysis
+RS-REP-008  (slow) the full report on a simulated longitudinal registry with random_slopes: every analysis (LOCF too)
             (complete case, missing indicator, the four imputations, the sensitivity scenarios) carries the slope
             SD and correlation rows; the methods section names the random slope
 """
@@ -305,7 +305,7 @@ def test_rs_rep_008_full_report(tmp_path):
     estimates = read_estimates(result.output_dir / "estimates.csv")
     methods = [m for m in estimates["method"].unique() if not m.startswith("joint_bayes")
                and not m.startswith("sensitivity:prior")]
-    assert {"complete_case", "missing_indicator", "flat_mi", "multilevel_mi"} <= set(methods)
+    assert {"complete_case", "missing_indicator", "flat_mi", "multilevel_mi", "locf"} <= set(methods)
     for method in methods:
         terms = set(estimates.loc[estimates["method"] == method, "term"])
         assert {"sd(month|patient)", "cor(month|patient)", "sd(site)", "sd(patient)"} <= terms, method

@@ -46,7 +46,8 @@ STRENGTH_RULE = ("strong: the primary 95% interval excludes no effect, every tru
                  "excludes no effect but the methods disagree on the direction or the conclusion is not robust; "
                  "weak: the interval includes no effect; not assessed: no primary analysis")
 #: Methods never counted in the comparison, with why.
-DISTRUSTED_BY_DESIGN = {"missing_indicator": "biased by design"}
+DISTRUSTED_BY_DESIGN = {"missing_indicator": "biased by design",
+                        "locf": "single imputation: intervals too narrow, values assumed unchanged"}
 _FLAG_WORDS = {"not_converged": "not converged", "not_estimable": "not estimable"}
 
 

@@ -125,6 +125,7 @@ from hmlib.stats.imputation import (ImputationResult, ResidualVarianceCheck, clu
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.imputation_levels import LEVEL_DISTRIBUTION_COLUMNS, level_distributions
+from hmlib.steps.imputation_locf import LOCF_LABEL, locf_spec, run_locf
 from hmlib.steps.imputation_result import ImputationArtifact, ImputationStepResult, MethodRun, MethodSpec
 from hmlib.steps.disclosure import hidden_counts
 from hmlib.steps.handoff import hand_over
@@ -149,8 +150,9 @@ _ERRORS = (FitError, DataError, np.linalg.LinAlgError, ValueError, FloatingPoint
 # --------------------------------------------------------------------------
 # Methods and the registry adapter
 # --------------------------------------------------------------------------
-def default_methods(cluster: str, *, cluster_residual_variance: bool = False) -> tuple:
-    """The four methods of the comparison (module docstring), as :class:`MethodSpec`.
+def default_methods(cluster: str, *, cluster_residual_variance: bool = False, random_slopes=(),
+                    time_column: str | None = None) -> tuple:
+    """The methods of the comparison (module docstring), as :class:`MethodSpec`.
 
     Parameters
     ----------
@@ -159,8 +161,21 @@ def default_methods(cluster: str, *, cluster_residual_variance: bool = False) ->
     cluster_residual_variance : bool
         Multilevel method: cluster-specific residual variances (2l.norm)
         instead of a common one (2l.pan).
+    random_slopes : sequence of str
+        The params' random slopes: the multilevel method's continuous models have them.
+    time_column : str, optional
+        The params' ``time``: LOCF is added as a fifth, named comparator
+        (:mod:`hmlib.steps.imputation_locf`).
     """
     model = "2l.norm" if cluster_residual_variance else "2l.pan"
+    if random_slopes:
+        multilevel = (f"chained equations with a random intercept and random slopes on {', '.join(random_slopes)} "
+                      "(2l.pan type 2, unstructured covariance; cluster means as predictors where enough clusters "
+                      "observe the variable; random intercept only for binary and categorical variables)")
+    else:
+        multilevel = (f"random-intercept chained equations ({model}; cluster means as predictors where enough "
+                      "clusters observe the variable)")
+    locf = (locf_spec(cluster, time_column),) if time_column else ()
     return (
         MethodSpec("flat_mi", "flat", {"continuous": "pmm"},
                    "single-level chained equations, predictive mean matching; clusters ignored (mice pmm)"),
@@ -169,8 +184,8 @@ def default_methods(cluster: str, *, cluster_residual_variance: bool = False) ->
         MethodSpec("fixed_effects_mi", "fixed_effects", {},
                    f"single-level models with one fixed intercept per {cluster}"),
         MethodSpec("multilevel_mi", "multilevel", {"cluster_residual_variance": bool(cluster_residual_variance)},
-                   f"random-intercept chained equations ({model}; cluster means as predictors where enough "
-                   "clusters observe the variable)"),
+                   multilevel),
+        *locf,
     )
 
 
@@ -353,6 +368,8 @@ def _run_method(registry, spec: MethodSpec, *, m: int, iterations: int, max_fall
     ``map_tasks`` (:meth:`hmlib.parallel.TaskPool.map`) runs the m chains, then the m analyses, as tasks.
     """
     p = registry.params
+    if spec.method == "locf":
+        return run_locf(registry, spec, focus_binary=_focus_kind(registry)[1])
     run = MethodRun(spec=spec, status="ok")
     started = time.perf_counter()
     try:
@@ -575,7 +592,8 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
     choice = choose_residual_variance(registry, cluster_residual_variance)
     notes = list(choice.notes)
     specs = (tuple(methods) if methods is not None
-             else default_methods(p.cluster, cluster_residual_variance=choice.heterogeneous))
+             else default_methods(p.cluster, cluster_residual_variance=choice.heterogeneous,
+                                  random_slopes=p.random_slopes, time_column=p.time))
     with contextlib.nullcontext(pool) if pool is not None else TaskPool() as tasks:
         map_tasks = functools.partial(tasks.map, chunks_per_worker=CHUNKS_PER_WORKER)
         runs = [_run_method(registry, spec, m=m, iterations=iterations, max_fallback_share=max_fallback_share,
@@ -637,17 +655,27 @@ def methods_text(record, ev) -> list:
     ``ev`` is the report's wording context (:class:`hmlib.report.evidence.ReportEvidence`: ``noun``,
     ``min_cell``, ``versions``).
     """
-    descs = "; ".join(f"{method_label(m.method)}: {m.description}" for m in record.methods)
-    return [f"Multiple imputation: {len(record.methods)} imputation models ({descs}), each with "
-            f"m = {record.m} imputed data sets and {record.iterations} iterations, the outcome included as a "
-            "predictor of the missing values. Each completed data set was analysed with the analysis model and "
-            "the estimates pooled by Rubin's rules with Barnard-Rubin degrees of freedom (the cluster SD on the "
-            "log scale)."]
+    multiple = [m for m in record.methods if m.method != LOCF_LABEL]
+    descs = "; ".join(f"{method_label(m.method)}: {m.description}" for m in multiple)
+    out = [f"Multiple imputation: {len(multiple)} imputation models ({descs}), each with "
+           f"m = {record.m} imputed data sets and {record.iterations} iterations, the outcome included as a "
+           "predictor of the missing values. Each completed data set was analysed with the analysis model and "
+           "the estimates pooled by Rubin's rules with Barnard-Rubin degrees of freedom (the cluster SD on the "
+           "log scale)."]
+    if len(multiple) < len(record.methods):
+        out.append("Last observation carried forward (LOCF), shown as a named comparator because clinical teams "
+                   "often use it, not as a recommended method: each incomplete variable that varies within "
+                   f"{ev.noun}s (time-varying predictors and the outcome) was filled with the {ev.noun}'s last "
+                   "recorded value of it; values with nothing recorded before them stayed missing and their rows "
+                   "were left out. The analysis model was fitted once to that single completed data set, so its "
+                   "standard errors treat carried values as measured (too small), and carried outcomes were "
+                   "analysed (National Research Council 2010, recommendation 10).")
+    return out
 
 
 STEP = Step(key="imputation", number=3, title="Flat vs hierarchical multiple imputation",
             notebook="03_imputation.ipynb", artifact=ImputationArtifact, run=run, needs=("diagnose",),
-            methods=("flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi"),
+            methods=("flat_mi", "stratified_mi", "fixed_effects_mi", "multilevel_mi", "locf"),
             summary_name="step 3 (flat vs hierarchical multiple imputation)",
             methods_text=methods_text,
             absent_methods_text="Step 3 (multiple imputation) is absent from this report.",

@@ -329,8 +329,9 @@ class ImputationStepResult:
         return pd.DataFrame(rows, columns=["method", "variable", "rhat"])
 
     def fmi_table(self) -> pd.DataFrame:
-        """``method, term, fmi, riv, lambda, df`` (the cluster SD on the log scale)."""
-        parts = [r.pooled.diagnostics.assign(method=r.label) for r in self.ok_runs]
+        """``method, term, fmi, riv, lambda, df`` (the cluster SD on the log scale); multiple imputations only
+        (a single imputation, LOCF, has no missing information to measure)."""
+        parts = [r.pooled.diagnostics.assign(method=r.label) for r in self.ok_runs if r.pooled.m > 1]
         if not parts:
             return pd.DataFrame(columns=["method", "term", "fmi", "riv", "lambda", "df"])
         return pd.concat(parts, ignore_index=True).loc[:, ["method", "term", "fmi", "riv", "lambda", "df"]]
