@@ -19,6 +19,11 @@ DIAG-TIME-005  without time nothing changes: the artifact has over_time None and
 DIAG-TIME-006  the real data: params/cdystonia_time.yaml (site > patient_id > week) runs step 1 over time,
                pools the sites with fewer than 11 patients into one curve and round-trips its artifact
 DIAG-TIME-007  the over-time figures follow the report's figure style (captions, 9-point text, A4 width, no overlaps)
+DIAG-TIME-008  profiles by dropout pattern (the aggregate spaghetti plot): every group holds at least min_cell
+               patients, each point is the mean of the group's recorded values at that visit (checked by hand),
+               points of fewer patients are blanked, no count is published; the simulated dropout-on-the-outcome
+               registry shows the early dropouts' lower outcome; cdystonia (4 early dropouts of 109) draws none and
+               says why
 """
 
 from __future__ import annotations
@@ -209,19 +214,20 @@ def test_diag_time_005_without_time_nothing_changes(registry_frame, simulated):
     assert plain.over_time is None and plain.figures()["over_time"] == []
     record = plain.to_artifact()
     assert set(record.to_json()) == VERSION_3_FIELDS | {"by_unit", "over_time"} and record.over_time is None
-    assert DiagnoseArtifact.VERSION == 5
+    assert DiagnoseArtifact.VERSION == 6   # 6: over_time.profiles
     ev = type("Ev", (), {"noun": "patient"})()
     assert "Over the visits" not in methods_text(record, ev)[0]
     assert "Over the visits" in methods_text(simulated.to_artifact(), ev)[0]
-    assert not any("Over the visits" in s or s.startswith("Screens") for s in plain.narrative())
+    assert not any("Over the visits" in s or s.startswith("Screens") or "dropout pattern" in s
+                   for s in plain.narrative())
     # everything that is not about time is the same with time
     with_time = simulated.to_artifact().to_json()
     without = record.to_json()
     for key in without:
         if key not in ("over_time", "narrative"):
             assert with_time[key] == without[key], key
-    assert [s for s in simulated.narrative() if "Over the visits" not in s and not s.startswith("Screens")] \
-        == plain.narrative()
+    assert [s for s in simulated.narrative() if "Over the visits" not in s and not s.startswith("Screens")
+            and "(profiles by dropout pattern;" not in s] == plain.narrative()
     assert [caption_of(f)[0] for f in plain.figures()["by_cluster"]] == \
         [caption_of(f)[0] for f in simulated.figures()["by_cluster"]]
 
@@ -252,7 +258,8 @@ def test_diag_time_007_figures_follow_the_style(simulated):
 
     figures = simulated.figures()["over_time"]
     keys = [style.caption_of(f)[0] for f in figures]
-    assert keys == ["over-time-y", "calendar-y", "dropout-y", "over-time-x", "calendar-x", "dropout-x"]
+    assert keys == ["over-time-y", "calendar-y", "dropout-y", "profiles-y", "over-time-x", "calendar-x",
+                    "dropout-x"]
     for fig in figures:
         key, text = style.caption_of(fig)
         assert len(text) > 40, key
@@ -261,3 +268,32 @@ def test_diag_time_007_figures_follow_the_style(simulated):
         assert fig.get_figwidth() <= style.MAX_WIDTH_IN + 1e-9, key
         assert style.overlapping_ticks(fig) == 0, key
     assert "split after 2020-06" in style.caption_of(figures[1])[1]
+
+
+def test_diag_time_008_profiles_by_dropout(registry_frame, simulated):
+    """DIAG-TIME-008: (module docstring)."""
+    from hmlib.stats.longitudinal.profiles import profiles_by_dropout
+
+    frame = registry_frame.drop(columns=["date"])
+    res = profiles_by_dropout(frame, "y", "patient", "month", min_cell=11)
+    assert (res.groups["n_patients"] >= 11).all() and len(res.groups) >= 3
+    last = frame.dropna(subset=["y"]).groupby("patient")["month"].max()
+    for row in res.groups.itertuples():
+        patients = last.index[(last >= row.first_visit) & (last <= row.last_visit)]
+        assert len(patients) == row.n_patients
+        at = frame.loc[frame["patient"].isin(patients) & (frame["month"] == row.first_visit), "y"].dropna()
+        point = res.table.loc[(res.table["group"] == row.group) & (res.table["visit"] == row.first_visit)]
+        assert point["mean"].iloc[0] == pytest.approx(at.mean(), rel=1e-12) and point["n_patients"].iloc[0] == len(at)
+    small = profiles_by_dropout(frame, "y", "patient", "month", min_cell=60)
+    hidden = small.table["suppressed"]
+    assert hidden.any() and small.to_frame().loc[hidden, "mean"].isna().all()
+    published = simulated.over_time.profiles
+    assert list(published.columns) == ["variable", "group", "label", "visit", "mean"]   # no counts
+    first = published.loc[published["visit"] == published["visit"].min()].sort_values("group")
+    assert first["mean"].iloc[0] > first["mean"].iloc[-1]   # dropout more likely after a high last outcome
+    assert any("by dropout pattern" in s for s in simulated.narrative())
+    record = simulated.to_artifact()
+    assert DiagnoseArtifact.from_json(record.to_json()) == record and record.over_time.profiles
+    params = load_params(REPO / "params" / "cdystonia_time.yaml")
+    td = diagnose_registry(load_registry(params)).over_time
+    assert td.profiles.empty and any("by dropout pattern is not drawn" in n for n in td.notes)

@@ -257,7 +257,7 @@ def test_diag_unit_005_step1_with_higher_levels(with_and_without):
     assert (unit.heatmap.loc[list(never), "x"] == 1.0).all()  # a country that never records x: 100% (no count)
     funnel = unit.funnels["x"]
     assert set(never) <= set(funnel.above) and funnel.overall_rate == res.funnels["x"].overall_rate
-    assert DiagnoseArtifact.VERSION == 5  # 5: over_time (params time; tests/test_diagnose_time.py)
+    assert DiagnoseArtifact.VERSION == 6  # 5: over_time (params time; tests/test_diagnose_time.py); 6: its profiles
     record = res.to_artifact()
     assert DiagnoseArtifact.from_json(record.to_json()) == record
     assert record.by_unit["country"].funnels["x"].above == funnel.above

@@ -535,3 +535,33 @@ def dropout_curves_plot(curves: pd.DataFrame, *, variable: str, x_label: str, si
                      "into one curve, never drawn alone")
     text += "; points with small counts are suppressed and not drawn"
     return style.caption(fig, f"dropout-{variable}", text + ".")
+
+
+def dropout_profiles_plot(profiles: pd.DataFrame, *, variable: str, x_label: str, title: str | None = None) -> Figure:
+    """Mean of a variable at each visit, one line per dropout pattern (the aggregate form of a spaghetti plot).
+
+    Parameters
+    ----------
+    profiles : pandas.DataFrame
+        Published points of one variable: ``group, label, visit, mean`` (NaN = suppressed, not drawn;
+        :attr:`hmlib.steps.diagnose_time.TimeDiagnosis.profiles`).
+    variable, x_label : str
+    title : str, optional
+    """
+    fig, ax = style.new_figure(6.4, 3.6)
+    groups = list(dict.fromkeys(profiles.sort_values("group")["label"]))
+    palette = sns.color_palette("viridis", max(len(groups), 2))
+    for colour, label in zip(palette, groups):
+        part = profiles.loc[profiles["label"] == label].sort_values("visit")
+        ax.plot(part["visit"].to_numpy(float), part["mean"].to_numpy(float), color=colour, marker="o",
+                markersize=3, linewidth=1.4, label=style.plain(label))
+    ax.set_xlabel(style.plain(x_label))
+    ax.set_ylabel(f"mean {style.plain(variable)}")
+    ax.legend(frameon=False, fontsize=style.SMALL_FONT_PT, loc="best")
+    sns.despine(fig=fig)
+    text = title or (f"Mean {variable} at each visit by dropout pattern: patients grouped by the visit of their "
+                     f"last recorded {variable} (each group at least the smallest cell shown; single patients' "
+                     "lines are never drawn)")
+    if profiles["mean"].isna().any():
+        text += "; means of fewer patients than the smallest cell shown are suppressed and not drawn"
+    return style.caption(fig, f"profiles-{variable}", text + ".")

@@ -205,7 +205,7 @@ class DiagnoseArtifact(Artifact):
     """The record of step 1 (``artifacts/diagnose.json``): published (suppressed) aggregates only."""
 
     KEY: ClassVar[str] = "diagnose"
-    VERSION: ClassVar[int] = 5
+    VERSION: ClassVar[int] = 6
 
     by_cluster: tuple[ClusterRow, ...]
     by_unit: dict[str, UnitMissingnessRecord]

@@ -53,6 +53,7 @@ from hmlib.privacy import SuppressedTable, suppress_counts
 from hmlib.stats.longitudinal import (PATTERNS, missingness_by_visit, missingness_history_screen,
                                       missingness_over_calendar_time, missingness_patterns_over_time,
                                       prepare_visits, time_to_dropout)
+from hmlib.stats.longitudinal.profiles import profiles_by_dropout
 
 __all__ = ["TimeDiagnosis", "OverTimeRecord", "diagnose_over_time", "dropout_groups", "publish_by_visit",
            "publish_patterns", "publish_dropout", "time_sentences", "time_figures", "time_methods",
@@ -63,6 +64,7 @@ MAX_SCHEDULED_VISITS = 30
 #: A change-point or history screen below this p-value is named in the narrative.
 CHANGE_POINT_ALPHA = 0.05
 _PATTERN_COLUMNS = [p.replace(" ", "_") for p in PATTERNS]
+_PROFILE_COLUMNS = ["variable", "group", "label", "visit", "mean"]
 
 
 # --------------------------------------------------------------------------
@@ -147,6 +149,17 @@ class DropoutPoint(Record):
 
 
 @dataclass(frozen=True)
+class ProfilePoint(Record):
+    """The mean of a variable at one visit among the patients of one dropout pattern (``None``: suppressed)."""
+
+    variable: str
+    group: int
+    label: str
+    visit: float
+    mean: float | None
+
+
+@dataclass(frozen=True)
 class HistoryTermRow(Record):
     """One term of a history screen (per SD of the term)."""
 
@@ -185,6 +198,7 @@ class OverTimeRecord(Record):
     dropout: tuple[DropoutPoint, ...]
     pooled_sites: dict[str, tuple[str, ...]]
     history: tuple[HistoryTermRow, ...]
+    profiles: tuple[ProfilePoint, ...]
     level: float
     notes: tuple[str, ...]
 
@@ -229,6 +243,11 @@ class TimeDiagnosis:
     history : pandas.DataFrame
         ``variable, kind, cluster, n_rows, n_events, term, sd, log_odds_ratio, std_error, odds_ratio,
         ci_lower, ci_upper, p_value`` (intercepts left out).
+    profiles : pandas.DataFrame
+        ``variable, group, label, visit, mean``: the outcome's mean at each visit among the patients of each
+        dropout pattern (:func:`hmlib.stats.longitudinal.profiles.profiles_by_dropout`; every pattern with
+        at least ``min_cell`` patients, points of fewer NaN, no counts); empty when the outcome is complete,
+        not numeric, or when fewer than two patterns are left after merging the small ones.
     level : float
     min_cell : int
     notes : tuple of str
@@ -253,6 +272,7 @@ class TimeDiagnosis:
     level: float
     min_cell: int
     notes: tuple = field(default_factory=tuple)
+    profiles: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_PROFILE_COLUMNS))
 
     def to_record(self) -> dict:
         """JSON-ready ``over_time`` field of step 1's artifact (suppressed values are None)."""
@@ -267,6 +287,7 @@ class TimeDiagnosis:
             "dropout": self.dropout.to_dict("records"),
             "pooled_sites": {v: [str(s) for s in sites] for v, sites in self.pooled_sites.items()},
             "history": self.history.to_dict("records"),
+            "profiles": self.profiles.to_dict("records"),
             "level": self.level, "notes": list(self.notes),
         }
 
@@ -339,6 +360,8 @@ def diagnose_over_time(frame: pd.DataFrame, variables: Sequence[str], cluster: s
                                    min_cell=min_cell, notes=notes)
         history = _history(frame, variables, cluster, time, site=site, outcome=outcome, level=level,
                            min_cell=min_cell, notes=notes)
+        profiles = _profiles(frame, outcome if outcome in variables else None, cluster, time, by=visit_by,
+                             min_cell=min_cell, cluster_noun=cluster_noun, notes=notes)
     if visits.n_duplicate_rows:
         notes.append(f"{visits.n_duplicate_rows:,} row(s) repeat the ({cluster}, {time}) of another row; each "
                      "such visit is counted once over time (a variable as recorded if any of its rows has it).")
@@ -347,7 +370,23 @@ def diagnose_over_time(frame: pd.DataFrame, variables: Sequence[str], cluster: s
                          n_patients=visits.n_patients, n_duplicate_rows=visits.n_duplicate_rows, by_visit=by_visit,
                          by_period=by_period, change_points=change_points, patterns=patterns, dropout=dropout,
                          pooled_sites=pooled, history=history, level=float(level), min_cell=int(min_cell),
-                         notes=tuple(notes))
+                         notes=tuple(notes), profiles=profiles)
+
+
+def _profiles(frame, variable, cluster, time, *, by, min_cell, cluster_noun, notes) -> pd.DataFrame:
+    """The published profiles by dropout pattern of ``variable`` (the outcome), or an empty table with a note."""
+    empty = pd.DataFrame(columns=_PROFILE_COLUMNS)
+    if variable is None or not pd.api.types.is_numeric_dtype(frame[variable]):
+        return empty
+    result = profiles_by_dropout(frame, variable, cluster, time, by=by, min_cell=min_cell,
+                                 unit=time if by == "time" else "")
+    if len(result.groups) < 2:
+        notes.append(f"Mean {variable} by dropout pattern is not drawn: fewer than {min_cell} {cluster_noun}s "
+                     f"stop having {variable} recorded before the others, so no early-dropout group could be "
+                     "shown without describing a handful of them.")
+        return empty
+    table = result.to_frame()
+    return table.assign(variable=variable).loc[:, _PROFILE_COLUMNS]
 
 
 def calendar_period(dates: np.ndarray) -> str:
@@ -591,6 +630,7 @@ def time_sentences(td: TimeDiagnosis | None, *, focus: str | None, cluster_noun:
         where = f"visit {visit:g}" if td.visit_by == "time" else f"visit number {visit + 1:g}"
         first += f"; {100 * share:.0f}% of {cluster_noun}s are still observed at {where} (Kaplan-Meier)"
     lines = [first + "."]
+    lines += _profile_sentence(td, cluster_noun)
     phrases = _screen_phrases(td, var)
     if phrases:
         lines.append("Screens, not tests (they cannot tell missing at random from not at random): "
@@ -607,6 +647,22 @@ def time_sentences(td: TimeDiagnosis | None, *, focus: str | None, cluster_noun:
     return lines
 
 
+def _profile_sentence(td: TimeDiagnosis, cluster_noun: str) -> list[str]:
+    """The outcome's mean at the first visit in the earliest and in the latest dropout pattern, if published."""
+    prof = td.profiles
+    if prof.empty:
+        return []
+    first_visit = prof["visit"].min()
+    start = prof.loc[prof["visit"] == first_visit].dropna(subset=["mean"]).sort_values("group")
+    if len(start) < 2:
+        return []
+    early, late = start.iloc[0], start.iloc[-1]
+    return [f"Mean {early['variable']} at the first visit was {early['mean']:.3g} among {cluster_noun}s "
+            f"{early['label']} and {late['mean']:.3g} among those {late['label']} (profiles by dropout pattern; "
+            "a difference means dropout is related to the values, which missing at random allows only through "
+            "what was recorded)."]
+
+
 def time_methods(record: OverTimeRecord | None) -> str:
     """The methods sentences for missingness over time (empty without a time column)."""
     if record is None:
@@ -619,9 +675,14 @@ def time_methods(record: OverTimeRecord | None) -> str:
     if record.time_is_date:
         text += ("; the share missing per calendar period (visits after dropout left out) was scanned for one "
                  "change point (binomial likelihood ratio, permutation p-value over whole patients; a screen)")
-    return text + ("; dropout and intermittent missingness were screened on time, the last observed value and "
-                   "the outcome so far with random-intercept logistic models (screens of missingness at random "
-                   "on the history, which cannot rule out missingness not at random).")
+    text += ("; dropout and intermittent missingness were screened on time, the last observed value and "
+             "the outcome so far with random-intercept logistic models (screens of missingness at random "
+             "on the history, which cannot rule out missingness not at random)")
+    if record.profiles:
+        text += ("; instead of a spaghetti plot of single patients, the outcome's mean at each visit was drawn "
+                 "per dropout pattern (the visit of the last recorded outcome; patterns merged until each holds "
+                 "at least min_cell patients, points of fewer suppressed)")
+    return text + "."
 
 
 def time_figures(td: TimeDiagnosis) -> list:
@@ -647,4 +708,9 @@ def time_figures(td: TimeDiagnosis) -> list:
                 curves = curves.assign(visit=curves["visit"] + 1)
             out.append(figures.dropout_curves_plot(curves, variable=var, x_label=x_label, site=td.site,
                                                    pooled=td.pooled_sites.get(var, ())))
+        profiles = td.profiles.loc[td.profiles["variable"] == var]
+        if len(profiles):
+            if td.visit_by == "order":
+                profiles = profiles.assign(visit=profiles["visit"] + 1)
+            out.append(figures.dropout_profiles_plot(profiles, variable=var, x_label=x_label))
     return out
