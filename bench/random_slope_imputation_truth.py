@@ -21,6 +21,9 @@ imputing ``x`` from ``y``, ``t``, ``treat`` (``m = 20``, 10 iterations):
 
 - ``random_slopes``: :func:`hmlib.stats.imputation.random_slopes.impute_random_slopes`
   with a random slope on ``t`` and the cluster means of ``t`` and ``y``;
+- ``chained_random_slopes``: the report's engine, hmlib's multilevel chained equations with
+  ``random_slopes=["t"]`` (:func:`hmlib.stats.imputation.impute`; what step 3's ``multilevel_mi`` runs when
+  the params give ``random_slopes``), same model as ``random_slopes``;
 - ``random_intercept``: hmlib's multilevel chained equations (2l.pan, random intercept only);
 - ``flat``: single-level imputation (``norm``);
 - ``complete_case``: the analysis model on the visits with ``x`` recorded;
@@ -67,7 +70,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "random_slope_imputation
 ROWS_SUFFIX = "_rows.json"
 TEST_DATA = Path(__file__).resolve().parent.parent / "tests" / "results" / "random_slope_registry.csv"
 TRUTH = {"x": 0.35, "sd(t|patient)": 0.5}
-METHODS = ("random_slopes", "random_intercept", "flat", "complete_case", "locf")
+METHODS = ("random_slopes", "chained_random_slopes", "random_intercept", "flat", "complete_case", "locf")
 
 
 def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dropout: float = 0.08,
@@ -155,8 +158,10 @@ def completed_frames(frame: pd.DataFrame, method: str, m: int, seed: int) -> lis
         res = impute_random_slopes(frame, target="x", predictors=["y", "treat"], cluster="patient", slopes=["t"],
                                    m=m, iterations=10, seed=seed)
         return res.completed(frame)
+    slopes = ["t"] if method == "chained_random_slopes" else []
     res = impute(frame, method="flat" if method == "flat" else "multilevel", cluster="patient", outcome="y",
-                 outcome_family="gaussian", predictors=["x", "t", "treat"], m=m, iterations=10, seed=seed)
+                 outcome_family="gaussian", predictors=["x", "t", "treat"], m=m, iterations=10, seed=seed,
+                 random_slopes=slopes)
     return list(res.completed)
 
 

@@ -192,7 +192,8 @@ def test_cc_level_005_no_higher_levels_unchanged(tmp_path):
     registry = _small(tmp_path, cluster_covariates=["site_type"])
     result = complete_case_check(registry)
     record = result.to_dict()
-    assert set(record) == PREVIOUS_FIELDS | {"by_level"} and record["by_level"] == []
+    assert set(record) == PREVIOUS_FIELDS | {"by_level", "over_time"} and record["by_level"] == [] \
+        and record["over_time"] is None
     assert result.by_level == ()
     expected = suppressed_retention(result.retention, result.min_cell,
                                     hidden=retention_hidden_by_step1(registry, result.retention))
@@ -280,7 +281,7 @@ def test_cc_level_008_artifact_round_trip_and_methods(tmp_path):
     artifact = result.to_artifact()
     artifact.write(tmp_path / "out")
     payload = json.loads((tmp_path / "out" / "artifacts" / "complete_case.json").read_text())
-    assert payload["version"] == CompleteCaseArtifact.VERSION == 2
+    assert payload["version"] == CompleteCaseArtifact.VERSION == 3   # 3: over_time (tests/test_complete_case_time.py)
     back = CompleteCaseArtifact.read(tmp_path / "out")
     assert back == artifact
     (level,) = back.by_level

@@ -26,6 +26,7 @@ from hmlib.stats.design import fit_analysis_model
 from hmlib.stats.patient_flow import patient_flow
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.complete_case_flow import FlowRecord, published_flow
+from hmlib.steps.complete_case_time import OverTimeCheck, check_over_time, over_time_sentences
 from hmlib.steps.complete_case_levels import (LevelCheck, LevelRecord, check_levels, retention_hidden_by_step1,
                                               suppressed_retention)
 from hmlib.wording import cluster_noun, count_text, not_estimable_note
@@ -83,6 +84,8 @@ class CompleteCaseResult:
     by_level : tuple of hmlib.steps.complete_case_levels.LevelCheck
         Retention and estimand shift by unit of each level above the cluster
         (``higher_levels``), outermost first; empty without higher levels.
+    over_time : hmlib.steps.complete_case_time.OverTimeCheck or None
+        With ``time``: the complete cases' share and the outcome's shift at each visit.
     """
 
     outcome: str
@@ -107,6 +110,7 @@ class CompleteCaseResult:
     indicator_term: str = ""
     categorical_levels: dict = field(default_factory=dict)
     by_level: tuple[LevelCheck, ...] = ()
+    over_time: OverTimeCheck | None = None
 
     @property
     def focus_terms(self) -> list:
@@ -145,9 +149,13 @@ class CompleteCaseResult:
             out.append("Every patient has every model variable recorded: complete-case analysis "
                        "uses everyone, and the estimand does not shift.")
             return out + self.notes
-        if self.clusters_lost:
+        if self.clusters_lost and self.over_time is not None:   # the clusters are patients: no labels
+            out.append(f"{self.noun.capitalize()}s with no complete visit (they vanish from a complete-case "
+                       f"analysis): {count_text(len(self.clusters_lost), self.min_cell)}.")
+        elif self.clusters_lost:
             shown = ", ".join(map(str, self.clusters_lost[:8])) + (" ..." if len(self.clusters_lost) > 8 else "")
             out.append(f"Clusters with no complete case (they vanish from a complete-case analysis): {shown}.")
+        out.extend(over_time_sentences(self.over_time))
         for check in self.by_level:
             out.extend(check.sentences(self.outcome, self.focus))
         r = self.retention
@@ -264,6 +272,7 @@ class CompleteCaseResult:
             "flow": None if self.flow is None else self.flow.to_json(),
             "focus_levels": list(self.focus_levels), "indicator_term": self.indicator_term,
             "by_level": [check.to_dict() for check in self.by_level],
+            "over_time": None if self.over_time is None else self.over_time.to_json(),
         }
 
 
@@ -340,7 +349,7 @@ def complete_case_check(registry) -> CompleteCaseResult:
         categorical_levels={c: tuple(registry.levels[c]) for c in sorted(p.predictors, key=lambda c: c != focus)
                             if registry.kinds.get(c) == "categorical" and c in registry.levels},
         flow=published_flow(patient_flow(frame, p.cluster, columns), p.privacy.min_cell),
-        noun=cluster_noun(p.cluster), by_level=by_level,
+        noun=cluster_noun(p.cluster), by_level=by_level, over_time=check_over_time(registry, complete),
     )
 
 
@@ -382,13 +391,15 @@ class CompleteCaseArtifact(Artifact):
     whose level column is named by the cluster covariate, and
     ``indicator_by_cluster``) are free JSON, ``null`` when absent. ``by_level``
     holds one record per level above the cluster, outermost first (empty
-    without higher levels; version 2 added it).
+    without higher levels; version 2 added it). ``over_time`` is step 2 over the visits
+    (:mod:`hmlib.steps.complete_case_time`), ``null`` without ``time`` (version 3 added it).
     """
 
     KEY: ClassVar[str] = "complete_case"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
     by_level: tuple[LevelRecord, ...]
+    over_time: OverTimeCheck | None
 
     clusters_lost: tuple[str, ...]
     flow: FlowRecord | None
@@ -428,9 +439,16 @@ def methods_text(record, ev) -> list:
         levels = " and ".join(level.level for level in record.by_level)
         by_unit = (f" Retention and the standardised differences were also reported within each unit of {levels} "
                    f"(units with fewer than {ev.min_cell} complete cases or dropped patients suppressed).")
+    over_time = ""
+    if record.over_time is not None:
+        by = "visit time" if record.over_time.visit_by == "time" else "visit number within the patient"
+        over_time = (f" Over the visits ({record.over_time.time}, by {by}) the share of visits that are complete "
+                     f"cases and the baseline outcome (first recorded value) of the patients complete at the visit "
+                     f"against all patients (standardised difference) were reported per visit, without counts (visits with fewer than {ev.min_cell} complete or "
+                     "dropped visits, or with a count step 1 hides, suppressed).")
     return [f"Complete-case analysis used the {count_text(record.n_complete, ev.min_cell)} patients with every "
             "model variable recorded; the estimand shift was measured by standardised differences between "
-            f"complete cases and all patients; {model}was fitted for comparison.{by_unit}"]
+            f"complete cases and all patients; {model}was fitted for comparison.{by_unit}{over_time}"]
 
 
 STEP = Step(key="complete_case", number=2, title="Complete-case check: who drops out",
