@@ -62,7 +62,8 @@ KEYS: dict[str, str] = {
     "focus": "the incomplete predictor the narrative centres on (default: most missing)",
     "seed": "integer seed for every random step (default 2026)",
     "fast": "true for small settings (tests, quick looks); default false",
-    "privacy": "{min_cell: 11, pseudonymize_clusters: false}",
+    "privacy": "{min_cell: 11, pseudonymize_clusters: false} (pseudonymize_clusters defaults to true with "
+               "time: the clusters are then patients)",
     "diagnose": "{structural_share: 0.9} share missing above which a cluster's gap is structural",
     "encoding": "text encoding of a CSV file (default utf-8; e.g. latin-1 for older SAS exports)",
     "missing_codes": "optional list of further values that mean 'missing' (e.g. ['-99', 'not done'])",
@@ -98,7 +99,10 @@ class PrivacySettings:
         Counts from 1 to ``min_cell - 1`` are suppressed (with complementary
         suppression). Default 11, the threshold used by many registries.
     pseudonymize_clusters : bool
-        Replace cluster labels by stable pseudonyms in every output.
+        Replace cluster labels by stable pseudonyms in every output. Default
+        False, except with ``time`` in the params: the clusters are then
+        patients, whose study IDs the report should not print (set it to
+        false explicitly to keep them).
     """
 
     min_cell: int = 11
@@ -595,7 +599,8 @@ def _settings(raw: dict, source: str, fast: bool | None) -> dict:
     min_cell = privacy_raw.get("min_cell", 11)
     if isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < 1:
         raise ParamsError(f"{source}: 'privacy.min_cell' must be a whole number >= 1; got {min_cell!r}.")
-    pseudo = privacy_raw.get("pseudonymize_clusters", False)
+    # with a visit time the clusters are patients: their IDs are pseudonymised unless the file says otherwise
+    pseudo = privacy_raw.get("pseudonymize_clusters", raw.get("time") is not None)
     if not isinstance(pseudo, bool):
         raise ParamsError(f"{source}: 'privacy.pseudonymize_clusters' must be true or false; got {pseudo!r}.")
 

@@ -24,6 +24,8 @@ DIAG-TIME-008  profiles by dropout pattern (the aggregate spaghetti plot): every
                points of fewer patients are blanked, no count is published; the simulated dropout-on-the-outcome
                registry shows the early dropouts' lower outcome; cdystonia (4 early dropouts of 109) draws none and
                says why
+DIAG-TIME-009  with time the clusters are patients: their IDs are pseudonymised by default (no study ID in the
+               registry frame), unless the params say pseudonymize_clusters: false; without time nothing changes
 """
 
 from __future__ import annotations
@@ -297,3 +299,16 @@ def test_diag_time_008_profiles_by_dropout(registry_frame, simulated):
     params = load_params(REPO / "params" / "cdystonia_time.yaml")
     td = diagnose_registry(load_registry(params)).over_time
     assert td.profiles.empty and any("by dropout pattern is not drawn" in n for n in td.notes)
+
+
+def test_diag_time_009_patients_pseudonymised_by_default(tmp_path, registry_frame):
+    """DIAG-TIME-009: (module docstring)."""
+    frame = _frame_with(registry_frame)
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    ids = {str(i) for i in frame["patient"]}
+    with_time = _params(tmp_path, "time: date\n")
+    assert with_time.privacy.pseudonymize_clusters
+    assert not set(load_registry(with_time).frame["patient"].astype(str)) & ids
+    kept = _params(tmp_path, "time: date\nprivacy: {pseudonymize_clusters: false}\n")
+    assert not kept.privacy.pseudonymize_clusters and set(load_registry(kept).frame["patient"].astype(str)) == ids
+    assert not _params(tmp_path, "").privacy.pseudonymize_clusters
