@@ -19,6 +19,7 @@ import pandas as pd
 from hmlib.stats.joint.data import BinaryPredictor, CategoricalPredictor, JointData
 from hmlib.stats.joint.priors import priors_table
 from hmlib.stats.joint.reweighting import PosteriorDraws
+from hmlib.stats.joint.slopes import random_part_terms
 from hmlib.stats.joint.summaries import contract_method
 
 __all__ = ["JointModelResult"]
@@ -79,9 +80,10 @@ class JointModelResult:
     @property
     def contract_terms(self) -> list:
         """The terms of ``estimates.csv``: ``Intercept``, the predictors' terms, ``sd(<level>)`` per level above
-        the cluster (outermost first), ``sd(<cluster>)``."""
+        the cluster (outermost first), ``sd(<cluster>)``; with random slopes ``sd(<slope>|<cluster>)`` and
+        ``cor(<slope>|<cluster>)`` (:func:`hmlib.stats.joint.slopes.random_part_terms`)."""
         return ["Intercept", *self.data.term_order, *(f"sd({h.name})" for h in self.data.higher),
-                f"sd({self.data.cluster})"]
+                f"sd({self.data.cluster})", *random_part_terms(self.data)]
 
     def to_estimates(self) -> pd.DataFrame:
         """Rows of ``estimates.csv`` (method ``joint_bayes``, flagged when not converged), contract terms only."""
