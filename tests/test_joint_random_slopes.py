@@ -14,7 +14,8 @@ JOINT-RS-002  the user's scale, deterministic: the map of :func:`random_part_to_
 JOINT-RS-003  the model: one LKJ covariance for the outcome's intercept and slope and the missingness intercept,
               one per continuous predictor submodel (intercept and slope), binary submodels keep a random
               intercept; the outcome's linear predictor is intercept + slope x standardised time per cluster
-              (evaluated at a random point); centred and non-centred both build with a finite log density
+              (evaluated at a random point); centred (intercepts drawn directly) and non-centred both build
+              with a finite log density; the rule makes slope blocks non-centred
 JOINT-RS-004  a short fit: the summary and ``estimates.csv`` rows ``sd(patient)``, ``sd(month|patient)``,
               ``cor(month|patient)`` after the fixed effects; the gate checks them (a tiny run fails naming
               them); the prior-reweighting draws hold the slope SDs; the focus's imputations are made
@@ -24,6 +25,8 @@ JOINT-BRMS-RS-001  brms parity (slow): hmlib's posterior means of the fixed effe
               ``sd(month|patient)``, ``cor(month|patient)`` and ``sigma`` agree with brms's (same model, same
               priors, ``tests/results/brms_random_slopes_joint.R``) within 4 combined Monte Carlo SEs; the data
               file is the generator's
+JOINT-BRMS-RS-002  the same with the missingness submodel (brms: ``(1 | p | patient)`` in the missingness formula,
+              ``(1 + month | p | patient)`` in the outcome's), ``corr(missingness, outcome)`` included (slow)
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from scipy import special
 from hmlib.exceptions import FitError
 from hmlib.simulate.longitudinal import longitudinal_registry, longitudinal_registry_truth
 from hmlib.stats import joint as jm
-from hmlib.stats.joint.slopes import random_part_terms, random_part_to_original_scale, user_scale_map
+from hmlib.stats.joint.parameterisation import choose_parameterisation, ml_fits
+from hmlib.stats.joint.slopes import cluster_part, random_part_terms, random_part_to_original_scale, user_scale_map
 
 RESULTS = Path(__file__).parent / "results"
 ROLES = dict(outcome="y", predictors=["month", "x"], cluster="patient", family="gaussian")
@@ -142,12 +146,14 @@ def test_joint_rs_003_model():
         assert {"outcome_cluster_chol", "outcome_cluster_slopes", "outcome_slopes_cluster_sd", "miss_cluster",
                 "re_corr", "x0_cluster_chol", "x0_cluster_slopes", "b0_cluster_sd", "b0_cluster"} <= names
         assert "b0_cluster_chol" not in names and "miss_slope" not in names
+        assert ("outcome_cluster_intercepts" in names) == (choice == "centred")
         point = model.initial_point()
         assert np.isfinite(model.compile_logp()(point))
+    choice, _ = choose_parameterisation(data, ml_fits(data), None)
+    assert choice["outcome"] == choice["x0"] == "noncentred"
     effects = model["outcome_cluster_effects"]
     assert model.initial_point()["outcome_cluster_effects_z"].shape == (data.n_clusters, 3)
     # the outcome's linear predictor: evaluate the cluster part at random effects
-    from hmlib.stats.joint.slopes import cluster_part
     rng = np.random.default_rng(4)
     values = rng.normal(size=(data.n_clusters, 3))
     part = pytensor.function([], cluster_part(pytensor.shared(values), data, 1))()
@@ -213,6 +219,22 @@ def test_joint_brms_rs_001_parity():
     table = result.summary.set_index("term")
     for term in ("Intercept", "month", "x", "sd(patient)", "sd(month|patient)", "cor(month|patient)", "sigma"):
         ours, theirs = table.loc[term], reference[term]
+        tolerance = 4 * np.hypot(ours.mcse_mean, theirs["mcse_mean"])
+        assert abs(ours.estimate - theirs["mean"]) < tolerance, (term, ours.estimate, theirs["mean"], tolerance)
+        assert ours.std_error == pytest.approx(theirs["sd"], rel=0.15), term
+
+
+@pytest.mark.slow
+def test_joint_brms_rs_002_parity_missingness():
+    """JOINT-BRMS-RS-002: with the missingness submodel in the outcome's covariance, within 4 combined MC SEs."""
+    reference = json.loads((RESULTS / "brms_random_slopes_joint.json").read_text())["terms_missingness"]
+    frame = pd.read_csv(RESULTS / "random_slopes_joint.csv")
+    result = jm.fit_joint_model(frame, random_slopes=["month"], seed=1, draws=3000, tune=1000, chains=2,
+                                distributions={"x": "normal"}, **ROLES)
+    table = result.summary.set_index("term")
+    assert set(reference) == set(table.index)
+    for term, theirs in reference.items():
+        ours = table.loc[term]
         tolerance = 4 * np.hypot(ours.mcse_mean, theirs["mcse_mean"])
         assert abs(ours.estimate - theirs["mean"]) < tolerance, (term, ours.estimate, theirs["mean"], tolerance)
         assert ours.std_error == pytest.approx(theirs["sd"], rel=0.15), term

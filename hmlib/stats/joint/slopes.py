@@ -53,8 +53,12 @@ def correlated_effects(prefix: str, J: int, n: int, priors: dict, centred: bool)
 
     Creates ``<prefix>_chol`` (the packed Cholesky factor, LKJ(``lkj_eta``) correlations and the
     cluster-SD prior on each SD), the deterministics ``<prefix>_stds`` (``n``) and
-    ``<prefix>_corr`` (``n`` x ``n``), and the effects: centred, ``<prefix>_effects ~
-    MvNormal(0, Sigma)``; non-centred, ``<prefix>_effects = z L^T`` with ``<prefix>_effects_z ~ N(0, 1)``.
+    ``<prefix>_corr`` (``n`` x ``n``), and the effects ``<prefix>_effects = z L^T`` (``L`` the Cholesky
+    factor of ``Sigma``). Non-centred: ``z ~ N(0, 1)`` (``<prefix>_effects_z``, J x n). Centred: the
+    intercepts (first column) are drawn directly, ``<prefix>_intercepts ~ N(0, L_00)``, and ``z_0 = u_0 /
+    L_00`` with the other columns of ``z`` standard normal, so each slope is the regression on its
+    intercept plus a non-centred part (the rule's information share is the intercepts'; a slope is
+    informed far less than its intercept by a few visits per cluster).
 
     Returns
     -------
@@ -72,10 +76,13 @@ def correlated_effects(prefix: str, J: int, n: int, priors: dict, centred: bool)
     stds = pm.Deterministic(f"{prefix}_stds", stds)
     corr = pm.Deterministic(f"{prefix}_corr", corr)
     if centred:
-        effects = pm.MvNormal(f"{prefix}_effects", mu=np.zeros(n), chol=chol, shape=(J, n))
+        # the intercepts drawn directly, the rest given them: z_0 = u_0 / L_00 is standard normal
+        intercepts = pm.Normal(f"{prefix}_intercepts", 0.0, chol[0, 0], shape=J)
+        z = pm.Normal(f"{prefix}_effects_z", 0.0, 1.0, shape=(J, n - 1))
+        z = pt.concatenate([(intercepts / chol[0, 0])[:, None], z], axis=1)
     else:
         z = pm.Normal(f"{prefix}_effects_z", 0.0, 1.0, shape=(J, n))
-        effects = pm.Deterministic(f"{prefix}_effects", pt.dot(z, chol.T))
+    effects = pm.Deterministic(f"{prefix}_effects", pt.dot(z, chol.T))
     return effects, stds, corr
 
 
