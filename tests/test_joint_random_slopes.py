@@ -21,6 +21,8 @@ JOINT-RS-004  a short fit: the summary and ``estimates.csv`` rows ``sd(patient)`
               them); the prior-reweighting draws hold the slope SDs; the focus's imputations are made
 JOINT-RS-005  recovery (slow): on a simulated longitudinal registry the fixed effects, the intercept and slope SDs
               and their correlation are within 3 posterior SDs of the truth
+JOINT-RS-006  the priors table says that the SD and LKJ priors cover the slopes; the narrative gives each slope's
+              SD and correlation and says that sd(<cluster>) is at time 0
 JOINT-BRMS-RS-001  brms parity (about 10 s): hmlib's posterior means of the fixed effects, ``sd(patient)``,
               ``sd(month|patient)``, ``cor(month|patient)`` and ``sigma`` agree with brms's (same model, same
               priors, ``tests/results/brms_random_slopes_joint.R``) within 4 combined Monte Carlo SEs; the data
@@ -241,3 +243,17 @@ def test_joint_brms_rs_002_parity_missingness():
         tolerance = 4 * np.hypot(ours.mcse_mean, theirs["mcse_mean"])
         assert abs(ours.estimate - theirs["mean"]) < tolerance, (term, ours.estimate, theirs["mean"], tolerance)
         assert ours.std_error == pytest.approx(theirs["sd"], rel=0.15), term
+
+
+def test_joint_rs_006_priors_and_narrative():
+    """JOINT-RS-006: the priors table and the narrative name the random slopes."""
+    table = jm.priors_table(slopes=("month",))
+    assert "random slopes on month" in table.loc[2, "applies_to"]
+    assert "slopes on month" in table.loc[4, "applies_to"]
+    assert "random slopes" not in jm.priors_table().loc[2, "applies_to"]
+    frame = _frame(n_patients=40, n_visits=4)
+    result = jm.fit_joint_model(frame, random_slopes=["month"], seed=3, draws=30, tune=30, chains=2,
+                                missingness_model=False, **ROLES)
+    text = " ".join(result.narrative())
+    assert "slopes on month vary with an SD of" in text and "where month is 0" in text
+    assert "random slopes on month" in result.priors_table().loc[2, "applies_to"]
