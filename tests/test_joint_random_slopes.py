@@ -23,6 +23,8 @@ JOINT-RS-005  recovery (slow): on a simulated longitudinal registry the fixed ef
               and their correlation are within 3 posterior SDs of the truth
 JOINT-RS-006  the priors table says that the SD and LKJ priors cover the slopes; the narrative gives each slope's
               SD and correlation and says that sd(<cluster>) is at time 0
+JOINT-RS-007  a binary outcome with incomplete binary and categorical predictors (their submodels keep a random
+              intercept; summed out as without slopes) fits with the slope rows
 JOINT-BRMS-RS-001  brms parity (about 10 s): hmlib's posterior means of the fixed effects, ``sd(patient)``,
               ``sd(month|patient)``, ``cor(month|patient)`` and ``sigma`` agree with brms's (same model, same
               priors, ``tests/results/brms_random_slopes_joint.R``) within 4 combined Monte Carlo SEs; the data
@@ -257,3 +259,23 @@ def test_joint_rs_006_priors_and_narrative():
     text = " ".join(result.narrative())
     assert "slopes on month vary with an SD of" in text and "where month is 0" in text
     assert "random slopes on month" in result.priors_table().loc[2, "applies_to"]
+
+
+def test_joint_rs_007_binomial_with_discrete_predictors():
+    """JOINT-RS-007: a binary outcome with incomplete binary and categorical predictors (random intercepts in
+    their submodels, summed out) fits with the slope rows; the binary focus's tables are made."""
+    frame = longitudinal_registry(4, n_sites=1, n_patients=50, n_visits=4)
+    rng = np.random.default_rng(1)
+    frame["event"] = (frame["y"] > 11).astype(float).where(frame["y"].notna())
+    frame["flag"] = (frame["x"] > 0.3).astype(float).where(frame["x"].notna())
+    frame.loc[rng.random(len(frame)) < 0.15, "flag"] = np.nan
+    frame["grp"] = rng.choice(["a", "b", "c"], size=len(frame)).astype(object)
+    frame.loc[rng.random(len(frame)) < 0.1, "grp"] = None
+    result = jm.fit_joint_model(frame, outcome="event", predictors=["month", "flag", "grp"], cluster="patient",
+                                family="binomial", focus="flag", random_slopes=["month"], seed=1, draws=30,
+                                tune=30, chains=2)
+    assert result.summary["term"].tolist() == ["Intercept", "month", "flag", "grp[b]", "grp[c]", "sd(patient)",
+                                               "sd(month|patient)", "cor(month|patient)",
+                                               "corr(missingness, outcome)"]
+    assert result.settings["binary_summed_out"] == ["flag"] and "grp" in result.settings["categorical_summed_out"]
+    assert len(result.partial_pooling()) == result.n_clusters
