@@ -169,7 +169,9 @@ class JointData:
     ``categoricals`` (incomplete predictors), ``focus`` and ``focus_kind``
     (``"continuous"``, ``"binary"``, ``"categorical"`` or ``"complete"``),
     ``term_order`` (outcome terms in the user's predictor order), ``higher``
-    (the levels above the cluster, outermost first: :class:`LevelAbove`).
+    (the levels above the cluster, outermost first: :class:`LevelAbove`), ``slopes`` (the predictors with
+    a random slope at the cluster level, each a complete numeric column of ``Z``:
+    :mod:`hmlib.stats.joint.slopes`).
     """
 
     outcome: str
@@ -194,6 +196,12 @@ class JointData:
     predictors: tuple
     categoricals: tuple = ()
     higher: tuple = ()
+    slopes: tuple = ()
+
+    @property
+    def slope_columns(self) -> tuple:
+        """Positions in ``Z`` of the random-slope predictors (``slopes``)."""
+        return tuple(self.z_terms.index(name) for name in self.slopes)
 
     @property
     def n(self) -> int:
@@ -303,7 +311,8 @@ def choose_distribution(values) -> str:
 def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster: str, family: str,
                        levels: dict | None = None, focus: str | None = None,
                        distributions: dict | None = None, missing_values: str = "marginal",
-                       missingness_model: bool = True, ordinal=None, higher_levels=()) -> JointData:
+                       missingness_model: bool = True, ordinal=None, higher_levels=(),
+                       random_slopes=()) -> JointData:
     """Standardise and index the data of the joint model.
 
     Parameters
@@ -335,6 +344,10 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         Columns of levels above the cluster (each cluster in one unit of
         each): every submodel gets nested random intercepts for them
         (:mod:`hmlib.stats.joint.model`).
+    random_slopes : sequence of str, optional
+        Predictors with a random slope at the cluster level (usually time):
+        complete numeric predictors that vary within clusters
+        (:mod:`hmlib.stats.joint.slopes`). Not with ``higher_levels``.
 
     Returns
     -------
@@ -346,7 +359,9 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         Unknown family or mode, a predictor that cannot be modelled (a
         lognormal variable with values <= 0; an ordinal column that is not
         categorical, or whose order does not list its levels), fewer than two
-        clusters.
+        clusters; a random slope that is not a complete numeric predictor
+        varying within clusters, or random slopes with levels above the
+        cluster.
     """
     predictors = tuple(predictors)
     levels = dict(levels or {})
@@ -380,6 +395,8 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         continuous = [c if c.name != focus else replace(c, mode="marginal") for c in continuous]
 
     Z = np.column_stack(columns.z_cols) if columns.z_cols else np.empty((len(data), 0))
+    slopes = (random_slopes,) if isinstance(random_slopes, str) else tuple(random_slopes or ())
+    slopes = _check_slopes(slopes, predictors, tuple(columns.z_terms), Z, codes, higher_levels)
     return JointData(
         outcome=outcome, family=family, cluster=cluster, y=y, y_centre=y_centre, y_scale=y_scale,
         codes=codes.astype(np.int64), cluster_labels=np.asarray(labels), Z=Z, z_terms=tuple(columns.z_terms),
@@ -388,8 +405,32 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
         term_order=tuple(columns.term_order),
         missingness_model=bool(missingness_model and focus_kind != "complete"),
         n_dropped_outcome=n_dropped, predictors=predictors, categoricals=tuple(columns.categoricals),
-        higher=higher,
+        higher=higher, slopes=slopes,
     )
+
+
+def _check_slopes(slopes: tuple, predictors: tuple, z_terms: tuple, Z: np.ndarray, codes: np.ndarray,
+                  higher_levels) -> tuple:
+    """The random slopes, checked: complete numeric predictors varying within clusters (FitError otherwise)."""
+    if not slopes:
+        return ()
+    if higher_levels:
+        raise FitError("random slopes together with levels above the cluster (higher_levels) are not supported "
+                       "by the joint model yet (issue #16); fit the random slopes without higher_levels.")
+    if len(set(slopes)) < len(slopes):
+        raise FitError(f"random_slopes lists a column twice: {list(slopes)}.")
+    for name in slopes:
+        if name not in predictors:
+            raise FitError(f"random slope '{name}' is not a predictor ({list(predictors)}); a random slope needs "
+                           "its fixed effect.")
+        if name not in z_terms:
+            raise FitError(f"random slope '{name}' must be a numeric predictor recorded in every row used; the joint "
+                           "model does not take random slopes on categorical or incomplete predictors (issue #16).")
+        column = Z[:, z_terms.index(name)]
+        spread = pd.Series(column).groupby(codes).agg(lambda v: v.max() - v.min())
+        if not (spread > 0).any():
+            raise FitError(f"random slope '{name}' does not vary within any cluster; it cannot have a random slope.")
+    return slopes
 
 
 def _level_above(data: pd.DataFrame, name: str, codes: np.ndarray, J: int) -> LevelAbove:

@@ -34,6 +34,7 @@ from hmlib.stats.joint.model import build_joint_model
 from hmlib.stats.joint.parameterisation import choose_parameterisation, choose_quadrature_nodes, ml_fits
 from hmlib.stats.joint.priors import check_priors
 from hmlib.stats.joint.result import JointModelResult
+from hmlib.stats.joint.slopes import random_part_terms, random_part_to_original_scale
 from hmlib.stats.joint.sampling import extension_count, extension_hint, extension_text, sample_until_gate
 from hmlib.stats.joint.summaries import draw_diagnostics, gate_message, outcome_to_original_scale, summarise_draws
 
@@ -56,7 +57,8 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
                     parameterisation: dict | None = None, missing_values: str = "marginal",
                     missingness_model: bool = True, quadrature_nodes: int | str = "auto", cores: int | None = None,
                     adaptation: str = "auto", keep_trace: bool = False,
-                    time_budget_minutes: float | None = None, higher_levels=()) -> JointModelResult:
+                    time_budget_minutes: float | None = None, higher_levels=(),
+                    random_slopes=()) -> JointModelResult:
     """Fit the joint model (:mod:`hmlib.stats.joint`) with nutpie and summarise it.
 
     Parameters
@@ -122,6 +124,15 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         Levels above the cluster (params ``higher_levels``): nested random
         intercepts in every submodel; the summary gains ``sd(<level>)``
         rows (outermost first) before ``sd(<cluster>)``.
+    random_slopes : sequence of str, optional
+        Complete numeric predictors (usually time) with a random slope at
+        the cluster level, correlated with the random intercept (LKJ prior;
+        :mod:`hmlib.stats.joint.slopes`), in the outcome and every
+        incomplete continuous predictor's submodel. The summary gains
+        ``sd(<slope>|<cluster>)`` and ``cor(<slope>|<cluster>)`` after
+        ``sd(<cluster>)``, all on the user's scale (``sd(<cluster>)`` is then
+        the SD of the intercepts at slope predictor 0, as in lme4). Not with
+        ``higher_levels``.
 
     Returns
     -------
@@ -153,7 +164,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     jd = prepare_joint_data(frame, outcome=outcome, predictors=predictors, cluster=cluster, family=family,
                             levels=levels, focus=focus, distributions=distributions,
                             missing_values=missing_values, missingness_model=missingness_model, ordinal=ordinal,
-                            higher_levels=higher_levels)
+                            higher_levels=higher_levels, random_slopes=random_slopes)
     fits = ml_fits(jd)
     choice, shares = choose_parameterisation(jd, fits, parameterisation)
     quadrature_error = None
@@ -214,7 +225,8 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         data=jd, summary=summary, converged=converged, convergence_message=message, divergences=divergences,
         timing=timing, ess_per_second=ess_per_second, settings=settings, correlation=correlation,
         n_patients=jd.n, n_clusters=jd.n_clusters, n_dropped_outcome=jd.n_dropped_outcome,
-        draws={k: original[k] for k in original} | ({"re_corr": post["re_corr"]} if jd.missingness_model else {}),
+        draws={k: original[k] for k in original} | ({"re_corr": _correlation_draws(jd, post, original)}
+                                                     if jd.missingness_model else {}),
         imputations=imputations, trace=trace if keep_trace else None,
         sd_draws=_cluster_sd_draws(post))
 
@@ -255,14 +267,22 @@ def _summary_table(jd: JointData, post: dict):
         jd, post["outcome_intercept"], post["outcome_coef"], post["outcome_cluster_sd"],
         post["outcome_sigma"] if gaussian else None,
         higher_sds=[post[f"outcome_above{l}_cluster_sd"] for l in range(len(jd.higher))])
+    if jd.slopes:
+        original |= random_part_to_original_scale(jd, post["outcome_cluster_stds"], post["outcome_cluster_corr"])
     rows = []
-    order = ["Intercept", *jd.term_order, *(f"sd({h.name})" for h in jd.higher), f"sd({jd.cluster})"] + \
-        (["sigma"] if gaussian else [])
+    order = ["Intercept", *jd.term_order, *(f"sd({h.name})" for h in jd.higher), f"sd({jd.cluster})",
+             *random_part_terms(jd)] + (["sigma"] if gaussian else [])
     for term in order:
         rows.append({"term": term, **summarise_draws(original[term]), **draw_diagnostics(original[term])})
     correlation = None
     if jd.missingness_model:
-        rho = post["re_corr"]
+        rho = _correlation_draws(jd, post, original)
         rows.append({"term": "corr(missingness, outcome)", **summarise_draws(rho), **draw_diagnostics(rho)})
         correlation = {**summarise_draws(rho), "prob_positive": float(np.mean(rho > 0))}
     return original, pd.DataFrame(rows), correlation
+
+
+def _correlation_draws(jd: JointData, post: dict, original: dict) -> np.ndarray:
+    """The missingness/outcome correlation's draws: with random slopes, with the intercept at slope predictors 0
+    (the user's scale, as ``sd(<cluster>)``)."""
+    return original["corr(missingness, outcome)"] if jd.slopes else post["re_corr"]

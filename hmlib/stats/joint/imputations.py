@@ -32,6 +32,7 @@ from scipy import special
 
 from hmlib.stats.joint.data import BinaryPredictor, CategoricalPredictor, ContinuousPredictor, JointData
 from hmlib.stats.joint.model import ordinal_log_probabilities
+from hmlib.stats.joint.slopes import slope_part_draws
 
 __all__ = ["IMPUTATION_DRAWS", "REJECTION_ROUNDS", "SIR_PROPOSALS", "fixed_part", "category_probabilities",
            "draw_focus_missing", "focus_by_cluster"]
@@ -93,6 +94,7 @@ def _outcome_eta_known(data: JointData, post: dict, index: np.ndarray, rows: np.
     coef = _flat(post, "outcome_coef", index)
     eta = _flat(post, "outcome_intercept", index)[:, None] + _flat(post, "outcome_cluster", index)[:,
                                                                                                  data.codes[rows]]
+    eta = eta + slope_part_draws(post, "outcome", data, rows, index)
     p = Z.shape[1]
     if p:
         eta = eta + coef[:, :p] @ Z.T
@@ -156,7 +158,8 @@ def draw_focus_missing(data: JointData, post: dict, index: np.ndarray, rng) -> n
     if continuous_focus:
         k = data.continuous.index(var)
         mu = fixed_part(post, f"x{k}", data.Z[mis_rows], index) + \
-            _flat(post, f"x{k}_cluster", index)[:, data.codes[mis_rows]]
+            _flat(post, f"x{k}_cluster", index)[:, data.codes[mis_rows]] + \
+            slope_part_draws(post, f"x{k}", data, mis_rows, index)
         sigma = _flat(post, f"x{k}_sigma", index)
         coef_f = coef[:, p + k]
     y = data.y[mis_rows]
@@ -368,7 +371,8 @@ def _posterior_predictive(data: JointData, post: dict, rng, focus: _Focus) -> pd
         rep = (rng.random(share.shape) < share).astype(float)
     else:
         v = _flat(post, f"{prefix}_cluster", index)                      # draws x J
-        mu = focus.mu_fixed[:, obs_rows] + v[:, codes[obs_rows]]
+        mu = focus.mu_fixed[:, obs_rows] + v[:, codes[obs_rows]] + \
+            slope_part_draws(post, prefix, data, obs_rows, index)
         if focus.kind == "binary":
             rep = (rng.random(mu.shape) < special.expit(mu)).astype(float)
         else:

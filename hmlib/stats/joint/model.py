@@ -46,6 +46,7 @@ from scipy import special
 from hmlib.exceptions import FitError
 from hmlib.stats.joint.data import JointData
 from hmlib.stats.joint.priors import check_priors, correlated_sd_log_prior, sd_prior
+from hmlib.stats.joint.slopes import cluster_part, correlated_effects
 
 __all__ = ["build_joint_model"]
 
@@ -246,7 +247,11 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     a = pm.Normal("outcome_intercept", mu=_logit_rate(data.y) if data.family == "binomial" else 0.0,
                   sigma=priors["intercept"][1])
     above = _unit_effects("outcome", data, priors, centred["outcome@above"])
-    if data.missingness_model and centred["missingness"] and not centred["outcome"]:
+    if data.slopes:
+        u, w = _outcome_slopes(data, priors, centred["outcome"])
+        if w is None:
+            return a, u
+    elif data.missingness_model and centred["missingness"] and not centred["outcome"]:
         u, w = _outcome_on_missingness(data, priors, centred, above)
     else:
         tau_y = sd_prior("outcome_cluster_sd", priors["cluster_sd"])
@@ -276,6 +281,31 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     miss_fixed = _regression("miss", Z, priors, _logit_rate(miss))
     pm.Bernoulli("miss_indicator", logit_p=miss_fixed + w[codes], observed=miss)
     return a, u
+
+
+def _outcome_slopes(data: JointData, priors: dict, centred: bool):
+    """Random intercepts and slopes of the outcome (with the missingness intercept in the same LKJ covariance
+    when that submodel is on): ``(effects, w)``, ``effects`` J x (1 + q + ...), ``w`` None without missingness.
+
+    Named: ``outcome_cluster`` (intercepts), ``outcome_cluster_slopes`` (J x q), ``outcome_cluster_sd`` and
+    ``outcome_slopes_cluster_sd`` (q), ``outcome_cluster_corr``; with missingness ``miss_cluster``,
+    ``miss_cluster_sd`` and ``re_corr`` (on the standardised scale: with the intercept at the mean of the slope
+    predictors). Centred or not as the outcome's rule says (:mod:`hmlib.stats.joint.slopes`).
+    """
+    import pymc as pm
+
+    q = len(data.slopes)
+    n = 1 + q + int(data.missingness_model)
+    effects, stds, corr = correlated_effects("outcome_cluster", data.n_clusters, n, priors, centred)
+    pm.Deterministic("outcome_cluster", effects[:, 0])
+    pm.Deterministic("outcome_cluster_slopes", effects[:, 1:1 + q])
+    pm.Deterministic("outcome_cluster_sd", stds[0])
+    pm.Deterministic("outcome_slopes_cluster_sd", stds[1:1 + q])
+    if not data.missingness_model:
+        return effects, None
+    pm.Deterministic("miss_cluster_sd", stds[n - 1])
+    pm.Deterministic("re_corr", corr[n - 1, 0])
+    return effects, pm.Deterministic("miss_cluster", effects[:, n - 1])
 
 
 def _outcome_on_missingness(data: JointData, priors: dict, centred: dict, above):
@@ -331,10 +361,12 @@ def _continuous_submodels(data: JointData, priors: dict, centred: dict):
     for k, var in enumerate(data.continuous):
         prefix = f"x{k}"
         fixed = _regression(prefix, Z, priors, 0.0)
-        tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-        v = _submodel_clusters(prefix, J, tau, centred, data, priors)
+        if data.slopes:
+            mu = fixed + _submodel_slopes(prefix, data, priors, centred[prefix])
+        else:
+            tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
+            mu = fixed + _submodel_clusters(prefix, J, tau, centred, data, priors)[codes]
         sigma = sd_prior(f"{prefix}_sigma", priors["residual_sd"])
-        mu = fixed + v[codes]
         obs_idx = np.flatnonzero(var.observed)
         mis_idx = np.flatnonzero(~var.observed)
         pm.Normal(f"{prefix}_observed", mu=mu[obs_idx], sigma=sigma, observed=var.response[obs_idx])
@@ -349,6 +381,23 @@ def _continuous_submodels(data: JointData, priors: dict, centred: dict):
             outcome_x.append(pt.set_subtensor(pt.as_tensor_variable(known)[mis_idx],
                                               (raw - var.centre) / var.scale))
     return outcome_x, focus_sub
+
+
+def _submodel_slopes(prefix: str, data: JointData, priors: dict, centred: bool):
+    """A continuous predictor submodel's random intercepts and slopes, per row (its own LKJ covariance).
+
+    Named as the outcome's: ``<prefix>_cluster``, ``<prefix>_cluster_slopes``, ``<prefix>_cluster_sd``,
+    ``<prefix>_slopes_cluster_sd``, ``<prefix>_cluster_corr``.
+    """
+    import pymc as pm
+
+    q = len(data.slopes)
+    effects, stds, _ = correlated_effects(f"{prefix}_cluster", data.n_clusters, 1 + q, priors, centred)
+    pm.Deterministic(f"{prefix}_cluster", effects[:, 0])
+    pm.Deterministic(f"{prefix}_cluster_slopes", effects[:, 1:])
+    pm.Deterministic(f"{prefix}_cluster_sd", stds[0])
+    pm.Deterministic(f"{prefix}_slopes_cluster_sd", stds[1:])
+    return cluster_part(effects, data, q)
 
 
 def _binary_submodels(data: JointData, priors: dict, centred: dict) -> list:
@@ -462,7 +511,7 @@ def _outcome_predictor(data: JointData, priors: dict, a, u, outcome_x):
     Z = data.Z
     p_total = len(data.outcome_terms)
     b = pm.Normal("outcome_coef", mu=0.0, sigma=priors["coef"][1], shape=p_total)
-    eta = a + u[data.codes]
+    eta = a + (cluster_part(u, data, len(data.slopes)) if data.slopes else u[data.codes])
     if Z.shape[1]:
         eta = eta + pm.math.dot(Z, b[: Z.shape[1]])
     for k, x in enumerate(outcome_x):

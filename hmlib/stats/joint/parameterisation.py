@@ -10,7 +10,17 @@ each submodel on the rows it observes (:func:`ml_fits`):
   (``I_j = n_j tau^2 / s^2``; ``s^2`` the residual variance, or
   ``1 / (p (1 - p))`` for binary responses) is at least
   :data:`CENTRED_SHARE`, non-centred otherwise (measurements in
-  :mod:`hmlib.stats.joint`);
+  :mod:`hmlib.stats.joint`). With random slopes the outcome's and the
+  continuous predictors' blocks of correlated intercepts and slopes are
+  non-centred whatever the share; ``"centred"`` given explicitly draws the
+  block's intercepts directly and its slopes given them
+  (:func:`hmlib.stats.joint.slopes.correlated_effects`). Measured (2 chains
+  x 1000 draws after 1000 warm-up, seed 1, missingness submodel off, time
+  incl. compiling): on the brms parity data (147 patients, 1-6 visits,
+  outcome share 0.6 or more) the smallest bulk ESS of a reported quantity
+  was 350 non-centred in 6 s and 545 with centred intercepts in 14 s; on a
+  registry with a weakly informed slope SD (``longitudinal_registry(3,
+  n_sites=1, n_patients=150, n_visits=6)``) 307 in 5 s and 202 in 21 s;
 - :func:`choose_quadrature_nodes`: the fewest Gauss-Hermite nodes of
   :data:`QUADRATURE_CANDIDATES` whose summed log-likelihood of the rows with
   the focus integrated out is within :data:`QUADRATURE_TOLERANCE` of a
@@ -179,6 +189,10 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
                 shares[f"c{k}{suffix}"] = float(np.mean([shares.pop(key) for key in split_keys])) \
                     if split_keys else 0.0
     choice = {key: ("centred" if value >= CENTRED_SHARE else "noncentred") for key, value in shares.items()}
+    if data.slopes:
+        # blocks of correlated intercepts and slopes (outcome, continuous predictors): non-centred by default
+        # (module docstring); an override "centred" draws their intercepts directly
+        choice |= {key: "noncentred" for key in choice if key == "outcome" or key.startswith("x")}
     for key, value in override.items():
         if value not in ("centred", "noncentred"):
             raise FitError(f"parameterisation must be 'centred' or 'noncentred', got {value!r} for {key!r}.")

@@ -65,13 +65,16 @@ def check_priors(priors: dict | None) -> dict:
     return merged
 
 
-def priors_table(priors: dict | None = None) -> pd.DataFrame:
+def priors_table(priors: dict | None = None, slopes: tuple = ()) -> pd.DataFrame:
     """The priors of the joint model, for the report.
 
     Parameters
     ----------
     priors : dict, optional
         Overrides of :data:`DEFAULT_PRIORS`.
+    slopes : tuple of str, optional
+        The random slopes (:mod:`hmlib.stats.joint.slopes`): the SD and
+        correlation rows then say that they cover the slopes too.
 
     Returns
     -------
@@ -89,17 +92,25 @@ def priors_table(priors: dict | None = None) -> pd.DataFrame:
         return f"Half-Normal(0, {spec[1]:g})" if spec[0] == "halfnormal" else \
             f"Half-Student-t({spec[1]:g}, 0, {spec[2]:g})"
 
+    slope_text = ", ".join(slopes)
+    sd_applies = "cluster intercepts of every submodel" + (
+        f", and the random slopes on {slope_text} (outcome, continuous predictors)" if slopes else "")
+    sd_scale = "logit scale (binary responses) or SDs of the standardised response" + (
+        f"; a slope's per SD of {slope_text}" if slopes else "")
+    cor_applies = ("outcome and missingness cluster intercepts" if not slopes else
+                   f"cluster intercepts and slopes on {slope_text}: the outcome's with the missingness intercept, "
+                   "each continuous predictor's")
     rows = [
         ("coefficients", "every submodel (outcome, predictors, missingness)",
          f"Normal(0, {p['coef'][1]:g})", "per SD of a numeric predictor; per unit of a 0/1 column"),
         ("intercepts", "every submodel", f"Normal(m, {p['intercept'][1]:g})",
          "m = logit(observed rate) for 0/1 responses, 0 for standardised continuous ones"),
-        ("cluster SDs", "cluster intercepts of every submodel", sd_text(p["cluster_sd"]),
-         "logit scale (binary responses) or SDs of the standardised response"),
+        ("cluster SDs", sd_applies, sd_text(p["cluster_sd"]), sd_scale),
         ("residual SDs", "gaussian outcome and continuous predictor submodels", sd_text(p["residual_sd"]),
          "SDs of the standardised response"),
-        ("correlation", "outcome and missingness cluster intercepts", f"LKJ({float(p['lkj_eta']):g})",
-         f"(rho + 1) / 2 ~ Beta({float(p['lkj_eta']):g}, {float(p['lkj_eta']):g})"),
+        ("correlation", cor_applies, f"LKJ({float(p['lkj_eta']):g})",
+         f"(rho + 1) / 2 ~ Beta({float(p['lkj_eta']):g}, {float(p['lkj_eta']):g})" if not slopes else
+         f"LKJ({float(p['lkj_eta']):g}) on each correlation matrix"),
     ]
     return pd.DataFrame(rows, columns=["parameter", "applies_to", "prior", "scale"])
 

@@ -19,6 +19,7 @@ import pandas as pd
 from hmlib.stats.joint.data import BinaryPredictor, CategoricalPredictor, JointData
 from hmlib.stats.joint.priors import priors_table
 from hmlib.stats.joint.reweighting import PosteriorDraws
+from hmlib.stats.joint.slopes import random_part_terms
 from hmlib.stats.joint.summaries import contract_method
 
 __all__ = ["JointModelResult"]
@@ -79,9 +80,10 @@ class JointModelResult:
     @property
     def contract_terms(self) -> list:
         """The terms of ``estimates.csv``: ``Intercept``, the predictors' terms, ``sd(<level>)`` per level above
-        the cluster (outermost first), ``sd(<cluster>)``."""
+        the cluster (outermost first), ``sd(<cluster>)``; with random slopes ``sd(<slope>|<cluster>)`` and
+        ``cor(<slope>|<cluster>)`` (:func:`hmlib.stats.joint.slopes.random_part_terms`)."""
         return ["Intercept", *self.data.term_order, *(f"sd({h.name})" for h in self.data.higher),
-                f"sd({self.data.cluster})"]
+                f"sd({self.data.cluster})", *random_part_terms(self.data)]
 
     def to_estimates(self) -> pd.DataFrame:
         """Rows of ``estimates.csv`` (method ``joint_bayes``, flagged when not converged), contract terms only."""
@@ -95,7 +97,7 @@ class JointModelResult:
 
     def priors_table(self) -> pd.DataFrame:
         """The priors used (see :func:`hmlib.stats.joint.priors.priors_table`)."""
-        return priors_table(self.settings["priors"])
+        return priors_table(self.settings["priors"], self.data.slopes)
 
     def partial_pooling(self) -> pd.DataFrame:
         """The focus variable's cluster intercepts: raw vs partially pooled (unsuppressed).
@@ -274,6 +276,7 @@ class JointModelResult:
         within = f" within a {d.higher[-1].name}" if d.higher else ""
         sentences.append(f"The between-{d.cluster} SD of the outcome{within} is {sd.estimate:.3f} ({scale}; 95% "
                          f"credible interval {sd.ci_lower:.3f} to {sd.ci_upper:.3f}).")
+        sentences.extend(self._slope_sentences(s))
         for level in d.higher:
             r = s.loc[f"sd({level.name})"]
             sentences.append(f"The between-{level.name} SD of the outcome is {r.estimate:.3f} (95% credible "
@@ -297,6 +300,21 @@ class JointModelResult:
                 f"{verdict}. This assumes missingness depends on the {d.cluster}'s latent propensity and the "
                 f"complete predictors, not on the unrecorded value itself.")
         return sentences
+
+    def _slope_sentences(self, s: pd.DataFrame) -> list[str]:
+        """With random slopes: each slope's between-cluster SD and its correlation with the intercept."""
+        d = self.data
+        out = []
+        if d.slopes:
+            out.append(f"With random slopes, sd({d.cluster}) is the SD of the {d.cluster}s' intercepts where "
+                       f"{' and '.join(d.slopes)} {'is' if len(d.slopes) == 1 else 'are'} 0.")
+        for name in d.slopes:
+            sd = s.loc[f"sd({name}|{d.cluster})"]
+            cor = s.loc[f"cor({name}|{d.cluster})"]
+            out.append(f"The {d.cluster}s' slopes on {name} vary with an SD of {sd.estimate:.3g} per unit of {name} "
+                       f"(95% credible interval {sd.ci_lower:.3g} to {sd.ci_upper:.3g}); their correlation with "
+                       f"the intercepts is {cor.estimate:.2f} ({cor.ci_lower:.2f} to {cor.ci_upper:.2f}).")
+        return out
 
     def _level_sentence(self, terms, reference) -> str:
         """One sentence on every level of a categorical focus against its reference (odds ratios, binomial)."""
