@@ -66,11 +66,12 @@ def replicate(seed: int, *, draws: int, tune: int, budget: float | None = None) 
                       for t in TERMS}}
 
 
-def summarise(reps: list) -> dict:
-    """Relative bias (MC SE), empirical vs mean posterior SD, 95% coverage (MC SE) per term."""
-    truth = three_level_registry_truth()["terms"]
+def summarise(reps: list, truth: dict | None = None, terms=TERMS) -> dict:
+    """Relative bias (MC SE), empirical vs mean posterior SD, 95% coverage (MC SE) per term (``truth``:
+    by term, default the three-level registry's)."""
+    truth = three_level_registry_truth()["terms"] if truth is None else truth
     out = {}
-    for t in TERMS:
+    for t in terms:
         est = np.array([r["terms"][t]["estimate"] for r in reps])
         covered = np.array([r["terms"][t]["ci95"][0] <= truth[t] <= r["terms"][t]["ci95"][1] for r in reps])
         n = len(reps)

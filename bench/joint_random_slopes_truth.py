@@ -1,0 +1,97 @@
+"""Does the joint model with random slopes recover the truth? A simulation study (issue #16).
+
+Each replicate simulates visits in patients from
+:func:`hmlib.simulate.longitudinal.longitudinal_registry` with one site
+(``--patients`` patients, 6 visits three months apart; the outcome has a
+correlated random intercept and slope on ``month``, truth ``sd(patient)``
+2.0, ``sd(month|patient)`` 0.1, ``cor`` -0.3; ``x`` missing at 5% of visits,
+missed visits, and dropout that depends on the last recorded outcome: missing
+at random given the history), fits :func:`hmlib.stats.joint.fit_joint_model`
+with ``random_slopes=["month"]`` (the report's step 4 with the params'
+``random_slopes``) and records, for ``x``, ``month``, ``sd(patient)``,
+``sd(month|patient)`` and ``cor(month|patient)``: posterior mean and SD, the
+95% equal-tailed interval, and whether the convergence gate passed. Over the
+replicates: relative bias with its Monte Carlo SE, empirical SD against mean
+posterior SD, and 95% coverage (:func:`joint_nested_truth.summarise`).
+
+Sampler: 2 chains of ``--draws`` after ``--tune`` warm-up iterations (default
+1000 and 1000, no automatic extension: each replicate's gate result and time
+are kept instead).
+
+Usage::
+
+    nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --reps 40 \\
+        --out bench/results/joint_random_slopes_truth.json
+
+The replicates are written after each one; rerunning with the same ``--out``
+resumes. The fit itself is checked in ``tests/test_joint_random_slopes.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hmlib.simulate.longitudinal import longitudinal_registry, longitudinal_registry_truth  # noqa: E402
+from hmlib.stats.joint import fit_joint_model  # noqa: E402
+from joint_nested_truth import summarise  # noqa: E402
+
+TERMS = ("x", "month", "sd(patient)", "sd(month|patient)", "cor(month|patient)")
+
+
+def replicate(seed: int, *, patients: int, draws: int, tune: int) -> dict:
+    """One registry, one fit: per term the posterior summary, and the gate."""
+    frame = longitudinal_registry(seed, n_sites=1, n_patients=patients, n_visits=6).drop(columns=["date"])
+    start = time.perf_counter()
+    fit = fit_joint_model(frame, outcome="y", predictors=["x", "month"], cluster="patient", family="gaussian",
+                          seed=seed, draws=draws, tune=tune, chains=2, random_slopes=["month"],
+                          time_budget_minutes=0)
+    rows = fit.to_estimates().set_index("term")
+    return {"seed": seed, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
+            "gate": fit.convergence_message, "share_x_missing": float(frame["x"].isna().mean()),
+            "share_y_missing": float(frame["y"].isna().mean()),
+            "terms": {t: {"estimate": float(rows.loc[t, "estimate"]), "sd": float(rows.loc[t, "std_error"]),
+                          "ci95": [float(rows.loc[t, "ci_lower"]), float(rows.loc[t, "ci_upper"])]}
+                      for t in TERMS}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=40)
+    parser.add_argument("--first-seed", type=int, default=9600)
+    parser.add_argument("--patients", type=int, default=200)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--out", type=Path, help="write replicates and summary as JSON here (resumes)")
+    args = parser.parse_args(argv)
+    reps = json.loads(args.out.read_text())["replicates"] if args.out and args.out.is_file() else []
+    truth = longitudinal_registry_truth()["terms"]
+    done = {r["seed"] for r in reps}
+    for seed in range(args.first_seed, args.first_seed + args.reps):
+        if seed in done:
+            continue
+        reps.append(replicate(seed, patients=args.patients, draws=args.draws, tune=args.tune))
+        r = reps[-1]
+        print(f"seed {seed}: {r['seconds']} s, converged {r['converged']}, "
+              + ", ".join(f"{t} {v['estimate']:.3f}" for t, v in r["terms"].items()), flush=True)
+        if args.out:
+            payload = {"design": {"generator": "hmlib.simulate.longitudinal.longitudinal_registry", "n_sites": 1,
+                                  "n_patients": args.patients, "n_visits": 6, "draws": args.draws,
+                                  "tune": args.tune, "chains": 2},
+                       "summary": summarise(reps, truth, TERMS), "replicates": reps}
+            args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    s = summarise(reps, truth, TERMS)
+    for t in TERMS:
+        print(t, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s[t].items()})
+    print("converged", s["converged"], "of", s["replicates"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
