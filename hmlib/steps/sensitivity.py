@@ -101,9 +101,10 @@ from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping
 from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for, delta_grid, focus_levels,
                                            focus_reference, focus_row, focus_terms)
 from hmlib.steps.sensitivity_rule import ConclusionRule, resolve_conclusion_rule
-from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, REIMPUTING_FAMILIES, Scenario, ScenarioContext,
-                                               SensitivitySettings, analyse, joint_model_fitter, plan_scenarios,
-                                               run_bisection_task, run_scenario_task)
+from hmlib.steps.sensitivity_scenarios import (DELTA_FAMILIES, DELTA_MODES, FAMILIES, REIMPUTING_FAMILIES, Scenario,
+                                               ScenarioContext, SensitivitySettings, analyse, joint_model_fitter)
+from hmlib.steps.sensitivity_dropout import (dropout_bisection_tasks, dropout_methods_text, dropout_plan_notes,
+                                             dropout_tipping_points, plan_all, run_bisection, run_task)
 from hmlib.steps import sensitivity_verdict
 from hmlib.steps.sensitivity_verdict import FAMILY_TEXT, FamilyRecord
 from hmlib.steps.sensitivity_variance import SensitivityVarianceChoice, residual_variance_choice
@@ -294,6 +295,8 @@ class SensitivityResult:
     focus_reference: str | None = None
     focus_ordinal: bool = False
     hidden_sizes: frozenset = frozenset()
+    outcome: str = ""
+    dropout: dict = field(default_factory=dict)
 
     # -- tables ---------------------------------------------------------------
     def _suppression(self) -> tuple[pd.DataFrame, np.ndarray]:
@@ -349,6 +352,13 @@ class SensitivityResult:
                 rows.append({"mode": mode, "direction": direction, **info, "odds_ratio": odds})
         return pd.DataFrame(rows)
 
+    def dropout_tipping_table(self) -> pd.DataFrame:
+        """The tipping points of the delta after dropout: as :meth:`tipping_table`, ``mode`` ``dropout:<variable>``,
+        ``delta_sd`` in SDs of that variable's recorded values and ``delta_units`` in its units (empty without)."""
+        rows = [{"mode": f"dropout:{variable}", "direction": direction, **tip, "odds_ratio": None}
+                for variable, info in self.dropout.items() for direction, tip in info["tipping"].items()]
+        return pd.DataFrame(rows, columns=list(TippingRecord.__dataclass_fields__))
+
     def _published_grid(self) -> pd.DataFrame:
         grid = self.grid.copy()
         grid["n_patients"] = grid["n_patients"].astype(float)
@@ -375,7 +385,7 @@ class SensitivityResult:
     def changed(self) -> pd.DataFrame:
         """Scenarios (not delta) whose conclusion about a focus term changed."""
         g = self.grid
-        sel = g["term"].isin(self.focus_terms) & g["changed_conclusion"] & ~g["family"].isin(list(DELTA_MODES))
+        sel = g["term"].isin(self.focus_terms) & g["changed_conclusion"] & ~g["family"].isin(list(DELTA_FAMILIES))
         return g.loc[sel].reset_index(drop=True)
 
     def family_coverage(self) -> list:
@@ -435,7 +445,7 @@ class SensitivityResult:
             "verdict": self.verdict(), "narrative": self.narrative(), "notes": list(self.notes),
             "workers": self.workers, "elapsed_s": self.elapsed,
             "residual_variance": self.residual_variance.to_json(), "conclusion_rule": self.rule.to_json(),
-            "delta_scale": self.delta_scale,
+            "delta_scale": self.delta_scale, "dropout_tipping": self.dropout_tipping_table().to_dict(orient="records"),
             "families_run": [record.to_json() for record in self.family_coverage()],
         }
 
@@ -445,18 +455,20 @@ class SensitivityResult:
 # --------------------------------------------------------------------------
 def _task_cost(scenario: Scenario) -> int:
     # Longest first (LPT scheduling): joint-model fits dwarf the rest.
-    return {"prior": 0, "stratified": 1, "exclusion": 2, "leave-out": 2, "indicator": 3}.get(scenario.family, 4)
+    return {"prior": 0, "stratified": 1, "exclusion": 2, "leave-out": 2, "early-dropout": 2,
+            "indicator": 3}.get(scenario.family, 4)
 
 
 def _run_plan(plan: list, context: ScenarioContext, reference: dict, pool: TaskPool) -> tuple[dict, dict]:
     """Every scenario, then the tipping-point bisections, in one pool: (outcomes by name, bisections by side)."""
     order = sorted(range(len(plan)), key=lambda i: _task_cost(plan[i]))
     terms = focus_terms(context.registry)
-    scenarios = pool.map(run_scenario_task, [plan[i] for i in order], shared=context,
+    scenarios = pool.map(run_task, [plan[i] for i in order], shared=context,
                          progress=reporter("sensitivity", unit="scenarios"))
     outcomes = {out.scenario.name: out for out in scenarios}
-    tasks = bisection_tasks(plan, outcomes, reference, context.settings, terms, context.rule)
-    refined = pool.map(run_bisection_task, [task for _, task in tasks], shared=context,
+    tasks = bisection_tasks(plan, outcomes, reference, context.settings, terms, context.rule) \
+        + dropout_bisection_tasks(plan, outcomes, terms, context.rule, context.settings.bisection_steps)
+    refined = pool.map(run_bisection, [task for _, task in tasks], shared=context,
                        progress=reporter("tipping points", unit="searches"))
     return outcomes, {key: result for (key, _), result in zip(tasks, refined)}
 
@@ -564,13 +576,17 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
     context.rule = resolve_conclusion_rule(registry, primary_rows["term"], terms, s.relevant_difference,
                                            s.negligible_share, s.null_value)
 
-    plan = plan_scenarios(registry, s)
+    plan = plan_all(registry, s)    # with the dropout families when the params have a visit time
+    notes.extend(dropout_plan_notes(registry, s))
     reference = focus_reference(primary_rows, terms)
     outcomes, bisections = _run_plan(plan, context, reference, pool)
     grid, scenarios = assemble_grid(plan, outcomes, primary_rows, context.rule, terms)
     tipping, delta_curve, tipping_notes = tipping_points(plan, outcomes, bisections, grid, reference, s,
                                                           terms, 1.0 if categorical else observed_sd, context.rule)
-    notes.extend(tipping_notes)
+    dropout, dropout_curve, dropout_notes = dropout_tipping_points(plan, outcomes, bisections, registry, context.rule)
+    notes.extend(tipping_notes + dropout_notes)
+    if dropout_curve:
+        delta_curve = pd.concat([delta_curve, pd.DataFrame(dropout_curve)], ignore_index=True)
     return SensitivityResult(
         focus=p.focus, focus_terms=terms, primary=primary_rows,
         primary_method=primary_imputation.label, grid=grid, scenarios=scenarios, tipping=tipping,
@@ -579,7 +595,8 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
         residual_variance=residual, rule=context.rule, workers=pool.workers, elapsed=time.perf_counter() - start,
         notes=notes, delta_scale="log odds" if categorical else "SD", delta_grid=delta_grid(registry, s)[0],
         focus_reference=focus_levels(registry)[0] if categorical else None,
-        focus_ordinal=bool(categorical and p.focus in p.ordinal), hidden_sizes=hidden_counts(registry).sizes)
+        focus_ordinal=bool(categorical and p.focus in p.ordinal), hidden_sizes=hidden_counts(registry).sizes,
+        outcome=p.outcome, dropout=dropout)
 
 
 # --------------------------------------------------------------------------
@@ -597,7 +614,7 @@ class SensitivityArtifact(Artifact):
     """
 
     KEY: ClassVar[str] = "sensitivity"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2     # 2: dropout_tipping
 
     conclusion_rule: ConclusionRule
     delta_curve: list
@@ -618,6 +635,7 @@ class SensitivityArtifact(Artifact):
     workers: int
     delta_scale: str
     families_run: tuple[FamilyRecord, ...]
+    dropout_tipping: tuple[TippingRecord, ...]
 
 
 def run(ctx: StepContext) -> SensitivityResult:
@@ -675,7 +693,8 @@ def methods_text(record, ev) -> list:
             text += (f"; MNAR delta adjustment of the imputed {record.focus} values by "
                      f"{', '.join(f'{d:g}' for d in st.deltas_sd)} observed SDs, {modes}, with tipping points "
                      "searched by bisection")
-    paras = [f"{text}. {record.residual_variance.text}", record.conclusion_rule.text]
+    dropout = dropout_methods_text(record)
+    paras = [f"{text}. {dropout + ' ' if dropout else ''}{record.residual_variance.text}", record.conclusion_rule.text]
     warm = [WARM_LABELS[f] for f in REIMPUTING_FAMILIES if f in st.warm_families and f in st.families]
     cold = [WARM_LABELS[f] for f in REIMPUTING_FAMILIES if f not in st.warm_families and f in st.families]
     if st.warm_iterations is not None and warm:
