@@ -425,10 +425,12 @@ def delta_meaning(variable: str, units: float, *, outcome: bool) -> str:
     --------
     >>> delta_meaning("twstrs", -3.2, outcome=True)
     'patients who left the study would have scored 3.2 twstrs units lower at every later visit than MAR predicts'
+    >>> delta_meaning("x", 0.5, outcome=False)
+    'patients who left the study would have had x values 0.5 units higher at every later visit than MAR predicts'
     """
-    verb = "scored" if outcome else "had"
-    return (f"patients who left the study would have {verb} {_fmt(abs(units))} {variable} units "
-            f"{'higher' if units > 0 else 'lower'} at every later visit than MAR predicts")
+    what = f"scored {_fmt(abs(units))} {variable} units" if outcome else f"had {variable} values {_fmt(abs(units))} units"
+    return (f"patients who left the study would have {what} {'higher' if units > 0 else 'lower'} at every later "
+            "visit than MAR predicts")
 
 
 def _checked(result, variable: str) -> float:
