@@ -213,6 +213,7 @@ def test_sens_drop_005_verdict_and_narrative(result, tmp_path):
     tip = min((t for t in result.dropout["y"]["tipping"].values() if t["found"]), key=lambda t: abs(t["delta_sd"]))
     assert f"{tip['delta_sd']:+.2f} SD" in text
     verdict = result.verdict()
+    assert "MNAR after dropout (y shifted after each patient's last recorded visit)" in verdict   # stated, in any case
     if abs(tip["delta_sd"]) <= result.settings.plausible_delta_sd:
         assert verdict.startswith("not robust") and "the MAR assumption after dropout" in verdict
     else:

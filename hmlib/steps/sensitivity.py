@@ -8,7 +8,9 @@ reports every term (method ``sensitivity:<scenario>`` in ``estimates.csv``).
 The scenario families (exclusion of poorly documenting clusters, imputation
 by cluster type, priors of the joint model, missing-indicator models, MNAR
 delta adjustment, leave-one-out of the best-documented clusters) are defined
-and run in :mod:`hmlib.steps.sensitivity_scenarios`; the statistics they share
+and run in :mod:`hmlib.steps.sensitivity_scenarios`, and with repeated
+measures (params ``time``) the MNAR delta after dropout and the exclusion of
+early dropouts in :mod:`hmlib.steps.sensitivity_dropout`; the statistics they share
 (when a conclusion changes, delta adjustment, the tipping-point search) are
 in :mod:`hmlib.stats.sensitivity`. This module runs them around the primary
 analysis, judges each against its reference, and holds the result, its

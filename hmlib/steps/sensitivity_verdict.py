@@ -21,7 +21,12 @@ sides), then writes:
   successful scenarios, one sentence per delta mode that ran (the tipping
   point, or the range of delta checked without one), what delta means for a
   categorical focus, the exclusions, and one sentence per failed scenario
-  and per family that did not run.
+  and per family that did not run;
+- with repeated measures (:mod:`hmlib.steps.sensitivity_dropout`), the
+  delta after dropout: a tipping point within ``plausible_delta_sd`` SDs of
+  the shifted variable makes the verdict "not robust"; any other is stated
+  in the verdict, not counted. The dropout families are listed only where
+  they were planned (params ``time`` and values missing after dropout).
 
 The functions take a :class:`hmlib.steps.sensitivity.SensitivityResult`.
 """
@@ -279,12 +284,15 @@ def verdict(result) -> str:
         parts.append(f"the MAR assumption (tipping point within {_range_text(result, plausible)}): "
                      + " ".join(fragile_mnar).rstrip("."))
     fragile_dropout = [text for text, fragile in dropout_sentences(result) if fragile]
+    # the dropout tipping points outside the plausible range (or none found) are stated, not counted
+    after_text = "".join(f" {text}" for text, fragile in dropout_sentences(result) if not fragile)
     if fragile_dropout:
         parts.append(f"the MAR assumption after dropout (tipping point within "
                      f"{_family_range(result, 'delta-dropout', result.settings.plausible_delta_sd)}): "
                      + " ".join(fragile_dropout).rstrip("."))
     if parts:
-        return f"not robust: {head} The conclusion depends on " + "; and on ".join(parts) + f".{not_run}{tail}"
+        return (f"not robust: {head} The conclusion depends on " + "; and on ".join(parts)
+                + f".{after_text}{not_run}{tail}")
     ok = result.scenarios.loc[result.scenarios["status"] == "ok"]
     ran = [c.family for c in coverage if c.n_ok]
     summary = (f"No scenario that ran changes the conclusion ({len(ok)} scenarios in "
@@ -295,7 +303,9 @@ def verdict(result) -> str:
         what = []
         if mnar_missing:
             what.append("no MNAR scenario ran for " + _missing_text(mnar_missing)
-                        + ", so robustness to values missing not at random is not assessed")
+                        + (f", so robustness to {result.focus} values missing not at random is not assessed (the "
+                           "delta after dropout is stated next)" if after_text else
+                           ", so robustness to values missing not at random is not assessed"))
         for c in short_mnar:
             bound = result.settings.plausible_delta_sd if c.family == "delta-dropout" else plausible
             what.append(f"{FAMILY_TEXT[c.family]} was checked only within "
@@ -304,12 +314,12 @@ def verdict(result) -> str:
         others = [c for c in missing if c.family not in DELTA_FAMILIES]
         if others:
             what.append(f"{_missing_text(others)} did not run")
-        return f"incomplete: {head} {summary}; but " + "; ".join(what) + f".{tail}"
+        return f"incomplete: {head} {summary}; but " + "; ".join(what) + f".{after_text}{tail}"
     after = (f", nor a shift after dropout within "
              f"{_family_range(result, 'delta-dropout', result.settings.plausible_delta_sd)}"
              if any(c.family == "delta-dropout" and c.n_ok for c in coverage) else "")
     return (f"robust: {head} {summary}, and no departure from MAR within {_range_text(result, plausible)}{after} "
-            f"does.{tail}")
+            f"does.{after_text}{tail}")
 
 
 def narrative(result) -> list[str]:
