@@ -25,6 +25,7 @@ SENS-DROP-006  exclude-early-dropout leaves out exactly the patients whose last 
 SENS-DROP-007  nothing changes without ``time``: same plan, same scenarios, estimates, verdict and narrative
 SENS-DROP-008  (slow) the fast report on params/cdystonia_time.yaml has the delta-dropout and early-dropout rows
                in estimates.csv and the tipping points in step 5's artifact
+SENS-DROP-009  worker processes (workers=2) give exactly the serial grid, curve and dropout tipping points
 """
 
 from __future__ import annotations
@@ -263,6 +264,18 @@ def test_sens_drop_007_nothing_changes_without_time(frame, tmp_path):
     assert [c.family for c in family_coverage(after)] == [c.family for c in family_coverage(before)]
     assert after.dropout == {} and after.dropout_tipping_table().empty
     assert recorded_sd(frame["y"]) > 0
+
+
+def test_sens_drop_009_parallel_equals_serial(registry, primary, result):
+    """SENS-DROP-009: the dropout tasks and bisections run in worker processes as they do here."""
+    import pandas as pd
+
+    parallel = run_sensitivity(registry, settings(relevant_difference=0.015), workers=2, joint_fitter=None,
+                               primary_imputation=primary, cluster_residual_variance=False)
+    assert parallel.workers == 2
+    pd.testing.assert_frame_equal(parallel.grid, result.grid, check_exact=True)
+    pd.testing.assert_frame_equal(parallel.delta_curve, result.delta_curve, check_exact=True)
+    pd.testing.assert_frame_equal(parallel.dropout_tipping_table(), result.dropout_tipping_table(), check_exact=True)
 
 
 @pytest.mark.slow
