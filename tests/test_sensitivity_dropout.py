@@ -24,7 +24,8 @@ SENS-DROP-006  exclude-early-dropout leaves out exactly the patients whose last 
                median visit time and who dropped out, re-imputes and re-analyses
 SENS-DROP-007  nothing changes without ``time``: same plan, same scenarios, estimates, verdict and narrative
 SENS-DROP-008  (slow) the fast report on params/cdystonia_time.yaml has the delta-dropout and early-dropout rows
-               in estimates.csv and the tipping points in step 5's artifact
+               in estimates.csv, the tipping points in step 5's artifact and verdict, and the report's methods,
+               checklist and step-5 table say so
 SENS-DROP-009  worker processes (workers=2) give exactly the serial grid, curve and dropout tipping points
 """
 
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+from html import unescape
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -296,4 +299,8 @@ def test_sens_drop_008_report_on_cdystonia(tmp_path, monkeypatch):
     assert {t.mode for t in artifact.dropout_tipping} == {"dropout:twstrs"}
     assert any(f.family == "delta-dropout" and f.status == "ran" for f in artifact.families_run)
     assert "MNAR after dropout (twstrs" in " ".join(artifact.narrative)
+    assert "MNAR after dropout (twstrs" in artifact.verdict
+    text = " ".join(re.sub(r"<[^>]+>", " ", unescape(result.report.read_text())).split())
+    assert "MNAR delta adjustment after dropout" in text                                         # methods
+    assert "tipping point after dropout" in text.lower() and "Tipping points of the delta after dropout" in text
     assert dataclasses.is_dataclass(artifact)
