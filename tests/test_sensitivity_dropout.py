@@ -27,6 +27,8 @@ SENS-DROP-008  (slow) the fast report on params/cdystonia_time.yaml has the delt
                in estimates.csv, the tipping points in step 5's artifact and verdict, and the report's methods,
                checklist and step-5 table say so
 SENS-DROP-009  worker processes (workers=2) give exactly the serial grid, curve and dropout tipping points
+SENS-DROP-010  the figure of the delta after dropout: one panel per shifted variable with the tipping point
+               marked, captioned, readable (fonts, width, ticks, no drawn title); absent without the family
 """
 
 from __future__ import annotations
@@ -279,6 +281,30 @@ def test_sens_drop_009_parallel_equals_serial(registry, primary, result):
     pd.testing.assert_frame_equal(parallel.grid, result.grid, check_exact=True)
     pd.testing.assert_frame_equal(parallel.delta_curve, result.delta_curve, check_exact=True)
     pd.testing.assert_frame_equal(parallel.dropout_tipping_table(), result.dropout_tipping_table(), check_exact=True)
+
+
+def test_sens_drop_010_figure(result, frame, tmp_path):
+    """SENS-DROP-010: the dropout tipping-point figure, and none without the family."""
+    import io
+
+    from hmlib.figures import style
+
+    fig = result.figures()["dropout"][0]
+    key, text = style.caption_of(fig)
+    assert key == "dropout-tipping-point" and "after a patient's last recorded visit" in text
+    fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
+    assert style.smallest_font(fig) >= style.MIN_FONT_PT
+    assert fig.get_figwidth() <= style.MAX_WIDTH_IN + 1e-9 and style.overlapping_ticks(fig) == 0
+    assert not (fig._suptitle and fig._suptitle.get_text())
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["MNAR after dropout: y", "MNAR after dropout: x"]
+    tip = result.dropout["y"]["tipping"]
+    found = [t["delta_sd"] for t in tip.values() if t["found"]]
+    marked = [line.get_xdata()[0] for line in panels[0].get_lines() if line.get_linestyle() == "--"]
+    assert marked == pytest.approx(found)
+    no_time = write_registry(tmp_path / "no_time", frame, time=None, random_slopes=None)
+    plain = run_sensitivity(no_time, settings(("delta-global",)), workers=1, joint_fitter=None)
+    assert set(plain.figures()) == {"scenarios", "tipping"}
 
 
 @pytest.mark.slow

@@ -425,9 +425,10 @@ class SensitivityResult:
         return SensitivityArtifact.from_json(to_jsonable(self.to_dict()))
 
     def figures(self) -> dict:
-        """Step 5's figures by section: scenarios, tipping."""
+        """Step 5's figures by section: scenarios, tipping, and dropout (the delta after dropout, when it ran)."""
         return {"scenarios": [figures.scenario_heatmap(self), figures.scenario_forest(self)],
-                "tipping": [figures.tipping_point_curve(self)]}
+                "tipping": [figures.tipping_point_curve(self)],
+                **({"dropout": [figures.dropout_tipping_curve(self)]} if self.dropout else {})}
 
     def to_dict(self) -> dict:
         """JSON-ready aggregates for ``artifacts/sensitivity.json`` (no patient-level rows)."""
@@ -588,7 +589,8 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
     dropout, dropout_curve, dropout_notes = dropout_tipping_points(plan, outcomes, bisections, registry, context.rule)
     notes.extend(tipping_notes + dropout_notes)
     if dropout_curve:
-        delta_curve = pd.concat([delta_curve, pd.DataFrame(dropout_curve)], ignore_index=True)
+        delta_curve = pd.concat([part for part in (delta_curve, pd.DataFrame(dropout_curve)) if len(part)],
+                                ignore_index=True)
     return SensitivityResult(
         focus=p.focus, focus_terms=terms, primary=primary_rows,
         primary_method=primary_imputation.label, grid=grid, scenarios=scenarios, tipping=tipping,
