@@ -266,6 +266,8 @@ def _run_delta_dropout(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutc
 def _run_early_dropout(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     patients, cutoff = early_dropout_patients(ctx.registry)
     outcome = exclude_units(ctx, scenario, patients)
+    # who dropped out early is not published: the record keeps their number, not their identifiers
+    outcome.details["excluded_clusters"] = []
     outcome.details["cutoff"] = cutoff.isoformat() if hasattr(cutoff, "isoformat") else float(cutoff)
     return outcome
 
