@@ -1,4 +1,4 @@
-"""Figures of step 5 (sensitivity): scenario heatmap, forest plot, tipping-point curve.
+"""Figures of step 5 (sensitivity): scenario heatmap, forest plot, tipping-point curves (focus; after dropout).
 
 Each function takes a :class:`hmlib.steps.sensitivity.SensitivityResult` (its
 aggregated tables: the grid of estimates, the primary analysis, the delta
@@ -24,7 +24,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 from hmlib.figures.style import (CHANGED_COLOUR, MAX_WIDTH_IN, ROW_IN, SMALL_FONT_PT, SUPPRESSED_COLOUR,
                                  UNCHANGED_COLOUR, caption, label, new_figure, plain, style_context)
 
-__all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve"]
+__all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve", "dropout_tipping_curve"]
 
 
 def _scenario_order(result) -> list:
@@ -224,3 +224,66 @@ def _delta_panel(ax, result, curve, terms, mode: str, log_odds: bool) -> None:
         top = ax.secondary_xaxis("top", functions=(lambda x, s=sd: x * s, lambda u, s=sd: u / s))
         top.set_xlabel(plain(f"delta ({result.focus} units)"))
         top.xaxis.set_major_locator(MaxNLocator(5))
+
+
+def dropout_tipping_curve(result) -> Figure:
+    """Focus coefficient and 95% CI against the MNAR delta applied after dropout, one panel per shifted variable.
+
+    The lower axis is in SDs of the shifted variable's recorded values, the
+    upper in its own units; the reference (delta = 0) is the analysis with
+    the imputed outcome rows kept (:mod:`hmlib.steps.sensitivity_dropout`).
+    The dashed vertical line is the tipping point (when found).
+    """
+    curve = result.delta_curve
+    modes = [m for m in dict.fromkeys(curve["mode"]) if str(m).startswith("dropout:")] if len(curve) else []
+    fig, axes = new_figure(min(MAX_WIDTH_IN, 3.6 * max(1, len(modes))), 3.3, ncols=max(1, len(modes)),
+                           squeeze=False, style="whitegrid", sharey=True)
+    axes = axes[0]
+    text = (f"MNAR delta after dropout: the {result.focus_terms[0]} coefficient"
+            + (f" and the other levels of {result.focus}" if len(result.focus_terms) > 1 else "")
+            + " (line, with 95% band) when every imputed value after a patient's last recorded visit is shifted by "
+            "delta SDs of the variable's recorded values (upper axis: in its own units), against the analysis at "
+            "delta = 0 with the imputed outcome rows kept; red points change the conclusion; a dashed red line marks "
+            "a tipping point.")
+    with style_context("whitegrid"):
+        if not modes:
+            axes[0].text(0.5, 0.5, "no delta after dropout was run", ha="center", va="center",
+                         transform=axes[0].transAxes)
+            axes[0].set_axis_off()
+            return caption(fig, "dropout-tipping-point", "No delta after dropout was run.")
+        for ax, mode in zip(axes, modes):
+            part = curve.loc[curve["mode"] == mode]
+            terms = list(dict.fromkeys(part["term"]))
+            for k, term in enumerate(terms):
+                colour = _TERM_SHADES[k % len(_TERM_SHADES)]
+                line = part.loc[part["term"] == term].sort_values("delta_sd")
+                line = line.astype({c: float for c in ("delta_sd", "estimate", "ci_lower", "ci_upper")})
+                ax.fill_between(line["delta_sd"], line["ci_lower"], line["ci_upper"], color=colour, alpha=0.12, lw=0)
+                ax.plot(line["delta_sd"], line["estimate"], color=colour, lw=1.5,
+                        label=plain(term) if len(terms) > 1 else None)
+                points = line.loc[line["source"] != "bisection"]
+                ax.scatter(points["delta_sd"], points["estimate"], s=18, zorder=3,
+                           c=np.where(points["changed"], CHANGED_COLOUR, colour))
+            ax.axhline(result.settings.null_value, color="black", lw=0.8, ls=":")
+            variable = mode.split(":", 1)[1]
+            info = result.dropout.get(variable, {})
+            for side, tip in info.get("tipping", {}).items():
+                if tip.get("found"):
+                    ax.axvline(tip["delta_sd"], color=CHANGED_COLOUR, ls="--", lw=1)
+                    ax.text(tip["delta_sd"], ax.get_ylim()[1], f" {tip['delta_sd']:+.2f} SD", color=CHANGED_COLOUR,
+                            fontsize=SMALL_FONT_PT, va="top", ha="left" if side == "positive" else "right")
+            ax.set_title(plain(f"MNAR after dropout: {variable}"))
+            ax.set_xlabel("delta (SDs of the recorded values)")
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            scale = float(info.get("scale", np.nan))
+            if np.isfinite(scale) and scale > 0:
+                top = ax.secondary_xaxis("top", functions=(lambda x, s=scale: x * s, lambda u, s=scale: u / s))
+                top.set_xlabel(plain(f"delta ({variable} units)"))
+                top.xaxis.set_major_locator(MaxNLocator(5))
+            if ax is axes[0]:
+                ax.set_ylabel(plain(f"{result.focus_terms[0] if len(terms) == 1 else result.focus} "
+                                    "coefficient (95% CI)"))
+        if len(terms) > 1:
+            fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
+                       ncols=min(len(terms), 3), frameon=False)
+    return caption(fig, "dropout-tipping-point", text)

@@ -202,6 +202,20 @@ def _against_complete_case(ev: ReportEvidence) -> ChecklistItem:
     return ChecklistItem("Comparison with complete-case analysis", "Sterne 2009", text)
 
 
+def _after_dropout(sens) -> str:
+    """The delta after dropout (repeated measures), when it ran: its tipping points, or the shifts without one."""
+    if not any(f.family == "delta-dropout" and f.n_ok for f in sens.families_run):
+        return ""
+    found = [t for t in sens.dropout_tipping if t.found and is_number(t.delta_sd)]
+    if found:
+        return " Tipping points after dropout: " + "; ".join(
+            f"{t.mode.split(':', 1)[1]} {t.direction} shift of {t.delta_sd:+.2f} SD ({t.delta_units:+.3g} units)"
+            for t in found) + "."
+    names = join_names(list(dict.fromkeys(t.mode.split(":", 1)[1] for t in sens.dropout_tipping)))
+    reach = next(f.checked_delta or 0.0 for f in sens.families_run if f.family == "delta-dropout")
+    return f" No tipping point after dropout within the shifts that ran (+/-{reach:g} SD of {names})."
+
+
 def _mnar(ev: ReportEvidence) -> ChecklistItem:
     sens = ev["sensitivity"]
     if sens is None:
@@ -229,6 +243,7 @@ def _mnar(ev: ReportEvidence) -> ChecklistItem:
         text += (f"No tipping point within odds ratios {math.exp(-reach):.2g} to {math.exp(reach):.2g} of "
                  f"{ev.focus} for unrecorded against recorded patients." if log_odds else
                  f"No tipping point within the shifts that ran (+/-{reach:g} observed SDs of {ev.focus}).")
+    text += _after_dropout(sens)
     missing = [f for f in mnar if not f.n_ok]
     if missing:
         text += " Not run: " + "; ".join(f"{f.family} ({f.status}: {f.reason})" for f in missing) + "."

@@ -8,7 +8,9 @@ reports every term (method ``sensitivity:<scenario>`` in ``estimates.csv``).
 The scenario families (exclusion of poorly documenting clusters, imputation
 by cluster type, priors of the joint model, missing-indicator models, MNAR
 delta adjustment, leave-one-out of the best-documented clusters) are defined
-and run in :mod:`hmlib.steps.sensitivity_scenarios`; the statistics they share
+and run in :mod:`hmlib.steps.sensitivity_scenarios`, and with repeated
+measures (params ``time``) the MNAR delta after dropout and the exclusion of
+early dropouts in :mod:`hmlib.steps.sensitivity_dropout`; the statistics they share
 (when a conclusion changes, delta adjustment, the tipping-point search) are
 in :mod:`hmlib.stats.sensitivity`. This module runs them around the primary
 analysis, judges each against its reference, and holds the result, its
@@ -96,17 +98,18 @@ from hmlib.stats.joint import PosteriorDraws
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.disclosure import hidden_counts
 from hmlib.steps.handoff import take_over
-from hmlib.steps.imputation import CHUNKS_PER_WORKER, ImputationArtifact, choose_residual_variance, impute_registry
+from hmlib.steps.imputation import CHUNKS_PER_WORKER, ImputationArtifact, impute_registry
 from hmlib.steps.sensitivity_grid import assemble_grid, bisection_tasks, tipping_points
 from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for, delta_grid, focus_levels,
                                            focus_reference, focus_row, focus_terms)
 from hmlib.steps.sensitivity_rule import ConclusionRule, resolve_conclusion_rule
-from hmlib.steps.sensitivity_scenarios import (DELTA_MODES, FAMILIES, REIMPUTING_FAMILIES, Scenario, ScenarioContext,
-                                               SensitivitySettings, analyse, joint_model_fitter, plan_scenarios,
-                                               run_bisection_task, run_scenario_task)
+from hmlib.steps.sensitivity_scenarios import (DELTA_FAMILIES, DELTA_MODES, FAMILIES, REIMPUTING_FAMILIES, Scenario,
+                                               ScenarioContext, SensitivitySettings, analyse, joint_model_fitter)
+from hmlib.steps.sensitivity_dropout import (dropout_bisection_tasks, dropout_methods_text, dropout_plan_notes,
+                                             dropout_tipping_points, plan_all, run_bisection, run_task)
 from hmlib.steps import sensitivity_verdict
 from hmlib.steps.sensitivity_verdict import FAMILY_TEXT, FamilyRecord
-from hmlib.wording import cluster_noun
+from hmlib.steps.sensitivity_variance import SensitivityVarianceChoice, residual_variance_choice
 from hmlib.methods import method_label
 
 __all__ = ["SensitivityResult", "SensitivityArtifact", "ScenarioRecord", "TippingRecord", "SettingsRecord",
@@ -194,96 +197,6 @@ class SettingsRecord(Record):
     warm_families: tuple[str, ...]
     joint_fast: bool
     level: float
-
-
-# --------------------------------------------------------------------------
-# The residual variance of every multilevel imputation
-# --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SensitivityVarianceChoice(Record):
-    """The residual variance of every multilevel imputation of step 5, and where the choice came from.
-
-    Attributes
-    ----------
-    cluster_specific : bool
-        Cluster-specific residual variances (2l.norm) when True, a common
-        one (2l.pan) when False.
-    source : {"step 3", "checked here", "caller"}
-        Read from step 3's artifact; decided here by step 3's check (step 3
-        had not run); or set by the caller of :func:`run_sensitivity`.
-    text : str
-        The sentence the result's notes carry.
-    """
-
-    cluster_specific: bool
-    source: str
-    text: str
-
-    @property
-    def model(self) -> str:
-        """``"2l.norm"`` or ``"2l.pan"``."""
-        return "2l.norm" if self.cluster_specific else "2l.pan"
-
-
-def _variance_words(cluster_specific: bool) -> str:
-    return ("cluster-specific residual variances (2l.norm)" if cluster_specific
-            else "a common residual variance (2l.pan)")
-
-
-def _step3_choice(artifact: ImputationArtifact) -> bool | None:
-    """The multilevel method's ``cluster_residual_variance`` in step 3's record (None if not recorded)."""
-    for method in artifact.methods:
-        if method.method == "multilevel_mi" and "cluster_residual_variance" in method.options:
-            return bool(method.options["cluster_residual_variance"])
-    if artifact.residual_variance is not None:
-        return bool(artifact.residual_variance.heterogeneous)
-    return None
-
-
-def residual_variance_choice(registry, imputation_artifact=None, cluster_residual_variance="auto"
-                             ) -> SensitivityVarianceChoice:
-    """The residual variance step 5 imputes with: step 3's, the caller's, or step 3's rule applied here.
-
-    Parameters
-    ----------
-    registry : hmlib.data.Registry
-    imputation_artifact : hmlib.steps.imputation.ImputationArtifact, optional
-        Step 3's record; its multilevel method's choice is used when given.
-    cluster_residual_variance : bool or "auto"
-        True/False: set by the caller (wins over step 3). "auto": step 3's
-        choice, or, without step 3's record, :func:`hmlib.steps.imputation.residual_variance_check`
-        on the focus variable as step 3 runs it (a numeric, non-binary focus;
-        a common variance when the check cannot run or does not reject).
-
-    Returns
-    -------
-    SensitivityVarianceChoice
-    """
-    scope = "the primary analysis and every scenario that re-imputes"
-    if not isinstance(cluster_residual_variance, str):
-        hetero = bool(cluster_residual_variance)
-        return SensitivityVarianceChoice(hetero, "caller", f"The multilevel imputations ({scope}) use "
-                                                        f"{_variance_words(hetero)}, as set by the caller.")
-    if cluster_residual_variance != "auto":
-        raise ParamsError("cluster_residual_variance must be True, False or 'auto', "
-                          f"got {cluster_residual_variance!r}.")
-    chosen = _step3_choice(imputation_artifact) if imputation_artifact is not None else None
-    if chosen is not None:
-        return SensitivityVarianceChoice(chosen, "step 3", f"The multilevel imputations ({scope}) use "
-                                                        f"{_variance_words(chosen)}, as step 3 chose.")
-    p = registry.params
-    lead = f"Step 3 has not run, so its residual-variance rule was applied here, for {scope}. "
-    decided = choose_residual_variance(registry, "auto")  # step 3's own rule
-    check = decided.check
-    if check is None:
-        why = " ".join(decided.notes) or f"The focus variable {p.focus} is not continuous."
-        return SensitivityVarianceChoice(False, "checked here", lead + f"{why} The multilevel imputation uses "
-                                         f"{_variance_words(False)}.")
-    if not np.isfinite(check.p_value):
-        return SensitivityVarianceChoice(False, "checked here", lead + f"Fewer than 2 {cluster_noun(p.cluster)}s "
-                                         "have enough complete rows to test, so the multilevel imputation uses "
-                                         f"{_variance_words(False)}.")
-    return SensitivityVarianceChoice(decided.heterogeneous, "checked here", lead + check.sentence())
 
 
 # --------------------------------------------------------------------------
@@ -384,6 +297,8 @@ class SensitivityResult:
     focus_reference: str | None = None
     focus_ordinal: bool = False
     hidden_sizes: frozenset = frozenset()
+    outcome: str = ""
+    dropout: dict = field(default_factory=dict)
 
     # -- tables ---------------------------------------------------------------
     def _suppression(self) -> tuple[pd.DataFrame, np.ndarray]:
@@ -439,6 +354,13 @@ class SensitivityResult:
                 rows.append({"mode": mode, "direction": direction, **info, "odds_ratio": odds})
         return pd.DataFrame(rows)
 
+    def dropout_tipping_table(self) -> pd.DataFrame:
+        """The tipping points of the delta after dropout: as :meth:`tipping_table`, ``mode`` ``dropout:<variable>``,
+        ``delta_sd`` in SDs of that variable's recorded values and ``delta_units`` in its units (empty without)."""
+        rows = [{"mode": f"dropout:{variable}", "direction": direction, **tip, "odds_ratio": None}
+                for variable, info in self.dropout.items() for direction, tip in info["tipping"].items()]
+        return pd.DataFrame(rows, columns=list(TippingRecord.__dataclass_fields__))
+
     def _published_grid(self) -> pd.DataFrame:
         grid = self.grid.copy()
         grid["n_patients"] = grid["n_patients"].astype(float)
@@ -465,7 +387,7 @@ class SensitivityResult:
     def changed(self) -> pd.DataFrame:
         """Scenarios (not delta) whose conclusion about a focus term changed."""
         g = self.grid
-        sel = g["term"].isin(self.focus_terms) & g["changed_conclusion"] & ~g["family"].isin(list(DELTA_MODES))
+        sel = g["term"].isin(self.focus_terms) & g["changed_conclusion"] & ~g["family"].isin(list(DELTA_FAMILIES))
         return g.loc[sel].reset_index(drop=True)
 
     def family_coverage(self) -> list:
@@ -503,9 +425,10 @@ class SensitivityResult:
         return SensitivityArtifact.from_json(to_jsonable(self.to_dict()))
 
     def figures(self) -> dict:
-        """Step 5's figures by section: scenarios, tipping."""
+        """Step 5's figures by section: scenarios, tipping, and dropout (the delta after dropout, when it ran)."""
         return {"scenarios": [figures.scenario_heatmap(self), figures.scenario_forest(self)],
-                "tipping": [figures.tipping_point_curve(self)]}
+                "tipping": [figures.tipping_point_curve(self)],
+                **({"dropout": [figures.dropout_tipping_curve(self)]} if self.dropout else {})}
 
     def to_dict(self) -> dict:
         """JSON-ready aggregates for ``artifacts/sensitivity.json`` (no patient-level rows)."""
@@ -525,7 +448,7 @@ class SensitivityResult:
             "verdict": self.verdict(), "narrative": self.narrative(), "notes": list(self.notes),
             "workers": self.workers, "elapsed_s": self.elapsed,
             "residual_variance": self.residual_variance.to_json(), "conclusion_rule": self.rule.to_json(),
-            "delta_scale": self.delta_scale,
+            "delta_scale": self.delta_scale, "dropout_tipping": self.dropout_tipping_table().to_dict(orient="records"),
             "families_run": [record.to_json() for record in self.family_coverage()],
         }
 
@@ -535,18 +458,20 @@ class SensitivityResult:
 # --------------------------------------------------------------------------
 def _task_cost(scenario: Scenario) -> int:
     # Longest first (LPT scheduling): joint-model fits dwarf the rest.
-    return {"prior": 0, "stratified": 1, "exclusion": 2, "leave-out": 2, "indicator": 3}.get(scenario.family, 4)
+    return {"prior": 0, "stratified": 1, "exclusion": 2, "leave-out": 2, "early-dropout": 2,
+            "indicator": 3}.get(scenario.family, 4)
 
 
 def _run_plan(plan: list, context: ScenarioContext, reference: dict, pool: TaskPool) -> tuple[dict, dict]:
     """Every scenario, then the tipping-point bisections, in one pool: (outcomes by name, bisections by side)."""
     order = sorted(range(len(plan)), key=lambda i: _task_cost(plan[i]))
     terms = focus_terms(context.registry)
-    scenarios = pool.map(run_scenario_task, [plan[i] for i in order], shared=context,
+    scenarios = pool.map(run_task, [plan[i] for i in order], shared=context,
                          progress=reporter("sensitivity", unit="scenarios"))
     outcomes = {out.scenario.name: out for out in scenarios}
-    tasks = bisection_tasks(plan, outcomes, reference, context.settings, terms, context.rule)
-    refined = pool.map(run_bisection_task, [task for _, task in tasks], shared=context,
+    tasks = bisection_tasks(plan, outcomes, reference, context.settings, terms, context.rule) \
+        + dropout_bisection_tasks(plan, outcomes, terms, context.rule, context.settings.bisection_steps)
+    refined = pool.map(run_bisection, [task for _, task in tasks], shared=context,
                        progress=reporter("tipping points", unit="searches"))
     return outcomes, {key: result for (key, _), result in zip(tasks, refined)}
 
@@ -654,13 +579,18 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
     context.rule = resolve_conclusion_rule(registry, primary_rows["term"], terms, s.relevant_difference,
                                            s.negligible_share, s.null_value)
 
-    plan = plan_scenarios(registry, s)
+    plan = plan_all(registry, s)    # with the dropout families when the params have a visit time
+    notes.extend(dropout_plan_notes(registry, s))
     reference = focus_reference(primary_rows, terms)
     outcomes, bisections = _run_plan(plan, context, reference, pool)
     grid, scenarios = assemble_grid(plan, outcomes, primary_rows, context.rule, terms)
     tipping, delta_curve, tipping_notes = tipping_points(plan, outcomes, bisections, grid, reference, s,
                                                           terms, 1.0 if categorical else observed_sd, context.rule)
-    notes.extend(tipping_notes)
+    dropout, dropout_curve, dropout_notes = dropout_tipping_points(plan, outcomes, bisections, registry, context.rule)
+    notes.extend(tipping_notes + dropout_notes)
+    if dropout_curve:
+        delta_curve = pd.concat([part for part in (delta_curve, pd.DataFrame(dropout_curve)) if len(part)],
+                                ignore_index=True)
     return SensitivityResult(
         focus=p.focus, focus_terms=terms, primary=primary_rows,
         primary_method=primary_imputation.label, grid=grid, scenarios=scenarios, tipping=tipping,
@@ -669,7 +599,8 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
         residual_variance=residual, rule=context.rule, workers=pool.workers, elapsed=time.perf_counter() - start,
         notes=notes, delta_scale="log odds" if categorical else "SD", delta_grid=delta_grid(registry, s)[0],
         focus_reference=focus_levels(registry)[0] if categorical else None,
-        focus_ordinal=bool(categorical and p.focus in p.ordinal), hidden_sizes=hidden_counts(registry).sizes)
+        focus_ordinal=bool(categorical and p.focus in p.ordinal), hidden_sizes=hidden_counts(registry).sizes,
+        outcome=p.outcome, dropout=dropout)
 
 
 # --------------------------------------------------------------------------
@@ -687,7 +618,7 @@ class SensitivityArtifact(Artifact):
     """
 
     KEY: ClassVar[str] = "sensitivity"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2     # 2: dropout_tipping
 
     conclusion_rule: ConclusionRule
     delta_curve: list
@@ -708,6 +639,7 @@ class SensitivityArtifact(Artifact):
     workers: int
     delta_scale: str
     families_run: tuple[FamilyRecord, ...]
+    dropout_tipping: tuple[TippingRecord, ...]
 
 
 def run(ctx: StepContext) -> SensitivityResult:
@@ -765,7 +697,8 @@ def methods_text(record, ev) -> list:
             text += (f"; MNAR delta adjustment of the imputed {record.focus} values by "
                      f"{', '.join(f'{d:g}' for d in st.deltas_sd)} observed SDs, {modes}, with tipping points "
                      "searched by bisection")
-    paras = [f"{text}. {record.residual_variance.text}", record.conclusion_rule.text]
+    dropout = dropout_methods_text(record)
+    paras = [f"{text}. {dropout + ' ' if dropout else ''}{record.residual_variance.text}", record.conclusion_rule.text]
     warm = [WARM_LABELS[f] for f in REIMPUTING_FAMILIES if f in st.warm_families and f in st.families]
     cold = [WARM_LABELS[f] for f in REIMPUTING_FAMILIES if f not in st.warm_families and f in st.families]
     if st.warm_iterations is not None and warm:

@@ -77,6 +77,9 @@ Scenario families
     multiplied by ``e^delta``, ``delta`` on a grid of log odds ratios
     (default -2 to 2 by 0.5: odds ratios 0.14 to 7.4); the tipping point is
     reported as an odds ratio.
+``delta-dropout`` and ``early-dropout`` (repeated measures, params ``time``)
+    The MNAR delta applied after dropout and the exclusion of patients who
+    dropped out early: :mod:`hmlib.steps.sensitivity_dropout`.
 ``leave-out``
     Each of the ``n_influential`` (default 5) best-documented clusters (most
     recorded focus values; ties by size) is left out in turn and imputation
@@ -117,16 +120,22 @@ from hmlib.steps.sensitivity_focus import (categorical_focus, category_model_for
                                            focus_reference, focus_row, focus_terms, focus_value, term_list)
 from hmlib.steps.sensitivity_rule import NEGLIGIBLE_SHARE
 
-__all__ = ["FAMILIES", "DELTA_MODES", "SensitivitySettings", "Scenario", "ScenarioOutcome", "ScenarioContext",
+__all__ = ["FAMILIES", "DROPOUT_FAMILIES", "DELTA_MODES", "DELTA_FAMILIES", "SensitivitySettings", "Scenario",
+           "ScenarioOutcome", "ScenarioContext",
            "plan_scenarios", "clusters_above_threshold", "best_documented_clusters",
            "joint_model_fitter", "joint_priors", "prior_label", "analyse", "set_scenario_context", "run_scenario_task",
-           "run_bisection_task"]
+           "run_bisection_task", "exclude_units"]
 
 #: At most this many best-documented units of each level above the cluster are left out in turn.
 HIGHER_LEAVE_OUT = 3
-FAMILIES = ("exclusion", "stratified", "prior", "indicator", "delta-global", "delta-cluster", "leave-out")
+FAMILIES = ("exclusion", "stratified", "prior", "indicator", "delta-global", "delta-cluster", "leave-out",
+            "delta-dropout", "early-dropout")
+#: The repeated-measures families (params ``time``), run by :mod:`hmlib.steps.sensitivity_dropout`.
+DROPOUT_FAMILIES = ("delta-dropout", "early-dropout")
 #: The delta-adjustment families and their mode (:func:`hmlib.stats.sensitivity.cluster_deltas`).
 DELTA_MODES = {"delta-global": "global", "delta-cluster": "cluster"}
+#: Every MNAR delta family: those of the focus and the delta after dropout (judged by tipping point, not one by one).
+DELTA_FAMILIES = (*DELTA_MODES, "delta-dropout")
 #: The families whose scenarios re-impute the registry (and may warm-start from the primary imputation).
 REIMPUTING_FAMILIES = ("exclusion", "stratified", "leave-out")
 #: Those that warm-start by default: all of them. ``bench/sensitivity_warm_start.py`` shows no change beyond
@@ -533,10 +542,21 @@ def _subset_registry(registry, keep: np.ndarray):
     return dataclasses.replace(registry, frame=registry.frame.loc[keep].reset_index(drop=True))
 
 
-def _excluding(ctx: ScenarioContext, scenario: Scenario, excluded: list) -> ScenarioOutcome:
+def exclude_units(ctx: ScenarioContext, scenario: Scenario, excluded: list) -> ScenarioOutcome:
     """Re-impute and re-analyse without the units ``excluded`` of the scenario's level (default: clusters).
 
-    ``excluded_clusters`` in the details are always clusters: those of the excluded units.
+    Parameters
+    ----------
+    ctx : ScenarioContext
+    scenario : Scenario
+        Its ``options["level"]`` names the level of ``excluded`` (default: the cluster).
+    excluded : list
+        Labels of the units left out (none: the primary analysis, with a note).
+
+    Returns
+    -------
+    ScenarioOutcome
+        ``excluded_clusters`` in the details are always clusters: those of the excluded units.
     """
     reg = ctx.registry
     cluster = reg.params.cluster
@@ -562,11 +582,11 @@ def _run_exclusion(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     p = ctx.registry.params
     level = scenario.options.get("level", p.cluster)
     excluded = clusters_above_threshold(ctx.registry.frame, level, p.focus, scenario.options["threshold"])
-    return _excluding(ctx, scenario, excluded)
+    return exclude_units(ctx, scenario, excluded)
 
 
 def _run_leave_out(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
-    return _excluding(ctx, scenario, [scenario.options["cluster"]])
+    return exclude_units(ctx, scenario, [scenario.options["cluster"]])
 
 
 def _run_stratified(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
@@ -721,11 +741,14 @@ _RUNNERS = {"exclusion": _run_exclusion, "stratified": _run_stratified, "prior":
 # --------------------------------------------------------------------------
 # Tasks (module level: they run in worker processes)
 # --------------------------------------------------------------------------
-def run_scenario_task(scenario: Scenario, context: ScenarioContext | None = None) -> ScenarioOutcome:
-    """Run one scenario with ``context`` (default: this process's); an exception becomes a failed scenario."""
+def run_scenario_task(scenario: Scenario, context: ScenarioContext | None = None, runner=None) -> ScenarioOutcome:
+    """Run one scenario with ``context`` (default: this process's); an exception becomes a failed scenario.
+
+    ``runner(context, scenario)`` runs a family defined elsewhere (:mod:`hmlib.steps.sensitivity_dropout`).
+    """
     start, start_cpu = time.perf_counter(), time.process_time()
     try:
-        outcome = _RUNNERS[scenario.family](_CONTEXT if context is None else context, scenario)
+        outcome = (runner or _RUNNERS[scenario.family])(_CONTEXT if context is None else context, scenario)
     except Exception as exc:  # noqa: BLE001 - kept as a failed scenario with its reason
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         outcome = ScenarioOutcome(scenario, "failed", reason=f"{type(exc).__name__}: {first}")

@@ -21,7 +21,12 @@ sides), then writes:
   successful scenarios, one sentence per delta mode that ran (the tipping
   point, or the range of delta checked without one), what delta means for a
   categorical focus, the exclusions, and one sentence per failed scenario
-  and per family that did not run.
+  and per family that did not run;
+- with repeated measures (:mod:`hmlib.steps.sensitivity_dropout`), the
+  delta after dropout: a tipping point within ``plausible_delta_sd`` SDs of
+  the shifted variable makes the verdict "not robust"; any other is stated
+  in the verdict, not counted. The dropout families are listed only where
+  they were planned (params ``time`` and values missing after dropout).
 
 The functions take a :class:`hmlib.steps.sensitivity.SensitivityResult`.
 """
@@ -36,7 +41,8 @@ import pandas as pd
 
 from hmlib.artifacts import Record
 from hmlib.stats.sensitivity import category_delta_text
-from hmlib.steps.sensitivity_scenarios import DELTA_MODES, FAMILIES
+from hmlib.steps.sensitivity_dropout import dropout_narrative, dropout_sentences
+from hmlib.steps.sensitivity_scenarios import DELTA_FAMILIES, DELTA_MODES, DROPOUT_FAMILIES, FAMILIES
 
 __all__ = ["FAMILY_TEXT", "FamilyRecord", "family_coverage", "tipping_sentence", "verdict", "narrative",
            "delta_meaning"]
@@ -50,6 +56,8 @@ FAMILY_TEXT = {
     "delta-global": "values missing not at random (same shift in every cluster)",
     "delta-cluster": "values missing not at random (larger shifts where more is missing)",
     "leave-out": "single well-documented clusters",
+    "delta-dropout": "values missing not at random after dropout (shifted after each patient's last recorded visit)",
+    "early-dropout": "leaving out patients who dropped out early",
     "prior-vs-primary": "the joint Bayesian model instead of multiple imputation",
     "indicator-vs-primary": "the missing-indicator model instead of multiple imputation",
 }
@@ -62,6 +70,8 @@ _NOT_APPLICABLE = {
     "delta-global": "the delta grid is empty",
     "delta-cluster": "the delta grid is empty",
     "leave-out": "no cluster was chosen to leave out",
+    "delta-dropout": "no visit time, or nothing missing after dropout",
+    "early-dropout": "no visit time, or no patient dropped out before the median visit time",
 }
 
 
@@ -125,7 +135,9 @@ def family_coverage(result) -> list:
     for fam in FAMILIES:
         rows = table.loc[table["family"] == fam]
         n_planned, n_ok = len(rows), int((rows["status"] == "ok").sum())
-        checked = _checked_delta(rows) if fam in DELTA_MODES and n_ok else (0.0 if fam in DELTA_MODES else None)
+        if fam in DROPOUT_FAMILIES and n_planned == 0:
+            continue        # repeated measures only (params time), and then only with dropout: not listed otherwise
+        checked = _checked_delta(rows) if fam in DELTA_FAMILIES and n_ok else (0.0 if fam in DELTA_FAMILIES else None)
         if fam in result.skipped:
             status, reason = "skipped", str(result.skipped[fam]).rstrip(".")
         elif fam not in result.settings.families:
@@ -237,6 +249,14 @@ def _changes(result) -> list:
     return parts
 
 
+def _family_range(result, family: str, bound: float) -> str:
+    """:func:`_range_text`, or for the delta after dropout in SDs of the shifted variable(s)."""
+    if family != "delta-dropout":
+        return _range_text(result, bound)
+    return " and ".join(f"+/-{bound:g} SD of {v} (+/-{_fmt(bound * info['scale'])} units)"
+                        for v, info in getattr(result, "dropout", {}).items()) or f"+/-{bound:g} SD"
+
+
 def _missing_text(missing: list) -> str:
     return "; ".join(f"{FAMILY_TEXT[c.family]} ({c.status}: {c.reason})" for c in missing)
 
@@ -251,8 +271,9 @@ def verdict(result) -> str:
     coverage = family_coverage(result)
     missing = [c for c in coverage if c.missing]
     plausible = _plausible(result)
-    short_mnar = [c for c in coverage if c.family in DELTA_MODES and not c.missing and c.status != "not applicable"
-                  and (c.checked_delta or 0.0) < plausible]
+    short_mnar = [c for c in coverage if c.family in DELTA_FAMILIES and not c.missing and c.status != "not applicable"
+                  and (c.checked_delta or 0.0) < (result.settings.plausible_delta_sd if c.family == "delta-dropout"
+                                                   else plausible)]
     parts = _changes(result)
     fragile_mnar = [text for text, fragile in (tipping_sentence(result, m) for m in ("global", "cluster")) if fragile]
     failed = result.scenarios.loc[result.scenarios["status"] == "failed", "scenario"].tolist()
@@ -262,28 +283,43 @@ def verdict(result) -> str:
     if fragile_mnar:
         parts.append(f"the MAR assumption (tipping point within {_range_text(result, plausible)}): "
                      + " ".join(fragile_mnar).rstrip("."))
+    fragile_dropout = [text for text, fragile in dropout_sentences(result) if fragile]
+    # the dropout tipping points outside the plausible range (or none found) are stated, not counted
+    after_text = "".join(f" {text}" for text, fragile in dropout_sentences(result) if not fragile)
+    if fragile_dropout:
+        parts.append(f"the MAR assumption after dropout (tipping point within "
+                     f"{_family_range(result, 'delta-dropout', result.settings.plausible_delta_sd)}): "
+                     + " ".join(fragile_dropout).rstrip("."))
     if parts:
-        return f"not robust: {head} The conclusion depends on " + "; and on ".join(parts) + f".{not_run}{tail}"
+        return (f"not robust: {head} The conclusion depends on " + "; and on ".join(parts)
+                + f".{after_text}{not_run}{tail}")
     ok = result.scenarios.loc[result.scenarios["status"] == "ok"]
     ran = [c.family for c in coverage if c.n_ok]
     summary = (f"No scenario that ran changes the conclusion ({len(ok)} scenarios in "
                f"{len(ran)} famil{'y' if len(ran) == 1 else 'ies'}: {', '.join(ran) or 'none'}; judged against a "
                f"clinically relevant difference of {result.rule.threshold_text()}, rule in Methods)")
     if missing or short_mnar:
-        mnar_missing = [c for c in missing if c.family in DELTA_MODES]
+        mnar_missing = [c for c in missing if c.family in DELTA_FAMILIES]
         what = []
         if mnar_missing:
             what.append("no MNAR scenario ran for " + _missing_text(mnar_missing)
-                        + ", so robustness to values missing not at random is not assessed")
+                        + (f", so robustness to {result.focus} values missing not at random is not assessed (the "
+                           "delta after dropout is stated next)" if after_text else
+                           ", so robustness to values missing not at random is not assessed"))
         for c in short_mnar:
-            what.append(f"{FAMILY_TEXT[c.family]} was checked only within {_range_text(result, c.checked_delta)}, "
-                        f"short of the plausible {_range_text(result, plausible)} ({c.reason or 'grid too small'})")
-        others = [c for c in missing if c.family not in DELTA_MODES]
+            bound = result.settings.plausible_delta_sd if c.family == "delta-dropout" else plausible
+            what.append(f"{FAMILY_TEXT[c.family]} was checked only within "
+                        f"{_family_range(result, c.family, c.checked_delta)}, short of the plausible "
+                        f"{_family_range(result, c.family, bound)} ({c.reason or 'grid too small'})")
+        others = [c for c in missing if c.family not in DELTA_FAMILIES]
         if others:
             what.append(f"{_missing_text(others)} did not run")
-        return f"incomplete: {head} {summary}; but " + "; ".join(what) + f".{tail}"
-    return (f"robust: {head} {summary}, and no departure from MAR within {_range_text(result, plausible)} "
-            f"does.{tail}")
+        return f"incomplete: {head} {summary}; but " + "; ".join(what) + f".{after_text}{tail}"
+    after = (f", nor a shift after dropout within "
+             f"{_family_range(result, 'delta-dropout', result.settings.plausible_delta_sd)}"
+             if any(c.family == "delta-dropout" and c.n_ok for c in coverage) else "")
+    return (f"robust: {head} {summary}, and no departure from MAR within {_range_text(result, plausible)}{after} "
+            f"does.{after_text}{tail}")
 
 
 def narrative(result) -> list[str]:
@@ -302,6 +338,7 @@ def narrative(result) -> list[str]:
     if tipping and meaning:
         out.append(f"What delta means here, for example: {meaning}; delta = 0 is missing at random, and a "
                    "negative delta assumes lower odds instead.")
+    out.extend(dropout_narrative(result))
     ex = result.scenarios.loc[(result.scenarios["family"] == "exclusion") & (result.scenarios["status"] == "ok")]
     for r in ex.itertuples():
         out.append(f"{r.scenario}: {int(r.n_clusters_excluded)} cluster(s) excluded.")
