@@ -31,13 +31,25 @@ __all__ = ["cluster_noun", "CLUSTER_WORDS", "level_noun", "plural", "is_number",
 FEW_CLUSTERS = 5
 
 CLUSTER_WORDS = {"site", "hospital", "clinic", "centre", "center", "school", "practice", "ward",
-                 "unit", "patient", "country", "region", "hub", "facility", "trust", "department"}
+                 "unit", "patient", "country", "region", "hub", "facility", "trust", "department", "subject",
+                 "participant"}
 
 
 def cluster_noun(column: str) -> str:
     """The word for one cluster in generated text: the column's name when it is
-    a plain word such as ``site`` or ``Clinic``, else ``"cluster"``."""
+    a plain word such as ``site`` or ``Clinic`` (an identifier suffix such as
+    ``_id`` or ``_code`` dropped: ``patient_id`` is a patient), else ``"cluster"``.
+
+    Examples
+    --------
+    >>> cluster_noun("Clinic"), cluster_noun("patient_id"), cluster_noun("hospital_code"), cluster_noun("grp")
+    ('clinic', 'patient', 'hospital', 'cluster')
+    """
     word = str(column).strip().lower()
+    for suffix in ("_id", "_code", "_no", "id"):
+        if word.endswith(suffix) and word[:-len(suffix)].rstrip("_") in CLUSTER_WORDS:
+            word = word[:-len(suffix)].rstrip("_")
+            break
     return word if word in CLUSTER_WORDS else "cluster"
 
 

@@ -30,6 +30,9 @@ SENS-DROP-008  (slow) the fast report on params/cdystonia_time.yaml has the delt
 SENS-DROP-009  worker processes (workers=2) give exactly the serial grid, curve and dropout tipping points
 SENS-DROP-010  the figure of the delta after dropout: one panel per shifted variable with the tipping point
                marked, captioned, readable (fonts, width, ticks, no drawn title); absent without the family
+SENS-DROP-011  the key messages state the nearest dropout tipping point (SD and units) per shifted variable, or
+               that none lies within the grid; SENS-DROP-006 also checks that a small number of early dropouts
+               left out is suppressed in the scenario table (the clusters are patients)
 """
 
 from __future__ import annotations
@@ -252,6 +255,10 @@ def test_sens_drop_006_early_dropout(registry, result):
     grid = result.grid.loc[result.grid["scenario"] == EARLY_SCENARIO]
     assert int(grid["n_clusters"].iloc[0]) == registry.n_clusters - len(patients)
     assert focus_of(grid) != pytest.approx(focus_of(result.primary), abs=1e-8)
+    # the clusters are patients: a small number of them left out is suppressed in what the report shows
+    shown = result.scenario_table().set_index("scenario").loc[EARLY_SCENARIO, "n_clusters_excluded"]
+    assert result.clusters_are_patients
+    assert shown == (len(patients) if len(patients) >= result.min_cell else "suppressed"), shown
 
 
 def test_sens_drop_007_nothing_changes_without_time(frame, tmp_path):
@@ -330,4 +337,26 @@ def test_sens_drop_008_report_on_cdystonia(tmp_path, monkeypatch):
     text = " ".join(re.sub(r"<[^>]+>", " ", unescape(result.report.read_text())).split())
     assert "MNAR delta adjustment after dropout" in text                                         # methods
     assert "tipping point after dropout" in text.lower() and "Tipping points of the delta after dropout" in text
+    # key messages: the dropout result in one sentence (no tipping point within the default +-1 SD here)
+    assert ("After a patient's dropout: no shift of their unrecorded twstrs values up to 1 SD higher or lower than "
+            "MAR implies changes the conclusion.") in text
     assert dataclasses.is_dataclass(artifact)
+
+
+def test_sens_drop_011_key_message():
+    """SENS-DROP-011: see the module docstring."""
+    from types import SimpleNamespace
+
+    from hmlib.report.key_messages import _dropout_message
+
+    def tip(direction, found, delta_sd=None, units=None):
+        return SimpleNamespace(mode="dropout:twstrs", direction=direction, found=found, delta_sd=delta_sd,
+                               delta_units=units, grid_max_sd=1.0)
+
+    found = {"sensitivity": SimpleNamespace(dropout_tipping=(tip("positive", True, 0.8, 10.2),
+                                                             tip("negative", True, -0.4, -5.1)))}
+    assert _dropout_message(found) == ["After a patient's dropout: the conclusion changes if their unrecorded twstrs "
+                                       "values are 0.4 SD (5.1 twstrs units) lower than MAR implies."]
+    none = {"sensitivity": SimpleNamespace(dropout_tipping=(tip("positive", False), tip("negative", False)))}
+    assert "no shift of their unrecorded twstrs values up to 1 SD" in _dropout_message(none)[0]
+    assert _dropout_message({"sensitivity": SimpleNamespace(dropout_tipping=())}) == []

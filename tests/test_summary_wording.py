@@ -2,6 +2,8 @@
 
 SUMMARY-WORD-001  a variable missing for 95% (not 100%) of patients in most sites is not "never recorded" there
 SUMMARY-WORD-002  with fewer than five clusters the summary says that between-cluster SDs are barely estimable
+SUMMARY-WORD-003  a continuous outcome's shift under complete-case analysis is stated as a mean, never as a rate
+                  (cdystonia's twstrs once read "the twstrs rate is 4147.9%")
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hmlib.report.summary import executive_summary
 from hmlib.results import ESTIMATE_COLUMNS
 from hmlib.simulate.registries import small_registry
 from hmlib.steps import STEPS
+from hmlib.steps.complete_case import complete_case_check
 from hmlib.steps.diagnose import diagnose_registry
 
 
@@ -45,3 +48,14 @@ def test_summary_word_002_few_clusters(write_case):
     text = " ".join(executive_summary(_evidence(load_registry(load_params(write_case(frame))))))
     assert "180 patients in 3 sites" in text  # a count of clusters is not a small cell of patients
     assert "Only 3 sites: every between-site SD and ICC in this report is barely estimable" in text
+
+
+def test_summary_word_003_continuous_outcome_is_a_mean(write_case):
+    """SUMMARY-WORD-003: see the module docstring."""
+    frame = small_registry(seed=4)
+    frame["score"] = 40.0 + 5 * frame["age"].rank(pct=True)
+    registry = load_registry(load_params(write_case(frame, outcome="score", outcome_family="gaussian")))
+    ev = _evidence(registry)
+    ev.artifacts["complete_case"] = complete_case_check(registry).to_artifact()
+    text = " ".join(executive_summary(ev))
+    assert "the mean score is" in text and "score rate" not in text and "%" not in text.split("mean score")[1][:60]

@@ -14,7 +14,8 @@ Written from the typed evidence (:mod:`hmlib.report.evidence`) only, in this ord
    missingness varies most (step 1's partition by level);
 5. who is not represented (patients and sites complete-case analysis loses,
    the estimand shift);
-6. the sensitivity verdict in plain words, with MAR spelled out;
+6. the sensitivity verdict in plain words, with MAR spelled out (with repeated measures, also how far
+   the values after a patient's dropout may depart from MAR);
 7. one word for the strength of evidence, with its rule (:func:`evidence_strength`).
 
 A message whose step is absent says so in a few words instead of guessing.
@@ -303,10 +304,34 @@ def evidence_strength(facts: dict, verdict: str | None) -> str:
     return "strong"
 
 
+def _dropout_message(ev: ReportEvidence) -> list:
+    """With repeated measures: how far the values after a patient's dropout may depart from MAR before the
+    conclusion changes (step 5's delta after dropout), one sentence per shifted variable."""
+    sens = ev["sensitivity"]
+    by_variable: dict = {}
+    for t in getattr(sens, "dropout_tipping", ()) or ():
+        by_variable.setdefault(str(t.mode).split(":", 1)[-1], []).append(t)
+    out = []
+    for variable, tips in by_variable.items():
+        found = [t for t in tips if t.found and is_number(t.delta_sd)]
+        if found:
+            t = min(found, key=lambda t: abs(t.delta_sd))
+            units = f" ({abs(t.delta_units):.3g} {variable} units)" if is_number(t.delta_units) else ""
+            out.append(f"After a patient's dropout: the conclusion changes if their unrecorded {variable} values "
+                       f"are {abs(t.delta_sd):.2g} SD{units} {'higher' if t.delta_sd > 0 else 'lower'} than MAR "
+                       "implies.")
+        else:
+            tried = max(t.grid_max_sd for t in tips)
+            out.append(f"After a patient's dropout: no shift of their unrecorded {variable} values up to {tried:g} SD "
+                       "higher or lower than MAR implies changes the conclusion.")
+    return out
+
+
 def key_messages(ev: ReportEvidence) -> list[str]:
     """The key messages (module docstring), about 150 words."""
     primary, facts = _primary_and_spread(ev)
     sensitivity, verdict = _sensitivity(ev)
+    sensitivity = [*sensitivity, *_dropout_message(ev)]
     strength = evidence_strength(facts, verdict)
     return [*primary, *level_message(ev), *_not_represented(ev), *sensitivity,
             f"Strength of evidence: {strength} (rule in Methods)."]

@@ -125,9 +125,13 @@ def _shift(ev: ReportEvidence) -> list:
         return []
     out = []
     if is_number(cc.outcome_complete_cases) and is_number(cc.outcome_all):
-        out.append(f"The estimand shifts under complete-case analysis: the {ev.params.outcome} rate is "
-                   f"{percent(cc.outcome_complete_cases)} among complete cases against {percent(cc.outcome_all)} "
-                   "in all patients.")
+        if ev.params.outcome_family == "binomial":
+            what = (f"the {ev.params.outcome} rate is {percent(cc.outcome_complete_cases)} among complete cases "
+                    f"against {percent(cc.outcome_all)}")
+        else:
+            what = (f"the mean {ev.params.outcome} is {cc.outcome_complete_cases:.3g} among complete cases "
+                    f"against {cc.outcome_all:.3g}")
+        out.append(f"The estimand shifts under complete-case analysis: {what} in all patients.")
     big = [r for r in cc.shift if is_number(r.smd) and abs(r.smd) > SMD_THRESHOLD]
     if big:
         parts = [f"{r.variable}{'=' + str(r.level) if r.level else ''} (standardised difference {r.smd:.2f})"

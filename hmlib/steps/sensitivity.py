@@ -125,7 +125,9 @@ class ScenarioRecord(Record):
     """One scenario as published: what it changed, whether it ran, and whether the conclusion moved.
 
     ``n_patients_excluded`` and ``n_patients`` (analysed) are ``"suppressed"``
-    when a small count could be recovered from them; ``n_patients`` is None
+    when a small count could be recovered from them, and so is
+    ``n_clusters_excluded`` when the clusters are patients (params ``time``)
+    and from 1 to ``min_cell - 1`` of them are left out; ``n_patients`` is None
     for a failed scenario. ``joint_fit`` says how a prior scenario's joint
     model was obtained (``"step 4 fit"``, ``"importance reweighting"`` or
     ``"refit"``; empty for the other families).
@@ -136,7 +138,7 @@ class ScenarioRecord(Record):
     reference: str
     status: str
     reason: str
-    n_clusters_excluded: int
+    n_clusters_excluded: int | str
     n_patients_excluded: int | str
     excluded_clusters: tuple[str, ...]
     delta_sd: float | None
@@ -299,6 +301,7 @@ class SensitivityResult:
     hidden_sizes: frozenset = frozenset()
     outcome: str = ""
     dropout: dict = field(default_factory=dict)
+    clusters_are_patients: bool = False
 
     # -- tables ---------------------------------------------------------------
     def _suppression(self) -> tuple[pd.DataFrame, np.ndarray]:
@@ -318,6 +321,9 @@ class SensitivityResult:
         size_hidden = table["excluded_clusters"].map(
             lambda names: any(str(c) in self.hidden_sizes for c in (names or ()))).to_numpy(dtype=bool)
         hidden = (safe.mask["n_excluded"].to_numpy() | small_gap | size_hidden) & (excluded.to_numpy() > 0)
+        if self.clusters_are_patients:   # a number of clusters left out is then a number of patients
+            n = table["n_clusters_excluded"].fillna(0).astype(int).to_numpy()
+            hidden |= (n > 0) & (n < self.min_cell)
         return table, hidden
 
     def scenario_table(self) -> pd.DataFrame:
@@ -329,7 +335,9 @@ class SensitivityResult:
         the primary's by fewer than ``min_cell`` patients.
         """
         table, hidden = self._suppression()
-        for col in ("n_patients_excluded", "n_patients"):
+        columns = ("n_patients_excluded", "n_patients") + (("n_clusters_excluded",) if self.clusters_are_patients
+                                                            else ())
+        for col in columns:
             table[col] = table[col].astype(object)
             table.loc[hidden, col] = SUPPRESSED_LABEL
         return table
@@ -600,7 +608,7 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
         notes=notes, delta_scale="log odds" if categorical else "SD", delta_grid=delta_grid(registry, s)[0],
         focus_reference=focus_levels(registry)[0] if categorical else None,
         focus_ordinal=bool(categorical and p.focus in p.ordinal), hidden_sizes=hidden_counts(registry).sizes,
-        outcome=p.outcome, dropout=dropout)
+        outcome=p.outcome, dropout=dropout, clusters_are_patients=p.time is not None)
 
 
 # --------------------------------------------------------------------------

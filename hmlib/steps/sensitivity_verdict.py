@@ -43,6 +43,7 @@ from hmlib.artifacts import Record
 from hmlib.stats.sensitivity import category_delta_text
 from hmlib.steps.sensitivity_dropout import dropout_narrative, dropout_sentences
 from hmlib.steps.sensitivity_scenarios import DELTA_FAMILIES, DELTA_MODES, DROPOUT_FAMILIES, FAMILIES
+from hmlib.wording import count_text
 
 __all__ = ["FAMILY_TEXT", "FamilyRecord", "family_coverage", "tipping_sentence", "verdict", "narrative",
            "delta_meaning"]
@@ -340,8 +341,10 @@ def narrative(result) -> list[str]:
                    "negative delta assumes lower odds instead.")
     out.extend(dropout_narrative(result))
     ex = result.scenarios.loc[(result.scenarios["family"] == "exclusion") & (result.scenarios["status"] == "ok")]
+    patients = getattr(result, "clusters_are_patients", False)   # then a number of clusters is one of patients
     for r in ex.itertuples():
-        out.append(f"{r.scenario}: {int(r.n_clusters_excluded)} cluster(s) excluded.")
+        n = int(r.n_clusters_excluded)
+        out.append(f"{r.scenario}: {count_text(n, result.min_cell) if patients else n} cluster(s) excluded.")
     for r in result.scenarios.loc[result.scenarios["status"] == "failed"].itertuples():
         out.append(f"Scenario {r.scenario} failed: {str(r.reason).strip().rstrip('.')}.")
     for c in family_coverage(result):
