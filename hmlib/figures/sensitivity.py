@@ -167,10 +167,7 @@ def tipping_point_curve(result) -> Figure:
             "share missing (right); red points change the conclusion; a dashed red line marks a tipping point.")
     with style_context("whitegrid"):
         if not modes:
-            axes[0].text(0.5, 0.5, "no delta adjustment was run", ha="center", va="center",
-                         transform=axes[0].transAxes)
-            axes[0].set_axis_off()
-            return caption(fig, "tipping-point", "No delta adjustment was run.")
+            return _nothing_run(fig, axes[0], "tipping-point", "delta adjustment")
         titles = {"global": "same shift in every cluster", "cluster": "shift proportional to missingness"}
         for ax, mode in zip(axes, modes):
             _delta_panel(ax, result, curve.loc[curve["mode"] == mode], terms, mode, log_odds)
@@ -186,6 +183,13 @@ def tipping_point_curve(result) -> Figure:
 
 #: Line colours of a categorical focus's level terms in the tipping-point figure (the first is the usual one).
 _TERM_SHADES = (UNCHANGED_COLOUR, "#6a51a3", "#238b45", "#d94801", "#525252")
+
+
+def _nothing_run(fig, ax, key: str, what: str):
+    """An empty panel saying that no ``what`` was run, captioned under ``key``."""
+    ax.text(0.5, 0.5, f"no {what} was run", ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return caption(fig, key, f"No {what} was run.")
 
 
 def _delta_panel(ax, result, curve, terms, mode: str, log_odds: bool) -> None:
@@ -247,10 +251,7 @@ def dropout_tipping_curve(result) -> Figure:
             "a tipping point.")
     with style_context("whitegrid"):
         if not modes:
-            axes[0].text(0.5, 0.5, "no delta after dropout was run", ha="center", va="center",
-                         transform=axes[0].transAxes)
-            axes[0].set_axis_off()
-            return caption(fig, "dropout-tipping-point", "No delta after dropout was run.")
+            return _nothing_run(fig, axes[0], "dropout-tipping-point", "delta after dropout")
         for ax, mode in zip(axes, modes):
             part = curve.loc[curve["mode"] == mode]
             terms = list(dict.fromkeys(part["term"]))
