@@ -195,27 +195,15 @@ def _nothing_run(fig, ax, key: str, what: str):
 def _delta_panel(ax, result, curve, terms, mode: str, log_odds: bool) -> None:
     """One mode's panel of :func:`tipping_point_curve`: a line and band per term, the tipping points, the axes."""
     for k, term in enumerate(terms):
-        colour = _TERM_SHADES[k % len(_TERM_SHADES)]
         part = curve.loc[curve["term"] == term] if "term" in curve.columns else curve
-        part = part.sort_values("delta_sd")
-        ax.fill_between(part["delta_sd"], part["ci_lower"], part["ci_upper"], color=colour, alpha=0.12, lw=0)
-        ax.plot(part["delta_sd"], part["estimate"], color=colour, lw=1.5,
-                label=plain(term) if len(terms) > 1 else None)
-        grid_pts = part.loc[part["source"] != "bisection"]
-        ax.scatter(grid_pts["delta_sd"], grid_pts["estimate"], s=18, zorder=3,
-                   c=np.where(grid_pts["changed"], CHANGED_COLOUR, colour))
+        colour = _term_line(ax, part, k, term if len(terms) > 1 else None)
         prim = part.loc[part["source"] == "primary"]
         if len(prim):
             ax.axhline(float(prim["estimate"].iloc[0]), color=colour, lw=0.6, alpha=0.6)
     ax.axhline(result.settings.null_value, color="black", lw=0.8, ls=":")
-    for side, info in result.tipping.get(mode, {}).items():
-        if info.get("found"):
-            mark = f" OR {np.exp(info['delta_sd']):.2f}" if log_odds else f" {info['delta_sd']:+.2f} SD"
-            ax.axvline(info["delta_sd"], color=CHANGED_COLOUR, ls="--", lw=1)
-            ax.text(info["delta_sd"], ax.get_ylim()[1], mark, color=CHANGED_COLOUR, fontsize=SMALL_FONT_PT,
-                    va="top", ha="left" if side == "positive" else "right")
+    _mark_tipping(ax, result.tipping.get(mode, {}),
+                  (lambda d: f" OR {np.exp(d):.2f}") if log_odds else (lambda d: f" {d:+.2f} SD"))
     ax.xaxis.set_major_locator(MaxNLocator(5))
-    sd = result.observed_sd
     if log_odds:
         ax.set_xlabel("delta (log odds ratio)")
         top = ax.secondary_xaxis("top", functions=(np.exp, lambda v: np.log(np.maximum(v, 1e-300))))
@@ -224,9 +212,36 @@ def _delta_panel(ax, result, curve, terms, mode: str, log_odds: bool) -> None:
         top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         return
     ax.set_xlabel("delta (SDs of the observed values)")
-    if np.isfinite(sd) and sd > 0:
-        top = ax.secondary_xaxis("top", functions=(lambda x, s=sd: x * s, lambda u, s=sd: u / s))
-        top.set_xlabel(plain(f"delta ({result.focus} units)"))
+    _units_axis(ax, result.observed_sd, result.focus)
+
+
+def _term_line(ax, part, k: int, label: str | None) -> str:
+    """One term's estimate against delta: its 95% band, its line, its grid points (red where the conclusion
+    changed); returns the term's colour."""
+    colour = _TERM_SHADES[k % len(_TERM_SHADES)]
+    part = part.sort_values("delta_sd").astype({c: float for c in ("delta_sd", "estimate", "ci_lower", "ci_upper")})
+    ax.fill_between(part["delta_sd"], part["ci_lower"], part["ci_upper"], color=colour, alpha=0.12, lw=0)
+    ax.plot(part["delta_sd"], part["estimate"], color=colour, lw=1.5, label=plain(label) if label else None)
+    points = part.loc[part["source"] != "bisection"]
+    ax.scatter(points["delta_sd"], points["estimate"], s=18, zorder=3,
+               c=np.where(points["changed"], CHANGED_COLOUR, colour))
+    return colour
+
+
+def _mark_tipping(ax, tipping: dict, mark) -> None:
+    """A dashed red line at each tipping point found (``{side: {"found", "delta_sd"}}``), labelled ``mark(delta)``."""
+    for side, tip in tipping.items():
+        if tip.get("found"):
+            ax.axvline(tip["delta_sd"], color=CHANGED_COLOUR, ls="--", lw=1)
+            ax.text(tip["delta_sd"], ax.get_ylim()[1], mark(tip["delta_sd"]), color=CHANGED_COLOUR,
+                    fontsize=SMALL_FONT_PT, va="top", ha="left" if side == "positive" else "right")
+
+
+def _units_axis(ax, scale: float, variable: str) -> None:
+    """An upper axis in the variable's own units (``scale`` of them per SD), when the scale is known."""
+    if np.isfinite(scale) and scale > 0:
+        top = ax.secondary_xaxis("top", functions=(lambda x, s=scale: x * s, lambda u, s=scale: u / s))
+        top.set_xlabel(plain(f"delta ({variable} units)"))
         top.xaxis.set_major_locator(MaxNLocator(5))
 
 
@@ -256,31 +271,15 @@ def dropout_tipping_curve(result) -> Figure:
             part = curve.loc[curve["mode"] == mode]
             terms = list(dict.fromkeys(part["term"]))
             for k, term in enumerate(terms):
-                colour = _TERM_SHADES[k % len(_TERM_SHADES)]
-                line = part.loc[part["term"] == term].sort_values("delta_sd")
-                line = line.astype({c: float for c in ("delta_sd", "estimate", "ci_lower", "ci_upper")})
-                ax.fill_between(line["delta_sd"], line["ci_lower"], line["ci_upper"], color=colour, alpha=0.12, lw=0)
-                ax.plot(line["delta_sd"], line["estimate"], color=colour, lw=1.5,
-                        label=plain(term) if len(terms) > 1 else None)
-                points = line.loc[line["source"] != "bisection"]
-                ax.scatter(points["delta_sd"], points["estimate"], s=18, zorder=3,
-                           c=np.where(points["changed"], CHANGED_COLOUR, colour))
+                _term_line(ax, part.loc[part["term"] == term], k, term if len(terms) > 1 else None)
             ax.axhline(result.settings.null_value, color="black", lw=0.8, ls=":")
             variable = mode.split(":", 1)[1]
             info = result.dropout.get(variable, {})
-            for side, tip in info.get("tipping", {}).items():
-                if tip.get("found"):
-                    ax.axvline(tip["delta_sd"], color=CHANGED_COLOUR, ls="--", lw=1)
-                    ax.text(tip["delta_sd"], ax.get_ylim()[1], f" {tip['delta_sd']:+.2f} SD", color=CHANGED_COLOUR,
-                            fontsize=SMALL_FONT_PT, va="top", ha="left" if side == "positive" else "right")
+            _mark_tipping(ax, info.get("tipping", {}), lambda d: f" {d:+.2f} SD")
             ax.set_title(plain(f"MNAR after dropout: {variable}"))
             ax.set_xlabel("delta (SDs of the recorded values)")
             ax.xaxis.set_major_locator(MaxNLocator(5))
-            scale = float(info.get("scale", np.nan))
-            if np.isfinite(scale) and scale > 0:
-                top = ax.secondary_xaxis("top", functions=(lambda x, s=scale: x * s, lambda u, s=scale: u / s))
-                top.set_xlabel(plain(f"delta ({variable} units)"))
-                top.xaxis.set_major_locator(MaxNLocator(5))
+            _units_axis(ax, float(info.get("scale", np.nan)), variable)
             if ax is axes[0]:
                 ax.set_ylabel(plain(f"{result.focus_terms[0] if len(terms) == 1 else result.focus} "
                                     "coefficient (95% CI)"))
