@@ -80,7 +80,7 @@ from hmlib.stats.pooling import rubin_arrays
 from hmlib.stats.sensitivity import ChangeRule, find_tipping_point
 
 __all__ = ["DropoutCells", "dropout_cells", "shift_after_dropout", "pooled_random_slope_coefficient",
-           "DropoutTippingPoint", "dropout_tipping_point", "SHIFT_FORMS", "DEFAULT_GRID_SD"]
+           "DropoutTippingPoint", "dropout_tipping_point", "recorded_sd", "SHIFT_FORMS", "DEFAULT_GRID_SD"]
 
 #: The forms of the shift (module docstring).
 SHIFT_FORMS = ("constant", "growing")
@@ -306,6 +306,19 @@ class DropoutTippingPoint:
                              for side in ("negative", "positive")])
 
 
+def recorded_sd(values: pd.Series) -> float:
+    """SD of the recorded values (``ddof=1``; 1 when it is 0 or undefined): the unit of ``delta_sd``.
+
+    Raises
+    ------
+    ValueError
+        Values that are not numbers.
+    """
+    recorded = pd.to_numeric(values, errors="raise").dropna().to_numpy(dtype=float)
+    sd = float(np.std(recorded, ddof=1)) if recorded.size > 1 else 1.0
+    return sd if np.isfinite(sd) and sd > 0 else 1.0
+
+
 def dropout_tipping_point(completed, frame: pd.DataFrame, *, variable: str, outcome: str, predictors, cluster: str,
                           time: str, focus: str, rule: ChangeRule, deltas_sd=DEFAULT_GRID_SD,
                           form: str = "constant", bisection_steps: int = 6, analyse=None) -> DropoutTippingPoint:
@@ -345,9 +358,7 @@ def dropout_tipping_point(completed, frame: pd.DataFrame, *, variable: str, outc
     if cells.n_cells == 0:
         raise DataError(f"{variable!r} has no missing values after a patient's last recorded visit of it: there "
                         "is no dropout to shift (is there a row for every scheduled visit?).")
-    recorded = pd.to_numeric(frame[variable], errors="raise").dropna().to_numpy(dtype=float)
-    scale = float(np.std(recorded, ddof=1)) if recorded.size > 1 else 1.0
-    scale = scale if scale > 0 else 1.0
+    scale = recorded_sd(frame[variable])
     frames = _check_completed(completed, frame, variable)
     if analyse is None:
         def analyse(shifted):

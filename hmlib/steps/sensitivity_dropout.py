@@ -50,13 +50,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hmlib.results import ESTIMATE_COLUMNS
-from hmlib.stats.dropout_delta import dropout_cells
+from hmlib.stats.dropout_delta import dropout_cells, recorded_sd
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.stats.sensitivity import first_change_on_grid, refine_tipping_point, shift_imputed, tipping_point_summary
 from hmlib.steps.sensitivity_focus import focus_reference, focus_row, focus_terms, focus_value
-from hmlib.steps.sensitivity_scenarios import (Scenario, ScenarioContext, ScenarioOutcome, exclude_units,
-                                               plan_scenarios, run_bisection_task, run_scenario_task,
+from hmlib.steps.sensitivity_scenarios import (Scenario, ScenarioContext, ScenarioOutcome, contract_rows,
+                                               exclude_units, plan_scenarios, run_bisection_task, run_scenario_task,
                                                set_scenario_context)
 
 __all__ = ["DROPOUT_DELTA", "EARLY_DROPOUT", "REFERENCE", "EARLY_SCENARIO", "recorded_sd", "dropout_variables",
@@ -75,13 +74,6 @@ EARLY_SCENARIO = "exclude-early-dropout"
 # --------------------------------------------------------------------------
 # What applies
 # --------------------------------------------------------------------------
-def recorded_sd(values: pd.Series) -> float:
-    """SD of the recorded values (``ddof=1``; 1 when it is 0 or undefined), the unit of ``delta_sd``."""
-    recorded = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
-    sd = float(np.std(recorded, ddof=1)) if recorded.size > 1 else 1.0
-    return sd if np.isfinite(sd) and sd > 0 else 1.0
-
-
 def _time_varying(frame: pd.DataFrame, variable: str, cluster: str) -> bool:
     counts = frame.dropna(subset=[variable]).groupby(cluster, observed=True)[variable].nunique()
     return bool((counts > 1).any())
@@ -192,11 +184,6 @@ def dropout_plan_notes(registry, settings) -> list[str]:
 # --------------------------------------------------------------------------
 # Running the scenarios
 # --------------------------------------------------------------------------
-def _contract(pooled) -> pd.DataFrame:
-    cols = [c for c in ESTIMATE_COLUMNS if c != "method"]
-    return pooled.to_frame().loc[:, cols].reset_index(drop=True)
-
-
 def shifted_after_dropout(registry, imputation, variable: str, delta_sd: float) -> tuple:
     """The imputation with the post-dropout imputed values of ``variable`` shifted by ``delta_sd`` SDs.
 
@@ -255,7 +242,7 @@ def dropout_evaluate(ctx: ScenarioContext, variable: str | None, delta_sd: float
                                  family=p.outcome_family, levels=reg.levels, level=ctx.settings.level,
                                  delete_imputed_outcomes=False, higher_levels=p.higher_levels,
                                  random_slopes=p.random_slopes)
-    return _contract(pooled), details
+    return contract_rows(pooled.to_frame()), details
 
 
 def _run_delta_dropout(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
@@ -430,7 +417,8 @@ def delta_meaning(variable: str, units: float, *, outcome: bool) -> str:
     >>> delta_meaning("x", 0.5, outcome=False)
     'patients who left the study would have had x values 0.5 units higher at every later visit than MAR predicts'
     """
-    what = f"scored {_fmt(abs(units))} {variable} units" if outcome else f"had {variable} values {_fmt(abs(units))} units"
+    amount = _fmt(abs(units))
+    what = f"scored {amount} {variable} units" if outcome else f"had {variable} values {amount} units"
     return (f"patients who left the study would have {what} {'higher' if units > 0 else 'lower'} at every later "
             "visit than MAR predicts")
 

@@ -124,7 +124,7 @@ __all__ = ["FAMILIES", "DROPOUT_FAMILIES", "DELTA_MODES", "DELTA_FAMILIES", "Sen
            "ScenarioOutcome", "ScenarioContext",
            "plan_scenarios", "clusters_above_threshold", "best_documented_clusters",
            "joint_model_fitter", "joint_priors", "prior_label", "analyse", "set_scenario_context", "run_scenario_task",
-           "run_bisection_task", "exclude_units"]
+           "run_bisection_task", "exclude_units", "contract_rows"]
 
 #: At most this many best-documented units of each level above the cluster are left out in turn.
 HIGHER_LEAVE_OUT = 3
@@ -486,7 +486,8 @@ def set_scenario_context(context: ScenarioContext | None) -> ScenarioContext | N
     return previous
 
 
-def _contract_rows(frame: pd.DataFrame) -> pd.DataFrame:
+def contract_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The estimate columns of ``estimates.csv`` without ``method``: what a scenario returns."""
     cols = [c for c in ESTIMATE_COLUMNS if c != "method"]
     return frame.loc[:, cols].reset_index(drop=True)
 
@@ -500,7 +501,7 @@ def analyse(ctx: ScenarioContext, imputation, map_tasks=None) -> tuple[pd.DataFr
     pooled = analyse_imputations(imputation, outcome=p.outcome, predictors=list(p.predictors), cluster=p.cluster,
                                  family=p.outcome_family, levels=ctx.registry.levels, level=ctx.settings.level,
                                  map_tasks=map_tasks, higher_levels=p.higher_levels, random_slopes=p.random_slopes)
-    return _contract_rows(pooled.to_frame()), list(pooled.notes)
+    return contract_rows(pooled.to_frame()), list(pooled.notes)
 
 
 def _warm_start(ctx: ScenarioContext, family: str, keep: np.ndarray | None = None, *,
@@ -636,7 +637,7 @@ def _run_prior(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     notes = []
     if reference is not None and same_prior:
         table, details = _reuse_reference(reference, draws, wanted)
-        return ScenarioOutcome(scenario, "ok", estimates=_contract_rows(table), details=details,
+        return ScenarioOutcome(scenario, "ok", estimates=contract_rows(table), details=details,
                                notes=["The joint model fitted in step 4 (this prior) is reused."])
     if draws is not None:
         weighted = reweight_cluster_sd_prior(draws, wanted)
@@ -644,7 +645,7 @@ def _run_prior(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
             note = f"Joint model: {weighted.message}"
             if not draws.converged:
                 note += f" The reweighted fit had not converged: {draws.convergence_message}"
-            return ScenarioOutcome(scenario, "ok", estimates=_contract_rows(weighted.estimates),
+            return ScenarioOutcome(scenario, "ok", estimates=contract_rows(weighted.estimates),
                                    details={"converged": bool(draws.converged), "how": "importance reweighting",
                                             "pareto_k": weighted.pareto_k},
                                    notes=[note])
@@ -661,7 +662,7 @@ def _run_prior(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     if message:
         notes.append(f"Joint model refitted: {message}")
     details = {"converged": bool(getattr(result, "converged", True)), "how": "refit"}
-    return ScenarioOutcome(scenario, "ok", estimates=_contract_rows(table), details=details, notes=notes)
+    return ScenarioOutcome(scenario, "ok", estimates=contract_rows(table), details=details, notes=notes)
 
 
 def _run_indicator(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
@@ -673,7 +674,7 @@ def _run_indicator(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
         reason = "; ".join(check.notes) or "the missing-indicator model could not be fitted"
         return ScenarioOutcome(scenario, "failed", reason=reason)
     if scenario.options["kind"] == "common":
-        return ScenarioOutcome(scenario, "ok", estimates=_contract_rows(common))
+        return ScenarioOutcome(scenario, "ok", estimates=contract_rows(common))
     table = check.indicator_by_cluster
     if table is None or table.attrs.get("n_estimable", 0) < 2:
         return ScenarioOutcome(scenario, "failed",
@@ -698,7 +699,7 @@ def _run_indicator(ctx: ScenarioContext, scenario: Scenario) -> ScenarioOutcome:
     details = {"indicator_sd_between_clusters": float(table.attrs["tau"]),
                "heterogeneity_p": float(table.attrs["q_p"]),
                "n_clusters_estimable": int(table.attrs["n_estimable"])}
-    return ScenarioOutcome(scenario, "ok", estimates=_contract_rows(estimate_rows(fit, "x", ctx.settings.level)),
+    return ScenarioOutcome(scenario, "ok", estimates=contract_rows(estimate_rows(fit, "x", ctx.settings.level)),
                            details=details, notes=notes)
 
 
