@@ -74,8 +74,12 @@ METHODS = ("random_slopes", "chained_random_slopes", "random_intercept", "flat",
 
 
 def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dropout: float = 0.08,
-                          missingness: str = "outcome") -> pd.DataFrame:
+                          missingness: str = "outcome", serial: float = 0.0, full: bool = False) -> pd.DataFrame:
     """One registry of the module docstring's design (``t`` in years; rows in patient-visit order).
+
+    ``serial``: lag-1 autocorrelation of ``x``'s visit-to-visit deviations from the patient's own
+    trend (AR(1) over the patient's visits, stationary SD 0.6 kept; the same draws, so ``0`` is the
+    default design). ``full=True`` returns the registry before any value goes missing.
 
     ``missingness="history"``: ``x`` is missing instead with probability ``expit(-1.2 - 1.0 x_z)``,
     ``x_z`` the standardised last recorded ``x`` of the patient before this visit (``expit(-1.2)`` at
@@ -90,16 +94,30 @@ def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dro
     t = 0.5 * visit + np.where(visit > 0, rng.uniform(-0.1, 0.1, n), 0.0)
     treat = rng.integers(0, 2, n_patients).astype(float)[patient]
     a, c = rng.normal(0.0, 1.0, n_patients), rng.normal(0.0, 0.3, n_patients)
-    x = a[patient] + (0.2 + c[patient]) * t + rng.normal(0.0, 0.6, n)
+    x = a[patient] + (0.2 + c[patient]) * t + _serial(rng.normal(0.0, 0.6, n), visit, serial)
     cov = np.array([[1.0, 0.3 * 0.5], [0.3 * 0.5, 0.25]])
     u = rng.multivariate_normal(np.zeros(2), cov, n_patients)
     y = 1 + 0.4 * t + 0.35 * x + 0.5 * treat + u[patient, 0] + u[patient, 1] * t + rng.normal(0.0, 0.8, n)
+    if full:
+        return pd.DataFrame({"patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
+                             "x": x, "y": y})
     if missingness == "history":
         return _history_missing(rng, patient, visit, t, treat, x, y)
     yz = (y - y.mean()) / y.std()
     x = np.where(rng.random(n) < special.expit(-1.2 + 0.8 * yz + 0.15 * t), np.nan, x)
     return pd.DataFrame({"patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
                          "x": x, "y": y})
+
+
+def _serial(e: np.ndarray, visit: np.ndarray, rho: float) -> np.ndarray:
+    """AR(1) over each patient's visits from independent N(0, s^2) draws ``e`` (rows in visit order)."""
+    if rho == 0.0:
+        return e
+    out = e.copy()
+    for i in range(1, e.size):
+        if visit[i] > 0:
+            out[i] = rho * out[i - 1] + np.sqrt(1.0 - rho * rho) * e[i]
+    return out
 
 
 def _history_missing(rng, patient, visit, t, treat, x, y) -> pd.DataFrame:
