@@ -26,11 +26,12 @@ __all__ = ["main"]
 def _validate(args) -> int:
     from hmlib.data import load_registry
     from hmlib.params import load_params
+    from hmlib.wording import plural, row_noun
 
     for path in args.params:
         registry = load_registry(load_params(path))
         p = registry.params
-        print(f"{path}: OK: {registry.n_patients} patients in {registry.n_clusters} clusters "
+        print(f"{path}: OK: {registry.n_patients} {plural(row_noun(p.time))} in {registry.n_clusters} clusters "
               f"('{p.cluster}'); outcome '{p.outcome}' ({p.outcome_family}); "
               f"{len(p.predictors)} predictors; focus '{p.focus}'.")
         incomplete = registry.incomplete_variables

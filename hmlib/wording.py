@@ -24,7 +24,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["cluster_noun", "CLUSTER_WORDS", "level_noun", "plural", "is_number", "count_text", "percent", "join_names", "p_text",
+__all__ = ["cluster_noun", "CLUSTER_WORDS", "level_noun", "row_noun", "plural", "is_number", "count_text", "percent", "join_names", "p_text",
            "not_estimable_note", "few_clusters_caveat", "FEW_CLUSTERS"]
 
 #: With fewer clusters than this, a between-cluster SD is barely estimable.
@@ -64,6 +64,21 @@ def level_noun(level: str) -> str:
     """
     noun = cluster_noun(level)
     return noun if noun != "cluster" else f"{level} unit"
+
+
+def row_noun(time: str | None) -> str:
+    """The word for one row of the extract in generated text.
+
+    With a visit ``time`` in the params each row is a visit of a patient (the
+    cluster), so counts of rows are counts of visits; without one each row is a
+    patient.
+
+    Examples
+    --------
+    >>> row_noun("week"), row_noun(None)
+    ('visit', 'patient')
+    """
+    return "visit" if time else "patient"
 
 
 def plural(noun: str) -> str:

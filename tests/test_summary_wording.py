@@ -4,9 +4,15 @@ SUMMARY-WORD-001  a variable missing for 95% (not 100%) of patients in most site
 SUMMARY-WORD-002  with fewer than five clusters the summary says that between-cluster SDs are barely estimable
 SUMMARY-WORD-003  a continuous outcome's shift under complete-case analysis is stated as a mean, never as a rate
                   (cdystonia's twstrs once read "the twstrs rate is 4147.9%")
+SUMMARY-WORD-004  with a visit time the rows are counted as visits in patients, never as "patients in patients"
+                  (cdystonia_time once read "The extract has 654 patients in 109 patients"): the summary, step 1's
+                  narrative, step 2's flow sentence, its figure's caption and its methods sentence; without a time
+                  the same sentences still count patients
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -16,10 +22,12 @@ from hmlib.params import load_params
 from hmlib.report.evidence import ReportEvidence
 from hmlib.report.summary import executive_summary
 from hmlib.results import ESTIMATE_COLUMNS
+from hmlib.simulate.longitudinal import longitudinal_registry
 from hmlib.simulate.registries import small_registry
 from hmlib.steps import STEPS
-from hmlib.steps.complete_case import complete_case_check
+from hmlib.steps.complete_case import complete_case_check, methods_text
 from hmlib.steps.diagnose import diagnose_registry
+from hmlib.steps.diagnose_narrative import narrative
 
 
 def _evidence(registry) -> ReportEvidence:
@@ -59,3 +67,35 @@ def test_summary_word_003_continuous_outcome_is_a_mean(write_case):
     ev.artifacts["complete_case"] = complete_case_check(registry).to_artifact()
     text = " ".join(executive_summary(ev))
     assert "the mean score is" in text and "score rate" not in text and "%" not in text.split("mean score")[1][:60]
+
+
+def test_summary_word_004_visits_in_patients(tmp_path):
+    """SUMMARY-WORD-004: see the module docstring."""
+    frame = longitudinal_registry(6, n_sites=8, n_patients=200, n_visits=5).drop(columns=["date"])
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    base = ("name: t\ndata: d.csv\ncluster: patient\noutcome: y\noutcome_family: gaussian\n"
+            "predictors: [x, month]\nfocus: x\nseed: 1\nfast: true\n")
+    texts = {}
+    for key, extra in (("time", "time: month\n"), ("none", "")):
+        (tmp_path / "p.yaml").write_text(base + extra)
+        registry = load_registry(load_params(tmp_path / "p.yaml"))
+        ev = _evidence(registry)
+        cc = complete_case_check(registry)
+        ev.artifacts["complete_case"] = cc.to_artifact()
+        caption = cc.figures()["flow"][0].get_label()
+        texts[key] = {"summary": " ".join(executive_summary(ev)),
+                      "diagnose": " ".join(narrative(diagnose_registry(registry))),
+                      "flow": cc.flow.sentence(cc.noun, rows=cc.rows), "caption": caption,
+                      "methods": " ".join(methods_text(ev.artifacts["complete_case"], ev))}
+    n, k = len(frame), frame["patient"].nunique()
+    time = texts["time"]
+    assert f"The extract has {n:,} visits in {k:,} patients" in time["summary"]
+    assert f"The extract has {n:,} visits in {k} patients" in time["diagnose"]
+    assert time["flow"].startswith(f"Of {n:,} visits in {k} patients in the extract")
+    assert time["caption"].startswith("Flow of visits and patients")
+    assert "Complete-case analysis used the" in time["methods"] and "visits with every model variable" in time["methods"]
+    for text in time.values():  # no count of rows called patients: "<n> patients in <k> ..."
+        assert not re.search(r"\d patients in [\d,]+ ", text), text
+    none = texts["none"]  # without a time each row is a patient (here with a cluster column named patient)
+    assert f"The extract has {n:,} patients in" in none["summary"] and "visits" not in none["flow"]
+    assert none["caption"].startswith("Flow of patients and") and "patients with every" in none["methods"]

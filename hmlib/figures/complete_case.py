@@ -229,8 +229,8 @@ def _arrow(ax, start, end):
                 arrowprops={"arrowstyle": "-|>", "color": "#404040", "linewidth": 0.9, "shrinkA": 0, "shrinkB": 0})
 
 
-def flow_diagram(flow, *, noun: str = "cluster"):
-    """A CONSORT-style flow of patients and clusters from the extract to each analysis.
+def flow_diagram(flow, *, noun: str = "cluster", rows: str = "patients"):
+    """A CONSORT-style flow of patients (or visits) and clusters from the extract to each analysis.
 
     Parameters
     ----------
@@ -238,13 +238,16 @@ def flow_diagram(flow, *, noun: str = "cluster"):
         The published flow (suppressed counts already shown as ranges).
     noun : str
         What a cluster is called (``site``, ``hospital``).
+    rows : str
+        What the extract's rows are, in the plural: ``"patients"``, or ``"visits"`` when the params give
+        a visit time (the clusters are then patients).
 
     Returns
     -------
     matplotlib.figure.Figure
         7.2 in wide, 9-pt text; its caption (:func:`hmlib.figures.style.caption`) says what it shows.
     """
-    lines = [f"Excluded: {_count(flow.n_excluded)} patients missing any model variable",
+    lines = [f"Excluded: {_count(flow.n_excluded)} {rows} missing any model variable",
              "(each counted once, under the first missing in model order)"]
     lines += [f"  missing {style.label(e.variable)}: {_count(e.n_excluded)}" for e in flow.exclusions]
     height = 2.6 + 0.2 * len(flow.exclusions)
@@ -254,12 +257,12 @@ def flow_diagram(flow, *, noun: str = "cluster"):
     ax.set_ylim(0, 1)
     top, bottom = 1 - 0.45 / height, 0.45 / height
     main_x = 0.2
-    _box(ax, main_x, top, f"Registry extract\n{flow.n_patients:,} patients in {flow.n_clusters:,} {noun}s")
-    _box(ax, 0.76, top, f"Multilevel imputation and joint model\nall {flow.n_patients:,} patients in "
+    _box(ax, main_x, top, f"Registry extract\n{flow.n_patients:,} {rows} in {flow.n_clusters:,} {noun}s")
+    _box(ax, 0.76, top, f"Multilevel imputation and joint model\nall {flow.n_patients:,} {rows} in "
                         f"{flow.n_clusters:,} {noun}s", colour="#deebf7")
     _arrow(ax, (main_x + 0.175, top), (0.76 - 0.225, top))
     lost = (f"\n{flow.n_clusters_lost:,} {noun}(s) lost entirely" if flow.n_clusters_lost else "")
-    _box(ax, main_x, bottom, f"Complete-case analysis\n{_count(flow.n_complete)} patients in "
+    _box(ax, main_x, bottom, f"Complete-case analysis\n{_count(flow.n_complete)} {rows} in "
                              f"{flow.n_clusters_complete:,} {noun}s{lost}",
          colour="#fddbc7" if flow.n_clusters_lost else "#f2f2f2")
     middle = (top + bottom) / 2
@@ -268,6 +271,6 @@ def flow_diagram(flow, *, noun: str = "cluster"):
     _arrow(ax, (main_x, middle), (0.33, middle))
     _box(ax, 0.345, middle, "\n".join(style.plain(line) for line in lines), ha="left")
     note = flow.note()
-    text = (f"Flow of patients and {noun}s from the registry extract to the complete-case analysis and to the "
+    text = (f"Flow of {rows} and {noun}s from the registry extract to the complete-case analysis and to the "
             f"analyses that impute. {note}")
     return style.caption(fig, "complete-case-flow", text)

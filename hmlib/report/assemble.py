@@ -41,7 +41,7 @@ from hmlib.report.summary import audit_summary
 from hmlib.report.tables import data_uri, prepare_table, table_html
 from hmlib.results import atomic_write_text
 from hmlib.steps import STEPS, get_step
-from hmlib.wording import cluster_noun
+from hmlib.wording import cluster_noun, plural, row_noun
 
 __all__ = ["render_notebook", "assemble_report", "write_index", "package_versions", "git_commit",
            "step_run_times"]
@@ -238,7 +238,7 @@ def _title_cell(registry, output_dir: Path, now: str):
     return _markdown(
         f"# Missing-data audit: {esc(params.name)}\n\n"
         f"Data: `{esc(params.data.name)}` (SHA-256 `{registry.data_sha256[:16]}…`), "
-        f"{registry.n_patients:,} patients in {registry.n_clusters:,} clusters "
+        f"{registry.n_patients:,} {plural(row_noun(params.time))} in {registry.n_clusters:,} clusters "
         f"(`{esc(params.cluster)}`); outcome `{esc(params.outcome)}` ({params.outcome_family}); "
         f"focus variable `{esc(str(params.focus))}`.  \n"
         f"Generated {now} by hmlib {__version__}"

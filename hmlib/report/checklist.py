@@ -185,9 +185,9 @@ def _against_complete_case(ev: ReportEvidence) -> ChecklistItem:
     pr_row = rows.loc[rows["method"] == primary] if len(rows) and primary else pd.DataFrame()
     if len(cc_row) and len(pr_row):
         a, b = cc_row.iloc[0], pr_row.iloc[0]
-        text = (f"{a['term']}: complete case {estimate_text(a)} on {count_text(a['n_patients'], mc)} patients in "
+        text = (f"{a['term']}: complete case {estimate_text(a)} on {count_text(a['n_patients'], mc)} {ev.rows} in "
                 f"{int(a['n_clusters'])} {noun}s; {method_label(primary)} {estimate_text(b)} on "
-                f"{count_text(b['n_patients'], mc)} patients in {int(b['n_clusters'])} {noun}s "
+                f"{count_text(b['n_patients'], mc)} {ev.rows} in {int(b['n_clusters'])} {noun}s "
                 f"(difference {b['estimate'] - a['estimate']:+.3f}).")
     elif len(cc_row):
         text = (f"Only the complete-case estimate is available ({estimate_text(cc_row.iloc[0])}); "

@@ -18,7 +18,7 @@ from hmlib.methods import FLAGS, METHODS, interval_name
 from hmlib.params import Params
 from hmlib.results import read_estimates
 from hmlib.steps import STEPS
-from hmlib.wording import cluster_noun
+from hmlib.wording import cluster_noun, plural, row_noun
 
 __all__ = ["ReportEvidence", "collect_evidence", "focus_terms", "focus_rows", "estimate_text", "SUMMARY_METHODS"]
 
@@ -65,6 +65,11 @@ class ReportEvidence:
     @property
     def noun(self) -> str:
         return cluster_noun(self.params.cluster)
+
+    @property
+    def rows(self) -> str:
+        """The extract's rows in the plural: ``"visits"`` with a visit ``time``, else ``"patients"``."""
+        return plural(row_noun(self.params.time))
 
     @property
     def min_cell(self) -> int:

@@ -75,6 +75,7 @@ from hmlib.results import atomic_write_text, read_estimates
 from hmlib.steps import STEPS, get_step, step_keys
 from hmlib.steps.base import Step
 from hmlib.steps.handoff import HANDOFF_DIR
+from hmlib.wording import plural, row_noun
 
 __all__ = ["RunResult", "run_report", "run_many", "resolve_steps", "stale_steps", "QuietKernelManager",
            "parallel_engine"]
@@ -341,7 +342,8 @@ def run_report(params_path: str | Path, *, only: str | None = None, fast: bool |
     status = {"status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "params": str(params.source), "hmlib": __version__, "steps": {}}
     _write_status(output_dir, status)
-    _say(f"hmreport: {params.name}: {registry.n_patients} patients in {registry.n_clusters} clusters; "
+    _say(f"hmreport: {params.name}: {registry.n_patients} {plural(row_noun(params.time))} in "
+         f"{registry.n_clusters} clusters; "
          f"output in {output_dir}")
     for step in dropped:
         _say(f"hmreport: {step.key}: its earlier results were made from another data file or other params; "

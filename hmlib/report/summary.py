@@ -91,7 +91,7 @@ def _who(ev: ReportEvidence) -> list:
     diag, cc, noun, mc = ev["diagnose"], ev["complete_case"], ev.noun, ev.min_cell
     out = []
     if diag is not None:
-        out.append(f"The extract has {count_text(diag.n_patients, mc)} patients in "
+        out.append(f"The extract has {count_text(diag.n_patients, mc)} {ev.rows} in "
                    f"{diag.n_clusters:,} {noun}s.")
         if few_clusters_caveat(diag.n_clusters, noun):
             out.append(few_clusters_caveat(diag.n_clusters, noun))

@@ -614,7 +614,7 @@ def analyse_imputations(result, *, outcome: str, predictors, cluster: str, famil
                        level=level)
     if delete_imputed_outcomes and outcome in mask.columns and mask[outcome].any():
         n_del = int(mask[outcome].sum())
-        note = (f"{n_del} patients with an imputed outcome were left out of the analysis model "
+        note = (f"{n_del} rows with an imputed outcome were left out of the analysis model "
                 "(multiple imputation, then deletion; von Hippel 2007).")
         pooled = PooledResult(**{**pooled.__dict__, "notes": (*pooled.notes, note)})
     return pooled

@@ -29,7 +29,7 @@ from hmlib.steps.complete_case_flow import FlowRecord, published_flow
 from hmlib.steps.complete_case_time import OverTimeCheck, check_over_time, over_time_sentences
 from hmlib.steps.complete_case_levels import (LevelCheck, LevelRecord, check_levels, retention_hidden_by_step1,
                                               suppressed_retention)
-from hmlib.wording import cluster_noun, count_text, not_estimable_note
+from hmlib.wording import cluster_noun, count_text, not_estimable_note, plural, row_noun
 
 __all__ = ["CompleteCaseResult", "complete_case_check", "suppressed_retention", "ShiftRow",
            "CompleteCaseArtifact", "run", "STEP"]
@@ -111,6 +111,11 @@ class CompleteCaseResult:
     categorical_levels: dict = field(default_factory=dict)
     by_level: tuple[LevelCheck, ...] = ()
     over_time: OverTimeCheck | None = None
+
+    @property
+    def rows(self) -> str:
+        """The extract's rows in the plural: ``"visits"`` with a visit time, else ``"patients"``."""
+        return plural(row_noun("time" if self.over_time is not None else None))
 
     @property
     def focus_terms(self) -> list:
@@ -244,7 +249,7 @@ class CompleteCaseResult:
         shift = [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)]
         if self.categorical_levels:
             shift.append(figures.level_shares_plot(self.shift, self.categorical_levels))
-        out = {"flow": [figures.flow_diagram(self.flow, noun=self.noun)] if self.flow is not None else [],
+        out = {"flow": [figures.flow_diagram(self.flow, noun=self.noun, rows=self.rows)] if self.flow is not None else [],
                "retention": [figures.retention_plot(self.retention_display, overall_share=overall,
                                                     min_cell=self.min_cell)],
                "shift": shift,
@@ -446,7 +451,8 @@ def methods_text(record, ev) -> list:
                      f"cases and the baseline outcome (first recorded value) of the patients complete at the visit "
                      f"against all patients (standardised difference) were reported per visit, without counts (visits with fewer than {ev.min_cell} complete or "
                      "dropped visits, or with a count step 1 hides, suppressed).")
-    return [f"Complete-case analysis used the {count_text(record.n_complete, ev.min_cell)} patients with every "
+    rows = plural(row_noun("time" if record.over_time is not None else None))
+    return [f"Complete-case analysis used the {count_text(record.n_complete, ev.min_cell)} {rows} with every "
             "model variable recorded; the estimand shift was measured by standardised differences between "
             f"complete cases and all patients; {model}was fitted for comparison.{by_unit}{over_time}"]
 

@@ -80,18 +80,19 @@ class FlowRecord(Record):
                 "needed so that none can be recovered by subtraction; each hidden count is shown as the range a "
                 "reader can infer (1 to the hidden total less one per other hidden count).")
 
-    def sentence(self, noun: str = "cluster") -> str:
-        """The flow in one sentence, with its numbers."""
+    def sentence(self, noun: str = "cluster", rows: str = "patients") -> str:
+        """The flow in one sentence, with its numbers (``rows``: ``"visits"`` when rows are visits)."""
         def n(value) -> str:  # a count with thousands separators; a suppressed one as its range
             return f"{value:,}" if isinstance(value, (int, np.integer)) else str(value)
 
         parts = [f"{n(e.n_excluded)} for a missing {e.variable}" for e in self.exclusions if e.n_excluded != 0]
-        lost = (f"; {self.n_clusters_lost} {noun}(s) lose every patient" if self.n_clusters_lost else "")
-        return (f"Of {self.n_patients:,} patients in {self.n_clusters} {noun}s in the extract, complete-case "
-                f"analysis excludes {n(self.n_excluded)} ({', '.join(parts) or 'none'}; a patient missing several "
+        one = rows[:-1]
+        lost = (f"; {self.n_clusters_lost} {noun}(s) lose every {one}" if self.n_clusters_lost else "")
+        return (f"Of {self.n_patients:,} {rows} in {self.n_clusters} {noun}s in the extract, complete-case "
+                f"analysis excludes {n(self.n_excluded)} ({', '.join(parts) or 'none'}; a {one} missing several "
                 f"variables is counted once, under the first in the model's order) and analyses {n(self.n_complete)} "
-                f"patients in {self.n_clusters_complete} {noun}s{lost}. Multilevel imputation and the joint model "
-                f"analyse all {self.n_patients:,} patients in {self.n_clusters} {noun}s.")
+                f"{rows} in {self.n_clusters_complete} {noun}s{lost}. Multilevel imputation and the joint model "
+                f"analyse all {self.n_patients:,} {rows} in {self.n_clusters} {noun}s.")
 
 
 def _ranges(values: np.ndarray, hidden: np.ndarray, relations: list, total: int) -> list:

@@ -18,7 +18,7 @@ from hmlib.steps.diagnose_higher import higher_level_sentences, level_correlatio
 from hmlib.steps.diagnose_levels import level_sentences
 from hmlib.steps.diagnose_time import time_sentences
 from hmlib.steps.diagnose_units import unit_sentences
-from hmlib.wording import count_text, is_number
+from hmlib.wording import count_text, is_number, plural, row_noun
 
 __all__ = ["narrative", "correlation_text"]
 
@@ -60,16 +60,22 @@ def _plural(result, count: int) -> str:
     return result.cluster_noun if count == 1 else f"{result.cluster_noun}s"
 
 
+def _rows(result) -> str:
+    """The extract's rows in the plural: visits when step 1 described them over time, else patients."""
+    return plural(row_noun("time" if getattr(result, "over_time", None) is not None else None))
+
+
 def _overall_sentence(result, row, mask_row, primary_row) -> str:
     var = row["variable"]
     n = _fmt_int(row["n"])
+    rows = _rows(result)
     if bool(mask_row["n_missing"]):
         if bool(primary_row["n_missing"]):
-            head = f"Of {n} patients, fewer than {result.min_cell} have no recorded {var}"
+            head = f"Of {n} {rows}, fewer than {result.min_cell} have no recorded {var}"
         else:
-            head = f"Of {n} patients, all but fewer than {result.min_cell} have no recorded {var}"
+            head = f"Of {n} {rows}, all but fewer than {result.min_cell} have no recorded {var}"
     else:
-        head = (f"Of {n} patients, {_fmt_int(row['n_missing'])} ({_fmt_pct(row['share_missing'])}) "
+        head = (f"Of {n} {rows}, {_fmt_int(row['n_missing'])} ({_fmt_pct(row['share_missing'])}) "
                 f"have no recorded {var}")
     summary = result.gap_summary.set_index("variable").loc[var]
     if summary["structural_clusters"] is None:
@@ -127,10 +133,10 @@ def _predictors_sentence(result, res: MissingnessPredictorsResult) -> str:
     table = res.table
     clear = table.loc[(table["ci_lower"] > 1) | (table["ci_upper"] < 1)]
     if res.n_dropped is None:
-        dropped = (f"; fewer than {result.min_cell} patients with a covariate missing were left out "
+        dropped = (f"; fewer than {result.min_cell} {_rows(result)} with a covariate missing were left out "
                    "of this model")
     elif res.n_dropped:
-        dropped = f"; {_fmt_int(res.n_dropped)} patients with a covariate missing were left out of this model"
+        dropped = f"; {_fmt_int(res.n_dropped)} {_rows(result)} with a covariate missing were left out of this model"
     else:
         dropped = ""
     if clear.empty:
@@ -141,7 +147,7 @@ def _predictors_sentence(result, res: MissingnessPredictorsResult) -> str:
         direction = "more" if row.odds_ratio > 1 else "less"
         ci = f"{_fmt_num(row.ci_lower)}-{_fmt_num(row.ci_upper)}"
         if row.component == "within":
-            what = (f"within {result.cluster_noun}s, patients with a higher value of {row.covariate} "
+            what = (f"within {result.cluster_noun}s, {_rows(result)} with a higher value of {row.covariate} "
                     f"are {direction} often missing it")
             per = "per SD"
         elif row.component == "between":
@@ -149,7 +155,7 @@ def _predictors_sentence(result, res: MissingnessPredictorsResult) -> str:
                     f"miss it {direction} often")
             per = "per SD of the mean"
         else:
-            what = f"patients with {row.term} are {direction} often missing it"
+            what = f"{_rows(result)} with {row.term} are {direction} often missing it"
             per = "vs the reference level"
         bits.append(f"{what} (odds ratio {per} {_fmt_num(row.odds_ratio)}, {level_label(result.level)} CI {ci})")
     return f"Predictors of missing {res.variable}: " + "; ".join(bits) + dropped + "."
@@ -213,7 +219,7 @@ def narrative(result) -> list[str]:
     list of str
     """
     m = result.n_clusters
-    lines = [f"The extract has {_fmt_int(result.n_patients)} patients in {m} {_plural(result, m)}."]
+    lines = [f"The extract has {_fmt_int(result.n_patients)} {_rows(result)} in {m} {_plural(result, m)}."]
     if not result.incomplete:
         lines.append(f"None of the {len(result.variables)} analysis variables "
                      f"({', '.join(result.variables)}) has a missing value: there are no gaps to diagnose.")

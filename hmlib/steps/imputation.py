@@ -623,7 +623,8 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
         missing_counts=_missing_counts(frame, model_columns, min_cell), distributions=distributions,
         distribution_clusters=distribution_clusters, min_cell=min_cell, transport=transport_result, notes=notes,
         level_distributions=level_shares,
-        focus_levels=tuple(registry.levels[p.focus]) if not numeric_focus else ())
+        focus_levels=tuple(registry.levels[p.focus]) if not numeric_focus else (),
+        time=p.time, random_slopes=tuple(p.random_slopes))
 
 
 def run(ctx: StepContext) -> ImputationStepResult:

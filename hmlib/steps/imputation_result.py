@@ -30,6 +30,7 @@ from hmlib.methods import method_order
 from hmlib.results import ESTIMATE_COLUMNS, to_jsonable
 from hmlib.stats.imputation import ResidualVarianceCheck
 from hmlib.stats.pooling import intraclass_correlation
+from hmlib.wording import plural, row_noun
 
 __all__ = ["MethodSpec", "MethodRun", "ImputationStepResult", "ImputationArtifact", "MethodRecord",
            "StratumFallback", "FmiRecord", "RhatRecord", "TransportRecord", "TransportFailure",
@@ -169,6 +170,10 @@ class ImputationStepResult:
     focus_levels : tuple of str
         A categorical focus's levels (the first is the reference); empty for
         a numeric focus.
+    time : str or None
+        The params' visit time (rows are then visits, and are counted as such).
+    random_slopes : tuple of str
+        The params' random slopes (the analysis model's, named in the narrative).
     """
 
     outcome: str
@@ -193,6 +198,8 @@ class ImputationStepResult:
     notes: list = field(default_factory=list)
     level_distributions: pd.DataFrame = field(default_factory=pd.DataFrame)
     focus_levels: tuple = ()
+    time: str | None = None
+    random_slopes: tuple = ()
 
     # ---- tables ---------------------------------------------------------
     def run(self, label: str) -> MethodRun:
@@ -354,11 +361,14 @@ class ImputationStepResult:
         mc = self.missing_counts.set_index("variable")
         if self.focus in mc.index:
             n_missing = mc.loc[self.focus, "n_missing"]
-            count = (f"{n_missing:,} of {self.n_patients:,} patients" if not isinstance(n_missing, str)
-                     else f"fewer than {self.min_cell} patients")
+            rows = plural(row_noun(self.time))
+            count = (f"{n_missing:,} of {self.n_patients:,} {rows}" if not isinstance(n_missing, str)
+                     else f"fewer than {self.min_cell} {rows}")
+            model = ("random-intercept model" if not self.random_slopes else
+                     f"model with a random intercept and random slopes on {', '.join(self.random_slopes)}")
             out.append(f"{self.focus} is missing for {count}. Each method made m = {self.m} imputations "
                        f"({self.iterations} iterations per chain), and each imputed data set was analysed with "
-                       f"the random-intercept model of {self.outcome}; the m fits were pooled by Rubin's rules.")
+                       f"the {model} of {self.outcome}; the m fits were pooled by Rubin's rules.")
             if (mc["n_missing"] == 0).all():
                 out.append("No model variable has a missing value: every method returns the data as they are, "
                            "so the methods agree by construction and this step has nothing to compare.")
