@@ -6,18 +6,21 @@ SUMMARY-WORD-003  a continuous outcome's shift under complete-case analysis is s
                   (cdystonia's twstrs once read "the twstrs rate is 4147.9%")
 SUMMARY-WORD-004  with a visit time the rows are counted as visits in patients, never as "patients in patients"
                   (cdystonia_time once read "The extract has 654 patients in 109 patients"): the summary, step 1's
-                  narrative, step 2's flow sentence, its figure's caption and its methods sentence; without a time
-                  the same sentences still count patients
+                  narrative, step 2's flow sentence, its figure's caption and its methods sentence, and the
+                  captions of steps 1-2's figures by cluster, patterns, retention and shift; without a time the
+                  same sentences still count patients
 """
 
 from __future__ import annotations
 
 import re
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from hmlib.data import load_registry
+from hmlib.figures.style import caption_of
 from hmlib.params import load_params
 from hmlib.report.evidence import ReportEvidence
 from hmlib.report.summary import executive_summary
@@ -83,10 +86,14 @@ def test_summary_word_004_visits_in_patients(tmp_path):
         cc = complete_case_check(registry)
         ev.artifacts["complete_case"] = cc.to_artifact()
         caption = cc.figures()["flow"][0].get_label()
+        step1 = diagnose_registry(registry).figures()
+        shown = [*step1["by_cluster"], *step1["patterns"], *cc.figures()["retention"], *cc.figures()["shift"]]
+        plt.close("all")
         texts[key] = {"summary": " ".join(executive_summary(ev)),
                       "diagnose": " ".join(narrative(diagnose_registry(registry))),
                       "flow": cc.flow.sentence(cc.noun, rows=cc.rows), "caption": caption,
-                      "methods": " ".join(methods_text(ev.artifacts["complete_case"], ev))}
+                      "methods": " ".join(methods_text(ev.artifacts["complete_case"], ev)),
+                      "figures": " ".join(caption_of(f)[1] for f in shown)}
     n, k = len(frame), frame["patient"].nunique()
     time = texts["time"]
     assert f"The extract has {n:,} visits in {k:,} patients" in time["summary"]
@@ -99,3 +106,9 @@ def test_summary_word_004_visits_in_patients(tmp_path):
     none = texts["none"]  # without a time each row is a patient (here with a cluster column named patient)
     assert f"The extract has {n:,} patients in" in none["summary"] and "visits" not in none["flow"]
     assert none["caption"].startswith("Flow of patients and") and "patients with every" in none["methods"]
+    # figure captions of steps 1 and 2 (heatmap, bars, funnel, patterns, retention, shift) count rows the same way
+    for phrase in ("Share of {} with each variable missing", "share of {} with x missing against its number of {}",
+                   "Share of {} with x missing in each patient", "and the {} with that pattern",
+                   "Share of each cluster's {} kept", "between complete cases and all {}"):
+        assert phrase.format("visits", "visits") in time["figures"], phrase
+        assert phrase.format("patients", "patients") in none["figures"], phrase

@@ -23,7 +23,8 @@ _FLAGGED = style.CHANGED_COLOUR
 _NEUTRAL = style.UNCHANGED_COLOUR
 
 
-def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: int = 11, max_clusters: int = 60):
+def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: int = 11, max_clusters: int = 60,
+                   rows: str = "patients"):
     """Clusters ordered by complete-case retention, marker area by cluster size.
 
     Parameters
@@ -39,6 +40,9 @@ def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: i
     min_cell : int
     max_clusters : int
         With more clusters, only the lowest and highest ``max_clusters // 2``.
+    rows : str, default "patients"
+        What the extract's rows are, in the plural (``"visits"`` with a visit time:
+        :func:`hmlib.wording.row_noun`).
 
     Returns
     -------
@@ -49,14 +53,14 @@ def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: i
     shown = retention.loc[(retention["n_all"] >= min_cell) & retention["retained"].notna()]
     n_small = len(retention) - len(shown)
     table = shown.sort_values(["retained", "n_all"], ascending=[True, False]).reset_index(drop=True)
-    heading = ("Share of each cluster's patients kept by complete-case analysis, lowest first; red: a cluster lost "
-               "entirely; marker size: fewer than 50, 50-199, 200-999, 1000 or more patients; dashed line: overall")
+    heading = (f"Share of each cluster's {rows} kept by complete-case analysis, lowest first; red: a cluster lost "
+               f"entirely; marker size: fewer than 50, 50-199, 200-999, 1000 or more {rows}; dashed line: overall")
     if len(table) > max_clusters:
         half = max_clusters // 2
         table = pd.concat([table.head(half), table.tail(half)], ignore_index=True)
         heading += f" (lowest and highest {half} of {len(shown)} clusters)"
     if n_small:
-        heading += f". {n_small} cluster(s) not shown (fewer than {min_cell} patients, or a small count)"
+        heading += f". {n_small} cluster(s) not shown (fewer than {min_cell} {rows}, or a small count)"
     fig, ax = style.new_figure(6.2, max(2.4, style.ROW_IN * len(table) + 0.9))
     y = np.arange(len(table))
     # Marker area by size band, not exact size: exact sizes could reveal small counts.
@@ -75,7 +79,7 @@ def retention_plot(retention: pd.DataFrame, *, overall_share: float, min_cell: i
     return style.caption(fig, "retention", heading + ".")
 
 
-def smd_plot(shift: pd.DataFrame, *, threshold: float):
+def smd_plot(shift: pd.DataFrame, *, threshold: float, rows: str = "patients"):
     """Standardised mean differences, complete cases vs all patients, with the threshold lines.
 
     Parameters
@@ -85,6 +89,9 @@ def smd_plot(shift: pd.DataFrame, *, threshold: float):
     threshold : float
         ``|SMD|`` beyond which a row is flagged
         (:data:`hmlib.stats.complete_case.SMD_THRESHOLD`).
+    rows : str, default "patients"
+        What the extract's rows are, in the plural (``"visits"`` with a visit time:
+        :func:`hmlib.wording.row_noun`).
 
     Returns
     -------
@@ -103,14 +110,14 @@ def smd_plot(shift: pd.DataFrame, *, threshold: float):
     ax.set_yticks(y, table["label"])
     lim = max(0.25, float(table["smd"].abs().max()) * 1.15)
     ax.set_xlim(-lim, lim)
-    ax.set_xlabel("standardised difference, complete cases minus all patients")
+    ax.set_xlabel(f"standardised difference, complete cases minus all {rows}")
     return style.caption(fig, "estimand-shift",
                          "How complete-case selection shifts the population: each variable's standardised "
-                         f"difference between complete cases and all patients; beyond the dashed lines (±{threshold} "
+                         f"difference between complete cases and all {rows}; beyond the dashed lines (±{threshold} "
                          "SD, red) the complete cases differ from the population the question is about.")
 
 
-def level_shares_plot(shift: pd.DataFrame, levels: dict):
+def level_shares_plot(shift: pd.DataFrame, levels: dict, *, rows: str = "patients"):
     """Level shares of categorical variables in all patients and among complete cases, one colour per level.
 
     Parameters
@@ -121,6 +128,9 @@ def level_shares_plot(shift: pd.DataFrame, levels: dict):
     levels : dict
         ``{variable: levels in order}``, one panel per variable in this order
         (the focus first); colours follow the level order.
+    rows : str, default "patients"
+        What the extract's rows are, in the plural (``"visits"`` with a visit time:
+        :func:`hmlib.wording.row_noun`).
 
     Returns
     -------
@@ -129,22 +139,22 @@ def level_shares_plot(shift: pd.DataFrame, levels: dict):
         recorded, complete cases), each level's share written in its segment
         and, among complete cases, its SMD.
     """
-    groups = [("all patients (recorded values)", "all_patients"), ("complete cases", "complete_cases")]
+    groups = [(f"all {rows} (recorded values)", "all_patients"), ("complete cases", "complete_cases")]
     fig, axes = style.new_figure(6.8, 1.9 * len(levels) + 0.4, nrows=len(levels), squeeze=False)
     for ax, (variable, order) in zip(axes[:, 0], levels.items()):
-        rows = shift.loc[shift["variable"] == variable].set_index("level")
+        recorded = shift.loc[shift["variable"] == variable].set_index("level")
         order = [str(level) for level in order]
         colours = style.level_colours(order)
         for y, (_, column) in enumerate(groups):
             left = 0.0
             for level in order:
-                share = float(rows.loc[level, column]) if level in rows.index else 0.0
+                share = float(recorded.loc[level, column]) if level in recorded.index else 0.0
                 ax.barh(y, share, left=left, color=colours[level], edgecolor="white",
                         label=style.label(level) if y == 0 else None)
                 if share >= 0.08:
                     text = f"{share:.0%}"
-                    if y == 1 and level in rows.index:
-                        text += f"\nSMD {rows.loc[level, 'smd']:+.2f}"
+                    if y == 1 and level in recorded.index:
+                        text += f"\nSMD {recorded.loc[level, 'smd']:+.2f}"
                     ax.text(left + share / 2, y, text, ha="center", va="center",
                             fontsize=style.SMALL_FONT_PT, color="white")
                 left += share
@@ -155,9 +165,9 @@ def level_shares_plot(shift: pd.DataFrame, levels: dict):
         ax.legend(ncols=min(len(order), 5), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False,
                   title=style.plain(variable))
     return style.caption(fig, "level-shares",
-                         "Levels of the categorical variables among all patients with the variable recorded and "
+                         f"Levels of the categorical variables among all {rows} with the variable recorded and "
                          "among complete cases: each level's share written in its segment (shares under 8% "
-                         "unlabelled) and, for complete cases, its standardised difference (SMD) from all patients.")
+                         f"unlabelled) and, for complete cases, its standardised difference (SMD) from all {rows}.")
 
 
 def indicator_effects_plot(table: pd.DataFrame, *, focus: str, max_clusters: int = 60,

@@ -55,7 +55,8 @@ def _most_missing_first(heatmap: pd.DataFrame) -> pd.DataFrame:
 
 
 def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_clusters: int = 60,
-                        cluster_noun: str = "cluster", key: str = "missingness-heatmap") -> Figure:
+                        cluster_noun: str = "cluster", key: str = "missingness-heatmap",
+                        rows: str = "patients") -> Figure:
     """Share missing by cluster (rows) and variable (columns), most missing first.
 
     Rows are ordered by the share missing of the most incomplete variable (then of the next), so the order
@@ -75,6 +76,9 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
         Word for one row's unit (``hospital``, or ``country`` for a heatmap by higher unit).
     key : str, default "missingness-heatmap"
         The caption's key (another for a heatmap by higher unit, so each figure has its own anchor).
+    rows : str, default "patients"
+        What the extract's rows are, in the plural (``"visits"`` with a visit time:
+        :func:`hmlib.wording.row_noun`).
 
     Returns
     -------
@@ -125,7 +129,7 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
     columns = [str(c) for c in heatmap.columns]
     order = columns[0] + (f" (then {', '.join(columns[1:])})" if len(columns) > 1 else "")
     units = plural(cluster_noun)
-    text = title or (f"Share of patients with each variable missing, by {cluster_noun}; {units} ordered "
+    text = title or (f"Share of {rows} with each variable missing, by {cluster_noun}; {units} ordered "
                      f"by the share missing of {order}, most missing first. Hatched cells are suppressed "
                      "(small counts).")
     if cut:
@@ -135,7 +139,7 @@ def missingness_heatmap(heatmap: pd.DataFrame, *, title: str | None = None, max_
 
 
 def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True, max_labels: int = 20,
-                cluster_noun: str = "cluster", key: str | None = None) -> Figure:
+                cluster_noun: str = "cluster", key: str | None = None, rows: str = "patients") -> Figure:
     """Funnel plot: cluster missing rate against cluster size, with control limits.
 
     Parameters
@@ -153,6 +157,9 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
         Word for one point's unit (``hospital``, or ``country`` for a funnel by higher unit).
     key : str, optional
         The caption's key (default ``funnel-<variable>``).
+    rows : str, default "patients"
+        What the extract's rows are, in the plural (``"visits"`` with a visit time:
+        :func:`hmlib.wording.row_noun`).
 
     Returns
     -------
@@ -207,13 +214,13 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
         else:
             ax.set_xlim(0, sizes.max() * 1.08)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(f"patients in the {cluster_noun}")
+    ax.set_xlabel(f"{rows} in the {cluster_noun}")
     ax.set_ylabel(f"share with {style.plain(funnel.variable)} missing")
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     style.separate_labels(fig, notes)  # clusters sharing a rate (e.g. 100%) keep readable names
-    text = title or (f"Funnel plot of missing {funnel.variable}: each {cluster_noun}'s share of patients with "
-                     f"{funnel.variable} missing against its number of patients, with exact binomial limits around "
+    text = title or (f"Funnel plot of missing {funnel.variable}: each {cluster_noun}'s share of {rows} with "
+                     f"{funnel.variable} missing against its number of {rows}, with exact binomial limits around "
                      f"the overall {100 * funnel.overall_rate:.1f}%; {units} beyond the outer limits are "
                      "named.")
     if n_hidden:
@@ -223,7 +230,7 @@ def funnel_plot(funnel, *, title: str | None = None, label_outliers: bool = True
 
 def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall_rate: float | None = None,
                              title: str | None = None, max_clusters: int = 60,
-                             cluster_noun: str = "cluster") -> Figure:
+                             cluster_noun: str = "cluster", rows: str = "patients") -> Figure:
     """Share missing of one variable per cluster, with Wilson intervals.
 
     Parameters
@@ -239,6 +246,9 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
     max_clusters : int, default 60
         With more, the clusters with the highest and lowest shares are shown.
     cluster_noun : str
+    rows : str, default "patients"
+        What the extract's rows are, in the plural (``"visits"`` with a visit time:
+        :func:`hmlib.wording.row_noun`).
 
     Returns
     -------
@@ -270,7 +280,7 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_xlabel(f"share with {style.plain(variable)} missing (Wilson 95% CI)")
     if title is None:
-        title = (f"Share of patients with {variable} missing in each {cluster_noun}, with Wilson 95% intervals, "
+        title = (f"Share of {rows} with {variable} missing in each {cluster_noun}, with Wilson 95% intervals, "
                  "highest first")
         if overall_rate is not None:
             title += f"; dashed line: overall {100 * overall_rate:.1f}%"
@@ -286,7 +296,7 @@ def cluster_missingness_bars(by_cluster: pd.DataFrame, variable: str, *, overall
 
 
 def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str | None = None,
-                 max_patterns: int = 30) -> Figure:
+                 max_patterns: int = 30, rows: str = "patients") -> Figure:
     """Missing-data patterns: which variables are missing (left) and how many patients (right).
 
     Parameters
@@ -299,6 +309,9 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
     title : str, optional
     max_patterns : int, default 30
         Most frequent patterns shown (the pooled row always).
+    rows : str, default "patients"
+        What the extract's rows are, in the plural (``"visits"`` with a visit time:
+        :func:`hmlib.wording.row_noun`).
 
     Returns
     -------
@@ -333,10 +346,10 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
         right.text(c, i, f" {int(c):,} ({100 * s:.1f}%)", va="center", fontsize=style.SMALL_FONT_PT)
     right.set_xlim(0, counts.max() * 1.45 if n else 1)
     right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
-    right.set_xlabel("patients")
+    right.set_xlabel(rows)
     sns.despine(fig=fig, left=True)
-    heading = title or ("Missing-data patterns: the variables each pattern lacks (red, left) and the patients "
-                        "with that pattern (right)")
+    heading = title or ("Missing-data patterns: the variables each pattern lacks (red, left) and the "
+                        f"{rows} with that pattern (right)")
     hidden = len(patterns.loc[~pooled]) - len(named)
     if hidden > 0:
         heading += f" (the {len(named)} most frequent of {len(patterns.loc[~pooled])} patterns shown)"
@@ -344,7 +357,7 @@ def pattern_plot(patterns: pd.DataFrame, variables: Sequence[str], *, title: str
 
 
 def level_mix_plot(table: pd.DataFrame, levels: Sequence[str], *, variable: str, cluster_noun: str = "cluster",
-                   max_clusters: int = 60) -> Figure:
+                   max_clusters: int = 60, rows: str = "patients") -> Figure:
     """Each cluster's patients by the focus's recorded level, and missing: one colour per level.
 
     Parameters
@@ -359,6 +372,9 @@ def level_mix_plot(table: pd.DataFrame, levels: Sequence[str], *, variable: str,
     cluster_noun : str
     max_clusters : int, default 60
         With more, the clusters with the highest and lowest shares missing.
+    rows : str, default "patients"
+        What the extract's rows are, in the plural (``"visits"`` with a visit time:
+        :func:`hmlib.wording.row_noun`).
 
     Returns
     -------
@@ -401,9 +417,9 @@ def level_mix_plot(table: pd.DataFrame, levels: Sequence[str], *, variable: str,
     ax.set_ylim(len(shown) - 0.5, -0.5)
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    ax.set_xlabel(f"share of the {cluster_noun}'s patients: {style.plain(variable)} missing, or recorded as each level")
+    ax.set_xlabel(f"share of the {cluster_noun}'s {rows}: {style.plain(variable)} missing, or recorded as each level")
     text = (f"Recorded levels of {variable} by {cluster_noun}, highest share missing first: each bar is the "
-            f"{cluster_noun}'s patients, {variable} missing (grey) or recorded as each level; hatched: suppressed "
+            f"{cluster_noun}'s {rows}, {variable} missing (grey) or recorded as each level; hatched: suppressed "
             "shares (a count below the smallest cell shown)")
     if cut:
         text += (f" (the {max_clusters // 2} {cluster_noun}s with most and {max_clusters - max_clusters // 2} "

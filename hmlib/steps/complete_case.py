@@ -246,12 +246,12 @@ class CompleteCaseResult:
     def figures(self) -> dict:
         """``{"flow": [...], "retention": [...], "shift": [...], "indicator_by_cluster": [...]}``."""
         overall = self.n_complete / self.n_all if self.n_all else float("nan")
-        shift = [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD)]
+        shift = [figures.smd_plot(self.shift, threshold=SMD_THRESHOLD, rows=self.rows)]
         if self.categorical_levels:
-            shift.append(figures.level_shares_plot(self.shift, self.categorical_levels))
+            shift.append(figures.level_shares_plot(self.shift, self.categorical_levels, rows=self.rows))
         out = {"flow": [figures.flow_diagram(self.flow, noun=self.noun, rows=self.rows)] if self.flow is not None else [],
                "retention": [figures.retention_plot(self.retention_display, overall_share=overall,
-                                                    min_cell=self.min_cell)],
+                                                    min_cell=self.min_cell, rows=self.rows)],
                "shift": shift,
                "indicator_by_cluster": []}
         table = self.indicator_by_cluster

@@ -366,6 +366,10 @@ class DiagnoseResult:
         """Step 1 writes no estimates (an empty table of the contract's columns)."""
         return pd.DataFrame(columns=list(ESTIMATE_COLUMNS))
 
+    @property
+    def rows(self) -> str:
+        """The extract's rows in the plural: ``"visits"`` when described over time, else ``"patients"``."""
+        return wording.plural(wording.row_noun("time" if self.over_time is not None else None))
 
     # ---------------------------------------------------------------- tables and text
     def variation_table(self) -> pd.DataFrame:
@@ -463,22 +467,23 @@ class DiagnoseResult:
         "patterns": [pattern plot], "by_level": [per higher level: heatmap, then funnel per variable],
         "over_time": [per variable: by visit, by calendar period, dropout curves]}``, all
         empty when nothing is missing (``by_level`` also without higher levels, ``over_time`` without time)."""
-        noun = self.cluster_noun
-        out = {"by_cluster": [], "patterns": [], "by_level": diagnose_units.unit_figures(self.by_unit),
+        noun, rows = self.cluster_noun, self.rows
+        out = {"by_cluster": [], "patterns": [], "by_level": diagnose_units.unit_figures(self.by_unit, rows=rows),
                "over_time": diagnose_time.time_figures(self.over_time) if self.over_time is not None else []}
         if not self.incomplete:
             return out
-        out["by_cluster"].append(figures.missingness_heatmap(self.heatmap, cluster_noun=noun))
+        out["by_cluster"].append(figures.missingness_heatmap(self.heatmap, cluster_noun=noun, rows=rows))
         published = self.by_cluster.values if self.by_cluster is not None else None
         for var, funnel in self.funnels.items():
             if published is not None and (published["variable"] == var).any():
                 out["by_cluster"].append(figures.cluster_missingness_bars(
-                    published, var, overall_rate=funnel.overall_rate, cluster_noun=noun))
-            out["by_cluster"].append(figures.funnel_plot(funnel, cluster_noun=noun))
+                    published, var, overall_rate=funnel.overall_rate, cluster_noun=noun, rows=rows))
+            out["by_cluster"].append(figures.funnel_plot(funnel, cluster_noun=noun, rows=rows))
         if self.focus_levels is not None:
             out["by_cluster"].append(figures.level_mix_plot(self.focus_levels.table, self.focus_levels.levels,
-                                                            variable=self.focus_levels.variable, cluster_noun=noun))
-        out["patterns"].append(figures.pattern_plot(self.patterns, list(self.incomplete)))
+                                                            variable=self.focus_levels.variable, cluster_noun=noun,
+                                                            rows=rows))
+        out["patterns"].append(figures.pattern_plot(self.patterns, list(self.incomplete), rows=rows))
         return out
 
 

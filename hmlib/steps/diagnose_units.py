@@ -264,19 +264,22 @@ def missingness_by_unit(frame: pd.DataFrame, decision: HiddenCells | None, varia
 # --------------------------------------------------------------------------
 # Figures, sentences and records
 # --------------------------------------------------------------------------
-def unit_figures(by_unit: dict) -> list:
+def unit_figures(by_unit: dict, *, rows: str = "patients") -> list:
     """Each level's heatmap, then its funnel per variable; empty without higher levels.
 
     Caption keys start with ``level-`` (``level-heatmap-country``, ``level-funnel-country-<variable>``): the
     notebook's ``#fig-level`` names them all, and ``#fig-funnel`` still names the clusters' funnels alone.
+    ``rows``: what the extract's rows are, in the plural (``"visits"`` with a visit time).
     """
     out = []
     for level, res in by_unit.items():
         if not res.variables:
             continue
-        out.append(figures.missingness_heatmap(res.heatmap, cluster_noun=res.noun, key=f"level-heatmap-{level}"))
+        out.append(figures.missingness_heatmap(res.heatmap, cluster_noun=res.noun, key=f"level-heatmap-{level}",
+                                               rows=rows))
         for var, funnel in res.funnels.items():
-            out.append(figures.funnel_plot(funnel, cluster_noun=res.noun, key=f"level-funnel-{level}-{var}"))
+            out.append(figures.funnel_plot(funnel, cluster_noun=res.noun, key=f"level-funnel-{level}-{var}",
+                                           rows=rows))
     return out
 
 
