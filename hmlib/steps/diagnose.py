@@ -366,11 +366,6 @@ class DiagnoseResult:
         """Step 1 writes no estimates (an empty table of the contract's columns)."""
         return pd.DataFrame(columns=list(ESTIMATE_COLUMNS))
 
-    @property
-    def rows(self) -> str:
-        """The extract's rows in the plural: ``"visits"`` when described over time, else ``"patients"``."""
-        return wording.plural(wording.row_noun("time" if self.over_time is not None else None))
-
     # ---------------------------------------------------------------- tables and text
     def variation_table(self) -> pd.DataFrame:
         """Between-cluster variation of each missingness indicator, one row per model.
@@ -467,7 +462,7 @@ class DiagnoseResult:
         "patterns": [pattern plot], "by_level": [per higher level: heatmap, then funnel per variable],
         "over_time": [per variable: by visit, by calendar period, dropout curves]}``, all
         empty when nothing is missing (``by_level`` also without higher levels, ``over_time`` without time)."""
-        noun, rows = self.cluster_noun, self.rows
+        noun, rows = self.cluster_noun, wording.plural(wording.row_noun("time" if self.over_time is not None else None))
         out = {"by_cluster": [], "patterns": [], "by_level": diagnose_units.unit_figures(self.by_unit, rows=rows),
                "over_time": diagnose_time.time_figures(self.over_time) if self.over_time is not None else []}
         if not self.incomplete:
