@@ -66,17 +66,18 @@ def level_noun(level: str) -> str:
     return noun if noun != "cluster" else f"{level} unit"
 
 
-def row_noun(time: str | None) -> str:
+def row_noun(time: str | bool | None) -> str:
     """The word for one row of the extract in generated text.
 
     With a visit ``time`` in the params each row is a visit of a patient (the
     cluster), so counts of rows are counts of visits; without one each row is a
-    patient.
+    patient. ``time`` is the params' time column, or whether a step's result
+    was described over time.
 
     Examples
     --------
-    >>> row_noun("week"), row_noun(None)
-    ('visit', 'patient')
+    >>> row_noun("week"), row_noun(None), row_noun(True)
+    ('visit', 'patient', 'visit')
     """
     return "visit" if time else "patient"
 

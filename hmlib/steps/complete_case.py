@@ -115,7 +115,7 @@ class CompleteCaseResult:
     @property
     def rows(self) -> str:
         """The extract's rows in the plural: ``"visits"`` with a visit time, else ``"patients"``."""
-        return plural(row_noun("time" if self.over_time is not None else None))
+        return plural(row_noun(self.over_time is not None))
 
     @property
     def focus_terms(self) -> list:
@@ -451,7 +451,7 @@ def methods_text(record, ev) -> list:
                      f"cases and the baseline outcome (first recorded value) of the patients complete at the visit "
                      f"against all patients (standardised difference) were reported per visit, without counts (visits with fewer than {ev.min_cell} complete or "
                      "dropped visits, or with a count step 1 hides, suppressed).")
-    rows = plural(row_noun("time" if record.over_time is not None else None))
+    rows = plural(row_noun(record.over_time is not None))
     return [f"Complete-case analysis used the {count_text(record.n_complete, ev.min_cell)} {rows} with every "
             "model variable recorded; the estimand shift was measured by standardised differences between "
             f"complete cases and all patients; {model}was fitted for comparison.{by_unit}{over_time}"]

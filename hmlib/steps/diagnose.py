@@ -462,7 +462,7 @@ class DiagnoseResult:
         "patterns": [pattern plot], "by_level": [per higher level: heatmap, then funnel per variable],
         "over_time": [per variable: by visit, by calendar period, dropout curves]}``, all
         empty when nothing is missing (``by_level`` also without higher levels, ``over_time`` without time)."""
-        noun, rows = self.cluster_noun, wording.plural(wording.row_noun("time" if self.over_time is not None else None))
+        noun, rows = self.cluster_noun, wording.plural(wording.row_noun(self.over_time is not None))
         out = {"by_cluster": [], "patterns": [], "by_level": diagnose_units.unit_figures(self.by_unit, rows=rows),
                "over_time": diagnose_time.time_figures(self.over_time) if self.over_time is not None else []}
         if not self.incomplete:

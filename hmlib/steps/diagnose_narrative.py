@@ -62,7 +62,7 @@ def _plural(result, count: int) -> str:
 
 def _rows(result) -> str:
     """The extract's rows in the plural: visits when step 1 described them over time, else patients."""
-    return plural(row_noun("time" if getattr(result, "over_time", None) is not None else None))
+    return plural(row_noun(getattr(result, "over_time", None) is not None))
 
 
 def _overall_sentence(result, row, mask_row, primary_row) -> str:
