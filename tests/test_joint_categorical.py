@@ -35,6 +35,7 @@ from scipy import integrate, special, stats
 
 from conftest import REFERENCE
 from hmlib.exceptions import FitError
+from hmlib.figures.style import caption_of
 from hmlib.stats import joint as jm
 from hmlib.stats.joint import imputations as joint_imputations
 from hmlib.stats.joint import model as joint_model
@@ -319,6 +320,11 @@ def test_cat_005_fit_contract_and_tables(categorical_fit, tmp_path):
     assert len(figs["checks"]) == 2 and figs["pooling"][0].axes[0].collections
     fig = joint_figures.imputed_distribution(unmeasured, focus="band")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["normal", "raised", "high"]
+    # the caption counts the rows as patients, or as visits when the params have a visit time (#16)
+    n = unmeasured["n_patients"]
+    words = {visits: caption_of(JointStepResult(result, min_cell=11, visits=visits).figures()["checks"][1])[1]
+             for visits in (False, True)}
+    assert f"({n} patients in " in words[False] and f"({n} visits in " in words[True]
 
 
 # --------------------------------------------------------------------------

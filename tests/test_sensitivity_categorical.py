@@ -37,6 +37,7 @@ import pytest
 import yaml
 
 from hmlib.data import load_registry
+from hmlib.figures.style import caption_of
 from hmlib.params import load_params
 from hmlib.simulate.categorical_focus import categorical_focus_registry
 from hmlib.stats.sensitivity import (coupled_uniforms, redraw_categories, shift_imputed_categories,
@@ -174,6 +175,10 @@ def test_SENS_CAT_004_run_with_a_categorical_focus(delta_result, tmp_path):
     assert [f.family for f in back.families_run if f.n_ok] == ["delta-global", "delta-cluster"]
     fig = tipping_point_curve(result)
     assert len(fig.axes[0].lines) >= 2
+    # the caption says whose log odds are shifted: patients, or visits when the clusters are patients (#16)
+    assert "unrecorded patients' log odds" in caption_of(fig)[1]
+    visits = tipping_point_curve(dataclasses.replace(result, clusters_are_patients=True))
+    assert "unrecorded visits' log odds" in caption_of(visits)[1] and "recorded visits like them" in caption_of(visits)[1]
 
 
 # ---------------------------------------------------------------------------

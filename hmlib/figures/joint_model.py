@@ -298,7 +298,7 @@ def ppc_by_cluster(ppc: pd.DataFrame, *, focus: str, max_clusters: int = 60, tit
     return caption(fig, "posterior-predictive", text)
 
 
-def imputed_distribution(unmeasured: dict, *, focus: str, title: str | None = None) -> Figure:
+def imputed_distribution(unmeasured: dict, *, focus: str, rows: str = "patients", title: str | None = None) -> Figure:
     """Imputed focus values in never-measured clusters against the observed values elsewhere.
 
     A categorical focus (``unmeasured["levels"]``) has one bin per level,
@@ -310,6 +310,9 @@ def imputed_distribution(unmeasured: dict, *, focus: str, title: str | None = No
         :meth:`hmlib.stats.joint.JointModelResult.imputed_in_unmeasured` (histogram and summaries).
     focus : str
         The focus variable's name, for the labels.
+    rows : str
+        The word for the rows counted in the caption ("visits" with a visit
+        time: :func:`hmlib.wording.row_noun`).
     title : str, optional
     """
     fig, ax = new_figure(5.6, 3.0)
@@ -332,7 +335,7 @@ def imputed_distribution(unmeasured: dict, *, focus: str, title: str | None = No
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False)
     how = "one bar per level, its height the level's share" if levels else "dashed lines: means"
     return caption(fig, "imputed-unmeasured",
-                   title or (f"Imputed {focus} where it was never measured ({unmeasured['n_patients']} patients in "
+                   title or (f"Imputed {focus} where it was never measured ({unmeasured['n_patients']} {rows} in "
                              f"{len(unmeasured['clusters'])} cluster(s)) against the observed values of the measuring "
                              f"clusters; {how}."))
 

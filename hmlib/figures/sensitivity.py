@@ -23,6 +23,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
 from hmlib.figures.style import (CHANGED_COLOUR, MAX_WIDTH_IN, ROW_IN, SMALL_FONT_PT, SUPPRESSED_COLOUR,
                                  UNCHANGED_COLOUR, caption, label, new_figure, plain, style_context)
+from hmlib.wording import plural, row_noun
 
 __all__ = ["scenario_heatmap", "scenario_forest", "tipping_point_curve", "dropout_tipping_curve"]
 
@@ -157,9 +158,10 @@ def tipping_point_curve(result) -> Figure:
     log_odds = getattr(result, "delta_scale", "SD") == "log odds"
     terms = list(dict.fromkeys(curve["term"])) if "term" in curve.columns else [result.focus_terms[0]]
     if log_odds:
+        rows = plural(row_noun(getattr(result, "clusters_are_patients", False)))
         what = (f"the {result.focus} coefficients (one line per level against the reference level, with 95% bands) "
-                f"when the unrecorded patients' log odds of each level of {result.focus} are shifted by delta "
-                "against recorded patients like them (upper axis: the odds ratio e^delta)")
+                f"when the unrecorded {rows}' log odds of each level of {result.focus} are shifted by delta "
+                f"against recorded {rows} like them (upper axis: the odds ratio e^delta)")
     else:
         what = (f"the {result.focus_terms[0]} coefficient (line, with 95% band) when the imputed values of "
                 f"{result.focus} are shifted by delta SDs of its observed values (upper axis: in its own units)")

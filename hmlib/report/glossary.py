@@ -17,20 +17,21 @@ __all__ = ["GLOSSARY", "glossary_html", "how_to_read_html", "link_first_uses", "
 #: Term -> definition (plain words; the first use of each term in the report links here).
 GLOSSARY: dict[str, str] = {
     "MCAR": "Missing completely at random: whether a value is missing has nothing to do with the patient or the "
-            "site. Complete-case analysis is then unbiased but wastes patients.",
+            "site. Complete-case analysis is then unbiased but wastes patients (or visits).",
     "MAR": "Missing at random: whether a value is missing can be explained by what is recorded (the other "
            "variables, the outcome, the site), but not by the missing value itself. Multiple imputation and the "
            "joint model assume MAR.",
     "MNAR": "Missing not at random: whether a value is missing depends on the value itself even after accounting "
             "for what is recorded (for example lactate not measured when it was expected to be normal). No method "
             "can test this from the data; the sensitivity analysis asks how much it would matter.",
-    "complete-case analysis": "The analysis of only the patients with every model variable recorded.",
+    "complete-case analysis": "The analysis of only the patients (or, with repeated measures, the visits) "
+                              "with every model variable recorded.",
     "estimand": "The quantity the analysis is meant to estimate, including the population it refers to. When "
                 "complete cases differ from all patients, complete-case analysis answers a question about another "
                 "population.",
     "missing-indicator model": "An analysis that fills a missing value with the mean and adds an indicator of "
-                               "missingness. It keeps every patient but is biased even under MCAR whenever the "
-                               "variable is related to the other predictors; a diagnostic, not an answer.",
+                               "missingness. It keeps every patient (or visit) but is biased even under MCAR whenever "
+                               "the variable is related to the other predictors; a diagnostic, not an answer.",
     "multiple imputation": "Each missing value is replaced by several plausible values drawn from a model, giving m "
                            "completed data sets; each is analysed and the results are combined by Rubin's rules, so "
                            "the uncertainty about the missing values is kept.",

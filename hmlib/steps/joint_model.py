@@ -33,7 +33,7 @@ from hmlib.results import read_estimates, to_jsonable
 from hmlib.stats.joint import METHOD, JointModelResult, fit_joint_model, model_fingerprint
 from hmlib.steps.base import Step, StepContext
 from hmlib.steps.disclosure import HiddenCounts, hidden_counts
-from hmlib.wording import cluster_noun
+from hmlib.wording import cluster_noun, plural, row_noun
 
 __all__ = ["joint_higher_levels", "joint_scope_note", "PartialPoolingRow", "SamplerRun", "JointSettings",
            "JointModelArtifact", "JointStepResult", "fit_registry", "run", "STEP", "POSTERIOR_FILE"]
@@ -269,6 +269,10 @@ class JointStepResult:
     hidden : hmlib.steps.disclosure.HiddenCounts, optional
         Step 1's small-cell decision: counts of the focus variable step 1
         hides are hidden here too, whatever their size.
+    scope_note : str
+        What the model leaves out of the params (:func:`joint_scope_note`).
+    visits : bool
+        The rows are visits in patients (params ``time``): captions count visits.
     """
 
     fit: JointModelResult
@@ -277,6 +281,7 @@ class JointStepResult:
     truth: dict | None = None
     hidden: HiddenCounts | None = None
     scope_note: str = ""
+    visits: bool = False
 
     def _given(self, table: pd.DataFrame, columns: dict) -> pd.DataFrame | None:
         """Step 1's hidden cells for a per-cluster table of the focus variable (``None``: no decision given)."""
@@ -394,7 +399,8 @@ class JointStepResult:
                 self._pooling_for_figure(), focus=focus, unit_name=fit.data.higher[-1].name,
                 min_cell=self.min_cell, cluster_noun=cluster_noun(fit.data.cluster)))
         if fit.imputed_in_unmeasured():
-            out["checks"].append(figures.imputed_distribution(fit.imputed_in_unmeasured(), focus=focus))
+            out["checks"].append(figures.imputed_distribution(fit.imputed_in_unmeasured(), focus=focus,
+                                                                rows=plural(row_noun(self.visits))))
         if fit.correlation is not None:
             out["correlation"].append(figures.correlation_posterior(
                 fit.correlation_draws(), fit.correlation, lkj_eta=fit.settings["priors"]["lkj_eta"]))
@@ -414,7 +420,8 @@ def run(ctx: StepContext) -> JointStepResult:
                        missing_values=sizes.joint_missing_values,
                        time_budget_minutes=sizes.joint_time_budget_minutes if budget is None else budget)
     result = JointStepResult(fit, int(ctx.params.privacy.min_cell), ctx.estimates_path, ctx.truth,
-                             hidden=hidden_counts(ctx.registry), scope_note=joint_scope_note(ctx.params))
+                             hidden=hidden_counts(ctx.registry), scope_note=joint_scope_note(ctx.params),
+                             visits=ctx.params.time is not None)
     ctx.write(STEP, result)
     fit.posterior_draws(model_fingerprint(ctx.registry)).save(artifact_path(ctx.output_dir, "joint_posterior")
                                                               .with_name(POSTERIOR_FILE))
