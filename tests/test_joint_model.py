@@ -18,6 +18,8 @@ JOINT-SCALE-002  estimates reported on the original scale: posterior means match
 JOINT-GATE-001   the convergence gate names each offender (unit) and flags a 20-draw run
 JOINT-EXT-001    a short first run that misses the gate is extended automatically until it passes, and says so
 JOINT-EXT-002    a budget too small for an extension: flagged, and the message says why it was not extended
+JOINT-EXT-003    a run that misses the gate with divergences is followed by the non-centred model, once, at the
+                 first run's sizes; explicit choices are kept; the message says why
 JOINT-BRMS-001   close to brms with brms's own default priors (within 0.2 posterior SD; 5 brms seeds)
 JOINT-BRMS-002   lactate coefficient and site SD agree with brms given the same priors, within 3 MC SEs
 JOINT-BRMS-003   the nested model (country, hospital in country): x, sd(country) and sd(hospital) agree with
@@ -372,6 +374,52 @@ def test_ext_002_budget_too_small_is_flagged_and_says_so(write_case):
     assert "joint_model.time_budget_minutes" in message
     record = JointStepResult(result, min_cell=11).to_artifact()
     assert record.notice() is None and "time budget" in record.alert()
+
+
+def test_ext_003_divergences_switch_to_the_non_centred_model(monkeypatch):
+    """JOINT-EXT-003: the loop of hmlib.stats.joint.sampling with a stand-in for one nutpie run (the geometry
+    itself is the nested truth study's, bench/joint_nested_truth.py --fallback): a run of the chosen model that
+    ends with divergences is followed by a run of the fall-back model at the first run's sizes (not a longer run
+    of the same model), at most once; runs without divergences double as before; every run records its
+    divergences and whether it was the fall-back; the message says what was done and why. The fall-back keeps
+    the choices given explicitly and switches every other centred one (None when nothing is left to switch)."""
+    import time
+    from types import SimpleNamespace
+
+    from hmlib.stats.joint import sampling
+    from hmlib.stats.joint.parameterisation import fallback_parameterisation
+
+    def fake_run(compiled, summarise, checkpoints, *, tune, seed, **_):
+        ok = compiled == "non-centred" and tune >= 200       # the fall-back model passes at its second run
+        n = checkpoints[-1]
+        record = {"draws": n, "tune": tune, "seed": seed, "seconds": 1.0, "converged": ok, "checkpoints": checkpoints}
+        return (None, {}, 0 if compiled == "non-centred" else 7, None), record, 0.01
+
+    monkeypatch.setattr(sampling, "_run", fake_run)
+    calls = []
+    fallback = lambda: calls.append(1) or "non-centred"           # noqa: E731
+    runs = sampling.sample_until_gate("centred", None, draws=100, tune=100, chains=2, cores=None, seed=5,
+                                      adaptation="diag", budget_s=600.0, start_wall=time.perf_counter(), fallback=fallback)[-1]
+    assert len(calls) == 1
+    assert [(r["tune"], r["fallback"], r["divergences"], r["converged"]) for r in runs] == [
+        (100, False, 7, False), (100, True, 0, False), (200, True, 0, True)]
+    assert len({r["seed"] for r in runs}) == 3
+    text = sampling.extension_text(runs, 600.0)
+    assert "as that run ended with 7 divergent transition(s), a new run of the model with every level's effects " \
+           "non-centred (100 warm-up iterations)" in text
+    # without a fall-back (or when it has nothing to switch) the same model's runs double, up to MAX_RUNS
+    for fb in (None, lambda: None):
+        runs = sampling.sample_until_gate("centred", None, draws=100, tune=100, chains=2, cores=None, seed=5,
+                                          adaptation="diag", budget_s=600.0,
+                                          start_wall=time.perf_counter(), fallback=fb)[-1]
+        assert [r["tune"] for r in runs] == [100, 200, 400][:sampling.MAX_RUNS] and not any(r["fallback"] for r in runs)
+        assert "the limit of 3 runs, each continued" in sampling.extension_hint(runs, fast=False, budget_s=600.0,
+                                                                                elapsed_s=1.0)
+    data = SimpleNamespace(submodel_key=lambda name: {"x": "x0"}.get(name, name))
+    choice = {"outcome": "noncentred", "outcome@above": "centred", "x0": "centred", "x0@above": "centred"}
+    assert fallback_parameterisation(data, choice, {"x": "centred"}) == {
+        "outcome": "noncentred", "outcome@above": "noncentred", "x0": "centred", "x0@above": "noncentred"}
+    assert fallback_parameterisation(data, {k: "noncentred" for k in choice}, None) is None
 
 
 # --------------------------------------------------------------------------

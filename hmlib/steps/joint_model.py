@@ -76,12 +76,16 @@ class SamplerRun(Record):
     Sizes per chain (``draws``: its last checkpoint), the draws per chain at
     which the gate was checked (more than one when its chains were
     continued, :mod:`hmlib.stats.joint.sampling`), the run's seed, its
-    sampling time and whether it passed the convergence gate.
+    sampling time, whether it passed the convergence gate, its divergent
+    transitions and whether it sampled the non-centred fall-back model
+    (:mod:`hmlib.stats.joint.sampling`).
     """
 
     checkpoints: tuple[int, ...]
     converged: bool
+    divergences: int
     draws: int
+    fallback: bool
     seconds: float
     seed: int
     tune: int
@@ -156,7 +160,7 @@ class JointModelArtifact(Artifact):
     """
 
     KEY: ClassVar[str] = "joint_model"
-    VERSION: ClassVar[int] = 3
+    VERSION: ClassVar[int] = 4
 
     cluster: str
     converged: bool

@@ -12,10 +12,15 @@ A fit that finishes by itself. With ``time_budget_minutes``, a run that
 misses the convergence gate goes on sampling: its chains are continued to
 1.25, 1.5, 1.75 and 2 times their draws, checking the gate at each, and then, if still
 needed, a new run with twice the warm-up and draws is made, within the
-budget (:mod:`hmlib.stats.joint.sampling`). The result records every run
-(sizes, checkpoints, seed, seconds, gate) and says what was done in its
-convergence message; the reported run's sizes and seed given explicitly
-reproduce it.
+budget (:mod:`hmlib.stats.joint.sampling`). A run that misses the gate with
+divergent transitions is followed instead by a run of the model rebuilt with
+every level's effects non-centred
+(:func:`~hmlib.stats.joint.parameterisation.fallback_parameterisation`),
+at most once. The result records every run (sizes, checkpoints, seed,
+seconds, gate, divergences, fall-back) and says what was done in its
+convergence message; the reported run's sizes and seed given explicitly,
+with ``parameterisation=`` the choices it sampled when it was the fall-back
+(``settings["parameterisation"]`` names them), reproduce it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from hmlib.progress import report
 from hmlib.stats.joint.data import JointData, prepare_joint_data
 from hmlib.stats.joint.imputations import focus_by_cluster
 from hmlib.stats.joint.model import build_joint_model
-from hmlib.stats.joint.parameterisation import choose_parameterisation, choose_quadrature_nodes, ml_fits
+from hmlib.stats.joint.parameterisation import (choose_parameterisation, choose_quadrature_nodes,
+                                                fallback_parameterisation, ml_fits)
 from hmlib.stats.joint.priors import check_priors
 from hmlib.stats.joint.result import JointModelResult
 from hmlib.stats.joint.slopes import random_part_terms, random_part_to_original_scale
@@ -179,9 +185,23 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     compiled, n_free, adaptation = _compile(model, adaptation)
     t_compiled = time.perf_counter()
     budget_s = 60.0 * float(time_budget_minutes) if time_budget_minutes else None
+    sampled = {"choice": choice}      # the reported run's parameterisation (the fall-back's once it is used)
+
+    def fallback():
+        """The model with every level's effects non-centred, compiled (None: nothing to switch)."""
+        switched = fallback_parameterisation(jd, choice, parameterisation)
+        if switched is None:
+            return None
+        report("joint model", 0, (tune + draws) * chains, unit="draws",
+               detail="divergent transitions: compiling the non-centred model")
+        rebuilt = build_joint_model(jd, priors=checked_priors, parameterisation=switched,
+                                    quadrature_nodes=quadrature_nodes)
+        sampled["choice"] = switched
+        return _compile(rebuilt, adaptation)[0]
+
     runs = sample_until_gate(compiled, lambda post: _summary_table(jd, post), draws=draws, tune=tune,
                              chains=chains, cores=cores, seed=int(seed), adaptation=adaptation, budget_s=budget_s,
-                             start_wall=start_wall)
+                             start_wall=start_wall, fallback=fallback)
     trace, post, divergences, (original, summary, correlation), attempts = runs
     t_sampled, cpu_sampled = time.perf_counter(), time.process_time()
     draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
@@ -211,7 +231,7 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         "missing_values": missing_values, "quadrature_nodes": int(quadrature_nodes),
         "quadrature_error_check": quadrature_error,
         "missingness_model": jd.missingness_model,
-        "parameterisation": {jd.display_key(k): v for k, v in choice.items()},
+        "parameterisation": {jd.display_key(k): v for k, v in sampled["choice"].items()},
         "information_share": {jd.display_key(k): v for k, v in shares.items()},
         "distributions": {c.name: c.distribution for c in jd.continuous},
         "binary_summed_out": [b.name for b in jd.binaries],

@@ -21,6 +21,16 @@ each submodel on the rows it observes (:func:`ml_fits`):
   was 350 non-centred in 6 s and 545 with centred intercepts in 14 s; on a
   registry with a weakly informed slope SD (``longitudinal_registry(3,
   n_sites=1, n_patients=150, n_visits=6)``) 307 in 5 s and 202 in 21 s;
+- :func:`fallback_parameterisation`: after a run that missed the
+  convergence gate with divergent transitions, every centred choice not
+  given explicitly becomes non-centred (:mod:`hmlib.stats.joint.sampling`).
+  The rule above plugs in ML point estimates of the SDs; when a level's
+  posterior puts much mass on SDs well below its ML estimate (few units,
+  an SD near the boundary), its centred effects form a funnel that the
+  sampler cannot enter, and divergences are its signature. Non-centred
+  effects remove that funnel at the cost of slower mixing where the data
+  are informative. Measured on the nested truth study's replicate 9138
+  (16 countries; ``bench/joint_nested_truth.py``): see the README.
 - :func:`choose_quadrature_nodes`: the fewest Gauss-Hermite nodes of
   :data:`QUADRATURE_CANDIDATES` whose summed log-likelihood of the rows with
   the focus integrated out is within :data:`QUADRATURE_TOLERANCE` of a
@@ -38,8 +48,7 @@ from hmlib.stats.mixed import fit_random_intercept
 from hmlib.stats.mixed.nested_intercepts import fit_nested_intercepts
 
 __all__ = ["CENTRED_SHARE", "QUADRATURE_CANDIDATES", "QUADRATURE_TOLERANCE", "ml_fits", "category_splits",
-           "choose_parameterisation",
-           "choose_quadrature_nodes"]
+           "choose_parameterisation", "fallback_parameterisation", "choose_quadrature_nodes"]
 
 #: A submodel's cluster intercepts are centred when the average cluster
 #: information share ``I_j / (1 + I_j)`` is at least this.
@@ -202,6 +211,37 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
                            "cluster (higher_levels).")
         choice[data.submodel_key(name) + above + rest] = value
     return choice, shares
+
+
+def fallback_parameterisation(data: JointData, choice: dict, override: dict | None) -> dict | None:
+    """The parameterisation of the fall-back run after divergences: every centred choice non-centred.
+
+    Parameters
+    ----------
+    data : JointData
+    choice : dict
+        The choices of the divergent run (:func:`choose_parameterisation`).
+    override : dict, optional
+        The explicit choices given to the fit (display keys, as in
+        :func:`choose_parameterisation`); these are kept.
+
+    Returns
+    -------
+    dict or None
+        The new choices, or None when nothing could change (every choice
+        not given explicitly is non-centred already).
+
+    Examples
+    --------
+    >>> fallback_parameterisation(data, {"outcome": "centred", "outcome@above": "centred"}, None)  # doctest: +SKIP
+    {'outcome': 'noncentred', 'outcome@above': 'noncentred'}
+    """
+    pinned = set()
+    for key in override or {}:
+        name, above, rest = key.partition("@")
+        pinned.add(data.submodel_key(name) + above + rest)
+    switched = {key: ("noncentred" if key not in pinned else value) for key, value in choice.items()}
+    return switched if switched != choice else None
 
 
 def _cluster_blups(fit, J: int) -> np.ndarray:

@@ -22,6 +22,15 @@ not to end within the budget: a continuation at the run's own rate of
 draws after warm-up, a new run at twice the time its predecessor took to
 its first checkpoint. Only the reported run's draws are kept.
 
+A run that misses the gate with divergent transitions is not followed by a
+longer run of the same model: longer chains do not get a sampler into a
+funnel. With a ``fallback`` (the fit's: the model rebuilt with every
+level's effects non-centred, :func:`hmlib.stats.joint.parameterisation.fallback_parameterisation`)
+the next run samples that model instead, at the first run's sizes, and the
+sizes double from there as before, up to :data:`MAX_RUNS` runs of the new
+model. This happens at most once per fit; every run records its
+divergences and whether it sampled the fall-back model.
+
 A continuation is sound because chains are truncated at a checkpoint fixed
 in advance: each chain's first ``n`` draws after warm-up do not depend on
 how many draws were planned or on when the trace was read (nutpie seeds
@@ -61,7 +70,8 @@ _POLL_S = 0.2
 
 
 def sample_until_gate(compiled, summarise: Callable, *, draws: int, tune: int, chains: int, cores: int | None,
-                      seed: int, adaptation: str, budget_s: float | None, start_wall: float):
+                      seed: int, adaptation: str, budget_s: float | None, start_wall: float,
+                      fallback: Callable | None = None):
     """Sample with nutpie, continuing the chains or starting new runs until the gate passes (module docstring).
 
     Parameters
@@ -82,6 +92,10 @@ def sample_until_gate(compiled, summarise: Callable, *, draws: int, tune: int, c
         Wall seconds the whole fit may take from ``start_wall``
         (``time.perf_counter()`` when the fit began); None: one check, no
         extension.
+    fallback : callable, optional
+        ``() -> compiled model or None``: the model to sample after a run
+        that missed the gate with divergent transitions (module docstring);
+        None from it, or no ``fallback``: the runs go on with ``compiled``.
 
     Returns
     -------
@@ -89,22 +103,36 @@ def sample_until_gate(compiled, summarise: Callable, *, draws: int, tune: int, c
         ``(trace, posterior, divergences, (original-scale draws, summary, correlation), attempts)``
         of the reported run, truncated at its last checkpoint. ``attempts``
         lists every run: ``draws`` (its last checkpoint), ``tune``, ``seed``,
-        ``seconds``, ``converged`` and ``checkpoints`` (draws per chain at
-        each check).
+        ``seconds``, ``converged``, ``checkpoints`` (draws per chain at
+        each check), ``divergences`` (at its last checkpoint) and
+        ``fallback`` (it sampled the fall-back model).
     """
     attempts = []
+    size_k, switched = 0, False          # the runs' doubling restarts on the fall-back model
+    first_run_s = None
     while True:
         k = len(attempts)
         run_seed = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
-        base, run_tune = draws * 2 ** k, tune * 2 ** k
+        base, run_tune = draws * 2 ** size_k, tune * 2 ** size_k
         checkpoints = [base] if budget_s is None else [int(round(base * f)) for f in CONTINUATIONS]
+        label = "" if k == 0 else f"new run {k + 1}" + (", non-centred" if switched else "")
         out, record, first_s = _run(compiled, summarise, checkpoints, tune=run_tune, chains=chains,
                                     cores=cores or chains, seed=run_seed, adaptation=adaptation,
-                                    budget_s=budget_s, start_wall=start_wall, label=f"new run {k + 1}" if k else "")
+                                    budget_s=budget_s, start_wall=start_wall, label=label)
+        record |= {"divergences": int(out[2]), "fallback": switched}
         attempts.append(record)
-        predicted_end = time.perf_counter() - start_wall + 2.0 * first_s
-        if (record["converged"] or budget_s is None or k + 1 >= MAX_RUNS or predicted_end > budget_s
-                or record["checkpoints"][-1] < checkpoints[-1]):
+        first_run_s = first_s if first_run_s is None else first_run_s
+        used = time.perf_counter() - start_wall
+        if record["converged"] or budget_s is None or record["checkpoints"][-1] < checkpoints[-1]:
+            return (*out, attempts)
+        # the fall-back run has the first run's sizes: predicted at twice the first run's time, compiling included
+        if record["divergences"] and fallback is not None and not switched and used + 2.0 * first_run_s <= budget_s:
+            replacement = fallback()
+            if replacement is not None:
+                compiled, switched, size_k = replacement, True, 0
+                continue
+        size_k += 1
+        if size_k >= MAX_RUNS or used + 2.0 * first_s > budget_s:
             return (*out, attempts)
 
 
@@ -195,6 +223,9 @@ def extension_text(attempts: list, budget_s: float | None) -> str:
     for k, attempt in enumerate(attempts):
         checks = attempt["checkpoints"]
         where = "the first run" if k == 0 else f"a new run with {attempt['tune']} warm-up iterations"
+        if attempt.get("fallback") and not attempts[k - 1].get("fallback"):
+            where = (f"as that run ended with {attempts[k - 1]['divergences']} divergent transition(s), a new run "
+                     f"of the model with every level's effects non-centred ({attempt['tune']} warm-up iterations)")
         if len(checks) > 1:
             steps.append(f"{where} was continued to {', then '.join(str(c) for c in checks[1:])} draws per chain")
         elif k:
@@ -215,9 +246,11 @@ def extension_hint(attempts: list, *, fast: bool, budget_s: float | None, elapse
         return (f"Run longer (draws={draws}, tune={tune} now; try draws={2 * draws}, tune={max(2 * tune, 1000)}) "
                 "or check the model.")
     done = extension_text(attempts, budget_s) or f"The run ({_sizes(last)}) missed the convergence gate."
-    if len(attempts) >= MAX_RUNS and len(last["checkpoints"]) == len(CONTINUATIONS):
-        why = (f"the limit of {MAX_RUNS} runs, each continued to {CONTINUATIONS[-1]:g} times its draws, was reached: "
-               "check the model.")
+    runs_of_model = sum(a.get("fallback", False) == last.get("fallback", False) for a in attempts)
+    if runs_of_model >= MAX_RUNS and len(last["checkpoints"]) == len(CONTINUATIONS):
+        of = " of the non-centred model" if last.get("fallback") else ""
+        why = (f"the limit of {MAX_RUNS} runs{of}, each continued to {CONTINUATIONS[-1]:g} times its draws, was "
+               "reached: check the model.")
     else:
         why = (f"more sampling (about {2 * last['seconds']:.0f} s more, {elapsed_s:.0f} s used) would not end "
                f"within the time budget of {budget_s / 60:g} minutes: raise joint_model.time_budget_minutes in "
