@@ -186,19 +186,8 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
     t_compiled = time.perf_counter()
     budget_s = 60.0 * float(time_budget_minutes) if time_budget_minutes else None
     sampled = {"choice": choice}      # the reported run's parameterisation (the fall-back's once it is used)
-
-    def fallback():
-        """The model with every level's effects non-centred, compiled (None: nothing to switch)."""
-        switched = fallback_parameterisation(jd, choice, parameterisation)
-        if switched is None:
-            return None
-        report("joint model", 0, (tune + draws) * chains, unit="draws",
-               detail="divergent transitions: compiling the non-centred model")
-        rebuilt = build_joint_model(jd, priors=checked_priors, parameterisation=switched,
-                                    quadrature_nodes=quadrature_nodes)
-        sampled["choice"] = switched
-        return _compile(rebuilt, adaptation)[0]
-
+    fallback = _fallback(jd, choice, parameterisation, sampled, priors=checked_priors,
+                         quadrature_nodes=quadrature_nodes, adaptation=adaptation)
     runs = sample_until_gate(compiled, lambda post: _summary_table(jd, post), draws=draws, tune=tune,
                              chains=chains, cores=cores, seed=int(seed), adaptation=adaptation, budget_s=budget_s,
                              start_wall=start_wall, fallback=fallback)
@@ -249,6 +238,22 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
                                                      if jd.missingness_model else {}),
         imputations=imputations, trace=trace if keep_trace else None,
         sd_draws=_cluster_sd_draws(post))
+
+
+def _fallback(jd: JointData, choice: dict, override: dict | None, sampled: dict, *, priors: dict,
+              quadrature_nodes: int, adaptation: str):
+    """The ``fallback`` of :func:`~hmlib.stats.joint.sampling.sample_until_gate`: a callable that builds and
+    compiles the model with every level's effects non-centred (None: nothing to switch) and records its
+    choices in ``sampled["choice"]``."""
+    def fallback():
+        switched = fallback_parameterisation(jd, choice, override)
+        if switched is None:
+            return None
+        report("joint model", 0, 1, unit="draws", detail="divergent transitions: compiling the non-centred model")
+        rebuilt = build_joint_model(jd, priors=priors, parameterisation=switched, quadrature_nodes=quadrature_nodes)
+        sampled["choice"] = switched
+        return _compile(rebuilt, adaptation)[0]
+    return fallback
 
 
 def _cluster_sd_draws(post: dict) -> dict:
