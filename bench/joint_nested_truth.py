@@ -45,6 +45,13 @@ the coverage of the intervals as reported::
     .venv/bin/python bench/joint_nested_truth.py --first-seed 9140 --reps 30 --budget 20 \
         --out bench/results/joint_nested_truth_reported.json
 
+``--complete-data`` refits every replicate with ``x`` as drawn, before the
+missingness, by the joint model and by maximum likelihood (Laplace), so
+that a term's bias can be split into the missing data's and the
+estimator's::
+
+    .venv/bin/python bench/joint_nested_truth.py --out bench/results/joint_nested_truth.json --complete-data
+
 The replicates are written after each one; rerunning with the same ``--out``
 resumes after the last one written. The fit itself is checked in
 ``tests/test_joint_nested.py``; this script is the study.
@@ -64,15 +71,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hmlib.simulate.studies import three_level_registry, three_level_registry_truth  # noqa: E402
 from hmlib.stats.joint import fit_joint_model  # noqa: E402
+from hmlib.stats.mixed import RandomEffects, fit_mixed  # noqa: E402
 
 TERMS = ("x", "age", "sd(country)", "sd(hospital)")
 SIZES = {"n_countries": 16, "hospitals_per_country": 6, "per_hospital": 25}
 
 
 def replicate(seed: int, *, draws: int, tune: int, budget: float | None = None,
-              missingness_model: bool = True) -> dict:
-    """One registry, one fit: per term the posterior summary, and the gate (``budget``: minutes of extension)."""
-    frame = three_level_registry(seed, **SIZES)
+              missingness_model: bool = True, gaps: bool = True) -> dict:
+    """One registry, one fit: per term the posterior summary, and the gate (``budget``: minutes of extension;
+    ``gaps=False``: the same registry with ``x`` complete)."""
+    frame = three_level_registry(seed, **SIZES, gaps=gaps)
     start = time.perf_counter()
     fit = fit_joint_model(frame, outcome="y", predictors=["x", "age"], cluster="hospital", family="binomial",
                           seed=seed, draws=draws, tune=tune, chains=2, higher_levels=["country"],
@@ -162,6 +171,27 @@ def without_missingness_model(reps: list, args) -> int:
     return 0
 
 
+def complete_data(reps: list, args) -> int:
+    """Refit each replicate with ``x`` as drawn, before the missingness: the joint model (20-minute budget)
+    and the maximum-likelihood fit (:func:`hmlib.stats.mixed.fit_mixed`, Laplace as ``glmer``); record them
+    as ``complete_data``: which part of a term's bias is the missing data's, which the estimator's?"""
+    for r in reps:
+        if "complete_data" in r:
+            continue
+        again = replicate(r["seed"], draws=args.draws, tune=args.tune, budget=20, gaps=False)
+        frame = three_level_registry(r["seed"], **SIZES, gaps=False)
+        ml = fit_mixed(frame["y"].to_numpy(), np.column_stack([np.ones(len(frame)), frame["x"], frame["age"]]),
+                       RandomEffects.nested(("country", frame["country"].to_numpy()),
+                                            ("hospital", frame["hospital"].to_numpy())),
+                       family="binomial", term_names=["Intercept", "x", "age"]).to_frame().set_index("term")
+        r["complete_data"] = {"seconds": again["seconds"], "converged": again["converged"], "terms": again["terms"],
+                              "ml": {t: float(ml.loc[t, "estimate"]) for t in TERMS}}
+        print(f"seed {r['seed']}: complete data, x {again['terms']['x']['estimate']:.4f} (ML "
+              f"{r['complete_data']['ml']['x']:.4f})", flush=True)
+        _write(reps, args)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=40)
@@ -177,6 +207,8 @@ def main(argv=None) -> int:
                         help="refit the replicates in --out whose extended fit missed the gate, with this budget")
     parser.add_argument("--without-missingness-model", type=int, metavar="N",
                         help="refit the first N replicates in --out without the missingness submodel")
+    parser.add_argument("--complete-data", action="store_true",
+                        help="refit every replicate in --out with x complete (joint model and ML)")
     args = parser.parse_args(argv)
     reps = json.loads(args.out.read_text())["replicates"] if args.out and args.out.is_file() else []
     if args.extend_failed:
@@ -185,6 +217,8 @@ def main(argv=None) -> int:
         return fallback_failed(reps, args)
     if args.without_missingness_model:
         return without_missingness_model(reps, args)
+    if args.complete_data:
+        return complete_data(reps, args)
     done = {r["seed"] for r in reps}
     for seed in range(args.first_seed, args.first_seed + args.reps):
         if seed in done:

@@ -267,7 +267,7 @@ THREE_LEVEL_MODEL = {
 
 
 def three_level_registry(seed: int, n_countries: int = 24, hospitals_per_country: int = 6,
-                         per_hospital: int = 30) -> pd.DataFrame:
+                         per_hospital: int = 30, gaps: bool = True) -> pd.DataFrame:
     """Patients in hospitals in countries, with an incomplete predictor ``x`` varying at both levels.
 
     Model (:data:`THREE_LEVEL_MODEL`), in draw order: ``x``'s country and
@@ -287,6 +287,9 @@ def three_level_registry(seed: int, n_countries: int = 24, hospitals_per_country
     n_countries, hospitals_per_country, per_hospital : int, default 24, 6 and 30
         Countries ``K00 ..``, hospitals ``H000 ..`` numbered across
         countries; 4,320 patients by default.
+    gaps : bool, default True
+        False: ``x`` as drawn, before the missingness (every other value the
+        same), for the complete-data fit of the same registry.
 
     Returns
     -------
@@ -317,7 +320,7 @@ def three_level_registry(seed: int, n_countries: int = 24, hospitals_per_country
     missing |= k >= n_countries - m["n_structural_countries"]
     return pd.DataFrame({"country": np.char.add("K", np.char.zfill(k.astype(str), 2)),
                          "hospital": np.char.add("H", np.char.zfill(j.astype(str), 3)), "age": age,
-                         "x": with_gaps(x, missing), "y": y.astype(float)})
+                         "x": with_gaps(x, missing) if gaps else x, "y": y.astype(float)})
 
 
 def three_level_registry_truth() -> dict:
