@@ -48,9 +48,21 @@ the shift errs by +0.001 (0.0015). The shift is a step the analysis model does n
 a fit with a random slope shares a step between the fixed slope and the patients' slopes depends on
 the variance components, which imputed and true values need not give alike; not examined further.
 
+The growing form (``--form growing``, written to
+``bench/results/dropout_delta_truth_growing.json``): the data's values after
+dropout are lower by ``D`` for every visit interval (0.5) since the
+patient's last recorded visit (``D`` at the first missed visit, ``2D`` at
+the next, ...), which is what step 5's growing delta says
+(:mod:`hmlib.steps.sensitivity_dropout`: ``delta`` SDs per visit interval);
+``mi_delta_minus_D`` then shifts by ``-D`` per visit interval
+(``shift_after_dropout(form="growing")`` with ``delta = -D / 0.5`` per unit
+of ``t``), and ``mi_delta_constant`` by the constant ``-D`` (the wrong
+form, for comparison).
+
 Usage::
 
     nice -n 5 .venv/bin/python bench/dropout_delta_truth.py [--replicates 100] [--m 10] [--shift 1.0]
+    nice -n 5 .venv/bin/python bench/dropout_delta_truth.py --replicates 200 --form growing
 """
 
 from __future__ import annotations
@@ -74,14 +86,20 @@ from hmlib.stats.imputation.random_slopes import impute_random_slopes  # noqa: E
 from hmlib.stats.sensitivity import ChangeRule  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dropout_delta_truth.json"
+RESULTS_GROWING = RESULTS.with_name("dropout_delta_truth_growing.json")
 TERMS = ("t", "treat_t")
 METHODS = ("mi_delta_0", "mi_delta_minus_D", "complete_case", "locf")
+METHODS_GROWING = ("mi_delta_0", "mi_delta_minus_D", "mi_delta_constant", "complete_case", "locf")
+#: Time between scheduled visits (``t = 0, 0.5, ...``): the growing form's visit interval.
+INTERVAL = 0.5
 MODEL = dict(outcome="y", predictors=["t", "treat", "treat_t"], cluster="id", time="t")
 
 
-def simulate_dropout_shift(seed: int, n_patients: int = 300, visits: int = 6, shift: float = 1.0):
+def simulate_dropout_shift(seed: int, n_patients: int = 300, visits: int = 6, shift: float = 1.0,
+                           form: str = "constant"):
     """One registry (module docstring): the incomplete frame, the full frame with the post-dropout shift, and
-    the full frame without it (the MAR world, a diagnostic)."""
+    the full frame without it (the MAR world, a diagnostic). ``form="growing"``: the shift is ``shift`` per
+    visit interval since the last recorded visit."""
     rng = np.random.default_rng(seed)
     pid = np.repeat(np.arange(n_patients), visits)
     visit = np.tile(np.arange(visits), n_patients)
@@ -99,7 +117,9 @@ def simulate_dropout_shift(seed: int, n_patients: int = 300, visits: int = 6, sh
     leave_visit = np.full(n_patients, visits)
     np.minimum.at(leave_visit, pid[leaves], visit[leaves] + 1)
     after = visit >= leave_visit[pid]
-    full_y = np.where(after, y - shift, y)
+    # the visit at which a patient leaves is recorded: their last recorded visit is leave_visit - 1
+    intervals = visit - (leave_visit[pid] - 1) if form == "growing" else 1
+    full_y = np.where(after, y - shift * intervals, y)
     observed = ~after & ~missed
     base = pd.DataFrame({"id": pid, "t": t, "treat": treat, "treat_t": treat * t})
     return base.assign(y=np.where(observed, full_y, np.nan)), base.assign(y=full_y), base.assign(y=y)
@@ -118,18 +138,23 @@ def fit_terms(frames) -> dict:
     return out
 
 
-def one_replicate(seed: int, n_patients: int, m: int, shift: float) -> dict:
+def one_replicate(seed: int, n_patients: int, m: int, shift: float, form: str = "constant") -> dict:
     """Every method's estimates on one registry, and the full-data fit."""
-    frame, full, unshifted = simulate_dropout_shift(seed, n_patients, shift=shift)
+    frame, full, unshifted = simulate_dropout_shift(seed, n_patients, shift=shift, form=form)
     imputed = impute_random_slopes(frame, target="y", predictors=["treat", "treat_t"], cluster="id", slopes=["t"],
                                    m=m, iterations=10, seed=seed)
     completed = imputed.completed(frame)
     cells = dropout_cells(frame, "y", cluster="id", time="t")
     locf = last_observation_carried_forward(frame, columns=["y"], cluster="id", time="t").completed
-    return {"full": fit_terms([full]), "full_unshifted": fit_terms([unshifted]),
+    delta = -shift / INTERVAL if form == "growing" else -shift
+    out = {}
+    if form == "growing":
+        out["mi_delta_constant"] = fit_terms(shift_after_dropout(completed, frame, "y", -shift, cluster="id",
+                                                                 time="t", cells=cells))
+    return {**out, "full": fit_terms([full]), "full_unshifted": fit_terms([unshifted]),
             "mi_delta_0": fit_terms(completed),
-            "mi_delta_minus_D": fit_terms(shift_after_dropout(completed, frame, "y", -shift, cluster="id", time="t",
-                                                              cells=cells)),
+            "mi_delta_minus_D": fit_terms(shift_after_dropout(completed, frame, "y", delta, cluster="id", time="t",
+                                                              cells=cells, form=form)),
             "complete_case": fit_terms([frame.dropna(subset=["y"])]),
             "locf": fit_terms([locf.dropna(subset=["y"])]),
             "post_dropout_share": cells.n_cells / len(frame),
@@ -139,11 +164,12 @@ def one_replicate(seed: int, n_patients: int, m: int, shift: float) -> dict:
 def summarise(rows: list) -> dict:
     """Truth (mean full-data estimate), then per method and term: bias, error vs full data, SEs, coverage."""
     out = {"truth": {}, "methods": {}}
+    methods = METHODS_GROWING if "mi_delta_constant" in rows[0] else METHODS
     for term in TERMS:
         full = np.array([r["full"][term][0] for r in rows])
         truth = float(full.mean())
         out["truth"][term] = {"value": truth, "mc_se": float(full.std(ddof=1) / np.sqrt(full.size))}
-        for method in METHODS:
+        for method in methods:
             est, se, lo, hi = (np.array([r[method][term][i] for r in rows]) for i in range(4))
             cover = (lo <= truth) & (truth <= hi)
             err = est - full
@@ -165,13 +191,13 @@ def summarise(rows: list) -> dict:
     return out
 
 
-def tipping_example(n_patients: int, m: int, shift: float) -> dict:
+def tipping_example(n_patients: int, m: int, shift: float, form: str = "constant") -> dict:
     """The tipping point of ``treat:t`` on the first registry (seed 7000)."""
-    frame, _, _ = simulate_dropout_shift(7000, n_patients, shift=shift)
+    frame, _, _ = simulate_dropout_shift(7000, n_patients, shift=shift, form=form)
     imputed = impute_random_slopes(frame, target="y", predictors=["treat", "treat_t"], cluster="id", slopes=["t"],
                                    m=m, iterations=10, seed=7000)
     res = dropout_tipping_point(imputed.completed(frame), frame, variable="y", focus="treat_t",
-                                rule=ChangeRule(relevant_difference=0.15), **MODEL)
+                                rule=ChangeRule(relevant_difference=0.15), form=form, **MODEL)
     return {"reference": res.reference, "scale": res.scale, "tipping": res.to_frame().to_dict(orient="records"),
             "evaluations": res.evaluations.to_dict(orient="records")}
 
@@ -182,14 +208,16 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=10)
     parser.add_argument("--patients", type=int, default=300)
     parser.add_argument("--shift", type=float, default=1.0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--form", choices=("constant", "growing"), default="constant")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    args.out = args.out or (RESULTS_GROWING if args.form == "growing" else RESULTS)
     start = time.perf_counter()
     rows = []
-    out = {"replicates": 0, "m": args.m, "patients": args.patients, "shift_D": args.shift}
-    out["tipping_example"] = tipping_example(args.patients, args.m, args.shift)
+    out = {"replicates": 0, "m": args.m, "patients": args.patients, "shift_D": args.shift, "form": args.form}
+    out["tipping_example"] = tipping_example(args.patients, args.m, args.shift, args.form)
     for r in range(args.replicates):
-        rows.append(one_replicate(7000 + r, args.patients, args.m, args.shift))
+        rows.append(one_replicate(7000 + r, args.patients, args.m, args.shift, args.form))
         if (r + 1) % 10 == 0 or r + 1 == args.replicates:
             out.update(replicates=r + 1, seconds=time.perf_counter() - start, **summarise(rows))
             args.out.parent.mkdir(parents=True, exist_ok=True)

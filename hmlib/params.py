@@ -73,12 +73,16 @@ KEYS: dict[str, str] = {
                    "to pass the convergence gate (0: never extend; default 20, fast runs 0)",
     "sensitivity": "{relevant_difference: 1.25} clinically relevant difference per reported unit of the focus: "
                    "a ratio of odds ratios > 1 (binary outcome; default 1.25) or a difference in outcome units "
-                   "(continuous outcome; default 0.1 SD of the outcome)",
+                   "(continuous outcome; default 0.1 SD of the outcome); {dropout_delta_form: growing} with "
+                   "'time': the MNAR delta after dropout grows with the time since the last recorded visit "
+                   "(default constant: the same at every later visit)",
 }
 _PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
 _DIAGNOSE_KEYS = {"structural_share"}
 _JOINT_KEYS = {"time_budget_minutes"}
-_SENSITIVITY_KEYS = {"relevant_difference"}
+_SENSITIVITY_KEYS = {"relevant_difference", "dropout_delta_form"}
+#: Forms of the MNAR delta after dropout (:data:`hmlib.stats.dropout_delta.SHIFT_FORMS`).
+DROPOUT_DELTA_FORMS = ("constant", "growing")
 #: Default clinically relevant difference for a binary outcome: an odds ratio 1.25 times larger (or smaller)
 #: per reported unit of the predictor.
 DEFAULT_ODDS_RATIO_RATIO = 1.25
@@ -163,9 +167,15 @@ class SensitivityParams:
         variable (``effect_units``, else 1 SD): a ratio of odds ratios > 1 for
         a binary outcome, a difference in outcome units for a continuous one;
         None: the default (1.25, or 0.1 SD of the outcome).
+    dropout_delta_form : {"constant", "growing"}
+        With ``time``: the MNAR delta after dropout is the same at every
+        visit after a patient's last recorded one (``"constant"``, default)
+        or grows with the time since it (``"growing"``: ``delta`` SDs per
+        visit interval, :mod:`hmlib.steps.sensitivity_dropout`).
     """
 
     relevant_difference: float | None = None
+    dropout_delta_form: str = "constant"
 
 
 @dataclass(frozen=True)
@@ -434,8 +444,22 @@ def params_from_mapping(raw: dict, *, source: Path, origin: str | None = None, b
     sensitivity_raw = _sub_mapping(raw, "sensitivity", _SENSITIVITY_KEYS, where)
     relevant = check_relevant_difference(sensitivity_raw.get("relevant_difference"), roles["outcome_family"],
                                          f"{where}: sensitivity.relevant_difference")
+    form = _dropout_delta_form(sensitivity_raw.get("dropout_delta_form"), roles["time"], where)
     return Params(name=name, source=source, data=data, truth=truth, **roles, **settings,
-                  sensitivity=SensitivityParams(relevant), raw=dict(raw))
+                  sensitivity=SensitivityParams(relevant, form), raw=dict(raw))
+
+
+def _dropout_delta_form(value, time, where: str) -> str:
+    """``sensitivity.dropout_delta_form`` checked: one of :data:`DROPOUT_DELTA_FORMS`, and only with ``time``."""
+    if value is None:
+        return "constant"
+    if value not in DROPOUT_DELTA_FORMS:
+        raise ParamsError(f"{where}: 'sensitivity.dropout_delta_form' must be one of {list(DROPOUT_DELTA_FORMS)}; "
+                          f"got {value!r}.")
+    if time is None and value != "constant":
+        raise ParamsError(f"{where}: 'sensitivity.dropout_delta_form: {value}' needs repeated measures: name the "
+                          "visit time column with 'time:' (visits within patients), or remove the setting.")
+    return value
 
 
 def check_relevant_difference(value, outcome_family: str, where: str = "sensitivity.relevant_difference"):

@@ -22,6 +22,8 @@ DELTA-005 tipping point where a constructed monotone relation crosses the releva
 DELTA-006 tipping point with the random-slope analysis model: the bracket straddles the change, and delta = 0
           reproduces the pooled unshifted analysis
 DELTA-007 errors: no post-dropout cell, completed sets with other rows, unknown form
+DELTA-008 both forms of the shift match a few lines of base R (tests/results/dropout_delta_reference.R ->
+          dropout_delta_reference.json): the post-dropout cells, the constant and the growing shift
 """
 
 from __future__ import annotations
@@ -297,3 +299,17 @@ def test_delta_007_errors(dropout_frame):
     with pytest.raises(ParamsError, match="form"):
         shift_after_dropout(_completed(dropout_frame), dropout_frame, "y", 1.0, cluster="id", time="week",
                             form="linear")
+
+
+def test_delta_008_matches_base_r():
+    """DELTA-008: the post-dropout cells and both forms of the shift equal base R's
+    (tests/results/dropout_delta_reference.R)."""
+    ref = json.loads((RESULTS / "dropout_delta_reference.json").read_text())
+    frame = pd.DataFrame(ref["input"]).astype({"y": float})
+    completed = frame.assign(y=np.asarray(ref["completed"], dtype=float))
+    cells = dropout_cells(frame, "y", cluster="id", time="time")
+    np.testing.assert_array_equal(cells.mask, np.asarray(ref["post_dropout"], dtype=bool))
+    assert cells.n_cells == ref["n_post_dropout"] > 0
+    for form in ("constant", "growing"):
+        new = shift_after_dropout([completed], frame, "y", ref["delta"], cluster="id", time="time", form=form)[0]
+        np.testing.assert_allclose(new["y"].to_numpy(), np.asarray(ref[form], dtype=float), rtol=0, atol=1e-12)

@@ -33,6 +33,12 @@ SENS-DROP-010  the figure of the delta after dropout: one panel per shifted vari
 SENS-DROP-011  the key messages state the nearest dropout tipping point (SD and units) per shifted variable, or
                that none lies within the grid; SENS-DROP-006 also checks that a small number of early dropouts
                left out is suppressed in the scenario table (the clusters are patients)
+SENS-DROP-012  the growing form (params ``sensitivity: {dropout_delta_form: growing}``): the shift of each
+               post-dropout cell is delta SDs per visit interval (the median gap between a patient's visits, 3
+               months here) times the time since the last recorded visit, as the library's growing form with
+               delta / interval per month; the tipping point equals the library's on the same sets; the
+               settings record, narrative, methods text, figure and key message say "per visit interval"; params
+               checks (unknown form, growing without ``time``)
 """
 
 from __future__ import annotations
@@ -51,7 +57,8 @@ import yaml
 from hmlib.data import load_registry
 from hmlib.params import load_params
 from hmlib.simulate.longitudinal import longitudinal_registry
-from hmlib.stats.dropout_delta import dropout_cells, dropout_tipping_point, shift_after_dropout
+from hmlib.exceptions import ParamsError
+from hmlib.stats.dropout_delta import dropout_cells, dropout_tipping_point, shift_after_dropout, visit_interval
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.steps.imputation import impute_registry
 from hmlib.steps.sensitivity import SensitivityArtifact, methods_text, run_sensitivity
@@ -360,3 +367,76 @@ def test_sens_drop_011_key_message():
     none = {"sensitivity": SimpleNamespace(dropout_tipping=(tip("positive", False), tip("negative", False)))}
     assert "no shift of their unrecorded twstrs values up to 1 SD" in _dropout_message(none)[0]
     assert _dropout_message({"sensitivity": SimpleNamespace(dropout_tipping=())}) == []
+
+
+def test_sens_drop_012_growing_form(registry, primary, frame, tmp_path):
+    """SENS-DROP-012: see the module docstring."""
+    from hmlib.figures import style
+    from hmlib.report.key_messages import _dropout_message
+
+    p = registry.params
+    interval = visit_interval(frame, cluster="patient", time="month")
+    assert interval == 3.0
+    completed = list(primary.completed)
+    shifted, units, cells = shifted_after_dropout(registry, primary, "y", -0.75, form="growing")
+    library = shift_after_dropout(completed, frame, "y", units / interval, cluster="patient", time="month",
+                                  form="growing")
+    for before, after, lib in zip(completed, shifted.completed, library):
+        diff = after["y"].to_numpy(dtype=float) - before["y"].to_numpy(dtype=float)
+        np.testing.assert_allclose(diff[cells.mask], units * cells.time_since_last[cells.mask] / 3.0)
+        assert np.all(diff[~cells.mask] == 0)
+        assert len(set(np.round(diff[cells.mask], 9))) > 1          # it grows: not one shift for all
+        np.testing.assert_allclose(after["y"].to_numpy(dtype=float), lib["y"].to_numpy(dtype=float), rtol=0,
+                                   atol=1e-12)
+
+    result = run_sensitivity(registry, settings(("delta-dropout",), relevant_difference=0.015,
+                                                dropout_form="growing"),
+                             workers=1, joint_fitter=None, primary_imputation=primary, cluster_residual_variance=False)
+    info = result.dropout["y"]
+    assert info["form"] == "growing" and info["interval"] == 3.0 and info["interval_words"] == "3 units of month"
+    mask = primary.imputed_mask
+
+    def analyse(frames):
+        est, lo, hi = focus_of(_kept_analysis(registry, frames, mask))
+        return {"estimate": est, "ci_lower": lo, "ci_upper": hi}
+
+    lib = dropout_tipping_point(completed, frame, variable="y", outcome="y", predictors=list(p.predictors),
+                                cluster="patient", time="month", focus="x", rule=result.rule.focus_rule(["x"]),
+                                deltas_sd=tuple(d / interval for d in GRID), bisection_steps=3, analyse=analyse,
+                                form="growing")
+    assert any(lib.tipping[side]["found"] for side in ("positive", "negative")), "the test needs a tipping point"
+    for side in ("positive", "negative"):
+        ours, theirs = info["tipping"][side], lib.tipping[side]
+        assert ours["found"] == theirs["found"], side
+        if theirs["found"]:
+            assert ours["delta_sd"] == pytest.approx(theirs["delta_sd"] * interval, abs=1e-12)
+            assert ours["estimate"] == pytest.approx(theirs["estimate"], abs=1e-10)
+    text = "\n".join(result.narrative())
+    assert "the shift growing with the time since it" in text and "SD per 3 units of month" in text
+    assert "for every 3 units of month since their last recorded visit" in text
+    artifact = result.to_artifact()
+    assert artifact.settings.dropout_form == "growing"
+    assert SensitivityArtifact.from_json(artifact.to_json()) == artifact
+    methods = " ".join(methods_text(artifact, SimpleNamespace(noun="patient", min_cell=5, versions={})))
+    assert "a shift growing with the time away" in methods and "the same at every later visit" not in methods
+    assert "per visit interval since their last recorded visit" in _dropout_message({"sensitivity": artifact})[0]
+    fig = result.figures()["dropout"][0]
+    assert "for every 3 units of month since that visit" in style.caption_of(fig)[1]
+    assert fig.axes[0].get_xlabel() == "delta (SDs of the recorded values per 3 units of month)"
+    # the constant form (default) says nothing of the kind
+    constant = methods_text(run_sensitivity(registry, settings(("delta-dropout",)), workers=1, joint_fitter=None,
+                                            primary_imputation=primary, cluster_residual_variance=False).to_artifact(),
+                            SimpleNamespace(noun="patient", min_cell=5, versions={}))
+    assert "the same at every later visit" in " ".join(constant)
+
+    # params: the form is read, checked, and needs time
+    grown = write_registry(tmp_path / "grown", frame, sensitivity={"dropout_delta_form": "growing"})
+    assert grown.params.sensitivity.dropout_delta_form == "growing"
+    assert registry.params.sensitivity.dropout_delta_form == "constant"
+    with pytest.raises(ParamsError, match=r"dropout_delta_form.*\['constant', 'growing'\].*'linear'"):
+        write_registry(tmp_path / "bad", frame, sensitivity={"dropout_delta_form": "linear"})
+    with pytest.raises(ParamsError, match="needs repeated measures: name the visit time column"):
+        write_registry(tmp_path / "no_time_growing", frame, time=None, random_slopes=None,
+                       sensitivity={"dropout_delta_form": "growing"})
+    with pytest.raises(ParamsError, match="dropout_form must be one of"):
+        SensitivitySettings(dropout_form="linear")

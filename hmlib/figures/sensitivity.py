@@ -260,10 +260,15 @@ def dropout_tipping_curve(result) -> Figure:
     fig, axes = new_figure(min(MAX_WIDTH_IN, 3.6 * max(1, len(modes))), 3.3, ncols=max(1, len(modes)),
                            squeeze=False, style="whitegrid", sharey=True)
     axes = axes[0]
+    growing = next((info["interval_words"] for info in result.dropout.values() if info.get("form") == "growing"),
+                   None)
+    shift = ("delta SDs of the variable's recorded values" if growing is None else
+             f"delta SDs of the variable's recorded values for every {growing} since that visit (a shift growing "
+             "with the time away)")
     text = (f"MNAR delta after dropout: the {result.focus_terms[0]} coefficient"
             + (f" and the other levels of {result.focus}" if len(result.focus_terms) > 1 else "")
-            + " (line, with 95% band) when every imputed value after a patient's last recorded visit is shifted by "
-            "delta SDs of the variable's recorded values (upper axis: in its own units), against the analysis at "
+            + f" (line, with 95% band) when every imputed value after a patient's last recorded visit is shifted by "
+            f"{shift} (upper axis: in its own units), against the analysis at "
             "delta = 0 with the imputed outcome rows kept; red points change the conclusion; a dashed red line marks "
             "a tipping point.")
     with style_context("whitegrid"):
@@ -279,7 +284,8 @@ def dropout_tipping_curve(result) -> Figure:
             info = result.dropout.get(variable, {})
             _mark_tipping(ax, info.get("tipping", {}), lambda d: f" {d:+.2f} SD")
             ax.set_title(plain(f"MNAR after dropout: {variable}"))
-            ax.set_xlabel("delta (SDs of the recorded values)")
+            ax.set_xlabel("delta (SDs of the recorded values" + (")" if growing is None else
+                                                                 f" per {growing})"))
             ax.xaxis.set_major_locator(MaxNLocator(5))
             _units_axis(ax, float(info.get("scale", np.nan)), variable)
             if ax is axes[0]:

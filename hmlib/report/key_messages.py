@@ -311,6 +311,9 @@ def _dropout_message(ev: ReportEvidence) -> list:
     by_variable: dict = {}
     for t in getattr(sens, "dropout_tipping", ()) or ():
         by_variable.setdefault(str(t.mode).split(":", 1)[-1], []).append(t)
+    settings = getattr(sens, "settings", None)
+    growing = getattr(settings, "dropout_form", "constant") == "growing"
+    per = " per visit interval since their last recorded visit" if growing else ""
     out = []
     for variable, tips in by_variable.items():
         found = [t for t in tips if t.found and is_number(t.delta_sd)]
@@ -318,12 +321,12 @@ def _dropout_message(ev: ReportEvidence) -> list:
             t = min(found, key=lambda t: abs(t.delta_sd))
             units = f" ({abs(t.delta_units):.3g} {variable} units)" if is_number(t.delta_units) else ""
             out.append(f"After a patient's dropout: the conclusion changes if their unrecorded {variable} values "
-                       f"are {abs(t.delta_sd):.2g} SD{units} {'higher' if t.delta_sd > 0 else 'lower'} than MAR "
-                       "implies.")
+                       f"are {abs(t.delta_sd):.2g} SD{units}{per} {'higher' if t.delta_sd > 0 else 'lower'} than "
+                       "MAR implies.")
         else:
             tried = max(t.grid_max_sd for t in tips)
-            out.append(f"After a patient's dropout: no shift of their unrecorded {variable} values up to {tried:g} SD "
-                       "higher or lower than MAR implies changes the conclusion.")
+            out.append(f"After a patient's dropout: no shift of their unrecorded {variable} values up to {tried:g} SD"
+                       f"{per} higher or lower than MAR implies changes the conclusion.")
     return out
 
 

@@ -79,7 +79,7 @@ from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
 from hmlib.stats.pooling import rubin_arrays
 from hmlib.stats.sensitivity import ChangeRule, find_tipping_point
 
-__all__ = ["DropoutCells", "dropout_cells", "shift_after_dropout", "pooled_random_slope_coefficient",
+__all__ = ["DropoutCells", "dropout_cells", "visit_interval", "shift_after_dropout", "pooled_random_slope_coefficient",
            "DropoutTippingPoint", "dropout_tipping_point", "recorded_sd", "SHIFT_FORMS", "DEFAULT_GRID_SD"]
 
 #: The forms of the shift (module docstring).
@@ -158,6 +158,36 @@ def dropout_cells(frame: pd.DataFrame, variable: str, *, cluster: str, time: str
     return DropoutCells(variable=variable, mask=mask, time_since_last=since, n_cells=int(mask.sum()),
                         n_patients_dropped_out=int(np.unique(visits.patient[row_visit[mask]]).size),
                         n_intermittent_cells=int(intermittent.sum()), n_never_observed_patients=int(never.sum()))
+
+
+def visit_interval(frame: pd.DataFrame, *, cluster: str, time: str) -> float:
+    """The registry's typical time between a patient's consecutive visits: the median of those gaps.
+
+    The time unit in which step 5 states the growing delta (``delta`` SDs
+    per visit interval, :mod:`hmlib.steps.sensitivity_dropout`), so that a
+    grid in SDs means the same whether the time column counts days, weeks
+    or visits.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One row per patient and visit, any order (duplicate ``(patient, time)`` rows are one visit).
+    cluster, time : str
+
+    Returns
+    -------
+    float
+        In the time column's units (days for a datetime column); NaN when no patient has two visits.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"id": [1, 1, 1, 2, 2], "week": [4, 0, 2, 0, 4]})
+    >>> visit_interval(frame, cluster="id", time="week")
+    2.0
+    """
+    visits = prepare_visits(frame, [], cluster, time, where="visit_interval")
+    gaps = np.diff(visits.time)[np.diff(visits.patient) == 0]
+    return float(np.median(gaps)) if gaps.size else float("nan")
 
 
 def _check_completed(completed, frame: pd.DataFrame, variable: str) -> list:

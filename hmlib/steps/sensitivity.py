@@ -186,6 +186,7 @@ class SettingsRecord(Record):
     deltas_sd: tuple[float, ...]
     deltas_log_odds: tuple[float, ...]
     bisection_steps: int
+    dropout_form: str
     relevant_difference: float | None
     negligible_share: float
     null_value: float
@@ -594,7 +595,8 @@ def _run_sensitivity(registry, s: SensitivitySettings, pool: TaskPool, *, joint_
     grid, scenarios = assemble_grid(plan, outcomes, primary_rows, context.rule, terms)
     tipping, delta_curve, tipping_notes = tipping_points(plan, outcomes, bisections, grid, reference, s,
                                                           terms, 1.0 if categorical else observed_sd, context.rule)
-    dropout, dropout_curve, dropout_notes = dropout_tipping_points(plan, outcomes, bisections, registry, context.rule)
+    dropout, dropout_curve, dropout_notes = dropout_tipping_points(plan, outcomes, bisections, registry, context.rule,
+                                                                   form=s.dropout_form)
     notes.extend(tipping_notes + dropout_notes)
     if dropout_curve:
         delta_curve = pd.concat([part for part in (delta_curve, pd.DataFrame(dropout_curve)) if len(part)],
@@ -626,7 +628,7 @@ class SensitivityArtifact(Artifact):
     """
 
     KEY: ClassVar[str] = "sensitivity"
-    VERSION: ClassVar[int] = 2     # 2: dropout_tipping
+    VERSION: ClassVar[int] = 3     # 2: dropout_tipping; 3: settings.dropout_form
 
     conclusion_rule: ConclusionRule
     delta_curve: list
@@ -665,7 +667,8 @@ def run(ctx: StepContext) -> SensitivityResult:
     families = tuple(f for f in FAMILIES if not (ctx.params.fast and f == "prior" and joint_reference is None))
     settings = SensitivitySettings(families=families, m=ctx.sizes.imputations, iterations=ctx.sizes.iterations,
                                    warm_iterations=ctx.sizes.scenario_iterations,
-                                   relevant_difference=ctx.params.sensitivity.relevant_difference)
+                                   relevant_difference=ctx.params.sensitivity.relevant_difference,
+                                   dropout_form=ctx.params.sensitivity.dropout_delta_form)
     primary = take_over(ctx, m=settings.m, iterations=settings.iterations, cluster_specific=residual.cluster_specific)
     result = run_sensitivity(ctx.registry, settings, primary_imputation=primary, joint_reference=joint_reference,
                              cluster_residual_variance=residual)

@@ -15,9 +15,15 @@ planned, and step 5 runs as before (same scenarios, same estimates).
     :func:`hmlib.stats.dropout_delta.dropout_cells`; intermittent gaps and
     patients who never record it are not shifted) moves by ``delta``, the
     same at every later visit (the constant form of
-    :mod:`hmlib.stats.dropout_delta`). ``delta`` runs over step 5's grid
-    ``deltas_sd`` in SDs of the variable's recorded values (also reported
-    in its units); the analysis model of the report (with the params'
+    :mod:`hmlib.stats.dropout_delta`, the default), or, with the params'
+    ``sensitivity: {dropout_delta_form: growing}``, by ``delta`` times the
+    time since the patient's last recorded visit of it in visit intervals
+    (the growing form: the median time between a patient's consecutive
+    visits, :func:`hmlib.stats.dropout_delta.visit_interval`, so one
+    interval after the last recorded visit the shift is ``delta``, two
+    intervals after it ``2 delta``). ``delta`` runs over step 5's grid
+    ``deltas_sd`` in SDs of the variable's recorded values (per visit
+    interval in the growing form; also reported in its units); the analysis model of the report (with the params'
     ``random_slopes`` and ``higher_levels``) is re-fitted on each completed
     set and pooled by Rubin's rules. The shifted variable is the outcome (a
     gaussian outcome with post-dropout cells), and also the focus predictor
@@ -50,7 +56,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hmlib.stats.dropout_delta import dropout_cells, recorded_sd
+from hmlib.stats.dropout_delta import dropout_cells, recorded_sd, visit_interval
 from hmlib.stats.pooling import analyse_imputations
 from hmlib.stats.sensitivity import first_change_on_grid, refine_tipping_point, shift_imputed, tipping_point_summary
 from hmlib.steps.sensitivity_focus import focus_reference, focus_row, focus_terms, focus_value
@@ -59,8 +65,8 @@ from hmlib.steps.sensitivity_scenarios import (Scenario, ScenarioContext, Scenar
                                                set_scenario_context)
 
 __all__ = ["DROPOUT_DELTA", "EARLY_DROPOUT", "REFERENCE", "EARLY_SCENARIO", "recorded_sd", "dropout_variables",
-           "early_dropout_patients", "plan_dropout", "plan_all", "dropout_plan_notes", "shifted_after_dropout",
-           "dropout_evaluate",
+           "early_dropout_patients", "plan_dropout", "plan_all", "dropout_plan_notes", "dropout_time_unit",
+           "shift_per_cell", "shifted_after_dropout", "dropout_evaluate",
            "run_task", "run_bisection", "dropout_bisection_tasks", "dropout_tipping_points", "delta_meaning",
            "dropout_sentences", "dropout_narrative", "dropout_methods_text"]
 
@@ -184,7 +190,36 @@ def dropout_plan_notes(registry, settings) -> list[str]:
 # --------------------------------------------------------------------------
 # Running the scenarios
 # --------------------------------------------------------------------------
-def shifted_after_dropout(registry, imputation, variable: str, delta_sd: float) -> tuple:
+def dropout_time_unit(registry) -> tuple[float, str]:
+    """The growing delta's time unit: the visit interval and how to say it.
+
+    Returns
+    -------
+    interval : float
+        :func:`hmlib.stats.dropout_delta.visit_interval` (days for a datetime time column).
+    words : str
+        E.g. ``"2 weeks"`` is not guessed: ``"2 units of week"`` (``time`` named ``week``), ``"30.5 days"``
+        for dates.
+    """
+    p = registry.params
+    interval = visit_interval(registry.frame, cluster=p.cluster, time=p.time)
+    dates = pd.api.types.is_datetime64_any_dtype(registry.frame[p.time])
+    return interval, (f"{_fmt(interval)} days" if dates else f"{_fmt(interval)} units of {p.time}")
+
+
+def shift_per_cell(registry, cells, units: float, form: str) -> np.ndarray:
+    """Per row of the registry: the shift of a post-dropout cell (0 elsewhere), in the variable's units.
+
+    ``form="constant"``: ``units`` on every post-dropout cell; ``"growing"``: ``units`` times the time since the
+    patient's last recorded visit of the variable, in visit intervals (:func:`dropout_time_unit`).
+    """
+    if form == "constant":
+        return np.where(cells.mask, units, 0.0)
+    interval = dropout_time_unit(registry)[0]
+    return np.where(cells.mask, units * cells.time_since_last / interval, 0.0)
+
+
+def shifted_after_dropout(registry, imputation, variable: str, delta_sd: float, form: str = "constant") -> tuple:
     """The imputation with the post-dropout imputed values of ``variable`` shifted by ``delta_sd`` SDs.
 
     Parameters
@@ -195,7 +230,9 @@ def shifted_after_dropout(registry, imputation, variable: str, delta_sd: float) 
     variable : str
         A numeric variable.
     delta_sd : float
-        In SDs of its recorded values (:func:`recorded_sd`).
+        In SDs of its recorded values (:func:`recorded_sd`); per visit interval in the growing form.
+    form : {"constant", "growing"}
+        :func:`shift_per_cell`.
 
     Returns
     -------
@@ -204,13 +241,13 @@ def shifted_after_dropout(registry, imputation, variable: str, delta_sd: float) 
         (:func:`hmlib.stats.dropout_delta.dropout_cells`): what
         :func:`hmlib.stats.dropout_delta.shift_after_dropout` does to the completed sets.
     units : float
-        The shift in the variable's units.
+        ``delta_sd`` in the variable's units (per visit interval in the growing form).
     cells : hmlib.stats.dropout_delta.DropoutCells
     """
     p = registry.params
     cells = dropout_cells(registry.frame, variable, cluster=p.cluster, time=p.time)
     units = float(delta_sd) * recorded_sd(registry.frame[variable])
-    return shift_imputed(imputation, variable, np.where(cells.mask, units, 0.0)), units, cells
+    return shift_imputed(imputation, variable, shift_per_cell(registry, cells, units, form)), units, cells
 
 
 def dropout_evaluate(ctx: ScenarioContext, variable: str | None, delta_sd: float) -> tuple[pd.DataFrame, dict]:
@@ -236,7 +273,8 @@ def dropout_evaluate(ctx: ScenarioContext, variable: str | None, delta_sd: float
     reg, p = ctx.registry, ctx.registry.params
     imputation, details = ctx.primary_imputation, {"delta_sd": float(delta_sd), "delta_units": 0.0}
     if variable is not None and delta_sd != 0:
-        imputation, units, cells = shifted_after_dropout(reg, imputation, variable, delta_sd)
+        imputation, units, cells = shifted_after_dropout(reg, imputation, variable, delta_sd,
+                                                         form=ctx.settings.dropout_form)
         details.update(delta_units=units, n_cells=cells.n_cells, n_patients_dropped_out=cells.n_patients_dropped_out)
     pooled = analyse_imputations(imputation, outcome=p.outcome, predictors=list(p.predictors), cluster=p.cluster,
                                  family=p.outcome_family, levels=reg.levels, level=ctx.settings.level,
@@ -342,7 +380,8 @@ def _curve_rows(mode: str, terms, delta: float, scale: float, value, change: boo
             for term, v in values.items()]
 
 
-def dropout_tipping_points(plan: list, outcomes: dict, bisections: dict, registry, rule) -> tuple[dict, list, list]:
+def dropout_tipping_points(plan: list, outcomes: dict, bisections: dict, registry, rule,
+                           form: str = "constant") -> tuple[dict, list, list]:
     """The tipping point of each shifted variable, its curve and notes.
 
     Parameters
@@ -354,12 +393,16 @@ def dropout_tipping_points(plan: list, outcomes: dict, bisections: dict, registr
         :func:`run_bisection`'s answers by ``(mode, sign)``.
     registry : hmlib.data.Registry
     rule : hmlib.steps.sensitivity_rule.ConclusionRule
+    form : {"constant", "growing"}
+        The settings' ``dropout_form``, recorded per variable.
 
     Returns
     -------
     dropout : dict
-        ``{variable: {"scale", "n_cells", "n_patients_dropped_out", "tipping": {"positive" | "negative": summary}}}``
-        (:func:`hmlib.stats.sensitivity.tipping_point_summary`, in SDs of the variable's recorded values).
+        ``{variable: {"scale", "n_cells", "n_patients_dropped_out", "form", "interval", "interval_words",
+        "tipping": {"positive" | "negative": summary}}}`` (:func:`hmlib.stats.sensitivity.tipping_point_summary`,
+        in SDs of the variable's recorded values; ``interval`` and its words the growing form's time unit,
+        :func:`dropout_time_unit`, None in the constant form).
     curve : list of dict
         Rows of the delta curve (mode ``dropout:<variable>``; source ``reference``, ``grid`` or ``bisection``).
     notes : list of str
@@ -371,6 +414,7 @@ def dropout_tipping_points(plan: list, outcomes: dict, bisections: dict, registr
     if variables and reference is None:
         return out, curve, [f"The delta after dropout has no tipping point: its reference {REFERENCE} failed."]
     judge = rule.focus_rule(terms)
+    interval, words = dropout_time_unit(registry) if form == "growing" and variables else (None, None)
     for variable in variables:
         mode, scale = f"dropout:{variable}", recorded_sd(registry.frame[variable])
         cells = dropout_cells(registry.frame, variable, cluster=registry.params.cluster, time=registry.params.time)
@@ -396,7 +440,8 @@ def dropout_tipping_points(plan: list, outcomes: dict, bisections: dict, registr
                               "ci_lower": ev["ci_lower"], "ci_upper": ev["ci_upper"], "changed": bool(ev["change"]),
                               "source": "bisection"})
         out[variable] = {"scale": scale, "n_cells": cells.n_cells,
-                         "n_patients_dropped_out": cells.n_patients_dropped_out, "tipping": tipping}
+                         "n_patients_dropped_out": cells.n_patients_dropped_out, "form": form, "interval": interval,
+                         "interval_words": words, "tipping": tipping}
     return out, curve, notes
 
 
@@ -407,8 +452,8 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def delta_meaning(variable: str, units: float, *, outcome: bool) -> str:
-    """What a delta after dropout means, in plain words.
+def delta_meaning(variable: str, units: float, *, outcome: bool, per: str | None = None) -> str:
+    """What a delta after dropout means, in plain words (``per``: the growing form's visit interval in words).
 
     Examples
     --------
@@ -416,11 +461,27 @@ def delta_meaning(variable: str, units: float, *, outcome: bool) -> str:
     'patients who left the study would have scored 3.2 twstrs units lower at every later visit than MAR predicts'
     >>> delta_meaning("x", 0.5, outcome=False)
     'patients who left the study would have had x values 0.5 units higher at every later visit than MAR predicts'
+    >>> delta_meaning("twstrs", -3.2, outcome=True, per="4 units of week")
+    'patients who left the study would have scored 3.2 twstrs units lower than MAR predicts for every 4 units of \
+week since their last recorded visit (6.4 lower two intervals after it)'
     """
     amount = _fmt(abs(units))
     what = f"scored {amount} {variable} units" if outcome else f"had {variable} values {amount} units"
-    return (f"patients who left the study would have {what} {'higher' if units > 0 else 'lower'} at every later "
-            "visit than MAR predicts")
+    direction = "higher" if units > 0 else "lower"
+    if per is None:
+        return f"patients who left the study would have {what} {direction} at every later visit than MAR predicts"
+    return (f"patients who left the study would have {what} {direction} than MAR predicts for every {per} since "
+            f"their last recorded visit ({_fmt(2 * abs(units))} {direction} two intervals after it)")
+
+
+def _per(info: dict) -> str | None:
+    return info.get("interval_words") if info.get("form") == "growing" else None
+
+
+def _sd_unit(info: dict) -> str:
+    """``"SD"``, or ``"SD per <interval>"`` in the growing form."""
+    per = _per(info)
+    return "SD" if per is None else f"SD per {per}"
 
 
 def _checked(result, variable: str) -> float:
@@ -447,16 +508,19 @@ def dropout_sentences(result) -> list[tuple[str, bool]]:
     for variable, info in getattr(result, "dropout", {}).items():
         found = [(side, t) for side, t in info["tipping"].items() if t.get("found")]
         checked, scale = _checked(result, variable), info["scale"]
-        label = f"MNAR after dropout ({variable} shifted after each patient's last recorded visit)"
+        per, unit = _per(info), _sd_unit(info)
+        label = (f"MNAR after dropout ({variable} shifted after each patient's last recorded visit"
+                 + (", the shift growing with the time since it)" if per else ")"))
         if not found:
-            out.append((f"{label}: no delta within +/-{checked:g} SD (+/-{_fmt(checked * scale)} {variable} units) "
-                        "changes the conclusion.", False))
+            out.append((f"{label}: no delta within +/-{checked:g} {unit} (+/-{_fmt(checked * scale)} {variable} "
+                        "units) changes the conclusion.", False))
             continue
         _, t = min(found, key=lambda item: abs(item[1]["delta_sd"]))
         term = t.get("term") or result.focus_terms[0]
-        where = delta_meaning(variable, t["delta_units"], outcome=variable == result.outcome)
-        out.append((f"{label}: the conclusion changes ({t['change']}) at a tipping point of {t['delta_sd']:+.2f} SD "
-                    f"({t['delta_units']:+.3g} {variable} units), i.e. if {where}; there the {term} coefficient is "
+        where = delta_meaning(variable, t["delta_units"], outcome=variable == result.outcome, per=per)
+        out.append((f"{label}: the conclusion changes ({t['change']}) at a tipping point of {t['delta_sd']:+.2f} "
+                    f"{unit} ({t['delta_units']:+.3g} {variable} units), i.e. if {where}; there the {term} "
+                    "coefficient is "
                     f"{_fmt(t['estimate'])} (95% CI {_fmt(t['ci_lower'])} to {_fmt(t['ci_upper'])}).",
                     abs(t["delta_sd"]) <= plausible))
     return out
@@ -478,8 +542,11 @@ def dropout_narrative(result) -> list[str]:
         out.extend(text for text, _ in sentences)
         example = next(iter(result.dropout))
         units = result.settings.plausible_delta_sd * result.dropout[example]["scale"]
-        out.append(f"What delta means here, for example: delta = -{result.settings.plausible_delta_sd:g} SD says "
-                   f"{delta_meaning(example, -units, outcome=example == result.outcome)}; delta = 0 is MAR.")
+        info = result.dropout[example]
+        out.append(f"What delta means here, for example: delta = -{result.settings.plausible_delta_sd:g} "
+                   f"{_sd_unit(info)} says "
+                   f"{delta_meaning(example, -units, outcome=example == result.outcome, per=_per(info))}; "
+                   "delta = 0 is MAR.")
     early = result.scenarios.loc[(result.scenarios["scenario"] == EARLY_SCENARIO)
                                  & (result.scenarios["status"] == "ok")]
     for r in early.itertuples():
@@ -498,9 +565,12 @@ def dropout_methods_text(record) -> str:
     if DROPOUT_DELTA in ran:
         variables = ", ".join(dict.fromkeys(t.mode.split(":", 1)[1] for t in record.dropout_tipping))
         grid = ", ".join(f"{d:g}" for d in record.settings.deltas_sd)
+        form = ("(the same at every later visit; " if record.settings.dropout_form == "constant" else
+                "per visit interval (the median time between a patient's consecutive visits) times the intervals "
+                "since the patient's last recorded visit, a shift growing with the time away (")
         parts.append(f"MNAR delta adjustment after dropout: the primary imputation's imputed values of {variables} "
                      "after each patient's last recorded visit were shifted by "
-                     f"{grid} SDs of the recorded values (the same at every later visit; intermittent gaps not "
+                     f"{grid} SDs of the recorded values {form}intermittent gaps not "
                      "shifted; no re-imputation), and the analysis model re-fitted with the imputed outcome rows "
                      "kept, its reference the unshifted analysis with them kept; tipping points searched by "
                      "bisection")

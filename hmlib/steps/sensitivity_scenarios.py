@@ -110,6 +110,7 @@ import pandas as pd
 from hmlib.exceptions import FitError, ParamsError
 from hmlib.results import ESTIMATE_COLUMNS, estimate_rows
 from hmlib.stats.design import design_matrix, fit_design, outermost_first
+from hmlib.stats.dropout_delta import SHIFT_FORMS
 from hmlib.steps.imputation import impute_by_stratum, impute_registry
 from hmlib.stats.joint import reweight_cluster_sd_prior
 from hmlib.steps.joint_model import fit_registry
@@ -171,6 +172,8 @@ class SensitivitySettings:
         2 by 0.5: odds ratios 0.14 to 7.4).
     bisection_steps : int
         Bisection steps refining each tipping point (0: grid only).
+    dropout_form : {"constant", "growing"}
+        Form of the delta after dropout (:mod:`hmlib.steps.sensitivity_dropout`).
     relevant_difference : float, optional
         The clinically relevant difference on the reported scale: a ratio of
         odds ratios > 1 (binomial outcome; default 1.25) or a difference in
@@ -225,6 +228,7 @@ class SensitivitySettings:
     deltas_sd: tuple = (-1.0, -0.75, -0.5, -0.25, 0.25, 0.5, 0.75, 1.0)
     deltas_log_odds: tuple = (-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0)
     bisection_steps: int = 6
+    dropout_form: str = "constant"
     relevant_difference: float | None = None
     negligible_share: float = NEGLIGIBLE_SHARE
     null_value: float = 0.0
@@ -255,6 +259,8 @@ class SensitivitySettings:
             raise ParamsError(f"relevant_difference must be a number > 0, got {self.relevant_difference!r}.")
         if not 0 < self.negligible_share <= 1:
             raise ParamsError(f"negligible_share must be in (0, 1], got {self.negligible_share}.")
+        if self.dropout_form not in SHIFT_FORMS:
+            raise ParamsError(f"dropout_form must be one of {list(SHIFT_FORMS)}, got {self.dropout_form!r}.")
         if self.bisection_steps < 0 or self.n_influential < 0 or self.min_clusters < 2:
             raise ParamsError("bisection_steps and n_influential must be >= 0 and min_clusters >= 2.")
         if self.warm_iterations is not None and not (isinstance(self.warm_iterations, int)
