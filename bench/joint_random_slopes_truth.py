@@ -18,10 +18,19 @@ Sampler: 2 chains of ``--draws`` after ``--tune`` warm-up iterations (default
 1000 and 1000, no automatic extension: each replicate's gate result and time
 are kept instead).
 
+With ``--sites N`` the patients are spread over ``N`` sites
+(``sd(site)`` 0.8 in the outcome; missed visits and dropout vary by site)
+and the fit has ``higher_levels=["site"]`` too: a random intercept per site
+in every submodel beside the patients' correlated intercepts and slopes
+(``sd(site)`` is then reported as well), with the report's automatic
+extension (``--budget`` minutes, default 20, as the report).
+
 Usage::
 
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --reps 40 \\
         --out bench/results/joint_random_slopes_truth.json
+    nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --sites 12 --reps 20 \\
+        --out bench/results/joint_random_slopes_sites_truth.json
 
 The replicates are written after each one; rerunning with the same ``--out``
 resumes. The fit itself is checked in ``tests/test_joint_random_slopes.py``.
@@ -45,20 +54,21 @@ from joint_nested_truth import summarise  # noqa: E402
 TERMS = ("x", "month", "sd(patient)", "sd(month|patient)", "cor(month|patient)")
 
 
-def replicate(seed: int, *, patients: int, draws: int, tune: int) -> dict:
-    """One registry, one fit: per term the posterior summary, and the gate."""
-    frame = longitudinal_registry(seed, n_sites=1, n_patients=patients, n_visits=6).drop(columns=["date"])
+def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0) -> dict:
+    """One registry, one fit: per term the posterior summary, and the gate (``sites > 1``: with the site level)."""
+    frame = longitudinal_registry(seed, n_sites=sites, n_patients=patients, n_visits=6).drop(columns=["date"])
     start = time.perf_counter()
     fit = fit_joint_model(frame, outcome="y", predictors=["x", "month"], cluster="patient", family="gaussian",
                           seed=seed, draws=draws, tune=tune, chains=2, random_slopes=["month"],
-                          time_budget_minutes=0)
+                          time_budget_minutes=budget, higher_levels=["site"] if sites > 1 else ())
+    terms = (*TERMS, "sd(site)") if sites > 1 else TERMS
     rows = fit.to_estimates().set_index("term")
     return {"seed": seed, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
-            "gate": fit.convergence_message, "share_x_missing": float(frame["x"].isna().mean()),
+            "gate": fit.convergence_message, "runs": len(fit.settings["attempts"]), "share_x_missing": float(frame["x"].isna().mean()),
             "share_y_missing": float(frame["y"].isna().mean()),
             "terms": {t: {"estimate": float(rows.loc[t, "estimate"]), "sd": float(rows.loc[t, "std_error"]),
                           "ci95": [float(rows.loc[t, "ci_lower"]), float(rows.loc[t, "ci_upper"])]}
-                      for t in TERMS}}
+                      for t in terms}}
 
 
 def main(argv=None) -> int:
@@ -68,26 +78,33 @@ def main(argv=None) -> int:
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--sites", type=int, default=1)
+    parser.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                        help="automatic extension budget (default: none with one site, 20 with several)")
     parser.add_argument("--out", type=Path, help="write replicates and summary as JSON here (resumes)")
     args = parser.parse_args(argv)
+    budget = args.budget if args.budget is not None else (20.0 if args.sites > 1 else 0.0)
+    terms = (*TERMS, "sd(site)") if args.sites > 1 else TERMS
     reps = json.loads(args.out.read_text())["replicates"] if args.out and args.out.is_file() else []
     truth = longitudinal_registry_truth()["terms"]
     done = {r["seed"] for r in reps}
     for seed in range(args.first_seed, args.first_seed + args.reps):
         if seed in done:
             continue
-        reps.append(replicate(seed, patients=args.patients, draws=args.draws, tune=args.tune))
+        reps.append(replicate(seed, patients=args.patients, draws=args.draws, tune=args.tune, sites=args.sites,
+                              budget=budget))
         r = reps[-1]
         print(f"seed {seed}: {r['seconds']} s, converged {r['converged']}, "
               + ", ".join(f"{t} {v['estimate']:.3f}" for t, v in r["terms"].items()), flush=True)
         if args.out:
-            payload = {"design": {"generator": "hmlib.simulate.longitudinal.longitudinal_registry", "n_sites": 1,
-                                  "n_patients": args.patients, "n_visits": 6, "draws": args.draws,
-                                  "tune": args.tune, "chains": 2},
-                       "summary": summarise(reps, truth, TERMS), "replicates": reps}
+            payload = {"design": {"generator": "hmlib.simulate.longitudinal.longitudinal_registry",
+                                  "n_sites": args.sites, "n_patients": args.patients, "n_visits": 6,
+                                  "draws": args.draws, "tune": args.tune, "chains": 2,
+                                  "time_budget_minutes": budget},
+                       "summary": summarise(reps, truth, terms), "replicates": reps}
             args.out.write_text(json.dumps(payload, indent=1) + "\n")
-    s = summarise(reps, truth, TERMS)
-    for t in TERMS:
+    s = summarise(reps, truth, terms)
+    for t in terms:
         print(t, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s[t].items()})
     print("converged", s["converged"], "of", s["replicates"])
     return 0

@@ -35,7 +35,7 @@ from hmlib.steps.base import Step, StepContext
 from hmlib.steps.disclosure import HiddenCounts, hidden_counts
 from hmlib.wording import cluster_noun, plural, row_noun
 
-__all__ = ["joint_higher_levels", "joint_scope_note", "PartialPoolingRow", "SamplerRun", "JointSettings",
+__all__ = ["PartialPoolingRow", "SamplerRun", "JointSettings",
            "JointModelArtifact", "JointStepResult", "fit_registry", "run", "STEP", "POSTERIOR_FILE"]
 
 #: The saved parameter draws, beside the artifact.
@@ -202,29 +202,6 @@ class JointModelArtifact(Artifact):
                 f"{last.tune} warm-up iterations per chain.")
 
 
-def joint_higher_levels(params) -> list:
-    """The levels above the cluster the joint model gets: all of them, except with random slopes.
-
-    The joint model does not combine random slopes with levels above the cluster yet
-    (:mod:`hmlib.stats.joint.slopes`). With both in the params it keeps the slopes (the analysis
-    model's random part that moves the fixed effects' standard errors most: a time trend that varies
-    between patients) and leaves the higher levels out; :func:`joint_scope_note` says so.
-    """
-    return [] if params.random_slopes else list(params.higher_levels)
-
-
-def joint_scope_note(params) -> str:
-    """The sentence saying what the joint model leaves out of the analysis model, or ``""``."""
-    if not (params.random_slopes and params.higher_levels):
-        return ""
-    levels = " and ".join(params.higher_levels)
-    return (f"The joint model has the random slopes on {', '.join(params.random_slopes)} per {params.cluster} "
-            f"but no random intercept per {levels}: the two together are not supported by the joint model yet "
-            f"(issue #16). Differences between {levels} units are absorbed into the {params.cluster}s' intercepts, "
-            f"so it reports no sd({levels}) and its sd({params.cluster}) is larger than the other methods'; the "
-            "fixed effects answer the same question.")
-
-
 def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | None = None,
                  **options) -> JointModelResult:
     """Fit the joint model on a checked registry.
@@ -250,7 +227,7 @@ def fit_registry(registry: Registry, *, seed: int | None = None, fast: bool | No
     p = registry.params
     arguments = {"outcome": p.outcome, "predictors": list(p.predictors), "cluster": p.cluster,
                  "family": p.outcome_family, "levels": registry.levels, "focus": p.focus,
-                 "ordinal": dict(p.ordinal), "higher_levels": joint_higher_levels(p),
+                 "ordinal": dict(p.ordinal), "higher_levels": list(p.higher_levels),
                  "random_slopes": list(p.random_slopes)}
     arguments |= options
     return fit_joint_model(registry.frame, seed=p.seed if seed is None else seed,
@@ -273,8 +250,6 @@ class JointStepResult:
     hidden : hmlib.steps.disclosure.HiddenCounts, optional
         Step 1's small-cell decision: counts of the focus variable step 1
         hides are hidden here too, whatever their size.
-    scope_note : str
-        What the model leaves out of the params (:func:`joint_scope_note`).
     visits : bool
         The rows are visits in patients (params ``time``): captions count visits.
     """
@@ -284,7 +259,6 @@ class JointStepResult:
     estimates_path: Path | None = None
     truth: dict | None = None
     hidden: HiddenCounts | None = None
-    scope_note: str = ""
     visits: bool = False
 
     def _given(self, table: pd.DataFrame, columns: dict) -> pd.DataFrame | None:
@@ -307,8 +281,8 @@ class JointStepResult:
         return self.fit.convergence_message
 
     def narrative(self) -> list[str]:
-        """The step's findings as generated sentences (what the model leaves out of the analysis model first)."""
-        return ([self.scope_note] if self.scope_note else []) + self.fit.narrative(min_cell=self.min_cell)
+        """The step's findings as generated sentences."""
+        return self.fit.narrative(min_cell=self.min_cell)
 
     def partial_pooling_table(self) -> pd.DataFrame:
         """Partial pooling by cluster, counts below the small-cell threshold suppressed."""
@@ -424,7 +398,7 @@ def run(ctx: StepContext) -> JointStepResult:
                        missing_values=sizes.joint_missing_values,
                        time_budget_minutes=sizes.joint_time_budget_minutes if budget is None else budget)
     result = JointStepResult(fit, int(ctx.params.privacy.min_cell), ctx.estimates_path, ctx.truth,
-                             hidden=hidden_counts(ctx.registry), scope_note=joint_scope_note(ctx.params),
+                             hidden=hidden_counts(ctx.registry),
                              visits=ctx.params.time is not None)
     ctx.write(STEP, result)
     fit.posterior_draws(model_fingerprint(ctx.registry)).save(artifact_path(ctx.output_dir, "joint_posterior")
@@ -443,9 +417,13 @@ def methods_text(record, ev) -> list:
               for name, kind in s.categorical_summed_out.items()]
     summed_text = (f"; the missing values of the incomplete categorical predictor(s) {', '.join(summed)} summed out "
                    f"over their levels, each with its own submodel and {ev.noun} random intercepts") if summed else ""
-    slopes = tuple(getattr(getattr(ev, "params", None), "random_slopes", ()) or ())
+    params = getattr(ev, "params", None)
+    slopes = tuple(getattr(params, "random_slopes", ()) or ())
+    higher = tuple(getattr(params, "higher_levels", ()) or ())
     random_part = (f"{ev.noun} random intercepts and random slopes on {', '.join(slopes)} (LKJ prior on their "
                    "correlation)" if slopes else f"{ev.noun} random intercepts")
+    if higher:
+        random_part += f", nested in random intercepts per {' and per '.join(higher)}"
     return [f"Joint Bayesian model: outcome and incomplete predictors modelled jointly with {random_part} "
             f"and a missingness submodel{summed_text}, in PyMC {v.get('pymc', 'unknown')}, sampled with "
             f"nutpie {v.get('nutpie', 'unknown')} ({s.chains} chains x {s.draws} draws after {s.tune} tuning, "

@@ -347,7 +347,8 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
     random_slopes : sequence of str, optional
         Predictors with a random slope at the cluster level (usually time):
         complete numeric predictors that vary within clusters
-        (:mod:`hmlib.stats.joint.slopes`). Not with ``higher_levels``.
+        (:mod:`hmlib.stats.joint.slopes`); with ``higher_levels`` those
+        levels keep random intercepts only.
 
     Returns
     -------
@@ -396,7 +397,7 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
 
     Z = np.column_stack(columns.z_cols) if columns.z_cols else np.empty((len(data), 0))
     slopes = (random_slopes,) if isinstance(random_slopes, str) else tuple(random_slopes or ())
-    slopes = _check_slopes(slopes, predictors, tuple(columns.z_terms), Z, codes, higher_levels)
+    slopes = _check_slopes(slopes, predictors, tuple(columns.z_terms), Z, codes)
     return JointData(
         outcome=outcome, family=family, cluster=cluster, y=y, y_centre=y_centre, y_scale=y_scale,
         codes=codes.astype(np.int64), cluster_labels=np.asarray(labels), Z=Z, z_terms=tuple(columns.z_terms),
@@ -409,14 +410,10 @@ def prepare_joint_data(frame: pd.DataFrame, *, outcome: str, predictors, cluster
     )
 
 
-def _check_slopes(slopes: tuple, predictors: tuple, z_terms: tuple, Z: np.ndarray, codes: np.ndarray,
-                  higher_levels) -> tuple:
+def _check_slopes(slopes: tuple, predictors: tuple, z_terms: tuple, Z: np.ndarray, codes: np.ndarray) -> tuple:
     """The random slopes, checked: complete numeric predictors varying within clusters (FitError otherwise)."""
     if not slopes:
         return ()
-    if higher_levels:
-        raise FitError("random slopes together with levels above the cluster (higher_levels) are not supported "
-                       "by the joint model yet (issue #16); fit the random slopes without higher_levels.")
     if len(set(slopes)) < len(slopes):
         raise FitError(f"random_slopes lists a column twice: {list(slopes)}.")
     for name in slopes:

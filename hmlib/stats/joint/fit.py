@@ -137,8 +137,8 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
         incomplete continuous predictor's submodel. The summary gains
         ``sd(<slope>|<cluster>)`` and ``cor(<slope>|<cluster>)`` after
         ``sd(<cluster>)``, all on the user's scale (``sd(<cluster>)`` is then
-        the SD of the intercepts at slope predictor 0, as in lme4). Not with
-        ``higher_levels``.
+        the SD of the intercepts at slope predictor 0, as in lme4). With
+        ``higher_levels`` those levels have random intercepts only.
 
     Returns
     -------

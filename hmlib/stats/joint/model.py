@@ -248,7 +248,7 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
                   sigma=priors["intercept"][1])
     above = _unit_effects("outcome", data, priors, centred["outcome@above"])
     if data.slopes:
-        u, w = _outcome_slopes(data, priors, centred["outcome"])
+        u, w = _outcome_slopes(data, priors, centred, above)
         if w is None:
             return a, u
     elif data.missingness_model and centred["missingness"] and not centred["outcome"]:
@@ -283,20 +283,28 @@ def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
     return a, u
 
 
-def _outcome_slopes(data: JointData, priors: dict, centred: bool):
+def _outcome_slopes(data: JointData, priors: dict, centred: dict, above):
     """Random intercepts and slopes of the outcome (with the missingness intercept in the same LKJ covariance
     when that submodel is on): ``(effects, w)``, ``effects`` J x (1 + q + ...), ``w`` None without missingness.
 
     Named: ``outcome_cluster`` (intercepts), ``outcome_cluster_slopes`` (J x q), ``outcome_cluster_sd`` and
     ``outcome_slopes_cluster_sd`` (q), ``outcome_cluster_corr``; with missingness ``miss_cluster``,
     ``miss_cluster_sd`` and ``re_corr`` (on the standardised scale: with the intercept at the mean of the slope
-    predictors). Centred or not as the outcome's rule says (:mod:`hmlib.stats.joint.slopes`).
+    predictors). Centred or not as the outcome's rule says (:mod:`hmlib.stats.joint.slopes`). With levels
+    above the cluster, ``above`` (the outcome's unit effects per cluster, :func:`_unit_effects`) and the
+    missingness's own unit effects are added to the intercepts (random intercepts only at those levels, as
+    brms's ``(1 | site) + (1 + month | site:patient)``): ``outcome_cluster`` and ``miss_cluster`` are then the
+    totals and ``outcome_within``, ``miss_within`` the clusters' own parts, the ones in the covariance.
     """
     import pymc as pm
+    import pytensor.tensor as pt
 
     q = len(data.slopes)
     n = 1 + q + int(data.missingness_model)
-    effects, stds, corr = correlated_effects("outcome_cluster", data.n_clusters, n, priors, centred)
+    effects, stds, corr = correlated_effects("outcome_cluster", data.n_clusters, n, priors, centred["outcome"])
+    if data.higher:
+        pm.Deterministic("outcome_within", effects[:, 0])
+        effects = pt.concatenate([(effects[:, 0] + above)[:, None], effects[:, 1:]], axis=1)
     pm.Deterministic("outcome_cluster", effects[:, 0])
     pm.Deterministic("outcome_cluster_slopes", effects[:, 1:1 + q])
     pm.Deterministic("outcome_cluster_sd", stds[0])
@@ -305,7 +313,11 @@ def _outcome_slopes(data: JointData, priors: dict, centred: bool):
         return effects, None
     pm.Deterministic("miss_cluster_sd", stds[n - 1])
     pm.Deterministic("re_corr", corr[n - 1, 0])
-    return effects, pm.Deterministic("miss_cluster", effects[:, n - 1])
+    w = effects[:, n - 1]
+    if data.higher:
+        pm.Deterministic("miss_within", w)
+        w = w + _unit_effects("miss", data, priors, centred["missingness@above"])
+    return effects, pm.Deterministic("miss_cluster", w)
 
 
 def _outcome_on_missingness(data: JointData, priors: dict, centred: dict, above):
@@ -362,7 +374,7 @@ def _continuous_submodels(data: JointData, priors: dict, centred: dict):
         prefix = f"x{k}"
         fixed = _regression(prefix, Z, priors, 0.0)
         if data.slopes:
-            mu = fixed + _submodel_slopes(prefix, data, priors, centred[prefix])
+            mu = fixed + _submodel_slopes(prefix, data, priors, centred)
         else:
             tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
             mu = fixed + _submodel_clusters(prefix, J, tau, centred, data, priors)[codes]
@@ -383,16 +395,23 @@ def _continuous_submodels(data: JointData, priors: dict, centred: dict):
     return outcome_x, focus_sub
 
 
-def _submodel_slopes(prefix: str, data: JointData, priors: dict, centred: bool):
+def _submodel_slopes(prefix: str, data: JointData, priors: dict, centred: dict):
     """A continuous predictor submodel's random intercepts and slopes, per row (its own LKJ covariance).
 
     Named as the outcome's: ``<prefix>_cluster``, ``<prefix>_cluster_slopes``, ``<prefix>_cluster_sd``,
-    ``<prefix>_slopes_cluster_sd``, ``<prefix>_cluster_corr``.
+    ``<prefix>_slopes_cluster_sd``, ``<prefix>_cluster_corr``. With levels above the cluster their unit
+    effects are added to the intercepts (:func:`_outcome_slopes`): ``<prefix>_cluster`` the totals,
+    ``<prefix>_within`` the clusters' own intercepts.
     """
     import pymc as pm
+    import pytensor.tensor as pt
 
     q = len(data.slopes)
-    effects, stds, _ = correlated_effects(f"{prefix}_cluster", data.n_clusters, 1 + q, priors, centred)
+    effects, stds, _ = correlated_effects(f"{prefix}_cluster", data.n_clusters, 1 + q, priors, centred[prefix])
+    if data.higher:
+        pm.Deterministic(f"{prefix}_within", effects[:, 0])
+        above = _unit_effects(prefix, data, priors, centred[f"{prefix}@above"])
+        effects = pt.concatenate([(effects[:, 0] + above)[:, None], effects[:, 1:]], axis=1)
     pm.Deterministic(f"{prefix}_cluster", effects[:, 0])
     pm.Deterministic(f"{prefix}_cluster_slopes", effects[:, 1:])
     pm.Deterministic(f"{prefix}_cluster_sd", stds[0])

@@ -30,9 +30,12 @@ effect is not rescaled), draw by draw; the rows are ``sd(<cluster>)``,
 and ``cor(<a>,<b>|<cluster>)`` between slopes, the names of
 :func:`hmlib.stats.mixed.fit_mixed`.
 
-Not supported (refused by :func:`~hmlib.stats.joint.data.prepare_joint_data`):
-random slopes together with levels above the cluster, and slopes on a
-categorical or incomplete predictor.
+With levels above the cluster (``higher_levels``) those levels get random
+intercepts, added to the clusters' intercepts in every submodel (brms's
+``(1 | site) + (1 + month | site:patient)``; :mod:`hmlib.stats.joint.model`);
+the correlated block stays the clusters' own. Not supported (refused by
+:func:`~hmlib.stats.joint.data.prepare_joint_data`): slopes on a categorical
+or incomplete predictor, and random slopes at the levels above the cluster.
 
 PyMC and PyTensor are imported when a model is built, so that importing
 hmlib stays quick.
