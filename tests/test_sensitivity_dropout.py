@@ -37,7 +37,8 @@ SENS-DROP-012  the growing form (params ``sensitivity: {dropout_delta_form: grow
                post-dropout cell is delta SDs per visit interval (the median gap between a patient's visits, 3
                months here) times the time since the last recorded visit, as the library's growing form with
                delta / interval per month; the tipping point equals the library's on the same sets; the
-               settings record, narrative, methods text, figure and key message say "per visit interval"; params
+               settings record, narrative, methods text, figure, key message, checklist and the tipping table's
+               caption say "per visit interval"; params
                checks (unknown form, growing without ``time``)
 """
 
@@ -420,14 +421,20 @@ def test_sens_drop_012_growing_form(registry, primary, frame, tmp_path):
     methods = " ".join(methods_text(artifact, SimpleNamespace(noun="patient", min_cell=5, versions={})))
     assert "a shift growing with the time away" in methods and "the same at every later visit" not in methods
     assert "per visit interval since their last recorded visit" in _dropout_message({"sensitivity": artifact})[0]
+    from hmlib.report.checklist import _after_dropout
+    assert "SD per visit interval" in _after_dropout(artifact)
+    assert result.dropout_tipping_caption().endswith("(shifts in SDs per visit interval of 3 units of month, and "
+                                                     "in units per interval)")
     fig = result.figures()["dropout"][0]
     assert "for every 3 units of month since that visit" in style.caption_of(fig)[1]
     assert fig.axes[0].get_xlabel() == "delta (SDs of the recorded values per 3 units of month)"
     # the constant form (default) says nothing of the kind
-    constant = methods_text(run_sensitivity(registry, settings(("delta-dropout",)), workers=1, joint_fitter=None,
-                                            primary_imputation=primary, cluster_residual_variance=False).to_artifact(),
-                            SimpleNamespace(noun="patient", min_cell=5, versions={}))
+    plain = run_sensitivity(registry, settings(("delta-dropout",)), workers=1, joint_fitter=None,
+                            primary_imputation=primary, cluster_residual_variance=False)
+    constant = methods_text(plain.to_artifact(), SimpleNamespace(noun="patient", min_cell=5, versions={}))
     assert "the same at every later visit" in " ".join(constant)
+    assert plain.dropout_tipping_caption() == "Tipping points of the delta after dropout"
+    assert "per visit interval" not in _after_dropout(plain.to_artifact())
 
     # params: the form is read, checked, and needs time
     grown = write_registry(tmp_path / "grown", frame, sensitivity={"dropout_delta_form": "growing"})

@@ -207,13 +207,14 @@ def _after_dropout(sens) -> str:
     if not any(f.family == "delta-dropout" and f.n_ok for f in sens.families_run):
         return ""
     found = [t for t in sens.dropout_tipping if t.found and is_number(t.delta_sd)]
+    unit = "SD per visit interval" if getattr(sens.settings, "dropout_form", "constant") == "growing" else "SD"
     if found:
         return " Tipping points after dropout: " + "; ".join(
-            f"{t.mode.split(':', 1)[1]} {t.direction} shift of {t.delta_sd:+.2f} SD ({t.delta_units:+.3g} units)"
+            f"{t.mode.split(':', 1)[1]} {t.direction} shift of {t.delta_sd:+.2f} {unit} ({t.delta_units:+.3g} units)"
             for t in found) + "."
     names = join_names(list(dict.fromkeys(t.mode.split(":", 1)[1] for t in sens.dropout_tipping)))
     reach = next(f.checked_delta or 0.0 for f in sens.families_run if f.family == "delta-dropout")
-    return f" No tipping point after dropout within the shifts that ran (+/-{reach:g} SD of {names})."
+    return f" No tipping point after dropout within the shifts that ran (+/-{reach:g} {unit} of {names})."
 
 
 def _mnar(ev: ReportEvidence) -> ChecklistItem:

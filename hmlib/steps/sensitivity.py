@@ -370,6 +370,13 @@ class SensitivityResult:
                 for variable, info in self.dropout.items() for direction, tip in info["tipping"].items()]
         return pd.DataFrame(rows, columns=list(TippingRecord.__dataclass_fields__))
 
+    def dropout_tipping_caption(self) -> str:
+        """The caption of :meth:`dropout_tipping_table`: says the shifts' unit when the delta grows with time."""
+        growing = next((info["interval_words"] for info in self.dropout.values() if info.get("form") == "growing"),
+                       None)
+        return "Tipping points of the delta after dropout" + (
+            f" (shifts in SDs per visit interval of {growing}, and in units per interval)" if growing else "")
+
     def _published_grid(self) -> pd.DataFrame:
         grid = self.grid.copy()
         grid["n_patients"] = grid["n_patients"].astype(float)
