@@ -55,7 +55,7 @@ TERMS = ("x", "month", "sd(patient)", "sd(month|patient)", "cor(month|patient)")
 
 
 def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0) -> dict:
-    """One registry, one fit: per term the posterior summary, and the gate (``sites > 1``: with the site level)."""
+    """One registry, one fit: per term the posterior summary, and the gate (``sites > 1``: the site level too)."""
     frame = longitudinal_registry(seed, n_sites=sites, n_patients=patients, n_visits=6).drop(columns=["date"])
     start = time.perf_counter()
     fit = fit_joint_model(frame, outcome="y", predictors=["x", "month"], cluster="patient", family="gaussian",
@@ -64,7 +64,8 @@ def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1
     terms = (*TERMS, "sd(site)") if sites > 1 else TERMS
     rows = fit.to_estimates().set_index("term")
     return {"seed": seed, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
-            "gate": fit.convergence_message, "runs": len(fit.settings["attempts"]), "share_x_missing": float(frame["x"].isna().mean()),
+            "gate": fit.convergence_message, "runs": len(fit.settings["attempts"]),
+            "share_x_missing": float(frame["x"].isna().mean()),
             "share_y_missing": float(frame["y"].isna().mean()),
             "terms": {t: {"estimate": float(rows.loc[t, "estimate"]), "sd": float(rows.loc[t, "std_error"]),
                           "ci95": [float(rows.loc[t, "ci_lower"]), float(rows.loc[t, "ci_upper"])]}

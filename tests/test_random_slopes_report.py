@@ -315,6 +315,6 @@ def test_rs_rep_008_full_report(tmp_path):
     text = unescape(re.sub(r"<[^>]+>", "", result.report.read_text()))   # glossary links inside sentences
     assert "no random intercept per site" not in text        # the joint model has the site level too (#16)
     assert "random intercepts and random slopes on month (LKJ prior" in text
-    assert "correlation), nested in random intercepts per site" in text        # the joint model's methods
+    assert "correlation), nested in random intercepts per site, and a missingness submodel" in text   # methods
     assert "a random intercept and a random slope on month per patient" in text
     assert "(1 + month | patient)" in text

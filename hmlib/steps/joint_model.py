@@ -423,7 +423,7 @@ def methods_text(record, ev) -> list:
     random_part = (f"{ev.noun} random intercepts and random slopes on {', '.join(slopes)} (LKJ prior on their "
                    "correlation)" if slopes else f"{ev.noun} random intercepts")
     if higher:
-        random_part += f", nested in random intercepts per {' and per '.join(higher)}"
+        random_part += f", nested in random intercepts per {' and per '.join(higher)},"
     return [f"Joint Bayesian model: outcome and incomplete predictors modelled jointly with {random_part} "
             f"and a missingness submodel{summed_text}, in PyMC {v.get('pymc', 'unknown')}, sampled with "
             f"nutpie {v.get('nutpie', 'unknown')} ({s.chains} chains x {s.draws} draws after {s.tune} tuning, "
