@@ -37,7 +37,7 @@ JOINT-BRMS-RS-001  brms parity (about 10 s): hmlib's posterior means of the fixe
               priors, ``tests/results/brms_random_slopes_joint.R``) within 4 combined Monte Carlo SEs; the data
               file is the generator's; hmlib passes the gate with 2 x 3000 draws
 JOINT-BRMS-RS-003  with a site level (``(1 | site) + (1 + month | patient)`` in both submodels,
-              ``tests/results/brms_random_slopes_sites_joint.R``): every posterior mean, ``sd(site)`` included,
+              ``brms_random_slopes_joint.R ... sites`` in tests/results): every posterior mean, ``sd(site)`` included,
               within 4 combined Monte Carlo SEs of brms's, posterior SDs within 15% (fitted as the report does,
               with the automatic extension); the data file is the generator's
 JOINT-BRMS-RS-002  the same with the missingness submodel (brms: ``(1 | p | patient)`` in the missingness formula,

@@ -21,6 +21,16 @@
 # recorded, x also missing with P = expit(-2 + 0.1 month): 553 visits of 147 patients, x missing in 25%).
 #
 #   cd tests/results && Rscript brms_random_slopes_joint.R random_slopes_joint.csv brms_random_slopes_joint.json
+#
+# With a fourth argument "sites" (the reference of JOINT-BRMS-RS-003): patients in sites, a random intercept
+# per site beside the patients' correlated intercept and slope, in both submodels, no missingness submodel:
+#   y ~ month + mi(x) + (1 | site) + (1 + month | patient),  x | mi() ~ month + (1 | site) + (1 + month | patient)
+# (patient labels are unique across sites, so (1 + month | patient) is (1 + month | site:patient)); the
+# half-normal(1) SD prior covers the site SDs too; sd(site) = s_y sd_site. Data: random_slopes_sites_joint.csv
+# (tests/test_joint_random_slopes.py, sites_parity_frame(): longitudinal_registry(17, n_sites=12,
+# n_patients=180, n_visits=6), rows with y recorded, x also missing with P = expit(-2 + 0.1 month)):
+#
+#   Rscript brms_random_slopes_joint.R random_slopes_sites_joint.csv brms_random_slopes_sites_joint.json 4000 sites
 
 suppressPackageStartupMessages({
   library(brms)
@@ -39,6 +49,7 @@ args <- commandArgs(trailingOnly = TRUE)
 data_file <- if (length(args) >= 1) args[1] else "random_slopes_joint.csv"
 out_file <- if (length(args) >= 2) args[2] else "brms_random_slopes_joint.json"
 iter <- if (length(args) >= 3) as.integer(args[3]) else 4000L
+sites <- length(args) >= 4 && args[4] == "sites"
 
 d <- read.csv(data_file)
 d$patient <- factor(d$patient)
@@ -63,7 +74,13 @@ base_priors <- c(
 )
 d$r <- as.integer(is.na(d$x))
 x_part <- bf(x_z | mi() ~ month_z + (1 + month_z | patient), family = gaussian())
-models <- list(
+if (sites) {
+  d$site <- factor(d$site)
+  models <- list(terms = list(
+    formula = bf(y_z ~ month_z + mi(x_z) + (1 | site) + (1 + month_z | patient), family = gaussian()) +
+      bf(x_z | mi() ~ month_z + (1 | site) + (1 + month_z | patient), family = gaussian()) + set_rescor(FALSE),
+    priors = base_priors))
+} else models <- list(
   terms = list(formula = bf(y_z ~ month_z + mi(x_z) + (1 + month_z | patient), family = gaussian()) + x_part +
                  set_rescor(FALSE), priors = base_priors),
   terms_missingness = list(
@@ -99,6 +116,7 @@ user_scale <- function(draws, with_missingness) {
     `cor(month|patient)` = cov01 / (sqrt(var0) * sd_slope),
     sigma = sc$y_scale * v("sigma_yz")
   )
+  if (sites) terms <- append(terms, list(`sd(site)` = sc$y_scale * v("sd_site__yz_Intercept")), after = 3)
   if (with_missingness) {
     sdw <- v("sd_patient__r_Intercept")
     cov0w <- sc$y_scale * (v("cor_patient__yz_Intercept__r_Intercept") * sd0 * sdw -
@@ -108,8 +126,10 @@ user_scale <- function(draws, with_missingness) {
   terms
 }
 
-out <- list(what = paste("brms mi() joint model with random slopes on month in both submodels, hmlib's default",
-                         "priors, user's scale; terms_missingness: with the missingness submodel"),
+out <- list(what = if (sites) paste("brms mi() joint model, (1 | site) + (1 + month | patient) in both submodels,",
+                                    "hmlib's default priors, user's scale") else
+              paste("brms mi() joint model with random slopes on month in both submodels, hmlib's default",
+                    "priors, user's scale; terms_missingness: with the missingness submodel"),
             data = basename(data_file), brms_version = as.character(packageVersion("brms")),
             chains = 2, iter = iter, warmup = 1000, seed = 1, scales = sc)
 for (key in names(models)) {
