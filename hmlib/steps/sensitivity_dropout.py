@@ -23,7 +23,8 @@ planned, and step 5 runs as before (same scenarios, same estimates).
     interval after the last recorded visit the shift is ``delta``, two
     intervals after it ``2 delta``). ``delta`` runs over step 5's grid
     ``deltas_sd`` in SDs of the variable's recorded values (per visit
-    interval in the growing form; also reported in its units); the analysis model of the report (with the params'
+    interval in the growing form; also reported in its units); the
+    analysis model of the report (with the params'
     ``random_slopes`` and ``higher_levels``) is re-fitted on each completed
     set and pooled by Rubin's rules. The shifted variable is the outcome (a
     gaussian outcome with post-dropout cells), and also the focus predictor
@@ -198,8 +199,8 @@ def dropout_time_unit(registry) -> tuple[float, str]:
     interval : float
         :func:`hmlib.stats.dropout_delta.visit_interval` (days for a datetime time column).
     words : str
-        E.g. ``"2 weeks"`` is not guessed: ``"2 units of week"`` (``time`` named ``week``), ``"30.5 days"``
-        for dates.
+        ``"<interval> units of <time>"`` (the time column's unit is not known: ``"2 units of week"`` for a
+        column ``week``), or ``"<interval> days"`` for dates.
     """
     p = registry.params
     interval = visit_interval(registry.frame, cluster=p.cluster, time=p.time)
