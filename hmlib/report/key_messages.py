@@ -321,12 +321,12 @@ def _dropout_message(ev: ReportEvidence) -> list:
             t = min(found, key=lambda t: abs(t.delta_sd))
             units = f" ({abs(t.delta_units):.3g} {variable} units)" if is_number(t.delta_units) else ""
             out.append(f"After a patient's dropout: the conclusion changes if their unrecorded {variable} values "
-                       f"are {abs(t.delta_sd):.2g} SD{units}{per} {'higher' if t.delta_sd > 0 else 'lower'} than "
-                       "MAR implies.")
+                       f"are {abs(t.delta_sd):.2g} SD{units} {'higher' if t.delta_sd > 0 else 'lower'} than "
+                       f"MAR implies{per}.")
         else:
             tried = max(t.grid_max_sd for t in tips)
-            out.append(f"After a patient's dropout: no shift of their unrecorded {variable} values up to {tried:g} SD"
-                       f"{per} higher or lower than MAR implies changes the conclusion.")
+            out.append(f"After a patient's dropout: no shift of their unrecorded {variable} values up to {tried:g} SD "
+                       f"higher or lower than MAR implies{per} changes the conclusion.")
     return out
 
 
