@@ -395,6 +395,7 @@ def test_sens_drop_012_growing_form(registry, primary, frame, tmp_path):
                              workers=1, joint_fitter=None, primary_imputation=primary, cluster_residual_variance=False)
     info = result.dropout["y"]
     assert info["form"] == "growing" and info["interval"] == 3.0 and info["interval_words"] == "3 units of month"
+    assert result.dropout_interval_words() == "3 units of month"
     mask = primary.imputed_mask
 
     def analyse(frames):
@@ -434,9 +435,13 @@ def test_sens_drop_012_growing_form(registry, primary, frame, tmp_path):
     constant = methods_text(plain.to_artifact(), SimpleNamespace(noun="patient", min_cell=5, versions={}))
     assert "the same at every later visit" in " ".join(constant)
     assert plain.dropout_tipping_caption() == "Tipping points of the delta after dropout"
+    assert plain.dropout_interval_words() is None
     assert "per visit interval" not in _after_dropout(plain.to_artifact())
 
     # params: the form is read, checked, and needs time
+    from hmlib.params import DROPOUT_DELTA_FORMS
+    from hmlib.stats.dropout_delta import SHIFT_FORMS
+    assert DROPOUT_DELTA_FORMS == SHIFT_FORMS        # params (kept free of hmlib.stats) lists the library's forms
     grown = write_registry(tmp_path / "grown", frame, sensitivity={"dropout_delta_form": "growing"})
     assert grown.params.sensitivity.dropout_delta_form == "growing"
     assert registry.params.sensitivity.dropout_delta_form == "constant"

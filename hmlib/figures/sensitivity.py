@@ -260,8 +260,7 @@ def dropout_tipping_curve(result) -> Figure:
     fig, axes = new_figure(min(MAX_WIDTH_IN, 3.6 * max(1, len(modes))), 3.3, ncols=max(1, len(modes)),
                            squeeze=False, style="whitegrid", sharey=True)
     axes = axes[0]
-    growing = next((info["interval_words"] for info in result.dropout.values() if info.get("form") == "growing"),
-                   None)
+    growing = result.dropout_interval_words()
     shift = ("delta SDs of the variable's recorded values" if growing is None else
              f"delta SDs of the variable's recorded values for every {growing} since that visit (a shift growing "
              "with the time away)")

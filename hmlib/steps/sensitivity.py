@@ -370,10 +370,15 @@ class SensitivityResult:
                 for variable, info in self.dropout.items() for direction, tip in info["tipping"].items()]
         return pd.DataFrame(rows, columns=list(TippingRecord.__dataclass_fields__))
 
+    def dropout_interval_words(self) -> str | None:
+        """The visit interval of a growing delta after dropout in words (``"3 units of month"``), None when the
+        delta is constant or did not run (:func:`hmlib.steps.sensitivity_dropout.dropout_time_unit`)."""
+        return next((info["interval_words"] for info in self.dropout.values() if info.get("form") == "growing"),
+                    None)
+
     def dropout_tipping_caption(self) -> str:
         """The caption of :meth:`dropout_tipping_table`: says the shifts' unit when the delta grows with time."""
-        growing = next((info["interval_words"] for info in self.dropout.values() if info.get("form") == "growing"),
-                       None)
+        growing = self.dropout_interval_words()
         return "Tipping points of the delta after dropout" + (
             f" (shifts in SDs per visit interval of {growing}, and in units per interval)" if growing else "")
 
