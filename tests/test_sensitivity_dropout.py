@@ -37,8 +37,8 @@ SENS-DROP-012  the growing form (params ``sensitivity: {dropout_delta_form: grow
                post-dropout cell is delta SDs per visit interval (the median gap between a patient's visits, 3
                months here) times the time since the last recorded visit, as the library's growing form with
                delta / interval per month; the tipping point equals the library's on the same sets; the
-               settings record, narrative, methods text, figure, key message, checklist and the tipping table's
-               caption say "per visit interval"; params
+               settings record, narrative, methods text, figure, key message, checklist, the section's opening
+               words and the tipping table's caption and headers say "per visit interval"; params
                checks (unknown form, growing without ``time``)
 """
 
@@ -374,6 +374,9 @@ def test_sens_drop_012_growing_form(registry, primary, frame, tmp_path):
     """SENS-DROP-012: see the module docstring."""
     from hmlib.figures import style
     from hmlib.report.key_messages import _dropout_message
+    from hmlib.report.labels import DROPOUT_FORM_LABELS
+    from hmlib.report.tables import prepare_table
+    from hmlib.steps.sensitivity_dropout import dropout_introduction
 
     p = registry.params
     interval = visit_interval(frame, cluster="patient", time="month")
@@ -426,6 +429,12 @@ def test_sens_drop_012_growing_form(registry, primary, frame, tmp_path):
     assert "SD per visit interval" in _after_dropout(artifact)
     assert result.dropout_tipping_caption().endswith("(shifts in SDs per visit interval of 3 units of month, and "
                                                      "in units per interval)")
+    # the table's headers and the section's opening words say "per interval" too (the notebook passes these)
+    header = prepare_table(result.dropout_tipping_table(), noun="patient",
+                           labels=DROPOUT_FORM_LABELS[result.settings.dropout_form]).headers
+    assert "Shift (SD per interval)" in header and "Shift (units per interval)" in header and "Shift (SD)" not in header
+    assert "per visit interval" in dropout_introduction(result.settings.dropout_form)
+    assert "the same at every later visit" not in dropout_introduction(result.settings.dropout_form)
     fig = result.figures()["dropout"][0]
     assert "for every 3 units of month since that visit" in style.caption_of(fig)[1]
     assert fig.axes[0].get_xlabel() == "delta (SDs of the recorded values per 3 units of month)"
@@ -436,6 +445,10 @@ def test_sens_drop_012_growing_form(registry, primary, frame, tmp_path):
     assert "the same at every later visit" in " ".join(constant)
     assert plain.dropout_tipping_caption() == "Tipping points of the delta after dropout"
     assert plain.dropout_interval_words() is None
+    header = prepare_table(plain.dropout_tipping_table(), noun="patient",
+                           labels=DROPOUT_FORM_LABELS[plain.settings.dropout_form]).headers
+    assert "Largest shift tried (SD)" in header and not any("per interval" in h for h in header)
+    assert "the same at every later visit" in dropout_introduction(plain.settings.dropout_form)
     assert "per visit interval" not in _after_dropout(plain.to_artifact())
 
     # params: the form is read, checked, and needs time

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 from hmlib.methods import METHODS, method_label
 
-__all__ = ["ColumnLabel", "LABELS", "CONTEXT_LABELS", "INTERVAL_PAIRS", "DELTA_SCALE_LABELS", "column_label",
-           "method_cell", "KINDS"]
+__all__ = ["ColumnLabel", "LABELS", "CONTEXT_LABELS", "INTERVAL_PAIRS", "DELTA_SCALE_LABELS",
+           "DROPOUT_FORM_LABELS", "column_label", "method_cell", "KINDS"]
 
 #: How a cell of a column is written.
 KINDS = ("count", "share", "number", "pvalue", "flag", "text")
@@ -160,6 +160,16 @@ DELTA_SCALE_LABELS: dict[str, dict[str, ColumnLabel]] = {
                  "bracket_sd": _L("Bracket (log odds ratio)", "text"),
                  "grid_max_sd": _L("Largest shift tried (log odds ratio)", "number"),
                  "odds_ratio": _L("Odds ratio e^shift", "number")},
+}
+
+#: Step 5's tipping-point table of the delta after dropout by its form (``SensitivitySettings.dropout_form``),
+#: passed as ``labels=``: in the growing form a shift is per visit interval since the last recorded visit.
+DROPOUT_FORM_LABELS: dict[str, dict[str, ColumnLabel]] = {
+    "constant": {},
+    "growing": {"delta_sd": _L("Shift (SD per interval)", "number"),
+                "delta_units": _L("Shift (units per interval)", "number"),
+                "bracket_sd": _L("Bracket (SD per interval)", "text"),
+                "grid_max_sd": _L("Largest shift tried (SD per interval)", "number")},
 }
 
 #: Lower/upper column pairs shown as one "a to b" column: ``(lower, upper) -> header``.

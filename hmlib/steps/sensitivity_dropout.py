@@ -69,7 +69,8 @@ __all__ = ["DROPOUT_DELTA", "EARLY_DROPOUT", "REFERENCE", "EARLY_SCENARIO", "rec
            "early_dropout_patients", "plan_dropout", "plan_all", "dropout_plan_notes", "dropout_time_unit",
            "shift_per_cell", "shifted_after_dropout", "dropout_evaluate",
            "run_task", "run_bisection", "dropout_bisection_tasks", "dropout_tipping_points", "delta_meaning",
-           "dropout_sentences", "dropout_narrative", "dropout_methods_text"]
+           "dropout_sentences", "dropout_narrative", "dropout_methods_text",
+           "dropout_introduction"]
 
 DROPOUT_DELTA = "delta-dropout"
 EARLY_DROPOUT = "early-dropout"
@@ -557,6 +558,29 @@ def dropout_narrative(result) -> list[str]:
                    "median visit time (they dropped out in the first half of follow-up) were left out with all "
                    "their visits, and imputation and analysis re-run.")
     return out
+
+
+def dropout_introduction(form: str) -> str:
+    """What step 5's section on the delta after dropout does, in words, for the delta's ``form``.
+
+    Examples
+    --------
+    >>> "the same at every later visit" in dropout_introduction("constant")
+    True
+    >>> "per visit interval" in dropout_introduction("growing")
+    True
+    """
+    how = ("by delta, the same at every later visit, in SDs of the variable's recorded values" if form == "constant"
+           else "by delta per visit interval (the median time between a patient's consecutive visits) times the "
+                "intervals since the patient's last recorded visit, in SDs of the variable's recorded values, so "
+                "the shift grows with the time away")
+    return ("Every imputed value after a patient's last recorded visit (not intermittent gaps) is shifted "
+            f"{how} (delta_units: in its own units; the outcome, and a time-varying focus). The primary "
+            "imputation is shifted, not redrawn, and the analysis model re-fitted with the rows whose outcome was "
+            "imputed kept (the primary analysis leaves them out, so it would never see a shifted outcome): the "
+            "reference is that analysis at delta = 0 (scenario delta-dropout:0sd). A negative delta says that "
+            "patients who left the study would have scored lower than MAR predicts; ask whether a shift as large "
+            "as the tipping point is plausible for this registry.")
 
 
 def dropout_methods_text(record) -> str:
