@@ -20,9 +20,21 @@ iterations each:
 
 Target of #16: the random-slope imputation within 3x the random-intercept time.
 
+``--sites N``: the same registry with the patients in ``N`` sites (visits in patients in sites; site effects
+on ``x``, ``y`` and ``x``'s missingness) and ``higher_levels=["site"]`` in every imputation; timed:
+
+- ``chained_random_slopes``: random slopes on ``t`` and the site's random intercept (three levels);
+- ``chained_random_slopes_fixed_sites``: random slopes, sites as fixed indicator columns
+  (``higher_effects="fixed"``, hmlib's behaviour before 2026-12-06);
+- ``random_intercept``: random intercepts for patient and site (no slopes);
+- ``lme4_ml_lmer_way``: the R counterpart, ``m = 5`` imputations as ``miceadds::ml.lmer`` makes them
+  (``tests/results/nested_random_slope_imputation.R``, part 2: one ``lmer`` fit of ``(1 + t | patient) + (1 | site)``
+  on the recorded rows, then the draws), timed inside R.
+
 Usage::
 
     nice -n 5 .venv/bin/python bench/bench_random_slope_imputation.py [--patients 5000] [--repeats 3]
+    nice -n 5 .venv/bin/python bench/bench_random_slope_imputation.py --sites 50   # bench_..._sites50.json
 """
 
 from __future__ import annotations
@@ -56,6 +68,40 @@ pred <- make.predictorMatrix(d); pred[, ] <- 0
 pred["x", c("patient", "t", "y", "treat")] <- c(-2, 4, 3, 1)
 times <- replicate(as.integer(args[2]), system.time(
   mice(d, m = 5, method = meth, predictorMatrix = pred, maxit = 1, printFlag = FALSE, seed = 1))[["elapsed"]])
+cat(median(times), "\\n")
+"""
+
+
+LMER_SCRIPT = """
+suppressPackageStartupMessages({ library(lme4); library(MASS) })
+args <- commandArgs(TRUE)
+d <- read.csv(args[1])
+d$patient <- factor(d$patient); d$site <- factor(d$site)
+for (v in c("y", "t")) d[[paste0("p_", v)]] <- ave(d[[v]], d$patient)
+for (v in c("y", "t", "treat")) d[[paste0("s_", v)]] <- ave(d[[v]], d$site)
+impute <- function() {
+  obs <- !is.na(d$x); mis <- which(!obs)
+  fit <- lmer(x ~ y + t + treat + p_y + p_t + s_y + s_t + s_treat + (1 + t | patient) + (1 | site),
+              data = d[obs, ], REML = FALSE)
+  X <- model.matrix(~ y + t + treat + p_y + p_t + s_y + s_t + s_treat, d)
+  re <- ranef(fit, condVar = TRUE); vc <- VarCorr(fit)
+  mode_p <- as.matrix(re$patient); pv <- attr(re$patient, "postVar")
+  mode_s <- re$site[, 1]; csd <- sqrt(attr(re$site, "postVar")[1, 1, ])
+  n_obs <- sum(obs); p <- ncol(X)
+  lapply(1:5, function(i) {
+    beta <- mvrnorm(1, fixef(fit), as.matrix(vcov(fit)))
+    sigma <- sigma(fit) * sqrt((n_obs - p) / rchisq(1, n_obs - p))
+    b <- t(sapply(seq_len(nrow(mode_p)), function(k) mvrnorm(1, mode_p[k, ], pv[, , k])))
+    rownames(b) <- rownames(mode_p)
+    v <- setNames(rnorm(length(mode_s), mode_s, csd), rownames(re$site))
+    pid <- as.character(d$patient[mis]); sid <- as.character(d$site[mis])
+    done <- d
+    done$x[mis] <- as.vector(X[mis, ] %*% beta) + b[pid, 1] + b[pid, 2] * d$t[mis] + v[sid] +
+      rnorm(length(mis), 0, sigma)
+    done
+  })
+}
+times <- replicate(as.integer(args[2]), system.time(impute())[["elapsed"]])
 cat(median(times), "\\n")
 """
 
@@ -96,8 +142,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="default: results/bench_random_slope_imputation"
+                                                                "[_sites<N>].json")
+    parser.add_argument("--sites", type=int, default=0, help="patients in this many sites (module docstring)")
     args = parser.parse_args()
+    if args.sites:
+        _sites(args)
+        return
+    args.out = args.out or RESULTS
     frame = simulate_longitudinal(7, n_patients=args.patients, dropout=1e-12)
     out = {"rows": len(frame), "patients": args.patients, "missing_share": float(frame["x"].isna().mean()),
            "m": 5, "iterations": 10, "repeats": args.repeats, "seconds": {}}
@@ -120,6 +172,30 @@ def main() -> None:
         out["ratio_mice_to_random_slopes"] = sec["mice_2l_pan"] / sec["random_slopes"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+def _sites(args) -> None:
+    """The ``--sites`` bench (module docstring)."""
+    frame = simulate_longitudinal(7, n_patients=args.patients, dropout=1e-12, n_sites=args.sites)
+    out = {"rows": len(frame), "patients": args.patients, "sites": args.sites,
+           "missing_share": float(frame["x"].isna().mean()), "m": 5, "iterations": 10, "repeats": args.repeats,
+           "seconds": {}}
+    sec = out["seconds"]
+    common = dict(method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
+                  predictors=["x", "t", "treat"], m=5, iterations=10, seed=1, higher_levels=["site"])
+    for name, kw in (("chained_random_slopes", dict(random_slopes=["t"])),
+                     ("chained_random_slopes_fixed_sites", dict(random_slopes=["t"], higher_effects="fixed")),
+                     ("random_intercept", {})):
+        sec[name] = _median_seconds(lambda: impute(frame, **common, **kw), args.repeats)
+    sec["lme4_ml_lmer_way"] = r_median_seconds(LMER_SCRIPT, frame.drop(columns="visit"), args.repeats)
+    out["ratio_random_slopes_to_random_intercept"] = sec["chained_random_slopes"] / sec["random_intercept"]
+    out["ratio_random_slopes_to_fixed_sites"] = sec["chained_random_slopes"] / sec["chained_random_slopes_fixed_sites"]
+    if isinstance(sec["lme4_ml_lmer_way"], float):
+        out["ratio_lme4_to_random_slopes"] = sec["lme4_ml_lmer_way"] / sec["chained_random_slopes"]
+    path = args.out or RESULTS.with_name(f"{RESULTS.stem}_sites{args.sites}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
 
 

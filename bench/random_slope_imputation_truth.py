@@ -69,17 +69,32 @@ RESULTS = Path(__file__).resolve().parent / "results" / "random_slope_imputation
 #: Per-replicate pooled estimates (what a rerun resumes from), beside the summary: ``<out>_rows.json``.
 ROWS_SUFFIX = "_rows.json"
 TEST_DATA = Path(__file__).resolve().parent.parent / "tests" / "results" / "random_slope_registry.csv"
+SITES_TEST_DATA = TEST_DATA.with_name("random_slope_sites_registry.csv")
 TRUTH = {"x": 0.35, "sd(t|patient)": 0.5}
+#: SDs of the site effects of ``simulate_longitudinal(n_sites > 0)``: on x, on y (the analysis model's sd(site))
+#: and on x's log odds of missing.
+SITE_SD = {"x": 0.7, "y": 0.5, "missing": 0.7}
 METHODS = ("random_slopes", "chained_random_slopes", "random_intercept", "flat", "complete_case", "locf")
+#: With ``--sites``: the site level in every model; ``chained_random_slopes`` gives the site a random intercept
+#: beside the patients' random slopes (three levels), ``..._fixed_sites`` site indicator columns (hmlib's
+#: behaviour before 2026-12-06), ``random_intercept`` random intercepts for site and patient, no slopes.
+SITE_METHODS = ("chained_random_slopes", "chained_random_slopes_fixed_sites", "random_intercept", "flat",
+                "complete_case")
 
 
 def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dropout: float = 0.08,
-                          missingness: str = "outcome", serial: float = 0.0, full: bool = False) -> pd.DataFrame:
+                          missingness: str = "outcome", serial: float = 0.0, full: bool = False,
+                          n_sites: int = 0) -> pd.DataFrame:
     """One registry of the module docstring's design (``t`` in years; rows in patient-visit order).
 
     ``serial``: lag-1 autocorrelation of ``x``'s visit-to-visit deviations from the patient's own
     trend (AR(1) over the patient's visits, stationary SD 0.6 kept; the same draws, so ``0`` is the
     default design). ``full=True`` returns the registry before any value goes missing.
+
+    ``n_sites > 0``: patients in sites (visits in patients in sites; a column ``site``), each patient's site
+    uniform over ``n_sites``; site effects ``g_k ~ N(0, 0.7^2)`` on ``x``, ``s_k ~ N(0, 0.5^2)`` on ``y`` and
+    ``m_k ~ N(0, 0.7^2)`` on the log odds of ``x`` missing (drawn from a second stream, ``default_rng([seed,
+    1])``, so the other draws are those of the design without sites).
 
     ``missingness="history"``: ``x`` is missing instead with probability ``expit(-1.2 - 1.0 x_z)``,
     ``x_z`` the standardised last recorded ``x`` of the patient before this visit (``expit(-1.2)`` at
@@ -95,18 +110,34 @@ def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dro
     treat = rng.integers(0, 2, n_patients).astype(float)[patient]
     a, c = rng.normal(0.0, 1.0, n_patients), rng.normal(0.0, 0.3, n_patients)
     x = a[patient] + (0.2 + c[patient]) * t + _serial(rng.normal(0.0, 0.6, n), visit, serial)
+    site, site_x, site_y, site_miss = _sites(seed, n_sites, n_patients, patient)
+    x = x + site_x
     cov = np.array([[1.0, 0.3 * 0.5], [0.3 * 0.5, 0.25]])
     u = rng.multivariate_normal(np.zeros(2), cov, n_patients)
-    y = 1 + 0.4 * t + 0.35 * x + 0.5 * treat + u[patient, 0] + u[patient, 1] * t + rng.normal(0.0, 0.8, n)
+    y = (1 + 0.4 * t + 0.35 * x + 0.5 * treat + u[patient, 0] + u[patient, 1] * t + rng.normal(0.0, 0.8, n)
+         + site_y)
+    where = {"site": site + 1} if n_sites else {}
     if full:
-        return pd.DataFrame({"patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
+        return pd.DataFrame({**where, "patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
                              "x": x, "y": y})
     if missingness == "history":
-        return _history_missing(rng, patient, visit, t, treat, x, y)
+        out = _history_missing(rng, patient, visit, t, treat, x, y)
+        return out.assign(**where)[[*where, *out.columns]]
     yz = (y - y.mean()) / y.std()
-    x = np.where(rng.random(n) < special.expit(-1.2 + 0.8 * yz + 0.15 * t), np.nan, x)
-    return pd.DataFrame({"patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
+    x = np.where(rng.random(n) < special.expit(-1.2 + 0.8 * yz + 0.15 * t + site_miss), np.nan, x)
+    return pd.DataFrame({**where, "patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
                          "x": x, "y": y})
+
+
+def _sites(seed: int, n_sites: int, n_patients: int, patient: np.ndarray) -> tuple:
+    """Each row's site (``0 ..``) and its effects on ``x``, ``y`` and ``x``'s log odds of missing (zeros without
+    sites), from the second stream of :func:`simulate_longitudinal`."""
+    if not n_sites:
+        return None, 0.0, 0.0, 0.0
+    rng = np.random.default_rng([seed, 1])
+    site = rng.integers(0, n_sites, n_patients)[patient]
+    g, s, m = (rng.normal(0.0, sd, n_sites) for sd in SITE_SD.values())
+    return site, g[site], s[site], m[site]
 
 
 def _serial(e: np.ndarray, visit: np.ndarray, rho: float) -> np.ndarray:
@@ -139,29 +170,40 @@ def _history_missing(rng, patient, visit, t, treat, x, y) -> pd.DataFrame:
 def analyse(frames, *, time: str = "t") -> dict:
     """The analysis model on each frame, pooled: ``{term: (estimate, se, ci_lower, ci_upper)}`` for x and the
     slope SD."""
-    est, var, log_sd, log_var = [], [], [], []
+    est, var = [], []
+    sds = {}                   # SD term -> (log SDs, their variances)
     for done in frames:
         X = np.column_stack([np.ones(len(done)), done[time], done["x"], done["treat"]])
         level = RandomLevel("patient", done["patient"].to_numpy(), slopes={time: done[time].to_numpy(float)})
-        fit = fit_mixed(done["y"].to_numpy(float), X, RandomEffects((level,)))
+        sites = (RandomLevel("site", done["site"].to_numpy()),) if "site" in done else ()
+        fit = fit_mixed(done["y"].to_numpy(float), X, RandomEffects((*sites, level)))
         est.append(fit.coef[2])
         var.append(fit.std_error[2] ** 2)
-        log_sd.append(np.log(fit.levels[0].sd[1]))
-        log_var.append(fit.levels[0].log_sd_std_error[1] ** 2)
+        for term, lev, k in (("sd(t|patient)", -1, 1), *((("sd(site)", 0, 0),) if sites else ())):
+            sds.setdefault(term, ([], []))
+            sds[term][0].append(np.log(fit.levels[lev].sd[k]))
+            sds[term][1].append(fit.levels[lev].log_sd_std_error[k] ** 2)
     out = {}
     if len(est) == 1:          # complete cases: the fit's own Wald intervals
         se = np.sqrt(var[0])
         out["x"] = (est[0], se, est[0] - 1.96 * se, est[0] + 1.96 * se)
-        lse = np.sqrt(log_var[0])
-        out["sd(t|patient)"] = (np.exp(log_sd[0]), np.exp(log_sd[0]) * lse, np.exp(log_sd[0] - 1.96 * lse),
-                                np.exp(log_sd[0] + 1.96 * lse))
+        for term, (log_sd, log_var) in sds.items():
+            lse = np.sqrt(log_var[0])
+            out[term] = (np.exp(log_sd[0]), np.exp(log_sd[0]) * lse, np.exp(log_sd[0] - 1.96 * lse),
+                         np.exp(log_sd[0] + 1.96 * lse))
         return out
     n = len(frames[0])
     x = rubin_arrays(est, var, n - 8)
     out["x"] = (x["estimate"], x["std_error"], x["ci_lower"], x["ci_upper"])
-    s = rubin_arrays(log_sd, log_var, n - 8)
-    g = np.exp(s["estimate"])
-    out["sd(t|patient)"] = (g, g * s["std_error"], np.exp(s["ci_lower"]), np.exp(s["ci_upper"]))
+    for term, (log_sd, log_var) in sds.items():
+        if not np.all(np.isfinite(log_sd) & np.isfinite(log_var)):
+            # an SD at 0 in some imputation: the plain mean of the SDs, no interval (as hmlib's pooling does;
+            # counted as not covering)
+            out[term] = (float(np.mean(np.exp(log_sd))), np.nan, np.nan, np.nan)
+            continue
+        s = rubin_arrays(log_sd, log_var, n - 8)
+        g = np.exp(s["estimate"])
+        out[term] = (g, g * s["std_error"], np.exp(s["ci_lower"]), np.exp(s["ci_upper"]))
     return out
 
 
@@ -176,19 +218,20 @@ def completed_frames(frame: pd.DataFrame, method: str, m: int, seed: int) -> lis
         res = impute_random_slopes(frame, target="x", predictors=["y", "treat"], cluster="patient", slopes=["t"],
                                    m=m, iterations=10, seed=seed)
         return res.completed(frame)
-    slopes = ["t"] if method == "chained_random_slopes" else []
+    slopes = ["t"] if method.startswith("chained_random_slopes") else []
     res = impute(frame, method="flat" if method == "flat" else "multilevel", cluster="patient", outcome="y",
                  outcome_family="gaussian", predictors=["x", "t", "treat"], m=m, iterations=10, seed=seed,
-                 random_slopes=slopes)
+                 random_slopes=slopes, higher_levels=["site"] if "site" in frame else (),
+                 higher_effects="fixed" if method.endswith("fixed_sites") else "random")
     return list(res.completed)
 
 
-def summarise(rows: dict) -> dict:
+def summarise(rows: dict, truth: dict = TRUTH) -> dict:
     """Bias, SEs and coverage with their Monte Carlo SEs, per method and term."""
     out = {}
     for method, reps in rows.items():
         out[method] = {}
-        for term, true in TRUTH.items():
+        for term, true in truth.items():
             est, se, lo, hi = (np.array([r[term][i] for r in reps]) for i in range(4))
             cover = (lo <= true) & (true <= hi)
             out[method][term] = {
@@ -209,27 +252,37 @@ def main() -> None:
                         help="default: results/random_slope_imputation_truth[_history].json")
     parser.add_argument("--missingness", choices=("outcome", "history"), default="outcome",
                         help="x missing given y and t (default), or given the last recorded x")
+    parser.add_argument("--sites", type=int, default=0,
+                        help="patients in this many sites (site effects on x, y and x's missingness; SITE_METHODS)")
     parser.add_argument("--write-test-data", action="store_true",
-                        help=f"write the R parity registry ({TEST_DATA.name}, seed 20261204) and stop")
+                        help=f"write the R parity registry ({TEST_DATA.name}, seed 20261204; with --sites "
+                             f"{SITES_TEST_DATA.name}, seed 20261206) and stop")
     args = parser.parse_args()
     if args.write_test_data:
-        simulate_longitudinal(20261204).to_csv(TEST_DATA, index=False)
-        print(f"wrote {TEST_DATA}")
+        path = SITES_TEST_DATA if args.sites else TEST_DATA
+        simulate_longitudinal(20261206 if args.sites else 20261204, n_sites=args.sites).to_csv(path, index=False)
+        print(f"wrote {path}")
         return
+    methods = SITE_METHODS if args.sites else METHODS
+    truth = {**TRUTH, "sd(site)": SITE_SD["y"]} if args.sites else TRUTH
     if args.out is None:
         args.out = RESULTS if args.missingness == "outcome" else RESULTS.with_name(RESULTS.stem + "_history.json")
+        if args.sites:
+            args.out = args.out.with_name(args.out.stem + f"_sites{args.sites}.json")
     rows_path = args.out.with_name(args.out.stem + ROWS_SUFFIX)
     previous = json.loads(rows_path.read_text()) if rows_path.exists() else {}
-    same = previous.get("m") == args.m and previous.get("patients") == args.patients
+    same = (previous.get("m") == args.m and previous.get("patients") == args.patients
+            and previous.get("sites", 0) == args.sites)
     rows = previous["rows"] if same else {}
     seconds = previous["seconds"] if same else {}
-    for method in METHODS:
+    for method in methods:
         rows.setdefault(method, [])
         seconds.setdefault(method, 0.0)
     start = time.perf_counter()
     for r in range(min(len(v) for v in rows.values()), args.replicates):
-        frame = simulate_longitudinal(5000 + r, n_patients=args.patients, missingness=args.missingness)
-        for method in METHODS:
+        frame = simulate_longitudinal(5000 + r, n_patients=args.patients, missingness=args.missingness,
+                                      n_sites=args.sites)
+        for method in methods:
             if len(rows[method]) > r:
                 continue
             t0 = time.perf_counter()
@@ -239,13 +292,13 @@ def main() -> None:
         done = r + 1
         if done % 10 == 0 or done == args.replicates:
             out = {"replicates": done, "m": args.m, "patients": args.patients, "missingness": args.missingness,
-                   "truth": TRUTH,
+                   "sites": args.sites, "truth": truth,
                    "seconds_per_registry": {k: v / len(rows[k]) for k, v in seconds.items()},
-                   "methods": summarise({k: v[:done] for k, v in rows.items()})}
+                   "methods": summarise({k: v[:done] for k, v in rows.items()}, truth)}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(out, indent=1) + "\n")
-            rows_path.write_text(json.dumps({"m": args.m, "patients": args.patients, "seconds": seconds,
-                                             "rows": rows}) + "\n")
+            rows_path.write_text(json.dumps({"m": args.m, "patients": args.patients, "sites": args.sites,
+                                             "seconds": seconds, "rows": rows}) + "\n")
             print(f"{done} replicates, {time.perf_counter() - start:.0f} s", flush=True)
             for method, terms in out["methods"].items():
                 print(" ", method, {t: {k: round(v, 3) for k, v in d.items()} for t, d in terms.items()}, flush=True)

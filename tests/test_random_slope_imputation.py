@@ -52,7 +52,7 @@ from hmlib.exceptions import DataError, FitError
 from hmlib.stats.imputation.kernels import prepare_design, standardise_target
 from hmlib.stats.imputation.random_slopes import (draw_inverse_wishart, impute_random_slopes,
                                                   random_slopes_gibbs_draw)
-from hmlib.stats.imputation.slopes_kernel import _coefficients_draw
+from hmlib.stats.imputation.slopes_kernel import _cluster_blocks, _coefficients_draw
 from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
 from hmlib.stats.pooling import rubin_arrays
 
@@ -101,7 +101,8 @@ def test_rs_imp_001_joint_draw_is_the_dense_gaussian():
     sig2, ridge = 0.7, np.array([0.0, 0.0, 0.3])
     XX = np.stack([D[co == j].T @ D[co == j] for j in range(J)])
     Xz = np.stack([D[co == j].T @ z[co == j] for j in range(J)])
-    args = (XX.sum(0), Xz.sum(0), XX[:, r][:, :, r], XX[:, r, :], Xz[:, r], sig2, psi, ridge)
+    args = (XX.sum(0), Xz.sum(0), XX[:, r][:, :, r], XX[:, r, :], Xz[:, r], sig2,
+            _cluster_blocks(XX[:, r][:, :, r], sig2, psi), ridge)
     # dense precision over (beta, b_1, ..., b_J)
     Z = np.zeros((n, 2 * J))
     for j in range(J):

@@ -151,7 +151,7 @@ _ERRORS = (FitError, DataError, np.linalg.LinAlgError, ValueError, FloatingPoint
 # Methods and the registry adapter
 # --------------------------------------------------------------------------
 def default_methods(cluster: str, *, cluster_residual_variance: bool = False, random_slopes=(),
-                    time_column: str | None = None) -> tuple:
+                    time_column: str | None = None, higher_levels=()) -> tuple:
     """The methods of the comparison (module docstring), as :class:`MethodSpec`.
 
     Parameters
@@ -166,6 +166,9 @@ def default_methods(cluster: str, *, cluster_residual_variance: bool = False, ra
     time_column : str, optional
         The params' ``time``: LOCF is added as a fifth, named comparator
         (:mod:`hmlib.steps.imputation_locf`).
+    higher_levels : sequence of str
+        The params' levels above the cluster: the multilevel method's description names the random intercept of
+        the level directly above the cluster (:mod:`hmlib.stats.imputation.three_level`).
     """
     model = "2l.norm" if cluster_residual_variance else "2l.pan"
     if random_slopes:
@@ -175,6 +178,13 @@ def default_methods(cluster: str, *, cluster_residual_variance: bool = False, ra
     else:
         multilevel = (f"random-intercept chained equations ({model}; cluster means as predictors where enough "
                       "clusters observe the variable)")
+    if len(higher_levels) == 1:
+        multilevel += (f", with a random intercept per {higher_levels[0]} too (three levels; {higher_levels[0]} "
+                       "means of the other variables as predictors)")
+    elif higher_levels:
+        multilevel += (f", with a random intercept for the level directly above the {cluster} too (of "
+                       f"{', '.join(higher_levels)}: the one with the most units; its means of the other variables "
+                       "as predictors; the levels further up as fixed indicators)")
     locf = (locf_spec(cluster, time_column),) if time_column else ()
     return (
         MethodSpec("flat_mi", "flat", {"continuous": "pmm"},
@@ -593,7 +603,8 @@ def imputation_step(registry, *, methods=None, m: int | None = None, iterations:
     notes = list(choice.notes)
     specs = (tuple(methods) if methods is not None
              else default_methods(p.cluster, cluster_residual_variance=choice.heterogeneous,
-                                  random_slopes=p.random_slopes, time_column=p.time))
+                                  random_slopes=p.random_slopes, time_column=p.time,
+                                  higher_levels=tuple(p.higher_levels)))
     with contextlib.nullcontext(pool) if pool is not None else TaskPool() as tasks:
         map_tasks = functools.partial(tasks.map, chunks_per_worker=CHUNKS_PER_WORKER)
         runs = [_run_method(registry, spec, m=m, iterations=iterations, max_fallback_share=max_fallback_share,

@@ -65,9 +65,12 @@ random-intercept model ``y_ij = x_ij' beta + u_j + e_ij`` whose predictors
 outcome always predicts); their cluster means (Grund, Luedtke & Robitzsch
 2018; turn off with ``cluster_means=False``); the cluster covariates; and
 indicator columns of the higher-level units (``higher_levels``, as fixed
-effects). Only random intercepts are used: random slopes on unscaled
-predictors are what made R's ``2l.pan`` badly biased on the reference
-registry (``/work/shared/reference/README.md``). Every predictor column is
+effects; the level directly above the cluster has a random intercept
+instead, :mod:`~hmlib.stats.imputation.three_level`). Random slopes are
+added only where asked (``random_slopes``, usually the visit time:
+:mod:`~hmlib.stats.imputation.slopes_kernel`), on standardised columns:
+random slopes on unscaled predictors are what made R's ``2l.pan`` badly
+biased on the reference registry (``/work/shared/reference/README.md``). Every predictor column is
 z-scored on the rows used for fitting, and continuous targets are z-scored
 on their observed values, so the model form and the priors do not depend on
 units. Constant columns and columns linearly dependent on the others (the

@@ -380,7 +380,9 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         continuous variable, correlated with its random intercept (mice's
         2l.pan "type 2" set-up, :mod:`hmlib.stats.imputation.random_slopes`);
         binary and categorical variables keep a random intercept. With
-        ``higher_levels`` their units then enter as fixed indicators.
+        ``higher_levels`` the level directly above keeps its random intercept
+        beside the slopes (visits in patients in sites,
+        :mod:`hmlib.stats.imputation.slopes_kernel`).
 
     Returns
     -------

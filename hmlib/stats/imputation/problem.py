@@ -193,11 +193,6 @@ def build_problem(frame, *, method, cluster, outcome, outcome_family, predictors
     random_level, higher_codes, K = None, None, 0
     higher_levels = list(higher_levels)
     slopes = _checked_slopes(frame, random_slopes, predictors) if method == "multilevel" else ()
-    if slopes and higher_levels and higher_effects == "random":
-        higher_effects = "fixed"
-        notes.add(f"Imputation models with random slopes on {', '.join(slopes)}: the units of "
-                  f"{', '.join(higher_levels)} enter as fixed indicator columns (random slopes and a random "
-                  "intercept per higher unit together are not implemented for imputation).")
     if slopes and hetero:
         notes.add("cluster_residual_variance does not combine with random slopes; a common residual variance "
                   "is used.")

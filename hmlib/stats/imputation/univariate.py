@@ -210,7 +210,8 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
         columns = [0, *(1 + kept.index(nm) for nm in problem.random_slopes if nm in kept)]
         return random_slopes_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                         random_columns=columns, state=state, pmm=problem.continuous == "pmm",
-                                        donors=problem.donors, prior_precision=ridge, cache=cache)
+                                        donors=problem.donors, prior_precision=ridge, cache=cache,
+                                        hc=problem.higher_codes if three else None, K=problem.K)
     if three:
         return nested_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, problem.higher_codes,
                                  problem.K, rng, state=state, hetero=problem.hetero,
