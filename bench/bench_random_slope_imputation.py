@@ -31,10 +31,16 @@ on ``x``, ``y`` and ``x``'s missingness) and ``higher_levels=["site"]`` in every
   (``tests/results/nested_random_slope_imputation.R``, part 2: one ``lmer`` fit of ``(1 + t | patient) + (1 | site)``
   on the recorded rows, then the draws), timed inside R.
 
+``--binary``: the registry with ``x`` a 0/1 finding (``simulate_longitudinal(binary=True)``); timed:
+``chained_random_slopes`` (the random-slope logistic kernel, :mod:`hmlib.stats.imputation.slopes_logistic`),
+``random_intercept`` (2l.bin) and, in R, ``mice_2l_bin`` (mice's 2l.bin with the random slope, type 2; ``m = 5``,
+``maxit = 1``: one ``glmer`` fit per imputation, as hmlib's kernel makes one Laplace fit per call).
+
 Usage::
 
     nice -n 5 .venv/bin/python bench/bench_random_slope_imputation.py [--patients 5000] [--repeats 3]
     nice -n 5 .venv/bin/python bench/bench_random_slope_imputation.py --sites 50   # bench_..._sites50.json
+    nice -n 5 .venv/bin/python bench/bench_random_slope_imputation.py --binary     # bench_..._binary.json
 """
 
 from __future__ import annotations
@@ -91,9 +97,11 @@ impute <- function() {
   lapply(1:5, function(i) {
     beta <- mvrnorm(1, fixef(fit), as.matrix(vcov(fit)))
     sigma <- sigma(fit) * sqrt((n_obs - p) / rchisq(1, n_obs - p))
-    b <- t(sapply(seq_len(nrow(mode_p)), function(k) mvrnorm(1, mode_p[k, ], pv[, , k])))
-    rownames(b) <- rownames(mode_p)
-    v <- setNames(rnorm(length(mode_s), mode_s, csd), rownames(re$site))
+    b <- mvrnorm(nlevels(d$patient), c(0, 0), vc$patient)          # patients without a recorded x
+    rownames(b) <- levels(d$patient)
+    b[rownames(mode_p), ] <- t(sapply(seq_len(nrow(mode_p)), function(k) mvrnorm(1, mode_p[k, ], pv[, , k])))
+    v <- setNames(rnorm(nlevels(d$site), 0, attr(vc$site, "stddev")), levels(d$site))
+    v[rownames(re$site)] <- rnorm(length(mode_s), mode_s, csd)
     pid <- as.character(d$patient[mis]); sid <- as.character(d$site[mis])
     done <- d
     done$x[mis] <- as.vector(X[mis, ] %*% beta) + b[pid, 1] + b[pid, 2] * d$t[mis] + v[sid] +
@@ -102,6 +110,20 @@ impute <- function() {
   })
 }
 times <- replicate(as.integer(args[2]), system.time(impute())[["elapsed"]])
+cat(median(times), "\\n")
+"""
+
+
+MICE_BIN_SCRIPT = """
+suppressPackageStartupMessages(library(mice))
+args <- commandArgs(TRUE)
+d <- read.csv(args[1])
+for (v in c("y", "t")) d[[paste0("p_", v)]] <- ave(d[[v]], d$patient)
+meth <- make.method(d); meth[] <- ""; meth["x"] <- "2l.bin"
+pred <- make.predictorMatrix(d); pred[, ] <- 0
+pred["x", c("patient", "t", "treat", "y", "p_y", "p_t")] <- c(-2, 2, 1, 1, 1, 1)
+times <- replicate(as.integer(args[2]), system.time(
+  mice(d, m = 5, method = meth, predictorMatrix = pred, maxit = 1, printFlag = FALSE, seed = 1))[["elapsed"]])
 cat(median(times), "\\n")
 """
 
@@ -145,9 +167,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: results/bench_random_slope_imputation"
                                                                 "[_sites<N>].json")
     parser.add_argument("--sites", type=int, default=0, help="patients in this many sites (module docstring)")
+    parser.add_argument("--binary", action="store_true", help="x a 0/1 finding (module docstring)")
     args = parser.parse_args()
     if args.sites:
         _sites(args)
+        return
+    if args.binary:
+        _binary(args)
         return
     args.out = args.out or RESULTS
     frame = simulate_longitudinal(7, n_patients=args.patients, dropout=1e-12)
@@ -194,6 +220,26 @@ def _sites(args) -> None:
     if isinstance(sec["lme4_ml_lmer_way"], float):
         out["ratio_lme4_to_random_slopes"] = sec["lme4_ml_lmer_way"] / sec["chained_random_slopes"]
     path = args.out or RESULTS.with_name(f"{RESULTS.stem}_sites{args.sites}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+def _binary(args) -> None:
+    """The ``--binary`` bench (module docstring)."""
+    frame = simulate_longitudinal(7, n_patients=args.patients, dropout=1e-12, binary=True)
+    out = {"rows": len(frame), "patients": args.patients, "missing_share": float(frame["x"].isna().mean()),
+           "m": 5, "iterations": 10, "repeats": args.repeats, "seconds": {}}
+    sec = out["seconds"]
+    common = dict(method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
+                  predictors=["x", "t", "treat"], m=5, iterations=10, seed=1)
+    sec["chained_random_slopes"] = _median_seconds(lambda: impute(frame, **common, random_slopes=["t"]), args.repeats)
+    sec["random_intercept"] = _median_seconds(lambda: impute(frame, **common), args.repeats)
+    sec["mice_2l_bin"] = r_median_seconds(MICE_BIN_SCRIPT, frame.drop(columns="visit"), 1)
+    out["ratio_random_slopes_to_random_intercept"] = sec["chained_random_slopes"] / sec["random_intercept"]
+    if isinstance(sec["mice_2l_bin"], float):
+        out["ratio_mice_to_random_slopes"] = sec["mice_2l_bin"] / sec["chained_random_slopes"]
+    path = args.out or RESULTS.with_name(f"{RESULTS.stem}_binary.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))

@@ -38,9 +38,15 @@ JSON is written after every 10 replicates (the per-replicate estimates beside it
 ``random_slope_imputation_truth_rows.json``) and a rerun resumes from them, method by method (a method
 added later is run on the earlier replicates' registries only).
 
+``--sites N`` puts the patients in ``N`` sites (``SITE_METHODS``, the site level in every model; truth
+``sd(site)`` 0.5 too) and ``--binary`` makes ``x`` a 0/1 finding (``BINARY_METHODS``;
+:func:`simulate_longitudinal`); each writes its own JSON (``_sites<N>``, ``_binary``).
+
 Usage::
 
     nice -n 5 .venv/bin/python bench/random_slope_imputation_truth.py [--replicates 100] [--m 20]
+    nice -n 5 .venv/bin/python bench/random_slope_imputation_truth.py --sites 30 --replicates 200
+    nice -n 5 .venv/bin/python bench/random_slope_imputation_truth.py --binary --replicates 200
     # tests/results/random_slope_registry.csv:
     .venv/bin/python bench/random_slope_imputation_truth.py --write-test-data
 """
@@ -70,6 +76,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "random_slope_imputation
 ROWS_SUFFIX = "_rows.json"
 TEST_DATA = Path(__file__).resolve().parent.parent / "tests" / "results" / "random_slope_registry.csv"
 SITES_TEST_DATA = TEST_DATA.with_name("random_slope_sites_registry.csv")
+BINARY_TEST_DATA = TEST_DATA.with_name("random_slope_binary_registry.csv")
 TRUTH = {"x": 0.35, "sd(t|patient)": 0.5}
 #: SDs of the site effects of ``simulate_longitudinal(n_sites > 0)``: on x, on y (the analysis model's sd(site))
 #: and on x's log odds of missing.
@@ -80,11 +87,15 @@ METHODS = ("random_slopes", "chained_random_slopes", "random_intercept", "flat",
 #: behaviour before 2026-12-06), ``random_intercept`` random intercepts for site and patient, no slopes.
 SITE_METHODS = ("chained_random_slopes", "chained_random_slopes_fixed_sites", "random_intercept", "flat",
                 "complete_case")
+#: With ``--binary`` (x a 0/1 finding): ``chained_random_slopes`` imputes it with the random-slope logistic
+#: kernel (:mod:`hmlib.stats.imputation.slopes_logistic`), ``random_intercept`` with 2l.bin (what the chained
+#: engine did for binary variables before 2026-12-06, random slopes or not).
+BINARY_METHODS = ("chained_random_slopes", "random_intercept", "flat", "complete_case", "locf")
 
 
 def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dropout: float = 0.08,
                           missingness: str = "outcome", serial: float = 0.0, full: bool = False,
-                          n_sites: int = 0) -> pd.DataFrame:
+                          n_sites: int = 0, binary: bool = False) -> pd.DataFrame:
     """One registry of the module docstring's design (``t`` in years; rows in patient-visit order).
 
     ``serial``: lag-1 autocorrelation of ``x``'s visit-to-visit deviations from the patient's own
@@ -95,6 +106,10 @@ def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dro
     uniform over ``n_sites``; site effects ``g_k ~ N(0, 0.7^2)`` on ``x``, ``s_k ~ N(0, 0.5^2)`` on ``y`` and
     ``m_k ~ N(0, 0.7^2)`` on the log odds of ``x`` missing (drawn from a second stream, ``default_rng([seed,
     1])``, so the other draws are those of the design without sites).
+
+    ``binary=True``: ``x`` is a 0/1 finding instead, ``1[a_i + (0.2 + c_i) t + N(0, 0.6^2) > 0.5]`` (the same
+    draws thresholded: a patient's own level and trend in the chance of the finding), and the outcome's
+    ``0.35 x`` is its effect (no other draw changes).
 
     ``missingness="history"``: ``x`` is missing instead with probability ``expit(-1.2 - 1.0 x_z)``,
     ``x_z`` the standardised last recorded ``x`` of the patient before this visit (``expit(-1.2)`` at
@@ -112,6 +127,8 @@ def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dro
     x = a[patient] + (0.2 + c[patient]) * t + _serial(rng.normal(0.0, 0.6, n), visit, serial)
     site, site_x, site_y, site_miss = _sites(seed, n_sites, n_patients, patient)
     x = x + site_x
+    if binary:
+        x = (x > 0.5).astype(float)
     cov = np.array([[1.0, 0.3 * 0.5], [0.3 * 0.5, 0.25]])
     u = rng.multivariate_normal(np.zeros(2), cov, n_patients)
     y = (1 + 0.4 * t + 0.35 * x + 0.5 * treat + u[patient, 0] + u[patient, 1] * t + rng.normal(0.0, 0.8, n)
@@ -254,25 +271,32 @@ def main() -> None:
                         help="x missing given y and t (default), or given the last recorded x")
     parser.add_argument("--sites", type=int, default=0,
                         help="patients in this many sites (site effects on x, y and x's missingness; SITE_METHODS)")
+    parser.add_argument("--binary", action="store_true", help="x a 0/1 finding (BINARY_METHODS)")
     parser.add_argument("--write-test-data", action="store_true",
                         help=f"write the R parity registry ({TEST_DATA.name}, seed 20261204; with --sites "
-                             f"{SITES_TEST_DATA.name}, seed 20261206) and stop")
+                             f"{SITES_TEST_DATA.name}, seed 20261206; with --binary {BINARY_TEST_DATA.name}, "
+                             "seed 20261207) and stop")
     args = parser.parse_args()
     if args.write_test_data:
-        path = SITES_TEST_DATA if args.sites else TEST_DATA
-        simulate_longitudinal(20261206 if args.sites else 20261204, n_sites=args.sites).to_csv(path, index=False)
+        path = BINARY_TEST_DATA if args.binary else SITES_TEST_DATA if args.sites else TEST_DATA
+        seed = 20261207 if args.binary else 20261206 if args.sites else 20261204
+        simulate_longitudinal(seed, n_sites=args.sites, binary=args.binary).to_csv(path, index=False)
         print(f"wrote {path}")
         return
-    methods = SITE_METHODS if args.sites else METHODS
+    if args.binary and args.sites:
+        parser.error("--binary and --sites: one design at a time")
+    methods = BINARY_METHODS if args.binary else SITE_METHODS if args.sites else METHODS
     truth = {**TRUTH, "sd(site)": SITE_SD["y"]} if args.sites else TRUTH
     if args.out is None:
         args.out = RESULTS if args.missingness == "outcome" else RESULTS.with_name(RESULTS.stem + "_history.json")
         if args.sites:
             args.out = args.out.with_name(args.out.stem + f"_sites{args.sites}.json")
+        if args.binary:
+            args.out = args.out.with_name(args.out.stem + "_binary.json")
     rows_path = args.out.with_name(args.out.stem + ROWS_SUFFIX)
     previous = json.loads(rows_path.read_text()) if rows_path.exists() else {}
     same = (previous.get("m") == args.m and previous.get("patients") == args.patients
-            and previous.get("sites", 0) == args.sites)
+            and previous.get("sites", 0) == args.sites and previous.get("binary", False) == args.binary)
     rows = previous["rows"] if same else {}
     seconds = previous["seconds"] if same else {}
     for method in methods:
@@ -281,7 +305,7 @@ def main() -> None:
     start = time.perf_counter()
     for r in range(min(len(v) for v in rows.values()), args.replicates):
         frame = simulate_longitudinal(5000 + r, n_patients=args.patients, missingness=args.missingness,
-                                      n_sites=args.sites)
+                                      n_sites=args.sites, binary=args.binary)
         for method in methods:
             if len(rows[method]) > r:
                 continue
@@ -292,13 +316,13 @@ def main() -> None:
         done = r + 1
         if done % 10 == 0 or done == args.replicates:
             out = {"replicates": done, "m": args.m, "patients": args.patients, "missingness": args.missingness,
-                   "sites": args.sites, "truth": truth,
+                   "sites": args.sites, "binary": args.binary, "truth": truth,
                    "seconds_per_registry": {k: v / len(rows[k]) for k, v in seconds.items()},
                    "methods": summarise({k: v[:done] for k, v in rows.items()}, truth)}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(out, indent=1) + "\n")
             rows_path.write_text(json.dumps({"m": args.m, "patients": args.patients, "sites": args.sites,
-                                             "seconds": seconds, "rows": rows}) + "\n")
+                                             "binary": args.binary, "seconds": seconds, "rows": rows}) + "\n")
             print(f"{done} replicates, {time.perf_counter() - start:.0f} s", flush=True)
             for method, terms in out["methods"].items():
                 print(" ", method, {t: {k: round(v, 3) for k, v in d.items()} for t, d in terms.items()}, flush=True)

@@ -22,7 +22,8 @@ RS-IMP-005  unsorted input: with rows shuffled, each imputed value sits in its o
 RS-IMP-006  the input frame is unchanged; recorded values are never changed; completed() returns copies
 RS-IMP-007  clear errors: a slope that does not vary within clusters, a slope or predictor with missing values, a
             non-numeric column, an unknown column (DataError); too few clusters (FitError)
-RS-IMP-008  binary target: the 2l.bin fall-back, 0/1 values and a note; pmm: imputed values are recorded values
+RS-IMP-008  binary target: the random-slope logistic kernel (2l.bin type 2), 0/1 values, named in the model; pmm:
+            imputed values are recorded values
 RS-IMP-009  R parity, simulated registry: pooled coefficients of lmer(y ~ t + x + treat + (1 + t | patient)) within
             3.5 combined Monte Carlo SEs of mice 2l.pan's; the mean slope SD within 3.5 combined MC SEs + 0.005
 RS-IMP-010  R parity, cdystonia (twstrs missing at missed visits): the same for lmer(twstrs ~ week + treat + age +
@@ -243,15 +244,15 @@ def test_rs_imp_007_clear_errors():
 
 
 def test_rs_imp_008_binary_fallback_and_pmm():
-    """RS-IMP-008: a 0/1 target takes the noted 2l.bin fall-back; pmm draws recorded values."""
+    """RS-IMP-008: see the module docstring."""
     frame = _small_problem()
     frame["flag"] = (frame["y"] > frame["y"].median()).astype(float)
     frame.loc[::4, "flag"] = np.nan
     res = impute_random_slopes(frame, target="flag", predictors=["z"], cluster="patient", slopes=["t"], m=3,
                                iterations=2, seed=1)
     assert set(np.unique(res.values)) == {0.0, 1.0}
-    assert any("no random-slope logistic model" in note for note in res.notes)
-    assert "2l.bin" in res.model and np.isnan(res.random_cov).all()
+    assert "logistic mixed model with a random intercept and random slope(s) on 't'" in res.model
+    assert "2l.bin type 2" in res.model and np.isnan(res.random_cov).all()
     frame.loc[::4, "y"] = np.nan
     res = impute_random_slopes(frame, target="y", predictors=["z"], cluster="patient", slopes=["t"], m=3,
                                iterations=2, seed=1, continuous="pmm")

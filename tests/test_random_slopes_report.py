@@ -20,9 +20,10 @@ RS-REP-004  Rubin's rules on random-slope fits: the slope SD pooled on the log s
 RS-REP-005  params and data checks: a slope that is not a predictor, categorical, repeated, text, missing in some
             row or constant within every cluster is an error naming the column and the fix, before any fit
 RS-REP-006  the chained equations with random_slopes call the random-slope kernel for continuous targets
-            (model description "random intercept and slopes on month"), keep a random intercept for binary ones,
-            and with higher_levels keep the site's random intercept beside the slopes (three levels, no fixed
-            site indicators in the design); with one incomplete variable their
+            (model description "random intercept and slopes on month") and the random-slope logistic kernel for
+            binary ones; with higher_levels continuous targets keep the site's random intercept beside the slopes
+            (three levels, no fixed site indicators in the design) and binary ones the three-level random
+            intercepts; with one incomplete variable their
             pooled estimates equal impute_random_slopes' on the same data within Monte Carlo error
 RS-REP-007  the conclusion rule judges neither the slope SD nor the correlation (no scale for a clinically
             relevant difference), but still the cluster SD
@@ -244,11 +245,15 @@ def test_rs_rep_006_chained_equations_use_the_slope_kernel(longitudinal):
                  iterations=2, seed=1)
     assert res.models["x"].startswith("2l.pan: random intercept and slopes on month (unstructured covariance)")
     assert "random intercepts for the cluster and for 'site' (three levels" in res.models["x"]
-    assert "random intercept only" in res.models["high"]
+    assert "random intercepts only: with a random intercept per site" in res.models["high"]
     assert not any("fixed indicator" in n for n in res.notes)
+    no_site = impute(frame, method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
+                     predictors=["x", "month", "high"], random_slopes=["month"], m=2, iterations=2, seed=1)
+    assert no_site.models["high"].startswith("2l.bin: random intercept and slopes on month (unstructured "
+                                             "covariance), logistic (Laplace fit")
     plain = impute(frame, method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
                    predictors=["x", "month", "high"], m=2, iterations=2, seed=1)
-    assert "slopes" not in plain.models["x"]
+    assert "slopes" not in plain.models["x"] and "slopes" not in plain.models["high"]
 
 
 def test_rs_rep_006_chained_equals_the_standalone_imputation(longitudinal):

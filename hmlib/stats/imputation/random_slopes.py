@@ -66,14 +66,13 @@ state (``Psi``, ``a``, ``sigma^2``) is carried between calls as in
 sweeps at a chain's first call, ``GIBBS_SWEEPS`` later. Missing values are
 ``x' beta* + w' b*_i + e``; ``pmm=True`` matches as 2l.pmm does (type 1).
 
-Binary variables (decision). No random-slope logistic kernel is built:
-:func:`impute_random_slopes` imputes a 0/1 target with the random-intercept
-logistic draw (2l.bin, :func:`~hmlib.stats.imputation.kernels.ri_logistic_draw`)
-whose design keeps the slope columns and their cluster means as fixed
-effects, and says so in :attr:`RandomSlopeImputation.notes`. A patient's own
-trend in a binary variable is therefore shrunk to the common trend; the
-missing piece is a Laplace fit of ``(1 + time | patient)`` with draws of
-``Psi`` (``fit_mixed(family="binomial")`` has the fit).
+Binary variables: :func:`impute_random_slopes` imputes a 0/1 target with
+the random-slope logistic kernel
+(:func:`~hmlib.stats.imputation.slopes_logistic.random_slopes_logistic_draw`:
+a Laplace fit of ``(1 + slopes | cluster)``, then ``beta*``, ``Psi*`` and
+each cluster's effects drawn given its recorded values); until 2026-12-06 it
+used the random-intercept logistic draw with the slopes as fixed effects,
+which shrinks a patient's own trend in the variable to the common trend.
 
 :func:`impute_random_slopes` is the self-contained public function for one
 incomplete variable with complete predictors (``m`` chains, each of
@@ -106,9 +105,10 @@ import pandas as pd
 
 from hmlib.exceptions import DataError, FitError
 from hmlib.stats.imputation.chained import split_rhat
-from hmlib.stats.imputation.kernels import cluster_sums, prepare_design, ri_logistic_draw, standardise_target
+from hmlib.stats.imputation.kernels import cluster_sums, prepare_design, standardise_target
 from hmlib.stats.imputation.slopes_kernel import (MIN_CLUSTERS_PER_EFFECT, PSI_PRIOR_DF, PSI_PRIOR_SD_SCALE,
                                                   draw_inverse_wishart, random_slopes_gibbs_draw)
+from hmlib.stats.imputation.slopes_logistic import random_slopes_logistic_draw
 from hmlib.stats.imputation.univariate import CLUSTER_COEF_PRIOR_SD
 
 __all__ = ["random_slopes_gibbs_draw", "impute_random_slopes", "RandomSlopeImputation", "draw_inverse_wishart",
@@ -133,9 +133,9 @@ class RandomSlopeImputation:
     random_names : tuple of str
         ``("Intercept", <slope>, ...)``: the random effects (the intercept at the slopes' 0).
     random_cov : numpy.ndarray, shape (m, iterations, q, q)
-        ``Psi`` drawn at each call, on the user's scale (NaN for the binary fall-back).
+        ``Psi`` drawn at each call, on the user's scale (NaN for a binary target).
     residual_sd : numpy.ndarray, shape (m, iterations)
-        ``sigma`` drawn at each call, on the user's scale (NaN for the binary fall-back).
+        ``sigma`` drawn at each call, on the user's scale (NaN for a binary target).
     model : str
         The imputation model in words.
     notes : tuple of str
@@ -289,7 +289,7 @@ def impute_random_slopes(frame: pd.DataFrame, *, target: str, predictors, cluste
     frame : pandas.DataFrame
         One row per measurement (visit); any row order; never modified.
     target : str
-        The incomplete variable: continuous, or 0/1 (the binary fall-back, module docstring).
+        The incomplete variable: continuous, or 0/1 (the random-slope logistic model, module docstring).
     predictors : sequence of str
         Complete numeric columns predicting it (the outcome of the analysis model among them).
     cluster : str
@@ -362,18 +362,17 @@ def impute_random_slopes(frame: pd.DataFrame, *, target: str, predictors, cluste
     ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in mean_names else 0.0 for nm in kept]]
     yo = y[obs]
     binary = bool(np.isin(yo, (0.0, 1.0)).all() and np.unique(yo).size == 2)
-    if binary:
-        notes.append(f"'{target}' is binary: no random-slope logistic model is built; it was imputed from the "
-                     "random-intercept logistic model (2l.bin) with the slope columns as fixed effects.")
     T = _to_user_scale(X, all_names, obs, slopes, standardise_target(yo)[1])
     chains = _run_chains(Do, yo, codes, obs, Dp, J, T, m=m, iterations=iterations, seed=seed, binary=binary,
                          random_columns=random_columns, ridge=ridge, pmm=continuous == "pmm", donors=donors,
                          notes=notes, target=target)
     values = np.tile(y, (m, 1))
     values[:, mis] = chains["draws"]
-    kind = "random-intercept logistic (2l.bin; slopes as fixed effects)" if binary else \
-        f"linear mixed model with a random intercept and random slope(s) on {', '.join(map(repr, slopes))} " \
-        f"per '{cluster}', unstructured covariance ({'pmm' if continuous == 'pmm' else '2l.pan type 2'})"
+    effects = f"a random intercept and random slope(s) on {', '.join(map(repr, slopes))} per '{cluster}', " \
+              "unstructured covariance"
+    kind = f"logistic mixed model with {effects} (2l.bin type 2, Laplace fit; effects drawn given the " \
+           "cluster's recorded values)" if binary else \
+        f"linear mixed model with {effects} ({'pmm' if continuous == 'pmm' else '2l.pan type 2'})"
     model = f"{target} ~ {' + '.join(kept) if kept else '1'}: {kind}; columns standardised"
     return RandomSlopeImputation(target=target, index=frame.index.copy(), missing=mis, values=values,
                                  chain_means=chains["chain_means"], random_names=("Intercept", *slopes),
@@ -394,8 +393,8 @@ def _run_chains(Do, yo, codes, obs, Dp, J, T, *, m, iterations, seed, binary, ra
         state: dict = {}
         for it in range(iterations):
             if binary:
-                draw = ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, notes=_NoteList(notes), target=target,
-                                        state=state, cache=cache)
+                draw = random_slopes_logistic_draw(Do, yo, co, Dp, cp, J, rng, random_columns=random_columns,
+                                                   notes=_NoteList(notes), target=target, state=state, cache=cache)
             else:
                 draw = random_slopes_gibbs_draw(Do, yo, co, Dp, cp, J, rng, random_columns=random_columns,
                                                 state=state, pmm=pmm, donors=donors, prior_precision=ridge,

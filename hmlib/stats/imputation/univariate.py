@@ -21,6 +21,7 @@ from hmlib.stats.imputation.kernels import (cluster_sums, fe_linear_draw, fe_log
                                             logistic_draw, prepare_design, ri_gibbs_draw, ri_logistic_draw)
 from hmlib.stats.imputation.problem import Problem, Variable
 from hmlib.stats.imputation.slopes_kernel import random_slopes_gibbs_draw
+from hmlib.stats.imputation.slopes_logistic import random_slopes_logistic_draw
 from hmlib.stats.imputation.three_level import nested_gibbs_draw, nested_logistic_draw
 
 __all__ = ["impute_variable", "recorded_fallbacks", "MIN_CLUSTERS_FOR_MEANS", "CLUSTERS_PER_CLUSTER_COLUMN",
@@ -200,6 +201,11 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
         return nested_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, problem.higher_codes,
                                     problem.K, rng, notes=problem.notes, target=var.name, cache=cache,
                                     state=state, logits=kind == "logits")
+    slopes = [0, *(1 + kept.index(nm) for nm in problem.random_slopes if nm in kept)]
+    if kind in _LOGISTIC_KINDS and len(slopes) > 1:
+        return random_slopes_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
+                                           random_columns=slopes, notes=problem.notes, target=var.name,
+                                           state=state, cache=cache, logits=kind == "logits")
     if kind in _LOGISTIC_KINDS:
         return ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                  notes=problem.notes, target=var.name, state=state, cache=cache,
@@ -207,9 +213,8 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
     cluster_level = set(cluster_info[1])
     ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in cluster_level else 0.0 for nm in kept]]
     if problem.random_slopes:
-        columns = [0, *(1 + kept.index(nm) for nm in problem.random_slopes if nm in kept)]
         return random_slopes_gibbs_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
-                                        random_columns=columns, state=state, pmm=problem.continuous == "pmm",
+                                        random_columns=slopes, state=state, pmm=problem.continuous == "pmm",
                                         donors=problem.donors, prior_precision=ridge, cache=cache,
                                         hc=problem.higher_codes if three else None, K=problem.K)
     if three:

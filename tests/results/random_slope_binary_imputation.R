@@ -1,0 +1,88 @@
+# A reference for hmlib's random-slope logistic imputation (hmlib.stats.imputation.slopes_logistic: a binary
+# variable imputed with a random intercept and slope per patient; tests/test_random_slope_logistic_imputation.py
+# checks against it). mice's 2l.bin takes random slopes (type 2) but draws every patient's effects from
+# N(0, Psi*), ignoring the patient's recorded values; it is run beside, for contrast. The reference is brms: the
+# same imputation model fitted as a Bayesian logistic model on the recorded rows, and the missing values drawn from
+# the posterior predictive distribution (each patient's effects from the posterior given the patient's values):
+# with x the only incomplete variable that is the exact posterior imputation of the model.
+# Run from this folder:  Rscript random_slope_binary_imputation.R   (needs R with brms, rstan, mice, lme4 and
+# jsonlite; Debian: apt-get install r-cran-brms r-cran-rstan r-cran-mice r-cran-lme4 r-cran-jsonlite). About 4
+# minutes (the Stan model compiles first).
+#
+# Data: random_slope_binary_registry.csv (bench/random_slope_imputation_truth.py --binary --write-test-data, seed
+# 20261207): 300 patients, up to 8 visits (t in years), a 0/1 finding x with each patient's own level and trend,
+# missing for about 30% at random given y and t. Truth: y = 1 + 0.4 t + 0.35 x + 0.5 treat + (1 + t | patient),
+# sd(t|patient) 0.5.
+#
+# Imputation model of x, hmlib's default design: x ~ y + t + treat + patient means of y and t + (1 + t | patient),
+# logistic. brms: default priors (flat on the coefficients, half-t(3, 0, 2.5) on the SDs, LKJ(1)), columns
+# z-scored, 2 chains of 2,000 after 1,000 warm-up; m = 100 evenly spaced posterior predictive draws. mice: 2l.bin
+# with the same predictors (patient -2, t 2, y and the means 1), m = 100, maxit = 1.
+# Analysis of each completed set: lmer(y ~ t + x + treat + (1 + t | patient), REML = FALSE); Rubin's rules.
+# Writes random_slope_binary_imputation.json: per method ("brms", "mice_2l_bin") the pooled estimate, SE, between-
+# and within-imputation variance of each fixed effect, the slope SD's mean and SD over imputations, the wall
+# seconds; m, the seed, the versions.
+suppressPackageStartupMessages({ library(lme4); library(jsonlite); library(brms); library(posterior); library(mice) })
+source("lme4_controls.R")   # tight_lmer
+source(file.path("..", "..", "bench", "r", "stan_boost.R"))
+use_system_boost()
+
+set.seed(20261207)
+m <- 100
+d <- read.csv("random_slope_binary_registry.csv")
+d$visit <- NULL
+for (v in c("y", "t")) d[[paste0("p_", v)]] <- ave(d[[v]], d$patient)
+obs <- !is.na(d$x)
+mis <- which(!obs)
+
+analyse <- function(completed, imputation_s) {
+  start <- proc.time()[["elapsed"]]
+  fits <- lapply(completed, function(done) lmer(y ~ t + x + treat + (1 + t | patient), data = done, REML = FALSE,
+                                                control = tight_lmer))
+  analysis_s <- proc.time()[["elapsed"]] - start
+  est <- sapply(fits, fixef); var <- sapply(fits, function(f) diag(as.matrix(vcov(f))))
+  qbar <- rowMeans(est); ubar <- rowMeans(var); b <- apply(est, 1, var)
+  total <- ubar + (1 + 1 / length(fits)) * b
+  slope_sd <- sapply(fits, function(f) attr(VarCorr(f)$patient, "stddev")[["t"]])
+  list(imputation_s = imputation_s, analysis_s = analysis_s,
+       pooled = lapply(setNames(names(qbar), names(qbar)), function(t)
+         list(estimate = qbar[[t]], std_error = sqrt(total[[t]]), between = b[[t]], within = ubar[[t]])),
+       sds = list("sd(t|patient)" = list(mean = mean(slope_sd), sd = sd(slope_sd))))
+}
+
+# brms: the posterior predictive draws of the missing x
+start <- proc.time()[["elapsed"]]
+columns <- c("y", "t", "treat", "p_y", "p_t")
+z <- d
+for (v in columns) z[[v]] <- (d[[v]] - mean(d[[v]])) / sd(d[[v]])
+z$patient <- factor(z$patient)
+fit_b <- brm(x ~ y + t + treat + p_y + p_t + (1 + t | patient), family = bernoulli(), data = z[obs, ], chains = 2,
+             cores = 2, iter = 3000, warmup = 1000, seed = 20261207, refresh = 0, silent = 2)
+ndraws <- 2 * 2000
+keep <- round(seq(1, ndraws, length.out = m))
+pred <- posterior_predict(fit_b, newdata = z[mis, ], draw_ids = keep, allow_new_levels = TRUE,
+                          sample_new_levels = "gaussian")
+completed <- lapply(seq_len(m), function(i) { done <- d; done$x[mis] <- pred[i, ]; done })
+brms_s <- proc.time()[["elapsed"]] - start
+nuts <- nuts_params(fit_b)
+brms_out <- c(analyse(completed, brms_s),
+              list(max_rhat = max(summarise_draws(as_draws_array(fit_b), "rhat")$rhat, na.rm = TRUE),
+                   divergent = sum(nuts$Value[nuts$Parameter == "divergent__"])))
+
+# mice 2l.bin with a random slope (for contrast)
+start <- proc.time()[["elapsed"]]
+md <- d[, c("patient", "t", "treat", "x", "y", "p_y", "p_t")]
+meth <- make.method(md); meth[] <- ""; meth["x"] <- "2l.bin"
+pred_m <- make.predictorMatrix(md); pred_m[, ] <- 0
+pred_m["x", c("patient", "t", "treat", "y", "p_y", "p_t")] <- c(-2, 2, 1, 1, 1, 1)
+imp <- mice(md, m = m, method = meth, predictorMatrix = pred_m, maxit = 1, printFlag = FALSE, seed = 20261207)
+mice_s <- proc.time()[["elapsed"]] - start
+mice_out <- analyse(lapply(seq_len(m), function(i) complete(imp, i)), mice_s)
+
+out <- list(m = m, seed = 20261207,
+            versions = list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
+                            brms = as.character(packageVersion("brms")), mice = as.character(packageVersion("mice"))),
+            brms = brms_out, mice_2l_bin = mice_out)
+writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "random_slope_binary_imputation.json")
+cat("wrote random_slope_binary_imputation.json: brms x", brms_out$pooled$x$estimate, "in", round(brms_s, 1),
+    "s; mice 2l.bin x", mice_out$pooled$x$estimate, "in", round(mice_s, 1), "s\n")
