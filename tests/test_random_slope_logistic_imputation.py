@@ -22,7 +22,10 @@ RSL-IMP-004  fall-backs: a finding with no patient-specific trend (the slope SD 
              without error, 0/1 values only; the estimated covariance at the boundary (an SD at 0, singular) is
              made usable (eigenvalues floored, the effect kept at almost no variation); a model that cannot be
              fitted (one recorded value) falls back to the random-intercept draw with a note
-RSL-IMP-005  warm start: a chain's later fits start from its previous optimum (stored per variable); a start of
+RSL-IMP-006  the closed-form small solves (q = 1, 2; numpy for q = 3) equal numpy's batched solve, and the draws
+             given a precision have covariance its inverse (the Cholesky factor's transpose solved)
+RSL-IMP-005  warm start: a chain's later fits start from its previous optimum and its patients' modes from their
+             previous modes (stored per variable); a start of
              another design width is not used
 """
 
@@ -39,7 +42,8 @@ from scipy import optimize, special
 
 from hmlib.stats.imputation import impute
 from hmlib.stats.imputation.kernels import prepare_design, ri_logistic_draw
-from hmlib.stats.imputation.slopes_logistic import _estimate, random_slopes_logistic_draw, slope_effect_modes
+from hmlib.stats.imputation.slopes_logistic import (_estimate, _normal_given_precision, _solve,
+                                                   random_slopes_logistic_draw, slope_effect_modes)
 from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
 from hmlib.stats.pooling import rubin_arrays
 
@@ -185,6 +189,11 @@ def test_rsl_imp_005_warm_start():
                                 notes=set(), target="x", state=state)
     width, columns, optimum = state["slopes_start"]
     assert width == Do.shape[1] and columns == (0, 1) and np.all(np.isfinite(optimum))
+    assert state["slopes_modes"].shape == (120, 2)
+    offset, psi = Do @ np.array([0.1, 0.2, 0.3]), np.array([[1.0, 0.2], [0.2, 0.5]])
+    cold_modes, _ = slope_effect_modes(offset, x[obs], patient[obs], Do[:, :2], 120, psi)
+    warm_modes, _ = slope_effect_modes(offset, x[obs], patient[obs], Do[:, :2], 120, psi, start=state["slopes_modes"])
+    np.testing.assert_allclose(warm_modes, cold_modes, atol=1e-8)
     cold = fit_mixed(x[obs], Do, RandomEffects((RandomLevel("c", patient[obs], slopes={"s1": Do[:, 1]}),)),
                      family="binomial")
     warm = fit_mixed(x[obs], Do, RandomEffects((RandomLevel("c", patient[obs], slopes={"s1": Do[:, 1]}),)),
@@ -194,3 +203,20 @@ def test_rsl_imp_005_warm_start():
     values = random_slopes_logistic_draw(Do[:, :2], x[obs], patient[obs], Dp[:, :2], patient[masked], 120, rng,
                                          random_columns=[0, 1], notes=set(), target="x", state=state)
     assert set(np.unique(values)) <= {0.0, 1.0} and state["slopes_start"][0] == 2
+
+
+def test_rsl_imp_006_small_solves():
+    """RSL-IMP-006: see the module docstring."""
+    rng = np.random.default_rng(5)
+    for q in (1, 2, 3):
+        A = rng.normal(size=(50, q, q))
+        H = A @ np.swapaxes(A, 1, 2) + 0.5 * np.eye(q)
+        g = rng.normal(size=(50, q))
+        np.testing.assert_allclose(_solve(H, g), np.linalg.solve(H, g[..., None])[..., 0], rtol=1e-10, atol=1e-12)
+        L = np.linalg.cholesky(H)
+        e = rng.normal(size=(50, q))
+        np.testing.assert_allclose(_normal_given_precision(H, e),
+                                   np.linalg.solve(np.swapaxes(L, 1, 2), e[..., None])[..., 0], rtol=1e-10, atol=1e-12)
+    one = np.array([[[2.0, 0.6], [0.6, 1.0]]])
+    draws = np.array([_normal_given_precision(one, rng.normal(size=(1, 2)))[0] for _ in range(20000)])
+    np.testing.assert_allclose(np.cov(draws.T), np.linalg.inv(one[0]), atol=0.03)

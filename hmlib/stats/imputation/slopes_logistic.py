@@ -70,7 +70,8 @@ def random_slopes_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, random_columns, n
         Plain-language notes (fall-backs) are added here.
     target : str
     state : dict, optional
-        The chain's state for this variable: the previous fit's optimum (``"slopes_start"``), read and written.
+        The chain's state for this variable: the previous fit's optimum (``"slopes_start"``) and the patients'
+        previous modes (``"slopes_modes"``, where the next Newton steps start), read and written.
     cache : dict, optional
         Shared by all chains for a design no imputation changes: the fit is made once.
     logits : bool
@@ -91,9 +92,12 @@ def random_slopes_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, random_columns, n
     vals, vecs = np.linalg.eigh(fit.cov)
     beta = fit.coef + vecs @ (np.sqrt(np.clip(vals, 0.0, None)) * rng.standard_normal(vals.size))
     psi = _psi_draw(fit.levels[0], rng, notes, target)
-    modes, precision = slope_effect_modes(Do @ beta, yo, co, Do[:, r], J, psi)
-    L = np.linalg.cholesky(precision)
-    b = modes + np.linalg.solve(np.swapaxes(L, 1, 2), rng.standard_normal((J, r.size))[..., None])[..., 0]
+    previous = None if state is None else state.get("slopes_modes")
+    modes, precision = slope_effect_modes(Do @ beta, yo, co, Do[:, r], J, psi,
+                                          start=previous if np.shape(previous) == (J, r.size) else None)
+    if state is not None:
+        state["slopes_modes"] = modes
+    b = modes + _normal_given_precision(precision, rng.standard_normal((J, r.size)))
     return values_or_logits(Dp @ beta + np.einsum("ik,ik->i", Dp[:, r], b[cp]), rng, logits)
 
 
@@ -147,7 +151,36 @@ def _estimate(level) -> np.ndarray:
     return (vecs * np.maximum(vals, 1e-8)) @ vecs.T
 
 
-def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100):
+def _solve(H, g):
+    """``H_j^-1 g_j`` for a stack of symmetric positive definite ``q x q`` matrices; closed form for ``q <= 2``
+    (the usual intercept and time slope), where numpy's batched solve costs most of a Newton step."""
+    q = H.shape[1]
+    if q == 1:
+        return g / H[:, :, 0]
+    if q == 2:
+        a, b, d = H[:, 0, 0], H[:, 0, 1], H[:, 1, 1]
+        det = a * d - b * b
+        return np.column_stack([d * g[:, 0] - b * g[:, 1], a * g[:, 1] - b * g[:, 0]]) / det[:, None]
+    return np.linalg.solve(H, g[..., None])[..., 0]
+
+
+def _normal_given_precision(H, e):
+    """``L_j'^-1 e_j`` with ``H_j = L_j L_j'`` (Cholesky): draws with covariance ``H_j^-1`` from standard normal
+    ``e`` (``J x q``); closed form for ``q <= 2``."""
+    q = H.shape[1]
+    if q == 1:
+        return e / np.sqrt(H[:, :, 0])
+    if q == 2:
+        l11 = np.sqrt(H[:, 0, 0])
+        l21 = H[:, 1, 0] / l11
+        l22 = np.sqrt(H[:, 1, 1] - l21 * l21)
+        x2 = e[:, 1] / l22
+        return np.column_stack([(e[:, 0] - l21 * x2) / l11, x2])
+    L = np.linalg.cholesky(H)
+    return np.linalg.solve(np.swapaxes(L, 1, 2), e[..., None])[..., 0]
+
+
+def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100, start=None):
     """Modes and precisions of ``b_i | y_i, beta, Psi`` in the random-slope logistic model.
 
     Parameters
@@ -162,6 +195,8 @@ def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100):
     J : int
     psi : numpy.ndarray, shape (q, q)
     max_iter : int
+    start : numpy.ndarray, shape (J, q), optional
+        Where Newton's method starts (a chain's previous modes; the maximum does not depend on it). Zeros if None.
 
     Returns
     -------
@@ -173,7 +208,7 @@ def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100):
     q = Wo.shape[1]
     psi_inv = np.linalg.inv(psi)
     outer = (Wo[:, :, None] * Wo[:, None, :]).reshape(-1, q * q)
-    b = np.zeros((J, q))
+    b = np.zeros((J, q)) if start is None else np.array(start, dtype=float)
 
     def curvature(prob):
         w = prob * (1.0 - prob)
@@ -182,7 +217,7 @@ def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100):
     for _ in range(max_iter):
         prob = special.expit(offset + np.einsum("ik,ik->i", Wo, b[co]))
         grad = cluster_sums(Wo * (yo - prob)[:, None], co, J) - b @ psi_inv
-        step = np.clip(np.linalg.solve(curvature(prob), grad[..., None])[..., 0], -2.0, 2.0)
+        step = np.clip(_solve(curvature(prob), grad), -2.0, 2.0)
         b = b + step
         if np.max(np.abs(step)) < 1e-9:
             break
