@@ -173,18 +173,20 @@ def default_methods(cluster: str, *, cluster_residual_variance: bool = False, ra
     model = "2l.norm" if cluster_residual_variance else "2l.pan"
     if random_slopes:
         multilevel = (f"chained equations with a random intercept and random slopes on {', '.join(random_slopes)} "
-                      "(2l.pan type 2, unstructured covariance; cluster means as predictors where enough clusters "
-                      "observe the variable; random intercept only for binary and categorical variables)")
+                      "(unstructured covariance; 2l.pan type 2 for continuous variables, a random-slope logistic "
+                      "model fitted by Laplace, 2l.bin type 2, for binary and categorical ones; cluster means as "
+                      "predictors where enough clusters observe the variable)")
     else:
         multilevel = (f"random-intercept chained equations ({model}; cluster means as predictors where enough "
                       "clusters observe the variable)")
+    binary_note = "; binary and categorical variables then without the slopes" if random_slopes else ""
     if len(higher_levels) == 1:
         multilevel += (f", with a random intercept per {higher_levels[0]} too (three levels; {higher_levels[0]} "
-                       "means of the other variables as predictors)")
+                       f"means of the other variables as predictors{binary_note})")
     elif higher_levels:
         multilevel += (f", with a random intercept for the level directly above the {cluster} too (of "
                        f"{', '.join(higher_levels)}: the one with the most units; its means of the other variables "
-                       "as predictors; the levels further up as fixed indicators)")
+                       f"as predictors; the levels further up as fixed indicators{binary_note})")
     locf = (locf_spec(cluster, time_column),) if time_column else ()
     return (
         MethodSpec("flat_mi", "flat", {"continuous": "pmm"},

@@ -378,11 +378,14 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         Multilevel only: complete patient-level predictors (the visit time)
         with a random slope per cluster in the imputation model of each
         continuous variable, correlated with its random intercept (mice's
-        2l.pan "type 2" set-up, :mod:`hmlib.stats.imputation.random_slopes`);
-        binary and categorical variables keep a random intercept. With
+        2l.pan "type 2" set-up, :mod:`hmlib.stats.imputation.random_slopes`),
+        and of each binary and categorical one (a random-slope logistic
+        model, :mod:`hmlib.stats.imputation.slopes_logistic`). With
         ``higher_levels`` the level directly above keeps its random intercept
-        beside the slopes (visits in patients in sites,
-        :mod:`hmlib.stats.imputation.slopes_kernel`).
+        beside the slopes of continuous variables (visits in patients in
+        sites, :mod:`hmlib.stats.imputation.slopes_kernel`); binary and
+        categorical ones then have random intercepts at both levels, without
+        slopes.
 
     Returns
     -------
