@@ -196,9 +196,7 @@ def main() -> None:
     out["ratio_kernels"] = sec["random_slopes_kernel"] / sec["random_intercept_kernel"]
     if isinstance(sec["mice_2l_pan"], float):
         out["ratio_mice_to_random_slopes"] = sec["mice_2l_pan"] / sec["random_slopes"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    _write(out, args.out)
 
 
 def _sites(args) -> None:
@@ -219,10 +217,7 @@ def _sites(args) -> None:
     out["ratio_random_slopes_to_fixed_sites"] = sec["chained_random_slopes"] / sec["chained_random_slopes_fixed_sites"]
     if isinstance(sec["lme4_ml_lmer_way"], float):
         out["ratio_lme4_to_random_slopes"] = sec["lme4_ml_lmer_way"] / sec["chained_random_slopes"]
-    path = args.out or RESULTS.with_name(f"{RESULTS.stem}_sites{args.sites}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    _write(out, args.out or RESULTS.with_name(f"{RESULTS.stem}_sites{args.sites}.json"))
 
 
 def _binary(args) -> None:
@@ -239,7 +234,11 @@ def _binary(args) -> None:
     out["ratio_random_slopes_to_random_intercept"] = sec["chained_random_slopes"] / sec["random_intercept"]
     if isinstance(sec["mice_2l_bin"], float):
         out["ratio_mice_to_random_slopes"] = sec["mice_2l_bin"] / sec["chained_random_slopes"]
-    path = args.out or RESULTS.with_name(f"{RESULTS.stem}_binary.json")
+    _write(out, args.out or RESULTS.with_name(f"{RESULTS.stem}_binary.json"))
+
+
+def _write(out: dict, path: Path) -> None:
+    """Write the bench's JSON and print it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))

@@ -34,6 +34,7 @@
 suppressPackageStartupMessages({ library(lme4); library(jsonlite); library(MASS); library(brms)
                                   library(posterior) })
 source("lme4_controls.R")   # tight_lmer
+source("brms_checks.R")     # brms_checks: largest R-hat, divergent transitions
 source(file.path("..", "..", "bench", "r", "stan_boost.R"))
 use_system_boost()
 
@@ -78,10 +79,7 @@ keep <- round(seq(1, nrow(ymi), length.out = m))
 completed <- lapply(keep, function(k) { done <- d; done$x[mis] <- centre[["x"]] + scale[["x"]] * as.vector(ymi[k, ])
                                         done })
 brms_s <- proc.time()[["elapsed"]] - start
-nuts <- nuts_params(fit_b)
-brms_out <- c(analyse(completed, brms_s),
-              list(max_rhat = max(summarise_draws(as_draws_array(fit_b), "rhat")$rhat, na.rm = TRUE),
-                   divergent = sum(nuts$Value[nuts$Parameter == "divergent__"])))
+brms_out <- c(analyse(completed, brms_s), brms_checks(fit_b))
 
 # (2) lme4 in ml.lmer's way (for contrast; see the header)
 start <- proc.time()[["elapsed"]]

@@ -24,6 +24,7 @@
 # seconds; m, the seed, the versions.
 suppressPackageStartupMessages({ library(lme4); library(jsonlite); library(brms); library(posterior); library(mice) })
 source("lme4_controls.R")   # tight_lmer
+source("brms_checks.R")     # brms_checks: largest R-hat, divergent transitions
 source(file.path("..", "..", "bench", "r", "stan_boost.R"))
 use_system_boost()
 
@@ -64,10 +65,7 @@ pred <- posterior_predict(fit_b, newdata = z[mis, ], draw_ids = keep, allow_new_
                           sample_new_levels = "gaussian")
 completed <- lapply(seq_len(m), function(i) { done <- d; done$x[mis] <- pred[i, ]; done })
 brms_s <- proc.time()[["elapsed"]] - start
-nuts <- nuts_params(fit_b)
-brms_out <- c(analyse(completed, brms_s),
-              list(max_rhat = max(summarise_draws(as_draws_array(fit_b), "rhat")$rhat, na.rm = TRUE),
-                   divergent = sum(nuts$Value[nuts$Parameter == "divergent__"])))
+brms_out <- c(analyse(completed, brms_s), brms_checks(fit_b))
 
 # mice 2l.bin with a random slope (for contrast)
 start <- proc.time()[["elapsed"]]
