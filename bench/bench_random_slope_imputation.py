@@ -34,7 +34,11 @@ on ``x``, ``y`` and ``x``'s missingness) and ``higher_levels=["site"]`` in every
 ``--binary``: the registry with ``x`` a 0/1 finding (``simulate_longitudinal(binary=True)``); timed:
 ``chained_random_slopes`` (the random-slope logistic kernel, :mod:`hmlib.stats.imputation.slopes_logistic`),
 ``random_intercept`` (2l.bin) and, in R, ``mice_2l_bin`` (mice's 2l.bin with the random slope, type 2; ``m = 5``,
-``maxit = 1``: one ``glmer`` fit per imputation, as hmlib's kernel makes one Laplace fit per call).
+``maxit = 1``: one ``glmer`` fit per imputation, as hmlib's kernel makes one Laplace fit per call). With
+``--sites N`` as well: every imputation with ``higher_levels=["site"]`` (the kernel with the site's random
+intercept; ``random_intercept`` the three-level random-intercept logistic draw), and in R ``glmer_ml_lmer_way``:
+one ``glmer`` fit of ``(1 + t | patient) + (1 | site)`` and ``m = 5`` draws as ``miceadds::ml.lmer`` makes them
+(mice's 2l.bin has no site level).
 
 Usage::
 
@@ -128,6 +132,40 @@ cat(median(times), "\\n")
 """
 
 
+GLMER_SCRIPT = """
+suppressPackageStartupMessages({ library(lme4); library(MASS) })
+args <- commandArgs(TRUE)
+d <- read.csv(args[1])
+d$patient <- factor(d$patient); d$site <- factor(d$site)
+for (v in c("y", "t")) d[[paste0("p_", v)]] <- ave(d[[v]], d$patient)
+for (v in c("y", "t", "treat")) d[[paste0("s_", v)]] <- ave(d[[v]], d$site)
+impute <- function() {
+  obs <- !is.na(d$x); mis <- which(!obs)
+  fit <- glmer(x ~ y + t + treat + p_y + p_t + s_y + s_t + s_treat + (1 + t | patient) + (1 | site),
+               data = d[obs, ], family = binomial)
+  X <- model.matrix(~ y + t + treat + p_y + p_t + s_y + s_t + s_treat, d)
+  re <- ranef(fit, condVar = TRUE); vc <- VarCorr(fit)
+  mode_p <- as.matrix(re$patient); pv <- attr(re$patient, "postVar")
+  mode_s <- re$site[, 1]; csd <- sqrt(attr(re$site, "postVar")[1, 1, ])
+  lapply(1:5, function(i) {
+    beta <- mvrnorm(1, fixef(fit), as.matrix(vcov(fit)))
+    b <- mvrnorm(nlevels(d$patient), c(0, 0), vc$patient)
+    rownames(b) <- levels(d$patient)
+    b[rownames(mode_p), ] <- t(sapply(seq_len(nrow(mode_p)), function(k) mvrnorm(1, mode_p[k, ], pv[, , k])))
+    v <- setNames(rnorm(nlevels(d$site), 0, attr(vc$site, "stddev")), levels(d$site))
+    v[rownames(re$site)] <- rnorm(length(mode_s), mode_s, csd)
+    pid <- as.character(d$patient[mis]); sid <- as.character(d$site[mis])
+    eta <- as.vector(X[mis, ] %*% beta) + b[pid, 1] + b[pid, 2] * d$t[mis] + v[sid]
+    done <- d
+    done$x[mis] <- rbinom(length(mis), 1, plogis(eta))
+    done
+  })
+}
+times <- replicate(as.integer(args[2]), system.time(impute())[["elapsed"]])
+cat(median(times), "\\n")
+"""
+
+
 def _median_seconds(work, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -169,11 +207,11 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=0, help="patients in this many sites (module docstring)")
     parser.add_argument("--binary", action="store_true", help="x a 0/1 finding (module docstring)")
     args = parser.parse_args()
-    if args.sites:
-        _sites(args)
-        return
     if args.binary:
         _binary(args)
+        return
+    if args.sites:
+        _sites(args)
         return
     args.out = args.out or RESULTS
     frame = simulate_longitudinal(7, n_patients=args.patients, dropout=1e-12)
@@ -222,19 +260,23 @@ def _sites(args) -> None:
 
 def _binary(args) -> None:
     """The ``--binary`` bench (module docstring)."""
-    frame = simulate_longitudinal(7, n_patients=args.patients, dropout=1e-12, binary=True)
-    out = {"rows": len(frame), "patients": args.patients, "missing_share": float(frame["x"].isna().mean()),
-           "m": 5, "iterations": 10, "repeats": args.repeats, "seconds": {}}
+    frame = simulate_longitudinal(7, n_patients=args.patients, dropout=1e-12, binary=True, n_sites=args.sites)
+    out = {"rows": len(frame), "patients": args.patients, "sites": args.sites,
+           "missing_share": float(frame["x"].isna().mean()), "m": 5, "iterations": 10, "repeats": args.repeats,
+           "seconds": {}}
     sec = out["seconds"]
     common = dict(method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
-                  predictors=["x", "t", "treat"], m=5, iterations=10, seed=1)
+                  predictors=["x", "t", "treat"], m=5, iterations=10, seed=1,
+                  higher_levels=["site"] if args.sites else ())
     sec["chained_random_slopes"] = _median_seconds(lambda: impute(frame, **common, random_slopes=["t"]), args.repeats)
     sec["random_intercept"] = _median_seconds(lambda: impute(frame, **common), args.repeats)
-    sec["mice_2l_bin"] = r_median_seconds(MICE_BIN_SCRIPT, frame.drop(columns="visit"), 1)
+    name, script = ("glmer_ml_lmer_way", GLMER_SCRIPT) if args.sites else ("mice_2l_bin", MICE_BIN_SCRIPT)
+    sec[name] = r_median_seconds(script, frame.drop(columns="visit"), 1)
     out["ratio_random_slopes_to_random_intercept"] = sec["chained_random_slopes"] / sec["random_intercept"]
-    if isinstance(sec["mice_2l_bin"], float):
-        out["ratio_mice_to_random_slopes"] = sec["mice_2l_bin"] / sec["chained_random_slopes"]
-    _write(out, args.out or RESULTS.with_name(f"{RESULTS.stem}_binary.json"))
+    if isinstance(sec[name], float):
+        out[f"ratio_{'glmer' if args.sites else 'mice'}_to_random_slopes"] = sec[name] / sec["chained_random_slopes"]
+    suffix = f"_binary_sites{args.sites}" if args.sites else "_binary"
+    _write(out, args.out or RESULTS.with_name(f"{RESULTS.stem}{suffix}.json"))
 
 
 def _write(out: dict, path: Path) -> None:

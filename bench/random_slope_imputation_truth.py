@@ -39,8 +39,8 @@ JSON is written after every 10 replicates (the per-replicate estimates beside it
 added later is run on the earlier replicates' registries only).
 
 ``--sites N`` puts the patients in ``N`` sites (``SITE_METHODS``, the site level in every model; truth
-``sd(site)`` 0.5 too) and ``--binary`` makes ``x`` a 0/1 finding (``BINARY_METHODS``;
-:func:`simulate_longitudinal`); each writes its own JSON (``_sites<N>``, ``_binary``).
+``sd(site)`` 0.5 too) and ``--binary`` makes ``x`` a 0/1 finding (``BINARY_METHODS``; with ``--sites``
+``SITE_METHODS``; :func:`simulate_longitudinal`); each writes its own JSON (``_sites<N>``, ``_binary``).
 
 Usage::
 
@@ -77,6 +77,7 @@ ROWS_SUFFIX = "_rows.json"
 TEST_DATA = Path(__file__).resolve().parent.parent / "tests" / "results" / "random_slope_registry.csv"
 SITES_TEST_DATA = TEST_DATA.with_name("random_slope_sites_registry.csv")
 BINARY_TEST_DATA = TEST_DATA.with_name("random_slope_binary_registry.csv")
+BINARY_SITES_TEST_DATA = TEST_DATA.with_name("random_slope_binary_sites_registry.csv")
 TRUTH = {"x": 0.35, "sd(t|patient)": 0.5}
 #: SDs of the site effects of ``simulate_longitudinal(n_sites > 0)``: on x, on y (the analysis model's sd(site))
 #: and on x's log odds of missing.
@@ -275,17 +276,16 @@ def main() -> None:
     parser.add_argument("--write-test-data", action="store_true",
                         help=f"write the R parity registry ({TEST_DATA.name}, seed 20261204; with --sites "
                              f"{SITES_TEST_DATA.name}, seed 20261206; with --binary {BINARY_TEST_DATA.name}, "
-                             "seed 20261207) and stop")
+                             f"seed 20261207; with both {BINARY_SITES_TEST_DATA.name}, seed 20261208) and stop")
     args = parser.parse_args()
     if args.write_test_data:
-        path = BINARY_TEST_DATA if args.binary else SITES_TEST_DATA if args.sites else TEST_DATA
-        seed = 20261207 if args.binary else 20261206 if args.sites else 20261204
+        path, seed = {(False, False): (TEST_DATA, 20261204), (False, True): (SITES_TEST_DATA, 20261206),
+                      (True, False): (BINARY_TEST_DATA, 20261207),
+                      (True, True): (BINARY_SITES_TEST_DATA, 20261208)}[(args.binary, bool(args.sites))]
         simulate_longitudinal(seed, n_sites=args.sites, binary=args.binary).to_csv(path, index=False)
         print(f"wrote {path}")
         return
-    if args.binary and args.sites:
-        parser.error("--binary and --sites: one design at a time")
-    methods = BINARY_METHODS if args.binary else SITE_METHODS if args.sites else METHODS
+    methods = SITE_METHODS if args.sites else BINARY_METHODS if args.binary else METHODS
     truth = {**TRUTH, "sd(site)": SITE_SD["y"]} if args.sites else TRUTH
     if args.out is None:
         args.out = RESULTS if args.missingness == "outcome" else RESULTS.with_name(RESULTS.stem + "_history.json")

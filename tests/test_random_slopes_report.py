@@ -21,9 +21,8 @@ RS-REP-005  params and data checks: a slope that is not a predictor, categorical
             row or constant within every cluster is an error naming the column and the fix, before any fit
 RS-REP-006  the chained equations with random_slopes call the random-slope kernel for continuous targets
             (model description "random intercept and slopes on month") and the random-slope logistic kernel for
-            binary ones; with higher_levels continuous targets keep the site's random intercept beside the slopes
-            (three levels, no fixed site indicators in the design) and binary ones the three-level random
-            intercepts; with one incomplete variable their
+            binary ones; with higher_levels both keep the site's random intercept beside the slopes (three
+            levels, no fixed site indicators in the design); with one incomplete variable their
             pooled estimates equal impute_random_slopes' on the same data within Monte Carlo error
 RS-REP-007  the conclusion rule judges neither the slope SD nor the correlation (no scale for a clinically
             relevant difference), but still the cluster SD
@@ -245,7 +244,9 @@ def test_rs_rep_006_chained_equations_use_the_slope_kernel(longitudinal):
                  iterations=2, seed=1)
     assert res.models["x"].startswith("2l.pan: random intercept and slopes on month (unstructured covariance)")
     assert "random intercepts for the cluster and for 'site' (three levels" in res.models["x"]
-    assert "random intercepts only: with a random intercept per site" in res.models["high"]
+    assert res.models["high"].startswith("2l.bin: random intercept and slopes on month (unstructured covariance), "
+                                         "logistic (Laplace fit")
+    assert "random intercepts for the cluster and for 'site' (three levels" in res.models["high"]
     assert not any("fixed indicator" in n for n in res.notes)
     no_site = impute(frame, method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
                      predictors=["x", "month", "high"], random_slopes=["month"], m=2, iterations=2, seed=1)

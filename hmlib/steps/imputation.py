@@ -179,14 +179,13 @@ def default_methods(cluster: str, *, cluster_residual_variance: bool = False, ra
     else:
         multilevel = (f"random-intercept chained equations ({model}; cluster means as predictors where enough "
                       "clusters observe the variable)")
-    binary_note = "; binary and categorical variables then without the slopes" if random_slopes else ""
     if len(higher_levels) == 1:
         multilevel += (f", with a random intercept per {higher_levels[0]} too (three levels; {higher_levels[0]} "
-                       f"means of the other variables as predictors{binary_note})")
+                       "means of the other variables as predictors)")
     elif higher_levels:
         multilevel += (f", with a random intercept for the level directly above the {cluster} too (of "
                        f"{', '.join(higher_levels)}: the one with the most units; its means of the other variables "
-                       f"as predictors; the levels further up as fixed indicators{binary_note})")
+                       "as predictors; the levels further up as fixed indicators)")
     locf = (locf_spec(cluster, time_column),) if time_column else ()
     return (
         MethodSpec("flat_mi", "flat", {"continuous": "pmm"},

@@ -5,9 +5,14 @@
 # same imputation model fitted as a Bayesian logistic model on the recorded rows, and the missing values drawn from
 # the posterior predictive distribution (each patient's effects from the posterior given the patient's values):
 # with x the only incomplete variable that is the exact posterior imputation of the model.
-# Run from this folder:  Rscript random_slope_binary_imputation.R   (needs R with brms, rstan, mice, lme4 and
-# jsonlite; Debian: apt-get install r-cran-brms r-cran-rstan r-cran-mice r-cran-lme4 r-cran-jsonlite). About 4
+# Run from this folder:  Rscript random_slope_binary_imputation.R [sites]   (needs R with brms, rstan, mice, lme4
+# and jsonlite; Debian: apt-get install r-cran-brms r-cran-rstan r-cran-mice r-cran-lme4 r-cran-jsonlite). About 4
 # minutes (the Stan model compiles first).
+#
+# With the argument `sites`: random_slope_binary_sites_registry.csv (--binary --sites 30, seed 20261208: the
+# patients in 30 sites, site effects on x, on y and on x's missingness; truth sd(site) 0.5), the imputation model
+# with the site means of y, t and treat and `+ (1 | site)`, the analysis model with `+ (1 | site)`; brms only (mice
+# has no three-level 2l.bin). Writes random_slope_binary_sites_imputation.json.
 #
 # Data: random_slope_binary_registry.csv (bench/random_slope_imputation_truth.py --binary --write-test-data, seed
 # 20261207): 300 patients, up to 8 visits (t in years), a 0/1 finding x with each patient's own level and trend,
@@ -28,37 +33,51 @@ source("brms_checks.R")     # brms_checks: largest R-hat, divergent transitions
 source(file.path("..", "..", "bench", "r", "stan_boost.R"))
 use_system_boost()
 
-set.seed(20261207)
+sites <- "sites" %in% commandArgs(trailingOnly = TRUE)
+seed <- if (sites) 20261208 else 20261207
+set.seed(seed)
 m <- 100
-d <- read.csv("random_slope_binary_registry.csv")
+d <- read.csv(if (sites) "random_slope_binary_sites_registry.csv" else "random_slope_binary_registry.csv")
 d$visit <- NULL
 for (v in c("y", "t")) d[[paste0("p_", v)]] <- ave(d[[v]], d$patient)
+columns <- c("y", "t", "treat", "p_y", "p_t")
+if (sites) {
+  for (v in c("y", "t", "treat")) d[[paste0("s_", v)]] <- ave(d[[v]], d$site)
+  columns <- c(columns, "s_y", "s_t", "s_treat")
+}
 obs <- !is.na(d$x)
 mis <- which(!obs)
+analysis <- if (sites) y ~ t + x + treat + (1 + t | patient) + (1 | site) else y ~ t + x + treat + (1 + t | patient)
+imputation <- as.formula(paste("x ~", paste(columns, collapse = " + "), "+ (1 + t | patient)",
+                               if (sites) "+ (1 | site)" else ""))
 
 analyse <- function(completed, imputation_s) {
   start <- proc.time()[["elapsed"]]
-  fits <- lapply(completed, function(done) lmer(y ~ t + x + treat + (1 + t | patient), data = done, REML = FALSE,
-                                                control = tight_lmer))
+  fits <- lapply(completed, function(done) lmer(analysis, data = done, REML = FALSE, control = tight_lmer))
   analysis_s <- proc.time()[["elapsed"]] - start
   est <- sapply(fits, fixef); var <- sapply(fits, function(f) diag(as.matrix(vcov(f))))
   qbar <- rowMeans(est); ubar <- rowMeans(var); b <- apply(est, 1, var)
   total <- ubar + (1 + 1 / length(fits)) * b
   slope_sd <- sapply(fits, function(f) attr(VarCorr(f)$patient, "stddev")[["t"]])
+  sds <- list("sd(t|patient)" = list(mean = mean(slope_sd), sd = sd(slope_sd)))
+  if (sites) {
+    site_sd <- sapply(fits, function(f) attr(VarCorr(f)$site, "stddev")[[1]])
+    sds[["sd(site)"]] <- list(mean = mean(site_sd), sd = sd(site_sd))
+  }
   list(imputation_s = imputation_s, analysis_s = analysis_s,
        pooled = lapply(setNames(names(qbar), names(qbar)), function(t)
          list(estimate = qbar[[t]], std_error = sqrt(total[[t]]), between = b[[t]], within = ubar[[t]])),
-       sds = list("sd(t|patient)" = list(mean = mean(slope_sd), sd = sd(slope_sd))))
+       sds = sds)
 }
 
 # brms: the posterior predictive draws of the missing x
 start <- proc.time()[["elapsed"]]
-columns <- c("y", "t", "treat", "p_y", "p_t")
 z <- d
 for (v in columns) z[[v]] <- (d[[v]] - mean(d[[v]])) / sd(d[[v]])
 z$patient <- factor(z$patient)
-fit_b <- brm(x ~ y + t + treat + p_y + p_t + (1 + t | patient), family = bernoulli(), data = z[obs, ], chains = 2,
-             cores = 2, iter = 3000, warmup = 1000, seed = 20261207, refresh = 0, silent = 2)
+if (sites) z$site <- factor(z$site)
+fit_b <- brm(imputation, family = bernoulli(), data = z[obs, ], chains = 2, cores = 2, iter = 3000, warmup = 1000,
+             seed = seed, refresh = 0, silent = 2)
 ndraws <- 2 * 2000
 keep <- round(seq(1, ndraws, length.out = m))
 pred <- posterior_predict(fit_b, newdata = z[mis, ], draw_ids = keep, allow_new_levels = TRUE,
@@ -66,6 +85,15 @@ pred <- posterior_predict(fit_b, newdata = z[mis, ], draw_ids = keep, allow_new_
 completed <- lapply(seq_len(m), function(i) { done <- d; done$x[mis] <- pred[i, ]; done })
 brms_s <- proc.time()[["elapsed"]] - start
 brms_out <- c(analyse(completed, brms_s), brms_checks(fit_b))
+
+if (sites) {
+  out <- list(m = m, seed = seed, versions = list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
+                                                  brms = as.character(packageVersion("brms"))),
+              brms = brms_out)
+  writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE), "random_slope_binary_sites_imputation.json")
+  cat("wrote random_slope_binary_sites_imputation.json: brms x", brms_out$pooled$x$estimate, "\n")
+  quit(save = "no")
+}
 
 # mice 2l.bin with a random slope (for contrast)
 start <- proc.time()[["elapsed"]]
@@ -77,7 +105,7 @@ imp <- mice(md, m = m, method = meth, predictorMatrix = pred_m, maxit = 1, print
 mice_s <- proc.time()[["elapsed"]] - start
 mice_out <- analyse(lapply(seq_len(m), function(i) complete(imp, i)), mice_s)
 
-out <- list(m = m, seed = 20261207,
+out <- list(m = m, seed = seed,
             versions = list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
                             brms = as.character(packageVersion("brms")), mice = as.character(packageVersion("mice"))),
             brms = brms_out, mice_2l_bin = mice_out)

@@ -382,10 +382,9 @@ def impute(frame: pd.DataFrame, *, method: str, cluster: str, outcome: str, outc
         and of each binary and categorical one (a random-slope logistic
         model, :mod:`hmlib.stats.imputation.slopes_logistic`). With
         ``higher_levels`` the level directly above keeps its random intercept
-        beside the slopes of continuous variables (visits in patients in
-        sites, :mod:`hmlib.stats.imputation.slopes_kernel`); binary and
-        categorical ones then have random intercepts at both levels, without
-        slopes.
+        beside the slopes (visits in patients in sites,
+        :mod:`hmlib.stats.imputation.slopes_kernel` and
+        :mod:`~hmlib.stats.imputation.slopes_logistic`).
 
     Returns
     -------

@@ -353,13 +353,10 @@ def model_description(problem: Problem, var: Variable) -> str:
         if problem.random_slopes and var.kind == "continuous":
             base = base.replace("random-intercept normal", f"random intercept and slopes on {slopes} (unstructured "
                                 "covariance), normal")
-        elif problem.random_slopes and problem.random_level is None:
+        elif problem.random_slopes:
             base = (base.replace("random-intercept logistic", f"random intercept and slopes on {slopes} (unstructured "
                                  "covariance), logistic (Laplace fit, patients' effects drawn given their values)")
                     if var.kind == "binary" else base + f", each with a random intercept and slopes on {slopes}")
-        elif problem.random_slopes:
-            base += (f" (random intercepts only: with a random intercept per {problem.random_level}, random slopes "
-                     f"on {slopes} are for continuous variables)")
         dropped = problem.means_dropped.get(var.name)
         if not problem.cluster_means:
             return base

@@ -33,10 +33,17 @@ continuous kernel, nothing depends on the units of time). Each call:
    ``logits=True`` the linear predictors (the categorical caller draws).
 
 A fit that fails falls back to the random-intercept logistic draw (noted).
-With ``higher_levels`` (a random intercept for the level above) a binary
-target keeps the three-level random-intercept model of
-:mod:`hmlib.stats.imputation.three_level` instead (no slopes; said in the
-model description).
+
+A level above (visits in patients in sites; ``hc``, ``K``): ``+ v_k(i)``,
+``v ~ N(0, omega^2)``, as ``(1 | site) + (1 + t | patient)`` in lme4. The fit
+has both levels; ``omega*`` is drawn as the random-intercept draw's SD; the
+modes of ``(v, b)`` are found jointly (Newton steps on the arrow-shaped
+curvature: each site's intercept with its patients' blocks, reduced by the
+Schur complement, :func:`slope_effect_modes`), and the draw takes ``v_k``
+from its marginal (its patients' effects integrated out), then each ``b_i``
+given its site's ``v_k`` (:func:`effects_draw`). A fit that fails falls back
+to the three-level random-intercept draw
+(:func:`~hmlib.stats.imputation.three_level.nested_logistic_draw`).
 """
 
 from __future__ import annotations
@@ -46,13 +53,15 @@ from scipy import special
 
 from hmlib.exceptions import FitError
 from hmlib.stats.imputation.kernels import LOGISTIC_TAU_MAX, cluster_sums, ri_logistic_draw, values_or_logits
+from hmlib.stats.imputation.three_level import nested_logistic_draw
 from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
 
-__all__ = ["random_slopes_logistic_draw", "slope_effect_modes"]
+__all__ = ["random_slopes_logistic_draw", "slope_effect_modes", "effects_draw"]
 
 
 def random_slopes_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, random_columns, notes, target: str,
-                                state: dict | None = None, cache: dict | None = None, logits: bool = False):
+                                state: dict | None = None, cache: dict | None = None, logits: bool = False,
+                                hc=None, K: int = 0):
     """The random-slope logistic model's fit and draws (module docstring).
 
     Parameters
@@ -76,41 +85,71 @@ def random_slopes_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, random_columns, n
         Shared by all chains for a design no imputation changes: the fit is made once.
     logits : bool
         Return the linear predictors instead of 0/1 values.
+    hc : array_like of int, shape (J,), optional
+        Each cluster's unit of the level above (``0 .. K-1``): adds that level's random intercept (module
+        docstring, "A level above").
+    K : int
+        Number of units of the level above.
 
     Returns
     -------
     numpy.ndarray, shape (n_mis,)
     """
     r = np.asarray(random_columns, dtype=np.intp)
-    fit = _fit(Do, yo, co, r, state, cache)
+    nested = hc is not None
+    hc = np.asarray(hc if nested else np.zeros(J), dtype=np.intp)
+    fit = _fit(Do, yo, co, r, state, cache, hc if nested else None)
     if isinstance(fit, FitError):
         notes.add(f"Random-slope logistic model for '{target}' could not be fitted ({fit}); those values were "
                   "drawn from the random-intercept logistic model instead.")
+        if nested:
+            return nested_logistic_draw(Do, yo, co, Dp, cp, J, hc, K, rng, notes=notes, target=target,
+                                        logits=logits)
         return ri_logistic_draw(Do, yo, co, Dp, cp, J, rng, notes=notes, target=target, logits=logits)
     if state is not None:
-        state["slopes_start"] = (Do.shape[1], tuple(r), fit.optimum)
+        state["slopes_start"] = (Do.shape[1], tuple(r), nested, fit.optimum)
     vals, vecs = np.linalg.eigh(fit.cov)
     beta = fit.coef + vecs @ (np.sqrt(np.clip(vals, 0.0, None)) * rng.standard_normal(vals.size))
-    psi = _psi_draw(fit.levels[0], rng, notes, target)
+    psi = _psi_draw(fit.levels[-1], rng, notes, target)
+    omega2 = _omega2_draw(fit.levels[0], rng, notes, target) if nested else 0.0
     previous = None if state is None else state.get("slopes_modes")
-    modes, precision = slope_effect_modes(Do @ beta, yo, co, Do[:, r], J, psi,
-                                          start=previous if np.shape(previous) == (J, r.size) else None)
+    start = previous if previous is not None and np.shape(previous[1]) == (J, r.size) \
+        and np.size(previous[0]) == (K if nested else 0) else None
+    v, modes, precision, cross, schur = slope_effect_modes(Do @ beta, yo, co, Do[:, r], J, psi, start=start,
+                                                           hc=hc if nested else None, K=K, omega2=omega2)
     if state is not None:
-        state["slopes_modes"] = modes
-    b = modes + _normal_given_precision(precision, rng.standard_normal((J, r.size)))
-    return values_or_logits(Dp @ beta + np.einsum("ik,ik->i", Dp[:, r], b[cp]), rng, logits)
+        state["slopes_modes"] = (v, modes)
+    v, b = effects_draw(v, modes, precision, cross, schur, hc if nested else None, rng)
+    eta = Dp @ beta + np.einsum("ik,ik->i", Dp[:, r], b[cp]) + (v[hc[cp]] if nested else 0.0)
+    return values_or_logits(eta, rng, logits)
 
 
-def _fit(Do, yo, co, r, state, cache):
+def effects_draw(v, b, precision, cross, schur, hc, rng):
+    """One draw of ``(v, b)`` from the normal approximation at the modes (:func:`slope_effect_modes`' outputs).
+
+    Without a level above (``hc`` None) ``b_i ~ N(b_i, H_bb^-1)``; with it, ``v_k`` from its marginal (precision
+    ``schur``, its clusters' effects integrated out), then each ``b_i`` given its unit's ``v_k``.
+    """
+    J, q = b.shape
+    out = b + _normal_given_precision(precision, rng.standard_normal((J, q)))
+    if hc is None:
+        return v, out
+    v_star = v + rng.standard_normal(v.size) / np.sqrt(schur)
+    return v_star, out - _solve(precision, cross) * (v_star - v)[hc][:, None]
+
+
+def _fit(Do, yo, co, r, state, cache, hc=None):
     """Step 1: the Laplace fit on the recorded rows (or the FitError), cached and warm-started."""
     if cache is not None and "slopes_fit" in cache:
         return cache["slopes_fit"]
     previous = None if state is None else state.get("slopes_start")
-    # the previous fit of the same model (the same design width and random columns) is where this one starts
-    start = previous[2] if previous is not None and previous[:2] == (Do.shape[1], tuple(r)) else None
+    # the previous fit of the same model (design width, random columns, level above) is where this one starts
+    start = previous[3] if previous is not None and previous[:3] == (Do.shape[1], tuple(r), hc is not None) \
+        else None
     level = RandomLevel("cluster", co, slopes={f"s{k}": Do[:, k] for k in r[1:]})
+    levels = (level,) if hc is None else (RandomLevel("higher", hc[co]), level)
     try:
-        fit = fit_mixed(yo, Do, RandomEffects((level,)), family="binomial", start=start)
+        fit = fit_mixed(yo, Do, RandomEffects(levels), family="binomial", start=start)
         if not (np.all(np.isfinite(fit.cov)) and np.all(np.isfinite(fit.coef))):
             raise FitError("no usable covariance matrix of the coefficients")
     except FitError as exc:
@@ -141,6 +180,17 @@ def _psi_draw(level, rng, notes, target: str) -> np.ndarray:
                   "positive definite in some imputations; the estimated covariance was used there.")
         return _estimate(level)
     return psi
+
+
+def _omega2_draw(level, rng, notes, target: str) -> float:
+    """The level above's variance: its SD drawn on the log scale, as the random-intercept draw's (at most
+    ``LOGISTIC_TAU_MAX``; at the boundary the estimate, at least 1e-4 for the precision)."""
+    sd, se = float(level.sd[0]), float(level.log_sd_std_error[0])
+    if not (sd > 0 and np.isfinite(se)):
+        notes.add(f"Random-slope logistic model for '{target}': the SD of the level above was estimated at "
+                  f"{sd:.3g} without a standard error in some imputations; it was used as estimated.")
+        return max(sd, 1e-4) ** 2
+    return min(sd * np.exp(min(se * rng.standard_normal(), 700.0)), LOGISTIC_TAU_MAX) ** 2
 
 
 def _estimate(level) -> np.ndarray:
@@ -180,8 +230,10 @@ def _normal_given_precision(H, e):
     return np.linalg.solve(np.swapaxes(L, 1, 2), e[..., None])[..., 0]
 
 
-def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100, start=None):
-    """Modes and precisions of ``b_i | y_i, beta, Psi`` in the random-slope logistic model.
+def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100, start=None, hc=None, K: int = 0,
+                       omega2: float = 1.0):
+    """Modes and curvature of the random effects given ``beta`` and their covariances, in the random-slope
+    logistic model (with a level above: jointly with its intercepts ``v``).
 
     Parameters
     ----------
@@ -195,31 +247,62 @@ def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100, sta
     J : int
     psi : numpy.ndarray, shape (q, q)
     max_iter : int
-    start : numpy.ndarray, shape (J, q), optional
+    start : tuple (v, b), optional
         Where Newton's method starts (a chain's previous modes; the maximum does not depend on it). Zeros if None.
+    hc : numpy.ndarray of int, shape (J,), optional
+        Each cluster's unit of the level above (``0..K-1``), whose intercepts ``v ~ N(0, omega2)`` are added.
+    K : int
+    omega2 : float
 
     Returns
     -------
-    modes : numpy.ndarray, shape (J, q)
-        Zero for a cluster without rows.
+    v : numpy.ndarray, shape (K,)
+        The level above's modes (empty without it).
+    b : numpy.ndarray, shape (J, q)
+        The clusters' modes (zero for a cluster without rows, and no level above).
     precision : numpy.ndarray, shape (J, q, q)
-        The negative Hessian of ``log p(b_i | y_i)`` at the mode (``Psi^-1`` without rows).
+        ``H_bb``: the negative Hessian of the log posterior in ``b_i`` (``b_i | v``'s precision).
+    cross : numpy.ndarray, shape (J, q)
+        ``H_bv``: its cross term with the cluster's ``v_k`` (so ``b_i | v_k ~ N(b_i - H_bb^-1 H_bv (v_k -
+        v_k mode), H_bb^-1)``); zeros without a level above.
+    schur : numpy.ndarray, shape (K,)
+        The precision of ``v_k`` with its clusters' effects integrated out (the Laplace approximation's
+        arrow-shaped precision reduced by the Schur complement).
     """
     q = Wo.shape[1]
+    nested = hc is not None
     psi_inv = np.linalg.inv(psi)
     outer = (Wo[:, :, None] * Wo[:, None, :]).reshape(-1, q * q)
-    b = np.zeros((J, q)) if start is None else np.array(start, dtype=float)
+    v, b = (np.zeros(K), np.zeros((J, q))) if start is None else (np.array(start[0], dtype=float),
+                                                                   np.array(start[1], dtype=float))
 
     def curvature(prob):
         w = prob * (1.0 - prob)
-        return cluster_sums(outer * w[:, None], co, J).reshape(J, q, q) + psi_inv
+        H_bb = cluster_sums(outer * w[:, None], co, J).reshape(J, q, q) + psi_inv
+        if not nested:
+            return H_bb, np.zeros((J, q)), np.zeros(0), w
+        H_bv = cluster_sums(Wo * w[:, None], co, J)
+        schur = (np.bincount(hc, weights=np.bincount(co, weights=w, minlength=J), minlength=K) + 1.0 / omega2
+                 - np.bincount(hc, weights=np.einsum("jk,jk->j", H_bv, _solve(H_bb, H_bv)), minlength=K))
+        return H_bb, H_bv, schur, w
+
+    def eta(v, b):
+        return offset + np.einsum("ik,ik->i", Wo, b[co]) + (v[hc[co]] if nested else 0.0)
 
     for _ in range(max_iter):
-        prob = special.expit(offset + np.einsum("ik,ik->i", Wo, b[co]))
-        grad = cluster_sums(Wo * (yo - prob)[:, None], co, J) - b @ psi_inv
-        step = np.clip(_solve(curvature(prob), grad), -2.0, 2.0)
-        b = b + step
-        if np.max(np.abs(step)) < 1e-9:
+        prob = special.expit(eta(v, b))
+        H_bb, H_bv, schur, _ = curvature(prob)
+        g_b = cluster_sums(Wo * (yo - prob)[:, None], co, J) - b @ psi_inv
+        step_b = _solve(H_bb, g_b)
+        if nested:
+            g_v = np.bincount(hc, weights=np.bincount(co, weights=yo - prob, minlength=J), minlength=K) - v / omega2
+            step_v = np.clip((g_v - np.bincount(hc, weights=np.einsum("jk,jk->j", H_bv, step_b), minlength=K))
+                             / schur, -2.0, 2.0)
+            step_b = step_b - _solve(H_bb, H_bv) * step_v[hc][:, None]
+            v = v + step_v
+        step_b = np.clip(step_b, -2.0, 2.0)
+        b = b + step_b
+        if np.max(np.abs(step_b)) < 1e-9 and (not nested or np.max(np.abs(step_v)) < 1e-9):
             break
-    prob = special.expit(offset + np.einsum("ik,ik->i", Wo, b[co]))
-    return b, curvature(prob)
+    H_bb, H_bv, schur, _ = curvature(special.expit(eta(v, b)))
+    return v, b, H_bb, H_bv, schur

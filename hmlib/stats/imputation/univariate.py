@@ -197,15 +197,16 @@ def _level1_draw(problem: Problem, var: Variable, X, names, y, obs, mis, kind: s
     state = problem.state.setdefault(key, {})
     cache = problem.fixed_cache(var, key)
     three = problem.random_level is not None
-    if kind in _LOGISTIC_KINDS and three:
-        return nested_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, problem.higher_codes,
-                                    problem.K, rng, notes=problem.notes, target=var.name, cache=cache,
-                                    state=state, logits=kind == "logits")
     slopes = [0, *(1 + kept.index(nm) for nm in problem.random_slopes if nm in kept)]
     if kind in _LOGISTIC_KINDS and len(slopes) > 1:
         return random_slopes_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                            random_columns=slopes, notes=problem.notes, target=var.name,
-                                           state=state, cache=cache, logits=kind == "logits")
+                                           state=state, cache=cache, logits=kind == "logits",
+                                           hc=problem.higher_codes if three else None, K=problem.K)
+    if kind in _LOGISTIC_KINDS and three:
+        return nested_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, problem.higher_codes,
+                                    problem.K, rng, notes=problem.notes, target=var.name, cache=cache,
+                                    state=state, logits=kind == "logits")
     if kind in _LOGISTIC_KINDS:
         return ri_logistic_draw(Do, y[obs], codes[obs], Dp, codes[mis], problem.J, rng,
                                  notes=problem.notes, target=var.name, state=state, cache=cache,
