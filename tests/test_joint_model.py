@@ -316,8 +316,10 @@ def test_gate_001_flags_short_run(write_case):
 
 
 def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
-    """JOINT-EXT-001: 100 draws after 100 warm-up iterations miss the gate; with a time budget the chains are
-    continued (125, 150, 175, 200 draws) and then, if needed, new runs with doubled sizes are made until the gate passes;
+    """JOINT-EXT-001: 200 draws after 200 warm-up iterations miss the gate; with a time budget the chains are
+    continued (250, 300, 350, 400 draws) and then, if needed, new runs with doubled sizes are made until the gate passes
+    (from 100 draws the three runs' 800 left sd(site) at bulk ESS 323 on some machines: the test starts where the run
+    limit leaves room);
     every run is recorded with its seed and checkpoints, the reported sizes are the last run's last checkpoint,
     and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done.
     The reported fit is reproduced by its run's sizes and seed given explicitly (a continued run truncated at a
@@ -331,13 +333,13 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
 
     registry = load_registry(load_params(write_case(joint_model={"time_budget_minutes": 10})))
     assert registry.params.joint_model.time_budget_minutes == 10.0
-    result = fit_registry(registry, draws=100, tune=100, time_budget_minutes=10)
+    result = fit_registry(registry, draws=200, tune=200, time_budget_minutes=10)
     runs = result.settings["attempts"]
     assert result.converged, result.convergence_message
-    assert runs[0]["checkpoints"][0] == 100 and not runs[-1]["checkpoints"] == [100]
+    assert runs[0]["checkpoints"][0] == 200 and not runs[-1]["checkpoints"] == [200]
     assert runs[-1]["converged"] and not any(r["converged"] for r in runs[:-1])
     for k, r in enumerate(runs):
-        base = 100 * 2 ** k
+        base = 200 * 2 ** k
         assert r["tune"] == base and r["checkpoints"] == [int(round(base * f)) for f in CONTINUATIONS][:len(r["checkpoints"])]
         assert r["draws"] == r["checkpoints"][-1]
     assert result.settings["extensions"] == sum(len(r["checkpoints"]) - 1 for r in runs) + len(runs) - 1 >= 1
