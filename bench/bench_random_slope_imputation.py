@@ -82,7 +82,7 @@ cat(median(times), "\\n")
 """
 
 
-LMER_SCRIPT = """
+_ML_LMER_WAY = """
 suppressPackageStartupMessages({ library(lme4); library(MASS) })
 args <- commandArgs(TRUE)
 d <- read.csv(args[1])
@@ -91,8 +91,8 @@ for (v in c("y", "t")) d[[paste0("p_", v)]] <- ave(d[[v]], d$patient)
 for (v in c("y", "t", "treat")) d[[paste0("s_", v)]] <- ave(d[[v]], d$site)
 impute <- function() {
   obs <- !is.na(d$x); mis <- which(!obs)
-  fit <- lmer(x ~ y + t + treat + p_y + p_t + s_y + s_t + s_treat + (1 + t | patient) + (1 | site),
-              data = d[obs, ], REML = FALSE)
+  fit <- FIT(x ~ y + t + treat + p_y + p_t + s_y + s_t + s_treat + (1 + t | patient) + (1 | site),
+             data = d[obs, ], FAMILY)
   X <- model.matrix(~ y + t + treat + p_y + p_t + s_y + s_t + s_treat, d)
   re <- ranef(fit, condVar = TRUE); vc <- VarCorr(fit)
   mode_p <- as.matrix(re$patient); pv <- attr(re$patient, "postVar")
@@ -100,22 +100,28 @@ impute <- function() {
   n_obs <- sum(obs); p <- ncol(X)
   lapply(1:5, function(i) {
     beta <- mvrnorm(1, fixef(fit), as.matrix(vcov(fit)))
-    sigma <- sigma(fit) * sqrt((n_obs - p) / rchisq(1, n_obs - p))
     b <- mvrnorm(nlevels(d$patient), c(0, 0), vc$patient)          # patients without a recorded x
     rownames(b) <- levels(d$patient)
     b[rownames(mode_p), ] <- t(sapply(seq_len(nrow(mode_p)), function(k) mvrnorm(1, mode_p[k, ], pv[, , k])))
     v <- setNames(rnorm(nlevels(d$site), 0, attr(vc$site, "stddev")), levels(d$site))
     v[rownames(re$site)] <- rnorm(length(mode_s), mode_s, csd)
     pid <- as.character(d$patient[mis]); sid <- as.character(d$site[mis])
+    eta <- as.vector(X[mis, ] %*% beta) + b[pid, 1] + b[pid, 2] * d$t[mis] + v[sid]
     done <- d
-    done$x[mis] <- as.vector(X[mis, ] %*% beta) + b[pid, 1] + b[pid, 2] * d$t[mis] + v[sid] +
-      rnorm(length(mis), 0, sigma)
+    done$x[mis] <- VALUES
     done
   })
 }
 times <- replicate(as.integer(args[2]), system.time(impute())[["elapsed"]])
 cat(median(times), "\\n")
 """
+#: The R counterpart of the ``--sites`` benches: ``m = 5`` imputations as ``miceadds::ml.lmer`` makes them (one fit
+#: of ``(1 + t | patient) + (1 | site)`` on the recorded rows, then coefficients, patients' and sites' effects drawn
+#: from their estimates), continuous (``lmer``, normal noise) or binary (``glmer``, Bernoulli draws).
+LMER_SCRIPT = (_ML_LMER_WAY.replace("FIT", "lmer").replace("FAMILY", "REML = FALSE")
+               .replace("VALUES", "eta + rnorm(length(mis), 0, sigma(fit) * sqrt((n_obs - p) / rchisq(1, n_obs - p)))"))
+GLMER_SCRIPT = (_ML_LMER_WAY.replace("FIT", "glmer").replace("FAMILY", "family = binomial")
+                .replace("VALUES", "rbinom(length(mis), 1, plogis(eta))"))
 
 
 MICE_BIN_SCRIPT = """
@@ -128,40 +134,6 @@ pred <- make.predictorMatrix(d); pred[, ] <- 0
 pred["x", c("patient", "t", "treat", "y", "p_y", "p_t")] <- c(-2, 2, 1, 1, 1, 1)
 times <- replicate(as.integer(args[2]), system.time(
   mice(d, m = 5, method = meth, predictorMatrix = pred, maxit = 1, printFlag = FALSE, seed = 1))[["elapsed"]])
-cat(median(times), "\\n")
-"""
-
-
-GLMER_SCRIPT = """
-suppressPackageStartupMessages({ library(lme4); library(MASS) })
-args <- commandArgs(TRUE)
-d <- read.csv(args[1])
-d$patient <- factor(d$patient); d$site <- factor(d$site)
-for (v in c("y", "t")) d[[paste0("p_", v)]] <- ave(d[[v]], d$patient)
-for (v in c("y", "t", "treat")) d[[paste0("s_", v)]] <- ave(d[[v]], d$site)
-impute <- function() {
-  obs <- !is.na(d$x); mis <- which(!obs)
-  fit <- glmer(x ~ y + t + treat + p_y + p_t + s_y + s_t + s_treat + (1 + t | patient) + (1 | site),
-               data = d[obs, ], family = binomial)
-  X <- model.matrix(~ y + t + treat + p_y + p_t + s_y + s_t + s_treat, d)
-  re <- ranef(fit, condVar = TRUE); vc <- VarCorr(fit)
-  mode_p <- as.matrix(re$patient); pv <- attr(re$patient, "postVar")
-  mode_s <- re$site[, 1]; csd <- sqrt(attr(re$site, "postVar")[1, 1, ])
-  lapply(1:5, function(i) {
-    beta <- mvrnorm(1, fixef(fit), as.matrix(vcov(fit)))
-    b <- mvrnorm(nlevels(d$patient), c(0, 0), vc$patient)
-    rownames(b) <- levels(d$patient)
-    b[rownames(mode_p), ] <- t(sapply(seq_len(nrow(mode_p)), function(k) mvrnorm(1, mode_p[k, ], pv[, , k])))
-    v <- setNames(rnorm(nlevels(d$site), 0, attr(vc$site, "stddev")), levels(d$site))
-    v[rownames(re$site)] <- rnorm(length(mode_s), mode_s, csd)
-    pid <- as.character(d$patient[mis]); sid <- as.character(d$site[mis])
-    eta <- as.vector(X[mis, ] %*% beta) + b[pid, 1] + b[pid, 2] * d$t[mis] + v[sid]
-    done <- d
-    done$x[mis] <- rbinom(length(mis), 1, plogis(eta))
-    done
-  })
-}
-times <- replicate(as.integer(args[2]), system.time(impute())[["elapsed"]])
 cat(median(times), "\\n")
 """
 
