@@ -272,30 +272,48 @@ def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100, sta
     q = Wo.shape[1]
     nested = hc is not None
     psi_inv = np.linalg.inv(psi)
-    outer = (Wo[:, :, None] * Wo[:, None, :]).reshape(-1, q * q)
+    # column by column (contiguous vectors and bincount): gathering and summing (n, q) arrays row-wise costs
+    # several times as much, and the Newton steps are most of the kernel's time
+    cols = [np.ascontiguousarray(Wo[:, k], dtype=float) for k in range(q)]
+    upper = np.triu_indices(q)
+    outer = [cols[i] * cols[j] for i, j in zip(*upper)]  # the distinct products of the random-effect columns
+    # with the intercept first (the imputation kernel's case), a cluster's sums of w and of w * W are H_bb's
+    # first column, and of (y - p) the gradient's first entry: not summed again for the level above
+    ones_first = nested and bool(np.all(cols[0] == 1.0))
+    hco = hc[co] if nested else None
     v, b = (np.zeros(K), np.zeros((J, q))) if start is None else (np.array(start[0], dtype=float),
                                                                    np.array(start[1], dtype=float))
 
+    def sums(weights):
+        return np.bincount(co, weights=weights, minlength=J)
+
     def curvature(prob):
         w = prob * (1.0 - prob)
-        H_bb = cluster_sums(outer * w[:, None], co, J).reshape(J, q, q) + psi_inv
+        H_bb = np.empty((J, q, q))
+        for (i, j), o in zip(zip(*upper), outer):
+            H_bb[:, i, j] = H_bb[:, j, i] = sums(o * w)
         if not nested:
-            return H_bb, np.zeros((J, q)), np.zeros(0), w
-        H_bv = cluster_sums(Wo * w[:, None], co, J)
-        schur = (np.bincount(hc, weights=np.bincount(co, weights=w, minlength=J), minlength=K) + 1.0 / omega2
+            return H_bb + psi_inv, np.zeros((J, q)), np.zeros(0)
+        H_bv = H_bb[:, :, 0].copy() if ones_first else np.column_stack([sums(c * w) for c in cols])
+        w_sums = H_bv[:, 0] if ones_first else sums(w)
+        H_bb += psi_inv
+        schur = (np.bincount(hc, weights=w_sums, minlength=K) + 1.0 / omega2
                  - np.bincount(hc, weights=np.einsum("jk,jk->j", H_bv, _solve(H_bb, H_bv)), minlength=K))
-        return H_bb, H_bv, schur, w
+        return H_bb, H_bv, schur
 
     def eta(v, b):
-        return offset + np.einsum("ik,ik->i", Wo, b[co]) + (v[hc[co]] if nested else 0.0)
+        e = offset + sum(c * b[:, k][co] for k, c in enumerate(cols))
+        return e + v[hco] if nested else e
 
     for _ in range(max_iter):
         prob = special.expit(eta(v, b))
-        H_bb, H_bv, schur, _ = curvature(prob)
-        g_b = cluster_sums(Wo * (yo - prob)[:, None], co, J) - b @ psi_inv
+        H_bb, H_bv, schur = curvature(prob)
+        resid = yo - prob
+        g_y = np.column_stack([sums(c * resid) for c in cols])
+        g_b = g_y - b @ psi_inv
         step_b = _solve(H_bb, g_b)
         if nested:
-            g_v = np.bincount(hc, weights=np.bincount(co, weights=yo - prob, minlength=J), minlength=K) - v / omega2
+            g_v = np.bincount(hc, weights=g_y[:, 0] if ones_first else sums(resid), minlength=K) - v / omega2
             step_v = np.clip((g_v - np.bincount(hc, weights=np.einsum("jk,jk->j", H_bv, step_b), minlength=K))
                              / schur, -2.0, 2.0)
             step_b = step_b - _solve(H_bb, H_bv) * step_v[hc][:, None]
@@ -304,5 +322,5 @@ def slope_effect_modes(offset, yo, co, Wo, J: int, psi, max_iter: int = 100, sta
         b = b + step_b
         if np.max(np.abs(step_b)) < 1e-9 and (not nested or np.max(np.abs(step_v)) < 1e-9):
             break
-    H_bb, H_bv, schur, _ = curvature(special.expit(eta(v, b)))
+    H_bb, H_bv, schur = curvature(special.expit(eta(v, b)))
     return v, b, H_bb, H_bv, schur
