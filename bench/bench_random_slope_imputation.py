@@ -34,7 +34,8 @@ on ``x``, ``y`` and ``x``'s missingness) and ``higher_levels=["site"]`` in every
 ``--binary``: the registry with ``x`` a 0/1 finding (``simulate_longitudinal(binary=True)``); timed:
 ``chained_random_slopes`` (the random-slope logistic kernel, :mod:`hmlib.stats.imputation.slopes_logistic`),
 ``random_intercept`` (2l.bin) and, in R, ``mice_2l_bin`` (mice's 2l.bin with the random slope, type 2; ``m = 5``,
-``maxit = 1``: one ``glmer`` fit per imputation, as hmlib's kernel makes one Laplace fit per call). With
+``maxit = 1``: one ``glmer`` fit per imputation; hmlib's kernel is a Gibbs sampler, 20 sweeps at a chain's first
+call and 3 at each later one). With
 ``--sites N`` as well: every imputation with ``higher_levels=["site"]`` (the kernel with the site's random
 intercept; ``random_intercept`` the three-level random-intercept logistic draw), and in R ``glmer_ml_lmer_way``:
 one ``glmer`` fit of ``(1 + t | patient) + (1 | site)`` and ``m = 5`` draws as ``miceadds::ml.lmer`` makes them

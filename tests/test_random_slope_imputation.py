@@ -22,8 +22,8 @@ RS-IMP-005  unsorted input: with rows shuffled, each imputed value sits in its o
 RS-IMP-006  the input frame is unchanged; recorded values are never changed; completed() returns copies
 RS-IMP-007  clear errors: a slope that does not vary within clusters, a slope or predictor with missing values, a
             non-numeric column, an unknown column (DataError); too few clusters (FitError)
-RS-IMP-008  binary target: the random-slope logistic kernel (2l.bin type 2), 0/1 values, named in the model; pmm:
-            imputed values are recorded values
+RS-IMP-008  binary target: the random-slope logistic kernel (2l.bin type 2), 0/1 values, named in the model, its
+            Psi (logit scale) traced at every call and no residual SD; pmm: imputed values are recorded values
 RS-IMP-009  R parity, simulated registry: pooled coefficients of lmer(y ~ t + x + treat + (1 + t | patient)) within
             3.5 combined Monte Carlo SEs of mice 2l.pan's; the mean slope SD within 3.5 combined MC SEs + 0.005
 RS-IMP-010  R parity, cdystonia (twstrs missing at missed visits): the same for lmer(twstrs ~ week + treat + age +
@@ -252,7 +252,10 @@ def test_rs_imp_008_binary_fallback_and_pmm():
                                iterations=2, seed=1)
     assert set(np.unique(res.values)) == {0.0, 1.0}
     assert "logistic mixed model with a random intercept and random slope(s) on 't'" in res.model
-    assert "2l.bin type 2" in res.model and np.isnan(res.random_cov).all()
+    assert "2l.bin type 2" in res.model and "Gibbs sampler" in res.model
+    # the sampler's Psi on the logit scale: a covariance matrix at every call of every chain
+    assert np.all(np.isfinite(res.random_cov)) and np.all(np.linalg.eigvalsh(res.random_cov) > 0)
+    assert np.isnan(res.residual_sd).all()
     frame.loc[::4, "y"] = np.nan
     res = impute_random_slopes(frame, target="y", predictors=["z"], cluster="patient", slopes=["t"], m=3,
                                iterations=2, seed=1, continuous="pmm")

@@ -245,13 +245,13 @@ def test_rs_rep_006_chained_equations_use_the_slope_kernel(longitudinal):
     assert res.models["x"].startswith("2l.pan: random intercept and slopes on month (unstructured covariance)")
     assert "random intercepts for the cluster and for 'site' (three levels" in res.models["x"]
     assert res.models["high"].startswith("2l.bin: random intercept and slopes on month (unstructured covariance), "
-                                         "logistic (Laplace fit")
+                                         "logistic (Gibbs sampler")
     assert "random intercepts for the cluster and for 'site' (three levels" in res.models["high"]
     assert not any("fixed indicator" in n for n in res.notes)
     no_site = impute(frame, method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
                      predictors=["x", "month", "high"], random_slopes=["month"], m=2, iterations=2, seed=1)
     assert no_site.models["high"].startswith("2l.bin: random intercept and slopes on month (unstructured "
-                                             "covariance), logistic (Laplace fit")
+                                             "covariance), logistic (Gibbs sampler")
     plain = impute(frame, method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
                    predictors=["x", "month", "high"], m=2, iterations=2, seed=1)
     assert "slopes" not in plain.models["x"] and "slopes" not in plain.models["high"]

@@ -26,7 +26,7 @@
 # Analysis of each completed set: lmer(y ~ t + x + treat + (1 + t | patient), REML = FALSE); Rubin's rules.
 # Writes random_slope_binary_imputation.json: per method ("brms", "mice_2l_bin") the pooled estimate, SE, between-
 # and within-imputation variance of each fixed effect, the slope SD's mean and SD over imputations, the wall
-# seconds; m, the seed, the versions.
+# seconds, and brms's imputation model (each term's posterior mean and SD); m, the seed, the versions.
 suppressPackageStartupMessages({ library(lme4); library(jsonlite); library(brms); library(posterior); library(mice) })
 source("lme4_controls.R")   # tight_lmer
 source("brms_checks.R")     # brms_checks: largest R-hat, divergent transitions
@@ -84,7 +84,12 @@ pred <- posterior_predict(fit_b, newdata = z[mis, ], draw_ids = keep, allow_new_
                           sample_new_levels = "gaussian")
 completed <- lapply(seq_len(m), function(i) { done <- d; done$x[mis] <- pred[i, ]; done })
 brms_s <- proc.time()[["elapsed"]] - start
-brms_out <- c(analyse(completed, brms_s), brms_checks(fit_b))
+# the imputation model's posterior (mean and SD of each coefficient, SD and correlation; columns z-scored over all
+# rows with the sample SD): hmlib's sampler on the same design is checked against it (RSL-IMP-001)
+post <- as_draws_df(fit_b)
+terms <- grep("^(b_|sd_|cor_)", names(post), value = TRUE)
+imputation_model <- lapply(setNames(terms, terms), function(k) list(mean = mean(post[[k]]), sd = sd(post[[k]])))
+brms_out <- c(analyse(completed, brms_s), brms_checks(fit_b), list(imputation_model = imputation_model))
 
 if (sites) {
   out <- list(m = m, seed = seed, versions = list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),

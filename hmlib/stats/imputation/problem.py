@@ -355,7 +355,7 @@ def model_description(problem: Problem, var: Variable) -> str:
                                 "covariance), normal")
         elif problem.random_slopes:
             base = (base.replace("random-intercept logistic", f"random intercept and slopes on {slopes} (unstructured "
-                                 "covariance), logistic (Laplace fit, patients' effects drawn given their values)")
+                                 "covariance), logistic (Gibbs sampler, Polya-Gamma augmented)")
                     if var.kind == "binary" else base + f", each with a random intercept and slopes on {slopes}")
         dropped = problem.means_dropped.get(var.name)
         if not problem.cluster_means:

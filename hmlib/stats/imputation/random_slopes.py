@@ -69,10 +69,13 @@ sweeps at a chain's first call, ``GIBBS_SWEEPS`` later. Missing values are
 Binary variables: :func:`impute_random_slopes` imputes a 0/1 target with
 the random-slope logistic kernel
 (:func:`~hmlib.stats.imputation.slopes_logistic.random_slopes_logistic_draw`:
-a Laplace fit of ``(1 + slopes | cluster)``, then ``beta*``, ``Psi*`` and
-each cluster's effects drawn given its recorded values); until 2026-12-06 it
-used the random-intercept logistic draw with the slopes as fixed effects,
-which shrinks a patient's own trend in the variable to the common trend.
+a Gibbs sampler of ``(1 + slopes | cluster)`` on the Polya-Gamma augmented
+logistic model, its state carried between calls as the continuous
+kernel's; ``random_cov`` then holds its ``Psi`` on the logit scale); until
+2026-12-06 it used the random-intercept logistic draw with the slopes as
+fixed effects, which shrinks a patient's own trend in the variable to the
+common trend, and later that day a Laplace fit with ``beta*`` and ``Psi*``
+from the normal approximation at the optimum.
 
 :func:`impute_random_slopes` is the self-contained public function for one
 incomplete variable with complete predictors (``m`` chains, each of
@@ -133,7 +136,8 @@ class RandomSlopeImputation:
     random_names : tuple of str
         ``("Intercept", <slope>, ...)``: the random effects (the intercept at the slopes' 0).
     random_cov : numpy.ndarray, shape (m, iterations, q, q)
-        ``Psi`` drawn at each call, on the user's scale (NaN for a binary target).
+        ``Psi`` drawn at each call, on the user's scale (a binary target's on the logit scale, per unit of the
+        slope columns).
     residual_sd : numpy.ndarray, shape (m, iterations)
         ``sigma`` drawn at each call, on the user's scale (NaN for a binary target).
     model : str
@@ -362,7 +366,7 @@ def impute_random_slopes(frame: pd.DataFrame, *, target: str, predictors, cluste
     ridge = np.r_[0.0, [1.0 / CLUSTER_COEF_PRIOR_SD ** 2 if nm in mean_names else 0.0 for nm in kept]]
     yo = y[obs]
     binary = bool(np.isin(yo, (0.0, 1.0)).all() and np.unique(yo).size == 2)
-    T = _to_user_scale(X, all_names, obs, slopes, standardise_target(yo)[1])
+    T = _to_user_scale(X, all_names, obs, slopes, 1.0 if binary else standardise_target(yo)[1])
     chains = _run_chains(Do, yo, codes, obs, Dp, J, T, m=m, iterations=iterations, seed=seed, binary=binary,
                          random_columns=random_columns, ridge=ridge, pmm=continuous == "pmm", donors=donors,
                          notes=notes, target=target)
@@ -370,8 +374,8 @@ def impute_random_slopes(frame: pd.DataFrame, *, target: str, predictors, cluste
     values[:, mis] = chains["draws"]
     effects = f"a random intercept and random slope(s) on {', '.join(map(repr, slopes))} per '{cluster}', " \
               "unstructured covariance"
-    kind = f"logistic mixed model with {effects} (2l.bin type 2, Laplace fit; effects drawn given the " \
-           "cluster's recorded values)" if binary else \
+    kind = f"logistic mixed model with {effects} (2l.bin type 2, Gibbs sampler, Polya-Gamma augmented)" \
+        if binary else \
         f"linear mixed model with {effects} ({'pmm' if continuous == 'pmm' else '2l.pan type 2'})"
     model = f"{target} ~ {' + '.join(kept) if kept else '1'}: {kind}; columns standardised"
     return RandomSlopeImputation(target=target, index=frame.index.copy(), missing=mis, values=values,
@@ -395,6 +399,7 @@ def _run_chains(Do, yo, codes, obs, Dp, J, T, *, m, iterations, seed, binary, ra
             if binary:
                 draw = random_slopes_logistic_draw(Do, yo, co, Dp, cp, J, rng, random_columns=random_columns,
                                                    notes=_NoteList(notes), target=target, state=state, cache=cache)
+                out["random_cov"][k, it] = T @ state["psi"] @ T.T
             else:
                 draw = random_slopes_gibbs_draw(Do, yo, co, Dp, cp, J, rng, random_columns=random_columns,
                                                 state=state, pmm=pmm, donors=donors, prior_precision=ridge,
