@@ -239,7 +239,7 @@ def test_nrs_imp_007_method_description():
 
     plain = multilevel(random_slopes=["week"])
     assert "random slopes on week" in plain and "site" not in plain
-    assert "2l.bin type 2, for binary and categorical ones" in plain
+    assert "sampled by Gibbs on its Polya-Gamma augmentation, 2l.bin type 2, for binary and categorical ones" in plain
     one = multilevel(random_slopes=["week"], higher_levels=("site",))
     assert one.startswith(plain) and "with a random intercept per site too (three levels; site means" in one
     two = multilevel(higher_levels=("site", "region"))

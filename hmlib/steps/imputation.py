@@ -174,8 +174,8 @@ def default_methods(cluster: str, *, cluster_residual_variance: bool = False, ra
     if random_slopes:
         multilevel = (f"chained equations with a random intercept and random slopes on {', '.join(random_slopes)} "
                       "(unstructured covariance; 2l.pan type 2 for continuous variables, a random-slope logistic "
-                      "model fitted by Laplace, 2l.bin type 2, for binary and categorical ones; cluster means as "
-                      "predictors where enough clusters observe the variable)")
+                      "model sampled by Gibbs on its Polya-Gamma augmentation, 2l.bin type 2, for binary and "
+                      "categorical ones; cluster means as predictors where enough clusters observe the variable)")
     else:
         multilevel = (f"random-intercept chained equations ({model}; cluster means as predictors where enough "
                       "clusters observe the variable)")
