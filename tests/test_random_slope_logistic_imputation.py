@@ -24,7 +24,7 @@ RSL-IMP-004  hard data: a finding with no patient-specific trend (slope SD 0) an
              completely impute without error (0/1 values, finite coefficients: the priors hold them); a patient
              without recorded rows gets effects from N(0, Psi) (their SD over a chain matches Psi's); random
              columns that do not start with the intercept are refused
-RSL-IMP-005  chain state: the first call runs LOGISTIC_BURN_IN sweeps and later calls GIBBS_SWEEPS from the stored
+RSL-IMP-005  chain state: the first call runs GIBBS_BURN_IN sweeps and later calls GIBBS_SWEEPS from the stored
              state; a state of another design width starts afresh; the same seed gives the same values
 RSL-IMP-006  the small helpers: the closed-form inverses and precision draws (q = 1, 2; numpy for q = 3) equal
              numpy's, and the draws given a precision have covariance its inverse; the prior density of a factor L
@@ -52,8 +52,8 @@ from scipy import special, stats
 
 import hmlib.stats.imputation.slopes_logistic as slopes_logistic
 from hmlib.stats.imputation import impute
-from hmlib.stats.imputation.kernels import GIBBS_SWEEPS, prepare_design, ri_logistic_draw
-from hmlib.stats.imputation.slopes_logistic import (LOGISTIC_BURN_IN, _inverse, _log_prior_of_factor, _Model,
+from hmlib.stats.imputation.kernels import GIBBS_BURN_IN, GIBBS_SWEEPS, prepare_design, ri_logistic_draw
+from hmlib.stats.imputation.slopes_logistic import (_inverse, _log_prior_of_factor, _Model,
                                                    _normal_given_precision, random_slopes_logistic_draw)
 from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
 from hmlib.stats.pooling import rubin_arrays
@@ -101,7 +101,7 @@ def test_rsl_imp_001_posterior_is_brms(registry, reference, sites):
     model = _Model(X, y, patient, J, np.array([0, 2]), hc, K or 0)
     rng = np.random.default_rng(11)
     state: dict = {}
-    for _ in range(LOGISTIC_BURN_IN):
+    for _ in range(GIBBS_BURN_IN):
         model.sweep(state, rng)
     draws = []
     for _ in range(3000):
@@ -259,12 +259,12 @@ def test_rsl_imp_005_chain_state(monkeypatch):
 
     state: dict = {}
     first = call(state, 1)
-    assert len(sweeps) == LOGISTIC_BURN_IN and state["b"].shape == (120, 2)
+    assert len(sweeps) == GIBBS_BURN_IN and state["b"].shape == (120, 2)
     call(state, 2)
-    assert len(sweeps) == LOGISTIC_BURN_IN + GIBBS_SWEEPS
+    assert len(sweeps) == GIBBS_BURN_IN + GIBBS_SWEEPS
     # a design of another width (a column dropped) starts afresh
     call(state, 3, width=2)
-    assert len(sweeps) == 2 * LOGISTIC_BURN_IN + GIBBS_SWEEPS and state["beta"].shape == (2,)
+    assert len(sweeps) == 2 * GIBBS_BURN_IN + GIBBS_SWEEPS and state["beta"].shape == (2,)
     np.testing.assert_array_equal(first, call({}, 1))
 
 

@@ -37,9 +37,14 @@ with "responses" ``kappa_ij / omega_ij`` (``kappa = y - 1/2``) and precisions
 The coefficients have the logistic kernels' independent ``N(0, 2.5^2)`` priors
 on the standardised columns (``N(0, 10^2)`` for the intercept;
 :data:`~hmlib.stats.imputation.kernels.LOGISTIC_PRIOR_SD`), which also keeps a
-separated design finite. A chain's first call runs :data:`LOGISTIC_BURN_IN`
-sweeps from ``beta = 0``, ``b = 0``, ``Psi = I``, later calls
-:data:`~hmlib.stats.imputation.kernels.GIBBS_SWEEPS` from the chain's state.
+separated design finite. As the continuous kernel, a chain's first call runs
+:data:`~hmlib.stats.imputation.kernels.GIBBS_BURN_IN` (20) sweeps from ``beta =
+0``, ``b = 0``, ``Psi = I``, later calls
+:data:`~hmlib.stats.imputation.kernels.GIBBS_SWEEPS` (3) from the chain's state.
+The intercept SD's autocorrelation time is about 30 sweeps on the parity
+registry, so a chain's start still shows after 32 sweeps (5 iterations) in
+principle; in practice x's pooled coefficient after 5 iterations is brms's
+(RSL-IMP-003: 0.381 against 0.380; 0.381 too with 60 sweeps at the first call).
 The values are drawn ``Bernoulli(expit(x' beta + w' b_i))`` at the last sweep,
 or with ``logits=True`` the linear predictors are returned (the categorical
 caller draws). A patient without recorded values has ``b_i`` from ``N(0, Psi)``.
@@ -75,17 +80,14 @@ from __future__ import annotations
 import numpy as np
 from polyagamma import random_polyagamma
 
-from hmlib.stats.imputation.kernels import GIBBS_SWEEPS, LOGISTIC_PRIOR_SD, values_or_logits
+from hmlib.stats.imputation.kernels import GIBBS_BURN_IN, GIBBS_SWEEPS, LOGISTIC_PRIOR_SD, values_or_logits
 from hmlib.stats.imputation.slopes_kernel import PSI_PRIOR_DF, draw_inverse_wishart
 
-__all__ = ["random_slopes_logistic_draw", "LOGIT_PSI_PRIOR_SD_SCALE", "LOGISTIC_BURN_IN"]
+__all__ = ["random_slopes_logistic_draw", "LOGIT_PSI_PRIOR_SD_SCALE"]
 
 #: ``A`` of the Huang-Wand prior on the logit scale: each SD of the random effects (and of the level above) half-t
 #: with this scale, per SD of the column (brms's default half-t scale for these SDs is 2.5 as well).
 LOGIT_PSI_PRIOR_SD_SCALE = 2.5
-#: Sweeps at a chain's first call (the continuous kernel's 20 are too few: the intercept SD's autocorrelation time
-#: is about 30 sweeps on the parity registry).
-LOGISTIC_BURN_IN = 20
 #: Prior SD of the standardised intercept (the other coefficients: LOGISTIC_PRIOR_SD).
 INTERCEPT_PRIOR_SD = 10.0
 
@@ -138,7 +140,7 @@ def random_slopes_logistic_draw(Do, yo, co, Dp, cp, J, rng, *, random_columns, n
     if not _state_fits(state, model):
         state.clear()           # a carried-over state of another model (or none): start afresh
     first = "psi" not in state
-    for _ in range(LOGISTIC_BURN_IN if first else GIBBS_SWEEPS):
+    for _ in range(GIBBS_BURN_IN if first else GIBBS_SWEEPS):
         model.sweep(state, rng)
     b, beta = state["b"], state["beta"]
     eta = Dp @ beta + np.einsum("ik,ik->i", Dp[:, r], b[cp]) + (state["v"][hc[cp]] if nested else 0.0)
