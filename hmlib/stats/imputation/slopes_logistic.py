@@ -49,7 +49,7 @@ The values are drawn ``Bernoulli(expit(x' beta + w' b_i))`` at the last sweep,
 or with ``logits=True`` the linear predictors are returned (the categorical
 caller draws). A patient without recorded values has ``b_i`` from ``N(0, Psi)``.
 
-Before 2026-12-06 this kernel drew ``beta`` and ``Psi`` from the normal
+Until the Gibbs sampler replaced it (2026-12-06) this kernel drew ``beta`` and ``Psi`` from the normal
 approximation at the Laplace fit's optimum (``glmer``'s): on the parity registry
 that fit's intercept SD was 2.81 against brms's posterior 3.26 (and the
 coefficient of ``y`` 0.86 against 0.92), and the pooled coefficient of ``x``
