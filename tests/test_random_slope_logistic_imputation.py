@@ -334,7 +334,7 @@ def test_rsl_imp_007_linear_step_with_sites():
     v = np.zeros(K)
     draws = []
     for _ in range(40_000):
-        beta, v, b = model.linear_step(omega, WX, psi, v, omega2, rng)
+        beta, v, b, _ = model.linear_step(omega, WX, psi, v, omega2, rng)
         draws.append(np.r_[beta, v, b.ravel()])
     draws = np.array(draws[500:])
     batches = draws[:len(draws) // 50 * 50].reshape(50, -1, draws.shape[1]).mean(axis=1)

@@ -194,17 +194,14 @@ class _Model:
         eta = self.X @ beta + self._random_part(b) + offset_v
         omega = random_polyagamma(1.0, eta, random_state=rng)
         WX = self.weighted_sums(omega)
-        beta, v, b = self.linear_step(omega, WX, psi, v, omega2, rng)
-        s = WX[:, :, 0]
-        v_j = v[self.hc] if self.nested else np.zeros(J)
+        beta, v, b, W_resid = self.linear_step(omega, WX, psi, v, omega2, rng)
         # 4. Psi | b and its hyperparameters (clusters with recorded rows)
         nu = PSI_PRIOR_DF
         bo = b[self.has]
         psi = draw_inverse_wishart(nu + q - 1 + bo.shape[0], np.diag(2.0 * nu / a) + bo.T @ bo, rng)
         a = (nu * np.diag(np.linalg.inv(psi)) + LOGIT_PSI_PRIOR_SD_SCALE ** -2.0) / rng.gamma(0.5 * (nu + q), size=q)
         # 5. interweaving: L | xi
-        b, psi = self._interweave(b, psi, a, WX[:, :, r], self.W_kappa - _times(WX, beta) - s * v_j[:, None],
-                                  rng)
+        b, psi = self._interweave(b, psi, a, WX[:, :, r], W_resid, rng)
         state.update(beta=beta, b=b, psi=psi, a=a)
         if self.nested:
             vo = v[self.has_k]
@@ -228,7 +225,8 @@ class _Model:
 
     def linear_step(self, omega, WX, psi, v, omega2, rng):
         """Steps 2-3 given the Polya-Gamma draws: ``beta | v`` and (with a level above) ``v | beta``, each with the
-        patients' effects integrated out, then ``b | beta, v``. Returns ``(beta, v, b)``."""
+        patients' effects integrated out, then ``b | beta, v``. Returns ``(beta, v, b, W_resid)``, ``W_resid_i =
+        W_i' (kappa_i - Omega_i (X_i beta + v))`` at the drawn ``beta`` and ``v`` (step 5 uses it too)."""
         J, q, p, K, r = self.J, self.q, self.p, self.K, self.r
         D = WX[:, :, r] + np.linalg.inv(psi)
         D_inv = _inverse(D)
@@ -248,9 +246,9 @@ class _Model:
             total = unit_precision + 1.0 / omega2
             v = unit_score / total + rng.standard_normal(K) / np.sqrt(total)
             W_resid = self.W_kappa - s * v[self.hc][:, None]
-        mean_b = np.einsum("jqr,jr->jq", D_inv, W_resid - _times(WX, beta))
-        b = mean_b + _normal_given_precision(D, rng.standard_normal((J, q)))
-        return beta, v, b
+        W_resid = W_resid - _times(WX, beta)
+        b = np.einsum("jqr,jr->jq", D_inv, W_resid) + _normal_given_precision(D, rng.standard_normal((J, q)))
+        return beta, v, b, W_resid
 
     def _interweave(self, b, psi, a, WW, W_resid, rng):
         """Step 5: ``L`` drawn given ``xi = L^-1 b`` (MH with the augmented likelihood's normal as proposal).
