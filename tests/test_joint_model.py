@@ -9,7 +9,8 @@ seeds and the speed benchmark; ``bench/joint_truth.py`` the truth study.
 
 Test IDs
 --------
-JOINT-MARG-001   summed-out binary predictors = brute-force enumeration of every completion
+JOINT-MARG-001   summed-out binary predictors = brute-force enumeration of every completion, with and
+                 without a random slope (in the outcome and the binary submodels)
 JOINT-MARG-002   integrated-out focus (Gauss-Hermite) = adaptive numerical integration (scipy), binomial
                  and gaussian outcome, normal and lognormal focus, with a missing binary in the same rows
 JOINT-MARG-003   the automatic node count is within its stated log-likelihood tolerance
@@ -122,15 +123,18 @@ def _std(values):
 # --------------------------------------------------------------------------
 # JOINT-MARG
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["binomial", "gaussian"])
-def test_marg_001_binary_sum_equals_enumeration(family):
-    """JOINT-MARG-001: log sum over every joint completion of the missing binaries = the model's likelihood."""
+@pytest.mark.parametrize("family,slopes", [("binomial", False), ("gaussian", False), ("binomial", True),
+                                           ("gaussian", True)])
+def test_marg_001_binary_sum_equals_enumeration(family, slopes):
+    """JOINT-MARG-001: log sum over every joint completion of the missing binaries = the model's likelihood;
+    with a random slope on z, each cluster's slope in the outcome and in both binary submodels (issue #16)."""
     frame = _tiny_frame(1, family)
     data = jm.prepare_joint_data(frame, outcome="y", predictors=["z", "b1", "b2"], cluster="site",
-                                 family=family, missingness_model=False)
+                                 family=family, missingness_model=False, random_slopes=["z"] if slopes else ())
     model = jm.build_joint_model(data)
     names = ["outcome_intercept", "outcome_coef", "outcome_cluster", "b0_intercept", "b0_coef", "b0_cluster",
-             "b1_intercept", "b1_coef", "b1_cluster"] + (["outcome_sigma"] if family == "gaussian" else [])
+             "b1_intercept", "b1_coef", "b1_cluster"] + (["outcome_sigma"] if family == "gaussian" else []) + \
+        (["outcome_cluster_slopes", "b0_cluster_slopes", "b1_cluster_slopes"] if slopes else [])
     for seed in (1, 2):
         model_value, p = _likelihood_at_random_point(model, names, seed)
         codes = pd.factorize(frame["site"], sort=True)[0]
@@ -147,9 +151,13 @@ def test_marg_001_binary_sum_equals_enumeration(family):
             total = 0.0
             for k in range(2):
                 eta_b = p[f"b{k}_intercept"] + p[f"b{k}_coef"][0] * zs + p[f"b{k}_cluster"][codes]
+                if slopes:
+                    eta_b = eta_b + p[f"b{k}_cluster_slopes"][codes, 0] * zs
                 total += np.sum(stats.bernoulli.logpmf(filled[k], special.expit(eta_b)))
             eta = (p["outcome_intercept"] + p["outcome_coef"][0] * zs + p["outcome_coef"][1] * filled[0]
                    + p["outcome_coef"][2] * filled[1] + p["outcome_cluster"][codes])
+            if slopes:
+                eta = eta + p["outcome_cluster_slopes"][codes, 0] * zs
             if family == "binomial":
                 total += np.sum(stats.bernoulli.logpmf(ys, special.expit(eta)))
             else:

@@ -12,10 +12,10 @@ JOINT-RS-002  the user's scale, deterministic: the map of :func:`random_part_to_
               ``sd(<slope>|<cluster>)`` by 7 and leaves ``sd(<cluster>)`` and the correlation unchanged; the row
               names are fit_mixed's
 JOINT-RS-003  the model: one LKJ covariance for the outcome's intercept and slope and the missingness intercept,
-              one per continuous predictor submodel (intercept and slope), binary submodels keep a random
-              intercept; the outcome's linear predictor is intercept + slope x standardised time per cluster
+              one per continuous and per binary predictor submodel (intercept and slope); the outcome's linear predictor is intercept + slope x standardised time per cluster
               (evaluated at a random point); centred (intercepts drawn directly) and non-centred both build
-              with a finite log density; the rule makes slope blocks non-centred
+              with a finite log density; the rule makes slope blocks non-centred (JOINT-MARG-001 in
+              test_joint_model.py: the binary submodels' slopes in the summed-out likelihood)
 JOINT-RS-004  a short fit: the summary and ``estimates.csv`` rows ``sd(patient)``, ``sd(month|patient)``,
               ``cor(month|patient)`` after the fixed effects; the gate checks them (a tiny run fails naming
               them); the prior-reweighting draws hold the slope SDs; the focus's imputations are made
@@ -23,8 +23,9 @@ JOINT-RS-005  recovery (slow): on a simulated longitudinal registry the fixed ef
               and their correlation are within 3 posterior SDs of the truth
 JOINT-RS-006  the priors table says that the SD and LKJ priors cover the slopes; the narrative gives each slope's
               SD and correlation and says that sd(<cluster>) is at time 0
-JOINT-RS-007  a binary outcome with incomplete binary and categorical predictors (their submodels keep a random
-              intercept; summed out as without slopes) fits with the slope rows
+JOINT-RS-007  a binary outcome with incomplete binary and categorical predictors (the binary one's submodel with
+              the random slope, the categorical one's a random intercept; summed out as without slopes) fits
+              with the slope rows
 JOINT-RS-008  random slopes with a level above the cluster (patients in sites): every submodel's cluster
               intercepts are the site's effect plus the patient's own (``<prefix>_cluster = <prefix>_within +
               <prefix>_above0``, evaluated at a random point; the own parts are the LKJ block's), the
@@ -42,6 +43,11 @@ JOINT-BRMS-RS-003  with a site level (``(1 | site) + (1 + month | patient)`` in 
               with the automatic extension); the data file is the generator's
 JOINT-BRMS-RS-002  the same with the missingness submodel (brms: ``(1 | p | patient)`` in the missingness formula,
               ``(1 + month | p | patient)`` in the outcome's), ``corr(missingness, outcome)`` included (slow)
+JOINT-BRMS-RS-004  the binary predictor submodel with random slopes (slow): where the 0/1 ``x`` is recorded
+              (there its posterior does not depend on the outcome's), the intercept, coefficients, intercept
+              and slope SDs and their correlation agree with brms's ``bernoulli`` ``x ~ t + treat + (1 + t |
+              patient)`` with the same priors (``tests/results/brms_random_slopes_binary_joint.R``) within 4
+              combined Monte Carlo SEs, posterior SDs within 15%; the data file is the generator's
 """
 
 from __future__ import annotations
@@ -166,16 +172,17 @@ def test_joint_rs_003_model():
     roles = ROLES | dict(predictors=["month", "x", "flag"])
     data = jm.prepare_joint_data(frame, random_slopes=["month"], **roles)
     for choice in ("centred", "noncentred"):
-        model = jm.build_joint_model(data, parameterisation={"outcome": choice, "x0": choice})
+        model = jm.build_joint_model(data, parameterisation={"outcome": choice, "x0": choice, "b0": choice})
         names = set(model.named_vars)
         assert {"outcome_cluster_chol", "outcome_cluster_slopes", "outcome_slopes_cluster_sd", "miss_cluster",
-                "re_corr", "x0_cluster_chol", "x0_cluster_slopes", "b0_cluster_sd", "b0_cluster"} <= names
-        assert "b0_cluster_chol" not in names and "miss_slope" not in names
+                "re_corr", "x0_cluster_chol", "x0_cluster_slopes", "b0_cluster_sd", "b0_cluster",
+                "b0_cluster_chol", "b0_cluster_slopes", "b0_slopes_cluster_sd"} <= names
+        assert "miss_slope" not in names
         assert ("outcome_cluster_intercepts" in names) == (choice == "centred")
         point = model.initial_point()
         assert np.isfinite(model.compile_logp()(point))
     choice, _ = choose_parameterisation(data, ml_fits(data), None)
-    assert choice["outcome"] == choice["x0"] == "noncentred"
+    assert choice["outcome"] == choice["x0"] == choice["b0"] == "noncentred"
     effects = model["outcome_cluster_effects"]
     assert model.initial_point()["outcome_cluster_effects_z"].shape == (data.n_clusters, 3)
     # the outcome's linear predictor: evaluate the cluster part at random effects
@@ -283,8 +290,8 @@ def test_joint_rs_006_priors_and_narrative():
 
 
 def test_joint_rs_007_binomial_with_discrete_predictors():
-    """JOINT-RS-007: a binary outcome with incomplete binary and categorical predictors (random intercepts in
-    their submodels, summed out) fits with the slope rows; the binary focus's tables are made."""
+    """JOINT-RS-007: a binary outcome with incomplete binary and categorical predictors (summed out; the binary
+    one's submodel with the random slope) fits with the slope rows; the binary focus's tables are made."""
     frame = longitudinal_registry(4, n_sites=1, n_patients=50, n_visits=4)
     rng = np.random.default_rng(1)
     frame["event"] = (frame["y"] > 11).astype(float).where(frame["y"].notna())
@@ -299,6 +306,7 @@ def test_joint_rs_007_binomial_with_discrete_predictors():
                                                "sd(month|patient)", "cor(month|patient)",
                                                "corr(missingness, outcome)"]
     assert result.settings["binary_summed_out"] == ["flag"] and "grp" in result.settings["categorical_summed_out"]
+    assert "b0_slopes_cluster_sd[0]" in result.posterior_draws().cluster_sds
     assert len(result.partial_pooling()) == result.n_clusters
 
 
@@ -364,3 +372,68 @@ def test_joint_brms_rs_003_parity_with_sites():
         tolerance = 4 * np.hypot(ours.mcse_mean, theirs["mcse_mean"])
         assert abs(ours.estimate - theirs["mean"]) < tolerance, (term, ours.estimate, theirs["mean"], tolerance)
         assert ours.std_error == pytest.approx(theirs["sd"], rel=0.15), term
+
+
+# --------------------------------------------------------------------------
+# JOINT-BRMS-RS-004: the binary predictor submodel with random slopes against brms
+# --------------------------------------------------------------------------
+def binary_parity_frame() -> pd.DataFrame:
+    """The data of JOINT-BRMS-RS-004 (``tests/results/random_slopes_binary_joint.csv``): the visits with ``x``
+    recorded of ``bench/random_slope_imputation_truth.py``'s registry with ``x`` a 0/1 finding that has its own
+    patient level and trend (``simulate_longitudinal(21, n_patients=150, binary=True)``)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "random_slope_imputation_truth.py"
+    spec = importlib.util.spec_from_file_location("random_slope_imputation_truth", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    frame = bench.simulate_longitudinal(21, n_patients=150, binary=True)
+    return frame.loc[frame["x"].notna(), ["patient", "t", "treat", "x", "y"]].reset_index(drop=True)
+
+
+def _binary_submodel_posterior(seed: int = 1) -> dict:
+    """hmlib's binary submodel with random slopes on ``t``, fitted where ``x`` is recorded (there the submodel's
+    posterior does not depend on the outcome's): posterior mean, SD and MCSE per parameter, named as brms's."""
+    import dataclasses
+
+    import arviz as az
+    import nutpie
+
+    from hmlib.stats.joint.data import BinaryPredictor
+
+    frame = pd.read_csv(RESULTS / "random_slopes_binary_joint.csv")
+    base = jm.prepare_joint_data(frame, outcome="y", predictors=["t", "treat"], cluster="patient",
+                                 family="gaussian", missingness_model=False, random_slopes=["t"])
+    x = BinaryPredictor("x", "x", frame["x"].to_numpy(dtype=float), np.ones(len(frame), bool))
+    data = dataclasses.replace(base, binaries=(x,), term_order=(*base.term_order, "x"))
+    model = jm.build_joint_model(data)
+    trace = nutpie.sample(nutpie.compile_pymc_model(model), draws=2000, tune=1000, chains=2, seed=seed,
+                          progress_bar=False)
+    post = trace.posterior
+    draws = {"b_Intercept": post["b0_intercept"].values, "b_t_z": post["b0_coef"].values[..., 0],
+             "b_treat_z": post["b0_coef"].values[..., 1], "sd_patient__Intercept": post["b0_cluster_sd"].values,
+             "sd_patient__t_z": post["b0_slopes_cluster_sd"].values[..., 0],
+             "cor_patient__Intercept__t_z": post["b0_cluster_corr"].values[..., 0, 1]}
+    return {name: (float(v.mean()), float(v.std()), float(az.mcse(az.convert_to_dataset(v))["x"]))
+            for name, v in draws.items()}
+
+
+def test_joint_brms_rs_004_data():
+    """JOINT-BRMS-RS-004 (data): the CSV brms was fitted on is the generator's."""
+    stored = pd.read_csv(RESULTS / "random_slopes_binary_joint.csv")
+    made = binary_parity_frame()
+    assert len(stored) == len(made) and set(np.unique(stored["x"])) == {0.0, 1.0}
+    assert np.allclose(stored.to_numpy(dtype=float), made.to_numpy(dtype=float), rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_joint_brms_rs_004_binary_submodel():
+    """JOINT-BRMS-RS-004: see the module docstring."""
+    reference = json.loads((RESULTS / "brms_random_slopes_binary_joint.json").read_text())["parameters"]
+    ours = _binary_submodel_posterior()
+    assert set(ours) == set(reference)
+    for name, (mean, sd, mcse) in ours.items():
+        theirs = reference[name]
+        tolerance = 4 * np.hypot(mcse, theirs["mcse_mean"])
+        assert abs(mean - theirs["mean"]) < tolerance, (name, mean, theirs["mean"], tolerance)
+        assert sd == pytest.approx(theirs["sd"], rel=0.15), name

@@ -146,7 +146,8 @@ def draw_focus_missing(data: JointData, post: dict, index: np.ndarray, rng) -> n
         if not missing_here.any():
             continue
         eta_b = fixed_part(post, f"b{k}", data.Z[mis_rows], index) + \
-            _flat(post, f"b{k}_cluster", index)[:, data.codes[mis_rows]]
+            _flat(post, f"b{k}_cluster", index)[:, data.codes[mis_rows]] + \
+            slope_part_draws(post, f"b{k}", data, mis_rows, index)
         binary_props.append((coef[:, first + k], special.expit(eta_b), missing_here, b is var))
     category_props = []   # (coefficient draws x (K - 1), cumulative P draws x rows x K, missing in row, is the focus)
     for k, c in enumerate(data.categoricals):

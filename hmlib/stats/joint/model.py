@@ -10,7 +10,8 @@ seeded fit repeatable):
 2. one submodel per incomplete continuous predictor, whose missing values are
    latent parameters or, for the focus, integrated out
    (:func:`_continuous_submodels`);
-3. one submodel per incomplete binary predictor (:func:`_binary_submodels`);
+3. one submodel per incomplete binary predictor, with the random slopes when there are any
+   (:func:`_binary_submodels`);
 4. one submodel per incomplete categorical predictor with three or more
    levels (:func:`_categorical_submodels`): baseline-category logit
    (nominal) or cumulative logit (ordinal), with cluster random intercepts;
@@ -396,7 +397,8 @@ def _continuous_submodels(data: JointData, priors: dict, centred: dict):
 
 
 def _submodel_slopes(prefix: str, data: JointData, priors: dict, centred: dict):
-    """A continuous predictor submodel's random intercepts and slopes, per row (its own LKJ covariance).
+    """A predictor submodel's random intercepts and slopes, per row (its own LKJ covariance; continuous and
+    binary predictors, the latter on the logit scale).
 
     Named as the outcome's: ``<prefix>_cluster``, ``<prefix>_cluster_slopes``, ``<prefix>_cluster_sd``,
     ``<prefix>_slopes_cluster_sd``, ``<prefix>_cluster_corr``. With levels above the cluster their unit
@@ -422,6 +424,10 @@ def _submodel_slopes(prefix: str, data: JointData, priors: dict, centred: dict):
 def _binary_submodels(data: JointData, priors: dict, centred: dict) -> list:
     """One submodel per incomplete binary predictor: observed rows enter it, missing ones are summed out later.
 
+    ``logit P(x = 1) = c + Z d`` plus the cluster's random intercept or, with random slopes, its intercept and
+    slopes with their own LKJ covariance (:func:`_submodel_slopes`; brms's ``(1 + t | patient)`` in a bernoulli
+    formula).
+
     Returns ``logit P(x = 1)`` per row (tensors), one per binary predictor.
     """
     import pymc as pm
@@ -431,9 +437,11 @@ def _binary_submodels(data: JointData, priors: dict, centred: dict) -> list:
     for k, var in enumerate(data.binaries):
         prefix = f"b{k}"
         fixed = _regression(prefix, Z, priors, _logit_rate(var.values[var.observed]))
-        tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-        v = _submodel_clusters(prefix, J, tau, centred, data, priors)
-        eta_b = fixed + v[codes]
+        if data.slopes:
+            eta_b = fixed + _submodel_slopes(prefix, data, priors, centred)
+        else:
+            tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
+            eta_b = fixed + _submodel_clusters(prefix, J, tau, centred, data, priors)[codes]
         obs_idx = np.flatnonzero(var.observed)
         pm.Bernoulli(f"{prefix}_observed", logit_p=eta_b[obs_idx], observed=var.values[obs_idx])
         binary_eta.append(eta_b)

@@ -11,7 +11,7 @@ each submodel on the rows it observes (:func:`ml_fits`):
   ``1 / (p (1 - p))`` for binary responses) is at least
   :data:`CENTRED_SHARE`, non-centred otherwise (measurements in
   :mod:`hmlib.stats.joint`). With random slopes the outcome's and the
-  continuous predictors' blocks of correlated intercepts and slopes are
+  continuous and binary predictors' blocks of correlated intercepts and slopes are
   non-centred whatever the share; ``"centred"`` given explicitly draws the
   block's intercepts directly and its slopes given them
   (:func:`hmlib.stats.joint.slopes.correlated_effects`). Measured (2 chains
@@ -199,9 +199,9 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
                     if split_keys else 0.0
     choice = {key: ("centred" if value >= CENTRED_SHARE else "noncentred") for key, value in shares.items()}
     if data.slopes:
-        # blocks of correlated intercepts and slopes (outcome, continuous predictors): non-centred by default
-        # (module docstring); an override "centred" draws their intercepts directly
-        choice |= {key: "noncentred" for key in choice if key == "outcome" or key.startswith("x")}
+        # blocks of correlated intercepts and slopes (outcome, continuous and binary predictors): non-centred by
+        # default (module docstring); an override "centred" draws their intercepts directly
+        choice |= {key: "noncentred" for key in choice if key == "outcome" or key.startswith(("x", "b"))}
     for key, value in override.items():
         if value not in ("centred", "noncentred"):
             raise FitError(f"parameterisation must be 'centred' or 'noncentred', got {value!r} for {key!r}.")

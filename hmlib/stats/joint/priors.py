@@ -94,7 +94,7 @@ def priors_table(priors: dict | None = None, slopes: tuple = ()) -> pd.DataFrame
 
     slope_text = ", ".join(slopes)
     sd_applies = "cluster intercepts of every submodel" + (
-        f", and the random slopes on {slope_text} (outcome, continuous predictors)" if slopes else "")
+        f", and the random slopes on {slope_text} (outcome, continuous and yes/no predictors)" if slopes else "")
     sd_scale = "logit scale (binary responses) or SDs of the standardised response" + (
         f"; a slope's per SD of {slope_text}" if slopes else "")
     cor_applies = ("outcome and missingness cluster intercepts" if not slopes else

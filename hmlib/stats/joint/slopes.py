@@ -9,10 +9,11 @@ correlation matrix ``R`` an ``LKJ(lkj_eta)`` prior (``pm.LKJCholeskyCov``),
 as brms's ``(1 + month | patient)`` with ``sd`` and ``cor`` priors. The
 slopes act on the standardised predictor (the column of ``Z``), so that the
 priors are on standardised scales like every other prior of the model. Each
-incomplete continuous predictor's submodel gets the same random slopes (its
-own covariance, independent of the outcome's, as brms's ``(1 + month |
-patient)`` in two formulae); binary and categorical predictor submodels keep
-their random intercept. With the missingness submodel on, its cluster
+incomplete continuous or binary predictor's submodel gets the same random
+slopes (its own covariance, independent of the outcome's, as brms's ``(1 +
+month | patient)`` in two formulae; a binary one's on the logit scale);
+categorical predictor submodels with three or more levels keep their random
+intercept. With the missingness submodel on, its cluster
 intercept joins the outcome's effects in one covariance (brms's ``(1 + month
 | p | patient)`` in the outcome and ``(1 | p | patient)`` in the missingness
 formula): ``cor(missingness, outcome)`` is the correlation with the outcome's
@@ -102,7 +103,7 @@ def cluster_part(effects, data, q: int):
 def slope_part_draws(post: dict, prefix: str, data, rows: np.ndarray, index: np.ndarray) -> np.ndarray | float:
     """Draws x rows of a submodel's random-slope part ``sum_k u_kj z_ik`` (numpy), 0.0 without slopes.
 
-    ``prefix``: ``outcome`` or ``x<k>``; reads ``<prefix>_cluster_slopes`` (chain, draw, J, q).
+    ``prefix``: ``outcome``, ``x<k>`` or ``b<k>``; reads ``<prefix>_cluster_slopes`` (chain, draw, J, q).
     """
     name = f"{prefix}_cluster_slopes"
     if not data.slopes or name not in post:
