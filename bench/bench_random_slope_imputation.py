@@ -148,8 +148,9 @@ def _median_seconds(work, repeats: int) -> float:
     return float(np.median(times))
 
 
-def _kernel_seconds(frame, repeats: int) -> dict:
-    """Both kernels on the same prepared design, 47 sweeps (one chain's worth)."""
+def kernel_design(frame):
+    """``x``'s imputation design as the kernels get it: ``(Do, Dp, y, obs, codes, J)``; columns intercept,
+    ``t``, ``y``, ``treat`` and the patient means of ``t`` and ``y``, standardised (prepare_design)."""
     y = frame["x"].to_numpy()
     obs = ~np.isnan(y)
     codes = frame["patient"].to_numpy()
@@ -159,6 +160,13 @@ def _kernel_seconds(frame, repeats: int) -> dict:
     means = np.column_stack([np.bincount(codes, weights=base[:, k]) / sizes for k in range(2)])[codes]
     Do, Dp, kept = prepare_design(np.column_stack([base, means]), ["t", "y", "treat", "mean(t)", "mean(y)"],
                                   obs, ~obs)
+    assert kept[:2] == ["t", "y"]
+    return Do, Dp, y, obs, codes, J
+
+
+def _kernel_seconds(frame, repeats: int) -> dict:
+    """Both kernels on the same prepared design, 47 sweeps (one chain's worth)."""
+    Do, Dp, y, obs, codes, J = kernel_design(frame)
 
     def chain(kernel, **kw):
         rng, state = np.random.default_rng(1), {}

@@ -47,10 +47,10 @@ from polyagamma import random_polyagamma
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_random_slope_imputation import kernel_design  # noqa: E402
 from random_slope_imputation_truth import simulate_longitudinal  # noqa: E402
 
 from hmlib.stats.imputation import impute  # noqa: E402
-from hmlib.stats.imputation.kernels import prepare_design  # noqa: E402
 from hmlib.stats.imputation.slopes_logistic import LOGIT_PSI_PRIOR_SD_SCALE, _Model  # noqa: E402
 from hmlib.stats.mixed.binomial import fit_logistic  # noqa: E402
 
@@ -64,16 +64,7 @@ def _registry(n_patients: int, seed: int):
     """The bench's (``n_patients > 1000``: no dropout) or the truth study's registry, and the kernel's model."""
     frame = simulate_longitudinal(seed, n_patients=n_patients, dropout=1e-12 if n_patients > 1000 else 0.08,
                                   binary=True)
-    y = frame["x"].to_numpy()
-    obs = ~np.isnan(y)
-    codes = frame["patient"].to_numpy()
-    J = int(codes.max()) + 1
-    base = frame[["t", "y", "treat"]].to_numpy()
-    sizes = np.bincount(codes).astype(float)
-    means = np.column_stack([np.bincount(codes, weights=base[:, k]) / sizes for k in (0, 1)])[codes]
-    Do, _, kept = prepare_design(np.column_stack([base, means]), ["t", "y", "treat", "mean(t)", "mean(y)"],
-                                 obs, ~obs)
-    assert kept[:2] == ["t", "y"]
+    Do, _, y, obs, codes, J = kernel_design(frame)
     return frame, _Model(Do, y[obs], codes[obs], J, np.array([0, 1]), None, 0)
 
 
