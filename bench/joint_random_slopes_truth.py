@@ -25,8 +25,19 @@ in every submodel beside the patients' correlated intercepts and slopes
 (``sd(site)`` is then reported as well), with the report's automatic
 extension (``--budget`` minutes, default 20, as the report).
 
+With ``--binary`` the registries are instead ``bench/random_slope_imputation_truth.py``'s with ``x`` a 0/1
+finding (:func:`random_slope_imputation_truth.simulate_longitudinal` with ``binary=True``, ``--patients``
+patients, up to 8 visits half a year apart with dropout: ``x`` has its own patient level and trend on the
+latent scale, the outcome ``y = 1 + 0.4 t + 0.35 x + 0.5 treat + u0 + u1 t + e``, truth ``sd(patient)`` 1,
+``sd(t|patient)`` 0.5, ``cor`` 0.3; ``x`` missing at random given ``y`` and ``t``, about 30%); the fit has
+``predictors=["t", "x", "treat"]`` and ``random_slopes=["t"]``, so the summed-out ``x``'s submodel has the
+patients' random intercepts and slopes (as the report's step 4). Terms: ``x``, ``t``, ``sd(patient)``,
+``sd(t|patient)``, ``cor(t|patient)``.
+
 Usage::
 
+    nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --binary --patients 300 --reps 40 \\
+        --out bench/results/joint_random_slopes_binary_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --reps 40 \\
         --out bench/results/joint_random_slopes_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --sites 12 --reps 20 \\
@@ -50,18 +61,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hmlib.simulate.longitudinal import longitudinal_registry, longitudinal_registry_truth  # noqa: E402
 from hmlib.stats.joint import fit_joint_model  # noqa: E402
 from joint_nested_truth import summarise  # noqa: E402
+from random_slope_imputation_truth import simulate_longitudinal  # noqa: E402
 
 TERMS = ("x", "month", "sd(patient)", "sd(month|patient)", "cor(month|patient)")
+BINARY_TERMS = ("x", "t", "sd(patient)", "sd(t|patient)", "cor(t|patient)")
+#: The truth of ``--binary`` (random_slope_imputation_truth's design).
+BINARY_TRUTH = {"x": 0.35, "t": 0.4, "sd(patient)": 1.0, "sd(t|patient)": 0.5, "cor(t|patient)": 0.3}
 
 
-def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0) -> dict:
+def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0,
+              binary: bool = False) -> dict:
     """One registry, one fit: per term the posterior summary, and the gate (``sites > 1``: the site level too)."""
-    frame = longitudinal_registry(seed, n_sites=sites, n_patients=patients, n_visits=6).drop(columns=["date"])
+    if binary:
+        frame = simulate_longitudinal(seed, n_patients=patients, binary=True).drop(columns=["visit"])
+        roles = dict(predictors=["t", "x", "treat"], random_slopes=["t"])
+    else:
+        frame = longitudinal_registry(seed, n_sites=sites, n_patients=patients, n_visits=6).drop(columns=["date"])
+        roles = dict(predictors=["x", "month"], random_slopes=["month"])
     start = time.perf_counter()
-    fit = fit_joint_model(frame, outcome="y", predictors=["x", "month"], cluster="patient", family="gaussian",
-                          seed=seed, draws=draws, tune=tune, chains=2, random_slopes=["month"],
-                          time_budget_minutes=budget, higher_levels=["site"] if sites > 1 else ())
-    terms = (*TERMS, "sd(site)") if sites > 1 else TERMS
+    fit = fit_joint_model(frame, outcome="y", cluster="patient", family="gaussian", seed=seed, draws=draws,
+                          tune=tune, chains=2, time_budget_minutes=budget,
+                          higher_levels=["site"] if sites > 1 else (), **roles)
+    terms = BINARY_TERMS if binary else (*TERMS, "sd(site)") if sites > 1 else TERMS
     rows = fit.to_estimates().set_index("term")
     return {"seed": seed, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
             "gate": fit.convergence_message, "runs": len(fit.settings["attempts"]),
@@ -82,24 +103,31 @@ def main(argv=None) -> int:
     parser.add_argument("--sites", type=int, default=1)
     parser.add_argument("--budget", type=float, default=None, metavar="MINUTES",
                         help="automatic extension budget (default: none with one site, 20 with several)")
+    parser.add_argument("--binary", action="store_true", help="x a 0/1 finding with its own random slope "
+                                                                  "(module docstring)")
     parser.add_argument("--out", type=Path, help="write replicates and summary as JSON here (resumes)")
     args = parser.parse_args(argv)
+    if args.binary and args.sites > 1:
+        parser.error("--binary has one site")
     budget = args.budget if args.budget is not None else (20.0 if args.sites > 1 else 0.0)
-    terms = (*TERMS, "sd(site)") if args.sites > 1 else TERMS
+    terms = BINARY_TERMS if args.binary else (*TERMS, "sd(site)") if args.sites > 1 else TERMS
     reps = json.loads(args.out.read_text())["replicates"] if args.out and args.out.is_file() else []
-    truth = longitudinal_registry_truth()["terms"]
+    truth = BINARY_TRUTH if args.binary else longitudinal_registry_truth()["terms"]
     done = {r["seed"] for r in reps}
     for seed in range(args.first_seed, args.first_seed + args.reps):
         if seed in done:
             continue
         reps.append(replicate(seed, patients=args.patients, draws=args.draws, tune=args.tune, sites=args.sites,
-                              budget=budget))
+                              budget=budget, binary=args.binary))
         r = reps[-1]
         print(f"seed {seed}: {r['seconds']} s, converged {r['converged']}, "
               + ", ".join(f"{t} {v['estimate']:.3f}" for t, v in r["terms"].items()), flush=True)
         if args.out:
-            payload = {"design": {"generator": "hmlib.simulate.longitudinal.longitudinal_registry",
-                                  "n_sites": args.sites, "n_patients": args.patients, "n_visits": 6,
+            generator = ("bench/random_slope_imputation_truth.py simulate_longitudinal(binary=True)" if args.binary
+                         else "hmlib.simulate.longitudinal.longitudinal_registry")
+            payload = {"design": {"generator": generator,
+                                  "n_sites": args.sites, "n_patients": args.patients,
+                                  "n_visits": 8 if args.binary else 6,
                                   "draws": args.draws, "tune": args.tune, "chains": 2,
                                   "time_budget_minutes": budget},
                        "summary": summarise(reps, truth, terms), "replicates": reps}
