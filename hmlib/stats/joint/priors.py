@@ -99,7 +99,7 @@ def priors_table(priors: dict | None = None, slopes: tuple = ()) -> pd.DataFrame
         f"; a slope's per SD of {slope_text}" if slopes else "")
     cor_applies = ("outcome and missingness cluster intercepts" if not slopes else
                    f"cluster intercepts and slopes on {slope_text}: the outcome's with the missingness intercept, "
-                   "each continuous predictor's")
+                   "each continuous and yes/no predictor's")
     rows = [
         ("coefficients", "every submodel (outcome, predictors, missingness)",
          f"Normal(0, {p['coef'][1]:g})", "per SD of a numeric predictor; per unit of a 0/1 column"),
