@@ -47,3 +47,13 @@ def reference_fit(name: str) -> dict:
 
     cases = json.loads((REFERENCE / "lme4_fits.json").read_text())
     return next(c for c in cases if c["name"] == name)
+
+
+def load_bench(name: str):
+    """The module ``bench/<name>.py`` (benches and truth studies are scripts, not a package), imported afresh."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

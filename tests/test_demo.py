@@ -8,9 +8,7 @@ are imported from the script so that the conditions have one definition.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,21 +19,14 @@ from hmlib.simulate.demo import (ANALYSIS_PREDICTORS, COLUMNS, DEFAULT_SEED, DEM
                         LACTATE_MODEL, MISSINGNESS_MODEL, OUTCOME_COEFFICIENTS, DemoPaths,
                         DemoRegistry, simulate_complete_data, simulate_registry, write_demo)
 from hmlib.exceptions import ParamsError
+from conftest import load_bench
 
-REPO = Path(__file__).resolve().parent.parent
 TERMS = ["Intercept", "age", "sex[male]", "severity", "lactate", "sbp", "sd(site)"]
 
 
 @pytest.fixture(scope="module")
 def demo() -> DemoRegistry:
     return simulate_registry()
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("demo_design", REPO / "bench" / "demo_design.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_demo_001_same_seed_same_registry_other_seed_differs(demo):
@@ -257,7 +248,7 @@ def test_demo_010_design_holds_over_seeds():
     lactate (pooled over seeds). The lactate-coefficient contrast (e) is too
     noisy for 20 seeds (see the bench).
     """
-    bench = _bench()
+    bench = load_bench("demo_design")
     seeds = [DEFAULT_SEED, *range(1, 21)]
     rows, sites = [], []
     for seed in seeds:

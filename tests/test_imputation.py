@@ -11,7 +11,6 @@ reference registry).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from hmlib.stats import imputation as imp
 from hmlib.stats.imputation import impute, kernels, split_rhat, univariate
 from hmlib.stats.mixed import fit_random_intercept
 from hmlib.stats.pooling import analyse_imputations
+from conftest import load_bench
 
-REPO = Path(__file__).resolve().parent.parent
 REFERENCE = Path("/work/shared/reference")
 
 
@@ -502,19 +501,12 @@ def test_MI_BAD_002_collinear_singleton_one_level_do_not_crash():
 # ---------------------------------------------------------------------------
 # Truth and R parity
 # ---------------------------------------------------------------------------
-def _load_truth_module():
-    spec = importlib.util.spec_from_file_location("imputation_truth", REPO / "bench" / "imputation_truth.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_MI_TRUTH_001_multilevel_recovers_truth_small():
     """MI-TRUTH-001: 10 simulated registries: lactate and site SD within 3 MC SE of truth, coverage >= 8/10.
 
     The full study (100 replicates, m = 20) is ``bench/imputation_truth.py``.
     """
-    truth = _load_truth_module()
+    truth = load_bench("imputation_truth")
     out = truth.run(reps=10, methods=("multilevel",), m=10, iterations=6, n_patients=3000, verbose=False)
     for term in ("lactate", "sd(site)"):
         s = out["multilevel"][term]

@@ -47,7 +47,6 @@ JOINT-RW-004     a real fit's draws: every cluster SD is kept, on the model's sc
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
@@ -58,7 +57,7 @@ import pytensor.tensor as pt
 import pytest
 from scipy import integrate, special, stats
 
-from conftest import REFERENCE, REPO
+from conftest import REFERENCE, load_bench
 from hmlib.exceptions import ArtifactError, FitError
 from hmlib.figures import joint_model as joint_figures
 from hmlib.figures.style import caption_of
@@ -71,14 +70,9 @@ from hmlib.stats.joint import summaries as joint_summaries
 from hmlib.steps.joint_model import JointModelArtifact, JointSettings, JointStepResult, PartialPoolingRow, fit_registry
 
 
-def _load_bench(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-joint_truth = _load_bench("joint_truth")
+joint_truth = load_bench("joint_truth")
 
 
 # --------------------------------------------------------------------------

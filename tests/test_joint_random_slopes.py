@@ -12,7 +12,8 @@ JOINT-RS-002  the user's scale, deterministic: the map of :func:`random_part_to_
               ``sd(<slope>|<cluster>)`` by 7 and leaves ``sd(<cluster>)`` and the correlation unchanged; the row
               names are fit_mixed's
 JOINT-RS-003  the model: one LKJ covariance for the outcome's intercept and slope and the missingness intercept,
-              one per continuous and per binary predictor submodel (intercept and slope); the outcome's linear predictor is intercept + slope x standardised time per cluster
+              one per continuous and per binary predictor submodel (intercept and slope); the outcome's
+              linear predictor is intercept + slope x standardised time per cluster
               (evaluated at a random point); centred (intercepts drawn directly) and non-centred both build
               with a finite log density; the rule makes slope blocks non-centred (JOINT-MARG-001 in
               test_joint_model.py: the binary submodels' slopes in the summed-out likelihood)
@@ -65,6 +66,7 @@ from hmlib.simulate.longitudinal import longitudinal_registry, longitudinal_regi
 from hmlib.stats import joint as jm
 from hmlib.stats.joint.parameterisation import choose_parameterisation, ml_fits
 from hmlib.stats.joint.slopes import cluster_part, random_part_terms, random_part_to_original_scale, user_scale_map
+from conftest import load_bench
 
 RESULTS = Path(__file__).parent / "results"
 ROLES = dict(outcome="y", predictors=["month", "x"], cluster="patient", family="gaussian")
@@ -381,13 +383,7 @@ def binary_parity_frame() -> pd.DataFrame:
     """The data of JOINT-BRMS-RS-004 (``tests/results/random_slopes_binary_joint.csv``): the visits with ``x``
     recorded of ``bench/random_slope_imputation_truth.py``'s registry with ``x`` a 0/1 finding that has its own
     patient level and trend (``simulate_longitudinal(21, n_patients=150, binary=True)``)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "bench" / "random_slope_imputation_truth.py"
-    spec = importlib.util.spec_from_file_location("random_slope_imputation_truth", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    frame = bench.simulate_longitudinal(21, n_patients=150, binary=True)
+    frame = load_bench("random_slope_imputation_truth").simulate_longitudinal(21, n_patients=150, binary=True)
     return frame.loc[frame["x"].notna(), ["patient", "t", "treat", "x", "y"]].reset_index(drop=True)
 
 

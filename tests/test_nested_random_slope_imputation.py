@@ -34,7 +34,6 @@ NRS-IMP-005  a site that never records the target: its imputed values carry a si
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from hmlib.stats.imputation import slopes_kernel as sk
 from hmlib.stats.imputation.kernels import cluster_sufficient_statistics, prepare_design, standardise_target
 from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
 from hmlib.stats.pooling import rubin_arrays
+from conftest import load_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REGISTRY = RESULTS / "random_slope_sites_registry.csv"
@@ -213,10 +213,7 @@ def test_nrs_imp_005_site_never_recording_the_target():
 
 def test_nrs_imp_006_reference_data_is_the_simulators():
     """NRS-IMP-006: see the module docstring."""
-    spec = importlib.util.spec_from_file_location(
-        "random_slope_imputation_truth", Path(__file__).resolve().parent.parent / "bench" / "random_slope_imputation_truth.py")
-    truth = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(truth)
+    truth = load_bench("random_slope_imputation_truth")
     data = pd.read_csv(REGISTRY)
     again = truth.simulate_longitudinal(20261206, n_sites=30)
     assert data["site"].tolist() == again["site"].tolist() and data["patient"].tolist() == again["patient"].tolist()

@@ -257,14 +257,9 @@ class _Evidence:
 def test_SENS_CAT_005_delta_truth_study_tiny():
     """SENS-CAT-005: 2 replicates of 900 patients whose band is missing not at random with log odds ratio 1: the
     delta-adjusted share of non-normal bands is nearer the registry's true share than the MAR one, which falls short."""
-    import importlib.util
+    from conftest import load_bench
 
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("categorical_delta_truth",
-                                                  REPO / "bench" / "categorical_delta_truth.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_bench("categorical_delta_truth")
     out = study.run(2, n_sites=20, n_patients=900, m=3, iterations=3, verbose=False)
     mar, adjusted = out["summary"]["mar"]["share not normal"], out["summary"]["delta_true"]["share not normal"]
     assert mar["relative_bias"] < -0.05 and abs(adjusted["relative_bias"]) < abs(mar["relative_bias"]) / 2
