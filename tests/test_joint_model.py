@@ -317,11 +317,27 @@ def test_gate_001_flags_short_run(write_case):
     assert "not converged" in " ".join(result.narrative())
 
 
+def _gaussian_small_registry(seed=0):
+    """small_registry with a gaussian ``score`` instead of ``died``: 1 + 0.02 (age - 50) + 0.5 lab + u_site + e,
+    u ~ N(0, 0.5^2), e ~ N(0, 1) (lab at 2 where it is missing), so that sd(site) is well identified by 25 patients
+    per site."""
+    from hmlib.simulate.registries import small_registry
+
+    frame = small_registry(seed=seed).drop(columns="died")
+    rng = np.random.default_rng(seed)
+    u = rng.normal(0.0, 0.5, frame["site"].nunique())
+    site = frame["site"].astype("category").cat.codes.to_numpy()
+    score = 1 + 0.02 * (frame["age"] - 50) + 0.5 * frame["lab"].fillna(2.0) + u[site] + rng.normal(0, 1, len(frame))
+    return frame.assign(score=score.round(2))
+
+
 def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     """JOINT-EXT-001: 200 draws after 200 warm-up iterations miss the gate; with a time budget the chains are
-    continued (250, 300, 350, 400 draws) and then, if needed, new runs with doubled sizes are made until the gate passes
-    (from 100 draws the three runs' 800 left sd(site) at bulk ESS 323 on some machines: the test starts where the run
-    limit leaves room);
+    continued (250, 300, 350, 400 draws) and then, if needed, new runs with doubled sizes are made until the gate passes.
+    The case is a gaussian outcome whose site SD 25 patients per site identify: on small_registry's binary outcome
+    (estimated sd(site) 0.25 from 12 sites) sd(site) kept a tail ESS of 70 after the three runs' 1600 draws on some
+    machines, a case for checking the model rather than for testing the extension; here the gate passed at 500 draws
+    of the second run (smallest ESS 519), leaving the rest of the runs as margin.
     every run is recorded with its seed and checkpoints, the reported sizes are the last run's last checkpoint,
     and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done.
     The reported fit is reproduced by its run's sizes and seed given explicitly (a continued run truncated at a
@@ -333,7 +349,8 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     from hmlib.stats.joint.sampling import CONTINUATIONS
     from hmlib.steps.joint_model import STEP
 
-    registry = load_registry(load_params(write_case(joint_model={"time_budget_minutes": 10})))
+    registry = load_registry(load_params(write_case(_gaussian_small_registry(), outcome="score",
+                                                    outcome_family="gaussian", joint_model={"time_budget_minutes": 10})))
     assert registry.params.joint_model.time_budget_minutes == 10.0
     result = fit_registry(registry, draws=200, tune=200, time_budget_minutes=10)
     runs = result.settings["attempts"]
