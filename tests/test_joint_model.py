@@ -317,28 +317,16 @@ def test_gate_001_flags_short_run(write_case):
     assert "not converged" in " ".join(result.narrative())
 
 
-def _gaussian_small_registry(seed=0):
-    """small_registry with a gaussian ``score`` instead of ``died``: 1 + 0.02 (age - 50) + 0.5 lab + u_site + e,
-    u ~ N(0, 0.5^2), e ~ N(0, 1) (lab at 2 where it is missing), so that sd(site) is well identified by 25 patients
-    per site."""
-    from hmlib.simulate.registries import small_registry
-
-    frame = small_registry(seed=seed).drop(columns="died")
-    rng = np.random.default_rng(seed)
-    u = rng.normal(0.0, 0.5, frame["site"].nunique())
-    site = frame["site"].astype("category").cat.codes.to_numpy()
-    score = 1 + 0.02 * (frame["age"] - 50) + 0.5 * frame["lab"].fillna(2.0) + u[site] + rng.normal(0, 1, len(frame))
-    return frame.assign(score=score.round(2))
-
-
 def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     """JOINT-EXT-001: 200 draws after 200 warm-up iterations miss the gate; with a time budget the chains are
     continued (250, 300, 350, 400 draws) and then, if needed, new runs with doubled sizes are made until the gate passes.
-    The case is a gaussian outcome whose site SD 25 patients per site identify: on small_registry's binary outcome
-    (estimated sd(site) 0.25 from 12 sites) sd(site) kept a tail ESS of 70 after the three runs' 1600 draws on some
-    machines, a case for checking the model rather than for testing the extension; here the gate passed at 500 draws
-    of the second run (smallest ESS 519), leaving the rest of the runs as margin.
-    every run is recorded with its seed and checkpoints, the reported sizes are the last run's last checkpoint,
+    The case is small_registry's gaussian outcome, whose site SD 25 patients per site identify: on its binary outcome
+    (estimated sd(site) 0.25 from 12 sites) sd(site) kept a tail ESS of 70 after the three runs' 1600 draws on the CI
+    machine, a case for checking the model rather than for testing the extension. Here, at sampling seeds 3-8, all six
+    passed: three at the second run's 600-700 draws, three after runs of the non-centred fall-back (smallest ESS
+    406-910); seed 4 passed at 600 draws of the second run. Sizes are checked run by run against each model's own doubling, as the
+    chains' paths differ between processes (README) and a run with a divergence may bring in the fall-back.
+    Every run is recorded with its seed and checkpoints, the reported sizes are the last run's last checkpoint,
     and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done.
     The reported fit is reproduced by its run's sizes and seed given explicitly (a continued run truncated at a
     checkpoint equals a plain run of that many draws: hmlib.stats.joint.sampling)."""
@@ -346,10 +334,11 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     from hmlib.params import load_params
     from types import SimpleNamespace
 
+    from hmlib.simulate.registries import small_registry
     from hmlib.stats.joint.sampling import CONTINUATIONS
     from hmlib.steps.joint_model import STEP
 
-    registry = load_registry(load_params(write_case(_gaussian_small_registry(), outcome="score",
+    registry = load_registry(load_params(write_case(small_registry(family="gaussian"), outcome="score", seed=4,
                                                     outcome_family="gaussian", joint_model={"time_budget_minutes": 10})))
     assert registry.params.joint_model.time_budget_minutes == 10.0
     result = fit_registry(registry, draws=200, tune=200, time_budget_minutes=10)
@@ -358,11 +347,12 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     assert runs[0]["checkpoints"][0] == 200 and not runs[-1]["checkpoints"] == [200]
     assert runs[-1]["converged"] and not any(r["converged"] for r in runs[:-1])
     for k, r in enumerate(runs):
-        base = 200 * 2 ** k
+        same_model = [q for q in runs[:k] if q["fallback"] == r["fallback"]]
+        base = 2 * same_model[-1]["tune"] if same_model else 200
         assert r["tune"] == base and r["checkpoints"] == [int(round(base * f)) for f in CONTINUATIONS][:len(r["checkpoints"])]
         assert r["draws"] == r["checkpoints"][-1]
     assert result.settings["extensions"] == sum(len(r["checkpoints"]) - 1 for r in runs) + len(runs) - 1 >= 1
-    assert runs[0]["seed"] == 3 and len({r["seed"] for r in runs}) == len(runs)
+    assert runs[0]["seed"] == 4 and len({r["seed"] for r in runs}) == len(runs)
     assert (result.settings["draws"], result.settings["tune"]) == (runs[-1]["draws"], runs[-1]["tune"])
     last = f"{runs[-1]['draws']} draws after {runs[-1]['tune']} warm-up iterations per chain"
     assert "extended automatically" in result.convergence_message and last in result.convergence_message
@@ -375,7 +365,8 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     paragraph = " ".join(STEP.methods_text(record, SimpleNamespace(noun="site", min_cell=11, versions={})))
     assert "extended automatically" in paragraph and last in paragraph
     again = fit_registry(registry, draws=runs[-1]["draws"], tune=runs[-1]["tune"], seed=runs[-1]["seed"],
-                         time_budget_minutes=0)
+                         time_budget_minutes=0,
+                         parameterisation=result.settings["parameterisation"] if runs[-1]["fallback"] else None)
     assert again.settings["extensions"] == 0
     pd.testing.assert_frame_equal(again.summary, result.summary)
 

@@ -77,7 +77,8 @@ SMALL_REGISTRY_MODEL = {
 }
 
 
-def small_registry(seed: int = 0, n_clusters: int = 12, per_cluster: int = 25) -> pd.DataFrame:
+def small_registry(seed: int = 0, n_clusters: int = 12, per_cluster: int = 25, *,
+                   family: str = "binomial") -> pd.DataFrame:
     """A tidy clustered frame with a binary outcome and one incomplete predictor.
 
     Model (constants :data:`SMALL_REGISTRY_MODEL`), in draw order: site
@@ -87,6 +88,12 @@ def small_registry(seed: int = 0, n_clusters: int = 12, per_cluster: int = 25) -
     completely at random in 20 %. ``site_type`` is ``"A"`` for odd site
     numbers, ``"B"`` for even ones.
 
+    With ``family="gaussian"`` the same draws are followed by new site
+    intercepts ``v_j ~ N(0, 0.5^2)`` and a gaussian ``score = 1 + 0.02 (age -
+    50) + 0.5 lab + v_j + e``, ``e ~ N(0, 1)`` (2 decimals, from lab before its
+    gaps), which replaces ``died``: a site SD that 25 patients per site
+    identify well (the joint model's sampling tests).
+
     Parameters
     ----------
     seed : int, default 0
@@ -95,11 +102,13 @@ def small_registry(seed: int = 0, n_clusters: int = 12, per_cluster: int = 25) -
         Sites, labelled ``S00``, ``S01``, ...
     per_cluster : int, default 25
         Patients per site.
+    family : {"binomial", "gaussian"}, default "binomial"
+        The outcome: ``died`` or ``score``.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``site, site_type, age, sex, lab, died``; sites in order.
+        Columns ``site, site_type, age, sex, lab, died`` (or ``score``); sites in order.
 
     See Also
     --------
@@ -111,6 +120,8 @@ def small_registry(seed: int = 0, n_clusters: int = 12, per_cluster: int = 25) -
     >>> frame.shape
     (300, 6)
     """
+    if family not in ("binomial", "gaussian"):
+        raise ValueError(f"family must be 'binomial' or 'gaussian', got {family!r}.")
     m = SMALL_REGISTRY_MODEL
     rng = np.random.default_rng(seed)
     cluster = cluster_index(equal_cluster_sizes(n_clusters, per_cluster))
@@ -121,10 +132,15 @@ def small_registry(seed: int = 0, n_clusters: int = 12, per_cluster: int = 25) -
     lab = rng.normal(m["lab_mean"], m["lab_sd"], n).round(2)
     eta = m["intercept"] + m["age"] * (age - m["age_mean"]) + m["lab"] * lab + u[cluster]
     died = logistic_draws(rng, eta).astype(int)
-    lab = with_gaps(lab, bernoulli(rng, m["lab_missing"], n))
-    return pd.DataFrame({"site": cluster_labels(n_clusters, "S")[cluster],
-                         "site_type": np.where(cluster % 2, "A", "B"), "age": age, "sex": sex,
-                         "lab": lab, "died": died})
+    recorded = with_gaps(lab, bernoulli(rng, m["lab_missing"], n))
+    frame = pd.DataFrame({"site": cluster_labels(n_clusters, "S")[cluster],
+                          "site_type": np.where(cluster % 2, "A", "B"), "age": age, "sex": sex,
+                          "lab": recorded, "died": died})
+    if family == "binomial":
+        return frame
+    v = normal_cluster_effects(rng, n_clusters, m["cluster_sd"])
+    score = gaussian_draws(rng, 1.0 + 0.02 * (age - m["age_mean"]) + m["lab"] * lab + v[cluster])
+    return frame.drop(columns="died").assign(score=score.round(2))
 
 
 def small_registry_truth() -> dict:
