@@ -434,6 +434,50 @@ def test_ext_003_divergences_switch_to_the_non_centred_model(monkeypatch):
     assert fallback_parameterisation(data, {k: "noncentred" for k in choice}, None) is None
 
 
+def test_ext_004_a_fall_back_that_diverges_no_less_is_given_up(monkeypatch):
+    """JOINT-EXT-004: the loop of hmlib.stats.joint.sampling with a stand-in for one nutpie run, in the case met on
+    a gaussian outcome with 25 patients in each of 12 sites (sampling.py docstring): the chosen model's second run
+    ends with 1 divergent transition in 400 draws per chain, the fall-back's run (first run's sizes) with 4 in 200;
+    the fall-back is given up and the chosen model's third run (400 warm-up iterations) is made and reported. The
+    message says why. A fall-back that diverges less often is kept (JOINT-EXT-003), and with no run of the chosen
+    model left, the fall-back's run is the last and is reported as such."""
+    import time
+
+    from hmlib.stats.joint import sampling
+
+    def fake_run(compiled, summarise, checkpoints, *, tune, seed, **_):
+        n = checkpoints[-1]
+        divergences = {("centred", 100): 0, ("centred", 200): 1, ("non-centred", 100): 4}.get((compiled, tune), 0)
+        ok = compiled == "centred" and tune == 400
+        record = {"draws": n, "tune": tune, "seed": seed, "seconds": 1.0, "converged": ok, "checkpoints": checkpoints}
+        return (compiled, {}, divergences, None), record, 0.01
+
+    monkeypatch.setattr(sampling, "_run", fake_run)
+    calls = []
+    fallback = lambda: calls.append(1) or "non-centred"           # noqa: E731
+    out = sampling.sample_until_gate("centred", None, draws=100, tune=100, chains=2, cores=None, seed=5,
+                                     adaptation="diag", budget_s=600.0, start_wall=time.perf_counter(),
+                                     fallback=fallback)
+    runs = out[-1]
+    assert len(calls) == 1 and out[0] == "centred"
+    assert [(r["tune"], r["fallback"], r["divergences"], r["converged"]) for r in runs] == [
+        (100, False, 0, False), (200, False, 1, False), (100, True, 4, False), (400, False, 0, True)]
+    assert len({r["seed"] for r in runs}) == 4
+    text = sampling.extension_text(runs, 600.0)
+    assert ("as the non-centred run diverged no less often (4 divergent transition(s) in 200 draws per chain, "
+            "against 1 in 400 before it), a new run of the first model with 400 warm-up iterations") in text
+    # the chosen model's last run diverged: the fall-back's run, no better, is the last one made
+    monkeypatch.setattr(sampling, "MAX_RUNS", 2)
+    out = sampling.sample_until_gate("centred", None, draws=100, tune=100, chains=2, cores=None, seed=5,
+                                     adaptation="diag", budget_s=600.0, start_wall=time.perf_counter(),
+                                     fallback=fallback)
+    assert [(r["tune"], r["fallback"]) for r in out[-1]] == [(100, False), (200, False), (100, True)]
+    assert out[0] == "non-centred" and not out[-1][-1]["converged"]
+    assert sampling.extension_hint(out[-1], fast=False, budget_s=600.0, elapsed_s=1.0).endswith(
+        "Not extended further: the limit of 2 runs, each continued to 2 times its draws, was reached, and the "
+        "non-centred model's run diverged no less often: check the model.")
+
+
 # --------------------------------------------------------------------------
 # JOINT-BRMS
 # --------------------------------------------------------------------------

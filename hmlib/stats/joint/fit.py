@@ -192,6 +192,8 @@ def fit_joint_model(frame: pd.DataFrame, *, outcome: str, predictors, cluster: s
                              chains=chains, cores=cores, seed=int(seed), adaptation=adaptation, budget_s=budget_s,
                              start_wall=start_wall, fallback=fallback)
     trace, post, divergences, (original, summary, correlation), attempts = runs
+    if not attempts[-1]["fallback"]:
+        sampled["choice"] = choice     # no fall-back, or one given up for doing no better
     t_sampled, cpu_sampled = time.perf_counter(), time.process_time()
     draws, tune = attempts[-1]["draws"], attempts[-1]["tune"]
     hint = extension_hint(attempts, fast=fast, budget_s=budget_s, elapsed_s=t_sampled - start_wall)
