@@ -2,11 +2,11 @@
 
 After a run that misses the convergence gate with divergent transitions the
 joint model samples a fall-back with every level's effects non-centred; since
-4cf7e9b it is kept only if its first run diverges less often per draw than
+d3e6701 it is kept only if its first run diverges less often per draw than
 the run it followed, otherwise the runs go back to the chosen model
 (:mod:`hmlib.stats.joint.sampling`). This script fits the same cases with the
 rule (``rule``) and, where the rule gave the fall-back up, without it
-(``keep``: the fall-back kept whatever it did, the behaviour before 4cf7e9b;
+(``keep``: the fall-back kept whatever it did, the behaviour before d3e6701;
 the rule is switched off by replacing the sampler's divergence-rate
 comparison; elsewhere the two paths are the same) and records every run: warm-up,
 draws per chain, divergences, fall-back or not, and the gate.
@@ -78,7 +78,8 @@ def _fit(frame, mode: str, **options) -> dict:
         sampling._divergence_rate = rate
     summary = fit.summary
     return {"mode": mode, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
-            "min_ess_bulk": round(float(summary["ess_bulk"].min())), "min_ess_tail": round(float(summary["ess_tail"].min())),
+            "min_ess_bulk": round(float(summary["ess_bulk"].min())),
+            "min_ess_tail": round(float(summary["ess_tail"].min())),
             "max_rhat": round(float(summary["rhat"].max()), 3),
             "runs": [{k: a[k] for k in ("tune", "draws", "divergences", "fallback", "converged")}
                      for a in fit.settings["attempts"]]}
@@ -134,7 +135,8 @@ def _line(r: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-seeds", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--skip", nargs="*", default=(), choices=("gaussian", "gaussian_mean_filled", "slopes_sites", "nested"))
+    parser.add_argument("--skip", nargs="*", default=(),
+                        choices=("gaussian", "gaussian_mean_filled", "slopes_sites", "nested"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     rows = []

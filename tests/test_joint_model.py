@@ -324,8 +324,9 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     (estimated sd(site) 0.25 from 12 sites) sd(site) kept a tail ESS of 70 after the three runs' 1600 draws on the CI
     machine, a case for checking the model rather than for testing the extension. Here, at sampling seeds 3-8, all six
     passed: three at the second run's 600-700 draws, three after runs of the non-centred fall-back (smallest ESS
-    406-910); seed 4 passed at 600 draws of the second run. Sizes are checked run by run against each model's own doubling, as the
-    chains' paths differ between processes (README) and a run with a divergence may bring in the fall-back.
+    406-910); seed 4 passed at 600 draws of the second run. Sizes are checked run by run against each model's own
+    doubling, as the chains' paths differ between processes (README) and a run with a divergence may bring in the
+    fall-back.
     Every run is recorded with its seed and checkpoints, the reported sizes are the last run's last checkpoint,
     and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done.
     The reported fit is reproduced by its run's sizes and seed given explicitly (a continued run truncated at a
@@ -338,8 +339,9 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     from hmlib.stats.joint.sampling import CONTINUATIONS
     from hmlib.steps.joint_model import STEP
 
-    registry = load_registry(load_params(write_case(small_registry(family="gaussian"), outcome="score", seed=4,
-                                                    outcome_family="gaussian", joint_model={"time_budget_minutes": 10})))
+    case = write_case(small_registry(family="gaussian"), outcome="score", outcome_family="gaussian", seed=4,
+                      joint_model={"time_budget_minutes": 10})
+    registry = load_registry(load_params(case))
     assert registry.params.joint_model.time_budget_minutes == 10.0
     result = fit_registry(registry, draws=200, tune=200, time_budget_minutes=10)
     runs = result.settings["attempts"]

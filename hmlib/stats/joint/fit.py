@@ -16,8 +16,9 @@ budget (:mod:`hmlib.stats.joint.sampling`). A run that misses the gate with
 divergent transitions is followed instead by a run of the model rebuilt with
 every level's effects non-centred
 (:func:`~hmlib.stats.joint.parameterisation.fallback_parameterisation`),
-at most once, and kept only if it diverges less often per draw. The result records every run (sizes, checkpoints, seed,
-seconds, gate, divergences, fall-back) and says what was done in its
+at most once, and kept only if it diverges less often per draw. The result
+records every run (sizes, checkpoints, seed, seconds, gate, divergences,
+fall-back) and says what was done in its
 convergence message; the reported run's sizes and seed given explicitly,
 with ``parameterisation=`` the choices it sampled when it was the fall-back
 (``settings["parameterisation"]`` names them), reproduce it.

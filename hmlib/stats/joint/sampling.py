@@ -36,9 +36,10 @@ cluster's effect and can hurt where they say much (``bench/fallback_rule.py``:
 on a gaussian outcome with 25 patients in each of 12 sites the chosen
 model's second run ended with 1 divergent transition in 800 draws per
 chain, the fall-back's runs with 4 in 400, 125 in 800 and 944 in 1,600,
-R-hat 1.87; with the rule the chosen model's third run passed). Otherwise the runs go back to the first model, at the size the
-next run of it would have had (still at most :data:`MAX_RUNS` runs of it),
-and the fall-back's run is recorded but not reported.
+R-hat 1.87; with the rule the chosen model's third run passed). Otherwise
+the runs go back to the first model, at the size the next run of it would
+have had (still at most :data:`MAX_RUNS` runs of it), and the fall-back's
+run is recorded but not reported.
 
 A continuation is sound because chains are truncated at a checkpoint fixed
 in advance: each chain's first ``n`` draws after warm-up do not depend on
