@@ -7,8 +7,8 @@ the run it followed, otherwise the runs go back to the chosen model
 (:mod:`hmlib.stats.joint.sampling`). This script fits the same cases with the
 rule (``rule``) and, where the rule gave the fall-back up, without it
 (``keep``: the fall-back kept whatever it did, the behaviour before d3e6701;
-the rule is switched off by replacing the sampler's divergence-rate
-comparison; elsewhere the two paths are the same) and records every run: warm-up,
+the rule is switched off by replacing the sampler's comparison,
+``_no_better``; elsewhere the two paths are the same) and records every run: warm-up,
 draws per chain, divergences, fall-back or not, and the gate.
 
 Cases:
@@ -56,10 +56,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hmlib.simulate.longitudinal import longitudinal_registry  # noqa: E402
 from hmlib.simulate.registries import small_registry  # noqa: E402
 from hmlib.simulate.studies import three_level_registry  # noqa: E402
 from hmlib.stats.joint import fit_joint_model, sampling  # noqa: E402
+import joint_random_slopes_truth  # noqa: E402
 from joint_nested_truth import SIZES  # noqa: E402
 
 SLOPES_SITES_SEEDS = (9705, 9722, 9726, 9732)
@@ -68,14 +68,14 @@ NESTED_SEED = 9138
 
 def _fit(frame, mode: str, **options) -> dict:
     """One fit with the rule (``mode="rule"``) or with the fall-back kept whatever it does (``"keep"``)."""
-    rate = sampling._divergence_rate
-    if mode == "keep":       # the fall-back's rate compares below the chosen model's: never given up
-        sampling._divergence_rate = lambda attempt: 0.0 if attempt["fallback"] else 1.0
+    rule = sampling._no_better
+    if mode == "keep":       # the fall-back is never found no better: never given up
+        sampling._no_better = lambda fallback_run, before: False
     try:
         start = time.perf_counter()
         fit = fit_joint_model(frame, **options)
     finally:
-        sampling._divergence_rate = rate
+        sampling._no_better = rule
     summary = fit.summary
     return {"mode": mode, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
             "min_ess_bulk": round(float(summary["ess_bulk"].min())),
@@ -104,10 +104,9 @@ def gaussian_mean_filled_case(data_seed: int, mode: str) -> dict:
 
 
 def slopes_sites_case(seed: int, mode: str) -> dict:
-    frame = longitudinal_registry(seed, n_sites=12, n_patients=200, n_visits=6).drop(columns=["date"])
+    frame, roles = joint_random_slopes_truth.registry(seed, patients=200, sites=12)
     return {"case": "slopes_sites", "data_seed": seed} | _fit(
-        frame, mode, outcome="y", predictors=["x", "month"], cluster="patient", family="gaussian", seed=seed,
-        draws=1000, tune=1000, chains=2, time_budget_minutes=20, higher_levels=["site"], random_slopes=["month"])
+        frame, mode, seed=seed, draws=1000, tune=1000, time_budget_minutes=20, **roles)
 
 
 def nested_case(seed: int) -> dict:
@@ -121,8 +120,7 @@ def _gave_up(r: dict) -> bool:
     """Whether the rule gave up a fall-back in this fit (its first run diverged no less often per draw)."""
     runs = r["runs"]
     first = next((k for k, a in enumerate(runs) if a["fallback"]), None)
-    return first is not None and runs[first]["divergences"] / runs[first]["draws"] >= \
-        runs[first - 1]["divergences"] / runs[first - 1]["draws"]
+    return first is not None and sampling._no_better(runs[first], runs[first - 1])
 
 
 def _line(r: dict) -> str:

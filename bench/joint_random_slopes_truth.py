@@ -69,20 +69,30 @@ BINARY_TERMS = ("x", "t", "sd(patient)", "sd(t|patient)", "cor(t|patient)")
 BINARY_TRUTH = {"x": 0.35, "t": 0.4, "sd(patient)": 1.0, "sd(t|patient)": 0.5, "cor(t|patient)": 0.3}
 
 
-def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0,
-              binary: bool = False) -> dict:
-    """One registry, one fit: per term the posterior summary, and the gate (``sites > 1``: the site level too)."""
+def terms_of(*, sites: int = 1, binary: bool = False) -> tuple:
+    """The terms recorded: ``BINARY_TERMS``, or ``TERMS`` with ``sd(site)`` when there are sites."""
+    return BINARY_TERMS if binary else (*TERMS, "sd(site)") if sites > 1 else TERMS
+
+
+def registry(seed: int, *, patients: int, sites: int = 1, binary: bool = False) -> tuple:
+    """One replicate's registry and the joint model's roles in it: ``(frame, fit_joint_model keywords)``."""
     if binary:
         frame = simulate_longitudinal(seed, n_patients=patients, binary=True).drop(columns=["visit"])
         roles = dict(predictors=["t", "x", "treat"], random_slopes=["t"])
     else:
         frame = longitudinal_registry(seed, n_sites=sites, n_patients=patients, n_visits=6).drop(columns=["date"])
         roles = dict(predictors=["x", "month"], random_slopes=["month"])
+    return frame, dict(outcome="y", cluster="patient", family="gaussian", chains=2,
+                       higher_levels=["site"] if sites > 1 else (), **roles)
+
+
+def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0,
+              binary: bool = False) -> dict:
+    """One registry, one fit: per term the posterior summary, and the gate (``sites > 1``: the site level too)."""
+    frame, roles = registry(seed, patients=patients, sites=sites, binary=binary)
     start = time.perf_counter()
-    fit = fit_joint_model(frame, outcome="y", cluster="patient", family="gaussian", seed=seed, draws=draws,
-                          tune=tune, chains=2, time_budget_minutes=budget,
-                          higher_levels=["site"] if sites > 1 else (), **roles)
-    terms = BINARY_TERMS if binary else (*TERMS, "sd(site)") if sites > 1 else TERMS
+    fit = fit_joint_model(frame, seed=seed, draws=draws, tune=tune, time_budget_minutes=budget, **roles)
+    terms = terms_of(sites=sites, binary=binary)
     rows = fit.to_estimates().set_index("term")
     return {"seed": seed, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
             "gate": fit.convergence_message, "runs": len(fit.settings["attempts"]),
@@ -110,7 +120,7 @@ def main(argv=None) -> int:
     if args.binary and args.sites > 1:
         parser.error("--binary has one site")
     budget = args.budget if args.budget is not None else (20.0 if args.sites > 1 else 0.0)
-    terms = BINARY_TERMS if args.binary else (*TERMS, "sd(site)") if args.sites > 1 else TERMS
+    terms = terms_of(sites=args.sites, binary=args.binary)
     reps = json.loads(args.out.read_text())["replicates"] if args.out and args.out.is_file() else []
     truth = BINARY_TRUTH if args.binary else longitudinal_registry_truth()["terms"]
     done = {r["seed"] for r in reps}

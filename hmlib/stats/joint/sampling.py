@@ -136,7 +136,7 @@ def sample_until_gate(compiled, summarise: Callable, *, draws: int, tune: int, c
         used = time.perf_counter() - start_wall
         if record["converged"] or budget_s is None or record["checkpoints"][-1] < checkpoints[-1]:
             return (*out, attempts)
-        if switched and size_k == 0 and _divergence_rate(record) >= _divergence_rate(attempts[-2]):
+        if switched and size_k == 0 and _no_better(record, attempts[-2]):
             # the fall-back did no better than the run it followed: back to the chosen model (module docstring)
             compiled, size_k, first_s = chosen
             switched = False
@@ -156,9 +156,10 @@ def sample_until_gate(compiled, summarise: Callable, *, draws: int, tune: int, c
             return (*out, attempts)
 
 
-def _divergence_rate(attempt: dict) -> float:
-    """Divergent transitions per draw (per chain: every run has the same chains) at a run's last checkpoint."""
-    return attempt["divergences"] / attempt["draws"]
+def _no_better(fallback_run: dict, before: dict) -> bool:
+    """Whether the fall-back's first run diverged no less often per draw than the run it followed (per chain:
+    every run has the same chains; at each run's last checkpoint): then the fall-back is given up."""
+    return fallback_run["divergences"] / fallback_run["draws"] >= before["divergences"] / before["draws"]
 
 
 def _run(compiled, summarise, checkpoints, *, tune, chains, cores, seed, adaptation, budget_s, start_wall, label):
@@ -281,7 +282,7 @@ def extension_hint(attempts: list, *, fast: bool, budget_s: float | None, elapse
     chosen_runs = len(attempts) - fallback_runs
     # the fall-back's only run diverged no less often than the run it followed, and the first model had no run left
     given_up = (last.get("fallback") and fallback_runs == 1 and chosen_runs >= MAX_RUNS
-                and _divergence_rate(last) >= _divergence_rate(attempts[-2]))
+                and _no_better(last, attempts[-2]))
     full = len(last["checkpoints"]) == len(CONTINUATIONS)
     if full and (given_up or (fallback_runs if last.get("fallback") else chosen_runs) >= MAX_RUNS):
         of = " of the non-centred model" if last.get("fallback") and not given_up else ""
