@@ -327,7 +327,7 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     406-910); seed 4 passed at 600 draws of the second run. Sizes are checked run by run against each model's own
     doubling, as the chains' paths differ between processes (README) and a run with a divergence may bring in the
     fall-back.
-    Every run is recorded with its seed and checkpoints, the reported sizes are the last run's last checkpoint,
+    Every run is recorded with its seed, checkpoints and work (leapfrog steps, seconds per gradient), the reported sizes are the last run's last checkpoint,
     and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done.
     The reported fit is reproduced by its run's sizes and seed given explicitly (a continued run truncated at a
     checkpoint equals a plain run of that many draws: hmlib.stats.joint.sampling)."""
@@ -355,6 +355,9 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
         assert r["draws"] == r["checkpoints"][-1]
     assert result.settings["extensions"] == sum(len(r["checkpoints"]) - 1 for r in runs) + len(runs) - 1 >= 1
     assert runs[0]["seed"] == 4 and len({r["seed"] for r in runs}) == len(runs)
+    for r in runs:   # the sampler's work (hmlib.stats.joint.sampling._effort): a chain's counted steps fit in its run
+        assert r["leapfrog_warmup"] >= r["tune"] and r["leapfrog_per_draw"] >= 1 and r["max_depth_draws"] >= 0
+        assert 0 < (r["leapfrog_warmup"] + r["draws"] * r["leapfrog_per_draw"]) * r["seconds_per_gradient"] <= r["seconds"]
     assert (result.settings["draws"], result.settings["tune"]) == (runs[-1]["draws"], runs[-1]["tune"])
     last = f"{runs[-1]['draws']} draws after {runs[-1]['tune']} warm-up iterations per chain"
     assert "extended automatically" in result.convergence_message and last in result.convergence_message
@@ -363,6 +366,7 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     assert record.settings.extensions == result.settings["extensions"]
     assert record.settings.attempts[-1].draws == runs[-1]["draws"]
     assert list(record.settings.attempts[-1].checkpoints) == runs[-1]["checkpoints"]
+    assert record.settings.attempts[-1].seconds_per_gradient == runs[-1]["seconds_per_gradient"]
     assert "extended" in record.notice() and record.alert() is None
     paragraph = " ".join(STEP.methods_text(record, SimpleNamespace(noun="site", min_cell=11, versions={})))
     assert "extended automatically" in paragraph and last in paragraph

@@ -78,7 +78,11 @@ class SamplerRun(Record):
     continued, :mod:`hmlib.stats.joint.sampling`), the run's seed, its
     sampling time, whether it passed the convergence gate, its divergent
     transitions and whether it sampled the non-centred fall-back model
-    (:mod:`hmlib.stats.joint.sampling`).
+    (:mod:`hmlib.stats.joint.sampling`); and the sampler's work: leapfrog
+    steps (gradient evaluations) per chain in the warm-up and per draw after
+    it, draws that stopped at the maximum tree depth, and seconds per
+    gradient evaluation (a run's time is about the product: a slow fit is
+    either a hard posterior or an expensive gradient).
     """
 
     checkpoints: tuple[int, ...]
@@ -86,7 +90,11 @@ class SamplerRun(Record):
     divergences: int
     draws: int
     fallback: bool
+    leapfrog_per_draw: float | None
+    leapfrog_warmup: int | None
+    max_depth_draws: int
     seconds: float
+    seconds_per_gradient: float | None
     seed: int
     tune: int
 
@@ -160,7 +168,7 @@ class JointModelArtifact(Artifact):
     """
 
     KEY: ClassVar[str] = "joint_model"
-    VERSION: ClassVar[int] = 4
+    VERSION: ClassVar[int] = 5
 
     cluster: str
     converged: bool

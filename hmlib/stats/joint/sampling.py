@@ -114,8 +114,11 @@ def sample_until_gate(compiled, summarise: Callable, *, draws: int, tune: int, c
         of the reported run, truncated at its last checkpoint. ``attempts``
         lists every run: ``draws`` (its last checkpoint), ``tune``, ``seed``,
         ``seconds``, ``converged``, ``checkpoints`` (draws per chain at
-        each check), ``divergences`` (at its last checkpoint) and
-        ``fallback`` (it sampled the fall-back model).
+        each check), ``divergences`` (at its last checkpoint), ``fallback``
+        (it sampled the fall-back model), and the sampler's work
+        (``leapfrog_warmup``, ``leapfrog_per_draw``, ``max_depth_draws``:
+        :func:`_effort`; ``seconds_per_gradient``:
+        :meth:`DrawProgress.seconds_per_gradient`).
     """
     attempts = []
     size_k, switched, tried = 0, False, False     # the runs' doubling restarts on the fall-back model
@@ -202,7 +205,30 @@ def _run(compiled, summarise, checkpoints, *, tune, chains, cores, seed, adaptat
             sampler.cancel()
     record = {"draws": checked[-1], "tune": tune, "seed": seed, "seconds": round(time.perf_counter() - started, 2),
               "converged": bool(converged), "checkpoints": checked}
+    record |= _effort(trace, checked[-1]) | {"seconds_per_gradient": progress.seconds_per_gradient()}
     return (_truncated(trace, checked[-1]), post, divergences, tables), record, first_s
+
+
+def _effort(trace, n: int) -> dict:
+    """The sampler's work in a run: leapfrog steps (gradient evaluations) of the warm-up and per draw after it.
+
+    ``leapfrog_warmup``: the warm-up's steps per chain (mean over chains);
+    ``leapfrog_per_draw``: mean steps per draw over the first ``n`` draws
+    after warm-up of every chain; ``max_depth_draws``: how many of those
+    draws stopped at the maximum tree depth (all chains). A run's time is
+    these counts times :meth:`DrawProgress.seconds_per_gradient`, so the
+    two say whether a slow fit is a hard posterior (many steps per draw) or
+    an expensive gradient (large data).
+    """
+    stats = trace["sample_stats"]
+    steps = np.asarray(stats["n_steps"].values, dtype=float)[:, :n]
+    depth = np.asarray(stats["maxdepth_reached"].values)[:, :n] if "maxdepth_reached" in stats else None
+    warm = None
+    if "warmup_sample_stats" in trace.children and "n_steps" in trace["warmup_sample_stats"]:
+        warm = int(round(float(np.asarray(trace["warmup_sample_stats"]["n_steps"].values, dtype=float)
+                                .sum(axis=1).mean())))
+    return {"leapfrog_warmup": warm, "leapfrog_per_draw": round(float(steps.mean()), 2) if steps.size else None,
+            "max_depth_draws": int(depth.sum()) if depth is not None else 0}
 
 
 def _finished(sampler) -> bool:
@@ -324,6 +350,7 @@ class DrawProgress:
         self._tune = tune
         self._lock = threading.Lock()
         self._phase_start: dict[int, tuple] = {}  # chain -> (tuning, draws, runtime ms) when its phase began
+        self._work: list[tuple[int, float]] = []  # per chain: (leapfrog steps, sampling ms) so far
 
     def __call__(self, chains) -> None:
         done = total = 0
@@ -348,6 +375,7 @@ class DrawProgress:
         tuning = any(c.tuning for c in chains)
         with self._lock:
             self.finished = finished_all
+            self._work = [(int(c.total_num_steps), float(c.runtime_ms)) for c in chains]
             if not tuning and self._warmup_end is None and chains:
                 self._warmup_end = time.perf_counter()
         eta = max(left) if left and None not in left else None
@@ -364,6 +392,19 @@ class DrawProgress:
             if finished and min(finished) >= total_draws:
                 return
             time.sleep(_POLL_S)
+
+    def seconds_per_gradient(self) -> float | None:
+        """Sampling seconds per leapfrog step (one gradient evaluation) of a chain, over every chain so far.
+
+        From nutpie's own per-chain counts (``total_num_steps``, ``runtime_ms``)
+        at its last progress call; None before a step is recorded. The chains
+        run side by side, so on a machine with fewer free cores than chains
+        this is their shared cost.
+        """
+        with self._lock:
+            steps = sum(s for s, _ in self._work)
+            ms = sum(m for _, m in self._work)
+        return round(ms / 1000.0 / steps, 7) if steps > 0 and ms > 0 else None
 
     def seconds_per_draw(self, draws: int) -> float:
         """Wall seconds per draw after warm-up (per chain; the chains run side by side), ``draws`` drawn so far."""
