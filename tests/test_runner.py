@@ -91,8 +91,9 @@ def _envelope(folder: Path, key: str, inputs: dict) -> None:
 
 
 def test_run_004_interrupted_run_leaves_the_folder_as_it_was(tmp_path, monkeypatch, write_case):
-    """RUN-004: Ctrl-C during a step marks the run 'interrupted', leaves report.html, artifacts and
-    estimates.csv as they were, and leaves no staging folder behind."""
+    """RUN-004: Ctrl-C during a step marks the run 'interrupted' with the steps done before it, leaves
+    report.html, artifacts and estimates.csv as they were, and leaves no staging folder behind; while the run
+    went, run-status.json said 'running' with each finished step's seconds."""
     from hmlib.report import runner
 
     params = write_case()
@@ -103,8 +104,11 @@ def test_run_004_interrupted_run_leaves_the_folder_as_it_was(tmp_path, monkeypat
     (folder / "estimates.csv").write_text("method,term\nold,row\n")
     calls = []
 
+    seen = []
+
     def fake_execute(step, staging, params, kernel_name):
         calls.append(step.key)
+        seen.append(json.loads((folder / "run-status.json").read_text()))
         (staging / "estimates.csv").write_text("method,term\nnew,row\n")
         _envelope(staging, step.key, {"data_sha256": "new"})
         if len(calls) == 2:
@@ -118,7 +122,10 @@ def test_run_004_interrupted_run_leaves_the_folder_as_it_was(tmp_path, monkeypat
     assert (folder / "estimates.csv").read_text() == "method,term\nold,row\n"
     assert not (folder / "artifacts" / "diagnose.json").exists()
     assert not list(folder.glob(".run-*"))
-    assert json.loads((folder / "run-status.json").read_text())["status"] == "interrupted"
+    status = json.loads((folder / "run-status.json").read_text())
+    assert status["status"] == "interrupted" and list(status["steps"]) == ["diagnose"]
+    # while it ran, the status said so, with the steps done so far (read by bench/bench_scale.py)
+    assert [(s["status"], list(s["steps"])) for s in seen] == [("running", []), ("running", ["diagnose"])]
 
 
 def test_run_005_results_of_other_inputs_are_rerun_or_left_out(tmp_path, write_case):

@@ -14,6 +14,9 @@ consistent report:
   ``failed`` and nothing else in the folder changes;
 - when the run is interrupted (Ctrl-C), ``run-status.json`` says
   ``interrupted`` and nothing else changes;
+- while it runs, ``run-status.json`` says ``running`` with the seconds of
+  each step done so far (rewritten after each step), so a run watched from
+  outside, or stopped, shows how far it got;
 - every artifact records the SHA-256 of the data file and of the params it
   was made from. A step whose artifact was made from other inputs is rerun
   when a step of this run needs it, and otherwise left out of the report
@@ -292,6 +295,7 @@ def _run_steps(steps, staging: Path, output_dir: Path, params, kernel_name: str,
             ) from None
         seconds[step.key] = time.perf_counter() - t0
         status["steps"][step.key] = round(seconds[step.key], 2)
+        _write_status(output_dir, status)          # still "running": the steps done so far, for whoever watches
         _say(f"[{index}/{len(steps)}] {step.key}: done in {seconds[step.key]:.1f} s")
         _say_alert(staging, step)
     return seconds
