@@ -1,0 +1,205 @@
+"""Why the joint model's time grows faster than the patients: the cost of one gradient and the number of them.
+
+NUTS's time is (leapfrog steps) x (seconds per gradient evaluation). At a
+million patients the report's joint model drew 22 times slower per draw
+than at 100,000 (``bench_scale.json``, ``scale1m_full_stopped``), for 10
+times the patients. This bench splits that factor, on the registries of
+``bench/bench_scale.py`` (``scale_registry(14, n_patients=n)``, 400 sites,
+the same params), with the model the report's step 4 builds (its own
+``fit_registry`` is called; the sampler is replaced by one that keeps the
+compiled model, so build and compile are the step's):
+
+- **gradient cost**: the compiled log density and gradient (nutpie's numba
+  function) at the sampler's initial point, median seconds per evaluation,
+  in one process alone and in two processes at once (the report's two
+  chains run side by side on the 2 cores, sharing the memory bus and the
+  last-level cache);
+- **steps**: a full fit at the report's default sizes (``--fit`` cases),
+  read from the fit's record (``settings.attempts``: leapfrog steps of the
+  warm-up per chain and per draw after it, seconds per gradient as sampled).
+
+For a case not fitted (the million: over two hours) the steps are inferred
+from the stopped run's pace: seconds per draw per chain over its first 80
+minutes divided by the concurrent gradient cost, against the same draws'
+steps at 100,000.
+
+Usage::
+
+    .venv/bin/python bench/joint_cost.py                      # 10k, 100k, 1m; fits 10k and 100k
+    .venv/bin/python bench/joint_cost.py --cases smoke --fit smoke --out /tmp/x.json   # check the script
+
+writes ``bench/results/joint_cost.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_scale import write_case  # noqa: E402
+
+import hmlib.stats.joint.fit as joint_fit  # noqa: E402
+from hmlib.data import load_registry  # noqa: E402
+from hmlib.params import load_params  # noqa: E402
+from hmlib.settings import run_sizes  # noqa: E402
+from hmlib.steps.joint_model import fit_registry  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "joint_cost.json"
+SCALE = ROOT / "bench" / "results" / "bench_scale.json"
+#: Seconds of gradient evaluations per timing (at least MIN_EVALS evaluations).
+TIMING_S = 10.0
+MIN_EVALS = 5
+
+
+class _Compiled(Exception):
+    """Raised by the stand-in sampler to carry the step's compiled model out of the fit."""
+
+    def __init__(self, compiled):
+        super().__init__("compiled")
+        self.compiled = compiled
+
+
+def compiled_model(registry):
+    """The joint model the report's step 4 compiles for ``registry``, and the seconds its build and compile took."""
+    def keep(compiled, *args, **kwargs):
+        raise _Compiled(compiled)
+
+    original = joint_fit.sample_until_gate
+    joint_fit.sample_until_gate = keep
+    started = time.perf_counter()
+    try:
+        fit_registry(registry, **_step_sizes())
+    except _Compiled as caught:
+        return caught.compiled, time.perf_counter() - started
+    finally:
+        joint_fit.sample_until_gate = original
+    raise RuntimeError("the fit did not reach the sampler")
+
+
+def _step_sizes() -> dict:
+    """``fit_registry``'s arguments as the report's step 4 passes them (full run sizes)."""
+    sizes = run_sizes(False)
+    return {"draws": sizes.joint_draws, "tune": sizes.joint_tune, "chains": sizes.joint_chains,
+            "missing_values": sizes.joint_missing_values, "time_budget_minutes": sizes.joint_time_budget_minutes}
+
+
+def _time_gradient(compiled, point, seconds: float = TIMING_S) -> dict:
+    """Median and spread of seconds per log density + gradient evaluation, for about ``seconds``."""
+    compiled.logp_func(point)                      # warm (first call allocates)
+    times = []
+    end = time.perf_counter() + seconds
+    while len(times) < MIN_EVALS or time.perf_counter() < end:
+        t = time.perf_counter()
+        compiled.logp_func(point)
+        times.append(time.perf_counter() - t)
+    return {"median_s": statistics.median(times), "evaluations": len(times),
+            "q10_s": float(np.quantile(times, 0.1)), "q90_s": float(np.quantile(times, 0.9))}
+
+
+_SHARED: dict = {}
+
+
+def _child(_):
+    return _time_gradient(_SHARED["compiled"], _SHARED["point"])
+
+
+def gradient_cost(compiled, seed: int = 1) -> dict:
+    """Seconds per gradient evaluation alone and with two processes evaluating at once (forked copies)."""
+    point = np.asarray(compiled.initial_point_func(seed), dtype=float)
+    alone = _time_gradient(compiled, point)
+    _SHARED.update(compiled=compiled, point=point)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pair = pool.map(_child, [0, 1])
+    _SHARED.clear()
+    together = statistics.mean(p["median_s"] for p in pair)
+    return {"alone": alone, "two_at_once": pair, "two_at_once_median_s": together,
+            "slowdown_two_at_once": together / alone["median_s"]}
+
+
+def fitted_steps(registry) -> dict:
+    """A full fit at the report's sizes: its runs' sampler work and time."""
+    started = time.perf_counter()
+    fit = fit_registry(registry, **_step_sizes())
+    runs = fit.settings["attempts"]
+    keys = ("draws", "tune", "seconds", "leapfrog_warmup", "leapfrog_per_draw", "max_depth_draws",
+            "seconds_per_gradient", "converged", "divergences")
+    return {"fit_seconds": round(time.perf_counter() - started, 1), "converged": fit.converged,
+            "runs": [{k: r[k] for k in keys} for r in runs]}
+
+
+def inferred_million(results: dict) -> dict | None:
+    """The million's steps per draw inferred from the stopped run's pace and this run's concurrent gradient cost."""
+    if "scale1m" not in results or "scale100k" not in results or not SCALE.is_file():
+        return None
+    stopped = json.loads(SCALE.read_text())["cases"].get("scale1m_full_stopped")
+    fitted = results["scale100k"].get("fit")
+    if stopped is None or fitted is None:
+        return None
+    progress = stopped["joint_model"]["progress_every_10_min"]["80 min"]["draws_done"]
+    chains = stopped["joint_model"]["chains"]
+    per_chain = progress / chains
+    seconds_per_draw = 80 * 60 / per_chain
+    gradient = results["scale1m"]["gradient"]["two_at_once_median_s"]
+    steps_1m = seconds_per_draw / gradient
+    run = fitted["runs"][0]
+    after_warmup = max(per_chain - run["tune"], 0)
+    steps_100k = (run["leapfrog_warmup"] + after_warmup * run["leapfrog_per_draw"]) / per_chain
+    grad_ratio = gradient / results["scale100k"]["gradient"]["two_at_once_median_s"]
+    return {"draws_per_chain_in_80_min": per_chain, "seconds_per_draw_1m": seconds_per_draw,
+            "implied_steps_per_draw_1m": steps_1m, "steps_per_draw_100k_same_draws": steps_100k,
+            "steps_ratio": steps_1m / steps_100k, "gradient_ratio_two_at_once": grad_ratio,
+            "note": "the first 80 minutes of the stopped run: warm-up (1,000 per chain) then sampling; the 100k "
+                    "steps are its fit's warm-up steps plus the same number of draws after warm-up at its mean"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=["scale10k", "scale100k", "scale1m"])
+    parser.add_argument("--fit", nargs="*", default=["scale10k", "scale100k"],
+                        help="cases also fitted in full at the report's sizes")
+    parser.add_argument("--root", type=Path, default=Path("/tmp/hmlib_joint_cost"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    results = {}
+    for name in args.cases:
+        params = write_case(name, args.root)
+        registry = load_registry(load_params(params))
+        compiled, build_s = compiled_model(registry)
+        entry = {"patients": len(registry.frame), "parameters": int(compiled.n_dim),
+                 "build_and_compile_s": round(build_s, 1), "gradient": gradient_cost(compiled)}
+        g = entry["gradient"]
+        print(f"{name}: {entry['patients']:,} patients, {entry['parameters']} parameters; gradient "
+              f"{g['alone']['median_s'] * 1e3:.2f} ms alone, {g['two_at_once_median_s'] * 1e3:.2f} ms two at once "
+              f"({g['slowdown_two_at_once']:.2f}x)", flush=True)
+        if name in args.fit:
+            entry["fit"] = fitted_steps(registry)
+            for r in entry["fit"]["runs"]:
+                print(f"  fit: {r['seconds']:.0f} s sampling, {r['leapfrog_warmup']} warm-up steps per chain, "
+                      f"{r['leapfrog_per_draw']} per draw after, {r['seconds_per_gradient'] * 1e3:.2f} ms per "
+                      f"gradient as sampled", flush=True)
+        results[name] = entry
+    payload = {"measured": time.strftime("%Y-%m-%d"), "cores": psutil.cpu_count(), "cases": results,
+               "million_inferred": inferred_million(results)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    if payload["million_inferred"]:
+        m = payload["million_inferred"]
+        print(f"1M vs 100k: gradient {m['gradient_ratio_two_at_once']:.1f}x (two at once), steps per draw "
+              f"{m['steps_ratio']:.2f}x (implied {m['implied_steps_per_draw_1m']:.1f} vs "
+              f"{m['steps_per_draw_100k_same_draws']:.1f})")
+
+
+if __name__ == "__main__":
+    main()
