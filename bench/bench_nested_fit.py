@@ -29,13 +29,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import median_seconds  # noqa: E402
 
 from hmlib.simulate.scale import trial_registry, with_reference_columns  # noqa: E402
 from hmlib.stats.design import fit_analysis_model  # noqa: E402
@@ -72,15 +73,6 @@ def registry() -> pd.DataFrame:
     return with_reference_columns(trial_registry(15, n_patients=20000, n_hospitals=500, n_countries=40), 15)
 
 
-def _median_seconds(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -95,9 +87,9 @@ def main() -> None:
     out = {"patients": int(len(frame)), "hospitals": int(frame["hospital"].nunique()),
            "countries": int(frame["country"].nunique()), "repeats": args.repeats, "hmlib": {}, "lme4": {}}
     for family, model in cases.items():
-        two_s, two = _median_seconds(lambda: fit_analysis_model(frame, cluster="hospital", levels=levels, **model),
+        two_s, two = median_seconds(lambda: fit_analysis_model(frame, cluster="hospital", levels=levels, **model),
                                      args.repeats)
-        nested_s, nested = _median_seconds(
+        nested_s, nested = median_seconds(
             lambda: fit_analysis_model(frame, cluster="hospital", levels=levels, higher_levels=("country",), **model),
             args.repeats)
         out["hmlib"][family] = {"two_level_s": two_s, "nested_s": nested_s, "ratio": nested_s / two_s,

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from r_side import r_median_seconds  # noqa: E402
+from timing import median_seconds  # noqa: E402
 from random_slope_imputation_truth import simulate_longitudinal  # noqa: E402
 
 from hmlib.stats.imputation import impute  # noqa: E402
@@ -139,14 +139,10 @@ cat(median(times), "\\n")
 """
 
 
-def _median_seconds(work, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
+def _seconds(work, repeats: int) -> float:
+    """Median wall seconds of ``repeats`` calls of ``work()``."""
+    return median_seconds(work, repeats)[0]
 
 def kernel_design(frame):
     """``x``'s imputation design as the kernels get it: ``(Do, Dp, y, obs, codes, J)``; columns intercept,
@@ -173,9 +169,9 @@ def _kernel_seconds(frame, repeats: int) -> dict:
         for _ in range(10):
             kernel(Do, y[obs], codes[obs], Dp, codes[~obs], J, rng, state=state, **kw)
 
-    return {"random_slopes_kernel": _median_seconds(lambda: chain(random_slopes_gibbs_draw, random_columns=[0, 1]),
+    return {"random_slopes_kernel": _seconds(lambda: chain(random_slopes_gibbs_draw, random_columns=[0, 1]),
                                                     repeats),
-            "random_intercept_kernel": _median_seconds(lambda: chain(ri_gibbs_draw, hetero=False, pmm=False, donors=5),
+            "random_intercept_kernel": _seconds(lambda: chain(ri_gibbs_draw, hetero=False, pmm=False, donors=5),
                                                        repeats)}
 
 
@@ -199,13 +195,13 @@ def main() -> None:
     out = {"rows": len(frame), "patients": args.patients, "missing_share": float(frame["x"].isna().mean()),
            "m": 5, "iterations": 10, "repeats": args.repeats, "seconds": {}}
     sec = out["seconds"]
-    sec["random_slopes"] = _median_seconds(lambda: impute_random_slopes(
+    sec["random_slopes"] = _seconds(lambda: impute_random_slopes(
         frame, target="x", predictors=["y", "treat"], cluster="patient", slopes=["t"], m=5, iterations=10, seed=1),
         args.repeats)
-    sec["random_intercept"] = _median_seconds(lambda: impute(
+    sec["random_intercept"] = _seconds(lambda: impute(
         frame, method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
         predictors=["x", "t", "treat"], m=5, iterations=10, seed=1), args.repeats)
-    sec["chained_random_slopes"] = _median_seconds(lambda: impute(
+    sec["chained_random_slopes"] = _seconds(lambda: impute(
         frame, method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
         predictors=["x", "t", "treat"], m=5, iterations=10, seed=1, random_slopes=["t"]), args.repeats)
     sec.update(_kernel_seconds(frame, args.repeats))
@@ -230,7 +226,7 @@ def _sites(args) -> None:
     for name, kw in (("chained_random_slopes", dict(random_slopes=["t"])),
                      ("chained_random_slopes_fixed_sites", dict(random_slopes=["t"], higher_effects="fixed")),
                      ("random_intercept", {})):
-        sec[name] = _median_seconds(lambda: impute(frame, **common, **kw), args.repeats)
+        sec[name] = _seconds(lambda: impute(frame, **common, **kw), args.repeats)
     sec["lme4_ml_lmer_way"] = r_median_seconds(LMER_SCRIPT, frame.drop(columns="visit"), args.repeats)
     out["ratio_random_slopes_to_random_intercept"] = sec["chained_random_slopes"] / sec["random_intercept"]
     out["ratio_random_slopes_to_fixed_sites"] = sec["chained_random_slopes"] / sec["chained_random_slopes_fixed_sites"]
@@ -249,8 +245,8 @@ def _binary(args) -> None:
     common = dict(method="multilevel", cluster="patient", outcome="y", outcome_family="gaussian",
                   predictors=["x", "t", "treat"], m=5, iterations=10, seed=1,
                   higher_levels=["site"] if args.sites else ())
-    sec["chained_random_slopes"] = _median_seconds(lambda: impute(frame, **common, random_slopes=["t"]), args.repeats)
-    sec["random_intercept"] = _median_seconds(lambda: impute(frame, **common), args.repeats)
+    sec["chained_random_slopes"] = _seconds(lambda: impute(frame, **common, random_slopes=["t"]), args.repeats)
+    sec["random_intercept"] = _seconds(lambda: impute(frame, **common), args.repeats)
     name, script = ("glmer_ml_lmer_way", GLMER_SCRIPT) if args.sites else ("mice_2l_bin", MICE_BIN_SCRIPT)
     sec[name] = r_median_seconds(script, frame.drop(columns="visit"), 1)
     out["ratio_random_slopes_to_random_intercept"] = sec["chained_random_slopes"] / sec["random_intercept"]

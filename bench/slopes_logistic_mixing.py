@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_random_slope_imputation import kernel_design  # noqa: E402
 from random_slope_imputation_truth import simulate_longitudinal  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 from hmlib.stats.imputation import impute  # noqa: E402
 from hmlib.stats.imputation.slopes_logistic import LOGIT_PSI_PRIOR_SD_SCALE, _Model  # noqa: E402
@@ -69,13 +70,8 @@ def _registry(n_patients: int, seed: int):
 
 
 def _median_ms(work, repeats: int) -> float:
-    work()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    """Median milliseconds of ``repeats`` calls after one untimed call."""
+    return 1e3 * median_seconds(work, repeats, warm=True)[0]
 
 
 def _costs(frame, model, repeats: int) -> dict:
