@@ -15,8 +15,8 @@ compiled model, so build and compile are the step's):
   chains run side by side on the 2 cores, sharing the memory bus and the
   last-level cache);
 - **steps**: a full fit at the report's default sizes (``--fit`` cases),
-  read from the fit's record (``settings.attempts``: leapfrog steps of the
-  warm-up per chain and per draw after it, seconds per gradient as sampled).
+  read from the fit's record (``settings.attempts``: each chain's leapfrog
+  steps in the warm-up and per draw after it, seconds per gradient as sampled).
 
 For a case not fitted (the million: over two hours) the steps are inferred
 from the stopped run's pace: seconds per draw per chain over its first 80
@@ -155,7 +155,8 @@ def inferred_million(results: dict) -> dict | None:
     steps_1m = seconds_per_draw / gradient
     run = fitted["runs"][0]
     after_warmup = max(per_chain - run["tune"], 0)
-    steps_100k = (run["leapfrog_warmup"] + after_warmup * run["leapfrog_per_draw"]) / per_chain
+    # the chains' mean: the stopped run's pace is that of its draws over both chains
+    steps_100k = (np.mean(run["leapfrog_warmup"]) + after_warmup * np.mean(run["leapfrog_per_draw"])) / per_chain
     grad_ratio = gradient / results["scale100k"]["gradient"]["two_at_once_median_s"]
     return {"draws_per_chain_in_80_min": per_chain, "seconds_per_draw_1m": seconds_per_draw,
             "implied_steps_per_draw_1m": steps_1m, "steps_per_draw_100k_same_draws": steps_100k,
@@ -186,8 +187,8 @@ def main() -> None:
         if name in args.fit:
             entry["fit"] = fitted_steps(registry)
             for r in entry["fit"]["runs"]:
-                print(f"  fit: {r['seconds']:.0f} s sampling, {r['leapfrog_warmup']} warm-up steps per chain, "
-                      f"{r['leapfrog_per_draw']} per draw after, {r['seconds_per_gradient'] * 1e3:.2f} ms per "
+                print(f"  fit: {r['seconds']:.0f} s sampling; per chain {r['leapfrog_warmup']} warm-up steps, "
+                      f"{r['leapfrog_per_draw']} per draw after; {r['seconds_per_gradient'] * 1e3:.2f} ms per "
                       f"gradient as sampled", flush=True)
         results[name] = entry
     payload = {"measured": time.strftime("%Y-%m-%d"), "cores": psutil.cpu_count(), "cases": results,

@@ -356,8 +356,10 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     assert result.settings["extensions"] == sum(len(r["checkpoints"]) - 1 for r in runs) + len(runs) - 1 >= 1
     assert runs[0]["seed"] == 4 and len({r["seed"] for r in runs}) == len(runs)
     for r in runs:   # the sampler's work (hmlib.stats.joint.sampling._effort): a chain's counted steps fit in its run
-        assert r["leapfrog_warmup"] >= r["tune"] and r["leapfrog_per_draw"] >= 1 and r["max_depth_draws"] >= 0
-        assert 0 < (r["leapfrog_warmup"] + r["draws"] * r["leapfrog_per_draw"]) * r["seconds_per_gradient"] <= r["seconds"]
+        assert len(r["leapfrog_warmup"]) == len(r["leapfrog_per_draw"]) == 2 and r["max_depth_draws"] >= 0
+        for warm, per_draw in zip(r["leapfrog_warmup"], r["leapfrog_per_draw"]):
+            assert warm >= r["tune"] and per_draw >= 1
+            assert 0 < (warm + r["draws"] * per_draw) * r["seconds_per_gradient"] <= r["seconds"]
     assert (result.settings["draws"], result.settings["tune"]) == (runs[-1]["draws"], runs[-1]["tune"])
     last = f"{runs[-1]['draws']} draws after {runs[-1]['tune']} warm-up iterations per chain"
     assert "extended automatically" in result.convergence_message and last in result.convergence_message

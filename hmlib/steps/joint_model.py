@@ -79,9 +79,9 @@ class SamplerRun(Record):
     sampling time, whether it passed the convergence gate, its divergent
     transitions and whether it sampled the non-centred fall-back model
     (:mod:`hmlib.stats.joint.sampling`); and the sampler's work: leapfrog
-    steps (gradient evaluations) per chain in the warm-up and per draw after
-    it, draws that stopped at the maximum tree depth, and seconds per
-    gradient evaluation (a run's time is about the product: a slow fit is
+    steps (gradient evaluations) of each chain in the warm-up and per draw
+    after it, draws that stopped at the maximum tree depth, and seconds per
+    gradient evaluation (a chain's time is about the product: a slow fit is
     either a hard posterior or an expensive gradient).
     """
 
@@ -90,8 +90,8 @@ class SamplerRun(Record):
     divergences: int
     draws: int
     fallback: bool
-    leapfrog_per_draw: float | None
-    leapfrog_warmup: int | None
+    leapfrog_per_draw: tuple[float, ...]
+    leapfrog_warmup: tuple[int, ...]
     max_depth_draws: int
     seconds: float
     seconds_per_gradient: float | None

@@ -212,22 +212,22 @@ def _run(compiled, summarise, checkpoints, *, tune, chains, cores, seed, adaptat
 def _effort(trace, n: int) -> dict:
     """The sampler's work in a run: leapfrog steps (gradient evaluations) of the warm-up and per draw after it.
 
-    ``leapfrog_warmup``: the warm-up's steps per chain (mean over chains);
-    ``leapfrog_per_draw``: mean steps per draw over the first ``n`` draws
-    after warm-up of every chain; ``max_depth_draws``: how many of those
-    draws stopped at the maximum tree depth (all chains). A run's time is
-    these counts times :meth:`DrawProgress.seconds_per_gradient`, so the
-    two say whether a slow fit is a hard posterior (many steps per draw) or
-    an expensive gradient (large data).
+    Per chain: ``leapfrog_warmup``, the warm-up's steps; ``leapfrog_per_draw``,
+    the mean steps per draw over its first ``n`` draws after warm-up (chains
+    whose step sizes adapted differently differ here). ``max_depth_draws``:
+    how many of those draws stopped at the maximum tree depth (all chains).
+    A chain's time is its steps times :meth:`DrawProgress.seconds_per_gradient`,
+    so the two say whether a slow fit is a hard posterior (many steps per
+    draw) or an expensive gradient (large data).
     """
     stats = trace["sample_stats"]
     steps = np.asarray(stats["n_steps"].values, dtype=float)[:, :n]
     depth = np.asarray(stats["maxdepth_reached"].values)[:, :n] if "maxdepth_reached" in stats else None
-    warm = None
+    warm = ()
     if "warmup_sample_stats" in trace.children and "n_steps" in trace["warmup_sample_stats"]:
-        warm = int(round(float(np.asarray(trace["warmup_sample_stats"]["n_steps"].values, dtype=float)
-                                .sum(axis=1).mean())))
-    return {"leapfrog_warmup": warm, "leapfrog_per_draw": round(float(steps.mean()), 2) if steps.size else None,
+        warm = tuple(int(w) for w in np.asarray(trace["warmup_sample_stats"]["n_steps"].values).sum(axis=1))
+    return {"leapfrog_warmup": list(warm),
+            "leapfrog_per_draw": [round(float(c), 2) for c in steps.mean(axis=1)] if steps.size else [],
             "max_depth_draws": int(depth.sum()) if depth is not None else 0}
 
 
