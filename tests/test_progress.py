@@ -175,7 +175,8 @@ def test_progress_006b_tasks_are_counted_as_they_finish():
 def test_progress_007_imputation_and_sampler_hooks():
     """PROGRESS-007: impute() reports 0..m of m for its method; DrawProgress turns nutpie's chain records
     into draws over all chains, 'warm-up' while any chain tunes, then 'sampling', and the time left is the
-    slowest chain's at its rate in its current phase (the overall rate in a phase's first second)."""
+    slowest chain's at its rate in its current phase (the overall rate in a phase's first second); its seconds per
+    gradient are the chains' sampling time over their leapfrog steps (None before a step)."""
     from hmlib.simulate.registries import small_registry
     from hmlib.stats.imputation import impute
     from hmlib.stats.joint.sampling import DrawProgress
@@ -186,13 +187,17 @@ def test_progress_007_imputation_and_sampler_hooks():
         impute(small_registry(), method="fixed_effects", cluster="site", outcome="died", outcome_family="binomial",
                predictors=["age", "sex", "lab"], m=3, iterations=2, seed=1)
         hook = DrawProgress()
-        hook([chain(finished_draws=0, total_draws=100, tuning=True, runtime_ms=0)] * 2)
+        hook([chain(finished_draws=0, total_draws=100, tuning=True, runtime_ms=0, total_num_steps=0)] * 2)
+        assert hook.seconds_per_gradient() is None
         # chain 1: 50 warm-up draws in 10 s, then 10 sampling draws in 1 s; chain 2: 40 warm-up draws in 10 s
-        hook([chain(finished_draws=50, total_draws=100, tuning=False, runtime_ms=10_000),
-              chain(finished_draws=40, total_draws=100, tuning=True, runtime_ms=10_000)])
-        hook([chain(finished_draws=60, total_draws=100, tuning=False, runtime_ms=11_000),
-              chain(finished_draws=44, total_draws=100, tuning=True, runtime_ms=11_000)])
-        hook([chain(finished_draws=100, total_draws=100, tuning=False, runtime_ms=15_000)] * 2)
+        hook([chain(finished_draws=50, total_draws=100, tuning=False, runtime_ms=10_000, total_num_steps=500),
+              chain(finished_draws=40, total_draws=100, tuning=True, runtime_ms=10_000, total_num_steps=400)])
+        hook([chain(finished_draws=60, total_draws=100, tuning=False, runtime_ms=11_000, total_num_steps=600),
+              chain(finished_draws=44, total_draws=100, tuning=True, runtime_ms=11_000, total_num_steps=440)])
+        hook([chain(finished_draws=100, total_draws=100, tuning=False, runtime_ms=15_000, total_num_steps=1_500),
+              chain(finished_draws=100, total_draws=100, tuning=False, runtime_ms=15_000, total_num_steps=1_000)])
+    # seconds per gradient: both chains' sampling time over both chains' leapfrog steps, at the last call
+    assert hook.seconds_per_gradient() == pytest.approx(30.0 / 2_500)
     imputation = [(e.task, e.done, e.total) for e in events if e.task.startswith("imputation")]
     assert imputation == [("imputation (fixed-effects)", k, 3) for k in range(4)]
     joint = [(e.done, e.total, e.detail, e.eta) for e in events if e.task == "joint model"]
@@ -201,9 +206,9 @@ def test_progress_007_imputation_and_sampler_hooks():
                      (104, 200, "warm-up", pytest.approx(14.0)), (200, 200, "sampling", None)]
     with listening(events.append):  # a phase's rate once it has 10 draws over a second: chain 1 samples fast
         hook = DrawProgress()
-        hook([chain(finished_draws=50, total_draws=100, tuning=True, runtime_ms=50_000)])
-        hook([chain(finished_draws=51, total_draws=100, tuning=False, runtime_ms=51_000)])
-        hook([chain(finished_draws=71, total_draws=100, tuning=False, runtime_ms=53_000)])
+        hook([chain(finished_draws=50, total_draws=100, tuning=True, runtime_ms=50_000, total_num_steps=500)])
+        hook([chain(finished_draws=51, total_draws=100, tuning=False, runtime_ms=51_000, total_num_steps=510)])
+        hook([chain(finished_draws=71, total_draws=100, tuning=False, runtime_ms=53_000, total_num_steps=710)])
     assert events[-1].eta == pytest.approx(29 * 2 / 20)
 
 
