@@ -327,8 +327,9 @@ def test_ext_001_short_run_is_extended_until_it_passes(write_case, tmp_path):
     406-910); seed 4 passed at 600 draws of the second run. Sizes are checked run by run against each model's own
     doubling, as the chains' paths differ between processes (README) and a run with a divergence may bring in the
     fall-back.
-    Every run is recorded with its seed, checkpoints and work (leapfrog steps, seconds per gradient), the reported sizes are the last run's last checkpoint,
-    and the message, the narrative, the artifact, the methods paragraph and the runner's note say what was done.
+    Every run is recorded with its seed, checkpoints and work (each chain's leapfrog steps, seconds per gradient),
+    the reported sizes are the last run's last checkpoint, and the message, the narrative, the artifact, the
+    methods paragraph and the runner's note say what was done.
     The reported fit is reproduced by its run's sizes and seed given explicitly (a continued run truncated at a
     checkpoint equals a plain run of that many draws: hmlib.stats.joint.sampling)."""
     from hmlib.data import load_registry

@@ -102,9 +102,7 @@ def test_run_004_interrupted_run_leaves_the_folder_as_it_was(tmp_path, monkeypat
     (folder / "artifacts").mkdir(parents=True)
     (folder / "report.html").write_text("PREVIOUS COMPLETE REPORT")
     (folder / "estimates.csv").write_text("method,term\nold,row\n")
-    calls = []
-
-    seen = []
+    calls, seen = [], []          # the steps run, and run-status.json as each started
 
     def fake_execute(step, staging, params, kernel_name):
         calls.append(step.key)

@@ -223,10 +223,10 @@ def _effort(trace, n: int) -> dict:
     stats = trace["sample_stats"]
     steps = np.asarray(stats["n_steps"].values, dtype=float)[:, :n]
     depth = np.asarray(stats["maxdepth_reached"].values)[:, :n] if "maxdepth_reached" in stats else None
-    warm = ()
+    warm = []
     if "warmup_sample_stats" in trace.children and "n_steps" in trace["warmup_sample_stats"]:
-        warm = tuple(int(w) for w in np.asarray(trace["warmup_sample_stats"]["n_steps"].values).sum(axis=1))
-    return {"leapfrog_warmup": list(warm),
+        warm = [int(w) for w in np.asarray(trace["warmup_sample_stats"]["n_steps"].values).sum(axis=1)]
+    return {"leapfrog_warmup": warm,
             "leapfrog_per_draw": [round(float(c), 2) for c in steps.mean(axis=1)] if steps.size else [],
             "max_depth_draws": int(depth.sum()) if depth is not None else 0}
 
