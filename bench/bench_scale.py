@@ -262,7 +262,9 @@ def _entry(name, root, status_file, sampler, trail, wall, code, stopped, fast, o
     peaks = [sampler.kernel_peak.get(pid, 0) for pid in list(sampler.kernels)]
     frame_rows = sum(1 for _ in (root / name / "data.csv").open()) - 1
     joint_file = reports / name / "artifacts" / "joint_model.json"
-    joint = json.loads(joint_file.read_text())["record"] if joint_file.is_file() and code == 0 else {}
+    # only this run's fit: the folder may hold an earlier run's (a run with --only and no step 4)
+    ran_joint = code == 0 and "joint_model" in steps and joint_file.is_file()
+    joint = json.loads(joint_file.read_text())["record"] if ran_joint else {}
     entry = {
         "case": name, "patients": frame_rows, "exit_code": code,
         "status": stopped or status.get("status"), "wall_seconds": round(wall, 1),
