@@ -54,7 +54,7 @@ import hmlib.stats.joint.fit as joint_fit  # noqa: E402
 from hmlib.data import load_registry  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
 from hmlib.settings import run_sizes  # noqa: E402
-from hmlib.steps.joint_model import fit_registry  # noqa: E402
+from hmlib.steps.joint_model import fit_options, fit_registry  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "joint_cost.json"
 SCALE = ROOT / "bench" / "results" / "bench_scale.json"
@@ -80,7 +80,7 @@ def compiled_model(registry):
     joint_fit.sample_until_gate = keep
     started = time.perf_counter()
     try:
-        fit_registry(registry, **_step_sizes())
+        fit_registry(registry, **_step_sizes(registry))
     except _Compiled as caught:
         return caught.compiled, time.perf_counter() - started
     finally:
@@ -88,11 +88,9 @@ def compiled_model(registry):
     raise RuntimeError("the fit did not reach the sampler")
 
 
-def _step_sizes() -> dict:
+def _step_sizes(registry) -> dict:
     """``fit_registry``'s arguments as the report's step 4 passes them (full run sizes)."""
-    sizes = run_sizes(False)
-    return {"draws": sizes.joint_draws, "tune": sizes.joint_tune, "chains": sizes.joint_chains,
-            "missing_values": sizes.joint_missing_values, "time_budget_minutes": sizes.joint_time_budget_minutes}
+    return fit_options(run_sizes(False), registry.params.joint_model.time_budget_minutes)
 
 
 def _time_gradient(compiled, point, seconds: float = TIMING_S) -> dict:
@@ -131,7 +129,7 @@ def gradient_cost(compiled, seed: int = 1) -> dict:
 def fitted_steps(registry) -> dict:
     """A full fit at the report's sizes: its runs' sampler work and time."""
     started = time.perf_counter()
-    fit = fit_registry(registry, **_step_sizes())
+    fit = fit_registry(registry, **_step_sizes(registry))
     runs = fit.settings["attempts"]
     keys = ("draws", "tune", "seconds", "leapfrog_warmup", "leapfrog_per_draw", "max_depth_draws",
             "seconds_per_gradient", "converged", "divergences")

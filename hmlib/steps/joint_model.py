@@ -36,7 +36,7 @@ from hmlib.steps.disclosure import HiddenCounts, hidden_counts
 from hmlib.wording import cluster_noun, plural, row_noun
 
 __all__ = ["PartialPoolingRow", "SamplerRun", "JointSettings",
-           "JointModelArtifact", "JointStepResult", "fit_registry", "run", "STEP", "POSTERIOR_FILE"]
+           "JointModelArtifact", "JointStepResult", "fit_options", "fit_registry", "run", "STEP", "POSTERIOR_FILE"]
 
 #: The saved parameter draws, beside the artifact.
 POSTERIOR_FILE = "joint_posterior.npz"
@@ -393,6 +393,14 @@ class JointStepResult:
         return out
 
 
+def fit_options(sizes, budget_minutes: float | None = None) -> dict:
+    """:func:`fit_registry`'s sizes as this step passes them: the run sizes' (:mod:`hmlib.settings`) draws,
+    warm-up, chains and missing values, and the params' time budget (None: the run sizes')."""
+    return {"draws": sizes.joint_draws, "tune": sizes.joint_tune, "chains": sizes.joint_chains,
+            "missing_values": sizes.joint_missing_values,
+            "time_budget_minutes": sizes.joint_time_budget_minutes if budget_minutes is None else budget_minutes}
+
+
 def run(ctx: StepContext) -> JointStepResult:
     """Fit the joint model with the run's sizes; write the artifact, estimates and posterior draws.
 
@@ -400,11 +408,7 @@ def run(ctx: StepContext) -> JointStepResult:
     the params' ``joint_model.time_budget_minutes`` (default: the run
     sizes', :mod:`hmlib.settings`).
     """
-    sizes = ctx.sizes
-    budget = ctx.params.joint_model.time_budget_minutes
-    fit = fit_registry(ctx.registry, draws=sizes.joint_draws, tune=sizes.joint_tune, chains=sizes.joint_chains,
-                       missing_values=sizes.joint_missing_values,
-                       time_budget_minutes=sizes.joint_time_budget_minutes if budget is None else budget)
+    fit = fit_registry(ctx.registry, **fit_options(ctx.sizes, ctx.params.joint_model.time_budget_minutes))
     result = JointStepResult(fit, int(ctx.params.privacy.min_cell), ctx.estimates_path, ctx.truth,
                              hidden=hidden_counts(ctx.registry),
                              visits=ctx.params.time is not None)
