@@ -39,7 +39,8 @@ from hmlib.simulate.registries import (few_clusters_data, few_clusters_data_trut
                                        small_registry_truth)
 from hmlib.simulate.scale import scale_registry, scale_registry_truth, trial_registry, trial_registry_truth
 from hmlib.simulate.studies import (large_registry, multi_gap_registry, multi_gap_registry_truth,
-                                    truth_study_registry, truth_study_registry_truth)
+                                    small_site_registry, small_site_registry_truth, truth_study_registry,
+                                    truth_study_registry_truth)
 from hmlib.stats.design import fit_analysis_model
 from hmlib.stats.missingness import missingness_cluster_variation
 from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed, fit_random_intercept
@@ -78,6 +79,8 @@ GENERATORS = {
                                          ["site", "y", "m"]),
     "truth_study_registry": (lambda seed: truth_study_registry(seed, n_sites=10, n_patients=500),
                              ["site", "outcome", "age", "severity", "lactate"]),
+    "small_site_registry": (lambda seed: small_site_registry(seed, n_sites=20, n_patients=100),
+                            ["site", "outcome", "age", "x"]),
     "large_registry": (lambda seed: large_registry(seed, n_clusters=20, n_patients=400),
                        ["site", "y", "age", "x1", "x2", "b"]),
     "multi_gap_registry": (lambda seed: multi_gap_registry(seed, 600, 30),
@@ -154,6 +157,8 @@ FINGERPRINTS = {
     "scale_registry(14, 10000)": (lambda: scale_registry(14, n_patients=10_000), "0312deb480323e3d"),
     # the longitudinal diagnostics' registry (tests/test_longitudinal_diagnose.py), fingerprinted when written
     "longitudinal_registry(1)": (lambda: longitudinal_registry(1), "81bdc036cb9e131c"),
+    # the first registry of bench/ri_logistic_small_clusters.py, fingerprinted when written
+    "small_site_registry(5000)": (lambda: small_site_registry(5000), "1920ce232b110857"),
 }
 
 
@@ -317,6 +322,28 @@ def test_SIM_030_truth_study_registry_truth():
     assert coef["age"] == pytest.approx(truth["terms"]["age"], abs=0.008)
     assert coef["severity"] == pytest.approx(truth["terms"]["severity"], abs=0.015)
     assert fit.cluster_sd == pytest.approx(truth["terms"]["sd(site)"], abs=0.15)
+
+
+def test_SIM_035_small_site_registry_truth():
+    """SIM-035: small_site_registry, 2,000 sites of mean 4.6: ``complete=True`` is the same draw before the gaps;
+    the full-data fits of the analysis model and of x's model are near small_site_registry_truth; x is missing
+    more often where the outcome occurred (missing at random given the outcome and the site)."""
+    truth = small_site_registry_truth()
+    frame = small_site_registry(2, n_sites=2000, n_patients=10000)
+    full = small_site_registry(2, n_sites=2000, n_patients=10000, complete=True)
+    recorded = frame["x"].notna()
+    pd.testing.assert_frame_equal(frame.drop(columns="x"), full.drop(columns="x"))
+    assert (frame.loc[recorded, "x"] == full.loc[recorded, "x"]).all()
+    assert 0.25 < 1 - recorded.mean() < 0.45
+    assert (1 - recorded[frame["outcome"] == 1].mean()) > (1 - recorded[frame["outcome"] == 0].mean()) + 0.1
+    fit = fit_analysis_model(full, outcome="outcome", predictors=["x", "age"], cluster="site", family="binomial")
+    coef = dict(zip(fit.term_names, fit.coef))
+    assert coef["x"] == pytest.approx(truth["terms"]["x"], abs=0.12)
+    assert coef["age"] == pytest.approx(truth["terms"]["age"], abs=0.08)
+    assert fit.cluster_sd == pytest.approx(truth["terms"]["sd(site)"], abs=0.15)
+    x_fit = fit_analysis_model(full, outcome="x", predictors=["age"], cluster="site", family="binomial")
+    assert dict(zip(x_fit.term_names, x_fit.coef))["age"] == pytest.approx(truth["x_model"]["age"], abs=0.08)
+    assert x_fit.cluster_sd == pytest.approx(truth["x_model"]["site_sd"], abs=0.15)
 
 
 def test_SIM_031_benchmark_registries():

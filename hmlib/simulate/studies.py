@@ -25,6 +25,10 @@ three_level_registry
     Patients in hospitals in countries, an incomplete predictor with
     variation at both levels, missing by country and by outcome, two
     countries that never record it: the three-level imputation truth study.
+small_site_registry
+    About 1,830 patients in 400 sites of 2 to about 20 (mean 4.6), an incomplete
+    binary predictor whose chance varies strongly between sites: the truth
+    study of the random-intercept logistic imputation in small clusters.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ __all__ = [
     "THREE_LEVEL_MODEL",
     "three_level_registry",
     "three_level_registry_truth",
+    "SMALL_SITE_MODEL",
+    "small_site_registry",
+    "small_site_registry_truth",
 ]
 
 #: Model of :func:`truth_study_registry` (logit scale for the outcome and missingness).
@@ -342,4 +349,94 @@ def three_level_registry_truth() -> dict:
                   "sd(hospital)": b["hospital_sd"]},
         "x_model": dict(m["x"]),
         "missingness_model": dict(m["missingness"], n_structural_countries=m["n_structural_countries"]),
+    }
+
+
+#: Model of :func:`small_site_registry` (logit scale for ``x``, the outcome and the missingness).
+SMALL_SITE_MODEL = {
+    "site_size_log_sd": 0.6, "min_site_size": 2,
+    "outcome_site_sd": 0.6, "x_site_sd": 1.2, "corr_doc_quality_outcome_re": -0.5,
+    "x": {"Intercept": -0.3, "age": 0.5},
+    "outcome": {"Intercept": -1.0, "x": 0.8, "age": 0.4},
+    "missingness": {"Intercept": -1.0, "doc_quality": -1.0, "outcome": 0.8},
+}
+
+
+def small_site_registry(seed: int, n_sites: int = 400, n_patients: int = 2000, *,
+                        complete: bool = False) -> pd.DataFrame:
+    """Many small sites and an incomplete binary predictor that varies strongly between them.
+
+    Model (constants :data:`SMALL_SITE_MODEL`), in draw order:
+
+    - site sizes ``exp(N(0, 0.6^2))`` scaled to ``n_patients``, at least 2
+      (:func:`~hmlib.simulate.blocks.lognormal_cluster_sizes`; 400 sites of
+      2 to about 20, mean 4.6, about 1,830 patients in all, by default);
+    - site effects: outcome ``u_j ~ N(0, 0.6^2)``, ``x`` ``v_j ~ N(0,
+      1.2^2)``, documentation quality ``d_j`` correlated -0.5 with ``u_j``;
+    - age ``N(0, 1)`` (standardised);
+    - ``x ~ Bernoulli(expit(-0.3 + 0.5 age + v_j))``;
+    - outcome ``logit P = -1 + 0.8 x + 0.4 age + u_j``;
+    - ``x`` missing at random given the site and the outcome: ``logit
+      P(missing) = -1 - d_j + 0.8 outcome`` (about 35%).
+
+    Parameters
+    ----------
+    seed : int
+    n_sites : int, default 400
+        Sites numbered ``1 .. n_sites``.
+    n_patients : int, default 2000
+        Approximate number of patients (sizes rounded down, at least 2).
+    complete : bool, default False
+        Return ``x`` as drawn, before the missingness (the same draws otherwise).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``site, outcome, age, x``.
+
+    See Also
+    --------
+    small_site_registry_truth
+
+    Examples
+    --------
+    >>> frame = small_site_registry(1, n_sites=20, n_patients=100)
+    >>> list(frame.columns)
+    ['site', 'outcome', 'age', 'x']
+    """
+    m = SMALL_SITE_MODEL
+    xm, om, mm = m["x"], m["outcome"], m["missingness"]
+    rng = np.random.default_rng(seed)
+    sizes = lognormal_cluster_sizes(rng, n_patients, n_sites, log_sd=m["site_size_log_sd"],
+                                    min_size=m["min_site_size"])
+    j = cluster_index(sizes)
+    n = j.size
+    u = normal_cluster_effects(rng, n_sites, m["outcome_site_sd"])
+    v = normal_cluster_effects(rng, n_sites, m["x_site_sd"])
+    doc = correlated_cluster_effect(rng, u, m["outcome_site_sd"], m["corr_doc_quality_outcome_re"])
+    age = rng.standard_normal(n).round(3)
+    x = logistic_draws(rng, xm["Intercept"] + xm["age"] * age + v[j]).astype(float)
+    outcome = logistic_draws(rng, om["Intercept"] + om["x"] * x + om["age"] * age + u[j]).astype(float)
+    missing = bernoulli(rng, special.expit(mm["Intercept"] + mm["doc_quality"] * doc[j] + mm["outcome"] * outcome), n)
+    return pd.DataFrame({"site": j + 1, "outcome": outcome, "age": age, "x": x if complete else with_gaps(x, missing)})
+
+
+def small_site_registry_truth() -> dict:
+    """Values that generated :func:`small_site_registry`.
+
+    Returns
+    -------
+    dict
+        ``terms`` of the analysis model ``outcome ~ x + age + (1 | site)``
+        (``Intercept``, ``x``, ``age``, ``sd(site)``), and the models of
+        ``x`` and of its missingness.
+    """
+    m = SMALL_SITE_MODEL
+    om = m["outcome"]
+    return {
+        "generator": "hmlib.simulate.studies.small_site_registry",
+        "analysis_model": "outcome ~ x + age + (1 | site), binomial(logit)",
+        "terms": {"Intercept": om["Intercept"], "x": om["x"], "age": om["age"], "sd(site)": m["outcome_site_sd"]},
+        "x_model": {**m["x"], "site_sd": m["x_site_sd"]},
+        "missingness_model": dict(m["missingness"]),
     }
