@@ -39,9 +39,17 @@ of ``laplace``: ``bench/r/mice_2l_bin.R``, same design, same ``m``, ``maxit
 mean paired difference of the pooled x (against the full data too), mice's
 bias and 95% coverage, and the median seconds of the imputation in each.
 
+``--no-cluster-means``: both imputations without the site means of the
+outcome and age in their design (``impute(cluster_means=False)``; the mice
+side keeps them): does the upward shift of x under imputation come from the
+means, each of which holds the patient's own outcome?
+
 Usage::
 
     nice -n 5 .venv/bin/python bench/ri_logistic_small_clusters.py --reps 400 --mice 40   # results/ri_logistic_small_clusters.json
+    ... --reps 400 --patients 1000 --out bench/results/ri_logistic_small_clusters_pairs.json   # mean 2.55 a site
+    ... --reps 160 --first-seed 5400 --mice 160 --out bench/results/ri_logistic_small_clusters_mice.json
+    ... --reps 400 --no-cluster-means --out bench/results/ri_logistic_small_clusters_no_means.json
     .venv/bin/python bench/ri_logistic_small_clusters.py --reps 2 --out /tmp/smoke.json
 """
 
@@ -112,7 +120,8 @@ def _terms(frame) -> dict:
             for t in TERMS}
 
 
-def one_replicate(seed: int, *, m: int, iterations: int, n_sites: int, n_patients: int) -> dict:
+def one_replicate(seed: int, *, m: int, iterations: int, n_sites: int, n_patients: int,
+                  cluster_means: bool = True) -> dict:
     """Every method's estimates (and seconds, and the imputation model's cluster SD) on registry ``seed``."""
     data = small_site_registry(seed, n_sites, n_patients)
     out = {}
@@ -124,7 +133,8 @@ def one_replicate(seed: int, *, m: int, iterations: int, n_sites: int, n_patient
         start = time.perf_counter()
         with _kernel(name, taus):
             result = impute(data, method="multilevel", cluster="site", outcome="outcome", outcome_family="binomial",
-                            predictors=PREDICTORS, m=m, iterations=iterations, seed=seed)
+                            predictors=PREDICTORS, m=m, iterations=iterations, seed=seed,
+                            cluster_means=cluster_means)
         seconds = time.perf_counter() - start
         pooled = analyse_imputations(result, outcome="outcome", predictors=PREDICTORS, cluster="site",
                                      family="binomial")
@@ -208,13 +218,15 @@ def main(argv=None) -> int:
     parser.add_argument("--first-seed", type=int, default=5000)
     parser.add_argument("--mice", type=int, default=0, metavar="N",
                         help="mice 2l.bin in R on the first N registries, beside hmlib's (module docstring)")
+    parser.add_argument("--no-cluster-means", action="store_true",
+                        help="impute without the site means of the outcome and age in the design (module docstring)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows = []
     for r in range(args.reps):
         rows.append(one_replicate(args.first_seed + r, m=args.m, iterations=args.iterations, n_sites=args.sites,
-                                  n_patients=args.patients))
+                                  n_patients=args.patients, cluster_means=not args.no_cluster_means))
         if (r + 1) % 10 == 0 or r + 1 == args.reps:
             print(f"{r + 1} replicates, {time.perf_counter() - started:.0f} s", flush=True)
     summary = summarise(rows)
@@ -223,6 +235,7 @@ def main(argv=None) -> int:
         summary["mice_2l_bin"] = mice_side(rows[:n], range(args.first_seed, args.first_seed + n), m=args.m,
                                            n_sites=args.sites, n_patients=args.patients)
     out = {"what": __doc__.splitlines()[0], "truth": TRUTH, "reps": args.reps, "m": args.m,
+           "cluster_means": not args.no_cluster_means,
            "iterations": args.iterations, "sites": args.sites, "patients": args.patients,
            "first_seed": args.first_seed,
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
