@@ -71,6 +71,26 @@ TRUTH_STUDY_MODEL = {
 }
 
 
+def _sites_and_effects(rng, model: dict, n_patients: int, n_sites: int, predictor_site_sd: float):
+    """Site sizes and the site effects shared by :func:`truth_study_registry` and
+    :func:`small_site_registry`, drawn in this order: lognormal site sizes (``model``'s
+    ``site_size_log_sd``, ``min_site_size``), the outcome's effects (``outcome_site_sd``), the incomplete
+    predictor's (``predictor_site_sd``), documentation quality correlated with the outcome's
+    (``corr_doc_quality_outcome_re``).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(sizes, u, v, doc)``: patients per site, and the three effects per site.
+    """
+    sizes = lognormal_cluster_sizes(rng, n_patients, n_sites, log_sd=model["site_size_log_sd"],
+                                    min_size=model["min_site_size"])
+    u = normal_cluster_effects(rng, n_sites, model["outcome_site_sd"])
+    v = normal_cluster_effects(rng, n_sites, predictor_site_sd)
+    doc = correlated_cluster_effect(rng, u, model["outcome_site_sd"], model["corr_doc_quality_outcome_re"])
+    return sizes, u, v, doc
+
+
 def truth_study_registry(seed: int, n_sites: int = 40, n_patients: int = 4000) -> pd.DataFrame:
     """One simulated trauma registry of the truth studies (lactate missing at random, two structural sites).
 
@@ -118,13 +138,9 @@ def truth_study_registry(seed: int, n_sites: int = 40, n_patients: int = 4000) -
     m = TRUTH_STUDY_MODEL
     lm, om, mm = m["lactate"], m["outcome"], m["missingness"]
     rng = np.random.default_rng(seed)
-    sizes = lognormal_cluster_sizes(rng, n_patients, n_sites, log_sd=m["site_size_log_sd"],
-                                    min_size=m["min_site_size"])
+    sizes, u, v, doc = _sites_and_effects(rng, m, n_patients, n_sites, m["lactate_site_sd"])
     j = cluster_index(sizes)
     n = j.size
-    u = normal_cluster_effects(rng, n_sites, m["outcome_site_sd"])
-    v = normal_cluster_effects(rng, n_sites, m["lactate_site_sd"])
-    doc = correlated_cluster_effect(rng, u, m["outcome_site_sd"], m["corr_doc_quality_outcome_re"])
     age = np.clip(rng.normal(m["age_mean"], m["age_sd"], n), *m["age_range"]).round(1)
     severity = np.clip(np.exp(rng.normal(np.log(m["severity_median"]), m["severity_log_sd"], n)),
                        *m["severity_range"]).round(1)
@@ -407,13 +423,9 @@ def small_site_registry(seed: int, n_sites: int = 400, n_patients: int = 2000, *
     m = SMALL_SITE_MODEL
     xm, om, mm = m["x"], m["outcome"], m["missingness"]
     rng = np.random.default_rng(seed)
-    sizes = lognormal_cluster_sizes(rng, n_patients, n_sites, log_sd=m["site_size_log_sd"],
-                                    min_size=m["min_site_size"])
+    sizes, u, v, doc = _sites_and_effects(rng, m, n_patients, n_sites, m["x_site_sd"])
     j = cluster_index(sizes)
     n = j.size
-    u = normal_cluster_effects(rng, n_sites, m["outcome_site_sd"])
-    v = normal_cluster_effects(rng, n_sites, m["x_site_sd"])
-    doc = correlated_cluster_effect(rng, u, m["outcome_site_sd"], m["corr_doc_quality_outcome_re"])
     age = rng.standard_normal(n).round(3)
     x = logistic_draws(rng, xm["Intercept"] + xm["age"] * age + v[j]).astype(float)
     outcome = logistic_draws(rng, om["Intercept"] + om["x"] * x + om["age"] * age + u[j]).astype(float)
