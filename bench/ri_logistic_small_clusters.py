@@ -35,7 +35,9 @@ fit's, and the Gibbs chains' mean) is recorded too. The paired difference
 
 ``--mice N``: on the first ``N`` registries, mice's 2l.bin (the R counterpart
 of ``laplace``: ``bench/r/mice_2l_bin.R``, same design, same ``m``, ``maxit
-= 1``, glmer on each completed set) beside hmlib's, in the same run: the
+= 1``, glmer on each completed set; it draws each site's intercept without
+the site's recorded values, where hmlib draws it given them) beside hmlib's,
+in the same run: the
 mean paired difference of the pooled x (against the full data too), mice's
 bias and 95% coverage, and the median seconds of the imputation in each.
 

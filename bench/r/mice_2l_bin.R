@@ -1,6 +1,9 @@
 # mice's 2l.bin on the small-cluster registries of bench/ri_logistic_small_clusters.py: the R counterpart of
-# hmlib's random-intercept logistic imputation (the same model: the Laplace fit of the random-intercept logistic
-# model, beta and the cluster SD drawn from its normal approximation, then each cluster's intercept).
+# hmlib's random-intercept logistic imputation. The same model, fitted by glmer (Laplace), beta drawn from the
+# normal approximation at the fit, as hmlib; but 2l.bin draws the intercept variance from a Wishart around the
+# fit and each site's intercept from N(0, psi*), without the site's recorded values (mice 3.15.0's
+# mice.impute.2l.bin), where hmlib draws the log SD from its normal approximation and each site's intercept given
+# the site's recorded values.
 #
 # Input: a CSV of registries stacked with a `registry` column (site, outcome, age, x; x missing). For each registry:
 # the site means of the outcome and of age are added (hmlib's default imputation design), x is imputed by mice
