@@ -353,6 +353,23 @@ def test_step3_icc_002_narrative_follows_the_numbers(small_result):
     assert "Fixed-effects imputation inflates it" in textbook and "+50%" in textbook
 
 
+def test_step3_icc_004_small_cluster_caveat(small_result):
+    """STEP3-ICC-004: with a binary outcome and fewer than SMALL_CLUSTER_MEAN patients per cluster on
+    average, the narrative says the cluster SD is likely low by the analysis model's own fit (with the
+    measured figures); not with 25 per cluster, a gaussian outcome, or visits in patients."""
+    _, res = small_result
+    assert res.outcome_family == "binomial" and res.n_patients / res.n_clusters == 25
+    caveat = "likely low, by the Laplace fit of the analysis model itself"
+    assert caveat not in " ".join(res.narrative())
+    small = dataclasses.replace(res, transport=None, n_patients=46, n_clusters=10)
+    text = " ".join(small._variation_sentences())
+    assert caveat in text and "With 4.6 patients per cluster on average" in text and "7.5%" in text
+    assert caveat in " ".join(small.narrative())
+    for other in ({"outcome_family": "gaussian"}, {"time": "week"}, {"random_slopes": ("week",)},
+                  {"n_patients": 60}):
+        assert caveat not in " ".join(dataclasses.replace(small, **other)._variation_sentences()), other
+
+
 def test_step3_icc_003_cluster_variation_core():
     """STEP3-ICC-003: cluster_variation recovers a known ICC (gaussian) and returns NaN when unfittable."""
     rng = np.random.default_rng(3)
