@@ -52,6 +52,7 @@ Usage::
     ... --reps 400 --patients 1000 --out bench/results/ri_logistic_small_clusters_pairs.json   # mean 2.55 a site
     ... --reps 160 --first-seed 5400 --mice 160 --out bench/results/ri_logistic_small_clusters_mice.json
     ... --reps 400 --no-cluster-means --out bench/results/ri_logistic_small_clusters_no_means.json
+    ... --reps 400 --first-seed 5600 --out bench/results/ri_logistic_small_clusters_more.json
     .venv/bin/python bench/ri_logistic_small_clusters.py --reps 2 --out /tmp/smoke.json
 """
 
