@@ -55,8 +55,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -64,6 +62,7 @@ from hmlib.simulate.categorical import categorical_registry, categorical_registr
 from hmlib.stats.design import fit_analysis_model  # noqa: E402
 from hmlib.stats.imputation import impute  # noqa: E402
 from hmlib.stats.pooling import analyse_imputations  # noqa: E402
+from truth_summary import term_summary  # noqa: E402
 
 PREDICTORS = ["lactate_band", "age", "severity"]
 KINDS = {"lactate_band": "categorical"}
@@ -99,24 +98,9 @@ def one_replicate(seed: int, method: str, *, m: int, iterations: int, n_sites: i
 
 def summarise(rows: list[dict]) -> dict:
     """Bias, relative bias, MC SEs, empirical SD, mean SE and coverage per term."""
-    out = {}
-    for term, truth in TRUTH.items():
-        est = np.array([r[term]["estimate"] for r in rows])
-        se = np.array([r[term]["std_error"] for r in rows])
-        lo = np.array([r[term]["ci_lower"] for r in rows])
-        hi = np.array([r[term]["ci_upper"] for r in rows])
-        reps = est.size
-        cover = float(np.mean((lo <= truth) & (truth <= hi)))
-        mc_se = float(est.std(ddof=1) / np.sqrt(reps)) if reps > 1 else float("nan")
-        out[term] = {
-            "truth": truth, "reps": reps, "mean": float(est.mean()), "bias": float(est.mean() - truth),
-            "relative_bias": float((est.mean() - truth) / abs(truth)), "bias_mc_se": mc_se,
-            "relative_bias_mc_se": mc_se / abs(truth),
-            "empirical_sd": float(est.std(ddof=1)) if reps > 1 else float("nan"),
-            "mean_se": float(np.nanmean(se)), "coverage": cover,
-            "coverage_mc_se": float(np.sqrt(cover * (1 - cover) / reps)),
-        }
-    return out
+    return {term: term_summary(*([r[term][k] for r in rows] for k in ("estimate", "std_error", "ci_lower",
+                                                                     "ci_upper")), truth)
+            for term, truth in TRUTH.items()}
 
 
 def run(reps: int, methods, *, m: int, iterations: int, n_sites: int, n_patients: int, first_seed: int,

@@ -84,6 +84,7 @@ from hmlib.stats.imputation.kernels import ri_logistic_draw  # noqa: E402
 from hmlib.stats.imputation.slopes_logistic import random_slopes_logistic_draw  # noqa: E402
 from hmlib.stats.pooling import analyse_imputations  # noqa: E402
 from r_side import NO_R  # noqa: E402
+from truth_summary import term_summary  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ri_logistic_small_clusters.json"
 TERMS = ("x", "age", "sd(site)")
@@ -153,17 +154,9 @@ def summarise(rows: list[dict]) -> dict:
     reps = len(rows)
     out = {}
     for method in METHODS:
-        res = {}
-        for term, truth in TRUTH.items():
-            est = np.array([r[method][term]["estimate"] for r in rows])
-            se = np.array([r[method][term]["std_error"] for r in rows])
-            covered = np.array([r[method][term]["ci_lower"] <= truth <= r[method][term]["ci_upper"] for r in rows])
-            cover = float(covered.mean())
-            res[term] = {"truth": truth, "mean": float(est.mean()), "bias": float(est.mean() - truth),
-                         "relative_bias": float((est.mean() - truth) / truth),
-                         "relative_bias_mc_se": float(est.std(ddof=1) / np.sqrt(reps) / abs(truth)),
-                         "empirical_sd": float(est.std(ddof=1)), "mean_se": float(np.nanmean(se)),
-                         "coverage": cover, "coverage_mc_se": float(np.sqrt(cover * (1 - cover) / reps))}
+        res = {term: term_summary(*([r[method][term][k] for r in rows] for k in ("estimate", "std_error",
+                                                                                "ci_lower", "ci_upper")), truth)
+               for term, truth in TRUTH.items()}
         if method in ("laplace", "gibbs"):
             res["seconds_mean"] = float(np.mean([r[method]["seconds"] for r in rows]))
             res["imputation_model_sd_mean"] = float(np.mean([r[method]["imputation_sd"] for r in rows]))
