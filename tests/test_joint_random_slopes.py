@@ -24,9 +24,9 @@ JOINT-RS-005  recovery (slow): on a simulated longitudinal registry the fixed ef
               and their correlation are within 3 posterior SDs of the truth
 JOINT-RS-006  the priors table says that the SD and LKJ priors cover the slopes; the narrative gives each slope's
               SD and correlation and says that sd(<cluster>) is at time 0
-JOINT-RS-007  a binary outcome with incomplete binary and categorical predictors (the binary one's submodel with
-              the random slope, the categorical one's a random intercept; summed out as without slopes) fits
-              with the slope rows
+JOINT-RS-007  a binary outcome with incomplete binary and categorical predictors (both submodels with the
+              random slope, the nominal one's per non-reference level; summed out as without slopes) fits
+              with the slope rows; the prior-reweighting draws hold every level's slope SD
 JOINT-RS-008  random slopes with a level above the cluster (patients in sites): every submodel's cluster
               intercepts are the site's effect plus the patient's own (``<prefix>_cluster = <prefix>_within +
               <prefix>_above0``, evaluated at a random point; the own parts are the LKJ block's), the
@@ -44,6 +44,18 @@ JOINT-BRMS-RS-003  with a site level (``(1 | site) + (1 + month | patient)`` in 
               with the automatic extension); the data file is the generator's
 JOINT-BRMS-RS-002  the same with the missingness submodel (brms: ``(1 | p | patient)`` in the missingness formula,
               ``(1 + month | p | patient)`` in the outcome's), ``corr(missingness, outcome)`` included (slow)
+JOINT-RS-009  an incomplete categorical predictor with random slopes, nominal and ordinal: one LKJ block per
+              non-reference level (nominal) or one block (ordinal), non-centred by the rule; at a random point
+              of the model, the probabilities :func:`~hmlib.stats.joint.imputations.category_probabilities`
+              computes from the posterior's values (numpy, used for the imputations and the partial-pooling
+              table) sum to 1 and give the submodel's log likelihood term (PyMC) to 1e-9; setting the slopes to
+              0 changes it
+JOINT-BRMS-RS-005  the categorical predictor submodels with random slopes (slow): with ``x`` (low / mid / high)
+              recorded in every row, the intercepts or cut points, coefficients, intercept and slope SDs and
+              their correlations agree with brms's ``categorical`` (each ``mu<level>`` its own ``(1 + t_z |
+              patient)``) and ``cumulative("logit")`` fits of ``x ~ t_z + treat_z + (1 + t_z | patient)`` with
+              the same priors (``tests/results/brms_random_slopes_categorical_joint.R``) within 4 combined Monte
+              Carlo SEs, posterior SDs within 15%; the data file is the generator's
 JOINT-BRMS-RS-004  the binary predictor submodel with random slopes (slow): where the 0/1 ``x`` is recorded
               (there its posterior does not depend on the outcome's), the intercept, coefficients, intercept
               and slope SDs and their correlation agree with brms's ``bernoulli`` ``x ~ t + treat + (1 + t |
@@ -293,7 +305,8 @@ def test_joint_rs_006_priors_and_narrative():
 
 def test_joint_rs_007_binomial_with_discrete_predictors():
     """JOINT-RS-007: a binary outcome with incomplete binary and categorical predictors (summed out; the binary
-    one's submodel with the random slope) fits with the slope rows; the binary focus's tables are made."""
+    and categorical ones' submodels with the random slope) fits with the slope rows; the binary focus's tables are
+    made."""
     frame = longitudinal_registry(4, n_sites=1, n_patients=50, n_visits=4)
     rng = np.random.default_rng(1)
     frame["event"] = (frame["y"] > 11).astype(float).where(frame["y"].notna())
@@ -308,7 +321,8 @@ def test_joint_rs_007_binomial_with_discrete_predictors():
                                                "sd(month|patient)", "cor(month|patient)",
                                                "corr(missingness, outcome)"]
     assert result.settings["binary_summed_out"] == ["flag"] and "grp" in result.settings["categorical_summed_out"]
-    assert "b0_slopes_cluster_sd[0]" in result.posterior_draws().cluster_sds
+    assert {"b0_slopes_cluster_sd[0]", "c0_slopes_cluster_sd[0,0]",
+            "c0_slopes_cluster_sd[1,0]"} <= set(result.posterior_draws().cluster_sds)
     assert len(result.partial_pooling()) == result.n_clusters
 
 
@@ -433,3 +447,122 @@ def test_joint_brms_rs_004_binary_submodel():
         tolerance = 4 * np.hypot(mcse, theirs["mcse_mean"])
         assert abs(mean - theirs["mean"]) < tolerance, (name, mean, theirs["mean"], tolerance)
         assert sd == pytest.approx(theirs["sd"], rel=0.15), name
+
+
+CATEGORY_LEVELS = ("low", "mid", "high")
+
+
+def categorical_parity_frame() -> pd.DataFrame:
+    """The data of JOINT-BRMS-RS-005 (``tests/results/random_slopes_categorical_joint.csv``): the full registry of
+    ``bench/random_slope_imputation_truth.py``'s design (``simulate_longitudinal(22, n_patients=150,
+    full=True)``) with ``x`` cut at -0.3 and 0.8 into ``low``, ``mid``, ``high``: a three-level finding with the
+    patient's own level and trend."""
+    frame = load_bench("random_slope_imputation_truth").simulate_longitudinal(22, n_patients=150, full=True)
+    frame["x"] = np.asarray(CATEGORY_LEVELS, dtype=object)[np.digitize(frame["x"].to_numpy(), [-0.3, 0.8])]
+    return frame[["patient", "t", "treat", "x", "y"]]
+
+
+def _categorical_submodel_posterior(ordinal: bool, seed: int = 1) -> dict:
+    """hmlib's categorical submodel with random slopes on ``t`` (nominal or ordinal), fitted with ``x`` recorded
+    everywhere (its posterior does not depend on the outcome's): posterior mean, SD and MCSE per parameter, named
+    as brms's (``_categorical_brms_names``)."""
+    import dataclasses
+
+    import arviz as az
+    import nutpie
+
+    from hmlib.stats.joint.data import CategoricalPredictor
+
+    frame = pd.read_csv(RESULTS / "random_slopes_categorical_joint.csv")
+    base = jm.prepare_joint_data(frame, outcome="y", predictors=["t", "treat"], cluster="patient",
+                                 family="gaussian", missingness_model=False, random_slopes=["t"])
+    codes = frame["x"].map({level: i for i, level in enumerate(CATEGORY_LEVELS)}).to_numpy(dtype=float)
+    x = CategoricalPredictor("x", CATEGORY_LEVELS, tuple(f"x[{level}]" for level in CATEGORY_LEVELS[1:]), codes,
+                             np.ones(len(frame), bool), ordinal, np.arange(3) if ordinal else None)
+    data = dataclasses.replace(base, categoricals=(x,), term_order=(*base.term_order, *x.terms))
+    model = jm.build_joint_model(data)
+    trace = nutpie.sample(nutpie.compile_pymc_model(model), draws=2000, tune=1000, chains=2, seed=seed,
+                          progress_bar=False)
+    post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
+    if ordinal:
+        draws = {"b_Intercept[1]": post["c0_cutpoints"][..., 0], "b_Intercept[2]": post["c0_cutpoints"][..., 1],
+                 "b_t_z": post["c0_coef"][..., 0], "b_treat_z": post["c0_coef"][..., 1],
+                 "sd_patient__Intercept": post["c0_cluster_sd"],
+                 "sd_patient__t_z": post["c0_slopes_cluster_sd"][..., 0],
+                 "cor_patient__Intercept__t_z": post["c0_cluster_corr"][..., 0, 1]}
+    else:
+        draws = {}
+        for j, level in enumerate(CATEGORY_LEVELS[1:]):
+            mu = f"mu{level}"
+            draws |= {f"b_{mu}_Intercept": post["c0_intercept"][..., j], f"b_{mu}_t_z": post["c0_coef"][..., 0, j],
+                      f"b_{mu}_treat_z": post["c0_coef"][..., 1, j],
+                      f"sd_patient__{mu}_Intercept": post["c0_cluster_sd"][..., j],
+                      f"sd_patient__{mu}_t_z": post["c0_slopes_cluster_sd"][..., j, 0],
+                      f"cor_patient__{mu}_Intercept__{mu}_t_z": post[f"c0_level{j + 1}_cluster_corr"][..., 0, 1]}
+    return {name: (float(v.mean()), float(v.std()), float(az.mcse(az.convert_to_dataset(v))["x"]))
+            for name, v in draws.items()}
+
+
+def test_joint_brms_rs_005_data():
+    """JOINT-BRMS-RS-005 (data): the CSV brms was fitted on is the generator's."""
+    stored = pd.read_csv(RESULTS / "random_slopes_categorical_joint.csv")
+    made = categorical_parity_frame()
+    assert list(stored.columns) == list(made.columns) and (stored["x"] == made["x"]).all()
+    assert set(made["x"]) == set(CATEGORY_LEVELS)
+    numeric = ["patient", "t", "treat", "y"]
+    assert np.allclose(stored[numeric].to_numpy(dtype=float), made[numeric].to_numpy(dtype=float), rtol=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ordinal", [False, True], ids=["nominal", "ordinal"])
+def test_joint_brms_rs_005_categorical_submodel(ordinal):
+    """JOINT-BRMS-RS-005: see the module docstring."""
+    name = "ordinal" if ordinal else "nominal"
+    reference = json.loads((RESULTS / f"brms_random_slopes_{name}_joint.json").read_text())["parameters"]
+    ours = _categorical_submodel_posterior(ordinal)
+    assert set(ours) == set(reference)
+    for term, (mean, sd, mcse) in ours.items():
+        theirs = reference[term]
+        tolerance = 4 * np.hypot(mcse, theirs["mcse_mean"])
+        assert abs(mean - theirs["mean"]) < tolerance, (term, mean, theirs["mean"], tolerance)
+        assert sd == pytest.approx(theirs["sd"], rel=0.15), term
+
+
+@pytest.mark.parametrize("ordinal", [False, True], ids=["nominal", "ordinal"])
+def test_joint_rs_009_categorical_slopes(ordinal):
+    """JOINT-RS-009: see the module docstring."""
+    from hmlib.stats.joint.imputations import category_probabilities
+
+    frame = _frame(n_patients=30, n_visits=4)
+    rng = np.random.default_rng(9)
+    frame["grp"] = rng.choice(["a", "b", "c"], size=len(frame)).astype(object)
+    frame.loc[rng.random(len(frame)) < 0.2, "grp"] = None
+    roles = ROLES | dict(predictors=["month", "x", "grp"], random_slopes=["month"])
+    if ordinal:
+        roles["ordinal"] = {"grp": ["a", "b", "c"]}
+    data = jm.prepare_joint_data(frame, **roles)
+    choice, _ = choose_parameterisation(data, ml_fits(data), None)
+    assert choice["c0"] == "noncentred"
+    model = jm.build_joint_model(data)
+    names = set(model.named_vars)
+    blocks = {"c0_cluster_chol"} if ordinal else {"c0_level1_cluster_chol", "c0_level2_cluster_chol"}
+    assert blocks | {"c0_cluster", "c0_cluster_slopes", "c0_cluster_sd", "c0_slopes_cluster_sd"} <= names
+    point = {name: value + rng.normal(0.0, 0.5, np.shape(value)) for name, value in model.initial_point().items()}
+    assert np.isfinite(model.compile_logp()(point))
+    wanted = [name for name in ("c0_intercept", "c0_cutpoints", "c0_coef", "c0_cluster", "c0_cluster_slopes")
+              if name in names]
+    at_point = model.replace_rvs_by_values([model[name] for name in (*wanted, "c0_observed")])
+    values = model.compile_fn(at_point, inputs=model.value_vars, point_fn=True, on_unused_input="ignore")(point)
+    post = {name: np.asarray(value)[None, None] for name, value in zip(wanted, values)}
+    assert post["c0_cluster_slopes"].shape[2:] == ((data.n_clusters, 1) if ordinal else (data.n_clusters, 2, 1))
+    var = data.categoricals[0]
+    rows = np.flatnonzero(var.observed)
+    p = category_probabilities(data, post, 0, np.array([0]), rows)[0]
+    assert np.allclose(p.sum(axis=1), 1.0)
+    ours = np.log(p[np.arange(rows.size), var.codes[rows].astype(int)]).sum()
+    theirs = values[-1]
+    assert ours == pytest.approx(float(theirs), rel=1e-9)
+    # the slopes move the probabilities: without them (set to 0) the same rows' log likelihood differs
+    flat = dict(post, c0_cluster_slopes=np.zeros_like(post["c0_cluster_slopes"]))
+    p0 = category_probabilities(data, flat, 0, np.array([0]), rows)[0]
+    assert abs(np.log(p0[np.arange(rows.size), var.codes[rows].astype(int)]).sum() - ours) > 1e-3

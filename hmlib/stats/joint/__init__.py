@@ -34,11 +34,11 @@ The joint density factorises as ``p(y | x, z) prod_k p(x_k | z)``:
   across submodels (as brms's ``(1|site)`` in two formulae);
 - with ``random_slopes`` (complete numeric predictors, usually time; not
   with levels above the cluster): the outcome and every incomplete
-  continuous or binary predictor submodel have a random intercept and
+  predictor submodel have a random intercept and
   slope(s) per cluster with an unstructured covariance, LKJ(``lkj_eta``) on
   the correlations and the cluster-SD prior on every SD (brms's ``(1 + month
-  | patient)`` in each formula); categorical predictor submodels with three
-  or more levels keep their random intercept; the missingness submodel's intercept joins
+  | patient)`` in each formula; a nominal categorical submodel one block per
+  non-reference level, as brms's ``categorical`` family); the missingness submodel's intercept joins
   the outcome's covariance, and time is a fixed predictor of every submodel
   (:mod:`~hmlib.stats.joint.slopes`, where the user-scale reporting is).
 

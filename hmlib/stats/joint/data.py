@@ -105,7 +105,9 @@ class CategoricalPredictor:
     In the outcome model it is treatment coded (one term per non-reference
     level, as in the analysis model); its own submodel is a baseline-category
     logit (nominal) or a cumulative logit (ordinal), with cluster random
-    intercepts, and its missing values are summed out over its levels.
+    intercepts (and random slopes when the model has them,
+    :mod:`hmlib.stats.joint.slopes`), and its missing values are summed out
+    over its levels.
 
     Attributes
     ----------

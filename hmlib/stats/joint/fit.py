@@ -260,7 +260,8 @@ def _fallback(jd: JointData, choice: dict, override: dict | None, sampled: dict,
 
 
 def _cluster_sd_draws(post: dict) -> dict:
-    """Every cluster SD's draws (chain, draw); a nominal submodel's SDs, one per level, as ``<name>[<j>]``."""
+    """Every cluster SD's draws (chain, draw); a nominal submodel's SDs, one per level, as ``<name>[<j>]``, and
+    its slopes' SDs, per level and slope, as ``<name>[<j>,<s>]``."""
     out = {}
     for name, values in post.items():
         if not name.endswith("_cluster_sd"):
@@ -268,7 +269,7 @@ def _cluster_sd_draws(post: dict) -> dict:
         if values.ndim == 2:
             out[name] = values
         else:
-            out |= {f"{name}[{j}]": values[..., j] for j in range(values.shape[-1])}
+            out |= {f"{name}[{','.join(map(str, at))}]": values[(..., *at)] for at in np.ndindex(values.shape[2:])}
     return out
 
 

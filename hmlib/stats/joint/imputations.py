@@ -67,13 +67,14 @@ def category_probabilities(data: JointData, post: dict, k: int, index: np.ndarra
     """Draws x rows x K probabilities of categorical predictor ``k``'s levels under its submodel (numpy).
 
     Columns in the order of the predictor's ``levels``; ``with_cluster=False``
-    sets the cluster intercepts to 0 (the average cluster).
+    sets the cluster intercepts (and random slopes) to 0 (the average cluster).
     """
     var: CategoricalPredictor = data.categoricals[k]
     prefix, K, Z = f"c{k}", var.n_levels, data.Z[rows]
     cluster = _flat(post, f"{prefix}_cluster", index)
     if var.ordinal:
-        eta = cluster[:, data.codes[rows]] if with_cluster else np.zeros((index.size, rows.size))
+        eta = cluster[:, data.codes[rows]] + slope_part_draws(post, prefix, data, rows, index) if with_cluster \
+            else np.zeros((index.size, rows.size))
         if Z.shape[1]:
             eta = eta + _flat(post, f"{prefix}_coef", index) @ Z.T
         logp = ordinal_log_probabilities(eta, _flat(post, f"{prefix}_cutpoints", index), K, np)[..., var.ranks]
@@ -81,6 +82,10 @@ def category_probabilities(data: JointData, post: dict, k: int, index: np.ndarra
         eta = np.repeat(_flat(post, f"{prefix}_intercept", index)[:, None, :], rows.size, axis=1)
         if with_cluster:
             eta = eta + cluster[:, data.codes[rows], :]
+            if data.slopes and f"{prefix}_cluster_slopes" in post:        # draws x J x (K - 1) x q
+                slopes = _flat(post, f"{prefix}_cluster_slopes", index)
+                z = data.Z[rows][:, list(data.slope_columns)]
+                eta = eta + np.einsum("drkq,rq->drk", slopes[:, data.codes[rows]], z)
         if Z.shape[1]:
             eta = eta + np.einsum("rp,dpk->drk", Z, _flat(post, f"{prefix}_coef", index))
         logits = np.concatenate([np.zeros((*eta.shape[:2], 1)), eta], axis=-1)

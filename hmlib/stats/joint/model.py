@@ -14,7 +14,8 @@ seeded fit repeatable):
    (:func:`_binary_submodels`);
 4. one submodel per incomplete categorical predictor with three or more
    levels (:func:`_categorical_submodels`): baseline-category logit
-   (nominal) or cumulative logit (ordinal), with cluster random intercepts;
+   (nominal) or cumulative logit (ordinal), with cluster random intercepts
+   or, with random slopes, correlated intercepts and slopes (:func:`_nominal_slopes`);
 5. the outcome's coefficients and linear predictor (:func:`_outcome_predictor`);
 6. the outcome likelihood: plain rows, then one potential per pattern of
    summed-out binaries and categoricals and integrated-out focus
@@ -23,9 +24,12 @@ seeded fit repeatable):
 Categorical submodels. With levels ``0..K-1`` (0 the reference) a nominal
 predictor has ``log P(x = k) / P(x = 0) = c_k + Z d_k + v_kj`` for
 ``k >= 1``, one cluster intercept ``v_kj ~ N(0, tau_k)`` per level
-(independent, as brms's ``categorical`` family with ``(1 | site)``); an
+(independent, as brms's ``categorical`` family with ``(1 | site)``; with
+random slopes each level's ``v_kj`` becomes its own LKJ block of an
+intercept and slopes, ``(1 + t | patient)``); an
 ordinal one, on the ranks ``r`` of its levels, ``logit P(r >= k) = Z d + v_j
-- theta_k`` with ordered cut points ``theta_1 < ... < theta_{K-1}`` (brms's
+- theta_k`` (with random slopes ``v_j`` plus the cluster's slopes times the
+slope columns, one LKJ block) with ordered cut points ``theta_1 < ... < theta_{K-1}`` (brms's
 ``cumulative("logit")``). Priors: ``Normal(m_k, 2.5)`` on the intercepts
 (``m_k`` the observed log odds of level ``k`` against the reference) and on
 the cut points (``m_k`` the logit of the observed share below rank ``k``),
@@ -503,24 +507,21 @@ def _categorical_submodels(data: JointData, priors: dict, centred: dict) -> list
         if var.ordinal:
             cut = pm.Normal(f"{prefix}_cutpoints", mu=start, sigma=priors["intercept"][1], shape=K - 1,
                             transform=ordered, initval=np.sort(start) + np.linspace(0, 1e-3, K - 1))
-            tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
-            v = _submodel_clusters(prefix, J, tau, centred, data, priors)
-            eta = v[codes]
+            if data.slopes:
+                eta = _submodel_slopes(prefix, data, priors, centred)
+            else:
+                tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
+                eta = _submodel_clusters(prefix, J, tau, centred, data, priors)[codes]
             if Z.shape[1]:
                 eta = eta + pm.math.dot(Z, pm.Normal(f"{prefix}_coef", 0.0, priors["coef"][1], shape=Z.shape[1]))
             logp = ordinal_log_probabilities(eta, cut, K, pt)[:, np.asarray(var.ranks)]
         else:
             intercept = pm.Normal(f"{prefix}_intercept", mu=start, sigma=priors["intercept"][1], shape=K - 1)
-            tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"], shape=K - 1)
-            if data.higher:
-                v = _nested_clusters(prefix, J, tau, centred[prefix], data, priors, shape=(K - 1,),
-                                     centred_above=centred[f"{prefix}@above"])
-            elif centred[prefix]:
-                v = pm.Normal(f"{prefix}_cluster", mu=0.0, sigma=tau, shape=(J, K - 1))
+            if data.slopes:
+                v_rows = _nominal_slopes(prefix, data, priors, centred, K)
             else:
-                v_z = pm.Normal(f"{prefix}_cluster_z", mu=0.0, sigma=1.0, shape=(J, K - 1))
-                v = pm.Deterministic(f"{prefix}_cluster", v_z * tau)
-            eta = intercept[None, :] + v[codes]
+                v_rows = _nominal_clusters(prefix, data, priors, centred, K)[codes]
+            eta = intercept[None, :] + v_rows
             if Z.shape[1]:
                 eta = eta + pm.math.dot(Z, pm.Normal(f"{prefix}_coef", 0.0, priors["coef"][1],
                                                      shape=(Z.shape[1], K - 1)))
@@ -529,6 +530,53 @@ def _categorical_submodels(data: JointData, priors: dict, centred: dict) -> list
         pm.Potential(f"{prefix}_observed", logp[obs_idx, var.codes[obs_idx].astype(int)].sum())
         out.append(logp)
     return out
+
+
+def _nominal_clusters(prefix: str, data: JointData, priors: dict, centred: dict, K: int):
+    """A nominal submodel's ``(1 | cluster)`` intercepts, one independent set per non-reference level (J x (K - 1)),
+    nested in the levels above the cluster when there are any."""
+    import pymc as pm
+
+    J = data.n_clusters
+    tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"], shape=K - 1)
+    if data.higher:
+        return _nested_clusters(prefix, J, tau, centred[prefix], data, priors, shape=(K - 1,),
+                                centred_above=centred[f"{prefix}@above"])
+    if centred[prefix]:
+        return pm.Normal(f"{prefix}_cluster", mu=0.0, sigma=tau, shape=(J, K - 1))
+    v_z = pm.Normal(f"{prefix}_cluster_z", mu=0.0, sigma=1.0, shape=(J, K - 1))
+    return pm.Deterministic(f"{prefix}_cluster", v_z * tau)
+
+
+def _nominal_slopes(prefix: str, data: JointData, priors: dict, centred: dict, K: int):
+    """A nominal submodel's random intercepts and slopes, per row and non-reference level (n x (K - 1) tensor).
+
+    Each non-reference level ``l`` has its own block of correlated intercepts and slopes with an LKJ covariance
+    (``<prefix>_level<l>_cluster_*``, :func:`~hmlib.stats.joint.slopes.correlated_effects`), independent
+    between levels: brms's ``categorical`` family with ``(1 + t | patient)``, which gives every ``mu<level>``
+    its own group-level terms. Named as the binary submodels' with a level axis: ``<prefix>_cluster`` (J x
+    (K - 1) intercepts; with levels above the cluster the totals, ``<prefix>_within`` the clusters' own),
+    ``<prefix>_cluster_slopes`` (J x (K - 1) x q), ``<prefix>_cluster_sd`` (K - 1) and
+    ``<prefix>_slopes_cluster_sd`` ((K - 1) x q).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    q = len(data.slopes)
+    blocks = [correlated_effects(f"{prefix}_level{level}_cluster", data.n_clusters, 1 + q, priors, centred[prefix])
+              for level in range(1, K)]
+    effects = pt.stack([block[0] for block in blocks], axis=1)           # J x (K - 1) x (1 + q)
+    stds = pt.stack([block[1] for block in blocks], axis=0)              # (K - 1) x (1 + q)
+    intercepts = effects[:, :, 0]
+    if data.higher:
+        pm.Deterministic(f"{prefix}_within", intercepts)
+        intercepts = intercepts + _unit_effects(prefix, data, priors, centred[f"{prefix}@above"], shape=(K - 1,))
+    intercepts = pm.Deterministic(f"{prefix}_cluster", intercepts)
+    slopes = pm.Deterministic(f"{prefix}_cluster_slopes", effects[:, :, 1:])
+    pm.Deterministic(f"{prefix}_cluster_sd", stds[:, 0])
+    pm.Deterministic(f"{prefix}_slopes_cluster_sd", stds[:, 1:])
+    z = data.Z[:, list(data.slope_columns)]                               # n x q
+    return intercepts[data.codes] + (slopes[data.codes] * z[:, None, :]).sum(axis=2)
 
 
 def _outcome_predictor(data: JointData, priors: dict, a, u, outcome_x):

@@ -10,8 +10,8 @@ each submodel on the rows it observes (:func:`ml_fits`):
   (``I_j = n_j tau^2 / s^2``; ``s^2`` the residual variance, or
   ``1 / (p (1 - p))`` for binary responses) is at least
   :data:`CENTRED_SHARE`, non-centred otherwise (measurements in
-  :mod:`hmlib.stats.joint`). With random slopes the outcome's and the
-  continuous and binary predictors' blocks of correlated intercepts and slopes are
+  :mod:`hmlib.stats.joint`). With random slopes the outcome's and every
+  predictor submodel's blocks of correlated intercepts and slopes are
   non-centred whatever the share; ``"centred"`` given explicitly draws the
   block's intercepts directly and its slopes given them
   (:func:`hmlib.stats.joint.slopes.correlated_effects`). Measured (2 chains
@@ -199,9 +199,9 @@ def choose_parameterisation(data: JointData, fits: dict, override: dict | None) 
                     if split_keys else 0.0
     choice = {key: ("centred" if value >= CENTRED_SHARE else "noncentred") for key, value in shares.items()}
     if data.slopes:
-        # blocks of correlated intercepts and slopes (outcome, continuous and binary predictors): non-centred by
+        # blocks of correlated intercepts and slopes (outcome and every predictor submodel): non-centred by
         # default (module docstring); an override "centred" draws their intercepts directly
-        choice |= {key: "noncentred" for key in choice if key == "outcome" or key.startswith(("x", "b"))}
+        choice |= {key: "noncentred" for key in choice if key == "outcome" or key.startswith(("x", "b", "c"))}
     for key, value in override.items():
         if value not in ("centred", "noncentred"):
             raise FitError(f"parameterisation must be 'centred' or 'noncentred', got {value!r} for {key!r}.")

@@ -94,12 +94,12 @@ def priors_table(priors: dict | None = None, slopes: tuple = ()) -> pd.DataFrame
 
     slope_text = ", ".join(slopes)
     sd_applies = "cluster intercepts of every submodel" + (
-        f", and the random slopes on {slope_text} (outcome, continuous and yes/no predictors)" if slopes else "")
+        f", and the random slopes on {slope_text} (outcome and every predictor submodel)" if slopes else "")
     sd_scale = "logit scale (binary responses) or SDs of the standardised response" + (
         f"; a slope's per SD of {slope_text}" if slopes else "")
     cor_applies = ("outcome and missingness cluster intercepts" if not slopes else
                    f"cluster intercepts and slopes on {slope_text}: the outcome's with the missingness intercept, "
-                   "each continuous and yes/no predictor's")
+                   "each predictor submodel's (a nominal one's per level)")
     rows = [
         ("coefficients", "every submodel (outcome, predictors, missingness)",
          f"Normal(0, {p['coef'][1]:g})", "per SD of a numeric predictor; per unit of a 0/1 column"),

@@ -11,9 +11,11 @@ slopes act on the standardised predictor (the column of ``Z``), so that the
 priors are on standardised scales like every other prior of the model. Each
 incomplete continuous or binary predictor's submodel gets the same random
 slopes (its own covariance, independent of the outcome's, as brms's ``(1 +
-month | patient)`` in two formulae; a binary one's on the logit scale);
-categorical predictor submodels with three or more levels keep their random
-intercept. With the missingness submodel on, its cluster
+month | patient)`` in two formulae; a binary one's on the logit scale). So
+does each incomplete categorical predictor with three or more levels: an
+ordinal one, one block on its cumulative-logit scale; a nominal one, one
+block per non-reference level, independent between levels (brms's
+``categorical`` family with ``(1 + month | patient)``). With the missingness submodel on, its cluster
 intercept joins the outcome's effects in one covariance (brms's ``(1 + month
 | p | patient)`` in the outcome and ``(1 | p | patient)`` in the missingness
 formula): ``cor(missingness, outcome)`` is the correlation with the outcome's
