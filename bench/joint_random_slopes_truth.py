@@ -34,10 +34,21 @@ latent scale, the outcome ``y = 1 + 0.4 t + 0.35 x + 0.5 treat + u0 + u1 t + e``
 patients' random intercepts and slopes (as the report's step 4). Terms: ``x``, ``t``, ``sd(patient)``,
 ``sd(t|patient)``, ``cor(t|patient)``.
 
+With ``--categorical`` ``x`` is a three-level finding instead (the same generator with ``categorical=True``:
+the latent ``x`` cut into ``low``, ``mid``, ``high``, truth ``x[mid]`` 0.35, ``x[high]`` 0.7 against ``low``;
+missing at random given ``y`` and ``t``, about 30%), fitted with ``levels={"x": ["low", "mid", "high"]}``: a
+nominal submodel whose two non-reference levels each have the patients' random intercepts and slopes, or with
+``--ordinal`` too a cumulative-logit one with one block. ``--intercept-only`` fits instead the categorical
+submodel with random intercepts only, as hmlib's joint model did before 2026-12-07 (the bench swaps the
+submodel's slope part for its random-intercept part; the outcome keeps its slopes): the comparator that shows
+what the categorical submodel's slopes do.
+
 Usage::
 
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --binary --patients 300 --reps 40 \\
         --out bench/results/joint_random_slopes_binary_truth.json
+    nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --categorical --patients 300 --reps 30 \
+        --budget 20 --out bench/results/joint_random_slopes_categorical_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --reps 40 \\
         --out bench/results/joint_random_slopes_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --sites 12 --reps 20 \\
@@ -50,6 +61,7 @@ resumes. The fit itself is checked in ``tests/test_joint_random_slopes.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -61,24 +73,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hmlib.simulate.longitudinal import longitudinal_registry, longitudinal_registry_truth  # noqa: E402
 from hmlib.stats.joint import fit_joint_model  # noqa: E402
 from joint_nested_truth import summarise  # noqa: E402
-from random_slope_imputation_truth import simulate_longitudinal  # noqa: E402
+from random_slope_imputation_truth import CATEGORY_LEVELS, simulate_longitudinal  # noqa: E402
 
 TERMS = ("x", "month", "sd(patient)", "sd(month|patient)", "cor(month|patient)")
 BINARY_TERMS = ("x", "t", "sd(patient)", "sd(t|patient)", "cor(t|patient)")
+CATEGORICAL_TERMS = ("x[mid]", "x[high]", *BINARY_TERMS[1:])
 #: The truth of ``--binary`` (random_slope_imputation_truth's design).
 BINARY_TRUTH = {"x": 0.35, "t": 0.4, "sd(patient)": 1.0, "sd(t|patient)": 0.5, "cor(t|patient)": 0.3}
+#: The truth of ``--categorical``: ``0.35 x`` with ``x`` 0, 1, 2.
+CATEGORICAL_TRUTH = {"x[mid]": 0.35, "x[high]": 0.7, **{t: BINARY_TRUTH[t] for t in BINARY_TERMS[1:]}}
 
 
-def terms_of(*, sites: int = 1, binary: bool = False) -> tuple:
-    """The terms recorded: ``BINARY_TERMS``, or ``TERMS`` with ``sd(site)`` when there are sites."""
+def terms_of(*, sites: int = 1, binary: bool = False, categorical: bool = False) -> tuple:
+    """The terms recorded: ``BINARY_TERMS``, ``CATEGORICAL_TERMS``, or ``TERMS`` with ``sd(site)`` when there
+    are sites."""
+    if categorical:
+        return CATEGORICAL_TERMS
     return BINARY_TERMS if binary else (*TERMS, "sd(site)") if sites > 1 else TERMS
 
 
-def registry(seed: int, *, patients: int, sites: int = 1, binary: bool = False) -> tuple:
+def registry(seed: int, *, patients: int, sites: int = 1, binary: bool = False, categorical: bool = False,
+             ordinal: bool = False) -> tuple:
     """One replicate's registry and the joint model's roles in it: ``(frame, fit_joint_model keywords)``."""
-    if binary:
-        frame = simulate_longitudinal(seed, n_patients=patients, binary=True).drop(columns=["visit"])
+    if binary or categorical:
+        frame = simulate_longitudinal(seed, n_patients=patients, binary=binary,
+                                      categorical=categorical).drop(columns=["visit"])
         roles = dict(predictors=["t", "x", "treat"], random_slopes=["t"])
+        if categorical:
+            roles |= dict(levels={"x": list(CATEGORY_LEVELS)}, focus="x")
+            if ordinal:
+                roles["ordinal"] = {"x": list(CATEGORY_LEVELS)}
     else:
         frame = longitudinal_registry(seed, n_sites=sites, n_patients=patients, n_visits=6).drop(columns=["date"])
         roles = dict(predictors=["x", "month"], random_slopes=["month"])
@@ -86,13 +110,42 @@ def registry(seed: int, *, patients: int, sites: int = 1, binary: bool = False) 
                        higher_levels=["site"] if sites > 1 else (), **roles)
 
 
+@contextlib.contextmanager
+def intercept_only_categoricals():
+    """Within: every categorical submodel has random intercepts only, as before 2026-12-07 (``--intercept-only``).
+
+    Swaps :mod:`hmlib.stats.joint.model`'s nominal slope blocks for its random-intercept part, and the
+    predictor-submodel slope part (which an ordinal categorical uses, as do continuous and binary predictors,
+    none incomplete in this design) for a random intercept.
+    """
+    from hmlib.stats.joint import model as jmodel
+    from hmlib.stats.joint.priors import sd_prior
+
+    def nominal(prefix, data, priors, centred, K):
+        return jmodel._nominal_clusters(prefix, data, priors, centred, K)[data.codes]
+
+    def one_block(prefix, data, priors, centred):
+        tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
+        return jmodel._submodel_clusters(prefix, data.n_clusters, tau, centred, data, priors)[data.codes]
+
+    saved = jmodel._nominal_slopes, jmodel._submodel_slopes
+    jmodel._nominal_slopes, jmodel._submodel_slopes = nominal, one_block
+    try:
+        yield
+    finally:
+        jmodel._nominal_slopes, jmodel._submodel_slopes = saved
+
+
 def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0,
-              binary: bool = False) -> dict:
+              binary: bool = False, categorical: bool = False, ordinal: bool = False,
+              intercept_only: bool = False) -> dict:
     """One registry, one fit: per term the posterior summary, and the gate (``sites > 1``: the site level too)."""
-    frame, roles = registry(seed, patients=patients, sites=sites, binary=binary)
+    frame, roles = registry(seed, patients=patients, sites=sites, binary=binary, categorical=categorical,
+                            ordinal=ordinal)
     start = time.perf_counter()
-    fit = fit_joint_model(frame, seed=seed, draws=draws, tune=tune, time_budget_minutes=budget, **roles)
-    terms = terms_of(sites=sites, binary=binary)
+    with intercept_only_categoricals() if intercept_only else contextlib.nullcontext():
+        fit = fit_joint_model(frame, seed=seed, draws=draws, tune=tune, time_budget_minutes=budget, **roles)
+    terms = terms_of(sites=sites, binary=binary, categorical=categorical)
     rows = fit.to_estimates().set_index("term")
     return {"seed": seed, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
             "gate": fit.convergence_message, "runs": len(fit.settings["attempts"]),
@@ -115,29 +168,43 @@ def main(argv=None) -> int:
                         help="automatic extension budget (default: none with one site, 20 with several)")
     parser.add_argument("--binary", action="store_true", help="x a 0/1 finding with its own random slope "
                                                                   "(module docstring)")
+    parser.add_argument("--categorical", action="store_true", help="x a three-level finding (module docstring)")
+    parser.add_argument("--ordinal", action="store_true", help="with --categorical: an ordinal submodel")
+    parser.add_argument("--intercept-only", action="store_true",
+                        help="with --categorical: its submodel without random slopes (the comparator)")
     parser.add_argument("--out", type=Path, help="write replicates and summary as JSON here (resumes)")
     args = parser.parse_args(argv)
-    if args.binary and args.sites > 1:
-        parser.error("--binary has one site")
+    if (args.binary or args.categorical) and args.sites > 1:
+        parser.error("--binary and --categorical have one site")
+    if args.binary and args.categorical:
+        parser.error("--binary or --categorical, not both")
+    if (args.ordinal or args.intercept_only) and not args.categorical:
+        parser.error("--ordinal and --intercept-only go with --categorical")
     budget = args.budget if args.budget is not None else (20.0 if args.sites > 1 else 0.0)
-    terms = terms_of(sites=args.sites, binary=args.binary)
+    terms = terms_of(sites=args.sites, binary=args.binary, categorical=args.categorical)
     reps = json.loads(args.out.read_text())["replicates"] if args.out and args.out.is_file() else []
-    truth = BINARY_TRUTH if args.binary else longitudinal_registry_truth()["terms"]
+    truth = CATEGORICAL_TRUTH if args.categorical else BINARY_TRUTH if args.binary else \
+        longitudinal_registry_truth()["terms"]
     done = {r["seed"] for r in reps}
     for seed in range(args.first_seed, args.first_seed + args.reps):
         if seed in done:
             continue
         reps.append(replicate(seed, patients=args.patients, draws=args.draws, tune=args.tune, sites=args.sites,
-                              budget=budget, binary=args.binary))
+                              budget=budget, binary=args.binary, categorical=args.categorical,
+                              ordinal=args.ordinal, intercept_only=args.intercept_only))
         r = reps[-1]
         print(f"seed {seed}: {r['seconds']} s, converged {r['converged']}, "
               + ", ".join(f"{t} {v['estimate']:.3f}" for t, v in r["terms"].items()), flush=True)
         if args.out:
-            generator = ("bench/random_slope_imputation_truth.py simulate_longitudinal(binary=True)" if args.binary
+            kind = "categorical" if args.categorical else "binary" if args.binary else None
+            generator = (f"bench/random_slope_imputation_truth.py simulate_longitudinal({kind}=True)" if kind
                          else "hmlib.simulate.longitudinal.longitudinal_registry")
             payload = {"design": {"generator": generator,
                                   "n_sites": args.sites, "n_patients": args.patients,
-                                  "n_visits": 8 if args.binary else 6,
+                                  "n_visits": 8 if kind else 6,
+                                  "submodel": ("ordinal" if args.ordinal else "nominal") if args.categorical
+                                  else None,
+                                  "categorical_slopes": not args.intercept_only if args.categorical else None,
                                   "draws": args.draws, "tune": args.tune, "chains": 2,
                                   "time_budget_minutes": budget},
                        "summary": summarise(reps, truth, terms), "replicates": reps}

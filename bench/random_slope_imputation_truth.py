@@ -94,9 +94,15 @@ SITE_METHODS = ("chained_random_slopes", "chained_random_slopes_fixed_sites", "r
 BINARY_METHODS = ("chained_random_slopes", "random_intercept", "flat", "complete_case", "locf")
 
 
+#: ``categorical=True`` of :func:`simulate_longitudinal`: the cuts of the latent ``x`` and the levels (reference
+#: first).
+CATEGORY_CUTS = (-0.3, 0.8)
+CATEGORY_LEVELS = ("low", "mid", "high")
+
+
 def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dropout: float = 0.08,
                           missingness: str = "outcome", serial: float = 0.0, full: bool = False,
-                          n_sites: int = 0, binary: bool = False) -> pd.DataFrame:
+                          n_sites: int = 0, binary: bool = False, categorical: bool = False) -> pd.DataFrame:
     """One registry of the module docstring's design (``t`` in years; rows in patient-visit order).
 
     ``serial``: lag-1 autocorrelation of ``x``'s visit-to-visit deviations from the patient's own
@@ -111,6 +117,11 @@ def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dro
     ``binary=True``: ``x`` is a 0/1 finding instead, ``1[a_i + (0.2 + c_i) t + N(0, 0.6^2) > 0.5]`` (the same
     draws thresholded: a patient's own level and trend in the chance of the finding), and the outcome's
     ``0.35 x`` is its effect (no other draw changes).
+
+    ``categorical=True``: ``x`` is a three-level finding instead, ``low``, ``mid`` or ``high`` as the same
+    latent value is below -0.3, between -0.3 and 0.8, or above (:data:`CATEGORY_CUTS`; about a third each),
+    and the outcome's ``0.35 x`` takes ``x`` as 0, 1, 2: ``x[mid]`` 0.35 and ``x[high]`` 0.7 against
+    ``low`` (no other draw changes).
 
     ``missingness="history"``: ``x`` is missing instead with probability ``expit(-1.2 - 1.0 x_z)``,
     ``x_z`` the standardised last recorded ``x`` of the patient before this visit (``expit(-1.2)`` at
@@ -128,23 +139,38 @@ def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dro
     x = a[patient] + (0.2 + c[patient]) * t + _serial(rng.normal(0.0, 0.6, n), visit, serial)
     site, site_x, site_y, site_miss = _sites(seed, n_sites, n_patients, patient)
     x = x + site_x
+    if binary and categorical:
+        raise ValueError("binary and categorical exclude each other")
     if binary:
         x = (x > 0.5).astype(float)
+    elif categorical:
+        x = np.digitize(x, CATEGORY_CUTS).astype(float)
     cov = np.array([[1.0, 0.3 * 0.5], [0.3 * 0.5, 0.25]])
     u = rng.multivariate_normal(np.zeros(2), cov, n_patients)
     y = (1 + 0.4 * t + 0.35 * x + 0.5 * treat + u[patient, 0] + u[patient, 1] * t + rng.normal(0.0, 0.8, n)
          + site_y)
     where = {"site": site + 1} if n_sites else {}
     if full:
-        return pd.DataFrame({**where, "patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
-                             "x": x, "y": y})
-    if missingness == "history":
+        out = pd.DataFrame({**where, "patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
+                            "x": x, "y": y})
+    elif missingness == "history":
         out = _history_missing(rng, patient, visit, t, treat, x, y)
-        return out.assign(**where)[[*where, *out.columns]]
-    yz = (y - y.mean()) / y.std()
-    x = np.where(rng.random(n) < special.expit(-1.2 + 0.8 * yz + 0.15 * t + site_miss), np.nan, x)
-    return pd.DataFrame({**where, "patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
-                         "x": x, "y": y})
+        out = out.assign(**where)[[*where, *out.columns]]
+    else:
+        yz = (y - y.mean()) / y.std()
+        x = np.where(rng.random(n) < special.expit(-1.2 + 0.8 * yz + 0.15 * t + site_miss), np.nan, x)
+        out = pd.DataFrame({**where, "patient": patient, "visit": visit, "t": np.round(t, 4), "treat": treat,
+                            "x": x, "y": y})
+    return _category_labels(out) if categorical else out
+
+
+def _category_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """``x`` coded 0, 1, 2 as its labels :data:`CATEGORY_LEVELS` (missing stays missing)."""
+    x = frame["x"].to_numpy()
+    labels = np.full(x.shape, None, dtype=object)
+    seen = ~np.isnan(x)
+    labels[seen] = np.asarray(CATEGORY_LEVELS, dtype=object)[x[seen].astype(int)]
+    return frame.assign(x=labels)
 
 
 def _sites(seed: int, n_sites: int, n_patients: int, patient: np.ndarray) -> tuple:
