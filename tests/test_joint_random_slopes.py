@@ -449,58 +449,16 @@ def test_joint_brms_rs_004_binary_submodel():
         assert sd == pytest.approx(theirs["sd"], rel=0.15), name
 
 
-CATEGORY_LEVELS = ("low", "mid", "high")
-
-
 def categorical_parity_frame() -> pd.DataFrame:
     """The data of JOINT-BRMS-RS-005 (``tests/results/random_slopes_categorical_joint.csv``): the full registry of
     ``bench/random_slope_imputation_truth.py``'s design (``simulate_longitudinal(22, n_patients=150,
-    full=True)``) with ``x`` cut at -0.3 and 0.8 into ``low``, ``mid``, ``high``: a three-level finding with the
-    patient's own level and trend."""
-    frame = load_bench("random_slope_imputation_truth").simulate_longitudinal(22, n_patients=150, full=True)
-    frame["x"] = np.asarray(CATEGORY_LEVELS, dtype=object)[np.digitize(frame["x"].to_numpy(), [-0.3, 0.8])]
+    full=True)``) with ``x`` cut at its ``CATEGORY_CUTS`` into its ``CATEGORY_LEVELS`` (low, mid, high): a
+    three-level finding with the patient's own level and trend (``y`` is the continuous ``x``'s)."""
+    bench = load_bench("random_slope_imputation_truth")
+    frame = bench.simulate_longitudinal(22, n_patients=150, full=True)
+    frame["x"] = np.asarray(bench.CATEGORY_LEVELS, dtype=object)[np.digitize(frame["x"].to_numpy(),
+                                                                             bench.CATEGORY_CUTS)]
     return frame[["patient", "t", "treat", "x", "y"]]
-
-
-def _categorical_submodel_posterior(ordinal: bool, seed: int = 1) -> dict:
-    """hmlib's categorical submodel with random slopes on ``t`` (nominal or ordinal), fitted with ``x`` recorded
-    everywhere (its posterior does not depend on the outcome's): posterior mean, SD and MCSE per parameter, named
-    as brms's (``_categorical_brms_names``)."""
-    import dataclasses
-
-    import arviz as az
-    import nutpie
-
-    from hmlib.stats.joint.data import CategoricalPredictor
-
-    frame = pd.read_csv(RESULTS / "random_slopes_categorical_joint.csv")
-    base = jm.prepare_joint_data(frame, outcome="y", predictors=["t", "treat"], cluster="patient",
-                                 family="gaussian", missingness_model=False, random_slopes=["t"])
-    codes = frame["x"].map({level: i for i, level in enumerate(CATEGORY_LEVELS)}).to_numpy(dtype=float)
-    x = CategoricalPredictor("x", CATEGORY_LEVELS, tuple(f"x[{level}]" for level in CATEGORY_LEVELS[1:]), codes,
-                             np.ones(len(frame), bool), ordinal, np.arange(3) if ordinal else None)
-    data = dataclasses.replace(base, categoricals=(x,), term_order=(*base.term_order, *x.terms))
-    model = jm.build_joint_model(data)
-    trace = nutpie.sample(nutpie.compile_pymc_model(model), draws=2000, tune=1000, chains=2, seed=seed,
-                          progress_bar=False)
-    post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
-    if ordinal:
-        draws = {"b_Intercept[1]": post["c0_cutpoints"][..., 0], "b_Intercept[2]": post["c0_cutpoints"][..., 1],
-                 "b_t_z": post["c0_coef"][..., 0], "b_treat_z": post["c0_coef"][..., 1],
-                 "sd_patient__Intercept": post["c0_cluster_sd"],
-                 "sd_patient__t_z": post["c0_slopes_cluster_sd"][..., 0],
-                 "cor_patient__Intercept__t_z": post["c0_cluster_corr"][..., 0, 1]}
-    else:
-        draws = {}
-        for j, level in enumerate(CATEGORY_LEVELS[1:]):
-            mu = f"mu{level}"
-            draws |= {f"b_{mu}_Intercept": post["c0_intercept"][..., j], f"b_{mu}_t_z": post["c0_coef"][..., 0, j],
-                      f"b_{mu}_treat_z": post["c0_coef"][..., 1, j],
-                      f"sd_patient__{mu}_Intercept": post["c0_cluster_sd"][..., j],
-                      f"sd_patient__{mu}_t_z": post["c0_slopes_cluster_sd"][..., j, 0],
-                      f"cor_patient__{mu}_Intercept__{mu}_t_z": post[f"c0_level{j + 1}_cluster_corr"][..., 0, 1]}
-    return {name: (float(v.mean()), float(v.std()), float(az.mcse(az.convert_to_dataset(v))["x"]))
-            for name, v in draws.items()}
 
 
 def test_joint_brms_rs_005_data():
@@ -508,7 +466,7 @@ def test_joint_brms_rs_005_data():
     stored = pd.read_csv(RESULTS / "random_slopes_categorical_joint.csv")
     made = categorical_parity_frame()
     assert list(stored.columns) == list(made.columns) and (stored["x"] == made["x"]).all()
-    assert set(made["x"]) == set(CATEGORY_LEVELS)
+    assert set(made["x"]) == {"low", "mid", "high"}
     numeric = ["patient", "t", "treat", "y"]
     assert np.allclose(stored[numeric].to_numpy(dtype=float), made[numeric].to_numpy(dtype=float), rtol=1e-9)
 
@@ -519,7 +477,9 @@ def test_joint_brms_rs_005_categorical_submodel(ordinal):
     """JOINT-BRMS-RS-005: see the module docstring."""
     name = "ordinal" if ordinal else "nominal"
     reference = json.loads((RESULTS / f"brms_random_slopes_{name}_joint.json").read_text())["parameters"]
-    ours = _categorical_submodel_posterior(ordinal)
+    bench = load_bench("joint_categorical_slopes_speed")
+    fitted = bench.submodel_posterior(pd.read_csv(RESULTS / "random_slopes_categorical_joint.csv"), ordinal)
+    ours = {term: (p["mean"], p["sd"], p["mcse_mean"]) for term, p in fitted["parameters"].items()}
     assert set(ours) == set(reference)
     for term, (mean, sd, mcse) in ours.items():
         theirs = reference[term]

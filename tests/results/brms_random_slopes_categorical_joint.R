@@ -80,6 +80,8 @@ t0 <- proc.time()[["elapsed"]]
 fit <- brm(bf(x ~ t_z + treat_z + (1 + t_z | patient), family = family), data = d, prior = priors,
            chains = 2, cores = 2, iter = iter, warmup = 1000, seed = 1, refresh = 0)
 seconds <- proc.time()[["elapsed"]] - t0
+# chains ran side by side (cores = 2): sampling wall time is the slower chain's warm-up + sampling
+sampling_seconds <- max(rowSums(rstan::get_elapsed_time(fit$fit)))
 draws <- as_draws_df(fit)
 summ <- function(x) list(mean = mean(x), sd = sd(x), mcse_mean = mcse_mean(x), ess_bulk = ess_bulk(x),
                          ess_tail = ess_tail(x), rhat = rhat(x))
@@ -88,7 +90,7 @@ names(params) <- names_kept
 out <- list(what = sprintf("brms %s x ~ t_z + treat_z + (1 + t_z | patient), hmlib's default priors (standardised scale)",
                            if (kind == "nominal") "categorical" else "cumulative(logit)"),
             data = basename(data_file), brms_version = as.character(packageVersion("brms")), chains = 2,
-            iter = iter, warmup = 1000, seed = 1, seconds = seconds,
+            iter = iter, warmup = 1000, seed = 1, seconds = seconds, sampling_seconds = sampling_seconds,
             divergences = sum(nuts_params(fit, pars = "divergent__")$Value), parameters = params)
 for (n in names_kept) cat(sprintf("%-40s %10.4f (sd %.4f, mcse %.4f)\n", n, params[[n]]$mean, params[[n]]$sd,
                                   params[[n]]$mcse_mean))
