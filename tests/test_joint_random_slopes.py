@@ -50,6 +50,8 @@ JOINT-RS-009  an incomplete categorical predictor with random slopes, nominal an
               computes from the posterior's values (numpy, used for the imputations and the partial-pooling
               table) sum to 1 and give the submodel's log likelihood term (PyMC) to 1e-9; setting the slopes to
               0 changes it
+JOINT-RS-010  step 4's methods paragraph says that the incomplete categorical predictors' submodels have the
+              random slopes when the params list them, and random intercepts only otherwise
 JOINT-BRMS-RS-005  the categorical predictor submodels with random slopes (slow): with ``x`` (low / mid / high)
               recorded in every row, the intercepts or cut points, coefficients, intercept and slope SDs and
               their correlations agree with brms's ``categorical`` (each ``mu<level>`` its own ``(1 + t_z |
@@ -526,3 +528,22 @@ def test_joint_rs_009_categorical_slopes(ordinal):
     flat = dict(post, c0_cluster_slopes=np.zeros_like(post["c0_cluster_slopes"]))
     p0 = category_probabilities(data, flat, 0, np.array([0]), rows)[0]
     assert abs(np.log(p0[np.arange(rows.size), var.codes[rows].astype(int)]).sum() - ours) > 1e-3
+
+
+def test_joint_rs_010_methods_text():
+    """JOINT-RS-010: see the module docstring."""
+    from types import SimpleNamespace
+
+    from hmlib.steps.joint_model import methods_text
+
+    settings = SimpleNamespace(categorical_summed_out={"grade": "ordinal"}, chains=2, draws=1000, tune=1000, seed=1)
+    record = SimpleNamespace(settings=settings, convergence_message="converged.")
+
+    def text(slopes):
+        ev = SimpleNamespace(noun="patient", versions={}, params=SimpleNamespace(random_slopes=slopes,
+                                                                                  higher_levels=()))
+        return methods_text(record, ev)[0]
+
+    assert "grade (ordinal, cumulative logit) summed out over their levels, each with its own submodel and patient " \
+           "random intercepts and slopes on month" in text(["month"])
+    assert "each with its own submodel and patient random intercepts, in PyMC" in text([])

@@ -427,10 +427,11 @@ def methods_text(record, ev) -> list:
     s, v = record.settings, ev.versions
     summed = [f"{name} ({'ordinal, cumulative logit' if kind == 'ordinal' else 'nominal, baseline-category logit'})"
               for name, kind in s.categorical_summed_out.items()]
-    summed_text = (f"; the missing values of the incomplete categorical predictor(s) {', '.join(summed)} summed out "
-                   f"over their levels, each with its own submodel and {ev.noun} random intercepts") if summed else ""
     params = getattr(ev, "params", None)
     slopes = tuple(getattr(params, "random_slopes", ()) or ())
+    own = f"{ev.noun} random intercepts" + (f" and slopes on {', '.join(slopes)}" if slopes else "")
+    summed_text = (f"; the missing values of the incomplete categorical predictor(s) {', '.join(summed)} summed out "
+                   f"over their levels, each with its own submodel and {own}") if summed else ""
     higher = tuple(getattr(params, "higher_levels", ()) or ())
     random_part = (f"{ev.noun} random intercepts and random slopes on {', '.join(slopes)} (LKJ prior on their "
                    "correlation)" if slopes else f"{ev.noun} random intercepts")
