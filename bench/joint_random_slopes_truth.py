@@ -41,7 +41,9 @@ nominal submodel whose two non-reference levels each have the patients' random i
 ``--ordinal`` too a cumulative-logit one with one block. ``--intercept-only`` fits instead the categorical
 submodel with random intercepts only, as hmlib's joint model did before 2026-12-07 (the bench swaps the
 submodel's slope part for its random-intercept part; the outcome keeps its slopes): the comparator that shows
-what the categorical submodel's slopes do.
+what the categorical submodel's slopes do. ``--yardsticks`` fits instead, on the same registries, the analysis
+model ``y ~ t + x + treat + (1 + t | patient)`` by maximum likelihood (:func:`hmlib.stats.mixed.fit_mixed`) to
+the full data (before ``x`` goes missing) and to the complete cases (a second of work per registry).
 
 Usage::
 
@@ -49,6 +51,8 @@ Usage::
         --out bench/results/joint_random_slopes_binary_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --categorical --patients 300 --reps 30 \
         --budget 20 --out bench/results/joint_random_slopes_categorical_truth.json
+    .venv/bin/python bench/joint_random_slopes_truth.py --categorical --yardsticks --patients 300 --reps 30 \
+        --out bench/results/joint_random_slopes_categorical_yardsticks.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --reps 40 \\
         --out bench/results/joint_random_slopes_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --sites 12 --reps 20 \\
@@ -66,6 +70,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -156,6 +162,26 @@ def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1
                       for t in terms}}
 
 
+def yardsticks(seed: int, *, patients: int) -> dict:
+    """``--yardsticks``: the analysis model by ML on the full data and on the complete cases of a ``--categorical``
+    registry; per data set and term (``x[mid]``, ``x[high]``) the estimate, its SE and 95% Wald interval."""
+    from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
+
+    full = simulate_longitudinal(seed, n_patients=patients, full=True, categorical=True)
+    incomplete = simulate_longitudinal(seed, n_patients=patients, categorical=True)
+    out = {"seed": seed}
+    for name, frame in (("full", full), ("complete_cases", incomplete.dropna(subset=["x"]))):
+        X = np.column_stack([np.ones(len(frame)), frame["t"], frame["x"] == "mid", frame["x"] == "high",
+                             frame["treat"]]).astype(float)
+        level = RandomLevel("patient", frame["patient"].to_numpy(), slopes={"t": frame["t"].to_numpy(float)})
+        fit = fit_mixed(frame["y"].to_numpy(float), X, RandomEffects((level,)))
+        out[name] = {term: {"estimate": float(fit.coef[k]), "sd": float(fit.std_error[k]),
+                            "ci95": [float(fit.coef[k] - 1.96 * fit.std_error[k]),
+                                     float(fit.coef[k] + 1.96 * fit.std_error[k])]}
+                     for term, k in (("x[mid]", 2), ("x[high]", 3))}
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=40)
@@ -172,8 +198,25 @@ def main(argv=None) -> int:
     parser.add_argument("--ordinal", action="store_true", help="with --categorical: an ordinal submodel")
     parser.add_argument("--intercept-only", action="store_true",
                         help="with --categorical: its submodel without random slopes (the comparator)")
+    parser.add_argument("--yardsticks", action="store_true",
+                        help="with --categorical: full data and complete cases by ML instead (module docstring)")
     parser.add_argument("--out", type=Path, help="write replicates and summary as JSON here (resumes)")
     args = parser.parse_args(argv)
+    if args.yardsticks:
+        if not args.categorical:
+            parser.error("--yardsticks goes with --categorical")
+        rows = [yardsticks(seed, patients=args.patients)
+                for seed in range(args.first_seed, args.first_seed + args.reps)]
+        summary = {name: summarise([{"terms": r[name], "converged": True, "runs": 1, "seconds": 0.0}
+                                    for r in rows], CATEGORICAL_TRUTH, CATEGORICAL_TERMS[:2])
+                   for name in ("full", "complete_cases")}
+        for name, s in summary.items():
+            print(name, {t: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s[t].items()}
+                         for t in CATEGORICAL_TERMS[:2]})
+        if args.out:
+            args.out.write_text(json.dumps({"design": {"n_patients": args.patients, "fit": "ML, fit_mixed"},
+                                            "summary": summary, "replicates": rows}, indent=1) + "\n")
+        return 0
     if (args.binary or args.categorical) and args.sites > 1:
         parser.error("--binary and --categorical have one site")
     if args.binary and args.categorical:
