@@ -44,8 +44,9 @@ JOINT-BRMS-RS-003  with a site level (``(1 | site) + (1 + month | patient)`` in 
               with the automatic extension); the data file is the generator's
 JOINT-BRMS-RS-002  the same with the missingness submodel (brms: ``(1 | p | patient)`` in the missingness formula,
               ``(1 + month | p | patient)`` in the outcome's), ``corr(missingness, outcome)`` included (slow)
-JOINT-RS-009  an incomplete categorical predictor with random slopes, nominal and ordinal: one LKJ block per
-              non-reference level (nominal) or one block (ordinal), non-centred by the rule; at a random point
+JOINT-RS-009  an incomplete categorical predictor with random slopes, nominal and ordinal, patients alone or in
+              sites: one LKJ block per non-reference level (nominal) or one block (ordinal), non-centred by the
+              rule; in sites a patient's intercepts are its site's effects plus its own; at a random point
               of the model, the probabilities :func:`~hmlib.stats.joint.imputations.category_probabilities`
               computes from the posterior's values (numpy, used for the imputations and the partial-pooling
               table) sum to 1 and give the submodel's log likelihood term (PyMC) to 1e-9; setting the slopes to
@@ -489,16 +490,18 @@ def test_joint_brms_rs_005_categorical_submodel(ordinal):
                             reference)
 
 
+@pytest.mark.parametrize("sites", [False, True], ids=["patients", "in-sites"])
 @pytest.mark.parametrize("ordinal", [False, True], ids=["nominal", "ordinal"])
-def test_joint_rs_009_categorical_slopes(ordinal):
+def test_joint_rs_009_categorical_slopes(ordinal, sites):
     """JOINT-RS-009: see the module docstring."""
     from hmlib.stats.joint.imputations import category_probabilities
 
-    frame = _frame(n_patients=30, n_visits=4)
+    frame = _sites_frame(n_patients=30) if sites else _frame(n_patients=30, n_visits=4)
     rng = np.random.default_rng(9)
     frame["grp"] = rng.choice(["a", "b", "c"], size=len(frame)).astype(object)
     frame.loc[rng.random(len(frame)) < 0.2, "grp"] = None
-    roles = ROLES | dict(predictors=["month", "x", "grp"], random_slopes=["month"])
+    roles = ROLES | dict(predictors=["month", "x", "grp"], random_slopes=["month"],
+                         higher_levels=["site"] if sites else ())
     if ordinal:
         roles["ordinal"] = {"grp": ["a", "b", "c"]}
     data = jm.prepare_joint_data(frame, **roles)
@@ -510,12 +513,14 @@ def test_joint_rs_009_categorical_slopes(ordinal):
     assert blocks | {"c0_cluster", "c0_cluster_slopes", "c0_cluster_sd", "c0_slopes_cluster_sd"} <= names
     point = {name: value + rng.normal(0.0, 0.5, np.shape(value)) for name, value in model.initial_point().items()}
     assert np.isfinite(model.compile_logp()(point))
-    wanted = [name for name in ("c0_intercept", "c0_cutpoints", "c0_coef", "c0_cluster", "c0_cluster_slopes")
-              if name in names]
+    wanted = [name for name in ("c0_intercept", "c0_cutpoints", "c0_coef", "c0_cluster", "c0_cluster_slopes",
+                                "c0_within", "c0_above0") if name in names]
     at_point = model.replace_rvs_by_values([model[name] for name in (*wanted, "c0_observed")])
     values = model.compile_fn(at_point, inputs=model.value_vars, point_fn=True, on_unused_input="ignore")(point)
     post = {name: np.asarray(value)[None, None] for name, value in zip(wanted, values)}
     assert post["c0_cluster_slopes"].shape[2:] == ((data.n_clusters, 1) if ordinal else (data.n_clusters, 2, 1))
+    if sites:   # a patient's intercepts: its site's effect plus its own (the LKJ block's)
+        assert np.allclose(post["c0_cluster"], post["c0_within"] + post["c0_above0"][:, :, data.higher[0].parent])
     var = data.categoricals[0]
     rows = np.flatnonzero(var.observed)
     p = category_probabilities(data, post, 0, np.array([0]), rows)[0]

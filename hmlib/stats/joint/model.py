@@ -15,7 +15,8 @@ seeded fit repeatable):
 4. one submodel per incomplete categorical predictor with three or more
    levels (:func:`_categorical_submodels`): baseline-category logit
    (nominal) or cumulative logit (ordinal), with cluster random intercepts
-   or, with random slopes, correlated intercepts and slopes (:func:`_nominal_slopes`);
+   or, with random slopes, correlated intercepts and slopes (:func:`_submodel_slopes`,
+   :func:`_nominal_slopes`);
 5. the outcome's coefficients and linear predictor (:func:`_outcome_predictor`);
 6. the outcome likelihood: plain rows, then one potential per pattern of
    summed-out binaries and categoricals and integrated-out focus
