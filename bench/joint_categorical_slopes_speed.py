@@ -72,21 +72,13 @@ def submodel_posterior(frame: pd.DataFrame, ordinal: bool, *, seed: int = 1, dra
         ``parameters``: ``{brms name: {"mean", "sd", "mcse_mean", "ess_bulk"}}``; ``compile_seconds``,
         ``sampling_seconds``.
     """
-    import arviz as az
-    import nutpie
-
     base = jm.prepare_joint_data(frame, outcome="y", predictors=["t", "treat"], cluster="patient",
                                  family="gaussian", missingness_model=False, random_slopes=["t"])
     codes = frame["x"].map({level: i for i, level in enumerate(LEVELS)}).to_numpy(dtype=float)
     x = CategoricalPredictor("x", LEVELS, tuple(f"x[{level}]" for level in LEVELS[1:]), codes,
                              np.ones(len(frame), bool), ordinal, np.arange(len(LEVELS)) if ordinal else None)
     data = dataclasses.replace(base, categoricals=(x,), term_order=(*base.term_order, *x.terms))
-    start = time.perf_counter()
-    compiled = nutpie.compile_pymc_model(jm.build_joint_model(data))
-    compiled_at = time.perf_counter()
-    trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=2, seed=seed, progress_bar=False)
-    sampled_at = time.perf_counter()
-    post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
+    post, compile_seconds, sampling_seconds = sample_model(data, seed=seed, draws=draws, tune=tune)
     if ordinal:
         named = {"b_Intercept[1]": post["c0_cutpoints"][..., 0], "b_Intercept[2]": post["c0_cutpoints"][..., 1],
                  "b_t_z": post["c0_coef"][..., 0], "b_treat_z": post["c0_coef"][..., 1],
@@ -102,13 +94,34 @@ def submodel_posterior(frame: pd.DataFrame, ordinal: bool, *, seed: int = 1, dra
                       f"sd_patient__{mu}_Intercept": post["c0_cluster_sd"][..., j],
                       f"sd_patient__{mu}_t_z": post["c0_slopes_cluster_sd"][..., j, 0],
                       f"cor_patient__{mu}_Intercept__{mu}_t_z": post[f"c0_level{j + 1}_cluster_corr"][..., 0, 1]}
-    parameters = {}
+    return {"parameters": summarise_draws(named), "compile_seconds": compile_seconds,
+            "sampling_seconds": sampling_seconds}
+
+
+def sample_model(data, *, seed: int = 1, draws: int = 2000, tune: int = 1000) -> tuple:
+    """The joint model of ``data`` sampled by nutpie (2 chains): ``(posterior arrays by name, compile seconds,
+    sampling seconds)``."""
+    import nutpie
+
+    start = time.perf_counter()
+    compiled = nutpie.compile_pymc_model(jm.build_joint_model(data))
+    compiled_at = time.perf_counter()
+    trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=2, seed=seed, progress_bar=False)
+    sampled_at = time.perf_counter()
+    post = {name: trace.posterior[name].values for name in trace.posterior.data_vars}
+    return post, compiled_at - start, sampled_at - compiled_at
+
+
+def summarise_draws(named: dict) -> dict:
+    """Per name (draws shaped chain x draw): posterior mean, SD, MC SE of the mean and bulk ESS."""
+    import arviz as az
+
+    out = {}
     for name, values in named.items():
         dataset = az.convert_to_dataset(values)
-        parameters[name] = {"mean": float(values.mean()), "sd": float(values.std()),
-                            "mcse_mean": float(az.mcse(dataset)["x"]), "ess_bulk": float(az.ess(dataset)["x"])}
-    return {"parameters": parameters, "compile_seconds": compiled_at - start,
-            "sampling_seconds": sampled_at - compiled_at}
+        out[name] = {"mean": float(values.mean()), "sd": float(values.std()),
+                     "mcse_mean": float(az.mcse(dataset)["x"]), "ess_bulk": float(az.ess(dataset)["x"])}
+    return out
 
 
 def brms_posterior(kind: str, iterations: int = 3000) -> dict:

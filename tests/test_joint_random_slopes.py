@@ -414,26 +414,20 @@ def _binary_submodel_posterior(seed: int = 1) -> dict:
     posterior does not depend on the outcome's): posterior mean, SD and MCSE per parameter, named as brms's."""
     import dataclasses
 
-    import arviz as az
-    import nutpie
-
     from hmlib.stats.joint.data import BinaryPredictor
 
+    bench = load_bench("joint_categorical_slopes_speed")
     frame = pd.read_csv(RESULTS / "random_slopes_binary_joint.csv")
     base = jm.prepare_joint_data(frame, outcome="y", predictors=["t", "treat"], cluster="patient",
                                  family="gaussian", missingness_model=False, random_slopes=["t"])
     x = BinaryPredictor("x", "x", frame["x"].to_numpy(dtype=float), np.ones(len(frame), bool))
     data = dataclasses.replace(base, binaries=(x,), term_order=(*base.term_order, "x"))
-    model = jm.build_joint_model(data)
-    trace = nutpie.sample(nutpie.compile_pymc_model(model), draws=2000, tune=1000, chains=2, seed=seed,
-                          progress_bar=False)
-    post = trace.posterior
-    draws = {"b_Intercept": post["b0_intercept"].values, "b_t_z": post["b0_coef"].values[..., 0],
-             "b_treat_z": post["b0_coef"].values[..., 1], "sd_patient__Intercept": post["b0_cluster_sd"].values,
-             "sd_patient__t_z": post["b0_slopes_cluster_sd"].values[..., 0],
-             "cor_patient__Intercept__t_z": post["b0_cluster_corr"].values[..., 0, 1]}
-    return {name: (float(v.mean()), float(v.std()), float(az.mcse(az.convert_to_dataset(v))["x"]))
-            for name, v in draws.items()}
+    post, _, _ = bench.sample_model(data, seed=seed)
+    draws = {"b_Intercept": post["b0_intercept"], "b_t_z": post["b0_coef"][..., 0],
+             "b_treat_z": post["b0_coef"][..., 1], "sd_patient__Intercept": post["b0_cluster_sd"],
+             "sd_patient__t_z": post["b0_slopes_cluster_sd"][..., 0],
+             "cor_patient__Intercept__t_z": post["b0_cluster_corr"][..., 0, 1]}
+    return {name: (p["mean"], p["sd"], p["mcse_mean"]) for name, p in bench.summarise_draws(draws).items()}
 
 
 def test_joint_brms_rs_004_data():
