@@ -43,7 +43,13 @@ submodel with random intercepts only, as hmlib's joint model did before 2026-12-
 submodel's slope part for its random-intercept part; the outcome keeps its slopes): the comparator that shows
 what the categorical submodel's slopes do. ``--yardsticks`` fits instead, on the same registries, the analysis
 model ``y ~ t + x + treat + (1 + t | patient)`` by maximum likelihood (:func:`hmlib.stats.mixed.fit_mixed`) to
-the full data (before ``x`` goes missing) and to the complete cases (a second of work per registry).
+the full data (before ``x`` goes missing) and to the complete cases (a second of work per registry), and
+``--compare YARDSTICKS_JSON`` prints the fits' paired differences from them (:func:`paired`).
+``--latent-noise logistic`` makes the latent ``x``'s visit deviations logistic instead of normal (same SD), so
+that the ordinal submodel is the generator's own model (a cumulative logit with the patients' random intercepts
+and slopes), where the default thresholds a normal value (a probit model): the check of whether the link is
+what attenuates a summed-out categorical ``x``. ``--no-missingness-model`` fits without the missingness
+submodel (whose patient intercepts are correlated with the outcome's): the check of whether that submodel is.
 
 Usage::
 
@@ -53,6 +59,11 @@ Usage::
         --budget 20 --out bench/results/joint_random_slopes_categorical_truth.json
     .venv/bin/python bench/joint_random_slopes_truth.py --categorical --yardsticks --patients 300 --reps 30 \
         --out bench/results/joint_random_slopes_categorical_yardsticks.json
+    .venv/bin/python bench/joint_random_slopes_truth.py --categorical \
+        --out bench/results/joint_random_slopes_categorical_truth.json \
+        --compare bench/results/joint_random_slopes_categorical_yardsticks.json
+    nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --categorical --ordinal --latent-noise logistic \
+        --patients 300 --reps 15 --budget 20 --out bench/results/joint_random_slopes_ordinal_logistic_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --reps 40 \\
         --out bench/results/joint_random_slopes_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --sites 12 --reps 20 \\
@@ -99,11 +110,11 @@ def terms_of(*, sites: int = 1, binary: bool = False, categorical: bool = False)
 
 
 def registry(seed: int, *, patients: int, sites: int = 1, binary: bool = False, categorical: bool = False,
-             ordinal: bool = False) -> tuple:
+             ordinal: bool = False, latent_noise: str = "normal") -> tuple:
     """One replicate's registry and the joint model's roles in it: ``(frame, fit_joint_model keywords)``."""
     if binary or categorical:
-        frame = simulate_longitudinal(seed, n_patients=patients, binary=binary,
-                                      categorical=categorical).drop(columns=["visit"])
+        frame = simulate_longitudinal(seed, n_patients=patients, binary=binary, categorical=categorical,
+                                      latent_noise=latent_noise).drop(columns=["visit"])
         roles = dict(predictors=["t", "x", "treat"], random_slopes=["t"])
         if categorical:
             roles |= dict(levels={"x": list(CATEGORY_LEVELS)}, focus="x")
@@ -144,13 +155,14 @@ def intercept_only_categoricals():
 
 def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0,
               binary: bool = False, categorical: bool = False, ordinal: bool = False,
-              intercept_only: bool = False) -> dict:
+              intercept_only: bool = False, latent_noise: str = "normal", missingness_model: bool = True) -> dict:
     """One registry, one fit: per term the posterior summary, and the gate (``sites > 1``: the site level too)."""
     frame, roles = registry(seed, patients=patients, sites=sites, binary=binary, categorical=categorical,
-                            ordinal=ordinal)
+                            ordinal=ordinal, latent_noise=latent_noise)
     start = time.perf_counter()
     with intercept_only_categoricals() if intercept_only else contextlib.nullcontext():
-        fit = fit_joint_model(frame, seed=seed, draws=draws, tune=tune, time_budget_minutes=budget, **roles)
+        fit = fit_joint_model(frame, seed=seed, draws=draws, tune=tune, time_budget_minutes=budget,
+                              missingness_model=missingness_model, **roles)
     terms = terms_of(sites=sites, binary=binary, categorical=categorical)
     rows = fit.to_estimates().set_index("term")
     return {"seed": seed, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
@@ -162,13 +174,13 @@ def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1
                       for t in terms}}
 
 
-def yardsticks(seed: int, *, patients: int) -> dict:
+def yardsticks(seed: int, *, patients: int, latent_noise: str = "normal") -> dict:
     """``--yardsticks``: the analysis model by ML on the full data and on the complete cases of a ``--categorical``
     registry; per data set and term (``x[mid]``, ``x[high]``) the estimate, its SE and 95% Wald interval."""
     from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
 
-    full = simulate_longitudinal(seed, n_patients=patients, full=True, categorical=True)
-    incomplete = simulate_longitudinal(seed, n_patients=patients, categorical=True)
+    full = simulate_longitudinal(seed, n_patients=patients, full=True, categorical=True, latent_noise=latent_noise)
+    incomplete = simulate_longitudinal(seed, n_patients=patients, categorical=True, latent_noise=latent_noise)
     out = {"seed": seed}
     for name, frame in (("full", full), ("complete_cases", incomplete.dropna(subset=["x"]))):
         X = np.column_stack([np.ones(len(frame)), frame["t"], frame["x"] == "mid", frame["x"] == "high",
@@ -179,6 +191,21 @@ def yardsticks(seed: int, *, patients: int) -> dict:
                             "ci95": [float(fit.coef[k] - 1.96 * fit.std_error[k]),
                                      float(fit.coef[k] + 1.96 * fit.std_error[k])]}
                      for term, k in (("x[mid]", 2), ("x[high]", 3))}
+    return out
+
+
+def paired(reps: list, yardstick_rows: list, terms=("x[mid]", "x[high]")) -> dict:
+    """``--compare``: per term and yardstick (``full``, ``complete_cases``), the fits' mean difference from the
+    yardstick's estimate on the same registries, as a share of the truth, with its Monte Carlo SE (the SD of the
+    paired differences over the square root of their number) and the number of registries paired."""
+    by_seed = {r["seed"]: r for r in yardstick_rows}
+    out = {}
+    for term in terms:
+        for name in ("full", "complete_cases"):
+            d = np.array([r["terms"][term]["estimate"] - by_seed[r["seed"]][name][term]["estimate"]
+                          for r in reps if r["seed"] in by_seed]) / CATEGORICAL_TRUTH[term]
+            out[f"{term} - {name}"] = {"mean": float(d.mean()), "mc_se": float(d.std(ddof=1) / np.sqrt(d.size)),
+                                       "n": int(d.size)}
     return out
 
 
@@ -200,12 +227,27 @@ def main(argv=None) -> int:
                         help="with --categorical: its submodel without random slopes (the comparator)")
     parser.add_argument("--yardsticks", action="store_true",
                         help="with --categorical: full data and complete cases by ML instead (module docstring)")
+    parser.add_argument("--latent-noise", choices=("normal", "logistic"), default="normal",
+                        help="with --binary or --categorical: the latent x's visit deviations (module docstring)")
+    parser.add_argument("--no-missingness-model", action="store_true",
+                        help="fit without the missingness submodel (fit_joint_model(missingness_model=False))")
+    parser.add_argument("--compare", type=Path, metavar="YARDSTICKS_JSON",
+                        help="with --categorical and --out: no fitting; the fits in --out against the "
+                             "--yardsticks results of the same registries (paired differences)")
     parser.add_argument("--out", type=Path, help="write replicates and summary as JSON here (resumes)")
     args = parser.parse_args(argv)
+    if args.compare:
+        if not (args.categorical and args.out):
+            parser.error("--compare goes with --categorical and --out")
+        diffs = paired(json.loads(args.out.read_text())["replicates"],
+                       json.loads(args.compare.read_text())["replicates"])
+        for key, d in diffs.items():
+            print(f"{key}: {d['mean']:+.4f} of the truth (MC SE {d['mc_se']:.4f}, {d['n']} registries)")
+        return 0
     if args.yardsticks:
         if not args.categorical:
             parser.error("--yardsticks goes with --categorical")
-        rows = [yardsticks(seed, patients=args.patients)
+        rows = [yardsticks(seed, patients=args.patients, latent_noise=args.latent_noise)
                 for seed in range(args.first_seed, args.first_seed + args.reps)]
         summary = {name: summarise([{"terms": r[name], "converged": True, "runs": 1, "seconds": 0.0}
                                     for r in rows], CATEGORICAL_TRUTH, CATEGORICAL_TERMS[:2])
@@ -214,7 +256,8 @@ def main(argv=None) -> int:
             print(name, {t: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s[t].items()}
                          for t in CATEGORICAL_TERMS[:2]})
         if args.out:
-            args.out.write_text(json.dumps({"design": {"n_patients": args.patients, "fit": "ML, fit_mixed"},
+            args.out.write_text(json.dumps({"design": {"n_patients": args.patients, "fit": "ML, fit_mixed",
+                                                       "latent_noise": args.latent_noise},
                                             "summary": summary, "replicates": rows}, indent=1) + "\n")
         return 0
     if (args.binary or args.categorical) and args.sites > 1:
@@ -234,7 +277,9 @@ def main(argv=None) -> int:
             continue
         reps.append(replicate(seed, patients=args.patients, draws=args.draws, tune=args.tune, sites=args.sites,
                               budget=budget, binary=args.binary, categorical=args.categorical,
-                              ordinal=args.ordinal, intercept_only=args.intercept_only))
+                              ordinal=args.ordinal, intercept_only=args.intercept_only,
+                              latent_noise=args.latent_noise,
+                              missingness_model=not args.no_missingness_model))
         r = reps[-1]
         print(f"seed {seed}: {r['seconds']} s, converged {r['converged']}, "
               + ", ".join(f"{t} {v['estimate']:.3f}" for t, v in r["terms"].items()), flush=True)
@@ -248,6 +293,8 @@ def main(argv=None) -> int:
                                   "submodel": ("ordinal" if args.ordinal else "nominal") if args.categorical
                                   else None,
                                   "categorical_slopes": not args.intercept_only if args.categorical else None,
+                                  "latent_noise": args.latent_noise if kind else None,
+                                  "missingness_model": not args.no_missingness_model,
                                   "draws": args.draws, "tune": args.tune, "chains": 2,
                                   "time_budget_minutes": budget},
                        "summary": summarise(reps, truth, terms), "replicates": reps}

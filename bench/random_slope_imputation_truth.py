@@ -98,11 +98,14 @@ BINARY_METHODS = ("chained_random_slopes", "random_intercept", "flat", "complete
 #: first).
 CATEGORY_CUTS = (-0.3, 0.8)
 CATEGORY_LEVELS = ("low", "mid", "high")
+#: ``latent_noise="logistic"`` of :func:`simulate_longitudinal`: the logistic scale whose SD is 0.6.
+LOGISTIC_SCALE = 0.6 * np.sqrt(3.0) / np.pi
 
 
 def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dropout: float = 0.08,
                           missingness: str = "outcome", serial: float = 0.0, full: bool = False,
-                          n_sites: int = 0, binary: bool = False, categorical: bool = False) -> pd.DataFrame:
+                          n_sites: int = 0, binary: bool = False, categorical: bool = False,
+                          latent_noise: str = "normal") -> pd.DataFrame:
     """One registry of the module docstring's design (``t`` in years; rows in patient-visit order).
 
     ``serial``: lag-1 autocorrelation of ``x``'s visit-to-visit deviations from the patient's own
@@ -123,6 +126,13 @@ def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dro
     and the outcome's ``0.35 x`` takes ``x`` as 0, 1, 2: ``x[mid]`` 0.35 and ``x[high]`` 0.7 against
     ``low`` (no other draw changes).
 
+    ``latent_noise="logistic"``: the visit-to-visit deviations of the latent ``x`` are logistic with the same SD
+    0.6 (scale ``0.6 sqrt(3) / pi``) instead of normal, so that a categorical ``x`` follows exactly a cumulative
+    logit model with patient random intercepts and slopes (on that scale: intercept SD ``1 / 0.331``, slope SD
+    ``0.3 / 0.331``, uncorrelated; fixed slope ``0.2 / 0.331``), the joint model's ordinal submodel; the normal
+    default is its probit counterpart. The other draws come in the same order (their values differ, as the
+    logistic draws take the stream's bits differently). Not with ``serial``.
+
     ``missingness="history"``: ``x`` is missing instead with probability ``expit(-1.2 - 1.0 x_z)``,
     ``x_z`` the standardised last recorded ``x`` of the patient before this visit (``expit(-1.2)`` at
     the first visit and while none is recorded): a lab ordered less often after a low value, at
@@ -136,7 +146,15 @@ def simulate_longitudinal(seed: int, n_patients: int = 300, visits: int = 8, dro
     t = 0.5 * visit + np.where(visit > 0, rng.uniform(-0.1, 0.1, n), 0.0)
     treat = rng.integers(0, 2, n_patients).astype(float)[patient]
     a, c = rng.normal(0.0, 1.0, n_patients), rng.normal(0.0, 0.3, n_patients)
-    x = a[patient] + (0.2 + c[patient]) * t + _serial(rng.normal(0.0, 0.6, n), visit, serial)
+    if latent_noise == "logistic":
+        if serial:
+            raise ValueError("latent_noise='logistic' has no serial correlation")
+        noise = rng.logistic(0.0, LOGISTIC_SCALE, n)
+    elif latent_noise == "normal":
+        noise = _serial(rng.normal(0.0, 0.6, n), visit, serial)
+    else:
+        raise ValueError(f"latent_noise is 'normal' or 'logistic', not {latent_noise!r}")
+    x = a[patient] + (0.2 + c[patient]) * t + noise
     site, site_x, site_y, site_miss = _sites(seed, n_sites, n_patients, patient)
     x = x + site_x
     if binary and categorical:
