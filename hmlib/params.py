@@ -70,7 +70,10 @@ KEYS: dict[str, str] = {
     "effect_units": "optional {variable: {per: 100, unit: kcal}}: report effects per this many units "
                     "(default: per SD of the recorded values)",
     "joint_model": "{time_budget_minutes: 20} minutes the joint model may take in all when it extends its sampling "
-                   "to pass the convergence gate (0: never extend; default 20, fast runs 0)",
+                   "to pass the convergence gate (0: never extend; default 20, fast runs 0); "
+                   "{missingness_submodel: auto} true or false: whether the joint model has its shared-parameter "
+                   "missingness submodel (default auto: on, except with random_slopes, where a visit's value "
+                   "missing because of that visit's outcome biased the coefficients)",
     "sensitivity": "{relevant_difference: 1.25} clinically relevant difference per reported unit of the focus: "
                    "a ratio of odds ratios > 1 (binary outcome; default 1.25) or a difference in outcome units "
                    "(continuous outcome; default 0.1 SD of the outcome); {dropout_delta_form: growing} with "
@@ -79,7 +82,7 @@ KEYS: dict[str, str] = {
 }
 _PRIVACY_KEYS = {"min_cell", "pseudonymize_clusters"}
 _DIAGNOSE_KEYS = {"structural_share"}
-_JOINT_KEYS = {"time_budget_minutes"}
+_JOINT_KEYS = {"time_budget_minutes", "missingness_submodel"}
 _SENSITIVITY_KEYS = {"relevant_difference", "dropout_delta_form"}
 #: Forms of the MNAR delta after dropout (:data:`hmlib.stats.dropout_delta.SHIFT_FORMS`).
 DROPOUT_DELTA_FORMS = ("constant", "growing")
@@ -151,9 +154,14 @@ class JointModelSettings:
         extended automatically to pass the convergence gate (0: never
         extend); None: the run size's default
         (:attr:`hmlib.settings.RunSizes.joint_time_budget_minutes`).
+    missingness_submodel : bool or None
+        Whether the joint model has its shared-parameter missingness
+        submodel; None (``auto``): on unless the params give
+        ``random_slopes`` (:func:`hmlib.steps.joint_model.missingness_submodel_on`).
     """
 
     time_budget_minutes: float | None = None
+    missingness_submodel: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -641,6 +649,10 @@ def _settings(raw: dict, source: str, fast: bool | None) -> dict:
                                or budget == float("inf")):
         raise ParamsError(f"{source}: 'joint_model.time_budget_minutes' must be a number of minutes >= 0 "
                           f"(0: never extend the sampling); got {budget!r}.")
+    submodel = joint_raw.get("missingness_submodel", "auto")
+    if submodel != "auto" and not isinstance(submodel, bool):
+        raise ParamsError(f"{source}: 'joint_model.missingness_submodel' must be true, false or auto; "
+                          f"got {submodel!r}.")
 
     encoding = raw.get("encoding", "utf-8")
     if not isinstance(encoding, str) or not encoding.strip():
@@ -655,7 +667,8 @@ def _settings(raw: dict, source: str, fast: bool | None) -> dict:
     return {"seed": seed, "fast": fast_value, "effect_units": units,
             "privacy": PrivacySettings(min_cell=min_cell, pseudonymize_clusters=pseudo),
             "diagnose": DiagnoseSettings(structural_share=float(share)),
-            "joint_model": JointModelSettings(None if budget is None else float(budget)),
+            "joint_model": JointModelSettings(None if budget is None else float(budget),
+                                              None if submodel == "auto" else submodel),
             "encoding": encoding.strip(),
             "missing_codes": tuple(_code_text(c) for c in codes)}
 

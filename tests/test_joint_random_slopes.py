@@ -27,8 +27,10 @@ JOINT-RS-006  the priors table says that the SD and LKJ priors cover the slopes;
 JOINT-RS-007  a binary outcome with incomplete binary and categorical predictors (both submodels with the
               random slope, the nominal one's per non-reference level; summed out as without slopes) fits
               with the slope rows; the prior-reweighting draws hold every level's slope SD; the narrative
-              cautions, once, that the categorical's coefficients may be attenuated (the measured 8-12% for a
-              nominal one) and suggests declaring it ordinal; JOINT-RS-006's fit, without one, has no caution
+              cautions, once, that with the missingness submodel the summed-out predictors' coefficients may be
+              attenuated (the measured 8-12% for a nominal one, about 6% for a yes/no one), says how to switch
+              the submodel off and suggests declaring it ordinal; JOINT-RS-006's fit, without one, has no
+              caution, nor has the same fit without the missingness submodel
 JOINT-RS-008  random slopes with a level above the cluster (patients in sites): every submodel's cluster
               intercepts are the site's effect plus the patient's own (``<prefix>_cluster = <prefix>_within +
               <prefix>_above0``, evaluated at a random point; the own parts are the LKJ block's), the
@@ -55,6 +57,11 @@ JOINT-RS-009  an incomplete categorical predictor with random slopes, nominal an
               0 changes it
 JOINT-RS-010  step 4's methods paragraph says that the incomplete categorical predictors' submodels have the
               random slopes when the params list them, and random intercepts only otherwise
+JOINT-RS-011  params ``joint_model.missingness_submodel``: ``auto`` (the default) leaves the missingness
+              submodel out with ``random_slopes`` and keeps it without; ``true`` and ``false`` override it; any
+              other value is a ParamsError naming the key; :func:`~hmlib.steps.joint_model.fit_registry` fits
+              accordingly (no ``corr(missingness, outcome)``) and step 4's methods paragraph says that there
+              is no missingness submodel and why
 JOINT-BRMS-RS-005  the categorical predictor submodels with random slopes (slow): with ``x`` (low / mid / high)
               recorded in every row, the intercepts or cut points, coefficients, intercept and slope SDs and
               their correlations agree with brms's ``categorical`` (each ``mu<level>`` its own ``(1 + t_z |
@@ -332,6 +339,45 @@ def test_joint_rs_007_binomial_with_discrete_predictors():
     assert len(result.partial_pooling()) == result.n_clusters
     caveat = [line for line in result.narrative() if line.startswith("Caution: with random slopes")]
     assert len(caveat) == 1 and "grp (nominal: 8-12%)" in caveat[0] and "declaring it ordinal" in caveat[0]
+    assert "flag (yes/no: about 6%)" in caveat[0] and "joint_model.missingness_submodel: false" in caveat[0]
+    without = jm.fit_joint_model(frame, outcome="event", predictors=["month", "flag", "grp"], cluster="patient",
+                                 family="binomial", focus="flag", random_slopes=["month"], seed=1, draws=30,
+                                 tune=30, chains=2, missingness_model=False)
+    assert not any(line.startswith("Caution: with random slopes") for line in without.narrative())
+
+
+def test_joint_rs_011_missingness_submodel_setting(write_case):
+    """JOINT-RS-011: see the module docstring."""
+    from types import SimpleNamespace
+
+    from hmlib.data import load_registry
+    from hmlib.exceptions import ParamsError
+    from hmlib.params import load_params
+    from hmlib.steps.joint_model import STEP, JointStepResult, fit_registry, missingness_submodel_on
+
+    frame = _frame(n_patients=40, n_visits=4).drop(columns=["date"])
+    roles = dict(cluster="patient", outcome="y", outcome_family="gaussian", predictors=["month", "x"],
+                 time="month")
+    assert missingness_submodel_on(load_params(write_case(frame, **roles)))
+    with_slopes = load_params(write_case(frame, **roles, random_slopes=["month"]))
+    assert with_slopes.joint_model.missingness_submodel is None and not missingness_submodel_on(with_slopes)
+    for setting in (True, False):
+        params = load_params(write_case(frame, **roles, random_slopes=["month"],
+                                        joint_model={"missingness_submodel": setting}))
+        assert missingness_submodel_on(params) is setting
+    assert not missingness_submodel_on(load_params(write_case(frame, **roles,
+                                                              joint_model={"missingness_submodel": False})))
+    with pytest.raises(ParamsError, match="'joint_model.missingness_submodel' must be true, false or auto"):
+        load_params(write_case(frame, **roles, joint_model={"missingness_submodel": "yes"}))
+    registry = load_registry(with_slopes)
+    result = fit_registry(registry, draws=30, tune=30, chains=2, time_budget_minutes=0)
+    assert result.settings["missingness_model"] is False and result.correlation is None
+    assert "corr(missingness, outcome)" not in set(result.summary["term"])
+    record = JointStepResult(result, min_cell=11).to_artifact()
+    paragraph = " ".join(STEP.methods_text(record, SimpleNamespace(noun="patient", min_cell=11, versions={},
+                                                                   params=registry.params)))
+    assert "no missingness submodel (missing at random given the recorded data; off by default with random " \
+           "slopes)" in paragraph
 
 
 def _sites_frame(n_patients=48, n_visits=4, seed=4):
@@ -539,7 +585,8 @@ def test_joint_rs_010_methods_text():
 
     from hmlib.steps.joint_model import methods_text
 
-    settings = SimpleNamespace(categorical_summed_out={"grade": "ordinal"}, chains=2, draws=1000, tune=1000, seed=1)
+    settings = SimpleNamespace(categorical_summed_out={"grade": "ordinal"}, chains=2, draws=1000, tune=1000, seed=1,
+                               missingness_model=True)
     record = SimpleNamespace(settings=settings, convergence_message="converged.")
 
     def text(slopes):

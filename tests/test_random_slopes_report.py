@@ -29,7 +29,8 @@ RS-REP-007  the conclusion rule judges neither the slope SD nor the correlation 
 RS-REP-008  (slow) the full report on a simulated longitudinal registry with random_slopes: every analysis (LOCF too)
             (complete case, missing indicator, the four imputations, the sensitivity scenarios) carries the slope
             SD and correlation rows; so do the joint model's, with sd(site) (it has the site level too);
-            the methods section names the random slope
+            the methods section names the random slope and says that the joint model has no missingness
+            submodel (the default with random slopes, JOINT-RS-011)
 """
 
 from __future__ import annotations
@@ -323,6 +324,7 @@ def test_rs_rep_008_full_report(tmp_path):
     text = unescape(re.sub(r"<[^>]+>", "", result.report.read_text()))   # glossary links inside sentences
     assert "no random intercept per site" not in text        # the joint model has the site level too (#16)
     assert "random intercepts and random slopes on month (LKJ prior" in text
-    assert "correlation), nested in random intercepts per site, and a missingness submodel" in text   # methods
+    assert "correlation), nested in random intercepts per site, and no missingness submodel (missing at random " \
+           "given the recorded data; off by default with random slopes)" in text   # methods
     assert "a random intercept and a random slope on month per patient" in text
     assert "(1 + month | patient)" in text

@@ -22,12 +22,14 @@ from hmlib.stats.joint.reweighting import PosteriorDraws
 from hmlib.stats.joint.slopes import random_part_terms
 from hmlib.stats.joint.summaries import contract_method
 
-__all__ = ["JointModelResult", "CATEGORICAL_SLOPES_ATTENUATION"]
+__all__ = ["JointModelResult", "SUMMED_OUT_SLOPES_ATTENUATION"]
 
-#: Measured shift towards 0 of the coefficients of an incomplete categorical predictor summed out in a model with
-#: random slopes (``bench/joint_random_slopes_truth.py --categorical [--ordinal]``: an ordered finding with strong
-#: persistence within the patient, 300 patients, x missing for 30%; paired against the full data), by submodel.
-CATEGORICAL_SLOPES_ATTENUATION = {"nominal": "8-12%", "ordinal": "about 5-6%"}
+#: Measured shift towards 0 of the coefficients of an incomplete yes/no or categorical predictor summed out in a
+#: model with random slopes and the missingness submodel (``bench/joint_random_slopes_truth.py --binary``,
+#: ``--categorical [--ordinal]``: a finding with strong persistence within the patient, 300 patients, x missing
+#: for 30% at random given the visit's outcome; against the truth, or paired against the full data), by submodel.
+#: Without the missingness submodel the same fits came out about at the full data's.
+SUMMED_OUT_SLOPES_ATTENUATION = {"binary": "about 6%", "nominal": "8-12%", "ordinal": "about 5-6%"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -313,8 +315,8 @@ class JointModelResult:
         if d.slopes:
             out.append(f"With random slopes, sd({d.cluster}) is the SD of the {d.cluster}s' intercepts where "
                        f"{' and '.join(d.slopes)} {'is' if len(d.slopes) == 1 else 'are'} 0.")
-        if d.slopes and d.categoricals:
-            out.append(self._categorical_slopes_caveat())
+        if d.slopes and d.missingness_model and (d.binaries or d.categoricals):
+            out.append(self._summed_out_slopes_caveat())
         for name in d.slopes:
             sd = s.loc[f"sd({name}|{d.cluster})"]
             cor = s.loc[f"cor({name}|{d.cluster})"]
@@ -323,19 +325,25 @@ class JointModelResult:
                        f"the intercepts is {cor.estimate:.2f} ({cor.ci_lower:.2f} to {cor.ci_upper:.2f}).")
         return out
 
-    def _categorical_slopes_caveat(self) -> str:
-        """The measured attenuation of summed-out categorical predictors in a model with random slopes."""
-        parts = []
-        for var in self.data.categoricals:
+    def _summed_out_slopes_caveat(self) -> str:
+        """The measured attenuation of summed-out yes/no and categorical predictors in a model with random slopes
+        and the missingness submodel (which step 4 leaves out by default with random slopes,
+        :func:`hmlib.steps.joint_model.missingness_submodel_on`)."""
+        d = self.data
+        parts = [f"{var.name} (yes/no: {SUMMED_OUT_SLOPES_ATTENUATION['binary']})" for var in d.binaries]
+        for var in d.categoricals:
             kind = "ordinal" if var.ordinal else "nominal"
-            parts.append(f"{var.name} ({kind}: {CATEGORICAL_SLOPES_ATTENUATION[kind]})")
-        advice = "" if all(var.ordinal for var in self.data.categoricals) else (
+            parts.append(f"{var.name} ({kind}: {SUMMED_OUT_SLOPES_ATTENUATION[kind]})")
+        advice = "" if all(var.ordinal for var in d.categoricals) else (
             "; if a nominal one's levels are ordered, declaring it ordinal (params 'ordinal:') loses less")
-        return ("Caution: with random slopes, the missing values of " + ", ".join(parts[:-1])
-                + (" and " if len(parts) > 1 else "") + parts[-1]
-                + " are summed out over their levels, and in simulated visits in patients such a predictor's "
-                "coefficients came out that much towards 0 (complete cases 5-7%; bench/joint_random_slopes_truth.py "
-                "--categorical): read them as possibly attenuated" + advice + ".")
+        return ("Caution: with random slopes and the missingness submodel, the missing values of "
+                + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+                + " are summed out, and in simulated visits in patients, with a visit's value missing more often "
+                "when that visit's outcome was high, such a predictor's coefficients came out that much towards 0 "
+                "(complete cases 5-7%; bench/joint_random_slopes_truth.py --binary, --categorical): the submodel "
+                "ties a patient's missingness to the patient's outcome level. Without it (params "
+                "joint_model.missingness_submodel: false, the default with random slopes) they came out about at "
+                "the full data's: read them as possibly attenuated, or refit without it" + advice + ".")
 
     def _level_sentence(self, terms, reference) -> str:
         """One sentence on every level of a categorical focus against its reference (odds ratios, binomial)."""
