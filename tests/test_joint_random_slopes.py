@@ -61,7 +61,7 @@ JOINT-RS-011  params ``joint_model.missingness_submodel``: ``auto`` (the default
               submodel out with ``random_slopes`` and keeps it without; ``true`` and ``false`` override it; any
               other value is a ParamsError naming the key; :func:`~hmlib.steps.joint_model.fit_registry` fits
               accordingly (no ``corr(missingness, outcome)``) and step 4's methods paragraph says that there
-              is no missingness submodel and why
+              is no missingness submodel and why (the default with random slopes, or the params)
 JOINT-BRMS-RS-005  the categorical predictor submodels with random slopes (slow): with ``x`` (low / mid / high)
               recorded in every row, the intercepts or cut points, coefficients, intercept and slope SDs and
               their correlations agree with brms's ``categorical`` (each ``mu<level>`` its own ``(1 + t_z |
@@ -378,6 +378,10 @@ def test_joint_rs_011_missingness_submodel_setting(write_case):
                                                                    params=registry.params)))
     assert "no missingness submodel (missing at random given the recorded data; off by default with random " \
            "slopes)" in paragraph
+    switched_off = SimpleNamespace(noun="patient", min_cell=11, versions={}, params=SimpleNamespace(
+        random_slopes=(), higher_levels=(), joint_model=SimpleNamespace(missingness_submodel=False)))
+    assert "no missingness submodel (missing at random given the recorded data; switched off in the params)" \
+        in STEP.methods_text(record, switched_off)[0]
 
 
 def _sites_frame(n_patients=48, n_visits=4, seed=4):
