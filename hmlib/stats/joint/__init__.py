@@ -90,7 +90,8 @@ random slopes (visits in patients) step 4 leaves the submodel out by default
 value goes missing because of that visit's outcome, the patient's shared
 effect takes up part of a persistent predictor's effect (5-6% of the
 coefficient of a summed-out yes/no or categorical predictor in
-``bench/joint_random_slopes_truth.py``, gone without the submodel).
+``bench/joint_random_slopes_truth.py``, gone without the submodel except
+for part of a nominal one's).
 
 Priors (defaults, :data:`DEFAULT_PRIORS`, all on standardised scales):
 ``Normal(0, 2.5)`` on coefficients, ``Normal(m, 2.5)`` on intercepts (``m``
