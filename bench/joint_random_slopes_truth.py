@@ -44,7 +44,8 @@ submodel's slope part for its random-intercept part; the outcome keeps its slope
 what the categorical submodel's slopes do. ``--yardsticks`` fits instead, on the same registries, the analysis
 model ``y ~ t + x + treat + (1 + t | patient)`` by maximum likelihood (:func:`hmlib.stats.mixed.fit_mixed`) to
 the full data (before ``x`` goes missing) and to the complete cases (a second of work per registry), and
-``--compare YARDSTICKS_JSON`` prints the fits' paired differences from them (:func:`paired`).
+``--compare RESULTS_JSON`` prints the fits' paired differences from them, or from another fit's results of
+the same registries (:func:`paired`).
 ``--latent-noise logistic`` makes the latent ``x``'s visit deviations logistic instead of normal (same SD), so
 that the ordinal submodel is the generator's own model (a cumulative logit with the patients' random intercepts
 and slopes), where the default thresholds a normal value (a probit model): the check of whether the link is
@@ -62,6 +63,11 @@ Usage::
     .venv/bin/python bench/joint_random_slopes_truth.py --categorical \
         --out bench/results/joint_random_slopes_categorical_truth.json \
         --compare bench/results/joint_random_slopes_categorical_yardsticks.json
+    nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --categorical --ordinal --no-missingness-model \
+        --patients 300 --reps 8 --budget 20 --out bench/results/joint_random_slopes_ordinal_no_missingness_truth.json
+    .venv/bin/python bench/joint_random_slopes_truth.py \
+        --out bench/results/joint_random_slopes_ordinal_no_missingness_truth.json \
+        --compare bench/results/joint_random_slopes_ordinal_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --categorical --ordinal --latent-noise logistic \
         --patients 300 --reps 15 --budget 20 --out bench/results/joint_random_slopes_ordinal_logistic_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --reps 40 \\
@@ -194,16 +200,24 @@ def yardsticks(seed: int, *, patients: int, latent_noise: str = "normal") -> dic
     return out
 
 
-def paired(reps: list, yardstick_rows: list, terms=("x[mid]", "x[high]")) -> dict:
-    """``--compare``: per term and yardstick (``full``, ``complete_cases``), the fits' mean difference from the
-    yardstick's estimate on the same registries, as a share of the truth, with its Monte Carlo SE (the SD of the
-    paired differences over the square root of their number) and the number of registries paired."""
-    by_seed = {r["seed"]: r for r in yardstick_rows}
+def paired(reps: list, other_rows: list, truth: dict) -> dict:
+    """``--compare``: the fits' mean difference from another result file's estimates on the same registries (same
+    seeds), per term and as a share of ``truth``, with its Monte Carlo SE (the SD of the paired differences over
+    the square root of their number) and the number of registries paired.
+
+    ``other_rows`` are the replicates of a ``--yardsticks`` file (each term against ``full`` and
+    ``complete_cases``, the terms they have) or of another fit (every term against ``fit``).
+    """
+    by_seed = {r["seed"]: r for r in other_rows}
+    first = other_rows[0]
+    against = {"fit": first["terms"]} if "terms" in first else {"full": first["full"],
+                                                                "complete_cases": first["complete_cases"]}
     out = {}
-    for term in terms:
-        for name in ("full", "complete_cases"):
-            d = np.array([r["terms"][term]["estimate"] - by_seed[r["seed"]][name][term]["estimate"]
-                          for r in reps if r["seed"] in by_seed]) / CATEGORICAL_TRUTH[term]
+    for name, terms in against.items():
+        for term in terms:
+            d = np.array([r["terms"][term]["estimate"] - (by_seed[r["seed"]]["terms"] if name == "fit" else
+                                                         by_seed[r["seed"]][name])[term]["estimate"]
+                          for r in reps if r["seed"] in by_seed]) / truth[term]
             out[f"{term} - {name}"] = {"mean": float(d.mean()), "mc_se": float(d.std(ddof=1) / np.sqrt(d.size)),
                                        "n": int(d.size)}
     return out
@@ -231,16 +245,17 @@ def main(argv=None) -> int:
                         help="with --binary or --categorical: the latent x's visit deviations (module docstring)")
     parser.add_argument("--no-missingness-model", action="store_true",
                         help="fit without the missingness submodel (fit_joint_model(missingness_model=False))")
-    parser.add_argument("--compare", type=Path, metavar="YARDSTICKS_JSON",
-                        help="with --categorical and --out: no fitting; the fits in --out against the "
-                             "--yardsticks results of the same registries (paired differences)")
+    parser.add_argument("--compare", type=Path, metavar="RESULTS_JSON",
+                        help="with --out: no fitting; the fits in --out against the --yardsticks results or "
+                             "another fit's results of the same registries (paired differences)")
     parser.add_argument("--out", type=Path, help="write replicates and summary as JSON here (resumes)")
     args = parser.parse_args(argv)
     if args.compare:
-        if not (args.categorical and args.out):
-            parser.error("--compare goes with --categorical and --out")
-        diffs = paired(json.loads(args.out.read_text())["replicates"],
-                       json.loads(args.compare.read_text())["replicates"])
+        if not args.out:
+            parser.error("--compare goes with --out")
+        ours = json.loads(args.out.read_text())
+        diffs = paired(ours["replicates"], json.loads(args.compare.read_text())["replicates"],
+                       {term: row["truth"] for term, row in ours["summary"].items() if isinstance(row, dict)})
         for key, d in diffs.items():
             print(f"{key}: {d['mean']:+.4f} of the truth (MC SE {d['mc_se']:.4f}, {d['n']} registries)")
         return 0
