@@ -3,8 +3,9 @@
 On ``tests/results/random_slopes_categorical_joint.csv`` (996 visits of 150
 patients; ``x`` low / mid / high recorded in every row, so that its
 submodel's posterior does not depend on the outcome's), for the nominal
-(baseline-category logit, one block of correlated intercepts and slopes per
-non-reference level) and the ordinal (cumulative logit, one block)
+(baseline-category logit, one block of correlated intercepts and slopes
+across the non-reference levels, brms's ``(1 + t |p| patient)``; a block per
+level before 2026-12-07) and the ordinal (cumulative logit, one block)
 submodel with ``random_slopes=["t"]``:
 
 - hmlib: the joint model's submodel (:func:`submodel_posterior`; nutpie, 2
@@ -93,7 +94,10 @@ def submodel_posterior(frame: pd.DataFrame, ordinal: bool, *, seed: int = 1, dra
                       f"b_{mu}_treat_z": post["c0_coef"][..., 1, j],
                       f"sd_patient__{mu}_Intercept": post["c0_cluster_sd"][..., j],
                       f"sd_patient__{mu}_t_z": post["c0_slopes_cluster_sd"][..., j, 0],
-                      f"cor_patient__{mu}_Intercept__{mu}_t_z": post[f"c0_level{j + 1}_cluster_corr"][..., 0, 1]}
+                      f"cor_patient__{mu}_Intercept__{mu}_t_z": post["c0_levels_cluster_corr"][..., 2 * j, 2 * j + 1]}
+        # the levels' effects share one block (level-major: mid's intercept and slope, then high's)
+        named["cor_patient__mumid_Intercept__muhigh_Intercept"] = post["c0_levels_cluster_corr"][..., 0, 2]
+        named["cor_patient__mumid_t_z__muhigh_t_z"] = post["c0_levels_cluster_corr"][..., 1, 3]
     return {"parameters": summarise_draws(named), "compile_seconds": compile_seconds,
             "sampling_seconds": sampling_seconds}
 

@@ -558,7 +558,7 @@ def test_joint_rs_009_categorical_slopes(ordinal, sites):
     assert choice["c0"] == "noncentred"
     model = jm.build_joint_model(data)
     names = set(model.named_vars)
-    blocks = {"c0_cluster_chol"} if ordinal else {"c0_level1_cluster_chol", "c0_level2_cluster_chol"}
+    blocks = {"c0_cluster_chol"} if ordinal else {"c0_levels_cluster_chol"}      # nominal: one block, both levels
     assert blocks | {"c0_cluster", "c0_cluster_slopes", "c0_cluster_sd", "c0_slopes_cluster_sd"} <= names
     point = {name: value + rng.normal(0.0, 0.5, np.shape(value)) for name, value in model.initial_point().items()}
     assert np.isfinite(model.compile_logp()(point))

@@ -3,8 +3,9 @@
 #
 # With x recorded in every row its submodel's posterior does not depend on the outcome's, so the submodel alone
 # is compared, nominal or ordinal:
-#   nominal: x ~ t_z + treat_z + (1 + t_z | patient)   (categorical, reference "low"; each of mumid and muhigh
-#            has its own intercept, coefficients and (1 + t_z | patient) block, independent between them)
+#   nominal: x ~ t_z + treat_z + (1 + t_z |p| patient)   (categorical, reference "low"; each of mumid and muhigh
+#            has its own intercept and coefficients; their patient intercepts and slopes form one correlated
+#            block, as hmlib's since 2026-12-07; before, (1 + t_z | patient): a block per level)
 #   ordinal: x ~ t_z + treat_z + (1 + t_z | patient)   (cumulative("logit"), low < mid < high: brms's
 #            logit P(x <= k) = theta_k - eta is hmlib's logit P(rank > k) = eta - theta_k)
 # with t and treat standardised as hmlib does (mean and population SD of the rows used) and hmlib's priors on
@@ -64,6 +65,8 @@ if (kind == "nominal") {
     c(sprintf("b_%s_Intercept", mu), sprintf("b_%s_t_z", mu), sprintf("b_%s_treat_z", mu),
       sprintf("sd_patient__%s_Intercept", mu), sprintf("sd_patient__%s_t_z", mu),
       sprintf("cor_patient__%s_Intercept__%s_t_z", mu, mu))))
+  names_kept <- c(names_kept, "cor_patient__mumid_Intercept__muhigh_Intercept", "cor_patient__mumid_t_z__muhigh_t_z")
+  formula <- x ~ t_z + treat_z + (1 + t_z |p| patient)
 } else {
   d$x <- factor(d$x, levels = levels_x, ordered = TRUE)
   below <- cumsum(counts)[1:2] / sum(counts)
@@ -75,9 +78,10 @@ if (kind == "nominal") {
   family <- cumulative("logit")
   names_kept <- c("b_Intercept[1]", "b_Intercept[2]", "b_t_z", "b_treat_z", "sd_patient__Intercept",
                   "sd_patient__t_z", "cor_patient__Intercept__t_z")
+  formula <- x ~ t_z + treat_z + (1 + t_z | patient)
 }
 t0 <- proc.time()[["elapsed"]]
-fit <- brm(bf(x ~ t_z + treat_z + (1 + t_z | patient), family = family), data = d, prior = priors,
+fit <- brm(bf(formula, family = family), data = d, prior = priors,
            chains = 2, cores = 2, iter = iter, warmup = 1000, seed = 1, refresh = 0)
 seconds <- proc.time()[["elapsed"]] - t0
 # chains ran side by side (cores = 2): sampling wall time is the slower chain's warm-up + sampling
@@ -87,8 +91,9 @@ summ <- function(x) list(mean = mean(x), sd = sd(x), mcse_mean = mcse_mean(x), e
                          ess_tail = ess_tail(x), rhat = rhat(x))
 params <- lapply(names_kept, function(n) summ(extract_variable_matrix(draws, n)))
 names(params) <- names_kept
-out <- list(what = sprintf("brms %s x ~ t_z + treat_z + (1 + t_z | patient), hmlib's default priors (standardised scale)",
-                           if (kind == "nominal") "categorical" else "cumulative(logit)"),
+out <- list(what = sprintf("brms %s %s, hmlib's default priors (standardised scale)",
+                           if (kind == "nominal") "categorical" else "cumulative(logit)",
+                           paste(deparse(formula), collapse = "")),
             data = basename(data_file), brms_version = as.character(packageVersion("brms")), chains = 2,
             iter = iter, warmup = 1000, seed = 1, seconds = seconds, sampling_seconds = sampling_seconds,
             divergences = sum(nuts_params(fit, pars = "divergent__")$Value), parameters = params)
