@@ -72,8 +72,9 @@ KEYS: dict[str, str] = {
     "joint_model": "{time_budget_minutes: 20} minutes the joint model may take in all when it extends its sampling "
                    "to pass the convergence gate (0: never extend; default 20, fast runs 0); "
                    "{missingness_submodel: auto} true or false: whether the joint model has its shared-parameter "
-                   "missingness submodel (default auto: on, except with random_slopes, where a visit's value "
-                   "missing because of that visit's outcome biased the coefficients)",
+                   "missingness submodel (default auto: on, except for visits in patients, with time or "
+                   "random_slopes, where a visit's value missing because of that visit's outcome biased the "
+                   "coefficients)",
     "sensitivity": "{relevant_difference: 1.25} clinically relevant difference per reported unit of the focus: "
                    "a ratio of odds ratios > 1 (binary outcome; default 1.25) or a difference in outcome units "
                    "(continuous outcome; default 0.1 SD of the outcome); {dropout_delta_form: growing} with "
@@ -156,7 +157,7 @@ class JointModelSettings:
         (:attr:`hmlib.settings.RunSizes.joint_time_budget_minutes`).
     missingness_submodel : bool or None
         Whether the joint model has its shared-parameter missingness
-        submodel; None (``auto``): on unless the params give
+        submodel; None (``auto``): on unless the params give ``time`` or
         ``random_slopes`` (:func:`hmlib.steps.joint_model.missingness_submodel_on`).
     """
 

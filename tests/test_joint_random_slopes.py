@@ -49,7 +49,7 @@ JOINT-BRMS-RS-003  with a site level (``(1 | site) + (1 + month | patient)`` in 
 JOINT-BRMS-RS-002  the same with the missingness submodel (brms: ``(1 | p | patient)`` in the missingness formula,
               ``(1 + month | p | patient)`` in the outcome's), ``corr(missingness, outcome)`` included (slow)
 JOINT-RS-009  an incomplete categorical predictor with random slopes, nominal and ordinal, patients alone or in
-              sites: one LKJ block per non-reference level (nominal) or one block (ordinal), non-centred by the
+              sites: one LKJ block across the non-reference levels (nominal) or one block (ordinal), non-centred by the
               rule; in sites a patient's intercepts are its site's effects plus its own; at a random point
               of the model, the probabilities :func:`~hmlib.stats.joint.imputations.category_probabilities`
               computes from the posterior's values (numpy, used for the imputations and the partial-pooling
@@ -58,15 +58,15 @@ JOINT-RS-009  an incomplete categorical predictor with random slopes, nominal an
 JOINT-RS-010  step 4's methods paragraph says that the incomplete categorical predictors' submodels have the
               random slopes when the params list them, and random intercepts only otherwise
 JOINT-RS-011  params ``joint_model.missingness_submodel``: ``auto`` (the default) leaves the missingness
-              submodel out with ``random_slopes`` and keeps it without; ``true`` and ``false`` override it; any
+              submodel out with ``time`` or ``random_slopes`` (visits in patients) and keeps it without either; ``true`` and ``false`` override it; any
               other value is a ParamsError naming the key; :func:`~hmlib.steps.joint_model.fit_registry` fits
               accordingly (no ``corr(missingness, outcome)``) and step 4's methods paragraph says that there
-              is no missingness submodel and why (the default with random slopes, or the params)
+              is no missingness submodel and why (the default for visits in patients, or the params)
 JOINT-BRMS-RS-005  the categorical predictor submodels with random slopes (slow): with ``x`` (low / mid / high)
               recorded in every row, the intercepts or cut points, coefficients, intercept and slope SDs and
-              their correlations agree with brms's ``categorical`` (each ``mu<level>`` its own ``(1 + t_z |
-              patient)``) and ``cumulative("logit")`` fits of ``x ~ t_z + treat_z + (1 + t_z | patient)`` with
-              the same priors (``tests/results/brms_random_slopes_categorical_joint.R``) within 4 combined Monte
+              their correlations (nominal: the levels' too) agree with brms's ``categorical`` fit of ``x ~ t_z +
+              treat_z + (1 + t_z |p| patient)`` (one block across the ``mu<level>``) and ``cumulative("logit")``
+              fit of ``x ~ t_z + treat_z + (1 + t_z | patient)`` with the same priors (``tests/results/brms_random_slopes_categorical_joint.R``) within 4 combined Monte
               Carlo SEs, posterior SDs within 15%; the data file is the generator's
 JOINT-BRMS-RS-004  the binary predictor submodel with random slopes (slow): where the 0/1 ``x`` is recorded
               (there its posterior does not depend on the outcome's), the intercept, coefficients, intercept
@@ -358,15 +358,18 @@ def test_joint_rs_011_missingness_submodel_setting(write_case):
     frame = _frame(n_patients=40, n_visits=4).drop(columns=["date"])
     roles = dict(cluster="patient", outcome="y", outcome_family="gaussian", predictors=["month", "x"],
                  time="month")
-    assert missingness_submodel_on(load_params(write_case(frame, **roles)))
+    assert not missingness_submodel_on(load_params(write_case(frame, **roles)))       # time: visits in patients
+    no_time = {k: v for k, v in roles.items() if k != "time"}
+    assert missingness_submodel_on(load_params(write_case(frame, **no_time)))         # patients in sites, say
     with_slopes = load_params(write_case(frame, **roles, random_slopes=["month"]))
     assert with_slopes.joint_model.missingness_submodel is None and not missingness_submodel_on(with_slopes)
     for setting in (True, False):
         params = load_params(write_case(frame, **roles, random_slopes=["month"],
                                         joint_model={"missingness_submodel": setting}))
         assert missingness_submodel_on(params) is setting
-    assert not missingness_submodel_on(load_params(write_case(frame, **roles,
+    assert not missingness_submodel_on(load_params(write_case(frame, **no_time,
                                                               joint_model={"missingness_submodel": False})))
+    assert missingness_submodel_on(load_params(write_case(frame, **roles, joint_model={"missingness_submodel": True})))
     with pytest.raises(ParamsError, match="'joint_model.missingness_submodel' must be true, false or auto"):
         load_params(write_case(frame, **roles, joint_model={"missingness_submodel": "yes"}))
     registry = load_registry(with_slopes)
@@ -376,8 +379,8 @@ def test_joint_rs_011_missingness_submodel_setting(write_case):
     record = JointStepResult(result, min_cell=11).to_artifact()
     paragraph = " ".join(STEP.methods_text(record, SimpleNamespace(noun="patient", min_cell=11, versions={},
                                                                    params=registry.params)))
-    assert "no missingness submodel (missing at random given the recorded data; off by default with random " \
-           "slopes)" in paragraph
+    assert "no missingness submodel (missing at random given the recorded data; off by default for visits in " \
+           "patients)" in paragraph
     switched_off = SimpleNamespace(noun="patient", min_cell=11, versions={}, params=SimpleNamespace(
         random_slopes=(), higher_levels=(), joint_model=SimpleNamespace(missingness_submodel=False)))
     assert "no missingness submodel (missing at random given the recorded data; switched off in the params)" \

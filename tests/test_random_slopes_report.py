@@ -325,6 +325,6 @@ def test_rs_rep_008_full_report(tmp_path):
     assert "no random intercept per site" not in text        # the joint model has the site level too (#16)
     assert "random intercepts and random slopes on month (LKJ prior" in text
     assert "correlation), nested in random intercepts per site, and no missingness submodel (missing at random " \
-           "given the recorded data; off by default with random slopes)" in text   # methods
+           "given the recorded data; off by default for visits in patients)" in text   # methods
     assert "a random intercept and a random slope on month per patient" in text
     assert "(1 + month | patient)" in text

@@ -84,14 +84,14 @@ assumption is that missingness depends on the cluster's latent outcome
 propensity ``u_j`` and on the complete predictors, **not on the unobserved
 value itself**: the missing values are missing at random given the random
 effects. Values missing because they would have been high (MNAR at the patient
-level) are outside this model; see the sensitivity step for that. With
-random slopes (visits in patients) step 4 leaves the submodel out by default
+level) are outside this model; see the sensitivity step for that. For visits
+in patients (params ``time`` or ``random_slopes``) step 4 leaves the
+submodel out by default
 (:func:`hmlib.steps.joint_model.missingness_submodel_on`): where a visit's
 value goes missing because of that visit's outcome, the patient's shared
-effect takes up part of a persistent predictor's effect (5-6% of the
+effect takes up part of a persistent predictor's effect (5-8% of the
 coefficient of a summed-out yes/no or categorical predictor in
-``bench/joint_random_slopes_truth.py``, gone without the submodel except
-for part of a nominal one's).
+``bench/joint_random_slopes_truth.py``, with random slopes or without).
 
 Priors (defaults, :data:`DEFAULT_PRIORS`, all on standardised scales):
 ``Normal(0, 2.5)`` on coefficients, ``Normal(m, 2.5)`` on intercepts (``m``
