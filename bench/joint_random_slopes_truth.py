@@ -51,6 +51,14 @@ that the ordinal submodel is the generator's own model (a cumulative logit with 
 and slopes), where the default thresholds a normal value (a probit model): the check of whether the link is
 what attenuates a summed-out categorical ``x``. ``--no-missingness-model`` fits without the missingness
 submodel (whose patient intercepts are correlated with the outcome's): the check of whether that submodel is.
+``--independent-levels`` (nominal ``--categorical``) gives each level its own block of patient intercepts and
+slopes (:func:`independent_nominal_levels`), as hmlib did before 2026-12-07, where it now has one LKJ block across
+the levels: the comparator of that change (the nominal result files without ``correlated_levels`` in their design
+were fitted so). ``--no-slopes`` (with ``--binary`` or ``--categorical``) fits random
+intercepts only in every submodel (``random_slopes=[]``: the report's step 4 with ``time`` but no
+``random_slopes``, where the missingness submodel stays on by default); the terms are then ``x``, ``t`` and
+``sd(patient)``, and the generator's random slopes are left out of the analysis model, so the paired difference
+with and without the missingness submodel is the measure, not the distance from the truth.
 
 Usage::
 
@@ -70,6 +78,13 @@ Usage::
         --compare bench/results/joint_random_slopes_ordinal_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --categorical --ordinal --latent-noise logistic \
         --patients 300 --reps 15 --budget 20 --out bench/results/joint_random_slopes_ordinal_logistic_truth.json
+    nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --categorical \\
+        --no-missingness-model --patients 300 --reps 15 --budget 20 \\
+        --out bench/results/joint_random_slopes_categorical_correlated_truth.json
+    nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --categorical --patients 300 --reps 15 \\
+        --budget 20 --out bench/results/joint_random_slopes_categorical_correlated_missingness_truth.json
+    nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --binary --no-slopes [--no-missingness-model] \\
+        --patients 300 --reps 8 --budget 20 --out bench/results/joint_random_slopes_binary_intercepts[_no_missingness]_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --reps 40 \\
         --out bench/results/joint_random_slopes_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --sites 12 --reps 20 \\
@@ -107,21 +122,23 @@ BINARY_TRUTH = {"x": 0.35, "t": 0.4, "sd(patient)": 1.0, "sd(t|patient)": 0.5, "
 CATEGORICAL_TRUTH = {"x[mid]": 0.35, "x[high]": 0.7, **{t: BINARY_TRUTH[t] for t in BINARY_TERMS[1:]}}
 
 
-def terms_of(*, sites: int = 1, binary: bool = False, categorical: bool = False) -> tuple:
-    """The terms recorded: ``BINARY_TERMS``, ``CATEGORICAL_TERMS``, or ``TERMS`` with ``sd(site)`` when there
-    are sites."""
-    if categorical:
-        return CATEGORICAL_TERMS
-    return BINARY_TERMS if binary else (*TERMS, "sd(site)") if sites > 1 else TERMS
+def terms_of(*, sites: int = 1, binary: bool = False, categorical: bool = False, slopes: bool = True) -> tuple:
+    """The terms recorded: ``BINARY_TERMS``, ``CATEGORICAL_TERMS`` (without the slope's SD and correlation when
+    ``slopes`` is false), or ``TERMS`` with ``sd(site)`` when there are sites."""
+    if binary or categorical:
+        terms = CATEGORICAL_TERMS if categorical else BINARY_TERMS
+        return terms if slopes else tuple(t for t in terms if "|" not in t)
+    return (*TERMS, "sd(site)") if sites > 1 else TERMS
 
 
 def registry(seed: int, *, patients: int, sites: int = 1, binary: bool = False, categorical: bool = False,
-             ordinal: bool = False, latent_noise: str = "normal") -> tuple:
-    """One replicate's registry and the joint model's roles in it: ``(frame, fit_joint_model keywords)``."""
+             ordinal: bool = False, latent_noise: str = "normal", slopes: bool = True) -> tuple:
+    """One replicate's registry and the joint model's roles in it: ``(frame, fit_joint_model keywords)``;
+    ``slopes=False`` (``--no-slopes``, with ``--binary`` or ``--categorical``): random intercepts only."""
     if binary or categorical:
         frame = simulate_longitudinal(seed, n_patients=patients, binary=binary, categorical=categorical,
                                       latent_noise=latent_noise).drop(columns=["visit"])
-        roles = dict(predictors=["t", "x", "treat"], random_slopes=["t"])
+        roles = dict(predictors=["t", "x", "treat"], random_slopes=["t"] if slopes else [])
         if categorical:
             roles |= dict(levels={"x": list(CATEGORY_LEVELS)}, focus="x")
             if ordinal:
@@ -159,17 +176,57 @@ def intercept_only_categoricals():
         jmodel._nominal_slopes, jmodel._submodel_slopes = saved
 
 
+@contextlib.contextmanager
+def independent_nominal_levels():
+    """Within: a nominal submodel's non-reference levels each have their own block of patient intercepts and
+    slopes, independent of the others (``--independent-levels``; brms's ``categorical`` with ``(1 + t |
+    patient)``), as hmlib's joint model did before 2026-12-07: the comparator of
+    :func:`hmlib.stats.joint.model._nominal_slopes`'s one block across the levels (``(1 + t |p| patient)``).
+    The result files of ``--categorical`` (nominal) without ``correlated_levels`` in their design were fitted
+    so."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from hmlib.stats.joint import model as jmodel
+    from hmlib.stats.joint.slopes import correlated_effects
+
+    def nominal(prefix, data, priors, centred, K):
+        if data.higher:
+            raise ValueError("--independent-levels has one site")
+        q = len(data.slopes)
+        blocks = [correlated_effects(f"{prefix}_level{level}_cluster", data.n_clusters, 1 + q, priors,
+                                     centred[prefix]) for level in range(1, K)]
+        effects = pt.stack([block[0] for block in blocks], axis=1)       # J x (K - 1) x (1 + q)
+        stds = pt.stack([block[1] for block in blocks], axis=0)          # (K - 1) x (1 + q)
+        intercepts = pm.Deterministic(f"{prefix}_cluster", effects[:, :, 0])
+        slopes = pm.Deterministic(f"{prefix}_cluster_slopes", effects[:, :, 1:])
+        pm.Deterministic(f"{prefix}_cluster_sd", stds[:, 0])
+        pm.Deterministic(f"{prefix}_slopes_cluster_sd", stds[:, 1:])
+        z = data.Z[:, list(data.slope_columns)]
+        return intercepts[data.codes] + (slopes[data.codes] * z[:, None, :]).sum(axis=2)
+
+    saved = jmodel._nominal_slopes
+    jmodel._nominal_slopes = nominal
+    try:
+        yield
+    finally:
+        jmodel._nominal_slopes = saved
+
+
 def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0,
               binary: bool = False, categorical: bool = False, ordinal: bool = False,
-              intercept_only: bool = False, latent_noise: str = "normal", missingness_model: bool = True) -> dict:
+              intercept_only: bool = False, latent_noise: str = "normal", missingness_model: bool = True,
+              independent_levels: bool = False, slopes: bool = True) -> dict:
     """One registry, one fit: per term the posterior summary, and the gate (``sites > 1``: the site level too)."""
     frame, roles = registry(seed, patients=patients, sites=sites, binary=binary, categorical=categorical,
-                            ordinal=ordinal, latent_noise=latent_noise)
+                            ordinal=ordinal, latent_noise=latent_noise, slopes=slopes)
     start = time.perf_counter()
-    with intercept_only_categoricals() if intercept_only else contextlib.nullcontext():
+    swap = (intercept_only_categoricals() if intercept_only else independent_nominal_levels() if independent_levels
+            else contextlib.nullcontext())
+    with swap:
         fit = fit_joint_model(frame, seed=seed, draws=draws, tune=tune, time_budget_minutes=budget,
                               missingness_model=missingness_model, **roles)
-    terms = terms_of(sites=sites, binary=binary, categorical=categorical)
+    terms = terms_of(sites=sites, binary=binary, categorical=categorical, slopes=slopes)
     rows = fit.to_estimates().set_index("term")
     return {"seed": seed, "seconds": round(time.perf_counter() - start, 1), "converged": bool(fit.converged),
             "gate": fit.convergence_message, "runs": len(fit.settings["attempts"]),
@@ -180,23 +237,26 @@ def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1
                       for t in terms}}
 
 
-def yardsticks(seed: int, *, patients: int, latent_noise: str = "normal") -> dict:
+def yardsticks(seed: int, *, patients: int, latent_noise: str = "normal", binary: bool = False) -> dict:
     """``--yardsticks``: the analysis model by ML on the full data and on the complete cases of a ``--categorical``
-    registry; per data set and term (``x[mid]``, ``x[high]``) the estimate, its SE and 95% Wald interval."""
+    (or ``--binary``) registry; per data set and term (``x[mid]``, ``x[high]``, or ``x``) the estimate, its SE
+    and 95% Wald interval."""
     from hmlib.stats.mixed import RandomEffects, RandomLevel, fit_mixed
 
-    full = simulate_longitudinal(seed, n_patients=patients, full=True, categorical=True, latent_noise=latent_noise)
-    incomplete = simulate_longitudinal(seed, n_patients=patients, categorical=True, latent_noise=latent_noise)
+    kind = dict(binary=True) if binary else dict(categorical=True)
+    full = simulate_longitudinal(seed, n_patients=patients, full=True, latent_noise=latent_noise, **kind)
+    incomplete = simulate_longitudinal(seed, n_patients=patients, latent_noise=latent_noise, **kind)
+    x_terms = (("x", 2),) if binary else (("x[mid]", 2), ("x[high]", 3))
     out = {"seed": seed}
     for name, frame in (("full", full), ("complete_cases", incomplete.dropna(subset=["x"]))):
-        X = np.column_stack([np.ones(len(frame)), frame["t"], frame["x"] == "mid", frame["x"] == "high",
-                             frame["treat"]]).astype(float)
+        x = [frame["x"]] if binary else [frame["x"] == "mid", frame["x"] == "high"]
+        X = np.column_stack([np.ones(len(frame)), frame["t"], *x, frame["treat"]]).astype(float)
         level = RandomLevel("patient", frame["patient"].to_numpy(), slopes={"t": frame["t"].to_numpy(float)})
         fit = fit_mixed(frame["y"].to_numpy(float), X, RandomEffects((level,)))
         out[name] = {term: {"estimate": float(fit.coef[k]), "sd": float(fit.std_error[k]),
                             "ci95": [float(fit.coef[k] - 1.96 * fit.std_error[k]),
                                      float(fit.coef[k] + 1.96 * fit.std_error[k])]}
-                     for term, k in (("x[mid]", 2), ("x[high]", 3))}
+                     for term, k in x_terms}
     return out
 
 
@@ -239,8 +299,14 @@ def main(argv=None) -> int:
     parser.add_argument("--ordinal", action="store_true", help="with --categorical: an ordinal submodel")
     parser.add_argument("--intercept-only", action="store_true",
                         help="with --categorical: its submodel without random slopes (the comparator)")
+    parser.add_argument("--independent-levels", action="store_true",
+                        help="with --categorical (nominal): a block of patient effects per level, as before "
+                             "2026-12-07 (independent_nominal_levels)")
+    parser.add_argument("--no-slopes", action="store_true",
+                        help="with --binary or --categorical: fit random intercepts only (random_slopes=[]), the "
+                             "report's step 4 with 'time' but no 'random_slopes'")
     parser.add_argument("--yardsticks", action="store_true",
-                        help="with --categorical: full data and complete cases by ML instead (module docstring)")
+                        help="with --categorical or --binary: full data and complete cases by ML instead (module docstring)")
     parser.add_argument("--latent-noise", choices=("normal", "logistic"), default="normal",
                         help="with --binary or --categorical: the latent x's visit deviations (module docstring)")
     parser.add_argument("--no-missingness-model", action="store_true",
@@ -260,18 +326,21 @@ def main(argv=None) -> int:
             print(f"{key}: {d['mean']:+.4f} of the truth (MC SE {d['mc_se']:.4f}, {d['n']} registries)")
         return 0
     if args.yardsticks:
-        if not args.categorical:
-            parser.error("--yardsticks goes with --categorical")
-        rows = [yardsticks(seed, patients=args.patients, latent_noise=args.latent_noise)
+        if not (args.categorical or args.binary):
+            parser.error("--yardsticks goes with --categorical or --binary")
+        rows = [yardsticks(seed, patients=args.patients, latent_noise=args.latent_noise, binary=args.binary)
                 for seed in range(args.first_seed, args.first_seed + args.reps)]
+        x_terms, truth = (BINARY_TERMS[:1], BINARY_TRUTH) if args.binary else (CATEGORICAL_TERMS[:2],
+                                                                               CATEGORICAL_TRUTH)
         summary = {name: summarise([{"terms": r[name], "converged": True, "runs": 1, "seconds": 0.0}
-                                    for r in rows], CATEGORICAL_TRUTH, CATEGORICAL_TERMS[:2])
+                                    for r in rows], truth, x_terms)
                    for name in ("full", "complete_cases")}
         for name, s in summary.items():
             print(name, {t: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s[t].items()}
-                         for t in CATEGORICAL_TERMS[:2]})
+                         for t in x_terms})
         if args.out:
             args.out.write_text(json.dumps({"design": {"n_patients": args.patients, "fit": "ML, fit_mixed",
+                                                       "binary": args.binary,
                                                        "latent_noise": args.latent_noise},
                                             "summary": summary, "replicates": rows}, indent=1) + "\n")
         return 0
@@ -281,8 +350,13 @@ def main(argv=None) -> int:
         parser.error("--binary or --categorical, not both")
     if (args.ordinal or args.intercept_only) and not args.categorical:
         parser.error("--ordinal and --intercept-only go with --categorical")
+    if args.no_slopes and not (args.binary or args.categorical):
+        parser.error("--no-slopes goes with --binary or --categorical")
+    if args.independent_levels and (not args.categorical or args.ordinal or args.intercept_only):
+        parser.error("--independent-levels goes with --categorical (nominal, with slopes)")
     budget = args.budget if args.budget is not None else (20.0 if args.sites > 1 else 0.0)
-    terms = terms_of(sites=args.sites, binary=args.binary, categorical=args.categorical)
+    terms = terms_of(sites=args.sites, binary=args.binary, categorical=args.categorical,
+                     slopes=not args.no_slopes)
     reps = json.loads(args.out.read_text())["replicates"] if args.out and args.out.is_file() else []
     truth = CATEGORICAL_TRUTH if args.categorical else BINARY_TRUTH if args.binary else \
         longitudinal_registry_truth()["terms"]
@@ -294,7 +368,8 @@ def main(argv=None) -> int:
                               budget=budget, binary=args.binary, categorical=args.categorical,
                               ordinal=args.ordinal, intercept_only=args.intercept_only,
                               latent_noise=args.latent_noise,
-                              missingness_model=not args.no_missingness_model))
+                              missingness_model=not args.no_missingness_model,
+                              independent_levels=args.independent_levels, slopes=not args.no_slopes))
         r = reps[-1]
         print(f"seed {seed}: {r['seconds']} s, converged {r['converged']}, "
               + ", ".join(f"{t} {v['estimate']:.3f}" for t, v in r["terms"].items()), flush=True)
@@ -308,6 +383,9 @@ def main(argv=None) -> int:
                                   "submodel": ("ordinal" if args.ordinal else "nominal") if args.categorical
                                   else None,
                                   "categorical_slopes": not args.intercept_only if args.categorical else None,
+                                  "correlated_levels": (not args.independent_levels and not args.intercept_only
+                                                        and not args.ordinal) if args.categorical else None,
+                                  "random_slopes": not args.no_slopes,
                                   "latent_noise": args.latent_noise if kind else None,
                                   "missingness_model": not args.no_missingness_model,
                                   "draws": args.draws, "tune": args.tune, "chains": 2,
