@@ -84,7 +84,8 @@ Usage::
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --categorical --patients 300 --reps 15 \\
         --budget 20 --out bench/results/joint_random_slopes_categorical_correlated_missingness_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --binary --no-slopes [--no-missingness-model] \\
-        --patients 300 --reps 8 --budget 20 --out bench/results/joint_random_slopes_binary_intercepts[_no_missingness]_truth.json
+        --patients 300 --reps 8 --budget 20 \\
+        --out bench/results/joint_random_slopes_binary_intercepts[_no_missingness]_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --reps 40 \\
         --out bench/results/joint_random_slopes_truth.json
     nice -n 5 .venv/bin/python bench/joint_random_slopes_truth.py --sites 12 --reps 20 \\
@@ -306,7 +307,8 @@ def main(argv=None) -> int:
                         help="with --binary or --categorical: fit random intercepts only (random_slopes=[]), the "
                              "report's step 4 with 'time' but no 'random_slopes'")
     parser.add_argument("--yardsticks", action="store_true",
-                        help="with --categorical or --binary: full data and complete cases by ML instead (module docstring)")
+                        help="with --categorical or --binary: full data and complete cases by ML instead "
+                             "(module docstring)")
     parser.add_argument("--latent-noise", choices=("normal", "logistic"), default="normal",
                         help="with --binary or --categorical: the latent x's visit deviations (module docstring)")
     parser.add_argument("--no-missingness-model", action="store_true",

@@ -58,16 +58,18 @@ JOINT-RS-009  an incomplete categorical predictor with random slopes, nominal an
 JOINT-RS-010  step 4's methods paragraph says that the incomplete categorical predictors' submodels have the
               random slopes when the params list them, and random intercepts only otherwise
 JOINT-RS-011  params ``joint_model.missingness_submodel``: ``auto`` (the default) leaves the missingness
-              submodel out with ``time`` or ``random_slopes`` (visits in patients) and keeps it without either; ``true`` and ``false`` override it; any
-              other value is a ParamsError naming the key; :func:`~hmlib.steps.joint_model.fit_registry` fits
-              accordingly (no ``corr(missingness, outcome)``) and step 4's methods paragraph says that there
-              is no missingness submodel and why (the default for visits in patients, or the params)
+              submodel out with ``time`` or ``random_slopes`` (visits in patients) and keeps it without either;
+              ``true`` and ``false`` override it; any other value is a ParamsError naming the key;
+              :func:`~hmlib.steps.joint_model.fit_registry` fits accordingly (no ``corr(missingness, outcome)``)
+              and step 4's methods paragraph says that there is no missingness submodel and why (the default
+              for visits in patients, or the params)
 JOINT-BRMS-RS-005  the categorical predictor submodels with random slopes (slow): with ``x`` (low / mid / high)
               recorded in every row, the intercepts or cut points, coefficients, intercept and slope SDs and
               their correlations (nominal: the levels' too) agree with brms's ``categorical`` fit of ``x ~ t_z +
               treat_z + (1 + t_z |p| patient)`` (one block across the ``mu<level>``) and ``cumulative("logit")``
-              fit of ``x ~ t_z + treat_z + (1 + t_z | patient)`` with the same priors (``tests/results/brms_random_slopes_categorical_joint.R``) within 4 combined Monte
-              Carlo SEs, posterior SDs within 15%; the data file is the generator's
+              fit of ``x ~ t_z + treat_z + (1 + t_z | patient)`` with the same priors
+              (``tests/results/brms_random_slopes_categorical_joint.R``) within 4 combined Monte Carlo SEs,
+              posterior SDs within 15%; the data file is the generator's
 JOINT-BRMS-RS-004  the binary predictor submodel with random slopes (slow): where the 0/1 ``x`` is recorded
               (there its posterior does not depend on the outcome's), the intercept, coefficients, intercept
               and slope SDs and their correlation agree with brms's ``bernoulli`` ``x ~ t + treat + (1 + t |

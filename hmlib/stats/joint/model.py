@@ -559,9 +559,9 @@ def _nominal_slopes(prefix: str, data: JointData, priors: dict, centred: dict, K
     reference together, which blocks independent between levels (brms's ``(1 + t | patient)``, hmlib before
     2026-12-07) cannot express: on simulated visits in patients the summed-out predictor's coefficients came out
     1.3-3.2% of the truth higher with the shared block, within Monte Carlo error of the full data's
-    (``bench/joint_random_slopes_truth.py --categorical``, against ``--independent-levels``). Named as the binary submodels' with a level
-    axis: ``<prefix>_cluster`` (J x (K - 1) intercepts; with levels above the cluster the totals,
-    ``<prefix>_within`` the clusters' own), ``<prefix>_cluster_slopes`` (J x (K - 1) x q),
+    (``bench/joint_random_slopes_truth.py --categorical``, against ``--independent-levels``). Named as the
+    binary submodels' with a level axis: ``<prefix>_cluster`` (J x (K - 1) intercepts; with levels above the
+    cluster the totals, ``<prefix>_within`` the clusters' own), ``<prefix>_cluster_slopes`` (J x (K - 1) x q),
     ``<prefix>_cluster_sd`` (K - 1) and ``<prefix>_slopes_cluster_sd`` ((K - 1) x q).
     """
     import pymc as pm
