@@ -182,36 +182,27 @@ def independent_nominal_levels():
     """Within: a nominal submodel's non-reference levels each have their own block of patient intercepts and
     slopes, independent of the others (``--independent-levels``; brms's ``categorical`` with ``(1 + t |
     patient)``), as hmlib's joint model did before 2026-12-07: the comparator of
-    :func:`hmlib.stats.joint.model._nominal_slopes`'s one block across the levels (``(1 + t |p| patient)``).
+    :func:`hmlib.stats.joint.model._nominal_slopes`'s one block across the levels (``(1 + t |p| patient)``; the
+    bench swaps its :func:`~hmlib.stats.joint.model._nominal_level_effects`).
     The result files of ``--categorical`` (nominal) without ``correlated_levels`` in their design were fitted
     so."""
-    import pymc as pm
     import pytensor.tensor as pt
 
     from hmlib.stats.joint import model as jmodel
     from hmlib.stats.joint.slopes import correlated_effects
 
-    def nominal(prefix, data, priors, centred, K):
-        if data.higher:
-            raise ValueError("--independent-levels has one site")
-        q = len(data.slopes)
-        blocks = [correlated_effects(f"{prefix}_level{level}_cluster", data.n_clusters, 1 + q, priors,
-                                     centred[prefix]) for level in range(1, K)]
-        effects = pt.stack([block[0] for block in blocks], axis=1)       # J x (K - 1) x (1 + q)
-        stds = pt.stack([block[1] for block in blocks], axis=0)          # (K - 1) x (1 + q)
-        intercepts = pm.Deterministic(f"{prefix}_cluster", effects[:, :, 0])
-        slopes = pm.Deterministic(f"{prefix}_cluster_slopes", effects[:, :, 1:])
-        pm.Deterministic(f"{prefix}_cluster_sd", stds[:, 0])
-        pm.Deterministic(f"{prefix}_slopes_cluster_sd", stds[:, 1:])
-        z = data.Z[:, list(data.slope_columns)]
-        return intercepts[data.codes] + (slopes[data.codes] * z[:, None, :]).sum(axis=2)
+    def per_level(prefix, data, priors, centred, K):
+        blocks = [correlated_effects(f"{prefix}_level{level}_cluster", data.n_clusters, 1 + len(data.slopes),
+                                     priors, centred[prefix]) for level in range(1, K)]
+        return (pt.stack([block[0] for block in blocks], axis=1),      # J x (K - 1) x (1 + q)
+                pt.stack([block[1] for block in blocks], axis=0))      # (K - 1) x (1 + q)
 
-    saved = jmodel._nominal_slopes
-    jmodel._nominal_slopes = nominal
+    saved = jmodel._nominal_level_effects
+    jmodel._nominal_level_effects = per_level
     try:
         yield
     finally:
-        jmodel._nominal_slopes = saved
+        jmodel._nominal_level_effects = saved
 
 
 def replicate(seed: int, *, patients: int, draws: int, tune: int, sites: int = 1, budget: float = 0,
@@ -276,8 +267,8 @@ def paired(reps: list, other_rows: list, truth: dict) -> dict:
     out = {}
     for name, terms in against.items():
         for term in terms:
-            d = np.array([r["terms"][term]["estimate"] - (by_seed[r["seed"]]["terms"] if name == "fit" else
-                                                         by_seed[r["seed"]][name])[term]["estimate"]
+            key = "terms" if name == "fit" else name
+            d = np.array([r["terms"][term]["estimate"] - by_seed[r["seed"]][key][term]["estimate"]
                           for r in reps if r["seed"] in by_seed]) / truth[term]
             out[f"{term} - {name}"] = {"mean": float(d.mean()), "mc_se": float(d.std(ddof=1) / np.sqrt(d.size)),
                                        "n": int(d.size)}

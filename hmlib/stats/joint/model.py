@@ -566,11 +566,7 @@ def _nominal_slopes(prefix: str, data: JointData, priors: dict, centred: dict, K
     """
     import pymc as pm
 
-    q = len(data.slopes)
-    J = data.n_clusters
-    effects, stds, _ = correlated_effects(f"{prefix}_levels_cluster", J, (K - 1) * (1 + q), priors, centred[prefix])
-    effects = effects.reshape((J, K - 1, 1 + q))                          # J x (K - 1) x (1 + q)
-    stds = stds.reshape((K - 1, 1 + q))
+    effects, stds = _nominal_level_effects(prefix, data, priors, centred, K)
     intercepts = effects[:, :, 0]
     if data.higher:
         pm.Deterministic(f"{prefix}_within", intercepts)
@@ -581,6 +577,15 @@ def _nominal_slopes(prefix: str, data: JointData, priors: dict, centred: dict, K
     pm.Deterministic(f"{prefix}_slopes_cluster_sd", stds[:, 1:])
     z = data.Z[:, list(data.slope_columns)]                               # n x q
     return intercepts[data.codes] + (slopes[data.codes] * z[:, None, :]).sum(axis=2)
+
+
+def _nominal_level_effects(prefix: str, data: JointData, priors: dict, centred: dict, K: int) -> tuple:
+    """The clusters' own intercepts and slopes of a nominal submodel, one LKJ block across its non-reference
+    levels (:func:`_nominal_slopes`): ``(effects, stds)``, tensors J x (K - 1) x (1 + q) and (K - 1) x (1 + q)."""
+    q = len(data.slopes)
+    J = data.n_clusters
+    effects, stds, _ = correlated_effects(f"{prefix}_levels_cluster", J, (K - 1) * (1 + q), priors, centred[prefix])
+    return effects.reshape((J, K - 1, 1 + q)), stds.reshape((K - 1, 1 + q))   # level-major
 
 
 def _outcome_predictor(data: JointData, priors: dict, a, u, outcome_x):
