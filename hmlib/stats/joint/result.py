@@ -29,8 +29,9 @@ __all__ = ["JointModelResult", "SUMMED_OUT_SLOPES_ATTENUATION"]
 #: ``--categorical [--ordinal]``: a finding with strong persistence within the patient, 300 patients, x missing
 #: for 30% at random given the visit's outcome; against the truth, or paired against the full data), by submodel;
 #: the nominal one with its one block across the levels (15 registries: 9.3% and 7.3% below the full data's, MC SE
-#: 2.1% and 1.4%; 8-12% with the per-level blocks before 2026-12-07). Without the missingness submodel all three
-#: came out within Monte Carlo error of the full data's.
+#: 2.1% and 1.4%; 8-12% with the per-level blocks before 2026-12-07). Without the missingness submodel the yes/no
+#: and ordinal ones came out within Monte Carlo error of the full data's, the nominal one 4.4% and 2.1% below them
+#: (MC SE 2.0% and 1.3%, 30 registries).
 SUMMED_OUT_SLOPES_ATTENUATION = {"binary": "about 6%", "nominal": "7-9%", "ordinal": "about 5-6%"}
 
 
