@@ -18,11 +18,12 @@ compiled model, so build and compile are the step's):
   read from the fit's record (``settings.attempts``: each chain's leapfrog
   steps in the warm-up and per draw after it, seconds per gradient as sampled).
 
-With ``--compare-row-order`` each case's gradient is also timed, in the same
-run, with the rows in the data's own order (the model before the rows were
-grouped by missing pattern, so that row sets are slices: ``_row_order`` of
-:mod:`hmlib.stats.joint.model` swapped for one that keeps the order), and
-the ratio of the two is recorded.
+Rows grouped by missing pattern, so that the likelihood's row sets are
+slices and not gathers, were measured with this script's
+``--compare-row-order`` at commit 5e058a5
+(``bench/results/joint_row_order.json``): 1.01-1.02x alone at 10,000 to
+1,000,000 patients, 0.87-1.02x with two processes at once; no gain, so the
+model takes the rows in the data's order and the option is gone.
 
 With ``--profile`` pytensor's profile of the same log density and gradient
 (its C backend, as nutpie's numba function cannot be profiled by op) splits
@@ -41,7 +42,7 @@ Usage::
 
     .venv/bin/python bench/joint_cost.py                      # 10k, 100k, 1m; fits 10k and 100k
     .venv/bin/python bench/joint_cost.py --cases smoke --fit smoke --out /tmp/x.json   # check the script
-    .venv/bin/python bench/joint_cost.py --fit --compare-row-order --out bench/results/joint_row_order.json  # no fits
+    .venv/bin/python bench/joint_cost.py --cases scale1m --fit --profile --out /tmp/x.json   # where the time goes
 
 writes ``bench/results/joint_cost.json``.
 """
@@ -66,7 +67,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_scale import write_case  # noqa: E402
 
 import hmlib.stats.joint.fit as joint_fit  # noqa: E402
-import hmlib.stats.joint.model as joint_model  # noqa: E402
 from hmlib.data import load_registry  # noqa: E402
 from hmlib.params import load_params  # noqa: E402
 from hmlib.settings import run_sizes  # noqa: E402
@@ -95,25 +95,20 @@ class _Compiled(Exception):
         self.compiled = compiled
 
 
-def compiled_model(registry, data_order: bool = False):
-    """The joint model the report's step 4 compiles for ``registry``, and the seconds its build and compile took.
-
-    ``data_order``: with the rows in the data's own order (the model before they were grouped by pattern).
-    """
+def compiled_model(registry):
+    """The joint model the report's step 4 compiles for ``registry``, and the seconds its build and compile took."""
     def keep(compiled, *args, **kwargs):
         raise _Compiled(compiled)
 
-    original, original_order = joint_fit.sample_until_gate, joint_model._row_order
+    original = joint_fit.sample_until_gate
     joint_fit.sample_until_gate = keep
-    if data_order:
-        joint_model._row_order = lambda data: None
     started = time.perf_counter()
     try:
         fit_registry(registry, **_step_sizes(registry))
     except _Compiled as caught:
         return caught.compiled, time.perf_counter() - started
     finally:
-        joint_fit.sample_until_gate, joint_model._row_order = original, original_order
+        joint_fit.sample_until_gate = original
     raise RuntimeError("the fit did not reach the sampler")
 
 
@@ -155,24 +150,6 @@ def gradient_cost(compiled, seed: int = 1) -> dict:
             "slowdown_two_at_once": together / alone["median_s"]}
 
 
-def _data_order_cost(registry, grouped, grouped_cost: dict) -> dict:
-    """The gradient's cost with the rows in the data's own order, beside ``grouped`` (the default model, whose
-    cost ``grouped_cost`` was timed just before), and the default's once more after it (drift on the machine
-    shows there); both log densities at the same point (the same model: equal up to rounding)."""
-    own, build_s = compiled_model(registry, data_order=True)
-    point = np.asarray(grouped.initial_point_func(1), dtype=float)
-    logp_grouped, logp_own = (float(c.logp_func(point)[0]) for c in (grouped, own))
-    cost = gradient_cost(own)
-    again = gradient_cost(grouped)
-    alone = statistics.mean([again["alone"]["median_s"], grouped_cost["alone"]["median_s"]])
-    both = statistics.mean([again["two_at_once_median_s"], grouped_cost["two_at_once_median_s"]])
-    return {"build_and_compile_s": round(build_s, 1), "gradient": cost, "grouped_again": again,
-            "speedup_alone": cost["alone"]["median_s"] / alone,
-            "speedup_two_at_once": cost["two_at_once_median_s"] / both,
-            "logp_grouped": logp_grouped, "logp_data_order": logp_own}
-
-
-
 class _Built(Exception):
     """Raised by the stand-in build to carry the step's PyMC model out of the fit."""
 
@@ -184,6 +161,7 @@ class _Built(Exception):
 def gradient_profile(registry, evaluations: int = 20) -> dict:
     """Where one log density + gradient evaluation of the step's model spends its time (pytensor's profile, C
     backend): seconds per evaluation, shares by kind of operation (:data:`OP_KINDS`) and the ten longest nodes."""
+    import pytensor
     from pymc.blocking import DictToArrayBijection
 
     def keep(*args, **kwargs):
@@ -197,8 +175,6 @@ def gradient_profile(registry, evaluations: int = 20) -> dict:
         model = caught.model
     finally:
         joint_fit.build_joint_model = original
-    import pytensor
-
     mode = pytensor.compile.mode.Mode(linker="cvm", optimizer="fast_run")     # the C backend (the default is numba)
     with pytensor.config.change_flags(profile=True):     # the VM times each node only when compiled so
         function = model.logp_dlogp_function(ravel_inputs=True, profile=True, mode=mode)
@@ -262,8 +238,6 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["scale10k", "scale100k", "scale1m"])
     parser.add_argument("--fit", nargs="*", default=["scale10k", "scale100k"],
                         help="cases also fitted in full at the report's sizes")
-    parser.add_argument("--compare-row-order", action="store_true",
-                        help="also time each gradient with the rows in the data's own order")
     parser.add_argument("--profile", action="store_true", help="also profile each gradient by operation")
     parser.add_argument("--root", type=Path, default=Path("/tmp/hmlib_joint_cost"))
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -279,13 +253,6 @@ def main() -> None:
         print(f"{name}: {entry['patients']:,} patients, {entry['parameters']} parameters; gradient "
               f"{g['alone']['median_s'] * 1e3:.2f} ms alone, {g['two_at_once_median_s'] * 1e3:.2f} ms two at once "
               f"({g['slowdown_two_at_once']:.2f}x)", flush=True)
-        if args.compare_row_order:
-            entry["data_order"] = _data_order_cost(registry, compiled, entry["gradient"])
-            d = entry["data_order"]
-            print(f"  rows in the data's order: {d['gradient']['alone']['median_s'] * 1e3:.2f} ms alone, "
-                  f"{d['gradient']['two_at_once_median_s'] * 1e3:.2f} ms two at once; grouped by pattern "
-                  f"{d['speedup_alone']:.2f}x and {d['speedup_two_at_once']:.2f}x faster "
-                  f"(log densities {d['logp_grouped']:.6f} and {d['logp_data_order']:.6f})", flush=True)
         if args.profile:
             entry["profile"] = gradient_profile(registry)
             shares = ", ".join(f"{k} {v:.0%}" for k, v in entry["profile"]["share_by_kind"].items())

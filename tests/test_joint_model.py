@@ -14,9 +14,6 @@ JOINT-MARG-001   summed-out binary predictors = brute-force enumeration of every
 JOINT-MARG-002   integrated-out focus (Gauss-Hermite) = adaptive numerical integration (scipy), binomial
                  and gaussian outcome, normal and lognormal focus, with a missing binary in the same rows
 JOINT-MARG-003   the automatic node count is within its stated log-likelihood tolerance
-JOINT-ORDER-001  rows taken grouped by missing pattern (slices, not gathers): the same log density and gradient
-                 at random points as the data's own order, the same named values (latent missing values in the
-                 data's order), each row set consecutive
 JOINT-SCALE-001  original-scale coefficients give the same linear predictor as the standardised ones
 JOINT-SCALE-002  estimates reported on the original scale: posterior means match ML on complete data
 JOINT-GATE-001   the convergence gate names each offender (unit) and flags a 20-draw run
@@ -56,7 +53,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytensor
 import pytensor.tensor as pt
 import pytest
 from scipy import integrate, special, stats
@@ -97,22 +93,6 @@ def _likelihood_at_random_point(model, names, seed):
     return float(out[0]), {n: np.asarray(v, dtype=float) for n, v in zip(names, out[1:])}
 
 
-def _logp_and_gradient(model):
-    """The model's log density and its gradient by value variable, as one Python-mode function of a point.
-
-    The terms are added two at a time and the graph is not rewritten: ``model.logp()`` (or the rewrites) adds
-    them in one element-wise node, which Python mode cannot evaluate beyond 32 terms (and the compiled modes take
-    minutes to build for a test).
-    """
-    terms = model.logp(sum=False)
-    total = terms[0].sum()
-    for term in terms[1:]:
-        total = total + term.sum()
-    gradient = pt.grad(total, model.value_vars)
-    mode = pytensor.compile.mode.Mode(linker="py", optimizer=None)   # rewrites would merge the additions
-    return model.compile_fn([total, *gradient], inputs=model.value_vars, mode=mode)
-
-
 def _tiny_frame(seed=0, family="binomial", lognormal=False):
     """Three clusters, a complete numeric z, an incomplete binary b1, b2 and an incomplete x."""
     rng = np.random.default_rng(seed)
@@ -132,65 +112,6 @@ def _tiny_frame(seed=0, family="binomial", lognormal=False):
 def _std(values):
     present = values[np.isfinite(values)]
     return (values - present.mean()) / present.std()
-
-
-def _mixed_frame(seed=0, n=60):
-    """Four sites; a complete z, an incomplete focus x, a second continuous x2 (latent), a binary b1 and a
-    three-level grade, their missing values scattered so that no missing pattern is a run of rows."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"site": rng.choice(list("abcd"), n), "z": rng.normal(size=n),
-                          "x": rng.normal(2, 1, n), "x2": rng.normal(0, 2, n),
-                          "b1": rng.integers(0, 2, n).astype(float),
-                          "grade": rng.choice(["low", "mid", "high"], n).astype(object),
-                          "y": rng.integers(0, 2, n).astype(float)})
-    for col, share in (("x", 0.35), ("x2", 0.3), ("b1", 0.25), ("grade", 0.2)):
-        frame.loc[rng.random(n) < share, col] = np.nan
-    return frame
-
-
-# --------------------------------------------------------------------------
-# JOINT-ORDER
-# --------------------------------------------------------------------------
-@pytest.mark.parametrize("family,slopes", [("binomial", False), ("gaussian", True)])
-def test_order_001_pattern_order_is_the_same_model(monkeypatch, family, slopes):
-    """JOINT-ORDER-001: the model built on rows grouped by missing pattern is the model of the data's own order.
-
-    Same value variables and shapes; log density and gradient equal (up to the order of the sums) at random
-    points, which also checks that ``x2_missing`` names the data's rows in the data's order (each latent value
-    has its own row's prior mean); and in the grouped order every row set is consecutive."""
-    from hmlib.stats.joint import model as joint_model
-
-    frame = _mixed_frame(3)
-    if family == "gaussian":
-        frame["y"] = np.random.default_rng(4).normal(size=len(frame))
-    data = jm.prepare_joint_data(frame, outcome="y", predictors=["z", "x", "x2", "b1", "grade"], cluster="site",
-                                 family=family, focus="x", random_slopes=["z"] if slopes else ())
-    order = joint_model._row_order(data)
-    assert order is not None
-    grouped = data.take_rows(order)
-    keys = np.column_stack([grouped.focus_missing, ~grouped.binaries[0].observed,
-                            ~grouped.categoricals[0].observed])
-    runs = 1 + np.count_nonzero((keys[1:] != keys[:-1]).any(axis=1))
-    assert runs == len(np.unique(keys, axis=0))                    # each pattern one run of rows
-    x2_rows = order[np.flatnonzero(~grouped.continuous[1].observed)]
-    assert (np.diff(x2_rows) < 0).any()             # x2's missing rows change order: its latent is mapped back
-    grouped_model = jm.build_joint_model(data)
-    monkeypatch.setattr(joint_model, "_row_order", lambda data: None)
-    own_model = jm.build_joint_model(data)
-    own_point = own_model.initial_point()
-    assert {k: np.shape(v) for k, v in grouped_model.initial_point().items()} == \
-        {k: np.shape(v) for k, v in own_point.items()}
-    functions = [_logp_and_gradient(m) for m in (grouped_model, own_model)]
-    rng = np.random.default_rng(5)
-    for _ in range(3):
-        point = {k: v + rng.normal(0, 0.7, size=np.shape(v)) for k, v in own_point.items()}
-        (grouped_logp, *grouped_grad), (own_logp, *own_grad) = (f(point) for f in functions)
-        assert np.isfinite(own_logp)
-        assert grouped_logp == pytest.approx(own_logp, rel=1e-12, abs=1e-9)
-        for grouped_part, own_part in zip(grouped_grad, own_grad, strict=True):
-            np.testing.assert_allclose(grouped_part, own_part, rtol=1e-9, atol=1e-9)
-        moved = dict(point, x1_missing=point["x1_missing"][::-1])   # x2's values on other rows: another density
-        assert functions[0](moved)[0] != pytest.approx(grouped_logp, rel=1e-6)
 
 
 # --------------------------------------------------------------------------

@@ -200,21 +200,6 @@ class JointData:
     higher: tuple = ()
     slopes: tuple = ()
 
-    def take_rows(self, order: np.ndarray) -> "JointData":
-        """The same data with its rows in ``order`` (a permutation of ``0 .. n - 1``): every per-row array of the
-        data and of its incomplete predictors is reordered, nothing else changes."""
-        order = np.asarray(order, dtype=np.intp)
-        if np.sort(order).tolist() != list(range(self.n)):
-            raise ValueError("order must be a permutation of the rows")
-
-        def take(record, names):
-            return replace(record, **{name: getattr(record, name)[order] for name in names})
-
-        return replace(self, y=self.y[order], codes=self.codes[order], Z=self.Z[order],
-                       continuous=tuple(take(v, ("values", "response", "observed")) for v in self.continuous),
-                       binaries=tuple(take(v, ("values", "observed")) for v in self.binaries),
-                       categoricals=tuple(take(v, ("codes", "observed")) for v in self.categoricals))
-
     @property
     def slope_columns(self) -> tuple:
         """Positions in ``Z`` of the random-slope predictors (``slopes``)."""

@@ -222,42 +222,14 @@ def build_joint_model(data: JointData, *, priors: dict | None = None, parameteri
     # the levels above the cluster: their own choice (``<key>@above``), else the clusters'
     centred |= {f"{key}@above": parameterisation.get(f"{key}@above", parameterisation.get(key, "centred"))
                 == "centred" for key in keys}
-    order = _row_order(data)
-    data = data if order is None else data.take_rows(order)
     with pm.Model() as model:
         a, u = _cluster_intercepts(data, priors, centred)
-        outcome_x, focus_sub = _continuous_submodels(data, priors, centred, order)
+        outcome_x, focus_sub = _continuous_submodels(data, priors, centred)
         binary_eta = _binary_submodels(data, priors, centred)
         category_logp = _categorical_submodels(data, priors, centred)
         b, eta, sigma_y = _outcome_predictor(data, priors, a, u, outcome_x)
         _outcome_likelihood(data, b, eta, sigma_y, focus_sub, (binary_eta, category_logp), int(quadrature_nodes))
     return model
-
-
-def _row_order(data: JointData) -> np.ndarray | None:
-    """The order the model takes the rows in: grouped by missing pattern, or None when no row is missing anything
-    summed or integrated out.
-
-    The focus's missingness is the first key, then that of each binary and categorical predictor; the sort is
-    stable, so within a group the rows keep their order. Every row set of the likelihood (the rows with the focus
-    recorded and those without, the plain rows, each pattern's rows) is then a run of consecutive rows, taken as
-    a slice (:func:`_rows`), where a gather over the rows costs an index array and a copy forwards and a scatter
-    backwards (measured in ``bench/joint_cost.py --compare-row-order``). Sums are over the same terms in another
-    order, so the log density is unchanged up to rounding; named latent values keep the data's order
-    (:func:`_continuous_submodels`).
-    """
-    keys = [data.focus_missing, *(~var.observed for var in (*data.binaries, *data.categoricals))]
-    if not any(key.any() for key in keys):
-        return None
-    order = np.lexsort(tuple(reversed(keys)))          # lexsort's last key is its first; stable
-    return None if (order == np.arange(data.n)).all() else order
-
-
-def _rows(values, idx: np.ndarray):
-    """``values[idx]`` for increasing row numbers ``idx``: a slice when they are consecutive, else a gather."""
-    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
-        return values[int(idx[0]):int(idx[-1]) + 1]
-    return values[idx]
 
 
 def _cluster_intercepts(data: JointData, priors: dict, centred: dict):
@@ -388,11 +360,8 @@ def _outcome_on_missingness(data: JointData, priors: dict, centred: dict, above)
     return u, w
 
 
-def _continuous_submodels(data: JointData, priors: dict, centred: dict, order: np.ndarray | None):
+def _continuous_submodels(data: JointData, priors: dict, centred: dict):
     """One submodel per incomplete continuous predictor.
-
-    ``data`` has its rows in ``order`` (:func:`_row_order`; None: the data's own order). A latent predictor's
-    missing values ``x<k>_missing`` are kept in the data's own row order, as the imputations read them.
 
     Returns
     -------
@@ -418,21 +387,16 @@ def _continuous_submodels(data: JointData, priors: dict, centred: dict, order: n
         sigma = sd_prior(f"{prefix}_sigma", priors["residual_sd"])
         obs_idx = np.flatnonzero(var.observed)
         mis_idx = np.flatnonzero(~var.observed)
-        pm.Normal(f"{prefix}_observed", mu=_rows(mu, obs_idx), sigma=sigma, observed=var.response[obs_idx])
+        pm.Normal(f"{prefix}_observed", mu=mu[obs_idx], sigma=sigma, observed=var.response[obs_idx])
         known = np.where(var.observed, (var.values - var.centre) / var.scale, 0.0)
         if var.mode == "marginal":
             outcome_x.append(pt.as_tensor_variable(known))
-            focus_sub = (_rows(mu, mis_idx), sigma, var, mis_idx)
+            focus_sub = (mu[mis_idx], sigma, var, mis_idx)
         else:
-            back = None if order is None else np.argsort(order[mis_idx], kind="stable")
-            if back is None or (back == np.arange(back.size)).all():
-                latent = pm.Normal(f"{prefix}_missing", mu=_rows(mu, mis_idx), sigma=sigma, shape=mis_idx.size)
-            else:                   # named in the data's order (back), used in the model's (its inverse)
-                latent = pm.Normal(f"{prefix}_missing", mu=mu[mis_idx[back]], sigma=sigma, shape=mis_idx.size)
-                latent = latent[np.argsort(back)]
+            latent = pm.Normal(f"{prefix}_missing", mu=mu[mis_idx], sigma=sigma, shape=mis_idx.size)
             sub = latent * var.sub_scale + var.sub_centre
             raw = pt.exp(sub) if var.distribution == "lognormal" else sub
-            outcome_x.append(pt.set_subtensor(_rows(pt.as_tensor_variable(known), mis_idx),
+            outcome_x.append(pt.set_subtensor(pt.as_tensor_variable(known)[mis_idx],
                                               (raw - var.centre) / var.scale))
     return outcome_x, focus_sub
 
@@ -484,7 +448,7 @@ def _binary_submodels(data: JointData, priors: dict, centred: dict) -> list:
             tau = sd_prior(f"{prefix}_cluster_sd", priors["cluster_sd"])
             eta_b = fixed + _submodel_clusters(prefix, J, tau, centred, data, priors)[codes]
         obs_idx = np.flatnonzero(var.observed)
-        pm.Bernoulli(f"{prefix}_observed", logit_p=_rows(eta_b, obs_idx), observed=var.values[obs_idx])
+        pm.Bernoulli(f"{prefix}_observed", logit_p=eta_b[obs_idx], observed=var.values[obs_idx])
         binary_eta.append(eta_b)
     return binary_eta
 
@@ -664,9 +628,9 @@ def _outcome_likelihood(data: JointData, b, eta, sigma_y, focus_sub, discrete, q
     if simple.any():
         idx = np.flatnonzero(simple)
         if data.family == "binomial":
-            pm.Bernoulli("outcome_observed", logit_p=_rows(eta, idx), observed=data.y[idx])
+            pm.Bernoulli("outcome_observed", logit_p=eta[idx], observed=data.y[idx])
         else:
-            pm.Normal("outcome_observed", mu=_rows(eta, idx), sigma=sigma_y, observed=data.y[idx])
+            pm.Normal("outcome_observed", mu=eta[idx], sigma=sigma_y, observed=data.y[idx])
     patterns = np.unique(pattern_keys[~simple], axis=0) if (~simple).any() else np.zeros((0, 0))
     nodes, weights = np.polynomial.hermite_e.hermegauss(quadrature_nodes)
     for p_index, key in enumerate(patterns):
@@ -695,7 +659,7 @@ def _sum_out_categoricals(data: JointData, rows: np.ndarray, which: np.ndarray, 
     eta_rows = (eta_rows[:, :, None] + shift[None, None, :]).reshape((rows.size, -1))
     cat_weight = None
     for col, k in enumerate(which):
-        logp = _rows(category_logp[k], rows)[:, states[:, col]]      # rows x states
+        logp = category_logp[k][rows][:, states[:, col]]             # rows x states
         term = pt.exp(logp) if binomial else logp
         cat_weight = term if cat_weight is None else (cat_weight * term if binomial else cat_weight + term)
     if weight is None:
@@ -727,12 +691,12 @@ def _pattern_log_likelihood(data: JointData, rows: np.ndarray, key: np.ndarray, 
     which = np.flatnonzero(key[1:1 + len(data.binaries)])
     combos = np.array(list(itertools.product((0.0, 1.0), repeat=which.size)), dtype=float).reshape(
         2 ** which.size, which.size)
-    eta_rows = _rows(eta, rows)[:, None]               # rows x 1
+    eta_rows = eta[rows][:, None]                      # rows x 1
     weight = None                                      # rows x states (probability or log scale)
     if which.size:
         eta_rows = eta_rows + pt.dot(combos, b[first_binary + which])[None, :]   # rows x combos
         for col, k in enumerate(which):
-            signed = (2.0 * combos[:, col] - 1.0)[None, :] * _rows(binary_eta[k], rows)[:, None]
+            signed = (2.0 * combos[:, col] - 1.0)[None, :] * binary_eta[k][rows][:, None]
             term = pt.sigmoid(signed) if binomial else -pt.softplus(-signed)
             weight = term if weight is None else (weight * term if binomial else weight + term)
     eta_rows, weight = _sum_out_categoricals(data, rows, np.flatnonzero(key[1 + len(data.binaries):]), b,
@@ -743,10 +707,10 @@ def _pattern_log_likelihood(data: JointData, rows: np.ndarray, key: np.ndarray, 
         pos = np.searchsorted(mis_idx, rows)
         coef_f = b[p + focus_k]
         if analytic:
-            eta_rows = eta_rows + coef_f * _rows(mu_f, pos)[:, None]
+            eta_rows = eta_rows + coef_f * mu_f[pos][:, None]
             sd_rows = pt.sqrt(sigma_y ** 2 + (coef_f * sigma_f) ** 2)
         else:
-            sub = _rows(mu_f, pos)[:, None] + sigma_f * nodes[None, :]  # rows x K
+            sub = mu_f[pos][:, None] + sigma_f * nodes[None, :]        # rows x K
             raw = sub * var.sub_scale + var.sub_centre
             raw = pt.exp(raw) if var.distribution == "lognormal" else raw
             x_nodes = (raw - var.centre) / var.scale
