@@ -221,10 +221,11 @@ def missingness_submodel_on(params) -> bool:
     and more visits without the value) have it taken up by their outcome intercept: measured on visits in patients
     (``bench/joint_random_slopes_truth.py --no-missingness-model``, paired on the same registries), switching it off
     moved an ordinal predictor's coefficients up by 5.5% and 6.1% of the truth (MC SE 0.7% and 0.8%), from 5.5%
-    below the full data's to about theirs; a nominal one's by 4.6% and 5.6% (then with a block of patient effects
-    per level; with today's one block across the levels the nominal fit without the submodel is 4.4% and 2.1%
-    below the full data's, MC SE 2.0% and 1.3% over 30 registries), a yes/no one's by 5.4% (MC SE 0.7%, 20
-    registries), and a continuous one's by 0.04% (MC SE 0.11%).
+    below the full data's to about theirs (2.9% and 0.4% below them, MC SE 2.5% and 1.4%, over 20 registries); a
+    nominal one's by 4.6% and 5.6% (then with a block of patient effects per level; with today's one block across
+    the levels the nominal fit without the submodel is 4.4% and 2.1% below the full data's, MC SE 2.0% and 1.3%
+    over 30 registries), a yes/no one's by 5.4% (MC SE 0.7%, 20 registries), and a continuous one's by 0.04% (MC
+    SE 0.11%).
     Without random slopes (``time`` only, random intercepts: ``--binary --no-slopes``) the submodel moved the
     yes/no one's by 7.8% (MC SE 1.5%, 8 registries) just the same. With sites as clusters it stays on.
     """
