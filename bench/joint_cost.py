@@ -87,29 +87,37 @@ OP_KINDS = {"Elemwise": "element-wise", "AdvancedSubtensor1": "gathers", "Advanc
             "AllocEmpty": "allocations"}
 
 
-class _Compiled(Exception):
-    """Raised by the stand-in sampler to carry the step's compiled model out of the fit."""
+class _Caught(Exception):
+    """Raised by a stand-in inside the step's fit to carry what it was given out of the fit."""
 
-    def __init__(self, compiled):
-        super().__init__("compiled")
-        self.compiled = compiled
+    def __init__(self, value):
+        super().__init__("caught")
+        self.value = value
+
+
+def caught_in_fit(registry, name: str, value_of):
+    """Run the report's step 4 fit of ``registry`` up to ``hmlib.stats.joint.fit.<name>`` and return
+    ``value_of(original, *args, **kwargs)`` of that call (the stand-in stops the fit there)."""
+    original = getattr(joint_fit, name)
+
+    def stand_in(*args, **kwargs):
+        raise _Caught(value_of(original, *args, **kwargs))
+
+    setattr(joint_fit, name, stand_in)
+    try:
+        fit_registry(registry, **_step_sizes(registry))
+    except _Caught as caught:
+        return caught.value
+    finally:
+        setattr(joint_fit, name, original)
+    raise RuntimeError(f"the fit did not reach {name}")
 
 
 def compiled_model(registry):
     """The joint model the report's step 4 compiles for ``registry``, and the seconds its build and compile took."""
-    def keep(compiled, *args, **kwargs):
-        raise _Compiled(compiled)
-
-    original = joint_fit.sample_until_gate
-    joint_fit.sample_until_gate = keep
     started = time.perf_counter()
-    try:
-        fit_registry(registry, **_step_sizes(registry))
-    except _Compiled as caught:
-        return caught.compiled, time.perf_counter() - started
-    finally:
-        joint_fit.sample_until_gate = original
-    raise RuntimeError("the fit did not reach the sampler")
+    compiled = caught_in_fit(registry, "sample_until_gate", lambda original, compiled, *args, **kwargs: compiled)
+    return compiled, time.perf_counter() - started
 
 
 def _step_sizes(registry) -> dict:
@@ -150,31 +158,13 @@ def gradient_cost(compiled, seed: int = 1) -> dict:
             "slowdown_two_at_once": together / alone["median_s"]}
 
 
-class _Built(Exception):
-    """Raised by the stand-in build to carry the step's PyMC model out of the fit."""
-
-    def __init__(self, model):
-        super().__init__("built")
-        self.model = model
-
-
 def gradient_profile(registry, evaluations: int = 20) -> dict:
     """Where one log density + gradient evaluation of the step's model spends its time (pytensor's profile, C
     backend): seconds per evaluation, shares by kind of operation (:data:`OP_KINDS`) and the ten longest nodes."""
     import pytensor
     from pymc.blocking import DictToArrayBijection
 
-    def keep(*args, **kwargs):
-        raise _Built(original(*args, **kwargs))
-
-    original = joint_fit.build_joint_model
-    joint_fit.build_joint_model = keep
-    try:
-        fit_registry(registry, **_step_sizes(registry))
-    except _Built as caught:
-        model = caught.model
-    finally:
-        joint_fit.build_joint_model = original
+    model = caught_in_fit(registry, "build_joint_model", lambda original, *args, **kwargs: original(*args, **kwargs))
     mode = pytensor.compile.mode.Mode(linker="cvm", optimizer="fast_run")     # the C backend (the default is numba)
     with pytensor.config.change_flags(profile=True):     # the VM times each node only when compiled so
         function = model.logp_dlogp_function(ravel_inputs=True, profile=True, mode=mode)
